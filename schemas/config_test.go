@@ -1,0 +1,101 @@
+package schemas
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := LoadFile("../tandem.example.yaml")
+	require.NoError(t, err)
+	require.Len(t, cfg.Streams, 1)
+	v := cfg.View("pageviews_by_country")
+	require.NotNil(t, v)
+	require.Equal(t, "1m", v.Granularity.String())
+	require.Same(t, cfg.Stream("pageviews"), v.StreamDef())
+	require.Equal(t, "tandem", cfg.S3.AccessKey, "default from ${S3_ACCESS_KEY:-tandem}")
+	require.Equal(t, int64(10000), cfg.ChunkSize)
+	require.Equal(t, 2, v.StreamDef().FieldIndex("country"))
+}
+
+func TestExpandEnv(t *testing.T) {
+	env := map[string]string{"A": "x", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	got := string(ExpandEnv([]byte("${A} ${B} ${B:-def} ${EMPTY:-e} $A ${A:-z}"), lookup))
+	require.Equal(t, "x  def e $A x", got)
+}
+
+// base is a small valid config each case breaks in one way.
+const base = `
+chunk_size: 100
+streams:
+  - name: s
+    partitions: 2
+    id_field: id
+    time_field: ts
+    fields:
+      - { name: id, type: string }
+      - { name: ts, type: timestamp }
+      - { name: c, type: string }
+      - { name: n, type: float64 }
+      - { name: b, type: bool }
+views:
+  - name: v
+    stream: s
+    granularity: 1m
+    dimensions: [c]
+    measures:
+      - { name: cnt, type: count }
+      - { name: total, type: sum, field: n }
+`
+
+func TestConfigRejects(t *testing.T) {
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"unknown key", "chunk_size: 100", "chunk_size: 100\nchunk_sise: 3", `:3: field "chunk_sise" not recognised`},
+		{"unknown nested key", "    partitions: 2", "    partitions: 2\n    partitons: 2", `:6: field "partitons" not recognised`},
+		{"duplicate stream", "views:", "  - { name: s, partitions: 1, id_field: id, time_field: ts, fields: [{name: id, type: string}, {name: ts, type: timestamp}] }\nviews:", `stream "s" is defined twice`},
+		{"duplicate view", "      - { name: total, type: sum, field: n }", "      - { name: total, type: sum, field: n }\n  - { name: v, stream: s, granularity: 1h, measures: [{name: c2, type: count}] }", `view "v" is defined twice`},
+		{"unknown stream", "    stream: s", "    stream: nope", `:16: view "v" is on unknown stream "nope"`},
+		{"dimension not string", "dimensions: [c]", "dimensions: [n]", `dimension "n" must be a string field; it is float64`},
+		{"dimension unknown", "dimensions: [c]", "dimensions: [zz]", `dimension "zz" is not a field`},
+		{"sum over string", "type: sum, field: n", "type: sum, field: c", `measure "total" (sum) needs a numeric field; "c" is string`},
+		{"min over bool", "type: sum, field: n", "type: min, field: b", `(min) needs a numeric field`},
+		{"quantiles over string", "type: sum, field: n", "type: quantiles, field: c", `(quantiles) needs a numeric field`},
+		{"unknown measure", "type: sum, field: n", "type: avg, field: n", `unknown type "avg"`},
+		{"unknown granularity", "granularity: 1m", "granularity: 2m", `:17: granularity "2m" is not one of`},
+		{"zero chunk size", "chunk_size: 100", "chunk_size: 0", `:2: chunk_size must be positive`},
+		{"negative chunk size", "chunk_size: 100", "chunk_size: -5", `chunk_size must be positive`},
+		{"no id field", "    id_field: id\n", "", `stream "s" has no id_field`},
+		{"no time field", "    time_field: ts\n", "", `stream "s" has no time_field`},
+		{"id field undeclared", "id_field: id", "id_field: uid", `id_field "uid" is not a declared field`},
+		{"time field not timestamp", "time_field: ts", "time_field: c", `time_field "c" must be a timestamp field`},
+		{"bad field type", "{ name: b, type: bool }", "{ name: b, type: boolean }", `unknown type "boolean"`},
+		{"bad duration", "chunk_size: 100", "chunk_size: 100\ningest: { max_future_skew: soon }", `"soon" is not a duration`},
+		{"not yaml", "chunk_size: 100", "chunk_size: [", `:3:`},
+		{"wrong type", "chunk_size: 100", "chunk_size: lots", `:2: cannot`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(base, tc.from, tc.to, 1)
+			require.NotEqual(t, base, src, "case must change the config")
+			_, err := Parse("t.yaml", []byte(src), noEnv)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+			require.True(t, strings.HasPrefix(err.Error(), "t.yaml:"), err.Error())
+		})
+	}
+	_, err := Parse("t.yaml", []byte(base), noEnv)
+	require.NoError(t, err)
+}
+
+func TestConfigFileMissing(t *testing.T) {
+	_, err := LoadFile("does-not-exist.yaml")
+	require.ErrorIs(t, err, os.ErrNotExist)
+}

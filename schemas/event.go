@@ -1,0 +1,264 @@
+package schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits on one event. They protect every consumer from hostile producers:
+// an event over a limit is invalid, reported, and goes to the dead-letter topic.
+const (
+	MaxEventBytes  = 1 << 20 // one JSON object
+	MaxStringBytes = 16 << 10
+	MaxNesting     = 32 // of undeclared values kept in the raw JSON
+)
+
+// Event times must fit every store: ClickHouse DateTime ends in 2106.
+var (
+	MinEventTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxEventTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// Value is one declared field of a decoded event. Set is false when the event
+// lacks the field or gives null.
+type Value struct {
+	Set   bool
+	Str   string    // string fields
+	Int   int64     // int64 fields
+	Float float64   // float64 fields; int64 fields too, for measures
+	Bool  bool      // bool fields
+	Time  time.Time // timestamp fields, UTC
+}
+
+// Number returns the value of a numeric field as float64.
+func (v Value) Number() (float64, bool) { return v.Float, v.Set }
+
+// Event is one decoded, valid event of a stream.
+type Event struct {
+	ID     string
+	Time   time.Time // event time, UTC, millisecond precision
+	Values []Value   // one per Stream.Fields, same order
+}
+
+// FieldError says which field of an event is wrong and why.
+type FieldError struct {
+	Field  string // empty when the problem is the whole event
+	Reason string
+	Err    error // a sentinel such as ErrFutureEvent, for errors.Is; may be nil
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return fmt.Sprintf("field %q: %s", e.Field, e.Reason)
+}
+
+// ErrFutureEvent is wrapped by the error for an event time too far ahead of
+// the time the event was ingested.
+var ErrFutureEvent = errors.New("event time too far in the future")
+
+// Decoder validates events of one stream. Validation depends only on the
+// event bytes and its ingest time (the Kafka message timestamp), so every
+// layer that decodes the same message reaches the same verdict.
+type Decoder struct {
+	Stream *Stream
+	// MaxFutureSkew rejects events whose time is later than ingest time plus
+	// this much. Zero turns the check off.
+	MaxFutureSkew time.Duration
+}
+
+// NewDecoder returns a Decoder for the stream with the configured skew.
+func NewDecoder(s *Stream, maxFutureSkew time.Duration) *Decoder {
+	return &Decoder{Stream: s, MaxFutureSkew: maxFutureSkew}
+}
+
+// Decode parses one JSON object and validates it against the stream. Fields
+// the stream does not declare are allowed (they stay in the raw bytes) but
+// must be well-formed and nested no deeper than MaxNesting. ingestTime zero
+// skips the future-skew check.
+func (d *Decoder) Decode(raw []byte, ingestTime time.Time) (Event, error) {
+	s := d.Stream
+	if len(raw) > MaxEventBytes {
+		return Event{}, &FieldError{Reason: fmt.Sprintf("event is %d bytes, over the limit of %d", len(raw), MaxEventBytes)}
+	}
+	if !utf8.Valid(raw) {
+		return Event{}, &FieldError{Reason: "event is not valid UTF-8"}
+	}
+	if depth, ok := nesting(raw); !ok {
+		return Event{}, &FieldError{Reason: "event is not a JSON object"}
+	} else if depth > MaxNesting {
+		return Event{}, &FieldError{Reason: fmt.Sprintf("event nests %d levels deep, over the limit of %d", depth, MaxNesting)}
+	}
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return Event{}, &FieldError{Reason: "event is not a JSON object"}
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &obj); err != nil {
+		return Event{}, &FieldError{Reason: "event is not valid JSON: " + jsonReason(err)}
+	}
+	ev := Event{Values: make([]Value, len(s.Fields))}
+	for i, f := range s.Fields {
+		lit, ok := obj[f.Name]
+		if ok && !bytes.Equal(lit, []byte("null")) {
+			v, err := decodeValue(f.Type, lit)
+			if err != nil {
+				return Event{}, &FieldError{Field: f.Name, Reason: err.Error()}
+			}
+			ev.Values[i] = v
+		} else if f.Required {
+			return Event{}, &FieldError{Field: f.Name, Reason: "required field is missing"}
+		}
+	}
+	ev.ID = ev.Values[s.idIndex].Str
+	if ev.ID == "" {
+		return Event{}, &FieldError{Field: s.IDField, Reason: "id must not be empty"}
+	}
+	ev.Time = ev.Values[s.timeIndex].Time
+	if d.MaxFutureSkew > 0 && !ingestTime.IsZero() && ev.Time.After(ingestTime.Add(d.MaxFutureSkew)) {
+		return Event{}, &FieldError{Field: s.TimeField, Err: ErrFutureEvent, Reason: fmt.Sprintf("%v: %s is more than %s after ingest time %s",
+			ErrFutureEvent, ev.Time.Format(time.RFC3339), d.MaxFutureSkew, ingestTime.UTC().Format(time.RFC3339))}
+	}
+	return ev, nil
+}
+
+// Unwrap lets errors.Is find the sentinel of a FieldError.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func decodeValue(t FieldType, lit json.RawMessage) (Value, error) {
+	switch t {
+	case TypeString:
+		if lit[0] != '"' {
+			return Value{}, errors.New("not a string")
+		}
+		var s string
+		if err := json.Unmarshal(lit, &s); err != nil {
+			return Value{}, errors.New("not a string")
+		}
+		if len(s) > MaxStringBytes {
+			return Value{}, fmt.Errorf("string of %d bytes is over the limit of %d", len(s), MaxStringBytes)
+		}
+		return Value{Set: true, Str: s}, nil
+	case TypeInt64:
+		if !isNumber(lit) {
+			return Value{}, errors.New("not an integer")
+		}
+		n, err := strconv.ParseInt(string(lit), 10, 64)
+		if err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return Value{}, errors.New("integer overflows int64")
+			}
+			return Value{}, errors.New("not an integer")
+		}
+		return Value{Set: true, Int: n, Float: float64(n)}, nil
+	case TypeFloat64:
+		if !isNumber(lit) {
+			return Value{}, errors.New("not a number")
+		}
+		f, err := strconv.ParseFloat(string(lit), 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return Value{}, errors.New("number overflows float64")
+		}
+		return Value{Set: true, Float: f}, nil
+	case TypeBool:
+		switch string(lit) {
+		case "true":
+			return Value{Set: true, Bool: true}, nil
+		case "false":
+			return Value{Set: true}, nil
+		}
+		return Value{}, errors.New("not a boolean")
+	case TypeTimestamp:
+		ts, err := parseTimestamp(lit)
+		if err != nil {
+			return Value{}, err
+		}
+		return Value{Set: true, Time: ts}, nil
+	}
+	return Value{}, fmt.Errorf("unknown type %q", t)
+}
+
+// parseTimestamp reads an RFC 3339 string or integer epoch milliseconds.
+func parseTimestamp(lit json.RawMessage) (time.Time, error) {
+	var ts time.Time
+	switch {
+	case lit[0] == '"':
+		var s string
+		if err := json.Unmarshal(lit, &s); err != nil {
+			return ts, errors.New("not a timestamp")
+		}
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return ts, errors.New("not a timestamp (want RFC 3339 or epoch milliseconds)")
+		}
+		ts = t.UTC().Truncate(time.Millisecond)
+	case isNumber(lit):
+		ms, err := strconv.ParseInt(string(lit), 10, 64)
+		if err != nil {
+			return ts, errors.New("not a timestamp (epoch milliseconds must be an integer)")
+		}
+		ts = time.UnixMilli(ms).UTC()
+	default:
+		return ts, errors.New("not a timestamp (want RFC 3339 or epoch milliseconds)")
+	}
+	if ts.Before(MinEventTime) || !ts.Before(MaxEventTime) {
+		return time.Time{}, fmt.Errorf("timestamp %s is outside 1970..2099", ts.Format(time.RFC3339))
+	}
+	return ts, nil
+}
+
+func isNumber(lit []byte) bool {
+	return len(lit) > 0 && (lit[0] == '-' || (lit[0] >= '0' && lit[0] <= '9'))
+}
+
+// nesting returns the deepest nesting of objects and arrays in raw without
+// decoding it, so a hostile event cannot make the decoder recurse deeply.
+// ok is false when the brackets do not balance.
+func nesting(raw []byte) (depth int, ok bool) {
+	cur, inString, escaped := 0, false, false
+	for _, c := range raw {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			cur++
+			if cur > depth {
+				depth = cur
+			}
+		case c == '}' || c == ']':
+			cur--
+			if cur < 0 {
+				return depth, false
+			}
+		}
+	}
+	return depth, cur == 0
+}
+
+func jsonReason(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return "not a JSON object"
+	}
+	return err.Error()
+}

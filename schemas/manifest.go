@@ -1,0 +1,145 @@
+package schemas
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"time"
+)
+
+// Object-store layout (brief section 4). Every layer builds keys with these
+// functions and nothing else.
+
+// RawPrefix is the folder of one partition of a stream's master dataset.
+func RawPrefix(stream string, partition int32) string {
+	return fmt.Sprintf("raw/%s/partition=%d/", stream, partition)
+}
+
+// RawKey names the raw object holding offsets [first, last] of a partition.
+// Offsets are zero-padded so keys sort in offset order.
+func RawKey(stream string, partition int32, first, last int64) string {
+	return fmt.Sprintf("%s%020d-%020d.parquet", RawPrefix(stream, partition), first, last)
+}
+
+var rawKeyPattern = regexp.MustCompile(`^raw/([a-z][a-z0-9_]*)/partition=(\d+)/(\d{20})-(\d{20})\.parquet$`)
+
+// ParseRawKey reads back what RawKey wrote. ok is false for any other key.
+func ParseRawKey(key string) (stream string, partition int32, first, last int64, ok bool) {
+	m := rawKeyPattern.FindStringSubmatch(key)
+	if m == nil {
+		return "", 0, 0, 0, false
+	}
+	var p int64
+	fmt.Sscan(m[2], &p)
+	fmt.Sscan(m[3], &first)
+	fmt.Sscan(m[4], &last)
+	if last < first || p > 1<<31-1 {
+		return "", 0, 0, 0, false
+	}
+	return m[1], int32(p), first, last, true
+}
+
+// ArchiveProgressKey is where the archiver publishes how far each partition
+// of a stream is archived.
+func ArchiveProgressKey(stream string) string { return fmt.Sprintf("raw/%s/_progress.json", stream) }
+
+// ArchiveProgress says, per partition, the next offset not yet archived:
+// every offset below it is in exactly one raw object.
+type ArchiveProgress struct {
+	Stream    string          `json:"stream"`
+	UpdatedAt time.Time       `json:"updated_at"`
+	Next      map[int32]int64 `json:"next_offset"`
+}
+
+// ViewRunPrefix is the folder of one batch run of a view.
+func ViewRunPrefix(view, runID string) string { return fmt.Sprintf("views/%s/runs/%s/", view, runID) }
+
+// ViewDayKey names one Parquet file of a run for one UTC day.
+func ViewDayKey(view, runID string, day time.Time, part int) string {
+	return fmt.Sprintf("%sdt=%s/part-%05d.parquet", ViewRunPrefix(view, runID), day.UTC().Format("2006-01-02"), part)
+}
+
+// ManifestKey is the pointer to a view's current run, written last.
+func ManifestKey(view string) string { return path.Join("views", view, "_current.json") }
+
+// LakeDayPrefix is the folder of one event date of a stream's lake export.
+func LakeDayPrefix(stream string, day time.Time) string {
+	return fmt.Sprintf("lake/%s/dt=%s/", stream, day.UTC().Format("2006-01-02"))
+}
+
+// Manifest describes one published batch run of a view. Serving reads only
+// what a manifest lists, so a run becomes visible all at once.
+type Manifest struct {
+	View        string    `json:"view"`
+	RunID       string    `json:"run_id"`
+	Fingerprint string    `json:"fingerprint"` // View.Fingerprint of the definition the run computed
+	ChunkSize   int64     `json:"chunk_size"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Absorbed is, per partition, the end (exclusive) of the absorbed
+	// offsets: a multiple of ChunkSize. Chunks below Absorbed[p]/ChunkSize
+	// are answered from this run; partitions not listed absorbed nothing.
+	Absorbed map[int32]int64 `json:"absorbed_offsets"`
+	Files    []ManifestFile  `json:"files"`
+	Rows     int64           `json:"rows"`
+	Events   int64           `json:"events"`
+	// Duplicates is how many events were dropped as repeats of an earlier id.
+	Duplicates int64 `json:"duplicates"`
+	// Invalid is how many raw events failed validation and were left out.
+	Invalid  int64   `json:"invalid"`
+	Duration float64 `json:"duration_seconds"`
+	// PreviousRunID is the run this one replaced, if any.
+	PreviousRunID string `json:"previous_run_id,omitempty"`
+}
+
+// ManifestFile is one Parquet file of a run.
+type ManifestFile struct {
+	Key     string    `json:"key"`
+	Day     time.Time `json:"day"`
+	Rows    int64     `json:"rows"`
+	Bytes   int64     `json:"bytes"`
+	MinTime time.Time `json:"min_window"`
+	MaxTime time.Time `json:"max_window"`
+}
+
+// AbsorbedChunks returns K_p: the number of chunks of partition p the run
+// absorbed (chunks 0..K_p-1).
+func (m *Manifest) AbsorbedChunks(p int32) int64 {
+	if m == nil || m.ChunkSize <= 0 {
+		return 0
+	}
+	return m.Absorbed[p] / m.ChunkSize
+}
+
+// ErrBadManifest is wrapped by DecodeManifest's errors.
+var ErrBadManifest = errors.New("manifest is invalid")
+
+// DecodeManifest parses and checks a manifest read from the store.
+func DecodeManifest(data []byte) (*Manifest, error) {
+	if len(data) > 64<<20 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrBadManifest, len(data))
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadManifest, err)
+	}
+	switch {
+	case m.View == "" || m.RunID == "":
+		return nil, fmt.Errorf("%w: view and run_id are required", ErrBadManifest)
+	case m.ChunkSize <= 0:
+		return nil, fmt.Errorf("%w: chunk_size %d", ErrBadManifest, m.ChunkSize)
+	}
+	for p, off := range m.Absorbed {
+		if p < 0 || off < 0 || off%m.ChunkSize != 0 {
+			return nil, fmt.Errorf("%w: absorbed offset %d of partition %d is not a chunk boundary", ErrBadManifest, off, p)
+		}
+	}
+	prefix := ViewRunPrefix(m.View, m.RunID)
+	for _, f := range m.Files {
+		if len(f.Key) <= len(prefix) || f.Key[:len(prefix)] != prefix {
+			return nil, fmt.Errorf("%w: file %q is outside the run's folder", ErrBadManifest, f.Key)
+		}
+	}
+	return &m, nil
+}

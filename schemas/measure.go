@@ -1,0 +1,388 @@
+package schemas
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+	"github.com/axiomhq/hyperloglog"
+)
+
+// Sketch error bounds, stated so tests and documentation can hold them.
+const (
+	// QuantileRelativeAccuracy: a quantiles answer is within this fraction of
+	// the true value at that rank (DDSketch's guarantee).
+	QuantileRelativeAccuracy = 0.01
+	// DistinctRelativeError: a distinct answer is within this fraction of the
+	// true count with high probability (HyperLogLog, 2^14 registers: standard
+	// error 0.81%, so this is about three standard errors).
+	DistinctRelativeError = 0.025
+)
+
+// State is the mergeable aggregate of one measure over a set of events. Which
+// fields are used depends on the measure type; the zero State is the
+// aggregate of no events for every type.
+type State struct {
+	N   int64   // events counted (count) or values seen (other types)
+	Sum float64 // sum
+	Min float64 // min, meaningful when N > 0
+	Max float64 // max, meaningful when N > 0
+	HLL *hyperloglog.Sketch
+	DD  *ddsketch.DDSketch
+}
+
+// Aggregate is the state of every measure of a view for one row (one window
+// and one combination of dimension values), in the view's measure order.
+type Aggregate []State
+
+// NewAggregate returns the aggregate of no events.
+func (v *View) NewAggregate() Aggregate { return make(Aggregate, len(v.Measures)) }
+
+// Add folds one event of the view's stream into a.
+func (v *View) Add(a Aggregate, ev *Event) {
+	for i := range v.Measures {
+		v.Measures[i].Add(&a[i], ev)
+	}
+}
+
+// Merge folds src into dst. Merging is associative and commutative: the
+// speed layer, the batch layer and serving all combine rows with it.
+func (v *View) Merge(dst, src Aggregate) {
+	for i := range v.Measures {
+		v.Measures[i].Merge(&dst[i], &src[i])
+	}
+}
+
+// Add folds one event into st. A measure ignores an event that lacks its
+// field; count counts every event.
+func (m *Measure) Add(st *State, ev *Event) {
+	if m.Type == MeasureCount {
+		st.N++
+		return
+	}
+	val := ev.Values[m.fieldIndex]
+	if !val.Set {
+		return
+	}
+	switch m.Type {
+	case MeasureSum:
+		st.Sum += val.Float
+	case MeasureMin:
+		if st.N == 0 || val.Float < st.Min {
+			st.Min = val.Float
+		}
+	case MeasureMax:
+		if st.N == 0 || val.Float > st.Max {
+			st.Max = val.Float
+		}
+	case MeasureDistinct:
+		if st.HLL == nil {
+			st.HLL = newHLL()
+		}
+		st.HLL.Insert(distinctKey(val))
+	case MeasureQuantiles:
+		if st.DD == nil {
+			st.DD = newDD()
+		}
+		// Add fails only for values outside the mapping's range (beyond
+		// ±1e308-ish); the decoder already refuses non-finite numbers.
+		_ = st.DD.Add(val.Float)
+	}
+	st.N++
+}
+
+// Merge folds src into dst.
+func (m *Measure) Merge(dst, src *State) {
+	if src.N == 0 {
+		return
+	}
+	switch m.Type {
+	case MeasureSum:
+		dst.Sum += src.Sum
+	case MeasureMin:
+		if dst.N == 0 || src.Min < dst.Min {
+			dst.Min = src.Min
+		}
+	case MeasureMax:
+		if dst.N == 0 || src.Max > dst.Max {
+			dst.Max = src.Max
+		}
+	case MeasureDistinct:
+		if src.HLL != nil {
+			if dst.HLL == nil {
+				dst.HLL = src.HLL.Clone()
+			} else {
+				_ = dst.HLL.Merge(src.HLL) // same precision by construction
+			}
+		}
+	case MeasureQuantiles:
+		if src.DD != nil {
+			if dst.DD == nil {
+				dst.DD = src.DD.Copy()
+			} else {
+				_ = dst.DD.MergeWith(src.DD) // same mapping by construction
+			}
+		}
+	}
+	dst.N += src.N
+}
+
+func newHLL() *hyperloglog.Sketch { return hyperloglog.New14() }
+
+func newDD() *ddsketch.DDSketch {
+	dd, err := ddsketch.NewDefaultDDSketch(QuantileRelativeAccuracy)
+	if err != nil {
+		panic(err) // only for an accuracy outside (0, 1)
+	}
+	return dd
+}
+
+// distinctKey is what the distinct sketch hashes: the value's canonical text,
+// so 1 (int64) and "1" (string) fields of different streams count alike.
+func distinctKey(v Value) []byte {
+	switch {
+	case v.Str != "":
+		return []byte(v.Str)
+	case !v.Time.IsZero():
+		return strconv.AppendInt(nil, v.Time.UnixMilli(), 10)
+	case v.Int != 0:
+		return strconv.AppendInt(nil, v.Int, 10)
+	case v.Bool:
+		return []byte("true")
+	default:
+		return strconv.AppendFloat(nil, v.Float, 'g', -1, 64)
+	}
+}
+
+// Cell returns st as the value stored in a view row's column for this
+// measure: int64 for count, float64 for sum, *float64 for min and max (nil
+// when no event had the field), []byte for the sketches (empty when none).
+func (m *Measure) Cell(st *State) any {
+	switch m.Type {
+	case MeasureCount:
+		return st.N
+	case MeasureSum:
+		return st.Sum
+	case MeasureMin, MeasureMax:
+		if st.N == 0 {
+			return (*float64)(nil)
+		}
+		v := st.Min
+		if m.Type == MeasureMax {
+			v = st.Max
+		}
+		return &v
+	case MeasureDistinct:
+		if st.HLL == nil {
+			return []byte{}
+		}
+		b, _ := st.HLL.MarshalBinary()
+		return b
+	case MeasureQuantiles:
+		if st.DD == nil {
+			return []byte{}
+		}
+		var b []byte
+		st.DD.Encode(&b, false)
+		return b
+	}
+	return nil
+}
+
+// ErrBadCell is wrapped by StateFromCell's errors: stored bytes that do not
+// decode, or a value of the wrong type.
+var ErrBadCell = errors.New("stored measure value cannot be read")
+
+// StateFromCell reads back what Cell wrote. Numbers may come as any Go
+// integer or float type and min/max as float64 or *float64 (nil = none), so
+// ClickHouse and Parquet readers can pass their values straight in. For sum,
+// N is 1 when the stored sum is non-zero, since the row count is not stored.
+func (m *Measure) StateFromCell(cell any) (State, error) {
+	switch m.Type {
+	case MeasureCount:
+		n, ok := toFloat(cell)
+		if !ok || n < 0 {
+			return State{}, fmt.Errorf("%w: %s: count %v", ErrBadCell, m.Name, cell)
+		}
+		return State{N: int64(n)}, nil
+	case MeasureSum:
+		f, ok := toFloat(cell)
+		if !ok {
+			return State{}, fmt.Errorf("%w: %s: sum %v", ErrBadCell, m.Name, cell)
+		}
+		st := State{Sum: f}
+		if f != 0 {
+			st.N = 1
+		}
+		return st, nil
+	case MeasureMin, MeasureMax:
+		if cell == nil {
+			return State{}, nil
+		}
+		if p, ok := cell.(*float64); ok {
+			if p == nil {
+				return State{}, nil
+			}
+			cell = *p
+		}
+		f, ok := toFloat(cell)
+		if !ok {
+			return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, cell)
+		}
+		return State{N: 1, Min: f, Max: f}, nil
+	case MeasureDistinct, MeasureQuantiles:
+		var b []byte
+		switch c := cell.(type) {
+		case []byte:
+			b = c
+		case string:
+			b = []byte(c)
+		case nil:
+		default:
+			return State{}, fmt.Errorf("%w: %s: %T is not bytes", ErrBadCell, m.Name, cell)
+		}
+		if len(b) == 0 {
+			return State{}, nil
+		}
+		if m.Type == MeasureDistinct {
+			h := newHLL()
+			if err := h.UnmarshalBinary(b); err != nil {
+				return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
+			}
+			return State{N: 1, HLL: h}, nil
+		}
+		dd, err := decodeDD(b)
+		if err != nil {
+			return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
+		}
+		if dd.IsEmpty() {
+			return State{}, nil
+		}
+		return State{N: int64(dd.GetCount()), DD: dd}, nil
+	}
+	return State{}, fmt.Errorf("%w: unknown measure type %q", ErrBadCell, m.Type)
+}
+
+// decodeDD decodes a DDSketch, turning the library's panics on hostile bytes
+// into an error: stored objects are input like any other.
+func decodeDD(b []byte) (dd *ddsketch.DDSketch, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			dd, err = nil, fmt.Errorf("corrupt quantile sketch: %v", r)
+		}
+	}()
+	dd, err = ddsketch.DecodeDDSketch(b, store.DefaultProvider, nil)
+	if err == nil && dd.RelativeAccuracy() != QuantileRelativeAccuracy && math.Abs(dd.RelativeAccuracy()-QuantileRelativeAccuracy) > 1e-9 {
+		err = fmt.Errorf("quantile sketch has relative accuracy %g, want %g", dd.RelativeAccuracy(), QuantileRelativeAccuracy)
+	}
+	return dd, err
+}
+
+func toFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	case int:
+		return float64(n), true
+	case int32:
+		return float64(n), true
+	case uint32:
+		return float64(n), true
+	case float64:
+		return n, true
+	case float32:
+		return float64(n), true
+	}
+	return 0, false
+}
+
+// Quantiles is the answer of a quantiles measure.
+type Quantiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+}
+
+// Result is the finished answer of st: int64 for count, float64 for sum,
+// *float64 for min and max (nil when no value), uint64 for distinct and
+// *Quantiles for quantiles (nil when no value).
+func (m *Measure) Result(st *State) any {
+	switch m.Type {
+	case MeasureCount:
+		return st.N
+	case MeasureSum:
+		return st.Sum
+	case MeasureMin, MeasureMax:
+		return m.Cell(st)
+	case MeasureDistinct:
+		if st.HLL == nil {
+			return uint64(0)
+		}
+		return st.HLL.Estimate()
+	case MeasureQuantiles:
+		if st.DD == nil || st.DD.IsEmpty() {
+			return (*Quantiles)(nil)
+		}
+		qs, err := st.DD.GetValuesAtQuantiles([]float64{0.5, 0.9, 0.99})
+		if err != nil {
+			return (*Quantiles)(nil)
+		}
+		return &Quantiles{P50: qs[0], P90: qs[1], P99: qs[2]}
+	}
+	return nil
+}
+
+// RowKey identifies one row of a view: a window and the dimension values.
+type RowKey struct {
+	WindowMs int64  // window start, Unix milliseconds
+	Dims     string // dimension values, joined by JoinDims
+}
+
+// Window returns the window start as a time.
+func (k RowKey) Window() time.Time { return time.UnixMilli(k.WindowMs).UTC() }
+
+// Key returns the row an event falls into. A missing dimension groups as "".
+func (v *View) Key(ev *Event) RowKey {
+	vals := make([]string, len(v.dimIndex))
+	for i, fi := range v.dimIndex {
+		vals[i] = ev.Values[fi].Str
+	}
+	return RowKey{WindowMs: v.Granularity.WindowStart(ev.Time).UnixMilli(), Dims: JoinDims(vals)}
+}
+
+// JoinDims encodes dimension values as one comparable string. Each value is
+// length-prefixed, so any bytes, separators included, round-trip.
+func JoinDims(vals []string) string {
+	var b strings.Builder
+	for _, s := range vals {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+// SplitDims reverses JoinDims.
+func SplitDims(s string) ([]string, error) {
+	var out []string
+	for len(s) > 0 {
+		colon := strings.IndexByte(s, ':')
+		if colon < 0 {
+			return nil, errors.New("dims: missing length")
+		}
+		n, err := strconv.Atoi(s[:colon])
+		if err != nil || n < 0 || colon+1+n > len(s) {
+			return nil, errors.New("dims: bad length")
+		}
+		out = append(out, s[colon+1:colon+1+n])
+		s = s[colon+1+n:]
+	}
+	return out, nil
+}

@@ -1,0 +1,182 @@
+package schemas
+
+import (
+	"fmt"
+	"time"
+)
+
+// FieldType is the type of one declared field of a stream.
+type FieldType string
+
+const (
+	TypeString    FieldType = "string"
+	TypeInt64     FieldType = "int64"
+	TypeFloat64   FieldType = "float64"
+	TypeBool      FieldType = "bool"
+	TypeTimestamp FieldType = "timestamp"
+)
+
+// Numeric reports whether measures such as sum and quantiles may read the field.
+func (t FieldType) Numeric() bool { return t == TypeInt64 || t == TypeFloat64 }
+
+func (t FieldType) valid() bool {
+	switch t {
+	case TypeString, TypeInt64, TypeFloat64, TypeBool, TypeTimestamp:
+		return true
+	}
+	return false
+}
+
+// Field is one declared field of a stream.
+type Field struct {
+	Name     string    `yaml:"name"`
+	Type     FieldType `yaml:"type"`
+	Required bool      `yaml:"required"`
+}
+
+// Stream is a named event type backed by one Kafka topic.
+type Stream struct {
+	Name       string  `yaml:"name"`
+	Topic      string  `yaml:"topic"`
+	Partitions int     `yaml:"partitions"`
+	IDField    string  `yaml:"id_field"`
+	TimeField  string  `yaml:"time_field"`
+	Fields     []Field `yaml:"fields"`
+	// RawEvents asks the speed layer to also keep the stream's recent events
+	// in a ClickHouse table for ad-hoc SQL, for RawRetention.
+	RawEvents    bool     `yaml:"raw_events"`
+	RawRetention Duration `yaml:"raw_retention"`
+
+	fieldIndex map[string]int
+	idIndex    int
+	timeIndex  int
+}
+
+// FieldIndex returns the position of the named field in Fields, or -1.
+func (s *Stream) FieldIndex(name string) int {
+	if i, ok := s.fieldIndex[name]; ok {
+		return i
+	}
+	return -1
+}
+
+// Field returns the named field and whether it is declared.
+func (s *Stream) Field(name string) (Field, bool) {
+	i := s.FieldIndex(name)
+	if i < 0 {
+		return Field{}, false
+	}
+	return s.Fields[i], true
+}
+
+// DLQTopic is where consumers put messages of this stream they cannot use.
+func (s *Stream) DLQTopic() string { return s.Topic + ".dlq" }
+
+// SchemaVersion is a short fingerprint of the declared fields, carried in a
+// Kafka header so consumers can tell which schema a producer validated against.
+func (s *Stream) SchemaVersion() string {
+	h := fnv64(s.IDField + "|" + s.TimeField)
+	for _, f := range s.Fields {
+		h = fnv64(fmt.Sprintf("%x|%s|%s|%t", h, f.Name, f.Type, f.Required))
+	}
+	return fmt.Sprintf("%016x", h)
+}
+
+func (s *Stream) index() {
+	s.fieldIndex = make(map[string]int, len(s.Fields))
+	for i, f := range s.Fields {
+		s.fieldIndex[f.Name] = i
+	}
+	s.idIndex = s.FieldIndex(s.IDField)
+	s.timeIndex = s.FieldIndex(s.TimeField)
+}
+
+// MeasureType is the kind of aggregate a measure computes.
+type MeasureType string
+
+const (
+	MeasureCount     MeasureType = "count"
+	MeasureSum       MeasureType = "sum"
+	MeasureMin       MeasureType = "min"
+	MeasureMax       MeasureType = "max"
+	MeasureDistinct  MeasureType = "distinct"
+	MeasureQuantiles MeasureType = "quantiles"
+)
+
+// Exact reports whether the measure is computed exactly (not by a sketch).
+func (t MeasureType) Exact() bool {
+	return t == MeasureCount || t == MeasureSum || t == MeasureMin || t == MeasureMax
+}
+
+// Measure is one aggregate of a view.
+type Measure struct {
+	Name  string      `yaml:"name"`
+	Type  MeasureType `yaml:"type"`
+	Field string      `yaml:"field"`
+
+	fieldIndex int // position of Field in the stream, -1 for count
+}
+
+// View is an aggregate over one stream.
+type View struct {
+	Name        string      `yaml:"name"`
+	Stream      string      `yaml:"stream"`
+	Granularity Granularity `yaml:"granularity"`
+	Dimensions  []string    `yaml:"dimensions"`
+	Measures    []Measure   `yaml:"measures"`
+
+	stream   *Stream
+	dimIndex []int // position of each dimension in the stream's fields
+}
+
+// StreamDef returns the stream the view aggregates.
+func (v *View) StreamDef() *Stream { return v.stream }
+
+// MeasureIndex returns the position of the named measure, or -1.
+func (v *View) MeasureIndex(name string) int {
+	for i, m := range v.Measures {
+		if m.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// DimensionIndex returns the position of the named dimension, or -1.
+func (v *View) DimensionIndex(name string) int {
+	for i, d := range v.Dimensions {
+		if d == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Fingerprint identifies the view's storage shape (granularity, dimensions,
+// measures and the types of the fields they read). Storage created for one
+// fingerprint must not be reused silently for another.
+func (v *View) Fingerprint() string {
+	s := fmt.Sprintf("%s|%s|%v", v.Stream, v.Granularity, v.Dimensions)
+	for _, m := range v.Measures {
+		s += fmt.Sprintf("|%s:%s:%s", m.Name, m.Type, m.Field)
+	}
+	return fmt.Sprintf("%016x", fnv64(s))
+}
+
+func fnv64(s string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= prime
+	}
+	return h
+}
+
+// Duration is a time.Duration written in YAML as "90s", "5m", "1h".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }

@@ -1,0 +1,105 @@
+package schemas
+
+import (
+	"fmt"
+	"time"
+)
+
+// Granularity is a window size. Views use one of Granularities; queries may
+// use any multiple of their view's granularity.
+type Granularity time.Duration
+
+// Granularities are the window sizes a view may declare.
+var Granularities = []Granularity{
+	Granularity(time.Minute),
+	Granularity(5 * time.Minute),
+	Granularity(15 * time.Minute),
+	Granularity(time.Hour),
+	Granularity(6 * time.Hour),
+	Granularity(24 * time.Hour),
+}
+
+// ParseGranularity reads "1m", "5m", "15m", "1h", "6h", "1d" and, for query
+// granularities, any positive whole number of minutes, hours or days
+// ("2h", "7d", "90m").
+func ParseGranularity(s string) (Granularity, error) {
+	if len(s) < 2 {
+		return 0, fmt.Errorf("granularity %q: want a number and a unit, such as 1m, 1h or 1d", s)
+	}
+	var n int64
+	for _, c := range s[:len(s)-1] {
+		if c < '0' || c > '9' || n > 1e6 {
+			return 0, fmt.Errorf("granularity %q: want a number and a unit, such as 1m, 1h or 1d", s)
+		}
+		n = n*10 + int64(c-'0')
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'm':
+		unit = time.Minute
+	case 'h':
+		unit = time.Hour
+	case 'd':
+		unit = 24 * time.Hour
+	default:
+		return 0, fmt.Errorf("granularity %q: unit must be m, h or d", s)
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("granularity %q: must be positive", s)
+	}
+	return Granularity(time.Duration(n) * unit), nil
+}
+
+// IsViewGranularity reports whether g is one of Granularities.
+func (g Granularity) IsViewGranularity() bool {
+	for _, v := range Granularities {
+		if g == v {
+			return true
+		}
+	}
+	return false
+}
+
+// D returns the window size as a time.Duration.
+func (g Granularity) D() time.Duration { return time.Duration(g) }
+
+// String writes g in the shortest of d, h and m.
+func (g Granularity) String() string {
+	d := time.Duration(g)
+	switch {
+	case d <= 0:
+		return "0m"
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	default:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+}
+
+// WindowStart floors t to its window of size g, in UTC. Windows are aligned
+// to the Unix epoch, so a 1d window is a UTC calendar day.
+func (g Granularity) WindowStart(t time.Time) time.Time {
+	ms := t.UnixMilli()
+	size := time.Duration(g).Milliseconds()
+	start := ms - ms%size
+	if ms < 0 && ms%size != 0 {
+		start -= size
+	}
+	return time.UnixMilli(start).UTC()
+}
+
+// Chunk identifies offsets [Index*size, (Index+1)*size) of one Kafka
+// partition: the unit in which the batch layer absorbs what the speed layer
+// has counted.
+type Chunk struct {
+	Partition int32
+	Index     int64
+}
+
+// ChunkOf returns the chunk index holding offset for the given chunk size.
+func ChunkOf(offset, chunkSize int64) int64 { return offset / chunkSize }
+
+// ChunkStart returns the first offset of chunk index.
+func ChunkStart(index, chunkSize int64) int64 { return index * chunkSize }
