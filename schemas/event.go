@@ -92,7 +92,7 @@ func (d *Decoder) Decode(raw []byte, ingestTime time.Time) (Event, error) {
 		return Event{}, &FieldError{Reason: "event is not valid UTF-8"}
 	}
 	if depth, ok := nesting(raw); !ok {
-		return Event{}, &FieldError{Reason: "event is not a JSON object"}
+		return Event{}, &FieldError{Reason: "event is not valid JSON: brackets or quotes do not balance"}
 	} else if depth > MaxNesting {
 		return Event{}, &FieldError{Reason: fmt.Sprintf("event nests %d levels deep, over the limit of %d", depth, MaxNesting)}
 	}
@@ -201,6 +201,9 @@ func parseTimestamp(lit json.RawMessage) (time.Time, error) {
 		ts = t.UTC().Truncate(time.Millisecond)
 	case isNumber(lit):
 		ms, err := strconv.ParseInt(string(lit), 10, 64)
+		if errors.Is(err, strconv.ErrRange) {
+			return ts, fmt.Errorf("timestamp %s (epoch milliseconds) is outside 1970..2099", lit)
+		}
 		if err != nil {
 			return ts, errors.New("not a timestamp (epoch milliseconds must be an integer)")
 		}
