@@ -1,0 +1,208 @@
+// Package devenv starts the services `tandem dev` runs the platform on: an
+// embedded Kafka-protocol broker, S3 (a local MinIO when installed, else an
+// embedded S3 on disk) and a local ClickHouse server, all at the addresses
+// the configuration names and all keeping their state under one data
+// directory, so a restart — even after kill -9 — resumes with the data it had
+// and other `tandem` commands given the same config reach the same services.
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3afero"
+	"github.com/spf13/afero"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Env is the set of running services. Close stops what this process started.
+type Env struct {
+	log      *slog.Logger
+	broker   *kfake.Cluster
+	s3srv    *http.Server
+	stoppers []func()
+}
+
+// Options says where state lives and where the project's scripts are.
+type Options struct {
+	DataDir string
+	// ScriptsDir holds clickhouse.sh and minio.sh (the repository's scripts/).
+	ScriptsDir string
+	// KeepServices leaves ClickHouse and MinIO running on Close, so the next
+	// `tandem dev` (or another command) finds them warm.
+	KeepServices bool
+	Log          *slog.Logger
+}
+
+// Start brings up every service the configuration points at.
+func Start(ctx context.Context, cfg *schemas.Config, opts Options) (*Env, error) {
+	e := &Env{log: opts.Log}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("dev: data dir: %w", err)
+	}
+	steps := []func() error{
+		func() error { return e.startBroker(cfg, filepath.Join(opts.DataDir, "kafka")) },
+		func() error { return e.startS3(ctx, cfg, opts) },
+		func() error { return e.startClickHouse(ctx, cfg, opts) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Close stops the services in reverse order.
+func (e *Env) Close() {
+	for i := len(e.stoppers) - 1; i >= 0; i-- {
+		e.stoppers[i]()
+	}
+	e.stoppers = nil
+}
+
+func portOf(addr string) (int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	if host != "127.0.0.1" && host != "localhost" {
+		return 0, fmt.Errorf("dev services listen on loopback only; %q is not 127.0.0.1", addr)
+	}
+	return strconv.Atoi(p)
+}
+
+func (e *Env) startBroker(cfg *schemas.Config, dir string) error {
+	port, err := portOf(cfg.Kafka.Brokers[0])
+	if err != nil {
+		return fmt.Errorf("dev: kafka.brokers[0]: %w", err)
+	}
+	c, err := kfake.NewCluster(kfake.Ports(port), kfake.DataDir(dir), kfake.GroupMinSessionTimeout(time.Second))
+	if err != nil {
+		return fmt.Errorf("dev: embedded Kafka broker on %s: %w (is another broker running there?)", cfg.Kafka.Brokers[0], err)
+	}
+	e.broker = c
+	e.stoppers = append(e.stoppers, c.Close)
+	e.log.Info("embedded Kafka-protocol broker", "addr", cfg.Kafka.Brokers[0], "data", dir)
+	return nil
+}
+
+// startS3 runs MinIO through scripts/minio.sh when it is installed (the real
+// server, with credentials), and otherwise an embedded S3 that keeps objects
+// as files under the data dir.
+func (e *Env) startS3(ctx context.Context, cfg *schemas.Config, opts Options) error {
+	port, err := portOf(cfg.S3.Endpoint)
+	if err != nil {
+		return fmt.Errorf("dev: s3.endpoint: %w", err)
+	}
+	script := filepath.Join(opts.ScriptsDir, "minio.sh")
+	if minioInstalled(script) {
+		env := []string{
+			"TANDEM_MINIO_DIR=" + filepath.Join(opts.DataDir, "minio"),
+			"TANDEM_MINIO_PORT=" + strconv.Itoa(port),
+			"TANDEM_MINIO_CONSOLE_PORT=" + strconv.Itoa(port+1),
+			"MINIO_ROOT_USER=" + cfg.S3.AccessKey,
+			"MINIO_ROOT_PASSWORD=" + cfg.S3.SecretKey,
+		}
+		if err := runScript(ctx, script, "start", env); err != nil {
+			return fmt.Errorf("dev: MinIO: %w", err)
+		}
+		if !opts.KeepServices {
+			e.stoppers = append(e.stoppers, func() { _ = runScript(context.Background(), script, "stop", env) })
+		}
+		e.log.Info("MinIO", "endpoint", cfg.S3.Endpoint, "data", filepath.Join(opts.DataDir, "minio"))
+		return nil
+	}
+	dir := filepath.Join(opts.DataDir, "s3")
+	if err := os.MkdirAll(filepath.Join(dir, cfg.S3.Bucket), 0o755); err != nil {
+		return fmt.Errorf("dev: embedded S3: %w", err)
+	}
+	backend, err := s3afero.MultiBucket(afero.NewBasePathFs(afero.NewOsFs(), dir))
+	if err != nil {
+		return fmt.Errorf("dev: embedded S3: %w", err)
+	}
+	l, err := net.Listen("tcp", cfg.S3.Endpoint)
+	if err != nil {
+		return fmt.Errorf("dev: embedded S3 on %s: %w", cfg.S3.Endpoint, err)
+	}
+	srv := &http.Server{Handler: gofakes3.New(backend, gofakes3.WithAutoBucket(true)).Server(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("embedded S3 stopped", "err", err)
+		}
+	}()
+	e.s3srv = srv
+	e.stoppers = append(e.stoppers, func() { _ = srv.Close() })
+	e.log.Warn("MinIO is not installed (run `make deps`); using an embedded S3 that checks no credentials", "endpoint", cfg.S3.Endpoint, "data", dir)
+	return nil
+}
+
+func minioInstalled(script string) bool {
+	if _, err := os.Stat(script); err != nil {
+		return false
+	}
+	if _, err := exec.LookPath("minio"); err == nil {
+		return true
+	}
+	home, _ := os.UserHomeDir()
+	cache := os.Getenv("TANDEM_CACHE")
+	if cache == "" {
+		cache = filepath.Join(home, ".cache", "tandem")
+	}
+	_, err := os.Stat(filepath.Join(cache, "bin", "minio"))
+	return err == nil
+}
+
+// startClickHouse runs scripts/clickhouse.sh start, which is idempotent: a
+// server left running by a killed `tandem dev` is reused as it is.
+func (e *Env) startClickHouse(ctx context.Context, cfg *schemas.Config, opts Options) error {
+	port, err := portOf(cfg.ClickHouse.Addr)
+	if err != nil {
+		return fmt.Errorf("dev: clickhouse.addr: %w", err)
+	}
+	script := filepath.Join(opts.ScriptsDir, "clickhouse.sh")
+	if _, err := os.Stat(script); err != nil {
+		return fmt.Errorf("dev: %s not found; run `tandem dev` from the repository (or start ClickHouse yourself at %s): %w", script, cfg.ClickHouse.Addr, err)
+	}
+	env := []string{
+		"TANDEM_CH_DIR=" + filepath.Join(opts.DataDir, "clickhouse"),
+		"TANDEM_CH_PORT=" + strconv.Itoa(port),
+		"TANDEM_CH_HTTP_PORT=" + strconv.Itoa(port+123),
+	}
+	if err := runScript(ctx, script, "start", env); err != nil {
+		return fmt.Errorf("dev: ClickHouse: %w (install it with `make deps`)", err)
+	}
+	if !opts.KeepServices {
+		e.stoppers = append(e.stoppers, func() { _ = runScript(context.Background(), script, "stop", env) })
+	}
+	e.log.Info("ClickHouse", "addr", cfg.ClickHouse.Addr, "data", filepath.Join(opts.DataDir, "clickhouse"))
+	return nil
+}
+
+func runScript(ctx context.Context, script, verb string, env []string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", script, verb)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", filepath.Base(script), verb, err, out)
+	}
+	return nil
+}
