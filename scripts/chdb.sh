@@ -29,7 +29,12 @@ find_lib() {
 case "${1:-install}" in
   install)
     if ! find_lib >/dev/null; then
-      command -v npm >/dev/null 2>&1 || { log "npm is required (apt-get install -y npm)"; exit 1; }
+      if ! command -v npm >/dev/null 2>&1; then
+        [ "$(id -u)" -eq 0 ] || { log "npm is required: sudo apt-get install -y npm"; exit 1; }
+        export DEBIAN_FRONTEND=noninteractive
+        apt-cache show npm >/dev/null 2>&1 || apt-get update -q
+        apt-get install -y -q npm >&2
+      fi
       mkdir -p "$PREFIX"
       log "installing $PKG@$VERSION into $PREFIX (~180 MB download)"
       # --prefix keeps it out of the repo; no scripts run, the .so is the payload.

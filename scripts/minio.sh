@@ -53,7 +53,7 @@ cmd_install() {
   mkdir -p "$BIN_DIR"
   log "building github.com/minio/minio@$MINIO_VERSION into $BIN_DIR (takes a few minutes)"
   # Run outside the repo so tandem's go.mod is neither read nor changed.
-  (cd "$BIN_DIR" && GOFLAGS=-mod=mod GOBIN="$BIN_DIR" go install "github.com/minio/minio@$MINIO_VERSION")
+  (cd "$BIN_DIR" && GOFLAGS= GOBIN="$BIN_DIR" go install "github.com/minio/minio@$MINIO_VERSION")
   log "installed: $BIN_DIR/minio"
 }
 
