@@ -3,13 +3,69 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tandem-analytics/tandem/internal/clickhouse"
 )
 
-// cmdMigrate is filled in by the issue that builds this component.
-func cmdMigrate(_ context.Context, args []string) error {
-	f := newFlags("migrate", "migrate [flags]")
-	if err := f.parse(args); err != nil {
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// cmdMigrate creates or checks tandem's ClickHouse tables and views.
+func cmdMigrate(ctx context.Context, args []string) error {
+	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]...")
+	dryRun := f.Bool("dry-run", false, "print the DDL for the configured server and change nothing")
+	serverVersion := f.String("server-version", "", "with --dry-run: print the DDL for this ClickHouse version (e.g. 18.16, 24.8) without connecting")
+	var recreate stringList
+	f.Var(&recreate, "recreate", "drop and recreate the tables of this view or raw_events stream, losing their rows (repeatable); use after changing its definition")
+	cfg, log, err := f.load(args)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("%w", errNotYet)
+	if *serverVersion != "" && !*dryRun {
+		return fmt.Errorf("--server-version only applies with --dry-run")
+	}
+	if *dryRun && *serverVersion != "" {
+		v, err := clickhouse.ParseVersion(*serverVersion)
+		if err != nil {
+			return fmt.Errorf("--server-version: %w", err)
+		}
+		printDDL(cfg.ClickHouse.Database, v, clickhouse.DDL(cfg, v))
+		return nil
+	}
+
+	openCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	db, err := clickhouse.Open(openCtx, cfg.ClickHouse)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if *dryRun {
+		printDDL(cfg.ClickHouse.Database, db.ServerVersion(), clickhouse.DDL(cfg, db.ServerVersion()))
+		return nil
+	}
+	log.Info("migrating ClickHouse", "addr", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database, "server_version", db.ServerVersion().String())
+	rep, err := db.Migrate(ctx, cfg, recreate...)
+	fmt.Fprint(os.Stdout, rep.String())
+	return err
+}
+
+func printDDL(database string, v clickhouse.Version, stmts []clickhouse.Statement) {
+	fmt.Printf("-- tandem ClickHouse DDL for server version %s, database %s\n", v, database)
+	for _, s := range stmts {
+		fmt.Printf("\n%s;\n", s.SQL)
+	}
 }

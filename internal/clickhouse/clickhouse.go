@@ -1,0 +1,173 @@
+// Package clickhouse is tandem's adapter for ClickHouse: the DDL of every
+// table and view tandem keeps there (DDL, Migrate), and the queries the
+// speed, batch and serving layers run against them.
+//
+// It speaks the native protocol through clickhouse-go v2 and stays in the SQL
+// subset that both ClickHouse 18.16 (the server the tests run) and current
+// ClickHouse accept. Newer syntax (TTL, LowCardinality, DateTime64) is used
+// only when the connected server's version has it; see Version.
+//
+// Identifiers (database, tables, columns) come only from a validated
+// schemas.Config, whose names are lower-case letters, digits and '_'; they
+// are quoted anyway. Values a user controls are bound with '?' parameters or
+// are numbers the adapter formats itself.
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Connection limits. ClickHouse answers tandem's queries in milliseconds to
+// seconds; the read timeout covers a large batch load or a FINAL scan on a
+// busy server, and stops a dead server from hanging a caller forever.
+const (
+	dialTimeout  = 5 * time.Second
+	readTimeout  = 2 * time.Minute
+	maxOpenConns = 8
+	maxIdleConns = 4
+)
+
+// DB is a connection pool to one ClickHouse server, bound to tandem's
+// database. It is safe for concurrent use.
+type DB struct {
+	conn    driver.Conn
+	db      string
+	version Version
+}
+
+// Open connects to the server cfg names, checks that it answers, and reads
+// its version. It does not create the database: Migrate does.
+func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("clickhouse: no address configured (clickhouse.addr)")
+	}
+	database := cfg.Database
+	if database == "" {
+		database = "tandem"
+	}
+	if !identPattern.MatchString(database) {
+		return nil, fmt.Errorf("clickhouse: database name %q must be lower-case letters, digits and _", database)
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr: []string{cfg.Addr},
+		// "default" always exists; tandem's own database may not yet, and
+		// every query names its tables fully.
+		Auth:            clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
+		DialTimeout:     dialTimeout,
+		ReadTimeout:     readTimeout,
+		MaxOpenConns:    maxOpenConns,
+		MaxIdleConns:    maxIdleConns,
+		ConnMaxLifetime: time.Hour,
+		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: connecting to %s: %w", cfg.Addr, err)
+	}
+	db := &DB{conn: conn, db: database}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse: %s does not answer: %w", cfg.Addr, err)
+	}
+	var raw string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&raw); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse: reading the server version: %w", err)
+	}
+	if db.version, err = ParseVersion(raw); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse: %w", err)
+	}
+	return db, nil
+}
+
+// Conn returns the underlying connection pool, for queries this package does
+// not offer. Do not close it; call DB.Close.
+func (db *DB) Conn() driver.Conn { return db.conn }
+
+// Database returns the name of tandem's database.
+func (db *DB) Database() string { return db.db }
+
+// ServerVersion returns the version the server reported at Open.
+func (db *DB) ServerVersion() Version { return db.version }
+
+// Close closes every connection of the pool.
+func (db *DB) Close() error { return db.conn.Close() }
+
+// Ping checks that the server answers; readiness checks use it.
+func (db *DB) Ping(ctx context.Context) error { return db.conn.Ping(ctx) }
+
+// Version is a ClickHouse server version, major.minor (e.g. 18.16, 24.8).
+type Version struct {
+	Major, Minor int
+}
+
+// Baseline is the oldest server tandem supports, and the version whose DDL
+// defines the fingerprints Migrate records: a server upgrade does not change
+// what a table means, so it must not change its fingerprint.
+var Baseline = Version{18, 16}
+
+// ParseVersion reads "18.16.1", "24.8.4.13" or "26.5.1.1".
+func ParseVersion(s string) (Version, error) {
+	parts := strings.SplitN(strings.TrimSpace(s), ".", 3)
+	if len(parts) < 2 {
+		return Version{}, fmt.Errorf("server version %q is not major.minor", s)
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil || major < 0 || minor < 0 {
+		return Version{}, fmt.Errorf("server version %q is not major.minor", s)
+	}
+	return Version{major, minor}, nil
+}
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
+
+// AtLeast reports whether v is major.minor or newer.
+func (v Version) AtLeast(major, minor int) bool {
+	return v.Major > major || (v.Major == major && v.Minor >= minor)
+}
+
+// Feature gates. Each names the release that introduced the feature; older
+// servers get the common-subset alternative.
+
+// HasTTL: table TTL (19.6). Without it, raw events expire through
+// DB.DeleteExpiredRawEvents.
+func (v Version) HasTTL() bool { return v.AtLeast(19, 6) }
+
+// HasLowCardinality: LowCardinality(String) as a production type. It was
+// experimental in 18.x and 19.x; 20.1 is the first release where it is on by
+// default everywhere tandem cares about.
+func (v Version) HasLowCardinality() bool { return v.AtLeast(20, 1) }
+
+// HasDateTime64: millisecond timestamps (20.1). Raw-event timestamps keep
+// their milliseconds only on such servers; 18.16 stores whole seconds.
+func (v Version) HasDateTime64() bool { return v.AtLeast(20, 1) }
+
+// identPattern is what tandem's config allows as a name (schemas validates
+// it too); the adapter checks again before building SQL with a name.
+var identPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// ident quotes a validated identifier.
+func ident(name string) string { return "`" + name + "`" }
+
+// table returns the fully qualified, quoted name of a table in db.
+func qualified(db, table string) string { return ident(db) + "." + ident(table) }
+
+// quoteString writes s as a ClickHouse string literal. It is used only for
+// names from the validated configuration (view names in the merged view's
+// definition, where no parameters can be bound).
+func quoteString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+	return "'" + r.Replace(s) + "'"
+}

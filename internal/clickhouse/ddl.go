@@ -1,0 +1,415 @@
+package clickhouse
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Names of the shared tables.
+const (
+	TableSchemaMeta = "schema_meta"
+	TableRuns       = "runs"
+	TableAbsorbed   = "absorbed"
+)
+
+// SpeedTable is the table of a view's speed rows.
+func SpeedTable(view string) string { return view + "_speed" }
+
+// BatchTable is the table of a view's batch rows (one partition per run).
+func BatchTable(view string) string { return view + "_batch" }
+
+// MergedView is the SQL view answering a view's exact measures from batch
+// and speed rows; it has the view's own name.
+func MergedView(view string) string { return view }
+
+// RawTable is the table of a stream's recent raw events (raw_events: true).
+func RawTable(stream string) string { return stream + "_events" }
+
+// ObjectKind says what a Statement creates.
+type ObjectKind string
+
+const (
+	KindDatabase ObjectKind = "database"
+	KindTable    ObjectKind = "table"
+	KindView     ObjectKind = "view"
+)
+
+// Statement is one DDL statement of tandem's ClickHouse layout.
+type Statement struct {
+	// Object is the table or view created, without the database; empty
+	// for the database itself.
+	Object string
+	Kind   ObjectKind
+	// Owner is the view or stream the object belongs to ("" for shared
+	// tables); `tandem migrate --recreate OWNER` drops and recreates them.
+	Owner string
+	SQL   string
+}
+
+// object is a Statement plus what Migrate records about it.
+type object struct {
+	Statement
+	// definition is the human-readable description of what the object
+	// stores ("key: value" lines), shown when it changes.
+	definition string
+	// fingerprint identifies definition and the Baseline DDL together.
+	fingerprint string
+	// columns are the column names, in order, to recognise a table that
+	// exists without a schema_meta record.
+	columns []string
+}
+
+// DDL returns every statement that creates tandem's ClickHouse objects for
+// cfg on a server of version v, in an order that runs as is: the database,
+// the shared tables, then per view its speed table, batch table and merged
+// view, then per stream with raw_events its events table. Every statement
+// is idempotent (IF NOT EXISTS). DDL does no I/O.
+func DDL(cfg *schemas.Config, v Version) []Statement {
+	objs := objects(cfg, v)
+	out := make([]Statement, len(objs))
+	for i, o := range objs {
+		out[i] = o.Statement
+	}
+	return out
+}
+
+func objects(cfg *schemas.Config, v Version) []object {
+	base := buildObjects(cfg, Baseline)
+	objs := buildObjects(cfg, v)
+	for i := range objs {
+		// Fingerprints come from the Baseline DDL, so upgrading the server
+		// does not look like a changed definition.
+		sum := sha256.Sum256([]byte(objs[i].definition + "\n" + base[i].SQL))
+		objs[i].fingerprint = hex.EncodeToString(sum[:8])
+	}
+	return objs
+}
+
+func buildObjects(cfg *schemas.Config, v Version) []object {
+	db := cfg.ClickHouse.Database
+	shared := "layout: tandem shared tables v1"
+	objs := []object{
+		{Statement: Statement{Kind: KindDatabase, SQL: "CREATE DATABASE IF NOT EXISTS " + ident(db)}, definition: "database: " + db},
+		sharedTable(db, TableSchemaMeta, shared, []col{
+			{"object", "String"}, {"kind", "String"}, {"owner", "String"}, {"fingerprint", "String"},
+			{"definition", "String"}, {"statement", "String"}, {"created_at", "DateTime('UTC')"}, {"version", "UInt64"},
+		}, "ReplacingMergeTree(version) ORDER BY object"),
+		sharedTable(db, TableRuns, shared, []col{
+			{"view", "String"}, {"run_id", "String"}, {"published_at", "DateTime('UTC')"}, {"version", "UInt64"},
+		}, "ReplacingMergeTree(version) ORDER BY view"),
+		// Replacing, not plain MergeTree: a batch job that retries a load
+		// rewrites the same rows, and they collapse. Readers need no FINAL:
+		// every copy of a (view, run_id, kafka_partition) row is identical.
+		sharedTable(db, TableAbsorbed, shared, []col{
+			{"view", "String"}, {"run_id", "String"}, {"kafka_partition", "UInt32"}, {"chunks", "UInt64"}, {"absorbed_offset", "UInt64"},
+		}, "ReplacingMergeTree ORDER BY (view, run_id, kafka_partition)"),
+	}
+	for _, view := range cfg.Views {
+		objs = append(objs, speedObject(db, view, cfg.ChunkSize, v), batchObject(db, view, v), mergedObject(db, view))
+	}
+	for _, s := range cfg.Streams {
+		if s.RawEvents {
+			objs = append(objs, rawObject(db, s, v))
+		}
+	}
+	return objs
+}
+
+type col struct{ name, typ string }
+
+func createTable(db, name string, cols []col, engine string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (\n", qualified(db, name))
+	for i, c := range cols {
+		sep := ","
+		if i == len(cols)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "    %s %s%s\n", ident(c.name), c.typ, sep)
+	}
+	fmt.Fprintf(&b, ") ENGINE = %s", engine)
+	return b.String()
+}
+
+func colNames(cols []col) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.name
+	}
+	return out
+}
+
+func sharedTable(db, name, def string, cols []col, engine string) object {
+	return object{
+		Statement:  Statement{Object: name, Kind: KindTable, SQL: createTable(db, name, cols, engine)},
+		definition: def + "\ncolumns: " + strings.Join(colNames(cols), ", "),
+		columns:    colNames(cols),
+	}
+}
+
+// ColumnType returns the ClickHouse type tandem stores a column as on a
+// server of version v:
+//
+//	ColTimestamp  DateTime('UTC'), whole seconds (view windows are whole minutes)
+//	ColString     String
+//	ColInt64      Int64 (counts too: a count never nears 2^63)
+//	ColInt32      Int32
+//	ColFloat64    Float64
+//	ColBool       UInt8 (0 or 1)
+//	ColBytes      String: opaque binary sketch bytes (HyperLogLog, DDSketch)
+//
+// Nullable columns are wrapped in Nullable(...).
+func ColumnType(c schemas.Column, v Version) string {
+	t := baseType(c.Type)
+	if c.Nullable {
+		return "Nullable(" + t + ")"
+	}
+	return t
+}
+
+func baseType(t schemas.ColumnType) string {
+	switch t {
+	case schemas.ColTimestamp:
+		return "DateTime('UTC')"
+	case schemas.ColInt64:
+		return "Int64"
+	case schemas.ColInt32:
+		return "Int32"
+	case schemas.ColFloat64:
+		return "Float64"
+	case schemas.ColBool:
+		return "UInt8"
+	}
+	return "String" // ColString, ColBytes
+}
+
+// viewCols returns a view's RowColumns as ClickHouse columns. Dimensions are
+// LowCardinality(String) where the server has it: they repeat a handful of
+// values across millions of rows.
+func viewCols(view *schemas.View, v Version) []col {
+	var cols []col
+	for _, c := range view.RowColumns() {
+		t := ColumnType(c, v)
+		if c.Type == schemas.ColString && view.DimensionIndex(c.Name) >= 0 && v.HasLowCardinality() {
+			t = "LowCardinality(String)"
+		}
+		cols = append(cols, col{c.Name, t})
+	}
+	return cols
+}
+
+// viewDefinition describes what a view's tables mean, one "key: value" line
+// each, so a changed definition can be reported key by key.
+func viewDefinition(view *schemas.View) string {
+	ms := make([]string, len(view.Measures))
+	for i, m := range view.Measures {
+		ms[i] = fmt.Sprintf("%s=%s", m.Name, m.Type)
+		if m.Field != "" {
+			ms[i] += "(" + m.Field + ")"
+		}
+	}
+	fieldTypes := []string{}
+	if s := view.StreamDef(); s != nil {
+		for _, m := range view.Measures {
+			if f, ok := s.Field(m.Field); ok {
+				fieldTypes = append(fieldTypes, f.Name+":"+string(f.Type))
+			}
+		}
+	}
+	return strings.Join([]string{
+		"stream: " + view.Stream,
+		"granularity: " + view.Granularity.String(),
+		"dimensions: [" + strings.Join(view.Dimensions, ", ") + "]",
+		"measures: [" + strings.Join(ms, ", ") + "]",
+		"measure field types: [" + strings.Join(fieldTypes, ", ") + "]",
+	}, "\n")
+}
+
+func dimsKey(view *schemas.View) string {
+	var b strings.Builder
+	for _, d := range view.Dimensions {
+		b.WriteString(", ")
+		b.WriteString(ident(d))
+	}
+	return b.String()
+}
+
+// speedObject: the speed layer upserts cumulative rows per (window, dims,
+// partition, chunk); version is the highest Kafka offset folded in, so the
+// newest write of a row wins when parts merge, and readers use FINAL.
+func speedObject(db string, view *schemas.View, chunkSize int64, v Version) object {
+	cols := append(viewCols(view, v), col{schemas.ColKafkaPartition, "UInt32"}, col{schemas.ColChunk, "UInt64"}, col{schemas.ColVersion, "UInt64"})
+	engine := fmt.Sprintf("ReplacingMergeTree(version) PARTITION BY kafka_partition ORDER BY (kafka_partition, chunk, window_start%s)", dimsKey(view))
+	name := SpeedTable(view.Name)
+	return object{
+		Statement: Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
+		// chunk numbers mean offsets/chunk_size: another chunk_size makes
+		// stored rows meaningless.
+		definition: viewDefinition(view) + fmt.Sprintf("\nchunk_size: %d", chunkSize),
+		columns:    colNames(cols),
+	}
+}
+
+// batchObject: one partition per run, so a run is loaded beside the current
+// one and old runs are dropped whole.
+func batchObject(db string, view *schemas.View, v Version) object {
+	cols := append([]col{{"run_id", "String"}}, viewCols(view, v)...)
+	engine := fmt.Sprintf("MergeTree PARTITION BY run_id ORDER BY (window_start%s)", dimsKey(view))
+	name := BatchTable(view.Name)
+	return object{
+		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
+		definition: viewDefinition(view),
+		columns:    colNames(cols),
+	}
+}
+
+// MergedViewQuery returns the SELECT behind a view's merged SQL view: the
+// exact measures (count and sum summed, min and max of min and max) grouped
+// by window_start and the dimensions, over the batch rows of the current run
+// and the speed rows (FINAL) of the chunks that run did not absorb.
+// Partitions the run did not absorb have K_p = 0. Sketch measures (distinct,
+// quantiles) are left out: their bytes are opaque to SQL.
+//
+// It runs on 18.16 and on current ClickHouse. transform() refuses empty
+// arrays on 18.16, so both arrays start with a sentinel partition no stream
+// can have (4294967295 → 0 chunks).
+func MergedViewQuery(db string, view *schemas.View) string {
+	name := quoteString(view.Name)
+	currentRun := fmt.Sprintf("(SELECT argMax(run_id, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), name)
+	absorbedOf := func(column, sentinel string) string {
+		return fmt.Sprintf("arrayConcat([%s], (SELECT groupArray(%s) FROM %s WHERE view = %s AND run_id = %s))",
+			sentinel, column, qualified(db, TableAbsorbed), name, currentRun)
+	}
+	cols := []string{ident(schemas.ColWindowStart)}
+	for _, d := range view.Dimensions {
+		cols = append(cols, ident(d))
+	}
+	group := strings.Join(cols, ", ")
+	outer := append([]string(nil), cols...)
+	for _, m := range view.Measures {
+		var agg string
+		switch m.Type {
+		case schemas.MeasureCount, schemas.MeasureSum:
+			agg = "sum"
+		case schemas.MeasureMin:
+			agg = "min"
+		case schemas.MeasureMax:
+			agg = "max"
+		default:
+			continue
+		}
+		cols = append(cols, ident(m.Name))
+		outer = append(outer, fmt.Sprintf("%s(%s) AS %s", agg, ident(m.Name), ident(m.Name)))
+	}
+	inner := strings.Join(cols, ", ")
+	return fmt.Sprintf(`SELECT %s
+FROM (
+    SELECT %s
+    FROM %s
+    WHERE run_id = %s
+    UNION ALL
+    SELECT %s
+    FROM %s FINAL
+    WHERE chunk >= transform(kafka_partition,
+        %s,
+        %s,
+        toUInt64(0))
+)
+GROUP BY %s`,
+		strings.Join(outer, ", "),
+		inner, qualified(db, BatchTable(view.Name)), currentRun,
+		inner, qualified(db, SpeedTable(view.Name)),
+		absorbedOf("kafka_partition", "toUInt32(4294967295)"),
+		absorbedOf("chunks", "toUInt64(0)"),
+		group)
+}
+
+func mergedObject(db string, view *schemas.View) object {
+	name := MergedView(view.Name)
+	return object{
+		Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), MergedViewQuery(db, view))},
+		definition: viewDefinition(view),
+	}
+}
+
+// rawCols returns a stream's RawColumns as ClickHouse columns: declared
+// fields Nullable and typed, _raw, _partition, _offset, _kafka_ts.
+// Timestamps keep milliseconds (DateTime64(3, 'UTC')) where the server has
+// DateTime64; on older servers they are whole seconds.
+func rawCols(s *schemas.Stream, v Version) []col {
+	var cols []col
+	for _, c := range s.RawColumns() {
+		t := ColumnType(c, v)
+		if c.Type == schemas.ColTimestamp && v.HasDateTime64() {
+			t = "DateTime64(3, 'UTC')"
+			if c.Nullable {
+				t = "Nullable(" + t + ")"
+			}
+		}
+		cols = append(cols, col{c.Name, t})
+	}
+	return cols
+}
+
+// rawObject: ReplacingMergeTree by (_partition, _offset), so a replayed
+// message replaces itself; partitioned by the day of _kafka_ts (the same for
+// every replay of a message), so retention drops whole days.
+func rawObject(db string, s *schemas.Stream, v Version) object {
+	cols := rawCols(s, v)
+	engine := "ReplacingMergeTree PARTITION BY toYYYYMMDD(_kafka_ts) ORDER BY (_partition, _offset)"
+	if v.HasTTL() && s.RawRetention > 0 {
+		engine += fmt.Sprintf(" TTL toDateTime(_kafka_ts) + INTERVAL %d SECOND", int64(s.RawRetention.D().Seconds()))
+	}
+	fields := make([]string, len(s.Fields))
+	for i, f := range s.Fields {
+		fields[i] = f.Name + ":" + string(f.Type)
+	}
+	name := RawTable(s.Name)
+	return object{
+		Statement:  Statement{Object: name, Kind: KindTable, Owner: s.Name, SQL: createTable(db, name, cols, engine)},
+		definition: "stream: " + s.Name + "\nfields: [" + strings.Join(fields, ", ") + "]",
+		columns:    colNames(cols),
+	}
+}
+
+// checkNames refuses configurations whose objects would share a name in
+// ClickHouse: a view called "runs", a view "x_speed" beside a view "x", a
+// view named like a stream's events table.
+func checkNames(cfg *schemas.Config) error {
+	owner := map[string]string{
+		TableSchemaMeta: "tandem's shared table",
+		TableRuns:       "tandem's shared table",
+		TableAbsorbed:   "tandem's shared table",
+	}
+	var problems []string
+	claim := func(name, who string) {
+		if !identPattern.MatchString(name) {
+			problems = append(problems, fmt.Sprintf("%s needs a ClickHouse object named %q, which is not a valid name (lower-case letters, digits and _, at most 63 characters)", who, name))
+			return
+		}
+		if prev, ok := owner[name]; ok {
+			problems = append(problems, fmt.Sprintf("%s and %s both need a ClickHouse object named %q; rename one", prev, who, name))
+			return
+		}
+		owner[name] = who
+	}
+	for _, v := range cfg.Views {
+		who := fmt.Sprintf("view %q", v.Name)
+		claim(MergedView(v.Name), who)
+		claim(SpeedTable(v.Name), who)
+		claim(BatchTable(v.Name), who)
+	}
+	for _, s := range cfg.Streams {
+		if s.RawEvents {
+			claim(RawTable(s.Name), fmt.Sprintf("stream %q (raw_events)", s.Name))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("clickhouse: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}

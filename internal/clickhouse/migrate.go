@@ -1,0 +1,377 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Action is what Migrate did to one object.
+type Action string
+
+const (
+	ActionUnchanged Action = "up to date"
+	ActionCreated   Action = "created"
+	// ActionReplaced: a merged SQL view whose query changed (it holds no
+	// data, so it is dropped and created again).
+	ActionReplaced Action = "replaced"
+	// ActionRecorded: a table that existed with the expected columns but
+	// without a schema_meta record (a migration interrupted between CREATE
+	// and the record) was recorded.
+	ActionRecorded Action = "recorded"
+	// ActionRecreated: dropped and created again, as --recreate asked.
+	ActionRecreated Action = "recreated"
+)
+
+// Change is one line of a migration report.
+type Change struct {
+	Object string // without the database; "" for the database
+	Kind   ObjectKind
+	Owner  string
+	Action Action
+}
+
+// Report says what Migrate did.
+type Report struct {
+	Database      string
+	ServerVersion Version
+	Changes       []Change
+}
+
+// UpToDate reports whether Migrate changed nothing.
+func (r Report) UpToDate() bool {
+	for _, c := range r.Changes {
+		if c.Action != ActionUnchanged {
+			return false
+		}
+	}
+	return true
+}
+
+// String is the report as `tandem migrate` prints it.
+func (r Report) String() string {
+	var b strings.Builder
+	if r.UpToDate() {
+		fmt.Fprintf(&b, "ClickHouse %s, database %s: up to date (%d objects)\n", r.ServerVersion, r.Database, len(r.Changes))
+		return b.String()
+	}
+	fmt.Fprintf(&b, "ClickHouse %s, database %s:\n", r.ServerVersion, r.Database)
+	for _, c := range r.Changes {
+		if c.Action == ActionUnchanged {
+			continue
+		}
+		name := r.Database
+		if c.Object != "" {
+			name += "." + c.Object
+		}
+		fmt.Fprintf(&b, "  %-10s %-8s %s\n", c.Action, c.Kind, name)
+	}
+	return b.String()
+}
+
+// ErrDefinitionChanged is wrapped by Migrate's error when a view or stream
+// differs from the definition its ClickHouse objects were created for.
+var ErrDefinitionChanged = errors.New("definition changed since its ClickHouse tables were created")
+
+// ErrForeignObject is wrapped by Migrate's error when an object tandem needs
+// exists with other columns and no record of tandem creating it.
+var ErrForeignObject = errors.New("exists but was not created by tandem")
+
+type metaRecord struct {
+	fingerprint, definition string
+	version                 uint64
+}
+
+// Migrate creates every object of DDL(cfg, server version) that is missing
+// and checks those that exist against the definitions recorded in
+// schema_meta when they were created. It is idempotent: on an up-to-date
+// database it changes nothing and the report says so.
+//
+// A view or raw-events stream whose definition changed (granularity,
+// dimensions, measures, field types, chunk_size) is an error naming it and
+// what changed; nothing of it is touched. recreate lists views or streams
+// whose objects are to be dropped and created empty instead: their speed
+// rows, batch runs and raw events are lost (the batch layer recomputes them
+// from the master dataset on its next run). Merged SQL views hold no data,
+// so a changed one is simply replaced.
+func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...string) (Report, error) {
+	rep := Report{Database: db.db, ServerVersion: db.version}
+	if cfg.ClickHouse.Database != db.db {
+		return rep, fmt.Errorf("clickhouse: configuration names database %q but the connection was opened for %q", cfg.ClickHouse.Database, db.db)
+	}
+	if err := checkNames(cfg); err != nil {
+		return rep, err
+	}
+	objs := objects(cfg, db.version)
+	owners := map[string]bool{}
+	for _, o := range objs {
+		if o.Owner != "" {
+			owners[o.Owner] = true
+		}
+	}
+	for _, name := range recreate {
+		if !owners[name] {
+			return rep, fmt.Errorf("clickhouse: --recreate %s: no view or raw_events stream of that name in the configuration", name)
+		}
+	}
+
+	// What exists before anything is created, so the report can tell a
+	// created shared table from one that was there.
+	existing, err := db.existingColumns(ctx)
+	if err != nil {
+		return rep, err
+	}
+	// The database and the shared tables first: schema_meta must exist to
+	// be read.
+	for _, o := range objs {
+		if o.Owner == "" {
+			if err := db.exec(ctx, o.SQL); err != nil {
+				return rep, fmt.Errorf("clickhouse: creating %s: %w", describe(o), err)
+			}
+		}
+	}
+	meta, err := db.readMeta(ctx)
+	if err != nil {
+		return rep, err
+	}
+
+	for _, owner := range recreate {
+		if err := db.dropOwner(ctx, cfg, owner, objs); err != nil {
+			return rep, err
+		}
+		for _, o := range objs {
+			if o.Owner == owner {
+				delete(existing, o.Object)
+			}
+		}
+	}
+
+	var problems []error
+	failed := map[string]bool{} // owners with a problem: their views are not touched
+	for _, o := range objs {
+		if o.Kind == KindDatabase {
+			rep.Changes = append(rep.Changes, Change{Kind: o.Kind, Action: ActionUnchanged})
+			continue
+		}
+		if failed[o.Owner] && o.Owner != "" {
+			continue
+		}
+		rec, recorded := meta[o.Object]
+		cols, exists := existing[o.Object]
+		action := ActionUnchanged
+		switch {
+		case recorded && exists && rec.fingerprint == o.fingerprint:
+		case recorded && exists && o.Kind == KindView:
+			if err := db.exec(ctx, "DROP TABLE IF EXISTS "+qualified(db.db, o.Object)); err != nil {
+				return rep, fmt.Errorf("clickhouse: replacing %s: %w", describe(o), err)
+			}
+			action = ActionReplaced
+		case recorded && exists:
+			failed[o.Owner] = true
+			problems = append(problems, changedMessage(o, rec.definition))
+			continue
+		case exists && o.Kind == KindTable:
+			if !slices.Equal(cols, o.columns) {
+				failed[o.Owner] = true
+				problems = append(problems, fmt.Errorf("%s %w: it has columns (%s), tandem needs (%s); drop or rename it", describe(o), ErrForeignObject,
+					strings.Join(cols, ", "), strings.Join(o.columns, ", ")))
+				continue
+			}
+			action = ActionRecorded
+		case exists: // a view without a record: replace it
+			if err := db.exec(ctx, "DROP TABLE IF EXISTS "+qualified(db.db, o.Object)); err != nil {
+				return rep, fmt.Errorf("clickhouse: replacing %s: %w", describe(o), err)
+			}
+			action = ActionReplaced
+		default:
+			action = ActionCreated
+			if slices.Contains(recreate, o.Owner) {
+				action = ActionRecreated
+			}
+		}
+		if action != ActionUnchanged && action != ActionRecorded {
+			if err := db.exec(ctx, o.SQL); err != nil {
+				return rep, fmt.Errorf("clickhouse: creating %s: %w", describe(o), err)
+			}
+		}
+		if action != ActionUnchanged || !recorded {
+			if err := db.record(ctx, o, rec.version+1); err != nil {
+				return rep, err
+			}
+		}
+		rep.Changes = append(rep.Changes, Change{Object: o.Object, Kind: o.Kind, Owner: o.Owner, Action: action})
+	}
+	if len(problems) > 0 {
+		return rep, fmt.Errorf("clickhouse: %d object(s) need attention:\n%w", len(problems), errors.Join(problems...))
+	}
+	return rep, nil
+}
+
+func describe(o object) string {
+	if o.Kind == KindDatabase {
+		return "database"
+	}
+	return fmt.Sprintf("%s %s", o.Kind, o.Object)
+}
+
+// changedMessage explains a changed definition key by key, and how to
+// resolve it.
+func changedMessage(o object, stored string) error {
+	old := map[string]string{}
+	for _, line := range strings.Split(stored, "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			old[k] = v
+		}
+	}
+	var diffs []string
+	for _, line := range strings.Split(o.definition, "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		if old[k] != v {
+			diffs = append(diffs, fmt.Sprintf("    %s: %s → %s", k, orNone(old[k]), v))
+		}
+	}
+	if len(diffs) == 0 {
+		diffs = append(diffs, "    the table layout of this tandem version differs from the one that created it")
+	}
+	what := "view"
+	if o.Object == RawTable(o.Owner) {
+		what = "stream"
+	}
+	return fmt.Errorf("%s %q: %w\n  table %s:\n%s\n  Its stored rows belong to the old definition. Either give the %s a new name in the configuration "+
+		"(the old tables stay; drop them when done), or drop and recreate its tables, losing its speed rows and batch runs "+
+		"until the next batch run: tandem migrate --recreate %s",
+		what, o.Owner, ErrDefinitionChanged, o.Object, strings.Join(diffs, "\n"), what, o.Owner)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func (db *DB) readMeta(ctx context.Context) (map[string]metaRecord, error) {
+	rows, err := db.conn.Query(ctx, fmt.Sprintf("SELECT object, fingerprint, definition, version FROM %s FINAL", qualified(db.db, TableSchemaMeta)))
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: reading %s: %w", TableSchemaMeta, err)
+	}
+	defer rows.Close()
+	out := map[string]metaRecord{}
+	for rows.Next() {
+		var name string
+		var r metaRecord
+		if err := rows.Scan(&name, &r.fingerprint, &r.definition, &r.version); err != nil {
+			return nil, fmt.Errorf("clickhouse: reading %s: %w", TableSchemaMeta, err)
+		}
+		out[name] = r
+	}
+	return out, rows.Err()
+}
+
+// existingColumns returns every table and view of the database with its
+// column names in order.
+func (db *DB) existingColumns(ctx context.Context) (map[string][]string, error) {
+	out := map[string][]string{}
+	rows, err := db.conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ?", db.db)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: listing tables: %w", err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[name] = nil
+	}
+	rows.Close()
+	// system.columns lists a table's columns in their order.
+	rows, err = db.conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = ?", db.db)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: listing columns: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var table, name string
+		if err := rows.Scan(&table, &name); err != nil {
+			return nil, err
+		}
+		out[table] = append(out[table], name)
+	}
+	return out, rows.Err()
+}
+
+func (db *DB) record(ctx context.Context, o object, version uint64) error {
+	b, err := db.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s (object, kind, owner, fingerprint, definition, statement, created_at, version)", qualified(db.db, TableSchemaMeta)))
+	if err != nil {
+		return fmt.Errorf("clickhouse: recording %s: %w", describe(o), err)
+	}
+	defer b.Abort()
+	if err := b.Append(o.Object, string(o.Kind), o.Owner, o.fingerprint, o.definition, o.SQL, time.Now().UTC(), version); err != nil {
+		return fmt.Errorf("clickhouse: recording %s: %w", describe(o), err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("clickhouse: recording %s: %w", describe(o), err)
+	}
+	return nil
+}
+
+// dropOwner drops the objects of one view or stream and forgets its runs.
+func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, objs []object) error {
+	for _, o := range objs {
+		if o.Owner != owner {
+			continue
+		}
+		if err := db.exec(ctx, "DROP TABLE IF EXISTS "+qualified(db.db, o.Object)); err != nil {
+			return fmt.Errorf("clickhouse: dropping %s: %w", describe(o), err)
+		}
+	}
+	if cfg.View(owner) == nil {
+		return nil
+	}
+	// The view's published runs describe batch rows that no longer exist;
+	// left in place, the merged view would skip speed rows of chunks a
+	// vanished run absorbed.
+	for _, t := range []string{TableRuns, TableAbsorbed} {
+		if err := db.mutate(ctx, t, "DELETE WHERE view = ?", owner); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) exec(ctx context.Context, sql string, args ...any) error {
+	return db.conn.Exec(ctx, sql, args...)
+}
+
+// mutationPoll is how often mutate checks whether a mutation finished.
+const mutationPoll = 50 * time.Millisecond
+
+// mutate runs ALTER TABLE <table> <clause> and waits until the server has
+// applied it: 18.16 runs mutations in the background and has no
+// mutations_sync setting, so the wait polls system.mutations.
+func (db *DB) mutate(ctx context.Context, table, clause string, args ...any) error {
+	if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, table), clause), args...); err != nil {
+		return fmt.Errorf("clickhouse: ALTER TABLE %s %s: %w", table, clause, err)
+	}
+	for {
+		var pending uint64
+		err := db.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", db.db, table).Scan(&pending)
+		if err != nil {
+			return fmt.Errorf("clickhouse: waiting for the mutation of %s: %w", table, err)
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("clickhouse: waiting for the mutation of %s: %w", table, ctx.Err())
+		case <-time.After(mutationPoll):
+		}
+	}
+}

@@ -1,0 +1,151 @@
+package clickhouse
+
+import (
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := openTest(t, cfg)
+	ctx := testCtx(t)
+
+	rep, err := db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.False(t, rep.UpToDate())
+
+	var want []string
+	for _, s := range DDL(cfg, db.ServerVersion()) {
+		if s.Object != "" {
+			want = append(want, s.Object)
+		}
+	}
+	sort.Strings(want)
+	require.Equal(t, []string{
+		"absorbed", "clicks_by_country", "clicks_by_country_batch", "clicks_by_country_speed", "clicks_events",
+		"clicks_total", "clicks_total_batch", "clicks_total_speed", "runs", "schema_meta",
+	}, want)
+	got := queryStrings(t, db, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", cfg.ClickHouse.Database)
+	require.Equal(t, want, got)
+	for _, c := range rep.Changes {
+		if c.Object != "" {
+			require.Equal(t, ActionCreated, c.Action, c.Object)
+		}
+	}
+	engines := queryStrings(t, db, "SELECT concat(name, ' ', engine) FROM system.tables WHERE database = ? ORDER BY name", cfg.ClickHouse.Database)
+	require.Contains(t, engines, "clicks_by_country View")
+	require.Contains(t, engines, "clicks_by_country_speed ReplacingMergeTree")
+	require.Contains(t, engines, "clicks_by_country_batch MergeTree")
+
+	metaBefore := queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object")
+	require.Len(t, metaBefore, len(want))
+	tablesBefore := queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name")
+
+	rep, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+	require.Contains(t, rep.String(), "up to date")
+	// Nothing was written or recreated.
+	require.Equal(t, metaBefore, queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object"))
+	require.Equal(t, []string{"10"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
+	require.Equal(t, tablesBefore, queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name"))
+}
+
+func TestMigrateRefusesChangedDefinition(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := migrated(t, cfg)
+	ctx := testCtx(t)
+
+	// Another granularity and another dimension list for one view; the
+	// other view and the stream are unchanged.
+	changedYAML := strings.Replace(testConfigYAML, "granularity: 1m\n    dimensions: [country, device]", "granularity: 5m\n    dimensions: [country]", 1)
+	changed := parseConfig(t, changedYAML)
+	changed.ClickHouse = cfg.ClickHouse
+	_, err := db.Migrate(ctx, changed)
+	require.ErrorIs(t, err, ErrDefinitionChanged)
+	msg := err.Error()
+	require.Contains(t, msg, `view "clicks_by_country"`)
+	require.Contains(t, msg, "granularity: 1m → 5m")
+	require.Contains(t, msg, "dimensions: [country, device] → [country]")
+	require.Contains(t, msg, "tandem migrate --recreate clicks_by_country")
+	require.NotContains(t, msg, "clicks_total")
+	// The old table is untouched.
+	require.Contains(t, queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_by_country_speed'"), "device")
+
+	// A changed measure field with the same table layout is caught too.
+	fieldYAML := strings.Replace(testConfigYAML, "{ name: items, type: sum, field: qty }", "{ name: items, type: sum, field: amount }", 1)
+	fieldChanged := parseConfig(t, fieldYAML)
+	fieldChanged.ClickHouse = cfg.ClickHouse
+	_, err = db.Migrate(ctx, fieldChanged)
+	require.ErrorIs(t, err, ErrDefinitionChanged)
+	require.Contains(t, err.Error(), "items=sum(qty)")
+	require.Contains(t, err.Error(), "items=sum(amount)")
+
+	// --recreate resolves it, and afterwards the new definition is up to date.
+	rep, err := db.Migrate(ctx, changed, "clicks_by_country")
+	require.NoError(t, err)
+	require.Contains(t, rep.String(), "recreated")
+	require.NotContains(t, queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_by_country_speed'"), "device")
+	rep, err = db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+
+	_, err = db.Migrate(ctx, changed, "no_such_view")
+	require.ErrorContains(t, err, "no_such_view")
+}
+
+func TestMigrateRecordsInterruptedAndRefusesForeignTables(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := openTest(t, cfg)
+	ctx := testCtx(t)
+	// A migration that died after CREATE and before its record.
+	stmts := DDL(cfg, db.ServerVersion())
+	for _, s := range stmts[:4] {
+		require.NoError(t, db.Conn().Exec(ctx, s.SQL))
+	}
+	var speed Statement
+	for _, s := range stmts {
+		if s.Object == "clicks_total_speed" {
+			speed = s
+		}
+	}
+	require.NoError(t, db.Conn().Exec(ctx, speed.SQL))
+	// Somebody's own table where tandem wants the events table.
+	require.NoError(t, db.Conn().Exec(ctx, "CREATE TABLE tandem.clicks_events (x UInt8) ENGINE = MergeTree ORDER BY x"))
+
+	rep, err := db.Migrate(ctx, cfg)
+	require.ErrorIs(t, err, ErrForeignObject)
+	require.Contains(t, err.Error(), "clicks_events")
+	actions := map[string]Action{}
+	for _, c := range rep.Changes {
+		actions[c.Object] = c.Action
+	}
+	require.Equal(t, ActionRecorded, actions["clicks_total_speed"])
+	require.Equal(t, ActionCreated, actions["clicks_total_batch"])
+
+	require.NoError(t, db.Conn().Exec(ctx, "DROP TABLE tandem.clicks_events"))
+	rep, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.Equal(t, []Change{{Object: "clicks_events", Kind: KindTable, Owner: "clicks", Action: ActionCreated}}, changed(rep))
+}
+
+func changed(r Report) []Change {
+	var out []Change
+	for _, c := range r.Changes {
+		if c.Action != ActionUnchanged {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func TestCheckNamesRefusesCollisions(t *testing.T) {
+	yaml := strings.Replace(testConfigYAML, "name: clicks_total\n", "name: clicks_by_country_speed\n", 1)
+	cfg := parseConfig(t, yaml)
+	err := checkNames(cfg)
+	require.ErrorContains(t, err, `"clicks_by_country_speed"`)
+	require.NoError(t, checkNames(parseConfig(t, testConfigYAML)))
+}
