@@ -132,6 +132,10 @@ func (m *Measure) Merge(dst, src *State) {
 	dst.N += src.N
 }
 
+// hllPrecision is the precision (log2 of the register count) of every
+// distinct sketch: New14.
+const hllPrecision = 14
+
 func newHLL() *hyperloglog.Sketch { return hyperloglog.New14() }
 
 func newDD() *ddsketch.DDSketch {
@@ -144,6 +148,9 @@ func newDD() *ddsketch.DDSketch {
 
 // distinctKey is what the distinct sketch hashes: the value's canonical text,
 // so 1 (int64) and "1" (string) fields of different streams count alike.
+// The zero value of every type ("", 0, -0, false) hashes as the empty text:
+// a Value does not carry its type, and without this an empty string would
+// count as the string "0", and -0 and 0 as two numbers.
 func distinctKey(v Value) []byte {
 	switch {
 	case v.Str != "":
@@ -154,8 +161,10 @@ func distinctKey(v Value) []byte {
 		return strconv.AppendInt(nil, v.Int, 10)
 	case v.Bool:
 		return []byte("true")
-	default:
+	case v.Float != 0:
 		return strconv.AppendFloat(nil, v.Float, 'g', -1, 64)
+	default:
+		return []byte{}
 	}
 }
 
@@ -206,7 +215,7 @@ func (m *Measure) StateFromCell(cell any) (State, error) {
 	switch m.Type {
 	case MeasureCount:
 		n, ok := toFloat(cell)
-		if !ok || n < 0 {
+		if !ok || !(n >= 0 && n < math.MaxInt64) || n != math.Trunc(n) { // also refuses NaN
 			return State{}, fmt.Errorf("%w: %s: count %v", ErrBadCell, m.Name, cell)
 		}
 		return State{N: int64(n)}, nil
@@ -250,6 +259,12 @@ func (m *Measure) StateFromCell(cell any) (State, error) {
 			return State{}, nil
 		}
 		if m.Type == MeasureDistinct {
+			// Byte 1 of the encoding is the precision. The library reads
+			// any precision, but merging sketches of two precisions fails
+			// (and Merge has no error to report it), so refuse it here.
+			if len(b) > 1 && b[1] != hllPrecision {
+				return State{}, fmt.Errorf("%w: %s: distinct sketch has precision %d, want %d", ErrBadCell, m.Name, b[1], hllPrecision)
+			}
 			h := newHLL()
 			if err := h.UnmarshalBinary(b); err != nil {
 				return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
@@ -377,8 +392,14 @@ func SplitDims(s string) ([]string, error) {
 		if colon < 0 {
 			return nil, errors.New("dims: missing length")
 		}
-		n, err := strconv.Atoi(s[:colon])
-		if err != nil || n < 0 || colon+1+n > len(s) {
+		// Only the lengths JoinDims writes: plain decimal digits without
+		// a sign or leading zeros, so one value list has one encoding.
+		digits := s[:colon]
+		if digits == "" || len(digits) > 1 && digits[0] == '0' || strings.Trim(digits, "0123456789") != "" {
+			return nil, errors.New("dims: bad length")
+		}
+		n, err := strconv.Atoi(digits)
+		if err != nil || n > len(s)-colon-1 {
 			return nil, errors.New("dims: bad length")
 		}
 		out = append(out, s[colon+1:colon+1+n])
