@@ -38,7 +38,7 @@ func genValue(r *rand.Rand, f Field, s *Stream, seq int) any {
 	case f.Name == s.IDField:
 		return fmt.Sprintf("e%d", seq)
 	case f.Name == s.TimeField:
-		return msTime(t0.UnixMilli() + r.Int64N((3*time.Hour).Milliseconds()))
+		return msTime(t0.UnixMilli() + r.Int64N((3 * time.Hour).Milliseconds()))
 	}
 	switch f.Type {
 	case TypeString:
