@@ -1,0 +1,448 @@
+package speed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/ops"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Options are the speed layer's dependencies and tuning. Sink, DeadLetters
+// and Registry are required.
+type Options struct {
+	Sink        Sink
+	DeadLetters DeadLetters
+	Registry    prometheus.Registerer
+	Log         *slog.Logger
+
+	// SessionTimeout bounds how long a dead member keeps its partitions
+	// (default 10s).
+	SessionTimeout time.Duration
+	// QueueCapacity is how many messages a claim's reader buffers ahead of
+	// the handler (default 1000); with MaxFetchBytes it bounds the memory
+	// read ahead per partition.
+	QueueCapacity int
+	// MaxFetchBytes bounds one fetch (default 4 MiB).
+	MaxFetchBytes int
+	// ShutdownFlushTimeout bounds the last flush on shutdown (default 15s);
+	// on a rebalance the last flush gets a fifth of it, so the member
+	// rejoins in time.
+	ShutdownFlushTimeout time.Duration
+	// MaxBackoff caps the pause between retries of a failed write (default 5s).
+	MaxBackoff time.Duration
+}
+
+// maxInsertRows keeps every insert below ClickHouse's max_insert_block_size
+// (1,048,576), so one insert is one block and lands atomically.
+const maxInsertRows = 1 << 19
+
+// maxPendingEvents bounds the ingest timestamps kept between flushes for the
+// ingest-to-visible histogram.
+const maxPendingEvents = 1 << 20
+
+// Service is the speed layer: a consumer-group member over every stream
+// topic that has views. It implements ops.Component and ops.ReadyChecker.
+type Service struct {
+	cfg     *schemas.Config
+	opts    Options
+	log     *slog.Logger
+	m       *metrics
+	streams map[string]*streamInfo // by topic
+	topics  []string
+
+	runCtx  context.Context
+	running atomic.Bool
+
+	mu      sync.Mutex
+	resumes map[partKey]resume
+	stalls  map[partKey]stall
+}
+
+type streamInfo struct {
+	stream *schemas.Stream
+	views  []*schemas.View
+	dec    *schemas.Decoder
+}
+
+type partKey struct {
+	topic     string
+	partition int32
+}
+
+type stall struct {
+	since time.Time
+	err   error
+}
+
+var (
+	_ ops.Component    = (*Service)(nil)
+	_ ops.ReadyChecker = (*Service)(nil)
+)
+
+// New returns the speed layer for cfg. It consumes every stream that has at
+// least one view.
+func New(cfg *schemas.Config, opts Options) (*Service, error) {
+	if opts.Sink == nil || opts.DeadLetters == nil || opts.Registry == nil {
+		return nil, errors.New("speed: Options need a Sink, DeadLetters and a Registry")
+	}
+	if cfg.ChunkSize <= 0 {
+		return nil, fmt.Errorf("speed: chunk_size must be positive; got %d", cfg.ChunkSize)
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.ShutdownFlushTimeout <= 0 {
+		opts.ShutdownFlushTimeout = 15 * time.Second
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
+	}
+	s := &Service{
+		cfg: cfg, opts: opts, log: opts.Log.With("component", "speed"),
+		m:       newMetrics(opts.Registry, time.Now),
+		streams: map[string]*streamInfo{},
+		resumes: map[partKey]resume{},
+		stalls:  map[partKey]stall{},
+	}
+	for _, st := range cfg.Streams {
+		views := cfg.ViewsOf(st.Name)
+		if len(views) == 0 {
+			if st.RawEvents {
+				s.log.Warn("stream has raw_events but no views; the speed layer consumes only streams with views, so its raw-events table stays empty", "stream", st.Name)
+			}
+			continue
+		}
+		s.streams[st.Topic] = &streamInfo{stream: st, views: views, dec: schemas.NewDecoder(st, cfg.Ingest.MaxFutureSkew.D())}
+		s.topics = append(s.topics, st.Topic)
+	}
+	sort.Strings(s.topics)
+	return s, nil
+}
+
+// GroupID is the consumer group of the speed layer.
+func GroupID(cfg *schemas.Config) string { return cfg.Kafka.GroupPrefix + "-speed" }
+
+// Run consumes until ctx is cancelled; then every partition flushes what it
+// holds (bounded by ShutdownFlushTimeout) and Run returns nil.
+func (s *Service) Run(ctx context.Context) error {
+	if len(s.topics) == 0 {
+		s.log.Warn("no stream has a view: the speed layer has nothing to do")
+		s.running.Store(true)
+		<-ctx.Done()
+		return nil
+	}
+	s.runCtx = ctx
+	s.running.Store(true)
+	defer s.running.Store(false)
+	s.log.Info("speed layer starting", "group", GroupID(s.cfg), "topics", s.topics, "chunk_size", s.cfg.ChunkSize,
+		"flush_interval", s.cfg.Speed.FlushInterval.D(), "flush_rows", s.flushRows())
+	return kafka.RunGroup(ctx, kafka.GroupConfig{
+		Brokers:        s.cfg.Kafka.Brokers,
+		GroupID:        GroupID(s.cfg),
+		Topics:         s.topics,
+		StartOffset:    s.startOffset,
+		SessionTimeout: s.opts.SessionTimeout,
+		MaxBytes:       s.opts.MaxFetchBytes,
+		QueueCapacity:  s.opts.QueueCapacity,
+		Log:            s.log,
+	}, s.handle)
+}
+
+// Ready reports an error while the layer is not running or some partition
+// cannot write its output.
+func (s *Service) Ready() error {
+	if !s.running.Load() {
+		return errors.New("speed layer is not running")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.stalls) == 0 {
+		return nil
+	}
+	var parts []string
+	var first stall
+	for k, st := range s.stalls {
+		parts = append(parts, fmt.Sprintf("%s/%d", k.topic, k.partition))
+		if first.since.IsZero() || st.since.Before(first.since) {
+			first = st
+		}
+	}
+	sort.Strings(parts)
+	return fmt.Errorf("speed layer stalled for %s: %d partition(s) (%s) cannot write their output and have stopped reading: %v",
+		time.Since(first.since).Round(time.Second), len(parts), strings.Join(parts, ", "), first.err)
+}
+
+func (s *Service) flushRows() int {
+	n := s.cfg.Speed.FlushRows
+	if n <= 0 || n > maxInsertRows {
+		n = maxInsertRows
+	}
+	return n
+}
+
+func (s *Service) setStalled(k partKey, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.stalls[k]
+	if !ok {
+		st.since = time.Now()
+	}
+	st.err = err
+	s.stalls[k] = st
+	s.updateStallGauges()
+}
+
+func (s *Service) clearStalled(k partKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.stalls[k]; ok {
+		delete(s.stalls, k)
+		s.updateStallGauges()
+	}
+}
+
+func (s *Service) updateStallGauges() {
+	s.m.stalledParts.Set(float64(len(s.stalls)))
+	if len(s.stalls) > 0 {
+		s.m.stalled.Set(1)
+	} else {
+		s.m.stalled.Set(0)
+	}
+}
+
+// startOffset reads the partition's durable progress, retrying while the
+// sink is unreachable (a failure here would end the whole generation).
+func (s *Service) startOffset(ctx context.Context, topic string, partition int32) (int64, error) {
+	info := s.streams[topic]
+	if info == nil {
+		return 0, fmt.Errorf("speed: assigned topic %s, which no stream with views uses", topic)
+	}
+	k := partKey{topic, partition}
+	backoff := 100 * time.Millisecond
+	for {
+		o, err := s.opts.Sink.Progress(ctx, info.stream, info.views, partition)
+		if err == nil {
+			s.clearStalled(k)
+			r := planResume(o, s.cfg.ChunkSize)
+			s.mu.Lock()
+			s.resumes[k] = r
+			s.mu.Unlock()
+			s.log.Info("claimed partition", "topic", topic, "partition", partition, "durable_through", o,
+				"start", r.start, "ids_only_below", r.idOnlyBelow)
+			return r.start, nil
+		}
+		s.m.insertErrors.WithLabelValues("progress").Inc()
+		if ctx.Err() != nil {
+			return 0, err
+		}
+		s.setStalled(k, err)
+		s.log.Warn("cannot read progress; retrying", "topic", topic, "partition", partition, "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return 0, ctx.Err()
+		}
+		backoff = min(2*backoff, s.opts.MaxBackoff)
+	}
+}
+
+// handle works one claimed partition: fetch, fold, flush on interval or
+// size, until the claim ends; then flush what it holds.
+func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
+	info := s.streams[c.Topic]
+	k := partKey{c.Topic, c.Partition}
+	s.mu.Lock()
+	res, ok := s.resumes[k]
+	delete(s.resumes, k)
+	s.mu.Unlock()
+	if info == nil || !ok || res.start != c.Start {
+		return fmt.Errorf("speed: claim of %s/%d at %d has no matching resume point", c.Topic, c.Partition, c.Start)
+	}
+	lagLabels := []string{c.Topic, strconv.Itoa(int(c.Partition))}
+	defer s.m.lag.DeleteLabelValues(lagLabels...)
+	defer s.clearStalled(k)
+
+	p := newPartState(info.stream, info.views, info.dec, c.Partition, s.cfg.ChunkSize, res)
+	name := info.stream.Name
+	consumed, folded := s.m.consumed.WithLabelValues(name), s.m.folded.WithLabelValues(name)
+	dups, replayed := s.m.duplicates.WithLabelValues(name), s.m.replayed.WithLabelValues(name)
+	interval := s.cfg.Speed.FlushInterval.D()
+	if interval <= 0 {
+		interval = time.Second
+	}
+	flushRows := s.flushRows()
+
+	for {
+		fctx, cancel := context.WithTimeout(ctx, interval)
+		for p.changed < flushRows && len(p.ingestMs) < maxPendingEvents {
+			m, err := c.Fetch(fctx)
+			if err != nil {
+				if ctx.Err() != nil || fctx.Err() != nil {
+					break // claim over, or time to flush
+				}
+				cancel()
+				return fmt.Errorf("speed: fetching %s/%d: %w", c.Topic, c.Partition, err)
+			}
+			t0 := time.Now()
+			out, verr := p.process(&m)
+			s.m.processing.Observe(time.Since(t0).Seconds())
+			consumed.Inc()
+			if m.Offset <= res.durable {
+				replayed.Inc()
+			}
+			switch out {
+			case outFolded:
+				folded.Inc()
+			case outDuplicate:
+				dups.Inc()
+			case outInvalid:
+				if m.Offset > res.durable {
+					s.log.Debug("invalid event goes to the dead-letter topic", "topic", c.Topic, "partition", c.Partition, "offset", m.Offset, "err", verr)
+				}
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return s.finalFlush(ctx, info, p, c)
+		}
+		if err := s.flush(ctx, info, p, c); err != nil {
+			if ctx.Err() != nil {
+				return s.finalFlush(ctx, info, p, c)
+			}
+			return err
+		}
+	}
+}
+
+// finalFlush writes what p holds after the claim ended, with a context of
+// its own: the long timeout on shutdown, a short one on a rebalance (the
+// member must rejoin; the partition's next owner rebuilds from durable
+// progress anyway, and a late write here carries the same content for the
+// same version as the new owner's).
+func (s *Service) finalFlush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim) error {
+	timeout := s.opts.ShutdownFlushTimeout
+	if s.runCtx == nil || s.runCtx.Err() == nil {
+		timeout /= 5
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := s.flush(fctx, info, p, c); err != nil {
+		s.log.Warn("could not flush before giving up the partition; its next owner rebuilds from durable progress",
+			"topic", c.Topic, "partition", c.Partition, "err", err)
+	}
+	return nil
+}
+
+// flush writes p's pending output, retrying with backoff until it succeeds
+// or ctx ends. It does not fetch meanwhile, so a slow or absent ClickHouse
+// stops consumption (the claim's reader queue is bounded) instead of
+// growing memory.
+func (s *Service) flush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim) error {
+	s.m.lag.WithLabelValues(c.Topic, strconv.Itoa(int(c.Partition))).Set(float64(max(c.Lag(), 0)))
+	if !p.pendingOutput() {
+		// Before catching up, changed counts rebuilt rows, which are
+		// written already; reset it so size flushes do not spin.
+		p.changed = 0
+		return nil
+	}
+	k := partKey{c.Topic, c.Partition}
+	start := time.Now()
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.writeOnce(ctx, info, p)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		s.setStalled(k, err)
+		if attempt == 1 || attempt%10 == 0 {
+			s.log.Warn("cannot write output; holding the partition's state and retrying", "topic", c.Topic,
+				"partition", c.Partition, "attempt", attempt, "err", err, "retry_in", backoff)
+		}
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, s.opts.MaxBackoff)
+	}
+	s.clearStalled(k)
+	done := time.Now()
+	s.m.flush.Observe(done.Sub(start).Seconds())
+	nowMs := done.UnixMilli()
+	for _, ms := range p.ingestMs {
+		s.m.ingestVisible.Observe(float64(nowMs-ms) / 1000)
+	}
+	s.m.wroteNewest(info.stream.Name, p.newest)
+	p.ingestMs = p.ingestMs[:0]
+	p.changed = 0
+	// A hint for lag tools only; where reading resumes comes from the sink.
+	if err := c.Commit(p.lastRead + 1); err != nil && ctx.Err() == nil {
+		s.log.Debug("committing the offset hint failed", "topic", c.Topic, "partition", c.Partition, "err", err)
+	}
+	return nil
+}
+
+// writeOnce writes dead letters, raw events, then every view's rows; each
+// step forgets its output once written, so a retry continues where the
+// failure was. Dead letters and raw events go first: a stored version o
+// then implies everything up to o was written.
+func (s *Service) writeOnce(ctx context.Context, info *streamInfo, p *partState) error {
+	if len(p.dlq) > 0 {
+		if err := s.opts.DeadLetters.Send(ctx, p.dlq...); err != nil {
+			s.m.dlqErrors.Inc()
+			return fmt.Errorf("writing %d dead letters of %s: %w", len(p.dlq), info.stream.Name, err)
+		}
+		for _, reason := range p.dlqReasons {
+			s.m.dlq.WithLabelValues(info.stream.Name, reason).Inc()
+		}
+		p.dlq, p.dlqReasons = nil, nil
+	}
+	if len(p.raw) > 0 {
+		t0 := time.Now()
+		if err := s.opts.Sink.InsertRaw(ctx, info.stream, p.raw); err != nil {
+			s.m.insertErrors.WithLabelValues("raw").Inc()
+			return err
+		}
+		s.m.insert.WithLabelValues("raw").Observe(time.Since(t0).Seconds())
+		s.m.rawInserted.WithLabelValues(info.stream.Name).Add(float64(len(p.raw)))
+		p.raw = nil
+	}
+	for i, vs := range p.views {
+		if len(vs.dirty) == 0 && len(vs.pending) == 0 {
+			continue
+		}
+		rows := p.rows(i)
+		t0 := time.Now()
+		if err := s.opts.Sink.Upsert(ctx, vs.view, rows); err != nil {
+			s.m.insertErrors.WithLabelValues("speed").Inc()
+			return err
+		}
+		s.m.insert.WithLabelValues("speed").Observe(time.Since(t0).Seconds())
+		s.m.rowsUpserted.WithLabelValues(vs.view.Name).Add(float64(len(rows)))
+		p.written(i)
+	}
+	return nil
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,241 @@
+package speed
+
+import (
+	"time"
+
+	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// outcome is what happened to one message.
+type outcome int
+
+const (
+	outFolded    outcome = iota // counted in every view
+	outDuplicate                // id seen in this or the previous chunk: dropped
+	outInvalid                  // failed validation: dead-lettered
+	outIDOnly                   // chunk k-1 of a resume: read for its ids only
+)
+
+// resume says where a claim starts and what is already durable.
+type resume struct {
+	// start is the first offset to read (kafka.FirstOffset when nothing is
+	// stored).
+	start int64
+	// idOnlyBelow: messages below this offset (chunk k-1) only add their ids.
+	idOnlyBelow int64
+	// durable is o: every view's rows, every raw event and every dead
+	// letter up to this offset are already written; -1 for none.
+	durable int64
+}
+
+// planResume turns a stored progress o into where to read from: with
+// k = chunk(o+1), chunk k-1 is read for its ids and chunk k is rebuilt.
+func planResume(o, chunkSize int64) resume {
+	if o < 0 {
+		return resume{start: kafka.FirstOffset, idOnlyBelow: -1, durable: -1}
+	}
+	k := schemas.ChunkOf(o+1, chunkSize)
+	if k == 0 {
+		return resume{start: 0, idOnlyBelow: 0, durable: o}
+	}
+	return resume{start: schemas.ChunkStart(k-1, chunkSize), idOnlyBelow: schemas.ChunkStart(k, chunkSize), durable: o}
+}
+
+// rowState is one row of the open chunk.
+type rowState struct {
+	window time.Time
+	dims   []string
+	agg    schemas.Aggregate
+	dirty  bool
+}
+
+// viewState is one view's rows of the open chunk of one partition.
+type viewState struct {
+	view  *schemas.View
+	rows  map[schemas.RowKey]*rowState
+	dirty []*rowState // rows of the open chunk changed since the last write
+	// pending are the final rows of finished chunks not yet written; they
+	// go out in the same insert as the open chunk's rows.
+	pending []Row
+}
+
+// partState is the speed layer's state for one claimed partition. It is a
+// pure function of the messages fed to it (and the resume point), which is
+// what makes replays write the same rows. A partState is used by one
+// goroutine.
+type partState struct {
+	stream    *schemas.Stream
+	dec       *schemas.Decoder
+	partition int32
+	chunkSize int64
+	views     []*viewState
+
+	chunk   int64 // the open chunk, -1 before the first message
+	high    int64 // highest offset consumed in the open chunk
+	ids     map[string]struct{}
+	prevIDs map[string]struct{}
+
+	res        resume
+	caughtUp   bool // past res.durable: new output from here on
+	consumed   int64
+	lastRead   int64 // highest offset read, for the commit hint
+	newest     time.Time
+	dlq        []kafka.DeadLetter
+	dlqReasons []string // metric label of each dead letter
+	raw        []RawEvent
+	ingestMs   []int64 // message timestamps of folded events since the last write
+	changed    int     // rows dirtied or pending, raw events and dead letters since the last write
+	newestOut  time.Time
+}
+
+func newPartState(stream *schemas.Stream, views []*schemas.View, dec *schemas.Decoder, partition int32, chunkSize int64, res resume) *partState {
+	p := &partState{
+		stream: stream, dec: dec, partition: partition, chunkSize: chunkSize,
+		chunk: -1, high: -1, lastRead: -1, res: res,
+		ids:     make(map[string]struct{}),
+		prevIDs: make(map[string]struct{}),
+	}
+	p.caughtUp = res.durable < 0
+	for _, v := range views {
+		p.views = append(p.views, &viewState{view: v, rows: make(map[schemas.RowKey]*rowState)})
+	}
+	return p
+}
+
+// process folds one message. Messages must come in offset order.
+func (p *partState) process(m *kafka.Message) (outcome, error) {
+	if !p.caughtUp && m.Offset > p.res.durable {
+		// Everything folded so far (offsets <= o) is durable with the same
+		// or a newer version: only what changes from here on needs writing.
+		p.markWritten()
+		p.caughtUp = true
+	}
+	k := schemas.ChunkOf(m.Offset, p.chunkSize)
+	if k != p.chunk {
+		p.cross(k)
+	}
+	p.high = m.Offset
+	p.lastRead = m.Offset
+	fresh := m.Offset > p.res.durable // not yet written by anyone
+
+	ev, err := p.dec.Decode(m.Value, m.Time)
+	if err != nil {
+		if fresh && m.Offset >= p.res.idOnlyBelow {
+			p.dlq = append(p.dlq, kafka.DeadLetter{Message: *m, Reason: err.Error()})
+			p.dlqReasons = append(p.dlqReasons, dlqReason(err))
+			p.changed++
+		}
+		return outInvalid, err
+	}
+	if _, dup := p.ids[ev.ID]; dup {
+		return outDuplicate, nil
+	}
+	p.ids[ev.ID] = struct{}{}
+	if m.Offset < p.res.idOnlyBelow {
+		return outIDOnly, nil
+	}
+	if _, dup := p.prevIDs[ev.ID]; dup {
+		return outDuplicate, nil
+	}
+	for _, vs := range p.views {
+		key := vs.view.Key(&ev)
+		r := vs.rows[key]
+		if r == nil {
+			dims, err := schemas.SplitDims(key.Dims)
+			if err != nil {
+				panic("speed: View.Key returned dimensions SplitDims cannot read: " + err.Error())
+			}
+			r = &rowState{window: key.Window(), dims: dims, agg: vs.view.NewAggregate()}
+			vs.rows[key] = r
+		}
+		vs.view.Add(r.agg, &ev)
+		if !r.dirty {
+			r.dirty = true
+			vs.dirty = append(vs.dirty, r)
+			p.changed++
+		}
+	}
+	if fresh {
+		if p.stream.RawEvents {
+			p.raw = append(p.raw, RawEvent{Event: ev, Raw: m.Value, Partition: m.Partition, Offset: m.Offset, KafkaTime: m.Time})
+			p.changed++
+		}
+		p.ingestMs = append(p.ingestMs, m.Time.UnixMilli())
+		if ev.Time.After(p.newest) {
+			p.newest = ev.Time
+		}
+	}
+	return outFolded, nil
+}
+
+// cross closes the open chunk and opens chunk k. The closed chunk's changed
+// rows become pending with the chunk's last offset as version; its ids
+// become the previous chunk's ids when k follows it directly.
+func (p *partState) cross(k int64) {
+	if p.chunk >= 0 {
+		for _, vs := range p.views {
+			for _, r := range vs.dirty {
+				vs.pending = append(vs.pending, Row{Window: r.window, Dims: r.dims, Agg: r.agg,
+					Partition: p.partition, Chunk: p.chunk, Version: p.high})
+			}
+			vs.dirty = vs.dirty[:0]
+			clear(vs.rows)
+		}
+	}
+	if k == p.chunk+1 {
+		p.ids, p.prevIDs = p.prevIDs, p.ids
+		clear(p.ids)
+	} else {
+		// A gap (or the first message): nothing of chunk k-1 was read.
+		clear(p.ids)
+		clear(p.prevIDs)
+	}
+	p.chunk = k
+}
+
+// rows returns what a write of view i must upsert: the pending rows of
+// finished chunks and the changed rows of the open chunk.
+func (p *partState) rows(i int) []Row {
+	vs := p.views[i]
+	out := make([]Row, 0, len(vs.pending)+len(vs.dirty))
+	out = append(out, vs.pending...)
+	for _, r := range vs.dirty {
+		out = append(out, Row{Window: r.window, Dims: r.dims, Agg: r.agg, Partition: p.partition, Chunk: p.chunk, Version: p.high})
+	}
+	return out
+}
+
+// written records that view i's rows were upserted.
+func (p *partState) written(i int) {
+	vs := p.views[i]
+	for _, r := range vs.dirty {
+		r.dirty = false
+	}
+	vs.dirty = vs.dirty[:0]
+	vs.pending = nil
+}
+
+// markWritten forgets every pending output, as if written.
+func (p *partState) markWritten() {
+	for i := range p.views {
+		p.written(i)
+	}
+	p.dlq, p.dlqReasons, p.raw, p.ingestMs = nil, nil, nil, p.ingestMs[:0]
+	p.changed = 0
+}
+
+// dirtyViews reports whether any view has rows to write.
+func (p *partState) dirtyViews() bool {
+	for _, vs := range p.views {
+		if len(vs.dirty) > 0 || len(vs.pending) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// pendingOutput reports whether a flush has anything to write.
+func (p *partState) pendingOutput() bool {
+	return p.caughtUp && (len(p.dlq) > 0 || len(p.raw) > 0 || p.dirtyViews())
+}
