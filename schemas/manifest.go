@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -25,17 +27,18 @@ func RawKey(stream string, partition int32, first, last int64) string {
 
 var rawKeyPattern = regexp.MustCompile(`^raw/([a-z][a-z0-9_]*)/partition=(\d+)/(\d{20})-(\d{20})\.parquet$`)
 
-// ParseRawKey reads back what RawKey wrote. ok is false for any other key.
+// ParseRawKey reads back what RawKey wrote. ok is false for any other key,
+// including keys RawKey would have written differently (leading zeros in
+// the partition, numbers out of range), so a parsed key names one object.
 func ParseRawKey(key string) (stream string, partition int32, first, last int64, ok bool) {
 	m := rawKeyPattern.FindStringSubmatch(key)
 	if m == nil {
 		return "", 0, 0, 0, false
 	}
-	var p int64
-	fmt.Sscan(m[2], &p)
-	fmt.Sscan(m[3], &first)
-	fmt.Sscan(m[4], &last)
-	if last < first || p > 1<<31-1 {
+	p, errP := strconv.ParseInt(m[2], 10, 32)
+	first, errF := strconv.ParseInt(m[3], 10, 64)
+	last, errL := strconv.ParseInt(m[4], 10, 64)
+	if errP != nil || errF != nil || errL != nil || last < first || RawKey(m[1], int32(p), first, last) != key {
 		return "", 0, 0, 0, false
 	}
 	return m[1], int32(p), first, last, true
@@ -129,6 +132,10 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("%w: view and run_id are required", ErrBadManifest)
 	case m.ChunkSize <= 0:
 		return nil, fmt.Errorf("%w: chunk_size %d", ErrBadManifest, m.ChunkSize)
+	case !namePattern.MatchString(m.View):
+		return nil, fmt.Errorf("%w: view %q is not a view name", ErrBadManifest, m.View)
+	case !validRunID(m.RunID):
+		return nil, fmt.Errorf("%w: run_id %q must be one path segment of printable characters", ErrBadManifest, m.RunID)
 	}
 	for p, off := range m.Absorbed {
 		if p < 0 || off < 0 || off%m.ChunkSize != 0 {
@@ -137,9 +144,25 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 	}
 	prefix := ViewRunPrefix(m.View, m.RunID)
 	for _, f := range m.Files {
-		if len(f.Key) <= len(prefix) || f.Key[:len(prefix)] != prefix {
+		// path.Clean also catches "..", "." and empty segments that would
+		// climb out of the folder when a reader maps keys to file paths.
+		if len(f.Key) <= len(prefix) || f.Key[:len(prefix)] != prefix || path.Clean(f.Key) != f.Key {
 			return nil, fmt.Errorf("%w: file %q is outside the run's folder", ErrBadManifest, f.Key)
 		}
 	}
 	return &m, nil
+}
+
+// validRunID reports whether id can name a folder: one path segment, not
+// "." or "..", printable ASCII.
+func validRunID(id string) bool {
+	if id == "." || id == ".." || len(id) > 200 || strings.ContainsAny(id, "/\\") {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] >= 0x7f {
+			return false
+		}
+	}
+	return id != ""
 }
