@@ -1,0 +1,236 @@
+package serving
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// batchReader answers the batch half of queries from the files a manifest
+// lists, pruning by time with each file's day and window range and each row
+// group's statistics, and caching decoded row groups (and file footers) in a
+// byte-bounded LRU.
+type batchReader struct {
+	files ViewFiles
+	cache *lru
+	m     *metrics
+}
+
+func newBatchReader(files ViewFiles, cacheBytes int64, m *metrics) *batchReader {
+	c := newLRU(cacheBytes)
+	c.onEvict = func(int64) { m.cacheEvictions.Inc() }
+	return &batchReader{files: files, cache: c, m: m}
+}
+
+// cachedRowGroup is the decoded content of one row group.
+type cachedRowGroup struct {
+	rows []Row
+}
+
+// overlaps reports whether window starts in [lo, hi] (inclusive) can fall
+// in [fromMs, toMs).
+func overlaps(lo, hi, fromMs, toMs int64) bool { return hi >= fromMs && lo < toMs }
+
+// fileRange is the window range a manifest entry states for its file, from
+// its min/max window or, lacking those, its day.
+func fileRange(f schemas.ManifestFile) (lo, hi int64, known bool) {
+	switch {
+	case !f.MinTime.IsZero() && !f.MaxTime.IsZero():
+		return f.MinTime.UnixMilli(), f.MaxTime.UnixMilli(), true
+	case !f.Day.IsZero():
+		day := f.Day.UTC().Truncate(24 * time.Hour)
+		return day.UnixMilli(), day.Add(24*time.Hour).UnixMilli() - 1, true
+	}
+	return 0, 0, false
+}
+
+// scan merges every batch row of the snapshot's run that q covers into a
+// Merger, reading files in parallel, and returns it.
+func (b *batchReader) scan(ctx context.Context, q *Query, snap *Snapshot) (*Merger, error) {
+	out := NewMerger(q)
+	if snap.Manifest == nil {
+		return out, nil
+	}
+	fromMs, toMs := q.FromMs(), q.ToMs()
+	var todo []schemas.ManifestFile
+	for _, f := range snap.Manifest.Files {
+		if lo, hi, ok := fileRange(f); ok && !overlaps(lo, hi, fromMs, toMs) {
+			continue
+		}
+		todo = append(todo, f)
+	}
+	if len(todo) == 0 {
+		return out, nil
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if workers > len(todo) {
+		workers = len(todo)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan schemas.ManifestFile)
+	mergers := make([]*Merger, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		mergers[w] = NewMerger(q)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range jobs {
+				if errs[w] != nil {
+					continue
+				}
+				if err := b.scanFile(ctx, q, f, mergers[w]); err != nil {
+					errs[w] = err
+					cancel()
+				}
+			}
+		}()
+	}
+feed:
+	for _, f := range todo {
+		select {
+		case jobs <- f:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, m := range mergers {
+		out.MergeFrom(m)
+	}
+	return out, nil
+}
+
+// scanFile merges the rows of one file's overlapping row groups into m.
+func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.ManifestFile, m *Merger) error {
+	fromMs, toMs := q.FromMs(), q.ToMs()
+	var file ViewFile // opened on the first miss
+	defer func() {
+		if file != nil {
+			file.Close()
+		}
+	}()
+	open := func() error {
+		if file != nil {
+			return nil
+		}
+		var err error
+		if file, err = b.files.Open(ctx, q.View, f.Key); err != nil {
+			return fmt.Errorf("%w: opening batch file %s: %v", ErrUnavailable, f.Key, err)
+		}
+		return nil
+	}
+
+	var groups []RowGroup
+	metaKey := "meta\x00" + f.Key
+	if v, ok := b.cache.get(metaKey); ok {
+		b.m.cacheHits.Inc()
+		groups = v.([]RowGroup)
+	} else {
+		b.m.cacheMisses.Inc()
+		if err := open(); err != nil {
+			return err
+		}
+		groups = file.RowGroups()
+		b.cache.put(metaKey, groups, int64(64+48*len(groups)+len(f.Key)))
+	}
+
+	for i, rg := range groups {
+		if rg.HasStats && !overlaps(rg.MinMs, rg.MaxMs, fromMs, toMs) {
+			continue
+		}
+		key := "rg\x00" + f.Key + "\x00" + strconv.Itoa(i)
+		var crg *cachedRowGroup
+		if v, ok := b.cache.get(key); ok {
+			b.m.cacheHits.Inc()
+			crg = v.(*cachedRowGroup)
+		} else {
+			b.m.cacheMisses.Inc()
+			if err := open(); err != nil {
+				return err
+			}
+			var size int64
+			var err error
+			crg, size, err = b.readRowGroup(ctx, q.View, file, i, int(rg.Rows))
+			if err != nil {
+				return fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, f.Key, err)
+			}
+			b.cache.put(key, crg, size)
+		}
+		for j := range crg.rows {
+			m.Add(&crg.rows[j])
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readRowGroup decodes every measure of every row of a row group (the cache
+// serves later queries asking for other measures) and estimates the memory
+// it holds.
+func (b *batchReader) readRowGroup(ctx context.Context, v *schemas.View, file ViewFile, i, hint int) (*cachedRowGroup, int64, error) {
+	crg := &cachedRowGroup{rows: make([]Row, 0, hint)}
+	// Dimension values repeat across rows: intern them so the cache holds
+	// one copy of each.
+	intern := map[string]string{}
+	var size int64 = 64
+	err := file.ReadRowGroup(ctx, i, func(windowMs int64, dims []string, cells []any) error {
+		ds := make([]string, len(dims))
+		for k, d := range dims {
+			s, ok := intern[d]
+			if !ok {
+				s = string([]byte(d)) // own copy: the reader may reuse its buffers
+				intern[s] = s
+				size += int64(len(s)) + 16
+			}
+			ds[k] = s
+		}
+		r, err := DecodeRow(v, windowMs, ds, cells, nil)
+		if err != nil {
+			return err
+		}
+		if s, ok := intern[r.Key]; ok {
+			r.Key = s
+		} else {
+			intern[r.Key] = r.Key
+			size += int64(len(r.Key)) + 16
+		}
+		size += rowOverhead(len(dims), len(cells))
+		for _, c := range cells {
+			if bs, ok := c.([]byte); ok {
+				// Decoded sketches take more room than their encoding
+				// (DDSketch bins are float64 counts in memory, varints on
+				// disk); three times is a fair upper estimate.
+				size += 3 * int64(len(bs))
+			}
+		}
+		crg.rows = append(crg.rows, r)
+		return nil
+	})
+	return crg, size, err
+}
+
+// rowOverhead is the fixed memory of one cached Row: the struct, the dims
+// slice header and pointers, and the states.
+func rowOverhead(dims, measures int) int64 {
+	const rowStruct, stringHeader, state = 72, 16, 64
+	return rowStruct + int64(dims)*stringHeader + int64(measures)*state
+}

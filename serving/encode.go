@@ -1,0 +1,486 @@
+package serving
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Media types of the query answer.
+const (
+	ContentJSON  = "application/json"
+	ContentCSV   = "text/csv"
+	ContentArrow = "application/vnd.apache.arrow.stream"
+)
+
+// Result is the answer to one query, ready to encode.
+type Result struct {
+	Query     *Query
+	Groups    []*Group
+	Freshness Freshness
+	// Warnings say what the answer is missing (the speed layer could not be
+	// reached, say). An answer with warnings is incomplete, never wrong
+	// about what it covers.
+	Warnings []string
+}
+
+// Freshness says what a query's answer is made of: the batch run whose
+// files answered the absorbed chunks, those chunks (as offsets), and the
+// newest event time the speed half could see.
+type Freshness struct {
+	BatchRun       string          // "" when no run has been published
+	BatchCreatedAt time.Time       // zero when no run
+	Absorbed       map[int32]int64 // per partition, the absorbed offsets end (exclusive)
+	// SpeedMaxEventTime is zero when unknown (speed side down) or empty.
+	SpeedMaxEventTime time.Time
+}
+
+// negotiate picks the answer's media type from the Accept header: Arrow or
+// CSV when asked for, JSON otherwise.
+func negotiate(accept string) string {
+	best, bestQ := ContentJSON, 0.0
+	for _, part := range strings.Split(accept, ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		q := 1.0
+		if s, ok := params["q"]; ok {
+			if f, err := strconv.ParseFloat(s, 64); err == nil {
+				q = f
+			}
+		}
+		switch mt {
+		case ContentArrow, ContentCSV, ContentJSON:
+			if q > bestQ {
+				best, bestQ = mt, q
+			}
+		}
+	}
+	return best
+}
+
+// appendNumber writes f as a JSON number; non-finite values (a sum that
+// overflowed float64) become null rather than invalid JSON.
+func appendNumber(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	a := math.Abs(f)
+	if a != 0 && (a < 1e-6 || a >= 1e21) {
+		return strconv.AppendFloat(b, f, 'e', -1, 64)
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
+}
+
+func appendString(b []byte, s string) []byte {
+	enc, _ := json.Marshal(s) // strings always marshal
+	return append(b, enc...)
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	return appendString(b, formatTime(t))
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// appendMeasure writes the JSON value of one measure's state.
+func appendMeasure(b []byte, m *schemas.Measure, st *schemas.State) []byte {
+	switch v := m.Result(st).(type) {
+	case int64:
+		return strconv.AppendInt(b, v, 10)
+	case uint64:
+		return strconv.AppendUint(b, v, 10)
+	case float64:
+		return appendNumber(b, v)
+	case *float64:
+		if v == nil {
+			return append(b, "null"...)
+		}
+		return appendNumber(b, *v)
+	case *schemas.Quantiles:
+		if v == nil {
+			return append(b, "null"...)
+		}
+		b = append(b, `{"p50":`...)
+		b = appendNumber(b, v.P50)
+		b = append(b, `,"p90":`...)
+		b = appendNumber(b, v.P90)
+		b = append(b, `,"p99":`...)
+		b = appendNumber(b, v.P99)
+		return append(b, '}')
+	}
+	return append(b, "null"...)
+}
+
+func appendFreshness(b []byte, f Freshness) []byte {
+	b = append(b, `{"batch_run":`...)
+	if f.BatchRun == "" {
+		b = append(b, "null"...)
+	} else {
+		b = appendString(b, f.BatchRun)
+	}
+	b = append(b, `,"batch_created_at":`...)
+	if f.BatchCreatedAt.IsZero() {
+		b = append(b, "null"...)
+	} else {
+		b = appendTime(b, f.BatchCreatedAt)
+	}
+	b = append(b, `,"batch_absorbed_offsets":{`...)
+	parts := make([]int32, 0, len(f.Absorbed))
+	for p := range f.Absorbed {
+		parts = append(parts, p)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = strconv.AppendInt(b, int64(p), 10)
+		b = append(b, `":`...)
+		b = strconv.AppendInt(b, f.Absorbed[p], 10)
+	}
+	b = append(b, `},"speed_max_event_time":`...)
+	if f.SpeedMaxEventTime.IsZero() {
+		b = append(b, "null"...)
+	} else {
+		b = appendTime(b, f.SpeedMaxEventTime)
+	}
+	return append(b, '}')
+}
+
+func appendWarnings(b []byte, ws []string) []byte {
+	b = append(b, '[')
+	for i, w := range ws {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, w)
+	}
+	return append(b, ']')
+}
+
+// EncodeJSON writes the answer in the shape of the brief's example: rows in
+// order, dimensions and measures as objects with keys in the order asked.
+func EncodeJSON(w io.Writer, r *Result) error {
+	q := r.Query
+	b := make([]byte, 0, 4096)
+	b = append(b, `{"view":`...)
+	b = appendString(b, q.View.Name)
+	b = append(b, `,"granularity":`...)
+	b = appendString(b, q.GranularityName())
+	b = append(b, `,"from":`...)
+	b = appendTime(b, q.From)
+	b = append(b, `,"to":`...)
+	b = appendTime(b, q.To)
+	b = append(b, `,"rows":[`...)
+	for i, g := range r.Groups {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n"...)
+		b = append(b, `{"window_start":`...)
+		b = appendTime(b, rowTime(q, g))
+		b = append(b, `,"dimensions":{`...)
+		for j, di := range q.GroupBy {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, q.View.Dimensions[di])
+			b = append(b, ':')
+			b = appendString(b, g.Dims[j])
+		}
+		b = append(b, `},"measures":{`...)
+		for j, mi := range q.Measures {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			m := &q.View.Measures[mi]
+			b = appendString(b, m.Name)
+			b = append(b, ':')
+			b = appendMeasure(b, m, &g.States[j])
+		}
+		b = append(b, "}}"...)
+		if len(b) > 1<<20 {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	b = append(b, "],\n"...)
+	b = append(b, `"freshness":`...)
+	b = appendFreshness(b, r.Freshness)
+	if len(r.Warnings) > 0 {
+		b = append(b, `,"warnings":`...)
+		b = appendWarnings(b, r.Warnings)
+	}
+	b = append(b, "}\n"...)
+	_, err := w.Write(b)
+	return err
+}
+
+// rowTime is the window_start reported for a group: the bucket start, or
+// From itself for granularity=all (From may carry sub-millisecond digits).
+func rowTime(q *Query, g *Group) time.Time {
+	if q.All() {
+		return q.From
+	}
+	return time.UnixMilli(g.WindowMs).UTC()
+}
+
+// flatColumn is one column of the flattened (CSV and Arrow) answer.
+type flatColumn struct {
+	name    string
+	measure int // position in Query.Measures, -1 for window_start/dims
+	dim     int // position in Query.GroupBy, -1 otherwise
+	part    int // for quantiles: 0 p50, 1 p90, 2 p99
+}
+
+// flatColumns lists window_start, the group-by dimensions, then the
+// measures with quantiles split into <name>_p50, _p90 and _p99.
+func flatColumns(q *Query) []flatColumn {
+	cols := []flatColumn{{name: schemas.ColWindowStart, measure: -1, dim: -1}}
+	for j, di := range q.GroupBy {
+		cols = append(cols, flatColumn{name: q.View.Dimensions[di], measure: -1, dim: j})
+	}
+	for j, mi := range q.Measures {
+		m := q.View.Measures[mi]
+		if m.Type == schemas.MeasureQuantiles {
+			for k, suffix := range []string{"_p50", "_p90", "_p99"} {
+				cols = append(cols, flatColumn{name: m.Name + suffix, measure: j, dim: -1, part: k})
+			}
+			continue
+		}
+		cols = append(cols, flatColumn{name: m.Name, measure: j, dim: -1})
+	}
+	return cols
+}
+
+func quantilePart(qs *schemas.Quantiles, part int) float64 {
+	switch part {
+	case 0:
+		return qs.P50
+	case 1:
+		return qs.P90
+	}
+	return qs.P99
+}
+
+// EncodeCSV writes a header line and one line per row, flattened like the
+// Arrow answer; a missing value (min/max/quantiles of no events) is an
+// empty field. Freshness and warnings travel in response headers.
+func EncodeCSV(w io.Writer, r *Result) error {
+	q := r.Query
+	cols := flatColumns(q)
+	cw := csv.NewWriter(w)
+	rec := make([]string, len(cols))
+	for i, c := range cols {
+		rec[i] = c.name
+	}
+	if err := cw.Write(rec); err != nil {
+		return err
+	}
+	var num []byte
+	for _, g := range r.Groups {
+		results := make([]any, len(q.Measures))
+		for j, mi := range q.Measures {
+			results[j] = q.View.Measures[mi].Result(&g.States[j])
+		}
+		for i, c := range cols {
+			switch {
+			case c.measure < 0 && c.dim < 0:
+				rec[i] = formatTime(rowTime(q, g))
+			case c.dim >= 0:
+				rec[i] = g.Dims[c.dim]
+			default:
+				num = num[:0]
+				switch v := results[c.measure].(type) {
+				case int64:
+					num = strconv.AppendInt(num, v, 10)
+				case uint64:
+					num = strconv.AppendUint(num, v, 10)
+				case float64:
+					num = appendCSVNumber(num, v)
+				case *float64:
+					if v != nil {
+						num = appendCSVNumber(num, *v)
+					}
+				case *schemas.Quantiles:
+					if v != nil {
+						num = appendCSVNumber(num, quantilePart(v, c.part))
+					}
+				}
+				rec[i] = string(num)
+			}
+		}
+		if err := cw.Write(rec); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func appendCSVNumber(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return b
+	}
+	return appendNumber(b, f)
+}
+
+// ArrowSchema is the schema of the Arrow answer to q: window_start as
+// timestamp[ms, UTC], group-by dimensions as strings, count as int64, sum
+// as float64, min and max as nullable float64, distinct as uint64 and each
+// quantiles measure as three nullable float64 columns.
+func ArrowSchema(q *Query, meta map[string]string) *arrow.Schema {
+	cols := flatColumns(q)
+	fields := make([]arrow.Field, len(cols))
+	for i, c := range cols {
+		switch {
+		case c.measure < 0 && c.dim < 0:
+			fields[i] = arrow.Field{Name: c.name, Type: arrow.FixedWidthTypes.Timestamp_ms}
+		case c.dim >= 0:
+			fields[i] = arrow.Field{Name: c.name, Type: arrow.BinaryTypes.String}
+		default:
+			switch q.View.Measures[q.Measures[c.measure]].Type {
+			case schemas.MeasureCount:
+				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Int64}
+			case schemas.MeasureDistinct:
+				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Uint64}
+			case schemas.MeasureSum:
+				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Float64}
+			default:
+				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Float64, Nullable: true}
+			}
+		}
+	}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	vals := make([]string, len(keys))
+	for i, k := range keys {
+		vals[i] = meta[k]
+	}
+	md := arrow.NewMetadata(keys, vals)
+	return arrow.NewSchema(fields, &md)
+}
+
+// EncodeArrow writes an Arrow IPC stream holding one record batch. The
+// schema metadata carries tandem.view, tandem.granularity, tandem.freshness
+// and tandem.warnings (JSON).
+func EncodeArrow(w io.Writer, r *Result) error {
+	q := r.Query
+	meta := map[string]string{
+		"tandem.view":        q.View.Name,
+		"tandem.granularity": q.GranularityName(),
+		"tandem.from":        formatTime(q.From),
+		"tandem.to":          formatTime(q.To),
+		"tandem.freshness":   string(appendFreshness(nil, r.Freshness)),
+		"tandem.warnings":    string(appendWarnings(nil, r.Warnings)),
+	}
+	schema := ArrowSchema(q, meta)
+	cols := flatColumns(q)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Reserve(len(r.Groups))
+	for _, g := range r.Groups {
+		results := make([]any, len(q.Measures))
+		for j, mi := range q.Measures {
+			results[j] = q.View.Measures[mi].Result(&g.States[j])
+		}
+		for i, c := range cols {
+			fb := b.Field(i)
+			switch {
+			case c.measure < 0 && c.dim < 0:
+				fb.(*array.TimestampBuilder).Append(arrow.Timestamp(rowTime(q, g).UnixMilli()))
+			case c.dim >= 0:
+				fb.(*array.StringBuilder).Append(g.Dims[c.dim])
+			default:
+				switch v := results[c.measure].(type) {
+				case int64:
+					fb.(*array.Int64Builder).Append(v)
+				case uint64:
+					fb.(*array.Uint64Builder).Append(v)
+				case float64:
+					fb.(*array.Float64Builder).Append(v)
+				case *float64:
+					if v == nil {
+						fb.AppendNull()
+					} else {
+						fb.(*array.Float64Builder).Append(*v)
+					}
+				case *schemas.Quantiles:
+					if v == nil {
+						fb.AppendNull()
+					} else {
+						fb.(*array.Float64Builder).Append(quantilePart(v, c.part))
+					}
+				default:
+					fb.AppendNull()
+				}
+			}
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	var buf bytes.Buffer
+	iw := ipc.NewWriter(&buf, ipc.WithSchema(schema), ipc.WithAllocator(memory.DefaultAllocator))
+	if err := iw.Write(rec); err != nil {
+		return err
+	}
+	if err := iw.Close(); err != nil {
+		return err
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// writeResult encodes r in the negotiated media type.
+func writeResult(w http.ResponseWriter, ctype string, r *Result) error {
+	h := w.Header()
+	h.Set("Content-Type", ctype)
+	if ctype != ContentJSON {
+		// JSON carries these in the body; the flat formats in headers.
+		h.Set("X-Tandem-Freshness", string(appendFreshness(nil, r.Freshness)))
+		for _, warn := range r.Warnings {
+			h.Add("X-Tandem-Warning", strings.ReplaceAll(warn, "\n", " "))
+		}
+	}
+	var buf bytes.Buffer
+	var err error
+	switch ctype {
+	case ContentCSV:
+		h.Set("Content-Type", ContentCSV+"; charset=utf-8; header=present")
+		err = EncodeCSV(&buf, r)
+	case ContentArrow:
+		err = EncodeArrow(&buf, r)
+	default:
+		err = EncodeJSON(&buf, r)
+	}
+	if err != nil {
+		return err
+	}
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(buf.Bytes())
+	return err
+}

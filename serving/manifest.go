@@ -1,0 +1,232 @@
+package serving
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Snapshot is the batch run one query answers from: the manifest (nil when
+// no run has been published yet) and, derived from it, K_p per partition.
+// A query takes one Snapshot and uses it for both halves, so the batch
+// files and the speed rows it reads cover every chunk exactly once.
+type Snapshot struct {
+	View     *schemas.View
+	Manifest *schemas.Manifest // nil: nothing absorbed, every speed row counts
+	// AbsorbedChunks is K_p: chunks below it of partition p are in the
+	// batch files; the speed half reads chunks from it on.
+	AbsorbedChunks map[int32]int64
+	// LoadedAt is when serving switched to this snapshot.
+	LoadedAt time.Time
+	// Err, when set, makes the view unanswerable with this run (its
+	// definition or chunk size differs from the configuration).
+	Err error
+}
+
+// RunID is the run's id, or "".
+func (s *Snapshot) RunID() string {
+	if s.Manifest == nil {
+		return ""
+	}
+	return s.Manifest.RunID
+}
+
+func newSnapshot(v *schemas.View, m *schemas.Manifest, chunkSize int64, now time.Time) *Snapshot {
+	s := &Snapshot{View: v, Manifest: m, AbsorbedChunks: map[int32]int64{}, LoadedAt: now}
+	if m == nil {
+		return s
+	}
+	switch {
+	case m.View != v.Name:
+		s.Err = fmt.Errorf("the manifest of view %s names view %q", v.Name, m.View)
+	case m.Fingerprint != "" && m.Fingerprint != v.Fingerprint():
+		s.Err = fmt.Errorf("batch run %s of view %s was computed for another definition of the view (fingerprint %s, configuration has %s); run `tandem batch run` to recompute it",
+			m.RunID, v.Name, m.Fingerprint, v.Fingerprint())
+	case m.ChunkSize != chunkSize:
+		s.Err = fmt.Errorf("batch run %s of view %s used chunk_size %d, the configuration says %d; chunk numbers would not line up",
+			m.RunID, v.Name, m.ChunkSize, chunkSize)
+	}
+	for p := range m.Absorbed {
+		s.AbsorbedChunks[p] = m.AbsorbedChunks(p)
+	}
+	return s
+}
+
+// viewManifest tracks the current snapshot of one view.
+type viewManifest struct {
+	view    *schemas.View
+	current atomic.Pointer[Snapshot]
+
+	mu      sync.Mutex // serialises refreshes of this view
+	raw     []byte     // bytes of the current manifest, to skip unchanged polls
+	lastOK  time.Time  // last successful read of the manifest (guarded by mu)
+	lastErr error      // last failed read, nil after a success (guarded by mu)
+}
+
+// manifests polls the manifest of every view and switches each view to a
+// newly published run atomically: a query that loaded the old snapshot
+// finishes on it, the next one sees the new one.
+type manifests struct {
+	store      ManifestStore
+	chunkSize  int64
+	poll       time.Duration
+	staleAfter time.Duration
+	now        func() time.Time
+	views      map[string]*viewManifest
+	order      []*viewManifest
+	m          *metrics
+	onSwitch   func(view, fromRun, toRun string)
+}
+
+func newManifests(store ManifestStore, cfg *schemas.Config, poll time.Duration, now func() time.Time, m *metrics) *manifests {
+	if poll <= 0 {
+		poll = 2 * time.Second
+	}
+	// A replica that cannot read manifests keeps answering from its last
+	// run for a while (the run's files and the speed rows of the chunks it
+	// did not absorb stay until every replica can have switched), but not
+	// forever: speed rows of chunks a newer run absorbed get deleted.
+	stale := 10 * poll
+	if stale < 30*time.Second {
+		stale = 30 * time.Second
+	}
+	ms := &manifests{store: store, chunkSize: cfg.ChunkSize, poll: poll, staleAfter: stale, now: now,
+		views: map[string]*viewManifest{}, m: m}
+	for _, v := range cfg.Views {
+		vm := &viewManifest{view: v}
+		ms.views[v.Name] = vm
+		ms.order = append(ms.order, vm)
+	}
+	return ms
+}
+
+// refresh reads the manifest of one view and switches to it when it changed.
+func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	data, err := ms.store.GetBytes(ctx, schemas.ManifestKey(vm.view.Name))
+	now := ms.now()
+	var snap *Snapshot
+	switch {
+	case errors.Is(err, s3.ErrNotFound) && vm.raw != nil:
+		// A manifest never goes away once published; answering as if no
+		// run existed would miss the absorbed chunks whose speed rows are
+		// gone. Keep the last run and say so.
+		vm.lastErr = fmt.Errorf("the manifest of view %s (run %s) has disappeared from the store", vm.view.Name, vm.current.Load().RunID())
+		ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
+		return vm.lastErr
+	case errors.Is(err, s3.ErrNotFound):
+		// No run published yet: the speed layer answers everything.
+		if vm.current.Load() != nil {
+			vm.lastOK, vm.lastErr = now, nil
+			return nil
+		}
+		data = nil
+		snap = newSnapshot(vm.view, nil, ms.chunkSize, now)
+	case err != nil:
+		vm.lastErr = fmt.Errorf("reading the manifest of view %s: %w", vm.view.Name, err)
+		ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
+		return vm.lastErr
+	default:
+		if vm.current.Load() != nil && vm.raw != nil && bytes.Equal(data, vm.raw) {
+			vm.lastOK, vm.lastErr = now, nil
+			return nil
+		}
+		m, err := schemas.DecodeManifest(data)
+		if err != nil {
+			vm.lastErr = fmt.Errorf("the manifest of view %s: %w", vm.view.Name, err)
+			ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
+			return vm.lastErr
+		}
+		snap = newSnapshot(vm.view, m, ms.chunkSize, now)
+	}
+	prev := vm.current.Load()
+	vm.current.Store(snap)
+	vm.raw = data
+	vm.lastOK, vm.lastErr = now, nil
+	if prev != nil && prev.RunID() != snap.RunID() {
+		ms.m.manifestSwitches.WithLabelValues(vm.view.Name).Inc()
+		if ms.onSwitch != nil {
+			ms.onSwitch(vm.view.Name, prev.RunID(), snap.RunID())
+		}
+	}
+	return nil
+}
+
+// refreshAll refreshes every view and returns the first failure.
+func (ms *manifests) refreshAll(ctx context.Context) error {
+	var first error
+	for _, vm := range ms.order {
+		if err := ms.refresh(ctx, vm); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// ErrUnavailable is wrapped by errors that make a query unanswerable right
+// now (the manifest or the batch files cannot be read); the HTTP layer
+// answers 503.
+var ErrUnavailable = errors.New("batch view unavailable")
+
+// snapshot returns the snapshot a query of view vm uses. It loads the
+// manifest when none was loaded yet, and refuses a snapshot that could not
+// be confirmed for longer than staleAfter.
+func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot, error) {
+	snap := vm.current.Load()
+	if snap == nil {
+		if err := ms.refresh(ctx, vm); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		snap = vm.current.Load()
+	}
+	vm.mu.Lock()
+	lastOK, lastErr := vm.lastOK, vm.lastErr
+	vm.mu.Unlock()
+	if lastErr != nil && ms.now().Sub(lastOK) > ms.staleAfter {
+		return nil, fmt.Errorf("%w: the manifest of view %s could not be read for %s: %v",
+			ErrUnavailable, vm.view.Name, ms.now().Sub(lastOK).Round(time.Second), lastErr)
+	}
+	if snap.Err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, snap.Err)
+	}
+	return snap, nil
+}
+
+// run polls until ctx is cancelled.
+func (ms *manifests) run(ctx context.Context) {
+	t := time.NewTicker(ms.poll)
+	defer t.Stop()
+	for {
+		_ = ms.refreshAll(ctx) // errors are kept per view and surface in queries and Ready
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ready reports an error when some view's manifest could not be read on the
+// last attempt.
+func (ms *manifests) ready() error {
+	for _, vm := range ms.order {
+		vm.mu.Lock()
+		err, ok := vm.lastErr, !vm.lastOK.IsZero()
+		vm.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("the manifest of view %s has not been read yet", vm.view.Name)
+		}
+	}
+	return nil
+}

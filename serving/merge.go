@@ -1,0 +1,182 @@
+package serving
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Row is one stored view row, decoded: a window of the view's granularity,
+// every dimension value and the state of every measure. The batch half
+// (Parquet) and the speed half (ClickHouse) both produce Rows, through
+// DecodeRow, and both feed them to the same Merger.
+type Row struct {
+	WindowMs int64    // window start, Unix milliseconds
+	Dims     []string // one value per view dimension, in the view's order
+	Key      string   // schemas.JoinDims(Dims)
+	// States holds one state per view measure. A reader that was asked for
+	// only some measures leaves the others zero.
+	States schemas.Aggregate
+}
+
+// DecodeRow builds a Row from stored cells, one per view measure (as
+// Measure.Cell wrote them), decoding only the measures whose need flag is
+// set (all when need is nil). It is the one place where stored values
+// become states.
+func DecodeRow(v *schemas.View, windowMs int64, dims []string, cells []any, need []bool) (Row, error) {
+	if len(dims) != len(v.Dimensions) || len(cells) != len(v.Measures) {
+		return Row{}, fmt.Errorf("view %s: row has %d dimensions and %d measures; the view has %d and %d",
+			v.Name, len(dims), len(cells), len(v.Dimensions), len(v.Measures))
+	}
+	r := Row{WindowMs: windowMs, Dims: dims, Key: schemas.JoinDims(dims), States: v.NewAggregate()}
+	for i := range v.Measures {
+		if need != nil && !need[i] {
+			continue
+		}
+		st, err := v.Measures[i].StateFromCell(cells[i])
+		if err != nil {
+			return Row{}, fmt.Errorf("view %s, window %d: %w", v.Name, windowMs, err)
+		}
+		r.States[i] = st
+	}
+	return r, nil
+}
+
+// Group is one answer row: a bucket of the query granularity, the values of
+// the group-by dimensions, and the merged state of each asked measure (in
+// Query.Measures order).
+type Group struct {
+	WindowMs int64
+	Dims     []string
+	States   []schemas.State
+}
+
+type groupKey struct {
+	window int64
+	dims   string
+}
+
+// projection is what a Merger remembers per distinct combination of
+// dimension values: whether it passes the filters and the group it maps to.
+type projection struct {
+	pass bool
+	key  string
+	dims []string
+}
+
+// Merger rolls view rows up to a query's buckets and groups, merging states
+// with schemas.Measure.Merge. It is the single merge of serving: the batch
+// half and the speed half each fill one, and MergeFrom combines them.
+// A Merger is not safe for concurrent use.
+type Merger struct {
+	q      *Query
+	fromMs int64
+	toMs   int64
+	gran   int64 // bucket size in ms; 0 for "all"
+	groups map[groupKey]*Group
+	memo   map[string]projection
+	rows   int64
+}
+
+// NewMerger returns an empty Merger for q.
+func NewMerger(q *Query) *Merger {
+	return &Merger{q: q, fromMs: q.FromMs(), toMs: q.ToMs(), gran: q.Granularity.D().Milliseconds(),
+		groups: map[groupKey]*Group{}, memo: map[string]projection{}}
+}
+
+// Rows is how many view rows were added (after the time and filter checks).
+func (m *Merger) Rows() int64 { return m.rows }
+
+// InRange reports whether a window start is inside the query.
+func (m *Merger) InRange(windowMs int64) bool { return windowMs >= m.fromMs && windowMs < m.toMs }
+
+// Add folds one view row in. Rows outside [From, To) or failing the filters
+// are ignored. Add reads r but never keeps or changes its states, so rows
+// may be shared (the batch cache hands out the same rows to every query).
+func (m *Merger) Add(r *Row) {
+	if !m.InRange(r.WindowMs) {
+		return
+	}
+	p, ok := m.memo[r.Key]
+	if !ok {
+		p = m.project(r.Dims)
+		m.memo[r.Key] = p
+	}
+	if !p.pass {
+		return
+	}
+	m.rows++
+	g := m.group(m.bucket(r.WindowMs), p.key, p.dims)
+	for j, mi := range m.q.Measures {
+		m.q.View.Measures[mi].Merge(&g.States[j], &r.States[mi])
+	}
+}
+
+func (m *Merger) project(dims []string) projection {
+	for i, accept := range m.q.Filters {
+		if accept != nil && !accept[dims[i]] {
+			return projection{}
+		}
+	}
+	vals := make([]string, len(m.q.GroupBy))
+	for j, di := range m.q.GroupBy {
+		vals[j] = dims[di]
+	}
+	return projection{pass: true, key: schemas.JoinDims(vals), dims: vals}
+}
+
+func (m *Merger) bucket(windowMs int64) int64 {
+	if m.gran == 0 {
+		return m.fromMs
+	}
+	b := windowMs - windowMs%m.gran
+	if windowMs < 0 && windowMs%m.gran != 0 {
+		b -= m.gran
+	}
+	return b
+}
+
+func (m *Merger) group(window int64, key string, dims []string) *Group {
+	k := groupKey{window, key}
+	g := m.groups[k]
+	if g == nil {
+		g = &Group{WindowMs: window, Dims: dims, States: make([]schemas.State, len(m.q.Measures))}
+		m.groups[k] = g
+	}
+	return g
+}
+
+// MergeFrom folds every group of o (a Merger of the same query) into m.
+func (m *Merger) MergeFrom(o *Merger) {
+	for k, src := range o.groups {
+		g := m.group(k.window, k.dims, src.Dims)
+		for j, mi := range m.q.Measures {
+			m.q.View.Measures[mi].Merge(&g.States[j], &src.States[j])
+		}
+	}
+	m.rows += o.rows
+}
+
+// Groups returns the answer rows sorted by bucket, then by the group-by
+// values in order. Buckets without rows do not appear.
+func (m *Merger) Groups() []*Group {
+	out := make([]*Group, 0, len(m.groups))
+	for _, g := range m.groups {
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.WindowMs != b.WindowMs {
+			return a.WindowMs < b.WindowMs
+		}
+		for k := range a.Dims {
+			if c := strings.Compare(a.Dims[k], b.Dims[k]); c != 0 {
+				return c < 0
+			}
+		}
+		return false
+	})
+	return out
+}

@@ -1,0 +1,75 @@
+package serving
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are serving's tandem_serve_* series.
+type metrics struct {
+	queryDuration    *prometheus.HistogramVec // view, code
+	errors           *prometheus.CounterVec   // endpoint, code
+	authFailures     *prometheus.CounterVec   // endpoint
+	cacheHits        prometheus.Counter
+	cacheMisses      prometheus.Counter
+	cacheEvictions   prometheus.Counter
+	speedFailures    *prometheus.CounterVec // view
+	manifestErrors   *prometheus.CounterVec // view
+	manifestSwitches *prometheus.CounterVec // view
+	batchRows        *prometheus.CounterVec // view
+	speedRows        *prometheus.CounterVec // view
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		queryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tandem_serve_query_duration_seconds",
+			Help:    "Latency of GET /v1/views/{view}/query, by view and HTTP status code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"view", "code"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_errors_total",
+			Help: "Requests of the query API answered with an error status, by endpoint and code.",
+		}, []string{"endpoint", "code"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_auth_failures_total",
+			Help: "Requests of the query API refused for a missing or wrong bearer token, by endpoint.",
+		}, []string{"endpoint"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_serve_cache_hits_total",
+			Help: "Batch row groups (and file footers) found in the serving cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_serve_cache_misses_total",
+			Help: "Batch row groups (and file footers) read from the object store.",
+		}),
+		cacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_serve_cache_evictions_total",
+			Help: "Entries evicted from the serving cache to stay within serve.cache_bytes.",
+		}),
+		speedFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_speed_failures_total",
+			Help: "Queries answered from the batch view alone because the speed layer (ClickHouse) failed.",
+		}, []string{"view"}),
+		manifestErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_manifest_errors_total",
+			Help: "Failed reads of a view's manifest.",
+		}, []string{"view"}),
+		manifestSwitches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_manifest_switches_total",
+			Help: "Switches of a view to a newly published batch run.",
+		}, []string{"view"}),
+		batchRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_batch_rows_total",
+			Help: "Batch view rows merged into answers.",
+		}, []string{"view"}),
+		speedRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_speed_rows_total",
+			Help: "Speed rows merged into answers.",
+		}, []string{"view"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.queryDuration, m.errors, m.authFailures, m.cacheHits, m.cacheMisses, m.cacheEvictions,
+			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows)
+	}
+	return m
+}

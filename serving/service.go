@@ -1,0 +1,463 @@
+package serving
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/internal/ops"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// speedTimeout bounds the speed half of one query. A ClickHouse that hangs
+// must not hang the API: past this, the answer comes from the batch view
+// alone, with the warning.
+const speedTimeout = 15 * time.Second
+
+// Deps are what the service reads from. Manifests and Files are required;
+// Speed may be nil (every answer then carries the speed-layer warning).
+type Deps struct {
+	Manifests ManifestStore
+	Files     ViewFiles
+	Speed     SpeedSource
+	// Registry receives the tandem_serve_* metrics and is served on /metrics;
+	// nil makes a fresh ops.NewRegistry().
+	Registry *prometheus.Registry
+	Log      *slog.Logger
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}
+
+// Service is the query API: GET /v1/views and GET /v1/views/{view}/query,
+// with /healthz, /readyz and /metrics on the same handler. Run polls the
+// manifests and serves HTTP on serve.listen until its context ends.
+type Service struct {
+	cfg       *schemas.Config
+	deps      Deps
+	log       *slog.Logger
+	now       func() time.Time
+	reg       *prometheus.Registry
+	m         *metrics
+	manifests *manifests
+	batch     *batchReader
+	mux       *http.ServeMux
+	tokens    [][sha256.Size]byte
+	server    *ops.HTTPServer
+}
+
+var (
+	_ ops.Component    = (*Service)(nil)
+	_ ops.ReadyChecker = (*Service)(nil)
+)
+
+// New builds the service for cfg. It does no I/O.
+func New(cfg *schemas.Config, deps Deps) (*Service, error) {
+	if deps.Manifests == nil || deps.Files == nil {
+		return nil, errors.New("serving: Deps.Manifests and Deps.Files are required")
+	}
+	s := &Service{cfg: cfg, deps: deps, log: deps.Log, now: deps.Now, reg: deps.Registry}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "serve")
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.reg == nil {
+		s.reg = ops.NewRegistry()
+	}
+	s.m = newMetrics(s.reg)
+	s.manifests = newManifests(deps.Manifests, cfg, cfg.Serve.ManifestPoll.D(), s.now, s.m)
+	s.manifests.onSwitch = func(view, from, to string) {
+		s.log.Info("switched to a new batch run", "view", view, "from_run", from, "to_run", to)
+	}
+	cacheBytes := cfg.Serve.CacheBytes
+	if cacheBytes <= 0 {
+		cacheBytes = schemas.Default().Serve.CacheBytes
+	}
+	s.batch = newBatchReader(deps.Files, cacheBytes, s.m)
+	for _, t := range cfg.Auth.QueryTokens {
+		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+	}
+	s.registerGauges()
+
+	s.mux = http.NewServeMux()
+	s.mux.Handle("GET /v1/views", s.authorize("views", http.HandlerFunc(s.handleViews)))
+	s.mux.Handle("GET /v1/views/{view}/query", s.authorize("query", http.HandlerFunc(s.handleQuery)))
+	ops.Mount(s.mux, s.reg, s)
+	s.server = &ops.HTTPServer{Name: "serve", Addr: cfg.Serve.Listen, Handler: s.mux,
+		CertFile: cfg.Serve.TLS.CertFile, KeyFile: cfg.Serve.TLS.KeyFile, Log: s.log}
+	return s, nil
+}
+
+func (s *Service) registerGauges() {
+	for _, vm := range s.manifests.order {
+		vm := vm
+		s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "tandem_serve_batch_run_age_seconds",
+			Help:        "Age of the batch run serving answers from (now - the run's creation); -1 when no run is published.",
+			ConstLabels: prometheus.Labels{"view": vm.view.Name},
+		}, func() float64 {
+			snap := vm.current.Load()
+			if snap == nil || snap.Manifest == nil || snap.Manifest.CreatedAt.IsZero() {
+				return -1
+			}
+			return s.now().Sub(snap.Manifest.CreatedAt).Seconds()
+		}))
+	}
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_serve_cache_bytes",
+		Help: "Estimated bytes held by the batch row cache (bounded by serve.cache_bytes).",
+	}, func() float64 {
+		b, _ := s.batch.cache.usage()
+		return float64(b)
+	}))
+}
+
+// Registry is the registry the service's metrics are on.
+func (s *Service) Registry() *prometheus.Registry { return s.reg }
+
+// Handler serves the API, /healthz, /readyz and /metrics.
+func (s *Service) Handler() http.Handler { return s.mux }
+
+// Mount adds another handler to the service's mux (the web dashboard mounts
+// "/"). Call it before Run.
+func (s *Service) Mount(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Listen binds serve.listen now (Run does it otherwise), so a taken port is
+// reported before anything else starts.
+func (s *Service) Listen() error { return s.server.Listen() }
+
+// Addr is the address the service listens on (after Listen or Run).
+func (s *Service) Addr() string { return s.server.BoundAddr() }
+
+// Run loads the manifests, then polls them every serve.manifest_poll and
+// serves HTTP(S) on serve.listen until ctx is cancelled, then shuts down
+// gracefully.
+func (s *Service) Run(ctx context.Context) error {
+	if len(s.tokens) == 0 {
+		s.log.Warn("the query API is open to anyone who can reach it: auth.query_tokens is empty (fine for development only)")
+	}
+	if s.deps.Speed == nil {
+		s.log.Warn("no speed layer configured: answers hold only what the batch runs absorbed")
+	}
+	if err := s.manifests.refreshAll(ctx); err != nil {
+		s.log.Warn("reading manifests at start-up; queries of that view answer 503 until it is readable", "err", err)
+	}
+	var wg sync.WaitGroup
+	pctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.manifests.run(pctx) }()
+	return s.server.Run(ctx)
+}
+
+// RunPoller only polls the manifests (for callers that serve Handler on
+// their own server). It returns when ctx is cancelled.
+func (s *Service) RunPoller(ctx context.Context) {
+	s.manifests.run(ctx)
+}
+
+// Ready reports whether the manifest store is reachable: every view's
+// manifest was read on the last attempt.
+func (s *Service) Ready() error { return s.manifests.ready() }
+
+// authorize checks the bearer token when auth.query_tokens is set.
+func (s *Service) authorize(endpoint string, h http.Handler) http.Handler {
+	if len(s.tokens) == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || !s.validToken(strings.TrimSpace(token)) {
+			s.m.authFailures.WithLabelValues(endpoint).Inc()
+			s.m.errors.WithLabelValues(endpoint, "401").Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
+			writeError(w, http.StatusUnauthorized, "a valid bearer token is required (Authorization: Bearer <token>)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// validToken compares digests in constant time against every configured
+// token, so neither the content nor the length of a token leaks through
+// timing.
+func (s *Service) validToken(token string) bool {
+	if token == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(token))
+	ok := 0
+	for i := range s.tokens {
+		ok |= subtle.ConstantTimeCompare(got[:], s.tokens[i][:])
+	}
+	return ok == 1
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", ContentJSON)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	w.Write(append(b, '\n'))
+}
+
+// statusWriter remembers the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
+	t0 := time.Now()
+	w := &statusWriter{ResponseWriter: rw}
+	name := r.PathValue("view")
+	label := "unknown" // only configured names become label values
+	v := s.cfg.View(name)
+	if v != nil {
+		label = v.Name
+	}
+	defer func() {
+		code := w.code
+		if code == 0 {
+			code = 499 // client went away before an answer
+		}
+		s.m.queryDuration.WithLabelValues(label, strconv.Itoa(code)).Observe(time.Since(t0).Seconds())
+		if code >= 400 {
+			s.m.errors.WithLabelValues("query", strconv.Itoa(code)).Inc()
+		}
+	}()
+	if v == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown view %q", clip(name)))
+		return
+	}
+	q, err := ParseQuery(v, r.URL.RawQuery, s.cfg.Serve.MaxQueryRange.D())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := s.Query(r.Context(), q)
+	switch {
+	case err == nil:
+	case r.Context().Err() != nil:
+		return // the client is gone; nobody reads an answer
+	case errors.Is(err, ErrUnavailable):
+		s.log.Warn("query unanswerable", "view", v.Name, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	default:
+		s.log.Error("query failed", "view", v.Name, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Vary", "Accept, Authorization")
+	if err := writeResult(w, negotiate(r.Header.Get("Accept")), res); err != nil {
+		s.log.Warn("writing a query answer", "view", v.Name, "err", err)
+	}
+}
+
+// Query answers q from one manifest snapshot: the batch rows of its run
+// merged with the speed rows of the chunks it did not absorb. Errors wrap
+// ErrUnavailable when the batch half cannot be read; a speed-half failure
+// is not an error but a warning in the result.
+func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
+	vm := s.manifests.views[q.View.Name]
+	if vm == nil {
+		return nil, fmt.Errorf("unknown view %q", q.View.Name)
+	}
+	// The one snapshot of this query: its files answer the batch half and
+	// its K_p bound the speed half.
+	snap, err := s.manifests.snapshot(ctx, vm)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Query: q, Freshness: Freshness{BatchRun: snap.RunID(), Absorbed: map[int32]int64{}}}
+	if snap.Manifest != nil {
+		res.Freshness.BatchCreatedAt = snap.Manifest.CreatedAt
+		for p, off := range snap.Manifest.Absorbed {
+			res.Freshness.Absorbed[p] = off
+		}
+	}
+
+	type speedOut struct {
+		merger  *Merger
+		maxWin  time.Time
+		err     error
+		elapsed time.Duration
+	}
+	speedc := make(chan speedOut, 1)
+	if s.deps.Speed != nil {
+		go func() {
+			sctx, cancel := context.WithTimeout(ctx, speedTimeout)
+			defer cancel()
+			var out speedOut
+			out.merger = NewMerger(q)
+			out.err = s.deps.Speed.ScanSpeed(sctx, q, snap.AbsorbedChunks, func(r *Row) error {
+				out.merger.Add(r)
+				return nil
+			})
+			if out.err == nil {
+				out.maxWin, out.err = s.deps.Speed.MaxWindow(sctx, q.View, snap.AbsorbedChunks)
+			}
+			speedc <- out
+		}()
+	} else {
+		speedc <- speedOut{err: errors.New("no speed layer is configured")}
+	}
+
+	merged, berr := s.batch.scan(ctx, q, snap)
+	sp := <-speedc
+	if berr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, berr
+	}
+	s.m.batchRows.WithLabelValues(q.View.Name).Add(float64(merged.Rows()))
+	if sp.err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s.m.speedFailures.WithLabelValues(q.View.Name).Inc()
+		s.log.Warn("speed layer unavailable; answering from the batch view alone", "view", q.View.Name, "err", sp.err)
+		res.Warnings = append(res.Warnings, speedWarning(sp.err, snap))
+	} else {
+		s.m.speedRows.WithLabelValues(q.View.Name).Add(float64(sp.merger.Rows()))
+		merged.MergeFrom(sp.merger)
+		if !sp.maxWin.IsZero() {
+			res.Freshness.SpeedMaxEventTime = sp.maxWin
+		}
+	}
+	res.Groups = merged.Groups()
+	return res, nil
+}
+
+func speedWarning(err error, snap *Snapshot) string {
+	run := snap.RunID()
+	if run == "" {
+		run = "(none published)"
+	}
+	return fmt.Sprintf("speed layer unavailable: %v; rows newer than the batch run %s are missing", err, run)
+}
+
+// viewInfo is one entry of GET /v1/views.
+type viewInfo struct {
+	Name        string          `json:"name"`
+	Stream      string          `json:"stream"`
+	Granularity string          `json:"granularity"`
+	Dimensions  []string        `json:"dimensions"`
+	Measures    []measureInfo   `json:"measures"`
+	Freshness   json.RawMessage `json:"freshness"`
+	Error       string          `json:"error,omitempty"`
+}
+
+type measureInfo struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Field  string `json:"field,omitempty"`
+	Result string `json:"result"`
+	Exact  bool   `json:"exact"`
+}
+
+// resultType says what a measure's answer looks like in JSON.
+func resultType(t schemas.MeasureType) string {
+	switch t {
+	case schemas.MeasureCount:
+		return "int64"
+	case schemas.MeasureSum:
+		return "float64"
+	case schemas.MeasureMin, schemas.MeasureMax:
+		return "float64 or null"
+	case schemas.MeasureDistinct:
+		return "uint64 (approximate)"
+	case schemas.MeasureQuantiles:
+		return "{p50, p90, p99} or null (approximate)"
+	}
+	return string(t)
+}
+
+func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
+	w := &statusWriter{ResponseWriter: rw}
+	if r.URL.RawQuery != "" {
+		s.m.errors.WithLabelValues("views", "400").Inc()
+		writeError(w, http.StatusBadRequest, "GET /v1/views takes no parameters")
+		return
+	}
+	ctx := r.Context()
+	var warnings []string
+	out := struct {
+		Views    []viewInfo `json:"views"`
+		Warnings []string   `json:"warnings,omitempty"`
+	}{Views: []viewInfo{}}
+	for _, v := range s.cfg.Views {
+		info := viewInfo{Name: v.Name, Stream: v.Stream, Granularity: v.Granularity.String(), Dimensions: append([]string{}, v.Dimensions...)}
+		for _, m := range v.Measures {
+			info.Measures = append(info.Measures, measureInfo{Name: m.Name, Type: string(m.Type), Field: m.Field,
+				Result: resultType(m.Type), Exact: m.Type.Exact()})
+		}
+		fr := Freshness{Absorbed: map[int32]int64{}}
+		snap, err := s.manifests.snapshot(ctx, s.manifests.views[v.Name])
+		if err != nil {
+			info.Error = err.Error()
+		} else {
+			fr.BatchRun = snap.RunID()
+			if snap.Manifest != nil {
+				fr.BatchCreatedAt = snap.Manifest.CreatedAt
+				for p, off := range snap.Manifest.Absorbed {
+					fr.Absorbed[p] = off
+				}
+			}
+			if s.deps.Speed != nil {
+				sctx, cancel := context.WithTimeout(ctx, speedTimeout)
+				mw, err := s.deps.Speed.MaxWindow(sctx, v, snap.AbsorbedChunks)
+				cancel()
+				if err != nil {
+					s.m.speedFailures.WithLabelValues(v.Name).Inc()
+					warnings = append(warnings, fmt.Sprintf("view %s: speed layer unavailable: %v; speed_max_event_time is unknown", v.Name, err))
+				} else {
+					fr.SpeedMaxEventTime = mw
+				}
+			}
+		}
+		info.Freshness = appendFreshness(nil, fr)
+		out.Views = append(out.Views, info)
+	}
+	out.Warnings = warnings
+	b, err := json.Marshal(out)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	w.Header().Set("Content-Type", ContentJSON)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(append(b, '\n'))
+}
