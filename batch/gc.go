@@ -1,0 +1,119 @@
+package batch
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// runManifestKey is the copy of a run's manifest kept in its own folder.
+// It marks the run as published (written just before _current.json), so
+// garbage collection can tell published runs from a crashed run's leftovers.
+func runManifestKey(view, runID string) string {
+	return schemas.ViewRunPrefix(view, runID) + "_manifest.json"
+}
+
+// listRuns returns the run ids under views/<view>/runs/, sorted (run ids
+// sort by start time), and which of them were published.
+func listRuns(ctx context.Context, st *s3.Store, prefix string, marker string) (ids []string, published map[string]bool, err error) {
+	objs, err := st.List(ctx, prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	seen := map[string]bool{}
+	published = map[string]bool{}
+	for _, o := range objs {
+		rest := strings.TrimPrefix(o.Key, prefix)
+		id, file, ok := strings.Cut(rest, "/")
+		if !ok || id == "" {
+			continue
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+		if file == marker {
+			published[id] = true
+		}
+	}
+	sort.Strings(ids)
+	return ids, published, nil
+}
+
+// gcView deletes the runs of view beyond the newest keep published ones,
+// never the current run, and the leftovers of runs that crashed before
+// publishing (unpublished runs older than the current one: a newer one may
+// be in progress elsewhere only without the lock, which Run refuses).
+// It returns the runs kept.
+func gcView(ctx context.Context, st *s3.Store, view, current string, keep int) (kept []string, deleted int, err error) {
+	prefix := fmt.Sprintf("views/%s/runs/", view)
+	ids, published, err := listRuns(ctx, st, prefix, "_manifest.json")
+	if err != nil {
+		return nil, 0, err
+	}
+	var pub []string
+	for _, id := range ids {
+		if published[id] {
+			pub = append(pub, id)
+		}
+	}
+	keepSet := map[string]bool{current: true}
+	for i := len(pub) - 1; i >= 0 && len(keepSet) < keep; i-- {
+		if pub[i] <= current {
+			keepSet[pub[i]] = true
+		}
+	}
+	for _, id := range ids {
+		if keepSet[id] || id > current {
+			continue
+		}
+		objs, err := st.List(ctx, prefix+id+"/")
+		if err != nil {
+			return nil, deleted, err
+		}
+		// The marker goes first, so a half-deleted run is never taken for
+		// a published one.
+		sort.Slice(objs, func(i, j int) bool {
+			return strings.HasSuffix(objs[i].Key, "/_manifest.json") && !strings.HasSuffix(objs[j].Key, "/_manifest.json")
+		})
+		for _, o := range objs {
+			if err := st.Delete(ctx, o.Key); err != nil {
+				return nil, deleted, err
+			}
+		}
+		deleted++
+	}
+	for id := range keepSet {
+		kept = append(kept, id)
+	}
+	sort.Strings(kept)
+	return kept, deleted, nil
+}
+
+// gcState deletes the stream state (id indexes) of runs no view keeps.
+func gcState(ctx context.Context, st *s3.Store, stream string, keepRuns map[string]bool) error {
+	prefix := fmt.Sprintf("batch/%s/runs/", stream)
+	ids, _, err := listRuns(ctx, st, prefix, "state.json")
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if keepRuns[id] {
+			continue
+		}
+		objs, err := st.List(ctx, prefix+id+"/")
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			if err := st.Delete(ctx, o.Key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

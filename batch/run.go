@@ -1,0 +1,509 @@
+// Package batch is tandem's batch layer: `tandem batch run` recomputes
+// every view from the master dataset (raw Parquet in S3), publishes each as
+// an immutable run with a manifest written last, loads it into ClickHouse
+// for analysts, deletes the speed rows older runs absorbed, and collects
+// old runs. The archiver (batch/archive) and the data-lake export
+// (batch/export) live beside it.
+//
+// A run absorbs, per Kafka partition, every whole chunk the master dataset
+// holds contiguously (schemas brief §3), deduplicates by event id (first
+// offset wins, per partition), re-validates every raw message with the
+// same schemas.Decoder the speed layer uses, and aggregates with the shared
+// schemas.View.Key/Add — so a run's answer and the speed layer's agree by
+// construction, and together they are exact.
+//
+// Runs are incremental by UTC day: a day no newly absorbed event falls into
+// is copied from the previous run; Options.Full recomputes everything. Both
+// give byte-identical rows.
+package batch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Options configure one Run. Config and Store are required.
+type Options struct {
+	Config *schemas.Config
+	Store  *s3.Store
+	// ClickHouse, when set, receives each published run (and has the speed
+	// rows of absorbed chunks deleted). Nil skips that step.
+	ClickHouse *clickhouse.DB
+	// Full recomputes every day instead of carrying unchanged days over.
+	Full bool
+	// TempDir holds the run's spill files (default os.TempDir()).
+	TempDir string
+	// Workers bounds the partitions read at once (default GOMAXPROCS).
+	Workers int
+	// Holder names this run in the lock (default host-pid-random).
+	Holder string
+	Log    *slog.Logger
+	// AfterPublish, if set, runs after the views are published and loaded
+	// but before the lock is released (the export hooks in here).
+	AfterPublish func(ctx context.Context, res *Result) error
+
+	// crashBeforeManifest, for tests, fails the run just before a manifest
+	// would be written.
+	crashBeforeManifest func(view string) error
+}
+
+// Result describes what one Run did.
+type Result struct {
+	RunID    string
+	Views    []ViewResult
+	Duration time.Duration
+}
+
+// ViewResult is the outcome for one view.
+type ViewResult struct {
+	View string
+	// Published is false when the view was up to date (no newly absorbed
+	// chunk and not Full): its current run stays.
+	Published bool
+	// Manifest is the view's current manifest after the run.
+	Manifest *schemas.Manifest
+	// Incremental is true when unchanged days were carried over.
+	Incremental             bool
+	DaysComputed, DaysKept  int
+	SpeedRowsDeletedThrough map[int32]int64 `json:",omitempty"`
+}
+
+// UpToDate reports whether no view was published.
+func (r *Result) UpToDate() bool {
+	for _, v := range r.Views {
+		if v.Published {
+			return false
+		}
+	}
+	return true
+}
+
+// NewRunID returns a run id that sorts by start time.
+func NewRunID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102T150405.000Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// Run executes one batch run over every view of the configuration. It is
+// safe to retry after any failure: nothing is visible until a view's
+// manifest is written, and every later step (ClickHouse load, speed-row
+// deletion, garbage collection) is repeated by the next run if it did not
+// finish. A second run while one holds the lock fails with ErrLocked.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	cfg := o.Config
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Holder == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		o.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	ttl := cfg.Batch.LockTTL.D()
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	lk, err := acquireLock(ctx, o.Store, o.Holder, ttl, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.release(context.WithoutCancel(ctx))
+
+	res := &Result{RunID: NewRunID(start)}
+	tmp, err := os.MkdirTemp(o.TempDir, "tandem-batch-")
+	if err != nil {
+		return nil, fmt.Errorf("batch: temporary directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	for _, s := range cfg.Streams {
+		views := cfg.ViewsOf(s.Name)
+		if len(views) == 0 {
+			continue
+		}
+		vr, err := runStream(ctx, &o, lk, res.RunID, s, views, tmp)
+		if err != nil {
+			return nil, err
+		}
+		res.Views = append(res.Views, vr...)
+	}
+	if o.AfterPublish != nil {
+		if err := lk.check(); err != nil {
+			return nil, err
+		}
+		if err := o.AfterPublish(ctx, res); err != nil {
+			return nil, err
+		}
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// previous is the state of a stream's views before this run.
+type previous struct {
+	manifests map[string]*schemas.Manifest // by view; nil entries for none
+	state     *streamState                 // nil: recompute in full
+	reason    string                       // why not incremental
+}
+
+func readManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Manifest, error) {
+	data, err := st.GetBytes(ctx, schemas.ManifestKey(view))
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("batch: reading the manifest of %s: %w", view, err)
+	}
+	m, err := schemas.DecodeManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("batch: manifest of %s: %w", view, err)
+	}
+	return m, nil
+}
+
+// ReadManifest returns the current manifest of view, or nil when none was
+// published yet.
+func ReadManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Manifest, error) {
+	return readManifest(ctx, st, view)
+}
+
+// loadPrevious reads the views' manifests and decides whether this run can
+// continue incrementally from the run they share.
+func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, plan *streamPlan) (*previous, error) {
+	pv := &previous{manifests: map[string]*schemas.Manifest{}}
+	var runID string
+	for _, v := range views {
+		m, err := readManifest(ctx, o.Store, v.Name)
+		if err != nil {
+			return nil, err
+		}
+		pv.manifests[v.Name] = m
+		switch {
+		case pv.reason != "":
+		case m == nil:
+			pv.reason = "view " + v.Name + " has no published run"
+		case m.Fingerprint != v.Fingerprint():
+			pv.reason = "the definition of view " + v.Name + " changed"
+		case m.ChunkSize != o.Config.ChunkSize:
+			pv.reason = "chunk_size changed"
+		case runID != "" && m.RunID != runID:
+			pv.reason = "the views of the stream are on different runs"
+		}
+		if m != nil {
+			runID = m.RunID
+		}
+	}
+	if pv.reason != "" || o.Full {
+		if o.Full {
+			pv.reason = "--full"
+		}
+		return pv, nil
+	}
+	stt, err := loadState(ctx, o.Store, s.Name, runID)
+	if err != nil {
+		if isNotFound(err) {
+			pv.reason = "the previous run left no state"
+			return pv, nil
+		}
+		return nil, err
+	}
+	switch {
+	case stt.SchemaVersion != s.SchemaVersion():
+		pv.reason = "the stream's fields changed"
+	case stt.MaxFutureSkew != o.Config.Ingest.MaxFutureSkew.D().String():
+		pv.reason = "ingest.max_future_skew changed (validation verdicts may differ)"
+	case stt.ChunkSize != o.Config.ChunkSize:
+		pv.reason = "chunk_size changed"
+	}
+	for _, p := range plan.Partitions {
+		if pv.reason != "" {
+			break
+		}
+		if p.Absorbed < stt.Absorbed[p.Partition] {
+			pv.reason = fmt.Sprintf("partition %d: the master dataset now ends at offset %d, before the previous run's %d", p.Partition, p.Absorbed, stt.Absorbed[p.Partition])
+		} else if stt.Absorbed[p.Partition] > 0 && p.Start != stt.Start[p.Partition] {
+			pv.reason = fmt.Sprintf("partition %d: the master dataset now starts at offset %d, not %d", p.Partition, p.Start, stt.Start[p.Partition])
+		}
+	}
+	if pv.reason == "" {
+		pv.state = stt
+	}
+	return pv, nil
+}
+
+func sameAbsorbed(a, b map[int32]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for p, x := range a {
+		if b[p] != x {
+			return false
+		}
+	}
+	return true
+}
+
+func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
+	log := o.Log.With("stream", s.Name)
+	t0 := time.Now()
+	plan, err := planStream(ctx, o.Store, s, o.Config.ChunkSize)
+	if err != nil {
+		return nil, err
+	}
+	absorbed := plan.Absorbed()
+	pv, err := loadPrevious(ctx, o, s, views, plan)
+	if err != nil {
+		return nil, err
+	}
+	var out []ViewResult
+	// Nothing new: keep the current runs, but finish what a crashed run may
+	// have left undone (ClickHouse load, garbage collection).
+	if pv.state != nil && sameAbsorbed(pv.state.Absorbed, absorbed) {
+		log.Info("batch: up to date; nothing new absorbed, nothing published", "run_id", pv.state.RunID, "absorbed", absorbed)
+		for _, v := range views {
+			m := pv.manifests[v.Name]
+			if err := afterPublish(ctx, o, v, m, nil, nil); err != nil {
+				return nil, err
+			}
+			out = append(out, ViewResult{View: v.Name, Manifest: m})
+		}
+		return out, gcStream(ctx, o, s, views, out)
+	}
+	if len(absorbed) == 0 && pv.state == nil && allNil(pv.manifests) {
+		log.Info("batch: the master dataset holds no whole chunk yet; nothing to publish")
+		for _, v := range views {
+			out = append(out, ViewResult{View: v.Name})
+		}
+		return out, nil
+	}
+	if pv.state == nil {
+		log.Info("batch: recomputing in full", "reason", pv.reason)
+	}
+
+	spill := &spillDir{dir: tmp + "/" + s.Name, stream: s}
+	sc := &scanner{st: o.Store, plan: plan, prev: pv.state, runID: runID, decoder: schemas.NewDecoder(s, o.Config.Ingest.MaxFutureSkew.D()),
+		spill: spill, tmp: tmp, workers: o.Workers, log: log}
+	if err := sc.run(ctx); err != nil {
+		return nil, err
+	}
+	scanDur := time.Since(t0)
+
+	// Days to compute: the dirty ones, or all in a full run.
+	compute := sc.dirty
+	if pv.state == nil {
+		compute = sc.days
+	}
+	days := sortedDays(compute)
+	files := make([][]schemas.ManifestFile, len(views))
+	for _, d := range days {
+		rows, err := aggregateDay(spill, d, s.Partitions, views, nil)
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range views {
+			mf, err := writeDayFile(ctx, o.Store, tmp, v, schemas.ViewDayKey(v.Name, runID, DayTime(d), 0), d, rows[i])
+			if err != nil {
+				return nil, err
+			}
+			files[i] = append(files[i], mf)
+		}
+	}
+	kept := 0
+	if pv.state != nil {
+		for i, v := range views {
+			prev := pv.manifests[v.Name]
+			for _, f := range prev.Files {
+				if compute[dayOf(f.Day)] {
+					continue
+				}
+				nf := f
+				nf.Key = schemas.ViewDayKey(v.Name, runID, f.Day, 0)
+				if err := copyObject(ctx, o.Store, f.Key, nf.Key); err != nil {
+					return nil, err
+				}
+				files[i] = append(files[i], nf)
+				if i == 0 {
+					kept++
+				}
+			}
+			sort.Slice(files[i], func(a, b int) bool { return files[i][a].Day.Before(files[i][b].Day) })
+		}
+	}
+
+	// The stream state for the next run, before any manifest names this run.
+	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(),
+		MaxFutureSkew: o.Config.Ingest.MaxFutureSkew.D().String(), ChunkSize: o.Config.ChunkSize,
+		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sc.days),
+		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load()}
+	for _, p := range plan.Partitions {
+		stt.Start[p.Partition] = p.Start
+	}
+	if pv.state != nil {
+		stt.Events += pv.state.Events
+		stt.Duplicates += pv.state.Duplicates
+		stt.Invalid += pv.state.Invalid
+	}
+	data, _ := json.MarshalIndent(stt, "", "  ")
+	if err := o.Store.PutBytes(ctx, stateKey(s.Name, runID), data); err != nil {
+		return nil, err
+	}
+
+	for i, v := range views {
+		prev := pv.manifests[v.Name]
+		m := &schemas.Manifest{View: v.Name, RunID: runID, Fingerprint: v.Fingerprint(), ChunkSize: o.Config.ChunkSize,
+			CreatedAt: time.Now().UTC(), Absorbed: absorbed, Files: files[i],
+			Events: stt.Events, Duplicates: stt.Duplicates, Invalid: stt.Invalid, Duration: time.Since(t0).Seconds()}
+		if m.Files == nil {
+			m.Files = []schemas.ManifestFile{}
+		}
+		for _, f := range m.Files {
+			m.Rows += f.Rows
+		}
+		if prev != nil {
+			m.PreviousRunID = prev.RunID
+		}
+		if err := lk.check(); err != nil {
+			return nil, err
+		}
+		if o.crashBeforeManifest != nil {
+			if err := o.crashBeforeManifest(v.Name); err != nil {
+				return nil, err
+			}
+		}
+		if err := publishManifest(ctx, o.Store, m); err != nil {
+			return nil, err
+		}
+		log.Info("batch: published", "view", v.Name, "run_id", runID, "rows", m.Rows, "files", len(m.Files),
+			"events", m.Events, "duplicates", m.Duplicates, "invalid", m.Invalid, "absorbed", absorbed,
+			"incremental", pv.state != nil, "days_computed", len(days), "days_kept", kept,
+			"read", sc.stats.Read.Load(), "scan", scanDur.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
+		var dirty map[int64]bool
+		if pv.state != nil {
+			dirty = compute
+		}
+		if err := afterPublish(ctx, o, v, m, prev, dirty); err != nil {
+			return nil, err
+		}
+		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: pv.state != nil,
+			DaysComputed: len(days), DaysKept: kept})
+	}
+	return out, gcStream(ctx, o, s, views, out)
+}
+
+func allNil(m map[string]*schemas.Manifest) bool {
+	for _, x := range m {
+		if x != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedDays(m map[int64]bool) []int64 {
+	out := make([]int64, 0, len(m))
+	for d := range m {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// publishManifest writes the run's own copy of the manifest, then the
+// view's _current.json: one PUT, so readers see the old run or the new
+// one, never a mix.
+func publishManifest(ctx context.Context, st *s3.Store, m *schemas.Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if _, err := schemas.DecodeManifest(data); err != nil {
+		return fmt.Errorf("batch: refusing to publish: %w", err)
+	}
+	if err := st.PutBytes(ctx, runManifestKey(m.View, m.RunID), data); err != nil {
+		return err
+	}
+	return st.PutBytes(ctx, schemas.ManifestKey(m.View), data)
+}
+
+// afterPublish loads m into ClickHouse and deletes the speed rows of the
+// chunks the run before it absorbed.
+func afterPublish(ctx context.Context, o *Options, v *schemas.View, m, prev *schemas.Manifest, dirty map[int64]bool) error {
+	if o.ClickHouse == nil || m == nil {
+		return nil
+	}
+	if err := loadRun(ctx, o.ClickHouse, o.Store, v, m, prev, dirty); err != nil {
+		return err
+	}
+	// The older run is the one m replaced. When nothing was published
+	// (up to date), it is the current run's predecessor, read from its
+	// folder, so a crash between load and delete is repaired.
+	older := prev
+	if older == nil && m.PreviousRunID != "" {
+		data, err := o.Store.GetBytes(ctx, runManifestKey(v.Name, m.PreviousRunID))
+		if err == nil {
+			older, _ = schemas.DecodeManifest(data)
+		} else if !isNotFound(err) {
+			return err
+		}
+	}
+	return deleteAbsorbedSpeedRows(ctx, o.ClickHouse, v.Name, older)
+}
+
+func gcStream(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, res []ViewResult) error {
+	keep := o.Config.Batch.KeepRuns
+	if keep < 2 {
+		keep = 2
+	}
+	keptRuns := map[string]bool{}
+	for _, vr := range res {
+		if vr.Manifest == nil {
+			continue
+		}
+		kept, n, err := gcView(ctx, o.Store, vr.View, vr.Manifest.RunID, keep)
+		if err != nil {
+			return fmt.Errorf("batch: garbage-collecting runs of %s: %w", vr.View, err)
+		}
+		if n > 0 {
+			o.Log.Info("batch: deleted old runs", "view", vr.View, "deleted", n, "kept", kept)
+		}
+		for _, id := range kept {
+			keptRuns[id] = true
+		}
+	}
+	if len(keptRuns) == 0 {
+		return nil
+	}
+	return gcState(ctx, o.Store, s.Name, keptRuns)
+}
+
+// copyObject copies src to dst inside the store (no data through us).
+func copyObject(ctx context.Context, st *s3.Store, src, dst string) error {
+	_, err := st.Client().CopyObject(ctx,
+		minio.CopyDestOptions{Bucket: st.Bucket(), Object: dst},
+		minio.CopySrcOptions{Bucket: st.Bucket(), Object: src})
+	if err != nil {
+		return fmt.Errorf("batch: copying %s to %s: %w", src, dst, err)
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+package batch
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// A spill is the set of kept (valid, first-occurrence) events of one run,
+// bucketed on local disk by UTC event day and Kafka partition, so a run
+// aggregates one day at a time and never holds the dataset in memory.
+//
+// Within a (day, partition) bucket, records are in offset order; a day is
+// read partition by partition. That order is the same for a full and an
+// incremental run, which is what makes their output byte-identical (float
+// sums and sketch encodings depend on the order values are folded in).
+
+// Record is one kept event with its lineage.
+type Record struct {
+	Partition int32
+	Offset    int64
+	KafkaMs   int64
+	Event     schemas.Event
+}
+
+// dayOf returns the UTC day (as days since the epoch) of an event time.
+func dayOf(t time.Time) int64 {
+	ms := t.UnixMilli()
+	d := ms / 86400000
+	if ms < 0 && ms%86400000 != 0 {
+		d--
+	}
+	return d
+}
+
+// DayTime returns the start of a day numbered by days since the epoch.
+func DayTime(day int64) time.Time { return time.UnixMilli(day * 86400000).UTC() }
+
+// encodeRecord appends one record: offset, kafka time and every declared
+// field (presence bitmap, then the set values by type).
+func encodeRecord(b []byte, s *schemas.Stream, r *Record) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0) // length, patched below
+	b = binary.AppendVarint(b, r.Offset)
+	b = binary.AppendVarint(b, r.KafkaMs)
+	nb := (len(s.Fields) + 7) / 8
+	bm := len(b)
+	for i := 0; i < nb; i++ {
+		b = append(b, 0)
+	}
+	for i, f := range s.Fields {
+		v := &r.Event.Values[i]
+		if !v.Set {
+			continue
+		}
+		b[bm+i/8] |= 1 << (i % 8)
+		switch f.Type {
+		case schemas.TypeString:
+			b = binary.AppendUvarint(b, uint64(len(v.Str)))
+			b = append(b, v.Str...)
+		case schemas.TypeInt64:
+			b = binary.AppendVarint(b, v.Int)
+		case schemas.TypeFloat64:
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v.Float))
+		case schemas.TypeBool:
+			if v.Bool {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		case schemas.TypeTimestamp:
+			b = binary.AppendVarint(b, v.Time.UnixMilli())
+		}
+	}
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(b)-start-4))
+	return b
+}
+
+var errCorruptSpill = errors.New("batch: corrupt spill record")
+
+// decodeRecord reads one record body (without its length) into r, reusing
+// r.Event.Values. Values are rebuilt exactly as schemas.Decoder builds them.
+func decodeRecord(b []byte, s *schemas.Stream, r *Record) error {
+	var n int
+	r.Offset, n = binary.Varint(b)
+	if n <= 0 {
+		return errCorruptSpill
+	}
+	b = b[n:]
+	r.KafkaMs, n = binary.Varint(b)
+	if n <= 0 {
+		return errCorruptSpill
+	}
+	b = b[n:]
+	nb := (len(s.Fields) + 7) / 8
+	if len(b) < nb {
+		return errCorruptSpill
+	}
+	bm := b[:nb]
+	b = b[nb:]
+	if cap(r.Event.Values) < len(s.Fields) {
+		r.Event.Values = make([]schemas.Value, len(s.Fields))
+	}
+	r.Event.Values = r.Event.Values[:len(s.Fields)]
+	for i, f := range s.Fields {
+		v := &r.Event.Values[i]
+		*v = schemas.Value{}
+		if bm[i/8]&(1<<(i%8)) == 0 {
+			continue
+		}
+		v.Set = true
+		switch f.Type {
+		case schemas.TypeString:
+			l, n := binary.Uvarint(b)
+			if n <= 0 || uint64(len(b)-n) < l {
+				return errCorruptSpill
+			}
+			v.Str = string(b[n : n+int(l)])
+			b = b[n+int(l):]
+		case schemas.TypeInt64:
+			v.Int, n = binary.Varint(b)
+			if n <= 0 {
+				return errCorruptSpill
+			}
+			v.Float = float64(v.Int)
+			b = b[n:]
+		case schemas.TypeFloat64:
+			if len(b) < 8 {
+				return errCorruptSpill
+			}
+			v.Float = math.Float64frombits(binary.LittleEndian.Uint64(b))
+			b = b[8:]
+		case schemas.TypeBool:
+			if len(b) < 1 {
+				return errCorruptSpill
+			}
+			v.Bool = b[0] == 1
+			b = b[1:]
+		case schemas.TypeTimestamp:
+			var ms int64
+			ms, n = binary.Varint(b)
+			if n <= 0 {
+				return errCorruptSpill
+			}
+			v.Time = time.UnixMilli(ms).UTC()
+			b = b[n:]
+		}
+	}
+	id := s.FieldIndex(s.IDField)
+	tf := s.FieldIndex(s.TimeField)
+	r.Event.ID = r.Event.Values[id].Str
+	r.Event.Time = r.Event.Values[tf].Time
+	return nil
+}
+
+// spillDir holds the buckets of one stream.
+type spillDir struct {
+	dir    string
+	stream *schemas.Stream
+}
+
+func (d *spillDir) path(day int64, p int32, phase int) string {
+	return filepath.Join(d.dir, fmt.Sprintf("d%d", day), fmt.Sprintf("p%05d-%d.rec", p, phase))
+}
+
+// spillWriter buffers records of one partition in memory per day and
+// appends them to the bucket files when the buffers pass a limit, so the
+// number of open files stays at one whatever the number of days.
+type spillWriter struct {
+	d        *spillDir
+	p        int32
+	phase    int // buckets of an earlier phase hold lower offsets
+	bufs     map[int64][]byte
+	buffered int
+	limit    int
+	days     map[int64]int64 // records per day
+}
+
+func (d *spillDir) writer(p int32, phase int) *spillWriter {
+	return &spillWriter{d: d, p: p, phase: phase, bufs: map[int64][]byte{}, limit: 8 << 20, days: map[int64]int64{}}
+}
+
+func (w *spillWriter) add(r *Record) error {
+	day := dayOf(r.Event.Time)
+	b := w.bufs[day]
+	n := len(b)
+	b = encodeRecord(b, w.d.stream, r)
+	w.bufs[day] = b
+	w.buffered += len(b) - n
+	w.days[day]++
+	if w.buffered >= w.limit {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *spillWriter) flush() error {
+	for day, b := range w.bufs {
+		if len(b) == 0 {
+			continue
+		}
+		path := w.d.path(day, w.p, w.phase)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("batch: spill: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("batch: spill: %w", err)
+		}
+		_, err = f.Write(b)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("batch: spill: %w", err)
+		}
+		w.bufs[day] = b[:0]
+	}
+	w.buffered = 0
+	return nil
+}
+
+// readDay calls fn for every record of day, partition by partition, in
+// offset order. r is reused between calls.
+func (d *spillDir) readDay(day int64, partitions int, fn func(r *Record) error) error {
+	var r Record
+	buf := make([]byte, 0, 4096)
+	for p := int32(0); p < int32(partitions); p++ {
+		for phase := 0; phase < 2; phase++ {
+			f, err := os.Open(d.path(day, p, phase))
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("batch: spill: %w", err)
+			}
+			br := bufio.NewReaderSize(f, 256<<10)
+			var hdr [4]byte
+			for {
+				if _, err = io.ReadFull(br, hdr[:]); err != nil {
+					break
+				}
+				n := int(binary.LittleEndian.Uint32(hdr[:]))
+				if cap(buf) < n {
+					buf = make([]byte, n)
+				}
+				buf = buf[:n]
+				if _, err = io.ReadFull(br, buf); err != nil {
+					break
+				}
+				r.Partition = p
+				if err = decodeRecord(buf, d.stream, &r); err != nil {
+					break
+				}
+				if err = fn(&r); err != nil {
+					break
+				}
+			}
+			f.Close()
+			if err != nil && err != io.EOF {
+				return err
+			}
+		}
+	}
+	return nil
+}
