@@ -9,6 +9,17 @@
 // it (`make deps` or a script under scripts/). Only with -short does a missing
 // prerequisite skip the test instead, so a green full run always means the
 // tests really ran.
+//
+// Typical use:
+//
+//	ch := testenv.ClickHouse(t)      // ch.Addr, ch.Conn(t), ch.Stop(), ch.Start()
+//	k := testenv.Kafka(t)            // k.Brokers, k.Restart()
+//	s3 := testenv.MinIO(t)           // s3.Endpoint, s3.AccessKey, s3.SecretKey, s3.Bucket
+//	topic := testenv.UniqueName(t, "tandem.pageviews")
+//
+// Services start in about a second or less each (MinIO 0.6-1.3 s,
+// ClickHouse 0.1-0.4 s, kfake ~20 ms), so tests start their own rather
+// than share.
 package testenv
 
 import (

@@ -289,3 +289,21 @@ func TestBuildPackage(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "hello from testenv\n", string(out))
 }
+
+func TestKafkaExternal(t *testing.T) {
+	// Stand in for an external Apache Kafka with a second in-process broker.
+	real := testenv.KafkaWith(t, testenv.KafkaOptions{InMemory: true})
+	t.Setenv(testenv.EnvKafka, "apache")
+	t.Setenv(testenv.EnvKafkaBrokers, " "+strings.Join(real.Brokers, " , ")+" ")
+
+	k := testenv.Kafka(t)
+	require.True(t, k.External)
+	require.Equal(t, real.Brokers, k.Brokers)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topic := testenv.UniqueName(t, "tandem.ext")
+	createTopic(ctx, t, k, topic, 1)
+	produce(ctx, t, k, topic, 0, 3)
+	require.Len(t, consume(ctx, t, k, topic, testenv.UniqueName(t, "g"), 3), 3)
+}
