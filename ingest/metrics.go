@@ -1,0 +1,70 @@
+package ingest
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	accepted      *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	bytes         *prometheus.CounterVec
+	produceErrors *prometheus.CounterVec
+	requests      *prometheus.HistogramVec
+	produce       prometheus.Histogram
+	inflight      prometheus.Gauge
+	authFailures  *prometheus.CounterVec
+}
+
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_events_accepted_total",
+			Help: "Events acknowledged by Kafka and reported accepted, by stream."}, []string{"stream"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_events_rejected_total",
+			Help: "Events that failed validation and were not produced, by stream and reason (malformed, missing_field, bad_field, future_time, too_large)."},
+			[]string{"stream", "reason"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_bytes_received_total",
+			Help: "Request body bytes read, by stream."}, []string{"stream"}),
+		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_produce_failed_events_total",
+			Help: "Valid events whose write Kafka did not acknowledge in time (their request got 503), by stream."}, []string{"stream"}),
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tandem_ingest_request_duration_seconds",
+			Help: "Latency of event requests, by HTTP status code.", Buckets: latencyBuckets}, []string{"code"}),
+		produce: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_ingest_produce_duration_seconds",
+			Help: "Time from handing a request's events to Kafka until all in-sync replicas acknowledged them (or the write failed).", Buckets: latencyBuckets}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_ingest_inflight_bytes",
+			Help: "Request body bytes reserved by requests in progress (bounded by ingest.max_inflight_bytes)."}),
+	}
+	for _, c := range []prometheus.Collector{m.accepted, m.rejected, m.bytes, m.produceErrors, m.requests, m.produce, m.inflight} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	af, err := AuthFailures(reg)
+	if err != nil {
+		return nil, err
+	}
+	m.authFailures = af
+	return m, nil
+}
+
+// AuthFailures returns tandem_auth_failures_total{endpoint} registered on
+// reg, reusing the one already there: every component with an
+// authenticated endpoint counts into the same family, and `tandem dev` runs
+// several of them on one registry.
+func AuthFailures(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_auth_failures_total",
+		Help: "Requests refused for a missing or invalid token, by endpoint."}, []string{"endpoint"})
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing, nil
+			}
+		}
+		return nil, err
+	}
+	return c, nil
+}
