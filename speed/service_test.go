@@ -1,0 +1,151 @@
+package speed_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	kgo "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/speed"
+)
+
+// startService runs the speed layer in-process and returns it with its
+// registry and a stop function that waits for Run to return.
+func startService(t testing.TB, e *env) (*speed.Service, *prometheus.Registry, func()) {
+	t.Helper()
+	dlq, err := kafka.NewDLQ(e.cfg.Kafka.Brokers, kafka.ProducerOptions{})
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	svc, err := speed.New(e.cfg, speed.Options{
+		Sink:        speed.NewClickHouseSink(e.db.Conn(), e.db.Database(), e.cfg.ChunkSize),
+		DeadLetters: dlq,
+		Registry:    reg,
+		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MaxBackoff:  500 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(60 * time.Second):
+			t.Fatal("speed layer did not stop within 60s of cancellation")
+		}
+		dlq.Close()
+	}
+	t.Cleanup(stop)
+	return svc, reg, stop
+}
+
+// TestLateOutOfOrderDuplicatesExact: late (up to days), out-of-order,
+// duplicate and invalid events across several partitions and many chunks
+// give exactly the truth; late events count in their own window.
+func TestLateOutOfOrderDuplicatesExact(t *testing.T) {
+	e := newEnv(t, envOptions{partitions: 3, chunkSize: 100})
+	base := time.Now().UTC()
+	evs := generate(genOptions{n: 3000, seed: 1, base: base, dupRate: 0.05, lateRate: 0.2, invalidRate: 0.03})
+	produce(t, e.kafka.Brokers, e.cfg.Streams[0].Topic, evs)
+	_, reg, stop := startService(t, e)
+	want := truth(evs)
+	waitExact(t, e, want, 60*time.Second)
+
+	// A window three days back holds its late events.
+	var oldest time.Time
+	for k := range want {
+		if oldest.IsZero() || k.window.Before(oldest) {
+			oldest = k.window
+		}
+	}
+	require.Less(t, oldest, base.Add(-24*time.Hour), "the load must contain events more than a day late")
+
+	valid, invalid, dups := countValid(evs)
+	require.Equal(t, float64(valid), sumMetric(t, reg, "tandem_speed_events_folded_total"))
+	require.Equal(t, float64(dups), sumMetric(t, reg, "tandem_speed_duplicates_total"))
+	require.Eventually(t, func() bool { return sumMetric(t, reg, "tandem_speed_dlq_total") == float64(invalid) }, 10*time.Second, 100*time.Millisecond)
+	stop()
+}
+
+// TestDeadLetters: invalid events land on <topic>.dlq with the reason, the
+// source partition and offset in headers; valid ones do not.
+func TestDeadLetters(t *testing.T) {
+	e := newEnv(t, envOptions{partitions: 2, chunkSize: 1000})
+	base := time.Now().UTC()
+	evs := generate(genOptions{n: 400, seed: 2, base: base, invalidRate: 0.1})
+	_, invalid, _ := countValid(evs)
+	require.Greater(t, invalid, 10)
+	produce(t, e.kafka.Brokers, e.cfg.Streams[0].Topic, evs)
+	startService(t, e)
+	waitExact(t, e, truth(evs), 60*time.Second)
+
+	r := kgo.NewReader(kgo.ReaderConfig{Brokers: e.cfg.Kafka.Brokers, Topic: e.cfg.Streams[0].DLQTopic(), Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bad := map[string]bool{}
+	for _, ev := range evs {
+		if !ev.valid {
+			bad[string(ev.raw)] = true
+		}
+	}
+	reasons := map[string]bool{}
+	got := map[string]bool{}
+	for len(got) < invalid {
+		m, err := r.ReadMessage(ctx)
+		require.NoError(t, err, "read %d of %d dead letters", len(got), invalid)
+		require.True(t, bad[string(m.Value)], "a valid event went to the DLQ: %s", m.Value)
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		require.NotEmpty(t, h[kafka.HeaderDLQReason])
+		require.NotEmpty(t, h[kafka.HeaderDLQSourceOffset])
+		reasons[h[kafka.HeaderDLQReason]] = true
+		got[string(m.Value)+"@"+h[kafka.HeaderDLQSourcePartition]+"/"+h[kafka.HeaderDLQSourceOffset]] = true
+	}
+	require.Len(t, got, invalid)
+	var sawFuture, sawMissing bool
+	for reason := range reasons {
+		sawFuture = sawFuture || strings.Contains(reason, "too far in the future")
+		sawMissing = sawMissing || strings.Contains(reason, "required field is missing")
+	}
+	require.True(t, sawFuture && sawMissing, "reasons: %v", reasons)
+}
+
+
+// sumMetric sums every series of a counter or gauge family.
+func sumMetric(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var total float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.Metric {
+			switch {
+			case m.Counter != nil:
+				total += m.Counter.GetValue()
+			case m.Gauge != nil:
+				total += m.Gauge.GetValue()
+			}
+		}
+	}
+	return total
+}
