@@ -127,7 +127,6 @@ func TestDeadLetters(t *testing.T) {
 	require.True(t, sawFuture && sawMissing, "reasons: %v", reasons)
 }
 
-
 // sumMetric sums every series of a counter or gauge family.
 func sumMetric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
