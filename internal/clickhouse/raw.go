@@ -1,0 +1,139 @@
+package clickhouse
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// RawEvent is one event for a stream's raw-events table.
+type RawEvent struct {
+	Event     *schemas.Event
+	Raw       []byte // the original JSON
+	Partition int32
+	Offset    int64
+	KafkaTime time.Time
+}
+
+// RawInsert returns the INSERT statement for a stream's raw-events table
+// and its column names (the stream's RawColumns: the declared fields, _raw,
+// _partition, _offset, _kafka_ts).
+func (db *DB) RawInsert(s *schemas.Stream) (sql string, columns []string) {
+	return rawInsertSQL(db.db, s)
+}
+
+// RawArgs returns an event's values in RawInsert's column order: nil for a
+// field the event lacks, else *string, *int64, *float64, *uint8 (bool) or
+// *time.Time.
+func RawArgs(s *schemas.Stream, e *RawEvent) ([]any, error) {
+	if e.Event == nil || len(e.Event.Values) != len(s.Fields) {
+		return nil, fmt.Errorf("clickhouse: raw event of stream %s does not match its %d fields", s.Name, len(s.Fields))
+	}
+	args := make([]any, 0, len(s.Fields)+4)
+	for i, f := range s.Fields {
+		val := e.Event.Values[i]
+		if !val.Set {
+			switch schemas.FieldColumnType(f.Type) {
+			case schemas.ColInt64:
+				args = append(args, (*int64)(nil))
+			case schemas.ColFloat64:
+				args = append(args, (*float64)(nil))
+			case schemas.ColBool:
+				args = append(args, (*uint8)(nil))
+			case schemas.ColTimestamp:
+				args = append(args, (*time.Time)(nil))
+			default:
+				args = append(args, (*string)(nil))
+			}
+			continue
+		}
+		switch f.Type {
+		case schemas.TypeInt64:
+			args = append(args, &val.Int)
+		case schemas.TypeFloat64:
+			args = append(args, &val.Float)
+		case schemas.TypeBool:
+			b := uint8(0)
+			if val.Bool {
+				b = 1
+			}
+			args = append(args, &b)
+		case schemas.TypeTimestamp:
+			t := val.Time.UTC()
+			args = append(args, &t)
+		default:
+			args = append(args, &val.Str)
+		}
+	}
+	return append(args, string(e.Raw), e.Partition, e.Offset, e.KafkaTime.UTC()), nil
+}
+
+// InsertRawEvents writes events to the stream's raw-events table in one
+// batch. Writing an event again (same partition and offset) replaces it.
+func (db *DB) InsertRawEvents(ctx context.Context, s *schemas.Stream, events []RawEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	sql, _ := db.RawInsert(s)
+	rows := make([][]any, len(events))
+	for i := range events {
+		args, err := RawArgs(s, &events[i])
+		if err != nil {
+			return err
+		}
+		rows[i] = args
+	}
+	if err := db.insert(ctx, sql, rows); err != nil {
+		return fmt.Errorf("clickhouse: insert into %s: %w", RawTable(s.Name), err)
+	}
+	return nil
+}
+
+// DeleteExpiredRawEvents drops the days of the stream's raw-events table
+// that lie wholly before now - raw_retention (days are UTC days of the
+// Kafka timestamp), and returns them as YYYYMMDD. On servers with TTL the
+// table also expires rows by itself; calling this there is harmless. The
+// speed layer calls it periodically (hourly is plenty).
+func (db *DB) DeleteExpiredRawEvents(ctx context.Context, s *schemas.Stream, now time.Time) ([]int, error) {
+	if !s.RawEvents || s.RawRetention <= 0 {
+		return nil, nil
+	}
+	cutoff := now.UTC().Add(-s.RawRetention.D())
+	rows, err := db.conn.Query(ctx, rawDaysSQL(), db.db, RawTable(s.Name))
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: listing the days of %s: %w", RawTable(s.Name), err)
+	}
+	var days []int
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		day, err := time.Parse("20060102", p)
+		if err != nil {
+			continue // not a day partition: not ours to drop
+		}
+		if !day.AddDate(0, 0, 1).After(cutoff) {
+			n, _ := strconv.Atoi(p)
+			days = append(days, n)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i, d := range days {
+		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, RawTable(s.Name)), dropDayClause(d))); err != nil {
+			return days[:i], fmt.Errorf("clickhouse: dropping day %d of %s: %w", d, RawTable(s.Name), err)
+		}
+	}
+	return days, nil
+}

@@ -1,0 +1,281 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// ViewRow is one row of a view: a window, the dimension values in the
+// view's order, and one cell per measure in the view's order, as
+// schemas.Measure.Cell returns it (int64 count, float64 sum, *float64 min
+// and max, []byte sketches). Rows read back carry the same types, ready for
+// Measure.StateFromCell.
+type ViewRow struct {
+	WindowStart time.Time
+	Dims        []string
+	Cells       []any
+}
+
+// SpeedRow is a ViewRow of the speed layer: the cumulative aggregate of one
+// (window, dimensions) over the events of one chunk of one partition.
+type SpeedRow struct {
+	ViewRow
+	Partition int32
+	Chunk     int64
+	// Version is the highest Kafka offset folded into the row. Of the rows
+	// with the same (partition, chunk, window, dimensions), readers see the
+	// one with the highest version.
+	Version int64
+}
+
+// SpeedInsert returns the INSERT statement for PrepareBatch and its column
+// names: the view's RowColumns, then kafka_partition, chunk, version. Append
+// SpeedArgs(v, row) to the batch for each row, or call InsertSpeedRows.
+func (db *DB) SpeedInsert(v *schemas.View) (sql string, columns []string) {
+	return speedInsertSQL(db.db, v)
+}
+
+// SpeedArgs returns a speed row's values in SpeedInsert's column order, in
+// the Go types the columns take.
+func SpeedArgs(v *schemas.View, r *SpeedRow) ([]any, error) {
+	args, err := rowArgs(v, &r.ViewRow, 0)
+	if err != nil {
+		return nil, err
+	}
+	if r.Partition < 0 || r.Chunk < 0 || r.Version < 0 {
+		return nil, fmt.Errorf("clickhouse: speed row of view %s: negative partition, chunk or version (%d, %d, %d)", v.Name, r.Partition, r.Chunk, r.Version)
+	}
+	return append(args, uint32(r.Partition), uint64(r.Chunk), uint64(r.Version)), nil
+}
+
+// rowArgs returns window_start, the dims and the cells, after `lead` empty
+// slots for columns that come first.
+func rowArgs(v *schemas.View, r *ViewRow, lead int) ([]any, error) {
+	if len(r.Dims) != len(v.Dimensions) || len(r.Cells) != len(v.Measures) {
+		return nil, fmt.Errorf("clickhouse: row of view %s has %d dimensions and %d cells; the view has %d and %d",
+			v.Name, len(r.Dims), len(r.Cells), len(v.Dimensions), len(v.Measures))
+	}
+	args := make([]any, lead, lead+1+len(r.Dims)+len(r.Cells)+3)
+	args = append(args, r.WindowStart.UTC())
+	for _, d := range r.Dims {
+		args = append(args, d)
+	}
+	for i, m := range v.Measures {
+		c, err := cellArg(&m, r.Cells[i])
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse: row of view %s: %w", v.Name, err)
+		}
+		args = append(args, c)
+	}
+	return args, nil
+}
+
+// cellArg normalises a cell to the Go type of its column.
+func cellArg(m *schemas.Measure, cell any) (any, error) {
+	switch m.Type {
+	case schemas.MeasureCount:
+		if n, ok := cell.(int64); ok {
+			return n, nil
+		}
+	case schemas.MeasureSum:
+		if f, ok := cell.(float64); ok {
+			return f, nil
+		}
+	case schemas.MeasureMin, schemas.MeasureMax:
+		switch c := cell.(type) {
+		case *float64:
+			return c, nil
+		case float64:
+			return &c, nil
+		case nil:
+			return (*float64)(nil), nil
+		}
+	default:
+		switch c := cell.(type) {
+		case []byte:
+			return c, nil
+		case string:
+			return c, nil
+		case nil:
+			return "", nil
+		}
+	}
+	return nil, fmt.Errorf("measure %s (%s): cell of type %T", m.Name, m.Type, cell)
+}
+
+// InsertSpeedRows writes rows to the view's speed table in one batch (one
+// block, so they land in one part together). Rewriting a row with a higher
+// Version replaces it for readers using FINAL.
+func (db *DB) InsertSpeedRows(ctx context.Context, v *schemas.View, rows []SpeedRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	sql, _ := db.SpeedInsert(v)
+	b, err := db.conn.PrepareBatch(ctx, sql)
+	if err != nil {
+		return fmt.Errorf("clickhouse: preparing insert into %s: %w", SpeedTable(v.Name), err)
+	}
+	defer b.Abort()
+	for i := range rows {
+		args, err := SpeedArgs(v, &rows[i])
+		if err != nil {
+			return err
+		}
+		if err := b.Append(args...); err != nil {
+			return fmt.Errorf("clickhouse: insert into %s: %w", SpeedTable(v.Name), err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("clickhouse: insert into %s: %w", SpeedTable(v.Name), err)
+	}
+	return nil
+}
+
+// SelectSpeedRows calls fn for each speed row of the view with window_start
+// in [from, to) whose chunk the current batch run did not absorb: chunk >=
+// absorbed[p] (K_p, the number of absorbed chunks of partition p; partitions
+// not in the map have K_p = 0). It reads FINAL, so each row is the newest
+// version the speed layer wrote. A zero `to` means no end. Rows come in no
+// particular order; fn's error stops the scan and is returned.
+func (db *DB) SelectSpeedRows(ctx context.Context, v *schemas.View, from, to time.Time, absorbed map[int32]int64, fn func(row SpeedRow) error) error {
+	sql, args, err := selectSpeedSQL(db.db, v, from, to, absorbed)
+	if err != nil {
+		return err
+	}
+	rows, err := db.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("clickhouse: reading %s: %w", SpeedTable(v.Name), err)
+	}
+	defer rows.Close()
+	s := newRowScanner(v, 0, 3)
+	var part uint32
+	var chunk, version uint64
+	for rows.Next() {
+		dest := s.dest()
+		dest = append(dest, &part, &chunk, &version)
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("clickhouse: reading %s: %w", SpeedTable(v.Name), err)
+		}
+		if err := fn(SpeedRow{ViewRow: s.row(), Partition: int32(part), Chunk: int64(chunk), Version: int64(version)}); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("clickhouse: reading %s: %w", SpeedTable(v.Name), err)
+	}
+	return nil
+}
+
+// rowScanner holds typed scan destinations for a view row and turns them
+// into a ViewRow with Measure.Cell's types.
+type rowScanner struct {
+	v       *schemas.View
+	lead    []any
+	window  time.Time
+	dims    []string
+	counts  []int64
+	floats  []float64
+	nulls   []*float64
+	strs    []string
+	dest0   []any
+	trailer int
+}
+
+func newRowScanner(v *schemas.View, lead, trailer int) *rowScanner {
+	n := len(v.Measures)
+	s := &rowScanner{v: v, dims: make([]string, len(v.Dimensions)), counts: make([]int64, n), floats: make([]float64, n),
+		nulls: make([]*float64, n), strs: make([]string, n), trailer: trailer}
+	for i := 0; i < lead; i++ {
+		var x string
+		s.lead = append(s.lead, &x)
+	}
+	s.dest0 = append(s.dest0, s.lead...)
+	s.dest0 = append(s.dest0, &s.window)
+	for i := range s.dims {
+		s.dest0 = append(s.dest0, &s.dims[i])
+	}
+	for i, m := range v.Measures {
+		switch m.Type {
+		case schemas.MeasureCount:
+			s.dest0 = append(s.dest0, &s.counts[i])
+		case schemas.MeasureSum:
+			s.dest0 = append(s.dest0, &s.floats[i])
+		case schemas.MeasureMin, schemas.MeasureMax:
+			s.dest0 = append(s.dest0, &s.nulls[i])
+		default:
+			s.dest0 = append(s.dest0, &s.strs[i])
+		}
+	}
+	return s
+}
+
+// dest returns the scan destinations, with room for the trailer.
+func (s *rowScanner) dest() []any {
+	d := make([]any, len(s.dest0), len(s.dest0)+s.trailer)
+	copy(d, s.dest0)
+	return d
+}
+
+// row copies the scanned values out.
+func (s *rowScanner) row() ViewRow {
+	r := ViewRow{WindowStart: s.window.UTC(), Dims: append([]string(nil), s.dims...), Cells: make([]any, len(s.v.Measures))}
+	for i, m := range s.v.Measures {
+		switch m.Type {
+		case schemas.MeasureCount:
+			r.Cells[i] = s.counts[i]
+		case schemas.MeasureSum:
+			r.Cells[i] = s.floats[i]
+		case schemas.MeasureMin, schemas.MeasureMax:
+			if s.nulls[i] == nil {
+				r.Cells[i] = (*float64)(nil)
+			} else {
+				f := *s.nulls[i]
+				r.Cells[i] = &f
+			}
+			s.nulls[i] = nil
+		default:
+			r.Cells[i] = []byte(s.strs[i])
+		}
+	}
+	return r
+}
+
+// SpeedProgress returns, per Kafka partition with speed rows, the highest
+// version (Kafka offset) folded into any of the view's speed rows.
+// Partitions without rows are absent.
+func (db *DB) SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int64, error) {
+	rows, err := db.conn.Query(ctx, speedProgressSQL(db.db, v))
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: reading progress of %s: %w", SpeedTable(v.Name), err)
+	}
+	defer rows.Close()
+	out := map[int32]int64{}
+	for rows.Next() {
+		var p uint32
+		var version uint64
+		if err := rows.Scan(&p, &version); err != nil {
+			return nil, fmt.Errorf("clickhouse: reading progress of %s: %w", SpeedTable(v.Name), err)
+		}
+		out[int32(p)] = int64(version)
+	}
+	return out, rows.Err()
+}
+
+// DeleteAbsorbedSpeedRows deletes the view's speed rows of chunks below
+// olderAbsorbed[p] (K_p per partition) and waits until the server applied
+// the deletion.
+//
+// Contract: pass the absorbed chunks of a run OLDER than the current one,
+// one that no serving replica and no running query can still use. A
+// replica still answering from run R needs the speed rows of every chunk R
+// did not absorb; deleting by the current run's K_p would leave it a gap.
+func (db *DB) DeleteAbsorbedSpeedRows(ctx context.Context, v *schemas.View, olderAbsorbed map[int32]int64) error {
+	clause, err := deleteAbsorbedClause(olderAbsorbed)
+	if err != nil || clause == "" {
+		return err
+	}
+	return db.mutate(ctx, SpeedTable(v.Name), clause)
+}
