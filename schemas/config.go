@@ -111,6 +111,10 @@ type SpeedConfig struct {
 	FlushInterval Duration `yaml:"flush_interval"`
 	// FlushRows flushes early when this many rows changed since the last flush.
 	FlushRows int `yaml:"flush_rows"`
+	// SessionTimeout is how long a dead speed member keeps its partitions
+	// before the group gives them to another (0: 10s; brokers refuse less
+	// than their group.min.session.timeout.ms, 6s by default).
+	SessionTimeout Duration `yaml:"session_timeout"`
 }
 
 // ArchiveConfig configures the archiver that writes the master dataset.
