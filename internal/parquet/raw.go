@@ -1,0 +1,277 @@
+package parquet
+
+import (
+	"fmt"
+	"io"
+	"iter"
+	"strconv"
+	"time"
+
+	pq "github.com/parquet-go/parquet-go"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// RawRecord is one Kafka message of a stream as the master dataset keeps
+// it: the decoded event when it was valid, and always the original bytes
+// and where the message sat in Kafka.
+type RawRecord struct {
+	// Event is the decoded event, nil when the message failed validation
+	// (its typed columns are then null; Raw still holds it).
+	Event     *schemas.Event
+	Raw       []byte
+	Partition int32
+	Offset    int64
+	KafkaTime time.Time
+}
+
+// RawWriterOptions tune a RawWriter. The zero value is valid.
+type RawWriterOptions struct {
+	// RowGroupBytes cuts a row group when this much is buffered
+	// (default DefaultRowGroupBytes).
+	RowGroupBytes int64
+	// Partition is recorded in the footer metadata.
+	Partition int32
+}
+
+// RawWriter writes one raw Parquet file of a stream, row by row, to an
+// io.Writer, with memory bounded by the row-group size. Records must come
+// in strictly increasing offset order (readers rely on it). A RawWriter is
+// used by one goroutine.
+type RawWriter struct {
+	stream      *schemas.Stream
+	t           *tableWriter
+	idx         rawIndexes
+	first, last int64
+}
+
+type rawIndexes struct{ raw, partition, offset, kafkaTS int }
+
+func rawIdx(s *schemas.Stream) rawIndexes {
+	n := len(s.Fields)
+	return rawIndexes{raw: n, partition: n + 1, offset: n + 2, kafkaTS: n + 3}
+}
+
+// NewRawWriter starts a raw file of stream s on w.
+func NewRawWriter(w io.Writer, s *schemas.Stream, opts RawWriterOptions) *RawWriter {
+	meta := [][2]string{
+		{MetaKind, "raw"},
+		{MetaStream, s.Name},
+		{MetaSchemaVersion, s.SchemaVersion()},
+		{MetaPartition, strconv.Itoa(int(opts.Partition))},
+	}
+	return &RawWriter{
+		stream: s,
+		t:      newTableWriter(w, schemaOf(s.Name, s.RawColumns(), schemas.ColRaw, s.IDField), opts.RowGroupBytes, meta),
+		idx:    rawIdx(s),
+		first:  -1,
+		last:   -1,
+	}
+}
+
+// Write appends one record. rec.Raw is referenced, not copied, until the
+// writer encodes it (at most a few hundred records later, or at Close):
+// the caller must not modify it.
+func (w *RawWriter) Write(rec RawRecord) error {
+	if w.last >= 0 && rec.Offset <= w.last {
+		return fmt.Errorf("parquet: raw record offset %d after %d: offsets must increase", rec.Offset, w.last)
+	}
+	row := w.t.row()
+	approx := len(rec.Raw) + 24
+	for i, f := range w.stream.Fields {
+		if rec.Event == nil || i >= len(rec.Event.Values) || !rec.Event.Values[i].Set {
+			row[i] = pq.Value{}.Level(0, 0, i)
+			continue
+		}
+		v := rec.Event.Values[i]
+		var pv pq.Value
+		switch f.Type {
+		case schemas.TypeString:
+			pv = pq.ByteArrayValue([]byte(v.Str))
+			approx += len(v.Str)
+		case schemas.TypeInt64:
+			pv = pq.Int64Value(v.Int)
+		case schemas.TypeFloat64:
+			pv = pq.DoubleValue(v.Float)
+		case schemas.TypeBool:
+			pv = pq.BooleanValue(v.Bool)
+		case schemas.TypeTimestamp:
+			pv = pq.Int64Value(v.Time.UnixMilli())
+		}
+		row[i] = pv.Level(0, 1, i)
+		approx += 8
+	}
+	row[w.idx.raw] = pq.ByteArrayValue(rec.Raw).Level(0, 0, w.idx.raw)
+	row[w.idx.partition] = pq.Int32Value(rec.Partition).Level(0, 0, w.idx.partition)
+	row[w.idx.offset] = pq.Int64Value(rec.Offset).Level(0, 0, w.idx.offset)
+	row[w.idx.kafkaTS] = pq.Int64Value(rec.KafkaTime.UnixMilli()).Level(0, 0, w.idx.kafkaTS)
+	if err := w.t.add(row, approx); err != nil {
+		return err
+	}
+	if w.first < 0 {
+		w.first = rec.Offset
+	}
+	w.last = rec.Offset
+	return nil
+}
+
+// Rows is the number of records written.
+func (w *RawWriter) Rows() int64 { return w.t.rows }
+
+// Offsets are the first and last offsets written (-1 before any).
+func (w *RawWriter) Offsets() (first, last int64) { return w.first, w.last }
+
+// Size estimates the file's size so far (an over-estimate until Close, as
+// the open row group is counted uncompressed).
+func (w *RawWriter) Size() int64 { return w.t.size() }
+
+// Written is the number of bytes emitted so far; after Close, the file size.
+func (w *RawWriter) Written() int64 { return w.t.written() }
+
+// Close writes the footer (with the offset range in its metadata). It does
+// not close the io.Writer.
+func (w *RawWriter) Close() error {
+	w.t.setMeta(MetaFirstOffset, strconv.FormatInt(w.first, 10))
+	w.t.setMeta(MetaLastOffset, strconv.FormatInt(w.last, 10))
+	return w.t.close()
+}
+
+// RawReadOptions tune a RawReader. The zero value reads every column.
+type RawReadOptions struct {
+	// Columns limits which declared fields and _raw are read (names from
+	// Stream.RawColumns). _partition, _offset and _kafka_ts are always read.
+	// Empty reads everything.
+	Columns []string
+}
+
+// RawReader iterates the records of one raw file in file order, which is
+// offset order. Declared fields missing from the file (added to the stream
+// after it was written) read as unset.
+type RawReader struct {
+	stream  *schemas.Stream
+	t       *tableReader
+	idx     rawIndexes
+	read    []bool // per raw column: selected
+	idCol   int
+	timeCol int
+}
+
+// NewRawReader opens a raw file of stream s.
+func NewRawReader(s *schemas.Stream, r io.ReaderAt, size int64, opts RawReadOptions) (*RawReader, error) {
+	cols := s.RawColumns()
+	idx := rawIdx(s)
+	read := make([]bool, len(cols))
+	for i := range read {
+		read[i] = len(opts.Columns) == 0 || i == idx.partition || i == idx.offset || i == idx.kafkaTS
+	}
+	for _, name := range opts.Columns {
+		found := false
+		for i, c := range cols {
+			if c.Name == name {
+				read[i], found = true, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("parquet: stream %s has no raw column %q", s.Name, name)
+		}
+	}
+	want := make([]schemas.Column, len(cols))
+	copy(want, cols)
+	t, err := openTable(r, size, want)
+	if err != nil {
+		return nil, err
+	}
+	for i := range read {
+		if !read[i] {
+			t.cols[i] = -1
+		}
+	}
+	if t.cols[idx.offset] < 0 || t.cols[idx.partition] < 0 {
+		return nil, fmt.Errorf("parquet: file is not a raw file of stream %s: it lacks %s or %s", s.Name, schemas.ColOffset, schemas.ColPartition)
+	}
+	if k, ok := t.lookup(MetaStream); ok && k != s.Name {
+		return nil, fmt.Errorf("parquet: file holds stream %q, not %q", k, s.Name)
+	}
+	return &RawReader{stream: s, t: t, idx: idx, read: read,
+		idCol: s.FieldIndex(s.IDField), timeCol: s.FieldIndex(s.TimeField)}, nil
+}
+
+// NumRows is the number of records in the file.
+func (r *RawReader) NumRows() int64 { return r.t.file.NumRows() }
+
+// Metadata reads a footer key (the Meta* constants).
+func (r *RawReader) Metadata(key string) (string, bool) { return r.t.lookup(key) }
+
+// Next returns the next record, or io.EOF after the last. Event is set
+// when the record's id column was read and is not null (the message was a
+// valid event); fields not read are unset in it.
+func (r *RawReader) Next() (RawRecord, error) {
+	if err := r.t.next(); err != nil {
+		return RawRecord{}, err
+	}
+	vals := func(c int) pq.Value { return r.t.bufs[c][r.t.i] }
+	rec := RawRecord{
+		Partition: vals(r.idx.partition).Int32(),
+		Offset:    vals(r.idx.offset).Int64(),
+	}
+	if r.t.cols[r.idx.kafkaTS] >= 0 {
+		rec.KafkaTime = time.UnixMilli(vals(r.idx.kafkaTS).Int64()).UTC()
+	}
+	if r.t.cols[r.idx.raw] >= 0 {
+		rec.Raw = append([]byte(nil), vals(r.idx.raw).ByteArray()...)
+	}
+	if r.idCol >= 0 && r.t.cols[r.idCol] >= 0 && !vals(r.idCol).IsNull() {
+		ev := &schemas.Event{Values: make([]schemas.Value, len(r.stream.Fields))}
+		for i, f := range r.stream.Fields {
+			if r.t.cols[i] < 0 {
+				continue
+			}
+			v := vals(i)
+			if v.IsNull() {
+				continue
+			}
+			sv := schemas.Value{Set: true}
+			switch f.Type {
+			case schemas.TypeString:
+				sv.Str = string(v.ByteArray())
+			case schemas.TypeInt64:
+				sv.Int = v.Int64()
+				sv.Float = float64(sv.Int)
+			case schemas.TypeFloat64:
+				sv.Float = v.Double()
+			case schemas.TypeBool:
+				sv.Bool = v.Boolean()
+			case schemas.TypeTimestamp:
+				sv.Time = time.UnixMilli(v.Int64()).UTC()
+			}
+			ev.Values[i] = sv
+		}
+		ev.ID = ev.Values[r.idCol].Str
+		if r.timeCol >= 0 {
+			ev.Time = ev.Values[r.timeCol].Time
+		}
+		rec.Event = ev
+	}
+	return rec, nil
+}
+
+// All iterates the remaining records; it stops at the first error.
+func (r *RawReader) All() iter.Seq2[RawRecord, error] {
+	return func(yield func(RawRecord, error) bool) {
+		for {
+			rec, err := r.Next()
+			if err == io.EOF {
+				return
+			}
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Close releases the reader's page buffers.
+func (r *RawReader) Close() error {
+	r.t.closeCursors()
+	return nil
+}
