@@ -147,7 +147,7 @@ func (l *lock) renew() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), l.ttl/3)
+		ctx, cancel := context.WithTimeout(context.Background(), max(l.ttl/3, 10*time.Second))
 		l.mu.Lock()
 		etag := l.etag
 		l.mu.Unlock()

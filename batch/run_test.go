@@ -1,0 +1,328 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/testenv"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+func testLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func openCH(t *testing.T, ctx context.Context, cfg *schemas.Config) *clickhouse.DB {
+	t.Helper()
+	srv := testenv.ClickHouse(t)
+	cfg.ClickHouse.Addr = srv.Addr
+	cfg.ClickHouse.Username, cfg.ClickHouse.Password = srv.Username, srv.Password
+	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	_, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	return db
+}
+
+// TestBatchEndToEnd walks one deployment through its life: a first run
+// over a partly archived master dataset, a re-run with nothing new, an
+// incremental run after more data, a full run that must equal it byte for
+// byte, ClickHouse loads and speed-row deletion, and garbage collection.
+func TestBatchEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv := testenv.MinIO(t)
+	cfg := testConfig(t, 100, 3, srv)
+	st := testStore(t, cfg)
+	db := openCH(t, ctx, cfg)
+	s := cfg.Stream("pv")
+	hourly, daily := cfg.View("pv_hourly"), cfg.View("pv_daily")
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	msgs := map[int32][]genMsg{}
+	ids := map[int32]*[]string{0: {}, 1: {}, 2: {}}
+	for p := int32(0); p < 3; p++ {
+		msgs[p] = genPartition(rng, p, 0, 350, ids[p])
+	}
+	// Partition 2 is archived only up to offset 279: chunk 2 is partial.
+	writeRaw(t, ctx, st, s, 0, msgs[0], 70)
+	writeRaw(t, ctx, st, s, 1, msgs[1][:200], 70)
+	writeRaw(t, ctx, st, s, 1, msgs[1][200:], 33) // other file boundaries
+	writeRaw(t, ctx, st, s, 2, msgs[2][:280], 70)
+
+	run := func(full bool) *Result {
+		t.Helper()
+		res, err := Run(ctx, Options{Config: cfg, Store: st, ClickHouse: db, Full: full, Log: testLog(), TempDir: t.TempDir()})
+		require.NoError(t, err)
+		return res
+	}
+
+	// Run 1.
+	res1 := run(false)
+	require.False(t, res1.UpToDate())
+	m1, rows, _ := publishedRows(t, ctx, st, hourly)
+	want1 := map[int32]int64{0: 300, 1: 300, 2: 200}
+	require.Equal(t, want1, m1.Absorbed, "only whole, fully archived chunks are absorbed")
+	tr, events, dups, invalid := truth(msgs, want1, time.Hour, true)
+	require.Positive(t, dups)
+	require.Positive(t, invalid)
+	checkAgainstTruth(t, hourly, rows, tr)
+	require.Equal(t, events, m1.Events)
+	require.Equal(t, dups, m1.Duplicates)
+	require.Equal(t, invalid, m1.Invalid)
+	for _, f := range m1.Files {
+		require.True(t, strings.HasPrefix(f.Key, schemas.ViewRunPrefix(hourly.Name, m1.RunID)))
+		require.Equal(t, f.Day, f.MinTime.Truncate(24*time.Hour))
+	}
+	checkClickHouse(t, ctx, db, cfg, m1, msgs, want1)
+
+	// Run 2: nothing new → up to date, the same run stays current.
+	res2 := run(false)
+	require.True(t, res2.UpToDate())
+	m2, err := ReadManifest(ctx, st, hourly.Name)
+	require.NoError(t, err)
+	require.Equal(t, m1.RunID, m2.RunID)
+
+	// Speed rows of partition 0, chunks 0..4 (run 1 absorbed chunks 0..2).
+	insertSpeedRows(t, ctx, db, hourly, 0, 5)
+
+	// More data: partition 0 to offset 549, partition 2 completes.
+	more0 := genPartition(rng, 0, 350, 200, ids[0])
+	msgs[0] = append(msgs[0], more0...)
+	writeRaw(t, ctx, st, s, 0, more0, 90)
+	more2 := genPartition(rng, 2, 350, 100, ids[2])
+	writeRaw(t, ctx, st, s, 2, msgs[2][280:], 70)
+	msgs[2] = append(msgs[2], more2...)
+	writeRaw(t, ctx, st, s, 2, more2, 100)
+
+	// Run 3: incremental.
+	res3 := run(false)
+	require.False(t, res3.UpToDate())
+	require.True(t, res3.Views[0].Incremental)
+	m3, rows3, order3 := publishedRows(t, ctx, st, hourly)
+	want3 := map[int32]int64{0: 500, 1: 300, 2: 400}
+	require.Equal(t, want3, m3.Absorbed)
+	tr3, events3, dups3, invalid3 := truth(msgs, want3, time.Hour, true)
+	checkAgainstTruth(t, hourly, rows3, tr3)
+	require.Equal(t, []int64{events3, dups3, invalid3}, []int64{m3.Events, m3.Duplicates, m3.Invalid})
+	require.Equal(t, m1.RunID, m3.PreviousRunID)
+	require.Positive(t, res3.Views[0].DaysKept, "some days carried over")
+	// The older run (1) absorbed chunks 0..2 of partition 0: their speed
+	// rows go; chunks 3 and 4, absorbed only by the run just published, stay.
+	require.Equal(t, []uint64{3, 4}, speedChunks(t, ctx, db, hourly, 0))
+	checkClickHouse(t, ctx, db, cfg, m3, msgs, want3)
+	_, drows3, dorder3 := publishedRows(t, ctx, st, daily)
+	dtr3, _, _, _ := truth(msgs, want3, 24*time.Hour, false)
+	require.Len(t, drows3, len(dtr3))
+
+	// Run 4: full recompute equals the incremental run byte for byte.
+	res4 := run(true)
+	require.False(t, res4.Views[0].Incremental)
+	m4, _, order4 := publishedRows(t, ctx, st, hourly)
+	require.NotEqual(t, m3.RunID, m4.RunID, "a --full run publishes a new run")
+	require.Equal(t, order3, order4, "incremental and full runs give identical rows")
+	_, _, dorder4 := publishedRows(t, ctx, st, daily)
+	require.Equal(t, dorder3, dorder4)
+	require.Equal(t, m3.Rows, m4.Rows)
+	require.Empty(t, speedChunks(t, ctx, db, hourly, 0), "run 3 absorbed chunks 3 and 4; run 4 deleted their speed rows")
+
+	// GC: keep_runs = 2 keeps runs 3 and 4 only.
+	runs, published, err := listRuns(ctx, st, "views/pv_hourly/runs/", "_manifest.json")
+	require.NoError(t, err)
+	require.Equal(t, []string{m3.RunID, m4.RunID}, runs)
+	require.Len(t, published, 2)
+	states, _, err := listRuns(ctx, st, "batch/pv/runs/", "state.json")
+	require.NoError(t, err)
+	require.Equal(t, []string{m3.RunID, m4.RunID}, states)
+	// The files of run 4's manifest all exist.
+	for _, f := range m4.Files {
+		_, err := st.Stat(ctx, f.Key)
+		require.NoError(t, err)
+	}
+}
+
+// checkClickHouse: the run is current in runs, its absorbed chunks are
+// recorded, older runs are gone from <view>_batch, and the merged SQL view
+// (batch only, no speed rows of unabsorbed chunks) equals the truth.
+func checkClickHouse(t *testing.T, ctx context.Context, db *clickhouse.DB, cfg *schemas.Config, m *schemas.Manifest, msgs map[int32][]genMsg, absorbed map[int32]int64) {
+	t.Helper()
+	v := cfg.View(m.View)
+	cur, _, err := currentCHRun(ctx, db, v.Name)
+	require.NoError(t, err)
+	require.Equal(t, m.RunID, cur)
+	var runs uint64
+	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf("SELECT uniqExact(run_id) FROM %s.%s", q(db.Database()), q(clickhouse.BatchTable(v.Name)))).Scan(&runs))
+	require.EqualValues(t, 1, runs)
+	rows, err := db.Conn().Query(ctx, fmt.Sprintf("SELECT kafka_partition, chunks, absorbed_offset FROM %s.absorbed WHERE view = ? AND run_id = ? ORDER BY kafka_partition", q(db.Database())), v.Name, m.RunID)
+	require.NoError(t, err)
+	got := map[int32]int64{}
+	for rows.Next() {
+		var p uint32
+		var k, off uint64
+		require.NoError(t, rows.Scan(&p, &k, &off))
+		require.EqualValues(t, off/uint64(cfg.ChunkSize), k)
+		got[int32(p)] = int64(off)
+	}
+	rows.Close()
+	require.Equal(t, absorbed, got)
+
+	tr, _, _, _ := truth(msgs, absorbed, time.Hour, true)
+	var wantCount int64
+	var wantSum float64
+	for _, r := range tr {
+		wantCount += r.Count
+		wantSum += r.Sum
+	}
+	// Speed rows of chunks the run did not absorb count too: subtract them.
+	var speedCount int64
+	var speedSum float64
+	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf(`SELECT toInt64(sum(views)), sum(revenue) FROM %s.%s FINAL
+		WHERE chunk >= transform(kafka_partition, [toUInt32(4294967295), 0, 1, 2], [toUInt64(0), %d, %d, %d], toUInt64(0))`,
+		q(db.Database()), q(clickhouse.SpeedTable(v.Name)), absorbed[0]/cfg.ChunkSize, absorbed[1]/cfg.ChunkSize, absorbed[2]/cfg.ChunkSize)).Scan(&speedCount, &speedSum))
+	var gotCount int64
+	var gotSum float64
+	var groups uint64
+	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf("SELECT toInt64(sum(views)), sum(revenue), count() FROM %s.%s", q(db.Database()), q(v.Name))).Scan(&gotCount, &gotSum, &groups))
+	require.Equal(t, wantCount, gotCount-speedCount)
+	require.InDelta(t, wantSum, gotSum-speedSum, 1e-6*wantSum)
+	if speedCount == 0 {
+		require.EqualValues(t, len(tr), groups)
+	}
+}
+
+func insertSpeedRows(t *testing.T, ctx context.Context, db *clickhouse.DB, v *schemas.View, p uint32, chunks int) {
+	t.Helper()
+	b, err := db.Conn().PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.%s (window_start, country, views, revenue, min_latency, max_latency, users, lat, kafka_partition, chunk, version)",
+		q(db.Database()), q(clickhouse.SpeedTable(v.Name))))
+	require.NoError(t, err)
+	for c := 0; c < chunks; c++ {
+		require.NoError(t, b.Append(genBase, "ZZ", int64(1), 1.5, nil, nil, "", "", p, uint64(c), uint64(c)))
+	}
+	require.NoError(t, b.Send())
+}
+
+func speedChunks(t *testing.T, ctx context.Context, db *clickhouse.DB, v *schemas.View, p uint32) []uint64 {
+	t.Helper()
+	rows, err := db.Conn().Query(ctx, fmt.Sprintf("SELECT chunk FROM %s.%s WHERE kafka_partition = ? ORDER BY chunk", q(db.Database()), q(clickhouse.SpeedTable(v.Name))), p)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []uint64
+	for rows.Next() {
+		var c uint64
+		require.NoError(t, rows.Scan(&c))
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestConcurrentRunRefused: a second run while one holds the lock fails
+// clearly and changes nothing.
+func TestConcurrentRunRefused(t *testing.T) {
+	ctx := context.Background()
+	srv := testenv.MinIO(t)
+	cfg := testConfig(t, 100, 1, srv)
+	st := testStore(t, cfg)
+	lk, err := acquireLock(ctx, st, "first-run", time.Minute, testLog())
+	require.NoError(t, err)
+	_, err = Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
+	require.ErrorIs(t, err, ErrLocked)
+	require.Contains(t, err.Error(), "first-run")
+	_, err = acquireLock(ctx, st, "third", time.Minute, testLog())
+	require.ErrorIs(t, err, ErrLocked)
+	lk.release(ctx)
+	// Released: the next run gets it.
+	_, err = Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
+	require.NoError(t, err)
+	// An expired lock is taken over.
+	stale := fmt.Sprintf(`{"holder":"crashed","started_at":%q,"expires_at":%q}`,
+		time.Now().Add(-2*time.Hour).Format(time.RFC3339), time.Now().Add(-time.Hour).Format(time.RFC3339))
+	require.NoError(t, st.PutBytes(ctx, LockKey, []byte(stale)))
+	_, err = Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
+	require.NoError(t, err)
+}
+
+// TestCrashBeforeManifest: a run that dies before its manifest leaves the
+// previous run visible, and the next run publishes normally.
+func TestCrashBeforeManifest(t *testing.T) {
+	ctx := context.Background()
+	srv := testenv.MinIO(t)
+	cfg := testConfig(t, 100, 1, srv)
+	st := testStore(t, cfg)
+	s := cfg.Stream("pv")
+	rng := rand.New(rand.NewPCG(3, 4))
+	var ids []string
+	msgs := genPartition(rng, 0, 0, 250, &ids)
+	writeRaw(t, ctx, st, s, 0, msgs[:150], 50)
+	_, err := Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
+	require.NoError(t, err)
+	m1, err := ReadManifest(ctx, st, "pv_hourly")
+	require.NoError(t, err)
+
+	writeRaw(t, ctx, st, s, 0, msgs[150:], 50)
+	crash := errors.New("simulated crash")
+	_, err = Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir(),
+		crashBeforeManifest: func(string) error { return crash }})
+	require.ErrorIs(t, err, crash)
+	m, err := ReadManifest(ctx, st, "pv_hourly")
+	require.NoError(t, err)
+	require.Equal(t, m1.RunID, m.RunID, "the previous run stays visible")
+	for _, f := range m.Files {
+		_, err := st.Stat(ctx, f.Key)
+		require.NoError(t, err)
+	}
+
+	res, err := Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
+	require.NoError(t, err)
+	require.False(t, res.UpToDate())
+	m3, rows, _ := publishedRows(t, ctx, st, cfg.View("pv_hourly"))
+	require.Equal(t, map[int32]int64{0: 200}, m3.Absorbed)
+	tr, _, _, _ := truth(map[int32][]genMsg{0: msgs}, m3.Absorbed, time.Hour, true)
+	checkAgainstTruth(t, cfg.View("pv_hourly"), rows, tr)
+	// The crashed run's leftovers were collected.
+	runs, _, err := listRuns(ctx, st, "views/pv_hourly/runs/", "_manifest.json")
+	require.NoError(t, err)
+	require.Equal(t, []string{m1.RunID, m3.RunID}, runs)
+}
+
+func TestCoverPartition(t *testing.T) {
+	f := func(first, last int64) rawFile { return rawFile{Key: fmt.Sprint(first), First: first, Last: last} }
+	cases := []struct {
+		name            string
+		files           []rawFile
+		vouched         int64
+		covered, absorb int64
+		reads           [][2]int64
+	}{
+		{"none", nil, -1, 0, 0, nil},
+		{"partial chunk", []rawFile{f(0, 149)}, -1, 150, 100, [][2]int64{{0, 100}}},
+		{"contiguous", []rawFile{f(0, 99), f(100, 249), f(250, 299)}, -1, 300, 300, [][2]int64{{0, 100}, {100, 250}, {250, 300}}},
+		{"gap stops", []rawFile{f(0, 99), f(100, 149), f(160, 399)}, -1, 150, 100, [][2]int64{{0, 100}}},
+		{"gap vouched", []rawFile{f(0, 149), f(160, 399)}, 400, 400, 400, [][2]int64{{0, 150}, {160, 400}}},
+		{"overlap and re-upload", []rawFile{f(0, 99), f(0, 49), f(50, 199), f(150, 209)}, -1, 210, 200, [][2]int64{{0, 100}, {100, 200}}},
+		{"retention start", []rawFile{f(120, 299), f(300, 420)}, -1, 421, 400, [][2]int64{{120, 300}, {300, 400}}},
+		{"retention, no whole chunk", []rawFile{f(120, 180)}, -1, 181, 0, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pp := coverPartition(0, tc.files, tc.vouched, 100)
+			require.Equal(t, tc.covered, pp.Covered)
+			require.Equal(t, tc.absorb, pp.Absorbed)
+			var reads [][2]int64
+			for _, rf := range pp.Files {
+				reads = append(reads, [2]int64{rf.From, rf.To})
+			}
+			require.Equal(t, tc.reads, reads)
+		})
+	}
+}
