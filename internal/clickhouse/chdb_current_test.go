@@ -1,0 +1,328 @@
+//go:build chdb
+
+package clickhouse
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chdb-io/chdb-go/chdb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// These tests run only with -tags chdb and CHDB_LIB_PATH set; the ordinary
+// TestCurrentClickHouse starts them (see chdb_test.go). chdb has no network
+// port, so the SQL runs with its '?' arguments substituted as literals, the
+// way clickhouse-go binds them client-side.
+
+type chdbSession struct {
+	t *testing.T
+	s *chdb.Session
+}
+
+func newCHDB(t *testing.T) *chdbSession {
+	s, err := chdb.NewSession(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return &chdbSession{t: t, s: s}
+}
+
+// query runs sql with args substituted and returns the rows, fields unescaped
+// (NULL stays \\N).
+func (c *chdbSession) query(sql string, args ...any) [][]string {
+	c.t.Helper()
+	return c.run(substitute(c.t, sql, args))
+}
+
+// run runs a complete statement.
+func (c *chdbSession) run(full string) [][]string {
+	c.t.Helper()
+	res, err := c.s.Query(full, "TSV")
+	if err != nil {
+		shown := full
+		if len(shown) > 2000 {
+			shown = shown[:2000] + " …"
+		}
+		c.t.Fatalf("on current ClickHouse: %v\n%s", err, shown)
+	}
+	if res == nil {
+		return nil
+	}
+	var out [][]string
+	for _, line := range strings.Split(strings.TrimRight(res.String(), "\n"), "\n") {
+		if line != "" {
+			fields := strings.Split(line, "\t")
+			for i, f := range fields {
+				if f != `\N` {
+					fields[i] = tsvUnescape.Replace(f)
+				}
+			}
+			out = append(out, fields)
+		}
+	}
+	return out
+}
+
+// insert runs an INSERT statement of the adapter with VALUES for rows.
+func (c *chdbSession) insert(sql string, rows [][]any) {
+	c.t.Helper()
+	if len(rows) == 0 {
+		return
+	}
+	var b strings.Builder
+	b.WriteString(sql)
+	b.WriteString(" VALUES ")
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		for j, v := range r {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(literal(c.t, v))
+		}
+		b.WriteString(")")
+	}
+	c.run(b.String())
+}
+
+func substitute(t *testing.T, sql string, args []any) string {
+	parts := strings.Split(sql, "?")
+	require.Len(t, parts, len(args)+1, "placeholders of %q", sql)
+	var b strings.Builder
+	for i, p := range parts {
+		b.WriteString(p)
+		if i < len(args) {
+			b.WriteString(literal(t, args[i]))
+		}
+	}
+	return b.String()
+}
+
+func literal(t *testing.T, v any) string {
+	if v == nil {
+		return "NULL"
+	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return "NULL"
+		}
+		return literal(t, rv.Elem().Interface())
+	}
+	switch x := v.(type) {
+	case string:
+		return quoteBytes([]byte(x))
+	case []byte:
+		return quoteBytes(x)
+	case time.Time:
+		x = x.UTC()
+		if x.Nanosecond() == 0 {
+			return "'" + x.Format("2006-01-02 15:04:05") + "'"
+		}
+		return "'" + x.Format("2006-01-02 15:04:05.000") + "'"
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case int64, int32, uint32, uint64, uint8, int:
+		return fmt.Sprint(x)
+	}
+	t.Fatalf("no literal for %T", v)
+	return ""
+}
+
+// quoteBytes writes any bytes (sketches included) as a string literal.
+func quoteBytes(b []byte) string {
+	var s strings.Builder
+	s.WriteByte('\'')
+	for _, c := range b {
+		if c == '\'' || c == '\\' || c < 0x20 || c >= 0x7f {
+			fmt.Fprintf(&s, "\\x%02X", c)
+		} else {
+			s.WriteByte(c)
+		}
+	}
+	s.WriteByte('\'')
+	return s.String()
+}
+
+func TestCHDBEveryStatementAndQuery(t *testing.T) {
+	c := newCHDB(t)
+	raw := c.query("SELECT version()")[0][0]
+	v, err := ParseVersion(raw)
+	require.NoError(t, err)
+	t.Logf("current ClickHouse: %s", raw)
+	require.True(t, v.HasLowCardinality() && v.HasTTL() && v.HasDateTime64(), "chdb %s should exercise every gated feature", v)
+
+	// The DDL for this version, and the Baseline (18.16) DDL too: a server
+	// upgraded after migrating keeps the older tables.
+	base := parseConfig(t, strings.Replace(testConfigYAML, "database: tandem", "database: tandem_base", 1))
+	for _, s := range DDL(base, Baseline) {
+		c.query(s.SQL)
+	}
+	cfg := parseConfig(t, testConfigYAML)
+	for _, s := range DDL(cfg, v) {
+		c.query(s.SQL)
+	}
+	types := map[string]string{}
+	for _, r := range c.query("SELECT concat(table, '.', name), type FROM system.columns WHERE database = 'tandem'") {
+		types[r[0]] = r[1]
+	}
+	require.Equal(t, "LowCardinality(String)", types["clicks_by_country_speed.country"])
+	require.Equal(t, "Nullable(DateTime64(3, 'UTC'))", types["clicks_events.ts"])
+	require.Contains(t, c.query("SELECT engine_full FROM system.tables WHERE database = 'tandem' AND name = 'clicks_events'")[0][0], "TTL")
+
+	for _, db := range []string{"tandem", "tandem_base"} {
+		t.Run(db, func(t *testing.T) {
+			c := &chdbSession{t: t, s: c.s}
+			cfg := cfg
+			if db == "tandem_base" {
+				cfg = base
+			}
+			checkQueriesOnCurrent(t, c, cfg)
+		})
+	}
+}
+
+// checkQueriesOnCurrent replays the merged-view scenario of
+// TestMergedViewEqualsTruthAcrossBatchRuns with every query builder's SQL.
+func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
+	db := cfg.ClickHouse.Database
+	v := cfg.View("clicks_by_country")
+	s := cfg.Stream("clicks")
+	evs := makeEvents(s, 900, 3, 2)
+	want := truth(v, evs)
+
+	merged := func() map[schemas.RowKey]exact {
+		got := map[schemas.RowKey]exact{}
+		for _, r := range c.query(fmt.Sprintf("SELECT window_start, country, device, n, revenue, lo, hi FROM %s", qualified(db, MergedView(v.Name)))) {
+			w, err := time.Parse("2006-01-02 15:04:05", r[0])
+			require.NoError(t, err)
+			e := exact{present: true}
+			e.n, _ = strconv.ParseInt(r[3], 10, 64)
+			e.sum, _ = strconv.ParseFloat(r[4], 64)
+			e.lo, e.hi = nullFloat(r[5]), nullFloat(r[6])
+			got[schemas.RowKey{WindowMs: w.UnixMilli(), Dims: schemas.JoinDims([]string{r[1], r[2]})}] = e
+		}
+		return got
+	}
+
+	sql, cols := speedInsertSQL(db, v)
+	require.Len(t, cols, len(v.RowColumns())+3)
+	var rows [][]any
+	speed := speedRows(v, evs, cfg.ChunkSize)
+	for i := range speed {
+		args, err := SpeedArgs(v, &speed[i])
+		require.NoError(t, err)
+		rows = append(rows, args)
+	}
+	c.insert(sql, rows)
+	require.Equal(t, want, merged())
+
+	// Batch run absorbing p0 chunks 0-1 and p1 chunk 0, as LoadBatchRun
+	// and PublishRun write it.
+	m := &schemas.Manifest{View: v.Name, RunID: "r1", ChunkSize: cfg.ChunkSize, Absorbed: map[int32]int64{0: 200, 1: 100}}
+	bsql, _ := batchInsertSQL(db, v)
+	rows = nil
+	for k, a := range aggregate(v, evs, cfg.ChunkSize, false, func(e testEvent) bool { return e.offset < m.Absorbed[e.partition] }) {
+		r := viewRow(v, k.key, a)
+		args, err := rowArgs(v, &r, 1)
+		require.NoError(t, err)
+		args[0] = m.RunID
+		rows = append(rows, args)
+	}
+	c.insert(bsql, rows)
+	c.insert(insertSQL(db, TableAbsorbed, absorbedColumns), [][]any{
+		{v.Name, "r1", uint32(0), uint64(2), uint64(200)}, {v.Name, "r1", uint32(1), uint64(1), uint64(100)},
+	})
+	require.Equal(t, want, merged())
+	c.insert(insertSQL(db, TableRuns, runsColumns), [][]any{{v.Name, "r1", time.Now().UTC().Truncate(time.Second), uint64(1)}})
+	require.Equal(t, want, merged())
+
+	cur := c.query(currentRunSQL(db), v.Name)
+	require.Equal(t, [][]string{{"r1", "1"}}, cur)
+	require.Equal(t, [][]string{{"0", "2", "200"}, {"1", "1", "100"}}, c.query(runAbsorbedSQL(db), v.Name, "r1"))
+	absorbed := map[int32]int64{0: 2, 1: 1}
+
+	// SelectSpeedRows' SQL: FINAL, the range and the seam.
+	unabsorbed := 0
+	for _, r := range speed {
+		if r.Chunk >= absorbed[r.Partition] && !r.WindowStart.Before(t0.Add(time.Minute)) {
+			unabsorbed++
+		}
+	}
+	q, args, err := selectSpeedSQL(db, v, t0.Add(time.Minute), time.Time{}, absorbed)
+	require.NoError(t, err)
+	got := c.query(q, args...)
+	require.Len(t, got, unabsorbed)
+	require.Len(t, got[0], len(speedColumns(v)))
+
+	q, args = selectBatchSQL(db, v, "r1", time.Time{}, time.Time{})
+	require.Len(t, c.query(q, args...), len(rows))
+	require.Equal(t, [][]string{{"r1"}}, c.query(batchRunsSQL(db, v)))
+
+	progress := c.query(speedProgressSQL(db, v))
+	require.Len(t, progress, 3)
+
+	// Deleting absorbed speed rows and dropping a run.
+	clause, err := deleteAbsorbedClause(absorbed)
+	require.NoError(t, err)
+	c.query(fmt.Sprintf("ALTER TABLE %s %s SETTINGS mutations_sync = 2", qualified(db, SpeedTable(v.Name)), clause))
+	require.Equal(t, want, merged())
+	q, args, err = selectSpeedSQL(db, v, time.Time{}, time.Time{}, nil)
+	require.NoError(t, err)
+	for _, r := range c.query(q, args...) {
+		p, _ := strconv.Atoi(r[len(r)-3])
+		chunk, _ := strconv.Atoi(r[len(r)-2])
+		require.GreaterOrEqual(t, int64(chunk), absorbed[int32(p)])
+	}
+	drop, err := dropRunClause("r1")
+	require.NoError(t, err)
+	c.query(fmt.Sprintf("ALTER TABLE %s %s", qualified(db, BatchTable(v.Name)), drop))
+	require.Empty(t, c.query(batchRunsSQL(db, v)))
+
+	// Raw events: insert, replay, list and drop a day.
+	rsql, _ := rawInsertSQL(db, s)
+	rows = nil
+	for i, e := range evs[:100] {
+		args, err := RawArgs(s, &RawEvent{Event: &e.ev, Raw: []byte(`{"id":"x"}`), Partition: e.partition, Offset: e.offset,
+			KafkaTime: time.Now().UTC().Add(-time.Duration(i%2) * 24 * time.Hour).Truncate(time.Millisecond)})
+		require.NoError(t, err)
+		rows = append(rows, args)
+	}
+	c.insert(rsql, rows)
+	c.insert(rsql, rows[:10])
+	require.Equal(t, [][]string{{"100"}}, c.query(fmt.Sprintf("SELECT count() FROM %s FINAL", qualified(db, RawTable(s.Name)))))
+	days := c.query(rawDaysSQL(), db, RawTable(s.Name))
+	require.Len(t, days, 2)
+	day, err := strconv.Atoi(days[0][0])
+	require.NoError(t, err)
+	c.query(fmt.Sprintf("ALTER TABLE %s %s", qualified(db, RawTable(s.Name)), dropDayClause(day)))
+	require.Equal(t, [][]string{{"50"}}, c.query(fmt.Sprintf("SELECT count() FROM %s FINAL", qualified(db, RawTable(s.Name)))))
+
+	// Migrate's own reads.
+	c.query(fmt.Sprintf("SELECT object, fingerprint, definition, version FROM %s FINAL", qualified(db, TableSchemaMeta)))
+	c.query("SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", db, SpeedTable(v.Name))
+	c.query("SELECT table, name FROM system.columns WHERE database = ?", db)
+}
+
+func nullFloat(s string) *float64 {
+	if s == `\N` {
+		return nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) {
+		return nil
+	}
+	return &f
+}
+
+var tsvUnescape = strings.NewReplacer(`\\`, `\`, `\'`, `'`, `\t`, "\t", `\n`, "\n", `\r`, "\r", `\0`, "\x00", `\b`, "\b", `\f`, "\f")
