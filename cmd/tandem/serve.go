@@ -2,14 +2,29 @@ package main
 
 import (
 	"context"
-	"fmt"
+
+	"github.com/tandem-analytics/tandem/internal/ops"
+	"github.com/tandem-analytics/tandem/serving"
 )
 
-// cmdServe is filled in by the issue that builds this component.
-func cmdServe(_ context.Context, args []string) error {
-	f := newFlags("serve", "serve [flags]")
-	if err := f.parse(args); err != nil {
+// cmdServe runs the query API (serve.listen): GET /v1/views and
+// GET /v1/views/{view}/query, merging the published batch run (S3) with the
+// speed rows of unabsorbed chunks (ClickHouse), plus /healthz, /readyz and
+// /metrics. It shuts down gracefully on SIGTERM.
+func cmdServe(ctx context.Context, args []string) error {
+	f := newFlags("serve", "serve [--config FILE]")
+	cfg, log, err := f.load(args)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("%w", errNotYet)
+	reg := ops.NewRegistry()
+	svc, closeFn, err := serving.FromConfig(cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	if err := svc.Listen(); err != nil {
+		return err
+	}
+	return ops.RunAll(ctx, log, ops.Named{Name: "serve", Component: svc})
 }

@@ -1,0 +1,198 @@
+package serving
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+const testConfigYAML = `
+kafka:      { brokers: ["127.0.0.1:9092"] }
+serve:      { listen: "127.0.0.1:0", max_query_range: 30d, manifest_poll: 100ms }
+chunk_size: 100
+streams:
+  - name: pageviews
+    topic: tandem.pageviews
+    partitions: 2
+    id_field: event_id
+    time_field: ts
+    fields:
+      - { name: event_id,   type: string, required: true }
+      - { name: ts,         type: timestamp, required: true }
+      - { name: country,    type: string }
+      - { name: device,     type: string }
+      - { name: user_id,    type: string }
+      - { name: amount,     type: float64 }
+      - { name: latency_ms, type: float64 }
+views:
+  - name: pageviews_by_country
+    stream: pageviews
+    granularity: 1m
+    dimensions: [country, device]
+    measures:
+      - { name: views,       type: count }
+      - { name: revenue,     type: sum,       field: amount }
+      - { name: min_latency, type: min,       field: latency_ms }
+      - { name: max_latency, type: max,       field: latency_ms }
+      - { name: users,       type: distinct,  field: user_id }
+      - { name: latency,     type: quantiles, field: latency_ms }
+  - name: pageviews_5m
+    stream: pageviews
+    granularity: 5m
+    dimensions: [device]
+    measures:
+      - { name: views, type: count }
+`
+
+func testConfig(t testing.TB) *schemas.Config {
+	t.Helper()
+	cfg, err := schemas.Parse("test.yaml", []byte(testConfigYAML), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	return cfg
+}
+
+func TestParseQueryValid(t *testing.T) {
+	cfg := testConfig(t)
+	v := cfg.View("pageviews_by_country")
+	q, err := ParseQuery(v, "from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z", 0)
+	require.NoError(t, err)
+	require.Equal(t, v.Granularity, q.Granularity)
+	require.Empty(t, q.GroupBy)
+	require.Equal(t, []int{0, 1, 2, 3, 4, 5}, q.Measures)
+	require.Equal(t, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC), q.From)
+
+	q, err = ParseQuery(v, url.Values{
+		"from": {"2026-11-25T01:00:00+01:00"}, "to": {"2026-11-25T12:00:00.5Z"},
+		"granularity": {"90m"}, "group_by": {"device,country"},
+		"filter":   {"country:US", "country:DE", "device:mobile", "country:a:b"},
+		"measures": {"users,views"},
+	}.Encode(), 0)
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC), q.From, "from is converted to UTC")
+	require.Equal(t, schemas.Granularity(90*time.Minute), q.Granularity)
+	require.Equal(t, []int{1, 0}, q.GroupBy)
+	require.Equal(t, map[string]bool{"US": true, "DE": true, "a:b": true}, q.Filters[0], "a value may contain ':'")
+	require.Equal(t, map[string]bool{"mobile": true}, q.Filters[1])
+	require.Equal(t, []int{4, 0}, q.Measures)
+	require.Equal(t, time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixMilli()+500, q.ToMs())
+
+	q, err = ParseQuery(v, "from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z&granularity=all&filter=country:", 0)
+	require.NoError(t, err)
+	require.True(t, q.All())
+	require.Equal(t, "all", q.GranularityName())
+	require.Equal(t, map[string]bool{"": true}, q.Filters[0], "filter=country: matches a missing country")
+
+	// Sub-millisecond bounds round up: a window start w is in the query
+	// exactly when w >= from and w < to.
+	q, err = ParseQuery(v, "from=2026-11-25T00:00:00.0000001Z&to=2026-11-25T00:01:00.0000001Z", 0)
+	require.NoError(t, err)
+	base := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC).UnixMilli()
+	require.Equal(t, base+1, q.FromMs())
+	require.Equal(t, base+60001, q.ToMs())
+}
+
+// TestParseQueryErrors holds every way a query's parameters can be wrong.
+func TestParseQueryErrors(t *testing.T) {
+	cfg := testConfig(t)
+	v := cfg.View("pageviews_by_country")
+	v5 := cfg.View("pageviews_5m")
+	const ok = "from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z"
+	cases := []struct {
+		name, raw, want string
+		view            *schemas.View
+	}{
+		{"missing from", "to=2026-11-26T00:00:00Z", `"from" is required`, v},
+		{"missing to", "from=2026-11-26T00:00:00Z", `"to" is required`, v},
+		{"bad date", "from=2026-11-25&to=2026-11-26T00:00:00Z", "not an RFC 3339", v},
+		{"bad month", "from=2026-13-25T00:00:00Z&to=2026-11-26T00:00:00Z", "not an RFC 3339", v},
+		{"epoch number", "from=1700000000&to=2026-11-26T00:00:00Z", "not an RFC 3339", v},
+		{"before 1970", "from=1969-12-31T00:00:00Z&to=2026-11-26T00:00:00Z", "outside", v},
+		{"from equals to", "from=2026-11-25T00:00:00Z&to=2026-11-25T00:00:00Z", "must be before", v},
+		{"from after to", "from=2026-11-26T00:00:00Z&to=2026-11-25T00:00:00Z", "must be before", v},
+		{"range too long", "from=2026-01-01T00:00:00Z&to=2026-11-26T00:00:00Z", "max_query_range", v},
+		{"granularity not a multiple", ok + "&granularity=7m", "not a multiple", v5},
+		{"granularity smaller", ok + "&granularity=1m", "not a multiple", v5},
+		{"granularity unit", ok + "&granularity=1s", "granularity", v},
+		{"granularity junk", ok + "&granularity=hourly", "granularity", v},
+		{"granularity zero", ok + "&granularity=0m", "granularity", v},
+		{"granularity negative", ok + "&granularity=-1h", "granularity", v},
+		{"granularity ALL", ok + "&granularity=ALL", "granularity", v},
+		{"unknown group_by", ok + "&group_by=city", `no dimension "city"`, v},
+		{"group_by twice in list", ok + "&group_by=country,country", "twice", v},
+		{"group_by empty item", ok + "&group_by=country,", "empty dimension", v},
+		{"group_by a measure", ok + "&group_by=views", `no dimension "views"`, v},
+		{"filter without colon", ok + "&filter=country", "dimension:value", v},
+		{"filter unknown dim", ok + "&filter=city:Paris", `no dimension "city"`, v},
+		{"unknown measure", ok + "&measures=views,clicks", `no measure "clicks"`, v},
+		{"measure twice", ok + "&measures=views,views", "twice", v},
+		{"measure a dimension", ok + "&measures=country", `no measure "country"`, v},
+		{"repeated from", ok + "&from=2026-11-25T01:00:00Z", `"from" is given 2 times`, v},
+		{"repeated granularity", ok + "&granularity=1h&granularity=1h", "given 2 times", v},
+		{"repeated group_by", ok + "&group_by=country&group_by=device", "given 2 times", v},
+		{"repeated measures", ok + "&measures=views&measures=users", "given 2 times", v},
+		{"empty param", ok + "&group_by=", "is empty", v},
+		{"unknown param", ok + "&groupby=country", `unknown parameter "groupby"`, v},
+		{"malformed escape", ok + "&filter=country:%zz", "malformed", v},
+		{"semicolon", ok + ";group_by=country", "malformed", v},
+		{"absurd value", ok + "&filter=country:" + strings.Repeat("x", 5000), "limit", v},
+		{"absurd query", ok + strings.Repeat("&filter=country:x", 1200), "limit", v},
+		{"too many filters", ok + strings.Repeat("&filter=country:x", 300), "limit", v},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseQuery(tc.view, tc.raw, 30*24*time.Hour)
+			require.Error(t, err)
+			var pe *ParamError
+			require.True(t, errors.As(err, &pe), "want a *ParamError, got %T", err)
+			require.Contains(t, err.Error(), tc.want)
+			require.Less(t, len(err.Error()), 400, "error messages stay short even for absurd input")
+		})
+	}
+}
+
+func TestNegotiate(t *testing.T) {
+	for accept, want := range map[string]string{
+		"":                                    ContentJSON,
+		"*/*":                                 ContentJSON,
+		"application/json":                    ContentJSON,
+		"text/csv":                            ContentCSV,
+		"text/csv;q=0.5, application/json":    ContentJSON,
+		"application/vnd.apache.arrow.stream": ContentArrow,
+		"text/html, application/vnd.apache.arrow.stream;q=0.9": ContentArrow,
+		"garbage;;;": ContentJSON,
+	} {
+		require.Equal(t, want, negotiate(accept), "Accept: %q", accept)
+	}
+}
+
+func TestLRU(t *testing.T) {
+	c := newLRU(100)
+	evicted := 0
+	c.onEvict = func(int64) { evicted++ }
+	c.put("a", 1, 40)
+	c.put("b", 2, 40)
+	_, ok := c.get("a") // a is now the most recently used
+	require.True(t, ok)
+	c.put("c", 3, 40) // evicts b
+	_, ok = c.get("b")
+	require.False(t, ok)
+	v, ok := c.get("a")
+	require.True(t, ok)
+	require.Equal(t, 1, v)
+	c.put("huge", 4, 101) // larger than the capacity: not cached, nothing evicted
+	_, ok = c.get("huge")
+	require.False(t, ok)
+	used, n := c.usage()
+	require.Equal(t, int64(80), used)
+	require.Equal(t, 2, n)
+	require.Equal(t, 1, evicted)
+	c.put("a", 5, 60) // replacing an entry frees its old size first
+	used, _ = c.usage()
+	require.LessOrEqual(t, used, int64(100))
+}
