@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,7 @@ type scanner struct {
 	log     *slog.Logger
 	stats   scanStats
 	total   int64 // messages to read in phase A, for progress
+	noIndex bool  // do not store the id index (a scan that is not a run)
 
 	mu    sync.Mutex
 	dirty map[int64]bool // days with newly kept events
@@ -258,6 +260,9 @@ func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 		sc.days[d] = true
 	}
 	sc.mu.Unlock()
+	if sc.noIndex {
+		return nil
+	}
 	return saveIndex(ctx, sc.st, filepath.Join(sc.tmp, fmt.Sprintf("ids-%d", p.Partition)), sc.plan.Stream.Name, sc.runID, p.Partition, idx)
 }
 
@@ -374,4 +379,65 @@ func loadState(ctx context.Context, st *s3.Store, stream, runID string) (*stream
 		return nil, fmt.Errorf("batch: state of %s run %s: %w", stream, runID, err)
 	}
 	return &s, nil
+}
+
+// ScanStats counts what ScanDays read.
+type ScanStats struct {
+	Read, Events, Duplicates, Invalid int64
+}
+
+// ScanDays reads the valid, deduplicated events (first offset of each id
+// per partition wins) of stream s from the master dataset, up to absorbed
+// offsets per partition (absent partitions: nothing), spilling them to tmp
+// by UTC day. It then calls day once per UTC day holding events, in day
+// order; each(fn) calls fn for every record of that day in (partition,
+// offset) order and may be called more than once. Records are reused
+// between calls to fn.
+//
+// The data-lake export uses it; a batch run uses the same scanner.
+func ScanDays(ctx context.Context, st *s3.Store, cfg *schemas.Config, s *schemas.Stream, absorbed map[int32]int64, tmp string, log *slog.Logger,
+	day func(day time.Time, each func(fn func(*Record) error) error) error) (ScanStats, error) {
+	plan, err := planStream(ctx, st, s, cfg.ChunkSize)
+	if err != nil {
+		return ScanStats{}, err
+	}
+	for i := range plan.Partitions {
+		p := &plan.Partitions[i]
+		limit := absorbed[p.Partition]
+		if p.Absorbed < limit {
+			return ScanStats{}, fmt.Errorf("batch: %s partition %d: the master dataset covers offsets below %d only, not the %d asked for", s.Name, p.Partition, p.Absorbed, limit)
+		}
+		p.Absorbed = limit
+		var files []rawFile
+		for _, f := range p.Files {
+			if f.From >= limit {
+				break
+			}
+			f.To = min(f.To, limit)
+			files = append(files, f)
+		}
+		p.Files = files
+	}
+	dir, err := os.MkdirTemp(tmp, "scan-")
+	if err != nil {
+		return ScanStats{}, err
+	}
+	defer os.RemoveAll(dir)
+	if log == nil {
+		log = slog.Default()
+	}
+	sp := &spillDir{dir: filepath.Join(dir, "spill"), stream: s}
+	sc := &scanner{st: st, plan: plan, runID: "scan", decoder: schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D()),
+		spill: sp, tmp: dir, workers: runtime.GOMAXPROCS(0), log: log, noIndex: true}
+	if err := sc.run(ctx); err != nil {
+		return ScanStats{}, err
+	}
+	stats := ScanStats{Read: sc.stats.Read.Load(), Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load()}
+	for _, d := range sortedDays(sc.days) {
+		err := day(DayTime(d), func(fn func(*Record) error) error { return sp.readDay(d, s.Partitions, fn) })
+		if err != nil {
+			return stats, err
+		}
+	}
+	return stats, nil
 }

@@ -1,0 +1,354 @@
+// Package export writes tandem's data lake: per stream, the deduplicated,
+// valid events of the master dataset, partitioned by UTC event date as
+// Hive-style folders of plain Parquet that Spark, Trino and DuckDB read:
+//
+//	lake/<stream>/dt=<YYYY-MM-DD>/part-<fingerprint>-<n>.parquet
+//	lake/<stream>/dt=<YYYY-MM-DD>/_SUCCESS
+//
+// It exports up to the absorbed offsets of the stream's current batch runs,
+// so the lake and the batch views describe the same events. Columns: every
+// declared field, typed and nullable (timestamps as TIMESTAMP(MILLIS,
+// isAdjustedToUTC)), then _partition and _offset (lineage: where the event
+// sat in Kafka, which finds its original bytes in the master dataset) and
+// _kafka_ts. The original JSON (_raw) is left out: the lake is the typed,
+// cleaned view; undeclared fields stay in the master dataset.
+//
+// Export is idempotent per day: _SUCCESS records a fingerprint of the day's
+// content (which events, under which schema), and a day is rewritten only
+// when it changed. A rewrite deletes _SUCCESS first and writes it last, so
+// a reader that honours _SUCCESS (Spark's and Hadoop's committers do)
+// never reads a half-written day.
+package export
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	pq "github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/zstd"
+	"github.com/zeebo/xxh3"
+
+	"github.com/tandem-analytics/tandem/batch"
+	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// SuccessName is the marker written last in a complete day folder.
+const SuccessName = "_SUCCESS"
+
+// rowsPerFile caps one part file.
+const rowsPerFile = 1 << 20
+
+// Options configure an export. Config and Store are required.
+type Options struct {
+	Config  *schemas.Config
+	Store   *s3.Store
+	Log     *slog.Logger
+	TempDir string
+}
+
+// Result says what an export did, per stream.
+type Result struct {
+	Streams []StreamResult
+}
+
+// StreamResult is the export of one stream.
+type StreamResult struct {
+	Stream    string
+	Absorbed  map[int32]int64
+	Days      int // days holding events
+	Written   int // days (re)written
+	Unchanged int // days whose content had not changed
+	Rows      int64
+}
+
+// Success is the content of a day's _SUCCESS marker.
+type Success struct {
+	Fingerprint string          `json:"fingerprint"`
+	Rows        int64           `json:"rows"`
+	Files       []string        `json:"files"`
+	Absorbed    map[int32]int64 `json:"absorbed_offsets"`
+	WrittenAt   time.Time       `json:"written_at"`
+}
+
+// Run exports every stream that has views with a published batch run.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	res := &Result{}
+	for _, s := range o.Config.Streams {
+		absorbed, ok, err := absorbedOf(ctx, o, s)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			o.Log.Info("export: no published batch run of this stream yet; skipped", "stream", s.Name)
+			continue
+		}
+		sr, err := exportStream(ctx, o, s, absorbed)
+		if err != nil {
+			return nil, err
+		}
+		o.Log.Info("export: done", "stream", s.Name, "days", sr.Days, "written", sr.Written, "unchanged", sr.Unchanged, "rows", sr.Rows, "absorbed", absorbed)
+		res.Streams = append(res.Streams, sr)
+	}
+	return res, nil
+}
+
+// absorbedOf returns the offsets the stream's current runs absorbed: the
+// lowest per partition over its views, so the lake never runs ahead of a
+// view (they agree after every complete batch run).
+func absorbedOf(ctx context.Context, o Options, s *schemas.Stream) (map[int32]int64, bool, error) {
+	var out map[int32]int64
+	for _, v := range o.Config.ViewsOf(s.Name) {
+		m, err := batch.ReadManifest(ctx, o.Store, v.Name)
+		if err != nil {
+			return nil, false, err
+		}
+		if m == nil {
+			return nil, false, nil
+		}
+		if out == nil {
+			out = map[int32]int64{}
+			for p, off := range m.Absorbed {
+				out[p] = off
+			}
+			continue
+		}
+		for p := range out {
+			out[p] = min(out[p], m.Absorbed[p])
+		}
+	}
+	return out, out != nil, nil
+}
+
+func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed map[int32]int64) (StreamResult, error) {
+	sr := StreamResult{Stream: s.Name, Absorbed: absorbed}
+	lw, err := newLakeSchema(s)
+	if err != nil {
+		return sr, err
+	}
+	_, err = batch.ScanDays(ctx, o.Store, o.Config, s, absorbed, o.TempDir, o.Log, func(day time.Time, each func(func(*batch.Record) error) error) error {
+		sr.Days++
+		// The fingerprint: the schema and which events (partition, offset)
+		// the day holds. Raw objects are immutable, so the same events mean
+		// the same content.
+		h := xxh3.New()
+		h.WriteString(s.SchemaVersion() + "|lake-v1|")
+		var rows int64
+		var b [12]byte
+		if err := each(func(r *batch.Record) error {
+			binary.LittleEndian.PutUint32(b[:4], uint32(r.Partition))
+			binary.LittleEndian.PutUint64(b[4:], uint64(r.Offset))
+			h.Write(b[:])
+			rows++
+			return nil
+		}); err != nil {
+			return err
+		}
+		fp := fmt.Sprintf("%016x", h.Sum64())
+		prefix := schemas.LakeDayPrefix(s.Name, day)
+		if cur, err := readSuccess(ctx, o.Store, prefix); err == nil && cur.Fingerprint == fp {
+			sr.Unchanged++
+			sr.Rows += rows
+			return nil
+		}
+		n, err := writeDay(ctx, o, s, lw, prefix, fp, absorbed, each)
+		if err != nil {
+			return fmt.Errorf("export: %s: %w", prefix, err)
+		}
+		sr.Written++
+		sr.Rows += n
+		return nil
+	})
+	return sr, err
+}
+
+func readSuccess(ctx context.Context, st *s3.Store, prefix string) (*Success, error) {
+	data, err := st.GetBytes(ctx, prefix+SuccessName)
+	if err != nil {
+		return nil, err
+	}
+	var s Success
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// writeDay replaces the content of one day folder.
+func writeDay(ctx context.Context, o Options, s *schemas.Stream, ls *lakeSchema, prefix, fp string, absorbed map[int32]int64,
+	each func(func(*batch.Record) error) error) (int64, error) {
+	st := o.Store
+	if err := st.Delete(ctx, prefix+SuccessName); err != nil {
+		return 0, err
+	}
+	old, err := st.List(ctx, prefix)
+	if err != nil {
+		return 0, err
+	}
+	succ := Success{Fingerprint: fp, Absorbed: absorbed}
+	var f *os.File
+	var w *pq.Writer
+	var inFile int64
+	buf := make([]pq.Row, 0, 256)
+	flushRows := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		_, err := w.WriteRows(buf)
+		buf = buf[:0]
+		return err
+	}
+	finish := func() error {
+		if w == nil {
+			return nil
+		}
+		if err := flushRows(); err != nil {
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+		size, _ := f.Seek(0, 1)
+		if _, err := f.Seek(0, 0); err != nil {
+			return err
+		}
+		key := fmt.Sprintf("%spart-%s-%05d.parquet", prefix, fp[:12], len(succ.Files))
+		err := st.Put(ctx, key, f, size)
+		f.Close()
+		os.Remove(f.Name())
+		w, f, inFile = nil, nil, 0
+		if err == nil {
+			succ.Files = append(succ.Files, key)
+		}
+		return err
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	err = each(func(r *batch.Record) error {
+		if w == nil {
+			var err error
+			if f, err = os.CreateTemp(o.TempDir, "lake-*.parquet"); err != nil {
+				return err
+			}
+			w = pq.NewWriter(f, ls.schema, pq.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), pq.CreatedBy("tandem", "", ""),
+				pq.KeyValueMetadata("tandem.stream", s.Name), pq.KeyValueMetadata("tandem.schema_version", s.SchemaVersion()))
+		}
+		buf = append(buf, ls.row(r))
+		inFile++
+		succ.Rows++
+		if len(buf) == cap(buf) {
+			if err := flushRows(); err != nil {
+				return err
+			}
+		}
+		if inFile >= rowsPerFile {
+			return finish()
+		}
+		return nil
+	})
+	if err == nil {
+		err = finish()
+	}
+	if err != nil {
+		return 0, err
+	}
+	keep := map[string]bool{}
+	for _, k := range succ.Files {
+		keep[k] = true
+	}
+	for _, ob := range old {
+		if !keep[ob.Key] && !strings.HasSuffix(ob.Key, "/"+SuccessName) {
+			if err := st.Delete(ctx, ob.Key); err != nil {
+				return 0, err
+			}
+		}
+	}
+	succ.WrittenAt = time.Now().UTC()
+	data, _ := json.MarshalIndent(succ, "", "  ")
+	return succ.Rows, st.PutBytes(ctx, prefix+SuccessName, data)
+}
+
+// lakeSchema is the Parquet schema of a stream's lake files.
+type lakeSchema struct {
+	stream                              *schemas.Stream
+	schema                              *pq.Schema
+	fieldCol                            []int // leaf column index of each declared field
+	colPartition, colOffset, colKafkaTS int
+}
+
+func newLakeSchema(s *schemas.Stream) (*lakeSchema, error) {
+	g := pq.Group{}
+	for _, f := range s.Fields {
+		var n pq.Node
+		switch f.Type {
+		case schemas.TypeString:
+			n = pq.String()
+		case schemas.TypeInt64:
+			n = pq.Int(64)
+		case schemas.TypeFloat64:
+			n = pq.Leaf(pq.DoubleType)
+		case schemas.TypeBool:
+			n = pq.Leaf(pq.BooleanType)
+		case schemas.TypeTimestamp:
+			n = pq.Timestamp(pq.Millisecond)
+		}
+		g[f.Name] = pq.Optional(n)
+	}
+	g[schemas.ColPartition] = pq.Required(pq.Int(32))
+	g[schemas.ColOffset] = pq.Required(pq.Int(64))
+	g[schemas.ColKafkaTS] = pq.Required(pq.Timestamp(pq.Millisecond))
+	ls := &lakeSchema{stream: s, schema: pq.NewSchema(s.Name, g)}
+	look := func(name string) int {
+		leaf, _ := ls.schema.Lookup(name)
+		return leaf.ColumnIndex
+	}
+	for _, f := range s.Fields {
+		ls.fieldCol = append(ls.fieldCol, look(f.Name))
+	}
+	ls.colPartition, ls.colOffset, ls.colKafkaTS = look(schemas.ColPartition), look(schemas.ColOffset), look(schemas.ColKafkaTS)
+	return ls, nil
+}
+
+// row builds the Parquet row of one record, in leaf-column order.
+func (ls *lakeSchema) row(r *batch.Record) pq.Row {
+	row := make(pq.Row, len(ls.stream.Fields)+3)
+	for i, f := range ls.stream.Fields {
+		c := ls.fieldCol[i]
+		v := r.Event.Values[i]
+		if !v.Set {
+			row[c] = pq.Value{}.Level(0, 0, c)
+			continue
+		}
+		var pv pq.Value
+		switch f.Type {
+		case schemas.TypeString:
+			pv = pq.ByteArrayValue([]byte(v.Str))
+		case schemas.TypeInt64:
+			pv = pq.Int64Value(v.Int)
+		case schemas.TypeFloat64:
+			pv = pq.DoubleValue(v.Float)
+		case schemas.TypeBool:
+			pv = pq.BooleanValue(v.Bool)
+		case schemas.TypeTimestamp:
+			pv = pq.Int64Value(v.Time.UnixMilli())
+		}
+		row[c] = pv.Level(0, 1, c)
+	}
+	row[ls.colPartition] = pq.Int32Value(r.Partition).Level(0, 0, ls.colPartition)
+	row[ls.colOffset] = pq.Int64Value(r.Offset).Level(0, 0, ls.colOffset)
+	row[ls.colKafkaTS] = pq.Int64Value(r.KafkaMs).Level(0, 0, ls.colKafkaTS)
+	return row
+}
