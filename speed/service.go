@@ -28,7 +28,7 @@ type Options struct {
 	Log         *slog.Logger
 
 	// SessionTimeout bounds how long a dead member keeps its partitions
-	// (default 10s).
+	// (default speed.session_timeout, else 10s).
 	SessionTimeout time.Duration
 	// QueueCapacity is how many messages a claim's reader buffers ahead of
 	// the handler (default 1000); with MaxFetchBytes it bounds the memory
@@ -105,6 +105,9 @@ func New(cfg *schemas.Config, opts Options) (*Service, error) {
 	}
 	if opts.ShutdownFlushTimeout <= 0 {
 		opts.ShutdownFlushTimeout = 15 * time.Second
+	}
+	if opts.SessionTimeout <= 0 {
+		opts.SessionTimeout = cfg.Speed.SessionTimeout.D()
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
