@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/speed"
 )
 
@@ -147,4 +150,47 @@ func sumMetric(t testing.TB, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return total
+}
+
+// TestClickHouseDown: with ClickHouse stopped mid-stream the layer holds
+// its state, stops reading, reports the stall on /readyz and in metrics,
+// and when ClickHouse returns it catches up to exactly the truth.
+func TestClickHouseDown(t *testing.T) {
+	e := newEnv(t, envOptions{partitions: 2, chunkSize: 200})
+	base := time.Now().UTC()
+	evs := generate(genOptions{n: 4000, seed: 3, base: base, dupRate: 0.05, lateRate: 0.1, invalidRate: 0.02})
+	first, second := evs[:2000], evs[2000:]
+	svc, reg, stop := startService(t, e)
+	mux := http.NewServeMux()
+	ops.Mount(mux, reg, svc)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	readyz := func() (int, string) {
+		resp, err := http.Get(srv.URL + "/readyz")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	produce(t, e.kafka.Brokers, e.cfg.Streams[0].Topic, first)
+	waitExact(t, e, truth(first), 60*time.Second)
+	code, body := readyz()
+	require.Equal(t, http.StatusOK, code, body)
+
+	e.ch.Stop()
+	produce(t, e.kafka.Brokers, e.cfg.Streams[0].Topic, second)
+	require.Eventually(t, func() bool {
+		code, body = readyz()
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "stalled")
+	}, 30*time.Second, 100*time.Millisecond, "readyz must report the stall; last answer %d %s", code, body)
+	require.Equal(t, 1.0, sumMetric(t, reg, "tandem_speed_stalled"))
+	require.Greater(t, sumMetric(t, reg, "tandem_speed_clickhouse_errors_total"), 0.0)
+	time.Sleep(2 * time.Second) // stay down across several retries
+
+	e.ch.Start()
+	waitExact(t, e, truth(evs), 60*time.Second)
+	require.Eventually(t, func() bool { code, _ := readyz(); return code == http.StatusOK }, 10*time.Second, 100*time.Millisecond)
+	require.Equal(t, 0.0, sumMetric(t, reg, "tandem_speed_stalled"))
+	stop()
 }
