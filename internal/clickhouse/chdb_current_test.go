@@ -308,6 +308,9 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	c.query(fmt.Sprintf("ALTER TABLE %s %s", qualified(db, RawTable(s.Name)), dropDayClause(day)))
 	require.Equal(t, [][]string{{"50"}}, c.query(fmt.Sprintf("SELECT count() FROM %s FINAL", qualified(db, RawTable(s.Name)))))
 
+	// The merged view of a view without dimensions.
+	c.query(fmt.Sprintf("SELECT window_start, n, items FROM %s", qualified(db, MergedView("clicks_total"))))
+
 	// Migrate's own reads.
 	c.query(fmt.Sprintf("SELECT object, fingerprint, definition, version FROM %s FINAL", qualified(db, TableSchemaMeta)))
 	c.query("SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", db, SpeedTable(v.Name))

@@ -437,3 +437,27 @@ func TestLoadBatchRunRetriesCleanly(t *testing.T) {
 	_, err = db.LoadBatchRun(ctx, v, &schemas.Manifest{View: v.Name, RunID: "bad'id", ChunkSize: 1}, seqOf(nil))
 	require.Error(t, err)
 }
+
+func TestMergedViewWithoutDimensions(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := migrated(t, cfg)
+	ctx := testCtx(t)
+	v := cfg.View("clicks_total")
+	evs := makeEvents(cfg.Stream("clicks"), 500, 3, 6)
+	require.NoError(t, db.InsertSpeedRows(ctx, v, speedRows(v, evs, cfg.ChunkSize)))
+	want := truth(v, evs)
+	rows, err := db.Conn().Query(ctx, "SELECT window_start, n, items FROM tandem.clicks_total")
+	require.NoError(t, err)
+	defer rows.Close()
+	got := map[schemas.RowKey]exact{}
+	for rows.Next() {
+		var w time.Time
+		var e exact
+		require.NoError(t, rows.Scan(&w, &e.n, &e.sum))
+		e.present = true
+		got[schemas.RowKey{WindowMs: w.UnixMilli(), Dims: schemas.JoinDims(nil)}] = e
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, want, 1) // ten minutes in one 1h window
+	require.Equal(t, want, got)
+}
