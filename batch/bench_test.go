@@ -1,0 +1,272 @@
+package batch
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pq "github.com/parquet-go/parquet-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandem-analytics/tandem/internal/parquet"
+	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/testenv"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// BenchmarkBatchRecomputeVsScan recomputes both test views from a master
+// dataset of TANDEM_BENCH_EVENTS (default 10 million) raw events in MinIO,
+// and, in the same run, scans the same raw objects with bare parquet-go
+// (download + read every row of every column, same parallelism). It
+// reports both rates, their ratio (target ≥ 0.40) and the recompute's peak
+// RSS. Run with -benchtime=1x; the raw files are generated once into
+// $TMPDIR/tandem-bench-raw-* and reused.
+func BenchmarkBatchRecomputeVsScan(b *testing.B) {
+	n := int64(10_000_000)
+	if v := os.Getenv("TANDEM_BENCH_EVENTS"); v != "" {
+		n, _ = strconv.ParseInt(v, 10, 64)
+	}
+	const partitions = 4
+	ctx := context.Background()
+	srv := testenv.MinIO(b)
+	cfg := testConfig(b, 100_000, partitions, srv)
+	st := testStore(b, cfg)
+	s := cfg.Stream("pv")
+	dir := benchRaw(b, s, partitions, n)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.parquet"))
+	for _, f := range files {
+		key := strings.ReplaceAll(filepath.Base(f), "~", "/")
+		fh, err := os.Open(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, _ := fh.Stat()
+		if err := st.Put(ctx, key, fh, info.Size()); err != nil {
+			b.Fatal(err)
+		}
+		fh.Close()
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Baseline: bare parquet-go scan of the same objects.
+		t0 := time.Now()
+		scanned := bareScan(b, ctx, st, s, partitions)
+		scanDur := time.Since(t0)
+
+		resetPeakRSS()
+		t1 := time.Now()
+		res, err := Run(ctx, Options{Config: cfg, Store: st, Full: true, Log: benchLog(), TempDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		recDur := time.Since(t1)
+		peak := peakRSS()
+		m := res.Views[0].Manifest
+		read := m.Events + m.Duplicates + m.Invalid
+		if scanned != read {
+			b.Fatalf("the scan read %d rows, the recompute %d", scanned, read)
+		}
+		scanRate := float64(scanned) / scanDur.Seconds()
+		recRate := float64(read) / recDur.Seconds()
+		b.ReportMetric(float64(read), "events")
+		b.ReportMetric(recRate, "recompute_events/s")
+		b.ReportMetric(scanRate, "scan_rows/s")
+		b.ReportMetric(recRate/scanRate, "recompute/scan")
+		b.ReportMetric(float64(peak)/(1<<20), "peak_rss_MB")
+		b.Logf("events %d (kept %d, duplicates %d, invalid %d); scan %s (%.0f rows/s); recompute %s (%.0f events/s) = %.2f of scan; peak RSS %d MB; GOMAXPROCS %d",
+			read, m.Events, m.Duplicates, m.Invalid, scanDur.Round(time.Millisecond), scanRate, recDur.Round(time.Millisecond), recRate, recRate/scanRate, peak>>20, runtime.GOMAXPROCS(0))
+	}
+}
+
+// bareScan downloads every raw object and reads all rows of all columns.
+func bareScan(b *testing.B, ctx context.Context, st *s3.Store, s *schemas.Stream, partitions int) int64 {
+	var total int64
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	tmp := b.TempDir()
+	for p := int32(0); p < int32(partitions); p++ {
+		g.Go(func() error {
+			objs, err := st.List(gctx, schemas.RawPrefix(s.Name, p))
+			if err != nil {
+				return err
+			}
+			rows := make([]pq.Row, 512)
+			var n int64
+			for _, o := range objs {
+				body, err := st.Get(gctx, o.Key)
+				if err != nil {
+					return err
+				}
+				f, err := os.CreateTemp(tmp, "scan-*")
+				if err != nil {
+					return err
+				}
+				os.Remove(f.Name())
+				size, err := io.Copy(f, body)
+				body.Close()
+				if err != nil {
+					return err
+				}
+				pf, err := pq.OpenFile(f, size)
+				if err != nil {
+					return err
+				}
+				r := pq.NewReader(pf)
+				for {
+					k, err := r.ReadRows(rows)
+					n += int64(k)
+					if errors.Is(err, io.EOF) {
+						break
+					}
+					if err != nil {
+						return err
+					}
+				}
+				r.Close()
+				f.Close()
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
+
+// benchRaw generates (once) n raw events over the partitions as files of
+// about 500k events, the way the archiver writes them, and returns the
+// directory; file names are object keys with / written as ~.
+func benchRaw(b *testing.B, s *schemas.Stream, partitions int, n int64) string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("tandem-bench-raw-v1-%d-%d", partitions, n))
+	if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
+		return dir
+	}
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("generating %d raw events into %s (once)", n, dir)
+	per := n / int64(partitions)
+	const fileEvents = 500_000
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for p := int32(0); p < int32(partitions); p++ {
+		g.Go(func() error {
+			rng := rand.New(rand.NewPCG(uint64(p), 99))
+			dec := schemas.NewDecoder(s, time.Hour)
+			countries := []string{"US", "DE", "FR", "GB", "JP", "BR", "IN", ""}
+			var raw []byte
+			for first := int64(0); first < per; first += fileEvents {
+				last := min(first+fileEvents, per) - 1
+				key := schemas.RawKey(s.Name, p, first, last)
+				f, err := os.Create(filepath.Join(dir, strings.ReplaceAll(key, "/", "~")))
+				if err != nil {
+					return err
+				}
+				bw := bufio.NewWriterSize(f, 1<<20)
+				w := parquet.NewRawWriter(bw, s, parquet.RawWriterOptions{Partition: p})
+				for off := first; off <= last; off++ {
+					kts := genBase.Add(time.Duration(off) * 50 * time.Millisecond)
+					id := off
+					if rng.IntN(100) < 3 && off > 1000 {
+						id = off - 1 - int64(rng.IntN(1000)) // a duplicate
+					}
+					ts := kts.Add(-time.Duration(rng.IntN(600_000)) * time.Millisecond)
+					raw = raw[:0]
+					raw = append(raw, `{"event_id":"p`...)
+					raw = strconv.AppendInt(raw, int64(p), 10)
+					raw = append(raw, '-')
+					raw = strconv.AppendInt(raw, id, 10)
+					raw = append(raw, `","ts":`...)
+					if rng.IntN(200) == 0 {
+						raw = append(raw, `"not a time"`...) // invalid
+					} else {
+						raw = strconv.AppendInt(raw, ts.UnixMilli(), 10)
+					}
+					if c := countries[rng.IntN(len(countries))]; c != "" {
+						raw = append(raw, `,"country":"`...)
+						raw = append(raw, c...)
+						raw = append(raw, '"')
+					}
+					raw = append(raw, `,"user_id":"u`...)
+					raw = strconv.AppendInt(raw, int64(rng.IntN(100_000)), 10)
+					raw = append(raw, `","amount":`...)
+					raw = strconv.AppendFloat(raw, float64(rng.IntN(100_000))/100, 'f', -1, 64)
+					raw = append(raw, `,"latency":`...)
+					raw = strconv.AppendInt(raw, int64(rng.IntN(5000)), 10)
+					raw = append(raw, '}')
+					rec := parquet.RawRecord{Raw: append([]byte(nil), raw...), Partition: p, Offset: off, KafkaTime: kts}
+					if ev, err := dec.Decode(rec.Raw, kts); err == nil {
+						rec.Event = &ev
+					}
+					if err := w.Write(rec); err != nil {
+						return err
+					}
+				}
+				if err := w.Close(); err != nil {
+					return err
+				}
+				if err := bw.Flush(); err != nil {
+					return err
+				}
+				if err := f.Close(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "done"), nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// resetPeakRSS resets VmHWM (Linux: writing 5 to clear_refs).
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSS reads VmHWM from /proc/self/status, in bytes.
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+func benchLog() *slog.Logger {
+	lv := slog.LevelWarn
+	if os.Getenv("TANDEM_BENCH_LOG") != "" {
+		lv = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+}
