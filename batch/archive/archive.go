@@ -1,0 +1,505 @@
+// Package archive is the archiver: it copies every message of every
+// stream's Kafka topic into the master dataset, immutable raw Parquet
+// objects in S3 named raw/<stream>/partition=<p>/<first>-<last>.parquet,
+// exactly once.
+//
+// Exactly once, without a coordinator:
+//
+//   - Progress lives in the bucket. A partition's next offset to archive is
+//     the last offset of its last object + 1, read back from the listing
+//     whenever the partition is claimed. Kafka offsets are committed after
+//     each upload, but only as a hint for lag tools.
+//   - An object accounts for a contiguous offset range [first, last]:
+//     every message Kafka holds in that range is in it (offsets without a
+//     message, such as transaction markers, are simply absent). Objects of
+//     a partition are contiguous: right before each upload the archiver
+//     re-lists the partition and uploads only when its object starts
+//     exactly where the bucket ends; otherwise another member got there
+//     first, the object is discarded and the partition claimed again.
+//   - An upload is atomic (whole object or nothing), so a crash at any
+//     moment leaves the bucket at an object boundary; the restarted member
+//     resumes there, re-reading from Kafka what it had not uploaded.
+//   - If a zombie member races the check (see Segment), readers still see
+//     every offset once: Plan resolves overlaps.
+//
+// Invalid messages are archived too, with null typed columns and the
+// original bytes in _raw: the master dataset is the immutable record of
+// what Kafka holds, and the batch layer re-validates. The archiver does not
+// send anything to the dead-letter topic; the speed layer does that.
+package archive
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/parquet"
+	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// Options tune an Archiver beyond the configuration file. The zero value
+// is valid.
+type Options struct {
+	// TmpDir holds the Parquet files being built, one per claimed
+	// partition (default: a tandem-archive folder in os.TempDir()).
+	TmpDir string
+	// RowGroupBytes bounds the memory of one open file (default 8 MiB).
+	RowGroupBytes int64
+	// SessionTimeout of the consumer group (default 10 s): how long a
+	// crashed member keeps its partitions.
+	SessionTimeout time.Duration
+	// FlushTimeout bounds the upload of the open files at shutdown or
+	// rebalance (default 30 s); what is not uploaded by then is read from
+	// Kafka again by the next owner.
+	FlushTimeout time.Duration
+	// RetryPause is the first pause between upload attempts while S3
+	// fails (default 1 s, doubling up to 30 s).
+	RetryPause time.Duration
+	// Registry receives the tandem_archive_* metrics (nil: none).
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+}
+
+// Archiver is the archiver component (ops.Component, ops.ReadyChecker).
+type Archiver struct {
+	cfg    *schemas.Config
+	store  *s3.Store
+	opts   Options
+	log    *slog.Logger
+	m      *metrics
+	topics map[string]*streamState // by topic
+
+	failingSince atomic.Int64 // unix nanos of the first failed upload in a row, 0 when fine
+	lastErr      atomic.Value // string
+}
+
+type streamState struct {
+	stream *schemas.Stream
+	dec    *schemas.Decoder
+
+	mu      sync.Mutex
+	lastKey map[int32]string // last object key known per partition, to list only what is newer
+
+	pubMu    sync.Mutex      // serializes progress publishing of the stream
+	progress map[int32]int64 // next offset per partition, as this member knows it
+}
+
+// New returns an archiver for every stream of cfg, writing to store.
+func New(cfg *schemas.Config, store *s3.Store, opts Options) (*Archiver, error) {
+	if len(cfg.Streams) == 0 {
+		return nil, errors.New("archive: the configuration declares no streams")
+	}
+	if opts.TmpDir == "" {
+		opts.TmpDir = filepath.Join(os.TempDir(), "tandem-archive")
+	}
+	if opts.RowGroupBytes <= 0 {
+		opts.RowGroupBytes = 8 << 20
+	}
+	if opts.SessionTimeout <= 0 {
+		opts.SessionTimeout = 10 * time.Second
+	}
+	if opts.FlushTimeout <= 0 {
+		opts.FlushTimeout = 30 * time.Second
+	}
+	if opts.RetryPause <= 0 {
+		opts.RetryPause = time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if err := os.MkdirAll(opts.TmpDir, 0o700); err != nil {
+		return nil, fmt.Errorf("archive: temp dir: %w", err)
+	}
+	a := &Archiver{cfg: cfg, store: store, opts: opts, log: opts.Log.With("component", "archive"),
+		m: newMetrics(opts.Registry), topics: map[string]*streamState{}}
+	for _, s := range cfg.Streams {
+		a.topics[s.Topic] = &streamState{stream: s, dec: schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D()),
+			lastKey: map[int32]string{}, progress: map[int32]int64{}}
+	}
+	return a, nil
+}
+
+// GroupID is the consumer group of the archivers of a deployment.
+func GroupID(cfg *schemas.Config) string { return cfg.Kafka.GroupPrefix + "-archive" }
+
+// Run archives until ctx is cancelled, then uploads what it holds (within
+// Options.FlushTimeout) and returns nil.
+func (a *Archiver) Run(ctx context.Context) error {
+	a.removeStale()
+	topics := make([]string, 0, len(a.topics))
+	for t := range a.topics {
+		topics = append(topics, t)
+	}
+	sort.Strings(topics)
+	a.log.Info("archiving", "topics", topics, "group", GroupID(a.cfg), "bucket", a.store.Bucket(),
+		"max_file_bytes", a.cfg.Archive.MaxFileBytes, "max_file_age", a.cfg.Archive.MaxFileAge.D())
+	return kafka.RunGroup(ctx, kafka.GroupConfig{
+		Brokers:        a.cfg.Kafka.Brokers,
+		GroupID:        GroupID(a.cfg),
+		Topics:         topics,
+		StartOffset:    a.startOffset,
+		SessionTimeout: a.opts.SessionTimeout,
+		Log:            a.log,
+	}, a.handle)
+}
+
+// Ready reports an archiver whose uploads have been failing for a while:
+// it is stalled (nothing is lost, lag grows) until S3 is back.
+func (a *Archiver) Ready() error {
+	since := a.failingSince.Load()
+	if since == 0 {
+		return nil
+	}
+	if d := time.Since(time.Unix(0, since)); d > 5*time.Second {
+		msg, _ := a.lastErr.Load().(string)
+		return fmt.Errorf("archive: S3 uploads failing for %s: %s", d.Round(time.Second), msg)
+	}
+	return nil
+}
+
+// removeStale deletes files left in the temp dir by a killed archiver.
+// Files are named after the process that wrote them; one whose process is
+// this one or still alive is kept.
+func (a *Archiver) removeStale() {
+	files, _ := filepath.Glob(filepath.Join(a.opts.TmpDir, "*.parquet.tmp"))
+	for _, f := range files {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(f), "archive-%d-", &pid); err == nil && pid != os.Getpid() && !alive(pid) {
+			os.Remove(f)
+		}
+	}
+}
+
+// startOffset is where a claimed partition resumes: right after its last
+// archived object, read from the bucket.
+func (a *Archiver) startOffset(ctx context.Context, topic string, partition int32) (int64, error) {
+	st := a.topics[topic]
+	if st == nil {
+		return 0, fmt.Errorf("archive: topic %s belongs to no stream", topic)
+	}
+	for {
+		objs, err := a.store.List(ctx, schemas.RawPrefix(st.stream.Name, partition))
+		if err == nil {
+			keys := make([]string, len(objs))
+			for i, o := range objs {
+				keys[i] = o.Key
+			}
+			_, next := Plan(keys)
+			st.mu.Lock()
+			if len(keys) > 0 {
+				st.lastKey[partition] = keys[len(keys)-1]
+			} else {
+				delete(st.lastKey, partition)
+			}
+			st.mu.Unlock()
+			if next < 0 {
+				return kafka.FirstOffset, nil
+			}
+			a.m.next.WithLabelValues(st.stream.Name, strconv.Itoa(int(partition))).Set(float64(next))
+			return next, nil
+		}
+		// Listing fails while S3 is down: wait here rather than bouncing
+		// the whole group through a rejoin.
+		a.uploadFailed(err)
+		a.log.Warn("cannot list archived objects; retrying", "stream", st.stream.Name, "partition", partition, "err", err)
+		if !sleep(ctx, a.opts.RetryPause) {
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// openFile is the raw object being built for one partition.
+type openFile struct {
+	path   string
+	f      *os.File
+	buf    *bufio.Writer
+	w      *parquet.RawWriter
+	first  int64 // first offset the object accounts for
+	opened time.Time
+}
+
+// errLost means another member archived the range this member was about to
+// upload: the partition is claimed again from the bucket's end.
+var errLost = errors.New("archive: another member archived this range first; re-claiming the partition")
+
+// handle archives one claimed partition until the claim ends.
+func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
+	st := a.topics[c.Topic]
+	part := strconv.Itoa(int(c.Partition))
+	log := a.log.With("stream", st.stream.Name, "partition", c.Partition)
+	log.Info("claimed partition", "start", c.Start)
+	maxAge := a.cfg.Archive.MaxFileAge.D()
+	maxBytes := a.cfg.Archive.MaxFileBytes
+	lag := a.m.lag.WithLabelValues(st.stream.Name, part)
+
+	// next is where the next object must start; FirstOffset until the
+	// first message when nothing is archived yet.
+	next := c.Start
+	var f *openFile
+	defer func() {
+		if f == nil {
+			return
+		}
+		// Shutdown or rebalance: upload what is held, so a clean stop
+		// leaves nothing to re-read. The contiguity check keeps this safe
+		// even if the partition already has a new owner.
+		if err == nil {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.FlushTimeout)
+			defer cancel()
+			if ferr := a.roll(fctx, c, st, f, log); ferr != nil {
+				log.Warn("could not upload the open file before stopping; the next owner re-reads it from Kafka", "err", ferr)
+			} else {
+				log.Info("uploaded the open file before stopping")
+			}
+		}
+		f.discard()
+	}()
+
+	fetched := 0
+	for {
+		fctx, cancel := ctx, context.CancelFunc(func() {})
+		if f != nil {
+			fctx, cancel = context.WithDeadline(ctx, f.opened.Add(maxAge))
+		}
+		msg, ferr := c.Fetch(fctx)
+		cancel()
+		if ferr != nil {
+			if ctx.Err() != nil || kafka.IsEnded(ctx, ferr) {
+				return nil
+			}
+			if errors.Is(ferr, context.DeadlineExceeded) && f != nil {
+				if err := a.roll(ctx, c, st, f, log); err != nil {
+					return a.rollFailed(ctx, err)
+				}
+				next, f = f.last()+1, nil
+				lag.Set(float64(max(c.Lag(), 0)))
+				continue
+			}
+			return fmt.Errorf("archive: fetching %s/%d: %w", c.Topic, c.Partition, ferr)
+		}
+		if next >= 0 && msg.Offset < next {
+			continue // already archived (a broker may resend the start of a batch)
+		}
+		if f == nil {
+			first := next
+			if first < 0 {
+				first = msg.Offset
+			}
+			if f, err = a.open(st, c.Partition, first); err != nil {
+				return err
+			}
+		}
+		rec := parquet.RawRecord{Raw: msg.Value, Partition: msg.Partition, Offset: msg.Offset, KafkaTime: msg.Time}
+		if ev, derr := st.dec.Decode(msg.Value, msg.Time); derr == nil {
+			rec.Event = &ev
+		} else {
+			a.m.invalid.WithLabelValues(st.stream.Name).Inc()
+		}
+		if err := f.w.Write(rec); err != nil {
+			return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, msg.Offset, err)
+		}
+		a.m.records.WithLabelValues(st.stream.Name).Inc()
+		if fetched++; fetched%1000 == 0 {
+			lag.Set(float64(max(c.Lag(), 0)))
+		}
+		if f.w.Size() >= maxBytes || time.Since(f.opened) >= maxAge {
+			if err := a.roll(ctx, c, st, f, log); err != nil {
+				return a.rollFailed(ctx, err)
+			}
+			next, f = f.last()+1, nil
+			lag.Set(float64(max(c.Lag(), 0)))
+		}
+	}
+}
+
+// rollFailed turns a failed roll into the handler's result: nil when the
+// claim is ending anyway, the error (a re-claim) otherwise.
+func (a *Archiver) rollFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil && !errors.Is(err, errLost) {
+		return nil
+	}
+	return err
+}
+
+func (f *openFile) last() int64 {
+	_, last := f.w.Offsets()
+	return last
+}
+
+func (f *openFile) discard() {
+	if f.f != nil {
+		f.f.Close()
+		f.f = nil
+	}
+	os.Remove(f.path)
+}
+
+func (a *Archiver) open(st *streamState, partition int32, first int64) (*openFile, error) {
+	tmp, err := os.CreateTemp(a.opts.TmpDir, fmt.Sprintf("archive-%d-%s-%d-*.parquet.tmp", os.Getpid(), st.stream.Name, partition))
+	if err != nil {
+		return nil, fmt.Errorf("archive: temp file: %w", err)
+	}
+	buf := bufio.NewWriterSize(tmp, 1<<20)
+	return &openFile{
+		path:   tmp.Name(),
+		f:      tmp,
+		buf:    buf,
+		w:      parquet.NewRawWriter(buf, st.stream, parquet.RawWriterOptions{RowGroupBytes: a.opts.RowGroupBytes, Partition: partition}),
+		first:  first,
+		opened: time.Now(),
+	}, nil
+}
+
+// roll finishes f and uploads it, retrying S3 failures until ctx ends.
+// On success it commits the Kafka offset (a hint) and publishes progress.
+func (a *Archiver) roll(ctx context.Context, c *kafka.Claim, st *streamState, f *openFile, log *slog.Logger) error {
+	if err := f.w.Close(); err != nil {
+		return err
+	}
+	if err := f.buf.Flush(); err != nil {
+		return fmt.Errorf("archive: writing %s: %w", f.path, err)
+	}
+	size := f.w.Written()
+	last := f.last()
+	key := schemas.RawKey(st.stream.Name, c.Partition, f.first, last)
+	pause := a.opts.RetryPause
+	for {
+		t0 := time.Now()
+		err := a.upload(ctx, st, c.Partition, f, key, size)
+		if err == nil {
+			a.failingSince.Store(0)
+			a.m.uploadSeconds.Observe(time.Since(t0).Seconds())
+			break
+		}
+		if errors.Is(err, errLost) {
+			a.m.lost.WithLabelValues(st.stream.Name).Inc()
+			log.Warn("discarding a file another member already archived", "key", key)
+			return err
+		}
+		if ctx.Err() != nil {
+			// The claim ended mid-upload: not an S3 failure.
+			return fmt.Errorf("archive: upload of %s interrupted: %w", key, err)
+		}
+		a.uploadFailed(err)
+		log.Warn("upload failed; retrying (the archiver stalls until S3 is back)", "key", key, "pause", pause, "err", err)
+		if !sleep(ctx, pause) {
+			return fmt.Errorf("archive: upload of %s abandoned: %w", key, err)
+		}
+		pause = min(2*pause, 30*time.Second)
+	}
+	name, part := st.stream.Name, strconv.Itoa(int(c.Partition))
+	a.m.files.WithLabelValues(name).Inc()
+	a.m.bytes.WithLabelValues(name).Add(float64(size))
+	a.m.lastUpload.WithLabelValues(name).SetToCurrentTime()
+	a.m.next.WithLabelValues(name, part).Set(float64(last + 1))
+	log.Debug("archived", "key", key, "rows", f.w.Rows(), "bytes", size)
+	if err := c.Commit(last + 1); err != nil {
+		log.Debug("committing the offset hint failed", "err", err) // only lag tools read it
+	}
+	if err := a.publish(ctx, st, c.Partition, last+1); err != nil {
+		log.Warn("publishing archive progress failed; the next upload retries", "err", err)
+	}
+	return nil
+}
+
+func (a *Archiver) uploadFailed(err error) {
+	a.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+	a.lastErr.Store(err.Error())
+	a.m.uploadErrors.Inc()
+}
+
+// upload checks that f continues the partition in the bucket and uploads it.
+func (a *Archiver) upload(ctx context.Context, st *streamState, partition int32, f *openFile, key string, size int64) error {
+	prefix := schemas.RawPrefix(st.stream.Name, partition)
+	st.mu.Lock()
+	after := st.lastKey[partition]
+	st.mu.Unlock()
+	objs, err := a.store.ListAfter(ctx, prefix, after)
+	if err != nil {
+		return err
+	}
+	end := int64(-1) // the bucket's next offset, -1 when the partition has no object
+	if after != "" {
+		_, _, _, last, _ := schemas.ParseRawKey(after)
+		end = last + 1
+	}
+	for _, o := range objs {
+		if _, _, _, last, ok := schemas.ParseRawKey(o.Key); ok && last+1 > end {
+			end = last + 1
+		}
+	}
+	// end < 0: the partition's first object, which starts at the oldest
+	// message Kafka still holds.
+	if end >= 0 && end != f.first {
+		return errLost
+	}
+	if _, err := f.f.Seek(0, 0); err != nil {
+		return err
+	}
+	if err := a.store.Put(ctx, key, f.f, size); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	st.lastKey[partition] = key
+	st.mu.Unlock()
+	return nil
+}
+
+// publish records the partition's next offset in the stream's progress
+// file. The file is shared by every member, so it is read, merged (each
+// partition's offset only grows) and written back; a lost race only makes
+// it lag until the next upload, never claim too much.
+func (a *Archiver) publish(ctx context.Context, st *streamState, partition int32, next int64) error {
+	st.pubMu.Lock()
+	defer st.pubMu.Unlock()
+	if next > st.progress[partition] {
+		st.progress[partition] = next
+	}
+	p, err := ReadProgress(ctx, a.store, st.stream.Name)
+	if err != nil {
+		return err
+	}
+	for part, n := range st.progress {
+		if n > p.Next[part] {
+			p.Next[part] = n
+		}
+	}
+	p.Stream, p.UpdatedAt = st.stream.Name, time.Now().UTC()
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	return a.store.PutBytes(ctx, schemas.ArchiveProgressKey(st.stream.Name), data)
+}
+
+// alive reports whether a process with this id exists.
+func alive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	return err == nil && p.Signal(syscall.Signal(0)) == nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
