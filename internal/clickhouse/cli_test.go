@@ -53,6 +53,7 @@ func TestMigrateCommand(t *testing.T) {
 	require.NoError(t, err, out)
 	require.Contains(t, out, "created    table    tandem.clicks_by_country_speed")
 	require.Contains(t, out, "created    view     tandem.clicks_by_country")
+	require.Contains(t, out, "created    database tandem\n")
 	out, err = run()
 	require.NoError(t, err, out)
 	require.Contains(t, out, "up to date (11 objects)")

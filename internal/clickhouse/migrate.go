@@ -126,6 +126,10 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 	if err != nil {
 		return rep, err
 	}
+	var databases uint64
+	if err := db.conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", db.db).Scan(&databases); err != nil {
+		return rep, fmt.Errorf("clickhouse: listing databases: %w", err)
+	}
 	// The database and the shared tables first: schema_meta must exist to
 	// be read.
 	for _, o := range objs {
@@ -155,7 +159,11 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 	failed := map[string]bool{} // owners with a problem: their views are not touched
 	for _, o := range objs {
 		if o.Kind == KindDatabase {
-			rep.Changes = append(rep.Changes, Change{Kind: o.Kind, Action: ActionUnchanged})
+			action := ActionUnchanged
+			if databases == 0 {
+				action = ActionCreated
+			}
+			rep.Changes = append(rep.Changes, Change{Kind: o.Kind, Action: action})
 			continue
 		}
 		if failed[o.Owner] && o.Owner != "" {
