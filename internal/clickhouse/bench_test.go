@@ -1,0 +1,72 @@
+package clickhouse
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// BenchmarkInsertSpeedRows measures InsertSpeedRows against a baseline in
+// the same run: the same rows, converted beforehand, appended to a
+// clickhouse-go batch directly. overhead_ratio is adapter time / baseline
+// time (1.0 = the adapter costs nothing beyond the driver).
+func BenchmarkInsertSpeedRows(b *testing.B) {
+	cfg := parseConfig(b, testConfigYAML)
+	db, _ := migrated(b, cfg)
+	ctx := testCtx(b)
+	v := cfg.View("clicks_by_country")
+	rows := speedRows(v, makeEvents(cfg.Stream("clicks"), 20000, 3, 9), cfg.ChunkSize)
+	sql, _ := db.SpeedInsert(v)
+	args := make([][]any, len(rows))
+	for i := range rows {
+		a, err := SpeedArgs(v, &rows[i])
+		require.NoError(b, err)
+		args[i] = a
+	}
+
+	var adapter, baseline time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		require.NoError(b, db.InsertSpeedRows(ctx, v, rows))
+		adapter += time.Since(start)
+
+		start = time.Now()
+		batch, err := db.Conn().PrepareBatch(ctx, sql)
+		require.NoError(b, err)
+		for _, a := range args {
+			require.NoError(b, batch.Append(a...))
+		}
+		require.NoError(b, batch.Send())
+		baseline += time.Since(start)
+	}
+	b.ReportMetric(float64(len(rows)*b.N)/adapter.Seconds(), "rows/s")
+	b.ReportMetric(adapter.Seconds()/baseline.Seconds(), "overhead_ratio")
+}
+
+// BenchmarkMergedView measures a query of the merged SQL view against the
+// same rows read from the speed table with FINAL alone (no batch run, no
+// seam): merged_ratio is what the view's union, seam and grouping cost.
+func BenchmarkMergedView(b *testing.B) {
+	cfg := parseConfig(b, testConfigYAML)
+	db, _ := migrated(b, cfg)
+	ctx := testCtx(b)
+	v := cfg.View("clicks_by_country")
+	require.NoError(b, db.InsertSpeedRows(ctx, v, speedRows(v, makeEvents(cfg.Stream("clicks"), 50000, 3, 10), cfg.ChunkSize)))
+	count := func(q string) time.Duration {
+		start := time.Now()
+		var n uint64
+		require.NoError(b, db.Conn().QueryRow(ctx, q).Scan(&n))
+		require.Positive(b, n)
+		return time.Since(start)
+	}
+	var merged, final time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		merged += count("SELECT count() FROM (SELECT * FROM tandem.clicks_by_country)")
+		final += count("SELECT count() FROM (SELECT window_start, country, device, sum(n), sum(revenue), min(lo), max(hi) FROM tandem.clicks_by_country_speed FINAL GROUP BY window_start, country, device)")
+	}
+	b.ReportMetric(float64(merged.Microseconds())/float64(b.N), "merged_µs/query")
+	b.ReportMetric(merged.Seconds()/final.Seconds(), "merged_ratio")
+}
