@@ -285,17 +285,50 @@ func (m *Measure) StateFromCell(cell any) (State, error) {
 
 // decodeDD decodes a DDSketch, turning the library's panics on hostile bytes
 // into an error: stored objects are input like any other.
+//
+// The library's default store pages bins by index and allocates pages for
+// the whole range between the lowest and highest index it reads, so a few
+// hostile bytes naming index ±2^40 ask for terabytes. The bytes are
+// therefore first decoded into a map-based store, whose size is bounded by
+// the input, and every bin checked against the indexes our mapping can
+// produce; only then are they decoded for real.
 func decodeDD(b []byte) (dd *ddsketch.DDSketch, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			dd, err = nil, fmt.Errorf("corrupt quantile sketch: %v", r)
 		}
 	}()
-	dd, err = ddsketch.DecodeDDSketch(b, store.DefaultProvider, nil)
-	if err == nil && dd.RelativeAccuracy() != QuantileRelativeAccuracy && math.Abs(dd.RelativeAccuracy()-QuantileRelativeAccuracy) > 1e-9 {
-		err = fmt.Errorf("quantile sketch has relative accuracy %g, want %g", dd.RelativeAccuracy(), QuantileRelativeAccuracy)
+	// Cell always encodes the mapping; without one the bytes are not ours.
+	probe, err := ddsketch.DecodeDDSketch(b, store.SparseStoreConstructor, nil)
+	if err != nil {
+		return nil, err
 	}
-	return dd, err
+	ours := newDD().IndexMapping
+	// A sketch of any other mapping (another accuracy or interpolation)
+	// cannot be merged with ours, and Merge would drop it silently.
+	if !probe.IndexMapping.Equals(ours) {
+		return nil, fmt.Errorf("quantile sketch has relative accuracy %g and another index mapping than %g logarithmic", probe.RelativeAccuracy(), QuantileRelativeAccuracy)
+	}
+	lo, hi := ours.Index(ours.MinIndexableValue()), ours.Index(ours.MaxIndexableValue())
+	var bad error
+	check := func(index int, count float64) bool {
+		if index < lo || index > hi || !(count >= 0) || math.IsInf(count, 0) {
+			bad = fmt.Errorf("quantile sketch has a bin %d of count %g, outside what the mapping writes", index, count)
+		}
+		return bad != nil
+	}
+	probe.GetPositiveValueStore().ForEach(check)
+	probe.GetNegativeValueStore().ForEach(check)
+	if bad != nil {
+		return nil, bad
+	}
+	if z := probe.GetZeroCount(); !(z >= 0) || math.IsInf(z, 0) {
+		return nil, fmt.Errorf("quantile sketch has a zero count of %g", z)
+	}
+	if n := probe.GetCount(); math.IsInf(n, 0) || math.IsNaN(n) {
+		return nil, fmt.Errorf("quantile sketch has a count of %g", n)
+	}
+	return ddsketch.DecodeDDSketch(b, store.DefaultProvider, nil)
 }
 
 func toFloat(v any) (float64, bool) {
