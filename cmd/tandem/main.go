@@ -51,6 +51,7 @@ func commands() []command {
 		{"gen", "generate load: realistic events with late, duplicate and invalid ones", cmdGen},
 		{"migrate", "create or check the ClickHouse tables and views", cmdMigrate},
 		{"config", "configuration tools: `tandem config check` validates the file", cmdConfig},
+		{"probe", "check an HTTP endpoint (container health checks): exits 0 on a 2xx answer", cmdProbe},
 		{"version", "print the version and commit", cmdVersion},
 	}
 }
