@@ -141,7 +141,7 @@ func TestKillAndRebalanceExactlyOnce(t *testing.T) {
 	t.Logf("chaos: %d kill -9, %d membership changes", kills, rebalances)
 	require.GreaterOrEqual(t, kills, 4, "the chaos loop must kill members several times")
 
-	waitExact(t, e, want, 90*time.Second)
+	waitExact(t, e, want, 150*time.Second)
 
 	// The chunks were really crossed: rows of many chunks per partition.
 	var chunks uint64

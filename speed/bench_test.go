@@ -1,0 +1,228 @@
+package speed_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kgo "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+)
+
+// benchEvents is the backlog each side reads; large enough that joining
+// the group and the last flush are small beside it. TANDEM_BENCH_EVENTS
+// overrides it (a multiple of 50,000).
+var benchEvents = func() int {
+	if n, err := strconv.Atoi(os.Getenv("TANDEM_BENCH_EVENTS")); err == nil && n >= 50_000 {
+		return n / 50_000 * 50_000
+	}
+	return 200_000
+}()
+
+// BenchmarkSpeedVsBareConsumer measures, in one run against the same
+// topic: a bare kafka-go consumer (one Reader per partition, counting
+// messages) and the speed layer end to end (Kafka → decode, dedup, fold
+// into tandem.example.yaml's view → rows visible in ClickHouse). It
+// reports both rates and their ratio, then the ingest-to-visible freshness
+// at moderate load (p50, p99) and peak RSS.
+//
+// Run: go test ./speed -run '^$' -bench SpeedVsBareConsumer -benchtime 1x
+func BenchmarkSpeedVsBareConsumer(b *testing.B) {
+	e := newEnv(b, envOptions{partitions: 6, chunkSize: 10000, flush: "1s"})
+	e.cfgText = strings.Replace(e.cfgText, "flush_rows: 5000", "flush_rows: 50000", 1)
+	e.cfg.Speed.FlushRows = 50000
+	topic := e.cfg.Streams[0].Topic
+
+	// The backlog: like ingest/gen's load, in batches so the test holds
+	// little of it.
+	base := time.Now().UTC()
+	var want int
+	for seed := uint64(0); int(seed)*50_000 < benchEvents; seed++ {
+		evs := generate(genOptions{n: 50_000, seed: 100 + seed, base: base, dupRate: 0.01, lateRate: 0.05, invalidRate: 0.005})
+		valid, _, _ := countValid(evs)
+		want += valid
+		produce(b, e.kafka.Brokers, topic, evs)
+	}
+	b.Logf("produced %d events (%d valid and unique)", benchEvents, want)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bare := bareConsume(b, e.kafka.Brokers, topic, e.cfg.Streams[0].Partitions, benchEvents)
+		b.Logf("bare consumer: %.0f events/s", bare)
+
+		clearPeakRSS()
+		rssBefore := procStatus("VmRSS")
+		_, reg, stop := startService(b, e)
+		start := time.Now()
+		var firstMsg time.Time
+		for {
+			if firstMsg.IsZero() && sumMetric(b, reg, "tandem_speed_events_consumed_total") > 0 {
+				firstMsg = time.Now()
+			}
+			if visibleViews(b, e, 0) >= int64(want) {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("the speed layer did not finish the backlog: %d of %d visible, %.0f consumed", visibleViews(b, e, 0), want,
+					sumMetric(b, reg, "tandem_speed_events_consumed_total"))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		done := time.Since(start)
+		steady := time.Since(firstMsg)
+		speedRate := float64(benchEvents) / steady.Seconds()
+		peak := procStatus("VmHWM")
+
+		p50, p99 := freshness(b, e)
+		stop()
+
+		b.ReportMetric(bare, "bare_events/s")
+		b.ReportMetric(speedRate, "speed_events/s")
+		b.ReportMetric(float64(benchEvents)/done.Seconds(), "speed_with_join_events/s")
+		b.ReportMetric(100*speedRate/bare, "pct_of_bare")
+		b.ReportMetric(p50.Seconds(), "fresh_p50_s")
+		b.ReportMetric(p99.Seconds(), "fresh_p99_s")
+		b.ReportMetric(float64(peak)/1024, "peak_rss_MiB")
+		b.ReportMetric(float64(peak-rssBefore)/1024, "peak_rss_over_baseline_MiB")
+		b.Logf("bare %.0f ev/s; speed %.0f ev/s steady (%.0f%% of bare), %.0f ev/s with group join; freshness p50 %s p99 %s; VmHWM %d MiB (baseline before the speed layer %d MiB, broker in-process)",
+			bare, speedRate, 100*speedRate/bare, float64(benchEvents)/done.Seconds(), p50, p99, peak/1024, rssBefore/1024)
+		// Later iterations start over on empty tables and a new group.
+		require.NoError(b, e.conn.Exec(context.Background(), fmt.Sprintf("TRUNCATE TABLE %s.%s_speed", e.cfg.ClickHouse.Database, e.cfg.Views[0].Name)))
+		e.cfg.Kafka.GroupPrefix += "x"
+	}
+}
+
+// bareConsume reads n messages from every partition with plain kafka-go
+// Readers, as fast as they go, and returns messages per second.
+func bareConsume(b *testing.B, brokers []string, topic string, partitions, n int) float64 {
+	var total atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := 0; p < partitions; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kgo.NewReader(kgo.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 4 << 20,
+				MaxWait: 200 * time.Millisecond, QueueCapacity: 1000})
+			defer r.Close()
+			for total.Load() < int64(n) {
+				if _, err := r.FetchMessage(ctx); err != nil {
+					return
+				}
+				if total.Add(1) >= int64(n) {
+					cancel()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(b, int64(n), total.Load())
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// visibleViews is the count of events visible in the speed table (FINAL),
+// from chunk minChunk on.
+func visibleViews(b testing.TB, e *env, minChunk uint64) int64 {
+	var n int64
+	err := e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT toInt64(sum(views)) FROM %s.%s_speed FINAL WHERE chunk >= %d",
+		e.cfg.ClickHouse.Database, e.cfg.Views[0].Name, minChunk)).Scan(&n)
+	require.NoError(b, err)
+	return n
+}
+
+// freshness produces 100 events every 50 ms (2,000/s) for 10 s and polls
+// ClickHouse; each batch's freshness is the time from its acknowledged
+// produce (the gateway's acceptance) to the first poll that sees it.
+func freshness(b *testing.B, e *env) (p50, p99 time.Duration) {
+	var minChunk uint64
+	require.NoError(b, e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT max(chunk) FROM %s.%s_speed", e.cfg.ClickHouse.Database, e.cfg.Views[0].Name)).Scan(&minChunk))
+	before := visibleViews(b, e, minChunk)
+	type batch struct {
+		acked time.Time
+		total int64
+	}
+	var (
+		mu      sync.Mutex
+		batches []batch
+	)
+	stopPoll := make(chan struct{})
+	var lat []time.Duration
+	var pollWG sync.WaitGroup
+	pollWG.Add(1)
+	go func() {
+		defer pollWG.Done()
+		next := 0
+		for {
+			seen := visibleViews(b, e, minChunk) - before
+			now := time.Now()
+			mu.Lock()
+			for next < len(batches) && batches[next].total <= seen {
+				lat = append(lat, now.Sub(batches[next].acked))
+				next++
+			}
+			done := next == len(batches)
+			mu.Unlock()
+			select {
+			case <-stopPoll:
+				if done {
+					return
+				}
+			default:
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+	}()
+	w := &kgo.Writer{Addr: kgo.TCP(e.kafka.Brokers...), Topic: e.cfg.Streams[0].Topic, Balancer: kgo.Murmur2Balancer{},
+		RequiredAcks: kgo.RequireAll, BatchTimeout: time.Millisecond, Transport: &kgo.Transport{}}
+	defer w.Close()
+	var total int64
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < 200; i++ {
+		<-tick.C
+		evs := generate(genOptions{n: 100, seed: 1_000_000 + uint64(i), base: time.Now().UTC()})
+		msgs := make([]kgo.Message, len(evs))
+		for j, ev := range evs {
+			msgs[j] = kgo.Message{Key: []byte(ev.id), Value: ev.raw}
+		}
+		require.NoError(b, w.WriteMessages(context.Background(), msgs...))
+		total += int64(len(evs))
+		mu.Lock()
+		batches = append(batches, batch{acked: time.Now(), total: total})
+		mu.Unlock()
+	}
+	close(stopPoll)
+	pollWG.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat[len(lat)/2], lat[len(lat)*99/100]
+}
+
+// procStatus reads a "VmXxx: N kB" line of /proc/self/status, in KiB.
+func procStatus(field string) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// clearPeakRSS resets VmHWM to the current RSS (Linux clear_refs "5"), so
+// the peak measured next belongs to the speed layer's phase.
+func clearPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
