@@ -152,7 +152,7 @@ func (sc *scanner) progress(ctx context.Context) func() {
 				n := sc.stats.Read.Load()
 				el := time.Since(start).Seconds()
 				rate := float64(n) / el
-				attrs := []any{"stream", sc.plan.Stream.Name, "read", n, "rows_per_s", int64(rate)}
+				attrs := []any{"read", n, "rows_per_s", int64(rate)}
 				if sc.total > 0 {
 					pct := 100 * float64(n) / float64(sc.total)
 					attrs = append(attrs, "percent", fmt.Sprintf("%.1f", min(pct, 100)))
