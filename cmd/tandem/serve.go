@@ -23,6 +23,7 @@ func cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeFn()
+	defer mountStatus(svc, cfg, reg, log)()
 	if err := svc.Listen(); err != nil {
 		return err
 	}

@@ -2,14 +2,77 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving"
+	"github.com/tandem-analytics/tandem/serving/dashboard"
+	"github.com/tandem-analytics/tandem/status"
 )
 
-// cmdStatus is filled in by the issue that builds this component.
-func cmdStatus(_ context.Context, args []string) error {
-	f := newFlags("status", "status [flags]")
-	if err := f.parse(args); err != nil {
+// errRed makes `tandem status` exit non-zero when something is red.
+var errRed = errors.New("the health report has red checks")
+
+// cmdStatus prints the health report: every question of the operator's
+// "hour 6" with its measured value, threshold and verdict. It reads the
+// components' /metrics at their listen addresses and the stores the
+// configuration names, and exits 1 when anything is red.
+func cmdStatus(ctx context.Context, args []string) error {
+	f := newFlags("status", "status [--config FILE] [--json] [--interval 2s] [--addr name=host:port] [--skip name,...]")
+	asJSON := f.Bool("json", false, "print the report as JSON (for machines) instead of a table")
+	interval := f.Duration("interval", 2*time.Second, "time between the two scrapes rates are computed over")
+	timeout := f.Duration("timeout", 3*time.Second, "how long each component and store may take to answer")
+	skip := f.String("skip", "", "comma-separated components not deployed (ingest, speed, archive, serve)")
+	addrs := map[string]string{}
+	f.Func("addr", "where to reach a component, name=host:port (repeatable; default its listen address from the config)", func(s string) error {
+		name, addr, ok := strings.Cut(s, "=")
+		if !ok || name == "" || addr == "" {
+			return fmt.Errorf("want name=host:port, got %q", s)
+		}
+		addrs[name] = addr
+		return nil
+	})
+	cfg, log, err := f.load(args)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("%w", errNotYet)
+	for _, name := range status.UnknownThresholds(cfg) {
+		log.Warn("status.thresholds names no check; it is ignored", "name", name)
+	}
+	var skipped []string
+	if *skip != "" {
+		skipped = strings.Split(*skip, ",")
+	}
+	mon := status.NewMonitor(cfg, status.Options{Interval: *interval, Timeout: *timeout, Addrs: addrs, Skip: skipped, Log: log})
+	defer mon.Close()
+	rep := mon.Gather(ctx)
+	if *asJSON {
+		err = status.WriteJSON(os.Stdout, rep)
+	} else {
+		err = status.WriteText(os.Stdout, rep)
+	}
+	if err != nil {
+		return err
+	}
+	if rep.Red() {
+		return errRed
+	}
+	return nil
+}
+
+// mountStatus adds GET /v1/status and the web dashboard (/) to the serving
+// API. serve reads its own metrics in-process and the other components over
+// HTTP. The returned func releases the monitor's store connections.
+func mountStatus(svc *serving.Service, cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger) func() {
+	mon := status.NewMonitor(cfg, status.Options{Interval: time.Second, Local: map[string]prometheus.Gatherer{"serve": reg}, Log: log})
+	svc.Mount("GET /v1/status", status.Handler(mon, status.HandlerOptions{Tokens: cfg.Auth.QueryTokens, Registry: reg, Log: log.With("component", "serve")}))
+	svc.Mount("GET /", dashboard.Handler())
+	return func() { mon.Close() }
 }

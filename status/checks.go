@@ -1,0 +1,578 @@
+package status
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"sort"
+	"strings"
+	"time"
+)
+
+func (j *judgement) components() {
+	for _, name := range Components {
+		r := j.by[name]
+		if r == nil {
+			continue
+		}
+		c := Component{Name: name, Addr: r.t.addr}
+		if r.t.local != nil {
+			c.Addr = "in-process"
+		}
+		check := Check{Area: "components", Name: "component." + name, Question: fmt.Sprintf("Is %s up and ready?", name), Verdict: Green, Display: "up", Source: r.t.baseURL()}
+		switch {
+		case r.cur == nil:
+			c.Error = fmt.Sprintf("not reachable at %s: %v", r.t.addr, r.err)
+			check.Verdict, check.Display, check.Detail = Red, "down", fmt.Sprintf("%s: not reachable at %s (%v)", name, r.t.addr, r.err)
+		case r.ready != "":
+			c.Reachable = true
+			c.Error = "not ready: " + r.ready
+			check.Verdict, check.Display, check.Detail = Red, "not ready", fmt.Sprintf("%s: not ready: %s", name, r.ready)
+		default:
+			c.Reachable, c.Ready = true, true
+		}
+		if r.cur != nil {
+			if start := r.cur.max("process_start_time_seconds"); !math.IsNaN(start) && start > 0 {
+				c.Uptime = math.Max(0, float64(j.now.UnixMilli())/1000-start)
+				if check.Detail == "" {
+					check.Detail = "up " + formatSeconds(c.Uptime)
+				}
+			}
+		}
+		j.rep.Components = append(j.rep.Components, c)
+		j.rep.Checks = append(j.rep.Checks, check)
+	}
+}
+
+func (j *judgement) stores() {
+	cfg := j.m.cfg
+	for _, s := range []struct {
+		name, what string
+		err        error
+	}{
+		{"store.kafka", fmt.Sprintf("Kafka at %s", strings.Join(cfg.Kafka.Brokers, ",")), j.st.kafkaErr},
+		{"store.s3", fmt.Sprintf("S3 bucket %s at %s", cfg.S3.Bucket, cfg.S3.Endpoint), j.st.s3Err},
+		{"store.clickhouse", fmt.Sprintf("ClickHouse at %s", cfg.ClickHouse.Addr), j.st.chErr},
+	} {
+		c := Check{Area: "stores", Name: s.name, Question: "Is " + s.what + " reachable?", Verdict: Green, Display: "reachable"}
+		if s.err != nil {
+			c.Verdict, c.Display, c.Detail = Red, "not reachable", fmt.Sprintf("%s: %v", s.what, s.err)
+		}
+		j.rep.Checks = append(j.rep.Checks, c)
+	}
+}
+
+func (j *judgement) ingestion() {
+	const area = "ingestion"
+	j.partitions()
+	r := j.comp("ingest")
+	if r == nil {
+		why := j.unreachable("ingest")
+		j.down(area, "ingest.events_per_second", "Events accepted per second", "events/s", why)
+		j.down(area, "ingest.bytes_per_second", "Bytes received per second", "bytes/s", why)
+		j.down(area, "ingest.reject_ratio", "Share of events rejected", "ratio", why)
+		j.down(area, "ingest.produce_latency_p99_seconds", "Kafka produce latency (p99)", "seconds", why)
+		j.down(area, "ingest.produce_failure_ratio", "Share of valid events Kafka did not take", "ratio", why)
+	} else {
+		const src = "ingest /metrics"
+		j.add(area, "ingest.events_per_second", "Events accepted per second", "events/s", r.rate("tandem_ingest_events_accepted_total", nil), "", src)
+		j.add(area, "ingest.bytes_per_second", "Bytes received per second", "bytes/s", r.rate("tandem_ingest_bytes_received_total", nil), "", src)
+		accepted := func(s *scrape) float64 { return s.sum("tandem_ingest_events_accepted_total", nil) }
+		rejected := func(s *scrape) float64 { return s.sum("tandem_ingest_events_rejected_total", nil) }
+		failed := func(s *scrape) float64 { return s.sum("tandem_ingest_produce_failed_events_total", nil) }
+		v, since := r.ratio(rejected, func(s *scrape) float64 { return accepted(s) + rejected(s) })
+		detail := joinCounts(r.byLabelDelta("tandem_ingest_events_rejected_total", "reason"), "by reason: ")
+		if since {
+			detail = strings.TrimSpace(joinCounts(r.cur.by("tandem_ingest_events_rejected_total", "reason"), "by reason: ") + " " + windowNote(since))
+		}
+		j.add(area, "ingest.reject_ratio", "Share of events rejected", "ratio", v, detail, src)
+		h, since := r.histWindow("tandem_ingest_produce_duration_seconds", nil)
+		j.add(area, "ingest.produce_latency_p99_seconds", "Kafka produce latency (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
+		v, since = r.ratio(failed, func(s *scrape) float64 { return accepted(s) + failed(s) })
+		j.add(area, "ingest.produce_failure_ratio", "Share of valid events Kafka did not take", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
+	}
+
+	// Consumer lag per partition, from the stores.
+	speedLag, archiveLag := math.NaN(), math.NaN()
+	var speedTop, archTop []PartitionLag
+	for _, p := range j.rep.Partitions {
+		if p.SpeedLag >= 0 {
+			speedLag = nanMax(speedLag, float64(p.SpeedLag))
+			speedTop = append(speedTop, p)
+		}
+		if p.ArchiveLag >= 0 {
+			archiveLag = nanMax(archiveLag, float64(p.ArchiveLag))
+			archTop = append(archTop, p)
+		}
+	}
+	detail, src := topLag(speedTop, func(p PartitionLag) int64 { return p.SpeedLag }), "Kafka high-water marks vs ClickHouse speed rows"
+	if sp := j.comp("speed"); sp != nil && sp.cur.has("tandem_speed_consumer_lag") {
+		m := sp.cur.max("tandem_speed_consumer_lag")
+		if math.IsNaN(speedLag) && !math.IsNaN(m) {
+			speedLag, src = m, "speed /metrics (stores unreadable)"
+		} else if !math.IsNaN(m) {
+			detail = strings.TrimSpace(detail + fmt.Sprintf("; speed's own reading at its last fetch: max %s", trimFloat(m)))
+		}
+	}
+	if math.IsNaN(speedLag) {
+		j.down(area, "kafka.speed_lag_messages", "Speed layer consumer lag (max over partitions)", "messages", j.storeWhy())
+	} else {
+		j.add(area, "kafka.speed_lag_messages", "Speed layer consumer lag (max over partitions)", "messages", speedLag, detail, src)
+	}
+	if math.IsNaN(archiveLag) {
+		j.down(area, "kafka.archive_lag_messages", "Archiver lag: messages not yet in the master dataset (max over partitions)", "messages", j.storeWhy())
+		j.down(area, "archive.pending_age_seconds", "Age of the oldest unarchived data", "seconds", j.storeWhy())
+		return
+	}
+	j.add(area, "kafka.archive_lag_messages", "Archiver lag: messages not yet in the master dataset (max over partitions)", "messages", archiveLag,
+		topLag(archTop, func(p PartitionLag) int64 { return p.ArchiveLag }), "Kafka high-water marks vs the archive progress in S3")
+	// Unarchived messages are normal (files roll every archive.max_file_age);
+	// what matters is how long ago the archiver last made progress.
+	age, why := 0.0, "everything is archived"
+	if archiveLag > 0 {
+		age, why = math.NaN(), ""
+		for _, s := range j.m.cfg.Streams {
+			p := j.st.progress[s.Name]
+			lagging := false
+			for _, pl := range j.rep.Partitions {
+				lagging = lagging || (pl.Stream == s.Name && pl.ArchiveLag > 0)
+			}
+			if !lagging {
+				continue
+			}
+			if p == nil || p.UpdatedAt.IsZero() {
+				why = fmt.Sprintf("stream %s: no archive progress published yet", s.Name)
+				if a := j.comp("archive"); a != nil {
+					if start := a.cur.max("process_start_time_seconds"); !math.IsNaN(start) {
+						age = nanMax(age, float64(j.now.UnixMilli())/1000-start)
+					}
+				}
+				continue
+			}
+			age = nanMax(age, j.now.Sub(p.UpdatedAt).Seconds())
+			why = fmt.Sprintf("last progress of %s at %s", s.Name, p.UpdatedAt.UTC().Format(time.RFC3339))
+		}
+	}
+	j.add(area, "archive.pending_age_seconds", "Time since the archiver last published progress while data waits", "seconds", age, why, "S3 raw/<stream>/_progress.json")
+}
+
+// storeWhy explains a store-based value that could not be computed.
+func (j *judgement) storeWhy() string {
+	var parts []string
+	for _, e := range []error{j.st.kafkaErr, j.st.s3Err, j.st.chErr} {
+		if e != nil {
+			parts = append(parts, e.Error())
+		}
+	}
+	if len(parts) == 0 {
+		return "no data yet"
+	}
+	return strings.Join(parts, "; ")
+}
+
+func nanMax(a, b float64) float64 {
+	if math.IsNaN(a) || b > a {
+		return b
+	}
+	return a
+}
+
+func topLag(ps []PartitionLag, lag func(PartitionLag) int64) string {
+	sort.SliceStable(ps, func(a, b int) bool { return lag(ps[a]) > lag(ps[b]) })
+	var parts []string
+	for i, p := range ps {
+		if i == 4 || lag(p) <= 0 {
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s/%d: %d", p.Stream, p.Partition, lag(p)))
+	}
+	if len(parts) == 0 {
+		return "every partition caught up"
+	}
+	return "largest: " + strings.Join(parts, ", ")
+}
+
+// partitions fills the per-partition positions from the stores.
+func (j *judgement) partitions() {
+	st := j.st
+	for _, s := range j.m.cfg.Streams {
+		views := j.m.cfg.ViewsOf(s.Name)
+		for p := int32(0); p < int32(s.Partitions); p++ {
+			pl := PartitionLag{Stream: s.Name, Partition: p, HighWater: -1, SpeedNext: -1, SpeedLag: -1, ArchiveNext: -1, ArchiveLag: -1, Absorbed: -1, Unabsorbed: -1}
+			if st.kafkaErr == nil && st.highWater != nil {
+				if hw, ok := st.highWater[s.Name][p]; ok {
+					pl.HighWater = hw
+				}
+			}
+			if st.s3Err == nil && st.manifests != nil {
+				absorbed := int64(-1)
+				for _, v := range views {
+					off := int64(0)
+					if m := st.manifests[v.Name]; m != nil {
+						off = m.Absorbed[p]
+					}
+					if absorbed < 0 || off < absorbed {
+						absorbed = off
+					}
+				}
+				pl.Absorbed = max(absorbed, 0)
+				pl.ArchiveNext = 0
+				if pr := st.progress[s.Name]; pr != nil {
+					pl.ArchiveNext = pr.Next[p]
+				}
+			}
+			if st.chErr == nil && st.speedNext != nil && len(views) > 0 {
+				next := int64(0)
+				for _, v := range views {
+					next = max(next, st.speedNext[v.Name][p])
+				}
+				// Speed rows of absorbed chunks are deleted in time; the
+				// absorbed offset is a floor of what speed had folded.
+				pl.SpeedNext = max(next, pl.Absorbed)
+			}
+			if pl.HighWater >= 0 {
+				if pl.SpeedNext >= 0 {
+					pl.SpeedLag = max(0, pl.HighWater-pl.SpeedNext)
+				}
+				if pl.ArchiveNext >= 0 {
+					pl.ArchiveLag = max(0, pl.HighWater-pl.ArchiveNext)
+				}
+				if pl.Absorbed >= 0 {
+					pl.Unabsorbed = max(0, pl.HighWater-pl.Absorbed)
+				}
+			}
+			j.rep.Partitions = append(j.rep.Partitions, pl)
+		}
+	}
+}
+
+func (j *judgement) processing() {
+	const area = "processing"
+	r := j.comp("speed")
+	names := []struct{ name, q, unit string }{
+		{"speed.events_per_second", "Events consumed per second", "events/s"},
+		{"speed.processing_seconds_per_event", "Processing time per event (mean)", "seconds"},
+		{"speed.errors_per_minute", "Speed layer write errors per minute (ClickHouse, dead-letter topic)", "errors/min"},
+		{"speed.stalled_partitions", "Partitions stalled on a failing write", "partitions"},
+		{"speed.dlq_ratio", "Share of events dead-lettered (invalid)", "ratio"},
+		{"speed.duplicate_ratio", "Share of events dropped as duplicates", "ratio"},
+		{"speed.ingest_to_visible_p99_seconds", "Ingest to visible in ClickHouse (p99)", "seconds"},
+	}
+	if r == nil {
+		why := j.unreachable("speed")
+		for _, n := range names {
+			j.down(area, n.name, n.q, n.unit, why)
+		}
+	} else {
+		const src = "speed /metrics"
+		consumed := func(s *scrape) float64 { return s.sum("tandem_speed_events_consumed_total", nil) }
+		j.add(area, names[0].name, names[0].q, names[0].unit, r.rate("tandem_speed_events_consumed_total", nil), "", src)
+		h, since := r.histWindow("tandem_speed_event_processing_seconds", nil)
+		j.add(area, names[1].name, names[1].q, names[1].unit, h.mean(), windowNote(since && h != nil && h.count > 0), src)
+		errs := math.NaN()
+		if w := r.window(); w > 0 {
+			errs = (r.delta("tandem_speed_clickhouse_errors_total", nil) + r.delta("tandem_speed_dlq_errors_total", nil)) / w * 60
+		}
+		j.add(area, names[2].name, names[2].q, names[2].unit, errs,
+			joinCounts(r.byLabelDelta("tandem_speed_clickhouse_errors_total", "table"), "ClickHouse errors by table: "), src)
+		stalled := r.cur.sum("tandem_speed_stalled_partitions", nil)
+		j.add(area, names[3].name, names[3].q, names[3].unit, stalled, "", src)
+		v, since := r.ratio(func(s *scrape) float64 { return s.sum("tandem_speed_dlq_total", nil) }, consumed)
+		j.add(area, names[4].name, names[4].q, names[4].unit, v,
+			strings.TrimSpace(joinCounts(r.byLabelDelta("tandem_speed_dlq_total", "reason"), "by reason: ")+" "+windowNote(since && !math.IsNaN(v))), src)
+		v, since = r.ratio(func(s *scrape) float64 { return s.sum("tandem_speed_duplicates_total", nil) }, consumed)
+		j.add(area, names[5].name, names[5].q, names[5].unit, v, windowNote(since && !math.IsNaN(v)), src)
+		h, since = r.histWindow("tandem_speed_ingest_to_visible_seconds", nil)
+		j.add(area, names[6].name, names[6].q, names[6].unit, h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
+	}
+
+	// Freshness: the newest event time visible to serving. The speed layer
+	// knows it exactly; ClickHouse knows the newest window start (a bound).
+	newest, src := math.NaN(), ""
+	if r != nil {
+		if v := r.cur.max("tandem_speed_newest_event_time_seconds"); !math.IsNaN(v) && v > 0 {
+			newest, src = v, "speed /metrics (newest event time written to ClickHouse)"
+		}
+	}
+	if j.st.chErr == nil {
+		for _, t := range j.st.newestWindow {
+			if sec := float64(t.Unix()); math.IsNaN(newest) || sec > newest {
+				newest, src = sec, "ClickHouse: newest window start of the speed rows"
+			}
+		}
+	}
+	const q = "Freshness: now − newest event time visible in serving"
+	switch {
+	case !math.IsNaN(newest):
+		fresh := math.Max(0, float64(j.now.UnixMilli())/1000-newest)
+		j.add(area, "speed.freshness_seconds", q, "seconds", fresh,
+			"newest event "+time.UnixMilli(int64(newest*1000)).UTC().Format(time.RFC3339), src)
+	case r == nil && j.st.chErr != nil:
+		j.down(area, "speed.freshness_seconds", q, "seconds", j.unreachable("speed")+"; "+j.st.chErr.Error())
+	default:
+		j.add(area, "speed.freshness_seconds", q, "seconds", math.NaN(), "no event is visible yet", "")
+	}
+}
+
+func (j *judgement) storage() {
+	const area = "storage"
+	if r := j.comp("speed"); r == nil {
+		why := j.unreachable("speed")
+		j.down(area, "clickhouse.insert_latency_p99_seconds", "ClickHouse insert latency (p99)", "seconds", why)
+		j.down(area, "clickhouse.insert_error_ratio", "Share of ClickHouse inserts failing", "ratio", why)
+	} else {
+		const src = "speed /metrics"
+		h, since := r.histWindow("tandem_speed_clickhouse_insert_seconds", nil)
+		j.add(area, "clickhouse.insert_latency_p99_seconds", "ClickHouse insert latency (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
+		errs := func(s *scrape) float64 { return s.sum("tandem_speed_clickhouse_errors_total", nil) }
+		v, since := r.ratio(errs, func(s *scrape) float64 { return s.sum("tandem_speed_clickhouse_insert_seconds", nil) + errs(s) })
+		j.add(area, "clickhouse.insert_error_ratio", "Share of ClickHouse inserts failing", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
+	}
+	if j.st.chErr != nil {
+		why := "ClickHouse: " + j.st.chErr.Error()
+		j.down(area, "clickhouse.max_parts_per_partition", "Most active parts in one table partition", "parts", why)
+		j.down(area, "clickhouse.parts", "Active parts in tandem's database", "parts", why)
+		j.down(area, "clickhouse.bytes", "Bytes on disk of tandem's database", "bytes", why)
+	} else {
+		var worst partInfo
+		var parts, bytes, rows uint64
+		for _, p := range j.st.parts {
+			parts, bytes, rows = parts+p.parts, bytes+p.bytes, rows+p.rows
+			if p.parts > worst.parts {
+				worst = p
+			}
+		}
+		detail := "no tables yet"
+		if worst.parts > 0 {
+			detail = fmt.Sprintf("%s partition %s", worst.table, worst.partition)
+		}
+		j.add(area, "clickhouse.max_parts_per_partition", "Most active parts in one table partition", "parts", float64(worst.parts), detail, "ClickHouse system.parts")
+		j.add(area, "clickhouse.parts", "Active parts in tandem's database", "parts", float64(parts), fmt.Sprintf("%d rows in %d table partitions", rows, len(j.st.parts)), "ClickHouse system.parts")
+		j.add(area, "clickhouse.bytes", "Bytes on disk of tandem's database", "bytes", float64(bytes), "", "ClickHouse system.parts")
+	}
+	if r := j.comp("archive"); r == nil {
+		j.down(area, "s3.upload_latency_p99_seconds", "S3 upload latency of the archiver (p99)", "seconds", j.unreachable("archive"))
+	} else {
+		name := "tandem_archive_upload_duration_seconds"
+		if !r.cur.has(name) {
+			name = "tandem_s3_upload_duration_seconds"
+		}
+		h, since := r.histWindow(name, nil)
+		j.add(area, "s3.upload_latency_p99_seconds", "S3 upload latency of the archiver (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), "archive /metrics")
+	}
+	// S3 errors over every component that talks to S3.
+	var num, den, numAll, denAll float64
+	var srcs []string
+	for _, name := range []string{"archive", "serve"} {
+		r := j.comp(name)
+		if r == nil || !r.cur.has("tandem_s3_request_duration_seconds") {
+			continue
+		}
+		srcs = append(srcs, name)
+		e, n := r.delta("tandem_s3_errors_total", nil), r.delta("tandem_s3_request_duration_seconds", nil)
+		num, den = num+e, den+n
+		numAll, denAll = numAll+r.cur.sum("tandem_s3_errors_total", nil), denAll+r.cur.sum("tandem_s3_request_duration_seconds", nil)
+	}
+	v, note := math.NaN(), ""
+	switch {
+	case den > 0:
+		v = num / den
+	case denAll > 0:
+		v, note = numAll/denAll, windowNote(true)
+	}
+	src := ""
+	if len(srcs) > 0 {
+		src = strings.Join(srcs, ", ") + " /metrics"
+	}
+	j.add(area, "s3.error_ratio", "Share of S3 requests failing", "ratio", v, note, src)
+}
+
+func (j *judgement) batch() {
+	const area = "batch"
+	if j.st.s3Err != nil {
+		why := "S3: " + j.st.s3Err.Error()
+		for _, n := range [][3]string{
+			{"batch.last_run_age_seconds", "Age of the last successful batch run", "seconds"},
+			{"batch.last_run_duration_seconds", "Duration of the last batch run", "seconds"},
+			{"batch.chunks_absorbed", "Chunks absorbed by the current run", "chunks"},
+			{"batch.unabsorbed_messages", "Messages not yet absorbed by a batch run", "messages"},
+			{"batch.speed_rows_awaiting", "Speed rows awaiting absorption", "rows"},
+		} {
+			j.down(area, n[0], n[1], n[2], why)
+		}
+		return
+	}
+	age, dur, chunks := math.NaN(), math.NaN(), math.NaN()
+	var missing, runs []string
+	for _, v := range j.m.cfg.Views {
+		m := j.st.manifests[v.Name]
+		if m == nil {
+			missing = append(missing, v.Name)
+			continue
+		}
+		age = nanMax(age, j.now.Sub(m.CreatedAt).Seconds())
+		dur = nanMax(dur, m.Duration)
+		var k int64
+		for p := range m.Absorbed {
+			k += m.AbsorbedChunks(p)
+		}
+		chunks = nanMax(chunks, float64(k))
+		runs = append(runs, fmt.Sprintf("%s: run %s at %s, %d chunks, %d events (%d duplicates, %d invalid)",
+			v.Name, m.RunID, m.CreatedAt.UTC().Format(time.RFC3339), k, m.Events, m.Duplicates, m.Invalid))
+	}
+	detail := strings.Join(runs, "; ")
+	if len(missing) > 0 {
+		detail = strings.TrimPrefix(detail+"; no run published yet for "+strings.Join(missing, ", "), "; ")
+	}
+	c := j.add(area, "batch.last_run_age_seconds", "Age of the last successful batch run (stalest view)", "seconds", age, detail, "S3 views/<view>/_current.json")
+	if len(missing) > 0 && c.Verdict != Red {
+		// No run yet: fine for a new deployment, worth a look on an old one.
+		c.Verdict = Yellow
+	}
+	j.add(area, "batch.last_run_duration_seconds", "Duration of the last batch run (slowest view)", "seconds", dur, "", "S3 manifests")
+	j.add(area, "batch.chunks_absorbed", "Chunks absorbed by the current run", "chunks", chunks, "", "S3 manifests")
+
+	unabsorbed := math.NaN()
+	for _, p := range j.rep.Partitions {
+		if p.Unabsorbed >= 0 {
+			unabsorbed = nanMax(unabsorbed, 0) + float64(p.Unabsorbed)
+		}
+	}
+	if math.IsNaN(unabsorbed) {
+		j.down(area, "batch.unabsorbed_messages", "Messages not yet absorbed by a batch run", "messages", j.storeWhy())
+	} else {
+		j.add(area, "batch.unabsorbed_messages", "Messages not yet absorbed by a batch run", "messages", unabsorbed, "", "Kafka high-water marks vs manifests")
+	}
+	if j.st.chErr != nil {
+		j.down(area, "batch.speed_rows_awaiting", "Speed rows awaiting absorption", "rows", "ClickHouse: "+j.st.chErr.Error())
+		return
+	}
+	var awaiting, absorbedLeft uint64
+	for _, v := range j.m.cfg.Views {
+		m := j.st.manifests[v.Name]
+		for p, chunks := range j.st.speedChunks[v.Name] {
+			k := m.AbsorbedChunks(p)
+			for chunk, n := range chunks {
+				if chunk >= k {
+					awaiting += n
+				} else {
+					absorbedLeft += n
+				}
+			}
+		}
+	}
+	j.add(area, "batch.speed_rows_awaiting", "Speed rows awaiting absorption", "rows", float64(awaiting),
+		fmt.Sprintf("%d stored rows of absorbed chunks wait for deletion", absorbedLeft), "ClickHouse <view>_speed vs manifests")
+}
+
+func (j *judgement) serving() {
+	const area = "serving"
+	r := j.comp("serve")
+	if r == nil {
+		why := j.unreachable("serve")
+		for _, n := range [][3]string{
+			{"serve.queries_per_second", "Queries per second", "queries/s"},
+			{"serve.query_latency_p50_seconds", "Query latency (p50)", "seconds"},
+			{"serve.query_latency_p90_seconds", "Query latency (p90)", "seconds"},
+			{"serve.query_latency_p99_seconds", "Query latency (p99)", "seconds"},
+			{"serve.error_ratio", "Share of queries failing (5xx)", "ratio"},
+			{"serve.cache_miss_ratio", "Batch cache miss ratio", "ratio"},
+			{"serve.speed_failure_ratio", "Share of queries answered without the speed layer", "ratio"},
+		} {
+			j.down(area, n[0], n[1], n[2], why)
+		}
+		return
+	}
+	const src = "serve /metrics"
+	const lat = "tandem_serve_query_duration_seconds"
+	j.add(area, "serve.queries_per_second", "Queries per second", "queries/s", r.rate(lat, nil), "", src)
+	h, since := r.histWindow(lat, nil)
+	note := windowNote(since && h != nil && h.count > 0)
+	if h == nil || h.count == 0 {
+		note = "no queries yet"
+	}
+	j.add(area, "serve.query_latency_p50_seconds", "Query latency (p50)", "seconds", h.quantile(0.5), note, src)
+	j.add(area, "serve.query_latency_p90_seconds", "Query latency (p90)", "seconds", h.quantile(0.9), note, src)
+	j.add(area, "serve.query_latency_p99_seconds", "Query latency (p99)", "seconds", h.quantile(0.99), note, src)
+	queries := func(s *scrape) float64 { return s.sum(lat, nil) }
+	v, since := r.ratio(func(s *scrape) float64 {
+		return s.sum(lat, func(l map[string]string) bool { return strings.HasPrefix(l["code"], "5") })
+	}, queries)
+	j.add(area, "serve.error_ratio", "Share of queries failing (5xx)", "ratio", v,
+		strings.TrimSpace(joinCounts(r.byLabelDelta("tandem_serve_errors_total", "code"), "errors by code: ")+" "+windowNote(since && !math.IsNaN(v))), src)
+	hits := func(s *scrape) float64 { return s.sum("tandem_serve_cache_hits_total", nil) }
+	misses := func(s *scrape) float64 { return s.sum("tandem_serve_cache_misses_total", nil) }
+	v, since = r.ratio(misses, func(s *scrape) float64 { return hits(s) + misses(s) })
+	detail := ""
+	if !math.IsNaN(v) {
+		detail = strings.TrimSpace(fmt.Sprintf("hit rate %.1f%% %s", (1-v)*100, windowNote(since)))
+	}
+	j.add(area, "serve.cache_miss_ratio", "Batch cache miss ratio (1 − hit rate)", "ratio", v, detail, src)
+	v, since = r.ratio(func(s *scrape) float64 { return s.sum("tandem_serve_speed_failures_total", nil) }, queries)
+	j.add(area, "serve.speed_failure_ratio", "Share of queries answered without the speed layer", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
+}
+
+func (j *judgement) security() {
+	const area = "security"
+	// Auth failures by endpoint, from every component that counts them.
+	byEndpoint := map[string]float64{}
+	var total, window float64
+	measured := false
+	for _, name := range []string{"ingest", "serve"} {
+		r := j.comp(name)
+		if r == nil {
+			continue
+		}
+		for _, fam := range []string{"tandem_auth_failures_total", "tandem_serve_auth_failures_total"} {
+			if !r.cur.has(fam) && !(r.prev.has(fam)) {
+				continue
+			}
+			for ep, d := range r.byLabelDelta(fam, "endpoint") {
+				byEndpoint[name+":"+ep] += d
+				total += d
+			}
+		}
+		if w := r.window(); w > 0 {
+			measured = true
+			window = math.Max(window, w)
+		}
+	}
+	perMin := math.NaN()
+	if measured {
+		perMin = total / window * 60
+	}
+	j.add(area, "security.auth_failures_per_minute", "Requests refused for a missing or invalid token, per minute", "per min", perMin,
+		joinCounts(byEndpoint, "by endpoint: "), "ingest and serve /metrics")
+
+	cfg := j.m.cfg
+	var open []string
+	if len(cfg.Auth.IngestTokens) == 0 {
+		open = append(open, "ingest accepts events without a token (auth.ingest_tokens is empty)")
+	}
+	if len(cfg.Auth.QueryTokens) == 0 {
+		open = append(open, "the query API and dashboard need no token (auth.query_tokens is empty)")
+	}
+	if !cfg.Ingest.TLS.Enabled() && !loopback(cfg.Ingest.Listen) {
+		open = append(open, "ingest serves plain HTTP on "+cfg.Ingest.Listen)
+	}
+	if !cfg.Serve.TLS.Enabled() && !loopback(cfg.Serve.Listen) {
+		open = append(open, "serve serves plain HTTP on "+cfg.Serve.Listen)
+	}
+	detail := "tokens required; TLS on every non-loopback listener"
+	if len(open) > 0 {
+		detail = strings.Join(open, "; ")
+	}
+	j.add(area, "security.open_surfaces", "Surfaces open without a token or TLS", "", float64(len(open)), detail, "configuration")
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
