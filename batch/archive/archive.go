@@ -402,6 +402,7 @@ func (a *Archiver) roll(ctx context.Context, c *kafka.Claim, st *streamState, f 
 		}
 		pause = min(2*pause, 30*time.Second)
 	}
+	f.discard()
 	name, part := st.stream.Name, strconv.Itoa(int(c.Partition))
 	a.m.files.WithLabelValues(name).Inc()
 	a.m.bytes.WithLabelValues(name).Add(float64(size))

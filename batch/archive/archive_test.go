@@ -1,10 +1,16 @@
 package archive_test
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -186,4 +192,55 @@ func TestPlanResolvesOverlaps(t *testing.T) {
 	for i, o := range offsets {
 		require.Equal(t, int64(i), o)
 	}
+}
+
+// TestArchivedObjectReadByArrow reads an object the archiver uploaded with
+// Apache Arrow for Go, an independent Parquet reader.
+func TestArchivedObjectReadByArrow(t *testing.T) {
+	e := newEnv(t, kafkaCluster(t), testenv.FakeS3(t), 1, 128<<20, "1s")
+	newProducer(t, e).produce(t, 0, 700)
+	startArchiver(t, e, archive.Options{})
+	truth := kafkaTruth(t, e)
+	waitArchived(t, e, truth, 20*time.Second)
+	objs, err := e.store.List(context.Background(), schemas.RawPrefix("clicks", 0))
+	require.NoError(t, err)
+	require.NotEmpty(t, objs)
+	data, err := e.store.GetBytes(context.Background(), objs[0].Key)
+	require.NoError(t, err)
+	_, _, first, last, _ := schemas.ParseRawKey(objs[0].Key)
+
+	pf, err := file.NewParquetReader(bytes.NewReader(data))
+	require.NoError(t, err)
+	defer pf.Close()
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 256}, memory.DefaultAllocator)
+	require.NoError(t, err)
+	sch, err := fr.Schema()
+	require.NoError(t, err)
+	want := parquet.ArrowSchemaRaw(e.stream())
+	require.Equal(t, want.NumFields(), sch.NumFields())
+	for i, f := range want.Fields() {
+		got := sch.Field(i)
+		require.True(t, f.Name == got.Name && arrow.TypeEqual(f.Type, got.Type) && f.Nullable == got.Nullable,
+			"field %d: Arrow reads %s, ArrowSchemaRaw says %s", i, got, f)
+	}
+	rr, err := fr.GetRecordReader(context.Background(), nil, nil)
+	require.NoError(t, err)
+	defer rr.Release()
+	i := int(first)
+	for rr.Next() {
+		rec := rr.RecordBatch()
+		raw := rec.Column(sch.FieldIndices(schemas.ColRaw)[0]).(*array.String)
+		off := rec.Column(sch.FieldIndices(schemas.ColOffset)[0]).(*array.Int64)
+		id := rec.Column(sch.FieldIndices("event_id")[0]).(*array.String)
+		for j := 0; j < int(rec.NumRows()); j++ {
+			require.Equal(t, truth[0][i].Offset, off.Value(j))
+			require.Equal(t, truth[0][i].Value, raw.Value(j))
+			if !id.IsNull(j) {
+				require.Contains(t, raw.Value(j), `"event_id":"`+id.Value(j)+`"`)
+			}
+			i++
+		}
+	}
+	require.NoError(t, rr.Err())
+	require.Equal(t, int(last)+1, i, "Arrow read every row of %s", objs[0].Key)
 }

@@ -147,7 +147,13 @@ func newProducer(t *testing.T, e *env) *producer {
 	return p
 }
 
-func (p *producer) produce(t *testing.T, from, to int) {
+// tb is what produce needs of a test, so it can run off the test goroutine.
+type tb interface {
+	require.TestingT
+	Helper()
+}
+
+func (p *producer) produce(t tb, from, to int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
