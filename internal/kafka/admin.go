@@ -157,7 +157,10 @@ func waitTopics(ctx context.Context, c *kgo.Client, specs []TopicSpec) error {
 				}
 			}
 			if len(missing) == 0 {
-				return nil
+				missing = unservedTopics(ctx, c, specs)
+				if len(missing) == 0 {
+					return nil
+				}
 			}
 		}
 		select {
@@ -167,4 +170,37 @@ func waitTopics(ctx context.Context, c *kgo.Client, specs []TopicSpec) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// unservedTopics returns the topics with a partition whose leader does not
+// yet answer for it. Apache Kafka (KRaft) publishes a new partition's leader
+// in its metadata a moment before the leader's replica manager serves it,
+// so a produce right after the metadata check can fail with Not Leader For
+// Partition; a ListOffsets to every leader closes that window. (kfake
+// serves a partition as soon as it is in the metadata.)
+func unservedTopics(ctx context.Context, c *kgo.Client, specs []TopicSpec) []string {
+	req := &kgo.ListOffsetsRequest{Topics: map[string][]kgo.OffsetRequest{}}
+	for _, s := range specs {
+		for p := 0; p < s.Partitions; p++ {
+			req.Topics[s.Name] = append(req.Topics[s.Name], kgo.FirstOffsetOf(p))
+		}
+	}
+	res, err := c.ListOffsets(ctx, req)
+	var out []string
+	for _, s := range specs {
+		if err != nil {
+			out = append(out, s.Name)
+			continue
+		}
+		for _, p := range res.Topics[s.Name] {
+			if p.Error != nil {
+				out = append(out, s.Name)
+				break
+			}
+		}
+		if len(res.Topics[s.Name]) < s.Partitions {
+			out = append(out, s.Name)
+		}
+	}
+	return out
 }

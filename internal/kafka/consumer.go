@@ -132,6 +132,13 @@ func RunGroup(ctx context.Context, cfg GroupConfig, handle Handler) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			// A session timeout outside the broker's range never joins:
+			// retrying would only log forever. (Apache Kafka's default
+			// group.min.session.timeout.ms is 6 s; kfake takes less.)
+			if errors.Is(err, kgo.InvalidSessionTimeout) {
+				return fmt.Errorf("kafka: consumer group %s: the broker refuses session timeout %s (outside its group.min/max.session.timeout.ms): %w",
+					cfg.GroupID, cfg.SessionTimeout, err)
+			}
 			// Joining fails while the broker is down or the group rebalances;
 			// kafka-go already backs off between attempts.
 			log.Warn("kafka: joining consumer group failed; retrying", "group", cfg.GroupID, "err", err)
@@ -212,4 +219,3 @@ func sleep(ctx context.Context, d time.Duration) {
 func IsEnded(ctx context.Context, err error) bool {
 	return ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrGenerationEnded)
 }
-

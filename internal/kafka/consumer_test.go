@@ -39,12 +39,19 @@ func newGroupEnv(t *testing.T, partitions int) *groupEnv {
 	e := &groupEnv{k: k, topic: testenv.UniqueName(t, "t"), group: testenv.UniqueName(t, "g"), partitions: partitions,
 		next: map[int32]int64{}, seen: map[int32][]int64{}, owners: map[string]map[int32]bool{},
 		starts: map[int32][]int64{}, failOnce: map[int32]int64{}}
-	client := &kgo.Client{Addr: kgo.TCP(k.Brokers...), Timeout: 10 * time.Second}
-	resp, err := client.CreateTopics(context.Background(), &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{
-		{Topic: e.topic, NumPartitions: partitions, ReplicationFactor: 1}}})
-	require.NoError(t, err)
-	require.NoError(t, resp.Errors[e.topic])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, []kafka.TopicSpec{{Name: e.topic, Partitions: partitions, ReplicationFactor: 1}}))
 	return e
+}
+
+// sessionTimeout is short on the in-process broker (which allows it) and
+// Apache Kafka's default minimum, 6 s, on a real one.
+func (e *groupEnv) sessionTimeout() time.Duration {
+	if e.k.External {
+		return 6 * time.Second
+	}
+	return 2 * time.Second
 }
 
 // produce writes n records to every partition.
@@ -125,7 +132,7 @@ func (e *groupEnv) run(t *testing.T, member string) (stop func()) {
 	go func() {
 		done <- kafka.RunGroup(ctx, kafka.GroupConfig{
 			Brokers: e.k.Brokers, GroupID: e.group, Topics: []string{e.topic},
-			StartOffset: e.startOffset, SessionTimeout: 2 * time.Second,
+			StartOffset: e.startOffset, SessionTimeout: e.sessionTimeout(),
 		}, e.handler(member))
 	}()
 	var once sync.Once
