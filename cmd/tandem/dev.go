@@ -2,14 +2,232 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/batch"
+	"github.com/tandem-analytics/tandem/batch/archive"
+	"github.com/tandem-analytics/tandem/batch/export"
+	"github.com/tandem-analytics/tandem/ingest/gen"
+	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/devenv"
+	"github.com/tandem-analytics/tandem/internal/ops"
+	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving"
 )
 
-// cmdDev is filled in by the issue that builds this component.
-func cmdDev(_ context.Context, args []string) error {
-	f := newFlags("dev", "dev [flags]")
-	if err := f.parse(args); err != nil {
+// cmdDev runs the whole platform in one process: the embedded broker, S3 and
+// a local ClickHouse (at the addresses the config names, state under
+// --data-dir), then the gateway, speed layer, archiver, serving API, a batch
+// run every batch.every and, unless --gen-rate 0, sample traffic. Every
+// component is built by the same function its own command uses.
+func cmdDev(ctx context.Context, args []string) error {
+	f := newFlags("dev", "dev [--config FILE] [--data-dir DIR] [--gen-rate N] [--keep-services]")
+	dataDir := f.String("data-dir", ".tandem", "where the embedded services keep their state (kept across restarts)")
+	genRate := f.Float64("gen-rate", 20, "events per second of sample pageviews sent through the gateway (0: none)")
+	keep := f.Bool("keep-services", false, "leave ClickHouse and MinIO running on exit, for a faster next start")
+	scripts := f.String("scripts", "scripts", "folder with clickhouse.sh and minio.sh")
+	cfg, log, err := f.load(args)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("%w", errNotYet)
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	env, err := devenv.Start(ctx, cfg, devenv.Options{DataDir: dir, ScriptsDir: *scripts, KeepServices: *keep, Log: log})
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+
+	db, err := speedOpenClickHouse(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx, cfg); err != nil {
+		return err
+	}
+
+	// One registry per component, as when they run as separate processes:
+	// each one's /metrics says only what that component measured.
+	ingestReg, speedReg, archiveReg, serveReg := ops.NewRegistry(), ops.NewRegistry(), ops.NewRegistry(), ops.NewRegistry()
+	gw, closeProducer, err := newIngest(ctx, cfg, log, ingestReg)
+	if err != nil {
+		return err
+	}
+	defer closeProducer()
+	sp, closeSpeed, err := newSpeedService(ctx, cfg, db, speedReg, log)
+	if err != nil {
+		return err
+	}
+	defer closeSpeed()
+	arch, err := newArchiver(ctx, cfg, archive.Options{TmpDir: filepath.Join(dir, "archive-tmp")}, archiveReg, log)
+	if err != nil {
+		return err
+	}
+	svc, closeServe, err := serving.FromConfig(cfg, serveReg, log)
+	if err != nil {
+		return err
+	}
+	defer closeServe()
+	defer mountStatus(svc, cfg, serveReg, log)()
+	if err := svc.Listen(); err != nil {
+		return err
+	}
+	speedHTTP, err := opsServer("speed-http", cfg.Speed.Listen, speedReg, sp, log)
+	if err != nil {
+		return err
+	}
+	archiveHTTP, err := opsServer("archive-http", cfg.Archive.Listen, archiveReg, arch, log)
+	if err != nil {
+		return err
+	}
+	store, err := s3.New(cfg.S3, s3.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	comps := []ops.Named{
+		{Name: "ingest", Component: gw},
+		{Name: "speed", Component: sp},
+		{Name: "speed-http", Component: speedHTTP},
+		{Name: "archive", Component: arch},
+		{Name: "archive-http", Component: archiveHTTP},
+		{Name: "serve", Component: svc},
+		{Name: "batch-scheduler", Component: &batchScheduler{cfg: cfg, store: store, db: db, tmp: filepath.Join(dir, "batch-tmp"), log: log.With("component", "batch")}},
+	}
+	if *genRate > 0 {
+		comps = append(comps, ops.Named{Name: "gen", Component: &sampleTraffic{cfg: cfg, rate: *genRate, log: log.With("component", "gen")}})
+	}
+	printDevBanner(os.Stdout, cfg, dir, *genRate)
+	return ops.RunAll(ctx, log, comps...)
+}
+
+// opsServer serves /healthz, /readyz and /metrics for a component that has
+// no HTTP API of its own (speed, archive), bound now so a taken port fails
+// start-up rather than surfacing later.
+func opsServer(name, addr string, reg *prometheus.Registry, ready ops.ReadyChecker, log *slog.Logger) (*ops.HTTPServer, error) {
+	mux := http.NewServeMux()
+	ops.Mount(mux, reg, ready)
+	srv := &ops.HTTPServer{Name: name, Addr: addr, Handler: mux, Log: log}
+	return srv, srv.Listen()
+}
+
+// batchScheduler runs a batch run every batch.every, the way a CronJob
+// would, and logs (does not stop the platform on) a failed run.
+type batchScheduler struct {
+	cfg   *schemas.Config
+	store *s3.Store
+	db    *clickhouse.DB
+	tmp   string
+	log   *slog.Logger
+}
+
+func (b *batchScheduler) Run(ctx context.Context) error {
+	every := b.cfg.Batch.Every.D()
+	if every <= 0 {
+		b.log.Info("batch.every is 0: no scheduled batch runs (run `tandem batch run` yourself)")
+		<-ctx.Done()
+		return nil
+	}
+	if err := os.MkdirAll(b.tmp, 0o755); err != nil {
+		return err
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		opts := batch.Options{Config: b.cfg, Store: b.store, ClickHouse: b.db, TempDir: b.tmp, Log: b.log}
+		if b.cfg.Batch.ExportAfterRun {
+			opts.AfterPublish = func(ctx context.Context, _ *batch.Result) error {
+				_, err := export.Run(ctx, export.Options{Config: b.cfg, Store: b.store, Log: b.log, TempDir: b.tmp})
+				return err
+			}
+		}
+		res, err := batch.Run(ctx, opts)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, batch.ErrLocked):
+			b.log.Warn("scheduled batch run skipped: another run holds the lock", "err", err)
+		case err != nil:
+			b.log.Error("scheduled batch run failed; the next one retries", "err", err)
+		default:
+			b.log.Info("scheduled batch run done", "run_id", res.RunID, "up_to_date", res.UpToDate(), "duration", res.Duration.Round(time.Millisecond).String())
+		}
+	}
+}
+
+// sampleTraffic sends generated pageviews through the gateway so a new user
+// sees numbers move without writing a producer.
+type sampleTraffic struct {
+	cfg  *schemas.Config
+	rate float64
+	log  *slog.Logger
+}
+
+func (s *sampleTraffic) Run(ctx context.Context) error {
+	stream := s.cfg.Streams[0]
+	g, err := gen.New(gen.Options{Stream: stream, Seed: uint64(time.Now().UnixNano()), Rate: s.rate, Batch: max(1, int(s.rate)),
+		Late: 0.02, OutOfOrder: 0.05, Dups: 0.01, Invalid: 0.005, MaxFutureSkew: s.cfg.Ingest.MaxFutureSkew.D()})
+	if err != nil {
+		return err
+	}
+	token := ""
+	if len(s.cfg.Auth.IngestTokens) > 0 {
+		token = s.cfg.Auth.IngestTokens[0]
+	}
+	scheme := "http"
+	if s.cfg.Ingest.TLS.Enabled() {
+		scheme = "https"
+	}
+	sink := &gen.HTTPSink{URL: scheme + "://" + s.cfg.Ingest.Listen, Stream: stream.Name, Token: token, Client: &http.Client{Timeout: time.Minute}}
+	rep, err := g.Run(ctx, gen.RunOptions{Sink: sink})
+	if ctx.Err() != nil {
+		s.log.Info("sample traffic stopped", "sent", rep.Sent, "accepted", rep.Accepted)
+		return nil
+	}
+	return err
+}
+
+func printDevBanner(w *os.File, cfg *schemas.Config, dir string, genRate float64) {
+	v := cfg.Views[0]
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ntandem dev is up (state in %s)\n\n", dir)
+	fmt.Fprintf(&b, "  ingest     http://%s/v1/streams/%s/events\n", cfg.Ingest.Listen, v.Stream)
+	fmt.Fprintf(&b, "  query      http://%s/v1/views/%s/query\n", cfg.Serve.Listen, v.Name)
+	fmt.Fprintf(&b, "  dashboard  http://%s/\n", cfg.Serve.Listen)
+	fmt.Fprintf(&b, "  metrics    http://%s/metrics (ingest)  http://%s/metrics (speed)  http://%s/metrics (archive)  http://%s/metrics (serve)\n",
+		cfg.Ingest.Listen, cfg.Speed.Listen, cfg.Archive.Listen, cfg.Serve.Listen)
+	fmt.Fprintf(&b, "  kafka      %s    clickhouse %s (SQL: clickhouse-client --port %s --user analyst --password analyst)    s3 %s bucket %s\n",
+		strings.Join(cfg.Kafka.Brokers, ","), cfg.ClickHouse.Addr, portString(cfg.ClickHouse.Addr), cfg.S3.Endpoint, cfg.S3.Bucket)
+	if genRate > 0 {
+		fmt.Fprintf(&b, "  traffic    %.0f sample %s events/s through the gateway (--gen-rate 0 turns it off)\n", genRate, v.Stream)
+	}
+	fmt.Fprintf(&b, "  batch      a run every %s (batch.every); or now: tandem batch run --config %s\n\n", cfg.Batch.Every, cfg.Path)
+	fmt.Fprintf(&b, "Try:\n  curl -s 'http://%s/v1/views/%s/query?from=%s&to=%s&granularity=1h&group_by=country'\n\nCtrl-C stops everything.\n\n",
+		cfg.Serve.Listen, v.Name, time.Now().UTC().Add(-24*time.Hour).Truncate(time.Hour).Format(time.RFC3339),
+		time.Now().UTC().Add(2*time.Hour).Truncate(time.Hour).Format(time.RFC3339))
+	w.WriteString(b.String())
+}
+
+func portString(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return addr[i+1:]
+	}
+	return addr
 }
