@@ -221,7 +221,7 @@ var externalMetrics = map[string]string{
 	"go_goroutines":                 "client_golang Go collector",
 	// The batch and export jobs exit when done; their success is what
 	// Kubernetes records, read through kube-state-metrics.
-	"kube_job_status_failed":                  "kube-state-metrics",
+	"kube_job_status_failed":                   "kube-state-metrics",
 	"kube_cronjob_status_last_successful_time": "kube-state-metrics",
 	"up": "Prometheus",
 }
