@@ -4,6 +4,7 @@
 #   make build       build bin/tandem
 #   make test        vet + all tests (real ClickHouse, MinIO, Kafka broker)
 #   make test-short  quick tests (-short)
+#   make test-apache-kafka  the Kafka-facing tests against a real Apache Kafka broker
 #   make fuzz        run every fuzz target for $(FUZZTIME)
 #   make dev         run the whole platform locally on .tandem/
 #
@@ -24,7 +25,7 @@ TANDEM_CACHE ?= $(or $(HOME),/root)/.cache/tandem
 export TANDEM_CACHE
 
 .PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm chdb-lib build \
-        test test-short vet fuzz dev clean
+        test test-short test-apache-kafka vet fuzz dev clean
 
 all: build
 
@@ -65,6 +66,12 @@ test: deps chdb-lib vet
 ## test-short: unit tests only; missing service binaries skip instead of failing
 test-short:
 	$(GO) test ./... -short -count=1 -timeout 5m
+
+## test-apache-kafka: the Kafka-facing tests against Apache Kafka 4.x
+# (KRaft, single node, fetched from Maven Central; Java from apt) on a free
+# loopback port instead of the in-process broker.
+test-apache-kafka: deps
+	TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-apache-kafka.sh
 
 ## fuzz: each Fuzz target of each package for $(FUZZTIME)
 fuzz:
