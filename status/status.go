@@ -87,6 +87,22 @@ func (t Threshold) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]any{"yellow": f(t.Yellow), "red": f(t.Red)})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes (null: never).
+func (t *Threshold) UnmarshalJSON(b []byte) error {
+	var raw struct{ Yellow, Red *float64 }
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	t.Yellow, t.Red = never, never
+	if raw.Yellow != nil {
+		t.Yellow = *raw.Yellow
+	}
+	if raw.Red != nil {
+		t.Red = *raw.Red
+	}
+	return nil
+}
+
 // Judge gives value's verdict.
 func (t Threshold) Judge(value float64) Verdict {
 	switch {
