@@ -183,7 +183,7 @@ func (e *Env) startClickHouse(ctx context.Context, cfg *schemas.Config, opts Opt
 	env := []string{
 		"TANDEM_CH_DIR=" + filepath.Join(opts.DataDir, "clickhouse"),
 		"TANDEM_CH_PORT=" + strconv.Itoa(port),
-		"TANDEM_CH_HTTP_PORT=" + strconv.Itoa(port+123),
+		"TANDEM_CH_HTTP_PORT=" + strconv.Itoa(httpPort(port+123)),
 	}
 	if err := runScript(ctx, script, "start", env); err != nil {
 		return fmt.Errorf("dev: ClickHouse: %w (install it with `make deps`)", err)
@@ -205,4 +205,20 @@ func runScript(ctx context.Context, script, verb string, env []string) error {
 		return fmt.Errorf("%s %s: %w\n%s", filepath.Base(script), verb, err, out)
 	}
 	return nil
+}
+
+// httpPort returns want when it is free on loopback, else a free port: only
+// the native port is part of tandem's contract, so ClickHouse's HTTP port
+// may move rather than fail start-up.
+func httpPort(want int) int {
+	if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(want))); err == nil {
+		l.Close()
+		return want
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return want
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
