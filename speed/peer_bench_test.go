@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/kafka"
@@ -46,6 +48,7 @@ const (
         <queued_min_messages>1000000</queued_min_messages>
         <queued_max_messages_kbytes>1048576</queued_max_messages_kbytes>
         <fetch_wait_max_ms>100</fetch_wait_max_ms>
+        <session_timeout_ms>6000</session_timeout_ms>
     </kafka>`
 	peerFlushMillis = 500
 	// The Kafka engine writes a block when it holds kafka_max_block_size
@@ -59,7 +62,7 @@ const (
 
 // peerEnv is newEnv with a ClickHouse server configured for the peer:
 // started once, stopped, its rendered config patched, started again.
-func peerEnv(b *testing.B, partitions int) *env {
+func peerEnv(b testing.TB, partitions int) *env {
 	b.Helper()
 	ch := testenv.ClickHouse(b)
 	ch.Stop()
@@ -99,7 +102,7 @@ func peerEnv(b *testing.B, partitions int) *env {
 	return &env{ch: ch, kafka: k, cfg: cfg, cfgText: text, conn: ch.Conn(b), db: db}
 }
 
-func patchFile(b *testing.B, path string, edit func(string) string) {
+func patchFile(b testing.TB, path string, edit func(string) string) {
 	b.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(b, err)
@@ -146,9 +149,15 @@ func (p *peerView) stop(b testing.TB) {
 // count is the peer's total of the count measure (every event it folded).
 func (p *peerView) count(b testing.TB) int64 {
 	b.Helper()
+	n, err := p.tryCount()
+	require.NoError(b, err)
+	return n
+}
+
+func (p *peerView) tryCount() (int64, error) {
 	var n uint64
-	require.NoError(b, p.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT countMerge(views) FROM peer.%s", p.mv)).Scan(&n))
-	return int64(n)
+	err := p.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT countMerge(views) FROM peer.%s", p.mv)).Scan(&n)
+	return int64(n), err
 }
 
 // BenchmarkClickHouseKafkaEnginePeer measures, in one run on the same
@@ -398,3 +407,101 @@ func procStatusOf(pid int, field string) int64 {
 
 // clearRefs resets a process's VmHWM to its current RSS.
 func clearRefs(pid int) { _ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) }
+
+// TestClickHouseKafkaEngineDoubleCountsAfterCrash shows the peer's
+// at-least-once delivery next to the speed layer's exactly-once, on the
+// same events and the same ClickHouse crash. The Kafka engine commits a
+// block's offsets after the block reached its views; the test makes the
+// broker acknowledge the peer's commits without storing them (the crash
+// window between write and commit, held open), then kills ClickHouse
+// with SIGKILL and starts it again. The peer resumes from the last stored
+// commit and counts the replayed events twice; the speed layer, which
+// reads its progress back from ClickHouse, ends exactly at the truth.
+// It needs the in-process broker to intercept commits.
+func TestClickHouseKafkaEngineDoubleCountsAfterCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ClickHouse twice and replays a topic (-short)")
+	}
+	e := peerEnv(t, 3)
+	if e.kafka.External {
+		t.Skip("needs the in-process broker to hold offset commits back; TANDEM_TEST_KAFKA=apache points at a real one")
+	}
+	topic := e.cfg.Streams[0].Topic
+	base := time.Now().UTC()
+	first := generate(genOptions{n: 20_000, seed: 31, base: base, lateRate: 0.05})
+	second := generate(genOptions{n: 20_000, seed: 32, base: base, lateRate: 0.05})
+	truthCount := int64(len(first) + len(second)) // unique and valid: no duplicates, no invalid events
+
+	_, _, stop := startService(t, e)
+	peer := createPeer(t, e, "pv_crash", testenv.UniqueName(t, "peer"), peerSmallBlock)
+	waitCount := func(what string, get func() (int64, error), want int64) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			n, err := get()
+			if err == nil && n == want {
+				return
+			}
+			require.True(t, time.Now().Before(deadline), "%s: count %d (err %v), want %d", what, n, err, want)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	speedCount := func() (int64, error) {
+		var n int64
+		err := e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT toInt64(sum(views)) FROM %s.%s_speed FINAL",
+			e.cfg.ClickHouse.Database, e.cfg.Views[0].Name)).Scan(&n)
+		return n, err
+	}
+
+	// Phase 1: both sides read the first events and commit normally.
+	produce(t, e.kafka.Brokers, topic, first)
+	waitCount("speed layer, first events", speedCount, int64(len(first)))
+	waitCount("peer, first events", peer.tryCount, int64(len(first)))
+	// Let the peer's last asynchronous commit land.
+	time.Sleep(2 * time.Second)
+
+	// Phase 2: commits are acknowledged but not stored, as if every one
+	// were lost in a crash right after its block was written.
+	var holdCommits atomic.Bool
+	holdCommits.Store(true)
+	cluster := e.kafka.Cluster()
+	cluster.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if !holdCommits.Load() {
+			return nil, nil, false
+		}
+		oc := req.(*kmsg.OffsetCommitRequest)
+		res := oc.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, rt := range oc.Topics {
+			st := kmsg.NewOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				st.Partitions = append(st.Partitions, sp)
+			}
+			res.Topics = append(res.Topics, st)
+		}
+		return res, nil, true
+	})
+	produce(t, e.kafka.Brokers, topic, second)
+	waitCount("speed layer, all events", speedCount, truthCount)
+	waitCount("peer, all events", peer.tryCount, truthCount)
+	t.Logf("before the crash both count %d", truthCount)
+
+	// The crash.
+	e.ch.Kill()
+	holdCommits.Store(false)
+	e.ch.Start()
+
+	// The peer rejoins (after the dead member's 6 s session) and replays
+	// everything after its last stored commit: the second events again.
+	waitCount("peer after the crash", peer.tryCount, truthCount+int64(len(second)))
+	waitCount("speed layer after the crash", speedCount, truthCount)
+	// Nothing moves any more: give both a few seconds to show otherwise.
+	time.Sleep(5 * time.Second)
+	waitCount("peer, settled", peer.tryCount, truthCount+int64(len(second)))
+	waitCount("speed layer, settled", speedCount, truthCount)
+	stop()
+	t.Logf("after the crash: speed layer %d (the truth), Kafka engine %d (+%d counted twice)", truthCount, truthCount+int64(len(second)), len(second))
+}
