@@ -334,6 +334,18 @@ func TestCompose(t *testing.T) {
 			}
 		}
 		require.NotEmpty(t, mounted, "%s mounts tandem.yaml at /etc/tandem/tandem.yaml", where)
+		// The root file system is read-only: /tmp must be writable, by a
+		// tmpfs or a volume, never both (docker refuses duplicate mounts).
+		if assertf(t, svc.ReadOnly, "%s: read_only root file system", where) {
+			targets := map[string]int{}
+			for _, v := range svc.Volumes {
+				targets[v.Target]++
+			}
+			for _, tm := range svc.Tmpfs {
+				targets[tm]++
+			}
+			assertf(t, targets["/tmp"] == 1, "%s: exactly one writable mount at /tmp; got %d", where, targets["/tmp"])
+		}
 		data, err := os.ReadFile(mounted)
 		require.NoError(t, err)
 		c := parseConfig(t, mounted, data, env)
