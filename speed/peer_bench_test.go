@@ -272,6 +272,11 @@ func BenchmarkClickHouseKafkaEnginePeer(b *testing.B) {
 // Rates measured from then leave out the group join, which the two sides'
 // clients do differently (kafka-go, librdkafka).
 func watchGroup(b testing.TB, brokers []string, group string) func() time.Time {
+	return watchGroupN(b, brokers, group, 1)
+}
+
+// watchGroupN is watchGroup waiting for at least members members.
+func watchGroupN(b testing.TB, brokers []string, group string, members int) func() time.Time {
 	b.Helper()
 	c := &kgo.Client{Addr: kgo.TCP(brokers...), Timeout: 5 * time.Second, Transport: &kgo.Transport{}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -280,7 +285,7 @@ func watchGroup(b testing.TB, brokers []string, group string) func() time.Time {
 		defer close(done)
 		for ctx.Err() == nil {
 			res, err := c.DescribeGroups(ctx, &kgo.DescribeGroupsRequest{GroupIDs: []string{group}})
-			if err == nil && len(res.Groups) == 1 && res.Groups[0].GroupState == "Stable" && len(res.Groups[0].Members) > 0 {
+			if err == nil && len(res.Groups) == 1 && res.Groups[0].GroupState == "Stable" && len(res.Groups[0].Members) >= members {
 				done <- time.Now()
 				return
 			}
