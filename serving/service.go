@@ -319,7 +319,9 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		go func() {
 			sctx, cancel := context.WithTimeout(ctx, speedTimeout)
 			defer cancel()
+			t0 := time.Now()
 			var out speedOut
+			defer func() { out.elapsed = time.Since(t0); speedc <- out }()
 			out.merger = NewMerger(q)
 			out.err = s.deps.Speed.ScanSpeed(sctx, q, snap.AbsorbedChunks, func(r *Row) error {
 				out.merger.Add(r)
@@ -328,13 +330,18 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 			if out.err == nil {
 				out.maxWin, out.err = s.deps.Speed.MaxWindow(sctx, q.View, snap.AbsorbedChunks)
 			}
-			speedc <- out
 		}()
 	} else {
 		speedc <- speedOut{err: errors.New("no speed layer is configured")}
 	}
 
+	t0 := time.Now()
 	merged, berr := s.batch.scan(ctx, q, snap)
+	batchElapsed := time.Since(t0)
+	var batchRows int64
+	if merged != nil {
+		batchRows = merged.Rows()
+	}
 	sp := <-speedc
 	if berr != nil {
 		if ctx.Err() != nil {
@@ -342,7 +349,7 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		}
 		return nil, berr
 	}
-	s.m.batchRows.WithLabelValues(q.View.Name).Add(float64(merged.Rows()))
+	s.m.batchRows.WithLabelValues(q.View.Name).Add(float64(batchRows))
 	if sp.err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -358,6 +365,8 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		}
 	}
 	res.Groups = merged.Groups()
+	s.log.Debug("query answered", "view", q.View.Name, "run", snap.RunID(), "groups", len(res.Groups),
+		"batch_rows", batchRows, "speed_rows", merged.Rows()-batchRows, "batch_time", batchElapsed, "speed_time", sp.elapsed)
 	return res, nil
 }
 
