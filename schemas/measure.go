@@ -84,7 +84,9 @@ func (m *Measure) Add(st *State, ev *Event) {
 		if st.HLL == nil {
 			st.HLL = newHLL()
 		}
-		st.HLL.Insert(distinctKey(val))
+		// The key is built on the stack: Insert only hashes it.
+		var buf [64]byte
+		st.HLL.Insert(appendDistinctKey(buf[:0], val))
 	case MeasureQuantiles:
 		if st.DD == nil {
 			st.DD = newDD()
@@ -146,25 +148,26 @@ func newDD() *ddsketch.DDSketch {
 	return dd
 }
 
-// distinctKey is what the distinct sketch hashes: the value's canonical text,
-// so 1 (int64) and "1" (string) fields of different streams count alike.
+// appendDistinctKey appends what the distinct sketch hashes to dst: the
+// value's canonical text, so 1 (int64) and "1" (string) fields of different
+// streams count alike.
 // The zero value of every type ("", 0, -0, false) hashes as the empty text:
 // a Value does not carry its type, and without this an empty string would
 // count as the string "0", and -0 and 0 as two numbers.
-func distinctKey(v Value) []byte {
+func appendDistinctKey(dst []byte, v Value) []byte {
 	switch {
 	case v.Str != "":
-		return []byte(v.Str)
+		return append(dst, v.Str...)
 	case !v.Time.IsZero():
-		return strconv.AppendInt(nil, v.Time.UnixMilli(), 10)
+		return strconv.AppendInt(dst, v.Time.UnixMilli(), 10)
 	case v.Int != 0:
-		return strconv.AppendInt(nil, v.Int, 10)
+		return strconv.AppendInt(dst, v.Int, 10)
 	case v.Bool:
-		return []byte("true")
+		return append(dst, "true"...)
 	case v.Float != 0:
-		return strconv.AppendFloat(nil, v.Float, 'g', -1, 64)
+		return strconv.AppendFloat(dst, v.Float, 'g', -1, 64)
 	default:
-		return []byte{}
+		return dst
 	}
 }
 
@@ -398,11 +401,16 @@ func (k RowKey) Window() time.Time { return time.UnixMilli(k.WindowMs).UTC() }
 
 // Key returns the row an event falls into. A missing dimension groups as "".
 func (v *View) Key(ev *Event) RowKey {
-	vals := make([]string, len(v.dimIndex))
-	for i, fi := range v.dimIndex {
-		vals[i] = ev.Values[fi].Str
+	// JoinDims's encoding, built on the stack: one allocation per key.
+	var buf [128]byte
+	b := buf[:0]
+	for _, fi := range v.dimIndex {
+		s := ev.Values[fi].Str
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(b, ':')
+		b = append(b, s...)
 	}
-	return RowKey{WindowMs: v.Granularity.WindowStart(ev.Time).UnixMilli(), Dims: JoinDims(vals)}
+	return RowKey{WindowMs: v.Granularity.WindowStart(ev.Time).UnixMilli(), Dims: string(b)}
 }
 
 // JoinDims encodes dimension values as one comparable string. Each value is
