@@ -5,6 +5,8 @@
 #   make test        vet + all tests (real ClickHouse, MinIO, Kafka broker)
 #   make test-short  quick tests (-short)
 #   make test-apache-kafka  the Kafka-facing tests against a real Apache Kafka broker
+#   make bench       the benchmarks (~15 min), and their tables in docs/performance.md
+#   make bench-smoke every benchmark once at a small size (a check, no figures)
 #   make fuzz        run every fuzz target for $(FUZZTIME)
 #   make dev         run the whole platform locally on .tandem/
 #
@@ -25,7 +27,7 @@ TANDEM_CACHE ?= $(or $(HOME),/root)/.cache/tandem
 export TANDEM_CACHE
 
 .PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm chdb-lib build \
-        test test-short test-apache-kafka vet fuzz dev clean
+        test test-short test-apache-kafka bench bench-smoke bench-scaling vet fuzz dev clean
 
 all: build
 
@@ -72,6 +74,20 @@ test-short:
 # loopback port instead of the in-process broker.
 test-apache-kafka: deps
 	TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-apache-kafka.sh
+
+## bench: every stage against its same-run baseline, the Kafka-engine peer;
+# writes the generated summary of docs/performance.md (scripts/bench.sh)
+bench: deps chdb-lib
+	scripts/bench.sh full
+
+## bench-smoke: each benchmark once at a small size; fails if one breaks
+bench-smoke: deps chdb-lib
+	scripts/bench.sh smoke
+
+## bench-scaling: batch recompute at 1M-20M events, speed with 1 and 2
+# instances; the scaling table and docs/scaling.png
+bench-scaling: deps chdb-lib
+	scripts/bench.sh scaling
 
 ## fuzz: each Fuzz target of each package for $(FUZZTIME)
 fuzz:

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# tandem's benchmarks, each measuring a stage against a baseline in the same
+# run, and the generated tables of docs/performance.md (cmd/benchreport).
+#
+#   scripts/bench.sh [full]   every benchmark at its documented size (~15 min
+#                             on 2 cores), then the summary in docs/performance.md
+#   scripts/bench.sh smoke    every benchmark once at a small size; checks that
+#                             each reports its figures; the document is untouched
+#   scripts/bench.sh scaling  batch recompute at several sizes and the speed
+#                             layer with one and two instances; the scaling
+#                             table and docs/scaling.png
+#
+# Environment:
+#   GO                       go command (default go)
+#   TANDEM_BENCH_OUT         where raw outputs go (default .tandem/bench)
+#   TANDEM_BENCH_SIZES       scaling: event counts (default "1000000 5000000 10000000 20000000")
+#   TANDEM_TEST_KAFKA, ...   as for the tests: the broker the benchmarks use
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO="${GO:-go}"
+MODE="${1:-full}"
+OUT="${TANDEM_BENCH_OUT:-.tandem/bench}"
+DOC=docs/performance.md
+mkdir -p "$OUT"
+
+log() { printf 'bench.sh: %s\n' "$*" >&2; }
+
+# libchdb.so must be loadable when internal/clickhouse's test binary starts.
+CHDB_LIB_PATH="$(scripts/chdb.sh path 2>/dev/null || true)"
+export CHDB_LIB_PATH
+
+failed=0
+
+# bench FILE PKG PATTERN BENCHTIME [ENV=VALUE...]: run one benchmark and
+# append its output, with the load average before it, to FILE.
+bench() {
+  local file=$1 pkg=$2 pattern=$3 benchtime=$4
+  shift 4
+  log "$pkg $pattern (-benchtime $benchtime${*:+, $*})"
+  echo "# loadavg: $(cat /proc/loadavg)" >>"$file"
+  local start=$SECONDS
+  if ! env "$@" "$GO" test "$pkg" -run '^$' -bench "$pattern" -benchtime "$benchtime" -count 1 -timeout 30m 2>&1 | tee -a "$file"; then
+    log "FAILED: $pkg $pattern"
+    echo "FAIL benchmark $pkg $pattern" >>"$file"
+    failed=1
+  fi
+  log "$pkg $pattern took $((SECONDS - start)) s"
+}
+
+# all FILE SMOKE: the stage benchmarks; SMOKE=1 shrinks what can shrink.
+all() {
+  local file=$1 smoke=$2
+  local small=()
+  local n=1s ingest=300x serving=200x ch=10x
+  if [ "$smoke" = 1 ]; then
+    small=(TANDEM_BENCH_EVENTS=200000 TANDEM_BENCH_PEER_EVENTS=20000)
+    n=1x ingest=32x serving=5x ch=1x
+  fi
+  : >"$file"
+  bench "$file" ./schemas '^(BenchmarkDecode|BenchmarkViewAdd)$' "$n"
+  bench "$file" ./ingest '^BenchmarkGatewayVsBareProducer$' "$ingest"
+  bench "$file" ./batch/archive '^BenchmarkArchiverVsBareParquet$' 1x
+  bench "$file" ./speed '^BenchmarkSpeedVsBareConsumer$' 1x
+  bench "$file" ./speed '^BenchmarkClickHouseKafkaEnginePeer$' 1x "${small[@]}"
+  bench "$file" ./batch '^BenchmarkBatchRecomputeVsScan$' 1x "${small[@]}"
+  bench "$file" ./serving '^BenchmarkServingQuery$' "$serving"
+  bench "$file" ./internal/clickhouse '^(BenchmarkInsertSpeedRows|BenchmarkMergedView)$' "$ch"
+}
+
+case "$MODE" in
+  full)
+    all "$OUT/bench.txt" 0
+    "$GO" run ./cmd/benchreport -doc "$DOC" "$OUT/bench.txt"
+    log "wrote $DOC from $OUT/bench.txt"
+    ;;
+  smoke)
+    start=$SECONDS
+    all "$OUT/smoke.txt" 1
+    "$GO" run ./cmd/benchreport -check "$OUT/smoke.txt" || failed=1
+    log "smoke run took $((SECONDS - start)) s"
+    ;;
+  scaling)
+    command -v rsvg-convert >/dev/null || {
+      log "installing rsvg-convert (librsvg2-bin) for the chart"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin >/dev/null
+    }
+    file="$OUT/scaling.txt"
+    : >"$file"
+    for n in ${TANDEM_BENCH_SIZES:-1000000 5000000 10000000 20000000}; do
+      bench "$file" ./batch '^BenchmarkBatchRecomputeVsScan$' 1x "TANDEM_BENCH_EVENTS=$n"
+    done
+    bench "$file" ./speed '^BenchmarkSpeedInstances$' 1x
+    "$GO" run ./cmd/benchreport -scaling -doc "$DOC" -chart docs/scaling "$file"
+    log "wrote the scaling section of $DOC and docs/scaling.{svg,png} from $file"
+    ;;
+  *)
+    echo "usage: $0 [full|smoke|scaling]" >&2
+    exit 2
+    ;;
+esac
+exit $failed
