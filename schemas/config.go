@@ -141,6 +141,10 @@ type BatchConfig struct {
 // Yellow is yellow, at or over Red is red.
 type StatusConfig struct {
 	Thresholds map[string]Threshold `yaml:"thresholds"`
+	// Addrs says where the health report scrapes a component (ingest, speed,
+	// archive, serve) when that is not its listen address as seen from
+	// here — another pod or container, e.g. {speed: "tandem-speed:8082"}.
+	Addrs map[string]string `yaml:"addrs"`
 }
 
 // Threshold is one yellow/red pair of the health report.
@@ -425,6 +429,13 @@ func (c *Config) validate(l *locator) ConfigErrors {
 		// Speed rows of chunks absorbed by an older run are deleted; serving
 		// replicas still on the previous run need that run's files.
 		add([]any{"batch", "keep_runs"}, "batch.keep_runs must be at least 2, so serving replicas still on the previous run can finish their queries")
+	}
+	for name := range c.Status.Addrs {
+		switch name {
+		case "ingest", "speed", "archive", "serve":
+		default:
+			add([]any{"status", "addrs", name}, "status.addrs: %q is not a component (use ingest, speed, archive or serve)", name)
+		}
 	}
 	for name, th := range c.Status.Thresholds {
 		if th.Red < th.Yellow {

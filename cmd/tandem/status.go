@@ -30,7 +30,7 @@ func cmdStatus(ctx context.Context, args []string) error {
 	interval := f.Duration("interval", 2*time.Second, "time between the two scrapes rates are computed over")
 	timeout := f.Duration("timeout", 3*time.Second, "how long each component and store may take to answer")
 	skip := f.String("skip", "", "comma-separated components not deployed (ingest, speed, archive, serve)")
-	addrs := map[string]string{}
+	addrs := map[string]string{} // --addr wins over status.addrs of the config
 	f.Func("addr", "where to reach a component, name=host:port (repeatable; default its listen address from the config)", func(s string) error {
 		name, addr, ok := strings.Cut(s, "=")
 		if !ok || name == "" || addr == "" {
@@ -45,6 +45,11 @@ func cmdStatus(ctx context.Context, args []string) error {
 	}
 	for _, name := range status.UnknownThresholds(cfg) {
 		log.Warn("status.thresholds names no check; it is ignored", "name", name)
+	}
+	for name, addr := range cfg.Status.Addrs {
+		if _, set := addrs[name]; !set {
+			addrs[name] = addr
+		}
 	}
 	var skipped []string
 	if *skip != "" {
@@ -71,7 +76,7 @@ func cmdStatus(ctx context.Context, args []string) error {
 // API. serve reads its own metrics in-process and the other components over
 // HTTP. The returned func releases the monitor's store connections.
 func mountStatus(svc *serving.Service, cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger) func() {
-	mon := status.NewMonitor(cfg, status.Options{Interval: time.Second, Local: map[string]prometheus.Gatherer{"serve": reg}, Log: log})
+	mon := status.NewMonitor(cfg, status.Options{Interval: time.Second, Local: map[string]prometheus.Gatherer{"serve": reg}, Addrs: cfg.Status.Addrs, Log: log})
 	svc.Mount("GET /v1/status", status.Handler(mon, status.HandlerOptions{Tokens: cfg.Auth.QueryTokens, Registry: reg, Log: log.With("component", "serve")}))
 	svc.Mount("GET /", dashboard.Handler())
 	return func() { mon.Close() }
