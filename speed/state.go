@@ -1,7 +1,10 @@
 package speed
 
 import (
+	"encoding/binary"
 	"time"
+
+	"github.com/zeebo/xxh3"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -52,8 +55,11 @@ type rowState struct {
 
 // viewState is one view's rows of the open chunk of one partition.
 type viewState struct {
-	view  *schemas.View
-	rows  map[schemas.RowKey]*rowState
+	view   *schemas.View
+	dimIdx []int // stream field of each dimension, as View.Key reads them
+	// rows by rowKey: the same grouping as View.Key (window start, then
+	// the dimension values), encoded so a lookup needs no allocation.
+	rows  map[string]*rowState
 	dirty []*rowState // rows of the open chunk changed since the last write
 	// pending are the final rows of finished chunks not yet written; they
 	// go out in the same insert as the open chunk's rows.
@@ -73,8 +79,9 @@ type partState struct {
 
 	chunk   int64 // the open chunk, -1 before the first message
 	high    int64 // highest offset consumed in the open chunk
-	ids     map[string]struct{}
-	prevIDs map[string]struct{}
+	ids     map[idHash]struct{}
+	prevIDs map[idHash]struct{}
+	keyBuf  []byte // scratch for rowKey
 
 	res        resume
 	caughtUp   bool // past res.durable: new output from here on
@@ -89,18 +96,48 @@ type partState struct {
 	newestOut  time.Time
 }
 
+// idHash is what the layer remembers of an event id: its XXH3-128, as the
+// batch layer does (batch/scan.go), so both layers call the same events
+// duplicates. The id sets then hold no pointers (the garbage collector
+// skips them) and cost 16 bytes an id whatever the id's length; a false
+// duplicate needs two ids of one partition, at most two chunks apart, with
+// the same 128-bit hash.
+type idHash = xxh3.Uint128
+
+// idSetHint pre-sizes the id sets (they keep their size across chunks),
+// capped so a huge chunk_size does not allocate up front.
+func idSetHint(chunkSize int64) int { return int(min(chunkSize, 1<<16)) }
+
 func newPartState(stream *schemas.Stream, views []*schemas.View, dec *schemas.Decoder, partition int32, chunkSize int64, res resume) *partState {
 	p := &partState{
 		stream: stream, dec: dec, partition: partition, chunkSize: chunkSize,
 		chunk: -1, high: -1, lastRead: -1, res: res,
-		ids:     make(map[string]struct{}),
-		prevIDs: make(map[string]struct{}),
+		ids:     make(map[idHash]struct{}, idSetHint(chunkSize)),
+		prevIDs: make(map[idHash]struct{}, idSetHint(chunkSize)),
 	}
 	p.caughtUp = res.durable < 0
 	for _, v := range views {
-		p.views = append(p.views, &viewState{view: v, rows: make(map[schemas.RowKey]*rowState)})
+		vs := &viewState{view: v, rows: make(map[string]*rowState)}
+		for _, d := range v.Dimensions {
+			vs.dimIdx = append(vs.dimIdx, stream.FieldIndex(d))
+		}
+		p.views = append(p.views, vs)
 	}
 	return p
+}
+
+// rowKey appends to dst the key of the row ev falls into in the view: the
+// window start (8 bytes) and each dimension value, length first. Like
+// View.Key it is injective, so both group events alike; a missing
+// dimension is "".
+func (vs *viewState) rowKey(dst []byte, windowMs int64, ev *schemas.Event) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(windowMs))
+	for _, fi := range vs.dimIdx {
+		s := ev.Values[fi].Str
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	return dst
 }
 
 // process folds one message. Messages must come in offset order.
@@ -128,26 +165,31 @@ func (p *partState) process(m *kafka.Message) (outcome, error) {
 		}
 		return outInvalid, err
 	}
-	if _, dup := p.ids[ev.ID]; dup {
+	// Every valid id counts as seen, duplicates included; one hash
+	// operation both asks and records.
+	h := xxh3.HashString128(ev.ID)
+	n := len(p.ids)
+	p.ids[h] = struct{}{}
+	if len(p.ids) == n {
 		return outDuplicate, nil
 	}
-	p.ids[ev.ID] = struct{}{}
 	if m.Offset < p.res.idOnlyBelow {
 		return outIDOnly, nil
 	}
-	if _, dup := p.prevIDs[ev.ID]; dup {
+	if _, dup := p.prevIDs[h]; dup {
 		return outDuplicate, nil
 	}
 	for _, vs := range p.views {
-		key := vs.view.Key(&ev)
-		r := vs.rows[key]
+		windowMs := vs.view.Granularity.WindowStart(ev.Time).UnixMilli()
+		p.keyBuf = vs.rowKey(p.keyBuf[:0], windowMs, &ev)
+		r := vs.rows[string(p.keyBuf)]
 		if r == nil {
-			dims, err := schemas.SplitDims(key.Dims)
-			if err != nil {
-				panic("speed: View.Key returned dimensions SplitDims cannot read: " + err.Error())
+			dims := make([]string, len(vs.dimIdx))
+			for i, fi := range vs.dimIdx {
+				dims[i] = ev.Values[fi].Str
 			}
-			r = &rowState{window: key.Window(), dims: dims, agg: vs.view.NewAggregate()}
-			vs.rows[key] = r
+			r = &rowState{window: time.UnixMilli(windowMs).UTC(), dims: dims, agg: vs.view.NewAggregate()}
+			vs.rows[string(p.keyBuf)] = r
 		}
 		vs.view.Add(r.agg, &ev)
 		if !r.dirty {
