@@ -26,7 +26,7 @@ TEST_TIMEOUT ?= 20m
 TANDEM_CACHE ?= $(or $(HOME),/root)/.cache/tandem
 export TANDEM_CACHE
 
-.PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm chdb-lib build \
+.PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm deps-duckdb deps-browser chdb-lib build \
         test test-short test-apache-kafka bench bench-smoke bench-scaling vet fuzz dev clean
 
 all: build
@@ -43,9 +43,17 @@ deps-clickhouse:
 deps-minio:
 	scripts/minio.sh install
 
-# deps-npm is the hook for npm-installed tools; other targets add
-# prerequisites to it (for example `deps-npm: chdb-lib`).
-deps-npm:
+# deps-npm: npm-installed test tools, cached in $(TANDEM_CACHE): libchdb.so,
+# DuckDB (an independent Parquet reader for the lake export test), and
+# Debian's chromium with playwright-core for the dashboard test.
+deps-npm: chdb-lib deps-duckdb deps-browser
+
+deps-duckdb:
+	@test -d $(TANDEM_CACHE)/node/node_modules/@duckdb/node-api || \
+	  npm install --silent --no-audit --no-fund --prefix $(TANDEM_CACHE)/node @duckdb/node-api
+
+deps-browser:
+	scripts/browser.sh
 
 ## chdb-lib: libchdb.so (a current ClickHouse, in-process) for the DDL checks
 chdb-lib:
