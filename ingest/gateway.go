@@ -230,6 +230,9 @@ func (g *Gateway) serveEvents(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) events(w http.ResponseWriter, r *http.Request) int {
 	if !g.authorized(r) {
 		g.m.authFailures.WithLabelValues(AuthEndpoint).Inc()
+		// Who was refused, never what they sent: the token stays out of logs.
+		g.logger.Warn("ingest: refused a request without a valid bearer token", "remote", r.RemoteAddr,
+			"path", r.URL.Path, "authorization_header", r.Header.Get("Authorization") != "")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tandem-ingest"`)
 		return fail(w, http.StatusUnauthorized, "missing or invalid bearer token")
 	}
