@@ -13,41 +13,41 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// rawColumns is one row group of a raw file, reduced to the three columns a
-// run needs: the batch layer re-validates every message from its original
-// bytes, so the typed columns are not read at all (columnar: they cost no
-// I/O decoding).
-type rawColumns struct {
-	offsets []int64
-	kafkaMs []int64
-	raw     []byte   // the _raw values, concatenated
-	ends    []uint32 // raw[ends[i-1]:ends[i]] is row i
-}
-
-func (rc *rawColumns) reset() {
-	rc.offsets, rc.kafkaMs, rc.raw, rc.ends = rc.offsets[:0], rc.kafkaMs[:0], rc.raw[:0], rc.ends[:0]
-}
-
-func (rc *rawColumns) rawAt(i int) []byte {
-	var start uint32
-	if i > 0 {
-		start = rc.ends[i-1]
-	}
-	return rc.raw[start:rc.ends[i]]
-}
-
-// rawFileReader reads a raw object downloaded to a local temporary file.
-// Downloading whole is the cheapest way to read a Parquet file from S3: the
-// alternative, ranged GETs per page, costs a round trip each.
+// rawFileReader reads the three columns a run needs from a raw object:
+// the batch layer re-validates every message from its original bytes, so
+// the typed columns are not read at all.
 type rawFileReader struct {
-	f                     *os.File
+	src                   io.Closer
 	pf                    *pq.File
 	colOff, colTS, colRaw int
 	colTime               int // the stream's typed time field, for row-group pruning; -1 if absent
 }
 
-// openRawFile downloads key into dir and opens it.
+// rawReadRanged chooses how raw objects are read: true reads only the
+// byte ranges of the needed column chunks with ranged GETs (a large
+// buffer, so a column chunk costs a few requests); false downloads the
+// whole object to an unlinked temporary file first. Both are tested; the
+// benchmark decides the default (docs/performance.md).
+var rawReadRanged = true
+
+// rawReadBuffer is parquet-go's read buffer per column: with ranged reads,
+// the size of one GET.
+const rawReadBuffer = 4 << 20
+
+// openRawFile opens key for reading; dir holds temporary files.
 func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.Stream) (*rawFileReader, error) {
+	if rawReadRanged {
+		obj, err := st.Open(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		r, err := newRawFileReader(obj, obj, obj.Size(), s)
+		if err != nil {
+			obj.Close()
+			return nil, fmt.Errorf("batch: %s: %w", key, err)
+		}
+		return r, nil
+	}
 	body, err := st.Get(ctx, key)
 	if err != nil {
 		return nil, err
@@ -63,7 +63,7 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 		f.Close()
 		return nil, fmt.Errorf("batch: downloading %s: %w", key, err)
 	}
-	r, err := newRawFileReader(f, size, s)
+	r, err := newRawFileReader(f, f, size, s)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("batch: %s: %w", key, err)
@@ -71,12 +71,12 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 	return r, nil
 }
 
-func newRawFileReader(f *os.File, size int64, s *schemas.Stream) (*rawFileReader, error) {
-	pf, err := pq.OpenFile(f, size, pq.SkipBloomFilters(true), pq.ReadBufferSize(1<<20))
+func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream) (*rawFileReader, error) {
+	pf, err := pq.OpenFile(ra, size, pq.SkipBloomFilters(true), pq.SkipPageIndex(true), pq.ReadBufferSize(rawReadBuffer))
 	if err != nil {
 		return nil, err
 	}
-	r := &rawFileReader{f: f, pf: pf, colTime: -1}
+	r := &rawFileReader{src: c, pf: pf, colTime: -1}
 	look := func(name string) (int, error) {
 		leaf, ok := pf.Schema().Lookup(name)
 		if !ok {
@@ -99,7 +99,7 @@ func newRawFileReader(f *os.File, size int64, s *schemas.Stream) (*rawFileReader
 	return r, nil
 }
 
-func (r *rawFileReader) Close() error { return r.f.Close() }
+func (r *rawFileReader) Close() error { return r.src.Close() }
 
 func (r *rawFileReader) numRowGroups() int { return len(r.pf.RowGroups()) }
 
@@ -136,95 +136,188 @@ func (r *rawFileReader) offsetBounds(i int) (lo, hi int64, ok bool) {
 	return a.Int64(), b.Int64(), true
 }
 
-// readRowGroup fills rc with row group i.
-func (r *rawFileReader) readRowGroup(i int, rc *rawColumns) error {
-	rc.reset()
-	rg := r.pf.RowGroups()[i]
-	cols := rg.ColumnChunks()
-	if err := readInt64s(cols[r.colOff], &rc.offsets); err != nil {
-		return fmt.Errorf("column %s: %w", schemas.ColOffset, err)
-	}
-	if err := readInt64s(cols[r.colTS], &rc.kafkaMs); err != nil {
-		return fmt.Errorf("column %s: %w", schemas.ColKafkaTS, err)
-	}
-	if err := readByteArrays(cols[r.colRaw], rc); err != nil {
-		return fmt.Errorf("column %s: %w", schemas.ColRaw, err)
-	}
-	if len(rc.offsets) != len(rc.kafkaMs) || len(rc.offsets) != len(rc.ends) {
-		return fmt.Errorf("raw row group %d has columns of different lengths (%d, %d, %d)", i, len(rc.offsets), len(rc.kafkaMs), len(rc.ends))
-	}
-	return nil
+// rowStream reads rows of one row group page by page, the three columns
+// in step, so memory holds a page of each, never a whole row group (an
+// archiver's row group can hold a whole 128 MB object).
+type rowStream struct {
+	offs, kts int64Pages
+	raw       bytesPages
 }
 
-func readInt64s(cc pq.ColumnChunk, out *[]int64) error {
-	pages := cc.Pages()
-	defer pages.Close()
-	for {
-		p, err := pages.ReadPage()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if p.NumNulls() > 0 {
-			pq.Release(p)
-			return errors.New("unexpected nulls")
-		}
-		if p.Dictionary() == nil {
-			d := p.Data()
-			*out = append(*out, d.Int64()...)
-		} else {
-			vals := make([]pq.Value, p.NumValues())
-			n, err := p.Values().ReadValues(vals)
-			if err != nil && !errors.Is(err, io.EOF) {
-				pq.Release(p)
-				return err
-			}
-			for _, v := range vals[:n] {
-				*out = append(*out, v.Int64())
-			}
-		}
-		pq.Release(p)
+func (r *rawFileReader) rows(g int) *rowStream {
+	cols := r.pf.RowGroups()[g].ColumnChunks()
+	return &rowStream{
+		offs: int64Pages{pages: cols[r.colOff].Pages(), name: schemas.ColOffset},
+		kts:  int64Pages{pages: cols[r.colTS].Pages(), name: schemas.ColKafkaTS},
+		raw:  bytesPages{pages: cols[r.colRaw].Pages()},
 	}
 }
 
-func readByteArrays(cc pq.ColumnChunk, rc *rawColumns) error {
-	pages := cc.Pages()
-	defer pages.Close()
-	for {
-		p, err := pages.ReadPage()
+// next returns the next row; raw is valid until the following call. It
+// returns io.EOF after the last row.
+func (s *rowStream) next() (off, kafkaMs int64, raw []byte, err error) {
+	off, err = s.offs.next()
+	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if p.NumNulls() > 0 {
-			pq.Release(p)
-			return errors.New("unexpected nulls")
-		}
-		if p.Dictionary() == nil {
-			d := p.Data()
-			data, offs := d.ByteArray()
-			// offs has one more entry than values: offs[i]..offs[i+1].
-			base := uint32(len(rc.raw))
-			rc.raw = append(rc.raw, data[offs[0]:offs[len(offs)-1]]...)
-			for j := 1; j < len(offs); j++ {
-				rc.ends = append(rc.ends, base+offs[j]-offs[0])
+			// Every column must end here too.
+			if _, e := s.kts.next(); !errors.Is(e, io.EOF) {
+				return 0, 0, nil, errors.New("columns of different lengths")
 			}
-		} else {
-			vals := make([]pq.Value, p.NumValues())
-			n, err := p.Values().ReadValues(vals)
-			if err != nil && !errors.Is(err, io.EOF) {
-				pq.Release(p)
-				return err
-			}
-			for _, v := range vals[:n] {
-				rc.raw = append(rc.raw, v.ByteArray()...)
-				rc.ends = append(rc.ends, uint32(len(rc.raw)))
+			if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
+				return 0, 0, nil, errors.New("columns of different lengths")
 			}
 		}
-		pq.Release(p)
+		return 0, 0, nil, err
 	}
+	if kafkaMs, err = s.kts.next(); err != nil {
+		return 0, 0, nil, shorter(err)
+	}
+	if raw, err = s.raw.next(); err != nil {
+		return 0, 0, nil, shorter(err)
+	}
+	return off, kafkaMs, raw, nil
+}
+
+func shorter(err error) error {
+	if errors.Is(err, io.EOF) {
+		return errors.New("columns of different lengths")
+	}
+	return err
+}
+
+func (s *rowStream) Close() {
+	s.offs.close()
+	s.kts.close()
+	s.raw.close()
+}
+
+// int64Pages yields the values of a required INT64 column chunk.
+type int64Pages struct {
+	pages pq.Pages
+	name  string
+	page  pq.Page
+	vals  []int64
+	own   []int64
+	i     int
+	buf   []pq.Value
+}
+
+func (c *int64Pages) next() (int64, error) {
+	for c.i >= len(c.vals) {
+		if err := c.load(); err != nil {
+			return 0, err
+		}
+	}
+	v := c.vals[c.i]
+	c.i++
+	return v, nil
+}
+
+func (c *int64Pages) load() error {
+	c.release()
+	p, err := c.pages.ReadPage()
+	if err != nil {
+		return err
+	}
+	c.page, c.i = p, 0
+	if p.NumNulls() > 0 {
+		return fmt.Errorf("column %s: unexpected nulls", c.name)
+	}
+	if p.Dictionary() == nil {
+		d := p.Data()
+		c.vals = d.Int64()
+		return nil
+	}
+	c.own = c.own[:0]
+	vals, err := readValues(p, &c.buf)
+	for _, v := range vals {
+		c.own = append(c.own, v.Int64())
+	}
+	c.vals = c.own
+	return err
+}
+
+func (c *int64Pages) release() {
+	if c.page != nil {
+		pq.Release(c.page)
+		c.page, c.vals = nil, nil
+	}
+}
+
+func (c *int64Pages) close() {
+	c.release()
+	c.pages.Close()
+}
+
+// bytesPages yields the values of a required BYTE_ARRAY column chunk.
+type bytesPages struct {
+	pages pq.Pages
+	page  pq.Page
+	data  []byte
+	offs  []uint32 // data[offs[i]:offs[i+1]] is value i
+	i     int
+	own   []byte
+	ownO  []uint32
+	buf   []pq.Value
+}
+
+func (c *bytesPages) next() ([]byte, error) {
+	for c.i+1 >= len(c.offs) {
+		if err := c.load(); err != nil {
+			return nil, err
+		}
+	}
+	v := c.data[c.offs[c.i]:c.offs[c.i+1]]
+	c.i++
+	return v, nil
+}
+
+func (c *bytesPages) load() error {
+	c.release()
+	p, err := c.pages.ReadPage()
+	if err != nil {
+		return err
+	}
+	c.page, c.i = p, 0
+	if p.NumNulls() > 0 {
+		return fmt.Errorf("column %s: unexpected nulls", schemas.ColRaw)
+	}
+	if p.Dictionary() == nil {
+		d := p.Data()
+		c.data, c.offs = d.ByteArray()
+		return nil
+	}
+	vals, err := readValues(p, &c.buf)
+	c.own, c.ownO = c.own[:0], append(c.ownO[:0], 0)
+	for _, v := range vals {
+		c.own = append(c.own, v.ByteArray()...)
+		c.ownO = append(c.ownO, uint32(len(c.own)))
+	}
+	c.data, c.offs = c.own, c.ownO
+	return err
+}
+
+func (c *bytesPages) release() {
+	if c.page != nil {
+		pq.Release(c.page)
+		c.page, c.data, c.offs = nil, nil, nil
+	}
+}
+
+func (c *bytesPages) close() {
+	c.release()
+	c.pages.Close()
+}
+
+// readValues reads a dictionary-encoded page's values into *buf.
+func readValues(p pq.Page, buf *[]pq.Value) ([]pq.Value, error) {
+	if cap(*buf) < int(p.NumValues()) {
+		*buf = make([]pq.Value, p.NumValues())
+	}
+	vals := (*buf)[:p.NumValues()]
+	n, err := p.Values().ReadValues(vals)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return vals[:n], nil
 }

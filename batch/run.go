@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/s3"
@@ -48,7 +49,8 @@ type Options struct {
 	Full bool
 	// TempDir holds the run's spill files (default os.TempDir()).
 	TempDir string
-	// Workers bounds the partitions read at once (default GOMAXPROCS).
+	// Workers is the number of goroutines decoding raw messages, and of
+	// days aggregated at once (default GOMAXPROCS).
 	Workers int
 	// Holder names this run in the lock (default host-pid-random).
 	Holder string
@@ -315,17 +317,35 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		compute = sc.days
 	}
 	days := sortedDays(compute)
-	files := make([][]schemas.ManifestFile, len(views))
-	for _, d := range days {
-		rows, err := aggregateDay(spill, d, s.Partitions, views, nil)
-		if err != nil {
-			return nil, err
-		}
-		for i, v := range views {
-			mf, err := writeDayFile(ctx, o.Store, tmp, v, schemas.ViewDayKey(v.Name, runID, DayTime(d), 0), d, rows[i])
+	// Days are independent: o.Workers of them at once, each folded in
+	// (partition, offset) order as always, so the rows do not depend on
+	// the parallelism. Memory holds the rows of the days being computed.
+	dayFiles := make([][]schemas.ManifestFile, len(days)) // [day][view]
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.Workers)
+	for j, d := range days {
+		g.Go(func() error {
+			rows, err := aggregateDay(spill, d, s.Partitions, views, nil)
 			if err != nil {
-				return nil, err
+				return err
 			}
+			dayFiles[j] = make([]schemas.ManifestFile, len(views))
+			for i, v := range views {
+				mf, err := writeDayFile(gctx, o.Store, tmp, v, schemas.ViewDayKey(v.Name, runID, DayTime(d), 0), d, rows[i])
+				if err != nil {
+					return err
+				}
+				dayFiles[j][i] = mf
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	files := make([][]schemas.ManifestFile, len(views))
+	for _, fs := range dayFiles {
+		for i, mf := range fs {
 			files[i] = append(files[i], mf)
 		}
 	}

@@ -1,34 +1,32 @@
 package batch
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/zeebo/xxh3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// idHash is what a run remembers of an event id: 16 bytes of XXH3-128,
-// whatever the id's length (collisions are beyond astronomically unlikely).
-type idHash [16]byte
+// partitionsAtOnce bounds the partitions a scan reads at once.
+var partitionsAtOnce = 2
 
-func hashID(id string) idHash { return xxh3.HashString128(id).Bytes() }
+// idHash is what a run remembers of an event id: 16 bytes of XXH3-128,
+// whatever the id's length (collisions are beyond astronomically unlikely);
+// in memory as its two big-endian halves (idTable).
+type idHash [16]byte
 
 // streamState is what one run leaves for the next run of the same stream to
 // continue from: how far it read, its counts, and (in separate objects, one
@@ -78,6 +76,7 @@ type scanner struct {
 	stats   scanStats
 	total   int64 // messages to read in phase A, for progress
 	noIndex bool  // do not store the id index (a scan that is not a run)
+	pool    *decodePool
 
 	mu    sync.Mutex
 	dirty map[int64]bool // days with newly kept events
@@ -115,6 +114,8 @@ func (sc *scanner) run(ctx context.Context) error {
 	}
 	stopProgress := sc.progress(ctx)
 	defer stopProgress()
+	sc.pool = startDecodePool(sc.plan.Stream, sc.decoder.MaxFutureSkew, sc.workers)
+	defer sc.pool.stop()
 	if err := sc.forPartitions(ctx, sc.phaseA); err != nil {
 		return err
 	}
@@ -126,9 +127,12 @@ func (sc *scanner) run(ctx context.Context) error {
 	return nil
 }
 
+// forPartitions runs fn for every partition, partitionsAtOnce at a time:
+// the decode pool keeps every core busy with fewer, and each partition
+// being read holds its id table in memory.
 func (sc *scanner) forPartitions(ctx context.Context, fn func(ctx context.Context, p partitionPlan) error) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(sc.workers)
+	g.SetLimit(partitionsAtOnce)
 	for _, p := range sc.plan.Partitions {
 		g.Go(func() error { return fn(gctx, p) })
 	}
@@ -167,89 +171,60 @@ func (sc *scanner) progress(ctx context.Context) func() {
 	return func() { close(done) }
 }
 
-// eachRawRow calls fn for every row of f with an offset in [from, to), in
-// offset order; keepGroup, if set, may skip row groups by time bounds.
-func (sc *scanner) eachRawRow(ctx context.Context, f rawFile, from, to int64, keepGroup func(minMs, maxMs int64) bool,
-	fn func(off, kafkaMs int64, raw []byte) error) error {
-	r, err := openRawFile(ctx, sc.st, f.Key, sc.tmp, sc.plan.Stream)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	var rc rawColumns
-	for g := 0; g < r.numRowGroups(); g++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if lo, hi, ok := r.offsetBounds(g); ok && (hi < from || lo >= to) {
-			continue
-		}
-		if keepGroup != nil {
-			if lo, hi, ok := r.timeBounds(g); ok && !keepGroup(lo, hi) {
-				continue
-			}
-		}
-		if err := r.readRowGroup(g, &rc); err != nil {
-			return fmt.Errorf("batch: reading %s: %w", f.Key, err)
-		}
-		for i, off := range rc.offsets {
-			if off < from || off >= to {
-				continue
-			}
-			if err := fn(off, rc.kafkaMs[i], rc.rawAt(i)); err != nil {
-				return err
-			}
+// spans lists the parts of p's files with offsets in [from, to).
+func spans(p partitionPlan, from, to int64) (out []fileSpan, rows int64) {
+	for _, f := range p.Files {
+		lo, hi := max(f.From, from), min(f.To, to)
+		if lo < hi {
+			out = append(out, fileSpan{f: f, from: lo, to: hi})
+			rows += hi - lo
 		}
 	}
-	return nil
+	return out, rows
 }
 
 func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 	from := sc.prevAbsorbed(p)
-	idx := map[idHash]int64{}
+	sp, rows := spans(p, from, p.Absorbed)
+	var idx *idTable
 	if sc.prev != nil {
 		var err error
-		if idx, err = loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p.Partition); err != nil {
+		if idx, err = loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p.Partition, int(rows)); err != nil {
 			return err
 		}
+	} else {
+		idx = newIDTable(int(rows)) // at most one id per row: never grows
 	}
 	w := sc.spill.writer(p.Partition, 1)
 	dirty := map[int64]bool{}
-	var rec Record
-	rec.Partition = p.Partition
-	for _, f := range p.Files {
-		if f.To <= from {
-			continue
-		}
-		var read, kept, dups, invalid int64
-		err := sc.eachRawRow(ctx, f, max(f.From, from), f.To, nil, func(off, kafkaMs int64, raw []byte) error {
-			read++
-			if read%4096 == 0 {
-				sc.stats.Read.Add(4096)
-			}
-			ev, err := sc.decoder.Decode(raw, time.UnixMilli(kafkaMs))
-			if err != nil {
+	lastDay := int64(math.MinInt64)
+	var kept, dups, invalid int64
+	err := sc.pipe(ctx, sp, nil, nil, func(b *rawBatch) error {
+		for i := 0; i < b.n; i++ {
+			if b.verdict[i] != rowValid {
 				invalid++
-				return nil
+				continue
 			}
-			h := hashID(ev.ID)
-			if _, seen := idx[h]; seen {
+			if !idx.insert(b.h0[i], b.h1[i], b.offsets[i]) {
 				dups++
-				return nil
+				continue
 			}
-			idx[h] = off
 			kept++
-			rec.Offset, rec.KafkaMs, rec.Event = off, kafkaMs, ev
-			dirty[dayOf(ev.Time)] = true
-			return w.add(&rec)
-		})
-		sc.stats.Read.Add(read % 4096)
-		sc.stats.Events.Add(kept)
-		sc.stats.Duplicates.Add(dups)
-		sc.stats.Invalid.Add(invalid)
-		if err != nil {
-			return err
+			if d := b.days[i]; d != lastDay {
+				dirty[d], lastDay = true, d
+			}
+			if err := w.addEncoded(b.days[i], b.rec(i)); err != nil {
+				return err
+			}
 		}
+		sc.stats.Read.Add(int64(b.n))
+		return nil
+	})
+	sc.stats.Events.Add(kept)
+	sc.stats.Duplicates.Add(dups)
+	sc.stats.Invalid.Add(invalid)
+	if err != nil {
+		return err
 	}
 	if err := w.flush(); err != nil {
 		return err
@@ -271,11 +246,11 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 	if upTo <= p.Start {
 		return nil
 	}
-	idx, err := loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.runID, p.Partition)
+	idx, err := loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.runID, p.Partition, 0)
 	if err != nil {
 		return err
 	}
-	dirty := sc.dirty // read-only from here on
+	dirty := sc.dirty // read-only from here on (the decode workers read it)
 	touches := func(minMs, maxMs int64) bool {
 		lo, hi := dayOf(time.UnixMilli(minMs)), dayOf(time.UnixMilli(maxMs))
 		if hi-lo > int64(len(dirty)) {
@@ -289,53 +264,39 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 		return false
 	}
 	w := sc.spill.writer(p.Partition, 0)
-	var rec Record
-	rec.Partition = p.Partition
-	for _, f := range p.Files {
-		if f.From >= upTo {
-			break
-		}
-		err := sc.eachRawRow(ctx, f, f.From, min(f.To, upTo), touches, func(off, kafkaMs int64, raw []byte) error {
-			sc.stats.Read.Add(1)
-			ev, err := sc.decoder.Decode(raw, time.UnixMilli(kafkaMs))
-			if err != nil || !dirty[dayOf(ev.Time)] {
-				return nil
+	sp, _ := spans(p, p.Start, upTo)
+	err = sc.pipe(ctx, sp, touches, func(day int64) bool { return dirty[day] }, func(b *rawBatch) error {
+		for i := 0; i < b.n; i++ {
+			if b.verdict[i] != rowValid {
+				continue
 			}
-			if first, ok := idx[hashID(ev.ID)]; !ok || first != off {
-				return nil // a duplicate: the index says which occurrence was kept
+			// A duplicate: the index says which occurrence was kept.
+			if first, ok := idx.get(b.h0[i], b.h1[i]); !ok || first != b.offsets[i] {
+				continue
 			}
-			rec.Offset, rec.KafkaMs, rec.Event = off, kafkaMs, ev
-			return w.add(&rec)
-		})
-		if err != nil {
-			return err
+			if err := w.addEncoded(b.days[i], b.rec(i)); err != nil {
+				return err
+			}
 		}
+		sc.stats.Read.Add(int64(b.n))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return w.flush()
 }
 
 // saveIndex writes the id index of one partition: entries of 16-byte hash
-// and 8-byte offset, sorted by hash.
-func saveIndex(ctx context.Context, st *s3.Store, path, stream, runID string, p int32, idx map[idHash]int64) error {
-	keys := make([]idHash, 0, len(idx))
-	for h := range idx {
-		keys = append(keys, h)
-	}
-	sort.Slice(keys, func(i, j int) bool { return bytes.Compare(keys[i][:], keys[j][:]) < 0 })
+// and 8-byte little-endian offset, sorted by hash. idx is unusable after.
+func saveIndex(ctx context.Context, st *s3.Store, path, stream, runID string, p int32, idx *idTable) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("batch: id index: %w", err)
 	}
 	defer os.Remove(path)
 	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	var e [24]byte
-	for _, h := range keys {
-		copy(e[:16], h[:])
-		binary.LittleEndian.PutUint64(e[16:], uint64(idx[h]))
-		bw.Write(e[:])
-	}
-	if err := bw.Flush(); err != nil {
+	if err := writeIndex(f, idx.sorted()); err != nil {
 		return fmt.Errorf("batch: id index: %w", err)
 	}
 	size, _ := f.Seek(0, io.SeekCurrent)
@@ -348,25 +309,19 @@ func saveIndex(ctx context.Context, st *s3.Store, path, stream, runID string, p 
 	return nil
 }
 
-func loadIndex(ctx context.Context, st *s3.Store, stream, runID string, p int32) (map[idHash]int64, error) {
-	body, err := st.Get(ctx, indexKey(stream, runID, p))
+// loadIndex reads the id index of one partition of a run into a table
+// with room for extra more ids.
+func loadIndex(ctx context.Context, st *s3.Store, stream, runID string, p int32, extra int) (*idTable, error) {
+	obj, err := st.Open(ctx, indexKey(stream, runID, p))
 	if err != nil {
 		return nil, fmt.Errorf("batch: reading the id index of %s partition %d of run %s: %w", stream, p, runID, err)
 	}
-	defer body.Close()
-	br := bufio.NewReaderSize(body, 1<<20)
-	idx := map[idHash]int64{}
-	var e [24]byte
-	for {
-		if _, err := io.ReadFull(br, e[:]); err == io.EOF {
-			return idx, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("batch: reading the id index of %s partition %d: %w", stream, p, err)
-		}
-		var h idHash
-		copy(h[:], e[:16])
-		idx[h] = int64(binary.LittleEndian.Uint64(e[16:]))
+	defer obj.Close()
+	idx, err := readIndex(io.NewSectionReader(obj, 0, obj.Size()), obj.Size(), extra)
+	if err != nil {
+		return nil, fmt.Errorf("batch: reading the id index of %s partition %d: %w", stream, p, err)
 	}
+	return idx, nil
 }
 
 func loadState(ctx context.Context, st *s3.Store, stream, runID string) (*streamState, error) {

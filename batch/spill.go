@@ -188,13 +188,11 @@ func (d *spillDir) writer(p int32, phase int) *spillWriter {
 	return &spillWriter{d: d, p: p, phase: phase, bufs: map[int64][]byte{}, limit: 8 << 20, days: map[int64]int64{}}
 }
 
-func (w *spillWriter) add(r *Record) error {
-	day := dayOf(r.Event.Time)
+// addEncoded adds a record encodeRecord made, of an event of day.
+func (w *spillWriter) addEncoded(day int64, rec []byte) error {
 	b := w.bufs[day]
-	n := len(b)
-	b = encodeRecord(b, w.d.stream, r)
-	w.bufs[day] = b
-	w.buffered += len(b) - n
+	w.bufs[day] = append(b, rec...)
+	w.buffered += len(rec)
 	w.days[day]++
 	if w.buffered >= w.limit {
 		return w.flush()
