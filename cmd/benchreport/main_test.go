@@ -29,6 +29,7 @@ cpu: AMD EPYC
 BenchmarkClickHouseKafkaEnginePeer-2   	       1	         0.9963 peer/speed	     41437 peer_events/s	         7.078 peer_fresh_p50_s	        11.97 peer_fresh_p99_s	      1032 peer_overcount	       205.4 peer_peak_rss_MiB	     46496 peer_small_events/s	         0.6472 peer_small_fresh_p50_s	         1.503 peer_small_fresh_p99_s	      1032 peer_small_overcount	     41050 peer_with_join_events/s	     41590 speed_events/s	         0.5740 speed_fresh_p50_s	         1.051 speed_fresh_p99_s	     39355 speed_with_join_events/s
 --- BENCH: BenchmarkClickHouseKafkaEnginePeer-2
     peer_bench_test.go:233: Kafka engine, blocks of 65536 rows: 41437 ev/s
+BenchmarkSpeedVsBareConsumer-2   	       1	17844834411 ns/op	    161844 bare_events/s	         0.6540 fresh_p50_s	         1.093 fresh_p99_s	        22.15 pct_of_bare	       165.2 peak_rss_MiB	     35855 speed_events/s
 BenchmarkSpeedInstances/instances=1-2         	       1	     10823 events/s	         1.000 instances	     10795 with_join_events/s
 BenchmarkSpeedInstances/instances=2-2         	       1	     10455 events/s	         2.000 instances	     10450 with_join_events/s
 BenchmarkBatchRecomputeVsScan-2   	       1	 9000000 ns/op	   5000000 events	    400000 recompute_events/s	   1000000 scan_rows/s	         0.4000 recompute/scan	       900.0 peak_rss_MB
@@ -45,7 +46,7 @@ func parsed(t *testing.T) *Run {
 
 func TestParse(t *testing.T) {
 	r := parsed(t)
-	require.Len(t, r.Results, 6)
+	require.Len(t, r.Results, 7)
 	require.Equal(t, "AMD EPYC", r.CPU)
 	require.Equal(t, []float64{7.79, 23.63}, r.Loads)
 
@@ -75,6 +76,8 @@ func TestSummary(t *testing.T) {
 	// The batch row comes from the last result of the benchmark.
 	require.Contains(t, s, "| 500,000 recompute_events/s | bare parquet-go scan: 1,000,000 scan_rows/s | 0.500 | ≥ 0.40 ✔ met | 300 MB |")
 	require.Contains(t, s, "not run (`BenchmarkArchiverVsBareParquet`)")
+	// The speed row: ratio from the percentage, both verdicts, memory, freshness.
+	require.Contains(t, s, "| 0.222 | ≥ 0.70 ✘ not met; p99 ≤ 2 s ✔ met | 165 MiB | 0.654 / 1.09 s freshness |")
 
 	p := peerTable(r)
 	require.Contains(t, p, "| tandem speed layer | 41,590 | 39,355 | 0.574 / 1.05 s |")

@@ -30,6 +30,9 @@ type stage struct {
 	// Mem is the peak-RSS metric (MiB or MB as named), P50/P99 latency or
 	// freshness metrics, LatUnit their unit as shown.
 	Mem, P50, P99, LatUnit string
+	// P99Max is the stated bound on P99 (0 for none), P99Target its text.
+	P99Max    float64
+	P99Target string
 }
 
 // stages are the benchmarks of the earlier issues, in pipeline order.
@@ -39,10 +42,11 @@ var stages = []stage{
 		Ratio: "gateway/bare", Target: "≥ 0.50", TargetMin: 0.5},
 	{Stage: "Archiver (Kafka → raw Parquet in S3)", Bench: "BenchmarkArchiverVsBareParquet",
 		Rate: "archiver_events/s", RateLabel: "archiver", Base: "bare_parquet_events/s", BaseLabel: "bare parquet-go write",
-		Ratio: "ratio_%", RatioScale: 0.01},
+		Ratio: "ratio_%", RatioScale: 0.01, Target: "≥ 0.60", TargetMin: 0.6},
 	{Stage: "Speed layer (Kafka → ClickHouse rows)", Bench: "BenchmarkSpeedVsBareConsumer",
 		Rate: "speed_events/s", RateLabel: "speed layer", Base: "bare_events/s", BaseLabel: "bare kafka-go consumer",
-		Ratio: "pct_of_bare", RatioScale: 0.01, Mem: "peak_rss_MiB", P50: "fresh_p50_s", P99: "fresh_p99_s", LatUnit: "s freshness"},
+		Ratio: "pct_of_bare", RatioScale: 0.01, Target: "≥ 0.70", TargetMin: 0.7,
+		Mem: "peak_rss_MiB", P50: "fresh_p50_s", P99: "fresh_p99_s", LatUnit: "s freshness", P99Max: 2, P99Target: "p99 ≤ 2 s"},
 	{Stage: "Batch recompute (raw Parquet → views)", Bench: "BenchmarkBatchRecomputeVsScan",
 		Rate: "recompute_events/s", RateLabel: "recompute", Base: "scan_rows/s", BaseLabel: "bare parquet-go scan",
 		Ratio: "recompute/scan", Target: "≥ 0.40", TargetMin: 0.4, Mem: "peak_rss_MB"},
@@ -198,6 +202,15 @@ func summary(run *Run) string {
 		lat := "—"
 		if s.P50 != "" {
 			lat = fmt.Sprintf("%s / %s %s", metricOr(r, s.P50), metricOr(r, s.P99), s.LatUnit)
+		}
+		if s.P99Max > 0 {
+			if v, ok := r.Get(s.P99); ok {
+				verdict := "✔ met"
+				if v > s.P99Max {
+					verdict = "✘ not met"
+				}
+				target += fmt.Sprintf("; %s %s", s.P99Target, verdict)
+			}
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", s.Stage, rate, base, ratio, target, mem, lat)
 	}
