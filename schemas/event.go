@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Limits on one event. They protect every consumer from hostile producers:
@@ -84,9 +85,30 @@ func NewDecoder(s *Stream, maxFutureSkew time.Duration) *Decoder {
 // must be well-formed and nested no deeper than MaxNesting. ingestTime zero
 // skips the future-skew check.
 func (d *Decoder) Decode(raw []byte, ingestTime time.Time) (Event, error) {
+	var ev Event
+	if err := d.DecodeInto(&ev, raw, ingestTime); err != nil {
+		return Event{}, err
+	}
+	return ev, nil
+}
+
+// DecodeInto is Decode writing the event into *ev and reusing the storage
+// of ev.Values when it is large enough, for a caller that decodes message
+// after message and keeps no event past the next call (the speed layer):
+// the verdict and the event are Decode's. On error *ev is the zero Event
+// except that ev.Values keeps its storage (length 0).
+func (d *Decoder) DecodeInto(ev *Event, raw []byte, ingestTime time.Time) error {
+	err := d.decodeInto(ev, raw, ingestTime)
+	if err != nil {
+		*ev = Event{Values: ev.Values[:0]}
+	}
+	return err
+}
+
+func (d *Decoder) decodeInto(ev *Event, raw []byte, ingestTime time.Time) error {
 	s := d.Stream
 	if len(raw) > MaxEventBytes {
-		return Event{}, &FieldError{Reason: fmt.Sprintf("event is %d bytes, over the limit of %d", len(raw), MaxEventBytes)}
+		return &FieldError{Reason: fmt.Sprintf("event is %d bytes, over the limit of %d", len(raw), MaxEventBytes)}
 	}
 	var lits [16]json.RawMessage
 	var fieldLits []json.RawMessage
@@ -101,32 +123,39 @@ func (d *Decoder) Decode(raw []byte, ingestTime time.Time) (Event, error) {
 		// refused.
 		clear(fieldLits)
 		if err := s.checkEvent(raw, fieldLits); err != nil {
-			return Event{}, err
+			return err
 		}
 	}
-	ev := Event{Values: make([]Value, len(s.Fields))}
+	vals := ev.Values[:0]
+	if cap(vals) < len(s.Fields) {
+		vals = make([]Value, len(s.Fields))
+	} else {
+		vals = vals[:len(s.Fields)]
+		clear(vals)
+	}
+	*ev = Event{Values: vals}
 	for i, f := range s.Fields {
 		lit := fieldLits[i]
 		if lit != nil && !bytes.Equal(lit, []byte("null")) {
 			v, err := decodeValue(f.Type, lit)
 			if err != nil {
-				return Event{}, &FieldError{Field: f.Name, Reason: err.Error()}
+				return &FieldError{Field: f.Name, Reason: err.Error()}
 			}
-			ev.Values[i] = v
+			vals[i] = v
 		} else if f.Required {
-			return Event{}, &FieldError{Field: f.Name, Reason: "required field is missing"}
+			return &FieldError{Field: f.Name, Reason: "required field is missing"}
 		}
 	}
-	ev.ID = ev.Values[s.idIndex].Str
+	ev.ID = vals[s.idIndex].Str
 	if ev.ID == "" {
-		return Event{}, &FieldError{Field: s.IDField, Reason: "id must not be empty"}
+		return &FieldError{Field: s.IDField, Reason: "id must not be empty"}
 	}
-	ev.Time = ev.Values[s.timeIndex].Time
+	ev.Time = vals[s.timeIndex].Time
 	if d.MaxFutureSkew > 0 && !ingestTime.IsZero() && ev.Time.After(ingestTime.Add(d.MaxFutureSkew)) {
-		return Event{}, &FieldError{Field: s.TimeField, Err: ErrFutureEvent, Reason: fmt.Sprintf("%v: %s is more than %s after ingest time %s",
+		return &FieldError{Field: s.TimeField, Err: ErrFutureEvent, Reason: fmt.Sprintf("%v: %s is more than %s after ingest time %s",
 			ErrFutureEvent, ev.Time.Format(time.RFC3339), d.MaxFutureSkew, ingestTime.UTC().Format(time.RFC3339))}
 	}
-	return ev, nil
+	return nil
 }
 
 // checkEvent is the careful path of Decode: each check in turn, so an event
@@ -463,7 +492,19 @@ func parseTimestamp(lit json.RawMessage) (time.Time, error) {
 	var ts time.Time
 	switch {
 	case lit[0] == '"':
-		s, ok := jsonString(lit)
+		s, ok := "", false
+		if len(lit) >= 2 && lit[len(lit)-1] == '"' {
+			if body := lit[1 : len(lit)-1]; bytes.IndexByte(body, '\\') < 0 && bytes.IndexByte(body, '"') < 0 {
+				// jsonString's result without copying it: time.Parse
+				// keeps no reference to its input in the time it returns
+				// (its error would, and is dropped here), and UTC drops
+				// any location.
+				s, ok = unsafe.String(unsafe.SliceData(body), len(body)), true
+			}
+		}
+		if !ok {
+			s, ok = jsonString(lit)
+		}
 		if !ok {
 			return ts, errors.New("not a timestamp")
 		}
