@@ -246,6 +246,8 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 	maxAge := a.cfg.Archive.MaxFileAge.D()
 	maxBytes := a.cfg.Archive.MaxFileBytes
 	lag := a.m.lag.WithLabelValues(st.stream.Name, part)
+	records := a.m.records.WithLabelValues(st.stream.Name)
+	invalid := a.m.invalid.WithLabelValues(st.stream.Name)
 
 	// next is where the next object must start; FirstOffset until the
 	// first message when nothing is archived yet.
@@ -270,14 +272,13 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 		f.discard()
 	}()
 
+	// fctx ends when the open file reaches max_file_age, so an idle
+	// partition still uploads on time; one context per file, not per fetch.
+	var deadline fileDeadline
+	defer deadline.stop()
 	fetched := 0
 	for {
-		fctx, cancel := ctx, context.CancelFunc(func() {})
-		if f != nil {
-			fctx, cancel = context.WithDeadline(ctx, f.opened.Add(maxAge))
-		}
-		msg, ferr := c.Fetch(fctx)
-		cancel()
+		msg, ferr := c.Fetch(deadline.or(ctx))
 		if ferr != nil {
 			if ctx.Err() != nil || kafka.IsEnded(ctx, ferr) {
 				return nil
@@ -287,6 +288,7 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 					return a.rollFailed(ctx, err)
 				}
 				next, f = f.last()+1, nil
+				deadline.stop()
 				lag.Set(float64(max(c.Lag(), 0)))
 				continue
 			}
@@ -303,17 +305,18 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 			if f, err = a.open(st, c.Partition, first); err != nil {
 				return err
 			}
+			deadline.start(ctx, f.opened.Add(maxAge))
 		}
 		rec := parquet.RawRecord{Raw: msg.Value, Partition: msg.Partition, Offset: msg.Offset, KafkaTime: msg.Time}
 		if ev, derr := st.dec.Decode(msg.Value, msg.Time); derr == nil {
 			rec.Event = &ev
 		} else {
-			a.m.invalid.WithLabelValues(st.stream.Name).Inc()
+			invalid.Inc()
 		}
 		if err := f.w.Write(rec); err != nil {
 			return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, msg.Offset, err)
 		}
-		a.m.records.WithLabelValues(st.stream.Name).Inc()
+		records.Inc()
 		if fetched++; fetched%1000 == 0 {
 			lag.Set(float64(max(c.Lag(), 0)))
 		}
@@ -322,9 +325,36 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 				return a.rollFailed(ctx, err)
 			}
 			next, f = f.last()+1, nil
+			deadline.stop()
 			lag.Set(float64(max(c.Lag(), 0)))
 		}
 	}
+}
+
+// fileDeadline is the context that ends when the open file is due.
+type fileDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (d *fileDeadline) start(parent context.Context, at time.Time) {
+	d.stop()
+	d.ctx, d.cancel = context.WithDeadline(parent, at)
+}
+
+func (d *fileDeadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.ctx, d.cancel = nil, nil
+}
+
+// or returns the deadline's context, or parent when no file is open.
+func (d *fileDeadline) or(parent context.Context) context.Context {
+	if d.ctx != nil {
+		return d.ctx
+	}
+	return parent
 }
 
 // rollFailed turns a failed roll into the handler's result: nil when the

@@ -64,7 +64,7 @@ type env struct {
 
 func (e *env) stream() *schemas.Stream { return e.cfg.Streams[0] }
 
-func newEnv(t *testing.T, k *testenv.KafkaCluster, srv *testenv.S3Server, partitions int, maxBytes int64, maxAge string) *env {
+func newEnv(t testing.TB, k *testenv.KafkaCluster, srv *testenv.S3Server, partitions int, maxBytes int64, maxAge string) *env {
 	t.Helper()
 	topic := testenv.UniqueName(t, "tandem")
 	group := testenv.UniqueName(t, "g")
@@ -127,7 +127,7 @@ type producer struct {
 	partitions int
 }
 
-func newProducer(t *testing.T, e *env) *producer {
+func newProducer(t testing.TB, e *env) *producer {
 	t.Helper()
 	p := &producer{partitions: e.stream().Partitions}
 	p.w = &kgo.Writer{
@@ -362,7 +362,7 @@ func uploadObject(t *testing.T, e *env, partition int32, recs []kafkaRecord) {
 }
 
 // metricSum adds up every sample of the named counter.
-func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func metricSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
