@@ -2,12 +2,10 @@ package batch
 
 import (
 	"bufio"
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"slices"
 )
 
 // idTable maps id hashes to the offset of the id's first valid occurrence
@@ -115,9 +113,9 @@ func (t *idTable) grow() {
 	}
 }
 
-// sorted compacts the entries to the front of the table, sorts them by
-// hash (byte order) and returns them. The table is unusable afterwards.
-func (t *idTable) sorted() []idEntry {
+// entries compacts the entries to the front of the table and returns
+// them, in no particular order. The table is unusable afterwards.
+func (t *idTable) entries() []idEntry {
 	n := 0
 	for i := range t.ents {
 		if e := t.ents[i]; e.h0 != 0 || e.h1 != 0 {
@@ -129,18 +127,26 @@ func (t *idTable) sorted() []idEntry {
 	if t.zero {
 		es = append(es, idEntry{0, 0, t.zeroV}) // room: the table is never full
 	}
-	slices.SortFunc(es, func(a, b idEntry) int {
-		if c := cmp.Compare(a.h0, b.h0); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.h1, b.h1)
-	})
 	t.ents = nil
 	return es
 }
 
+// touch loads the home slots of the valid rows' hashes, so the inserts
+// that follow find them in cache: the loads do not depend on each other,
+// and the CPU overlaps their cache misses, which one insert after another
+// cannot (a batch's slots fit in L2).
+func (t *idTable) touch(h0, h1 []uint64, verdict []uint8) uint64 {
+	var sink uint64
+	for i := range verdict {
+		if verdict[i] == rowValid {
+			sink += t.ents[t.home(h0[i], h1[i])].h0
+		}
+	}
+	return sink
+}
+
 // writeIndex writes entries as the index file format: 16 hash bytes and a
-// little-endian 8-byte offset each, sorted by hash.
+// little-endian 8-byte offset each, in any order (readers build a table).
 func writeIndex(w io.Writer, es []idEntry) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	var e [24]byte

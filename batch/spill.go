@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -88,7 +87,10 @@ var errCorruptSpill = errors.New("batch: corrupt spill record")
 
 // decodeRecord reads one record body (without its length) into r, reusing
 // r.Event.Values. Values are rebuilt exactly as schemas.Decoder builds them.
-func decodeRecord(b []byte, s *schemas.Stream, r *Record) error {
+// str holds the same bytes as b: string values are slices of it, so a
+// caller converting a whole block of records once allocates once.
+func decodeRecord(b []byte, str string, s *schemas.Stream, r *Record) error {
+	size := len(b)
 	var n int
 	r.Offset, n = binary.Varint(b)
 	if n <= 0 {
@@ -123,7 +125,8 @@ func decodeRecord(b []byte, s *schemas.Stream, r *Record) error {
 			if n <= 0 || uint64(len(b)-n) < l {
 				return errCorruptSpill
 			}
-			v.Str = string(b[n : n+int(l)])
+			at := size - len(b) + n
+			v.Str = str[at : at+int(l)]
 			b = b[n+int(l):]
 		case schemas.TypeInt64:
 			v.Int, n = binary.Varint(b)
@@ -226,12 +229,16 @@ func (w *spillWriter) flush() error {
 	return nil
 }
 
+// spillBlock is how much of a bucket file readDay reads at once.
+const spillBlock = 1 << 20
+
 // readDay calls fn for every record of day, partition by partition, in
-// offset order. r is reused between calls.
+// offset order. r is reused between calls; its strings stay valid.
 func (d *spillDir) readDay(day int64, partitions int, fn func(r *Record) error) error {
 	var r Record
-	buf := make([]byte, 0, 4096)
+	blk := make([]byte, spillBlock)
 	for p := int32(0); p < int32(partitions); p++ {
+		r.Partition = p
 		for phase := 0; phase < 2; phase++ {
 			f, err := os.Open(d.path(day, p, phase))
 			if errors.Is(err, os.ErrNotExist) {
@@ -240,33 +247,56 @@ func (d *spillDir) readDay(day int64, partitions int, fn func(r *Record) error) 
 			if err != nil {
 				return fmt.Errorf("batch: spill: %w", err)
 			}
-			br := bufio.NewReaderSize(f, 256<<10)
-			var hdr [4]byte
-			for {
-				if _, err = io.ReadFull(br, hdr[:]); err != nil {
-					break
-				}
-				n := int(binary.LittleEndian.Uint32(hdr[:]))
-				if cap(buf) < n {
-					buf = make([]byte, n)
-				}
-				buf = buf[:n]
-				if _, err = io.ReadFull(br, buf); err != nil {
-					break
-				}
-				r.Partition = p
-				if err = decodeRecord(buf, d.stream, &r); err != nil {
-					break
-				}
-				if err = fn(&r); err != nil {
-					break
-				}
-			}
+			err = readRecords(f, blk, d.stream, &r, fn)
 			f.Close()
-			if err != nil && err != io.EOF {
+			if err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// readRecords reads the records of one bucket file block by block; each
+// block becomes one string that the records' string values share.
+func readRecords(f io.Reader, blk []byte, s *schemas.Stream, r *Record, fn func(r *Record) error) error {
+	carry := 0 // bytes of an unfinished record at the start of blk
+	for {
+		n, rerr := io.ReadFull(f, blk[carry:])
+		data := blk[:carry+n]
+		str := string(data)
+		pos := 0
+		for pos+4 <= len(data) {
+			l := int(binary.LittleEndian.Uint32(data[pos:]))
+			if pos+4+l > len(data) {
+				break
+			}
+			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], s, r); err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+			pos += 4 + l
+		}
+		carry = copy(blk, data[pos:])
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			if carry > 0 {
+				return errCorruptSpill // a truncated record
+			}
+			return nil
+		case rerr != nil:
+			return fmt.Errorf("batch: spill: %w", rerr)
+		}
+		if carry >= 4 {
+			if need := 4 + int(binary.LittleEndian.Uint32(blk)); need > 4*schemas.MaxEventBytes {
+				return errCorruptSpill
+			} else if need > len(blk) {
+				bigger := make([]byte, need) // a record larger than a block
+				copy(bigger, blk[:carry])
+				blk = bigger
+			}
+		}
+	}
 }
