@@ -18,6 +18,7 @@ import (
 // (the ids' XXH3 hashes are not keyed and anyone can compute them).
 type idTable struct {
 	ents   []idEntry // a power of two
+	mem    []byte    // ents' mapping, if mapped (allocEntries)
 	mask   int
 	shift  uint
 	s0, s1 uint64 // seed multipliers (odd)
@@ -47,7 +48,7 @@ func newIDTable(n int) *idTable {
 }
 
 func (t *idTable) alloc(bits uint) {
-	t.ents = make([]idEntry, 1<<bits)
+	t.ents, t.mem = allocEntries(1 << bits)
 	t.mask = 1<<bits - 1
 	t.shift = 64 - bits
 }
@@ -103,7 +104,7 @@ func (t *idTable) insert(h0, h1 uint64, off int64) bool {
 }
 
 func (t *idTable) grow() {
-	old := t.ents
+	old, oldMem := t.ents, t.mem
 	t.alloc(64 - t.shift + 1)
 	t.n = 0
 	for _, e := range old {
@@ -111,10 +112,19 @@ func (t *idTable) grow() {
 			t.insert(e.h0, e.h1, e.off)
 		}
 	}
+	freeEntries(oldMem)
+}
+
+// free releases the table's memory; the table and any slice entries
+// returned are unusable afterwards. It may be called more than once.
+func (t *idTable) free() {
+	freeEntries(t.mem)
+	t.ents, t.mem = nil, nil
 }
 
 // entries compacts the entries to the front of the table and returns
-// them, in no particular order. The table is unusable afterwards.
+// them, in no particular order, valid until free. The table is unusable
+// for anything else afterwards.
 func (t *idTable) entries() []idEntry {
 	n := 0
 	for i := range t.ents {
@@ -127,7 +137,6 @@ func (t *idTable) entries() []idEntry {
 	if t.zero {
 		es = append(es, idEntry{0, 0, t.zeroV}) // room: the table is never full
 	}
-	t.ents = nil
 	return es
 }
 
@@ -178,6 +187,7 @@ func readIndex(r io.Reader, size int64, extra int) (*idTable, error) {
 		if _, err := io.ReadFull(br, e[:]); err == io.EOF {
 			return t, nil
 		} else if err != nil {
+			t.free()
 			return nil, err
 		}
 		t.insert(binary.BigEndian.Uint64(e[:8]), binary.BigEndian.Uint64(e[8:16]), int64(binary.LittleEndian.Uint64(e[16:])))

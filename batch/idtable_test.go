@@ -17,6 +17,7 @@ func TestIDTable(t *testing.T) {
 		{"empty", 0, 0},
 		{"small, grows", 5000, 0},
 		{"presized", 20000, 20000},
+		{"mapped outside the heap", 100000, 0},     // grows past allocEntries's mapping size
 		{"hashes sharing their top bits", 3000, 0}, // a hostile producer cannot make probe runs long
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,6 +64,7 @@ func TestIDTable(t *testing.T) {
 			// The index file holds every entry once and reads back whole.
 			var buf bytes.Buffer
 			require.NoError(t, writeIndex(&buf, tbl.entries()))
+			tbl.free()
 			require.Equal(t, 24*len(truth), buf.Len())
 			data := buf.Bytes()
 			seen := map[idHash]bool{}
@@ -77,6 +79,7 @@ func TestIDTable(t *testing.T) {
 			back, err := readIndex(bytes.NewReader(data), int64(len(data)), 10)
 			require.NoError(t, err)
 			require.Equal(t, len(truth), back.len())
+			defer back.free()
 			for h, off := range truth {
 				got, ok := back.get(splitHash(h))
 				require.True(t, ok)

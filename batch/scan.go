@@ -198,6 +198,7 @@ func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 	} else {
 		idx = newIDTable(int(rows)) // at most one id per row: never grows
 	}
+	defer idx.free()
 	w := sc.spill.writer(p.Partition, 1)
 	dirty := map[int64]bool{}
 	lastDay := int64(math.MinInt64)
@@ -256,6 +257,7 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 	if err != nil {
 		return err
 	}
+	defer idx.free()
 	dirty := sc.dirty // read-only from here on (the decode workers read it)
 	touches := func(minMs, maxMs int64) bool {
 		lo, hi := dayOf(time.UnixMilli(minMs)), dayOf(time.UnixMilli(maxMs))
@@ -294,7 +296,7 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 }
 
 // saveIndex writes the id index of one partition: entries of 16-byte hash
-// and 8-byte little-endian offset. idx is unusable after.
+// and 8-byte little-endian offset. idx is unusable after (free it).
 func saveIndex(ctx context.Context, st *s3.Store, path, stream, runID string, p int32, idx *idTable) error {
 	f, err := os.Create(path)
 	if err != nil {
