@@ -70,7 +70,7 @@ func (l *LazyClickHouseSpeed) get(ctx context.Context) (*ClickHouseSpeed, error)
 		l.lastErr = err
 		return nil, err
 	}
-	src, err := NewClickHouseSpeed(db.Conn(), db.Database())
+	src, err := NewClickHouseSpeed(db)
 	if err != nil {
 		db.Close()
 		l.lastErr = err

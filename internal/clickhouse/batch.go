@@ -188,9 +188,10 @@ func (db *DB) SelectBatchRows(ctx context.Context, v *schemas.View, runID string
 		return fmt.Errorf("clickhouse: reading %s: %w", BatchTable(v.Name), err)
 	}
 	defer rows.Close()
-	s := newRowScanner(v, 0, 0)
+	s := newRowScanner(v, 0, nil)
+	dest := s.dest()
 	for rows.Next() {
-		if err := rows.Scan(s.dest()...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("clickhouse: reading %s: %w", BatchTable(v.Name), err)
 		}
 		if err := fn(s.row()); err != nil {

@@ -259,11 +259,56 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 			unabsorbed++
 		}
 	}
-	q, args, err := selectSpeedSQL(db, v, t0.Add(time.Minute), time.Time{}, absorbed)
+	q, args, _, err := speedQuerySQL(db, &SpeedQuery{View: v, From: t0.Add(time.Minute), Absorbed: absorbed})
 	require.NoError(t, err)
 	got := c.query(q, args...)
 	require.Len(t, got, unabsorbed)
 	require.Len(t, got[0], len(speedColumns(v)))
+
+	// ScanSpeedRows' SQL with everything a serving query sets: sub-second
+	// bounds (bound as whole seconds), filters bound as values (one with
+	// quotes), a measure subset.
+	sq := SpeedQuery{View: v, From: t0.Add(2*time.Minute + 500*time.Millisecond), To: t0.Add(7*time.Minute + time.Millisecond), Absorbed: absorbed,
+		Filters:  map[string][]string{"country": {"US", "", "x' OR '1'='1"}, "device": {"web"}},
+		Measures: []string{"users", "n", "hi"}}
+	selected := 0
+	for _, r := range speed {
+		if r.Chunk >= absorbed[r.Partition] && !r.WindowStart.Before(sq.From) && r.WindowStart.Before(sq.To) &&
+			(r.Dims[0] == "US" || r.Dims[0] == "") && r.Dims[1] == "web" {
+			selected++
+		}
+	}
+	require.Positive(t, selected)
+	q, args, need, err := speedQuerySQL(db, &sq)
+	require.NoError(t, err)
+	got = c.query(q, args...)
+	require.Len(t, got, selected)
+	require.Len(t, got[0], 1+len(v.Dimensions)+3+3)
+	require.Equal(t, []bool{true, false, false, true, true, false}, need)
+	for _, r := range got {
+		require.Contains(t, []string{"US", ""}, r[1])
+		require.Equal(t, "web", r[2])
+	}
+	q, args, _, err = speedQuerySQL(db, &SpeedQuery{View: v, Filters: map[string][]string{"device": {}}})
+	require.NoError(t, err)
+	require.Empty(t, c.query(q, args...))
+
+	// MaxSpeedWindow's SQL (serving's freshness), with and without a seam.
+	for _, abs := range []map[int32]int64{nil, absorbed} {
+		var newest time.Time
+		n := 0
+		for _, r := range speed {
+			if r.Chunk >= abs[r.Partition] {
+				n++
+				if r.WindowStart.After(newest) {
+					newest = r.WindowStart
+				}
+			}
+		}
+		q, err := speedFreshnessSQL(db, v, abs)
+		require.NoError(t, err)
+		require.Equal(t, [][]string{{strconv.FormatInt(newest.Unix(), 10), strconv.Itoa(n)}}, c.query(q))
+	}
 
 	q, args = selectBatchSQL(db, v, "r1", time.Time{}, time.Time{})
 	require.Len(t, c.query(q, args...), len(rows))
@@ -277,7 +322,7 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	require.NoError(t, err)
 	c.query(fmt.Sprintf("ALTER TABLE %s %s SETTINGS mutations_sync = 2", qualified(db, SpeedTable(v.Name)), clause))
 	require.Equal(t, want, merged())
-	q, args, err = selectSpeedSQL(db, v, time.Time{}, time.Time{}, nil)
+	q, args, _, err = speedQuerySQL(db, &SpeedQuery{View: v})
 	require.NoError(t, err)
 	for _, r := range c.query(q, args...) {
 		p, _ := strconv.Atoi(r[len(r)-3])

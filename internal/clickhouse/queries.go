@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,26 +50,33 @@ func speedInsertSQL(database string, v *schemas.View) (string, []string) {
 	return insertSQL(database, SpeedTable(v.Name), cols), cols
 }
 
-// windowBounds turns [from, to) into whole seconds for a DateTime
-// comparison: window starts are whole seconds, so flooring from and
-// ceiling to keeps exactly the windows whose start is in [from, to).
-// Bounds before 1970 clamp to 0; a zero or far-future to means no end.
+// windowBounds turns [from, to) into whole seconds lo, hi such that a
+// whole-second window start w satisfies from <= w < to exactly when
+// lo <= w < hi: both bounds are rounded up to the next whole second (a
+// window starting at 10:00:00 is before a from of 10:00:00.5, and before a
+// to of 10:00:00.5). Bounds clamp to DateTime's range, [1970, 2106]; a zero
+// from means no start and a zero to means no end.
 func windowBounds(from, to time.Time) (int64, int64) {
+	const maxDateTime = int64(math.MaxUint32) // DateTime ends in 2106
 	lo := int64(0)
-	if from.Unix() > 0 {
-		lo = from.Unix()
+	if !from.IsZero() {
+		lo = min(max(ceilSeconds(from), 0), maxDateTime)
 	}
-	hi := int64(math.MaxUint32) // DateTime ends in 2106
+	hi := maxDateTime
 	if !to.IsZero() {
-		s := to.Unix()
-		if to.Nanosecond() > 0 {
-			s++
-		}
-		if s < hi {
-			hi = max(s, 0)
-		}
+		hi = min(max(ceilSeconds(to), 0), maxDateTime)
 	}
 	return lo, hi
+}
+
+// ceilSeconds is t in Unix seconds, rounded up when t has a fraction.
+// (Unix() floors for times before 1970 too, so adding one is a ceiling.)
+func ceilSeconds(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
 }
 
 // unabsorbedCondition selects rows whose chunk is at or above K_p, the
@@ -106,20 +114,133 @@ func chunkArrays(absorbed map[int32]int64) (string, string, error) {
 	return strings.Join(ps, ", "), strings.Join(ks, ", "), nil
 }
 
-// selectSpeedSQL reads a view's speed rows FINAL (the newest version of
-// each row) with window_start in [from, to) and chunk >= K_p.
-func selectSpeedSQL(database string, v *schemas.View, from, to time.Time, absorbed map[int32]int64) (string, []any, error) {
-	lo, hi := windowBounds(from, to)
-	sql := fmt.Sprintf("SELECT %s FROM %s FINAL WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)",
-		joinIdents(speedColumns(v)), qualified(database, SpeedTable(v.Name)))
-	cond, err := unabsorbedCondition(absorbed)
+// SpeedQuery selects speed rows of one view for DB.ScanSpeedRows. Only
+// View is required; every other zero field selects everything.
+//
+// Identifiers in the SQL come only from View (the validated
+// configuration): Filters and Measures must name the view's own
+// dimensions and measures, and the query is refused otherwise. Filter
+// values and time bounds are bound as '?' parameters; absorbed chunk
+// counts are numbers the adapter formats itself.
+type SpeedQuery struct {
+	View *schemas.View
+	// From and To bound the window starts, exactly, also for bounds with
+	// a sub-second part: From <= window_start < To. A zero From means no
+	// start, a zero To no end.
+	From, To time.Time
+	// Absorbed is K_p, the number of chunks the batch run absorbed, per
+	// Kafka partition: only rows with chunk >= Absorbed[p] are read.
+	// Partitions not in the map have K_p = 0.
+	Absorbed map[int32]int64
+	// Filters maps dimension names to their accepted values: a row is read
+	// when, for every listed dimension, its value is one of them (values
+	// of one dimension ORed, dimensions ANDed). A dimension listed with
+	// no values accepts no row.
+	Filters map[string][]string
+	// Measures names the measures to read; nil or empty reads them all.
+	// The cells of measures not read are nil.
+	Measures []string
+}
+
+// need returns which of the view's measures q reads.
+func (q *SpeedQuery) need() ([]bool, error) {
+	v := q.View
+	need := make([]bool, len(v.Measures))
+	if len(q.Measures) == 0 {
+		for i := range need {
+			need[i] = true
+		}
+		return need, nil
+	}
+	for _, name := range q.Measures {
+		i := v.MeasureIndex(name)
+		if i < 0 {
+			return nil, fmt.Errorf("clickhouse: view %s has no measure %q", v.Name, name)
+		}
+		need[i] = true
+	}
+	return need, nil
+}
+
+// speedQuerySQL reads a view's speed rows FINAL (the newest version of each
+// row): window_start, the dimensions, the measures q reads (in the view's
+// order), kafka_partition, chunk and version, of the rows q selects. need
+// says which measures are read.
+func speedQuerySQL(database string, q *SpeedQuery) (sql string, args []any, need []bool, err error) {
+	v := q.View
+	if v == nil {
+		return "", nil, nil, fmt.Errorf("clickhouse: a speed query needs a view")
+	}
+	if need, err = q.need(); err != nil {
+		return "", nil, nil, err
+	}
+	cols := make([]string, 0, 1+len(v.Dimensions)+len(v.Measures)+3)
+	cols = append(cols, schemas.ColWindowStart)
+	cols = append(cols, v.Dimensions...)
+	for i, m := range v.Measures {
+		if need[i] {
+			cols = append(cols, m.Name)
+		}
+	}
+	cols = append(cols, schemas.ColKafkaPartition, schemas.ColChunk, schemas.ColVersion)
+	for _, c := range cols {
+		if !identPattern.MatchString(c) {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s: column name %q is not a plain identifier", v.Name, c)
+		}
+	}
+
+	lo, hi := windowBounds(q.From, q.To)
+	where := []string{"window_start >= toDateTime(?)", "window_start < toDateTime(?)"}
+	args = []any{lo, hi}
+	cond, err := unabsorbedCondition(q.Absorbed)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if cond != "" {
-		sql += " AND " + cond
+		where = append(where, cond)
 	}
-	return sql, []any{lo, hi}, nil
+	for name := range q.Filters {
+		if v.DimensionIndex(name) < 0 {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to filter on", v.Name, name)
+		}
+	}
+	for _, d := range v.Dimensions { // the view's order: the same query gives the same SQL
+		vals, ok := q.Filters[d]
+		if !ok {
+			continue
+		}
+		if len(vals) == 0 {
+			where = append(where, "0") // accepts no value; IN () is not SQL
+			continue
+		}
+		vals = slices.Clone(vals)
+		slices.Sort(vals)
+		vals = slices.Compact(vals)
+		marks := strings.TrimSuffix(strings.Repeat("?, ", len(vals)), ", ")
+		where = append(where, fmt.Sprintf("%s IN (%s)", ident(d), marks))
+		for _, s := range vals {
+			args = append(args, s)
+		}
+	}
+	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s",
+		joinIdents(cols), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "))
+	return sql, args, need, nil
+}
+
+// speedFreshnessSQL reads the newest window start (Unix seconds) among a
+// view's speed rows of unabsorbed chunks, and how many such rows are stored
+// (versions not yet merged away count too; 0 means none). It needs no
+// FINAL: every version of a row has the same window.
+func speedFreshnessSQL(database string, v *schemas.View, absorbed map[int32]int64) (string, error) {
+	cond, err := unabsorbedCondition(absorbed)
+	if err != nil {
+		return "", err
+	}
+	sql := fmt.Sprintf("SELECT toUInt32(max(window_start)), count() FROM %s", qualified(database, SpeedTable(v.Name)))
+	if cond != "" {
+		sql += " WHERE " + cond
+	}
+	return sql, nil
 }
 
 // speedProgressSQL reads the highest version per partition of a view's

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tandem-analytics/tandem/schemas"
@@ -139,55 +140,98 @@ func (db *DB) InsertSpeedRows(ctx context.Context, v *schemas.View, rows []Speed
 // absorbed[p] (K_p, the number of absorbed chunks of partition p; partitions
 // not in the map have K_p = 0). It reads FINAL, so each row is the newest
 // version the speed layer wrote. A zero `to` means no end. Rows come in no
-// particular order; fn's error stops the scan and is returned.
+// particular order, each with every measure, and fn may keep them; fn's
+// error stops the scan and is returned. ScanSpeedRows does the same with
+// filters and a subset of the measures.
 func (db *DB) SelectSpeedRows(ctx context.Context, v *schemas.View, from, to time.Time, absorbed map[int32]int64, fn func(row SpeedRow) error) error {
-	sql, args, err := selectSpeedSQL(db.db, v, from, to, absorbed)
+	return db.ScanSpeedRows(ctx, SpeedQuery{View: v, From: from, To: to, Absorbed: absorbed}, func(r *SpeedRow) error {
+		row := *r
+		row.Dims = slices.Clone(r.Dims)
+		row.Cells = slices.Clone(r.Cells)
+		return fn(row)
+	})
+}
+
+// ScanSpeedRows calls fn for each speed row q selects (see SpeedQuery),
+// reading FINAL, so each row is the newest version the speed layer wrote.
+// ClickHouse applies the time range, the chunk seam and the filters; only
+// the measures q names are read (the other cells are nil). Rows come in no
+// particular order. The row passed to fn, its Dims and its Cells are reused
+// for the next row: fn must copy what it keeps (the values in Cells, sketch
+// bytes included, are its own). fn's error stops the scan and is returned.
+func (db *DB) ScanSpeedRows(ctx context.Context, q SpeedQuery, fn func(row *SpeedRow) error) error {
+	sql, args, need, err := speedQuerySQL(db.db, &q)
 	if err != nil {
 		return err
 	}
+	table := SpeedTable(q.View.Name)
 	rows, err := db.conn.Query(ctx, sql, args...)
 	if err != nil {
-		return fmt.Errorf("clickhouse: reading %s: %w", SpeedTable(v.Name), err)
+		return fmt.Errorf("clickhouse: reading %s: %w", table, err)
 	}
 	defer rows.Close()
-	s := newRowScanner(v, 0, 3)
+	s := newRowScanner(q.View, 0, need)
 	var part uint32
 	var chunk, version uint64
+	dest := append(s.dest(), &part, &chunk, &version)
+	var row SpeedRow
 	for rows.Next() {
-		dest := s.dest()
-		dest = append(dest, &part, &chunk, &version)
 		if err := rows.Scan(dest...); err != nil {
-			return fmt.Errorf("clickhouse: reading %s: %w", SpeedTable(v.Name), err)
+			return fmt.Errorf("clickhouse: reading %s: %w", table, err)
 		}
-		if err := fn(SpeedRow{ViewRow: s.row(), Partition: int32(part), Chunk: int64(chunk), Version: int64(version)}); err != nil {
+		s.rowInto(&row.ViewRow)
+		row.Partition, row.Chunk, row.Version = int32(part), int64(chunk), int64(version)
+		if err := fn(&row); err != nil {
 			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("clickhouse: reading %s: %w", SpeedTable(v.Name), err)
+		return fmt.Errorf("clickhouse: reading %s: %w", table, err)
 	}
 	return nil
+}
+
+// MaxSpeedWindow returns the newest window start among the view's speed
+// rows of chunks not absorbed (chunk >= absorbed[p], as for
+// SelectSpeedRows), or the zero time when there are none: how fresh the
+// speed half of an answer is.
+func (db *DB) MaxSpeedWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error) {
+	sql, err := speedFreshnessSQL(db.db, v, absorbed)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var maxSec uint32
+	var n uint64
+	if err := db.conn.QueryRow(ctx, sql).Scan(&maxSec, &n); err != nil {
+		return time.Time{}, fmt.Errorf("clickhouse: reading the newest window of %s: %w", SpeedTable(v.Name), err)
+	}
+	if n == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(int64(maxSec), 0).UTC(), nil
 }
 
 // rowScanner holds typed scan destinations for a view row and turns them
 // into a ViewRow with Measure.Cell's types.
 type rowScanner struct {
-	v       *schemas.View
-	lead    []any
-	window  time.Time
-	dims    []string
-	counts  []int64
-	floats  []float64
-	nulls   []*float64
-	strs    []string
-	dest0   []any
-	trailer int
+	v      *schemas.View
+	need   []bool // measures selected; nil: all
+	lead   []any
+	window time.Time
+	dims   []string
+	counts []int64
+	floats []float64
+	nulls  []*float64
+	strs   []string
+	dest0  []any
 }
 
-func newRowScanner(v *schemas.View, lead, trailer int) *rowScanner {
+// newRowScanner scans `lead` String columns, window_start, the dimensions
+// and the measures need selects (every measure when need is nil).
+func newRowScanner(v *schemas.View, lead int, need []bool) *rowScanner {
 	n := len(v.Measures)
-	s := &rowScanner{v: v, dims: make([]string, len(v.Dimensions)), counts: make([]int64, n), floats: make([]float64, n),
-		nulls: make([]*float64, n), strs: make([]string, n), trailer: trailer}
+	s := &rowScanner{v: v, need: need, dims: make([]string, len(v.Dimensions)), counts: make([]int64, n), floats: make([]float64, n),
+		nulls: make([]*float64, n), strs: make([]string, n)}
 	for i := 0; i < lead; i++ {
 		var x string
 		s.lead = append(s.lead, &x)
@@ -198,6 +242,9 @@ func newRowScanner(v *schemas.View, lead, trailer int) *rowScanner {
 		s.dest0 = append(s.dest0, &s.dims[i])
 	}
 	for i, m := range v.Measures {
+		if !s.reads(i) {
+			continue
+		}
 		switch m.Type {
 		case schemas.MeasureCount:
 			s.dest0 = append(s.dest0, &s.counts[i])
@@ -212,35 +259,46 @@ func newRowScanner(v *schemas.View, lead, trailer int) *rowScanner {
 	return s
 }
 
-// dest returns the scan destinations, with room for the trailer.
-func (s *rowScanner) dest() []any {
-	d := make([]any, len(s.dest0), len(s.dest0)+s.trailer)
-	copy(d, s.dest0)
-	return d
+func (s *rowScanner) reads(i int) bool { return s.need == nil || s.need[i] }
+
+// dest returns a fresh slice of the scan destinations; callers append
+// destinations of trailing columns.
+func (s *rowScanner) dest() []any { return slices.Clone(s.dest0) }
+
+// row copies the scanned values out into a new ViewRow.
+func (s *rowScanner) row() ViewRow {
+	var r ViewRow
+	s.rowInto(&r)
+	return r
 }
 
-// row copies the scanned values out.
-func (s *rowScanner) row() ViewRow {
-	r := ViewRow{WindowStart: s.window.UTC(), Dims: append([]string(nil), s.dims...), Cells: make([]any, len(s.v.Measures))}
+// rowInto writes the scanned values into r, reusing r's Dims and Cells.
+// Cell values are new each row: min and max pointers come fresh from the
+// driver, sketch bytes are copied.
+func (s *rowScanner) rowInto(r *ViewRow) {
+	r.WindowStart = s.window.UTC()
+	r.Dims = append(r.Dims[:0], s.dims...)
+	if cap(r.Cells) < len(s.v.Measures) {
+		r.Cells = make([]any, len(s.v.Measures))
+	}
+	r.Cells = r.Cells[:len(s.v.Measures)]
 	for i, m := range s.v.Measures {
+		if !s.reads(i) {
+			r.Cells[i] = nil
+			continue
+		}
 		switch m.Type {
 		case schemas.MeasureCount:
 			r.Cells[i] = s.counts[i]
 		case schemas.MeasureSum:
 			r.Cells[i] = s.floats[i]
 		case schemas.MeasureMin, schemas.MeasureMax:
-			if s.nulls[i] == nil {
-				r.Cells[i] = (*float64)(nil)
-			} else {
-				f := *s.nulls[i]
-				r.Cells[i] = &f
-			}
+			r.Cells[i] = s.nulls[i] // nil or a new pointer: the driver allocates one per value
 			s.nulls[i] = nil
 		default:
 			r.Cells[i] = []byte(s.strs[i])
 		}
 	}
-	return r
 }
 
 // SpeedProgress returns, per Kafka partition with speed rows, the highest
