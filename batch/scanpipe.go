@@ -87,9 +87,10 @@ func (b *rawBatch) decode(dec *schemas.Decoder, rec *Record) {
 	b.days = grow(b.days, n)
 	b.recEnds = grow(b.recEnds, n)
 	b.recs = b.recs[:0]
+	ev := &rec.Event // its Values storage is reused: each event is encoded before the next decode
 	for i := 0; i < n; i++ {
 		s, e := span32(b.ends, i)
-		ev, err := dec.Decode(b.raw[s:e], time.UnixMilli(b.kafkaMs[i]))
+		err := dec.DecodeInto(ev, b.raw[s:e], time.UnixMilli(b.kafkaMs[i]))
 		switch {
 		case err != nil:
 			b.verdict[i] = rowInvalid
@@ -100,7 +101,7 @@ func (b *rawBatch) decode(dec *schemas.Decoder, rec *Record) {
 			h := xxh3.HashString128(ev.ID) // hashID, as its two halves
 			b.h0[i], b.h1[i] = h.Hi, h.Lo
 			b.days[i] = dayOf(ev.Time)
-			rec.Offset, rec.KafkaMs, rec.Event = b.offsets[i], b.kafkaMs[i], ev
+			rec.Offset, rec.KafkaMs = b.offsets[i], b.kafkaMs[i]
 			b.recs = encodeRecord(b.recs, dec.Stream, rec)
 		}
 		b.recEnds[i] = uint32(len(b.recs))
