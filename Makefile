@@ -8,6 +8,7 @@
 #   make bench       the benchmarks (~15 min), and their tables in docs/performance.md
 #   make bench-smoke every benchmark once at a small size (a check, no figures)
 #   make fuzz        run every fuzz target for $(FUZZTIME)
+#   make chaos       soak run under faults (~12 min); make chaos-short (~5 min)
 #   make dev         run the whole platform locally on .tandem/
 #
 # Downloads and builds of third-party tools are cached outside the repo in
@@ -27,7 +28,7 @@ TANDEM_CACHE ?= $(or $(HOME),/root)/.cache/tandem
 export TANDEM_CACHE
 
 .PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm deps-duckdb deps-browser chdb-lib build \
-        test test-short test-apache-kafka bench bench-smoke bench-scaling vet fuzz dev clean
+        test test-short test-apache-kafka bench bench-smoke bench-scaling vet fuzz chaos chaos-short dev clean
 
 all: build
 
@@ -97,14 +98,28 @@ bench-smoke: deps chdb-lib
 bench-scaling: deps chdb-lib
 	scripts/bench.sh scaling
 
-## fuzz: each Fuzz target of each package for $(FUZZTIME)
+## fuzz: every Fuzz target of every package for $(FUZZTIME) each. Targets
+# are found in the sources (no test binary is built just to list them); a
+# crasher stops the run and stays in testdata/fuzz/ as a regression test.
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
-	  for target in $$($(GO) test -list '^Fuzz' "$$pkg" | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$target ($(FUZZTIME))"; \
-	    $(GO) test "$$pkg" -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME); \
+	@dirs=$$(grep -rlE --include='*_test.go' --exclude-dir=.git --exclude-dir=node_modules '^func Fuzz[A-Za-z0-9_]*\(' . | xargs -r -n1 dirname | sort -u); \
+	for dir in $$dirs; do \
+	  for target in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //' | sort -u); do \
+	    echo "== $$dir $$target ($(FUZZTIME))"; \
+	    $(GO) test "$$dir" -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME); \
 	  done; \
 	done
+
+## chaos: whole-platform soak run under load while every component is
+# kill -9ed, batch runs are killed mid-flight, ClickHouse and S3 go down for
+# tens of seconds and the broker restarts; prints a summary (e2e/chaos_test.go).
+# TANDEM_CHAOS_DURATION=30m sets how long faults are injected.
+chaos: deps-go deps-clickhouse deps-minio
+	TANDEM_CHAOS=full $(GO) test ./e2e -run '^TestChaos$$' -count=1 -v -timeout 90m
+
+## chaos-short: the same in about 5 minutes, shorter outages (CI)
+chaos-short: deps-go deps-clickhouse deps-minio
+	TANDEM_CHAOS=short $(GO) test ./e2e -run '^TestChaos$$' -count=1 -v -timeout 20m
 
 ## dev: the whole platform in one process, data under .tandem/
 dev: deps build

@@ -131,10 +131,30 @@ type recorder struct {
 	// (connection error, 503) and that was sent again: Kafka may hold them
 	// twice, at offsets further apart than the speed layer's dedup reach.
 	retried map[string]bool
+	// Per hour of event time (Unix ms of the hour's start): distinct ids
+	// sent, and distinct ids retried, for cheap bounds while load runs.
+	sentPerHour, retriedPerHour map[int64]int64
 }
 
 func newRecorder() *recorder {
-	return &recorder{sent: map[string]event{}, acked: map[string]event{}, retried: map[string]bool{}}
+	return &recorder{sent: map[string]event{}, acked: map[string]event{}, retried: map[string]bool{},
+		sentPerHour: map[int64]int64{}, retriedPerHour: map[int64]int64{}}
+}
+
+func hourOf(ms int64) int64 { return floorDiv(ms, 3_600_000) * 3_600_000 }
+
+// hourly returns copies of the per-hour counters.
+func (r *recorder) hourly() (sent, retried map[int64]int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sent, retried = make(map[int64]int64, len(r.sentPerHour)), make(map[int64]int64, len(r.retriedPerHour))
+	for h, n := range r.sentPerHour {
+		sent[h] = n
+	}
+	for h, n := range r.retriedPerHour {
+		retried[h] = n
+	}
+	return sent, retried
 }
 
 func (r *recorder) ackedEvents() []event {
@@ -182,9 +202,31 @@ type retrySink struct {
 	inner   *gen.HTTPSink
 	rec     *recorder
 	maxWait time.Duration // give up on one batch after this long
+	// pauses between attempts: the first, doubling up to the last
+	minPause, maxPause time.Duration
 
 	retries429, retries503, retriesConn atomic.Int64
 	maxRejectLatency                    atomic.Int64 // ns, of 429/503 answers
+
+	latMu           sync.Mutex
+	rejectLatencies []time.Duration // of every 429/503 answer
+	acceptLatencies []time.Duration // of every 200 answer
+}
+
+func (s *retrySink) latencies() (rejected, accepted []time.Duration) {
+	s.latMu.Lock()
+	defer s.latMu.Unlock()
+	return append([]time.Duration(nil), s.rejectLatencies...), append([]time.Duration(nil), s.acceptLatencies...)
+}
+
+func (s *retrySink) observe(reject bool, d time.Duration) {
+	s.latMu.Lock()
+	defer s.latMu.Unlock()
+	if reject {
+		s.rejectLatencies = append(s.rejectLatencies, d)
+	} else {
+		s.acceptLatencies = append(s.acceptLatencies, d)
+	}
 }
 
 func newRetrySink(url string, rec *recorder, conns int) *retrySink {
@@ -193,8 +235,10 @@ func newRetrySink(url string, rec *recorder, conns int) *retrySink {
 			Timeout:   30 * time.Second,
 			Transport: &http.Transport{MaxIdleConnsPerHost: conns + 1},
 		}},
-		rec:     rec,
-		maxWait: 3 * time.Minute,
+		rec:      rec,
+		maxWait:  3 * time.Minute,
+		minPause: 100 * time.Millisecond,
+		maxPause: time.Second,
 	}
 }
 
@@ -213,16 +257,18 @@ func (s *retrySink) Send(ctx context.Context, evs []gen.Event) ([]bool, error) {
 		parsed[i] = &ev
 		if _, ok := s.rec.sent[ev.ID]; !ok {
 			s.rec.sent[ev.ID] = ev
+			s.rec.sentPerHour[hourOf(ev.TimeMs)]++
 		}
 	}
 	s.rec.mu.Unlock()
 
 	deadline := time.Now().Add(s.maxWait)
-	pause := 100 * time.Millisecond
+	pause := s.minPause
 	for attempt := 0; ; attempt++ {
 		t0 := time.Now()
 		acc, err := s.inner.Send(context.WithoutCancel(ctx), evs)
 		if err == nil {
+			s.observe(false, time.Since(t0))
 			s.rec.mu.Lock()
 			for i, ok := range acc {
 				if !ok || parsed[i] == nil {
@@ -241,9 +287,11 @@ func (s *retrySink) Send(ctx context.Context, evs []gen.Event) ([]bool, error) {
 		case errors.As(err, &re) && re.Status == http.StatusTooManyRequests:
 			s.retries429.Add(1)
 			storeMax(&s.maxRejectLatency, int64(time.Since(t0)))
+			s.observe(true, time.Since(t0))
 		case errors.As(err, &re):
 			s.retries503.Add(1)
 			storeMax(&s.maxRejectLatency, int64(time.Since(t0)))
+			s.observe(true, time.Since(t0))
 			s.markRetried(parsed)
 		case isConnError(err):
 			s.retriesConn.Add(1)
@@ -255,7 +303,7 @@ func (s *retrySink) Send(ctx context.Context, evs []gen.Event) ([]bool, error) {
 			return nil, fmt.Errorf("e2e: the gateway did not take a batch within %s (%d attempts): %w", s.maxWait, attempt+1, err)
 		}
 		time.Sleep(pause)
-		pause = min(2*pause, time.Second)
+		pause = min(2*pause, s.maxPause)
 	}
 }
 
@@ -263,8 +311,9 @@ func (s *retrySink) markRetried(parsed []*event) {
 	s.rec.mu.Lock()
 	defer s.rec.mu.Unlock()
 	for _, ev := range parsed {
-		if ev != nil {
+		if ev != nil && !s.rec.retried[ev.ID] {
 			s.rec.retried[ev.ID] = true
+			s.rec.retriedPerHour[hourOf(ev.TimeMs)]++
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -264,6 +265,9 @@ type proc struct {
 	logPath string
 	done    chan struct{}
 	err     error
+	// expected is set before the test stops the process on purpose, so a
+	// supervisor can tell a crash from an injected kill.
+	expected atomic.Bool
 }
 
 func startProc(bin, name string, args []string, logPath string) (*proc, error) {
@@ -305,12 +309,14 @@ func (pr *proc) kill() {
 	if pr == nil {
 		return
 	}
+	pr.expected.Store(true)
 	_ = pr.cmd.Process.Signal(syscall.SIGKILL)
 	<-pr.done
 }
 
 // term sends SIGTERM and waits up to grace for a clean exit.
 func (pr *proc) term(grace time.Duration) error {
+	pr.expected.Store(true)
 	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-pr.done:

@@ -1,0 +1,543 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/ingest/gen"
+)
+
+// Environment of TestChaos.
+const (
+	// envChaos selects the run: "short" (CI, about 5 minutes) or "full".
+	envChaos = "TANDEM_CHAOS"
+	// envChaosDuration overrides how long faults are injected (Go duration).
+	envChaosDuration = "TANDEM_CHAOS_DURATION"
+)
+
+// chaosConfig is the shape of one chaos run.
+type chaosConfig struct {
+	faults     time.Duration // how long faults are injected
+	tail       time.Duration // load without faults afterwards
+	gap        [2]time.Duration
+	outage     [2]time.Duration // ClickHouse and S3 outages
+	brokerDown [2]time.Duration
+	rate       float64
+}
+
+func chaosSettings(t *testing.T) chaosConfig {
+	var c chaosConfig
+	switch mode := os.Getenv(envChaos); mode {
+	case "short":
+		c = chaosConfig{faults: 150 * time.Second, tail: 30 * time.Second,
+			gap: [2]time.Duration{2 * time.Second, 6 * time.Second}, outage: [2]time.Duration{10 * time.Second, 15 * time.Second},
+			brokerDown: [2]time.Duration{time.Second, 4 * time.Second}, rate: 300}
+	case "full":
+		c = chaosConfig{faults: 10 * time.Minute, tail: 40 * time.Second,
+			gap: [2]time.Duration{3 * time.Second, 12 * time.Second}, outage: [2]time.Duration{20 * time.Second, 45 * time.Second},
+			brokerDown: [2]time.Duration{2 * time.Second, 8 * time.Second}, rate: 400}
+	default:
+		t.Skipf("chaos soak run: set %s=short or %s=full (make chaos-short, make chaos)", envChaos, envChaos)
+	}
+	if s := os.Getenv(envChaosDuration); s != "" {
+		d, err := time.ParseDuration(s)
+		require.NoError(t, err, "%s", envChaosDuration)
+		c.faults = d
+	}
+	return c
+}
+
+// Fault kinds the driver injects.
+const (
+	faultKillIngest  = "kill -9 ingest"
+	faultKillSpeed   = "kill -9 speed"
+	faultKillArchive = "kill -9 archive"
+	faultKillServe   = "kill -9 serve"
+	faultKillBatch   = "kill -9 batch run mid-flight"
+	faultClickHouse  = "ClickHouse down"
+	faultS3          = "S3 (MinIO) down"
+	faultBroker      = "Kafka broker restart"
+)
+
+// chaosRun is the state of one chaos test.
+type chaosRun struct {
+	t   *testing.T
+	p   *platform
+	cfg chaosConfig
+	rng *rand.Rand // driver's only
+
+	opsMu sync.Mutex // one process replacement at a time (driver, supervisor)
+
+	mu          sync.Mutex
+	faults      map[string]int
+	faultTime   map[string]time.Duration
+	crashes     map[string]int
+	crashTails  []string
+	batchOK     int
+	batchFailed int
+	batchKilled int
+
+	checks  checkStats
+	closed  []event // the closed block's truth
+	closedQ []query
+}
+
+type checkStats struct {
+	mu                             sync.Mutex
+	total, exact, bounded          int
+	warned, unavailable, status503 int
+	wrong                          []string
+}
+
+func (s *checkStats) add(f func(s *checkStats)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
+// TestChaos is the soak run of issue 7: load through the gateway while a
+// driver kill -9s and restarts every component, kills batch runs
+// mid-flight, takes ClickHouse and S3 down for tens of seconds and restarts
+// the broker. Afterwards every acknowledged event is in the master dataset
+// exactly once, every answer equals the truth, and the checker that
+// queried serving throughout never saw a wrong number without a warning.
+func TestChaos(t *testing.T) {
+	cc := chaosSettings(t)
+	p := newPlatform(t, platformOptions{chunkSize: 500, lockTTL: "10s", produceTimeout: "5s"})
+	p.start("ingest", "speed", "archive", "serve")
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d; faults for %s, then %s of load without faults", seed, cc.faults, cc.tail)
+	c := &chaosRun{t: t, p: p, cfg: cc, rng: rand.New(rand.NewPCG(seed, 2)),
+		faults: map[string]int{}, faultTime: map[string]time.Duration{}, crashes: map[string]int{}}
+	started := time.Now()
+
+	// 1. A closed block: events two days ago, acknowledged and absorbed
+	// before any fault. No later event falls on that day, so every answer
+	// about it must equal its truth, whatever happens.
+	closedRec := newRecorder()
+	d0 := time.Now().UTC().Truncate(24 * time.Hour).Add(-48 * time.Hour)
+	g0, err := gen.New(gen.Options{Stream: p.cfg.Stream(streamName), Seed: seed ^ 0xc105ed, Events: 3000,
+		Start: d0.Add(10 * time.Hour), Spacing: 200 * time.Millisecond, Batch: 100, Concurrency: 2,
+		Late: 0.05, OutOfOrder: 0.05, Dups: 0.03, Invalid: 0.02, MaxFutureSkew: time.Hour})
+	require.NoError(t, err)
+	_, err = g0.Run(context.Background(), gen.RunOptions{Sink: newRetrySink(p.ingestURL, closedRec, 2)})
+	require.NoError(t, err)
+	c.closed = closedRec.ackedEvents()
+	day := query{from: d0, to: d0.Add(24 * time.Hour)}
+	c.closedQ = []query{
+		{from: day.from, to: day.to, granularity: "all"},
+		{from: day.from, to: day.to, granularity: "1h", groupBy: []string{"country"}},
+		{from: day.from, to: day.to, groupBy: []string{"device"}, filters: []string{"country:US"}},
+		{from: day.from, to: day.to, granularity: "all", groupBy: []string{"country", "device"}},
+	}
+	c.waitExact(c.closed, c.closedQ, 90*time.Second, "closed block before the faults")
+	out, err := p.batchRun(context.Background())
+	require.NoError(t, err, "batch run before the faults: %s", out)
+	c.waitExact(c.closed, c.closedQ, 30*time.Second, "closed block after its batch run")
+
+	// 2. Load for the whole run; the generator retries every batch until
+	// the gateway answers it, so nothing sent stays in doubt.
+	rec := newRecorder()
+	sink := newRetrySink(p.ingestURL, rec, 4)
+	g, err := gen.New(gen.Options{Stream: p.cfg.Stream(streamName), Seed: seed, Rate: cc.rate,
+		Duration: cc.faults + cc.tail, Batch: 50, Concurrency: 4,
+		Late: 0.05, OutOfOrder: 0.05, Dups: 0.03, Invalid: 0.02, MaxFutureSkew: time.Hour})
+	require.NoError(t, err)
+	var (
+		genRep gen.Report
+		genErr error
+		genWG  sync.WaitGroup
+	)
+	genWG.Add(1)
+	go func() {
+		defer genWG.Done()
+		genRep, genErr = g.Run(context.Background(), gen.RunOptions{Sink: sink})
+	}()
+	liveFrom := time.Now().UTC().Add(-7 * time.Hour).Truncate(time.Hour)
+	liveQ := query{from: liveFrom, to: time.Now().UTC().Add(2 * time.Hour).Truncate(time.Hour), granularity: "1h"}
+
+	// 3. The checker, the supervisor, periodic batch runs and the fault
+	// driver run until the faults end.
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	run := func(f func(ctx context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	run(func(ctx context.Context) { c.checker(ctx, rec, liveQ) })
+	run(c.supervise)
+	run(c.batchLoop)
+	faultsCtx, stopFaults := context.WithTimeout(ctx, cc.faults)
+	c.drive(faultsCtx)
+	stopFaults()
+	t.Logf("faults over after %s; load continues for %s", time.Since(started).Round(time.Second), cc.tail)
+
+	// 4. Load ends; wait until the archiver has every acknowledged event.
+	genWG.Wait()
+	require.NoError(t, genErr, "the generator must get every batch acknowledged")
+	stop()
+	wg.Wait()
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	c.supervise(done) // one last pass: restart anything that crashed
+	for _, name := range []string{"ingest", "speed", "archive", "serve"} {
+		p.waitReady(name, 2*time.Minute)
+	}
+	t.Logf("load over after %s (%s); checking the master dataset", time.Since(started).Round(time.Second), genRep)
+	acked := append(append([]event(nil), c.closed...), rec.ackedEvents()...)
+	var md *masterDataset
+	var lost []string
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		md = p.readMasterDataset(t)
+		if lost = md.missing(acked); len(lost) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+
+	// 5. A final batch run, then every answer equals the truth.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Second) {
+		out, err := p.batchRun(context.Background())
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the final batch run did not succeed: %v\n%s", err, out)
+		}
+	}
+	t.Logf("final batch run done after %s; comparing answers with the truth", time.Since(started).Round(time.Second))
+	now := time.Now().UTC()
+	finalQ := append([]query{
+		{from: d0, to: now.Add(2 * time.Hour).Truncate(time.Hour), granularity: "all", groupBy: []string{"country"}},
+		{from: liveFrom, to: liveQ.to, granularity: "1h", groupBy: []string{"country"}},
+		{from: liveFrom, to: liveQ.to, groupBy: []string{"country", "device"}},
+		{from: liveFrom, to: liveQ.to, granularity: "all", filters: []string{"device:mobile", "device:tv"}},
+		{from: liveFrom, to: liveQ.to, granularity: "15m", groupBy: []string{"device"}, filters: []string{"country:US", "country:IN"}},
+	}, c.closedQ...)
+	finalDiffs := c.diffAll(acked, finalQ, 2*time.Minute)
+	chDiffs := []string{}
+	if len(finalDiffs) == 0 {
+		q := query{from: d0, to: liveQ.to, granularity: "1h", groupBy: []string{"country"}}
+		got, err := readMergedView(context.Background(), p.ch.AnalystConn(t), p.ch.Database, q.from, q.to, 3600, q.groupBy)
+		require.NoError(t, err)
+		chDiffs = diffMergedView(expect(acked, q), got)
+	}
+
+	// 6. The summary, then the verdicts.
+	c.checks.mu.Lock()
+	checks := struct {
+		total, exact, bounded, warned, unavailable, status503 int
+		wrong                                                 []string
+	}{c.checks.total, c.checks.exact, c.checks.bounded, c.checks.warned, c.checks.unavailable, c.checks.status503, c.checks.wrong}
+	c.checks.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n==== chaos summary (%s run, %s, seed %d) ====\n", os.Getenv(envChaos), time.Since(started).Round(time.Second), seed)
+	fmt.Fprintf(&b, "events sent %d, acknowledged %d (+%d closed block), rejected invalid %d; retries: 429 %d, 503 %d, connection %d\n",
+		genRep.Sent, genRep.Accepted, len(c.closed), genRep.Rejected, sink.retries429.Load(), sink.retries503.Load(), sink.retriesConn.Load())
+	fmt.Fprintf(&b, "distinct events acknowledged %d; in doubt and re-sent %d\n", len(acked), len(rec.retriedEvents()))
+	fmt.Fprintf(&b, "faults injected:\n")
+	kinds := make([]string, 0, len(c.faults))
+	for k := range c.faults {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		fmt.Fprintf(&b, "  %-30s %3d  (%s down in total)\n", k, c.faults[k], c.faultTime[k].Round(time.Second))
+	}
+	fmt.Fprintf(&b, "batch runs: %d succeeded, %d failed (allowed during faults), %d killed mid-flight\n", c.batchOK, c.batchFailed, c.batchKilled)
+	fmt.Fprintf(&b, "unexpected component exits (restarted by the supervisor): %v\n", c.crashes)
+	fmt.Fprintf(&b, "master dataset: %d objects, %d records; acknowledged events missing: %d (must be 0); offsets archived twice: %d (must be 0)\n",
+		md.objects, md.records, len(lost), len(md.twice))
+	fmt.Fprintf(&b, "answers checked %d: %d exact (closed block), %d within bounds (live), %d with warnings, %d 503, %d no answer (serve down)\n",
+		checks.total, checks.exact, checks.bounded, checks.warned, checks.status503, checks.unavailable)
+	fmt.Fprintf(&b, "answers wrong: %d (must be 0)\n", len(checks.wrong))
+	fmt.Fprintf(&b, "final answers differing from the truth: %d REST, %d ClickHouse (must be 0)\n", len(finalDiffs), len(chDiffs))
+	t.Log(b.String())
+	for _, s := range c.crashTails {
+		t.Logf("crash: %s", s)
+	}
+
+	require.Empty(t, lost[:min(len(lost), 20)], "acknowledged events missing from the master dataset (%d)", len(lost))
+	require.Empty(t, md.twice[:min(len(md.twice), 20)], "offsets archived twice")
+	require.Empty(t, checks.wrong[:min(len(checks.wrong), 20)], "answers wrong during the run (%d)", len(checks.wrong))
+	require.Empty(t, finalDiffs, "final answers")
+	require.Empty(t, chDiffs, "final ClickHouse merged view")
+	for _, k := range []string{faultKillIngest, faultKillSpeed, faultKillArchive, faultKillServe, faultKillBatch, faultClickHouse, faultS3} {
+		require.Positive(t, c.faults[k], "fault %q was never injected; run longer", k)
+	}
+}
+
+// waitExact waits until every query of qs answers the truth of events.
+func (c *chaosRun) waitExact(events []event, qs []query, within time.Duration, stage string) {
+	c.t.Helper()
+	if d := c.diffAll(events, qs, within); len(d) > 0 {
+		c.t.Fatalf("%s: answers differ from the truth:\n%s", stage, strings.Join(d, "\n"))
+	}
+}
+
+// diffAll retries until every query answers the truth or within passes,
+// and returns the last differences.
+func (c *chaosRun) diffAll(events []event, qs []query, within time.Duration) []string {
+	deadline := time.Now().Add(within)
+	for {
+		var last []string
+		for _, q := range qs {
+			if d := c.p.compareServing(events, q); len(d) > 0 {
+				last = append(last, q.String()+":\n  "+strings.Join(d[:min(len(d), 8)], "\n  "))
+			}
+		}
+		if len(last) == 0 || time.Now().After(deadline) {
+			return last
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// checker queries serving continuously. What counts as wrong:
+//
+//   - any status but 200 and 503 (a connection error is no answer: serve
+//     is down), or a 200 that is not a well-formed answer;
+//   - for the closed block (acknowledged and absorbed before the faults,
+//     no later event in its range): a 200 without warnings that differs
+//     from its truth in any way;
+//   - for the live range (1h buckets): a 200 without warnings where a
+//     bucket counts more events than were ever sent for it (plus those
+//     sent twice because their first attempt's outcome was unknown), or
+//     fewer than an earlier answer without warnings did (rows vanished),
+//     beyond what such re-sent events explain.
+//
+// Lower counts than the final truth are lag, not wrong: the speed layer
+// may be down or catching up, and serving cannot know it.
+func (c *chaosRun) checker(ctx context.Context, rec *recorder, liveQ query) {
+	closedWant := make([]map[rowKey]*truthRow, len(c.closedQ))
+	for i, q := range c.closedQ {
+		closedWant[i] = expect(c.closed, q)
+	}
+	prev := map[int64]int64{} // live bucket → count of the last clean answer
+	for i := 0; ctx.Err() == nil; i++ {
+		time.Sleep(150 * time.Millisecond)
+		var q query
+		live := i%2 == 0
+		if live {
+			q = liveQ
+		} else {
+			q = c.closedQ[(i/2)%len(c.closedQ)]
+		}
+		code, a, body, err := c.p.queryServing(q)
+		wrong := func(format string, args ...any) {
+			msg := fmt.Sprintf("%s %s: ", time.Now().Format("15:04:05.000"), q) + fmt.Sprintf(format, args...)
+			c.t.Log("WRONG ANSWER: " + msg)
+			c.checks.add(func(s *checkStats) { s.wrong = append(s.wrong, msg) })
+		}
+		c.checks.add(func(s *checkStats) { s.total++ })
+		switch {
+		case code == 0:
+			c.checks.add(func(s *checkStats) { s.unavailable++ })
+			continue
+		case code == http.StatusServiceUnavailable:
+			c.checks.add(func(s *checkStats) { s.status503++ })
+			continue
+		case code != http.StatusOK:
+			wrong("status %d: %.300s", code, body)
+			continue
+		case err != nil:
+			wrong("%v", err)
+			continue
+		case len(a.Warnings) > 0:
+			c.checks.add(func(s *checkStats) { s.warned++ })
+			continue
+		}
+		got, err := a.rows(q)
+		if err != nil {
+			wrong("%v", err)
+			continue
+		}
+		if !live {
+			if d := diff(closedWant[(i/2)%len(c.closedQ)], got); len(d) > 0 {
+				wrong("closed block differs without a warning: %s", strings.Join(d[:min(len(d), 5)], "; "))
+				continue
+			}
+			c.checks.add(func(s *checkStats) { s.exact++ })
+			continue
+		}
+		sent, retried := rec.hourly()
+		bad := false
+		for k, r := range got {
+			h := k.windowMs
+			if r.count > sent[h]+retried[h] {
+				wrong("hour %s counts %d events; only %d were ever sent (+%d re-sent)", k, r.count, sent[h], retried[h])
+				bad = true
+			}
+			if p, ok := prev[h]; ok && r.count < p-retried[h] {
+				wrong("hour %s counts %d events; an earlier answer without warnings counted %d (re-sent: %d)", k, r.count, p, retried[h])
+				bad = true
+			}
+		}
+		for h, p := range prev {
+			if got[rowKey{windowMs: h}] == nil && p > retried[h] {
+				wrong("hour %s vanished; an earlier answer without warnings counted %d", time.UnixMilli(h).UTC().Format(time.RFC3339), p)
+				bad = true
+			}
+		}
+		if bad {
+			continue
+		}
+		for k, r := range got {
+			prev[k.windowMs] = r.count
+		}
+		c.checks.add(func(s *checkStats) { s.bounded++ })
+	}
+}
+
+// supervise restarts a component that exited without being killed by the
+// test (as Kubernetes would) and records the crash. It runs until ctx
+// ends; with a finished ctx it makes one pass.
+func (c *chaosRun) supervise(ctx context.Context) {
+	for {
+		c.opsMu.Lock()
+		for _, name := range []string{"ingest", "speed", "archive", "serve"} {
+			pr := c.p.proc(name)
+			if pr == nil || !pr.exited() || pr.expected.Load() {
+				continue
+			}
+			c.mu.Lock()
+			c.crashes[name]++
+			c.crashTails = append(c.crashTails, fmt.Sprintf("tandem %s exited (%v):\n%s", name, pr.err, pr.tail(8)))
+			c.mu.Unlock()
+			c.t.Logf("tandem %s exited on its own (%v); restarting it", name, pr.err)
+			time.Sleep(time.Second)
+			c.p.restart(name)
+		}
+		c.opsMu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// batchLoop runs `tandem batch run` every 10–25 s, as a CronJob would.
+// Failures are allowed while a fault lasts (the next run repairs).
+func (c *chaosRun) batchLoop(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(10+rng.IntN(15)) * time.Second):
+		}
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		_, err := c.p.batchRun(rctx)
+		cancel()
+		c.mu.Lock()
+		if err == nil {
+			c.batchOK++
+		} else if ctx.Err() == nil {
+			c.batchFailed++
+		}
+		c.mu.Unlock()
+	}
+}
+
+// drive injects faults until ctx ends: rounds of every kind in random
+// order, a random pause between two.
+func (c *chaosRun) drive(ctx context.Context) {
+	kinds := []string{faultKillIngest, faultKillSpeed, faultKillArchive, faultKillServe, faultKillBatch, faultClickHouse, faultS3}
+	if !c.p.kafka.External {
+		kinds = append(kinds, faultBroker)
+	}
+	for {
+		order := append([]string(nil), kinds...)
+		c.rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, k := range order {
+			if !c.sleep(ctx, c.between(c.cfg.gap)) {
+				return
+			}
+			t0 := time.Now()
+			c.inject(k)
+			c.mu.Lock()
+			c.faults[k]++
+			c.faultTime[k] += time.Since(t0)
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (c *chaosRun) between(r [2]time.Duration) time.Duration {
+	return r[0] + time.Duration(c.rng.Int64N(int64(r[1]-r[0])+1))
+}
+
+func (c *chaosRun) sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func (c *chaosRun) inject(kind string) {
+	c.t.Logf("fault: %s", kind)
+	switch kind {
+	case faultKillIngest, faultKillSpeed, faultKillArchive, faultKillServe:
+		name := strings.TrimPrefix(kind, "kill -9 ")
+		c.opsMu.Lock()
+		c.p.proc(name).kill()
+		time.Sleep(c.between([2]time.Duration{300 * time.Millisecond, 3 * time.Second}))
+		c.p.restart(name)
+		c.opsMu.Unlock()
+	case faultKillBatch:
+		cmd := exec.Command(c.p.bin, "batch", "run", "--config", c.p.cfgPath, "--tmp", c.p.dir)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			c.t.Errorf("starting a batch run: %v", err)
+			return
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			c.mu.Lock()
+			if err == nil {
+				c.batchOK++
+			} else {
+				c.batchFailed++
+			}
+			c.mu.Unlock()
+		case <-time.After(c.between([2]time.Duration{200 * time.Millisecond, 4 * time.Second})):
+			_ = cmd.Process.Kill()
+			<-done
+			c.mu.Lock()
+			c.batchKilled++
+			c.mu.Unlock()
+		}
+	case faultClickHouse:
+		c.p.ch.Stop()
+		time.Sleep(c.between(c.cfg.outage))
+		c.p.ch.Start()
+	case faultS3:
+		c.p.s3.Stop()
+		time.Sleep(c.between(c.cfg.outage))
+		c.p.s3.Start()
+	case faultBroker:
+		c.p.kafka.Stop()
+		time.Sleep(c.between(c.cfg.brokerDown))
+		c.p.kafka.Start()
+	}
+}

@@ -1,0 +1,326 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	kgo "github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/ingest/gen"
+)
+
+// hostileCase is one hostile request and what it must get.
+type hostileCase struct {
+	name string
+	// Either req (sent with a client that follows no redirects) or raw
+	// bytes written to the server's socket.
+	req  func(p *platform) *http.Request
+	raw  func(p *platform) (addr string, data []byte)
+	want []int // acceptable statuses
+	// emptyOK: a 200 query answer must have no rows (an injected filter
+	// value is a value, never SQL).
+	emptyOK bool
+}
+
+// TestHostileInput sends hostile requests to the running platform: huge
+// bodies, deep nesting, invalid UTF-8, NUL bytes, path traversal in stream
+// and view names, SQL injection in every query parameter and header abuse.
+// Each gets a clear 4xx (or, for a hostile filter value, an empty answer),
+// and nothing changes: the Kafka topic, ClickHouse's tables and rows and
+// the API's answers are the same before and after.
+func TestHostileInput(t *testing.T) {
+	p := newPlatform(t, platformOptions{maxBodyBytes: 1 << 20, maxInflightBytes: 4 << 20})
+	p.start("ingest", "speed", "serve")
+
+	// Some data to protect.
+	rec := newRecorder()
+	g, err := gen.New(gen.Options{Stream: p.cfg.Stream(streamName), Seed: 7, Events: 2000, Spacing: 500 * time.Millisecond,
+		Batch: 200, Concurrency: 2, MaxFutureSkew: time.Hour})
+	require.NoError(t, err)
+	_, err = g.Run(context.Background(), gen.RunOptions{Sink: newRetrySink(p.ingestURL, rec, 2)})
+	require.NoError(t, err)
+	truth := rec.ackedEvents()
+	now := time.Now().UTC()
+	whole := query{from: now.Add(-24 * time.Hour).Truncate(time.Hour), to: now.Add(2 * time.Hour).Truncate(time.Hour), granularity: "1h", groupBy: []string{"country", "device"}}
+	require.Eventually(t, func() bool { return len(p.compareServing(truth, whole)) == 0 }, 60*time.Second, 300*time.Millisecond,
+		"the speed layer did not catch up")
+	before := p.snapshot(t, whole)
+
+	ts := now.Add(-time.Minute).Format(time.RFC3339Nano)
+	ev := func(id string) string { return fmt.Sprintf(`{"event_id":%q,"ts":%q,"country":"US"}`, id, ts) }
+	post := func(path, ctype string, body []byte) func(p *platform) *http.Request {
+		return func(p *platform) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, p.ingestURL+path, bytes.NewReader(body))
+			if ctype != "" {
+				r.Header.Set("Content-Type", ctype)
+			}
+			return r
+		}
+	}
+	events := "/v1/streams/" + streamName + "/events"
+	get := func(path string, hdr ...string) func(p *platform) *http.Request {
+		return func(p *platform) *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, p.serveURL+path, nil)
+			for i := 0; i+1 < len(hdr); i += 2 {
+				r.Header.Set(hdr[i], hdr[i+1])
+			}
+			return r
+		}
+	}
+	base := url.Values{"from": {whole.from.Format(time.RFC3339)}, "to": {whole.to.Format(time.RFC3339)}}
+	qpath := func(set ...string) string {
+		v := url.Values{}
+		for k, vs := range base {
+			v[k] = vs
+		}
+		for i := 0; i+1 < len(set); i += 2 {
+			if set[i] == "filter" {
+				v.Add("filter", set[i+1])
+			} else {
+				v.Set(set[i], set[i+1])
+			}
+		}
+		return "/v1/views/" + viewName + "/query?" + v.Encode()
+	}
+	deep := func(n int, open, close string) []byte {
+		return []byte(strings.Repeat(open, n) + strings.Repeat(close, n))
+	}
+	rawReq := func(addrOf func(p *platform) string, data string) func(p *platform) (string, []byte) {
+		return func(p *platform) (string, []byte) { return addrOf(p), []byte(data) }
+	}
+	ingestAddr := func(p *platform) string { return strings.TrimPrefix(p.ingestURL, "http://") }
+	serveAddr := func(p *platform) string { return strings.TrimPrefix(p.serveURL, "http://") }
+	sqlish := []string{
+		`' OR 1=1 --`,
+		`'; DROP TABLE tandem.pageviews_by_country_speed; --`,
+		`\' OR \'1\'=\'1`,
+		`US') UNION ALL SELECT * FROM system.users --`,
+		"US`; SELECT 1; --",
+	}
+
+	cases := []hostileCase{
+		// Bodies.
+		{name: "body over max_body_bytes (Content-Length)", req: post(events, "application/x-ndjson", bytes.Repeat([]byte(ev("big")+"\n"), (2<<20)/len(ev("big")))), want: []int{413}},
+		{name: "body over max_body_bytes (chunked)", req: func(p *platform) *http.Request {
+			r := post(events, "application/x-ndjson", nil)(p)
+			r.Body = io.NopCloser(io.LimitReader(repeatReader(ev("chunked")+"\n"), 3<<20))
+			r.ContentLength = -1
+			return r
+		}, want: []int{413}},
+		{name: "deeply nested JSON array body", req: post(events, "application/json", deep(200000, "[", "]")), want: []int{400}},
+		{name: "deeply nested object in an NDJSON event", req: post(events, "application/x-ndjson",
+			[]byte(fmt.Sprintf(`{"event_id":"deep","ts":%q,"x":%s}`, ts, deep(100000, `{"a":`, "}")))), want: []int{200}},
+		{name: "invalid UTF-8 in an event id", req: post(events, "application/x-ndjson", []byte("{\"event_id\":\"bad\xff\xfe\",\"ts\":\""+ts+"\"}")), want: []int{200}},
+		{name: "invalid UTF-8 in a dimension", req: post(events, "application/x-ndjson", []byte("{\"event_id\":\"utf\",\"ts\":\""+ts+"\",\"country\":\"U\xc3\"}")), want: []int{200}},
+		{name: "raw NUL byte inside an event", req: post(events, "application/x-ndjson", []byte("{\"event_id\":\"nul\x00\",\"ts\":\""+ts+"\"}")), want: []int{200}},
+		{name: "NUL bytes as the body", req: post(events, "application/json", bytes.Repeat([]byte{0}, 4096)), want: []int{400}},
+		{name: "JSON array of non-objects", req: post(events, "application/json", []byte(`[1, "two", null, true, [3]]`)), want: []int{200}},
+		{name: "empty JSON body", req: post(events, "application/json", nil), want: []int{400}},
+		{name: "future event time", req: post(events, "application/x-ndjson", []byte(`{"event_id":"future","ts":"2099-01-01T00:00:00Z"}`)), want: []int{200}},
+		{name: "timestamp overflow", req: post(events, "application/x-ndjson", []byte(`{"event_id":"overflow","ts":99999999999999999999999}`)), want: []int{200}},
+
+		// Names.
+		{name: "path traversal in the stream name (encoded)", req: post("/v1/streams/..%2F..%2F..%2Fetc%2Fpasswd/events", "application/x-ndjson", []byte(ev("t1"))), want: []int{404}},
+		{name: "path traversal in the stream name (dots)", req: post("/v1/streams/../../etc/passwd/events", "application/x-ndjson", []byte(ev("t2"))), want: []int{301, 307, 308, 404, 405}},
+		{name: "NUL in the stream name", req: post("/v1/streams/"+streamName+"%00/events", "application/x-ndjson", []byte(ev("t3"))), want: []int{404}},
+		{name: "SQL in the stream name", req: post("/v1/streams/"+url.PathEscape(streamName+"'; DROP TABLE x; --")+"/events", "application/x-ndjson", []byte(ev("t4"))), want: []int{404}},
+		{name: "path traversal in the view name", req: get("/v1/views/..%2F..%2Fviews%2F" + viewName + "%2F_current.json/query?" + base.Encode()), want: []int{404}},
+		{name: "SQL in the view name", req: get("/v1/views/" + url.PathEscape(viewName+" UNION SELECT name FROM system.tables") + "/query?" + base.Encode()), want: []int{404}},
+		{name: "huge view name", req: get("/v1/views/" + strings.Repeat("v", 100000) + "/query?" + base.Encode()), want: []int{404, 414, 431}},
+
+		// Headers.
+		{name: "missing content type", req: post(events, "", []byte(ev("h1"))), want: []int{415}},
+		{name: "content type with NUL parameter", raw: rawReq(ingestAddr, "POST "+events+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson; charset=\"\x00\"\r\nContent-Length: 2\r\n\r\n{}"), want: []int{400, 415}},
+		{name: "negative Content-Length", raw: rawReq(ingestAddr, "POST "+events+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: -5\r\n\r\n{}"), want: []int{400}},
+		{name: "two different Content-Lengths", raw: rawReq(ingestAddr, "POST "+events+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\n{}"), want: []int{400}},
+		{name: "Content-Length and chunked together", raw: rawReq(ingestAddr, "POST "+events+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"),
+			// RFC 9112 6.3: chunked overrides Content-Length (net/http reads
+			// the chunked body); either refusing or reading it is fine as
+			// long as nothing is smuggled: the "{}" event is then rejected.
+			want: []int{200, 400}},
+		{name: "Content-Length over the limit with a short body", raw: rawReq(ingestAddr, "POST "+events+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 999999999999\r\n\r\n{}"), want: []int{413}},
+		{name: "header of 2 MB", req: func(p *platform) *http.Request {
+			r := post(events, "application/x-ndjson", []byte(ev("h2")))(p)
+			r.Header.Set("X-Junk", strings.Repeat("a", 2<<20))
+			return r
+		}, want: []int{431}},
+		{name: "CR LF injection in a header value", raw: rawReq(serveAddr, "GET /v1/views/"+viewName+"/query?"+base.Encode()+" HTTP/1.1\r\nHost: x\r\nX-A: a\rSet-Cookie: x\r\n\r\n"), want: []int{400}},
+		{name: "bad Host header", raw: rawReq(serveAddr, "GET /v1/views HTTP/1.1\r\nHost: a b\r\n\r\n"), want: []int{400}},
+		{name: "absurd Accept header", req: get(qpath("granularity", "1h"), "Accept", strings.Repeat("text/csv;q=0.5, ", 2000)+"application/x-evil"), want: []int{200, 406, 431}},
+		{name: "wrong method on events", req: func(p *platform) *http.Request {
+			r, _ := http.NewRequest(http.MethodDelete, p.ingestURL+events, nil)
+			return r
+		}, want: []int{405}},
+		{name: "wrong method on query", req: func(p *platform) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, p.serveURL+qpath(), strings.NewReader("x"))
+			return r
+		}, want: []int{405}},
+
+		// Query parameters.
+		{name: "unknown parameter", req: get(qpath("limit", "1")), want: []int{400}},
+		{name: "query string over the limit", req: get(qpath("filter", "country:"+strings.Repeat("x", 20000))), want: []int{400}},
+		{name: "4000 filters", req: func(p *platform) *http.Request {
+			v := url.Values{"from": base["from"], "to": base["to"]}
+			for i := 0; i < 4000; i++ {
+				v.Add("filter", fmt.Sprintf("country:c%d", i))
+			}
+			r, _ := http.NewRequest(http.MethodGet, p.serveURL+"/v1/views/"+viewName+"/query?"+v.Encode(), nil)
+			return r
+		}, want: []int{400}},
+		{name: "malformed percent-encoding", req: get("/v1/views/" + viewName + "/query?from=%zz&to=%"), want: []int{400}},
+		{name: "invalid UTF-8 in a parameter", req: get("/v1/views/" + viewName + "/query?" + base.Encode() + "&group_by=%ff%fe"), want: []int{400}},
+		{name: "year 10000", req: get(qpath("to", "10000-01-01T00:00:00Z")), want: []int{400}},
+		{name: "range over max_query_range", req: get(qpath("from", "1970-01-01T00:00:00Z", "to", "9998-01-01T00:00:00Z")), want: []int{400}},
+		{name: "granularity of nanoseconds", req: get(qpath("granularity", "1ns")), want: []int{400}},
+		{name: "granularity of years", req: get(qpath("granularity", "876000h")), want: []int{200, 400}},
+	}
+	for _, s := range sqlish {
+		cases = append(cases,
+			hostileCase{name: "SQL in from: " + s, req: get(qpath("from", "2026-01-01T00:00:00Z"+s)), want: []int{400}},
+			hostileCase{name: "SQL in to: " + s, req: get(qpath("to", s)), want: []int{400}},
+			hostileCase{name: "SQL in granularity: " + s, req: get(qpath("granularity", "1m"+s)), want: []int{400}},
+			hostileCase{name: "SQL in group_by: " + s, req: get(qpath("group_by", "country"+s)), want: []int{400}},
+			hostileCase{name: "SQL in measures: " + s, req: get(qpath("measures", "views"+s)), want: []int{400}},
+			hostileCase{name: "SQL in a filter dimension: " + s, req: get(qpath("filter", "country"+s+":US")), want: []int{400}},
+			hostileCase{name: "SQL in a filter value: " + s, req: get(qpath("filter", "country:"+s)), want: []int{200}, emptyOK: true},
+			hostileCase{name: "SQL in a filter value, grouped: " + s, req: get(qpath("filter", "device:"+s, "group_by", "country,device", "granularity", "all")), want: []int{200}, emptyOK: true},
+		)
+	}
+
+	noRedirect := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var code int
+			var body []byte
+			if tc.raw != nil {
+				addr, data := tc.raw(p)
+				code, body = rawStatus(t, addr, data)
+			} else {
+				res, err := noRedirect.Do(tc.req(p))
+				if err != nil {
+					// The server may close on a request it refuses to read;
+					// that is a refusal too, but say so.
+					t.Fatalf("no answer: %v", err)
+				}
+				body, _ = io.ReadAll(io.LimitReader(res.Body, 1<<20))
+				res.Body.Close()
+				code = res.StatusCode
+			}
+			require.Contains(t, tc.want, code, "status; body: %.300s", body)
+			switch {
+			case code == http.StatusOK && tc.emptyOK:
+				var a answer
+				require.NoError(t, json.Unmarshal(body, &a), "%.300s", body)
+				require.Empty(t, a.Rows, "a hostile filter value matched rows: it was not taken as a plain value")
+			case code == http.StatusOK && strings.Contains(string(body), `"accepted"`):
+				// Per-event rejections: nothing of it may be accepted.
+				var r struct{ Accepted, Rejected int }
+				require.NoError(t, json.Unmarshal(body, &r), "%.300s", body)
+				require.Zero(t, r.Accepted, "a hostile event was accepted: %.300s", body)
+				require.Positive(t, r.Rejected, "%.300s", body)
+			case code >= 400 && code < 500 && code != 431 && code != 414 && len(body) > 0 && tc.raw == nil:
+				// A clear error: JSON with an "error" sentence.
+				var e struct{ Error string }
+				if json.Unmarshal(body, &e) == nil {
+					require.NotEmpty(t, e.Error, "%.300s", body)
+				}
+			}
+		})
+	}
+
+	// Nothing changed.
+	time.Sleep(2 * time.Second) // a few speed flushes, had anything got in
+	after := p.snapshot(t, whole)
+	require.Equal(t, before, after, "hostile requests changed the platform's data")
+	require.Empty(t, p.compareServing(truth, whole))
+	require.False(t, p.proc("ingest").exited() || p.proc("serve").exited() || p.proc("speed").exited(), "a component died")
+}
+
+// platformState is what hostile requests must not change.
+type platformState struct {
+	TopicEnd    int64             // messages in the stream's topic
+	Tables      string            // ClickHouse tables of the database
+	SpeedRows   uint64            // rows of <view>_speed (FINAL)
+	MergedViews int64             // sum(views) of the merged view
+	Answer      map[string]string // the REST answer's rows, by key
+}
+
+func (p *platform) snapshot(t *testing.T, q query) platformState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var s platformState
+	for part := 0; part < partitions; part++ {
+		conn, err := kgo.DialLeader(ctx, "tcp", p.kafka.Brokers[0], p.topic, part)
+		require.NoError(t, err)
+		last, err := conn.ReadLastOffset()
+		conn.Close()
+		require.NoError(t, err)
+		s.TopicEnd += last
+	}
+	conn := p.ch.Conn(t)
+	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", p.ch.Database)
+	require.NoError(t, err)
+	var names []string
+	for rows.Next() {
+		var n string
+		require.NoError(t, rows.Scan(&n))
+		names = append(names, n)
+	}
+	rows.Close()
+	s.Tables = strings.Join(names, ",")
+	require.NoError(t, conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s.%s_speed FINAL", p.ch.Database, viewName)).Scan(&s.SpeedRows))
+	require.NoError(t, conn.QueryRow(ctx, fmt.Sprintf("SELECT toInt64(sum(views)) FROM %s.%s", p.ch.Database, viewName)).Scan(&s.MergedViews))
+	code, a, body, err := p.queryServing(q)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	s.Answer = map[string]string{}
+	for _, r := range a.Rows {
+		m, _ := json.Marshal(r.Measures)
+		s.Answer[fmt.Sprint(r.WindowStart.Unix(), r.Dimensions)] = string(m)
+	}
+	return s
+}
+
+// rawStatus writes data to addr and returns the status of the first
+// answer, or fails when the server closes without one.
+func rawStatus(t *testing.T, addr string, data []byte) (int, []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	_, err = c.Write(data)
+	require.NoError(t, err)
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err, "the server closed the connection without an answer")
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	return res.StatusCode, body
+}
+
+// repeatReader repeats s forever.
+func repeatReader(s string) io.Reader {
+	return readerFunc(func(b []byte) (int, error) {
+		n := 0
+		for n < len(b) {
+			n += copy(b[n:], s)
+		}
+		return n, nil
+	})
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
