@@ -86,26 +86,30 @@ func NewDecoder(s *Stream, maxFutureSkew time.Duration) *Decoder {
 // skips the future-skew check.
 func (d *Decoder) Decode(raw []byte, ingestTime time.Time) (Event, error) {
 	var ev Event
-	if err := d.DecodeInto(&ev, raw, ingestTime); err != nil {
+	if err := d.decodeInto(&ev, raw, ingestTime, false); err != nil {
 		return Event{}, err
 	}
 	return ev, nil
 }
 
-// DecodeInto is Decode writing the event into *ev and reusing the storage
-// of ev.Values when it is large enough, for a caller that decodes message
-// after message and keeps no event past the next call (the speed layer):
-// the verdict and the event are Decode's. On error *ev is the zero Event
-// except that ev.Values keeps its storage (length 0).
+// DecodeInto is Decode for a caller that decodes message after message and
+// keeps no event past the next call (the speed layer): the verdict and the
+// event's content are Decode's, but the event is written into *ev, reusing
+// the storage of ev.Values when it is large enough, and its strings that
+// need no unescaping (the ID among them) share raw's memory instead of
+// copying it. So *ev is valid only while raw is neither modified nor
+// reused; copy (strings.Clone) what you keep. On error *ev is the zero
+// Event except that ev.Values keeps its storage (length 0).
 func (d *Decoder) DecodeInto(ev *Event, raw []byte, ingestTime time.Time) error {
-	err := d.decodeInto(ev, raw, ingestTime)
+	err := d.decodeInto(ev, raw, ingestTime, true)
 	if err != nil {
 		*ev = Event{Values: ev.Values[:0]}
 	}
 	return err
 }
 
-func (d *Decoder) decodeInto(ev *Event, raw []byte, ingestTime time.Time) error {
+// decodeInto decodes raw into *ev; alias lets strings share raw's memory.
+func (d *Decoder) decodeInto(ev *Event, raw []byte, ingestTime time.Time, alias bool) error {
 	s := d.Stream
 	if len(raw) > MaxEventBytes {
 		return &FieldError{Reason: fmt.Sprintf("event is %d bytes, over the limit of %d", len(raw), MaxEventBytes)}
@@ -137,7 +141,7 @@ func (d *Decoder) decodeInto(ev *Event, raw []byte, ingestTime time.Time) error 
 	for i, f := range s.Fields {
 		lit := fieldLits[i]
 		if lit != nil && !bytes.Equal(lit, []byte("null")) {
-			v, err := decodeValue(f.Type, lit)
+			v, err := decodeValue(f.Type, lit, alias)
 			if err != nil {
 				return &FieldError{Field: f.Name, Reason: err.Error()}
 			}
@@ -434,13 +438,19 @@ func skipDigits(b []byte, j int) int {
 // Unwrap lets errors.Is find the sentinel of a FieldError.
 func (e *FieldError) Unwrap() error { return e.Err }
 
-func decodeValue(t FieldType, lit json.RawMessage) (Value, error) {
+func decodeValue(t FieldType, lit json.RawMessage, alias bool) (Value, error) {
 	switch t {
 	case TypeString:
 		if lit[0] != '"' {
 			return Value{}, errors.New("not a string")
 		}
-		s, ok := jsonString(lit)
+		var s string
+		var ok bool
+		if alias {
+			s, ok = jsonStringAlias(lit)
+		} else {
+			s, ok = jsonString(lit)
+		}
 		if !ok {
 			return Value{}, errors.New("not a string")
 		}
@@ -492,19 +502,10 @@ func parseTimestamp(lit json.RawMessage) (time.Time, error) {
 	var ts time.Time
 	switch {
 	case lit[0] == '"':
-		s, ok := "", false
-		if len(lit) >= 2 && lit[len(lit)-1] == '"' {
-			if body := lit[1 : len(lit)-1]; bytes.IndexByte(body, '\\') < 0 && bytes.IndexByte(body, '"') < 0 {
-				// jsonString's result without copying it: time.Parse
-				// keeps no reference to its input in the time it returns
-				// (its error would, and is dropped here), and UTC drops
-				// any location.
-				s, ok = unsafe.String(unsafe.SliceData(body), len(body)), true
-			}
-		}
-		if !ok {
-			s, ok = jsonString(lit)
-		}
+		// No copy of the text: time.Parse keeps no reference to its
+		// input in the time it returns (its error would, and is dropped
+		// here), and UTC drops any location.
+		s, ok := jsonStringAlias(lit)
 		if !ok {
 			return ts, errors.New("not a timestamp")
 		}
@@ -678,6 +679,17 @@ func skipValue(b []byte, i int) int {
 		}
 		return j
 	}
+}
+
+// jsonStringAlias is jsonString, except that a literal without escapes
+// yields a string sharing lit's memory: valid while lit is unchanged.
+func jsonStringAlias(lit []byte) (string, bool) {
+	if len(lit) >= 2 && lit[0] == '"' && lit[len(lit)-1] == '"' {
+		if body := lit[1 : len(lit)-1]; bytes.IndexByte(body, '\\') < 0 && bytes.IndexByte(body, '"') < 0 {
+			return unsafe.String(unsafe.SliceData(body), len(body)), true
+		}
+	}
+	return jsonString(lit)
 }
 
 // jsonString decodes a JSON string literal, without reflection when it has
