@@ -2,6 +2,8 @@ package speed
 
 import (
 	"encoding/binary"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/zeebo/xxh3"
@@ -82,6 +84,10 @@ type partState struct {
 	ids     map[idHash]struct{}
 	prevIDs map[idHash]struct{}
 	keyBuf  []byte // scratch for rowKey
+	// ev is the message being folded (Decoder.DecodeInto): its Values
+	// storage is reused and its strings share the message's bytes, so
+	// whatever outlives the message is cloned.
+	ev schemas.Event
 
 	res        resume
 	caughtUp   bool // past res.durable: new output from here on
@@ -156,7 +162,8 @@ func (p *partState) process(m *kafka.Message) (outcome, error) {
 	p.lastRead = m.Offset
 	fresh := m.Offset > p.res.durable // not yet written by anyone
 
-	ev, err := p.dec.Decode(m.Value, m.Time)
+	ev := &p.ev
+	err := p.dec.DecodeInto(ev, m.Value, m.Time)
 	if err != nil {
 		if fresh && m.Offset >= p.res.idOnlyBelow {
 			p.dlq = append(p.dlq, kafka.DeadLetter{Message: *m, Reason: err.Error()})
@@ -181,17 +188,17 @@ func (p *partState) process(m *kafka.Message) (outcome, error) {
 	}
 	for _, vs := range p.views {
 		windowMs := vs.view.Granularity.WindowStart(ev.Time).UnixMilli()
-		p.keyBuf = vs.rowKey(p.keyBuf[:0], windowMs, &ev)
+		p.keyBuf = vs.rowKey(p.keyBuf[:0], windowMs, ev)
 		r := vs.rows[string(p.keyBuf)]
 		if r == nil {
 			dims := make([]string, len(vs.dimIdx))
 			for i, fi := range vs.dimIdx {
-				dims[i] = ev.Values[fi].Str
+				dims[i] = strings.Clone(ev.Values[fi].Str)
 			}
 			r = &rowState{window: time.UnixMilli(windowMs).UTC(), dims: dims, agg: vs.view.NewAggregate()}
 			vs.rows[string(p.keyBuf)] = r
 		}
-		vs.view.Add(r.agg, &ev)
+		vs.view.Add(r.agg, ev)
 		if !r.dirty {
 			r.dirty = true
 			vs.dirty = append(vs.dirty, r)
@@ -200,7 +207,7 @@ func (p *partState) process(m *kafka.Message) (outcome, error) {
 	}
 	if fresh {
 		if p.stream.RawEvents {
-			p.raw = append(p.raw, RawEvent{Event: ev, Raw: m.Value, Partition: m.Partition, Offset: m.Offset, KafkaTime: m.Time})
+			p.raw = append(p.raw, RawEvent{Event: ownEvent(ev), Raw: m.Value, Partition: m.Partition, Offset: m.Offset, KafkaTime: m.Time})
 			p.changed++
 		}
 		p.ingestMs = append(p.ingestMs, m.Time.UnixMilli())
@@ -209,6 +216,15 @@ func (p *partState) process(m *kafka.Message) (outcome, error) {
 		}
 	}
 	return outFolded, nil
+}
+
+// ownEvent is a copy of ev that shares no memory with ev or its message.
+func ownEvent(ev *schemas.Event) schemas.Event {
+	out := schemas.Event{ID: strings.Clone(ev.ID), Time: ev.Time, Values: slices.Clone(ev.Values)}
+	for i := range out.Values {
+		out.Values[i].Str = strings.Clone(out.Values[i].Str)
+	}
+	return out
 }
 
 // cross closes the open chunk and opens chunk k. The closed chunk's changed
