@@ -5,14 +5,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
@@ -52,32 +56,51 @@ func BenchmarkSpeedVsBareConsumer(b *testing.B) {
 		produce(b, e.kafka.Brokers, topic, evs)
 	}
 	b.Logf("produced %d events (%d valid and unique)", benchEvents, want)
+	chPID := findPID(b, e.ch.DataDir)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		cpu0 := selfCPU()
 		bare := bareConsume(b, e.kafka.Brokers, topic, e.cfg.Streams[0].Partitions, benchEvents)
+		bareCPU := selfCPU() - cpu0
 		b.Logf("bare consumer: %.0f events/s", bare)
 
 		clearPeakRSS()
 		rssBefore := procStatus("VmRSS")
-		_, reg, stop := startService(b, e)
+		consumed := &consumedCounter{Registry: prometheus.NewRegistry()}
+		cpu0, chCPU0 := selfCPU(), procCPU(chPID)
+		stopProfile := profileSpeedPhase(b)
+		_, stop := startServiceWith(b, e, consumed)
 		start := time.Now()
-		var firstMsg time.Time
-		for {
-			if firstMsg.IsZero() && sumMetric(b, reg, "tandem_speed_events_consumed_total") > 0 {
+		// Until every message is consumed the test watches the layer's
+		// own counter (cheap, in-process), so its polling does not load
+		// ClickHouse while the layer writes; then it polls ClickHouse.
+		var firstMsg, allConsumed time.Time
+		for allConsumed.IsZero() {
+			n := consumed.value()
+			if firstMsg.IsZero() && n > 0 {
 				firstMsg = time.Now()
 			}
-			if visibleViews(b, e, 0) >= int64(want) {
-				break
+			if n >= float64(benchEvents) {
+				allConsumed = time.Now()
 			}
 			if time.Since(start) > 5*time.Minute {
-				b.Fatalf("the speed layer did not finish the backlog: %d of %d visible, %.0f consumed", visibleViews(b, e, 0), want,
-					sumMetric(b, reg, "tandem_speed_events_consumed_total"))
+				b.Fatalf("the speed layer did not consume the backlog: %.0f of %d", n, benchEvents)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		for visibleViews(b, e, 0) < int64(want) {
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("the speed layer did not finish the backlog: %d of %d visible, %.0f consumed", visibleViews(b, e, 0), want, consumed.value())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 		done := time.Since(start)
 		steady := time.Since(firstMsg)
 		speedRate := float64(benchEvents) / steady.Seconds()
+		consumeRate := float64(benchEvents) / allConsumed.Sub(firstMsg).Seconds()
+		tail := time.Since(allConsumed)
+		speedCPU, chCPU := selfCPU()-cpu0, procCPU(chPID)-chCPU0
+		stopProfile()
 		peak := procStatus("VmHWM")
 
 		p50, p99 := freshness(b, e)
@@ -86,13 +109,20 @@ func BenchmarkSpeedVsBareConsumer(b *testing.B) {
 		b.ReportMetric(bare, "bare_events/s")
 		b.ReportMetric(speedRate, "speed_events/s")
 		b.ReportMetric(float64(benchEvents)/done.Seconds(), "speed_with_join_events/s")
+		b.ReportMetric(consumeRate, "speed_consume_events/s")
+		b.ReportMetric(bareCPU.Seconds()*1e6/float64(benchEvents), "bare_cpu_us/event")
+		b.ReportMetric(speedCPU.Seconds()*1e6/float64(benchEvents), "speed_cpu_us/event")
+		b.ReportMetric(chCPU.Seconds()*1e6/float64(benchEvents), "clickhouse_cpu_us/event")
+		b.ReportMetric(tail.Seconds(), "last_visible_after_consumed_s")
 		b.ReportMetric(100*speedRate/bare, "pct_of_bare")
 		b.ReportMetric(p50.Seconds(), "fresh_p50_s")
 		b.ReportMetric(p99.Seconds(), "fresh_p99_s")
 		b.ReportMetric(float64(peak)/1024, "peak_rss_MiB")
 		b.ReportMetric(float64(peak-rssBefore)/1024, "peak_rss_over_baseline_MiB")
-		b.Logf("bare %.0f ev/s; speed %.0f ev/s steady (%.0f%% of bare), %.0f ev/s with group join; freshness p50 %s p99 %s; VmHWM %d MiB (baseline before the speed layer %d MiB, broker in-process)",
-			bare, speedRate, 100*speedRate/bare, float64(benchEvents)/done.Seconds(), p50, p99, peak/1024, rssBefore/1024)
+		b.Logf("CPU per event: bare %.1f µs, speed %.1f µs in this process (the in-process broker's share included in both) + %.1f µs in ClickHouse",
+			bareCPU.Seconds()*1e6/float64(benchEvents), speedCPU.Seconds()*1e6/float64(benchEvents), chCPU.Seconds()*1e6/float64(benchEvents))
+		b.Logf("bare %.0f ev/s; speed %.0f ev/s steady (%.0f%% of bare), %.0f ev/s with group join, %.0f ev/s consumed (last rows visible %s after the last message was consumed); freshness p50 %s p99 %s; VmHWM %d MiB (baseline before the speed layer %d MiB, broker in-process)",
+			bare, speedRate, 100*speedRate/bare, float64(benchEvents)/done.Seconds(), consumeRate, tail.Round(time.Millisecond), p50, p99, peak/1024, rssBefore/1024)
 		// Later iterations start over on empty tables and a new group.
 		require.NoError(b, e.conn.Exec(context.Background(), fmt.Sprintf("TRUNCATE TABLE %s.%s_speed", e.cfg.ClickHouse.Database, e.cfg.Views[0].Name)))
 		e.cfg.Kafka.GroupPrefix += "x"
@@ -100,9 +130,11 @@ func BenchmarkSpeedVsBareConsumer(b *testing.B) {
 }
 
 // bareConsume reads n messages from every partition with plain kafka-go
-// Readers, as fast as they go, and returns messages per second.
+// Readers, as fast as they go, and returns messages per second. It touches
+// every message (sums key and value lengths and checks them), so nothing
+// is read for nothing.
 func bareConsume(b *testing.B, brokers []string, topic string, partitions, n int) float64 {
-	var total atomic.Int64
+	var total, bytes atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()
@@ -114,10 +146,14 @@ func bareConsume(b *testing.B, brokers []string, topic string, partitions, n int
 			r := kgo.NewReader(kgo.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 4 << 20,
 				MaxWait: 200 * time.Millisecond, QueueCapacity: 1000})
 			defer r.Close()
+			var sum int64
+			defer func() { bytes.Add(sum) }()
 			for total.Load() < int64(n) {
-				if _, err := r.FetchMessage(ctx); err != nil {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
 					return
 				}
+				sum += int64(len(m.Key) + len(m.Value))
 				if total.Add(1) >= int64(n) {
 					cancel()
 				}
@@ -126,6 +162,7 @@ func bareConsume(b *testing.B, brokers []string, topic string, partitions, n int
 	}
 	wg.Wait()
 	require.Equal(b, int64(n), total.Load())
+	require.Greater(b, bytes.Load(), int64(n)*20, "messages read without their bytes")
 	return float64(n) / time.Since(start).Seconds()
 }
 
@@ -221,6 +258,118 @@ func procStatus(field string) int64 {
 		}
 	}
 	return 0
+}
+
+// consumedCounter is a Registerer that keeps the speed layer's
+// tandem_speed_events_consumed_total, so the benchmark can read it without
+// gathering the whole registry every few milliseconds (which costs the
+// layer CPU in this same process).
+type consumedCounter struct {
+	*prometheus.Registry
+	mu sync.Mutex
+	c  prometheus.Collector
+}
+
+func (r *consumedCounter) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (r *consumedCounter) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 8)
+	go func() { c.Describe(ch); close(ch) }()
+	for d := range ch {
+		if strings.Contains(d.String(), `"tandem_speed_events_consumed_total"`) {
+			r.mu.Lock()
+			r.c = c
+			r.mu.Unlock()
+		}
+	}
+	return r.Registry.Register(c)
+}
+
+func (r *consumedCounter) value() float64 {
+	r.mu.Lock()
+	c := r.c
+	r.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	ch := make(chan prometheus.Metric, 8)
+	go func() { c.Collect(ch); close(ch) }()
+	var total float64
+	for m := range ch {
+		var pb dto.Metric
+		if m.Write(&pb) == nil && pb.Counter != nil {
+			total += pb.Counter.GetValue()
+		}
+	}
+	return total
+}
+
+// profileSpeedPhase writes a CPU profile of the speed layer's phase alone
+// to $TANDEM_BENCH_CPUPROFILE when set (instead of go test -cpuprofile,
+// which also covers producing the backlog and the bare consumer).
+func profileSpeedPhase(b *testing.B) (stop func()) {
+	path := os.Getenv("TANDEM_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	require.NoError(b, err)
+	require.NoError(b, pprof.StartCPUProfile(f))
+	return func() {
+		pprof.StopCPUProfile()
+		require.NoError(b, f.Close())
+	}
+}
+
+// selfCPU is this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// findPID is the process whose command line mentions dir (the ClickHouse
+// server's data directory), 0 when none is found.
+func findPID(b *testing.B, dir string) int {
+	ents, err := os.ReadDir("/proc")
+	require.NoError(b, err)
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + ent.Name() + "/cmdline")
+		if strings.Contains(string(cmdline), dir) {
+			return pid
+		}
+	}
+	b.Logf("ClickHouse server process not found; its CPU is not reported")
+	return 0
+}
+
+// procCPU is the user+system CPU time of process pid (0 when unknown).
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start at ')'.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
 // clearPeakRSS resets VmHWM to the current RSS (Linux clear_refs "5"), so

@@ -23,9 +23,16 @@ import (
 // registry and a stop function that waits for Run to return.
 func startService(t testing.TB, e *env) (*speed.Service, *prometheus.Registry, func()) {
 	t.Helper()
+	reg := prometheus.NewRegistry()
+	svc, stop := startServiceWith(t, e, reg)
+	return svc, reg, stop
+}
+
+// startServiceWith runs the speed layer in-process with its metrics on reg.
+func startServiceWith(t testing.TB, e *env, reg prometheus.Registerer) (*speed.Service, func()) {
+	t.Helper()
 	dlq, err := kafka.NewDLQ(e.cfg.Kafka.Brokers, kafka.ProducerOptions{})
 	require.NoError(t, err)
-	reg := prometheus.NewRegistry()
 	svc, err := speed.New(e.cfg, speed.Options{
 		Sink:        speed.NewClickHouseSink(e.db.Conn(), e.db.Database(), e.cfg.ChunkSize),
 		DeadLetters: dlq,
@@ -53,7 +60,7 @@ func startService(t testing.TB, e *env) (*speed.Service, *prometheus.Registry, f
 		dlq.Close()
 	}
 	t.Cleanup(stop)
-	return svc, reg, stop
+	return svc, stop
 }
 
 // TestLateOutOfOrderDuplicatesExact: late (up to days), out-of-order,
