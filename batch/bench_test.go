@@ -39,6 +39,10 @@ func BenchmarkBatchRecomputeVsScan(b *testing.B) {
 	if v := os.Getenv("TANDEM_BENCH_EVENTS"); v != "" {
 		n, _ = strconv.ParseInt(v, 10, 64)
 	}
+	if os.Getenv("TANDEM_BENCH_DOWNLOAD") != "" {
+		rawReadRanged = false // download raw objects whole instead of ranged reads
+		defer func() { rawReadRanged = true }()
+	}
 	const partitions = 4
 	ctx := context.Background()
 	srv := testenv.MinIO(b)
