@@ -19,8 +19,24 @@ type Message struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
-	Time      time.Time // the record's timestamp: ingest time for the gateway's records
-	Headers   map[string]string
+	Time      time.Time         // the record's timestamp: ingest time for the gateway's records
+	Headers   map[string]string // nil after Claim.FetchLazy: use HeaderMap
+
+	rawHeaders []kgo.Header // the record's headers as read, kept by FetchLazy
+}
+
+// HeaderMap returns the message's headers: Headers, or for a message from
+// Claim.FetchLazy a map built from the record's headers now (nil when it
+// has none).
+func (m *Message) HeaderMap() map[string]string {
+	if m.Headers != nil || len(m.rawHeaders) == 0 {
+		return m.Headers
+	}
+	h := make(map[string]string, len(m.rawHeaders))
+	for _, x := range m.rawHeaders {
+		h[x.Key] = string(x.Value)
+	}
+	return h
 }
 
 // GroupConfig configures a consumer-group member whose progress lives with
@@ -74,6 +90,20 @@ func (c *Claim) Fetch(ctx context.Context) (Message, error) {
 		}
 	}
 	return msg, nil
+}
+
+// FetchLazy is Fetch without building Headers, for a consumer that looks at
+// headers only now and then (the speed layer, for dead letters): building
+// the map costs an allocation per header and the map's on every message.
+// The returned message's Headers is nil; HeaderMap and DeadLetterMessage
+// read the record's headers on demand.
+func (c *Claim) FetchLazy(ctx context.Context) (Message, error) {
+	m, err := c.reader.FetchMessage(ctx)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time,
+		rawHeaders: m.Headers}, nil
 }
 
 // Lag is how many records of the partition are not yet fetched, as of the

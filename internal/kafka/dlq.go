@@ -30,8 +30,9 @@ func DLQTopic(topic string) string { return topic + ".dlq" }
 // DeadLetterMessage is the message written for d: the original key, value and
 // timestamp, the original headers plus the reason and source position.
 func DeadLetterMessage(d DeadLetter) Message {
-	h := make(map[string]string, len(d.Message.Headers)+3)
-	for k, v := range d.Message.Headers {
+	orig := d.Message.HeaderMap()
+	h := make(map[string]string, len(orig)+3)
+	for k, v := range orig {
 		h[k] = v
 	}
 	h[HeaderDLQReason] = d.Reason
