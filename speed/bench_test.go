@@ -229,7 +229,7 @@ func freshness(b *testing.B, e *env) (p50, p99 time.Duration) {
 		evs := generate(genOptions{n: 100, seed: 1_000_000 + uint64(i), base: time.Now().UTC()})
 		msgs := make([]kgo.Message, len(evs))
 		for j, ev := range evs {
-			msgs[j] = kgo.Message{Key: []byte(ev.id), Value: ev.raw}
+			msgs[j] = kgo.Message{Key: []byte(ev.id), Value: ev.raw, Headers: gatewayHeaders}
 		}
 		require.NoError(b, w.WriteMessages(context.Background(), msgs...))
 		total += int64(len(evs))

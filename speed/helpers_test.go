@@ -200,8 +200,14 @@ func invalidEvent(r *rand.Rand, i int, base time.Time) event {
 	return event{id: id, raw: []byte(raw)}
 }
 
-// produce writes the events with key = id, in order, through a writer of
-// its own. The message timestamp (ingest time) is now.
+// gatewayHeaders are the headers the ingest gateway puts on every record
+// (the stream and its schema version), so consumers read what they read
+// in production.
+var gatewayHeaders = []kgo.Header{{Key: kafka.HeaderStream, Value: []byte("pageviews")}, {Key: kafka.HeaderSchema, Value: []byte("0123456789abcdef")}}
+
+// produce writes the events with key = id and the gateway's headers, in
+// order, through a writer of its own. The message timestamp (ingest time)
+// is now.
 func produce(t testing.TB, brokers []string, topic string, evs []event) {
 	t.Helper()
 	w := &kgo.Writer{
@@ -216,7 +222,7 @@ func produce(t testing.TB, brokers []string, topic string, evs []event) {
 		n := min(len(evs), 5000)
 		msgs := make([]kgo.Message, n)
 		for i, e := range evs[:n] {
-			msgs[i] = kgo.Message{Key: []byte(e.id), Value: e.raw}
+			msgs[i] = kgo.Message{Key: []byte(e.id), Value: e.raw, Headers: gatewayHeaders}
 		}
 		require.NoError(t, w.WriteMessages(ctx, msgs...))
 		evs = evs[n:]

@@ -288,7 +288,9 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 	for {
 		fctx, cancel := context.WithTimeout(ctx, interval)
 		for p.changed < flushRows && len(p.ingestMs) < maxPendingEvents {
-			m, err := c.Fetch(fctx)
+			// Headers matter only for dead letters, which read them on
+			// demand (kafka.DeadLetterMessage).
+			m, err := c.FetchLazy(fctx)
 			if err != nil {
 				if ctx.Err() != nil || fctx.Err() != nil {
 					break // claim over, or time to flush

@@ -125,6 +125,7 @@ func TestDeadLetters(t *testing.T) {
 		}
 		require.NotEmpty(t, h[kafka.HeaderDLQReason])
 		require.NotEmpty(t, h[kafka.HeaderDLQSourceOffset])
+		require.Equal(t, "pageviews", h[kafka.HeaderStream], "the dead letter lost the original headers")
 		reasons[h[kafka.HeaderDLQReason]] = true
 		got[string(m.Value)+"@"+h[kafka.HeaderDLQSourcePartition]+"/"+h[kafka.HeaderDLQSourceOffset]] = true
 	}
