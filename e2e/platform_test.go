@@ -55,6 +55,9 @@ type platform struct {
 
 	ingestURL, serveURL, speedURL, archiveURL string
 
+	// env adds environment variables to a component's processes.
+	env map[string][]string
+
 	mu    sync.Mutex
 	procs map[string]*proc
 }
@@ -84,7 +87,7 @@ func newPlatform(t *testing.T, o platformOptions) *platform {
 	if o.maxFileAge == "" {
 		o.maxFileAge = "1s"
 	}
-	p := &platform{t: t, dir: t.TempDir(), procs: map[string]*proc{}}
+	p := &platform{t: t, dir: t.TempDir(), procs: map[string]*proc{}, env: map[string][]string{}}
 	p.bin = testenv.BuildTandem(t)
 	p.ch = testenv.ClickHouse(t)
 	p.kafka = testenv.KafkaWith(t, testenv.KafkaOptions{InMemory: o.kafkaInMemory})
@@ -197,7 +200,7 @@ func (p *platform) start(names ...string) {
 // spawn starts one process of the named component (not waiting for it).
 func (p *platform) spawn(name string) *proc {
 	p.t.Helper()
-	pr, err := startProc(p.bin, name, p.componentArgs(name), filepath.Join(p.dir, name+".log"))
+	pr, err := startProc(p.bin, name, p.componentArgs(name), p.env[name], filepath.Join(p.dir, name+".log"))
 	require.NoError(p.t, err)
 	return pr
 }
@@ -270,13 +273,14 @@ type proc struct {
 	expected atomic.Bool
 }
 
-func startProc(bin, name string, args []string, logPath string) (*proc, error) {
+func startProc(bin, name string, args, env []string, logPath string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(logf, "\n==== %s: tandem %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Killed with the test binary, so a crashed run leaves nothing behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
