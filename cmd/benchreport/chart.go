@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -66,7 +67,7 @@ func drawPanel(b *strings.Builder, x0, y0 float64, p panel) {
 		if i > 0 {
 			fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", ox, y, ox+pw, y)
 		}
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end">%s</text>`+"\n", ox-4, y+3, esc(num(v)))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end">%s</text>`+"\n", ox-4, y+3, esc(tick(v)))
 	}
 	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle" transform="rotate(-90 %.1f %.1f)">%s</text>`+"\n",
 		x0+12, oy-ph/2, x0+12, oy-ph/2, esc(p.YLabel))
@@ -88,7 +89,7 @@ func drawPanel(b *strings.Builder, x0, y0 float64, p panel) {
 	for i := 0; i <= 4; i++ {
 		v := xmax * float64(i) / 4
 		x := ox + pw*float64(i)/4
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle">%s</text>`+"\n", x, oy+14, esc(num(v)))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle">%s</text>`+"\n", x, oy+14, esc(tick(v)))
 	}
 	var path []string
 	for _, pt := range p.Points {
@@ -101,6 +102,14 @@ func drawPanel(b *strings.Builder, x0, y0 float64, p panel) {
 		fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`+"\n", x, y, p.Color)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="9" text-anchor="middle">%s</text>`+"\n", x, y-7, esc(num(pt.Y)))
 	}
+}
+
+// tick formats an axis value: whole numbers without decimals.
+func tick(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1000 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return num(v) // with thousands separators, or decimals for fractions
 }
 
 // niceCeil rounds v up to 1, 2 or 5 times a power of ten.
