@@ -110,6 +110,13 @@ func (c *Claim) FetchLazy(ctx context.Context) (Message, error) {
 // last fetch response (-1 before the first).
 func (c *Claim) Lag() int64 { return c.reader.Stats().Lag }
 
+// Behind is how many records followed the last message Fetch or FetchLazy
+// returned in the partition, as of the fetch response that carried it: 0
+// means that message was the newest one then, i.e. the handler has caught
+// up. Unlike Lag it takes no snapshot of the reader's statistics, so it
+// can be asked after every message.
+func (c *Claim) Behind() int64 { return c.reader.Lag() }
+
 // Commit records next (the first offset NOT yet durable in the caller's
 // output) as the group's committed offset. Committed offsets are only a
 // hint for operators and lag tools: StartOffset decides where reading
