@@ -48,6 +48,11 @@ type Options struct {
 // (1,048,576), so one insert is one block and lands atomically.
 const maxInsertRows = 1 << 19
 
+// catchUpMessages is how far behind (Claim.Behind) a partition must have
+// been for catching up to trigger a flush before flush_interval ends; such
+// early flushes are at least a quarter interval apart.
+const catchUpMessages = 1000
+
 // maxPendingEvents bounds the ingest timestamps kept between flushes for the
 // ingest-to-visible histogram.
 const maxPendingEvents = 1 << 20
@@ -285,7 +290,11 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 	}
 	flushRows := s.flushRows()
 
+	// catchingUp: the partition has been at least catchUpMessages behind
+	// and has not yet written since it caught up.
+	catchingUp := false
 	for {
+		start := time.Now()
 		fctx, cancel := context.WithTimeout(ctx, interval)
 		for p.changed < flushRows && len(p.ingestMs) < maxPendingEvents {
 			// Headers matter only for dead letters, which read them on
@@ -300,7 +309,8 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 			}
 			t0 := time.Now()
 			out, verr := p.process(&m)
-			s.m.processing.Observe(time.Since(t0).Seconds())
+			t1 := time.Now()
+			s.m.processing.Observe(t1.Sub(t0).Seconds())
 			consumed.Inc()
 			if m.Offset <= res.durable {
 				replayed.Inc()
@@ -314,6 +324,23 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 				if m.Offset > res.durable {
 					s.log.Debug("invalid event goes to the dead-letter topic", "topic", c.Topic, "partition", c.Partition, "offset", m.Offset, "err", verr)
 				}
+			}
+			// Caught up with a backlog (this message was the newest when
+			// fetched, after being catchUpMessages or more behind): write
+			// now, or a quarter interval after the last write, instead of
+			// at the end of the interval, so a drained backlog becomes
+			// visible at once. A steady trickle is never that far behind
+			// and keeps the interval; the quarter bounds the extra writes.
+			if b := c.Behind(); b >= catchUpMessages {
+				catchingUp = true
+			} else if b == 0 && catchingUp {
+				catchingUp = false
+				wait := start.Add(interval / 4).Sub(t1)
+				if wait <= 0 {
+					break
+				}
+				cancel()
+				fctx, cancel = context.WithTimeout(ctx, wait)
 			}
 		}
 		cancel()
