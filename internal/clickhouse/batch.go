@@ -8,82 +8,112 @@ import (
 	"sort"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // The batch contract, in the order the batch job calls it:
 //
-//  1. LoadBatchRun(view, manifest, rows): the run's rows go into their own
-//     partition of <view>_batch and its absorbed chunks into `absorbed`.
-//     Nobody reads them yet: readers follow `runs`.
-//  2. (the job writes the S3 manifest)
+//  1. (the job writes the run's files and its S3 manifest: the run exists)
+//  2. LoadBatchRun(view, load): the run's rows go into their own partition
+//     of <view>_batch (rows the previous run already holds for days that
+//     did not change are copied inside ClickHouse) and its absorbed chunks
+//     into `absorbed`. Nobody reads them yet: readers follow `runs`.
 //  3. PublishRun(view, run): one row in `runs` makes the run current for
 //     the merged SQL view, atomically (the row is the commit point).
-//  4. Later, once no reader can still be on an older run: DropOldRuns and
-//     DeleteAbsorbedSpeedRows with that older run's absorbed chunks.
+//  4. DropOldRuns, and DeleteAbsorbedSpeedRows with the absorbed chunks of
+//     the run before the one just replaced.
 //
-// A load that fails halfway can be retried with the same run id: the load
-// starts by dropping whatever an earlier attempt left of the run.
+// Every step is idempotent, so a job that died anywhere is repaired by
+// running the same steps again with the same run: a partly loaded run is
+// dropped and loaded again, a completely loaded current run is left alone,
+// and publishing the current run again changes nothing.
 
 // batchInsertRows is how many rows go into one insert block.
 const batchInsertRows = 100_000
 
-// LoadBatchRun loads one run of a view: every row rows yields (with
-// m.RunID) into <view>_batch, then one `absorbed` row per partition of
-// m.Absorbed. It returns the number of rows loaded. It refuses to reload
-// the view's current (published) run. The rows' error, if any, stops the
-// load and is returned; the partial run stays invisible.
-func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, m *schemas.Manifest, rows iter.Seq2[ViewRow, error]) (int64, error) {
-	if m == nil || m.View != v.Name || m.ChunkSize <= 0 {
-		return 0, fmt.Errorf("clickhouse: loading view %s: the manifest is missing, for another view, or without chunk_size", v.Name)
+// BatchLoad is one run for DB.LoadBatchRun.
+type BatchLoad struct {
+	// Manifest is the run's manifest. LoadBatchRun uses View, RunID,
+	// ChunkSize, Absorbed and Rows: the run must hold exactly Rows rows
+	// once loaded.
+	Manifest *schemas.Manifest
+	// CarryFrom, when not "", names a run loaded in the view's batch table
+	// whose rows are copied into the new run inside ClickHouse (no data
+	// through the client), except the rows of the UTC days in Recomputed
+	// (each time names the UTC day it falls in). Rows then yields only
+	// the rows of those days. The caller makes sure CarryFrom is loaded
+	// completely: the row count check after the load catches a copy that
+	// came short, but only as an error.
+	CarryFrom  string
+	Recomputed []time.Time
+	// Rows yields the run's rows not carried over; nil yields none. Its
+	// error, if any, stops the load and is returned.
+	Rows iter.Seq2[ViewRow, error]
+}
+
+// LoadBatchRun loads one run of a view into <view>_batch, then records its
+// absorbed chunks (one `absorbed` row per partition of the manifest's
+// Absorbed). It returns the number of rows it read from load.Rows (the
+// carried rows are not counted).
+//
+// It is idempotent. When the run is the view's current run and already
+// holds Manifest.Rows rows it does nothing and reads no row (0, nil).
+// Otherwise whatever an earlier attempt left of the run is dropped and the
+// run loaded again; this also repairs a current run that lost rows, whose
+// readers see it without batch rows until the load ends. After the load
+// the run must hold exactly Manifest.Rows rows, else the load fails before
+// recording the absorbed chunks; a failed load stays invisible (unless it
+// repaired the current run) and is retried by calling again.
+func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, load BatchLoad) (int64, error) {
+	m := load.Manifest
+	if m == nil || m.View != v.Name || m.ChunkSize <= 0 || m.Rows < 0 {
+		return 0, fmt.Errorf("clickhouse: loading view %s: the manifest is missing, for another view, without chunk_size or with negative rows", v.Name)
 	}
 	if err := checkRunID(m.RunID); err != nil {
 		return 0, err
 	}
-	current, _, err := db.CurrentRun(ctx, v)
+	if load.CarryFrom != "" {
+		if err := checkRunID(load.CarryFrom); err != nil {
+			return 0, err
+		}
+		if load.CarryFrom == m.RunID {
+			return 0, fmt.Errorf("clickhouse: run %s of view %s cannot carry rows over from itself", m.RunID, v.Name)
+		}
+	}
+	current, _, err := db.currentRun(ctx, v)
 	if err != nil {
 		return 0, err
 	}
-	if current == m.RunID {
-		return 0, fmt.Errorf("clickhouse: run %s of view %s is already published; a new load needs a new run id", m.RunID, v.Name)
+	n, err := db.BatchRunRows(ctx, v, m.RunID)
+	if err != nil {
+		return 0, err
 	}
-	drop, _ := dropRunClause(m.RunID)
-	if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, BatchTable(v.Name)), drop)); err != nil {
-		return 0, fmt.Errorf("clickhouse: clearing an earlier attempt of run %s: %w", m.RunID, err)
+	if current == m.RunID && n == m.Rows {
+		return 0, nil // loaded and published: nothing to repair
 	}
-
-	sql, _ := batchInsertSQL(db.db, v)
-	var total int64
-	var pending [][]any
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		if err := db.insert(ctx, sql, pending); err != nil {
-			return fmt.Errorf("clickhouse: loading run %s into %s: %w", m.RunID, BatchTable(v.Name), err)
-		}
-		total += int64(len(pending))
-		pending = pending[:0]
-		return nil
-	}
-	for r, err := range rows {
-		if err != nil {
-			return total, err
-		}
-		args, err := rowArgs(v, &r, 1)
-		if err != nil {
-			return total, err
-		}
-		args[0] = m.RunID
-		pending = append(pending, args)
-		if len(pending) >= batchInsertRows {
-			if err := flush(); err != nil {
-				return total, err
-			}
+	table := qualified(db.db, BatchTable(v.Name))
+	if n > 0 {
+		drop, _ := dropRunClause(m.RunID)
+		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", table, drop)); err != nil {
+			return 0, fmt.Errorf("clickhouse: clearing an earlier attempt of run %s of %s: %w", m.RunID, v.Name, err)
 		}
 	}
-	if err := flush(); err != nil {
+	if load.CarryFrom != "" {
+		sql, args := copyBatchSQL(db.db, v, load.CarryFrom, m.RunID, load.Recomputed)
+		if err := db.exec(ctx, sql, args...); err != nil {
+			return 0, fmt.Errorf("clickhouse: copying the carried-over rows of run %s of %s into run %s: %w", load.CarryFrom, v.Name, m.RunID, err)
+		}
+	}
+	total, err := db.insertViewRows(ctx, v, m.RunID, load.Rows)
+	if err != nil {
 		return total, err
+	}
+	if n, err := db.BatchRunRows(ctx, v, m.RunID); err != nil {
+		return total, err
+	} else if n != m.Rows {
+		return total, fmt.Errorf("clickhouse: ClickHouse holds %d rows of %s run %s, the manifest lists %d", n, v.Name, m.RunID, m.Rows)
 	}
 
 	parts := make([]int32, 0, len(m.Absorbed))
@@ -102,6 +132,73 @@ func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, m *schemas.Mani
 		return total, fmt.Errorf("clickhouse: recording the absorbed chunks of run %s: %w", m.RunID, err)
 	}
 	return total, nil
+}
+
+// insertViewRows streams rows into the batch table under runID, in blocks
+// of batchInsertRows (each its own insert), and returns how many it sent.
+func (db *DB) insertViewRows(ctx context.Context, v *schemas.View, runID string, rows iter.Seq2[ViewRow, error]) (int64, error) {
+	if rows == nil {
+		return 0, nil
+	}
+	sql, _ := batchInsertSQL(db.db, v)
+	fail := func(err error) error {
+		return fmt.Errorf("clickhouse: loading run %s into %s: %w", runID, BatchTable(v.Name), err)
+	}
+	var (
+		b       driver.Batch
+		inBlock int
+		total   int64
+		args    []any
+	)
+	defer func() {
+		if b != nil {
+			b.Abort()
+		}
+	}()
+	for r, err := range rows {
+		if err != nil {
+			return total, err
+		}
+		if args, err = appendRowArgs(append(args[:0], runID), v, &r); err != nil {
+			return total, err
+		}
+		if b == nil {
+			if b, err = db.conn.PrepareBatch(ctx, sql); err != nil {
+				b = nil
+				return total, fail(err)
+			}
+		}
+		if err := b.Append(args...); err != nil {
+			return total, fail(err)
+		}
+		if inBlock++; inBlock == batchInsertRows {
+			err := b.Send()
+			b, inBlock = nil, 0
+			if err != nil {
+				return total, fail(err)
+			}
+			total += batchInsertRows
+		}
+	}
+	if b != nil {
+		err := b.Send()
+		b = nil
+		if err != nil {
+			return total, fail(err)
+		}
+		total += int64(inBlock)
+	}
+	return total, nil
+}
+
+// BatchRunRows returns how many rows of the run the view's batch table
+// holds (0 for a run never loaded or dropped).
+func (db *DB) BatchRunRows(ctx context.Context, v *schemas.View, runID string) (int64, error) {
+	var n uint64
+	if err := db.conn.QueryRow(ctx, batchRunRowsSQL(db.db, v), runID).Scan(&n); err != nil {
+		return 0, fmt.Errorf("clickhouse: counting the rows of run %s in %s: %w", runID, BatchTable(v.Name), err)
+	}
+	return int64(n), nil
 }
 
 // insert sends rows as one batch.
@@ -124,36 +221,56 @@ func (db *DB) insert(ctx context.Context, sql string, rows [][]any) error {
 
 // PublishRun makes runID the view's current run: the merged SQL view
 // answers from its batch rows and from speed rows of the chunks it did not
-// absorb. Call it after LoadBatchRun returned without error.
+// absorb. Call it after LoadBatchRun returned without error. Publishing the
+// current run again does nothing.
+//
+// The new runs row's version is max(current version + 1, now in Unix
+// milliseconds): always above every earlier version, whatever the clock
+// does, and otherwise the publish time, so that versions written by
+// separate processes (a second deployment on the same database, a runs
+// table restored from a backup) still order by time instead of colliding
+// on the same small integer.
 func (db *DB) PublishRun(ctx context.Context, v *schemas.View, runID string) error {
 	if err := checkRunID(runID); err != nil {
 		return err
 	}
-	var version uint64
-	var current string
-	err := db.conn.QueryRow(ctx, currentRunSQL(db.db), v.Name).Scan(&current, &version)
-	if err != nil && !isNoRows(err) {
-		return fmt.Errorf("clickhouse: reading the current run of %s: %w", v.Name, err)
+	current, version, err := db.currentRun(ctx, v)
+	if err != nil {
+		return err
 	}
 	if current == runID {
 		return nil // already published: publishing is idempotent
 	}
-	row := []any{v.Name, runID, time.Now().UTC(), version + 1}
+	now := time.Now()
+	row := []any{v.Name, runID, now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli()))}
 	if err := db.insert(ctx, insertSQL(db.db, TableRuns, runsColumns), [][]any{row}); err != nil {
 		return fmt.Errorf("clickhouse: publishing run %s of %s: %w", runID, v.Name, err)
 	}
 	return nil
 }
 
-// CurrentRun returns the view's current run and its absorbed chunks per
-// partition (K_p). runID is "" when no run was published.
-func (db *DB) CurrentRun(ctx context.Context, v *schemas.View) (runID string, absorbed map[int32]int64, err error) {
+// currentRun returns the view's current run and the version of its runs
+// row ("" and 0 when no run was published).
+func (db *DB) currentRun(ctx context.Context, v *schemas.View) (string, uint64, error) {
+	var runID string
 	var version uint64
 	if err := db.conn.QueryRow(ctx, currentRunSQL(db.db), v.Name).Scan(&runID, &version); err != nil {
 		if isNoRows(err) {
-			return "", map[int32]int64{}, nil
+			return "", 0, nil
 		}
-		return "", nil, fmt.Errorf("clickhouse: reading the current run of %s: %w", v.Name, err)
+		return "", 0, fmt.Errorf("clickhouse: reading the current run of %s: %w", v.Name, err)
+	}
+	return runID, version, nil
+}
+
+// CurrentRun returns the view's current run and its absorbed chunks per
+// partition (K_p). runID is "" when no run was published.
+func (db *DB) CurrentRun(ctx context.Context, v *schemas.View) (runID string, absorbed map[int32]int64, err error) {
+	if runID, _, err = db.currentRun(ctx, v); err != nil {
+		return "", nil, err
+	}
+	if runID == "" {
+		return "", map[int32]int64{}, nil
 	}
 	absorbed, err = db.RunAbsorbed(ctx, v, runID)
 	return runID, absorbed, err
@@ -205,7 +322,7 @@ func (db *DB) SelectBatchRows(ctx context.Context, v *schemas.View, runID string
 // current one and those in keep, and returns the run ids dropped. Call it
 // only once no reader can still be on a dropped run.
 func (db *DB) DropOldRuns(ctx context.Context, v *schemas.View, keep ...string) ([]string, error) {
-	current, _, err := db.CurrentRun(ctx, v)
+	current, _, err := db.currentRun(ctx, v)
 	if err != nil {
 		return nil, err
 	}

@@ -312,15 +312,48 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 
 	q, args = selectBatchSQL(db, v, "r1", time.Time{}, time.Time{})
 	require.Len(t, c.query(q, args...), len(rows))
+	require.Equal(t, [][]string{{strconv.Itoa(len(rows))}}, c.query(batchRunRowsSQL(db, v), "r1"))
+	require.Equal(t, [][]string{{"0"}}, c.query(batchRunRowsSQL(db, v), "r0"))
+
+	// LoadBatchRun's carry-over copy: every row lies on t0's day, so
+	// recomputing that day copies nothing and recomputing others copies
+	// every row, byte for byte.
+	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(3 * time.Hour)})
+	c.query(q, args...)
+	require.Equal(t, [][]string{{"0"}}, c.query(batchRunRowsSQL(db, v), "r2"))
+	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(24 * time.Hour), t0.Add(-24 * time.Hour)})
+	c.query(q, args...)
+	q, args = copyBatchSQL(db, v, "r1", "r2", nil)
+	c.query(q, args...)
+	require.Equal(t, [][]string{{strconv.Itoa(2 * len(rows))}}, c.query(batchRunRowsSQL(db, v), "r2"))
+	rowCols := joinIdents(rowColumnNames(v))
+	require.Equal(t, [][]string{{"0"}}, c.query(fmt.Sprintf(
+		"SELECT count() FROM (SELECT %s, count() AS k FROM %s WHERE run_id = 'r2' GROUP BY %s) WHERE k != 2",
+		rowCols, qualified(db, BatchTable(v.Name)), rowCols)), "each r1 row copied once per copy")
+	require.Equal(t, [][]string{{"r1"}, {"r2"}}, c.query(batchRunsSQL(db, v)))
+	drop, err := dropRunClause("r2")
+	require.NoError(t, err)
+	c.query(fmt.Sprintf("ALTER TABLE %s %s", qualified(db, BatchTable(v.Name)), drop))
 	require.Equal(t, [][]string{{"r1"}}, c.query(batchRunsSQL(db, v)))
 
 	progress := c.query(speedProgressSQL(db, v))
 	require.Len(t, progress, 3)
 
-	// Deleting absorbed speed rows and dropping a run.
+	// Deleting absorbed speed rows (counted first) and dropping a run.
+	below := 0
+	for _, r := range speed {
+		if r.Chunk < absorbed[r.Partition] {
+			below++
+		}
+	}
+	require.Positive(t, below)
+	count, err := absorbedSpeedCountSQL(db, v, absorbed)
+	require.NoError(t, err)
+	require.Equal(t, [][]string{{strconv.Itoa(below)}}, c.query(count))
 	clause, err := deleteAbsorbedClause(absorbed)
 	require.NoError(t, err)
 	c.query(fmt.Sprintf("ALTER TABLE %s %s SETTINGS mutations_sync = 2", qualified(db, SpeedTable(v.Name)), clause))
+	require.Equal(t, [][]string{{"0"}}, c.query(count))
 	require.Equal(t, want, merged())
 	q, args, _, err = speedQuerySQL(db, &SpeedQuery{View: v})
 	require.NoError(t, err)
@@ -329,7 +362,7 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 		chunk, _ := strconv.Atoi(r[len(r)-2])
 		require.GreaterOrEqual(t, int64(chunk), absorbed[int32(p)])
 	}
-	drop, err := dropRunClause("r1")
+	drop, err = dropRunClause("r1")
 	require.NoError(t, err)
 	c.query(fmt.Sprintf("ALTER TABLE %s %s", qualified(db, BatchTable(v.Name)), drop))
 	require.Empty(t, c.query(batchRunsSQL(db, v)))

@@ -292,6 +292,47 @@ func selectBatchSQL(database string, v *schemas.View, runID string, from, to tim
 		joinIdents(rowColumnNames(v)), qualified(database, BatchTable(v.Name))), []any{runID, lo, hi}
 }
 
+// batchRunRowsSQL counts the rows of the run bound to '?' in a view's batch
+// table.
+func batchRunRowsSQL(database string, v *schemas.View) string {
+	return fmt.Sprintf("SELECT count() FROM %s WHERE run_id = ?", qualified(database, BatchTable(v.Name)))
+}
+
+// copyBatchSQL copies the rows of run `from` into run `to` inside the
+// batch table, except those whose window starts on one of exceptDays (UTC
+// dates). The run ids and the days ('YYYY-MM-DD' strings, which a Date
+// compares with) are bound as '?'.
+func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays []time.Time) (string, []any) {
+	table := qualified(database, BatchTable(v.Name))
+	cols := joinIdents(rowColumnNames(v))
+	days := make([]string, 0, len(exceptDays))
+	for _, d := range exceptDays {
+		days = append(days, d.UTC().Format(time.DateOnly))
+	}
+	slices.Sort(days)
+	days = slices.Compact(days)
+	sql := fmt.Sprintf("INSERT INTO %s (run_id, %s) SELECT ?, %s FROM %s WHERE run_id = ?", table, cols, cols, table)
+	args := []any{to, from}
+	if len(days) > 0 {
+		sql += fmt.Sprintf(" AND toDate(window_start) NOT IN (%s)", strings.TrimSuffix(strings.Repeat("?, ", len(days)), ", "))
+		for _, d := range days {
+			args = append(args, d)
+		}
+	}
+	return sql, args
+}
+
+// absorbedSpeedCountSQL counts the speed rows deleteAbsorbedClause would
+// delete (every stored version); "" when nothing is absorbed.
+func absorbedSpeedCountSQL(database string, v *schemas.View, absorbed map[int32]int64) (string, error) {
+	ps, ks, err := chunkArrays(absorbed)
+	if err != nil || ps == "" {
+		return "", err
+	}
+	return fmt.Sprintf("SELECT count() FROM %s WHERE chunk < transform(kafka_partition, [%s], [%s], toUInt64(0))",
+		qualified(database, SpeedTable(v.Name)), ps, ks), nil
+}
+
 // batchRunsSQL lists the runs loaded into a view's batch table.
 func batchRunsSQL(database string, v *schemas.View) string {
 	return fmt.Sprintf("SELECT DISTINCT run_id FROM %s ORDER BY run_id", qualified(database, BatchTable(v.Name)))

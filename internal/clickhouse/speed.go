@@ -55,11 +55,15 @@ func SpeedArgs(v *schemas.View, r *SpeedRow) ([]any, error) {
 // rowArgs returns window_start, the dims and the cells, after `lead` empty
 // slots for columns that come first.
 func rowArgs(v *schemas.View, r *ViewRow, lead int) ([]any, error) {
+	return appendRowArgs(make([]any, lead, lead+1+len(r.Dims)+len(r.Cells)+3), v, r)
+}
+
+// appendRowArgs appends window_start, the dims and the cells to args.
+func appendRowArgs(args []any, v *schemas.View, r *ViewRow) ([]any, error) {
 	if len(r.Dims) != len(v.Dimensions) || len(r.Cells) != len(v.Measures) {
 		return nil, fmt.Errorf("clickhouse: row of view %s has %d dimensions and %d cells; the view has %d and %d",
 			v.Name, len(r.Dims), len(r.Cells), len(v.Dimensions), len(v.Measures))
 	}
-	args := make([]any, lead, lead+1+len(r.Dims)+len(r.Cells)+3)
 	args = append(args, r.WindowStart.UTC())
 	for _, d := range r.Dims {
 		args = append(args, d)
@@ -330,10 +334,25 @@ func (db *DB) SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int
 // one that no serving replica and no running query can still use. A
 // replica still answering from run R needs the speed rows of every chunk R
 // did not absorb; deleting by the current run's K_p would leave it a gap.
+//
+// It counts the matching rows first and runs no mutation when there are
+// none: every ALTER DELETE rewrites the table's parts, and a batch job
+// that finds nothing new to delete (a re-run, a repair) should not.
 func (db *DB) DeleteAbsorbedSpeedRows(ctx context.Context, v *schemas.View, olderAbsorbed map[int32]int64) error {
 	clause, err := deleteAbsorbedClause(olderAbsorbed)
 	if err != nil || clause == "" {
 		return err
+	}
+	count, err := absorbedSpeedCountSQL(db.db, v, olderAbsorbed)
+	if err != nil {
+		return err
+	}
+	var n uint64
+	if err := db.conn.QueryRow(ctx, count).Scan(&n); err != nil {
+		return fmt.Errorf("clickhouse: counting the absorbed speed rows of %s: %w", SpeedTable(v.Name), err)
+	}
+	if n == 0 {
+		return nil
 	}
 	return db.mutate(ctx, SpeedTable(v.Name), clause)
 }
