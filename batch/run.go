@@ -489,7 +489,7 @@ func afterPublish(ctx context.Context, o *Options, v *schemas.View, m, prev *sch
 			return err
 		}
 	}
-	return deleteAbsorbedSpeedRows(ctx, o.ClickHouse, v.Name, older)
+	return deleteAbsorbedSpeedRows(ctx, o.ClickHouse, v, older)
 }
 
 func gcStream(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, res []ViewResult) error {

@@ -152,13 +152,17 @@ func TestBatchEndToEnd(t *testing.T) {
 	}
 }
 
+// q quotes a name for the tests' own SQL, which checks what the adapter
+// wrote independently of it.
+func q(name string) string { return "`" + name + "`" }
+
 // checkClickHouse: the run is current in runs, its absorbed chunks are
 // recorded, older runs are gone from <view>_batch, and the merged SQL view
 // (batch only, no speed rows of unabsorbed chunks) equals the truth.
 func checkClickHouse(t *testing.T, ctx context.Context, db *clickhouse.DB, cfg *schemas.Config, m *schemas.Manifest, msgs map[int32][]genMsg, absorbed map[int32]int64) {
 	t.Helper()
 	v := cfg.View(m.View)
-	cur, _, err := currentCHRun(ctx, db, v.Name)
+	cur, _, err := db.CurrentRun(ctx, v)
 	require.NoError(t, err)
 	require.Equal(t, m.RunID, cur)
 	var runs uint64
