@@ -13,7 +13,7 @@ func TestTruthAndDiff(t *testing.T) {
 	raw := []string{
 		`{"event_id":"a","ts":"2026-11-25T10:00:59.999Z","country":"US","device":"mobile","user_id":"u1","amount":1.5,"latency_ms":10}`,
 		`{"event_id":"b","ts":1795600860000,"country":"US","device":"desktop","user_id":"u2","latency_ms":30}`, // 10:01:00
-		`{"event_id":"c","ts":"2026-11-25T10:01:30+01:00","device":"mobile","user_id":"u1","amount":2}`,     // 09:01:30Z, no country
+		`{"event_id":"c","ts":"2026-11-25T10:01:30+01:00","device":"mobile","user_id":"u1","amount":2}`,        // 09:01:30Z, no country
 		`{"event_id":"d","ts":"2026-11-25T10:02:00Z","country":"DE"}`,
 	}
 	var evs []event
