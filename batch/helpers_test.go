@@ -301,7 +301,7 @@ func checkAgainstTruth(t testing.TB, v *schemas.View, rows map[string]parquet.Vi
 				require.Equal(t, w.Max, m.Result(&st), "max of %s", k)
 			case "users":
 				got := float64(m.Result(&st).(uint64))
-				require.InDelta(t, float64(len(w.Users)), got, math.Max(1, float64(len(w.Users))*schemas.DistinctRelativeError), "distinct of %s", k)
+				require.InDelta(t, float64(len(w.Users)), got, schemas.DistinctBound(float64(len(w.Users))), "distinct of %s", k)
 			case "lat":
 				if len(w.Lat) == 0 {
 					require.Nil(t, m.Result(&st))

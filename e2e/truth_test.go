@@ -370,8 +370,8 @@ func diff(want map[rowKey]*truthRow, got map[rowKey]*gotRow) []string {
 		if !eqPtr(g.min, w.min) || !eqPtr(g.max, w.max) {
 			out = append(out, fmt.Sprintf("%s: min/max %s/%s, want %s/%s", k, show(g.min), show(g.max), show(w.min), show(w.max)))
 		}
-		if n := float64(len(w.users)); math.Abs(float64(g.users)-n) > schemas.DistinctRelativeError*n {
-			out = append(out, fmt.Sprintf("%s: distinct users %d, want %d within %.1f%%", k, g.users, len(w.users), 100*schemas.DistinctRelativeError))
+		if n := float64(len(w.users)); math.Abs(float64(g.users)-n) > schemas.DistinctBound(n) {
+			out = append(out, fmt.Sprintf("%s: distinct users %d, want %d within %.1f", k, g.users, len(w.users), schemas.DistinctBound(n)))
 		}
 		out = append(out, diffQuantiles(k, w.latencies, g.quantiles)...)
 	}

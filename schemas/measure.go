@@ -22,7 +22,17 @@ const (
 	// true count with high probability (HyperLogLog, 2^14 registers: standard
 	// error 0.81%, so this is about three standard errors).
 	DistinctRelativeError = 0.025
+	// DistinctAbsoluteError: a small count can be off by a register
+	// collision or two once a sketch is dense (merging many rows makes it
+	// so), which no relative bound covers; see DistinctBound.
+	DistinctAbsoluteError = 2
 )
+
+// DistinctBound is the stated error bound of a distinct answer whose true
+// count is n: the larger of DistinctRelativeError·n and DistinctAbsoluteError.
+func DistinctBound(n float64) float64 {
+	return math.Max(DistinctRelativeError*n, DistinctAbsoluteError)
+}
 
 // State is the mergeable aggregate of one measure over a set of events. Which
 // fields are used depends on the measure type; the zero State is the

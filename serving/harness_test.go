@@ -577,7 +577,7 @@ func checkMeasure(t testing.TB, where, m string, raw json.RawMessage, w *truthRo
 		var n uint64
 		require.NoError(t, json.Unmarshal(raw, &n), "%s: %s is not an unsigned integer", where, raw)
 		exact := float64(len(w.users))
-		require.InDelta(t, exact, float64(n), schemas.DistinctRelativeError*exact+0.5, where)
+		require.InDelta(t, exact, float64(n), schemas.DistinctBound(exact), where)
 	case "latency":
 		if len(w.lat) == 0 {
 			require.Equal(t, "null", string(raw), where)
