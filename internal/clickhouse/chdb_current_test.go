@@ -215,17 +215,52 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 		return got
 	}
 
+	// Speed rows as InsertSpeedBlock sends them: the block's columns, row
+	// by row as literals (half built from cells, half from aggregates, the
+	// speed layer's path).
 	sql, cols := speedInsertSQL(db, v)
 	require.Len(t, cols, len(v.RowColumns())+3)
-	var rows [][]any
 	speed := speedRows(v, evs, cfg.ChunkSize)
+	block := NewSpeedBlock(v, len(speed))
 	for i := range speed {
-		args, err := SpeedArgs(v, &speed[i])
-		require.NoError(t, err)
-		rows = append(rows, args)
+		r := &speed[i]
+		if i%2 == 0 {
+			require.NoError(t, block.AppendRow(r))
+			continue
+		}
+		agg := v.NewAggregate()
+		for mi := range v.Measures {
+			st, err := v.Measures[mi].StateFromCell(r.Cells[mi])
+			require.NoError(t, err)
+			agg[mi] = st
+		}
+		require.NoError(t, block.Append(r.WindowStart, r.Dims, agg, r.Partition, r.Chunk, r.Version))
 	}
+	rows := blockRows(t, block.columns(), len(cols))
+	require.Len(t, rows, len(speed))
 	c.insert(sql, rows)
 	require.Equal(t, want, merged())
+
+	// SpeedResume's SQL before any run is published: versions per
+	// partition, and no absorbed chunks.
+	highest := map[int32]int64{}
+	for _, r := range speed {
+		highest[r.Partition] = max(highest[r.Partition], r.Version)
+	}
+	for p := int32(0); p < 4; p++ {
+		want := [][]string{{"0", "0"}}
+		if h, ok := highest[p]; ok {
+			n := 0
+			for _, r := range speed {
+				if r.Partition == p {
+					n++
+				}
+			}
+			want = [][]string{{strconv.Itoa(n), strconv.FormatInt(h, 10)}}
+		}
+		require.Equal(t, want, c.query(speedVersionSQL(db, v), uint32(p)))
+		require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(p), v.Name))
+	}
 
 	// Batch run absorbing p0 chunks 0-1 and p1 chunk 0, as LoadBatchRun
 	// and PublishRun write it.
@@ -244,8 +279,13 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 		{v.Name, "r1", uint32(0), uint64(2), uint64(200)}, {v.Name, "r1", uint32(1), uint64(1), uint64(100)},
 	})
 	require.Equal(t, want, merged())
+	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(0), v.Name), "loaded, not published")
 	c.insert(insertSQL(db, TableRuns, runsColumns), [][]any{{v.Name, "r1", time.Now().UTC().Truncate(time.Second), uint64(1)}})
 	require.Equal(t, want, merged())
+	require.Equal(t, [][]string{{"1", "2"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(0), v.Name))
+	require.Equal(t, [][]string{{"1", "1"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(1), v.Name))
+	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(2), v.Name))
+	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), "clicks_total", uint32(0), "clicks_total"))
 
 	cur := c.query(currentRunSQL(db), v.Name)
 	require.Equal(t, [][]string{{"r1", "1"}}, cur)
@@ -368,15 +408,19 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	require.Empty(t, c.query(batchRunsSQL(db, v)))
 
 	// Raw events: insert, replay, list and drop a day.
-	rsql, _ := rawInsertSQL(db, s)
-	rows = nil
+	rsql, rcols := rawInsertSQL(db, s)
+	raw := NewRawBlock(s, 0)
 	for i, e := range evs[:100] {
-		args, err := RawArgs(s, &RawEvent{Event: &e.ev, Raw: []byte(`{"id":"x"}`), Partition: e.partition, Offset: e.offset,
-			KafkaTime: time.Now().UTC().Add(-time.Duration(i%2) * 24 * time.Hour).Truncate(time.Millisecond)})
-		require.NoError(t, err)
-		rows = append(rows, args)
+		if i%10 == 0 {
+			e.ev.Values = append([]schemas.Value(nil), e.ev.Values...)
+			e.ev.Values[s.FieldIndex("ok")] = schemas.Value{Set: true, Bool: i%20 == 0}
+		}
+		require.NoError(t, raw.Append(&e.ev, []byte(`{"id":"x"}`), e.partition, e.offset,
+			time.Now().UTC().Add(-time.Duration(i%2)*24*time.Hour).Truncate(time.Millisecond)))
 	}
+	rows = blockRows(t, raw.columns(), len(rcols))
 	c.insert(rsql, rows)
+	require.Equal(t, [][]string{{"10", "5"}}, c.query(fmt.Sprintf("SELECT count(ok), sum(ok) FROM %s", qualified(db, RawTable(s.Name)))))
 	c.insert(rsql, rows[:10])
 	require.Equal(t, [][]string{{"100"}}, c.query(fmt.Sprintf("SELECT count() FROM %s FINAL", qualified(db, RawTable(s.Name)))))
 	days := c.query(rawDaysSQL(), db, RawTable(s.Name))
@@ -393,6 +437,22 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	c.query(fmt.Sprintf("SELECT object, fingerprint, definition, version FROM %s FINAL", qualified(db, TableSchemaMeta)))
 	c.query("SELECT count() FROM system.mutations WHERE database = ? AND table = ? AND is_done = 0", db, SpeedTable(v.Name))
 	c.query("SELECT table, name FROM system.columns WHERE database = ?", db)
+}
+
+// blockRows turns a block's columns (slices, one per column) into rows of
+// values for chdbSession.insert: exactly what the block hands the driver.
+func blockRows(t *testing.T, cols []any, want int) [][]any {
+	require.Len(t, cols, want)
+	n := reflect.ValueOf(cols[0]).Len()
+	rows := make([][]any, n)
+	for _, col := range cols {
+		cv := reflect.ValueOf(col)
+		require.Equal(t, n, cv.Len(), "column of %T", col)
+		for i := 0; i < n; i++ {
+			rows[i] = append(rows[i], cv.Index(i).Interface())
+		}
+	}
+	return rows
 }
 
 func nullFloat(s string) *float64 {

@@ -250,6 +250,24 @@ func speedProgressSQL(database string, v *schemas.View) string {
 		qualified(database, SpeedTable(v.Name)))
 }
 
+// speedVersionSQL reads, for the partition bound to '?', how many speed
+// rows a view has and the highest version among them (every stored
+// version counts: no FINAL needed for a maximum).
+func speedVersionSQL(database string, v *schemas.View) string {
+	return fmt.Sprintf("SELECT count(), max(version) FROM %s WHERE kafka_partition = ?", qualified(database, SpeedTable(v.Name)))
+}
+
+// currentAbsorbedSQL reads the absorbed chunks of one partition (the
+// second '?') of the current published run of a view (the first and third
+// '?'): the run the merged view reads, picked the same way. The subquery
+// always returns one row (the empty string when nothing is published,
+// which no run id matches); count() is 0 when the run absorbed nothing of
+// the partition.
+func currentAbsorbedSQL(database string) string {
+	return fmt.Sprintf("SELECT count(), max(chunks) FROM %s WHERE view = ? AND kafka_partition = ? AND run_id = (SELECT argMax(run_id, version) FROM %s WHERE view = ?)",
+		qualified(database, TableAbsorbed), qualified(database, TableRuns))
+}
+
 // deleteAbsorbedClause is the ALTER TABLE clause deleting speed rows of
 // chunks below K_p; "" when nothing is absorbed.
 func deleteAbsorbedClause(absorbed map[int32]int64) (string, error) {

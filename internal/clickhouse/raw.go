@@ -24,76 +24,27 @@ type RawEvent struct {
 
 // RawInsert returns the INSERT statement for a stream's raw-events table
 // and its column names (the stream's RawColumns: the declared fields, _raw,
-// _partition, _offset, _kafka_ts).
+// _partition, _offset, _kafka_ts). InsertRawBlock and InsertRawEvents run
+// it.
 func (db *DB) RawInsert(s *schemas.Stream) (sql string, columns []string) {
 	return rawInsertSQL(db.db, s)
 }
 
-// RawArgs returns an event's values in RawInsert's column order: nil for a
-// field the event lacks, else *string, *int64, *float64, *uint8 (bool) or
-// *time.Time.
-func RawArgs(s *schemas.Stream, e *RawEvent) ([]any, error) {
-	if e.Event == nil || len(e.Event.Values) != len(s.Fields) {
-		return nil, fmt.Errorf("clickhouse: raw event of stream %s does not match its %d fields", s.Name, len(s.Fields))
-	}
-	args := make([]any, 0, len(s.Fields)+4)
-	for i, f := range s.Fields {
-		val := e.Event.Values[i]
-		if !val.Set {
-			switch schemas.FieldColumnType(f.Type) {
-			case schemas.ColInt64:
-				args = append(args, (*int64)(nil))
-			case schemas.ColFloat64:
-				args = append(args, (*float64)(nil))
-			case schemas.ColBool:
-				args = append(args, (*uint8)(nil))
-			case schemas.ColTimestamp:
-				args = append(args, (*time.Time)(nil))
-			default:
-				args = append(args, (*string)(nil))
-			}
-			continue
-		}
-		switch f.Type {
-		case schemas.TypeInt64:
-			args = append(args, &val.Int)
-		case schemas.TypeFloat64:
-			args = append(args, &val.Float)
-		case schemas.TypeBool:
-			b := uint8(0)
-			if val.Bool {
-				b = 1
-			}
-			args = append(args, &b)
-		case schemas.TypeTimestamp:
-			t := val.Time.UTC()
-			args = append(args, &t)
-		default:
-			args = append(args, &val.Str)
-		}
-	}
-	return append(args, string(e.Raw), e.Partition, e.Offset, e.KafkaTime.UTC()), nil
-}
-
 // InsertRawEvents writes events to the stream's raw-events table in one
-// batch. Writing an event again (same partition and offset) replaces it.
+// batch, through a RawBlock. Writing an event again (same partition and
+// offset) replaces it.
 func (db *DB) InsertRawEvents(ctx context.Context, s *schemas.Stream, events []RawEvent) error {
 	if len(events) == 0 {
 		return nil
 	}
-	sql, _ := db.RawInsert(s)
-	rows := make([][]any, len(events))
+	b := NewRawBlock(s, len(events))
 	for i := range events {
-		args, err := RawArgs(s, &events[i])
-		if err != nil {
+		e := &events[i]
+		if err := b.Append(e.Event, e.Raw, e.Partition, e.Offset, e.KafkaTime); err != nil {
 			return err
 		}
-		rows[i] = args
 	}
-	if err := db.insert(ctx, sql, rows); err != nil {
-		return fmt.Errorf("clickhouse: insert into %s: %w", RawTable(s.Name), err)
-	}
-	return nil
+	return db.InsertRawBlock(ctx, b)
 }
 
 // DeleteExpiredRawEvents drops the days of the stream's raw-events table

@@ -33,23 +33,10 @@ type SpeedRow struct {
 }
 
 // SpeedInsert returns the INSERT statement for PrepareBatch and its column
-// names: the view's RowColumns, then kafka_partition, chunk, version. Append
-// SpeedArgs(v, row) to the batch for each row, or call InsertSpeedRows.
+// names: the view's RowColumns, then kafka_partition, chunk, version.
+// InsertSpeedBlock and InsertSpeedRows run it.
 func (db *DB) SpeedInsert(v *schemas.View) (sql string, columns []string) {
 	return speedInsertSQL(db.db, v)
-}
-
-// SpeedArgs returns a speed row's values in SpeedInsert's column order, in
-// the Go types the columns take.
-func SpeedArgs(v *schemas.View, r *SpeedRow) ([]any, error) {
-	args, err := rowArgs(v, &r.ViewRow, 0)
-	if err != nil {
-		return nil, err
-	}
-	if r.Partition < 0 || r.Chunk < 0 || r.Version < 0 {
-		return nil, fmt.Errorf("clickhouse: speed row of view %s: negative partition, chunk or version (%d, %d, %d)", v.Name, r.Partition, r.Chunk, r.Version)
-	}
-	return append(args, uint32(r.Partition), uint64(r.Chunk), uint64(r.Version)), nil
 }
 
 // rowArgs returns window_start, the dims and the cells, after `lead` empty
@@ -112,31 +99,20 @@ func cellArg(m *schemas.Measure, cell any) (any, error) {
 }
 
 // InsertSpeedRows writes rows to the view's speed table in one batch (one
-// block, so they land in one part together). Rewriting a row with a higher
-// Version replaces it for readers using FINAL.
+// block, so they land in one part together), through a SpeedBlock.
+// Rewriting a row with a higher Version replaces it for readers using
+// FINAL.
 func (db *DB) InsertSpeedRows(ctx context.Context, v *schemas.View, rows []SpeedRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	sql, _ := db.SpeedInsert(v)
-	b, err := db.conn.PrepareBatch(ctx, sql)
-	if err != nil {
-		return fmt.Errorf("clickhouse: preparing insert into %s: %w", SpeedTable(v.Name), err)
-	}
-	defer b.Abort()
+	b := NewSpeedBlock(v, len(rows))
 	for i := range rows {
-		args, err := SpeedArgs(v, &rows[i])
-		if err != nil {
+		if err := b.AppendRow(&rows[i]); err != nil {
 			return err
 		}
-		if err := b.Append(args...); err != nil {
-			return fmt.Errorf("clickhouse: insert into %s: %w", SpeedTable(v.Name), err)
-		}
 	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("clickhouse: insert into %s: %w", SpeedTable(v.Name), err)
-	}
-	return nil
+	return db.InsertSpeedBlock(ctx, b)
 }
 
 // SelectSpeedRows calls fn for each speed row of the view with window_start
@@ -324,6 +300,66 @@ func (db *DB) SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int
 		out[int32(p)] = int64(version)
 	}
 	return out, rows.Err()
+}
+
+// SpeedResume returns where the speed layer may resume a view's rows of
+// one Kafka partition: the highest offset o such that no row of the view
+// for offsets <= o of the partition needs writing, or -1.
+//
+//   - When the view has speed rows of the partition: the highest version
+//     among them (the speed layer's own progress; a row's version is the
+//     highest offset folded into it).
+//   - Otherwise, when the view's current published run absorbed K > 0
+//     chunks of the partition: K*chunkSize - 1.
+//   - Otherwise -1.
+//
+// Which run counts. Only the current published run: the run PublishRun
+// made current, the one `runs` names and the merged SQL view answers from.
+// A run that is loaded but not published (LoadBatchRun without PublishRun:
+// a batch job in progress or one that died between the two) does not
+// count, even when it absorbed more: until it is published the merged view
+// reads the current run and needs speed rows of every chunk from the
+// current run's K on, and a job that died may never publish it. A run that
+// is no longer current does not count either (an operator may publish an
+// older run again; its readers need the chunks from its K on).
+//
+// Why skipping below K is exact. The fallback applies only when the view
+// has no speed rows of the partition at all. A reader of the current run,
+// or of any later run (which absorbs at least as much), reads speed rows
+// of chunks >= K only. The batch job publishes its manifest in S3 before
+// loading and publishing the run here, so the run serving replicas use is
+// never older than the current run here, except for a replica still on the
+// run before it. DeleteAbsorbedSpeedRows deletes only below that earlier
+// run's K, so speed rows such a replica reads are never deleted; and since
+// the view has none at all, the speed layer never wrote any of chunks >= that
+// earlier K: what such a replica lacks, it lacked before (it is the speed
+// layer's lag), and it reads the current run's batch rows for those
+// chunks once it switches. Without the fallback the speed layer would
+// re-read the partition from its first retained offset and rewrite rows
+// for chunks the batch layer has absorbed, for nobody.
+//
+// chunkSize is the configured chunk_size: the speed table is recreated
+// and the view's runs forgotten when it changes (see Migrate), so K counts
+// chunks of this size.
+func (db *DB) SpeedResume(ctx context.Context, v *schemas.View, partition int32, chunkSize int64) (int64, error) {
+	if partition < 0 || chunkSize <= 0 {
+		return 0, fmt.Errorf("clickhouse: resume point of view %s: partition %d and chunk size %d must not be negative or zero", v.Name, partition, chunkSize)
+	}
+	var n, version uint64
+	if err := db.conn.QueryRow(ctx, speedVersionSQL(db.db, v), uint32(partition)).Scan(&n, &version); err != nil {
+		return 0, fmt.Errorf("clickhouse: reading the progress of %s partition %d: %w", SpeedTable(v.Name), partition, err)
+	}
+	if n > 0 {
+		return int64(version), nil
+	}
+	var rows, chunks uint64
+	if err := db.conn.QueryRow(ctx, currentAbsorbedSQL(db.db), v.Name, uint32(partition), v.Name).Scan(&rows, &chunks); err != nil {
+		return 0, fmt.Errorf("clickhouse: reading the chunks of %s partition %d the current run absorbed: %w", v.Name, partition, err)
+	}
+	if rows > 0 && chunks > 0 {
+		return int64(chunks)*chunkSize - 1, nil
+	}
+	return -1, nil
 }
 
 // DeleteAbsorbedSpeedRows deletes the view's speed rows of chunks below

@@ -256,8 +256,9 @@ func TestSpeedRowsFinalReplacesOlderVersionsAndFiltersAbsorbedChunks(t *testing.
 		require.GreaterOrEqual(t, k.chunk, absorbed[k.p])
 	}
 
-	_, err = SpeedArgs(v, &SpeedRow{ViewRow: ViewRow{WindowStart: t0, Dims: []string{"x"}}})
-	require.Error(t, err)
+	b := NewSpeedBlock(v, 0)
+	require.Error(t, b.AppendRow(&SpeedRow{ViewRow: ViewRow{WindowStart: t0, Dims: []string{"x"}}}))
+	require.Zero(t, b.Len())
 }
 
 func n0(want map[rowKey]SpeedRow, absorbed map[int32]int64) int {
