@@ -34,7 +34,7 @@ func startServiceWith(t testing.TB, e *env, reg prometheus.Registerer) (*speed.S
 	dlq, err := kafka.NewDLQ(e.cfg.Kafka.Brokers, kafka.ProducerOptions{})
 	require.NoError(t, err)
 	svc, err := speed.New(e.cfg, speed.Options{
-		Sink:        speed.NewClickHouseSink(e.db.Conn(), e.db.Database(), e.cfg.ChunkSize),
+		Sink:        speed.NewClickHouseSink(e.db, e.cfg.ChunkSize),
 		DeadLetters: dlq,
 		Registry:    reg,
 		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -6,23 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/tandem-analytics/tandem/speed"
 )
-
-// TestSQLForCheckRuns: every statement the speed layer runs is valid on the
-// test server after Migrate (the chdb check runs the same list on a current
-// ClickHouse).
-func TestSQLForCheckRuns(t *testing.T) {
-	e := newEnv(t, envOptions{partitions: 1, chunkSize: 100, rawEvents: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stmts := speed.SQLForCheck(e.cfg)
-	require.Len(t, stmts, 4)
-	for _, q := range stmts {
-		require.NoError(t, e.conn.Exec(ctx, q), q)
-	}
-}
 
 // TestRawEvents: a stream with raw_events gets its folded events, once
 // each, in <stream>_events.

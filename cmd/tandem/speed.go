@@ -62,7 +62,7 @@ func newSpeedService(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB
 		return nil, nil, err
 	}
 	svc, err := speed.New(cfg, speed.Options{
-		Sink:        speed.NewClickHouseSink(db.Conn(), db.Database(), cfg.ChunkSize),
+		Sink:        speed.NewClickHouseSink(db, cfg.ChunkSize),
 		DeadLetters: dlq,
 		Registry:    reg,
 		Log:         log,
