@@ -277,8 +277,15 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 	var deadline fileDeadline
 	defer deadline.stop()
 	fetched := 0
+	// ev is reused for every message: DecodeInto fills it without
+	// allocating, its strings sharing the message's bytes. That is safe
+	// because kafka-go gives every message a fresh Value and the writer
+	// keeps only the message's bytes and the event's strings (never ev
+	// itself) until it encodes the row.
+	var ev schemas.Event
 	for {
-		msg, ferr := c.Fetch(deadline.or(ctx))
+		// FetchLazy: the archiver never reads headers.
+		msg, ferr := c.FetchLazy(deadline.or(ctx))
 		if ferr != nil {
 			if ctx.Err() != nil || kafka.IsEnded(ctx, ferr) {
 				return nil
@@ -308,7 +315,7 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 			deadline.start(ctx, f.opened.Add(maxAge))
 		}
 		rec := parquet.RawRecord{Raw: msg.Value, Partition: msg.Partition, Offset: msg.Offset, KafkaTime: msg.Time}
-		if ev, derr := st.dec.Decode(msg.Value, msg.Time); derr == nil {
+		if valid(st.dec, &ev, msg.Value, msg.Time) {
 			rec.Event = &ev
 		} else {
 			invalid.Inc()
@@ -329,6 +336,23 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 			lag.Set(float64(max(c.Lag(), 0)))
 		}
 	}
+}
+
+// valid decodes raw into ev and returns Decoder.Decode's verdict on it
+// (with ingest time ingest); ev is meaningful only when it returns true.
+//
+// The future-skew check is made here instead of by DecodeInto, which
+// skips it for a zero ingest time and otherwise makes it last, on the
+// decoded time: the verdict is the same, but the archiver needs only the
+// verdict, and the error DecodeInto builds for a future event (a sentence
+// with two formatted times) costs more than decoding the event. A producer
+// sending future events must not slow the archiver down.
+// TestVerdictMatchesDecode keeps the two in step.
+func valid(dec *schemas.Decoder, ev *schemas.Event, raw []byte, ingest time.Time) bool {
+	if dec.DecodeInto(ev, raw, time.Time{}) != nil {
+		return false
+	}
+	return dec.MaxFutureSkew <= 0 || ingest.IsZero() || !ev.Time.After(ingest.Add(dec.MaxFutureSkew))
 }
 
 // fileDeadline is the context that ends when the open file is due.

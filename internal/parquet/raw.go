@@ -70,9 +70,10 @@ func NewRawWriter(w io.Writer, s *schemas.Stream, opts RawWriterOptions) *RawWri
 	}
 }
 
-// Write appends one record. rec.Raw is referenced, not copied, until the
-// writer encodes it (at most a few hundred records later, or at Close):
-// the caller must not modify it.
+// Write appends one record. rec.Raw and the string values of rec.Event
+// are referenced, not copied, until the writer encodes them (at most a few
+// hundred records later, or at Close): the caller must not modify them.
+// rec.Event itself is not kept, so the caller may reuse it right away.
 func (w *RawWriter) Write(rec RawRecord) error {
 	if w.last >= 0 && rec.Offset <= w.last {
 		return fmt.Errorf("parquet: raw record offset %d after %d: offsets must increase", rec.Offset, w.last)
