@@ -323,20 +323,22 @@ func (db *DB) SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int
 // is no longer current does not count either (an operator may publish an
 // older run again; its readers need the chunks from its K on).
 //
-// Why skipping below K is exact. The fallback applies only when the view
-// has no speed rows of the partition at all. A reader of the current run,
-// or of any later run (which absorbs at least as much), reads speed rows
-// of chunks >= K only. The batch job publishes its manifest in S3 before
-// loading and publishing the run here, so the run serving replicas use is
-// never older than the current run here, except for a replica still on the
-// run before it. DeleteAbsorbedSpeedRows deletes only below that earlier
-// run's K, so speed rows such a replica reads are never deleted; and since
-// the view has none at all, the speed layer never wrote any of chunks >= that
-// earlier K: what such a replica lacks, it lacked before (it is the speed
-// layer's lag), and it reads the current run's batch rows for those
-// chunks once it switches. Without the fallback the speed layer would
-// re-read the partition from its first retained offset and rewrite rows
-// for chunks the batch layer has absorbed, for nobody.
+// Why skipping the chunks below K loses nothing. The fallback applies only
+// when the view has no speed rows of the partition at all. Readers of the
+// current run read speed rows of chunks >= K only: the merged view, and
+// serving replicas, whose S3 manifest the batch job publishes before it
+// loads and publishes the run here (so it is never older than the run
+// here), as do readers of any later run (which absorbs at least as much).
+// A serving replica may still be on the run before the current one, with
+// K' <= K. DeleteAbsorbedSpeedRows deletes only below K' (its contract),
+// so a view without any speed row never had one of a chunk >= K': the rows
+// such a replica would read between K' and K were never written. The
+// fallback does not write them either, so the replica misses them until it
+// switches to the current run, whose batch rows hold them: exactly what it
+// missed before the speed layer resumed (the speed layer's lag). Without
+// the fallback the speed layer would re-read the partition from its first
+// retained offset and rewrite rows of absorbed chunks, for nobody but that
+// replica.
 //
 // chunkSize is the configured chunk_size: the speed table is recreated
 // and the view's runs forgotten when it changes (see Migrate), so K counts
