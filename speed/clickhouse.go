@@ -44,6 +44,12 @@ type ClickHouseSink struct {
 
 var _ Sink = (*ClickHouseSink)(nil)
 
+// maxPooledRows bounds the blocks kept for reuse: a catch-up flush (up to
+// half a million rows) gets a block of its own that the garbage collector
+// takes back afterwards, instead of one that would stay that large in the
+// pool, reused by every small flush after it.
+const maxPooledRows = 1 << 16
+
 // NewClickHouseSink returns a Sink writing through store (a
 // *clickhouse.DB, migrated); chunkSize is the configured chunk_size.
 func NewClickHouseSink(store Store, chunkSize int64) *ClickHouseSink {
@@ -79,8 +85,10 @@ func (s *ClickHouseSink) Upsert(ctx context.Context, v *schemas.View, rows []Row
 	pool := s.pool(&s.speedBlocks, v.Name, func() any { return clickhouse.NewSpeedBlock(v, 0) })
 	b := pool.Get().(*clickhouse.SpeedBlock)
 	defer func() {
-		b.Reset()
-		pool.Put(b)
+		if b.Len() <= maxPooledRows {
+			b.Reset()
+			pool.Put(b)
+		}
 	}()
 	for i := range rows {
 		r := &rows[i]
@@ -103,8 +111,10 @@ func (s *ClickHouseSink) InsertRaw(ctx context.Context, st *schemas.Stream, even
 	pool := s.pool(&s.rawBlocks, st.Name, func() any { return clickhouse.NewRawBlock(st, 0) })
 	b := pool.Get().(*clickhouse.RawBlock)
 	defer func() {
-		b.Reset()
-		pool.Put(b)
+		if b.Len() <= maxPooledRows {
+			b.Reset()
+			pool.Put(b)
+		}
 	}()
 	for i := range events {
 		e := &events[i]
