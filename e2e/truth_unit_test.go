@@ -70,7 +70,7 @@ func TestTruthAndDiff(t *testing.T) {
 		"sum":      func(m map[rowKey]*gotRow) { m[rowKey{h10, "US"}].sum += 1e-6 },
 		"min":      func(m map[rowKey]*gotRow) { v := 9.0; m[rowKey{h10, "US"}].min = &v },
 		"max null": func(m map[rowKey]*gotRow) { m[rowKey{h10, "US"}].max = nil },
-		"distinct": func(m map[rowKey]*gotRow) { m[rowKey{h10, "US"}].users = 3 },
+		"distinct": func(m map[rowKey]*gotRow) { m[rowKey{h10, "US"}].users = 5 }, // beyond DistinctBound(2) = 2
 		"p99":      func(m map[rowKey]*gotRow) { m[rowKey{h10, "US"}].quantiles.P99 = 31 },
 		"missing":  func(m map[rowKey]*gotRow) { delete(m, rowKey{h9, ""}) },
 		"extra":    func(m map[rowKey]*gotRow) { m[rowKey{h9, "FR"}] = &gotRow{count: 1} },
