@@ -93,7 +93,7 @@ bench: deps chdb-lib
 bench-smoke: deps chdb-lib
 	scripts/bench.sh smoke
 
-## bench-scaling: batch recompute at 1.2M-20M events, speed with 1 and 2
+## bench-scaling: batch recompute at 1.2M-50M events, speed with 1 and 2
 # instances; the scaling table and docs/scaling.png
 bench-scaling: deps chdb-lib
 	scripts/bench.sh scaling

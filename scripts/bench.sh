@@ -6,7 +6,7 @@
 #                             on 2 cores), then the summary in docs/performance.md
 #   scripts/bench.sh smoke    every benchmark once at a small size; checks that
 #                             each reports its figures; the document is untouched
-#   scripts/bench.sh scaling  batch recompute at several sizes (1.2M-20M events; the
+#   scripts/bench.sh scaling  batch recompute at several sizes (1.2M-50M events; the
 #                             first run generates the raw data, ~350 MB per 10M) and the speed
 #                             layer with one and two instances; the scaling
 #                             table and docs/scaling.png
@@ -14,7 +14,7 @@
 # Environment:
 #   GO                       go command (default go)
 #   TANDEM_BENCH_OUT         where raw outputs go (default .tandem/bench)
-#   TANDEM_BENCH_SIZES       scaling: event counts (default "1200000 5200000 10000000 20000000";
+#   TANDEM_BENCH_SIZES       scaling: event counts (default "1200000 5200000 10000000 20000000 50000000";
 #                            multiples of 400,000, so that each of the benchmark's 4
 #                            partitions ends on a whole chunk of 100,000 offsets and
 #                            the recompute absorbs every event the scan reads)
@@ -91,7 +91,7 @@ case "$MODE" in
     }
     file="$OUT/scaling.txt"
     : >"$file"
-    for n in ${TANDEM_BENCH_SIZES:-1200000 5200000 10000000 20000000}; do
+    for n in ${TANDEM_BENCH_SIZES:-1200000 5200000 10000000 20000000 50000000}; do
       bench "$file" ./batch '^BenchmarkBatchRecomputeVsScan$' 1x "TANDEM_BENCH_EVENTS=$n"
     done
     bench "$file" ./speed '^BenchmarkSpeedInstances$' 1x
