@@ -35,6 +35,7 @@ import (
 	"github.com/zeebo/xxh3"
 
 	"github.com/tandem-analytics/tandem/batch"
+	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -332,19 +333,7 @@ func (ls *lakeSchema) row(r *batch.Record) pq.Row {
 			row[c] = pq.Value{}.Level(0, 0, c)
 			continue
 		}
-		var pv pq.Value
-		switch f.Type {
-		case schemas.TypeString:
-			pv = pq.ByteArrayValue([]byte(v.Str))
-		case schemas.TypeInt64:
-			pv = pq.Int64Value(v.Int)
-		case schemas.TypeFloat64:
-			pv = pq.DoubleValue(v.Float)
-		case schemas.TypeBool:
-			pv = pq.BooleanValue(v.Bool)
-		case schemas.TypeTimestamp:
-			pv = pq.Int64Value(v.Time.UnixMilli())
-		}
+		pv := parquet.FieldValue(f.Type, v)
 		row[c] = pv.Level(0, 1, c)
 	}
 	row[ls.colPartition] = pq.Int32Value(r.Partition).Level(0, 0, ls.colPartition)

@@ -86,21 +86,9 @@ func (w *RawWriter) Write(rec RawRecord) error {
 			continue
 		}
 		v := rec.Event.Values[i]
-		var pv pq.Value
-		switch f.Type {
-		case schemas.TypeString:
-			// parquet-go copies the bytes when the row is written, so
-			// the string's memory can be lent without a copy.
-			pv = pq.ByteArrayValue(unsafe.Slice(unsafe.StringData(v.Str), len(v.Str)))
+		pv := FieldValue(f.Type, v)
+		if f.Type == schemas.TypeString {
 			approx += len(v.Str)
-		case schemas.TypeInt64:
-			pv = pq.Int64Value(v.Int)
-		case schemas.TypeFloat64:
-			pv = pq.DoubleValue(v.Float)
-		case schemas.TypeBool:
-			pv = pq.BooleanValue(v.Bool)
-		case schemas.TypeTimestamp:
-			pv = pq.Int64Value(v.Time.UnixMilli())
 		}
 		row[i] = pv.Level(0, 1, i)
 		approx += 8
@@ -278,4 +266,24 @@ func (r *RawReader) All() iter.Seq2[RawRecord, error] {
 func (r *RawReader) Close() error {
 	r.t.closeCursors()
 	return nil
+}
+
+// FieldValue is the Parquet value of one set field of a decoded event, as
+// every tandem file stores it (timestamps as epoch milliseconds). A string's
+// bytes are lent, not copied: parquet-go copies them when the row is
+// written, so the row must be written before the event's strings change.
+func FieldValue(t schemas.FieldType, v schemas.Value) pq.Value {
+	switch t {
+	case schemas.TypeString:
+		return pq.ByteArrayValue(unsafe.Slice(unsafe.StringData(v.Str), len(v.Str)))
+	case schemas.TypeInt64:
+		return pq.Int64Value(v.Int)
+	case schemas.TypeFloat64:
+		return pq.DoubleValue(v.Float)
+	case schemas.TypeBool:
+		return pq.BooleanValue(v.Bool)
+	case schemas.TypeTimestamp:
+		return pq.Int64Value(v.Time.UnixMilli())
+	}
+	return pq.Value{}
 }
