@@ -122,7 +122,8 @@ chaos-short: deps-go deps-clickhouse deps-minio
 	TANDEM_CHAOS=short $(GO) test ./e2e -run '^TestChaos$$' -count=1 -v -timeout 20m
 
 ## dev: the whole platform in one process, data under .tandem/
-dev: deps build
+# dev needs only the services, not the test tools (chdb, DuckDB, Chromium).
+dev: deps-go deps-clickhouse deps-minio build
 	./bin/tandem dev --config tandem.example.yaml --data-dir .tandem
 
 clean:
