@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tandem-analytics/tandem/ingest"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 )
@@ -22,36 +23,8 @@ import (
 // fuzzConfig is the example configuration's stream and view.
 func fuzzConfig(t testing.TB) *schemas.Config {
 	t.Helper()
-	cfg, err := schemas.Parse("fuzz.yaml", []byte(`
-kafka: { brokers: ["127.0.0.1:1"] }
-ingest: { max_body_bytes: 65536, max_inflight_bytes: 1048576, max_future_skew: 1h }
-streams:
-  - name: pageviews
-    topic: tandem.pageviews
-    partitions: 6
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: device,     type: string }
-      - { name: user_id,    type: string }
-      - { name: amount,     type: float64 }
-      - { name: latency_ms, type: float64 }
-views:
-  - name: pageviews_by_country
-    stream: pageviews
-    granularity: 1m
-    dimensions: [country, device]
-    measures:
-      - { name: views,       type: count }
-      - { name: revenue,     type: sum,       field: amount }
-      - { name: min_latency, type: min,       field: latency_ms }
-      - { name: max_latency, type: max,       field: latency_ms }
-      - { name: users,       type: distinct,  field: user_id }
-      - { name: latency,     type: quantiles, field: latency_ms }
-`), func(string) (string, bool) { return "", false })
+	yaml := testenv.ExampleConfigYAML(t, "max_body_bytes: 8388608", "max_body_bytes: 65536, max_inflight_bytes: 1048576")
+	cfg, err := schemas.Parse("fuzz.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}

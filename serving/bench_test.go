@@ -128,7 +128,7 @@ func buildBenchData(b *testing.B, cfg *schemas.Config, store *s3.Store, db *clic
 // the first (cold-cache) query as the baseline, and the exact measures
 // alone.
 func BenchmarkServingQuery(b *testing.B) {
-	cfg := loadConfig(b, configYAML)
+	cfg := loadConfig(b, configYAML(b))
 	cfg.Serve.CacheBytes = 2 << 30
 	_, store, _, db := newBackends(b, cfg, false)
 	t0 := time.Now()

@@ -28,37 +28,16 @@ import (
 	"github.com/tandem-analytics/tandem/serving"
 )
 
-const configYAML = `
-kafka:      { brokers: ["127.0.0.1:9092"] }
-serve:      { listen: "127.0.0.1:0", max_query_range: 30d, manifest_poll: 100ms }
-chunk_size: 100
-streams:
-  - name: pageviews
-    topic: tandem.pageviews
-    partitions: 2
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: device,     type: string }
-      - { name: user_id,    type: string }
-      - { name: amount,     type: float64 }
-      - { name: latency_ms, type: float64 }
-views:
-  - name: pageviews_by_country
-    stream: pageviews
-    granularity: 1m
-    dimensions: [country, device]
-    measures:
-      - { name: views,       type: count }
-      - { name: revenue,     type: sum,       field: amount }
-      - { name: min_latency, type: min,       field: latency_ms }
-      - { name: max_latency, type: max,       field: latency_ms }
-      - { name: users,       type: distinct,  field: user_id }
-      - { name: latency,     type: quantiles, field: latency_ms }
-`
+// configYAML is the example configuration on a small scale: two
+// partitions, chunks of 100 offsets, a fast manifest poll, no tokens (tests
+// that want them append an auth section).
+func configYAML(t testing.TB) string {
+	return testenv.ExampleConfigYAML(t,
+		`serve:      { listen: "127.0.0.1:8081" }`, `serve:      { listen: "127.0.0.1:0", max_query_range: 30d, manifest_poll: 100ms }`,
+		"chunk_size: 10000", "chunk_size: 100",
+		"partitions: 6", "partitions: 2",
+		"auth:       { ingest_tokens: [], query_tokens: [] }", "")
+}
 
 const viewName = "pageviews_by_country"
 
@@ -248,7 +227,7 @@ func startService(t testing.TB, cfg *schemas.Config) (*serving.Service, string, 
 
 func newEnv(t testing.TB, minio bool) *env {
 	t.Helper()
-	cfg := loadConfig(t, configYAML)
+	cfg := loadConfig(t, configYAML(t))
 	e := &env{t: t, cfg: cfg, view: cfg.View(viewName)}
 	e.s3srv, e.store, e.ch, e.db = newBackends(t, cfg, minio)
 	e.svc, e.url, e.logs = startService(t, cfg)

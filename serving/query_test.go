@@ -9,39 +9,18 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-const testConfigYAML = `
-kafka:      { brokers: ["127.0.0.1:9092"] }
-serve:      { listen: "127.0.0.1:0", max_query_range: 30d, manifest_poll: 100ms }
-chunk_size: 100
-streams:
-  - name: pageviews
-    topic: tandem.pageviews
-    partitions: 2
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: device,     type: string }
-      - { name: user_id,    type: string }
-      - { name: amount,     type: float64 }
-      - { name: latency_ms, type: float64 }
-views:
-  - name: pageviews_by_country
-    stream: pageviews
-    granularity: 1m
-    dimensions: [country, device]
-    measures:
-      - { name: views,       type: count }
-      - { name: revenue,     type: sum,       field: amount }
-      - { name: min_latency, type: min,       field: latency_ms }
-      - { name: max_latency, type: max,       field: latency_ms }
-      - { name: users,       type: distinct,  field: user_id }
-      - { name: latency,     type: quantiles, field: latency_ms }
+// testConfig is the example configuration on a small scale (as the
+// external tests' configYAML) plus a second, coarser view.
+func testConfig(t testing.TB) *schemas.Config {
+	t.Helper()
+	yaml := testenv.ExampleConfigYAML(t,
+		`serve:      { listen: "127.0.0.1:8081" }`, `serve:      { listen: "127.0.0.1:0", max_query_range: 30d, manifest_poll: 100ms }`,
+		"chunk_size: 10000", "chunk_size: 100",
+		"partitions: 6", "partitions: 2") + `
   - name: pageviews_5m
     stream: pageviews
     granularity: 5m
@@ -49,10 +28,7 @@ views:
     measures:
       - { name: views, type: count }
 `
-
-func testConfig(t testing.TB) *schemas.Config {
-	t.Helper()
-	cfg, err := schemas.Parse("test.yaml", []byte(testConfigYAML), func(string) (string, bool) { return "", false })
+	cfg, err := schemas.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	return cfg
 }

@@ -518,7 +518,7 @@ func TestManifestSwitchMidStream(t *testing.T) {
 // the batch absorbed, so it fails with 503 and a clear error, and /readyz
 // says why.
 func TestS3Down(t *testing.T) {
-	cfg := loadConfig(t, configYAML)
+	cfg := loadConfig(t, configYAML(t))
 	s3srv, store, _, db := newBackends(t, cfg, true)
 	d := genDataset(t, cfg, 500, 3)
 	insertSpeed(t, db, d)
@@ -546,7 +546,7 @@ func TestS3Down(t *testing.T) {
 // them; failures are counted by endpoint and tokens never reach the logs.
 func TestTokens(t *testing.T) {
 	const secret, other = "s3cr3t-query-token-aaaa", "second-token-bbbb"
-	cfg := loadConfig(t, configYAML+"\nauth: { query_tokens: [\""+secret+"\", \""+other+"\"] }\n")
+	cfg := loadConfig(t, configYAML(t)+"\nauth: { query_tokens: [\""+secret+"\", \""+other+"\"] }\n")
 	_, store, _, db := newBackends(t, cfg, false)
 	d := genDataset(t, cfg, 300, 4)
 	insertSpeed(t, db, d)

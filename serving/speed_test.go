@@ -23,7 +23,7 @@ import (
 // before a sub-second `to` is kept), the chunk seam, filters and measure
 // subsets.
 func TestClickHouseSpeedExact(t *testing.T) {
-	cfg := loadConfig(t, configYAML)
+	cfg := loadConfig(t, configYAML(t))
 	ch := testenv.ClickHouse(t)
 	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -12,45 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// exampleConfig is tandem.example.yaml's stream and view (the benchmark's).
-const exampleConfig = `kafka: { brokers: ["127.0.0.1:9092"] }
-clickhouse: { addr: "127.0.0.1:9000", database: tandem }
-ingest: { max_future_skew: 1h }
-chunk_size: 10000
-streams:
-  - name: pageviews
-    topic: tandem.pageviews
-    partitions: 6
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: device,     type: string }
-      - { name: user_id,    type: string }
-      - { name: amount,     type: float64 }
-      - { name: latency_ms, type: float64 }
-views:
-  - name: pageviews_by_country
-    stream: pageviews
-    granularity: 1m
-    dimensions: [country, device]
-    measures:
-      - { name: views,       type: count }
-      - { name: revenue,     type: sum,       field: amount }
-      - { name: min_latency, type: min,       field: latency_ms }
-      - { name: max_latency, type: max,       field: latency_ms }
-      - { name: users,       type: distinct,  field: user_id }
-      - { name: latency,     type: quantiles, field: latency_ms }
-`
-
+// parseExample is tandem.example.yaml, the benchmark's stream and view.
 func parseExample(t testing.TB) *schemas.Config {
 	t.Helper()
-	cfg, err := schemas.Parse("example.yaml", []byte(exampleConfig), func(string) (string, bool) { return "", false })
+	cfg, err := schemas.Parse("example.yaml", []byte(testenv.ExampleConfigYAML(t)), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	return cfg
 }
