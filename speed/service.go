@@ -53,6 +53,12 @@ const maxInsertRows = 1 << 19
 // early flushes are at least a quarter interval apart.
 const catchUpMessages = 1000
 
+// timeEvery: one message in timeEvery is timed for the processing
+// histogram. Reading the clock twice and observing a histogram for every
+// message cost about a tenth of the partition loop; a sample keeps the
+// distribution (and its mean, which the status page reports).
+const timeEvery = 32
+
 // maxPendingEvents bounds the ingest timestamps kept between flushes for the
 // ingest-to-visible histogram.
 const maxPendingEvents = 1 << 20
@@ -293,6 +299,7 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 	// catchingUp: the partition has been at least catchUpMessages behind
 	// and has not yet written since it caught up.
 	catchingUp := false
+	n := 0 // messages processed, for sampling their timing
 	for {
 		start := time.Now()
 		fctx, cancel := context.WithTimeout(ctx, interval)
@@ -307,10 +314,15 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 				cancel()
 				return fmt.Errorf("speed: fetching %s/%d: %w", c.Topic, c.Partition, err)
 			}
-			t0 := time.Now()
-			out, verr := p.process(&m)
-			t1 := time.Now()
-			s.m.processing.Observe(t1.Sub(t0).Seconds())
+			var out outcome
+			var verr error
+			if n++; n%timeEvery == 0 {
+				t0 := time.Now()
+				out, verr = p.process(&m)
+				s.m.processing.Observe(time.Since(t0).Seconds())
+			} else {
+				out, verr = p.process(&m)
+			}
 			consumed.Inc()
 			if m.Offset <= res.durable {
 				replayed.Inc()
@@ -335,7 +347,7 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 				catchingUp = true
 			} else if b == 0 && catchingUp {
 				catchingUp = false
-				wait := start.Add(interval / 4).Sub(t1)
+				wait := time.Until(start.Add(interval / 4))
 				if wait <= 0 {
 					break
 				}

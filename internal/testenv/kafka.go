@@ -43,6 +43,7 @@ type KafkaCluster struct {
 
 	mu      sync.Mutex
 	cluster *kfake.Cluster
+	reaper  *sessionReaper
 }
 
 // KafkaOptions configure the in-process broker. The zero value is what most
@@ -128,21 +129,25 @@ func (k *KafkaCluster) open() error {
 	if err != nil {
 		return err
 	}
-	k.mu.Lock()
-	k.cluster = c
-	k.mu.Unlock()
 	k.Brokers = k.Brokers[:0]
 	for _, p := range k.ports {
 		k.Brokers = append(k.Brokers, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 	}
+	k.mu.Lock()
+	k.cluster = c
+	k.reaper = startSessionReaper(c, append([]string(nil), k.Brokers...))
+	k.mu.Unlock()
 	return nil
 }
 
 func (k *KafkaCluster) close() {
 	k.mu.Lock()
-	c := k.cluster
-	k.cluster = nil
+	c, r := k.cluster, k.reaper
+	k.cluster, k.reaper = nil, nil
 	k.mu.Unlock()
+	if r != nil {
+		r.close()
+	}
 	if c != nil {
 		c.Close() // with a data dir this also saves the state to disk
 	}
