@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/afero"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/tandem-analytics/tandem/internal/kfakegroups"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -99,6 +100,10 @@ func (e *Env) startBroker(cfg *schemas.Config, dir string) error {
 	}
 	e.broker = c
 	e.stoppers = append(e.stoppers, c.Close)
+	// Separately started tandem processes join groups on this broker; one
+	// killed mid-rebalance must not keep its partitions forever.
+	reaper := kfakegroups.StartSessionReaper(c, []string{cfg.Kafka.Brokers[0]})
+	e.stoppers = append(e.stoppers, reaper.Close)
 	e.log.Info("embedded Kafka-protocol broker", "addr", cfg.Kafka.Brokers[0], "data", dir)
 	return nil
 }

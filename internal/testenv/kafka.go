@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/tandem-analytics/tandem/internal/kfakegroups"
 )
 
 // Environment variables that point the tests at an external Kafka.
@@ -43,7 +45,7 @@ type KafkaCluster struct {
 
 	mu      sync.Mutex
 	cluster *kfake.Cluster
-	reaper  *sessionReaper
+	reaper  *kfakegroups.SessionReaper
 }
 
 // KafkaOptions configure the in-process broker. The zero value is what most
@@ -135,7 +137,7 @@ func (k *KafkaCluster) open() error {
 	}
 	k.mu.Lock()
 	k.cluster = c
-	k.reaper = startSessionReaper(c, append([]string(nil), k.Brokers...))
+	k.reaper = kfakegroups.StartSessionReaper(c, append([]string(nil), k.Brokers...))
 	k.mu.Unlock()
 	return nil
 }
@@ -146,7 +148,7 @@ func (k *KafkaCluster) close() {
 	k.cluster, k.reaper = nil, nil
 	k.mu.Unlock()
 	if r != nil {
-		r.close()
+		r.Close()
 	}
 	if c != nil {
 		c.Close() // with a data dir this also saves the state to disk

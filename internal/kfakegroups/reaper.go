@@ -1,4 +1,7 @@
-package testenv
+// Package kfakegroups makes the embedded Kafka-protocol broker (kfake),
+// which tandem dev and the tests run in process, expire consumer-group
+// members the way Apache Kafka does.
+package kfakegroups
 
 import (
 	"context"
@@ -10,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// sessionReaper makes the in-process broker expire classic-group members
+// SessionReaper makes the in-process broker expire classic-group members
 // that stopped talking to it, as Apache Kafka does, where kfake does not.
 //
 // kfake arms a member's session timer only when a reply reaches the member.
@@ -29,7 +32,7 @@ import (
 // several times per session timeout, so only members the broker should have
 // expired already are removed; a member kfake does time out is gone before
 // the grace period ends.
-type sessionReaper struct {
+type SessionReaper struct {
 	brokers []string
 	cluster *kfake.Cluster
 	stop    chan struct{}
@@ -44,8 +47,11 @@ type sessionReaper struct {
 // long enough that kfake's own expiry, where it works, comes first.
 const reaperGrace = time.Second
 
-func startSessionReaper(c *kfake.Cluster, brokers []string) *sessionReaper {
-	r := &sessionReaper{
+// StartSessionReaper watches the group requests c receives and removes
+// members kfake forgets to expire (see SessionReaper); brokers are c's
+// listener addresses. Close stops it.
+func StartSessionReaper(c *kfake.Cluster, brokers []string) *SessionReaper {
+	r := &SessionReaper{
 		brokers: brokers, cluster: c,
 		stop: make(chan struct{}), done: make(chan struct{}),
 		seen: map[string]map[string]time.Time{}, session: map[string]time.Duration{},
@@ -62,7 +68,7 @@ func startSessionReaper(c *kfake.Cluster, brokers []string) *sessionReaper {
 	return r
 }
 
-func (r *sessionReaper) observe(req kmsg.Request) {
+func (r *SessionReaper) observe(req kmsg.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
@@ -86,7 +92,7 @@ func (r *sessionReaper) observe(req kmsg.Request) {
 	}
 }
 
-func (r *sessionReaper) touch(group, member string, now time.Time) {
+func (r *SessionReaper) touch(group, member string, now time.Time) {
 	if member == "" {
 		return
 	}
@@ -96,7 +102,7 @@ func (r *sessionReaper) touch(group, member string, now time.Time) {
 	r.seen[group][member] = now
 }
 
-func (r *sessionReaper) run() {
+func (r *SessionReaper) run() {
 	defer close(r.done)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -111,7 +117,7 @@ func (r *sessionReaper) run() {
 }
 
 // reap removes the silent members of every stable classic group.
-func (r *sessionReaper) reap() {
+func (r *SessionReaper) reap() {
 	r.mu.Lock()
 	groups := make(map[string]time.Duration, len(r.session))
 	for g, d := range r.session {
@@ -159,7 +165,7 @@ func (r *sessionReaper) reap() {
 
 // leave sends LeaveGroup for the members to the group's coordinator, the
 // way the coordinator's own session expiry would remove them.
-func (r *sessionReaper) leave(group string, members []string) {
+func (r *SessionReaper) leave(group string, members []string) {
 	node := r.cluster.CoordinatorFor(group)
 	if node < 0 || int(node) >= len(r.brokers) {
 		return
@@ -177,7 +183,8 @@ func (r *sessionReaper) leave(group string, members []string) {
 	_ = roundTrip(ctx, r.brokers[node], req) // the next tick retries
 }
 
-func (r *sessionReaper) close() {
+// Close stops the reaper and waits for it.
+func (r *SessionReaper) Close() {
 	close(r.stop)
 	<-r.done
 }
@@ -194,7 +201,7 @@ func roundTrip(ctx context.Context, addr string, req kmsg.Request) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	if _, err := conn.Write(kmsg.NewRequestFormatter(kmsg.FormatterClientID("testenv-session-reaper")).AppendRequest(nil, req, 1)); err != nil {
+	if _, err := conn.Write(kmsg.NewRequestFormatter(kmsg.FormatterClientID("tandem-session-reaper")).AppendRequest(nil, req, 1)); err != nil {
 		return err
 	}
 	size := make([]byte, 4)
