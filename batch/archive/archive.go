@@ -272,69 +272,168 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 		f.discard()
 	}()
 
-	// fctx ends when the open file reaches max_file_age, so an idle
-	// partition still uploads on time; one context per file, not per fetch.
-	var deadline fileDeadline
-	defer deadline.stop()
-	fetched := 0
-	// ev is reused for every message: DecodeInto fills it without
-	// allocating, its strings sharing the message's bytes. That is safe
-	// because kafka-go gives every message a fresh Value and the writer
-	// keeps only the message's bytes and the event's strings (never ev
-	// itself) until it encodes the row.
-	var ev schemas.Event
+	// The work is split over two goroutines so it uses two cores: a feeder
+	// fetches whole responses and decodes them into batches (feed), and
+	// this goroutine writes the batches to Parquet in offset order, rolls
+	// and uploads. At most feedBatches batches exist, so the feeder runs at
+	// most that far ahead. It stops (and is waited for) before the open
+	// file is uploaded at the end.
+	batches := make(chan *decoded, 1)
+	free := make(chan *decoded, feedBatches)
+	for range feedBatches {
+		free <- &decoded{}
+	}
+	fetcher := c.BatchFetcher()
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	var feeding sync.WaitGroup
+	feeding.Go(func() { feed(feedCtx, fetcher, st.dec, c.Partition, batches, free) })
+	defer func() {
+		stopFeed()
+		feeding.Wait()
+		fetcher.Close()
+	}()
+
+	// due fires when the open file reaches max_file_age, so an idle
+	// partition still uploads on time.
+	var due fileTimer
+	defer due.stop()
 	for {
-		// FetchLazy: the archiver never reads headers.
-		msg, ferr := c.FetchLazy(deadline.or(ctx))
-		if ferr != nil {
-			if ctx.Err() != nil || kafka.IsEnded(ctx, ferr) {
-				return nil
-			}
-			if errors.Is(ferr, context.DeadlineExceeded) && f != nil {
-				if err := a.roll(ctx, c, st, f, log); err != nil {
-					return a.rollFailed(ctx, err)
-				}
-				next, f = f.last()+1, nil
-				deadline.stop()
-				lag.Set(float64(max(c.Lag(), 0)))
-				continue
-			}
-			return fmt.Errorf("archive: fetching %s/%d: %w", c.Topic, c.Partition, ferr)
-		}
-		if next >= 0 && msg.Offset < next {
-			continue // already archived (a broker may resend the start of a batch)
-		}
-		if f == nil {
-			first := next
-			if first < 0 {
-				first = msg.Offset
-			}
-			if f, err = a.open(st, c.Partition, first); err != nil {
-				return err
-			}
-			deadline.start(ctx, f.opened.Add(maxAge))
-		}
-		rec := parquet.RawRecord{Raw: msg.Value, Partition: msg.Partition, Offset: msg.Offset, KafkaTime: msg.Time}
-		if valid(st.dec, &ev, msg.Value, msg.Time) {
-			rec.Event = &ev
-		} else {
-			invalid.Inc()
-		}
-		if err := f.w.Write(rec); err != nil {
-			return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, msg.Offset, err)
-		}
-		records.Inc()
-		if fetched++; fetched%1000 == 0 {
-			lag.Set(float64(max(c.Lag(), 0)))
-		}
-		if f.w.Size() >= maxBytes || time.Since(f.opened) >= maxAge {
+		var b *decoded
+		select {
+		case b = <-batches:
+		case <-due.c:
 			if err := a.roll(ctx, c, st, f, log); err != nil {
 				return a.rollFailed(ctx, err)
 			}
 			next, f = f.last()+1, nil
-			deadline.stop()
-			lag.Set(float64(max(c.Lag(), 0)))
+			due.stop()
+			continue
+		case <-ctx.Done():
+			return nil
 		}
+		if b == nil { // the feeder stopped: the claim ended
+			return nil
+		}
+		if b.err != nil {
+			if kafka.IsEnded(ctx, b.err) {
+				return nil
+			}
+			return fmt.Errorf("archive: fetching %s/%d: %w", c.Topic, c.Partition, b.err)
+		}
+		for i := range b.recs {
+			rec := &b.recs[i]
+			if next >= 0 && rec.Offset < next {
+				continue // already archived
+			}
+			if f == nil {
+				first := next
+				if first < 0 {
+					first = rec.Offset
+				}
+				if f, err = a.open(st, c.Partition, first); err != nil {
+					return err
+				}
+				due.start(f.opened.Add(maxAge))
+			}
+			if rec.Event == nil {
+				invalid.Inc()
+			}
+			if err := f.w.Write(*rec); err != nil {
+				return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, rec.Offset, err)
+			}
+			records.Inc()
+			if f.w.Size() >= maxBytes {
+				if err := a.roll(ctx, c, st, f, log); err != nil {
+					return a.rollFailed(ctx, err)
+				}
+				next, f = f.last()+1, nil
+				due.stop()
+			}
+		}
+		lag.Set(float64(max(b.lag, 0)))
+		b.release(free)
+		// A file is due by age at the latest after the batch that makes it
+		// so (due fires only between batches).
+		if f != nil && time.Since(f.opened) >= maxAge {
+			if err := a.roll(ctx, c, st, f, log); err != nil {
+				return a.rollFailed(ctx, err)
+			}
+			next, f = f.last()+1, nil
+			due.stop()
+		}
+	}
+}
+
+// feedBatches is how many decoded batches exist per claim (one being
+// written, one queued, the rest being filled or free), and feedBatchRecords
+// the most records one holds.
+const (
+	feedBatches      = 4
+	feedBatchRecords = 2048
+)
+
+// decoded is a batch of consecutive messages of a partition, validated and
+// decoded: recs[i].Event points into evs (nil for an invalid message), and
+// Raw and the events' strings into the fetch response, which the fetcher
+// never reuses, so a batch stays valid however long it is kept. The events
+// are reused from batch to batch (DecodeInto keeps their Values' storage):
+// the Parquet writer keeps only the bytes, never an event.
+type decoded struct {
+	recs []parquet.RawRecord
+	evs  []schemas.Event
+	lag  int64 // messages of the partition after this batch, as of its fetch
+	err  error // the fetch failed; recs is empty
+}
+
+func (b *decoded) release(free chan<- *decoded) {
+	clear(b.recs) // drop references to the response
+	b.recs = b.recs[:0]
+	free <- b
+}
+
+// feed fetches the partition and sends decoded batches to out, in offset
+// order, until ctx ends or a fetch fails (sent as a batch with err). It
+// closes out when it returns.
+func feed(ctx context.Context, f *kafka.BatchFetcher, dec *schemas.Decoder, partition int32, out chan<- *decoded, free chan *decoded) {
+	defer close(out)
+	var msgs []kafka.Record
+	for {
+		var err error
+		msgs, err = f.Fetch(ctx, msgs[:0])
+		if err != nil {
+			select {
+			case out <- &decoded{err: err}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		lag := f.Lag()
+		for i := 0; i < len(msgs); i += feedBatchRecords {
+			var b *decoded
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				return
+			}
+			part := msgs[i:min(i+feedBatchRecords, len(msgs))]
+			if len(b.evs) < len(part) {
+				b.evs = append(b.evs, make([]schemas.Event, len(part)-len(b.evs))...)
+			}
+			for j, m := range part {
+				rec := parquet.RawRecord{Raw: m.Value, Partition: partition, Offset: m.Offset, KafkaTime: m.Time}
+				if ev := &b.evs[j]; valid(dec, ev, m.Value, m.Time) {
+					rec.Event = ev
+				}
+				b.recs = append(b.recs, rec)
+			}
+			b.lag = lag + int64(len(msgs)-i-len(part))
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+		clear(msgs) // drop references to the response
 	}
 }
 
@@ -355,30 +454,24 @@ func valid(dec *schemas.Decoder, ev *schemas.Event, raw []byte, ingest time.Time
 	return dec.MaxFutureSkew <= 0 || ingest.IsZero() || !ev.Time.After(ingest.Add(dec.MaxFutureSkew))
 }
 
-// fileDeadline is the context that ends when the open file is due.
-type fileDeadline struct {
-	ctx    context.Context
-	cancel context.CancelFunc
+// fileTimer fires when the open file is due; c is nil while no file is
+// open.
+type fileTimer struct {
+	t *time.Timer
+	c <-chan time.Time
 }
 
-func (d *fileDeadline) start(parent context.Context, at time.Time) {
+func (d *fileTimer) start(at time.Time) {
 	d.stop()
-	d.ctx, d.cancel = context.WithDeadline(parent, at)
+	d.t = time.NewTimer(time.Until(at))
+	d.c = d.t.C
 }
 
-func (d *fileDeadline) stop() {
-	if d.cancel != nil {
-		d.cancel()
+func (d *fileTimer) stop() {
+	if d.t != nil {
+		d.t.Stop()
 	}
-	d.ctx, d.cancel = nil, nil
-}
-
-// or returns the deadline's context, or parent when no file is open.
-func (d *fileDeadline) or(parent context.Context) context.Context {
-	if d.ctx != nil {
-		return d.ctx
-	}
-	return parent
+	d.t, d.c = nil, nil
 }
 
 // rollFailed turns a failed roll into the handler's result: nil when the
