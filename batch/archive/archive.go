@@ -320,28 +320,33 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 			}
 			return fmt.Errorf("archive: fetching %s/%d: %w", c.Topic, c.Partition, b.err)
 		}
-		for i := range b.recs {
-			rec := &b.recs[i]
-			if next >= 0 && rec.Offset < next {
-				continue // already archived
+		for i, n := 0, b.rows.Len(); i < n; {
+			if next >= 0 && b.rows.Offset(i) < next {
+				i++ // already archived
+				continue
 			}
 			if f == nil {
 				first := next
 				if first < 0 {
-					first = rec.Offset
+					first = b.rows.Offset(i)
 				}
 				if f, err = a.open(st, c.Partition, first); err != nil {
 					return err
 				}
 				due.start(f.opened.Add(maxAge))
 			}
-			if rec.Event == nil {
-				invalid.Inc()
+			// Up to the record that fills the file.
+			w, err := f.w.WriteBatch(b.rows, i, maxBytes)
+			if err != nil {
+				return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, b.rows.Offset(i), err)
 			}
-			if err := f.w.Write(*rec); err != nil {
-				return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, rec.Offset, err)
+			for _, ok := range b.valid[i : i+w] {
+				if !ok {
+					invalid.Inc()
+				}
 			}
-			records.Inc()
+			records.Add(float64(w))
+			i += w
 			if f.w.Size() >= maxBytes {
 				if err := a.roll(ctx, c, st, f, log); err != nil {
 					return a.rollFailed(ctx, err)
@@ -372,22 +377,21 @@ const (
 	feedBatchRecords = 2048
 )
 
-// decoded is a batch of consecutive messages of a partition, validated and
-// decoded: recs[i].Event points into evs (nil for an invalid message), and
-// Raw and the events' strings into the fetch response, which the fetcher
-// never reuses, so a batch stays valid however long it is kept. The events
-// are reused from batch to batch (DecodeInto keeps their Values' storage):
-// the Parquet writer keeps only the bytes, never an event.
+// decoded is a batch of consecutive messages of a partition, validated,
+// decoded and converted to Parquet values (rows); valid[i] tells whether
+// message i was a valid event. rows references the messages' bytes in the
+// fetch response, which the fetcher never reuses, so a batch stays valid
+// however long it is kept; WriteBatch encodes (copies) them.
 type decoded struct {
-	recs []parquet.RawRecord
-	evs  []schemas.Event
-	lag  int64 // messages of the partition after this batch, as of its fetch
-	err  error // the fetch failed; recs is empty
+	rows  *parquet.RawBatch
+	valid []bool
+	lag   int64 // messages of the partition after this batch, as of its fetch
+	err   error // the fetch failed; rows is nil
 }
 
 func (b *decoded) release(free chan<- *decoded) {
-	clear(b.recs) // drop references to the response
-	b.recs = b.recs[:0]
+	b.rows.Reset() // drops references to the response
+	b.valid = b.valid[:0]
 	free <- b
 }
 
@@ -396,6 +400,10 @@ func (b *decoded) release(free chan<- *decoded) {
 // closes out when it returns.
 func feed(ctx context.Context, f *kafka.BatchFetcher, dec *schemas.Decoder, partition int32, out chan<- *decoded, free chan *decoded) {
 	defer close(out)
+	// ev is reused for every message: DecodeInto fills it without
+	// allocating, its strings sharing the message's bytes, and the batch
+	// keeps only those bytes, never ev.
+	var ev schemas.Event
 	var msgs []kafka.Record
 	for {
 		var err error
@@ -415,16 +423,18 @@ func feed(ctx context.Context, f *kafka.BatchFetcher, dec *schemas.Decoder, part
 			case <-ctx.Done():
 				return
 			}
-			part := msgs[i:min(i+feedBatchRecords, len(msgs))]
-			if len(b.evs) < len(part) {
-				b.evs = append(b.evs, make([]schemas.Event, len(part)-len(b.evs))...)
+			if b.rows == nil {
+				b.rows = parquet.NewRawBatch(dec.Stream)
 			}
-			for j, m := range part {
+			part := msgs[i:min(i+feedBatchRecords, len(msgs))]
+			for _, m := range part {
 				rec := parquet.RawRecord{Raw: m.Value, Partition: partition, Offset: m.Offset, KafkaTime: m.Time}
-				if ev := &b.evs[j]; valid(dec, ev, m.Value, m.Time) {
-					rec.Event = ev
+				ok := valid(dec, &ev, m.Value, m.Time)
+				if ok {
+					rec.Event = &ev
 				}
-				b.recs = append(b.recs, rec)
+				b.rows.Add(rec)
+				b.valid = append(b.valid, ok)
 			}
 			b.lag = lag + int64(len(msgs)-i-len(part))
 			select {
