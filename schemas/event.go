@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -344,6 +345,14 @@ func scanContainer(b []byte, i, depth int) (int, bool) {
 // whether it holds escapes, and whether it is valid JSON and valid UTF-8.
 func scanString(b []byte, i int) (end int, escaped, ok bool) {
 	for j := i + 1; j < len(b); {
+		// Skip eight plain bytes at a time; the byte-wise switch below
+		// handles the first byte of a word that may hold anything else.
+		for j+8 <= len(b) && plainWord(binary.LittleEndian.Uint64(b[j:])) {
+			j += 8
+		}
+		if j >= len(b) {
+			break
+		}
 		c := b[j]
 		if plainASCII[c] {
 			j++
@@ -379,6 +388,17 @@ func scanString(b []byte, i int) (end int, escaped, ok bool) {
 		}
 	}
 	return len(b), escaped, false
+}
+
+// plainWord reports whether the eight bytes of x are all plainASCII: none
+// below 0x20, none 0x80 or above, no quote, no backslash. (Subtracting
+// 0x20, or 1 from x XOR the quote or backslash, sets a byte's high bit
+// when the byte is below 0x20 or is that character; a borrow can only
+// spread upward from a byte that already set one, so a clean word yields
+// no high bit and any other word does.)
+func plainWord(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	return (x|(x-0x20*lo)|((x^'"'*lo)-lo)|((x^'\\'*lo)-lo))&hi == 0
 }
 
 // plainASCII marks the bytes a string literal holds as they are: printable
