@@ -529,6 +529,10 @@ func parseTimestamp(lit json.RawMessage) (time.Time, error) {
 		if !ok {
 			return ts, errors.New("not a timestamp")
 		}
+		if t, ok := parseRFC3339Seconds(s); ok {
+			ts = t
+			break
+		}
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
 			return ts, errors.New("not a timestamp (want RFC 3339 or epoch milliseconds)")
@@ -550,6 +554,40 @@ func parseTimestamp(lit json.RawMessage) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("timestamp %s is outside 1970..2099", ts.Format(time.RFC3339))
 	}
 	return ts, nil
+}
+
+// parseRFC3339Seconds parses the most common timestamp form,
+// "2006-01-02T15:04:05Z", several times faster than time.Parse. It accepts
+// only text of exactly that shape with every field in range, for which it
+// returns what time.Parse(time.RFC3339Nano, s) returns; anything else
+// (fractions, offsets, lower case, an invalid date) is for time.Parse.
+func parseRFC3339Seconds(s string) (time.Time, bool) {
+	if len(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != 'Z' {
+		return time.Time{}, false
+	}
+	num := func(i, n int) int {
+		v := 0
+		for _, c := range []byte(s[i : i+n]) {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = 10*v + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(0, 4), num(5, 2), num(8, 2)
+	hour, minute, sec := num(11, 2), num(14, 2), num(17, 2)
+	if year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return time.Time{}, false
+	}
+	if day > 28 && day > daysIn(time.Month(month), year) {
+		return time.Time{}, false
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, 0, time.UTC), true
+}
+
+func daysIn(m time.Month, year int) int {
+	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 func isNumber(lit []byte) bool {

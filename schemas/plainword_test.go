@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // TestPlainWordAgreesWithTable checks the eight-byte test of scanString
@@ -33,6 +34,39 @@ func TestPlainWordAgreesWithTable(t *testing.T) {
 					t.Fatalf("plainWord(%#016x) = %v, the table says %v", x, got, want)
 				}
 			}
+		}
+	}
+}
+
+// TestParseRFC3339SecondsAgreesWithTimeParse checks the fast timestamp
+// path against time.Parse on valid and invalid dates of its shape and on
+// texts of other shapes (which it must leave to time.Parse).
+func TestParseRFC3339SecondsAgreesWithTimeParse(t *testing.T) {
+	texts := []string{
+		"2026-11-25T10:00:00Z", "1970-01-01T00:00:00Z", "2099-12-31T23:59:59Z", "0000-01-01T00:00:00Z",
+		"2024-02-29T12:00:00Z", "2023-02-29T12:00:00Z", "2100-02-29T00:00:00Z", "2000-02-29T00:00:00Z",
+		"2026-04-31T00:00:00Z", "2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-01-00T00:00:00Z",
+		"2026-01-01T24:00:00Z", "2026-01-01T23:60:00Z", "2026-01-01T23:59:60Z", "2026-01-01t00:00:00Z",
+		"2026-01-01T00:00:00z", "2026-01-01T00:00:00.123Z", "2026-01-01T00:00:00+02:00", "2026-1-01T00:00:00Z",
+		"2026-01-01T00:00:0aZ", "+026-01-01T00:00:00Z", "2026-01-01 00:00:00Z", "yesterday",
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 20000 {
+		b := []byte("2026-11-25T10:00:00Z")
+		for _, i := range []int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18} {
+			b[i] = byte('0' + rng.IntN(10))
+		}
+		texts = append(texts, string(b))
+	}
+	for _, s := range texts {
+		got, ok := parseRFC3339Seconds(s)
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if ok {
+			if err != nil || !got.Equal(want) || got.Location() != time.UTC {
+				t.Fatalf("%q: fast path says %v, time.Parse says %v, %v", s, got, want, err)
+			}
+		} else if err == nil && len(s) == 20 && s[10] == 'T' && s[19] == 'Z' {
+			t.Fatalf("%q: fast path refuses what time.Parse takes (%v)", s, want)
 		}
 	}
 }
