@@ -272,21 +272,27 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 		f.discard()
 	}()
 
-	// The work is split over two goroutines so it uses two cores: a feeder
-	// fetches whole responses and decodes them into batches (feed), and
-	// this goroutine writes the batches to Parquet in offset order, rolls
-	// and uploads. At most feedBatches batches exist, so the feeder runs at
-	// most that far ahead. It stops (and is waited for) before the open
-	// file is uploaded at the end.
-	batches := make(chan *decoded, 1)
+	// The work is split so it uses every core: a feeder fetches whole
+	// responses and cuts them into batches, decodeWorkers goroutines
+	// validate, decode and convert batches to Parquet values, and this
+	// goroutine writes them to Parquet in offset order (order carries the
+	// batches in fetch order; each is written once its decoding is done),
+	// rolls and uploads. At most feedBatches batches exist, so the feeder
+	// runs at most that far ahead. Everything is stopped (and waited for)
+	// before the open file is uploaded at the end.
+	order := make(chan *decoded, feedBatches+1)
+	jobs := make(chan *decoded, feedBatches)
 	free := make(chan *decoded, feedBatches)
 	for range feedBatches {
-		free <- &decoded{}
+		free <- &decoded{rows: parquet.NewRawBatch(st.stream)}
 	}
 	fetcher := c.BatchFetcher()
 	feedCtx, stopFeed := context.WithCancel(ctx)
 	var feeding sync.WaitGroup
-	feeding.Go(func() { feed(feedCtx, fetcher, st.dec, c.Partition, batches, free) })
+	feeding.Go(func() { feed(feedCtx, fetcher, order, jobs, free) })
+	for range decodeWorkers {
+		feeding.Go(func() { decode(st.dec, c.Partition, jobs) })
+	}
 	defer func() {
 		stopFeed()
 		feeding.Wait()
@@ -300,7 +306,7 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 	for {
 		var b *decoded
 		select {
-		case b = <-batches:
+		case b = <-order:
 		case <-due.c:
 			if err := a.roll(ctx, c, st, f, log); err != nil {
 				return a.rollFailed(ctx, err)
@@ -312,6 +318,11 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 			return nil
 		}
 		if b == nil { // the feeder stopped: the claim ended
+			return nil
+		}
+		select {
+		case <-b.ready:
+		case <-ctx.Done():
 			return nil
 		}
 		if b.err != nil {
@@ -369,50 +380,53 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 	}
 }
 
-// feedBatches is how many decoded batches exist per claim (one being
-// written, one queued, the rest being filled or free), and feedBatchRecords
-// the most records one holds.
+// feedBatches is how many batches exist per claim (being filled, decoded,
+// waiting or written), feedBatchRecords the most records one holds, and
+// decodeWorkers how many goroutines decode batches.
 const (
-	feedBatches      = 4
+	feedBatches      = 6
 	feedBatchRecords = 2048
+	decodeWorkers    = 2
 )
 
-// decoded is a batch of consecutive messages of a partition, validated,
-// decoded and converted to Parquet values (rows); valid[i] tells whether
-// message i was a valid event. rows references the messages' bytes in the
-// fetch response, which the fetcher never reuses, so a batch stays valid
-// however long it is kept; WriteBatch encodes (copies) them.
+// decoded is a batch of consecutive messages of a partition. Once ready is
+// closed, rows holds them validated, decoded and converted to Parquet
+// values, and valid[i] tells whether message i was a valid event. The
+// messages' bytes are in the fetch response, which the fetcher never
+// reuses, so a batch stays valid however long it is kept; WriteBatch
+// encodes (copies) them.
 type decoded struct {
+	msgs  []kafka.Record
 	rows  *parquet.RawBatch
 	valid []bool
-	lag   int64 // messages of the partition after this batch, as of its fetch
-	err   error // the fetch failed; rows is nil
+	lag   int64         // messages of the partition after this batch, as of its fetch
+	err   error         // the fetch failed (then the batch holds nothing)
+	ready chan struct{} // closed when rows and valid are filled
 }
 
 func (b *decoded) release(free chan<- *decoded) {
-	b.rows.Reset() // drops references to the response
+	clear(b.msgs) // drop references to the response
+	b.msgs = b.msgs[:0]
+	b.rows.Reset()
 	b.valid = b.valid[:0]
 	free <- b
 }
 
-// feed fetches the partition and sends decoded batches to out, in offset
-// order, until ctx ends or a fetch fails (sent as a batch with err). It
-// closes out when it returns.
-func feed(ctx context.Context, f *kafka.BatchFetcher, dec *schemas.Decoder, partition int32, out chan<- *decoded, free chan *decoded) {
-	defer close(out)
-	// ev is reused for every message: DecodeInto fills it without
-	// allocating, its strings sharing the message's bytes, and the batch
-	// keeps only those bytes, never ev.
-	var ev schemas.Event
+// feed fetches the partition and cuts the responses into batches, which it
+// sends to the decoders (jobs) and, in the same order, to the writer
+// (order), until ctx ends or a fetch fails (sent to the writer as a batch
+// with err). It closes both channels when it returns.
+func feed(ctx context.Context, f *kafka.BatchFetcher, order, jobs chan<- *decoded, free chan *decoded) {
+	defer close(order)
+	defer close(jobs)
 	var msgs []kafka.Record
 	for {
 		var err error
 		msgs, err = f.Fetch(ctx, msgs[:0])
 		if err != nil {
-			select {
-			case out <- &decoded{err: err}:
-			case <-ctx.Done():
-			}
+			b := &decoded{err: err, ready: make(chan struct{})}
+			close(b.ready)
+			order <- b // never blocks: order has room for every batch and this one
 			return
 		}
 		lag := f.Lag()
@@ -423,27 +437,35 @@ func feed(ctx context.Context, f *kafka.BatchFetcher, dec *schemas.Decoder, part
 			case <-ctx.Done():
 				return
 			}
-			if b.rows == nil {
-				b.rows = parquet.NewRawBatch(dec.Stream)
-			}
 			part := msgs[i:min(i+feedBatchRecords, len(msgs))]
-			for _, m := range part {
-				rec := parquet.RawRecord{Raw: m.Value, Partition: partition, Offset: m.Offset, KafkaTime: m.Time}
-				ok := valid(dec, &ev, m.Value, m.Time)
-				if ok {
-					rec.Event = &ev
-				}
-				b.rows.Add(rec)
-				b.valid = append(b.valid, ok)
-			}
+			b.msgs = append(b.msgs, part...)
 			b.lag = lag + int64(len(msgs)-i-len(part))
-			select {
-			case out <- b:
-			case <-ctx.Done():
-				return
-			}
+			b.ready = make(chan struct{})
+			// Neither send blocks: there are never more batches than room.
+			jobs <- b
+			order <- b
 		}
 		clear(msgs) // drop references to the response
+	}
+}
+
+// decode fills the batches it receives from jobs until jobs is closed.
+func decode(dec *schemas.Decoder, partition int32, jobs <-chan *decoded) {
+	// ev is reused for every message: DecodeInto fills it without
+	// allocating, its strings sharing the message's bytes, and the batch
+	// keeps only those bytes, never ev.
+	var ev schemas.Event
+	for b := range jobs {
+		for _, m := range b.msgs {
+			rec := parquet.RawRecord{Raw: m.Value, Partition: partition, Offset: m.Offset, KafkaTime: m.Time}
+			ok := valid(dec, &ev, m.Value, m.Time)
+			if ok {
+				rec.Event = &ev
+			}
+			b.rows.Add(rec)
+			b.valid = append(b.valid, ok)
+		}
+		close(b.ready)
 	}
 }
 
