@@ -346,7 +346,8 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 				}
 				due.start(f.opened.Add(maxAge))
 			}
-			// Up to the record that fills the file.
+			// Up to the record that fills the file (or the writer's
+			// next encoding step).
 			w, err := f.w.WriteBatch(b.rows, i, maxBytes)
 			if err != nil {
 				return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, b.rows.Offset(i), err)
@@ -393,8 +394,8 @@ const (
 // closed, rows holds them validated, decoded and converted to Parquet
 // values, and valid[i] tells whether message i was a valid event. The
 // messages' bytes are in the fetch response, which the fetcher never
-// reuses, so a batch stays valid however long it is kept; WriteBatch
-// encodes (copies) them.
+// reuses, so they stay valid however long the writer references them
+// (until it encodes them, a few hundred records later).
 type decoded struct {
 	msgs  []kafka.Record
 	rows  *parquet.RawBatch

@@ -42,10 +42,10 @@ type RawWriterOptions struct {
 // used by one goroutine.
 //
 // Records are converted to Parquet values column by column (RawBatch) and
-// written a run of rows per column at a time; a caller that writes from
-// another goroutine than the one that has the records can fill a RawBatch
-// there and hand it to WriteBatch, which leaves the writer's goroutine
-// only the encoding.
+// encoded batchRows at a time, a run of rows per column; a caller that
+// writes from another goroutine than the one that has the records can fill
+// a RawBatch there and hand it to WriteBatch, which leaves the writer's
+// goroutine only the encoding.
 type RawWriter struct {
 	stream      *schemas.Stream
 	t           *tableWriter
@@ -110,18 +110,23 @@ func (w *RawWriter) flushPending() error {
 	return err
 }
 
-// WriteBatch appends records b[from:] of a batch of this writer's stream,
-// in order, stopping early after the record that brings Size to limit or
-// more (limit <= 0: no limit). It returns how many records it wrote. The
-// records' bytes are encoded (copied) before it returns: b may be reset
-// and refilled then.
+// WriteBatch appends records of a batch of this writer's stream from
+// b[from] on, in order, as Write would one by one, and returns how many it
+// took: it stops after the record that brings Size to limit or more (limit
+// <= 0: no limit), and at the latest when the writer encodes its pending
+// records, so that Size after it returns is what it would be after Write of
+// the same records. The records' bytes are referenced until they are
+// encoded, as with Write; b itself may be reset and refilled right away.
 func (w *RawWriter) WriteBatch(b *RawBatch, from int, limit int64) (int, error) {
-	if err := w.flushPending(); err != nil {
-		return 0, err
+	if w.t.closed {
+		return 0, errors.New("parquet: write after close")
 	}
-	to := b.Len()
+	if w.pending == nil {
+		w.pending = NewRawBatch(w.stream)
+	}
+	to := min(b.Len(), from+batchRows-w.pending.Len())
 	if limit > 0 {
-		size := w.t.size()
+		size := w.Size()
 		for i := from; i < to; i++ {
 			if size += int64(b.sizes[i]); size >= limit {
 				to = i + 1
@@ -129,24 +134,24 @@ func (w *RawWriter) WriteBatch(b *RawBatch, from int, limit int64) (int, error) 
 			}
 		}
 	}
-	last := w.last
-	for i := from; i < to; i++ {
-		if o := b.offsets[i]; o <= last {
-			return 0, fmt.Errorf("parquet: raw record offset %d after %d: offsets must increase", o, last)
-		} else {
-			last = o
-		}
-	}
 	if from >= to {
 		return 0, nil
 	}
-	if err := w.t.writeColumns(b.cols, from, to); err != nil {
-		return 0, err
+	last := w.last
+	for _, o := range b.offsets[from:to] {
+		if o <= last && last >= 0 {
+			return 0, fmt.Errorf("parquet: raw record offset %d after %d: offsets must increase", o, last)
+		}
+		last = o
 	}
+	w.pending.appendFrom(b, from, to)
 	if w.first < 0 {
 		w.first = b.offsets[from]
 	}
 	w.last = last
+	if w.pending.Len() >= batchRows {
+		return to - from, w.flushPending()
+	}
 	return to - from, nil
 }
 
@@ -181,6 +186,18 @@ func (b *RawBatch) Reset() {
 		b.cols[c] = col[:0]
 	}
 	b.offsets, b.sizes, b.total = b.offsets[:0], b.sizes[:0], 0
+}
+
+// appendFrom appends records [from, to) of o.
+func (b *RawBatch) appendFrom(o *RawBatch, from, to int) {
+	for c := range b.cols {
+		b.cols[c] = append(b.cols[c], o.cols[c][from:to]...)
+	}
+	b.offsets = append(b.offsets, o.offsets[from:to]...)
+	for _, n := range o.sizes[from:to] {
+		b.sizes = append(b.sizes, n)
+		b.total += int64(n)
+	}
 }
 
 // bytes estimates the batch's uncompressed size.

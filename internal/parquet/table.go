@@ -90,9 +90,9 @@ func (t *tableWriter) writePending() error {
 
 // columnChunkRows is how many rows writeColumns hands to a column writer
 // at once: a column writer cuts a page only between calls, so this bounds
-// how far a page can exceed the page buffer size (parquet-go's own
-// WriteRows hands 64).
-const columnChunkRows = 128
+// how far a page can exceed the page buffer size (as parquet-go's own
+// WriteRows, which hands 64).
+const columnChunkRows = 64
 
 // writeColumns writes rows [from, to) given column by column: cols[c] holds
 // column c's values of every row, with their levels set. It is the
