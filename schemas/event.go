@@ -3,6 +3,7 @@ package schemas
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -345,19 +346,20 @@ func scanContainer(b []byte, i, depth int) (int, bool) {
 // whether it holds escapes, and whether it is valid JSON and valid UTF-8.
 func scanString(b []byte, i int) (end int, escaped, ok bool) {
 	for j := i + 1; j < len(b); {
-		// Skip eight plain bytes at a time; the byte-wise switch below
-		// handles the first byte of a word that may hold anything else.
-		for j+8 <= len(b) && plainWord(binary.LittleEndian.Uint64(b[j:])) {
-			j += 8
-		}
-		if j >= len(b) {
-			break
-		}
-		c := b[j]
-		if plainASCII[c] {
+		// Go to the first byte that is not plain, eight bytes at a time
+		// (byte by byte in the last seven bytes of b).
+		if j+8 <= len(b) {
+			m := specialBytes(binary.LittleEndian.Uint64(b[j:]))
+			if m == 0 {
+				j += 8
+				continue
+			}
+			j += bits.TrailingZeros64(m) >> 3
+		} else if plainASCII[b[j]] {
 			j++
 			continue
 		}
+		c := b[j]
 		switch {
 		case c == '"':
 			return j + 1, escaped, true
@@ -390,15 +392,17 @@ func scanString(b []byte, i int) (end int, escaped, ok bool) {
 	return len(b), escaped, false
 }
 
-// plainWord reports whether the eight bytes of x are all plainASCII: none
-// below 0x20, none 0x80 or above, no quote, no backslash. (Subtracting
-// 0x20, or 1 from x XOR the quote or backslash, sets a byte's high bit
-// when the byte is below 0x20 or is that character; a borrow can only
-// spread upward from a byte that already set one, so a clean word yields
-// no high bit and any other word does.)
-func plainWord(x uint64) bool {
+// specialBytes flags the bytes of x (read little-endian) that are not
+// plainASCII: below 0x20, 0x80 or above, the quote, the backslash. It is 0
+// when all eight bytes are plain, and otherwise its lowest set bit is the
+// high bit of the first byte that is not. (Subtracting 0x20, or 1 from x
+// XOR the quote or backslash, sets a byte's high bit exactly when the byte
+// is below 0x20 or is that character, unless a borrow comes in from the
+// byte below, which happens only when that byte was flagged itself; so
+// bytes above the first flagged one may be flagged wrongly, never it.)
+func specialBytes(x uint64) uint64 {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	return (x|(x-0x20*lo)|((x^'"'*lo)-lo)|((x^'\\'*lo)-lo))&hi == 0
+	return (x | (x - 0x20*lo) | ((x ^ '"'*lo) - lo) | ((x ^ '\\'*lo) - lo)) & hi
 }
 
 // plainASCII marks the bytes a string literal holds as they are: printable

@@ -2,24 +2,32 @@ package schemas
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 	"time"
 )
 
-// TestPlainWordAgreesWithTable checks the eight-byte test of scanString
-// against the byte table: every byte value at every position of words
-// otherwise plain or random.
-func TestPlainWordAgreesWithTable(t *testing.T) {
-	byTable := func(x uint64) bool {
+// TestSpecialBytesAgreesWithTable checks the eight-byte test of
+// scanString against the byte table: every byte value at every position of
+// words otherwise plain or random. The mask must be 0 exactly when every
+// byte is plain, and its lowest bit must mark the first byte that is not.
+func TestSpecialBytesAgreesWithTable(t *testing.T) {
+	firstSpecial := func(x uint64) int {
 		var b [8]byte
 		binary.LittleEndian.PutUint64(b[:], x)
-		for _, c := range b {
+		for i, c := range b {
 			if !plainASCII[c] {
-				return false
+				return i
 			}
 		}
-		return true
+		return 8
+	}
+	got := func(x uint64) int {
+		if m := specialBytes(x); m != 0 {
+			return bits.TrailingZeros64(m) >> 3
+		}
+		return 8
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	bases := []uint64{0x6161616161616161, 0x2020202020202020, 0x7f7f7f7f7f7f7f7f}
@@ -30,8 +38,8 @@ func TestPlainWordAgreesWithTable(t *testing.T) {
 		for pos := range 8 {
 			for c := range 256 {
 				x := base&^(0xff<<(8*pos)) | uint64(c)<<(8*pos)
-				if got, want := plainWord(x), byTable(x); got != want {
-					t.Fatalf("plainWord(%#016x) = %v, the table says %v", x, got, want)
+				if got, want := got(x), firstSpecial(x); got != want {
+					t.Fatalf("specialBytes(%#016x) finds byte %d first, the table says %d", x, got, want)
 				}
 			}
 		}
