@@ -52,8 +52,10 @@ type BatchFetcher struct {
 	maxWait   time.Duration
 	log       *slog.Logger
 
-	next int64 // next offset to return; FirstOffset until resolved
-	hw   int64 // high watermark of the last response, -1 before any
+	next       int64 // next offset to return; FirstOffset until resolved
+	fromOldest bool  // next is 0 standing for FirstOffset, until a record or an answer confirms it
+	hw         int64 // high watermark of the last response, -1 before any
+	fetched    bool  // a response has been received
 
 	conn    net.Conn
 	corrID  int32
@@ -173,6 +175,10 @@ func (f *BatchFetcher) outOfRange(ctx context.Context) error {
 		return err
 	}
 	if f.next < first {
+		if f.fromOldest {
+			f.next, f.fromOldest = first, false
+			return nil
+		}
 		f.log.Warn("kafka: offset before the oldest retained record; skipping ahead", "topic", f.topic, "partition", f.partition,
 			"offset", f.next, "first", first)
 		f.next = first
@@ -222,6 +228,9 @@ func (f *BatchFetcher) dial(ctx context.Context) error {
 	return fmt.Errorf("kafka: connecting to the leader of %s/%d: %w", f.topic, f.partition, err)
 }
 
+// firstFetchBytes bounds the first response of a fetcher.
+const firstFetchBytes = 256 << 10
+
 // maxResponse bounds the size of a response the fetcher accepts: a broker
 // returns at most max_bytes, or one record batch larger than that.
 const maxResponse = 1 << 30
@@ -229,11 +238,11 @@ const maxResponse = 1 << 30
 // fetchOnce sends one Fetch request and appends the records it returns.
 func (f *BatchFetcher) fetchOnce(ctx context.Context, dst []Record) ([]Record, error) {
 	if f.next < 0 {
-		first, _, err := f.offsets(ctx)
-		if err != nil {
-			return dst, err
-		}
-		f.next = first
+		// The oldest retained record: try offset 0, which it is unless
+		// retention deleted records; then the broker answers
+		// OFFSET_OUT_OF_RANGE and outOfRange moves to it. That saves a
+		// round trip to the broker on most claims.
+		f.next, f.fromOldest = 0, true
 	}
 	if f.conn == nil {
 		if err := f.dial(ctx); err != nil {
@@ -252,7 +261,13 @@ func (f *BatchFetcher) fetchOnce(ctx context.Context, dst []Record) ([]Record, e
 	defer stop()
 
 	f.corrID++
-	f.req = appendFetchRequest(f.req[:0], f.corrID, f.topic, f.partition, f.next, int32(f.maxBytes), int32(f.maxWait/time.Millisecond))
+	maxBytes := f.maxBytes
+	if !f.fetched {
+		// A small first response gets the consumer going sooner on a
+		// long backlog; the following ones are full size.
+		maxBytes = min(maxBytes, firstFetchBytes)
+	}
+	f.req = appendFetchRequest(f.req[:0], f.corrID, f.topic, f.partition, f.next, int32(maxBytes), int32(f.maxWait/time.Millisecond))
 	if _, err := conn.Write(f.req); err != nil {
 		return dst, fmt.Errorf("kafka: sending fetch: %w", err)
 	}
@@ -272,7 +287,7 @@ func (f *BatchFetcher) fetchOnce(ctx context.Context, dst []Record) ([]Record, e
 	if err != nil {
 		return dst, err
 	}
-	f.hw = hw
+	f.hw, f.fetched, f.fromOldest = hw, true, false
 	before := len(dst)
 	dst, err = f.parseRecords(records, dst)
 	if err != nil {

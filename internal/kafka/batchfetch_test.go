@@ -2,12 +2,16 @@ package kafka_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -129,4 +133,80 @@ func TestBatchFetcherWaitsAndStops(t *testing.T) {
 	require.Len(t, got, 1)
 	require.Equal(t, "late", string(got[0].Value))
 	require.Equal(t, int64(0), got[0].Offset)
+}
+
+// deleteRecords deletes the records of partition 0 before offset, as
+// retention does, with a DeleteRecords request (kafka-go has no client for
+// it).
+func deleteRecords(t *testing.T, k *testenv.KafkaCluster, topic string, before int64) {
+	t.Helper()
+	leader, err := (&kgo.Dialer{Timeout: 10 * time.Second}).LookupLeader(context.Background(), "tcp", k.Brokers[0], topic, 0)
+	require.NoError(t, err)
+	conn, err := net.Dial("tcp", net.JoinHostPort(leader.Host, fmt.Sprint(leader.Port)))
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	req.Version = 1
+	req.TimeoutMillis = 5000
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Offset = before
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	// Request header v1: api key, version, correlation id, client id.
+	msg := binary.BigEndian.AppendUint16(nil, uint16(req.Key()))
+	msg = binary.BigEndian.AppendUint16(msg, uint16(req.Version))
+	msg = binary.BigEndian.AppendUint32(msg, 7)
+	msg = binary.BigEndian.AppendUint16(msg, 4)
+	msg = append(msg, "test"...)
+	msg = req.AppendTo(msg)
+	_, err = conn.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(msg))), msg...))
+	require.NoError(t, err)
+	var size [4]byte
+	_, err = io.ReadFull(conn, size[:])
+	require.NoError(t, err)
+	body := make([]byte, binary.BigEndian.Uint32(size[:]))
+	_, err = io.ReadFull(conn, body)
+	require.NoError(t, err)
+	resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
+	resp.Version = req.Version
+	require.NoError(t, resp.ReadFrom(body[4:])) // after the correlation id
+	require.Len(t, resp.Topics, 1)
+	require.Len(t, resp.Topics[0].Partitions, 1)
+	require.Zero(t, resp.Topics[0].Partitions[0].ErrorCode, "DeleteRecords")
+	require.Equal(t, before, resp.Topics[0].Partitions[0].LowWatermark)
+}
+
+// TestBatchFetcherAfterRetention checks that a fetcher asked for records
+// that retention deleted, or for the oldest record, starts at the oldest
+// retained one.
+func TestBatchFetcherAfterRetention(t *testing.T) {
+	k := testenv.Kafka(t)
+	if k.External {
+		t.Skip("deletes records on the in-process broker only")
+	}
+	topic := testenv.UniqueName(t, "bf")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
+	produceMixed(t, k, topic, 20) // 100 records, offsets 0..99
+	deleteRecords(t, k, topic, 40)
+
+	for _, start := range []int64{kafka.FirstOffset, 0, 10} {
+		f := kafka.NewBatchFetcher(kafka.BatchFetcherConfig{Brokers: k.Brokers, Topic: topic, Start: start, MaxWait: 100 * time.Millisecond})
+		got, err := f.Fetch(ctx, nil)
+		require.NoError(t, err)
+		require.Equal(t, int64(40), got[0].Offset, "start %d", start)
+		for len(got) < 60 {
+			got, err = f.Fetch(ctx, got)
+			require.NoError(t, err)
+		}
+		require.Len(t, got, 60)
+		for i, r := range got {
+			require.Equal(t, int64(40+i), r.Offset)
+		}
+		f.Close()
+	}
 }
