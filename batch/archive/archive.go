@@ -384,6 +384,12 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 // feedBatches is how many batches exist per claim (being filled, decoded,
 // waiting or written), feedBatchRecords the most records one holds, and
 // decodeWorkers how many goroutines decode batches.
+//
+// They bound a claim's memory: the batches' values (~2.5 MiB), and the
+// fetch responses their records' bytes live in — one per batch, the one
+// being cut, and at most two under the records the writer holds unencoded
+// (≤ 512) — each at most the fetch size (4 MiB), plus the open file's row
+// group (Options.RowGroupBytes): ~50 MiB at worst with the defaults.
 const (
 	feedBatches      = 6
 	feedBatchRecords = 2048
