@@ -406,7 +406,7 @@ type decoded struct {
 	msgs  []kafka.Record
 	rows  *parquet.RawBatch
 	valid []bool
-	lag   int64         // messages of the partition after this batch, as of its fetch
+	lag   int64         // messages of the partition not yet fetched, as of this batch's fetch
 	err   error         // the fetch failed (then the batch holds nothing)
 	ready chan struct{} // closed when rows and valid are filled
 }
@@ -446,7 +446,7 @@ func feed(ctx context.Context, f *kafka.BatchFetcher, order, jobs chan<- *decode
 			}
 			part := msgs[i:min(i+feedBatchRecords, len(msgs))]
 			b.msgs = append(b.msgs, part...)
-			b.lag = lag + int64(len(msgs)-i-len(part))
+			b.lag = lag
 			b.ready = make(chan struct{})
 			// Neither send blocks: there are never more batches than room.
 			jobs <- b
