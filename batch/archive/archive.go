@@ -272,69 +272,207 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 		f.discard()
 	}()
 
-	// fctx ends when the open file reaches max_file_age, so an idle
-	// partition still uploads on time; one context per file, not per fetch.
-	var deadline fileDeadline
-	defer deadline.stop()
-	fetched := 0
-	// ev is reused for every message: DecodeInto fills it without
-	// allocating, its strings sharing the message's bytes. That is safe
-	// because kafka-go gives every message a fresh Value and the writer
-	// keeps only the message's bytes and the event's strings (never ev
-	// itself) until it encodes the row.
-	var ev schemas.Event
+	// The work is split so it uses every core: a feeder fetches whole
+	// responses and cuts them into batches, decodeWorkers goroutines
+	// validate, decode and convert batches to Parquet values, and this
+	// goroutine writes them to Parquet in offset order (order carries the
+	// batches in fetch order; each is written once its decoding is done),
+	// rolls and uploads. At most feedBatches batches exist, so the feeder
+	// runs at most that far ahead. Everything is stopped (and waited for)
+	// before the open file is uploaded at the end.
+	order := make(chan *decoded, feedBatches+1)
+	jobs := make(chan *decoded, feedBatches)
+	free := make(chan *decoded, feedBatches)
+	for range feedBatches {
+		free <- &decoded{rows: parquet.NewRawBatch(st.stream)}
+	}
+	fetcher := c.BatchFetcher()
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	var feeding sync.WaitGroup
+	feeding.Go(func() { feed(feedCtx, fetcher, order, jobs, free) })
+	for range decodeWorkers {
+		feeding.Go(func() { decode(st.dec, c.Partition, jobs) })
+	}
+	defer func() {
+		stopFeed()
+		feeding.Wait()
+		fetcher.Close()
+	}()
+
+	// due fires when the open file reaches max_file_age, so an idle
+	// partition still uploads on time.
+	var due fileTimer
+	defer due.stop()
 	for {
-		// FetchLazy: the archiver never reads headers.
-		msg, ferr := c.FetchLazy(deadline.or(ctx))
-		if ferr != nil {
-			if ctx.Err() != nil || kafka.IsEnded(ctx, ferr) {
-				return nil
-			}
-			if errors.Is(ferr, context.DeadlineExceeded) && f != nil {
-				if err := a.roll(ctx, c, st, f, log); err != nil {
-					return a.rollFailed(ctx, err)
-				}
-				next, f = f.last()+1, nil
-				deadline.stop()
-				lag.Set(float64(max(c.Lag(), 0)))
-				continue
-			}
-			return fmt.Errorf("archive: fetching %s/%d: %w", c.Topic, c.Partition, ferr)
-		}
-		if next >= 0 && msg.Offset < next {
-			continue // already archived (a broker may resend the start of a batch)
-		}
-		if f == nil {
-			first := next
-			if first < 0 {
-				first = msg.Offset
-			}
-			if f, err = a.open(st, c.Partition, first); err != nil {
-				return err
-			}
-			deadline.start(ctx, f.opened.Add(maxAge))
-		}
-		rec := parquet.RawRecord{Raw: msg.Value, Partition: msg.Partition, Offset: msg.Offset, KafkaTime: msg.Time}
-		if valid(st.dec, &ev, msg.Value, msg.Time) {
-			rec.Event = &ev
-		} else {
-			invalid.Inc()
-		}
-		if err := f.w.Write(rec); err != nil {
-			return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, msg.Offset, err)
-		}
-		records.Inc()
-		if fetched++; fetched%1000 == 0 {
-			lag.Set(float64(max(c.Lag(), 0)))
-		}
-		if f.w.Size() >= maxBytes || time.Since(f.opened) >= maxAge {
+		var b *decoded
+		select {
+		case b = <-order:
+		case <-due.c:
 			if err := a.roll(ctx, c, st, f, log); err != nil {
 				return a.rollFailed(ctx, err)
 			}
 			next, f = f.last()+1, nil
-			deadline.stop()
-			lag.Set(float64(max(c.Lag(), 0)))
+			due.stop()
+			continue
+		case <-ctx.Done():
+			return nil
 		}
+		if b == nil { // the feeder stopped: the claim ended
+			return nil
+		}
+		select {
+		case <-b.ready:
+		case <-ctx.Done():
+			return nil
+		}
+		if b.err != nil {
+			if kafka.IsEnded(ctx, b.err) {
+				return nil
+			}
+			return fmt.Errorf("archive: fetching %s/%d: %w", c.Topic, c.Partition, b.err)
+		}
+		for i, n := 0, b.rows.Len(); i < n; {
+			if next >= 0 && b.rows.Offset(i) < next {
+				i++ // already archived
+				continue
+			}
+			if f == nil {
+				first := next
+				if first < 0 {
+					first = b.rows.Offset(i)
+				}
+				if f, err = a.open(st, c.Partition, first); err != nil {
+					return err
+				}
+				due.start(f.opened.Add(maxAge))
+			}
+			// Up to the record that fills the file (or the writer's
+			// next encoding step).
+			w, err := f.w.WriteBatch(b.rows, i, maxBytes)
+			if err != nil {
+				return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, b.rows.Offset(i), err)
+			}
+			for _, ok := range b.valid[i : i+w] {
+				if !ok {
+					invalid.Inc()
+				}
+			}
+			records.Add(float64(w))
+			i += w
+			if f.w.Size() >= maxBytes {
+				if err := a.roll(ctx, c, st, f, log); err != nil {
+					return a.rollFailed(ctx, err)
+				}
+				next, f = f.last()+1, nil
+				due.stop()
+			}
+		}
+		lag.Set(float64(max(b.lag, 0)))
+		b.release(free)
+		// A file is due by age at the latest after the batch that makes it
+		// so (due fires only between batches).
+		if f != nil && time.Since(f.opened) >= maxAge {
+			if err := a.roll(ctx, c, st, f, log); err != nil {
+				return a.rollFailed(ctx, err)
+			}
+			next, f = f.last()+1, nil
+			due.stop()
+		}
+	}
+}
+
+// feedBatches is how many batches exist per claim (being filled, decoded,
+// waiting or written), feedBatchRecords the most records one holds, and
+// decodeWorkers how many goroutines decode batches.
+//
+// They bound a claim's memory: the batches' values (~2.5 MiB), and the
+// fetch responses their records' bytes live in — one per batch, the one
+// being cut, and at most two under the records the writer holds unencoded
+// (≤ 512) — each at most the fetch size (4 MiB), plus the open file's row
+// group (Options.RowGroupBytes): ~50 MiB at worst with the defaults.
+const (
+	feedBatches      = 6
+	feedBatchRecords = 2048
+	decodeWorkers    = 2
+)
+
+// decoded is a batch of consecutive messages of a partition. Once ready is
+// closed, rows holds them validated, decoded and converted to Parquet
+// values, and valid[i] tells whether message i was a valid event. The
+// messages' bytes are in the fetch response, which the fetcher never
+// reuses, so they stay valid however long the writer references them
+// (until it encodes them, a few hundred records later).
+type decoded struct {
+	msgs  []kafka.Record
+	rows  *parquet.RawBatch
+	valid []bool
+	lag   int64         // messages of the partition not yet fetched, as of this batch's fetch
+	err   error         // the fetch failed (then the batch holds nothing)
+	ready chan struct{} // closed when rows and valid are filled
+}
+
+func (b *decoded) release(free chan<- *decoded) {
+	clear(b.msgs) // drop references to the response
+	b.msgs = b.msgs[:0]
+	b.rows.Reset()
+	b.valid = b.valid[:0]
+	free <- b
+}
+
+// feed fetches the partition and cuts the responses into batches, which it
+// sends to the decoders (jobs) and, in the same order, to the writer
+// (order), until ctx ends or a fetch fails (sent to the writer as a batch
+// with err). It closes both channels when it returns.
+func feed(ctx context.Context, f *kafka.BatchFetcher, order, jobs chan<- *decoded, free chan *decoded) {
+	defer close(order)
+	defer close(jobs)
+	var msgs []kafka.Record
+	for {
+		var err error
+		msgs, err = f.Fetch(ctx, msgs[:0])
+		if err != nil {
+			b := &decoded{err: err, ready: make(chan struct{})}
+			close(b.ready)
+			order <- b // never blocks: order has room for every batch and this one
+			return
+		}
+		lag := f.Lag()
+		for i := 0; i < len(msgs); i += feedBatchRecords {
+			var b *decoded
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				return
+			}
+			part := msgs[i:min(i+feedBatchRecords, len(msgs))]
+			b.msgs = append(b.msgs, part...)
+			b.lag = lag
+			b.ready = make(chan struct{})
+			// Neither send blocks: there are never more batches than room.
+			jobs <- b
+			order <- b
+		}
+		clear(msgs) // drop references to the response
+	}
+}
+
+// decode fills the batches it receives from jobs until jobs is closed.
+func decode(dec *schemas.Decoder, partition int32, jobs <-chan *decoded) {
+	// ev is reused for every message: DecodeInto fills it without
+	// allocating, its strings sharing the message's bytes, and the batch
+	// keeps only those bytes, never ev.
+	var ev schemas.Event
+	for b := range jobs {
+		for _, m := range b.msgs {
+			rec := parquet.RawRecord{Raw: m.Value, Partition: partition, Offset: m.Offset, KafkaTime: m.Time}
+			ok := valid(dec, &ev, m.Value, m.Time)
+			if ok {
+				rec.Event = &ev
+			}
+			b.rows.Add(rec)
+			b.valid = append(b.valid, ok)
+		}
+		close(b.ready)
 	}
 }
 
@@ -355,30 +493,24 @@ func valid(dec *schemas.Decoder, ev *schemas.Event, raw []byte, ingest time.Time
 	return dec.MaxFutureSkew <= 0 || ingest.IsZero() || !ev.Time.After(ingest.Add(dec.MaxFutureSkew))
 }
 
-// fileDeadline is the context that ends when the open file is due.
-type fileDeadline struct {
-	ctx    context.Context
-	cancel context.CancelFunc
+// fileTimer fires when the open file is due; c is nil while no file is
+// open.
+type fileTimer struct {
+	t *time.Timer
+	c <-chan time.Time
 }
 
-func (d *fileDeadline) start(parent context.Context, at time.Time) {
+func (d *fileTimer) start(at time.Time) {
 	d.stop()
-	d.ctx, d.cancel = context.WithDeadline(parent, at)
+	d.t = time.NewTimer(time.Until(at))
+	d.c = d.t.C
 }
 
-func (d *fileDeadline) stop() {
-	if d.cancel != nil {
-		d.cancel()
+func (d *fileTimer) stop() {
+	if d.t != nil {
+		d.t.Stop()
 	}
-	d.ctx, d.cancel = nil, nil
-}
-
-// or returns the deadline's context, or parent when no file is open.
-func (d *fileDeadline) or(parent context.Context) context.Context {
-	if d.ctx != nil {
-		return d.ctx
-	}
-	return parent
+	d.t, d.c = nil, nil
 }
 
 // rollFailed turns a failed roll into the handler's result: nil when the

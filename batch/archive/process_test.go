@@ -55,9 +55,20 @@ func (p *archiverProcess) kill(t *testing.T) {
 	<-p.done
 }
 
-// terminate sends SIGTERM and requires a clean exit.
+// terminate sends SIGTERM and requires a clean exit. It first waits for
+// the process to log that it listens, which it does after installing its
+// signal handler: a SIGTERM during the runtime's start would kill it
+// (this happens when the archive is complete before a fresh process is
+// even up).
 func (p *archiverProcess) terminate(t *testing.T) {
 	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		data, _ := os.ReadFile(p.log)
+		if strings.Contains(string(data), "msg=listening") {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "tandem archive did not start listening within 30 s")
+	}
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-p.done:

@@ -1,6 +1,7 @@
 package parquet
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -39,10 +40,16 @@ type RawWriterOptions struct {
 // io.Writer, with memory bounded by the row-group size. Records must come
 // in strictly increasing offset order (readers rely on it). A RawWriter is
 // used by one goroutine.
+//
+// Records are converted to Parquet values column by column (RawBatch) and
+// encoded batchRows at a time, a run of rows per column; a caller that
+// writes from another goroutine than the one that has the records can fill
+// a RawBatch there and hand it to WriteBatch, which leaves the writer's
+// goroutine only the encoding.
 type RawWriter struct {
 	stream      *schemas.Stream
 	t           *tableWriter
-	idx         rawIndexes
+	pending     *RawBatch // records of Write not yet encoded
 	first, last int64
 }
 
@@ -64,7 +71,6 @@ func NewRawWriter(w io.Writer, s *schemas.Stream, opts RawWriterOptions) *RawWri
 	return &RawWriter{
 		stream: s,
 		t:      newTableWriter(w, schemaOf(s.Name, s.RawColumns(), schemas.ColRaw, s.IDField), opts.RowGroupBytes, meta),
-		idx:    rawIdx(s),
 		first:  -1,
 		last:   -1,
 	}
@@ -78,33 +84,153 @@ func (w *RawWriter) Write(rec RawRecord) error {
 	if w.last >= 0 && rec.Offset <= w.last {
 		return fmt.Errorf("parquet: raw record offset %d after %d: offsets must increase", rec.Offset, w.last)
 	}
-	row := w.t.row()
-	approx := len(rec.Raw) + 24
-	for i, f := range w.stream.Fields {
-		if rec.Event == nil || i >= len(rec.Event.Values) || !rec.Event.Values[i].Set {
-			row[i] = pq.Value{}.Level(0, 0, i)
-			continue
-		}
-		v := rec.Event.Values[i]
-		pv := FieldValue(f.Type, v)
-		if f.Type == schemas.TypeString {
-			approx += len(v.Str)
-		}
-		row[i] = pv.Level(0, 1, i)
-		approx += 8
+	if w.t.closed {
+		return errors.New("parquet: write after close")
 	}
-	row[w.idx.raw] = pq.ByteArrayValue(rec.Raw).Level(0, 0, w.idx.raw)
-	row[w.idx.partition] = pq.Int32Value(rec.Partition).Level(0, 0, w.idx.partition)
-	row[w.idx.offset] = pq.Int64Value(rec.Offset).Level(0, 0, w.idx.offset)
-	row[w.idx.kafkaTS] = pq.Int64Value(rec.KafkaTime.UnixMilli()).Level(0, 0, w.idx.kafkaTS)
-	if err := w.t.add(row, approx); err != nil {
-		return err
+	if w.pending == nil {
+		w.pending = NewRawBatch(w.stream)
 	}
+	w.pending.Add(rec)
 	if w.first < 0 {
 		w.first = rec.Offset
 	}
 	w.last = rec.Offset
+	if w.pending.Len() >= batchRows {
+		return w.flushPending()
+	}
 	return nil
+}
+
+func (w *RawWriter) flushPending() error {
+	if w.pending == nil || w.pending.Len() == 0 {
+		return nil
+	}
+	err := w.t.writeColumns(w.pending.cols, 0, w.pending.Len())
+	w.pending.Reset()
+	return err
+}
+
+// WriteBatch appends records of a batch of this writer's stream from
+// b[from] on, in order, as Write would one by one, and returns how many it
+// took: it stops after the record that brings Size to limit or more (limit
+// <= 0: no limit), and at the latest when the writer encodes its pending
+// records, so that Size after it returns is what it would be after Write of
+// the same records. The records' bytes are referenced until they are
+// encoded, as with Write; b itself may be reset and refilled right away.
+func (w *RawWriter) WriteBatch(b *RawBatch, from int, limit int64) (int, error) {
+	if w.t.closed {
+		return 0, errors.New("parquet: write after close")
+	}
+	if w.pending == nil {
+		w.pending = NewRawBatch(w.stream)
+	}
+	to := min(b.Len(), from+batchRows-w.pending.Len())
+	if limit > 0 {
+		size := w.Size()
+		for i := from; i < to; i++ {
+			if size += int64(b.sizes[i]); size >= limit {
+				to = i + 1
+				break
+			}
+		}
+	}
+	if from >= to {
+		return 0, nil
+	}
+	last := w.last
+	for _, o := range b.offsets[from:to] {
+		if o <= last && last >= 0 {
+			return 0, fmt.Errorf("parquet: raw record offset %d after %d: offsets must increase", o, last)
+		}
+		last = o
+	}
+	w.pending.appendFrom(b, from, to)
+	if w.first < 0 {
+		w.first = b.offsets[from]
+	}
+	w.last = last
+	if w.pending.Len() >= batchRows {
+		return to - from, w.flushPending()
+	}
+	return to - from, nil
+}
+
+// RawBatch is a run of records of one stream converted to Parquet values,
+// column by column, for RawWriter.WriteBatch. Like Write, it references
+// rec.Raw and the event's strings, not rec.Event.
+type RawBatch struct {
+	stream  *schemas.Stream
+	idx     rawIndexes
+	cols    [][]pq.Value // per raw column, one value per record
+	offsets []int64
+	sizes   []int32 // estimated uncompressed size per record
+	total   int64   // sum of sizes
+}
+
+// NewRawBatch returns an empty batch of stream s.
+func NewRawBatch(s *schemas.Stream) *RawBatch {
+	return &RawBatch{stream: s, idx: rawIdx(s), cols: make([][]pq.Value, len(s.Fields)+4)}
+}
+
+// Len is the number of records in the batch.
+func (b *RawBatch) Len() int { return len(b.offsets) }
+
+// Offset is the Kafka offset of record i.
+func (b *RawBatch) Offset(i int) int64 { return b.offsets[i] }
+
+// Reset empties the batch, dropping its references to records' bytes and
+// keeping its storage.
+func (b *RawBatch) Reset() {
+	for c, col := range b.cols {
+		clear(col)
+		b.cols[c] = col[:0]
+	}
+	b.offsets, b.sizes, b.total = b.offsets[:0], b.sizes[:0], 0
+}
+
+// appendFrom appends records [from, to) of o.
+func (b *RawBatch) appendFrom(o *RawBatch, from, to int) {
+	for c := range b.cols {
+		b.cols[c] = append(b.cols[c], o.cols[c][from:to]...)
+	}
+	b.offsets = append(b.offsets, o.offsets[from:to]...)
+	for _, n := range o.sizes[from:to] {
+		b.sizes = append(b.sizes, n)
+		b.total += int64(n)
+	}
+}
+
+// bytes estimates the batch's uncompressed size.
+func (b *RawBatch) bytes() int64 { return b.total }
+
+// Add appends one record (no order check: WriteBatch makes it).
+//
+// Only the definition level of a set optional value is filled in: a
+// column writer reads nothing else of a value's levels and column index
+// (a null is the zero Value, definition level 0; a required column ignores
+// levels), and setting them all costs a fifth of the conversion.
+func (b *RawBatch) Add(rec RawRecord) {
+	approx := len(rec.Raw) + 24
+	for i, f := range b.stream.Fields {
+		if rec.Event == nil || i >= len(rec.Event.Values) || !rec.Event.Values[i].Set {
+			b.cols[i] = append(b.cols[i], pq.Value{})
+			continue
+		}
+		v := rec.Event.Values[i]
+		if f.Type == schemas.TypeString {
+			approx += len(v.Str)
+		}
+		b.cols[i] = append(b.cols[i], FieldValue(f.Type, v).Level(0, 1, i))
+		approx += 8
+	}
+	x := b.idx
+	b.cols[x.raw] = append(b.cols[x.raw], pq.ByteArrayValue(rec.Raw))
+	b.cols[x.partition] = append(b.cols[x.partition], pq.Int32Value(rec.Partition))
+	b.cols[x.offset] = append(b.cols[x.offset], pq.Int64Value(rec.Offset))
+	b.cols[x.kafkaTS] = append(b.cols[x.kafkaTS], pq.Int64Value(rec.KafkaTime.UnixMilli()))
+	b.offsets = append(b.offsets, rec.Offset)
+	b.sizes = append(b.sizes, int32(min(approx, 1<<30)))
+	b.total += int64(approx)
 }
 
 // Rows is the number of records written.
@@ -115,7 +241,12 @@ func (w *RawWriter) Offsets() (first, last int64) { return w.first, w.last }
 
 // Size estimates the file's size so far (an over-estimate until Close, as
 // the open row group is counted uncompressed).
-func (w *RawWriter) Size() int64 { return w.t.size() }
+func (w *RawWriter) Size() int64 {
+	if w.pending != nil {
+		return w.t.size() + w.pending.bytes()
+	}
+	return w.t.size()
+}
 
 // Written is the number of bytes emitted so far; after Close, the file size.
 func (w *RawWriter) Written() int64 { return w.t.written() }
@@ -125,6 +256,9 @@ func (w *RawWriter) Written() int64 { return w.t.written() }
 func (w *RawWriter) Close() error {
 	w.t.setMeta(MetaFirstOffset, strconv.FormatInt(w.first, 10))
 	w.t.setMeta(MetaLastOffset, strconv.FormatInt(w.last, 10))
+	if err := w.flushPending(); err != nil {
+		return err
+	}
 	return w.t.close()
 }
 

@@ -88,6 +88,43 @@ func (t *tableWriter) writePending() error {
 	return nil
 }
 
+// columnChunkRows is how many rows writeColumns hands to a column writer
+// at once: a column writer cuts a page only between calls, so this bounds
+// how far a page can exceed the page buffer size (as parquet-go's own
+// WriteRows, which hands 64).
+const columnChunkRows = 64
+
+// writeColumns writes rows [from, to) given column by column: cols[c] holds
+// column c's values of every row, with their levels set. It is the
+// columnar counterpart of row/add (which it must not be mixed with before
+// those rows are written): no row is assembled or taken apart, and each
+// column writer gets a run of values at once.
+func (t *tableWriter) writeColumns(cols [][]pq.Value, from, to int) error {
+	if t.closed {
+		return errors.New("parquet: write after close")
+	}
+	if err := t.writePending(); err != nil {
+		return err
+	}
+	for from < to {
+		n := min(to-from, columnChunkRows)
+		writers := t.w.ColumnWriters()
+		for c, vals := range cols {
+			if _, err := writers[c].WriteRowValues(vals[from : from+n]); err != nil {
+				return fmt.Errorf("parquet: writing column %d: %w", c, err)
+			}
+		}
+		t.rows += int64(n)
+		from += n
+		if t.w.Size()-t.out.n >= t.rowGroupBytes {
+			if err := t.w.Flush(); err != nil {
+				return fmt.Errorf("parquet: writing a row group: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // size estimates the file's size so far: bytes written, the buffered row
 // group (uncompressed, so an over-estimate) and rows not yet encoded.
 func (t *tableWriter) size() int64 { return t.w.Size() + t.pendingBytes }
