@@ -59,6 +59,7 @@ func NewRawWriter(w io.Writer, s *schemas.Stream, opts RawWriterOptions) *RawWri
 		{MetaKind, "raw"},
 		{MetaStream, s.Name},
 		{MetaSchemaVersion, s.SchemaVersion()},
+		{MetaDecoderVersion, schemas.DecoderVersion},
 		{MetaPartition, strconv.Itoa(int(opts.Partition))},
 	}
 	return &RawWriter{

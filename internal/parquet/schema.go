@@ -34,6 +34,10 @@ const (
 	MetaPartition     = "tandem.partition"
 	MetaFirstOffset   = "tandem.first_offset"
 	MetaLastOffset    = "tandem.last_offset"
+	// MetaDecoderVersion is schemas.DecoderVersion in raw files: with
+	// MetaSchemaVersion, it says under which rules the typed columns were
+	// decoded.
+	MetaDecoderVersion = "tandem.decoder_version"
 )
 
 // DefaultRowGroupBytes is the buffered (uncompressed) size at which a
