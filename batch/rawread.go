@@ -13,14 +13,18 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// rawFileReader reads the three columns a run needs from a raw object:
-// the batch layer re-validates every message from its original bytes, so
-// the typed columns are not read at all.
+// rawFileReader reads the columns a run needs from a raw object: _offset,
+// _kafka_ts, and either the typed columns, with _raw only for the rows
+// whose typed columns are null (a file whose typed columns hold Decoder's
+// output, see rawtyped.go), or _raw alone (any other file: every message
+// is decoded again).
 type rawFileReader struct {
 	src                   io.Closer
 	pf                    *pq.File
+	stream                *schemas.Stream
 	colOff, colTS, colRaw int
-	colTime               int // the stream's typed time field, for row-group pruning; -1 if absent
+	colTime               int   // the stream's typed time field, for row-group pruning; -1 if absent
+	colFields             []int // per declared field; nil: the typed columns are not used
 }
 
 // rawReadRanged chooses how raw objects are read: true reads only the
@@ -76,7 +80,7 @@ func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream
 	if err != nil {
 		return nil, err
 	}
-	r := &rawFileReader{src: c, pf: pf, colTime: -1}
+	r := &rawFileReader{src: c, pf: pf, stream: s, colTime: -1}
 	look := func(name string) (int, error) {
 		leaf, ok := pf.Schema().Lookup(name)
 		if !ok {
@@ -96,8 +100,14 @@ func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream
 	if c, err := look(s.TimeField); err == nil {
 		r.colTime = c
 	}
+	if cols, ok := typedColumns(pf, s); ok {
+		r.colFields = cols
+	}
 	return r, nil
 }
+
+// typed reports whether rows come with their typed columns.
+func (r *rawFileReader) typed() bool { return r.colFields != nil }
 
 func (r *rawFileReader) Close() error { return r.src.Close() }
 
@@ -136,46 +146,107 @@ func (r *rawFileReader) offsetBounds(i int) (lo, hi int64, ok bool) {
 	return a.Int64(), b.Int64(), true
 }
 
-// rowStream reads rows of one row group page by page, the three columns
-// in step, so memory holds a page of each, never a whole row group (an
+// rowStream reads rows of one row group page by page, the columns in
+// step, so memory holds a page of each, never a whole row group (an
 // archiver's row group can hold a whole 128 MB object).
 type rowStream struct {
 	offs, kts int64Pages
 	raw       bytesPages
+	// Typed files: the typed columns, and _raw opened at the first row
+	// that needs it (rawAt rows of it consumed), so a row group of valid
+	// messages only never decompresses it.
+	fields       []fieldPages
+	rawCol       pq.ColumnChunk
+	rawOpen      bool
+	row, rawAt   int64
+	idIdx, tmIdx int
 }
 
 func (r *rawFileReader) rows(g int) *rowStream {
 	cols := r.pf.RowGroups()[g].ColumnChunks()
-	return &rowStream{
+	s := &rowStream{
 		offs: int64Pages{pages: cols[r.colOff].Pages(), name: schemas.ColOffset},
 		kts:  int64Pages{pages: cols[r.colTS].Pages(), name: schemas.ColKafkaTS},
-		raw:  bytesPages{pages: cols[r.colRaw].Pages()},
 	}
+	if !r.typed() {
+		s.raw, s.rawOpen = bytesPages{pages: cols[r.colRaw].Pages()}, true
+		return s
+	}
+	s.rawCol = cols[r.colRaw]
+	s.idIdx, s.tmIdx = r.stream.FieldIndex(r.stream.IDField), r.stream.FieldIndex(r.stream.TimeField)
+	s.fields = make([]fieldPages, len(r.colFields))
+	for i, c := range r.colFields {
+		s.fields[i] = newFieldPages(cols[c], r.stream.Fields[i])
+	}
+	return s
 }
 
-// next returns the next row; raw is valid until the following call. It
-// returns io.EOF after the last row.
-func (s *rowStream) next() (off, kafkaMs int64, raw []byte, err error) {
+// next returns the next row; it returns io.EOF after the last. For a row
+// of a typed file whose typed id and time are set, typed is true and ev
+// holds the event (ev.Values has one entry per declared field; its strings
+// valid until the following call); otherwise raw holds the message's
+// original bytes, valid until the following call.
+func (s *rowStream) next(ev *schemas.Event) (off, kafkaMs int64, typed bool, raw []byte, err error) {
 	off, err = s.offs.next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			// Every column must end here too.
 			if _, e := s.kts.next(); !errors.Is(e, io.EOF) {
-				return 0, 0, nil, errors.New("columns of different lengths")
+				return 0, 0, false, nil, errors.New("columns of different lengths")
 			}
-			if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
-				return 0, 0, nil, errors.New("columns of different lengths")
+			if s.fields == nil {
+				if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
+					return 0, 0, false, nil, errors.New("columns of different lengths")
+				}
+			}
+			var v schemas.Value
+			for i := range s.fields {
+				if e := s.fields[i].next(&v); !errors.Is(e, io.EOF) {
+					return 0, 0, false, nil, errors.New("columns of different lengths")
+				}
 			}
 		}
-		return 0, 0, nil, err
+		return 0, 0, false, nil, err
 	}
 	if kafkaMs, err = s.kts.next(); err != nil {
-		return 0, 0, nil, shorter(err)
+		return 0, 0, false, nil, shorter(err)
+	}
+	if s.fields == nil {
+		if raw, err = s.raw.next(); err != nil {
+			return 0, 0, false, nil, shorter(err)
+		}
+		return off, kafkaMs, false, raw, nil
+	}
+	row := s.row
+	s.row++
+	if cap(ev.Values) < len(s.fields) {
+		ev.Values = make([]schemas.Value, len(s.fields))
+	}
+	ev.Values = ev.Values[:len(s.fields)]
+	for i := range s.fields {
+		if err = s.fields[i].next(&ev.Values[i]); err != nil {
+			return 0, 0, false, nil, shorter(err)
+		}
+	}
+	if id, tm := ev.Values[s.idIdx], ev.Values[s.tmIdx]; id.Set && tm.Set {
+		ev.ID, ev.Time = id.Str, tm.Time
+		return off, kafkaMs, true, nil, nil
+	}
+	// Refused by the archiver (or valid without a time, if the time field
+	// is optional): decode it again.
+	if !s.rawOpen {
+		s.raw, s.rawOpen = bytesPages{pages: s.rawCol.Pages()}, true
+	}
+	for ; s.rawAt < row; s.rawAt++ {
+		if _, err = s.raw.next(); err != nil {
+			return 0, 0, false, nil, shorter(err)
+		}
 	}
 	if raw, err = s.raw.next(); err != nil {
-		return 0, 0, nil, shorter(err)
+		return 0, 0, false, nil, shorter(err)
 	}
-	return off, kafkaMs, raw, nil
+	s.rawAt++
+	return off, kafkaMs, false, raw, nil
 }
 
 func shorter(err error) error {
@@ -188,7 +259,12 @@ func shorter(err error) error {
 func (s *rowStream) Close() {
 	s.offs.close()
 	s.kts.close()
-	s.raw.close()
+	if s.rawOpen {
+		s.raw.close()
+	}
+	for i := range s.fields {
+		s.fields[i].close()
+	}
 }
 
 // int64Pages yields the values of a required INT64 column chunk.

@@ -31,8 +31,10 @@ type Record struct {
 }
 
 // dayOf returns the UTC day (as days since the epoch) of an event time.
-func dayOf(t time.Time) int64 {
-	ms := t.UnixMilli()
+func dayOf(t time.Time) int64 { return dayMs(t.UnixMilli()) }
+
+// dayMs returns the UTC day (as days since the epoch) of Unix milliseconds.
+func dayMs(ms int64) int64 {
 	d := ms / 86400000
 	if ms < 0 && ms%86400000 != 0 {
 		d--
