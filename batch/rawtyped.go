@@ -32,6 +32,10 @@ import (
 // compare it with decoding every message).
 var rawTyped = true
 
+// decoderVersion is the schemas.DecoderVersion this build decodes with (a
+// variable so tests can play a decoder upgrade).
+var decoderVersion = schemas.DecoderVersion
+
 // typedColumns returns the column of each declared field of s in pf when
 // the typed columns of pf hold Decoder's output for s (same schema and
 // decoder versions, and columns of the types RawWriter writes); ok is
@@ -43,7 +47,7 @@ func typedColumns(pf *pq.File, s *schemas.Stream) (cols []int, ok bool) {
 	if v, found := pf.Lookup(parquet.MetaSchemaVersion); !found || v != s.SchemaVersion() {
 		return nil, false
 	}
-	if v, found := pf.Lookup(parquet.MetaDecoderVersion); !found || v != schemas.DecoderVersion {
+	if v, found := pf.Lookup(parquet.MetaDecoderVersion); !found || v != decoderVersion {
 		return nil, false
 	}
 	cols = make([]int, len(s.Fields))
