@@ -389,7 +389,7 @@ func TestTypedRunMatchesDecode(t *testing.T) {
 		}
 		put(s, 0, msgs[0][:350], time.Hour)
 		put(s, 0, msgs[0][350:], time.Hour)
-		put(s, 1, msgs[1], 0)                       // an archiver without the skew check
+		put(s, 1, msgs[1], 0)                      // an archiver without the skew check
 		put(old, 2, msgs[2][:250], 10*time.Minute) // older stream, stricter archiver
 		put(s, 2, msgs[2][250:], 10*time.Minute)
 
