@@ -393,8 +393,23 @@ func TestTypedRunMatchesDecode(t *testing.T) {
 		put(old, 2, msgs[2][:250], 10*time.Minute) // older stream, stricter archiver
 		put(s, 2, msgs[2][250:], 10*time.Minute)
 
-		_, err := Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
+		res, err := Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
 		require.NoError(t, err)
+		if i == 0 {
+			// The same data under another decoder: the next run must not
+			// continue from verdicts of the old one, so it recomputes in full
+			// (publishing, with nothing new absorbed).
+			stt, err := loadState(ctx, st, s.Name, res.Views[0].Manifest.RunID)
+			require.NoError(t, err)
+			require.Equal(t, schemas.DecoderVersion, stt.DecoderVersion)
+			stt.DecoderVersion = "test-older"
+			data, _ := json.Marshal(stt)
+			require.NoError(t, st.PutBytes(ctx, stateKey(s.Name, stt.RunID), data))
+			res, err = Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
+			require.NoError(t, err)
+			require.True(t, res.Views[0].Published)
+			require.False(t, res.Views[0].Incremental)
+		}
 		hourly := cfg.View("pv_hourly")
 		m, rows, order := publishedRows(t, ctx, st, hourly)
 		want, events, dups, invalid := truth(msgs, m.Absorbed, time.Hour, true)
