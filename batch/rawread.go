@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	pq "github.com/parquet-go/parquet-go"
 
@@ -25,6 +26,7 @@ type rawFileReader struct {
 	colOff, colTS, colRaw int
 	colTime               int   // the stream's typed time field, for row-group pruning; -1 if absent
 	colFields             []int // per declared field; nil: the typed columns are not used
+	refusedInvalid        bool  // a row with null typed id is invalid (typedColumns)
 }
 
 // rawReadRanged chooses how raw objects are read: true reads only the
@@ -38,14 +40,15 @@ var rawReadRanged = true
 // the size of one GET.
 const rawReadBuffer = 4 << 20
 
-// openRawFile opens key for reading; dir holds temporary files.
-func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.Stream) (*rawFileReader, error) {
+// openRawFile opens key for reading; dir holds temporary files; runSkew
+// is the future skew the run validates with.
+func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
 	if rawReadRanged {
 		obj, err := st.Open(ctx, key)
 		if err != nil {
 			return nil, err
 		}
-		r, err := newRawFileReader(obj, obj, obj.Size(), s)
+		r, err := newRawFileReader(obj, obj, obj.Size(), s, runSkew)
 		if err != nil {
 			obj.Close()
 			return nil, fmt.Errorf("batch: %s: %w", key, err)
@@ -67,7 +70,7 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 		f.Close()
 		return nil, fmt.Errorf("batch: downloading %s: %w", key, err)
 	}
-	r, err := newRawFileReader(f, f, size, s)
+	r, err := newRawFileReader(f, f, size, s, runSkew)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("batch: %s: %w", key, err)
@@ -75,7 +78,7 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 	return r, nil
 }
 
-func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream) (*rawFileReader, error) {
+func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
 	pf, err := pq.OpenFile(ra, size, pq.SkipBloomFilters(true), pq.SkipPageIndex(true), pq.ReadBufferSize(rawReadBuffer))
 	if err != nil {
 		return nil, err
@@ -100,8 +103,8 @@ func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream
 	if c, err := look(s.TimeField); err == nil {
 		r.colTime = c
 	}
-	if cols, ok := typedColumns(pf, s); ok {
-		r.colFields = cols
+	if cols, refusedInvalid, ok := typedColumns(pf, s, runSkew); ok {
+		r.colFields, r.refusedInvalid = cols, refusedInvalid
 	}
 	return r, nil
 }
@@ -155,11 +158,12 @@ type rowStream struct {
 	// Typed files: the typed columns, and _raw opened at the first row
 	// that needs it (rawAt rows of it consumed), so a row group of valid
 	// messages only never decompresses it.
-	fields       []fieldPages
-	rawCol       pq.ColumnChunk
-	rawOpen      bool
-	row, rawAt   int64
-	idIdx, tmIdx int
+	fields         []fieldPages
+	rawCol         pq.ColumnChunk
+	rawOpen        bool
+	refusedInvalid bool
+	row, rawAt     int64
+	idIdx, tmIdx   int
 }
 
 func (r *rawFileReader) rows(g int) *rowStream {
@@ -172,7 +176,7 @@ func (r *rawFileReader) rows(g int) *rowStream {
 		s.raw, s.rawOpen = bytesPages{pages: cols[r.colRaw].Pages()}, true
 		return s
 	}
-	s.rawCol = cols[r.colRaw]
+	s.rawCol, s.refusedInvalid = cols[r.colRaw], r.refusedInvalid
 	s.idIdx, s.tmIdx = r.stream.FieldIndex(r.stream.IDField), r.stream.FieldIndex(r.stream.TimeField)
 	s.fields = make([]fieldPages, len(r.colFields))
 	for i, c := range r.colFields {
@@ -181,41 +185,47 @@ func (r *rawFileReader) rows(g int) *rowStream {
 	return s
 }
 
-// next returns the next row; it returns io.EOF after the last. For a row
-// of a typed file whose typed id and time are set, typed is true and ev
-// holds the event (ev.Values has one entry per declared field; its strings
-// valid until the following call); otherwise raw holds the message's
-// original bytes, valid until the following call.
-func (s *rowStream) next(ev *schemas.Event) (off, kafkaMs int64, typed bool, raw []byte, err error) {
+// What rowStream.next returns for a row.
+const (
+	rowRaw     = iota // its original bytes, to decode
+	rowTyped          // its event, from the typed columns
+	rowRefused        // nothing: the writer refused it, and so would the run
+)
+
+// next returns the next row; it returns io.EOF after the last. For a
+// rowTyped row, ev holds the event (ev.Values has one entry per declared
+// field; its strings valid until the following call); for a rowRaw one,
+// raw holds the message's original bytes, valid until the following call.
+func (s *rowStream) next(ev *schemas.Event) (off, kafkaMs int64, kind uint8, raw []byte, err error) {
 	off, err = s.offs.next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			// Every column must end here too.
 			if _, e := s.kts.next(); !errors.Is(e, io.EOF) {
-				return 0, 0, false, nil, errors.New("columns of different lengths")
+				return 0, 0, 0, nil, errors.New("columns of different lengths")
 			}
 			if s.fields == nil {
 				if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
-					return 0, 0, false, nil, errors.New("columns of different lengths")
+					return 0, 0, 0, nil, errors.New("columns of different lengths")
 				}
 			}
 			var v schemas.Value
 			for i := range s.fields {
 				if e := s.fields[i].next(&v); !errors.Is(e, io.EOF) {
-					return 0, 0, false, nil, errors.New("columns of different lengths")
+					return 0, 0, 0, nil, errors.New("columns of different lengths")
 				}
 			}
 		}
-		return 0, 0, false, nil, err
+		return 0, 0, 0, nil, err
 	}
 	if kafkaMs, err = s.kts.next(); err != nil {
-		return 0, 0, false, nil, shorter(err)
+		return 0, 0, 0, nil, shorter(err)
 	}
 	if s.fields == nil {
 		if raw, err = s.raw.next(); err != nil {
-			return 0, 0, false, nil, shorter(err)
+			return 0, 0, 0, nil, shorter(err)
 		}
-		return off, kafkaMs, false, raw, nil
+		return off, kafkaMs, rowRaw, raw, nil
 	}
 	row := s.row
 	s.row++
@@ -225,28 +235,32 @@ func (s *rowStream) next(ev *schemas.Event) (off, kafkaMs int64, typed bool, raw
 	ev.Values = ev.Values[:len(s.fields)]
 	for i := range s.fields {
 		if err = s.fields[i].next(&ev.Values[i]); err != nil {
-			return 0, 0, false, nil, shorter(err)
+			return 0, 0, 0, nil, shorter(err)
 		}
 	}
+	// A valid event has its id and time (both required).
 	if id, tm := ev.Values[s.idIdx], ev.Values[s.tmIdx]; id.Set && tm.Set {
 		ev.ID, ev.Time = id.Str, tm.Time
-		return off, kafkaMs, true, nil, nil
+		return off, kafkaMs, rowTyped, nil, nil
 	}
-	// Refused by the archiver (or valid without a time, if the time field
-	// is optional): decode it again.
+	if s.refusedInvalid {
+		return off, kafkaMs, rowRefused, nil, nil
+	}
+	// Refused by the archiver, perhaps for a reason that does not hold for
+	// this run: decode it again.
 	if !s.rawOpen {
 		s.raw, s.rawOpen = bytesPages{pages: s.rawCol.Pages()}, true
 	}
 	for ; s.rawAt < row; s.rawAt++ {
 		if _, err = s.raw.next(); err != nil {
-			return 0, 0, false, nil, shorter(err)
+			return 0, 0, 0, nil, shorter(err)
 		}
 	}
 	if raw, err = s.raw.next(); err != nil {
-		return 0, 0, false, nil, shorter(err)
+		return 0, 0, 0, nil, shorter(err)
 	}
 	s.rawAt++
-	return off, kafkaMs, false, raw, nil
+	return off, kafkaMs, rowRaw, raw, nil
 }
 
 func shorter(err error) error {

@@ -23,10 +23,11 @@ import (
 // time (the archiver's), and the run applies the one check that depends
 // on configuration, the future skew, itself (Decoder.TooFarAhead).
 //
-// Messages whose typed id or time is null (the archiver refused them, or
-// its own future-skew setting did) and every message of a file written
-// under other versions are decoded again from _raw, so each gets this
-// run's verdict; TestTypedMatchesDecode checks the two paths agree.
+// Messages whose typed id is null (the archiver refused them) are decoded
+// again from _raw, so each gets this run's verdict, unless the footer
+// shows the archiver's refusals hold for this run's future skew too
+// (typedColumns); so are all messages of a file written under other
+// versions. TestTypedMatchesDecode checks the paths agree.
 
 // rawTyped turns the typed-column path on (a variable for tests, which
 // compare it with decoding every message).
@@ -39,26 +40,36 @@ var decoderVersion = schemas.DecoderVersion
 // typedColumns returns the column of each declared field of s in pf when
 // the typed columns of pf hold Decoder's output for s (same schema and
 // decoder versions, and columns of the types RawWriter writes); ok is
-// false otherwise.
-func typedColumns(pf *pq.File, s *schemas.Stream) (cols []int, ok bool) {
+// false otherwise. refusedInvalid reports that a message the writer
+// refused (null typed id) is invalid for a decoder with future skew
+// runSkew too, so its original bytes need not be read: the writer's
+// decoder had the skew check off, so its refusals do not depend on the
+// skew, or had a skew at least runSkew (> 0), so an event too far ahead
+// for it is too far ahead for runSkew.
+func typedColumns(pf *pq.File, s *schemas.Stream, runSkew time.Duration) (cols []int, refusedInvalid, ok bool) {
 	if !rawTyped {
-		return nil, false
+		return nil, false, false
 	}
 	if v, found := pf.Lookup(parquet.MetaSchemaVersion); !found || v != s.SchemaVersion() {
-		return nil, false
+		return nil, false, false
 	}
 	if v, found := pf.Lookup(parquet.MetaDecoderVersion); !found || v != decoderVersion {
-		return nil, false
+		return nil, false, false
 	}
 	cols = make([]int, len(s.Fields))
 	for i, f := range s.Fields {
 		leaf, found := pf.Schema().Lookup(f.Name)
 		if !found || leaf.MaxRepetitionLevel != 0 || leaf.MaxDefinitionLevel != 1 || leaf.Node.Type().Kind() != fieldKind(f.Type) {
-			return nil, false
+			return nil, false, false
 		}
 		cols[i] = leaf.ColumnIndex
 	}
-	return cols, true
+	if v, found := pf.Lookup(parquet.MetaMaxFutureSkew); found {
+		if wrote, err := time.ParseDuration(v); err == nil && wrote >= 0 {
+			refusedInvalid = wrote == 0 || (runSkew > 0 && runSkew <= wrote)
+		}
+	}
+	return cols, refusedInvalid, true
 }
 
 // fieldKind is the physical type RawWriter stores a field of type t as.

@@ -45,7 +45,7 @@ type rawBatch struct {
 	n       int
 	offsets []int64
 	kafkaMs []int64
-	typed   []bool   // the row came with its event (its id, time and record are set)
+	kind    []uint8  // rowRaw, rowTyped (its id, time and record are set) or rowRefused
 	raw     []byte   // the original bytes of the rows that did not
 	ends    []uint32 // raw[ends[i-1]:ends[i]] is row i (empty if typed)
 	ids     []byte   // the ids of typed rows
@@ -64,16 +64,17 @@ type rawBatch struct {
 
 func (b *rawBatch) reset() {
 	b.n = 0
-	b.offsets, b.kafkaMs, b.typed, b.raw, b.ends = b.offsets[:0], b.kafkaMs[:0], b.typed[:0], b.raw[:0], b.ends[:0]
+	b.offsets, b.kafkaMs, b.kind, b.raw, b.ends = b.offsets[:0], b.kafkaMs[:0], b.kind[:0], b.raw[:0], b.ends[:0]
 	b.ids, b.idEnds, b.timeMs = b.ids[:0], b.idEnds[:0], b.timeMs[:0]
 	b.recs, b.recAt, b.recEnd = b.recs[:0], b.recAt[:0], b.recEnd[:0]
 }
 
-// add appends a row to decode from its original bytes.
-func (b *rawBatch) add(off, kafkaMs int64, raw []byte) {
+// add appends a row to decode from its original bytes (rowRaw), or one
+// known to be invalid (rowRefused, raw nil).
+func (b *rawBatch) add(kind uint8, off, kafkaMs int64, raw []byte) {
 	b.offsets = append(b.offsets, off)
 	b.kafkaMs = append(b.kafkaMs, kafkaMs)
-	b.typed = append(b.typed, false)
+	b.kind = append(b.kind, kind)
 	b.raw = append(b.raw, raw...)
 	b.ends = append(b.ends, uint32(len(b.raw)))
 	b.idEnds = append(b.idEnds, uint32(len(b.ids)))
@@ -88,7 +89,7 @@ func (b *rawBatch) add(off, kafkaMs int64, raw []byte) {
 func (b *rawBatch) addTyped(s *schemas.Stream, off, kafkaMs int64, ev *schemas.Event, rec *Record) {
 	b.offsets = append(b.offsets, off)
 	b.kafkaMs = append(b.kafkaMs, kafkaMs)
-	b.typed = append(b.typed, true)
+	b.kind = append(b.kind, rowTyped)
 	b.ends = append(b.ends, uint32(len(b.raw)))
 	b.ids = append(b.ids, ev.ID...)
 	b.idEnds = append(b.idEnds, uint32(len(b.ids)))
@@ -121,7 +122,11 @@ func (b *rawBatch) decode(dec *schemas.Decoder, rec *Record) {
 	b.days = grow(b.days, n)
 	ev := &rec.Event // its Values storage is reused: each event is encoded before the next decode
 	for i := 0; i < n; i++ {
-		if b.typed[i] {
+		switch b.kind[i] {
+		case rowRefused:
+			b.verdict[i] = rowInvalid
+			continue
+		case rowTyped:
 			// Decode's verdict without ingest time was "valid"; what is
 			// left of it is the future-skew check.
 			ms := b.timeMs[i]
@@ -223,7 +228,7 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 	g.Go(func() error { // opener
 		defer close(files)
 		for _, sp := range spans {
-			r, err := openRawFile(gctx, sc.st, sp.f.Key, sc.tmp, sc.plan.Stream)
+			r, err := openRawFile(gctx, sc.st, sp.f.Key, sc.tmp, sc.plan.Stream, sc.decoder.MaxFutureSkew)
 			select {
 			case files <- opened{r, err}:
 			case <-gctx.Done():
@@ -271,7 +276,7 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 			if o.err != nil {
 				return o.err
 			}
-			err := sc.readSpan(gctx, o.r, sp, keepGroup, func(off, kafkaMs int64, ev *schemas.Event, raw []byte) error {
+			err := sc.readSpan(gctx, o.r, sp, keepGroup, func(off, kafkaMs int64, kind uint8, ev *schemas.Event, raw []byte) error {
 				if b == nil {
 					select {
 					case b = <-free:
@@ -280,10 +285,10 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 					}
 					b.reset()
 				}
-				if ev != nil {
+				if kind == rowTyped {
 					b.addTyped(sc.plan.Stream, off, kafkaMs, ev, &rec)
 				} else {
-					b.add(off, kafkaMs, raw)
+					b.add(kind, off, kafkaMs, raw)
 				}
 				if b.n == batchRows {
 					return send()
@@ -319,11 +324,11 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 }
 
 // readSpan calls fn for every row of r with an offset in [sp.from, sp.to),
-// in file order, with its event taken from the typed columns (ev, raw nil)
-// or else its original bytes (raw, ev nil); both are valid only during the
-// call.
+// in file order, with what rowStream.next made of it: its event (rowTyped),
+// its original bytes (rowRaw) or nothing (rowRefused); ev and raw are valid
+// only during the call.
 func (sc *scanner) readSpan(ctx context.Context, r *rawFileReader, sp fileSpan, keepGroup func(minMs, maxMs int64) bool,
-	fn func(off, kafkaMs int64, ev *schemas.Event, raw []byte) error) error {
+	fn func(off, kafkaMs int64, kind uint8, ev *schemas.Event, raw []byte) error) error {
 	var ev schemas.Event
 	for g := 0; g < r.numRowGroups(); g++ {
 		if err := ctx.Err(); err != nil {
@@ -341,7 +346,7 @@ func (sc *scanner) readSpan(ctx context.Context, r *rawFileReader, sp fileSpan, 
 		err := func() error {
 			defer rs.Close()
 			for {
-				off, kms, typed, raw, err := rs.next(&ev)
+				off, kms, kind, raw, err := rs.next(&ev)
 				if errors.Is(err, io.EOF) {
 					return nil
 				}
@@ -351,12 +356,7 @@ func (sc *scanner) readSpan(ctx context.Context, r *rawFileReader, sp fileSpan, 
 				if off < sp.from || off >= sp.to {
 					continue
 				}
-				if typed {
-					err = fn(off, kms, &ev, nil)
-				} else {
-					err = fn(off, kms, nil, raw)
-				}
-				if err != nil {
+				if err := fn(off, kms, kind, &ev, raw); err != nil {
 					return err
 				}
 			}

@@ -147,12 +147,17 @@ func messyMessages(rng *rand.Rand, n int) []tmsg {
 // writeRawFile writes msgs as one raw file of stream written (the stream's
 // definition when the archiver wrote it) with the archiver's verdict under
 // archSkew: typed columns for the messages it found valid, nulls for the
-// others, as archive.valid decides.
-func writeRawFile(t testing.TB, written *schemas.Stream, msgs []tmsg, first int64, archSkew time.Duration, rowGroupBytes int64) []byte {
+// others, as archive.valid decides. The footer records archSkew, as the
+// archiver's does, unless unrecorded.
+func writeRawFile(t testing.TB, written *schemas.Stream, msgs []tmsg, first int64, archSkew time.Duration, rowGroupBytes int64, unrecorded ...bool) []byte {
 	t.Helper()
 	dec := schemas.NewDecoder(written, archSkew)
 	var buf bytes.Buffer
-	w := parquet.NewRawWriter(&buf, written, parquet.RawWriterOptions{RowGroupBytes: rowGroupBytes})
+	opts := parquet.RawWriterOptions{RowGroupBytes: rowGroupBytes, Decoder: dec}
+	if len(unrecorded) > 0 && unrecorded[0] {
+		opts.Decoder = nil
+	}
+	w := parquet.NewRawWriter(&buf, written, opts)
 	for i, m := range msgs {
 		kts := time.UnixMilli(m.kafkaMs)
 		rec := parquet.RawRecord{Raw: m.raw, Offset: first + int64(i), KafkaTime: kts}
@@ -186,7 +191,7 @@ func readBatchesKeep(t testing.TB, s *schemas.Stream, file []byte, typed bool, s
 	t.Helper()
 	defer func(v bool) { rawTyped = v }(rawTyped)
 	rawTyped = typed
-	r, err := newRawFileReader(bytes.NewReader(file), io.NopCloser(nil), int64(len(file)), s)
+	r, err := newRawFileReader(bytes.NewReader(file), io.NopCloser(nil), int64(len(file)), s, skew)
 	require.NoError(t, err)
 	dec := schemas.NewDecoder(s, skew)
 	var out []rowResult
@@ -209,11 +214,11 @@ func readBatchesKeep(t testing.TB, s *schemas.Stream, file []byte, typed bool, s
 		}
 		b.reset()
 	}
-	err = (&scanner{}).readSpan(context.Background(), r, fileSpan{from: 0, to: math.MaxInt64}, nil, func(off, kafkaMs int64, ev *schemas.Event, raw []byte) error {
-		if ev != nil {
+	err = (&scanner{}).readSpan(context.Background(), r, fileSpan{from: 0, to: math.MaxInt64}, nil, func(off, kafkaMs int64, kind uint8, ev *schemas.Event, raw []byte) error {
+		if kind == rowTyped {
 			b.addTyped(s, off, kafkaMs, ev, &scratch)
 		} else {
-			b.add(off, kafkaMs, raw)
+			b.add(kind, off, kafkaMs, raw)
 		}
 		if b.n == rows {
 			flush()
@@ -257,17 +262,25 @@ func TestTypedMatchesDecode(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		archSkew, runSkew time.Duration
+		unrecorded        bool
 		rgBytes           int64
 		rows              int
+		refusedInvalid    bool // the archiver's refusals hold for the run
 	}{
-		{"same skew", time.Hour, time.Hour, 0, 2048},
-		{"archiver without skew check", 0, time.Hour, 64 << 10, 7},
-		{"archiver stricter", 10 * time.Minute, time.Hour, 16 << 10, 100},
-		{"archiver looser", 3 * time.Hour, time.Hour, 16 << 10, 2048},
-		{"run without skew check", time.Hour, 0, 0, 333},
+		{"same skew", time.Hour, time.Hour, false, 0, 2048, true},
+		{"skew not recorded", time.Hour, time.Hour, true, 0, 2048, false},
+		{"archiver without skew check", 0, time.Hour, false, 64 << 10, 7, true},
+		{"archiver stricter", 10 * time.Minute, time.Hour, false, 16 << 10, 100, false},
+		{"archiver looser", 3 * time.Hour, time.Hour, false, 16 << 10, 2048, true},
+		{"run without skew check", time.Hour, 0, false, 0, 333, false},
+		{"neither checks the skew", 0, 0, false, 0, 2048, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			file := writeRawFile(t, s, msgs, 1000, tc.archSkew, tc.rgBytes)
+			file := writeRawFile(t, s, msgs, 1000, tc.archSkew, tc.rgBytes, tc.unrecorded)
+			r, err := newRawFileReader(bytes.NewReader(file), io.NopCloser(nil), int64(len(file)), s, tc.runSkew)
+			require.NoError(t, err)
+			require.True(t, r.typed())
+			require.Equal(t, tc.refusedInvalid, r.refusedInvalid)
 			want := decodeTruth(s, msgs, 1000, tc.runSkew)
 			typed := readBatches(t, s, file, true, tc.runSkew, tc.rows)
 			require.Equal(t, want, typed, "typed columns")
@@ -290,7 +303,7 @@ func TestTypedMatchesDecode(t *testing.T) {
 	t.Run("versions", func(t *testing.T) {
 		file := writeRawFile(t, s, msgs[:50], 0, time.Hour, 0)
 		open := func() *rawFileReader {
-			r, err := newRawFileReader(bytes.NewReader(file), io.NopCloser(nil), int64(len(file)), s)
+			r, err := newRawFileReader(bytes.NewReader(file), io.NopCloser(nil), int64(len(file)), s, time.Hour)
 			require.NoError(t, err)
 			return r
 		}
@@ -309,7 +322,7 @@ func TestTypedMatchesDecode(t *testing.T) {
 		oldStream := cfg.Stream("ev")
 		require.NotEqual(t, s.SchemaVersion(), oldStream.SchemaVersion())
 		file = writeRawFile(t, oldStream, msgs, 0, time.Hour, 16<<10)
-		r, err := newRawFileReader(bytes.NewReader(file), io.NopCloser(nil), int64(len(file)), s)
+		r, err := newRawFileReader(bytes.NewReader(file), io.NopCloser(nil), int64(len(file)), s, time.Hour)
 		require.NoError(t, err)
 		require.False(t, r.typed(), "a file of another schema version is decoded")
 		require.Equal(t, decodeTruth(s, msgs, 0, time.Hour), readBatches(t, s, file, true, time.Hour, 2048))
@@ -445,7 +458,7 @@ func TestTypedRunMatchesDecode(t *testing.T) {
 // message, on one goroutine: the per-row cost of the scan, without the
 // noise of the whole pipeline.
 func BenchmarkReadRaw(b *testing.B) {
-	files, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-bench-raw-v2-4-2000000", "*.parquet"))
+	files, _ := filepath.Glob(filepath.Join(os.TempDir(), "tandem-bench-raw-v3-4-2000000", "*.parquet"))
 	if len(files) == 0 {
 		b.Skip("no benchmark raw files; run BenchmarkBatchRecomputeVsScan with TANDEM_BENCH_EVENTS=2000000 first")
 	}
