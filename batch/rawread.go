@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -185,84 +186,114 @@ func (r *rawFileReader) rows(g int) *rowStream {
 	return s
 }
 
-// What rowStream.next returns for a row.
+// What rowStream.next makes of a row.
 const (
 	rowRaw     = iota // its original bytes, to decode
-	rowTyped          // its event, from the typed columns
+	rowTyped          // its spill record, id and time, from the typed columns
 	rowRefused        // nothing: the writer refused it, and so would the run
 )
 
-// next returns the next row; it returns io.EOF after the last. For a
-// rowTyped row, ev holds the event (ev.Values has one entry per declared
-// field; its strings valid until the following call); for a rowRaw one,
-// raw holds the message's original bytes, valid until the following call.
-func (s *rowStream) next(ev *schemas.Event) (off, kafkaMs int64, kind uint8, raw []byte, err error) {
-	off, err = s.offs.next()
+// rawRow is one row as rowStream.next returns it; its slices are valid
+// until the following call.
+type rawRow struct {
+	off, kafkaMs int64
+	kind         uint8
+	raw          []byte // rowRaw: the original bytes
+	id           []byte // rowTyped: the event id
+	timeMs       int64  // rowTyped: the event time (Unix ms)
+	rec          []byte // rowTyped: the spill record, as encodeRecord writes it
+}
+
+// next reads the next row into r; it returns io.EOF after the last.
+func (s *rowStream) next(r *rawRow) (err error) {
+	r.raw, r.id = nil, nil
+	r.off, err = s.offs.next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			// Every column must end here too.
 			if _, e := s.kts.next(); !errors.Is(e, io.EOF) {
-				return 0, 0, 0, nil, errors.New("columns of different lengths")
+				return errors.New("columns of different lengths")
 			}
 			if s.fields == nil {
 				if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
-					return 0, 0, 0, nil, errors.New("columns of different lengths")
+					return errors.New("columns of different lengths")
 				}
 			}
-			var v schemas.Value
 			for i := range s.fields {
-				if e := s.fields[i].next(&v); !errors.Is(e, io.EOF) {
-					return 0, 0, 0, nil, errors.New("columns of different lengths")
+				if _, _, _, _, e := s.fields[i].encodeNext(nil); !errors.Is(e, io.EOF) {
+					return errors.New("columns of different lengths")
 				}
 			}
 		}
-		return 0, 0, 0, nil, err
+		return err
 	}
-	if kafkaMs, err = s.kts.next(); err != nil {
-		return 0, 0, 0, nil, shorter(err)
+	if r.kafkaMs, err = s.kts.next(); err != nil {
+		return shorter(err)
 	}
 	if s.fields == nil {
-		if raw, err = s.raw.next(); err != nil {
-			return 0, 0, 0, nil, shorter(err)
-		}
-		return off, kafkaMs, rowRaw, raw, nil
+		r.kind = rowRaw
+		r.raw, err = s.raw.next()
+		return shorter(err)
 	}
 	row := s.row
 	s.row++
-	if cap(ev.Values) < len(s.fields) {
-		ev.Values = make([]schemas.Value, len(s.fields))
+
+	// The record as encodeRecord writes it: length (patched below),
+	// offset, Kafka time, presence bitmap, set values.
+	b := append(r.rec[:0], 0, 0, 0, 0)
+	b = binary.AppendVarint(b, r.off)
+	b = binary.AppendVarint(b, r.kafkaMs)
+	bm := len(b)
+	for i := 0; i < (len(s.fields)+7)/8; i++ {
+		b = append(b, 0)
 	}
-	ev.Values = ev.Values[:len(s.fields)]
+	var idSet, timeSet bool
 	for i := range s.fields {
-		if err = s.fields[i].next(&ev.Values[i]); err != nil {
-			return 0, 0, 0, nil, shorter(err)
+		var set bool
+		var str []byte
+		var n int64
+		if b, set, str, n, err = s.fields[i].encodeNext(b); err != nil {
+			return shorter(err)
+		}
+		if set {
+			b[bm+i/8] |= 1 << (i % 8)
+		}
+		switch i {
+		case s.idIdx:
+			idSet, r.id = set, str
+		case s.tmIdx:
+			timeSet, r.timeMs = set, n
 		}
 	}
+	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	r.rec = b
 	// A valid event has its id and time (both required).
-	if id, tm := ev.Values[s.idIdx], ev.Values[s.tmIdx]; id.Set && tm.Set {
-		ev.ID, ev.Time = id.Str, tm.Time
-		return off, kafkaMs, rowTyped, nil, nil
+	if idSet && timeSet {
+		r.kind = rowTyped
+		return nil
 	}
+	r.id = nil
 	if s.refusedInvalid {
-		return off, kafkaMs, rowRefused, nil, nil
+		r.kind = rowRefused
+		return nil
 	}
 	// Refused by the archiver, perhaps for a reason that does not hold for
 	// this run: decode it again.
+	r.kind = rowRaw
 	if !s.rawOpen {
 		s.raw, s.rawOpen = bytesPages{pages: s.rawCol.Pages()}, true
 	}
 	for ; s.rawAt < row; s.rawAt++ {
 		if _, err = s.raw.next(); err != nil {
-			return 0, 0, 0, nil, shorter(err)
+			return shorter(err)
 		}
 	}
-	if raw, err = s.raw.next(); err != nil {
-		return 0, 0, 0, nil, shorter(err)
-	}
+	r.raw, err = s.raw.next()
 	s.rawAt++
-	return off, kafkaMs, rowRaw, raw, nil
+	return shorter(err)
 }
 
+// shorter reports a column ending before _offset does (nil stays nil).
 func shorter(err error) error {
 	if errors.Is(err, io.EOF) {
 		return errors.New("columns of different lengths")

@@ -1,11 +1,12 @@
 package batch
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
-	"unsafe"
 
 	pq "github.com/parquet-go/parquet-go"
 
@@ -86,8 +87,9 @@ func fieldKind(t schemas.FieldType) pq.Kind {
 }
 
 // fieldPages yields the values of one typed (optional) column chunk, row
-// by row, as schemas.Values built the way Decoder builds them. Strings
-// share the page's memory: valid until the next call.
+// by row, encoded as encodeRecord encodes the field's schemas.Value (the
+// value Decoder builds), so a typed row becomes its spill record without
+// building an event.
 type fieldPages struct {
 	pages pq.Pages
 	name  string
@@ -115,21 +117,23 @@ func newFieldPages(cc pq.ColumnChunk, f schemas.Field) fieldPages {
 	return fieldPages{pages: cc.Pages(), name: f.Name, typ: f.Type}
 }
 
-// next sets *v to the next row's value (unset for a null).
-func (c *fieldPages) next(v *schemas.Value) error {
+// encodeNext appends the next row's value to b as encodeRecord encodes it
+// (nothing for a null) and reports whether it is set; str is a string's
+// value (valid until the next call) and n an int64's or a timestamp's
+// (Unix ms).
+func (c *fieldPages) encodeNext(b []byte) (out []byte, set bool, str []byte, n int64, err error) {
 	for c.i >= c.rows {
 		if err := c.load(); err != nil {
-			return err
+			return b, false, nil, 0, err
 		}
 	}
 	row := c.i
 	c.i++
 	if c.generic {
-		return c.fromValue(v, c.vals[row])
+		return c.encodeValue(b, c.vals[row])
 	}
 	if c.defs != nil && c.defs[row] == 0 {
-		*v = schemas.Value{}
-		return nil
+		return b, false, nil, 0, nil
 	}
 	k := c.j
 	c.j++
@@ -138,41 +142,42 @@ func (c *fieldPages) next(v *schemas.Value) error {
 		if c.idx != nil {
 			k = int(c.idx[k])
 			if k < 0 || k+1 >= len(c.offs) {
-				return fmt.Errorf("column %s: dictionary index out of range", c.name)
+				return b, false, nil, 0, fmt.Errorf("column %s: dictionary index out of range", c.name)
 			}
 		}
-		b := c.data[c.offs[k]:c.offs[k+1]]
-		*v = schemas.Value{Set: true, Str: unsafe.String(unsafe.SliceData(b), len(b))}
-	case schemas.TypeInt64:
-		*v = schemas.Value{Set: true, Int: c.ints[k], Float: float64(c.ints[k])}
-	case schemas.TypeTimestamp:
-		*v = schemas.Value{Set: true, Time: time.UnixMilli(c.ints[k]).UTC()}
+		str = c.data[c.offs[k]:c.offs[k+1]]
+		b = binary.AppendUvarint(b, uint64(len(str)))
+		return append(b, str...), true, str, 0, nil
+	case schemas.TypeInt64, schemas.TypeTimestamp:
+		n = c.ints[k]
+		return binary.AppendVarint(b, n), true, nil, n, nil
 	case schemas.TypeFloat64:
-		*v = schemas.Value{Set: true, Float: c.dbls[k]}
+		return binary.LittleEndian.AppendUint64(b, math.Float64bits(c.dbls[k])), true, nil, 0, nil
 	}
-	return nil
+	return b, false, nil, 0, fmt.Errorf("column %s: no fast path for %s", c.name, c.typ)
 }
 
-// fromValue converts a generic Parquet value.
-func (c *fieldPages) fromValue(v *schemas.Value, pv pq.Value) error {
+// encodeValue is encodeNext for a generic Parquet value.
+func (c *fieldPages) encodeValue(b []byte, pv pq.Value) ([]byte, bool, []byte, int64, error) {
 	if pv.IsNull() {
-		*v = schemas.Value{}
-		return nil
+		return b, false, nil, 0, nil
 	}
 	switch c.typ {
 	case schemas.TypeString:
-		b := pv.ByteArray()
-		*v = schemas.Value{Set: true, Str: unsafe.String(unsafe.SliceData(b), len(b))}
-	case schemas.TypeInt64:
-		*v = schemas.Value{Set: true, Int: pv.Int64(), Float: float64(pv.Int64())}
-	case schemas.TypeTimestamp:
-		*v = schemas.Value{Set: true, Time: time.UnixMilli(pv.Int64()).UTC()}
+		str := pv.ByteArray()
+		b = binary.AppendUvarint(b, uint64(len(str)))
+		return append(b, str...), true, str, 0, nil
+	case schemas.TypeInt64, schemas.TypeTimestamp:
+		return binary.AppendVarint(b, pv.Int64()), true, nil, pv.Int64(), nil
 	case schemas.TypeFloat64:
-		*v = schemas.Value{Set: true, Float: pv.Double()}
+		return binary.LittleEndian.AppendUint64(b, math.Float64bits(pv.Double())), true, nil, 0, nil
 	case schemas.TypeBool:
-		*v = schemas.Value{Set: true, Bool: pv.Boolean()}
+		if pv.Boolean() {
+			return append(b, 1), true, nil, 0, nil
+		}
+		return append(b, 0), true, nil, 0, nil
 	}
-	return nil
+	return b, false, nil, 0, fmt.Errorf("column %s: unknown type %s", c.name, c.typ)
 }
 
 func (c *fieldPages) load() error {

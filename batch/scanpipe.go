@@ -84,19 +84,17 @@ func (b *rawBatch) add(kind uint8, off, kafkaMs int64, raw []byte) {
 	b.n++
 }
 
-// addTyped appends a row that came with its event, encoding its spill
-// record (rec is scratch space).
-func (b *rawBatch) addTyped(s *schemas.Stream, off, kafkaMs int64, ev *schemas.Event, rec *Record) {
-	b.offsets = append(b.offsets, off)
-	b.kafkaMs = append(b.kafkaMs, kafkaMs)
+// addTyped appends a rowTyped row.
+func (b *rawBatch) addTyped(r *rawRow) {
+	b.offsets = append(b.offsets, r.off)
+	b.kafkaMs = append(b.kafkaMs, r.kafkaMs)
 	b.kind = append(b.kind, rowTyped)
 	b.ends = append(b.ends, uint32(len(b.raw)))
-	b.ids = append(b.ids, ev.ID...)
+	b.ids = append(b.ids, r.id...)
 	b.idEnds = append(b.idEnds, uint32(len(b.ids)))
-	b.timeMs = append(b.timeMs, ev.Time.UnixMilli())
-	rec.Offset, rec.KafkaMs, rec.Event = off, kafkaMs, *ev
+	b.timeMs = append(b.timeMs, r.timeMs)
 	b.recAt = append(b.recAt, uint32(len(b.recs)))
-	b.recs = encodeRecord(b.recs, s, rec)
+	b.recs = append(b.recs, r.rec...)
 	b.recEnd = append(b.recEnd, uint32(len(b.recs)))
 	b.n++
 }
@@ -254,7 +252,6 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 			}
 		}()
 		var b *rawBatch
-		var rec Record // scratch for addTyped
 		send := func() error {
 			b.want, b.done = want, make(chan struct{})
 			ordered <- b // never blocks: at most batchesInPipe batches exist
@@ -276,7 +273,7 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 			if o.err != nil {
 				return o.err
 			}
-			err := sc.readSpan(gctx, o.r, sp, keepGroup, func(off, kafkaMs int64, kind uint8, ev *schemas.Event, raw []byte) error {
+			err := sc.readSpan(gctx, o.r, sp, keepGroup, func(r *rawRow) error {
 				if b == nil {
 					select {
 					case b = <-free:
@@ -285,10 +282,10 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 					}
 					b.reset()
 				}
-				if kind == rowTyped {
-					b.addTyped(sc.plan.Stream, off, kafkaMs, ev, &rec)
+				if r.kind == rowTyped {
+					b.addTyped(r)
 				} else {
-					b.add(kind, off, kafkaMs, raw)
+					b.add(r.kind, r.off, r.kafkaMs, r.raw)
 				}
 				if b.n == batchRows {
 					return send()
@@ -324,12 +321,11 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 }
 
 // readSpan calls fn for every row of r with an offset in [sp.from, sp.to),
-// in file order, with what rowStream.next made of it: its event (rowTyped),
-// its original bytes (rowRaw) or nothing (rowRefused); ev and raw are valid
-// only during the call.
+// in file order, with what rowStream.next made of it, valid only during
+// the call.
 func (sc *scanner) readSpan(ctx context.Context, r *rawFileReader, sp fileSpan, keepGroup func(minMs, maxMs int64) bool,
-	fn func(off, kafkaMs int64, kind uint8, ev *schemas.Event, raw []byte) error) error {
-	var ev schemas.Event
+	fn func(row *rawRow) error) error {
+	var row rawRow
 	for g := 0; g < r.numRowGroups(); g++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -346,17 +342,17 @@ func (sc *scanner) readSpan(ctx context.Context, r *rawFileReader, sp fileSpan, 
 		err := func() error {
 			defer rs.Close()
 			for {
-				off, kms, kind, raw, err := rs.next(&ev)
+				err := rs.next(&row)
 				if errors.Is(err, io.EOF) {
 					return nil
 				}
 				if err != nil {
 					return err
 				}
-				if off < sp.from || off >= sp.to {
+				if row.off < sp.from || row.off >= sp.to {
 					continue
 				}
-				if err := fn(off, kms, kind, &ev, raw); err != nil {
+				if err := fn(&row); err != nil {
 					return err
 				}
 			}

@@ -196,7 +196,7 @@ func readBatchesKeep(t testing.TB, s *schemas.Stream, file []byte, typed bool, s
 	dec := schemas.NewDecoder(s, skew)
 	var out []rowResult
 	b := &rawBatch{}
-	var rec, scratch Record
+	var rec Record
 	count := 0
 	flush := func() {
 		b.decode(dec, &rec)
@@ -214,11 +214,11 @@ func readBatchesKeep(t testing.TB, s *schemas.Stream, file []byte, typed bool, s
 		}
 		b.reset()
 	}
-	err = (&scanner{}).readSpan(context.Background(), r, fileSpan{from: 0, to: math.MaxInt64}, nil, func(off, kafkaMs int64, kind uint8, ev *schemas.Event, raw []byte) error {
-		if kind == rowTyped {
-			b.addTyped(s, off, kafkaMs, ev, &scratch)
+	err = (&scanner{}).readSpan(context.Background(), r, fileSpan{from: 0, to: math.MaxInt64}, nil, func(row *rawRow) error {
+		if row.kind == rowTyped {
+			b.addTyped(row)
 		} else {
-			b.add(kind, off, kafkaMs, raw)
+			b.add(row.kind, row.off, row.kafkaMs, row.raw)
 		}
 		if b.n == rows {
 			flush()
