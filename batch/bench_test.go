@@ -184,7 +184,7 @@ func bareScan(b *testing.B, ctx context.Context, st *s3.Store, s *schemas.Stream
 // about 500k events, the way the archiver writes them, and returns the
 // directory; file names are object keys with / written as ~.
 func benchRaw(b *testing.B, s *schemas.Stream, partitions int, n int64) string {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("tandem-bench-raw-v1-%d-%d", partitions, n))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("tandem-bench-raw-v3-%d-%d", partitions, n))
 	if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
 		return dir
 	}
@@ -211,7 +211,7 @@ func benchRaw(b *testing.B, s *schemas.Stream, partitions int, n int64) string {
 					return err
 				}
 				bw := bufio.NewWriterSize(f, 1<<20)
-				w := parquet.NewRawWriter(bw, s, parquet.RawWriterOptions{Partition: p})
+				w := parquet.NewRawWriter(bw, s, parquet.RawWriterOptions{Partition: p, Decoder: dec})
 				for off := first; off <= last; off++ {
 					kts := genBase.Add(time.Duration(off) * 50 * time.Millisecond)
 					id := off

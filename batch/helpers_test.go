@@ -157,7 +157,7 @@ func writeRaw(t testing.TB, ctx context.Context, st *s3.Store, s *schemas.Stream
 		chunk := msgs[:k]
 		msgs = msgs[k:]
 		var buf bytes.Buffer
-		w := parquet.NewRawWriter(&buf, s, parquet.RawWriterOptions{Partition: p, RowGroupBytes: 16 << 10})
+		w := parquet.NewRawWriter(&buf, s, parquet.RawWriterOptions{Partition: p, RowGroupBytes: 16 << 10, Decoder: dec})
 		for _, m := range chunk {
 			rec := parquet.RawRecord{Raw: m.Raw, Partition: p, Offset: m.Offset, KafkaTime: m.KafkaTS}
 			if ev, err := dec.Decode(m.Raw, m.KafkaTS); err == nil {

@@ -17,6 +17,7 @@ func allocEntries(n int) (es []idEntry, mem []byte) {
 	if size >= 1<<20 {
 		b, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 		if err == nil {
+			adviseHuge(b)
 			return unsafe.Slice((*idEntry)(unsafe.Pointer(unsafe.SliceData(b))), n), b
 		}
 	}

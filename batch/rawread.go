@@ -2,10 +2,12 @@ package batch
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	pq "github.com/parquet-go/parquet-go"
 
@@ -13,14 +15,19 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// rawFileReader reads the three columns a run needs from a raw object:
-// the batch layer re-validates every message from its original bytes, so
-// the typed columns are not read at all.
+// rawFileReader reads the columns a run needs from a raw object: _offset,
+// _kafka_ts, and either the typed columns, with _raw only for the rows
+// whose typed columns are null (a file whose typed columns hold Decoder's
+// output, see rawtyped.go), or _raw alone (any other file: every message
+// is decoded again).
 type rawFileReader struct {
 	src                   io.Closer
 	pf                    *pq.File
+	stream                *schemas.Stream
 	colOff, colTS, colRaw int
-	colTime               int // the stream's typed time field, for row-group pruning; -1 if absent
+	colTime               int   // the stream's typed time field, for row-group pruning; -1 if absent
+	colFields             []int // per declared field; nil: the typed columns are not used
+	refusedInvalid        bool  // a row with null typed id is invalid (typedColumns)
 }
 
 // rawReadRanged chooses how raw objects are read: true reads only the
@@ -34,14 +41,15 @@ var rawReadRanged = true
 // the size of one GET.
 const rawReadBuffer = 4 << 20
 
-// openRawFile opens key for reading; dir holds temporary files.
-func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.Stream) (*rawFileReader, error) {
+// openRawFile opens key for reading; dir holds temporary files; runSkew
+// is the future skew the run validates with.
+func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
 	if rawReadRanged {
 		obj, err := st.Open(ctx, key)
 		if err != nil {
 			return nil, err
 		}
-		r, err := newRawFileReader(obj, obj, obj.Size(), s)
+		r, err := newRawFileReader(obj, obj, obj.Size(), s, runSkew)
 		if err != nil {
 			obj.Close()
 			return nil, fmt.Errorf("batch: %s: %w", key, err)
@@ -63,7 +71,7 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 		f.Close()
 		return nil, fmt.Errorf("batch: downloading %s: %w", key, err)
 	}
-	r, err := newRawFileReader(f, f, size, s)
+	r, err := newRawFileReader(f, f, size, s, runSkew)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("batch: %s: %w", key, err)
@@ -71,12 +79,12 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 	return r, nil
 }
 
-func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream) (*rawFileReader, error) {
+func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
 	pf, err := pq.OpenFile(ra, size, pq.SkipBloomFilters(true), pq.SkipPageIndex(true), pq.ReadBufferSize(rawReadBuffer))
 	if err != nil {
 		return nil, err
 	}
-	r := &rawFileReader{src: c, pf: pf, colTime: -1}
+	r := &rawFileReader{src: c, pf: pf, stream: s, colTime: -1}
 	look := func(name string) (int, error) {
 		leaf, ok := pf.Schema().Lookup(name)
 		if !ok {
@@ -96,8 +104,14 @@ func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream
 	if c, err := look(s.TimeField); err == nil {
 		r.colTime = c
 	}
+	if cols, refusedInvalid, ok := typedColumns(pf, s, runSkew); ok {
+		r.colFields, r.refusedInvalid = cols, refusedInvalid
+	}
 	return r, nil
 }
+
+// typed reports whether rows come with their typed columns.
+func (r *rawFileReader) typed() bool { return r.colFields != nil }
 
 func (r *rawFileReader) Close() error { return r.src.Close() }
 
@@ -136,48 +150,150 @@ func (r *rawFileReader) offsetBounds(i int) (lo, hi int64, ok bool) {
 	return a.Int64(), b.Int64(), true
 }
 
-// rowStream reads rows of one row group page by page, the three columns
-// in step, so memory holds a page of each, never a whole row group (an
+// rowStream reads rows of one row group page by page, the columns in
+// step, so memory holds a page of each, never a whole row group (an
 // archiver's row group can hold a whole 128 MB object).
 type rowStream struct {
 	offs, kts int64Pages
 	raw       bytesPages
+	// Typed files: the typed columns, and _raw opened at the first row
+	// that needs it (rawAt rows of it consumed), so a row group of valid
+	// messages only never decompresses it.
+	fields         []fieldPages
+	rawCol         pq.ColumnChunk
+	rawOpen        bool
+	refusedInvalid bool
+	row, rawAt     int64
+	idIdx, tmIdx   int
 }
 
 func (r *rawFileReader) rows(g int) *rowStream {
 	cols := r.pf.RowGroups()[g].ColumnChunks()
-	return &rowStream{
+	s := &rowStream{
 		offs: int64Pages{pages: cols[r.colOff].Pages(), name: schemas.ColOffset},
 		kts:  int64Pages{pages: cols[r.colTS].Pages(), name: schemas.ColKafkaTS},
-		raw:  bytesPages{pages: cols[r.colRaw].Pages()},
 	}
+	if !r.typed() {
+		s.raw, s.rawOpen = bytesPages{pages: cols[r.colRaw].Pages()}, true
+		return s
+	}
+	s.rawCol, s.refusedInvalid = cols[r.colRaw], r.refusedInvalid
+	s.idIdx, s.tmIdx = r.stream.FieldIndex(r.stream.IDField), r.stream.FieldIndex(r.stream.TimeField)
+	s.fields = make([]fieldPages, len(r.colFields))
+	for i, c := range r.colFields {
+		s.fields[i] = newFieldPages(cols[c], r.stream.Fields[i])
+	}
+	return s
 }
 
-// next returns the next row; raw is valid until the following call. It
-// returns io.EOF after the last row.
-func (s *rowStream) next() (off, kafkaMs int64, raw []byte, err error) {
-	off, err = s.offs.next()
+// What rowStream.next makes of a row.
+const (
+	rowRaw     = iota // its original bytes, to decode
+	rowTyped          // its spill record, id and time, from the typed columns
+	rowRefused        // nothing: the writer refused it, and so would the run
+)
+
+// rawRow is one row as rowStream.next returns it; its slices are valid
+// until the following call.
+type rawRow struct {
+	off, kafkaMs int64
+	kind         uint8
+	raw          []byte // rowRaw: the original bytes
+	id           []byte // rowTyped: the event id
+	timeMs       int64  // rowTyped: the event time (Unix ms)
+	rec          []byte // rowTyped: the spill record, as encodeRecord writes it
+}
+
+// next reads the next row into r; it returns io.EOF after the last.
+func (s *rowStream) next(r *rawRow) (err error) {
+	r.raw, r.id = nil, nil
+	r.off, err = s.offs.next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			// Every column must end here too.
 			if _, e := s.kts.next(); !errors.Is(e, io.EOF) {
-				return 0, 0, nil, errors.New("columns of different lengths")
+				return errors.New("columns of different lengths")
 			}
-			if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
-				return 0, 0, nil, errors.New("columns of different lengths")
+			if s.fields == nil {
+				if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
+					return errors.New("columns of different lengths")
+				}
+			}
+			for i := range s.fields {
+				if _, _, _, _, e := s.fields[i].encodeNext(nil); !errors.Is(e, io.EOF) {
+					return errors.New("columns of different lengths")
+				}
 			}
 		}
-		return 0, 0, nil, err
+		return err
 	}
-	if kafkaMs, err = s.kts.next(); err != nil {
-		return 0, 0, nil, shorter(err)
+	if r.kafkaMs, err = s.kts.next(); err != nil {
+		return shorter(err)
 	}
-	if raw, err = s.raw.next(); err != nil {
-		return 0, 0, nil, shorter(err)
+	if s.fields == nil {
+		r.kind = rowRaw
+		r.raw, err = s.raw.next()
+		return shorter(err)
 	}
-	return off, kafkaMs, raw, nil
+	row := s.row
+	s.row++
+
+	// The record as encodeRecord writes it: length (patched below),
+	// offset, Kafka time, presence bitmap, set values.
+	b := append(r.rec[:0], 0, 0, 0, 0)
+	b = binary.AppendVarint(b, r.off)
+	b = binary.AppendVarint(b, r.kafkaMs)
+	bm := len(b)
+	for i := 0; i < (len(s.fields)+7)/8; i++ {
+		b = append(b, 0)
+	}
+	var idSet, timeSet bool
+	for i := range s.fields {
+		var set bool
+		var str []byte
+		var n int64
+		if b, set, str, n, err = s.fields[i].encodeNext(b); err != nil {
+			return shorter(err)
+		}
+		if set {
+			b[bm+i/8] |= 1 << (i % 8)
+		}
+		switch i {
+		case s.idIdx:
+			idSet, r.id = set, str
+		case s.tmIdx:
+			timeSet, r.timeMs = set, n
+		}
+	}
+	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	r.rec = b
+	// A valid event has its id and time (both required).
+	if idSet && timeSet {
+		r.kind = rowTyped
+		return nil
+	}
+	r.id = nil
+	if s.refusedInvalid {
+		r.kind = rowRefused
+		return nil
+	}
+	// Refused by the archiver, perhaps for a reason that does not hold for
+	// this run: decode it again.
+	r.kind = rowRaw
+	if !s.rawOpen {
+		s.raw, s.rawOpen = bytesPages{pages: s.rawCol.Pages()}, true
+	}
+	for ; s.rawAt < row; s.rawAt++ {
+		if _, err = s.raw.next(); err != nil {
+			return shorter(err)
+		}
+	}
+	r.raw, err = s.raw.next()
+	s.rawAt++
+	return shorter(err)
 }
 
+// shorter reports a column ending before _offset does (nil stays nil).
 func shorter(err error) error {
 	if errors.Is(err, io.EOF) {
 		return errors.New("columns of different lengths")
@@ -188,7 +304,12 @@ func shorter(err error) error {
 func (s *rowStream) Close() {
 	s.offs.close()
 	s.kts.close()
-	s.raw.close()
+	if s.rawOpen {
+		s.raw.close()
+	}
+	for i := range s.fields {
+		s.fields[i].close()
+	}
 }
 
 // int64Pages yields the values of a required INT64 column chunk.

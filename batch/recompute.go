@@ -27,7 +27,7 @@ func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View
 	for i := range maps {
 		maps[i] = map[schemas.RowKey]schemas.Aggregate{}
 	}
-	err := sp.readDay(day, partitions, func(r *Record) error {
+	err := sp.readDayAhead(day, partitions, func(r *Record) error {
 		for i, v := range views {
 			k := v.Key(&r.Event)
 			a, ok := maps[i][k]

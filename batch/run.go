@@ -233,6 +233,8 @@ func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*s
 	switch {
 	case stt.SchemaVersion != s.SchemaVersion():
 		pv.reason = "the stream's fields changed"
+	case stt.DecoderVersion != schemas.DecoderVersion:
+		pv.reason = "the decoder changed (validation verdicts may differ)"
 	case stt.MaxFutureSkew != o.Config.Ingest.MaxFutureSkew.D().String():
 		pv.reason = "ingest.max_future_skew changed (validation verdicts may differ)"
 	case stt.ChunkSize != o.Config.ChunkSize:
@@ -374,7 +376,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	}
 
 	// The stream state for the next run, before any manifest names this run.
-	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(),
+	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(), DecoderVersion: schemas.DecoderVersion,
 		MaxFutureSkew: o.Config.Ingest.MaxFutureSkew.D().String(), ChunkSize: o.Config.ChunkSize,
 		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sc.days),
 		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load()}

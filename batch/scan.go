@@ -37,16 +37,19 @@ type idHash [16]byte
 // needs all of it; when anything is missing or was computed under another
 // definition, the next run recomputes in full.
 type streamState struct {
-	Stream        string          `json:"stream"`
-	RunID         string          `json:"run_id"`
-	SchemaVersion string          `json:"schema_version"`
-	MaxFutureSkew string          `json:"max_future_skew"`
-	ChunkSize     int64           `json:"chunk_size"`
-	Start         map[int32]int64 `json:"start_offsets"`
-	Absorbed      map[int32]int64 `json:"absorbed_offsets"`
-	Events        int64           `json:"events"`
-	Duplicates    int64           `json:"duplicates"`
-	Invalid       int64           `json:"invalid"`
+	Stream        string `json:"stream"`
+	RunID         string `json:"run_id"`
+	SchemaVersion string `json:"schema_version"`
+	// DecoderVersion is schemas.DecoderVersion: verdicts of another decoder
+	// may differ, so the next run then recomputes in full.
+	DecoderVersion string          `json:"decoder_version"`
+	MaxFutureSkew  string          `json:"max_future_skew"`
+	ChunkSize      int64           `json:"chunk_size"`
+	Start          map[int32]int64 `json:"start_offsets"`
+	Absorbed       map[int32]int64 `json:"absorbed_offsets"`
+	Events         int64           `json:"events"`
+	Duplicates     int64           `json:"duplicates"`
+	Invalid        int64           `json:"invalid"`
 	// Days lists every UTC day holding kept events (days since the epoch).
 	Days []int64 `json:"days"`
 }

@@ -16,12 +16,17 @@ import (
 
 // The scan is a pipeline per partition: a reader streams rows of the raw
 // objects (the next object opened while the current one is read) into
-// batches; a pool of decode workers, shared by every partition, validates
-// each message with the speed layer's schemas.Decoder, hashes its id and
+// batches; a pool of decode workers, shared by every partition, gives each
+// message the speed layer's verdict (schemas.Decoder), hashes its id and
 // encodes its spill record; a sequencer takes the batches back in offset
 // order and does what depends on order (first occurrence of an id wins)
 // with no decoding left to do. So every core decodes whatever the number
 // of partitions, and memory holds a few batches per partition.
+//
+// A row of a file whose typed columns hold Decoder's output (rawtyped.go)
+// arrives with its event: the reader encodes its record, and the worker
+// has only the future-skew check and the hash left to do. Other rows
+// arrive as their original bytes, which the worker decodes.
 
 const batchesInPipe = 8 // batches in flight per partition
 
@@ -40,28 +45,57 @@ type rawBatch struct {
 	n       int
 	offsets []int64
 	kafkaMs []int64
-	raw     []byte
-	ends    []uint32 // raw[ends[i-1]:ends[i]] is row i
+	kind    []uint8  // rowRaw, rowTyped (its id, time and record are set) or rowRefused
+	raw     []byte   // the original bytes of the rows that did not
+	ends    []uint32 // raw[ends[i-1]:ends[i]] is row i (empty if typed)
+	ids     []byte   // the ids of typed rows
+	idEnds  []uint32 // ids[idEnds[i-1]:idEnds[i]] is row i's (empty unless typed)
+	timeMs  []int64  // event time of typed rows
 
 	want    func(day int64) bool // nil: every day
 	verdict []uint8
 	h0, h1  []uint64
 	days    []int64
-	recs    []byte   // spill records of the valid rows
-	recEnds []uint32 // recs[recEnds[i-1]:recEnds[i]] is row i's (empty unless valid)
+	recs    []byte   // spill records of typed rows (by the reader), then of decoded rows
+	recAt   []uint32 // recs[recAt[i]:recEnd[i]] is row i's record (empty unless valid)
+	recEnd  []uint32
 	done    chan struct{}
 }
 
 func (b *rawBatch) reset() {
 	b.n = 0
-	b.offsets, b.kafkaMs, b.raw, b.ends = b.offsets[:0], b.kafkaMs[:0], b.raw[:0], b.ends[:0]
+	b.offsets, b.kafkaMs, b.kind, b.raw, b.ends = b.offsets[:0], b.kafkaMs[:0], b.kind[:0], b.raw[:0], b.ends[:0]
+	b.ids, b.idEnds, b.timeMs = b.ids[:0], b.idEnds[:0], b.timeMs[:0]
+	b.recs, b.recAt, b.recEnd = b.recs[:0], b.recAt[:0], b.recEnd[:0]
 }
 
-func (b *rawBatch) add(off, kafkaMs int64, raw []byte) {
+// add appends a row to decode from its original bytes (rowRaw), or one
+// known to be invalid (rowRefused, raw nil).
+func (b *rawBatch) add(kind uint8, off, kafkaMs int64, raw []byte) {
 	b.offsets = append(b.offsets, off)
 	b.kafkaMs = append(b.kafkaMs, kafkaMs)
+	b.kind = append(b.kind, kind)
 	b.raw = append(b.raw, raw...)
 	b.ends = append(b.ends, uint32(len(b.raw)))
+	b.idEnds = append(b.idEnds, uint32(len(b.ids)))
+	b.timeMs = append(b.timeMs, 0)
+	b.recAt = append(b.recAt, 0)
+	b.recEnd = append(b.recEnd, 0)
+	b.n++
+}
+
+// addTyped appends a rowTyped row.
+func (b *rawBatch) addTyped(r *rawRow) {
+	b.offsets = append(b.offsets, r.off)
+	b.kafkaMs = append(b.kafkaMs, r.kafkaMs)
+	b.kind = append(b.kind, rowTyped)
+	b.ends = append(b.ends, uint32(len(b.raw)))
+	b.ids = append(b.ids, r.id...)
+	b.idEnds = append(b.idEnds, uint32(len(b.ids)))
+	b.timeMs = append(b.timeMs, r.timeMs)
+	b.recAt = append(b.recAt, uint32(len(b.recs)))
+	b.recs = append(b.recs, r.rec...)
+	b.recEnd = append(b.recEnd, uint32(len(b.recs)))
 	b.n++
 }
 
@@ -75,8 +109,7 @@ func span32(ends []uint32, i int) (uint32, uint32) {
 
 // rec returns row i's encoded spill record (with its length prefix).
 func (b *rawBatch) rec(i int) []byte {
-	s, e := span32(b.recEnds, i)
-	return b.recs[s:e]
+	return b.recs[b.recAt[i]:b.recEnd[i]]
 }
 
 // decode fills the verdicts, hashes, days and records of b.
@@ -85,10 +118,31 @@ func (b *rawBatch) decode(dec *schemas.Decoder, rec *Record) {
 	b.verdict = grow(b.verdict, n)
 	b.h0, b.h1 = grow(b.h0, n), grow(b.h1, n)
 	b.days = grow(b.days, n)
-	b.recEnds = grow(b.recEnds, n)
-	b.recs = b.recs[:0]
 	ev := &rec.Event // its Values storage is reused: each event is encoded before the next decode
 	for i := 0; i < n; i++ {
+		switch b.kind[i] {
+		case rowRefused:
+			b.verdict[i] = rowInvalid
+			continue
+		case rowTyped:
+			// Decode's verdict without ingest time was "valid"; what is
+			// left of it is the future-skew check.
+			ms := b.timeMs[i]
+			day := dayMs(ms)
+			switch {
+			case dec.TooFarAhead(time.UnixMilli(ms), time.UnixMilli(b.kafkaMs[i])):
+				b.verdict[i] = rowInvalid
+			case b.want != nil && !b.want(day):
+				b.verdict[i] = rowSkipped
+			default:
+				b.verdict[i] = rowValid
+				s, e := span32(b.idEnds, i)
+				h := xxh3.Hash128(b.ids[s:e]) // hashID, as its two halves
+				b.h0[i], b.h1[i] = h.Hi, h.Lo
+				b.days[i] = day
+			}
+			continue
+		}
 		s, e := span32(b.ends, i)
 		err := dec.DecodeInto(ev, b.raw[s:e], time.UnixMilli(b.kafkaMs[i]))
 		switch {
@@ -102,9 +156,10 @@ func (b *rawBatch) decode(dec *schemas.Decoder, rec *Record) {
 			b.h0[i], b.h1[i] = h.Hi, h.Lo
 			b.days[i] = dayOf(ev.Time)
 			rec.Offset, rec.KafkaMs = b.offsets[i], b.kafkaMs[i]
+			b.recAt[i] = uint32(len(b.recs))
 			b.recs = encodeRecord(b.recs, dec.Stream, rec)
+			b.recEnd[i] = uint32(len(b.recs))
 		}
-		b.recEnds[i] = uint32(len(b.recs))
 	}
 }
 
@@ -171,7 +226,7 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 	g.Go(func() error { // opener
 		defer close(files)
 		for _, sp := range spans {
-			r, err := openRawFile(gctx, sc.st, sp.f.Key, sc.tmp, sc.plan.Stream)
+			r, err := openRawFile(gctx, sc.st, sp.f.Key, sc.tmp, sc.plan.Stream, sc.decoder.MaxFutureSkew)
 			select {
 			case files <- opened{r, err}:
 			case <-gctx.Done():
@@ -218,7 +273,7 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 			if o.err != nil {
 				return o.err
 			}
-			err := sc.readSpan(gctx, o.r, sp, keepGroup, func(off, kafkaMs int64, raw []byte) error {
+			err := sc.readSpan(gctx, o.r, sp, keepGroup, func(r *rawRow) error {
 				if b == nil {
 					select {
 					case b = <-free:
@@ -227,7 +282,11 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 					}
 					b.reset()
 				}
-				b.add(off, kafkaMs, raw)
+				if r.kind == rowTyped {
+					b.addTyped(r)
+				} else {
+					b.add(r.kind, r.off, r.kafkaMs, r.raw)
+				}
 				if b.n == batchRows {
 					return send()
 				}
@@ -262,9 +321,11 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 }
 
 // readSpan calls fn for every row of r with an offset in [sp.from, sp.to),
-// in file order; raw is valid only during the call.
+// in file order, with what rowStream.next made of it, valid only during
+// the call.
 func (sc *scanner) readSpan(ctx context.Context, r *rawFileReader, sp fileSpan, keepGroup func(minMs, maxMs int64) bool,
-	fn func(off, kafkaMs int64, raw []byte) error) error {
+	fn func(row *rawRow) error) error {
+	var row rawRow
 	for g := 0; g < r.numRowGroups(); g++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -281,17 +342,17 @@ func (sc *scanner) readSpan(ctx context.Context, r *rawFileReader, sp fileSpan, 
 		err := func() error {
 			defer rs.Close()
 			for {
-				off, kms, raw, err := rs.next()
+				err := rs.next(&row)
 				if errors.Is(err, io.EOF) {
 					return nil
 				}
 				if err != nil {
 					return err
 				}
-				if off < sp.from || off >= sp.to {
+				if row.off < sp.from || row.off >= sp.to {
 					continue
 				}
-				if err := fn(off, kms, raw); err != nil {
+				if err := fn(&row); err != nil {
 					return err
 				}
 			}

@@ -31,8 +31,10 @@ type Record struct {
 }
 
 // dayOf returns the UTC day (as days since the epoch) of an event time.
-func dayOf(t time.Time) int64 {
-	ms := t.UnixMilli()
+func dayOf(t time.Time) int64 { return dayMs(t.UnixMilli()) }
+
+// dayMs returns the UTC day (as days since the epoch) of Unix milliseconds.
+func dayMs(ms int64) int64 {
 	d := ms / 86400000
 	if ms < 0 && ms%86400000 != 0 {
 		d--
@@ -236,9 +238,14 @@ const spillBlock = 1 << 20
 // offset order. r is reused between calls; its strings stay valid.
 func (d *spillDir) readDay(day int64, partitions int, fn func(r *Record) error) error {
 	var r Record
+	return d.scanDay(day, partitions, func() *Record { return &r }, fn)
+}
+
+// scanDay decodes the records of day in readDay's order, each into the
+// Record next returns (called once per record), and calls done with it.
+func (d *spillDir) scanDay(day int64, partitions int, next func() *Record, done func(r *Record) error) error {
 	blk := make([]byte, spillBlock)
 	for p := int32(0); p < int32(partitions); p++ {
-		r.Partition = p
 		for phase := 0; phase < 2; phase++ {
 			f, err := os.Open(d.path(day, p, phase))
 			if errors.Is(err, os.ErrNotExist) {
@@ -247,7 +254,7 @@ func (d *spillDir) readDay(day int64, partitions int, fn func(r *Record) error) 
 			if err != nil {
 				return fmt.Errorf("batch: spill: %w", err)
 			}
-			err = readRecords(f, blk, d.stream, &r, fn)
+			err = readRecords(f, blk, d.stream, p, next, done)
 			f.Close()
 			if err != nil {
 				return err
@@ -257,9 +264,68 @@ func (d *spillDir) readDay(day int64, partitions int, fn func(r *Record) error) 
 	return nil
 }
 
-// readRecords reads the records of one bucket file block by block; each
-// block becomes one string that the records' string values share.
-func readRecords(f io.Reader, blk []byte, s *schemas.Stream, r *Record, fn func(r *Record) error) error {
+// readDayAhead is readDay with the reading and decoding of the records on
+// another goroutine, a few batches ahead of fn, so one day's fold and the
+// decoding of its spill run on two cores. fn sees the records in
+// readDay's order, on the caller's goroutine; each is valid only during
+// the call (its strings stay valid).
+func (d *spillDir) readDayAhead(day int64, partitions int, fn func(r *Record) error) error {
+	const size, batches = 256, 4
+	type recBatch struct {
+		recs []Record
+		n    int
+	}
+	free, full := make(chan *recBatch, batches), make(chan *recBatch, batches)
+	for i := 0; i < batches; i++ {
+		free <- &recBatch{recs: make([]Record, size)}
+	}
+	stop := make(chan struct{})
+	errStop := errors.New("stopped")
+	var rerr error
+	go func() {
+		defer close(full)
+		b := <-free
+		b.n = 0
+		rerr = d.scanDay(day, partitions, func() *Record { return &b.recs[b.n] }, func(*Record) error {
+			if b.n++; b.n < size {
+				return nil
+			}
+			select {
+			case full <- b:
+			case <-stop:
+				return errStop
+			}
+			select {
+			case b = <-free:
+			case <-stop:
+				return errStop
+			}
+			b.n = 0
+			return nil
+		})
+		if rerr == nil && b.n > 0 {
+			full <- b // room: at most batches exist
+		}
+	}()
+	var err error
+	for b := range full {
+		for i := 0; i < b.n && err == nil; i++ {
+			if err = fn(&b.recs[i]); err != nil {
+				close(stop)
+			}
+		}
+		free <- b // room: at most batches exist
+	}
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// readRecords reads the records of partition p from one bucket file block
+// by block; each block becomes one string that the records' string values
+// share.
+func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func() *Record, done func(r *Record) error) error {
 	carry := 0 // bytes of an unfinished record at the start of blk
 	for {
 		n, rerr := io.ReadFull(f, blk[carry:])
@@ -271,10 +337,12 @@ func readRecords(f io.Reader, blk []byte, s *schemas.Stream, r *Record, fn func(
 			if pos+4+l > len(data) {
 				break
 			}
+			r := next()
+			r.Partition = p
 			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], s, r); err != nil {
 				return err
 			}
-			if err := fn(r); err != nil {
+			if err := done(r); err != nil {
 				return err
 			}
 			pos += 4 + l

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -37,7 +38,8 @@ func TestSpillRecords(t *testing.T) {
 	for _, size := range []int{5, 64, 1000, 4096, spillBlock} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			var got []Record
-			err := readRecords(bytes.NewReader(file), make([]byte, size), s, &Record{}, func(r *Record) error {
+			var rec Record
+			err := readRecords(bytes.NewReader(file), make([]byte, size), s, 0, func() *Record { return &rec }, func(r *Record) error {
 				c := *r
 				c.Event.Values = append([]schemas.Value(nil), r.Event.Values...)
 				got = append(got, c)
@@ -57,8 +59,56 @@ func TestSpillRecords(t *testing.T) {
 					require.Equal(t, w, g, "record %d field %d", i, j)
 				}
 			}
-			err = readRecords(bytes.NewReader(file[:len(file)-3]), make([]byte, size), s, &Record{}, func(*Record) error { return nil })
+			err = readRecords(bytes.NewReader(file[:len(file)-3]), make([]byte, size), s, 0, func() *Record { return &rec }, func(*Record) error { return nil })
 			require.ErrorIs(t, err, errCorruptSpill)
 		})
 	}
+}
+
+// TestReadDayAhead: reading a day ahead on another goroutine yields the
+// records of readDay, in its order, and an error from fn stops it.
+func TestReadDayAhead(t *testing.T) {
+	cfg := testConfig(t, 100, 3, nil)
+	s := cfg.Stream("pv")
+	dec := schemas.NewDecoder(s, time.Hour)
+	sp := &spillDir{dir: t.TempDir(), stream: s}
+	day := dayOf(genBase)
+	for p := int32(0); p < 3; p++ {
+		for phase := 0; phase < 2; phase++ {
+			if p == 1 && phase == 0 {
+				continue // a missing bucket
+			}
+			w := sp.writer(p, phase)
+			for i := 0; i < 1000+int(p)*317; i++ {
+				raw := fmt.Sprintf(`{"event_id":"p%d-%d-%d","ts":%d,"country":"c%d","latency":%d}`, p, phase, i, genBase.UnixMilli()+int64(i), i%7, i)
+				ev, err := dec.Decode([]byte(raw), time.Time{})
+				require.NoError(t, err)
+				r := Record{Offset: int64(phase*100_000 + i), KafkaMs: int64(i), Event: ev}
+				require.NoError(t, w.addEncoded(day, encodeRecord(nil, s, &r)))
+			}
+			require.NoError(t, w.flush())
+		}
+	}
+	collect := func(read func(int64, int, func(*Record) error) error) []string {
+		var out []string
+		require.NoError(t, read(day, 3, func(r *Record) error {
+			out = append(out, fmt.Sprintf("%d %d %d %s %d %v", r.Partition, r.Offset, r.KafkaMs, r.Event.ID, r.Event.Time.UnixMilli(), r.Event.Values))
+			return nil
+		}))
+		return out
+	}
+	want := collect(sp.readDay)
+	require.Len(t, want, 2*1000+1*1317+2*1634)
+	require.Equal(t, want, collect(sp.readDayAhead))
+
+	stop := errors.New("enough")
+	n := 0
+	err := sp.readDayAhead(day, 3, func(*Record) error {
+		if n++; n == 1500 {
+			return stop
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, stop)
+	require.Equal(t, 1500, n)
 }

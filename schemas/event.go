@@ -157,11 +157,20 @@ func (d *Decoder) decodeInto(ev *Event, raw []byte, ingestTime time.Time, alias 
 		return &FieldError{Field: s.IDField, Reason: "id must not be empty"}
 	}
 	ev.Time = vals[s.timeIndex].Time
-	if d.MaxFutureSkew > 0 && !ingestTime.IsZero() && ev.Time.After(ingestTime.Add(d.MaxFutureSkew)) {
+	if d.TooFarAhead(ev.Time, ingestTime) {
 		return &FieldError{Field: s.TimeField, Err: ErrFutureEvent, Reason: fmt.Sprintf("%v: %s is more than %s after ingest time %s",
 			ErrFutureEvent, ev.Time.Format(time.RFC3339), d.MaxFutureSkew, ingestTime.UTC().Format(time.RFC3339))}
 	}
 	return nil
+}
+
+// TooFarAhead is Decode's future-skew check: whether an event of time t,
+// ingested at ingestTime, is refused as more than MaxFutureSkew ahead of
+// it. It is the only part of a verdict that depends on the configuration,
+// so a layer holding an event decoded with the check off (zero ingest
+// time) applies it to reach Decode's verdict.
+func (d *Decoder) TooFarAhead(t, ingestTime time.Time) bool {
+	return d.MaxFutureSkew > 0 && !ingestTime.IsZero() && t.After(ingestTime.Add(d.MaxFutureSkew))
 }
 
 // checkEvent is the careful path of Decode: each check in turn, so an event

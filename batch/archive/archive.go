@@ -545,7 +545,7 @@ func (a *Archiver) open(st *streamState, partition int32, first int64) (*openFil
 		path:   tmp.Name(),
 		f:      tmp,
 		buf:    buf,
-		w:      parquet.NewRawWriter(buf, st.stream, parquet.RawWriterOptions{RowGroupBytes: a.opts.RowGroupBytes, Partition: partition}),
+		w:      parquet.NewRawWriter(buf, st.stream, parquet.RawWriterOptions{RowGroupBytes: a.opts.RowGroupBytes, Partition: partition, Decoder: st.dec}),
 		first:  first,
 		opened: time.Now(),
 	}, nil

@@ -34,6 +34,11 @@ type RawWriterOptions struct {
 	RowGroupBytes int64
 	// Partition is recorded in the footer metadata.
 	Partition int32
+	// Decoder, when set, is the one whose verdicts the records carry (Event
+	// nil for the messages it refused). Its MaxFutureSkew is recorded in the
+	// footer (MetaMaxFutureSkew), so a reader applying another skew knows
+	// whether a refusal could depend on it.
+	Decoder *schemas.Decoder
 }
 
 // RawWriter writes one raw Parquet file of a stream, row by row, to an
@@ -66,7 +71,11 @@ func NewRawWriter(w io.Writer, s *schemas.Stream, opts RawWriterOptions) *RawWri
 		{MetaKind, "raw"},
 		{MetaStream, s.Name},
 		{MetaSchemaVersion, s.SchemaVersion()},
+		{MetaDecoderVersion, schemas.DecoderVersion},
 		{MetaPartition, strconv.Itoa(int(opts.Partition))},
+	}
+	if opts.Decoder != nil {
+		meta = append(meta, [2]string{MetaMaxFutureSkew, opts.Decoder.MaxFutureSkew.String()})
 	}
 	return &RawWriter{
 		stream: s,

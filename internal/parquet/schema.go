@@ -34,6 +34,14 @@ const (
 	MetaPartition     = "tandem.partition"
 	MetaFirstOffset   = "tandem.first_offset"
 	MetaLastOffset    = "tandem.last_offset"
+	// MetaDecoderVersion is schemas.DecoderVersion in raw files: with
+	// MetaSchemaVersion, it says under which rules the typed columns were
+	// decoded.
+	MetaDecoderVersion = "tandem.decoder_version"
+	// MetaMaxFutureSkew is, in raw files, the max_future_skew (a Go
+	// duration; 0s: the check off) of the decoder whose verdicts the typed
+	// columns hold (RawWriterOptions.Decoder). Absent: unknown.
+	MetaMaxFutureSkew = "tandem.max_future_skew"
 )
 
 // DefaultRowGroupBytes is the buffered (uncompressed) size at which a
