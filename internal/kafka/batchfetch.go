@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
 )
@@ -235,6 +236,11 @@ const firstFetchBytes = 256 << 10
 // returns at most max_bytes, or one record batch larger than that.
 const maxResponse = 1 << 30
 
+// maxDecompressed bounds one record batch after decompression. Kafka's
+// own batch limits apply to the compressed size; JSON events compress
+// 5–20×, so this leaves room for batches far above the default 1 MiB.
+const maxDecompressed = 256 << 20
+
 // fetchOnce sends one Fetch request and appends the records it returns.
 func (f *BatchFetcher) fetchOnce(ctx context.Context, dst []Record) ([]Record, error) {
 	if f.next < 0 {
@@ -434,16 +440,35 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 	return dst, nil
 }
 
+// zstdDecoder decodes zstd record batches whole. kafka-go's zstd codec
+// streams with the library's default limits (windows up to 512 MiB and
+// 64 GiB of memory), so a hostile batch header could make it allocate far
+// more than the batch; this one is held to maxDecompressed.
+var zstdDecoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
+	zstd.WithDecoderMaxMemory(maxDecompressed), zstd.WithDecoderMaxWindow(maxDecompressed))
+
 func decompress(c compress.Compression, b []byte) ([]byte, error) {
+	if c == compress.Zstd {
+		out, err := zstdDecoder.DecodeAll(b, nil)
+		if err != nil {
+			return nil, fmt.Errorf("decompressing a record batch: %w", err)
+		}
+		return out, nil
+	}
 	codec := c.Codec()
 	if codec == nil {
 		return nil, fmt.Errorf("compression codec %d is not supported", c)
 	}
 	r := codec.NewReader(bytes.NewReader(b))
 	defer r.Close()
-	out, err := io.ReadAll(r)
+	// A producer's batch that inflates without bound (a decompression
+	// bomb) must not take the consumer's memory with it.
+	out, err := io.ReadAll(io.LimitReader(r, maxDecompressed+1))
 	if err != nil {
 		return nil, fmt.Errorf("decompressing a record batch: %w", err)
+	}
+	if len(out) > maxDecompressed {
+		return nil, fmt.Errorf("a record batch of %d compressed bytes inflates past %d MiB", len(b), maxDecompressed>>20)
 	}
 	return out, nil
 }
