@@ -264,64 +264,6 @@ func (d *spillDir) scanDay(day int64, partitions int, next func() *Record, done 
 	return nil
 }
 
-// readDayAhead is readDay with the reading and decoding of the records on
-// another goroutine, a few batches ahead of fn, so one day's fold and the
-// decoding of its spill run on two cores. fn sees the records in
-// readDay's order, on the caller's goroutine; each is valid only during
-// the call (its strings stay valid).
-func (d *spillDir) readDayAhead(day int64, partitions int, fn func(r *Record) error) error {
-	const size, batches = 256, 4
-	type recBatch struct {
-		recs []Record
-		n    int
-	}
-	free, full := make(chan *recBatch, batches), make(chan *recBatch, batches)
-	for i := 0; i < batches; i++ {
-		free <- &recBatch{recs: make([]Record, size)}
-	}
-	stop := make(chan struct{})
-	errStop := errors.New("stopped")
-	var rerr error
-	go func() {
-		defer close(full)
-		b := <-free
-		b.n = 0
-		rerr = d.scanDay(day, partitions, func() *Record { return &b.recs[b.n] }, func(*Record) error {
-			if b.n++; b.n < size {
-				return nil
-			}
-			select {
-			case full <- b:
-			case <-stop:
-				return errStop
-			}
-			select {
-			case b = <-free:
-			case <-stop:
-				return errStop
-			}
-			b.n = 0
-			return nil
-		})
-		if rerr == nil && b.n > 0 {
-			full <- b // room: at most batches exist
-		}
-	}()
-	var err error
-	for b := range full {
-		for i := 0; i < b.n && err == nil; i++ {
-			if err = fn(&b.recs[i]); err != nil {
-				close(stop)
-			}
-		}
-		free <- b // room: at most batches exist
-	}
-	if err != nil {
-		return err
-	}
-	return rerr
-}
-
 // readRecords reads the records of partition p from one bucket file block
 // by block; each block becomes one string that the records' string values
 // share.
