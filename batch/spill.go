@@ -90,8 +90,9 @@ var errCorruptSpill = errors.New("batch: corrupt spill record")
 // decodeRecord reads one record body (without its length) into r, reusing
 // r.Event.Values. Values are rebuilt exactly as schemas.Decoder builds them.
 // str holds the same bytes as b: string values are slices of it, so a
-// caller converting a whole block of records once allocates once.
-func decodeRecord(b []byte, str string, s *schemas.Stream, r *Record) error {
+// caller converting a whole block of records once allocates once. id and
+// tf are the indexes of the stream's id and time fields.
+func decodeRecord(b []byte, str string, s *schemas.Stream, id, tf int, r *Record) error {
 	size := len(b)
 	var n int
 	r.Offset, n = binary.Varint(b)
@@ -159,8 +160,6 @@ func decodeRecord(b []byte, str string, s *schemas.Stream, r *Record) error {
 			b = b[n:]
 		}
 	}
-	id := s.FieldIndex(s.IDField)
-	tf := s.FieldIndex(s.TimeField)
 	r.Event.ID = r.Event.Values[id].Str
 	r.Event.Time = r.Event.Values[tf].Time
 	return nil
@@ -269,6 +268,7 @@ func (d *spillDir) scanDay(day int64, partitions int, next func() *Record, done 
 // share.
 func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func() *Record, done func(r *Record) error) error {
 	carry := 0 // bytes of an unfinished record at the start of blk
+	id, tf := s.FieldIndex(s.IDField), s.FieldIndex(s.TimeField) // not per record: map lookups
 	for {
 		n, rerr := io.ReadFull(f, blk[carry:])
 		data := blk[:carry+n]
@@ -281,7 +281,7 @@ func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func(
 			}
 			r := next()
 			r.Partition = p
-			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], s, r); err != nil {
+			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], s, id, tf, r); err != nil {
 				return err
 			}
 			if err := done(r); err != nil {
