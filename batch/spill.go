@@ -267,7 +267,7 @@ func (d *spillDir) scanDay(day int64, partitions int, next func() *Record, done 
 // by block; each block becomes one string that the records' string values
 // share.
 func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func() *Record, done func(r *Record) error) error {
-	carry := 0 // bytes of an unfinished record at the start of blk
+	carry := 0                                                   // bytes of an unfinished record at the start of blk
 	id, tf := s.FieldIndex(s.IDField), s.FieldIndex(s.TimeField) // not per record: map lookups
 	for {
 		n, rerr := io.ReadFull(f, blk[carry:])
