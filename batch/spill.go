@@ -267,8 +267,9 @@ func (d *spillDir) scanDay(day int64, partitions int, next func() *Record, done 
 // by block; each block becomes one string that the records' string values
 // share.
 func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func() *Record, done func(r *Record) error) error {
-	carry := 0                                                   // bytes of an unfinished record at the start of blk
-	id, tf := s.FieldIndex(s.IDField), s.FieldIndex(s.TimeField) // not per record: map lookups
+	// Once, not per record: map lookups.
+	id, tf := s.FieldIndex(s.IDField), s.FieldIndex(s.TimeField)
+	carry := 0 // bytes of an unfinished record at the start of blk
 	for {
 		n, rerr := io.ReadFull(f, blk[carry:])
 		data := blk[:carry+n]
