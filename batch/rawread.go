@@ -22,6 +22,7 @@ import (
 // is decoded again).
 type rawFileReader struct {
 	src                   io.Closer
+	ra                    io.ReaderAt
 	pf                    *pq.File
 	stream                *schemas.Stream
 	colOff, colTS, colRaw int
@@ -37,9 +38,13 @@ type rawFileReader struct {
 // benchmark decides the default (docs/performance.md).
 var rawReadRanged = true
 
-// rawReadBuffer is parquet-go's read buffer per column: with ranged reads,
-// the size of one GET.
+// rawReadBuffer is the most a column chunk is read ahead by (chunkReader):
+// with ranged reads, the largest GET. A chunk no larger is one GET.
 const rawReadBuffer = 4 << 20
+
+// rawPageBuffer is parquet-go's own read buffer per column (and the first
+// read of the footer); it refills from the chunkReader's window.
+const rawPageBuffer = 64 << 10
 
 // openRawFile opens key for reading; dir holds temporary files; runSkew
 // is the future skew the run validates with.
@@ -80,11 +85,11 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 }
 
 func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
-	pf, err := pq.OpenFile(ra, size, pq.SkipBloomFilters(true), pq.SkipPageIndex(true), pq.ReadBufferSize(rawReadBuffer))
+	pf, err := pq.OpenFile(ra, size, pq.SkipBloomFilters(true), pq.SkipPageIndex(true), pq.ReadBufferSize(rawPageBuffer))
 	if err != nil {
 		return nil, err
 	}
-	r := &rawFileReader{src: c, pf: pf, stream: s, colTime: -1}
+	r := &rawFileReader{src: c, ra: ra, pf: pf, stream: s, colTime: -1}
 	look := func(name string) (int, error) {
 		leaf, ok := pf.Schema().Lookup(name)
 		if !ok {
@@ -160,7 +165,7 @@ type rowStream struct {
 	// that needs it (rawAt rows of it consumed), so a row group of valid
 	// messages only never decompresses it.
 	fields         []fieldPages
-	rawCol         pq.ColumnChunk
+	rawCol         func() pq.Pages
 	rawOpen        bool
 	refusedInvalid bool
 	row, rawAt     int64
@@ -170,20 +175,75 @@ type rowStream struct {
 func (r *rawFileReader) rows(g int) *rowStream {
 	cols := r.pf.RowGroups()[g].ColumnChunks()
 	s := &rowStream{
-		offs: int64Pages{pages: cols[r.colOff].Pages(), name: schemas.ColOffset},
-		kts:  int64Pages{pages: cols[r.colTS].Pages(), name: schemas.ColKafkaTS},
+		offs: int64Pages{pages: r.pages(g, cols, r.colOff), name: schemas.ColOffset},
+		kts:  int64Pages{pages: r.pages(g, cols, r.colTS), name: schemas.ColKafkaTS},
 	}
 	if !r.typed() {
-		s.raw, s.rawOpen = bytesPages{pages: cols[r.colRaw].Pages()}, true
+		s.raw, s.rawOpen = bytesPages{pages: r.pages(g, cols, r.colRaw)}, true
 		return s
 	}
-	s.rawCol, s.refusedInvalid = cols[r.colRaw], r.refusedInvalid
+	s.rawCol = func() pq.Pages { return r.pages(g, cols, r.colRaw) }
+	s.refusedInvalid = r.refusedInvalid
 	s.idIdx, s.tmIdx = r.stream.FieldIndex(r.stream.IDField), r.stream.FieldIndex(r.stream.TimeField)
 	s.fields = make([]fieldPages, len(r.colFields))
 	for i, c := range r.colFields {
-		s.fields[i] = newFieldPages(cols[c], r.stream.Fields[i])
+		s.fields[i] = fieldPages{pages: r.pages(g, cols, c), name: r.stream.Fields[i].Name, typ: r.stream.Fields[i].Type}
 	}
 	return s
+}
+
+// pages returns the pages of column c of row group g, read ahead through
+// a chunkReader: a buffer the size of the chunk (at most rawReadBuffer)
+// instead of a rawReadBuffer for every column whatever its size, the
+// chunk still read with one GET per rawReadBuffer.
+func (r *rawFileReader) pages(g int, cols []pq.ColumnChunk, c int) pq.Pages {
+	fc, ok := cols[c].(*pq.FileColumnChunk)
+	rgs := r.pf.Metadata().RowGroups
+	if !ok || g >= len(rgs) || c >= len(rgs[g].Columns) {
+		return cols[c].Pages()
+	}
+	md := &rgs[g].Columns[c].MetaData
+	start := md.DataPageOffset
+	if md.DictionaryPageOffset != 0 {
+		start = md.DictionaryPageOffset
+	}
+	return fc.PagesFrom(&chunkReader{ra: r.ra, end: start + md.TotalCompressedSize, window: rawReadBuffer})
+}
+
+// chunkReader reads a column chunk (the bytes before end) ahead in
+// windows of at most window bytes, for parquet-go's small buffer to
+// refill from. Reads outside the window go to ra.
+type chunkReader struct {
+	ra     io.ReaderAt
+	end    int64
+	window int64
+	buf    []byte // the chunk's bytes from off
+	off    int64
+}
+
+func (c *chunkReader) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if off >= c.off && off < c.off+int64(len(c.buf)) {
+			k := copy(p, c.buf[off-c.off:])
+			n, off, p = n+k, off+int64(k), p[k:]
+			continue
+		}
+		size := min(c.end-off, c.window)
+		if size <= int64(len(p)) { // past the chunk, or no smaller than p
+			k, err := c.ra.ReadAt(p, off)
+			return n + k, err
+		}
+		if int64(cap(c.buf)) < size {
+			c.buf = make([]byte, size)
+		}
+		k, err := c.ra.ReadAt(c.buf[:size], off)
+		c.buf, c.off = c.buf[:k], off
+		if k == 0 {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // What rowStream.next makes of a row.
@@ -281,7 +341,7 @@ func (s *rowStream) next(r *rawRow) (err error) {
 	// this run: decode it again.
 	r.kind = rowRaw
 	if !s.rawOpen {
-		s.raw, s.rawOpen = bytesPages{pages: s.rawCol.Pages()}, true
+		s.raw, s.rawOpen = bytesPages{pages: s.rawCol()}, true
 	}
 	for ; s.rawAt < row; s.rawAt++ {
 		if _, err = s.raw.next(); err != nil {

@@ -113,10 +113,6 @@ type fieldPages struct {
 	buf     []pq.Value
 }
 
-func newFieldPages(cc pq.ColumnChunk, f schemas.Field) fieldPages {
-	return fieldPages{pages: cc.Pages(), name: f.Name, typ: f.Type}
-}
-
 // encodeNext appends the next row's value to b as encodeRecord encodes it
 // (nothing for a null) and reports whether it is set; str is a string's
 // value (valid until the next call) and n an int64's or a timestamp's

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/parquet"
@@ -19,49 +21,132 @@ type dayRows struct {
 	aggs []schemas.Aggregate
 }
 
+// foldBatch is a block of a day's records on their way from the reader to
+// the fold shards, with each record's row in each view.
+type foldBatch struct {
+	recs []Record
+	rows []int32 // [i*len(views)+v]: row of recs[i] in views[v]
+	n    int
+	// left counts the shards that have not folded the batch yet; the last
+	// one returns it to the reader.
+	left atomic.Int32
+}
+
 // aggregateDay folds every kept event of day into rows of each view, with
 // the shared View.Key/Add (the speed layer's code, not a second copy). A
 // day is the unit of memory: its rows, never the whole dataset.
-func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View, each func(r *Record) error) ([]dayRows, error) {
-	maps := make([]map[schemas.RowKey]schemas.Aggregate, len(views))
-	for i := range maps {
-		maps[i] = map[schemas.RowKey]schemas.Aggregate{}
+//
+// The fold is split by row over shards goroutines. One goroutine reads
+// and decodes the day's spill in readDay's (partition, offset) order,
+// computes each record's row key once per view and numbers the rows as
+// they first appear; row r belongs to shard r%shards. Every shard walks
+// every batch in that order and folds only its own rows, so each row sees
+// its events in (partition, offset) order whatever the number of shards,
+// and the rows (float sums and sketch encodings depend on the order) are
+// the same bytes as a one-goroutine fold's. Rows are numbered round robin
+// in order of appearance, so shards get nearly equal numbers of rows. A
+// view without dimensions has one row per day, on one shard.
+func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View, shards int) ([]dayRows, error) {
+	const size, batches = 256, 8
+	shards = max(shards, 1)
+	nv := len(views)
+	ids := make([]map[schemas.RowKey]int32, nv) // the reader's: row numbers
+	for i := range ids {
+		ids[i] = map[schemas.RowKey]int32{}
 	}
-	err := sp.readDayAhead(day, partitions, func(r *Record) error {
-		for i, v := range views {
-			k := v.Key(&r.Event)
-			a, ok := maps[i][k]
-			if !ok {
-				a = v.NewAggregate()
-				maps[i][k] = a
+	free := make(chan *foldBatch, batches)
+	for i := 0; i < batches; i++ {
+		free <- &foldBatch{recs: make([]Record, size), rows: make([]int32, size*nv)}
+	}
+	in := make([]chan *foldBatch, shards)
+	aggs := make([][][]schemas.Aggregate, shards) // [shard][view][row/shards]
+	var wg sync.WaitGroup
+	for s := range in {
+		in[s] = make(chan *foldBatch, batches)
+		aggs[s] = make([][]schemas.Aggregate, nv)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := aggs[s]
+			for b := range in[s] {
+				for i := 0; i < b.n; i++ {
+					ev := &b.recs[i].Event
+					for v, view := range views {
+						r := int(b.rows[i*nv+v])
+						if r%shards != s {
+							continue
+						}
+						r /= shards
+						for len(mine[v]) <= r { // rows appear in order
+							mine[v] = append(mine[v], view.NewAggregate())
+						}
+						view.Add(mine[v][r], ev)
+					}
+				}
+				if b.left.Add(-1) == 0 {
+					free <- b // room: at most batches exist
+				}
 			}
-			v.Add(a, &r.Event)
+		}()
+	}
+	send := func(b *foldBatch) {
+		b.left.Store(int32(shards))
+		for _, c := range in {
+			c <- b // room: at most batches exist
 		}
-		if each != nil {
-			return each(r)
+	}
+	b := <-free
+	b.n = 0
+	err := sp.scanDay(day, partitions, func() *Record { return &b.recs[b.n] }, func(r *Record) error {
+		for v, view := range views {
+			k := view.Key(&r.Event)
+			id, ok := ids[v][k]
+			if !ok {
+				id = int32(len(ids[v]))
+				ids[v][k] = id
+			}
+			b.rows[b.n*nv+v] = id
+		}
+		if b.n++; b.n == size {
+			send(b)
+			b = <-free
+			b.n = 0
 		}
 		return nil
 	})
+	if err == nil && b.n > 0 {
+		send(b)
+	}
+	for _, c := range in {
+		close(c)
+	}
+	wg.Wait()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]dayRows, len(views))
-	for i, m := range maps {
-		keys := make([]schemas.RowKey, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
+
+	out := make([]dayRows, nv)
+	for v, m := range ids {
+		type row struct {
+			key schemas.RowKey
+			id  int32
 		}
-		sort.Slice(keys, func(a, b int) bool {
-			if keys[a].WindowMs != keys[b].WindowMs {
-				return keys[a].WindowMs < keys[b].WindowMs
+		rows := make([]row, 0, len(m))
+		for k, id := range m {
+			rows = append(rows, row{k, id})
+		}
+		sort.Slice(rows, func(a, b int) bool {
+			if rows[a].key.WindowMs != rows[b].key.WindowMs {
+				return rows[a].key.WindowMs < rows[b].key.WindowMs
 			}
-			return keys[a].Dims < keys[b].Dims
+			return rows[a].key.Dims < rows[b].key.Dims
 		})
-		aggs := make([]schemas.Aggregate, len(keys))
-		for j, k := range keys {
-			aggs[j] = m[k]
+		dr := dayRows{keys: make([]schemas.RowKey, len(rows)), aggs: make([]schemas.Aggregate, len(rows))}
+		for j, r := range rows {
+			dr.keys[j] = r.key
+			dr.aggs[j] = aggs[int(r.id)%shards][v][int(r.id)/shards]
 		}
-		out[i] = dayRows{keys: keys, aggs: aggs}
+		out[v] = dr
 	}
 	return out, nil
 }

@@ -49,8 +49,9 @@ type Options struct {
 	Full bool
 	// TempDir holds the run's spill files (default os.TempDir()).
 	TempDir string
-	// Workers is the number of goroutines decoding raw messages, and of
-	// days aggregated at once (default GOMAXPROCS).
+	// Workers is the number of goroutines decoding raw messages, of days
+	// aggregated at once, and of shards each day's fold is split over
+	// (default GOMAXPROCS).
 	Workers int
 	// Holder names this run in the lock (default host-pid-random).
 	Holder string
@@ -319,17 +320,19 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		compute = sc.days
 	}
 	days := sortedDays(compute)
-	// Days are independent: o.Workers of them at once, each folded in
-	// (partition, offset) order as always, so the rows do not depend on
-	// the parallelism. Memory holds the rows of the days being computed.
-	// (Splitting a day by view would balance the cores better but reads
-	// and decodes the day's spill once per view: slower, measured.)
+	// Days are independent: o.Workers of them at once, and each day's fold
+	// split by row over o.Workers shards (aggregateDay), since a day often
+	// holds most of the events. Every row sees its events in (partition,
+	// offset) order as always, so the rows do not depend on the
+	// parallelism. Memory holds the rows of the days being computed.
+	// (Splitting a day by view instead would read and decode the day's
+	// spill once per view: slower, measured.)
 	dayFiles := make([][]schemas.ManifestFile, len(days)) // [day][view]
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	for j, d := range days {
 		g.Go(func() error {
-			rows, err := aggregateDay(spill, d, s.Partitions, views, nil)
+			rows, err := aggregateDay(spill, d, s.Partitions, views, o.Workers)
 			if err != nil {
 				return err
 			}

@@ -90,8 +90,9 @@ var errCorruptSpill = errors.New("batch: corrupt spill record")
 // decodeRecord reads one record body (without its length) into r, reusing
 // r.Event.Values. Values are rebuilt exactly as schemas.Decoder builds them.
 // str holds the same bytes as b: string values are slices of it, so a
-// caller converting a whole block of records once allocates once.
-func decodeRecord(b []byte, str string, s *schemas.Stream, r *Record) error {
+// caller converting a whole block of records once allocates once. id and
+// tf are the indexes of the stream's id and time fields.
+func decodeRecord(b []byte, str string, s *schemas.Stream, id, tf int, r *Record) error {
 	size := len(b)
 	var n int
 	r.Offset, n = binary.Varint(b)
@@ -159,8 +160,6 @@ func decodeRecord(b []byte, str string, s *schemas.Stream, r *Record) error {
 			b = b[n:]
 		}
 	}
-	id := s.FieldIndex(s.IDField)
-	tf := s.FieldIndex(s.TimeField)
 	r.Event.ID = r.Event.Values[id].Str
 	r.Event.Time = r.Event.Values[tf].Time
 	return nil
@@ -264,68 +263,12 @@ func (d *spillDir) scanDay(day int64, partitions int, next func() *Record, done 
 	return nil
 }
 
-// readDayAhead is readDay with the reading and decoding of the records on
-// another goroutine, a few batches ahead of fn, so one day's fold and the
-// decoding of its spill run on two cores. fn sees the records in
-// readDay's order, on the caller's goroutine; each is valid only during
-// the call (its strings stay valid).
-func (d *spillDir) readDayAhead(day int64, partitions int, fn func(r *Record) error) error {
-	const size, batches = 256, 4
-	type recBatch struct {
-		recs []Record
-		n    int
-	}
-	free, full := make(chan *recBatch, batches), make(chan *recBatch, batches)
-	for i := 0; i < batches; i++ {
-		free <- &recBatch{recs: make([]Record, size)}
-	}
-	stop := make(chan struct{})
-	errStop := errors.New("stopped")
-	var rerr error
-	go func() {
-		defer close(full)
-		b := <-free
-		b.n = 0
-		rerr = d.scanDay(day, partitions, func() *Record { return &b.recs[b.n] }, func(*Record) error {
-			if b.n++; b.n < size {
-				return nil
-			}
-			select {
-			case full <- b:
-			case <-stop:
-				return errStop
-			}
-			select {
-			case b = <-free:
-			case <-stop:
-				return errStop
-			}
-			b.n = 0
-			return nil
-		})
-		if rerr == nil && b.n > 0 {
-			full <- b // room: at most batches exist
-		}
-	}()
-	var err error
-	for b := range full {
-		for i := 0; i < b.n && err == nil; i++ {
-			if err = fn(&b.recs[i]); err != nil {
-				close(stop)
-			}
-		}
-		free <- b // room: at most batches exist
-	}
-	if err != nil {
-		return err
-	}
-	return rerr
-}
-
 // readRecords reads the records of partition p from one bucket file block
 // by block; each block becomes one string that the records' string values
 // share.
 func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func() *Record, done func(r *Record) error) error {
+	// Once, not per record: map lookups.
+	id, tf := s.FieldIndex(s.IDField), s.FieldIndex(s.TimeField)
 	carry := 0 // bytes of an unfinished record at the start of blk
 	for {
 		n, rerr := io.ReadFull(f, blk[carry:])
@@ -339,7 +282,7 @@ func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func(
 			}
 			r := next()
 			r.Partition = p
-			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], s, r); err != nil {
+			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], s, id, tf, r); err != nil {
 				return err
 			}
 			if err := done(r); err != nil {

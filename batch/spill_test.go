@@ -2,9 +2,10 @@ package batch
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"sort"
 	"testing"
 	"time"
 
@@ -65,23 +66,32 @@ func TestSpillRecords(t *testing.T) {
 	}
 }
 
-// TestReadDayAhead: reading a day ahead on another goroutine yields the
-// records of readDay, in its order, and an error from fn stops it.
-func TestReadDayAhead(t *testing.T) {
+// TestAggregateDayShards: a day folded over any number of shards gives
+// the rows, byte for byte, of a plain fold of readDay's records on one
+// goroutine (float sums and sketches depend on the order each row sees its
+// events in), and a corrupt spill is an error whatever the shards.
+func TestAggregateDayShards(t *testing.T) {
 	cfg := testConfig(t, 100, 3, nil)
 	s := cfg.Stream("pv")
+	views := cfg.ViewsOf("pv")
 	dec := schemas.NewDecoder(s, time.Hour)
 	sp := &spillDir{dir: t.TempDir(), stream: s}
 	day := dayOf(genBase)
+	rng := rand.New(rand.NewPCG(7, 7))
+	countries := []string{"US", "DE", "FR", "GB", "JP", "BR", "IN", "c\"7"}
 	for p := int32(0); p < 3; p++ {
 		for phase := 0; phase < 2; phase++ {
 			if p == 1 && phase == 0 {
 				continue // a missing bucket
 			}
 			w := sp.writer(p, phase)
-			for i := 0; i < 1000+int(p)*317; i++ {
-				raw := fmt.Sprintf(`{"event_id":"p%d-%d-%d","ts":%d,"country":"c%d","latency":%d}`, p, phase, i, genBase.UnixMilli()+int64(i), i%7, i)
-				ev, err := dec.Decode([]byte(raw), time.Time{})
+			for i := 0; i < 2000+int(p)*317; i++ {
+				raw := fmt.Sprintf(`{"event_id":"p%d-%d-%d","ts":%d,"user_id":"u%d","amount":%g,"latency":%d`,
+					p, phase, i, genBase.UnixMilli()+rng.Int64N(86_400_000), rng.IntN(300), float64(rng.IntN(100_000))/1000, rng.IntN(5000))
+				if c := rng.IntN(len(countries) + 1); c < len(countries) {
+					raw += fmt.Sprintf(`,"country":%q`, countries[c])
+				}
+				ev, err := dec.Decode([]byte(raw+"}"), time.Time{})
 				require.NoError(t, err)
 				r := Record{Offset: int64(phase*100_000 + i), KafkaMs: int64(i), Event: ev}
 				require.NoError(t, w.addEncoded(day, encodeRecord(nil, s, &r)))
@@ -89,26 +99,64 @@ func TestReadDayAhead(t *testing.T) {
 			require.NoError(t, w.flush())
 		}
 	}
-	collect := func(read func(int64, int, func(*Record) error) error) []string {
+
+	// The truth: one map per view, folded in readDay's order.
+	cells := func(v *schemas.View, keys []schemas.RowKey, aggs []schemas.Aggregate) []string {
 		var out []string
-		require.NoError(t, read(day, 3, func(r *Record) error {
-			out = append(out, fmt.Sprintf("%d %d %d %s %d %v", r.Partition, r.Offset, r.KafkaMs, r.Event.ID, r.Event.Time.UnixMilli(), r.Event.Values))
-			return nil
-		}))
+		for j, k := range keys {
+			row := fmt.Sprintf("%d %q", k.WindowMs, k.Dims)
+			for m := range v.Measures {
+				c := v.Measures[m].Cell(&aggs[j][m])
+				if f, ok := c.(*float64); ok && f != nil {
+					c = *f
+				}
+				row += fmt.Sprintf(" %v", c)
+			}
+			out = append(out, row)
+		}
 		return out
 	}
-	want := collect(sp.readDay)
-	require.Len(t, want, 2*1000+1*1317+2*1634)
-	require.Equal(t, want, collect(sp.readDayAhead))
-
-	stop := errors.New("enough")
-	n := 0
-	err := sp.readDayAhead(day, 3, func(*Record) error {
-		if n++; n == 1500 {
-			return stop
+	want := make([][]string, len(views))
+	for i, v := range views {
+		m := map[schemas.RowKey]schemas.Aggregate{}
+		require.NoError(t, sp.readDay(day, 3, func(r *Record) error {
+			k := v.Key(&r.Event)
+			if m[k] == nil {
+				m[k] = v.NewAggregate()
+			}
+			v.Add(m[k], &r.Event)
+			return nil
+		}))
+		keys := make([]schemas.RowKey, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
 		}
-		return nil
-	})
-	require.ErrorIs(t, err, stop)
-	require.Equal(t, 1500, n)
+		sort.Slice(keys, func(a, b int) bool {
+			return keys[a].WindowMs < keys[b].WindowMs || keys[a].WindowMs == keys[b].WindowMs && keys[a].Dims < keys[b].Dims
+		})
+		aggs := make([]schemas.Aggregate, len(keys))
+		for j, k := range keys {
+			aggs[j] = m[k]
+		}
+		want[i] = cells(v, keys, aggs)
+	}
+	require.Greater(t, len(want[0]), 100) // rows enough for every shard
+	require.Len(t, want[1], 1)
+
+	for _, shards := range []int{1, 2, 3, 7} {
+		rows, err := aggregateDay(sp, day, 3, views, shards)
+		require.NoError(t, err)
+		for i, v := range views {
+			require.Equal(t, want[i], cells(v, rows[i].keys, rows[i].aggs), "%d shards, view %s", shards, v.Name)
+		}
+	}
+
+	path := sp.path(day, 2, 1)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, data[:len(data)-3], 0o644))
+	for _, shards := range []int{1, 2, 3} {
+		_, err := aggregateDay(sp, day, 3, views, shards)
+		require.ErrorIs(t, err, errCorruptSpill, "%d shards", shards)
+	}
 }
