@@ -41,13 +41,24 @@ import (
 // happens.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv: finding a free loopback port: %v", err)
+	// The kernel may hand out a port again once its listener is closed;
+	// two components of one test given the same port would then race for
+	// it ("address already in use"). A port is given out once per process.
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("testenv: finding a free loopback port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := portsGiven.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+// portsGiven holds every port FreePort has returned in this process.
+var portsGiven sync.Map
 
 var (
 	repoRootOnce sync.Once
