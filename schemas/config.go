@@ -99,9 +99,13 @@ type ServeConfig struct {
 	// MaxQueryRange refuses queries whose [from, to) is longer.
 	MaxQueryRange Duration `yaml:"max_query_range"`
 	// ManifestPoll is how often serving looks for a newly published run.
-	ManifestPoll Duration  `yaml:"manifest_poll"`
-	CacheBytes   int64     `yaml:"cache_bytes"`
-	TLS          TLSConfig `yaml:"tls"`
+	ManifestPoll Duration `yaml:"manifest_poll"`
+	CacheBytes   int64    `yaml:"cache_bytes"`
+	// WarmCache loads the newest row groups of a run into the cache (up to
+	// half of it) at start-up and before switching to a new run, so the
+	// first queries after a batch run are not cold.
+	WarmCache bool      `yaml:"warm_cache"`
+	TLS       TLSConfig `yaml:"tls"`
 }
 
 // SpeedConfig configures the speed layer.
@@ -168,7 +172,7 @@ func Default() Config {
 		Ingest: IngestConfig{Listen: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, MaxFutureSkew: Duration(time.Hour),
 			MaxInflightBytes: 256 << 20, ProduceTimeout: Duration(10 * time.Second)},
 		Serve: ServeConfig{Listen: "127.0.0.1:8081", MaxQueryRange: Duration(400 * 24 * time.Hour),
-			ManifestPoll: Duration(2 * time.Second), CacheBytes: 256 << 20},
+			ManifestPoll: Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true},
 		Speed:     SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
 		Archive:   ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
 		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour)},

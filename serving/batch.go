@@ -236,58 +236,19 @@ feed:
 // scanFile merges the rows of one file's overlapping row groups into m.
 func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.ManifestFile, m *Merger) error {
 	fromMs, toMs := q.FromMs(), q.ToMs()
-	var file ViewFile // opened on the first miss
-	defer func() {
-		if file != nil {
-			file.Close()
-		}
-	}()
-	open := func() error {
-		if file != nil {
-			return nil
-		}
-		var err error
-		if file, err = b.files.Open(ctx, q.View, f.Key); err != nil {
-			return fmt.Errorf("%w: opening batch file %s: %v", ErrUnavailable, f.Key, err)
-		}
-		return nil
+	file := &lazyFile{files: b.files, view: q.View, key: f.Key}
+	defer file.close()
+	groups, err := b.rowGroups(ctx, file)
+	if err != nil {
+		return err
 	}
-
-	var groups []RowGroup
-	metaKey := "meta\x00" + f.Key
-	if v, ok := b.cache.get(metaKey); ok {
-		b.m.cacheHits.Inc()
-		groups = v.([]RowGroup)
-	} else {
-		b.m.cacheMisses.Inc()
-		if err := open(); err != nil {
-			return err
-		}
-		groups = file.RowGroups()
-		b.cache.put(metaKey, groups, int64(64+48*len(groups)+len(f.Key)))
-	}
-
 	for i, rg := range groups {
 		if rg.HasStats && !overlaps(rg.MinMs, rg.MaxMs, fromMs, toMs) {
 			continue
 		}
-		key := "rg\x00" + f.Key + "\x00" + strconv.Itoa(i)
-		var crg *cachedRowGroup
-		if v, ok := b.cache.get(key); ok {
-			b.m.cacheHits.Inc()
-			crg = v.(*cachedRowGroup)
-		} else {
-			b.m.cacheMisses.Inc()
-			if err := open(); err != nil {
-				return err
-			}
-			var size int64
-			var err error
-			crg, size, err = b.readRowGroup(ctx, q.View, file, i, int(rg.Rows))
-			if err != nil {
-				return fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, f.Key, err)
-			}
-			b.cache.put(key, crg, size)
+		crg, key, err := b.rowGroup(ctx, file, i, rg)
+		if err != nil {
+			return err
 		}
 		if l := rollupLevel(q); l > 0 {
 			ru, grew := crg.rollupFor(q.View, l)
@@ -316,6 +277,112 @@ func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.Manifest
 		}
 	}
 	return nil
+}
+
+// lazyFile is a batch file opened on the first cache miss, if any.
+type lazyFile struct {
+	files ViewFiles
+	view  *schemas.View
+	key   string
+	file  ViewFile
+}
+
+func (l *lazyFile) open(ctx context.Context) (ViewFile, error) {
+	if l.file == nil {
+		f, err := l.files.Open(ctx, l.view, l.key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: opening batch file %s: %v", ErrUnavailable, l.key, err)
+		}
+		l.file = f
+	}
+	return l.file, nil
+}
+
+func (l *lazyFile) close() {
+	if l.file != nil {
+		l.file.Close()
+		l.file = nil
+	}
+}
+
+// rowGroups returns the row groups of a file, from the cache or its footer.
+func (b *batchReader) rowGroups(ctx context.Context, file *lazyFile) ([]RowGroup, error) {
+	metaKey := "meta\x00" + file.key
+	if v, ok := b.cache.get(metaKey); ok {
+		b.m.cacheHits.Inc()
+		return v.([]RowGroup), nil
+	}
+	b.m.cacheMisses.Inc()
+	f, err := file.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	groups := f.RowGroups()
+	b.cache.put(metaKey, groups, int64(64+48*len(groups)+len(file.key)))
+	return groups, nil
+}
+
+// rowGroup returns row group i of a file decoded, from the cache or the
+// file, and its cache key.
+func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg RowGroup) (*cachedRowGroup, string, error) {
+	key := "rg\x00" + file.key + "\x00" + strconv.Itoa(i)
+	if v, ok := b.cache.get(key); ok {
+		b.m.cacheHits.Inc()
+		return v.(*cachedRowGroup), key, nil
+	}
+	b.m.cacheMisses.Inc()
+	f, err := file.open(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	crg, size, err := b.readRowGroup(ctx, file.view, f, i, int(rg.Rows))
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
+	}
+	b.cache.put(key, crg, size)
+	return crg, key, nil
+}
+
+// warm loads the row groups of a run's files into the cache, newest files
+// first, until they hold budget bytes or ctx ends, and reports what it
+// loaded. Rollups are built by the first query that needs them.
+func (b *batchReader) warm(ctx context.Context, snap *Snapshot, budget int64) (groups int, bytes int64, err error) {
+	if snap.Manifest == nil {
+		return 0, 0, nil
+	}
+	files := append([]schemas.ManifestFile(nil), snap.Manifest.Files...)
+	sort.SliceStable(files, func(i, j int) bool {
+		_, hi, _ := fileRange(files[i])
+		_, hj, _ := fileRange(files[j])
+		return hi > hj
+	})
+	before, _ := b.cache.usage()
+	for _, f := range files {
+		file := &lazyFile{files: b.files, view: snap.View, key: f.Key}
+		rgs, err := b.rowGroups(ctx, file)
+		if err != nil {
+			file.close()
+			return groups, bytes, err
+		}
+		for i := len(rgs) - 1; i >= 0; i-- {
+			if _, _, err := b.rowGroup(ctx, file, i, rgs[i]); err != nil {
+				file.close()
+				return groups, bytes, err
+			}
+			groups++
+			now, _ := b.cache.usage()
+			if bytes = now - before; bytes >= budget {
+				file.close()
+				return groups, bytes, nil
+			}
+			if err := ctx.Err(); err != nil {
+				file.close()
+				return groups, bytes, err
+			}
+		}
+		file.close()
+	}
+	return groups, bytes, nil
 }
 
 // readRowGroup decodes every measure of every row of a row group (the cache

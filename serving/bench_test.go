@@ -130,6 +130,7 @@ func buildBenchData(b *testing.B, cfg *schemas.Config, store *s3.Store, db *clic
 func BenchmarkServingQuery(b *testing.B) {
 	cfg := loadConfig(b, configYAML(b))
 	cfg.Serve.CacheBytes = 2 << 30
+	cfg.Serve.WarmCache = false // the first query is the cold baseline
 	_, store, _, db := newBackends(b, cfg, false)
 	t0 := time.Now()
 	d := buildBenchData(b, cfg, store, db)

@@ -64,10 +64,31 @@ type viewManifest struct {
 	view    *schemas.View
 	current atomic.Pointer[Snapshot]
 
-	mu      sync.Mutex // serialises refreshes of this view
-	raw     []byte     // bytes of the current manifest, to skip unchanged polls
-	lastOK  time.Time  // last successful read of the manifest (guarded by mu)
-	lastErr error      // last failed read, nil after a success (guarded by mu)
+	mu  sync.Mutex // serialises refreshes of this view
+	raw []byte     // bytes of the current manifest, to skip unchanged polls
+
+	// statusMu guards the read status apart from mu, so a query never waits
+	// for a refresh that is warming the cache for a new run.
+	statusMu sync.Mutex
+	lastOK   time.Time // last successful read of the manifest
+	lastErr  error     // last failed read, nil after a success
+}
+
+// setStatus records the outcome of a read of the manifest and returns err.
+func (vm *viewManifest) setStatus(ok time.Time, err error) error {
+	vm.statusMu.Lock()
+	defer vm.statusMu.Unlock()
+	if err == nil {
+		vm.lastOK = ok
+	}
+	vm.lastErr = err
+	return err
+}
+
+func (vm *viewManifest) status() (lastOK time.Time, lastErr error) {
+	vm.statusMu.Lock()
+	defer vm.statusMu.Unlock()
+	return vm.lastOK, vm.lastErr
 }
 
 // manifests polls the manifest of every view and switches each view to a
@@ -83,6 +104,11 @@ type manifests struct {
 	order      []*viewManifest
 	m          *metrics
 	onSwitch   func(view, fromRun, toRun string)
+	// beforeSwitch, when set, runs before a view switches from one run to
+	// a newer one, while queries still answer from the old run: serving
+	// warms its cache with it, so the first queries after a batch run are
+	// not cold.
+	beforeSwitch func(ctx context.Context, snap *Snapshot)
 }
 
 func newManifests(store ManifestStore, cfg *schemas.Config, poll time.Duration, now func() time.Time, m *metrics) *manifests {
@@ -119,38 +145,37 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 		// A manifest never goes away once published; answering as if no
 		// run existed would miss the absorbed chunks whose speed rows are
 		// gone. Keep the last run and say so.
-		vm.lastErr = fmt.Errorf("the manifest of view %s (run %s) has disappeared from the store", vm.view.Name, vm.current.Load().RunID())
 		ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
-		return vm.lastErr
+		return vm.setStatus(now, fmt.Errorf("the manifest of view %s (run %s) has disappeared from the store", vm.view.Name, vm.current.Load().RunID()))
 	case errors.Is(err, s3.ErrNotFound):
 		// No run published yet: the speed layer answers everything.
 		if vm.current.Load() != nil {
-			vm.lastOK, vm.lastErr = now, nil
-			return nil
+			return vm.setStatus(now, nil)
 		}
 		data = nil
 		snap = newSnapshot(vm.view, nil, ms.chunkSize, now)
 	case err != nil:
-		vm.lastErr = fmt.Errorf("reading the manifest of view %s: %w", vm.view.Name, err)
 		ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
-		return vm.lastErr
+		return vm.setStatus(now, fmt.Errorf("reading the manifest of view %s: %w", vm.view.Name, err))
 	default:
 		if vm.current.Load() != nil && vm.raw != nil && bytes.Equal(data, vm.raw) {
-			vm.lastOK, vm.lastErr = now, nil
-			return nil
+			return vm.setStatus(now, nil)
 		}
 		m, err := schemas.DecodeManifest(data)
 		if err != nil {
-			vm.lastErr = fmt.Errorf("the manifest of view %s: %w", vm.view.Name, err)
 			ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
-			return vm.lastErr
+			return vm.setStatus(now, fmt.Errorf("the manifest of view %s: %w", vm.view.Name, err))
 		}
 		snap = newSnapshot(vm.view, m, ms.chunkSize, now)
 	}
 	prev := vm.current.Load()
+	if ms.beforeSwitch != nil && prev != nil && snap.Manifest != nil && snap.Err == nil && prev.RunID() != snap.RunID() {
+		ms.beforeSwitch(ctx, snap)
+		snap.LoadedAt = ms.now()
+	}
 	vm.current.Store(snap)
 	vm.raw = data
-	vm.lastOK, vm.lastErr = now, nil
+	vm.setStatus(now, nil)
 	if prev != nil && prev.RunID() != snap.RunID() {
 		ms.m.manifestSwitches.WithLabelValues(vm.view.Name).Inc()
 		if ms.onSwitch != nil {
@@ -187,9 +212,7 @@ func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot,
 		}
 		snap = vm.current.Load()
 	}
-	vm.mu.Lock()
-	lastOK, lastErr := vm.lastOK, vm.lastErr
-	vm.mu.Unlock()
+	lastOK, lastErr := vm.status()
 	if lastErr != nil && ms.now().Sub(lastOK) > ms.staleAfter {
 		return nil, fmt.Errorf("%w: the manifest of view %s could not be read for %s: %v",
 			ErrUnavailable, vm.view.Name, ms.now().Sub(lastOK).Round(time.Second), lastErr)
@@ -218,9 +241,8 @@ func (ms *manifests) run(ctx context.Context) {
 // last attempt.
 func (ms *manifests) ready() error {
 	for _, vm := range ms.order {
-		vm.mu.Lock()
-		err, ok := vm.lastErr, !vm.lastOK.IsZero()
-		vm.mu.Unlock()
+		lastOK, err := vm.status()
+		ok := !lastOK.IsZero()
 		if err != nil {
 			return err
 		}

@@ -51,9 +51,11 @@ type Service struct {
 	m         *metrics
 	manifests *manifests
 	batch     *batchReader
-	mux       *http.ServeMux
-	tokens    [][sha256.Size]byte
-	server    *ops.HTTPServer
+	// warmBudget is the cache bytes one view's warm-up may fill.
+	warmBudget int64
+	mux        *http.ServeMux
+	tokens     [][sha256.Size]byte
+	server     *ops.HTTPServer
 }
 
 var (
@@ -87,6 +89,12 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 		cacheBytes = schemas.Default().Serve.CacheBytes
 	}
 	s.batch = newBatchReader(deps.Files, cacheBytes, s.m)
+	// Each view may warm up to half the cache, shared by the views, with the
+	// newest days of its new run before switching to it.
+	s.warmBudget = cacheBytes / int64(2*max(len(cfg.Views), 1))
+	if cfg.Serve.WarmCache {
+		s.manifests.beforeSwitch = func(ctx context.Context, snap *Snapshot) { s.warm(ctx, snap, "switch") }
+	}
 	for _, t := range cfg.Auth.QueryTokens {
 		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
 	}
@@ -158,9 +166,45 @@ func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	pctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); wg.Wait() }()
-	wg.Add(1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if !s.cfg.Serve.WarmCache {
+			return
+		}
+		// Warm the cache with the runs loaded at start-up while serving
+		// (queries meanwhile read what they need themselves).
+		for _, vm := range s.manifests.order {
+			if snap := vm.current.Load(); snap != nil && snap.Err == nil {
+				s.warm(pctx, snap, "start")
+			}
+		}
+	}()
 	go func() { defer wg.Done(); s.manifests.run(pctx) }()
 	return s.server.Run(ctx)
+}
+
+// warmTimeout bounds one view's warm-up, so a slow store delays a switch
+// to a new run by at most this long.
+const warmTimeout = time.Minute
+
+// warm fills the cache with the newest row groups of snap's run (see
+// batchReader.warm) and logs what it did; errors only shorten it.
+func (s *Service) warm(ctx context.Context, snap *Snapshot, why string) {
+	if snap.Manifest == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, warmTimeout)
+	defer cancel()
+	t0 := time.Now()
+	groups, bytes, err := s.batch.warm(ctx, snap, s.warmBudget)
+	log := s.log.With("view", snap.View.Name, "run", snap.RunID(), "at", why, "row_groups", groups,
+		"mib", bytes>>20, "took", time.Since(t0).Round(time.Millisecond))
+	if err != nil && ctx.Err() == nil {
+		log.Warn("warming the cache stopped early; queries read the rest themselves", "err", err)
+		return
+	}
+	log.Info("warmed the cache with the newest batch rows")
 }
 
 // RunPoller only polls the manifests (for callers that serve Handler on

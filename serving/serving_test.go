@@ -514,6 +514,37 @@ func TestManifestSwitchMidStream(t *testing.T) {
 	t.Logf("%d queries across switches, all exact", queries.Load())
 }
 
+// TestSwitchWarmsCache: serving loads the new run's row groups before it
+// switches to it, so the first query after a batch run reads nothing from
+// S3 (no cache miss) and is exact.
+func TestSwitchWarmsCache(t *testing.T) {
+	e := newEnv(t, false)
+	d := genDataset(t, e.cfg, 2000, 2)
+	chunks := d.chunks()
+	insertSpeed(t, e.db, d)
+	publishManifest(t, e.store, writeRun(t, e.store, e.cfg, d, "run-a", map[int32]int64{0: 2, 1: 3}))
+	waitRun(t, e.url, "run-a")
+	publishManifest(t, e.store, writeRun(t, e.store, e.cfg, d, "run-b", map[int32]int64{0: chunks[0] - 1, 1: chunks[1]}))
+	waitRun(t, e.url, "run-b")
+
+	misses := func() float64 {
+		for _, line := range strings.Split(metricsText(t, e.url), "\n") {
+			if v, ok := strings.CutPrefix(line, "tandem_serve_cache_misses_total "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				require.NoError(t, err)
+				return f
+			}
+		}
+		t.Fatal("no tandem_serve_cache_misses_total")
+		return 0
+	}
+	before := misses()
+	c := qcase{gran: "1h", groupBy: []string{"country"}, measures: []string{"views", "revenue", "min_latency", "max_latency"}, from: base, to: base.Add(4 * time.Hour)}
+	a := query(t, e.url, c.params())
+	checkAnswer(t, a.Rows, c.truth(d, nil), c.groupBy, c.measureList())
+	require.Equal(t, before, misses(), "the first query after the switch found every row group in the cache")
+}
+
 // TestS3Down: without the manifest store a query cannot know which chunks
 // the batch absorbed, so it fails with 503 and a clear error, and /readyz
 // says why.
