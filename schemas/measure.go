@@ -75,7 +75,7 @@ func (m *Measure) Add(st *State, ev *Event) {
 		st.N++
 		return
 	}
-	val := ev.Values[m.fieldIndex]
+	val := &ev.Values[m.fieldIndex] // not a copy: Add runs per event and measure
 	if !val.Set {
 		return
 	}
@@ -164,7 +164,7 @@ func newDD() *ddsketch.DDSketch {
 // The zero value of every type ("", 0, -0, false) hashes as the empty text:
 // a Value does not carry its type, and without this an empty string would
 // count as the string "0", and -0 and 0 as two numbers.
-func appendDistinctKey(dst []byte, v Value) []byte {
+func appendDistinctKey(dst []byte, v *Value) []byte {
 	switch {
 	case v.Str != "":
 		return append(dst, v.Str...)
