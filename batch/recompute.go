@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"sort"
@@ -33,8 +34,10 @@ type foldBatch struct {
 }
 
 // aggregateDay folds every kept event of day into rows of each view, with
-// the shared View.Key/Add (the speed layer's code, not a second copy). A
-// day is the unit of memory: its rows, never the whole dataset.
+// the shared row key (View.Key's parts, WindowStartMs and AppendDims) and
+// a schemas.Fold per row (View.Add's aggregate, the speed layer's, faster
+// for distinct measures). A day is the unit of memory: its rows, never the
+// whole dataset.
 //
 // The fold is split by row over shards goroutines. One goroutine reads
 // and decodes the day's spill in readDay's (partition, offset) order,
@@ -50,24 +53,29 @@ func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View
 	const size, batches = 256, 8
 	shards = max(shards, 1)
 	nv := len(views)
-	ids := make([]map[schemas.RowKey]int32, nv) // the reader's: row numbers
+	// The reader's: row numbers by key bytes (the window start, 8 bytes,
+	// then View.AppendDims: a lookup allocates nothing), and the row keys
+	// by row number.
+	ids := make([]map[string]int32, nv)
+	keys := make([][]schemas.RowKey, nv)
 	for i := range ids {
-		ids[i] = map[schemas.RowKey]int32{}
+		ids[i] = map[string]int32{}
 	}
+	var kb []byte
 	free := make(chan *foldBatch, batches)
 	for i := 0; i < batches; i++ {
 		free <- &foldBatch{recs: make([]Record, size), rows: make([]int32, size*nv)}
 	}
 	in := make([]chan *foldBatch, shards)
-	aggs := make([][][]schemas.Aggregate, shards) // [shard][view][row/shards]
+	folds := make([][][]*schemas.Fold, shards) // [shard][view][row/shards]
 	var wg sync.WaitGroup
 	for s := range in {
 		in[s] = make(chan *foldBatch, batches)
-		aggs[s] = make([][]schemas.Aggregate, nv)
+		folds[s] = make([][]*schemas.Fold, nv)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mine := aggs[s]
+			mine := folds[s]
 			for b := range in[s] {
 				for i := 0; i < b.n; i++ {
 					ev := &b.recs[i].Event
@@ -78,9 +86,9 @@ func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View
 						}
 						r /= shards
 						for len(mine[v]) <= r { // rows appear in order
-							mine[v] = append(mine[v], view.NewAggregate())
+							mine[v] = append(mine[v], view.NewFold())
 						}
-						view.Add(mine[v][r], ev)
+						mine[v][r].Add(ev)
 					}
 				}
 				if b.left.Add(-1) == 0 {
@@ -98,12 +106,16 @@ func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View
 	b := <-free
 	b.n = 0
 	err := sp.scanDay(day, partitions, func() *Record { return &b.recs[b.n] }, func(r *Record) error {
+		ms := r.Event.Time.UnixMilli()
 		for v, view := range views {
-			k := view.Key(&r.Event)
-			id, ok := ids[v][k]
+			w := view.Granularity.WindowStartMs(ms)
+			kb = view.AppendDims(binary.BigEndian.AppendUint64(kb[:0], uint64(w)), &r.Event)
+			id, ok := ids[v][string(kb)]
 			if !ok {
-				id = int32(len(ids[v]))
+				id = int32(len(keys[v]))
+				k := string(kb)
 				ids[v][k] = id
+				keys[v] = append(keys[v], schemas.RowKey{WindowMs: w, Dims: k[8:]})
 			}
 			b.rows[b.n*nv+v] = id
 		}
@@ -126,14 +138,14 @@ func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View
 	}
 
 	out := make([]dayRows, nv)
-	for v, m := range ids {
+	for v, ks := range keys {
 		type row struct {
 			key schemas.RowKey
 			id  int32
 		}
-		rows := make([]row, 0, len(m))
-		for k, id := range m {
-			rows = append(rows, row{k, id})
+		rows := make([]row, len(ks))
+		for id, k := range ks {
+			rows[id] = row{k, int32(id)}
 		}
 		sort.Slice(rows, func(a, b int) bool {
 			if rows[a].key.WindowMs != rows[b].key.WindowMs {
@@ -144,7 +156,7 @@ func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View
 		dr := dayRows{keys: make([]schemas.RowKey, len(rows)), aggs: make([]schemas.Aggregate, len(rows))}
 		for j, r := range rows {
 			dr.keys[j] = r.key
-			dr.aggs[j] = aggs[int(r.id)%shards][v][int(r.id)/shards]
+			dr.aggs[j] = folds[int(r.id)%shards][v][int(r.id)/shards].Aggregate()
 		}
 		out[v] = dr
 	}

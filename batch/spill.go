@@ -87,12 +87,52 @@ func encodeRecord(b []byte, s *schemas.Stream, r *Record) []byte {
 
 var errCorruptSpill = errors.New("batch: corrupt spill record")
 
+// spillLayout is what decodeRecord needs of a stream, computed once per
+// bucket file rather than per record: each field's type as a small integer
+// (a FieldType is a string, and a switch on it compares strings), and the
+// indexes of the id and time fields.
+type spillLayout struct {
+	kinds  []spillKind
+	id, tf int
+}
+
+type spillKind uint8
+
+const (
+	kindString spillKind = iota
+	kindInt64
+	kindFloat64
+	kindBool
+	kindTimestamp
+	kindOther // none yet: a type added to schemas and not here
+)
+
+func layoutOf(s *schemas.Stream) spillLayout {
+	l := spillLayout{kinds: make([]spillKind, len(s.Fields)), id: s.FieldIndex(s.IDField), tf: s.FieldIndex(s.TimeField)}
+	for i, f := range s.Fields {
+		switch f.Type {
+		case schemas.TypeString:
+			l.kinds[i] = kindString
+		case schemas.TypeInt64:
+			l.kinds[i] = kindInt64
+		case schemas.TypeFloat64:
+			l.kinds[i] = kindFloat64
+		case schemas.TypeBool:
+			l.kinds[i] = kindBool
+		case schemas.TypeTimestamp:
+			l.kinds[i] = kindTimestamp
+		default:
+			l.kinds[i] = kindOther
+		}
+	}
+	return l
+}
+
 // decodeRecord reads one record body (without its length) into r, reusing
 // r.Event.Values. Values are rebuilt exactly as schemas.Decoder builds them.
 // str holds the same bytes as b: string values are slices of it, so a
-// caller converting a whole block of records once allocates once. id and
-// tf are the indexes of the stream's id and time fields.
-func decodeRecord(b []byte, str string, s *schemas.Stream, id, tf int, r *Record) error {
+// caller converting a whole block of records once allocates once.
+func decodeRecord(b []byte, str string, l *spillLayout, r *Record) error {
 	size := len(b)
 	var n int
 	r.Offset, n = binary.Varint(b)
@@ -105,25 +145,26 @@ func decodeRecord(b []byte, str string, s *schemas.Stream, id, tf int, r *Record
 		return errCorruptSpill
 	}
 	b = b[n:]
-	nb := (len(s.Fields) + 7) / 8
+	nf := len(l.kinds)
+	nb := (nf + 7) / 8
 	if len(b) < nb {
 		return errCorruptSpill
 	}
 	bm := b[:nb]
 	b = b[nb:]
-	if cap(r.Event.Values) < len(s.Fields) {
-		r.Event.Values = make([]schemas.Value, len(s.Fields))
+	if cap(r.Event.Values) < nf {
+		r.Event.Values = make([]schemas.Value, nf)
 	}
-	r.Event.Values = r.Event.Values[:len(s.Fields)]
-	for i, f := range s.Fields {
+	r.Event.Values = r.Event.Values[:nf]
+	for i, kind := range l.kinds {
 		v := &r.Event.Values[i]
 		*v = schemas.Value{}
 		if bm[i/8]&(1<<(i%8)) == 0 {
 			continue
 		}
 		v.Set = true
-		switch f.Type {
-		case schemas.TypeString:
+		switch kind {
+		case kindString:
 			l, n := binary.Uvarint(b)
 			if n <= 0 || uint64(len(b)-n) < l {
 				return errCorruptSpill
@@ -131,26 +172,26 @@ func decodeRecord(b []byte, str string, s *schemas.Stream, id, tf int, r *Record
 			at := size - len(b) + n
 			v.Str = str[at : at+int(l)]
 			b = b[n+int(l):]
-		case schemas.TypeInt64:
+		case kindInt64:
 			v.Int, n = binary.Varint(b)
 			if n <= 0 {
 				return errCorruptSpill
 			}
 			v.Float = float64(v.Int)
 			b = b[n:]
-		case schemas.TypeFloat64:
+		case kindFloat64:
 			if len(b) < 8 {
 				return errCorruptSpill
 			}
 			v.Float = math.Float64frombits(binary.LittleEndian.Uint64(b))
 			b = b[8:]
-		case schemas.TypeBool:
+		case kindBool:
 			if len(b) < 1 {
 				return errCorruptSpill
 			}
 			v.Bool = b[0] == 1
 			b = b[1:]
-		case schemas.TypeTimestamp:
+		case kindTimestamp:
 			var ms int64
 			ms, n = binary.Varint(b)
 			if n <= 0 {
@@ -160,8 +201,8 @@ func decodeRecord(b []byte, str string, s *schemas.Stream, id, tf int, r *Record
 			b = b[n:]
 		}
 	}
-	r.Event.ID = r.Event.Values[id].Str
-	r.Event.Time = r.Event.Values[tf].Time
+	r.Event.ID = r.Event.Values[l.id].Str
+	r.Event.Time = r.Event.Values[l.tf].Time
 	return nil
 }
 
@@ -267,9 +308,8 @@ func (d *spillDir) scanDay(day int64, partitions int, next func() *Record, done 
 // by block; each block becomes one string that the records' string values
 // share.
 func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func() *Record, done func(r *Record) error) error {
-	// Once, not per record: map lookups.
-	id, tf := s.FieldIndex(s.IDField), s.FieldIndex(s.TimeField)
-	carry := 0 // bytes of an unfinished record at the start of blk
+	lay := layoutOf(s) // once, not per record
+	carry := 0         // bytes of an unfinished record at the start of blk
 	for {
 		n, rerr := io.ReadFull(f, blk[carry:])
 		data := blk[:carry+n]
@@ -282,7 +322,7 @@ func readRecords(f io.Reader, blk []byte, s *schemas.Stream, p int32, next func(
 			}
 			r := next()
 			r.Partition = p
-			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], s, id, tf, r); err != nil {
+			if err := decodeRecord(data[pos+4:pos+4+l], str[pos+4:pos+4+l], &lay, r); err != nil {
 				return err
 			}
 			if err := done(r); err != nil {

@@ -75,7 +75,7 @@ func (m *Measure) Add(st *State, ev *Event) {
 		st.N++
 		return
 	}
-	val := ev.Values[m.fieldIndex]
+	val := &ev.Values[m.fieldIndex] // not a copy: Add runs per event and measure
 	if !val.Set {
 		return
 	}
@@ -164,7 +164,7 @@ func newDD() *ddsketch.DDSketch {
 // The zero value of every type ("", 0, -0, false) hashes as the empty text:
 // a Value does not carry its type, and without this an empty string would
 // count as the string "0", and -0 and 0 as two numbers.
-func appendDistinctKey(dst []byte, v Value) []byte {
+func appendDistinctKey(dst []byte, v *Value) []byte {
 	switch {
 	case v.Str != "":
 		return append(dst, v.Str...)
@@ -411,16 +411,21 @@ func (k RowKey) Window() time.Time { return time.UnixMilli(k.WindowMs).UTC() }
 
 // Key returns the row an event falls into. A missing dimension groups as "".
 func (v *View) Key(ev *Event) RowKey {
-	// JoinDims's encoding, built on the stack: one allocation per key.
+	// Built on the stack: one allocation per key.
 	var buf [128]byte
-	b := buf[:0]
+	return RowKey{WindowMs: v.Granularity.WindowStartMs(ev.Time.UnixMilli()), Dims: string(v.AppendDims(buf[:0], ev))}
+}
+
+// AppendDims appends Key(ev).Dims to dst without making it a string, for
+// callers that look rows up by their bytes.
+func (v *View) AppendDims(dst []byte, ev *Event) []byte {
 	for _, fi := range v.dimIndex {
 		s := ev.Values[fi].Str
-		b = strconv.AppendInt(b, int64(len(s)), 10)
-		b = append(b, ':')
-		b = append(b, s...)
+		dst = strconv.AppendInt(dst, int64(len(s)), 10)
+		dst = append(dst, ':')
+		dst = append(dst, s...)
 	}
-	return RowKey{WindowMs: v.Granularity.WindowStart(ev.Time).UnixMilli(), Dims: string(b)}
+	return dst
 }
 
 // JoinDims encodes dimension values as one comparable string. Each value is

@@ -810,6 +810,7 @@ func TestViewKey(t *testing.T) {
 			require.Equal(t, tc.window, k.Window())
 			require.Equal(t, tc.window.UnixMilli(), k.WindowMs)
 			require.Equal(t, JoinDims(tc.dims), k.Dims)
+			require.Equal(t, "pre"+JoinDims(tc.dims), string(v.AppendDims([]byte("pre"), &ev)))
 		})
 	}
 	// Empty and missing are the same row.

@@ -81,13 +81,17 @@ func (g Granularity) String() string {
 // WindowStart floors t to its window of size g, in UTC. Windows are aligned
 // to the Unix epoch, so a 1d window is a UTC calendar day.
 func (g Granularity) WindowStart(t time.Time) time.Time {
-	ms := t.UnixMilli()
+	return time.UnixMilli(g.WindowStartMs(t.UnixMilli())).UTC()
+}
+
+// WindowStartMs is WindowStart on Unix milliseconds.
+func (g Granularity) WindowStartMs(ms int64) int64 {
 	size := time.Duration(g).Milliseconds()
 	start := ms - ms%size
 	if ms < 0 && ms%size != 0 {
 		start -= size
 	}
-	return time.UnixMilli(start).UTC()
+	return start
 }
 
 // Chunk identifies offsets [Index*size, (Index+1)*size) of one Kafka
