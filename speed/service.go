@@ -270,8 +270,14 @@ func (s *Service) startOffset(ctx context.Context, topic string, partition int32
 	}
 }
 
-// handle works one claimed partition: fetch, fold, flush on interval or
-// size, until the claim ends; then flush what it holds.
+// handle works one claimed partition: fold every fetched response, write
+// on interval or size, until the claim ends; then write what it holds.
+//
+// A goroutine of the claim fetches whole responses (kafka.BatchFetcher:
+// records parsed in place, no copy or hand-off per record) while this one
+// folds the previous response or writes; with two record buffers, at most
+// two responses per partition are in memory, and while a write is retried
+// (ClickHouse down) the fetcher stops after one response: backpressure.
 func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 	info := s.streams[c.Topic]
 	k := partKey{c.Topic, c.Partition}
@@ -296,74 +302,166 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 	}
 	flushRows := s.flushRows()
 
+	fetcher := c.BatchFetcher()
+	responses := make(chan fetched)
+	free := make(chan []kafka.Record, 2)
+	free <- nil
+	free <- nil
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	var feeding sync.WaitGroup
+	feeding.Go(func() { fetchLoop(feedCtx, fetcher, responses, free) })
+	defer func() {
+		stopFeed()
+		feeding.Wait()
+		fetcher.Close()
+	}()
+
+	lag := int64(-1) // of the last response, for the lag gauge
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	write := func() error {
+		err := s.flush(ctx, info, p, c, lag)
+		timer.Reset(interval)
+		return err
+	}
+	lastWrite := time.Now()
 	// catchingUp: the partition has been at least catchUpMessages behind
 	// and has not yet written since it caught up.
 	catchingUp := false
-	n := 0 // messages processed, for sampling their timing
+	n := 0 // records processed, for sampling their timing
 	for {
-		start := time.Now()
-		fctx, cancel := context.WithTimeout(ctx, interval)
-		for p.changed < flushRows && len(p.ingestMs) < maxPendingEvents {
-			// Headers matter only for dead letters, which read them on
-			// demand (kafka.DeadLetterMessage).
-			m, err := c.FetchLazy(fctx)
-			if err != nil {
-				if ctx.Err() != nil || fctx.Err() != nil {
-					break // claim over, or time to flush
+		due := false
+		select {
+		case <-ctx.Done():
+			return s.finalFlush(ctx, info, p, c, lag)
+		case <-timer.C:
+			due = true
+		case r, ok := <-responses:
+			if !ok || r.err != nil {
+				if ctx.Err() != nil {
+					return s.finalFlush(ctx, info, p, c, lag)
 				}
-				cancel()
-				return fmt.Errorf("speed: fetching %s/%d: %w", c.Topic, c.Partition, err)
+				if r.err == nil {
+					r.err = errors.New("the fetcher stopped")
+				}
+				return fmt.Errorf("speed: fetching %s/%d: %w", c.Topic, c.Partition, r.err)
 			}
-			var out outcome
-			var verr error
-			if n++; n%timeEvery == 0 {
-				t0 := time.Now()
-				out, verr = p.process(&m)
-				s.m.processing.Observe(time.Since(t0).Seconds())
-			} else {
-				out, verr = p.process(&m)
-			}
-			consumed.Inc()
-			if m.Offset <= res.durable {
-				replayed.Inc()
-			}
-			switch out {
-			case outFolded:
-				folded.Inc()
-			case outDuplicate:
-				dups.Inc()
-			case outInvalid:
-				if m.Offset > res.durable {
-					s.log.Debug("invalid event goes to the dead-letter topic", "topic", c.Topic, "partition", c.Partition, "offset", m.Offset, "err", verr)
+			lag = r.lag
+			// Counted per response: one counter update per record, on
+			// counters every partition of the stream shares, cost more
+			// than the rest of the bookkeeping.
+			var nFolded, nDup, nReplayed int
+			for i := range r.recs {
+				if p.changed >= flushRows || len(p.ingestMs) >= maxPendingEvents {
+					if err := write(); err != nil {
+						if ctx.Err() != nil {
+							return s.finalFlush(ctx, info, p, c, lag)
+						}
+						return err
+					}
+					lastWrite = time.Now()
+				}
+				m := &r.recs[i]
+				var out outcome
+				var verr error
+				if n++; n%timeEvery == 0 {
+					t0 := time.Now()
+					out, verr = p.process(m)
+					s.m.processing.Observe(time.Since(t0).Seconds())
+				} else {
+					out, verr = p.process(m)
+				}
+				if m.Offset <= res.durable {
+					nReplayed++
+				}
+				switch out {
+				case outFolded:
+					nFolded++
+				case outDuplicate:
+					nDup++
+				case outInvalid:
+					if m.Offset > res.durable {
+						s.log.Debug("invalid event goes to the dead-letter topic", "topic", c.Topic, "partition", c.Partition, "offset", m.Offset, "err", verr)
+					}
 				}
 			}
-			// Caught up with a backlog (this message was the newest when
-			// fetched, after being catchUpMessages or more behind): write
-			// now, or a quarter interval after the last write, instead of
-			// at the end of the interval, so a drained backlog becomes
-			// visible at once. A steady trickle is never that far behind
-			// and keeps the interval; the quarter bounds the extra writes.
-			if b := c.Behind(); b >= catchUpMessages {
+			consumed.Add(float64(len(r.recs)))
+			folded.Add(float64(nFolded))
+			dups.Add(float64(nDup))
+			replayed.Add(float64(nReplayed))
+			// How far behind the response's first record was: its
+			// records plus what followed them.
+			behind := r.lag + r.recs[len(r.recs)-1].Offset - r.recs[0].Offset
+			clear(r.recs) // drop references to the response
+			free <- r.recs[:0]
+			// Caught up with a backlog (this response ended at the
+			// newest record, after starting catchUpMessages or more
+			// behind): write now, or a quarter interval after the last
+			// write, instead of at the end of the interval, so a drained
+			// backlog becomes visible at once. A steady trickle is never
+			// that far behind and keeps the interval; the quarter bounds
+			// the extra writes.
+			if behind >= catchUpMessages {
 				catchingUp = true
-			} else if b == 0 && catchingUp {
+			}
+			if r.lag == 0 && catchingUp {
 				catchingUp = false
-				wait := time.Until(start.Add(interval / 4))
-				if wait <= 0 {
-					break
+				if wait := time.Until(lastWrite.Add(interval / 4)); wait > 0 {
+					timer.Reset(wait)
+				} else {
+					due = true
 				}
-				cancel()
-				fctx, cancel = context.WithTimeout(ctx, wait)
 			}
 		}
-		cancel()
-		if ctx.Err() != nil {
-			return s.finalFlush(ctx, info, p, c)
+		if due {
+			if err := write(); err != nil {
+				if ctx.Err() != nil {
+					return s.finalFlush(ctx, info, p, c, lag)
+				}
+				return err
+			}
+			lastWrite = time.Now()
 		}
-		if err := s.flush(ctx, info, p, c); err != nil {
+	}
+}
+
+// fetched is one fetch response's records, handed from a claim's fetching
+// goroutine to its handler.
+type fetched struct {
+	recs []kafka.Record
+	lag  int64 // records of the partition after the last one, as of the response
+	err  error // the fetch failed; recs is empty
+}
+
+// fetchLoop fetches the partition, each response into a record buffer
+// taken from free, and hands the responses to out in order, until ctx ends
+// or a fetch fails (handed over as an error). It closes out when it
+// returns. The handler gives each buffer back to free once folded, so the
+// buffers in free bound how far the fetcher runs ahead.
+func fetchLoop(ctx context.Context, f *kafka.BatchFetcher, out chan<- fetched, free <-chan []kafka.Record) {
+	defer close(out)
+	for {
+		var buf []kafka.Record
+		select {
+		case buf = <-free:
+		case <-ctx.Done():
+			return
+		}
+		recs, err := f.Fetch(ctx, buf)
+		r := fetched{recs: recs, lag: f.Lag(), err: err}
+		if err != nil {
 			if ctx.Err() != nil {
-				return s.finalFlush(ctx, info, p, c)
+				return
 			}
-			return err
+			r.recs = nil
+		}
+		select {
+		case out <- r:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
 		}
 	}
 }
@@ -373,14 +471,14 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 // member must rejoin; the partition's next owner rebuilds from durable
 // progress anyway, and a late write here carries the same content for the
 // same version as the new owner's).
-func (s *Service) finalFlush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim) error {
+func (s *Service) finalFlush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim, lag int64) error {
 	timeout := s.opts.ShutdownFlushTimeout
 	if s.runCtx == nil || s.runCtx.Err() == nil {
 		timeout /= 5
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if err := s.flush(fctx, info, p, c); err != nil {
+	if err := s.flush(fctx, info, p, c, lag); err != nil {
 		s.log.Warn("could not flush before giving up the partition; its next owner rebuilds from durable progress",
 			"topic", c.Topic, "partition", c.Partition, "err", err)
 	}
@@ -388,11 +486,14 @@ func (s *Service) finalFlush(ctx context.Context, info *streamInfo, p *partState
 }
 
 // flush writes p's pending output, retrying with backoff until it succeeds
-// or ctx ends. It does not fetch meanwhile, so a slow or absent ClickHouse
-// stops consumption (the claim's reader queue is bounded) instead of
-// growing memory.
-func (s *Service) flush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim) error {
-	s.m.lag.WithLabelValues(c.Topic, strconv.Itoa(int(c.Partition))).Set(float64(max(c.Lag(), 0)))
+// or ctx ends. It does not fold meanwhile, so a slow or absent ClickHouse
+// stops consumption (the claim's fetcher stops one response ahead) instead
+// of growing memory. lag is the partition's records not yet fetched, as of
+// the last response (-1 before the first), for the lag gauge.
+func (s *Service) flush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim, lag int64) error {
+	if lag >= 0 {
+		s.m.lag.WithLabelValues(c.Topic, strconv.Itoa(int(c.Partition))).Set(float64(lag))
+	}
 	if !p.pendingOutput() {
 		// Before catching up, changed counts rebuilt rows, which are
 		// written already; reset it so size flushes do not spin.
