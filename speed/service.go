@@ -319,12 +319,44 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 	lag := int64(-1) // of the last response, for the lag gauge
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
-	write := func() error {
-		err := s.flush(ctx, info, p, c, lag)
+	lastWrite := time.Now() // of the last snapshot
+	// inflight is the write under way, nil when none; flush starts the
+	// next once it has ended. flush reports false when the claim ended
+	// first (then the final flush takes over, inflight included).
+	var inflight *writeJob
+	var spareMs []int64 // the ingest timestamps of the last write, recycled
+	flush := func() (bool, error) {
+		if inflight != nil {
+			select {
+			case <-inflight.done:
+			case <-ctx.Done():
+				return false, nil
+			}
+			if inflight.err != nil {
+				return false, nil
+			}
+			spareMs, inflight = inflight.ingestMs[:0], nil
+		}
+		job, err := s.snapshot(info, p, c, lag, spareMs)
+		if err != nil {
+			return false, err
+		}
 		timer.Reset(interval)
-		return err
+		lastWrite = time.Now()
+		if job != nil {
+			spareMs, inflight = nil, job
+			go func() {
+				job.err = s.write(ctx, info, c, job)
+				close(job.done)
+			}()
+		}
+		return true, nil
 	}
-	lastWrite := time.Now()
+	defer func() {
+		if inflight != nil {
+			<-inflight.done // the claim's context has ended: it ends soon
+		}
+	}()
 	// catchingUp: the partition has been at least catchUpMessages behind
 	// and has not yet written since it caught up.
 	catchingUp := false
@@ -333,13 +365,13 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 		due := false
 		select {
 		case <-ctx.Done():
-			return s.finalFlush(ctx, info, p, c, lag)
+			return s.finalFlush(ctx, info, p, c, lag, inflight)
 		case <-timer.C:
 			due = true
 		case r, ok := <-responses:
 			if !ok || r.err != nil {
 				if ctx.Err() != nil {
-					return s.finalFlush(ctx, info, p, c, lag)
+					return s.finalFlush(ctx, info, p, c, lag, inflight)
 				}
 				if r.err == nil {
 					r.err = errors.New("the fetcher stopped")
@@ -353,13 +385,12 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 			var nFolded, nDup, nReplayed int
 			for i := range r.recs {
 				if p.changed >= flushRows || len(p.ingestMs) >= maxPendingEvents {
-					if err := write(); err != nil {
-						if ctx.Err() != nil {
-							return s.finalFlush(ctx, info, p, c, lag)
+					if ok, err := flush(); !ok {
+						if err != nil {
+							return err
 						}
-						return err
+						return s.finalFlush(ctx, info, p, c, lag, inflight)
 					}
-					lastWrite = time.Now()
 				}
 				m := &r.recs[i]
 				var out outcome
@@ -414,13 +445,12 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 			}
 		}
 		if due {
-			if err := write(); err != nil {
-				if ctx.Err() != nil {
-					return s.finalFlush(ctx, info, p, c, lag)
+			if ok, err := flush(); !ok {
+				if err != nil {
+					return err
 				}
-				return err
+				return s.finalFlush(ctx, info, p, c, lag, inflight)
 			}
-			lastWrite = time.Now()
 		}
 	}
 }
@@ -464,120 +494,6 @@ func fetchLoop(ctx context.Context, f *kafka.BatchFetcher, out chan<- fetched, f
 			return
 		}
 	}
-}
-
-// finalFlush writes what p holds after the claim ended, with a context of
-// its own: the long timeout on shutdown, a short one on a rebalance (the
-// member must rejoin; the partition's next owner rebuilds from durable
-// progress anyway, and a late write here carries the same content for the
-// same version as the new owner's).
-func (s *Service) finalFlush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim, lag int64) error {
-	timeout := s.opts.ShutdownFlushTimeout
-	if s.runCtx == nil || s.runCtx.Err() == nil {
-		timeout /= 5
-	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	if err := s.flush(fctx, info, p, c, lag); err != nil {
-		s.log.Warn("could not flush before giving up the partition; its next owner rebuilds from durable progress",
-			"topic", c.Topic, "partition", c.Partition, "err", err)
-	}
-	return nil
-}
-
-// flush writes p's pending output, retrying with backoff until it succeeds
-// or ctx ends. It does not fold meanwhile, so a slow or absent ClickHouse
-// stops consumption (the claim's fetcher stops one response ahead) instead
-// of growing memory. lag is the partition's records not yet fetched, as of
-// the last response (-1 before the first), for the lag gauge.
-func (s *Service) flush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim, lag int64) error {
-	if lag >= 0 {
-		s.m.lag.WithLabelValues(c.Topic, strconv.Itoa(int(c.Partition))).Set(float64(lag))
-	}
-	if !p.pendingOutput() {
-		// Before catching up, changed counts rebuilt rows, which are
-		// written already; reset it so size flushes do not spin.
-		p.changed = 0
-		return nil
-	}
-	k := partKey{c.Topic, c.Partition}
-	start := time.Now()
-	backoff := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := s.writeOnce(ctx, info, p)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		s.setStalled(k, err)
-		if attempt == 1 || attempt%10 == 0 {
-			s.log.Warn("cannot write output; holding the partition's state and retrying", "topic", c.Topic,
-				"partition", c.Partition, "attempt", attempt, "err", err, "retry_in", backoff)
-		}
-		if !sleep(ctx, backoff) {
-			return ctx.Err()
-		}
-		backoff = min(2*backoff, s.opts.MaxBackoff)
-	}
-	s.clearStalled(k)
-	done := time.Now()
-	s.m.flush.Observe(done.Sub(start).Seconds())
-	nowMs := done.UnixMilli()
-	for _, ms := range p.ingestMs {
-		s.m.ingestVisible.Observe(float64(nowMs-ms) / 1000)
-	}
-	s.m.wroteNewest(info.stream.Name, p.newest)
-	p.ingestMs = p.ingestMs[:0]
-	p.changed = 0
-	// A hint for lag tools only; where reading resumes comes from the sink.
-	if err := c.Commit(p.lastRead + 1); err != nil && ctx.Err() == nil {
-		s.log.Debug("committing the offset hint failed", "topic", c.Topic, "partition", c.Partition, "err", err)
-	}
-	return nil
-}
-
-// writeOnce writes dead letters, raw events, then every view's rows; each
-// step forgets its output once written, so a retry continues where the
-// failure was. Dead letters and raw events go first: a stored version o
-// then implies everything up to o was written.
-func (s *Service) writeOnce(ctx context.Context, info *streamInfo, p *partState) error {
-	if len(p.dlq) > 0 {
-		if err := s.opts.DeadLetters.Send(ctx, p.dlq...); err != nil {
-			s.m.dlqErrors.Inc()
-			return fmt.Errorf("writing %d dead letters of %s: %w", len(p.dlq), info.stream.Name, err)
-		}
-		for _, reason := range p.dlqReasons {
-			s.m.dlq.WithLabelValues(info.stream.Name, reason).Inc()
-		}
-		p.dlq, p.dlqReasons = nil, nil
-	}
-	if len(p.raw) > 0 {
-		t0 := time.Now()
-		if err := s.opts.Sink.InsertRaw(ctx, info.stream, p.raw); err != nil {
-			s.m.insertErrors.WithLabelValues("raw").Inc()
-			return err
-		}
-		s.m.insert.WithLabelValues("raw").Observe(time.Since(t0).Seconds())
-		s.m.rawInserted.WithLabelValues(info.stream.Name).Add(float64(len(p.raw)))
-		p.raw = nil
-	}
-	for i, vs := range p.views {
-		if len(vs.dirty) == 0 && len(vs.pending) == 0 {
-			continue
-		}
-		rows := p.rows(i)
-		t0 := time.Now()
-		if err := s.opts.Sink.Upsert(ctx, vs.view, rows); err != nil {
-			s.m.insertErrors.WithLabelValues("speed").Inc()
-			return err
-		}
-		s.m.insert.WithLabelValues("speed").Observe(time.Since(t0).Seconds())
-		s.m.rowsUpserted.WithLabelValues(vs.view.Name).Add(float64(len(rows)))
-		p.written(i)
-	}
-	return nil
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.
