@@ -187,9 +187,9 @@ func bareConsume(b *testing.B, brokers []string, topic string, partitions, n int
 // bareBatchConsume is bareConsume with kafka.BatchFetcher, the fetch path
 // the speed layer uses, instead of kafka-go's Reader: one fetcher per
 // partition from the oldest record, reading whole responses, touching
-// every record (key and value lengths). It is the second baseline: the
-// rate of the speed layer's own way of reading, with nothing done per
-// record.
+// every record (key and value lengths), until it has read at least n. It
+// is the second baseline: the rate of the speed layer's own way of
+// reading, with nothing done per record.
 func bareBatchConsume(b *testing.B, brokers []string, topic string, partitions, n int) float64 {
 	var total, bytes atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
@@ -220,9 +220,12 @@ func bareBatchConsume(b *testing.B, brokers []string, topic string, partitions, 
 		})
 	}
 	wg.Wait()
-	require.Equal(b, int64(n), total.Load())
-	require.Greater(b, bytes.Load(), int64(n)*20, "messages read without their bytes")
-	return float64(n) / time.Since(start).Seconds()
+	// A response may carry records past the n-th (the topic also holds
+	// the freshness phase's events): the rate counts all that were read.
+	read := total.Load()
+	require.GreaterOrEqual(b, read, int64(n))
+	require.Greater(b, bytes.Load(), read*20, "messages read without their bytes")
+	return float64(read) / time.Since(start).Seconds()
 }
 
 // visibleViews is the count of events visible in the speed table (FINAL),
