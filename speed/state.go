@@ -1,6 +1,7 @@
 package speed
 
 import (
+	"bytes"
 	"encoding/binary"
 	"slices"
 	"strings"
@@ -148,8 +149,8 @@ func (vs *viewState) rowKey(dst []byte, windowMs int64, ev *schemas.Event) []byt
 
 // process folds one record of the partition. Records must come in offset
 // order. What outlives the call shares no memory with m, except the raw
-// bytes of raw events and dead letters (Value, Key), which the fetch
-// response keeps until they are written.
+// bytes of raw events (Value), which keep their fetch response until they
+// are written.
 func (p *partState) process(m *kafka.Record) (outcome, error) {
 	if !p.caughtUp && m.Offset > p.res.durable {
 		// Everything folded so far (offsets <= o) is durable with the same
@@ -171,7 +172,10 @@ func (p *partState) process(m *kafka.Record) (outcome, error) {
 		if fresh && m.Offset >= p.res.idOnlyBelow {
 			// Headers are decoded only here: the dead letter carries the
 			// original's (undecodable ones are dropped, the letter is not).
+			// Key and value are copied: a letter waits for the next write,
+			// and sharing would keep its whole fetch response alive.
 			msg, _ := m.Message(p.stream.Topic, p.partition)
+			msg.Key, msg.Value = bytes.Clone(msg.Key), bytes.Clone(msg.Value)
 			p.dlq = append(p.dlq, kafka.DeadLetter{Message: msg, Reason: err.Error()})
 			p.dlqReasons = append(p.dlqReasons, dlqReason(err))
 			p.changed++
