@@ -30,11 +30,12 @@ type Options struct {
 	// SessionTimeout bounds how long a dead member keeps its partitions
 	// (default speed.session_timeout, else 10s).
 	SessionTimeout time.Duration
-	// QueueCapacity is how many messages a claim's reader buffers ahead of
-	// the handler (default 1000); with MaxFetchBytes it bounds the memory
-	// read ahead per partition.
+	// QueueCapacity sizes the queue of the claim's kafka-go Reader, which
+	// the layer no longer reads from (it fetches whole responses with
+	// kafka.BatchFetcher); it has no effect on the layer's read-ahead.
 	QueueCapacity int
-	// MaxFetchBytes bounds one fetch (default 4 MiB).
+	// MaxFetchBytes bounds one fetch response (default 4 MiB); a claim
+	// holds at most two responses ahead of and under the folding.
 	MaxFetchBytes int
 	// ShutdownFlushTimeout bounds the last flush on shutdown (default 15s);
 	// on a rebalance the last flush gets a fifth of it, so the member
