@@ -34,8 +34,9 @@ type Options struct {
 	// the layer no longer reads from (it fetches whole responses with
 	// kafka.BatchFetcher); it has no effect on the layer's read-ahead.
 	QueueCapacity int
-	// MaxFetchBytes bounds one fetch response (default 4 MiB); a claim
-	// holds at most two responses ahead of and under the folding.
+	// MaxFetchBytes bounds one fetch response (default 1 MiB); a claim
+	// holds at most two responses ahead of and under the folding. 4 MiB
+	// read no faster in the benchmark and raised its peak RSS by ~70 MiB.
 	MaxFetchBytes int
 	// ShutdownFlushTimeout bounds the last flush on shutdown (default 15s);
 	// on a rebalance the last flush gets a fifth of it, so the member
@@ -123,6 +124,9 @@ func New(cfg *schemas.Config, opts Options) (*Service, error) {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
+	}
+	if opts.MaxFetchBytes <= 0 {
+		opts.MaxFetchBytes = 1 << 20
 	}
 	s := &Service{
 		cfg: cfg, opts: opts, log: opts.Log.With("component", "speed"),
