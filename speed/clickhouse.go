@@ -76,30 +76,50 @@ func (s *ClickHouseSink) Progress(ctx context.Context, st *schemas.Stream, views
 	return min, nil
 }
 
-// Upsert implements Sink: one block, sent as one part, so the rows land
-// atomically.
-func (s *ClickHouseSink) Upsert(ctx context.Context, v *schemas.View, rows []Row) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	pool := s.pool(&s.speedBlocks, v.Name, func() any { return clickhouse.NewSpeedBlock(v, 0) })
-	b := pool.Get().(*clickhouse.SpeedBlock)
-	defer func() {
-		if b.Len() <= maxPooledRows {
-			b.Reset()
-			pool.Put(b)
-		}
-	}()
+// Encode implements Sink: the rows in one block (taken from a pool per
+// view), cells serialised, so the block shares nothing with the
+// aggregates.
+func (s *ClickHouseSink) Encode(v *schemas.View, rows []Row) (Encoded, error) {
+	b := s.viewPool(v).Get().(*clickhouse.SpeedBlock)
 	for i := range rows {
 		r := &rows[i]
 		if err := b.Append(r.Window, r.Dims, r.Agg, r.Partition, r.Chunk, r.Version); err != nil {
-			return fmt.Errorf("speed: %w", err)
+			s.Release(b)
+			return nil, fmt.Errorf("speed: %w", err)
 		}
+	}
+	return b, nil
+}
+
+// Upsert implements Sink: one block, sent as one part, so the rows land
+// atomically.
+func (s *ClickHouseSink) Upsert(ctx context.Context, rows Encoded) error {
+	b, ok := rows.(*clickhouse.SpeedBlock)
+	if !ok {
+		return fmt.Errorf("speed: ClickHouseSink.Upsert got a %T, not one of its own blocks", rows)
+	}
+	if b.Len() == 0 {
+		return nil
 	}
 	if err := s.store.InsertSpeedBlock(ctx, b); err != nil {
 		return fmt.Errorf("speed: %w", err)
 	}
 	return nil
+}
+
+// Release implements Sink: the block goes back to its pool unless it is
+// large (see maxPooledRows).
+func (s *ClickHouseSink) Release(rows Encoded) {
+	b, ok := rows.(*clickhouse.SpeedBlock)
+	if !ok || b.Len() > maxPooledRows {
+		return
+	}
+	b.Reset()
+	s.viewPool(b.View()).Put(b)
+}
+
+func (s *ClickHouseSink) viewPool(v *schemas.View) *sync.Pool {
+	return s.pool(&s.speedBlocks, v.Name, func() any { return clickhouse.NewSpeedBlock(v, 0) })
 }
 
 // InsertRaw implements Sink. The raw-events table is a ReplacingMergeTree

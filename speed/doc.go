@@ -7,8 +7,10 @@
 // Rows are kept per (view, window, dimensions, partition, chunk), where chunk
 // = offset / chunk_size. For each partition the layer keeps in memory the
 // cumulative rows of the open chunk and the event ids of the open and the
-// previous chunk. A flush upserts, for every view, the rows changed since the
-// previous flush with version = the highest offset consumed in their chunk;
+// previous chunk. A flush snapshots (encodes) and then upserts, for every
+// view, the rows changed since the previous flush with version = the
+// highest offset consumed in their chunk, on another goroutine while
+// folding goes on, one write in flight per partition, in order;
 // the speed table is a ReplacingMergeTree(version), so the newest write of a
 // row wins. A finished chunk's last rows go out in the same insert as the
 // first rows of the next chunk (one insert is one part, so both land or

@@ -32,7 +32,9 @@ type RawEvent struct {
 // Sink is where the speed layer's output goes and where its progress is read
 // back from. Implementations must make each Upsert call atomic: all rows of
 // the call become visible together or none do (one ClickHouse insert of one
-// block is one part). Calls for one partition never overlap.
+// block is one part). Writes of one partition never overlap; Encode runs
+// in the partition's own goroutine, while its previous write may still be
+// in flight.
 type Sink interface {
 	// Progress returns the resume point of a partition of stream: the
 	// highest offset o such that every view's rows for every offset <= o are
@@ -41,11 +43,25 @@ type Sink interface {
 	// may be raised to the last offset that every view's batch layer has
 	// absorbed.
 	Progress(ctx context.Context, stream *schemas.Stream, views []*schemas.View, partition int32) (int64, error)
-	// Upsert writes rows of view.
-	Upsert(ctx context.Context, view *schemas.View, rows []Row) error
+	// Encode turns rows of view into one write for Upsert. The write keeps
+	// nothing of the rows' aggregates, which the caller goes on changing
+	// while the write is in flight (it may keep Dims, which never change).
+	Encode(view *schemas.View, rows []Row) (Encoded, error)
+	// Upsert writes encoded rows. A failed Upsert may be retried with the
+	// same write.
+	Upsert(ctx context.Context, rows Encoded) error
+	// Release takes back a write that is no longer needed (written or
+	// given up); the caller does not use it afterwards.
+	Release(rows Encoded)
 	// InsertRaw writes events of a stream with raw_events: true. Writing an
 	// event twice (same partition and offset) must be harmless.
 	InsertRaw(ctx context.Context, stream *schemas.Stream, events []RawEvent) error
+}
+
+// Encoded is one view's rows encoded by Sink.Encode for one Upsert.
+type Encoded interface {
+	// Len is the number of rows.
+	Len() int
 }
 
 // DeadLetters is where messages that fail validation go. *kafka.DLQ

@@ -63,7 +63,10 @@ func BenchmarkSinkWrite(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				c0, t0 := cpuTime(), time.Now()
-				require.NoError(b, sink.Upsert(ctx, v, rows))
+				enc, err := sink.Encode(v, rows)
+				require.NoError(b, err)
+				require.NoError(b, sink.Upsert(ctx, enc))
+				sink.Release(enc)
 				c1, t1 := cpuTime(), time.Now()
 				require.NoError(b, sink.InsertRaw(ctx, st, raw))
 				c2, t2 := cpuTime(), time.Now()

@@ -1,6 +1,7 @@
 package speed
 
 import (
+	"bytes"
 	"encoding/binary"
 	"slices"
 	"strings"
@@ -146,8 +147,11 @@ func (vs *viewState) rowKey(dst []byte, windowMs int64, ev *schemas.Event) []byt
 	return dst
 }
 
-// process folds one message. Messages must come in offset order.
-func (p *partState) process(m *kafka.Message) (outcome, error) {
+// process folds one record of the partition. Records must come in offset
+// order. What outlives the call shares no memory with m, except the raw
+// bytes of raw events (Value), which keep their fetch response until they
+// are written.
+func (p *partState) process(m *kafka.Record) (outcome, error) {
 	if !p.caughtUp && m.Offset > p.res.durable {
 		// Everything folded so far (offsets <= o) is durable with the same
 		// or a newer version: only what changes from here on needs writing.
@@ -166,7 +170,13 @@ func (p *partState) process(m *kafka.Message) (outcome, error) {
 	err := p.dec.DecodeInto(ev, m.Value, m.Time)
 	if err != nil {
 		if fresh && m.Offset >= p.res.idOnlyBelow {
-			p.dlq = append(p.dlq, kafka.DeadLetter{Message: *m, Reason: err.Error()})
+			// Headers are decoded only here: the dead letter carries the
+			// original's (undecodable ones are dropped, the letter is not).
+			// Key and value are copied: a letter waits for the next write,
+			// and sharing would keep its whole fetch response alive.
+			msg, _ := m.Message(p.stream.Topic, p.partition)
+			msg.Key, msg.Value = bytes.Clone(msg.Key), bytes.Clone(msg.Value)
+			p.dlq = append(p.dlq, kafka.DeadLetter{Message: msg, Reason: err.Error()})
 			p.dlqReasons = append(p.dlqReasons, dlqReason(err))
 			p.changed++
 		}
@@ -207,7 +217,7 @@ func (p *partState) process(m *kafka.Message) (outcome, error) {
 	}
 	if fresh {
 		if p.stream.RawEvents {
-			p.raw = append(p.raw, RawEvent{Event: ownEvent(ev), Raw: m.Value, Partition: m.Partition, Offset: m.Offset, KafkaTime: m.Time})
+			p.raw = append(p.raw, RawEvent{Event: ownEvent(ev), Raw: m.Value, Partition: p.partition, Offset: m.Offset, KafkaTime: m.Time})
 			p.changed++
 		}
 		p.ingestMs = append(p.ingestMs, m.Time.UnixMilli())

@@ -27,13 +27,13 @@ func parseExample(t testing.TB) *schemas.Config {
 // messages are n pageviews of one partition shaped like the end-to-end
 // benchmark's load: 1 % resends within 300 messages, 5 % up to three days
 // late, 0.5 % invalid.
-func messages(n int, seed uint64, base time.Time) []kafka.Message {
+func messages(n int, seed uint64, base time.Time) []kafka.Record {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	countries := []string{"US", "DE", "FR", "JP", "BR", ""}
 	devices := []string{"ios", "android", "web"}
-	out := make([]kafka.Message, 0, n)
+	out := make([]kafka.Record, 0, n)
 	for i := 0; len(out) < n; i++ {
-		m := kafka.Message{Topic: "tandem.pageviews", Offset: int64(len(out)), Time: base}
+		m := kafka.Record{Offset: int64(len(out)), Time: base}
 		switch {
 		case len(out) > 10 && r.Float64() < 0.01:
 			m.Value = out[len(out)-1-r.IntN(min(300, len(out)-1))].Value
@@ -88,9 +88,9 @@ func BenchmarkProcess(b *testing.B) {
 	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
-var benchMsgs []kafka.Message
+var benchMsgs []kafka.Record
 
-func benchMessages() []kafka.Message {
+func benchMessages() []kafka.Record {
 	if benchMsgs == nil {
 		benchMsgs = messages(50_000, 1, time.Now().UTC())
 	}

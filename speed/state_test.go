@@ -22,7 +22,7 @@ type refKey struct {
 // the exported schemas functions: string ids, View.Key, View.Add. It
 // returns, per row, the aggregate over the chunk's events with offsets <=
 // through.
-func reference(t *testing.T, v *schemas.View, dec *schemas.Decoder, msgs []kafka.Message, chunkSize, through int64) map[refKey]schemas.Aggregate {
+func reference(t *testing.T, v *schemas.View, dec *schemas.Decoder, msgs []kafka.Record, chunkSize, through int64) map[refKey]schemas.Aggregate {
 	out := map[refKey]schemas.Aggregate{}
 	seen := map[int64]map[string]bool{} // chunk -> ids
 	for i := range msgs {

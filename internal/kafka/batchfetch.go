@@ -19,13 +19,51 @@ import (
 )
 
 // Record is one record of a partition as a BatchFetcher returns it: no
-// topic, partition or headers (the fetcher reads one known partition and
-// skips headers), and Key and Value share the fetch response's memory.
+// topic or partition (the fetcher reads one known partition), headers
+// kept undecoded (HeaderMap decodes them), and Key and Value share the
+// fetch response's memory.
 type Record struct {
 	Offset int64
 	Time   time.Time // the record's timestamp (the batch's when the topic uses log-append time)
 	Key    []byte
 	Value  []byte
+
+	headers []byte // the record's headers as encoded (count, then key/value pairs); nil or empty for none
+}
+
+// HeaderMap decodes the record's headers (nil when it has none; a header
+// that repeats a key keeps its last value, as Message.Headers does). The
+// fetcher does not decode them: most consumers never look at headers, and
+// the speed layer looks only for the records it dead-letters.
+func (r *Record) HeaderMap() (map[string]string, error) {
+	if len(r.headers) == 0 {
+		return nil, nil
+	}
+	hr := reader{b: r.headers}
+	n := hr.varint()
+	if n <= 0 {
+		return nil, hr.err
+	}
+	h := make(map[string]string, min(n, 64))
+	for ; n > 0 && hr.err == nil; n-- {
+		k := hr.varbytes()
+		v := hr.varbytes()
+		if hr.err == nil {
+			h[string(k)] = string(v)
+		}
+	}
+	if hr.err != nil {
+		return nil, fmt.Errorf("kafka: offset %d: malformed record headers", r.Offset)
+	}
+	return h, nil
+}
+
+// Message returns the record as a Message of topic and partition, with
+// its headers decoded (see HeaderMap); Key and Value still share the
+// response's memory.
+func (r *Record) Message(topic string, partition int32) (Message, error) {
+	h, err := r.HeaderMap()
+	return Message{Topic: topic, Partition: partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Time: r.Time, Headers: h}, err
 }
 
 // BatchFetcher reads a claimed partition a whole fetch response at a time,
@@ -426,14 +464,15 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 			off := base + rec.varint()
 			key := rec.varbytes()
 			val := rec.varbytes()
-			// headers are not read
+			// The rest is the headers, kept as they are (HeaderMap).
+			hdrs := rec.b
 			if r.err != nil || rec.err != nil {
 				return dst, fmt.Errorf("kafka: %s/%d offset %d: malformed record", f.topic, f.partition, base)
 			}
 			if off < f.next {
 				continue
 			}
-			dst = append(dst, Record{Offset: off, Time: time.UnixMilli(ts), Key: key, Value: val})
+			dst = append(dst, Record{Offset: off, Time: time.UnixMilli(ts), Key: key, Value: val, headers: hdrs})
 		}
 		f.next = end
 	}

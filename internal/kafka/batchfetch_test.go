@@ -97,6 +97,17 @@ func TestBatchFetcherReadsWhatTheReaderReads(t *testing.T) {
 				require.Equal(t, m.Key, got[i].Key, "key of offset %d", m.Offset)
 				require.Equal(t, m.Value, got[i].Value, "value of offset %d", m.Offset)
 				require.Equal(t, m.Time.UnixMilli(), got[i].Time.UnixMilli(), "time of offset %d", m.Offset)
+				var wantHeaders map[string]string
+				for _, h := range m.Headers {
+					if wantHeaders == nil {
+						wantHeaders = map[string]string{}
+					}
+					wantHeaders[h.Key] = string(h.Value)
+				}
+				msg, err := got[i].Message(topic, 0)
+				require.NoError(t, err)
+				require.Equal(t, wantHeaders, msg.Headers, "headers of offset %d", m.Offset)
+				require.Equal(t, kafka.Message{Topic: topic, Offset: m.Offset, Key: got[i].Key, Value: got[i].Value, Time: got[i].Time, Headers: wantHeaders}, msg)
 			}
 			require.Equal(t, int64(0), f.Lag())
 		})
