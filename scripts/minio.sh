@@ -99,13 +99,21 @@ cmd_start() {
     log "already running at $dir (pid $pid, port $PORT)"
     return 0
   fi
+  # Something else answering on the port (another test's MinIO that took
+  # the same free port) would pass the readiness check below while this
+  # MinIO fails to bind and exits: refuse clearly instead.
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    die "port $PORT is already in use by another process; choose another TANDEM_MINIO_PORT"
+  fi
   # setsid detaches it from this shell's session so it outlives the script.
   MINIO_UPDATE=off setsid "$bin" server --quiet \
     --address "127.0.0.1:$PORT" --console-address "127.0.0.1:$CONSOLE_PORT" \
     "$dir" >>"$rdir/minio.log" 2>&1 </dev/null &
   echo $! >"$rdir/minio.pid"
   for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-    if ready; then
+    # Ready, and still this process: one that lost the port to another
+    # listener exits right after its failed bind.
+    if ready && sleep 0.2 && running_pid >/dev/null && ready; then
       log "started at $dir (pid $(running_pid), S3 http://127.0.0.1:$PORT, console http://127.0.0.1:$CONSOLE_PORT, user $MINIO_ROOT_USER)"
       return 0
     fi

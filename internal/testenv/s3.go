@@ -140,10 +140,18 @@ func (s *S3Server) startMinIO() error {
 		"MINIO_BROWSER=off", // no console: one port fewer to collide on
 		"MINIO_UPDATE=off",
 	}
+	// A listener already on the port (another package's MinIO that took
+	// the same free port) would answer the readiness check while this one
+	// fails to bind and exits; the caller retries on another port.
+	if c, err := net.DialTimeout("tcp", s.Endpoint, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("port of %s is already in use", s.Endpoint)
+	}
 	if err := s.proc.start(argv, env, s.runDir); err != nil {
 		return err
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
+	confirmed := false // ready once; ready again after a pause and still running: ours
 	deadline := time.Now().Add(minioStartTimeout)
 	for {
 		if exited, err := s.proc.hasExited(); exited {
@@ -153,7 +161,12 @@ func (s *S3Server) startMinIO() error {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				if confirmed {
+					return nil
+				}
+				confirmed = true
+				time.Sleep(200 * time.Millisecond)
+				continue
 			}
 			err = fmt.Errorf("readiness: %s", resp.Status)
 		}
