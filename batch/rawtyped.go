@@ -60,7 +60,7 @@ func typedColumns(pf *pq.File, s *schemas.Stream, runSkew time.Duration) (cols [
 	cols = make([]int, len(s.Fields))
 	for i, f := range s.Fields {
 		leaf, found := pf.Schema().Lookup(f.Name)
-		if !found || leaf.MaxRepetitionLevel != 0 || leaf.MaxDefinitionLevel != 1 || leaf.Node.Type().Kind() != fieldKind(f.Type) {
+		if !found || leaf.MaxRepetitionLevel != 0 || leaf.MaxDefinitionLevel != 1 || leaf.Node.Type().Kind() != parquet.PhysicalKind(schemas.FieldColumnType(f.Type)) {
 			return nil, false, false
 		}
 		cols[i] = leaf.ColumnIndex
@@ -71,19 +71,6 @@ func typedColumns(pf *pq.File, s *schemas.Stream, runSkew time.Duration) (cols [
 		}
 	}
 	return cols, refusedInvalid, true
-}
-
-// fieldKind is the physical type RawWriter stores a field of type t as.
-func fieldKind(t schemas.FieldType) pq.Kind {
-	switch t {
-	case schemas.TypeInt64, schemas.TypeTimestamp:
-		return pq.Int64
-	case schemas.TypeFloat64:
-		return pq.Double
-	case schemas.TypeBool:
-		return pq.Boolean
-	}
-	return pq.ByteArray
 }
 
 // fieldPages yields the values of one typed (optional) column chunk, row

@@ -187,8 +187,8 @@ func openTable(r io.ReaderAt, size int64, want []schemas.Column) (*tableReader, 
 			continue
 		}
 		kind := leaves[idx].Type().Kind()
-		if kind != physicalKind(c.Type) {
-			return nil, fmt.Errorf("parquet: column %q is stored as %s, want %s", c.Name, kind, physicalKind(c.Type))
+		if kind != PhysicalKind(c.Type) {
+			return nil, fmt.Errorf("parquet: column %q is stored as %s, want %s", c.Name, kind, PhysicalKind(c.Type))
 		}
 		t.cols[i] = idx
 	}
@@ -200,7 +200,9 @@ func openTable(r io.ReaderAt, size int64, want []schemas.Column) (*tableReader, 
 	return t, nil
 }
 
-func physicalKind(t schemas.ColumnType) pq.Kind {
+// PhysicalKind is the Parquet physical type tandem stores a column of type
+// t as, in raw and view files alike.
+func PhysicalKind(t schemas.ColumnType) pq.Kind {
 	switch t {
 	case schemas.ColTimestamp, schemas.ColInt64:
 		return pq.Int64
