@@ -57,7 +57,11 @@ func newSpeedService(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB
 	if err != nil {
 		return nil, nil, err
 	}
-	dlq, err := kafka.NewDLQ(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-speed-dlq"})
+	sec, err := kafka.NewSecurity(cfg.Kafka)
+	if err != nil {
+		return nil, nil, err
+	}
+	dlq, err := kafka.NewDLQ(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-speed-dlq", Security: sec})
 	if err != nil {
 		return nil, nil, err
 	}
