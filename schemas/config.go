@@ -429,6 +429,9 @@ func (c *Config) validate(l *locator) ConfigErrors {
 			add([]any{t.key, "tls"}, "%v", err)
 		}
 	}
+	if c.S3.TLS.On() && strings.HasPrefix(c.S3.Endpoint, "http://") {
+		add([]any{"s3", "endpoint"}, "s3.endpoint %q says http:// but s3.tls is set; drop the scheme or write https://", c.S3.Endpoint)
+	}
 	if sa := c.Kafka.SASL; sa.On() {
 		switch sa.Mechanism {
 		case SASLPlain, SASLScramSHA256, SASLScramSHA512:
