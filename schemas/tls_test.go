@@ -42,7 +42,9 @@ func TestSecurityKeysAccepted(t *testing.T) {
 clickhouse: { addr: ch:9440, tls: { ca_file: /ca.pem, server_name: clickhouse.internal } }
 s3: { endpoint: 's3:9000', tls: { ca_file: /ca.pem } }
 `
-	env := func(k string) (string, bool) { return map[string]string{"KAFKA_PASSWORD": "from-env"}[k], k == "KAFKA_PASSWORD" }
+	env := func(k string) (string, bool) {
+		return map[string]string{"KAFKA_PASSWORD": "from-env"}[k], k == "KAFKA_PASSWORD"
+	}
 	cfg, err := Parse("t.yaml", []byte(src), env)
 	require.NoError(t, err)
 	require.True(t, cfg.Kafka.TLS.On())
