@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sort"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -167,4 +169,41 @@ func TestNewSecurityErrors(t *testing.T) {
 	sec, err := kafka.NewSecurity(schemas.KafkaConfig{})
 	require.NoError(t, err)
 	require.Equal(t, "PLAINTEXT", sec.String())
+}
+
+// TestMutualTLS: a broker that asks for a client certificate takes
+// tandem's (kafka.tls.cert_file/key_file) on every path, including the
+// BatchFetcher's own connection, and refuses a client without one.
+func TestMutualTLS(t *testing.T) {
+	certs := testenv.NewCerts(t)
+	server := certs.Server.Clone()
+	server.ClientAuth, server.ClientCAs = tls.RequireAndVerifyClientCert, certs.Pool
+	k := testenv.KafkaWith(t, testenv.KafkaOptions{InMemory: true, Extra: []kfake.Opt{kfake.TLS(server)}})
+	if k.External {
+		t.Skip("the Apache Kafka tier's listener does not ask for client certificates")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topic := testenv.UniqueName(t, "mtls")
+	spec := []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}
+
+	anon, err := kafka.NewSecurity(schemas.KafkaConfig{TLS: schemas.ClientTLS{CAFile: certs.CAFile}})
+	require.NoError(t, err)
+	require.Error(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, anon, spec), "no client certificate")
+
+	sec, err := kafka.NewSecurity(schemas.KafkaConfig{TLS: schemas.ClientTLS{CAFile: certs.CAFile,
+		CertFile: certs.ClientCertFile, KeyFile: certs.ClientKeyFile}})
+	require.NoError(t, err)
+	require.Equal(t, "SSL", sec.String())
+	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, sec, spec))
+	p, err := kafka.NewProducer(k.Brokers, kafka.ProducerOptions{Security: sec})
+	require.NoError(t, err)
+	defer p.Close()
+	require.NoError(t, p.Append(ctx, topic, time.Now(), nil, [][]byte{[]byte("k")}, [][]byte{[]byte("v")}))
+	f := kafka.NewBatchFetcher(kafka.BatchFetcherConfig{Brokers: k.Brokers, Topic: topic, Start: kafka.FirstOffset, Security: sec})
+	defer f.Close()
+	recs, err := f.Fetch(ctx, nil)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	require.Equal(t, "v", string(recs[0].Value))
 }
