@@ -16,6 +16,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -55,6 +56,8 @@ func newTyped(apiVersion, kind string) any {
 		return &batchv1.Job{}
 	case "batch/v1/CronJob":
 		return &batchv1.CronJob{}
+	case "networking.k8s.io/v1/NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}
 	case "policy/v1/PodDisruptionBudget":
 		return &policyv1.PodDisruptionBudget{}
 	case "autoscaling/v2/HorizontalPodAutoscaler":
@@ -304,6 +307,7 @@ func checkOverlay(t *testing.T, overlay string, objs []object, cli cliInfo, dock
 		if cfg == nil {
 			cfg = c1
 		}
+		checkStoreTLS(t, overlay, where, c, volumes, c1)
 
 		// security: non-root (the image's user), read-only root, no privileges
 		sc := pod.SecurityContext
@@ -405,6 +409,7 @@ func checkOverlay(t *testing.T, overlay string, objs []object, cli cliInfo, dock
 		require.LessOrEqual(t, int(*d.Spec.Replicas), minPartitions, "%s: more replicas than partitions leaves members idle", name)
 	}
 
+	checkNetworkPolicies(t, objs, workloads, cfg)
 	if overlay == "prod" {
 		checkMonitoring(t, objs, services)
 	}

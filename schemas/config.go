@@ -48,6 +48,10 @@ type KafkaConfig struct {
 	ReplicationFactor int `yaml:"replication_factor"`
 	// GroupPrefix prefixes the consumer-group names of speed and archive.
 	GroupPrefix string `yaml:"group_prefix"`
+	// TLS encrypts every connection to the brokers (SSL or SASL_SSL
+	// listeners); SASL authenticates them (SASL_PLAINTEXT or SASL_SSL).
+	TLS  ClientTLS `yaml:"tls"`
+	SASL KafkaSASL `yaml:"sasl"`
 }
 
 // ClickHouseConfig says how to reach ClickHouse over the native protocol.
@@ -59,6 +63,9 @@ type ClickHouseConfig struct {
 	// AnalystUser is the read-only user analysts connect as; tandem grants
 	// nothing to it, the server's users file declares it.
 	AnalystUser string `yaml:"analyst_user"`
+	// TLS connects to the server's secure native port (tcp_port_secure,
+	// 9440 by convention): addr must name that port.
+	TLS ClientTLS `yaml:"tls"`
 }
 
 // S3Config says where the master dataset, batch views and lake live.
@@ -69,6 +76,9 @@ type S3Config struct {
 	SecretKey string `yaml:"secret_key"`
 	Secure    bool   `yaml:"secure"`
 	Region    string `yaml:"region"`
+	// TLS checks the endpoint's certificate against a CA of your own
+	// (ca_file) or with the other ClientTLS settings; it implies secure.
+	TLS ClientTLS `yaml:"tls"`
 }
 
 // TLSConfig turns on HTTPS for a server when both files are set.
@@ -410,6 +420,37 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		add([]any{"kafka", "brokers"}, "kafka.brokers must name at least one broker")
+	}
+	for _, t := range []struct {
+		key string
+		tls ClientTLS
+	}{{"kafka", c.Kafka.TLS}, {"clickhouse", c.ClickHouse.TLS}, {"s3", c.S3.TLS}} {
+		if err := t.tls.check(t.key + ".tls"); err != nil {
+			add([]any{t.key, "tls"}, "%v", err)
+		}
+	}
+	if c.S3.TLS.On() && strings.HasPrefix(c.S3.Endpoint, "http://") {
+		add([]any{"s3", "endpoint"}, "s3.endpoint %q says http:// but s3.tls is set; drop the scheme or write https://", c.S3.Endpoint)
+	}
+	if sa := c.Kafka.SASL; sa.On() {
+		switch sa.Mechanism {
+		case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+		default:
+			add([]any{"kafka", "sasl", "mechanism"}, "kafka.sasl.mechanism %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", sa.Mechanism)
+		}
+		if sa.Username == "" {
+			add([]any{"kafka", "sasl"}, "kafka.sasl.username must be set when kafka.sasl.mechanism is")
+		}
+		if (sa.Password == "") == (sa.PasswordFile == "") {
+			add([]any{"kafka", "sasl"}, "kafka.sasl: set exactly one of password (may be ${ENV_VAR}) and password_file")
+		}
+		if sa.Mechanism == SASLPlain && !c.Kafka.TLS.On() {
+			// PLAIN sends the password as it is: over plaintext anyone on
+			// the path reads it.
+			add([]any{"kafka", "sasl", "mechanism"}, "kafka.sasl.mechanism PLAIN sends the password in clear text; turn on kafka.tls (SASL_SSL) or use SCRAM-SHA-512")
+		}
+	} else if c.Kafka.SASL != (KafkaSASL{}) {
+		add([]any{"kafka", "sasl"}, "kafka.sasl: mechanism must be set (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512) when username or password is")
 	}
 	if !namePattern.MatchString(c.ClickHouse.Database) {
 		add([]any{"clickhouse", "database"}, "clickhouse.database %q must be lower-case letters, digits and _", c.ClickHouse.Database)

@@ -12,6 +12,9 @@
 #   TANDEM_CH_PORT           native TCP port (default 9000)
 #   TANDEM_CH_HTTP_PORT      HTTP port (default 8123)
 #   TANDEM_ANALYST_PASSWORD  password of the read-only `analyst` user (default analyst)
+#   TANDEM_CH_SECURE_PORT    also serve the secure native port (TLS) here; needs
+#   TANDEM_CH_TLS_CERT       the server certificate (PEM) and
+#   TANDEM_CH_TLS_KEY        its private key (PEM), absolute paths
 #
 # The config comes from deploy/local/clickhouse/{config,users}.xml, the same
 # templates internal/testenv renders for the Go tests.
@@ -24,6 +27,9 @@ CH_DIR="${TANDEM_CH_DIR:-.tandem/clickhouse}"
 CH_PORT="${TANDEM_CH_PORT:-9000}"
 CH_HTTP_PORT="${TANDEM_CH_HTTP_PORT:-8123}"
 ANALYST_PASSWORD="${TANDEM_ANALYST_PASSWORD:-analyst}"
+CH_SECURE_PORT="${TANDEM_CH_SECURE_PORT:-}"
+CH_TLS_CERT="${TANDEM_CH_TLS_CERT:-}"
+CH_TLS_KEY="${TANDEM_CH_TLS_KEY:-}"
 START_TIMEOUT="${TANDEM_CH_START_TIMEOUT:-20}"
 
 log() { printf 'clickhouse.sh: %s\n' "$*" >&2; }
@@ -112,6 +118,9 @@ render() {
       -e "s|@HTTP_PORT@|$CH_HTTP_PORT|g" \
       -e "s|@LISTEN_HOST@|127.0.0.1|g" \
       -e "s|@ANALYST_PASSWORD@|$pw|g" \
+      -e "s|@TCP_PORT_SECURE@|$CH_SECURE_PORT|g" \
+      -e "s|@CERT_FILE@|$CH_TLS_CERT|g" \
+      -e "s|@KEY_FILE@|$CH_TLS_KEY|g" \
       "$tmpl" >"$out.tmp"
   mv "$out.tmp" "$out"
 }
@@ -127,6 +136,15 @@ cmd_start() {
   mkdir -p "$dir/log" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
   render "$TEMPLATES/config.xml" "$dir/config.xml" "$dir"
   render "$TEMPLATES/users.xml" "$dir/users.xml" "$dir"
+  # The secure port comes from config.d/, which the server merges into
+  # config.xml; a start without TLS removes it again.
+  rm -f "$dir/config.d/tls.xml"
+  if [ -n "$CH_SECURE_PORT" ]; then
+    [ -f "$CH_TLS_CERT" ] && [ -f "$CH_TLS_KEY" ] \
+      || die "TANDEM_CH_SECURE_PORT needs TANDEM_CH_TLS_CERT and TANDEM_CH_TLS_KEY naming the server's PEM certificate and key"
+    mkdir -p "$dir/config.d"
+    render "$TEMPLATES/tls.xml" "$dir/config.d/tls.xml" "$dir"
+  fi
   rm -f "$dir/clickhouse.pid"
   # --daemon forks into the background and writes the pidfile; stdout/stderr
   # of the early start-up go to a file so a failing start can be diagnosed.

@@ -13,6 +13,14 @@
 #   TANDEM_KAFKA_DIR      log dir, config, pidfile and logs (default .tandem/apache-kafka)
 #   TANDEM_KAFKA_PORT     client port (default 19092); the controller uses port+1
 #   TANDEM_CACHE          download cache (default $HOME/.cache/tandem)
+#   TANDEM_KAFKA_SASL_SSL_PORT  also open a SASL_SSL listener here (PLAIN,
+#                         SCRAM-SHA-256, SCRAM-SHA-512), with a CA and server
+#                         certificate made by openssl into $TANDEM_KAFKA_DIR/tls
+#                         (ca.crt is the CA clients trust) and one user,
+#                         $TANDEM_KAFKA_SASL_USER (default tandem) with
+#                         $TANDEM_KAFKA_SASL_PASSWORD, known to all three
+#                         mechanisms (SCRAM credentials are written when the
+#                         log dir is formatted: kafka-storage format --add-scram)
 set -euo pipefail
 
 VERSION="${TANDEM_KAFKA_VERSION:-4.1.1}"
@@ -21,6 +29,9 @@ LIBS="$CACHE/apache-kafka-$VERSION/libs"
 DIR="${TANDEM_KAFKA_DIR:-.tandem/apache-kafka}"
 PORT="${TANDEM_KAFKA_PORT:-19092}"
 CONTROLLER_PORT=$((PORT + 1))
+SASL_SSL_PORT="${TANDEM_KAFKA_SASL_SSL_PORT:-}"
+SASL_USER="${TANDEM_KAFKA_SASL_USER:-tandem}"
+SASL_PASSWORD="${TANDEM_KAFKA_SASL_PASSWORD:-}"
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -74,10 +85,49 @@ answering() {
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
 }
 
+# make_certs writes a CA and a server certificate for the loopback
+# addresses into $DIR/tls: ca.crt for clients, server.pem (PKCS#8 key, then
+# the certificate) for the broker's PEM keystore.
+make_certs() {
+  local t="$DIR/tls"
+  [ -f "$t/server.pem" ] && return 0
+  command -v openssl >/dev/null || die "TANDEM_KAFKA_SASL_SSL_PORT needs openssl to make the test certificates"
+  mkdir -p "$t"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tandem test Kafka CA" \
+    -keyout "$t/ca.key" -out "$t/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$t/ext.cnf"
+  openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial -days 2 \
+    -extfile "$t/ext.cnf" -out "$t/server.crt" 2>/dev/null
+  openssl pkcs8 -topk8 -nocrypt -in "$t/server.key" -out "$t/server.pk8"
+  cat "$t/server.pk8" "$t/server.crt" >"$t/server.pem"
+  chmod 600 "$t"/*.key "$t/server.pk8" "$t/server.pem"
+}
+
 cmd_start() {
   cmd_install
   mkdir -p "$DIR/logs"
   DIR="$(cd "$DIR" && pwd)"
+  local listeners="PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+  local advertised="PLAINTEXT://127.0.0.1:$PORT"
+  local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  local sasl_props="" scram_args=()
+  if [ -n "$SASL_SSL_PORT" ]; then
+    [ -n "$SASL_PASSWORD" ] || die "TANDEM_KAFKA_SASL_SSL_PORT needs TANDEM_KAFKA_SASL_PASSWORD"
+    [[ "$SASL_USER$SASL_PASSWORD" =~ ^[A-Za-z0-9_-]+$ ]] || die "TANDEM_KAFKA_SASL_USER/PASSWORD: use letters, digits, - and _ only (they go into the JAAS line and --add-scram)"
+    make_certs
+    listeners="$listeners,SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
+    advertised="$advertised,SASL_SSL://127.0.0.1:$SASL_SSL_PORT"
+    protocols="$protocols,SASL_SSL:SASL_SSL"
+    sasl_props="sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER=\"$SASL_PASSWORD\";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$DIR/tls/server.pem"
+    scram_args=(--add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]"
+      --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$SASL_PASSWORD]")
+  fi
   if [ -f "$DIR/kafka.pid" ] && kill -0 "$(cat "$DIR/kafka.pid")" 2>/dev/null && answering; then
     log "already running at 127.0.0.1:$PORT (pid $(cat "$DIR/kafka.pid"))"
     return 0
@@ -86,10 +136,10 @@ cmd_start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=$protocols
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DIR/data
 num.partitions=1
@@ -98,6 +148,7 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
+$sasl_props
 PROPS
   cat >"$DIR/log4j2.properties" <<LOG
 status = warn
@@ -112,7 +163,7 @@ LOG
   if [ ! -f "$DIR/data/meta.properties" ]; then
     local cluster_id
     cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
-    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" \
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" "${scram_args[@]}" \
       >"$DIR/logs/format.log" 2>&1 || die "formatting the KRaft log dir failed: see $DIR/logs/format.log"
   fi
   setsid bash -c "exec java -Xms256m -Xmx768m -Dlog4j2.configurationFile='$DIR/log4j2.properties' \
@@ -120,7 +171,7 @@ LOG
   echo $! >"$DIR/kafka.pid"
   for _ in $(seq 1 120); do
     if answering; then
-      log "Apache Kafka $VERSION listening on 127.0.0.1:$PORT (data $DIR/data)"
+      log "Apache Kafka $VERSION listening on 127.0.0.1:$PORT${SASL_SSL_PORT:+, SASL_SSL on 127.0.0.1:$SASL_SSL_PORT (CA $DIR/tls/ca.crt)} (data $DIR/data)"
       return 0
     fi
     kill -0 "$(cat "$DIR/kafka.pid")" 2>/dev/null || die "broker exited: see $DIR/logs/stdout.log"

@@ -13,6 +13,9 @@
 #                              only buckets
 #   TANDEM_MINIO_PORT          S3 API port (default 9100; 9000 is ClickHouse's)
 #   TANDEM_MINIO_CONSOLE_PORT  web console port (default 9101)
+#   TANDEM_MINIO_CERTS_DIR     serve HTTPS only, with public.crt and private.key from
+#                              this dir (MinIO's --certs-dir); tandem then needs
+#                              s3.tls.ca_file naming the CA that signed public.crt
 #   MINIO_ROOT_USER            access key (default tandem)
 #   MINIO_ROOT_PASSWORD        secret key (default tandem-dev-secret)
 #   TANDEM_CACHE               download/build cache (default $HOME/.cache/tandem)
@@ -78,7 +81,15 @@ running_pid() {
   echo "$pid"
 }
 
+CERTS_DIR="${TANDEM_MINIO_CERTS_DIR:-}"
+
 ready() {
+  if [ -n "$CERTS_DIR" ]; then
+    # Over TLS; -k because this only asks whether the server is up, the
+    # certificate is the client's business.
+    curl -fsk -o /dev/null --max-time 2 "https://127.0.0.1:$PORT/minio/health/ready" 2>/dev/null
+    return
+  fi
   # The readiness endpoint needs no credentials. Bash's /dev/tcp keeps this
   # free of curl/wget, which a fresh Debian may lack. The subshell keeps the
   # fd and the connection errors away from this shell.
@@ -105,16 +116,24 @@ cmd_start() {
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     die "port $PORT is already in use by another process; choose another TANDEM_MINIO_PORT"
   fi
+  local tls=() scheme=http
+  if [ -n "$CERTS_DIR" ]; then
+    [ -f "$CERTS_DIR/public.crt" ] && [ -f "$CERTS_DIR/private.key" ] \
+      || die "TANDEM_MINIO_CERTS_DIR=$CERTS_DIR must hold public.crt and private.key (PEM)"
+    command -v curl >/dev/null || die "TANDEM_MINIO_CERTS_DIR needs curl for the readiness check"
+    tls=(--certs-dir "$CERTS_DIR")
+    scheme=https
+  fi
   # setsid detaches it from this shell's session so it outlives the script.
   MINIO_UPDATE=off setsid "$bin" server --quiet \
-    --address "127.0.0.1:$PORT" --console-address "127.0.0.1:$CONSOLE_PORT" \
+    --address "127.0.0.1:$PORT" --console-address "127.0.0.1:$CONSOLE_PORT" "${tls[@]}" \
     "$dir" >>"$rdir/minio.log" 2>&1 </dev/null &
   echo $! >"$rdir/minio.pid"
   for ((i = 0; i < START_TIMEOUT * 10; i++)); do
     # Ready, and still this process: one that lost the port to another
     # listener exits right after its failed bind.
     if ready && sleep 0.2 && running_pid >/dev/null && ready; then
-      log "started at $dir (pid $(running_pid), S3 http://127.0.0.1:$PORT, console http://127.0.0.1:$CONSOLE_PORT, user $MINIO_ROOT_USER)"
+      log "started at $dir (pid $(running_pid), S3 $scheme://127.0.0.1:$PORT, console http://127.0.0.1:$CONSOLE_PORT, user $MINIO_ROOT_USER)"
       return 0
     fi
     if ! running_pid >/dev/null; then

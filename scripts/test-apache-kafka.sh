@@ -39,13 +39,13 @@ port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# A client port p with p+1 (the KRaft controller) free too. The ephemeral
+# A client port p with p+1 (the KRaft controller) and p+2 (SASL_SSL) free too. The ephemeral
 # range is avoided so that clients' outgoing ports do not collide.
 pick_port() {
   local p
   for _ in $(seq 1 50); do
     p=$((20000 + RANDOM % 10000))
-    if port_free "$p" && port_free "$((p + 1))"; then
+    if port_free "$p" && port_free "$((p + 1))" && port_free "$((p + 2))"; then
       echo "$p"
       return 0
     fi
@@ -57,6 +57,11 @@ pick_port() {
 dir="$(mktemp -d "${TMPDIR:-/tmp}/tandem-apache-kafka.XXXXXX")"
 port="$(pick_port)"
 export TANDEM_KAFKA_DIR="$dir" TANDEM_KAFKA_PORT="$port"
+# A SASL_SSL listener next to the plaintext one, for the TLS/SASL tests
+# (testenv.SecureKafka); the password is new for every run.
+export TANDEM_KAFKA_SASL_SSL_PORT="$((port + 2))" TANDEM_KAFKA_SASL_USER=tandem
+TANDEM_KAFKA_SASL_PASSWORD="pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+export TANDEM_KAFKA_SASL_PASSWORD
 
 cleanup() {
   local rc=$?
@@ -84,4 +89,6 @@ fi
 
 log "running ${args[*]} against Apache Kafka at 127.0.0.1:$port"
 TANDEM_TEST_KAFKA=apache TANDEM_TEST_KAFKA_BROKERS="127.0.0.1:$port" \
+  TANDEM_TEST_KAFKA_SASL_SSL_BROKERS="127.0.0.1:$TANDEM_KAFKA_SASL_SSL_PORT" TANDEM_TEST_KAFKA_CA_FILE="$dir/tls/ca.crt" \
+  TANDEM_TEST_KAFKA_SASL_USER="$TANDEM_KAFKA_SASL_USER" TANDEM_TEST_KAFKA_SASL_PASSWORD="$TANDEM_KAFKA_SASL_PASSWORD" \
   "$GO" test -count=1 -timeout "$TEST_TIMEOUT" "${args[@]}"

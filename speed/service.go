@@ -162,6 +162,10 @@ func (s *Service) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
+	sec, err := kafka.NewSecurity(s.cfg.Kafka)
+	if err != nil {
+		return err
+	}
 	s.runCtx = ctx
 	s.running.Store(true)
 	defer s.running.Store(false)
@@ -175,6 +179,7 @@ func (s *Service) Run(ctx context.Context) error {
 		SessionTimeout: s.opts.SessionTimeout,
 		MaxBytes:       s.opts.MaxFetchBytes,
 		QueueCapacity:  s.opts.QueueCapacity,
+		Security:       sec,
 		Log:            s.log,
 	}, s.handle)
 }

@@ -558,7 +558,22 @@ func (j *judgement) security() {
 	if !cfg.Serve.TLS.Enabled() && !loopback(cfg.Serve.Listen) {
 		open = append(open, "serve serves plain HTTP on "+cfg.Serve.Listen)
 	}
-	detail := "tokens required; TLS on every non-loopback listener"
+	// Connections to the stores cross the network too: plaintext to a
+	// store that is not on this host shows its passwords and data to
+	// anyone on the path.
+	for _, b := range cfg.Kafka.Brokers {
+		if !cfg.Kafka.TLS.On() && !loopback(b) {
+			open = append(open, "Kafka is reached without TLS at "+b+" (kafka.tls)")
+			break
+		}
+	}
+	if !cfg.ClickHouse.TLS.On() && !loopback(cfg.ClickHouse.Addr) {
+		open = append(open, "ClickHouse is reached without TLS at "+cfg.ClickHouse.Addr+" (clickhouse.tls)")
+	}
+	if s3 := cfg.S3; !s3.TLS.On() && !s3.Secure && !strings.HasPrefix(s3.Endpoint, "https://") && !loopback(strings.TrimPrefix(s3.Endpoint, "http://")) {
+		open = append(open, "S3 is reached over plain HTTP at "+s3.Endpoint+" (s3.secure or s3.tls)")
+	}
+	detail := "tokens required; TLS on every non-loopback listener and store connection"
 	if len(open) > 0 {
 		detail = strings.Join(open, "; ")
 	}

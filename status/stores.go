@@ -12,6 +12,7 @@ import (
 	kgo "github.com/segmentio/kafka-go"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -86,13 +87,18 @@ func (st *stores) readKafka(ctx context.Context, out *storeState) error {
 	defer cancel()
 	st.mu.Lock()
 	if st.kafka == nil {
-		st.tr = &kgo.Transport{
+		sec, err := kafka.NewSecurity(st.cfg.Kafka)
+		if err != nil {
+			st.mu.Unlock()
+			return err
+		}
+		st.tr = sec.Secure(&kgo.Transport{
 			Dial:        (&net.Dialer{Timeout: st.timeout}).DialContext,
 			DialTimeout: st.timeout,
 			IdleTimeout: time.Minute,
 			MetadataTTL: 10 * time.Second,
 			ClientID:    "tandem-status",
-		}
+		})
 		st.kafka = &kgo.Client{Addr: kgo.TCP(st.cfg.Kafka.Brokers...), Transport: st.tr, Timeout: st.timeout}
 	}
 	client := st.kafka

@@ -140,6 +140,10 @@ func GroupID(cfg *schemas.Config) string { return cfg.Kafka.GroupPrefix + "-arch
 // Run archives until ctx is cancelled, then uploads what it holds (within
 // Options.FlushTimeout) and returns nil.
 func (a *Archiver) Run(ctx context.Context) error {
+	sec, err := kafka.NewSecurity(a.cfg.Kafka)
+	if err != nil {
+		return err
+	}
 	a.removeStale()
 	topics := make([]string, 0, len(a.topics))
 	for t := range a.topics {
@@ -154,6 +158,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		Topics:         topics,
 		StartOffset:    a.startOffset,
 		SessionTimeout: a.opts.SessionTimeout,
+		Security:       sec,
 		Log:            a.log,
 	}, a.handle)
 }

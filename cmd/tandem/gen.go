@@ -84,7 +84,11 @@ func cmdGen(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		p, err := kafka.NewProducer(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-gen"})
+		sec, err := kafka.NewSecurity(cfg.Kafka)
+		if err != nil {
+			return err
+		}
+		p, err := kafka.NewProducer(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-gen", Security: sec})
 		if err != nil {
 			return err
 		}

@@ -49,7 +49,11 @@ func newIngest(ctx context.Context, cfg *schemas.Config, log *slog.Logger, reg *
 	if err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg); err != nil {
 		return nil, nil, fmt.Errorf("ensuring the stream topics: %w", err)
 	}
-	p, err := kafka.NewProducer(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-ingest"})
+	sec, err := kafka.NewSecurity(cfg.Kafka)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := kafka.NewProducer(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-ingest", Security: sec})
 	if err != nil {
 		return nil, nil, err
 	}

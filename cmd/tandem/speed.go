@@ -57,7 +57,11 @@ func newSpeedService(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB
 	if err != nil {
 		return nil, nil, err
 	}
-	dlq, err := kafka.NewDLQ(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-speed-dlq"})
+	sec, err := kafka.NewSecurity(cfg.Kafka)
+	if err != nil {
+		return nil, nil, err
+	}
+	dlq, err := kafka.NewDLQ(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "tandem-speed-dlq", Security: sec})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -77,6 +81,11 @@ func newSpeedService(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB
 // speedOpenClickHouse opens ClickHouse, waiting for it while it does not
 // answer (a pod may start before its database), until ctx ends.
 func speedOpenClickHouse(ctx context.Context, cfg *schemas.Config, log *slog.Logger) (*clickhouse.DB, error) {
+	// A TLS file that cannot be read is a configuration mistake, not an
+	// outage: waiting would only repeat it.
+	if _, err := cfg.ClickHouse.TLS.Load("clickhouse.tls"); err != nil {
+		return nil, err
+	}
 	backoff := 500 * time.Millisecond
 	for {
 		octx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -59,8 +59,15 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 	if !identPattern.MatchString(database) {
 		return nil, fmt.Errorf("clickhouse: database name %q must be lower-case letters, digits and _", database)
 	}
+	// The secure native port takes TLS from the first byte; cfg.Addr must
+	// name it (tcp_port_secure), not the plain one.
+	tlsCfg, err := cfg.TLS.Load("clickhouse.tls")
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: %w", err)
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr: []string{cfg.Addr},
+		TLS:  tlsCfg,
 		// "default" always exists; tandem's own database may not yet, and
 		// every query names its tables fully.
 		Auth:            clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
@@ -53,6 +54,9 @@ func Start(ctx context.Context, cfg *schemas.Config, opts Options) (*Env, error)
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	if err := refuseSecurity(cfg); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("dev: data dir: %w", err)
 	}
@@ -76,6 +80,29 @@ func (e *Env) Close() {
 		e.stoppers[i]()
 	}
 	e.stoppers = nil
+}
+
+// refuseSecurity: the development services are plaintext on loopback, so
+// a configuration asking for TLS or SASL towards them could never connect;
+// say so at once rather than after a handshake times out.
+func refuseSecurity(cfg *schemas.Config) error {
+	var keys []string
+	if cfg.Kafka.TLS.On() {
+		keys = append(keys, "kafka.tls")
+	}
+	if cfg.Kafka.SASL.On() {
+		keys = append(keys, "kafka.sasl")
+	}
+	if cfg.ClickHouse.TLS.On() {
+		keys = append(keys, "clickhouse.tls")
+	}
+	if cfg.S3.TLS.On() {
+		keys = append(keys, "s3.tls")
+	}
+	if len(keys) > 0 {
+		return fmt.Errorf("dev: the development services speak plaintext on loopback; remove %s from the configuration (they are for deployed services)", strings.Join(keys, ", "))
+	}
+	return nil
 }
 
 func portOf(addr string) (int, error) {

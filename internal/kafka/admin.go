@@ -50,20 +50,25 @@ var ErrTooFewPartitions = errors.New("topic has fewer partitions than configured
 // metadata shows all of them with a leader for every partition. It is
 // idempotent: an existing topic is checked, not changed. A topic with fewer
 // partitions than configured is an error (ErrTooFewPartitions); more is
-// accepted, since the configuration may simply be behind.
+// accepted, since the configuration may simply be behind. It connects with
+// the security of cfg.Kafka (TLS, SASL).
 func EnsureTopics(ctx context.Context, brokers []string, cfg *schemas.Config) error {
-	return EnsureTopicSpecs(ctx, brokers, Topics(cfg))
+	sec, err := NewSecurity(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	return EnsureTopicSpecs(ctx, brokers, sec, Topics(cfg))
 }
 
 // EnsureTopicSpecs is EnsureTopics for an explicit list of topics.
-func EnsureTopicSpecs(ctx context.Context, brokers []string, specs []TopicSpec) error {
+func EnsureTopicSpecs(ctx context.Context, brokers []string, sec Security, specs []TopicSpec) error {
 	if len(brokers) == 0 {
 		return errors.New("kafka: no broker addresses to create topics on")
 	}
 	if len(specs) == 0 {
 		return nil
 	}
-	tr := newTransport("tandem-admin")
+	tr := sec.transport("tandem-admin")
 	defer tr.CloseIdleConnections()
 	c := &kgo.Client{Addr: kgo.TCP(brokers...), Transport: tr, Timeout: 10 * time.Second}
 
@@ -73,7 +78,10 @@ func EnsureTopicSpecs(ctx context.Context, brokers []string, specs []TopicSpec) 
 	}
 	existing, err := topicPartitions(ctx, c, names)
 	if err != nil {
-		return err
+		// Name the listener type: a broker that refuses a password or a
+		// certificate often just closes the connection (EOF), and the
+		// operator needs to see which security tandem tried.
+		return fmt.Errorf("%w (connecting over %s)", err, sec)
 	}
 	var create []kgo.TopicConfig
 	var problems []string

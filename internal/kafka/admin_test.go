@@ -34,7 +34,7 @@ streams:
 
 func metadataPartitions(t *testing.T, brokers []string, topic string) int {
 	t.Helper()
-	c := &kgo.Client{Addr: kgo.TCP(brokers...), Transport: newTransport("test")}
+	c := &kgo.Client{Addr: kgo.TCP(brokers...), Transport: Security{}.transport("test")}
 	md, err := c.Metadata(context.Background(), &kgo.MetadataRequest{Topics: []string{topic}})
 	require.NoError(t, err)
 	require.Len(t, md.Topics, 1)
@@ -72,7 +72,7 @@ func TestEnsureTopicsRefusesTooFewPartitions(t *testing.T) {
 	topic := testenv.UniqueName(t, "tandem.pv")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, []TopicSpec{{Name: topic, Partitions: 2, ReplicationFactor: 1}}))
+	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, Security{}, []TopicSpec{{Name: topic, Partitions: 2, ReplicationFactor: 1}}))
 
 	err := EnsureTopics(ctx, k.Brokers, adminTestConfig(t, topic, 6))
 	require.ErrorIs(t, err, ErrTooFewPartitions)

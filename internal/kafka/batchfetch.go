@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -89,6 +88,7 @@ type BatchFetcher struct {
 	partition int32
 	maxBytes  int
 	maxWait   time.Duration
+	sec       Security
 	log       *slog.Logger
 
 	next       int64 // next offset to return; FirstOffset until resolved
@@ -108,7 +108,7 @@ type BatchFetcher struct {
 func (c *Claim) BatchFetcher() *BatchFetcher {
 	cfg := c.reader.Config()
 	return NewBatchFetcher(BatchFetcherConfig{Brokers: cfg.Brokers, Topic: c.Topic, Partition: c.Partition,
-		Start: c.Start, MaxBytes: cfg.MaxBytes, MaxWait: cfg.MaxWait})
+		Start: c.Start, MaxBytes: cfg.MaxBytes, MaxWait: cfg.MaxWait, Security: c.sec})
 }
 
 // BatchFetcherConfig says what a BatchFetcher reads.
@@ -123,6 +123,8 @@ type BatchFetcherConfig struct {
 	// long the broker holds a fetch while it has nothing (default 200 ms).
 	MaxBytes int
 	MaxWait  time.Duration
+	// Security of the fetcher's connections (default plaintext).
+	Security Security
 	Log      *slog.Logger
 }
 
@@ -139,7 +141,7 @@ func NewBatchFetcher(cfg BatchFetcherConfig) *BatchFetcher {
 		cfg.Log = slog.Default()
 	}
 	return &BatchFetcher{brokers: cfg.Brokers, topic: cfg.Topic, partition: cfg.Partition,
-		maxBytes: cfg.MaxBytes, maxWait: cfg.MaxWait, log: cfg.Log, next: cfg.Start, hw: -1}
+		maxBytes: cfg.MaxBytes, maxWait: cfg.MaxWait, sec: cfg.Security, log: cfg.Log, next: cfg.Start, hw: -1}
 }
 
 // Lag is how many records of the partition follow the last record
@@ -233,7 +235,7 @@ func (f *BatchFetcher) outOfRange(ctx context.Context) error {
 func (f *BatchFetcher) offsets(ctx context.Context) (first, last int64, err error) {
 	for _, b := range f.brokers {
 		var c *kgo.Conn
-		c, err = kgo.DialLeader(ctx, "tcp", b, f.topic, int(f.partition))
+		c, err = f.sec.dialer(10*time.Second).DialLeader(ctx, "tcp", b, f.topic, int(f.partition))
 		if err != nil {
 			continue
 		}
@@ -249,7 +251,7 @@ func (f *BatchFetcher) offsets(ctx context.Context) (first, last int64, err erro
 
 // dial connects to the partition's leader.
 func (f *BatchFetcher) dial(ctx context.Context) error {
-	d := &kgo.Dialer{Timeout: 10 * time.Second}
+	d := f.sec.dialer(10 * time.Second)
 	var err error
 	for _, b := range f.brokers {
 		var leader kgo.Broker
@@ -257,8 +259,7 @@ func (f *BatchFetcher) dial(ctx context.Context) error {
 			continue
 		}
 		var c net.Conn
-		nd := net.Dialer{Timeout: 10 * time.Second}
-		if c, err = nd.DialContext(ctx, "tcp", net.JoinHostPort(leader.Host, strconv.Itoa(leader.Port))); err != nil {
+		if c, err = f.sec.dialRaw(ctx, leader.Host, leader.Port, 10*time.Second); err != nil {
 			continue
 		}
 		f.conn = c

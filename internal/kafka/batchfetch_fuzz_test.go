@@ -59,7 +59,7 @@ func fetchResponseSeeds(tb testing.TB) [][]byte {
 	topic := testenv.UniqueName(tb, "fuzz")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(tb, EnsureTopicSpecs(ctx, k.Brokers, []TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
+	require.NoError(tb, EnsureTopicSpecs(ctx, k.Brokers, Security{}, []TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
 	for _, codec := range []kgo.Compression{0, kgo.Gzip, kgo.Snappy, kgo.Lz4, kgo.Zstd} {
 		w := &kgo.Writer{Addr: kgo.TCP(k.Brokers...), Topic: topic, RequiredAcks: kgo.RequireAll, Compression: codec,
 			BatchSize: 5, BatchTimeout: time.Millisecond, Transport: &kgo.Transport{}}

@@ -51,7 +51,7 @@ func TestBatchFetcherReadsWhatTheReaderReads(t *testing.T) {
 	topic := testenv.UniqueName(t, "bf")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
+	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, kafka.Security{}, []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
 	const perCodec = 400
 	produceMixed(t, k, topic, perCodec)
 	total := 5 * perCodec
@@ -122,7 +122,7 @@ func TestBatchFetcherWaitsAndStops(t *testing.T) {
 	topic := testenv.UniqueName(t, "bf")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
+	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, kafka.Security{}, []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
 	f := kafka.NewBatchFetcher(kafka.BatchFetcherConfig{Brokers: k.Brokers, Topic: topic, Start: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
 	defer f.Close()
 
@@ -201,7 +201,7 @@ func TestBatchFetcherAfterRetention(t *testing.T) {
 	topic := testenv.UniqueName(t, "bf")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
+	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, kafka.Security{}, []kafka.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
 	produceMixed(t, k, topic, 20) // 100 records, offsets 0..99
 	deleteRecords(t, k, topic, 40)
 

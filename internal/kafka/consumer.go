@@ -57,7 +57,10 @@ type GroupConfig struct {
 	// buffers ahead of the handler.
 	MaxBytes      int
 	QueueCapacity int
-	Log           *slog.Logger
+	// Security of every connection: the group coordinator's, the
+	// readers' and the BatchFetchers' (default plaintext).
+	Security Security
+	Log      *slog.Logger
 }
 
 // FirstOffset, returned by StartOffset, means the oldest retained record.
@@ -73,6 +76,7 @@ type Claim struct {
 
 	reader *kgo.Reader
 	gen    *kgo.Generation
+	sec    Security
 }
 
 // Fetch returns the next message, blocking until one arrives or ctx ends.
@@ -157,6 +161,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, handle Handler) error {
 		JoinGroupBackoff:      time.Second,
 		WatchPartitionChanges: true,
 		StartOffset:           kgo.FirstOffset,
+		Dialer:                cfg.Security.dialer(10 * time.Second),
 	})
 	if err != nil {
 		return fmt.Errorf("kafka: consumer group %s: %w", cfg.GroupID, err)
@@ -221,13 +226,14 @@ func claimPartition(ctx context.Context, cfg GroupConfig, gen *kgo.Generation, t
 			// Fetch caller sees ctx end on rebalance or shutdown either way.
 			ReadBackoffMin: 50 * time.Millisecond,
 			ReadBackoffMax: time.Second,
+			Dialer:         cfg.Security.dialer(10 * time.Second),
 		})
 		defer reader.Close()
 		if err := reader.SetOffset(start); err != nil {
 			log.Error("kafka: seek failed", "topic", topic, "partition", partition, "offset", start, "err", err)
 			return
 		}
-		claim := &Claim{Topic: topic, Partition: partition, Start: start, reader: reader, gen: gen}
+		claim := &Claim{Topic: topic, Partition: partition, Start: start, reader: reader, gen: gen, sec: cfg.Security}
 		if err := handle(hctx, claim); err != nil && hctx.Err() == nil {
 			log.Error("kafka: partition handler failed; rejoining to retry", "topic", topic, "partition", partition, "err", err)
 			sleep(hctx, retryPause)

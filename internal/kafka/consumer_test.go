@@ -43,7 +43,7 @@ func newGroupEnv(t *testing.T, partitions int) *groupEnv {
 		starts: map[int32][]int64{}, failOnce: map[int32]int64{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, []kafka.TopicSpec{{Name: e.topic, Partitions: partitions, ReplicationFactor: 1}}))
+	require.NoError(t, kafka.EnsureTopicSpecs(ctx, k.Brokers, kafka.Security{}, []kafka.TopicSpec{{Name: e.topic, Partitions: partitions, ReplicationFactor: 1}}))
 	return e
 }
 

@@ -15,7 +15,7 @@ func TestDLQKeepsOriginalAndAddsReason(t *testing.T) {
 	topic := testenv.UniqueName(t, "tandem.src")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, []TopicSpec{
+	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, Security{}, []TopicSpec{
 		{Name: topic, Partitions: 3, ReplicationFactor: 1},
 		{Name: DLQTopic(topic), Partitions: DLQPartitions, ReplicationFactor: 1},
 	}))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"time"
 
@@ -37,6 +36,8 @@ type ProducerOptions struct {
 	WriteTimeout time.Duration
 	// ClientID names the client in the broker's logs (default "tandem").
 	ClientID string
+	// Security of the connections (default plaintext).
+	Security Security
 }
 
 func (o ProducerOptions) withDefaults() ProducerOptions {
@@ -107,7 +108,7 @@ func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
 	}
 	// Its own transport: a writer on the shared default transport can keep
 	// stale metadata from before CreateTopics and fail with Unknown Topic.
-	tr := newTransport(o.ClientID)
+	tr := o.Security.transport(o.ClientID)
 	addr := kgo.TCP(brokers...)
 	w := &kgo.Writer{
 		Addr:         addr,
@@ -131,16 +132,6 @@ func NewProducer(brokers []string, opts ProducerOptions) (*Producer, error) {
 		client:    &kgo.Client{Addr: addr, Transport: tr, Timeout: 5 * time.Second},
 		maxBytes:  o.BatchBytes,
 	}, nil
-}
-
-func newTransport(clientID string) *kgo.Transport {
-	return &kgo.Transport{
-		Dial:        (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
-		DialTimeout: 3 * time.Second,
-		IdleTimeout: 30 * time.Second,
-		MetadataTTL: 6 * time.Second,
-		ClientID:    clientID,
-	}
 }
 
 // MaxMessageBytes is the largest message (key, value and headers, as kafka-go

@@ -53,12 +53,12 @@ func TestProducerAppendWritesExactMessages(t *testing.T) {
 	k := testenv.Kafka(t)
 	topic := testenv.UniqueName(t, "prod")
 	ctx := context.Background()
-	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, []TopicSpec{{Name: topic, Partitions: 4, ReplicationFactor: 1}}))
+	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, Security{}, []TopicSpec{{Name: topic, Partitions: 4, ReplicationFactor: 1}}))
 
 	for _, codec := range []string{"none", "lz4", "zstd"} {
 		t.Run(codec, func(t *testing.T) {
 			topic := topic + "." + codec
-			require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, []TopicSpec{{Name: topic, Partitions: 4, ReplicationFactor: 1}}))
+			require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, Security{}, []TopicSpec{{Name: topic, Partitions: 4, ReplicationFactor: 1}}))
 			p, err := NewProducer(k.Brokers, ProducerOptions{Compression: codec})
 			require.NoError(t, err)
 			defer p.Close()
@@ -131,7 +131,7 @@ func TestMessageBytesBoundsKafkaGo(t *testing.T) {
 	k := testenv.Kafka(t)
 	topic := testenv.UniqueName(t, "big")
 	ctx := context.Background()
-	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, []TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
+	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, Security{}, []TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
 	p, err := NewProducer(k.Brokers, ProducerOptions{BatchBytes: 4096})
 	require.NoError(t, err)
 	defer p.Close()

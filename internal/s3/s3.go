@@ -117,14 +117,29 @@ func New(cfg schemas.S3Config, opts ...Option) (*Store, error) {
 	if region == "" {
 		region = "us-east-1"
 	}
-	client, err := minio.New(endpoint, &minio.Options{
+	mo := &minio.Options{
 		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure: secure,
 		Region: region,
 		// One try per request: retries happen in this package, bounded and
 		// counted in metrics, instead of minio-go's ten silent ones.
 		MaxRetries: 1,
-	})
+	}
+	tlsCfg, err := cfg.TLS.Load("s3.tls")
+	if err != nil {
+		return nil, fmt.Errorf("s3: %w", err)
+	}
+	if tlsCfg != nil {
+		// minio-go's own transport (its timeouts and pool sizes) with our
+		// roots; s3.tls implies HTTPS.
+		tr, err := minio.DefaultTransport(true)
+		if err != nil {
+			return nil, fmt.Errorf("s3: %w", err)
+		}
+		tr.TLSClientConfig = tlsCfg
+		mo.Secure, mo.Transport = true, tr
+	}
+	client, err := minio.New(endpoint, mo)
 	if err != nil {
 		return nil, fmt.Errorf("s3: client for %s: %w", endpoint, err)
 	}

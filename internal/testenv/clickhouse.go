@@ -36,6 +36,9 @@ type ClickHouseServer struct {
 	Addr string
 	// HTTPAddr is the HTTP interface, "127.0.0.1:port".
 	HTTPAddr string
+	// SecureAddr is the secure native port (tcp_port_secure) of a server
+	// started by ClickHouseTLS, "127.0.0.1:port"; empty otherwise.
+	SecureAddr string
 	// Database is the database name tests should use for tandem's tables
 	// ("tandem"). It is not created: tandem's migrations create it, and a
 	// test that needs it without migrating can CREATE DATABASE itself.
@@ -51,6 +54,8 @@ type ClickHouseServer struct {
 	serverArgv []string // binary (and "server" for the multi-call binary)
 	tcpPort    int
 	httpPort   int
+	securePort int
+	certs      *Certs // TLS certificates; nil: no secure port
 	proc       *process
 }
 
@@ -62,6 +67,19 @@ type ClickHouseServer struct {
 // It fails the test when clickhouse-server is not installed; run
 // `make deps` or `scripts/clickhouse.sh install`.
 func ClickHouse(t testing.TB) *ClickHouseServer {
+	t.Helper()
+	return startClickHouse(t, nil)
+}
+
+// ClickHouseTLS is ClickHouse with the secure native port on too, serving
+// certs' server certificate (deploy/local/clickhouse/tls.xml). The plain
+// port stays, so the test can compare both.
+func ClickHouseTLS(t testing.TB, certs *Certs) *ClickHouseServer {
+	t.Helper()
+	return startClickHouse(t, certs)
+}
+
+func startClickHouse(t testing.TB, certs *Certs) *ClickHouseServer {
 	t.Helper()
 	argv, err := clickHouseServerArgv()
 	if err != nil {
@@ -75,6 +93,7 @@ func ClickHouse(t testing.TB) *ClickHouseServer {
 		AnalystUser:     "analyst",
 		AnalystPassword: "analyst",
 		DataDir:         dir,
+		certs:           certs,
 		t:               t,
 		serverArgv:      argv,
 		proc:            &process{name: "clickhouse-server", logPath: filepath.Join(dir, "log", "stdout.log")},
@@ -93,6 +112,10 @@ func ClickHouse(t testing.TB) *ClickHouseServer {
 		s.tcpPort, s.httpPort = FreePort(t), FreePort(t)
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tcpPort))
 		s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpPort))
+		if certs != nil {
+			s.securePort = FreePort(t)
+			s.SecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.securePort))
+		}
 		if err := s.render(root); err != nil {
 			t.Fatalf("testenv: rendering ClickHouse config: %v", err)
 		}
@@ -130,7 +153,21 @@ func (s *ClickHouseServer) render(root string) error {
 		"@HTTP_PORT@", strconv.Itoa(s.httpPort),
 		"@LISTEN_HOST@", "127.0.0.1",
 		"@ANALYST_PASSWORD@", xmlEscape(s.AnalystPassword),
+		"@TCP_PORT_SECURE@", strconv.Itoa(s.securePort),
 	)
+	if s.certs != nil {
+		tmpl, err := os.ReadFile(filepath.Join(root, "deploy", "local", "clickhouse", "tls.xml"))
+		if err != nil {
+			return err
+		}
+		tr := strings.NewReplacer("@CERT_FILE@", xmlEscape(s.certs.CertFile), "@KEY_FILE@", xmlEscape(s.certs.KeyFile))
+		if err := os.MkdirAll(filepath.Join(s.DataDir, "config.d"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", "tls.xml"), []byte(tr.Replace(r.Replace(string(tmpl)))), 0o644); err != nil {
+			return err
+		}
+	}
 	for _, name := range []string{"config.xml", "users.xml"} {
 		tmpl, err := os.ReadFile(filepath.Join(root, "deploy", "local", "clickhouse", name))
 		if err != nil {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,7 +45,8 @@ const (
 type S3Server struct {
 	// Endpoint is "127.0.0.1:port", the form minio-go's New expects.
 	Endpoint string
-	// URL is "http://127.0.0.1:port", for clients that want a URL.
+	// URL is "http://127.0.0.1:port" ("https://" for MinIOTLS), for
+	// clients that want a URL.
 	URL string
 	// AccessKey and SecretKey are valid credentials (MinIO's root user).
 	AccessKey, SecretKey string
@@ -62,6 +64,7 @@ type S3Server struct {
 	port int
 
 	// MinIO
+	certs    *Certs // serves HTTPS with certs' server certificate; nil: HTTP
 	minioBin string
 	proc     *process
 	runDir   string
@@ -94,6 +97,19 @@ func MinIOBinary() (string, error) {
 // credentials and implements multipart uploads faithfully.
 func MinIO(t testing.TB) *S3Server {
 	t.Helper()
+	return startMinIO(t, nil)
+}
+
+// MinIOTLS is MinIO serving HTTPS only, with certs' server certificate
+// (MinIO reads public.crt and private.key from its --certs-dir). Clients
+// must trust certs.CAFile.
+func MinIOTLS(t testing.TB, certs *Certs) *S3Server {
+	t.Helper()
+	return startMinIO(t, certs)
+}
+
+func startMinIO(t testing.TB, certs *Certs) *S3Server {
+	t.Helper()
 	bin, err := MinIOBinary()
 	if err != nil {
 		missing(t, "%v", err)
@@ -107,6 +123,7 @@ func MinIO(t testing.TB) *S3Server {
 		runDir:    t.TempDir(),
 		t:         t,
 		minioBin:  bin,
+		certs:     certs,
 	}
 	s.proc = &process{name: "minio", logPath: filepath.Join(s.runDir, "minio.log")}
 	t.Cleanup(func() { _ = s.proc.stop(syscall.SIGKILL, 5*time.Second) })
@@ -130,10 +147,31 @@ func (s *S3Server) setPort(port int) {
 	s.port = port
 	s.Endpoint = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s.URL = "http://" + s.Endpoint
+	if s.certs != nil {
+		s.URL = "https://" + s.Endpoint
+	}
 }
 
 func (s *S3Server) startMinIO() error {
 	argv := []string{s.minioBin, "server", "--quiet", "--address", s.Endpoint, s.DataDir}
+	client := &http.Client{Timeout: 2 * time.Second}
+	if s.certs != nil {
+		dir := filepath.Join(s.runDir, "certs")
+		if err := os.MkdirAll(filepath.Join(dir, "CAs"), 0o700); err != nil {
+			return err
+		}
+		for from, to := range map[string]string{s.certs.CertFile: "public.crt", s.certs.KeyFile: "private.key"} {
+			b, err := os.ReadFile(from)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(dir, to), b, 0o600); err != nil {
+				return err
+			}
+		}
+		argv = append(argv[:len(argv)-1], "--certs-dir", dir, s.DataDir)
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.certs.Pool}}
+	}
 	env := []string{
 		"MINIO_ROOT_USER=" + s.AccessKey,
 		"MINIO_ROOT_PASSWORD=" + s.SecretKey,
@@ -150,7 +188,6 @@ func (s *S3Server) startMinIO() error {
 	if err := s.proc.start(argv, env, s.runDir); err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: 2 * time.Second}
 	confirmed := false // ready once; ready again after a pause and still running: ours
 	deadline := time.Now().Add(minioStartTimeout)
 	for {
@@ -286,11 +323,20 @@ func (s *S3Server) Client(t testing.TB) *minio.Client {
 }
 
 func (s *S3Server) clientWith(accessKey, secretKey string) (*minio.Client, error) {
-	return minio.New(s.Endpoint, &minio.Options{
+	o := &minio.Options{
 		Creds:  credentials.NewStaticV4(accessKey, secretKey, ""),
 		Secure: false,
 		Region: s.Region,
-	})
+	}
+	if s.certs != nil {
+		tr, err := minio.DefaultTransport(true)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: s.certs.Pool}
+		o.Secure, o.Transport = true, tr
+	}
+	return minio.New(s.Endpoint, o)
 }
 
 func (s *S3Server) makeBucket() {
