@@ -11,7 +11,7 @@ import (
 
 	pq "github.com/parquet-go/parquet-go"
 
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -48,9 +48,9 @@ const rawPageBuffer = 64 << 10
 
 // openRawFile opens key for reading; dir holds temporary files; runSkew
 // is the future skew the run validates with.
-func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
+func openRawFile(ctx context.Context, st objstore.Bucket, key, dir string, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
 	if rawReadRanged {
-		obj, err := st.Open(ctx, key)
+		obj, err := objstore.Open(ctx, st, key)
 		if err != nil {
 			return nil, err
 		}

@@ -30,18 +30,17 @@ import (
 	"sort"
 	"time"
 
-	"github.com/minio/minio-go/v7"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // Options configure one Run. Config and Store are required.
 type Options struct {
 	Config *schemas.Config
-	Store  *s3.Store
+	Store  objstore.Bucket
 	// ClickHouse, when set, receives each published run (and has the speed
 	// rows of absorbed chunks deleted). Nil skips that step.
 	ClickHouse *clickhouse.DB
@@ -170,8 +169,8 @@ type previous struct {
 	reason    string                       // why not incremental
 }
 
-func readManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Manifest, error) {
-	data, err := st.GetBytes(ctx, schemas.ManifestKey(view))
+func readManifest(ctx context.Context, st objstore.Bucket, view string) (*schemas.Manifest, error) {
+	data, err := objstore.GetBytes(ctx, st, schemas.ManifestKey(view))
 	if err != nil {
 		if isNotFound(err) {
 			return nil, nil
@@ -187,7 +186,7 @@ func readManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Mani
 
 // ReadManifest returns the current manifest of view, or nil when none was
 // published yet.
-func ReadManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Manifest, error) {
+func ReadManifest(ctx context.Context, st objstore.Bucket, view string) (*schemas.Manifest, error) {
 	return readManifest(ctx, st, view)
 }
 
@@ -392,7 +391,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		stt.Invalid += pv.state.Invalid
 	}
 	data, _ := json.MarshalIndent(stt, "", "  ")
-	if err := o.Store.PutBytes(ctx, stateKey(s.Name, runID), data); err != nil {
+	if err := objstore.PutBytes(ctx, o.Store, stateKey(s.Name, runID), data); err != nil {
 		return nil, err
 	}
 
@@ -459,7 +458,7 @@ func sortedDays(m map[int64]bool) []int64 {
 // publishManifest writes the run's own copy of the manifest, then the
 // view's _current.json: one PUT, so readers see the old run or the new
 // one, never a mix.
-func publishManifest(ctx context.Context, st *s3.Store, m *schemas.Manifest) error {
+func publishManifest(ctx context.Context, st objstore.Bucket, m *schemas.Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
@@ -467,10 +466,10 @@ func publishManifest(ctx context.Context, st *s3.Store, m *schemas.Manifest) err
 	if _, err := schemas.DecodeManifest(data); err != nil {
 		return fmt.Errorf("batch: refusing to publish: %w", err)
 	}
-	if err := st.PutBytes(ctx, runManifestKey(m.View, m.RunID), data); err != nil {
+	if err := objstore.PutBytes(ctx, st, runManifestKey(m.View, m.RunID), data); err != nil {
 		return err
 	}
-	return st.PutBytes(ctx, schemas.ManifestKey(m.View), data)
+	return objstore.PutBytes(ctx, st, schemas.ManifestKey(m.View), data)
 }
 
 // afterPublish loads m into ClickHouse and deletes the speed rows of the
@@ -487,7 +486,7 @@ func afterPublish(ctx context.Context, o *Options, v *schemas.View, m, prev *sch
 	// folder, so a crash between load and delete is repaired.
 	older := prev
 	if older == nil && m.PreviousRunID != "" {
-		data, err := o.Store.GetBytes(ctx, runManifestKey(v.Name, m.PreviousRunID))
+		data, err := objstore.GetBytes(ctx, o.Store, runManifestKey(v.Name, m.PreviousRunID))
 		if err == nil {
 			older, _ = schemas.DecodeManifest(data)
 		} else if !isNotFound(err) {
@@ -525,11 +524,8 @@ func gcStream(ctx context.Context, o *Options, s *schemas.Stream, views []*schem
 }
 
 // copyObject copies src to dst inside the store (no data through us).
-func copyObject(ctx context.Context, st *s3.Store, src, dst string) error {
-	_, err := st.Client().CopyObject(ctx,
-		minio.CopyDestOptions{Bucket: st.Bucket(), Object: dst},
-		minio.CopySrcOptions{Bucket: st.Bucket(), Object: src})
-	if err != nil {
+func copyObject(ctx context.Context, st objstore.Bucket, src, dst string) error {
+	if err := st.Copy(ctx, src, dst); err != nil {
 		return fmt.Errorf("batch: copying %s to %s: %w", src, dst, err)
 	}
 	return nil

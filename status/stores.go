@@ -12,6 +12,7 @@ import (
 	kgo "github.com/segmentio/kafka-go"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -51,7 +52,7 @@ type stores struct {
 
 	mu    sync.Mutex
 	db    *clickhouse.DB
-	s3    *s3.Store
+	s3    objstore.Bucket
 	kafka *kgo.Client
 	tr    *kgo.Transport
 }
@@ -140,9 +141,9 @@ func (st *stores) readS3(ctx context.Context, out *storeState) error {
 
 	out.manifests = map[string]*schemas.Manifest{}
 	for _, v := range st.cfg.Views {
-		data, err := store.GetBytes(ctx, schemas.ManifestKey(v.Name))
+		data, err := objstore.GetBytes(ctx, store, schemas.ManifestKey(v.Name))
 		switch {
-		case errors.Is(err, s3.ErrNotFound):
+		case errors.Is(err, objstore.ErrNotFound):
 			out.manifests[v.Name] = nil
 			continue
 		case err != nil:
@@ -167,9 +168,9 @@ func (st *stores) readS3(ctx context.Context, out *storeState) error {
 
 // readProgress reads the archiver's progress object of a stream (nil when
 // the archiver has not written one yet).
-func readProgress(ctx context.Context, store *s3.Store, stream string) (*schemas.ArchiveProgress, error) {
-	data, err := store.GetBytes(ctx, schemas.ArchiveProgressKey(stream))
-	if errors.Is(err, s3.ErrNotFound) {
+func readProgress(ctx context.Context, store objstore.Bucket, stream string) (*schemas.ArchiveProgress, error) {
+	data, err := objstore.GetBytes(ctx, store, schemas.ArchiveProgressKey(stream))
+	if errors.Is(err, objstore.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {

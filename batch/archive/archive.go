@@ -47,8 +47,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -78,7 +78,7 @@ type Options struct {
 // Archiver is the archiver component (ops.Component, ops.ReadyChecker).
 type Archiver struct {
 	cfg    *schemas.Config
-	store  *s3.Store
+	store  objstore.Bucket
 	opts   Options
 	log    *slog.Logger
 	m      *metrics
@@ -100,7 +100,7 @@ type streamState struct {
 }
 
 // New returns an archiver for every stream of cfg, writing to store.
-func New(cfg *schemas.Config, store *s3.Store, opts Options) (*Archiver, error) {
+func New(cfg *schemas.Config, store objstore.Bucket, opts Options) (*Archiver, error) {
 	if len(cfg.Streams) == 0 {
 		return nil, errors.New("archive: the configuration declares no streams")
 	}
@@ -146,7 +146,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		topics = append(topics, t)
 	}
 	sort.Strings(topics)
-	a.log.Info("archiving", "topics", topics, "group", GroupID(a.cfg), "bucket", a.store.Bucket(),
+	a.log.Info("archiving", "topics", topics, "group", GroupID(a.cfg), "bucket", a.store.Name(),
 		"max_file_bytes", a.cfg.Archive.MaxFileBytes, "max_file_age", a.cfg.Archive.MaxFileAge.D())
 	return kafka.RunGroup(ctx, kafka.GroupConfig{
 		Brokers:        a.cfg.Kafka.Brokers,
@@ -193,7 +193,7 @@ func (a *Archiver) startOffset(ctx context.Context, topic string, partition int3
 		return 0, fmt.Errorf("archive: topic %s belongs to no stream", topic)
 	}
 	for {
-		objs, err := a.store.List(ctx, schemas.RawPrefix(st.stream.Name, partition))
+		objs, err := objstore.List(ctx, a.store, schemas.RawPrefix(st.stream.Name, partition))
 		if err == nil {
 			keys := make([]string, len(objs))
 			for i, o := range objs {
@@ -616,7 +616,7 @@ func (a *Archiver) upload(ctx context.Context, st *streamState, partition int32,
 	st.mu.Lock()
 	after := st.lastKey[partition]
 	st.mu.Unlock()
-	objs, err := a.store.ListAfter(ctx, prefix, after)
+	objs, err := objstore.ListAfter(ctx, a.store, prefix, after)
 	if err != nil {
 		return err
 	}
@@ -671,7 +671,7 @@ func (a *Archiver) publish(ctx context.Context, st *streamState, partition int32
 	if err != nil {
 		return err
 	}
-	return a.store.PutBytes(ctx, schemas.ArchiveProgressKey(st.stream.Name), data)
+	return objstore.PutBytes(ctx, a.store, schemas.ArchiveProgressKey(st.stream.Name), data)
 }
 
 // alive reports whether a process with this id exists.

@@ -35,8 +35,8 @@ import (
 	"github.com/zeebo/xxh3"
 
 	"github.com/tandem-analytics/tandem/batch"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -49,7 +49,7 @@ const rowsPerFile = 1 << 20
 // Options configure an export. Config and Store are required.
 type Options struct {
 	Config  *schemas.Config
-	Store   *s3.Store
+	Store   objstore.Bucket
 	Log     *slog.Logger
 	TempDir string
 }
@@ -172,8 +172,8 @@ func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed ma
 	return sr, err
 }
 
-func readSuccess(ctx context.Context, st *s3.Store, prefix string) (*Success, error) {
-	data, err := st.GetBytes(ctx, prefix+SuccessName)
+func readSuccess(ctx context.Context, st objstore.Bucket, prefix string) (*Success, error) {
+	data, err := objstore.GetBytes(ctx, st, prefix+SuccessName)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +191,7 @@ func writeDay(ctx context.Context, o Options, s *schemas.Stream, ls *lakeSchema,
 	if err := st.Delete(ctx, prefix+SuccessName); err != nil {
 		return 0, err
 	}
-	old, err := st.List(ctx, prefix)
+	old, err := objstore.List(ctx, st, prefix)
 	if err != nil {
 		return 0, err
 	}
@@ -279,7 +279,7 @@ func writeDay(ctx context.Context, o Options, s *schemas.Stream, ls *lakeSchema,
 	}
 	succ.WrittenAt = time.Now().UTC()
 	data, _ := json.MarshalIndent(succ, "", "  ")
-	return succ.Rows, st.PutBytes(ctx, prefix+SuccessName, data)
+	return succ.Rows, objstore.PutBytes(ctx, st, prefix+SuccessName, data)
 }
 
 // lakeSchema is the Parquet schema of a stream's lake files.
