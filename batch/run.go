@@ -6,8 +6,9 @@
 // (batch/export) live beside it.
 //
 // A run absorbs, per Kafka partition, every whole chunk the master dataset
-// holds contiguously (schemas brief §3), deduplicates by event id (first
-// offset wins, per partition), re-validates every raw message with the
+// holds contiguously (docs/architecture.md, The exactness contract, rule
+// 1), deduplicates by event id (first offset wins, per partition),
+// re-validates every raw message with the
 // same schemas.Decoder the speed layer uses, and aggregates with the shared
 // schemas.View.Key/Add — so a run's answer and the speed layer's agree by
 // construction, and together they are exact.

@@ -30,10 +30,6 @@ type Options struct {
 	// SessionTimeout bounds how long a dead member keeps its partitions
 	// (default speed.session_timeout, else 10s).
 	SessionTimeout time.Duration
-	// QueueCapacity sizes the queue of the claim's kafka-go Reader, which
-	// the layer no longer reads from (it fetches whole responses with
-	// kafka.BatchFetcher); it has no effect on the layer's read-ahead.
-	QueueCapacity int
 	// MaxFetchBytes bounds one fetch response (default 1 MiB); a claim
 	// holds at most two responses ahead of and under the folding. 4 MiB
 	// read no faster in the benchmark and raised its peak RSS by ~70 MiB.
@@ -50,7 +46,7 @@ type Options struct {
 // (1,048,576), so one insert is one block and lands atomically.
 const maxInsertRows = 1 << 19
 
-// catchUpMessages is how far behind (Claim.Behind) a partition must have
+// catchUpMessages is how far behind (kafka.BatchFetcher.Lag) a partition must have
 // been for catching up to trigger a flush before flush_interval ends; such
 // early flushes are at least a quarter interval apart.
 const catchUpMessages = 1000
@@ -174,7 +170,6 @@ func (s *Service) Run(ctx context.Context) error {
 		StartOffset:    s.startOffset,
 		SessionTimeout: s.opts.SessionTimeout,
 		MaxBytes:       s.opts.MaxFetchBytes,
-		QueueCapacity:  s.opts.QueueCapacity,
 		Log:            s.log,
 	}, s.handle)
 }
