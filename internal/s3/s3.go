@@ -87,7 +87,7 @@ func New(cfg schemas.S3Config, opts ...Option) (*Store, error) {
 		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure: secure,
 		Region: region,
-		// One try per request: retries happen in this package, bounded and
+		// One try per request: retries happen in objstore.Instrument, bounded and
 		// counted in metrics, instead of minio-go's ten silent ones.
 		MaxRetries: 1,
 	})
