@@ -21,6 +21,7 @@ import (
 	pq "github.com/parquet-go/parquet-go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -129,7 +130,7 @@ func bareScan(b *testing.B, ctx context.Context, st *s3.Store, s *schemas.Stream
 	tmp := b.TempDir()
 	for p := int32(0); p < int32(partitions); p++ {
 		g.Go(func() error {
-			objs, err := st.List(gctx, schemas.RawPrefix(s.Name, p))
+			objs, err := objstore.List(gctx, st, schemas.RawPrefix(s.Name, p))
 			if err != nil {
 				return err
 			}

@@ -7,8 +7,8 @@ import (
 	"iter"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -43,7 +43,7 @@ var _ CHStore = (*clickhouse.DB)(nil)
 // recomputed: the rows of the other days are copied from prev inside
 // ClickHouse instead of read from S3 (the incremental run's carried-over
 // days), but only when prev is loaded completely.
-func loadRun(ctx context.Context, db CHStore, st *s3.Store, v *schemas.View, m *schemas.Manifest, prev *schemas.Manifest, dirty map[int64]bool) error {
+func loadRun(ctx context.Context, db CHStore, st objstore.Bucket, v *schemas.View, m *schemas.Manifest, prev *schemas.Manifest, dirty map[int64]bool) error {
 	load := clickhouse.BatchLoad{Manifest: m}
 	fromS3 := m.Files
 	if prev != nil && dirty != nil {
@@ -83,7 +83,7 @@ var errStopRows = errors.New("batch: rows no longer wanted")
 
 // fileRows yields the rows of the view files, in order, as the adapter's
 // rows. Files are opened only as the rows are read.
-func fileRows(ctx context.Context, st *s3.Store, v *schemas.View, files []schemas.ManifestFile) iter.Seq2[clickhouse.ViewRow, error] {
+func fileRows(ctx context.Context, st objstore.Bucket, v *schemas.View, files []schemas.ManifestFile) iter.Seq2[clickhouse.ViewRow, error] {
 	return func(yield func(clickhouse.ViewRow, error) bool) {
 		for _, f := range files {
 			err := readViewFile(ctx, st, v, f.Key, func(r parquet.ViewRow) error {

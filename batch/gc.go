@@ -6,7 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -19,8 +19,8 @@ func runManifestKey(view, runID string) string {
 
 // listRuns returns the run ids under views/<view>/runs/, sorted (run ids
 // sort by start time), and which of them were published.
-func listRuns(ctx context.Context, st *s3.Store, prefix string, marker string) (ids []string, published map[string]bool, err error) {
-	objs, err := st.List(ctx, prefix)
+func listRuns(ctx context.Context, st objstore.Bucket, prefix string, marker string) (ids []string, published map[string]bool, err error) {
+	objs, err := objstore.List(ctx, st, prefix)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -49,7 +49,7 @@ func listRuns(ctx context.Context, st *s3.Store, prefix string, marker string) (
 // publishing (unpublished runs older than the current one: a newer one may
 // be in progress elsewhere only without the lock, which Run refuses).
 // It returns the runs kept.
-func gcView(ctx context.Context, st *s3.Store, view, current string, keep int) (kept []string, deleted int, err error) {
+func gcView(ctx context.Context, st objstore.Bucket, view, current string, keep int) (kept []string, deleted int, err error) {
 	prefix := fmt.Sprintf("views/%s/runs/", view)
 	ids, published, err := listRuns(ctx, st, prefix, "_manifest.json")
 	if err != nil {
@@ -71,7 +71,7 @@ func gcView(ctx context.Context, st *s3.Store, view, current string, keep int) (
 		if keepSet[id] || id > current {
 			continue
 		}
-		objs, err := st.List(ctx, prefix+id+"/")
+		objs, err := objstore.List(ctx, st, prefix+id+"/")
 		if err != nil {
 			return nil, deleted, err
 		}
@@ -95,7 +95,7 @@ func gcView(ctx context.Context, st *s3.Store, view, current string, keep int) (
 }
 
 // gcState deletes the stream state (id indexes) of runs no view keeps.
-func gcState(ctx context.Context, st *s3.Store, stream string, keepRuns map[string]bool) error {
+func gcState(ctx context.Context, st objstore.Bucket, stream string, keepRuns map[string]bool) error {
 	prefix := fmt.Sprintf("batch/%s/runs/", stream)
 	ids, _, err := listRuns(ctx, st, prefix, "state.json")
 	if err != nil {
@@ -105,7 +105,7 @@ func gcState(ctx context.Context, st *s3.Store, stream string, keepRuns map[stri
 		if keepRuns[id] {
 			continue
 		}
-		objs, err := st.List(ctx, prefix+id+"/")
+		objs, err := objstore.List(ctx, st, prefix+id+"/")
 		if err != nil {
 			return err
 		}

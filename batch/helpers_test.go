@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -167,7 +168,7 @@ func writeRaw(t testing.TB, ctx context.Context, st *s3.Store, s *schemas.Stream
 		}
 		require.NoError(t, w.Close())
 		key := schemas.RawKey(s.Name, p, chunk[0].Offset, chunk[len(chunk)-1].Offset)
-		require.NoError(t, st.PutBytes(ctx, key, buf.Bytes()))
+		require.NoError(t, objstore.PutBytes(ctx, st, key, buf.Bytes()))
 	}
 }
 

@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,9 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 )
 
 // LockKey is the object that makes batch runs mutually exclusive.
@@ -36,7 +33,7 @@ type lockRecord struct {
 // if a renewal finds the lock taken by someone else (it expired while this
 // process stalled), Lost is closed and the run must not publish.
 type lock struct {
-	st     *s3.Store
+	st     objstore.Bucket
 	rec    lockRecord
 	ttl    time.Duration
 	log    *slog.Logger
@@ -53,7 +50,7 @@ type lock struct {
 // If-Match on its ETag, so two runs racing for it cannot both win on a store
 // with conditional writes (MinIO, AWS S3). On stores without them the
 // read-back check below still catches most races.
-func acquireLock(ctx context.Context, st *s3.Store, holder string, ttl time.Duration, log *slog.Logger) (*lock, error) {
+func acquireLock(ctx context.Context, st objstore.Bucket, holder string, ttl time.Duration, log *slog.Logger) (*lock, error) {
 	host, _ := os.Hostname()
 	now := time.Now().UTC()
 	l := &lock{st: st, ttl: ttl, log: log, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
@@ -65,7 +62,7 @@ func acquireLock(ctx context.Context, st *s3.Store, holder string, ttl time.Dura
 			return nil, fmt.Errorf("reading the batch lock %s: %w", LockKey, err)
 		case err == nil && time.Now().Before(cur.ExpiresAt):
 			return nil, fmt.Errorf("%w: %s (host %s, pid %d) started at %s and holds it until %s; if that run is dead, wait for the expiry (batch.lock_ttl) or delete s3://%s/%s",
-				ErrLocked, cur.Holder, cur.Host, cur.PID, cur.StartedAt.Format(time.RFC3339), cur.ExpiresAt.Format(time.RFC3339), st.Bucket(), LockKey)
+				ErrLocked, cur.Holder, cur.Host, cur.PID, cur.StartedAt.Format(time.RFC3339), cur.ExpiresAt.Format(time.RFC3339), st.Name(), LockKey)
 		case err == nil:
 			log.Warn("taking over an expired batch lock", "holder", cur.Holder, "started_at", cur.StartedAt, "expired_at", cur.ExpiresAt)
 		}
@@ -96,7 +93,7 @@ func (l *lock) read(ctx context.Context) (lockRecord, string, error) {
 	if err != nil {
 		return rec, "", err
 	}
-	data, err := l.st.GetBytes(ctx, LockKey)
+	data, err := objstore.GetBytes(ctx, l.st, LockKey)
 	if err != nil {
 		return rec, "", err
 	}
@@ -117,24 +114,16 @@ func (l *lock) write(ctx context.Context, etag string) error {
 	l.rec.RenewedAt = now
 	l.rec.ExpiresAt = now.Add(l.ttl)
 	data, _ := json.MarshalIndent(l.rec, "", "  ")
-	opts := minio.PutObjectOptions{ContentType: "application/json", DisableContentSha256: true}
-	if etag == "" {
-		opts.SetMatchETagExcept("*")
-	} else {
-		opts.SetMatchETag(etag)
-	}
-	info, err := l.st.Client().PutObject(ctx, l.st.Bucket(), LockKey, bytes.NewReader(data), int64(len(data)), opts)
+	cond := objstore.Precondition{IfNoneMatch: etag == "", IfMatch: etag}
+	newTag, err := l.st.PutIf(ctx, LockKey, data, cond)
 	if err != nil {
 		return err
 	}
-	l.etag = info.ETag
+	l.etag = newTag
 	return nil
 }
 
-func isPreconditionFailed(err error) bool {
-	r := minio.ToErrorResponse(err)
-	return r.StatusCode == 412 || r.Code == "PreconditionFailed"
-}
+func isPreconditionFailed(err error) bool { return errors.Is(err, objstore.ErrPreconditionFailed) }
 
 // renew extends the lock every ttl/3.
 func (l *lock) renew() {

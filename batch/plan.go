@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -63,14 +63,14 @@ func (sp *streamPlan) Absorbed() map[int32]int64 {
 // archiver's progress vouches for the offsets beyond it (Kafka may leave
 // offsets unused, e.g. transaction markers; the archiver knows, we do not).
 // Only whole chunks are absorbed: a partially archived chunk is not.
-func planStream(ctx context.Context, st *s3.Store, s *schemas.Stream, chunkSize int64) (*streamPlan, error) {
+func planStream(ctx context.Context, st objstore.Bucket, s *schemas.Stream, chunkSize int64) (*streamPlan, error) {
 	progress, err := readProgress(ctx, st, s.Name)
 	if err != nil {
 		return nil, err
 	}
 	sp := &streamPlan{Stream: s}
 	for p := int32(0); p < int32(s.Partitions); p++ {
-		objs, err := st.List(ctx, schemas.RawPrefix(s.Name, p))
+		objs, err := objstore.List(ctx, st, schemas.RawPrefix(s.Name, p))
 		if err != nil {
 			return nil, fmt.Errorf("listing the raw objects of %s partition %d: %w", s.Name, p, err)
 		}
@@ -140,8 +140,8 @@ func coverPartition(p int32, files []rawFile, vouched, chunkSize int64) partitio
 }
 
 // readProgress reads the archiver's progress object; nil when there is none.
-func readProgress(ctx context.Context, st *s3.Store, stream string) (*schemas.ArchiveProgress, error) {
-	data, err := st.GetBytes(ctx, schemas.ArchiveProgressKey(stream))
+func readProgress(ctx context.Context, st objstore.Bucket, stream string) (*schemas.ArchiveProgress, error) {
+	data, err := objstore.GetBytes(ctx, st, schemas.ArchiveProgressKey(stream))
 	if err != nil {
 		if isNotFound(err) {
 			return nil, nil
@@ -157,4 +157,4 @@ func readProgress(ctx context.Context, st *s3.Store, stream string) (*schemas.Ar
 	return &pr, nil
 }
 
-func isNotFound(err error) bool { return errors.Is(err, s3.ErrNotFound) }
+func isNotFound(err error) bool { return errors.Is(err, objstore.ErrNotFound) }

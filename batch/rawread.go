@@ -9,9 +9,8 @@ import (
 	"os"
 	"time"
 
-	pq "github.com/parquet-go/parquet-go"
-
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
+	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -23,7 +22,7 @@ import (
 type rawFileReader struct {
 	src                   io.Closer
 	ra                    io.ReaderAt
-	pf                    *pq.File
+	pf                    *parquet.RawFile
 	stream                *schemas.Stream
 	colOff, colTS, colRaw int
 	colTime               int   // the stream's typed time field, for row-group pruning; -1 if absent
@@ -48,9 +47,9 @@ const rawPageBuffer = 64 << 10
 
 // openRawFile opens key for reading; dir holds temporary files; runSkew
 // is the future skew the run validates with.
-func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
+func openRawFile(ctx context.Context, st objstore.Bucket, key, dir string, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
 	if rawReadRanged {
-		obj, err := st.Open(ctx, key)
+		obj, err := objstore.Open(ctx, st, key)
 		if err != nil {
 			return nil, err
 		}
@@ -85,17 +84,17 @@ func openRawFile(ctx context.Context, st *s3.Store, key, dir string, s *schemas.
 }
 
 func newRawFileReader(ra io.ReaderAt, c io.Closer, size int64, s *schemas.Stream, runSkew time.Duration) (*rawFileReader, error) {
-	pf, err := pq.OpenFile(ra, size, pq.SkipBloomFilters(true), pq.SkipPageIndex(true), pq.ReadBufferSize(rawPageBuffer))
+	pf, err := parquet.OpenRawFile(ra, size, rawPageBuffer)
 	if err != nil {
 		return nil, err
 	}
 	r := &rawFileReader{src: c, ra: ra, pf: pf, stream: s, colTime: -1}
 	look := func(name string) (int, error) {
-		leaf, ok := pf.Schema().Lookup(name)
+		c, ok := pf.Column(name)
 		if !ok {
 			return -1, fmt.Errorf("raw file has no %s column", name)
 		}
-		return leaf.ColumnIndex, nil
+		return c, nil
 	}
 	if r.colOff, err = look(schemas.ColOffset); err != nil {
 		return nil, err
@@ -120,7 +119,7 @@ func (r *rawFileReader) typed() bool { return r.colFields != nil }
 
 func (r *rawFileReader) Close() error { return r.src.Close() }
 
-func (r *rawFileReader) numRowGroups() int { return len(r.pf.RowGroups()) }
+func (r *rawFileReader) numRowGroups() int { return r.pf.NumRowGroups() }
 
 // timeBounds returns the min and max event time (Unix ms) the archiver's
 // typed time column holds in row group i. ok is false when unknown (no
@@ -129,43 +128,25 @@ func (r *rawFileReader) timeBounds(i int) (minMs, maxMs int64, ok bool) {
 	if r.colTime < 0 {
 		return 0, 0, false
 	}
-	cc := r.pf.RowGroups()[i].ColumnChunks()[r.colTime]
-	fc, isFile := cc.(*pq.FileColumnChunk)
-	if !isFile {
-		return 0, 0, false
-	}
-	lo, hi, ok := fc.Bounds()
-	if !ok || lo.IsNull() || hi.IsNull() || lo.Kind() != pq.Int64 {
-		return 0, 0, false
-	}
-	return lo.Int64(), hi.Int64(), true
+	return r.pf.Int64Bounds(i, r.colTime)
 }
 
 // offsetBounds returns the first and last offset of row group i.
 func (r *rawFileReader) offsetBounds(i int) (lo, hi int64, ok bool) {
-	cc := r.pf.RowGroups()[i].ColumnChunks()[r.colOff]
-	fc, isFile := cc.(*pq.FileColumnChunk)
-	if !isFile {
-		return 0, 0, false
-	}
-	a, b, ok := fc.Bounds()
-	if !ok || a.Kind() != pq.Int64 {
-		return 0, 0, false
-	}
-	return a.Int64(), b.Int64(), true
+	return r.pf.Int64Bounds(i, r.colOff)
 }
 
 // rowStream reads rows of one row group page by page, the columns in
 // step, so memory holds a page of each, never a whole row group (an
 // archiver's row group can hold a whole 128 MB object).
 type rowStream struct {
-	offs, kts int64Pages
-	raw       bytesPages
+	offs, kts *parquet.Int64Pages
+	raw       *parquet.BytesPages
 	// Typed files: the typed columns, and _raw opened at the first row
 	// that needs it (rawAt rows of it consumed), so a row group of valid
 	// messages only never decompresses it.
-	fields         []fieldPages
-	rawCol         func() pq.Pages
+	fields         []fieldCol
+	rawCol         func() *parquet.BytesPages
 	rawOpen        bool
 	refusedInvalid bool
 	row, rawAt     int64
@@ -173,77 +154,24 @@ type rowStream struct {
 }
 
 func (r *rawFileReader) rows(g int) *rowStream {
-	cols := r.pf.RowGroups()[g].ColumnChunks()
 	s := &rowStream{
-		offs: int64Pages{pages: r.pages(g, cols, r.colOff), name: schemas.ColOffset},
-		kts:  int64Pages{pages: r.pages(g, cols, r.colTS), name: schemas.ColKafkaTS},
+		offs: r.pf.Int64Column(g, r.colOff, schemas.ColOffset, rawReadBuffer),
+		kts:  r.pf.Int64Column(g, r.colTS, schemas.ColKafkaTS, rawReadBuffer),
 	}
+	raw := func() *parquet.BytesPages { return r.pf.BytesColumn(g, r.colRaw, schemas.ColRaw, rawReadBuffer) }
 	if !r.typed() {
-		s.raw, s.rawOpen = bytesPages{pages: r.pages(g, cols, r.colRaw)}, true
+		s.raw, s.rawOpen = raw(), true
 		return s
 	}
-	s.rawCol = func() pq.Pages { return r.pages(g, cols, r.colRaw) }
+	s.rawCol = raw
 	s.refusedInvalid = r.refusedInvalid
 	s.idIdx, s.tmIdx = r.stream.FieldIndex(r.stream.IDField), r.stream.FieldIndex(r.stream.TimeField)
-	s.fields = make([]fieldPages, len(r.colFields))
+	s.fields = make([]fieldCol, len(r.colFields))
 	for i, c := range r.colFields {
-		s.fields[i] = fieldPages{pages: r.pages(g, cols, c), name: r.stream.Fields[i].Name, typ: r.stream.Fields[i].Type}
+		f := r.stream.Fields[i]
+		s.fields[i] = fieldCol{pages: r.pf.TypedColumnPages(g, c, f.Name, f.Type, rawReadBuffer), typ: f.Type}
 	}
 	return s
-}
-
-// pages returns the pages of column c of row group g, read ahead through
-// a chunkReader: a buffer the size of the chunk (at most rawReadBuffer)
-// instead of a rawReadBuffer for every column whatever its size, the
-// chunk still read with one GET per rawReadBuffer.
-func (r *rawFileReader) pages(g int, cols []pq.ColumnChunk, c int) pq.Pages {
-	fc, ok := cols[c].(*pq.FileColumnChunk)
-	rgs := r.pf.Metadata().RowGroups
-	if !ok || g >= len(rgs) || c >= len(rgs[g].Columns) {
-		return cols[c].Pages()
-	}
-	md := &rgs[g].Columns[c].MetaData
-	start := md.DataPageOffset
-	if md.DictionaryPageOffset != 0 {
-		start = md.DictionaryPageOffset
-	}
-	return fc.PagesFrom(&chunkReader{ra: r.ra, end: start + md.TotalCompressedSize, window: rawReadBuffer})
-}
-
-// chunkReader reads a column chunk (the bytes before end) ahead in
-// windows of at most window bytes, for parquet-go's small buffer to
-// refill from. Reads outside the window go to ra.
-type chunkReader struct {
-	ra     io.ReaderAt
-	end    int64
-	window int64
-	buf    []byte // the chunk's bytes from off
-	off    int64
-}
-
-func (c *chunkReader) ReadAt(p []byte, off int64) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		if off >= c.off && off < c.off+int64(len(c.buf)) {
-			k := copy(p, c.buf[off-c.off:])
-			n, off, p = n+k, off+int64(k), p[k:]
-			continue
-		}
-		size := min(c.end-off, c.window)
-		if size <= int64(len(p)) { // past the chunk, or no smaller than p
-			k, err := c.ra.ReadAt(p, off)
-			return n + k, err
-		}
-		if int64(cap(c.buf)) < size {
-			c.buf = make([]byte, size)
-		}
-		k, err := c.ra.ReadAt(c.buf[:size], off)
-		c.buf, c.off = c.buf[:k], off
-		if k == 0 {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // What rowStream.next makes of a row.
@@ -267,15 +195,15 @@ type rawRow struct {
 // next reads the next row into r; it returns io.EOF after the last.
 func (s *rowStream) next(r *rawRow) (err error) {
 	r.raw, r.id = nil, nil
-	r.off, err = s.offs.next()
+	r.off, err = s.offs.Next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			// Every column must end here too.
-			if _, e := s.kts.next(); !errors.Is(e, io.EOF) {
+			if _, e := s.kts.Next(); !errors.Is(e, io.EOF) {
 				return errors.New("columns of different lengths")
 			}
 			if s.fields == nil {
-				if _, e := s.raw.next(); !errors.Is(e, io.EOF) {
+				if _, e := s.raw.Next(); !errors.Is(e, io.EOF) {
 					return errors.New("columns of different lengths")
 				}
 			}
@@ -287,12 +215,12 @@ func (s *rowStream) next(r *rawRow) (err error) {
 		}
 		return err
 	}
-	if r.kafkaMs, err = s.kts.next(); err != nil {
+	if r.kafkaMs, err = s.kts.Next(); err != nil {
 		return shorter(err)
 	}
 	if s.fields == nil {
 		r.kind = rowRaw
-		r.raw, err = s.raw.next()
+		r.raw, err = s.raw.Next()
 		return shorter(err)
 	}
 	row := s.row
@@ -341,14 +269,14 @@ func (s *rowStream) next(r *rawRow) (err error) {
 	// this run: decode it again.
 	r.kind = rowRaw
 	if !s.rawOpen {
-		s.raw, s.rawOpen = bytesPages{pages: s.rawCol()}, true
+		s.raw, s.rawOpen = s.rawCol(), true
 	}
 	for ; s.rawAt < row; s.rawAt++ {
-		if _, err = s.raw.next(); err != nil {
+		if _, err = s.raw.Next(); err != nil {
 			return shorter(err)
 		}
 	}
-	r.raw, err = s.raw.next()
+	r.raw, err = s.raw.Next()
 	s.rawAt++
 	return shorter(err)
 }
@@ -362,143 +290,12 @@ func shorter(err error) error {
 }
 
 func (s *rowStream) Close() {
-	s.offs.close()
-	s.kts.close()
+	s.offs.Close()
+	s.kts.Close()
 	if s.rawOpen {
-		s.raw.close()
+		s.raw.Close()
 	}
 	for i := range s.fields {
-		s.fields[i].close()
+		s.fields[i].pages.Close()
 	}
-}
-
-// int64Pages yields the values of a required INT64 column chunk.
-type int64Pages struct {
-	pages pq.Pages
-	name  string
-	page  pq.Page
-	vals  []int64
-	own   []int64
-	i     int
-	buf   []pq.Value
-}
-
-func (c *int64Pages) next() (int64, error) {
-	for c.i >= len(c.vals) {
-		if err := c.load(); err != nil {
-			return 0, err
-		}
-	}
-	v := c.vals[c.i]
-	c.i++
-	return v, nil
-}
-
-func (c *int64Pages) load() error {
-	c.release()
-	p, err := c.pages.ReadPage()
-	if err != nil {
-		return err
-	}
-	c.page, c.i = p, 0
-	if p.NumNulls() > 0 {
-		return fmt.Errorf("column %s: unexpected nulls", c.name)
-	}
-	if p.Dictionary() == nil {
-		d := p.Data()
-		c.vals = d.Int64()
-		return nil
-	}
-	c.own = c.own[:0]
-	vals, err := readValues(p, &c.buf)
-	for _, v := range vals {
-		c.own = append(c.own, v.Int64())
-	}
-	c.vals = c.own
-	return err
-}
-
-func (c *int64Pages) release() {
-	if c.page != nil {
-		pq.Release(c.page)
-		c.page, c.vals = nil, nil
-	}
-}
-
-func (c *int64Pages) close() {
-	c.release()
-	c.pages.Close()
-}
-
-// bytesPages yields the values of a required BYTE_ARRAY column chunk.
-type bytesPages struct {
-	pages pq.Pages
-	page  pq.Page
-	data  []byte
-	offs  []uint32 // data[offs[i]:offs[i+1]] is value i
-	i     int
-	own   []byte
-	ownO  []uint32
-	buf   []pq.Value
-}
-
-func (c *bytesPages) next() ([]byte, error) {
-	for c.i+1 >= len(c.offs) {
-		if err := c.load(); err != nil {
-			return nil, err
-		}
-	}
-	v := c.data[c.offs[c.i]:c.offs[c.i+1]]
-	c.i++
-	return v, nil
-}
-
-func (c *bytesPages) load() error {
-	c.release()
-	p, err := c.pages.ReadPage()
-	if err != nil {
-		return err
-	}
-	c.page, c.i = p, 0
-	if p.NumNulls() > 0 {
-		return fmt.Errorf("column %s: unexpected nulls", schemas.ColRaw)
-	}
-	if p.Dictionary() == nil {
-		d := p.Data()
-		c.data, c.offs = d.ByteArray()
-		return nil
-	}
-	vals, err := readValues(p, &c.buf)
-	c.own, c.ownO = c.own[:0], append(c.ownO[:0], 0)
-	for _, v := range vals {
-		c.own = append(c.own, v.ByteArray()...)
-		c.ownO = append(c.ownO, uint32(len(c.own)))
-	}
-	c.data, c.offs = c.own, c.ownO
-	return err
-}
-
-func (c *bytesPages) release() {
-	if c.page != nil {
-		pq.Release(c.page)
-		c.page, c.data, c.offs = nil, nil, nil
-	}
-}
-
-func (c *bytesPages) close() {
-	c.release()
-	c.pages.Close()
-}
-
-// readValues reads a dictionary-encoded page's values into *buf.
-func readValues(p pq.Page, buf *[]pq.Value) ([]pq.Value, error) {
-	if cap(*buf) < int(p.NumValues()) {
-		*buf = make([]pq.Value, p.NumValues())
-	}
-	vals := (*buf)[:p.NumValues()]
-	n, err := p.Values().ReadValues(vals)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	return vals[:n], nil
 }

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -164,7 +164,7 @@ func aggregateDay(sp *spillDir, day int64, partitions int, views []*schemas.View
 }
 
 // writeDayFile writes rows to a local Parquet file and uploads it to key.
-func writeDayFile(ctx context.Context, st *s3.Store, tmp string, v *schemas.View, key string, day int64, rows dayRows) (schemas.ManifestFile, error) {
+func writeDayFile(ctx context.Context, st objstore.Bucket, tmp string, v *schemas.View, key string, day int64, rows dayRows) (schemas.ManifestFile, error) {
 	mf := schemas.ManifestFile{Key: key, Day: DayTime(day), Rows: int64(len(rows.keys))}
 	f, err := os.CreateTemp(tmp, "view-*.parquet")
 	if err != nil {
@@ -211,8 +211,8 @@ func writeDayFile(ctx context.Context, st *s3.Store, tmp string, v *schemas.View
 }
 
 // readViewFile reads every row of a published view file.
-func readViewFile(ctx context.Context, st *s3.Store, v *schemas.View, key string, fn func(parquet.ViewRow) error) error {
-	obj, err := st.Open(ctx, key)
+func readViewFile(ctx context.Context, st objstore.Bucket, v *schemas.View, key string, fn func(parquet.ViewRow) error) error {
+	obj, err := objstore.Open(ctx, st, key)
 	if err != nil {
 		return err
 	}

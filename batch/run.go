@@ -6,8 +6,9 @@
 // (batch/export) live beside it.
 //
 // A run absorbs, per Kafka partition, every whole chunk the master dataset
-// holds contiguously (schemas brief §3), deduplicates by event id (first
-// offset wins, per partition), re-validates every raw message with the
+// holds contiguously (docs/architecture.md, The exactness contract, rule
+// 1), deduplicates by event id (first offset wins, per partition),
+// re-validates every raw message with the
 // same schemas.Decoder the speed layer uses, and aggregates with the shared
 // schemas.View.Key/Add — so a run's answer and the speed layer's agree by
 // construction, and together they are exact.
@@ -30,18 +31,17 @@ import (
 	"sort"
 	"time"
 
-	"github.com/minio/minio-go/v7"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // Options configure one Run. Config and Store are required.
 type Options struct {
 	Config *schemas.Config
-	Store  *s3.Store
+	Store  objstore.Bucket
 	// ClickHouse, when set, receives each published run (and has the speed
 	// rows of absorbed chunks deleted). Nil skips that step.
 	ClickHouse *clickhouse.DB
@@ -170,8 +170,8 @@ type previous struct {
 	reason    string                       // why not incremental
 }
 
-func readManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Manifest, error) {
-	data, err := st.GetBytes(ctx, schemas.ManifestKey(view))
+func readManifest(ctx context.Context, st objstore.Bucket, view string) (*schemas.Manifest, error) {
+	data, err := objstore.GetBytes(ctx, st, schemas.ManifestKey(view))
 	if err != nil {
 		if isNotFound(err) {
 			return nil, nil
@@ -187,7 +187,7 @@ func readManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Mani
 
 // ReadManifest returns the current manifest of view, or nil when none was
 // published yet.
-func ReadManifest(ctx context.Context, st *s3.Store, view string) (*schemas.Manifest, error) {
+func ReadManifest(ctx context.Context, st objstore.Bucket, view string) (*schemas.Manifest, error) {
 	return readManifest(ctx, st, view)
 }
 
@@ -281,22 +281,15 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	if err != nil {
 		return nil, err
 	}
-	var out []ViewResult
 	// Nothing new: keep the current runs, but finish what a crashed run may
 	// have left undone (ClickHouse load, garbage collection).
 	if pv.state != nil && sameAbsorbed(pv.state.Absorbed, absorbed) {
 		log.Info("batch: up to date; nothing new absorbed, nothing published", "run_id", pv.state.RunID, "absorbed", absorbed)
-		for _, v := range views {
-			m := pv.manifests[v.Name]
-			if err := afterPublish(ctx, o, v, m, nil, nil); err != nil {
-				return nil, err
-			}
-			out = append(out, ViewResult{View: v.Name, Manifest: m})
-		}
-		return out, gcStream(ctx, o, s, views, out)
+		return finishUpToDate(ctx, o, s, views, pv)
 	}
 	if len(absorbed) == 0 && pv.state == nil && allNil(pv.manifests) {
 		log.Info("batch: the master dataset holds no whole chunk yet; nothing to publish")
+		var out []ViewResult
 		for _, v := range views {
 			out = append(out, ViewResult{View: v.Name})
 		}
@@ -320,82 +313,20 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		compute = sc.days
 	}
 	days := sortedDays(compute)
-	// Days are independent: o.Workers of them at once, and each day's fold
-	// split by row over o.Workers shards (aggregateDay), since a day often
-	// holds most of the events. Every row sees its events in (partition,
-	// offset) order as always, so the rows do not depend on the
-	// parallelism. Memory holds the rows of the days being computed.
-	// (Splitting a day by view instead would read and decode the day's
-	// spill once per view: slower, measured.)
-	dayFiles := make([][]schemas.ManifestFile, len(days)) // [day][view]
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(o.Workers)
-	for j, d := range days {
-		g.Go(func() error {
-			rows, err := aggregateDay(spill, d, s.Partitions, views, o.Workers)
-			if err != nil {
-				return err
-			}
-			dayFiles[j] = make([]schemas.ManifestFile, len(views))
-			for i, v := range views {
-				mf, err := writeDayFile(gctx, o.Store, tmp, v, schemas.ViewDayKey(v.Name, runID, DayTime(d), 0), d, rows[i])
-				if err != nil {
-					return err
-				}
-				dayFiles[j][i] = mf
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	files, err := computeDays(ctx, o, spill, s, views, days, runID, tmp)
+	if err != nil {
 		return nil, err
 	}
-	files := make([][]schemas.ManifestFile, len(views))
-	for _, fs := range dayFiles {
-		for i, mf := range fs {
-			files[i] = append(files[i], mf)
-		}
+	kept, err := keepDays(ctx, o, views, pv, compute, runID, files)
+	if err != nil {
+		return nil, err
 	}
-	kept := 0
-	if pv.state != nil {
-		for i, v := range views {
-			prev := pv.manifests[v.Name]
-			for _, f := range prev.Files {
-				if compute[dayOf(f.Day)] {
-					continue
-				}
-				nf := f
-				nf.Key = schemas.ViewDayKey(v.Name, runID, f.Day, 0)
-				if err := copyObject(ctx, o.Store, f.Key, nf.Key); err != nil {
-					return nil, err
-				}
-				files[i] = append(files[i], nf)
-				if i == 0 {
-					kept++
-				}
-			}
-			sort.Slice(files[i], func(a, b int) bool { return files[i][a].Day.Before(files[i][b].Day) })
-		}
-	}
-
-	// The stream state for the next run, before any manifest names this run.
-	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(), DecoderVersion: schemas.DecoderVersion,
-		MaxFutureSkew: o.Config.Ingest.MaxFutureSkew.D().String(), ChunkSize: o.Config.ChunkSize,
-		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sc.days),
-		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load()}
-	for _, p := range plan.Partitions {
-		stt.Start[p.Partition] = p.Start
-	}
-	if pv.state != nil {
-		stt.Events += pv.state.Events
-		stt.Duplicates += pv.state.Duplicates
-		stt.Invalid += pv.state.Invalid
-	}
-	data, _ := json.MarshalIndent(stt, "", "  ")
-	if err := o.Store.PutBytes(ctx, stateKey(s.Name, runID), data); err != nil {
+	stt, err := saveStreamState(ctx, o, s, runID, plan, absorbed, sc, pv)
+	if err != nil {
 		return nil, err
 	}
 
+	var out []ViewResult
 	for i, v := range views {
 		prev := pv.manifests[v.Name]
 		m := &schemas.Manifest{View: v.Name, RunID: runID, Fingerprint: v.Fingerprint(), ChunkSize: o.Config.ChunkSize,
@@ -438,6 +369,115 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	return out, gcStream(ctx, o, s, views, out)
 }
 
+// finishUpToDate is a run with nothing new to absorb: it finishes what a
+// crashed run may have left undone for the current runs (ClickHouse load,
+// garbage collection) and publishes nothing.
+func finishUpToDate(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, pv *previous) ([]ViewResult, error) {
+	var out []ViewResult
+	for _, v := range views {
+		m := pv.manifests[v.Name]
+		if err := afterPublish(ctx, o, v, m, nil, nil); err != nil {
+			return nil, err
+		}
+		out = append(out, ViewResult{View: v.Name, Manifest: m})
+	}
+	return out, gcStream(ctx, o, s, views, out)
+}
+
+// computeDays aggregates the spilled events of days into each view's day
+// files of run runID, and returns the files by view, in day order.
+//
+// Days are independent: o.Workers of them at once, and each day's fold
+// split by row over o.Workers shards (aggregateDay), since a day often
+// holds most of the events. Every row sees its events in (partition,
+// offset) order as always, so the rows do not depend on the parallelism.
+// Memory holds the rows of the days being computed. (Splitting a day by
+// view instead would read and decode the day's spill once per view:
+// slower, measured.)
+func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.Stream, views []*schemas.View, days []int64, runID, tmp string) ([][]schemas.ManifestFile, error) {
+	dayFiles := make([][]schemas.ManifestFile, len(days)) // [day][view]
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.Workers)
+	for j, d := range days {
+		g.Go(func() error {
+			rows, err := aggregateDay(spill, d, s.Partitions, views, o.Workers)
+			if err != nil {
+				return err
+			}
+			dayFiles[j] = make([]schemas.ManifestFile, len(views))
+			for i, v := range views {
+				mf, err := writeDayFile(gctx, o.Store, tmp, v, schemas.ViewDayKey(v.Name, runID, DayTime(d), 0), d, rows[i])
+				if err != nil {
+					return err
+				}
+				dayFiles[j][i] = mf
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	files := make([][]schemas.ManifestFile, len(views))
+	for _, fs := range dayFiles {
+		for i, mf := range fs {
+			files[i] = append(files[i], mf)
+		}
+	}
+	return files, nil
+}
+
+// keepDays carries the previous run's files of the days not recomputed
+// into run runID (server-side copies), adds them to files and sorts each
+// view's files by day. It returns how many days were kept.
+func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previous, compute map[int64]bool, runID string, files [][]schemas.ManifestFile) (int, error) {
+	kept := 0
+	if pv.state == nil {
+		return 0, nil
+	}
+	for i, v := range views {
+		prev := pv.manifests[v.Name]
+		for _, f := range prev.Files {
+			if compute[dayOf(f.Day)] {
+				continue
+			}
+			nf := f
+			nf.Key = schemas.ViewDayKey(v.Name, runID, f.Day, 0)
+			if err := copyObject(ctx, o.Store, f.Key, nf.Key); err != nil {
+				return 0, err
+			}
+			files[i] = append(files[i], nf)
+			if i == 0 {
+				kept++
+			}
+		}
+		sort.Slice(files[i], func(a, b int) bool { return files[i][a].Day.Before(files[i][b].Day) })
+	}
+	return kept, nil
+}
+
+// saveStreamState stores the stream state the next run starts from,
+// before any manifest names this run.
+func saveStreamState(ctx context.Context, o *Options, s *schemas.Stream, runID string, plan *streamPlan, absorbed map[int32]int64, sc *scanner, pv *previous) (*streamState, error) {
+	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(), DecoderVersion: schemas.DecoderVersion,
+		MaxFutureSkew: o.Config.Ingest.MaxFutureSkew.D().String(), ChunkSize: o.Config.ChunkSize,
+		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sc.days),
+		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load()}
+	for _, p := range plan.Partitions {
+		stt.Start[p.Partition] = p.Start
+	}
+	if pv.state != nil {
+		stt.Events += pv.state.Events
+		stt.Duplicates += pv.state.Duplicates
+		stt.Invalid += pv.state.Invalid
+	}
+	data, _ := json.MarshalIndent(stt, "", "  ")
+	if err := objstore.PutBytes(ctx, o.Store, stateKey(s.Name, runID), data); err != nil {
+		return nil, err
+	}
+	return stt, nil
+}
+
 func allNil(m map[string]*schemas.Manifest) bool {
 	for _, x := range m {
 		if x != nil {
@@ -459,7 +499,7 @@ func sortedDays(m map[int64]bool) []int64 {
 // publishManifest writes the run's own copy of the manifest, then the
 // view's _current.json: one PUT, so readers see the old run or the new
 // one, never a mix.
-func publishManifest(ctx context.Context, st *s3.Store, m *schemas.Manifest) error {
+func publishManifest(ctx context.Context, st objstore.Bucket, m *schemas.Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
@@ -467,10 +507,10 @@ func publishManifest(ctx context.Context, st *s3.Store, m *schemas.Manifest) err
 	if _, err := schemas.DecodeManifest(data); err != nil {
 		return fmt.Errorf("batch: refusing to publish: %w", err)
 	}
-	if err := st.PutBytes(ctx, runManifestKey(m.View, m.RunID), data); err != nil {
+	if err := objstore.PutBytes(ctx, st, runManifestKey(m.View, m.RunID), data); err != nil {
 		return err
 	}
-	return st.PutBytes(ctx, schemas.ManifestKey(m.View), data)
+	return objstore.PutBytes(ctx, st, schemas.ManifestKey(m.View), data)
 }
 
 // afterPublish loads m into ClickHouse and deletes the speed rows of the
@@ -487,7 +527,7 @@ func afterPublish(ctx context.Context, o *Options, v *schemas.View, m, prev *sch
 	// folder, so a crash between load and delete is repaired.
 	older := prev
 	if older == nil && m.PreviousRunID != "" {
-		data, err := o.Store.GetBytes(ctx, runManifestKey(v.Name, m.PreviousRunID))
+		data, err := objstore.GetBytes(ctx, o.Store, runManifestKey(v.Name, m.PreviousRunID))
 		if err == nil {
 			older, _ = schemas.DecodeManifest(data)
 		} else if !isNotFound(err) {
@@ -525,11 +565,8 @@ func gcStream(ctx context.Context, o *Options, s *schemas.Stream, views []*schem
 }
 
 // copyObject copies src to dst inside the store (no data through us).
-func copyObject(ctx context.Context, st *s3.Store, src, dst string) error {
-	_, err := st.Client().CopyObject(ctx,
-		minio.CopyDestOptions{Bucket: st.Bucket(), Object: dst},
-		minio.CopySrcOptions{Bucket: st.Bucket(), Object: src})
-	if err != nil {
+func copyObject(ctx context.Context, st objstore.Bucket, src, dst string) error {
+	if err := st.Copy(ctx, src, dst); err != nil {
 		return fmt.Errorf("batch: copying %s to %s: %w", src, dst, err)
 	}
 	return nil

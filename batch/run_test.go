@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -251,7 +252,7 @@ func TestConcurrentRunRefused(t *testing.T) {
 	// An expired lock is taken over.
 	stale := fmt.Sprintf(`{"holder":"crashed","started_at":%q,"expires_at":%q}`,
 		time.Now().Add(-2*time.Hour).Format(time.RFC3339), time.Now().Add(-time.Hour).Format(time.RFC3339))
-	require.NoError(t, st.PutBytes(ctx, LockKey, []byte(stale)))
+	require.NoError(t, objstore.PutBytes(ctx, st, LockKey, []byte(stale)))
 	_, err = Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
 	require.NoError(t, err)
 }

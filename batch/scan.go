@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -70,7 +70,7 @@ type scanStats struct {
 
 // scanner reads the master dataset of one stream into a spill.
 type scanner struct {
-	st      *s3.Store
+	st      objstore.Bucket
 	plan    *streamPlan
 	prev    *streamState // nil: full scan
 	runID   string
@@ -300,7 +300,7 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 
 // saveIndex writes the id index of one partition: entries of 16-byte hash
 // and 8-byte little-endian offset. idx is unusable after (free it).
-func saveIndex(ctx context.Context, st *s3.Store, path, stream, runID string, p int32, idx *idTable) error {
+func saveIndex(ctx context.Context, st objstore.Bucket, path, stream, runID string, p int32, idx *idTable) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("batch: id index: %w", err)
@@ -322,8 +322,8 @@ func saveIndex(ctx context.Context, st *s3.Store, path, stream, runID string, p 
 
 // loadIndex reads the id index of one partition of a run into a table
 // with room for extra more ids.
-func loadIndex(ctx context.Context, st *s3.Store, stream, runID string, p int32, extra int) (*idTable, error) {
-	obj, err := st.Open(ctx, indexKey(stream, runID, p))
+func loadIndex(ctx context.Context, st objstore.Bucket, stream, runID string, p int32, extra int) (*idTable, error) {
+	obj, err := objstore.Open(ctx, st, indexKey(stream, runID, p))
 	if err != nil {
 		return nil, fmt.Errorf("batch: reading the id index of %s partition %d of run %s: %w", stream, p, runID, err)
 	}
@@ -335,8 +335,8 @@ func loadIndex(ctx context.Context, st *s3.Store, stream, runID string, p int32,
 	return idx, nil
 }
 
-func loadState(ctx context.Context, st *s3.Store, stream, runID string) (*streamState, error) {
-	data, err := st.GetBytes(ctx, stateKey(stream, runID))
+func loadState(ctx context.Context, st objstore.Bucket, stream, runID string) (*streamState, error) {
+	data, err := objstore.GetBytes(ctx, st, stateKey(stream, runID))
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +361,7 @@ type ScanStats struct {
 // between calls to fn.
 //
 // The data-lake export uses it; a batch run uses the same scanner.
-func ScanDays(ctx context.Context, st *s3.Store, cfg *schemas.Config, s *schemas.Stream, absorbed map[int32]int64, tmp string, log *slog.Logger,
+func ScanDays(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, s *schemas.Stream, absorbed map[int32]int64, tmp string, log *slog.Logger,
 	day func(day time.Time, each func(fn func(*Record) error) error) error) (ScanStats, error) {
 	plan, err := planStream(ctx, st, s, cfg.ChunkSize)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/zeebo/xxh3"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -415,7 +416,7 @@ func TestTypedRunMatchesDecode(t *testing.T) {
 			}
 			file := writeRawFile(t, written, tm, ms[0].Offset, archSkew, 8<<10)
 			key := schemas.RawKey(s.Name, p, ms[0].Offset, ms[len(ms)-1].Offset)
-			require.NoError(t, st.PutBytes(ctx, key, file))
+			require.NoError(t, objstore.PutBytes(ctx, st, key, file))
 		}
 		put(s, 0, msgs[0][:350], time.Hour)
 		put(s, 0, msgs[0][350:], time.Hour)
@@ -434,7 +435,7 @@ func TestTypedRunMatchesDecode(t *testing.T) {
 			require.Equal(t, schemas.DecoderVersion, stt.DecoderVersion)
 			stt.DecoderVersion = "test-older"
 			data, _ := json.Marshal(stt)
-			require.NoError(t, st.PutBytes(ctx, stateKey(s.Name, stt.RunID), data))
+			require.NoError(t, objstore.PutBytes(ctx, st, stateKey(s.Name, stt.RunID), data))
 			res, err = Run(ctx, Options{Config: cfg, Store: st, Log: testLog(), TempDir: t.TempDir()})
 			require.NoError(t, err)
 			require.True(t, res.Views[0].Published)

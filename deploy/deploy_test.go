@@ -490,7 +490,7 @@ func TestPrometheusRules(t *testing.T) {
 			}
 		}
 	}
-	// Every red condition of the health report the brief lists has a rule.
+	// Every red condition of the health report (docs/status.md) has a rule.
 	for _, c := range []string{
 		"ingest.reject_ratio", "ingest.produce_failure_ratio", "ingest.produce_latency_p99_seconds",
 		"kafka.speed_lag_messages", "speed.stalled_partitions", "speed.freshness_seconds",
@@ -610,7 +610,7 @@ func TestGrafanaDashboard(t *testing.T) {
 			}
 		}
 	}
-	// The questions the brief's health report asks each have a panel.
+	// The questions the health report (docs/status.md) asks each have a panel.
 	for _, want := range []string{"throughput", "lag", "freshness", "query latency", "errors", "batch"} {
 		found := false
 		for title := range titles {

@@ -28,7 +28,7 @@ type event struct {
 	Latency *float64
 }
 
-// parseEvent reads one event the way the brief defines the stream: ts is
+// parseEvent reads one event the way tandem.example.yaml defines the stream: ts is
 // an RFC 3339 string or epoch milliseconds; optional fields may be absent.
 func parseEvent(raw []byte) (event, error) {
 	var m map[string]any

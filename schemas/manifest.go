@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// Object-store layout (brief section 4). Every layer builds keys with these
-// functions and nothing else.
+// Object-store layout (docs/architecture.md, Storage layout). Every layer
+// builds keys with these functions and nothing else.
 
 // RawPrefix is the folder of one partition of a stream's master dataset.
 func RawPrefix(stream string, partition int32) string {

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -85,7 +86,7 @@ func buildBenchData(b *testing.B, cfg *schemas.Config, store *s3.Store, db *clic
 		}
 		require.NoError(b, w.Close())
 		key := schemas.ViewDayKey(v.Name, m.RunID, day, 0)
-		require.NoError(b, store.PutBytes(ctx, key, buf.Bytes()))
+		require.NoError(b, objstore.PutBytes(ctx, store, key, buf.Bytes()))
 		m.Files = append(m.Files, schemas.ManifestFile{Key: key, Day: day, Rows: rows, Bytes: int64(buf.Len()), MinTime: lo, MaxTime: hi})
 		d.batchRows += int(rows)
 		d.batchBytes += int64(buf.Len())

@@ -176,7 +176,7 @@ func appendWarnings(b []byte, ws []string) []byte {
 	return append(b, ']')
 }
 
-// EncodeJSON writes the answer in the shape of the brief's example: rows in
+// EncodeJSON writes the answer in the shape docs/api.md shows: rows in
 // order, dimensions and measures as objects with keys in the order asked.
 func EncodeJSON(w io.Writer, r *Result) error {
 	q := r.Query

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -18,14 +18,14 @@ const wholeFileBytes = 32 << 20
 
 // S3ViewFiles reads batch view files from an S3 store with internal/parquet.
 type S3ViewFiles struct {
-	Store *s3.Store
+	Store objstore.Bucket
 }
 
 var _ ViewFiles = S3ViewFiles{}
 
 // Open implements ViewFiles.
 func (f S3ViewFiles) Open(ctx context.Context, v *schemas.View, key string) (ViewFile, error) {
-	obj, err := f.Store.Open(ctx, key)
+	obj, err := objstore.Open(ctx, f.Store, key)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
@@ -294,7 +295,7 @@ func writeRun(t testing.TB, store *s3.Store, cfg *schemas.Config, d *dataset, ru
 		}
 		require.NoError(t, w.Close())
 		key := schemas.ViewDayKey(v.Name, runID, day, 0)
-		require.NoError(t, store.PutBytes(ctx, key, buf.Bytes()))
+		require.NoError(t, objstore.PutBytes(ctx, store, key, buf.Bytes()))
 		ks := byDay[day]
 		m.Files = append(m.Files, schemas.ManifestFile{Key: key, Day: day, Rows: int64(len(ks)), Bytes: int64(buf.Len()),
 			MinTime: ks[0].Window(), MaxTime: ks[len(ks)-1].Window()})
@@ -307,7 +308,7 @@ func publishManifest(t testing.TB, store *s3.Store, m *schemas.Manifest) {
 	t.Helper()
 	data, err := json.Marshal(m)
 	require.NoError(t, err)
-	require.NoError(t, store.PutBytes(context.Background(), schemas.ManifestKey(m.View), data))
+	require.NoError(t, objstore.PutBytes(context.Background(), store, schemas.ManifestKey(m.View), data))
 }
 
 // insertSpeed writes the speed rows of every chunk of d the way the speed

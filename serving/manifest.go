@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -137,17 +137,17 @@ func newManifests(store ManifestStore, cfg *schemas.Config, poll time.Duration, 
 func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
-	data, err := ms.store.GetBytes(ctx, schemas.ManifestKey(vm.view.Name))
+	data, err := objstore.GetBytes(ctx, ms.store, schemas.ManifestKey(vm.view.Name))
 	now := ms.now()
 	var snap *Snapshot
 	switch {
-	case errors.Is(err, s3.ErrNotFound) && vm.raw != nil:
+	case errors.Is(err, objstore.ErrNotFound) && vm.raw != nil:
 		// A manifest never goes away once published; answering as if no
 		// run existed would miss the absorbed chunks whose speed rows are
 		// gone. Keep the last run and say so.
 		ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
 		return vm.setStatus(now, fmt.Errorf("the manifest of view %s (run %s) has disappeared from the store", vm.view.Name, vm.current.Load().RunID()))
-	case errors.Is(err, s3.ErrNotFound):
+	case errors.Is(err, objstore.ErrNotFound):
 		// No run published yet: the speed layer answers everything.
 		if vm.current.Load() != nil {
 			return vm.setStatus(now, nil)

@@ -4,15 +4,13 @@ import (
 	"context"
 	"time"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // ManifestStore reads the small objects serving polls: the manifest of each
-// view. A missing object must be reported with an error for which
-// IsNotFound returns true. *s3.Store implements it.
-type ManifestStore interface {
-	GetBytes(ctx context.Context, key string) ([]byte, error)
-}
+// view. A missing object is reported with objstore.ErrNotFound.
+type ManifestStore = objstore.BucketReader
 
 // ViewFiles opens the Parquet files of batch runs.
 type ViewFiles interface {

@@ -30,10 +30,6 @@ type Options struct {
 	// SessionTimeout bounds how long a dead member keeps its partitions
 	// (default speed.session_timeout, else 10s).
 	SessionTimeout time.Duration
-	// QueueCapacity sizes the queue of the claim's kafka-go Reader, which
-	// the layer no longer reads from (it fetches whole responses with
-	// kafka.BatchFetcher); it has no effect on the layer's read-ahead.
-	QueueCapacity int
 	// MaxFetchBytes bounds one fetch response (default 1 MiB); a claim
 	// holds at most two responses ahead of and under the folding. 4 MiB
 	// read no faster in the benchmark and raised its peak RSS by ~70 MiB.
@@ -50,7 +46,7 @@ type Options struct {
 // (1,048,576), so one insert is one block and lands atomically.
 const maxInsertRows = 1 << 19
 
-// catchUpMessages is how far behind (Claim.Behind) a partition must have
+// catchUpMessages is how far behind (kafka.BatchFetcher.Lag) a partition must have
 // been for catching up to trigger a flush before flush_interval ends; such
 // early flushes are at least a quarter interval apart.
 const catchUpMessages = 1000
@@ -178,7 +174,6 @@ func (s *Service) Run(ctx context.Context) error {
 		StartOffset:    s.startOffset,
 		SessionTimeout: s.opts.SessionTimeout,
 		MaxBytes:       s.opts.MaxFetchBytes,
-		QueueCapacity:  s.opts.QueueCapacity,
 		Security:       sec,
 		Log:            s.log,
 	}, s.handle)
@@ -302,167 +297,224 @@ func (s *Service) handle(ctx context.Context, c *kafka.Claim) error {
 	defer s.m.lag.DeleteLabelValues(lagLabels...)
 	defer s.clearStalled(k)
 
-	p := newPartState(info.stream, info.views, info.dec, c.Partition, s.cfg.ChunkSize, res)
-	name := info.stream.Name
-	consumed, folded := s.m.consumed.WithLabelValues(name), s.m.folded.WithLabelValues(name)
-	dups, replayed := s.m.duplicates.WithLabelValues(name), s.m.replayed.WithLabelValues(name)
-	interval := s.cfg.Speed.FlushInterval.D()
-	if interval <= 0 {
-		interval = time.Second
-	}
-	flushRows := s.flushRows()
-
-	fetcher := c.BatchFetcher()
-	responses := make(chan fetched)
-	free := make(chan []kafka.Record, 2)
-	free <- nil
-	free <- nil
-	feedCtx, stopFeed := context.WithCancel(ctx)
-	var feeding sync.WaitGroup
-	feeding.Go(func() { fetchLoop(feedCtx, fetcher, responses, free) })
+	r := s.newClaimRun(info, c, res)
+	responses, free, stopFetching := startFetching(ctx, c)
+	defer stopFetching()
+	defer r.timer.Stop()
 	defer func() {
-		stopFeed()
-		feeding.Wait()
-		fetcher.Close()
-	}()
-
-	lag := int64(-1) // of the last response, for the lag gauge
-	timer := time.NewTimer(interval)
-	defer timer.Stop()
-	lastWrite := time.Now() // of the last snapshot
-	// inflight is the write under way, nil when none; flush starts the
-	// next once it has ended. flush reports false when the claim ended
-	// first (then the final flush takes over, inflight included).
-	var inflight *writeJob
-	var spareMs []int64 // the ingest timestamps of the last write, recycled
-	flush := func() (bool, error) {
-		if inflight != nil {
-			select {
-			case <-inflight.done:
-			case <-ctx.Done():
-				return false, nil
-			}
-			if inflight.err != nil {
-				return false, nil
-			}
-			spareMs, inflight = inflight.ingestMs[:0], nil
-		}
-		job, err := s.snapshot(info, p, c, lag, spareMs)
-		if err != nil {
-			return false, err
-		}
-		timer.Reset(interval)
-		lastWrite = time.Now()
-		if job != nil {
-			spareMs, inflight = nil, job
-			go func() {
-				job.err = s.write(ctx, info, c, job)
-				close(job.done)
-			}()
-		}
-		return true, nil
-	}
-	defer func() {
-		if inflight != nil {
-			<-inflight.done // the claim's context has ended: it ends soon
+		if r.inflight != nil {
+			<-r.inflight.done // the claim's context has ended: it ends soon
 		}
 	}()
-	// catchingUp: the partition has been at least catchUpMessages behind
-	// and has not yet written since it caught up.
-	catchingUp := false
-	n := 0 // records processed, for sampling their timing
 	for {
 		due := false
 		select {
 		case <-ctx.Done():
-			return s.finalFlush(ctx, info, p, c, lag, inflight)
-		case <-timer.C:
-			due = true
-		case r, ok := <-responses:
-			if !ok || r.err != nil {
+			return r.finalFlush(ctx)
+		case resp, ok := <-responses:
+			if !ok || resp.err != nil {
 				if ctx.Err() != nil {
-					return s.finalFlush(ctx, info, p, c, lag, inflight)
+					return r.finalFlush(ctx)
 				}
-				if r.err == nil {
-					r.err = errors.New("the fetcher stopped")
+				if resp.err == nil {
+					resp.err = errors.New("the fetcher stopped")
 				}
-				return fmt.Errorf("speed: fetching %s/%d: %w", c.Topic, c.Partition, r.err)
+				return fmt.Errorf("speed: fetching %s/%d: %w", c.Topic, c.Partition, resp.err)
 			}
-			lag = r.lag
-			// Counted per response: one counter update per record, on
-			// counters every partition of the stream shares, cost more
-			// than the rest of the bookkeeping.
-			var nFolded, nDup, nReplayed int
-			for i := range r.recs {
-				if p.changed >= flushRows || len(p.ingestMs) >= maxPendingEvents {
-					if ok, err := flush(); !ok {
-						if err != nil {
-							return err
-						}
-						return s.finalFlush(ctx, info, p, c, lag, inflight)
-					}
-				}
-				m := &r.recs[i]
-				var out outcome
-				var verr error
-				if n++; n%timeEvery == 0 {
-					t0 := time.Now()
-					out, verr = p.process(m)
-					s.m.processing.Observe(time.Since(t0).Seconds())
-				} else {
-					out, verr = p.process(m)
-				}
-				if m.Offset <= res.durable {
-					nReplayed++
-				}
-				switch out {
-				case outFolded:
-					nFolded++
-				case outDuplicate:
-					nDup++
-				case outInvalid:
-					if m.Offset > res.durable {
-						s.log.Debug("invalid event goes to the dead-letter topic", "topic", c.Topic, "partition", c.Partition, "offset", m.Offset, "err", verr)
-					}
-				}
-			}
-			consumed.Add(float64(len(r.recs)))
-			folded.Add(float64(nFolded))
-			dups.Add(float64(nDup))
-			replayed.Add(float64(nReplayed))
-			// How far behind the response's first record was: its
-			// records plus what followed them.
-			behind := r.lag + r.recs[len(r.recs)-1].Offset - r.recs[0].Offset
-			clear(r.recs) // drop references to the response
-			free <- r.recs[:0]
-			// Caught up with a backlog (this response ended at the
-			// newest record, after starting catchUpMessages or more
-			// behind): write now, or a quarter interval after the last
-			// write, instead of at the end of the interval, so a drained
-			// backlog becomes visible at once. A steady trickle is never
-			// that far behind and keeps the interval; the quarter bounds
-			// the extra writes.
-			if behind >= catchUpMessages {
-				catchingUp = true
-			}
-			if r.lag == 0 && catchingUp {
-				catchingUp = false
-				if wait := time.Until(lastWrite.Add(interval / 4)); wait > 0 {
-					timer.Reset(wait)
-				} else {
-					due = true
-				}
-			}
-		}
-		if due {
-			if ok, err := flush(); !ok {
+			r.lag = resp.lag
+			if ok, err := r.fold(ctx, resp.recs); !ok {
 				if err != nil {
 					return err
 				}
-				return s.finalFlush(ctx, info, p, c, lag, inflight)
+				return r.finalFlush(ctx)
+			}
+			// How far behind the response's first record was: its
+			// records plus what followed them.
+			behind := resp.lag + resp.recs[len(resp.recs)-1].Offset - resp.recs[0].Offset
+			clear(resp.recs) // drop references to the response
+			free <- resp.recs[:0]
+			due = r.caughtUp(resp.lag, behind)
+		case <-r.timer.C:
+			due = true
+		}
+		if due {
+			if ok, err := r.flush(ctx); !ok {
+				if err != nil {
+					return err
+				}
+				return r.finalFlush(ctx)
 			}
 		}
 	}
+}
+
+// claimRun is the state of one claimed partition between fetches: the
+// partition's fold (p), the write under way, and the flush timing.
+type claimRun struct {
+	s    *Service
+	info *streamInfo
+	c    *kafka.Claim
+	p    *partState
+	res  resume
+
+	consumed, folded, dups, replayed prometheus.Counter
+	interval                         time.Duration
+	flushRows                        int
+
+	lag       int64 // of the last response, for the lag gauge
+	timer     *time.Timer
+	lastWrite time.Time // of the last snapshot
+	// inflight is the write under way, nil when none; flush starts the
+	// next once it has ended.
+	inflight *writeJob
+	spareMs  []int64 // the ingest timestamps of the last write, recycled
+	// catchingUp: the partition has been at least catchUpMessages behind
+	// and has not yet written since it caught up.
+	catchingUp bool
+	n          int // records processed, for sampling their timing
+}
+
+func (s *Service) newClaimRun(info *streamInfo, c *kafka.Claim, res resume) *claimRun {
+	name := info.stream.Name
+	r := &claimRun{s: s, info: info, c: c, res: res,
+		p:         newPartState(info.stream, info.views, info.dec, c.Partition, s.cfg.ChunkSize, res),
+		consumed:  s.m.consumed.WithLabelValues(name),
+		folded:    s.m.folded.WithLabelValues(name),
+		dups:      s.m.duplicates.WithLabelValues(name),
+		replayed:  s.m.replayed.WithLabelValues(name),
+		interval:  s.cfg.Speed.FlushInterval.D(),
+		flushRows: s.flushRows(),
+		lag:       -1,
+		lastWrite: time.Now(),
+	}
+	if r.interval <= 0 {
+		r.interval = time.Second
+	}
+	r.timer = time.NewTimer(r.interval)
+	return r
+}
+
+// startFetching runs the claim's fetcher in its own goroutine, two
+// responses ahead at most: responses carries them, free takes back their
+// record slices. stop ends it and waits.
+func startFetching(ctx context.Context, c *kafka.Claim) (responses <-chan fetched, free chan<- []kafka.Record, stop func()) {
+	fetcher := c.BatchFetcher()
+	out := make(chan fetched)
+	freeCh := make(chan []kafka.Record, 2)
+	freeCh <- nil
+	freeCh <- nil
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	var feeding sync.WaitGroup
+	feeding.Go(func() { fetchLoop(feedCtx, fetcher, out, freeCh) })
+	return out, freeCh, func() {
+		stopFeed()
+		feeding.Wait()
+		fetcher.Close()
+	}
+}
+
+// fold processes the records of one response, writing first whenever the
+// pending rows or events reach their bound. It reports false when the
+// claim ended first (the final flush takes over) or a write failed.
+func (r *claimRun) fold(ctx context.Context, recs []kafka.Record) (bool, error) {
+	// Counted per response: one counter update per record, on counters
+	// every partition of the stream shares, cost more than the rest of the
+	// bookkeeping.
+	var nFolded, nDup, nReplayed int
+	for i := range recs {
+		if r.p.changed >= r.flushRows || len(r.p.ingestMs) >= maxPendingEvents {
+			if ok, err := r.flush(ctx); !ok {
+				return false, err
+			}
+		}
+		m := &recs[i]
+		var out outcome
+		var verr error
+		if r.n++; r.n%timeEvery == 0 {
+			t0 := time.Now()
+			out, verr = r.p.process(m)
+			r.s.m.processing.Observe(time.Since(t0).Seconds())
+		} else {
+			out, verr = r.p.process(m)
+		}
+		if m.Offset <= r.res.durable {
+			nReplayed++
+		}
+		switch out {
+		case outFolded:
+			nFolded++
+		case outDuplicate:
+			nDup++
+		case outInvalid:
+			if m.Offset > r.res.durable {
+				r.s.log.Debug("invalid event goes to the dead-letter topic", "topic", r.c.Topic, "partition", r.c.Partition, "offset", m.Offset, "err", verr)
+			}
+		}
+	}
+	r.consumed.Add(float64(len(recs)))
+	r.folded.Add(float64(nFolded))
+	r.dups.Add(float64(nDup))
+	r.replayed.Add(float64(nReplayed))
+	return true, nil
+}
+
+// caughtUp reports whether a write is due now because the partition has
+// just caught up with a backlog (this response ended at the newest record,
+// lag 0, after starting catchUpMessages or more behind): it writes now, or
+// a quarter interval after the last write (re-arming the timer), instead
+// of at the end of the interval, so a drained backlog becomes visible at
+// once. A steady trickle is never that far behind and keeps the interval;
+// the quarter bounds the extra writes.
+func (r *claimRun) caughtUp(lag, behind int64) bool {
+	if behind >= catchUpMessages {
+		r.catchingUp = true
+	}
+	if lag != 0 || !r.catchingUp {
+		return false
+	}
+	r.catchingUp = false
+	if wait := time.Until(r.lastWrite.Add(r.interval / 4)); wait > 0 {
+		r.timer.Reset(wait)
+		return false
+	}
+	return true
+}
+
+// flush waits for the write under way, then snapshots what changed and
+// starts writing it. It reports false when the claim ended first or the
+// previous write failed (then the final flush takes over, inflight
+// included), with an error only when the snapshot failed.
+func (r *claimRun) flush(ctx context.Context) (bool, error) {
+	if r.inflight != nil {
+		select {
+		case <-r.inflight.done:
+		case <-ctx.Done():
+			return false, nil
+		}
+		if r.inflight.err != nil {
+			return false, nil
+		}
+		r.spareMs, r.inflight = r.inflight.ingestMs[:0], nil
+	}
+	job, err := r.s.snapshot(r.info, r.p, r.c, r.lag, r.spareMs)
+	if err != nil {
+		return false, err
+	}
+	r.timer.Reset(r.interval)
+	r.lastWrite = time.Now()
+	if job != nil {
+		r.spareMs, r.inflight = nil, job
+		go func() {
+			job.err = r.s.write(ctx, r.info, r.c, job)
+			close(job.done)
+		}()
+	}
+	return true, nil
+}
+
+// finalFlush writes what the claim holds as it ends (Service.finalFlush).
+func (r *claimRun) finalFlush(ctx context.Context) error {
+	return r.s.finalFlush(ctx, r.info, r.p, r.c, r.lag, r.inflight)
 }
 
 // fetched is one fetch response's records, handed from a claim's fetching

@@ -1,4 +1,4 @@
-// Package status is tandem's health report (brief section 7): the questions
+// Package status is tandem's health report (docs/status.md): the questions
 // an operator asks after the platform has run for hours, each answered with
 // a measured value, a threshold and a green/yellow/red verdict.
 //

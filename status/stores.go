@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
-
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -52,9 +50,8 @@ type stores struct {
 
 	mu    sync.Mutex
 	db    *clickhouse.DB
-	s3    *s3.Store
-	kafka *kgo.Client
-	tr    *kgo.Transport
+	s3    objstore.Bucket
+	kafka *kafka.OffsetReader
 }
 
 func (st *stores) close() {
@@ -64,8 +61,8 @@ func (st *stores) close() {
 		st.db.Close()
 		st.db = nil
 	}
-	if st.tr != nil {
-		st.tr.CloseIdleConnections()
+	if st.kafka != nil {
+		st.kafka.Close()
 	}
 }
 
@@ -92,38 +89,22 @@ func (st *stores) readKafka(ctx context.Context, out *storeState) error {
 			st.mu.Unlock()
 			return err
 		}
-		st.tr = sec.Secure(&kgo.Transport{
-			Dial:        (&net.Dialer{Timeout: st.timeout}).DialContext,
-			DialTimeout: st.timeout,
-			IdleTimeout: time.Minute,
-			MetadataTTL: 10 * time.Second,
-			ClientID:    "tandem-status",
-		})
-		st.kafka = &kgo.Client{Addr: kgo.TCP(st.cfg.Kafka.Brokers...), Transport: st.tr, Timeout: st.timeout}
+		st.kafka = kafka.NewOffsetReader(st.cfg.Kafka.Brokers, sec, st.timeout, "tandem-status")
 	}
 	client := st.kafka
 	st.mu.Unlock()
 
-	req := &kgo.ListOffsetsRequest{Topics: map[string][]kgo.OffsetRequest{}}
+	topics := map[string]int{}
 	for _, s := range st.cfg.Streams {
-		for p := 0; p < s.Partitions; p++ {
-			req.Topics[s.Topic] = append(req.Topics[s.Topic], kgo.LastOffsetOf(p))
-		}
+		topics[s.Topic] = s.Partitions
 	}
-	resp, err := client.ListOffsets(ctx, req)
+	hw, err := client.HighWatermarks(ctx, topics)
 	if err != nil {
-		return fmt.Errorf("listing offsets at %v: %w", st.cfg.Kafka.Brokers, err)
+		return err
 	}
 	out.highWater = map[string]map[int32]int64{}
 	for _, s := range st.cfg.Streams {
-		hw := map[int32]int64{}
-		for _, po := range resp.Topics[s.Topic] {
-			if po.Error != nil {
-				return fmt.Errorf("offsets of %s partition %d: %w", s.Topic, po.Partition, po.Error)
-			}
-			hw[int32(po.Partition)] = po.LastOffset
-		}
-		out.highWater[s.Name] = hw
+		out.highWater[s.Name] = hw[s.Topic]
 	}
 	return nil
 }
@@ -146,9 +127,9 @@ func (st *stores) readS3(ctx context.Context, out *storeState) error {
 
 	out.manifests = map[string]*schemas.Manifest{}
 	for _, v := range st.cfg.Views {
-		data, err := store.GetBytes(ctx, schemas.ManifestKey(v.Name))
+		data, err := objstore.GetBytes(ctx, store, schemas.ManifestKey(v.Name))
 		switch {
-		case errors.Is(err, s3.ErrNotFound):
+		case errors.Is(err, objstore.ErrNotFound):
 			out.manifests[v.Name] = nil
 			continue
 		case err != nil:
@@ -173,9 +154,9 @@ func (st *stores) readS3(ctx context.Context, out *storeState) error {
 
 // readProgress reads the archiver's progress object of a stream (nil when
 // the archiver has not written one yet).
-func readProgress(ctx context.Context, store *s3.Store, stream string) (*schemas.ArchiveProgress, error) {
-	data, err := store.GetBytes(ctx, schemas.ArchiveProgressKey(stream))
-	if errors.Is(err, s3.ErrNotFound) {
+func readProgress(ctx context.Context, store objstore.Bucket, stream string) (*schemas.ArchiveProgress, error) {
+	data, err := objstore.GetBytes(ctx, store, schemas.ArchiveProgressKey(stream))
+	if errors.Is(err, objstore.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {

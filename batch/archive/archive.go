@@ -47,8 +47,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -78,7 +78,7 @@ type Options struct {
 // Archiver is the archiver component (ops.Component, ops.ReadyChecker).
 type Archiver struct {
 	cfg    *schemas.Config
-	store  *s3.Store
+	store  objstore.Bucket
 	opts   Options
 	log    *slog.Logger
 	m      *metrics
@@ -100,7 +100,7 @@ type streamState struct {
 }
 
 // New returns an archiver for every stream of cfg, writing to store.
-func New(cfg *schemas.Config, store *s3.Store, opts Options) (*Archiver, error) {
+func New(cfg *schemas.Config, store objstore.Bucket, opts Options) (*Archiver, error) {
 	if len(cfg.Streams) == 0 {
 		return nil, errors.New("archive: the configuration declares no streams")
 	}
@@ -150,7 +150,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		topics = append(topics, t)
 	}
 	sort.Strings(topics)
-	a.log.Info("archiving", "topics", topics, "group", GroupID(a.cfg), "bucket", a.store.Bucket(),
+	a.log.Info("archiving", "topics", topics, "group", GroupID(a.cfg), "bucket", a.store.Name(),
 		"max_file_bytes", a.cfg.Archive.MaxFileBytes, "max_file_age", a.cfg.Archive.MaxFileAge.D())
 	return kafka.RunGroup(ctx, kafka.GroupConfig{
 		Brokers:        a.cfg.Kafka.Brokers,
@@ -198,7 +198,7 @@ func (a *Archiver) startOffset(ctx context.Context, topic string, partition int3
 		return 0, fmt.Errorf("archive: topic %s belongs to no stream", topic)
 	}
 	for {
-		objs, err := a.store.List(ctx, schemas.RawPrefix(st.stream.Name, partition))
+		objs, err := objstore.List(ctx, a.store, schemas.RawPrefix(st.stream.Name, partition))
 		if err == nil {
 			keys := make([]string, len(objs))
 			for i, o := range objs {
@@ -242,82 +242,40 @@ type openFile struct {
 // upload: the partition is claimed again from the bucket's end.
 var errLost = errors.New("archive: another member archived this range first; re-claiming the partition")
 
-// handle archives one claimed partition until the claim ends.
+// handle archives one claimed partition until the claim ends: it starts
+// the fetch-and-decode pipeline, writes each decoded batch in offset order
+// (write), uploads the open file when it is full or old enough (roll), and
+// on the way out uploads what it holds (stop).
 func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 	st := a.topics[c.Topic]
 	part := strconv.Itoa(int(c.Partition))
-	log := a.log.With("stream", st.stream.Name, "partition", c.Partition)
-	log.Info("claimed partition", "start", c.Start)
-	maxAge := a.cfg.Archive.MaxFileAge.D()
-	maxBytes := a.cfg.Archive.MaxFileBytes
-	lag := a.m.lag.WithLabelValues(st.stream.Name, part)
-	records := a.m.records.WithLabelValues(st.stream.Name)
-	invalid := a.m.invalid.WithLabelValues(st.stream.Name)
-
-	// next is where the next object must start; FirstOffset until the
-	// first message when nothing is archived yet.
-	next := c.Start
-	var f *openFile
-	defer func() {
-		if f == nil {
-			return
-		}
-		// Shutdown or rebalance: upload what is held, so a clean stop
-		// leaves nothing to re-read. The contiguity check keeps this safe
-		// even if the partition already has a new owner.
-		if err == nil {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.opts.FlushTimeout)
-			defer cancel()
-			if ferr := a.roll(fctx, c, st, f, log); ferr != nil {
-				log.Warn("could not upload the open file before stopping; the next owner re-reads it from Kafka", "err", ferr)
-			} else {
-				log.Info("uploaded the open file before stopping")
-			}
-		}
-		f.discard()
-	}()
-
-	// The work is split so it uses every core: a feeder fetches whole
-	// responses and cuts them into batches, decodeWorkers goroutines
-	// validate, decode and convert batches to Parquet values, and this
-	// goroutine writes them to Parquet in offset order (order carries the
-	// batches in fetch order; each is written once its decoding is done),
-	// rolls and uploads. At most feedBatches batches exist, so the feeder
-	// runs at most that far ahead. Everything is stopped (and waited for)
-	// before the open file is uploaded at the end.
-	order := make(chan *decoded, feedBatches+1)
-	jobs := make(chan *decoded, feedBatches)
-	free := make(chan *decoded, feedBatches)
-	for range feedBatches {
-		free <- &decoded{rows: parquet.NewRawBatch(st.stream)}
+	p := &partitionArchive{
+		a: a, c: c, st: st,
+		log:      a.log.With("stream", st.stream.Name, "partition", c.Partition),
+		maxAge:   a.cfg.Archive.MaxFileAge.D(),
+		maxBytes: a.cfg.Archive.MaxFileBytes,
+		lag:      a.m.lag.WithLabelValues(st.stream.Name, part),
+		records:  a.m.records.WithLabelValues(st.stream.Name),
+		invalid:  a.m.invalid.WithLabelValues(st.stream.Name),
+		// FirstOffset until the first message when nothing is archived yet.
+		next: c.Start,
 	}
-	fetcher := c.BatchFetcher()
-	feedCtx, stopFeed := context.WithCancel(ctx)
-	var feeding sync.WaitGroup
-	feeding.Go(func() { feed(feedCtx, fetcher, order, jobs, free) })
-	for range decodeWorkers {
-		feeding.Go(func() { decode(st.dec, c.Partition, jobs) })
-	}
-	defer func() {
-		stopFeed()
-		feeding.Wait()
-		fetcher.Close()
-	}()
+	p.log.Info("claimed partition", "start", c.Start)
+	// Deferred first, so it runs last: the pipeline is stopped (and waited
+	// for) before the open file is uploaded.
+	defer func() { p.stop(ctx, err) }()
 
-	// due fires when the open file reaches max_file_age, so an idle
-	// partition still uploads on time.
-	var due fileTimer
-	defer due.stop()
+	order, free, stopPipeline := startPipeline(ctx, c, st)
+	defer stopPipeline()
+	defer p.due.stop()
 	for {
 		var b *decoded
 		select {
 		case b = <-order:
-		case <-due.c:
-			if err := a.roll(ctx, c, st, f, log); err != nil {
+		case <-p.due.c:
+			if err := p.roll(ctx); err != nil {
 				return a.rollFailed(ctx, err)
 			}
-			next, f = f.last()+1, nil
-			due.stop()
 			continue
 		case <-ctx.Done():
 			return nil
@@ -336,53 +294,148 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 			}
 			return fmt.Errorf("archive: fetching %s/%d: %w", c.Topic, c.Partition, b.err)
 		}
-		for i, n := 0, b.rows.Len(); i < n; {
-			if next >= 0 && b.rows.Offset(i) < next {
-				i++ // already archived
-				continue
+		if err := p.write(ctx, b); err != nil {
+			var rf rollErr
+			if errors.As(err, &rf) {
+				return a.rollFailed(ctx, rf.error)
 			}
-			if f == nil {
-				first := next
-				if first < 0 {
-					first = b.rows.Offset(i)
-				}
-				if f, err = a.open(st, c.Partition, first); err != nil {
-					return err
-				}
-				due.start(f.opened.Add(maxAge))
-			}
-			// Up to the record that fills the file (or the writer's
-			// next encoding step).
-			w, err := f.w.WriteBatch(b.rows, i, maxBytes)
-			if err != nil {
-				return fmt.Errorf("archive: %s/%d offset %d: %w", c.Topic, c.Partition, b.rows.Offset(i), err)
-			}
-			for _, ok := range b.valid[i : i+w] {
-				if !ok {
-					invalid.Inc()
-				}
-			}
-			records.Add(float64(w))
-			i += w
-			if f.w.Size() >= maxBytes {
-				if err := a.roll(ctx, c, st, f, log); err != nil {
-					return a.rollFailed(ctx, err)
-				}
-				next, f = f.last()+1, nil
-				due.stop()
-			}
+			return err
 		}
-		lag.Set(float64(max(b.lag, 0)))
+		p.lag.Set(float64(max(b.lag, 0)))
 		b.release(free)
 		// A file is due by age at the latest after the batch that makes it
 		// so (due fires only between batches).
-		if f != nil && time.Since(f.opened) >= maxAge {
-			if err := a.roll(ctx, c, st, f, log); err != nil {
+		if p.f != nil && time.Since(p.f.opened) >= p.maxAge {
+			if err := p.roll(ctx); err != nil {
 				return a.rollFailed(ctx, err)
 			}
-			next, f = f.last()+1, nil
-			due.stop()
 		}
+	}
+}
+
+// partitionArchive is the state of one claimed partition: where the next
+// object must start and the file being built.
+type partitionArchive struct {
+	a   *Archiver
+	c   *kafka.Claim
+	st  *streamState
+	log *slog.Logger
+
+	maxAge   time.Duration
+	maxBytes int64
+	lag      prometheus.Gauge
+	records  prometheus.Counter
+	invalid  prometheus.Counter
+
+	next int64     // where the next object must start; FirstOffset before the first message when nothing is archived
+	f    *openFile // nil between files
+	// due fires when the open file reaches max_file_age, so an idle
+	// partition still uploads on time.
+	due fileTimer
+}
+
+// rollErr is an upload failure inside write, which the handler turns into
+// its result with rollFailed (other errors of write are returned as they
+// are).
+type rollErr struct{ error }
+
+// write appends the batch's records not yet archived to the open file
+// (opening one when none is), rolling whenever the file is full.
+func (p *partitionArchive) write(ctx context.Context, b *decoded) (err error) {
+	for i, n := 0, b.rows.Len(); i < n; {
+		if p.next >= 0 && b.rows.Offset(i) < p.next {
+			i++ // already archived
+			continue
+		}
+		if p.f == nil {
+			first := p.next
+			if first < 0 {
+				first = b.rows.Offset(i)
+			}
+			if p.f, err = p.a.open(p.st, p.c.Partition, first); err != nil {
+				return err
+			}
+			p.due.start(p.f.opened.Add(p.maxAge))
+		}
+		// Up to the record that fills the file (or the writer's next
+		// encoding step).
+		w, err := p.f.w.WriteBatch(b.rows, i, p.maxBytes)
+		if err != nil {
+			return fmt.Errorf("archive: %s/%d offset %d: %w", p.c.Topic, p.c.Partition, b.rows.Offset(i), err)
+		}
+		for _, ok := range b.valid[i : i+w] {
+			if !ok {
+				p.invalid.Inc()
+			}
+		}
+		p.records.Add(float64(w))
+		i += w
+		if p.f.w.Size() >= p.maxBytes {
+			if err := p.roll(ctx); err != nil {
+				return rollErr{err}
+			}
+		}
+	}
+	return nil
+}
+
+// roll uploads the open file; the next object starts after it.
+func (p *partitionArchive) roll(ctx context.Context) error {
+	if err := p.a.roll(ctx, p.c, p.st, p.f, p.log); err != nil {
+		return err
+	}
+	p.next, p.f = p.f.last()+1, nil
+	p.due.stop()
+	return nil
+}
+
+// stop runs when the claim ends. On shutdown or rebalance (err nil) it
+// uploads what is held, so a clean stop leaves nothing to re-read; the
+// contiguity check keeps this safe even if the partition already has a new
+// owner. The temporary file goes either way.
+func (p *partitionArchive) stop(ctx context.Context, err error) {
+	f := p.f
+	if f == nil {
+		return
+	}
+	if err == nil {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.a.opts.FlushTimeout)
+		defer cancel()
+		if ferr := p.a.roll(fctx, p.c, p.st, f, p.log); ferr != nil {
+			p.log.Warn("could not upload the open file before stopping; the next owner re-reads it from Kafka", "err", ferr)
+		} else {
+			p.log.Info("uploaded the open file before stopping")
+		}
+	}
+	f.discard()
+}
+
+// startPipeline splits the claim's work so it uses every core: a feeder
+// fetches whole responses and cuts them into batches, decodeWorkers
+// goroutines validate, decode and convert batches to Parquet values, and
+// the caller writes them to Parquet in offset order (order carries the
+// batches in fetch order; each is written once its decoding is done) and
+// hands each back to free. At most feedBatches batches exist, so the
+// feeder runs at most that far ahead. stop ends the pipeline and waits for
+// it.
+func startPipeline(ctx context.Context, c *kafka.Claim, st *streamState) (order <-chan *decoded, free chan *decoded, stop func()) {
+	orderCh := make(chan *decoded, feedBatches+1)
+	jobs := make(chan *decoded, feedBatches)
+	free = make(chan *decoded, feedBatches)
+	for range feedBatches {
+		free <- &decoded{rows: parquet.NewRawBatch(st.stream)}
+	}
+	fetcher := c.BatchFetcher()
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	var feeding sync.WaitGroup
+	feeding.Go(func() { feed(feedCtx, fetcher, orderCh, jobs, free) })
+	for range decodeWorkers {
+		feeding.Go(func() { decode(st.dec, c.Partition, jobs) })
+	}
+	return orderCh, free, func() {
+		stopFeed()
+		feeding.Wait()
+		fetcher.Close()
 	}
 }
 
@@ -621,7 +674,7 @@ func (a *Archiver) upload(ctx context.Context, st *streamState, partition int32,
 	st.mu.Lock()
 	after := st.lastKey[partition]
 	st.mu.Unlock()
-	objs, err := a.store.ListAfter(ctx, prefix, after)
+	objs, err := objstore.ListAfter(ctx, a.store, prefix, after)
 	if err != nil {
 		return err
 	}
@@ -676,7 +729,7 @@ func (a *Archiver) publish(ctx context.Context, st *streamState, partition int32
 	if err != nil {
 		return err
 	}
-	return a.store.PutBytes(ctx, schemas.ArchiveProgressKey(st.stream.Name), data)
+	return objstore.PutBytes(ctx, a.store, schemas.ArchiveProgressKey(st.stream.Name), data)
 }
 
 // alive reports whether a process with this id exists.

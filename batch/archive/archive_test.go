@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/batch/archive"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -202,10 +203,10 @@ func TestArchivedObjectReadByArrow(t *testing.T) {
 	startArchiver(t, e, archive.Options{})
 	truth := kafkaTruth(t, e)
 	waitArchived(t, e, truth, 20*time.Second)
-	objs, err := e.store.List(context.Background(), schemas.RawPrefix("clicks", 0))
+	objs, err := objstore.List(context.Background(), e.store, schemas.RawPrefix("clicks", 0))
 	require.NoError(t, err)
 	require.NotEmpty(t, objs)
-	data, err := e.store.GetBytes(context.Background(), objs[0].Key)
+	data, err := objstore.GetBytes(context.Background(), e.store, objs[0].Key)
 	require.NoError(t, err)
 	_, _, first, last, _ := schemas.ParseRawKey(objs[0].Key)
 

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tandem-analytics/tandem/batch/archive"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -215,14 +216,14 @@ func readArchive(t *testing.T, e *env) map[int32][]archivedObject {
 	ctx := context.Background()
 	out := map[int32][]archivedObject{}
 	for p := int32(0); p < int32(e.stream().Partitions); p++ {
-		objs, err := e.store.List(ctx, schemas.RawPrefix(e.stream().Name, p))
+		objs, err := objstore.List(ctx, e.store, schemas.RawPrefix(e.stream().Name, p))
 		require.NoError(t, err)
 		for _, o := range objs {
 			name, part, first, last, ok := schemas.ParseRawKey(o.Key)
 			require.True(t, ok, "unexpected key %s", o.Key)
 			require.Equal(t, e.stream().Name, name)
 			require.Equal(t, p, part)
-			obj, err := e.store.Open(ctx, o.Key)
+			obj, err := objstore.Open(ctx, e.store, o.Key)
 			require.NoError(t, err)
 			r, err := parquet.NewRawReader(e.stream(), obj, obj.Size(), parquet.RawReadOptions{})
 			require.NoError(t, err)
@@ -358,7 +359,7 @@ func uploadObject(t *testing.T, e *env, partition int32, recs []kafkaRecord) {
 	}
 	require.NoError(t, w.Close())
 	key := schemas.RawKey(e.stream().Name, partition, recs[0].Offset, recs[len(recs)-1].Offset)
-	require.NoError(t, e.store.PutBytes(context.Background(), key, buf.Bytes()))
+	require.NoError(t, objstore.PutBytes(context.Background(), e.store, key, buf.Bytes()))
 }
 
 // metricSum adds up every sample of the named counter.

@@ -8,8 +8,8 @@ import (
 	"io"
 	"sort"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -69,8 +69,8 @@ func Plan(keys []string) (segs []Segment, next int64) {
 
 // ListPartition lists the raw objects of one partition of a stream and
 // plans them (see Plan).
-func ListPartition(ctx context.Context, store *s3.Store, stream string, partition int32) ([]Segment, int64, error) {
-	objs, err := store.List(ctx, schemas.RawPrefix(stream, partition))
+func ListPartition(ctx context.Context, store objstore.Bucket, stream string, partition int32) ([]Segment, int64, error) {
+	objs, err := objstore.List(ctx, store, schemas.RawPrefix(stream, partition))
 	if err != nil {
 		return nil, -1, err
 	}
@@ -84,7 +84,7 @@ func ListPartition(ctx context.Context, store *s3.Store, stream string, partitio
 
 // ReadSegments reads the planned segments in order and calls fn for each
 // record, in offset order, every offset once. opts selects columns.
-func ReadSegments(ctx context.Context, store *s3.Store, s *schemas.Stream, segs []Segment, opts parquet.RawReadOptions, fn func(parquet.RawRecord) error) error {
+func ReadSegments(ctx context.Context, store objstore.Bucket, s *schemas.Stream, segs []Segment, opts parquet.RawReadOptions, fn func(parquet.RawRecord) error) error {
 	for _, seg := range segs {
 		if err := readSegment(ctx, store, s, seg, opts, fn); err != nil {
 			return err
@@ -93,8 +93,8 @@ func ReadSegments(ctx context.Context, store *s3.Store, s *schemas.Stream, segs 
 	return nil
 }
 
-func readSegment(ctx context.Context, store *s3.Store, s *schemas.Stream, seg Segment, opts parquet.RawReadOptions, fn func(parquet.RawRecord) error) error {
-	obj, err := store.Open(ctx, seg.Key)
+func readSegment(ctx context.Context, store objstore.Bucket, s *schemas.Stream, seg Segment, opts parquet.RawReadOptions, fn func(parquet.RawRecord) error) error {
+	obj, err := objstore.Open(ctx, store, seg.Key)
 	if err != nil {
 		return err
 	}
@@ -126,9 +126,9 @@ func readSegment(ctx context.Context, store *s3.Store, s *schemas.Stream, seg Se
 
 // ReadProgress reads the archive progress of a stream; a stream never
 // archived has an empty one.
-func ReadProgress(ctx context.Context, store *s3.Store, stream string) (schemas.ArchiveProgress, error) {
-	data, err := store.GetBytes(ctx, schemas.ArchiveProgressKey(stream))
-	if errors.Is(err, s3.ErrNotFound) {
+func ReadProgress(ctx context.Context, store objstore.Bucket, stream string) (schemas.ArchiveProgress, error) {
+	data, err := objstore.GetBytes(ctx, store, schemas.ArchiveProgressKey(stream))
+	if errors.Is(err, objstore.ErrNotFound) {
 		return schemas.ArchiveProgress{Stream: stream, Next: map[int32]int64{}}, nil
 	}
 	if err != nil {

@@ -30,13 +30,11 @@ import (
 	"strings"
 	"time"
 
-	pq "github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/compress/zstd"
 	"github.com/zeebo/xxh3"
 
 	"github.com/tandem-analytics/tandem/batch"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
-	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -49,7 +47,7 @@ const rowsPerFile = 1 << 20
 // Options configure an export. Config and Store are required.
 type Options struct {
 	Config  *schemas.Config
-	Store   *s3.Store
+	Store   objstore.Bucket
 	Log     *slog.Logger
 	TempDir string
 }
@@ -132,17 +130,13 @@ func absorbedOf(ctx context.Context, o Options, s *schemas.Stream) (map[int32]in
 
 func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed map[int32]int64) (StreamResult, error) {
 	sr := StreamResult{Stream: s.Name, Absorbed: absorbed}
-	lw, err := newLakeSchema(s)
-	if err != nil {
-		return sr, err
-	}
-	_, err = batch.ScanDays(ctx, o.Store, o.Config, s, absorbed, o.TempDir, o.Log, func(day time.Time, each func(func(*batch.Record) error) error) error {
+	_, err := batch.ScanDays(ctx, o.Store, o.Config, s, absorbed, o.TempDir, o.Log, func(day time.Time, each func(func(*batch.Record) error) error) error {
 		sr.Days++
 		// The fingerprint: the schema and which events (partition, offset)
 		// the day holds. Raw objects are immutable, so the same events mean
 		// the same content.
 		h := xxh3.New()
-		h.WriteString(s.SchemaVersion() + "|lake-v1|")
+		h.WriteString(s.SchemaVersion() + "|lake-v2|") // v2: parquet.LakeWriter's column order and encodings
 		var rows int64
 		var b [12]byte
 		if err := each(func(r *batch.Record) error {
@@ -161,7 +155,7 @@ func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed ma
 			sr.Rows += rows
 			return nil
 		}
-		n, err := writeDay(ctx, o, s, lw, prefix, fp, absorbed, each)
+		n, err := writeDay(ctx, o, s, prefix, fp, absorbed, each)
 		if err != nil {
 			return fmt.Errorf("export: %s: %w", prefix, err)
 		}
@@ -172,8 +166,8 @@ func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed ma
 	return sr, err
 }
 
-func readSuccess(ctx context.Context, st *s3.Store, prefix string) (*Success, error) {
-	data, err := st.GetBytes(ctx, prefix+SuccessName)
+func readSuccess(ctx context.Context, st objstore.Bucket, prefix string) (*Success, error) {
+	data, err := objstore.GetBytes(ctx, st, prefix+SuccessName)
 	if err != nil {
 		return nil, err
 	}
@@ -185,35 +179,23 @@ func readSuccess(ctx context.Context, st *s3.Store, prefix string) (*Success, er
 }
 
 // writeDay replaces the content of one day folder.
-func writeDay(ctx context.Context, o Options, s *schemas.Stream, ls *lakeSchema, prefix, fp string, absorbed map[int32]int64,
+func writeDay(ctx context.Context, o Options, s *schemas.Stream, prefix, fp string, absorbed map[int32]int64,
 	each func(func(*batch.Record) error) error) (int64, error) {
 	st := o.Store
 	if err := st.Delete(ctx, prefix+SuccessName); err != nil {
 		return 0, err
 	}
-	old, err := st.List(ctx, prefix)
+	old, err := objstore.List(ctx, st, prefix)
 	if err != nil {
 		return 0, err
 	}
 	succ := Success{Fingerprint: fp, Absorbed: absorbed}
 	var f *os.File
-	var w *pq.Writer
+	var w *parquet.LakeWriter
 	var inFile int64
-	buf := make([]pq.Row, 0, 256)
-	flushRows := func() error {
-		if len(buf) == 0 {
-			return nil
-		}
-		_, err := w.WriteRows(buf)
-		buf = buf[:0]
-		return err
-	}
 	finish := func() error {
 		if w == nil {
 			return nil
-		}
-		if err := flushRows(); err != nil {
-			return err
 		}
 		if err := w.Close(); err != nil {
 			return err
@@ -244,17 +226,13 @@ func writeDay(ctx context.Context, o Options, s *schemas.Stream, ls *lakeSchema,
 			if f, err = os.CreateTemp(o.TempDir, "lake-*.parquet"); err != nil {
 				return err
 			}
-			w = pq.NewWriter(f, ls.schema, pq.Compression(&zstd.Codec{Level: zstd.SpeedDefault}), pq.CreatedBy("tandem", "", ""),
-				pq.KeyValueMetadata("tandem.stream", s.Name), pq.KeyValueMetadata("tandem.schema_version", s.SchemaVersion()))
+			w = parquet.NewLakeWriter(f, s)
 		}
-		buf = append(buf, ls.row(r))
+		if err := w.Write(&r.Event, r.Partition, r.Offset, r.KafkaMs); err != nil {
+			return err
+		}
 		inFile++
 		succ.Rows++
-		if len(buf) == cap(buf) {
-			if err := flushRows(); err != nil {
-				return err
-			}
-		}
 		if inFile >= rowsPerFile {
 			return finish()
 		}
@@ -279,65 +257,5 @@ func writeDay(ctx context.Context, o Options, s *schemas.Stream, ls *lakeSchema,
 	}
 	succ.WrittenAt = time.Now().UTC()
 	data, _ := json.MarshalIndent(succ, "", "  ")
-	return succ.Rows, st.PutBytes(ctx, prefix+SuccessName, data)
-}
-
-// lakeSchema is the Parquet schema of a stream's lake files.
-type lakeSchema struct {
-	stream                              *schemas.Stream
-	schema                              *pq.Schema
-	fieldCol                            []int // leaf column index of each declared field
-	colPartition, colOffset, colKafkaTS int
-}
-
-func newLakeSchema(s *schemas.Stream) (*lakeSchema, error) {
-	g := pq.Group{}
-	for _, f := range s.Fields {
-		var n pq.Node
-		switch f.Type {
-		case schemas.TypeString:
-			n = pq.String()
-		case schemas.TypeInt64:
-			n = pq.Int(64)
-		case schemas.TypeFloat64:
-			n = pq.Leaf(pq.DoubleType)
-		case schemas.TypeBool:
-			n = pq.Leaf(pq.BooleanType)
-		case schemas.TypeTimestamp:
-			n = pq.Timestamp(pq.Millisecond)
-		}
-		g[f.Name] = pq.Optional(n)
-	}
-	g[schemas.ColPartition] = pq.Required(pq.Int(32))
-	g[schemas.ColOffset] = pq.Required(pq.Int(64))
-	g[schemas.ColKafkaTS] = pq.Required(pq.Timestamp(pq.Millisecond))
-	ls := &lakeSchema{stream: s, schema: pq.NewSchema(s.Name, g)}
-	look := func(name string) int {
-		leaf, _ := ls.schema.Lookup(name)
-		return leaf.ColumnIndex
-	}
-	for _, f := range s.Fields {
-		ls.fieldCol = append(ls.fieldCol, look(f.Name))
-	}
-	ls.colPartition, ls.colOffset, ls.colKafkaTS = look(schemas.ColPartition), look(schemas.ColOffset), look(schemas.ColKafkaTS)
-	return ls, nil
-}
-
-// row builds the Parquet row of one record, in leaf-column order.
-func (ls *lakeSchema) row(r *batch.Record) pq.Row {
-	row := make(pq.Row, len(ls.stream.Fields)+3)
-	for i, f := range ls.stream.Fields {
-		c := ls.fieldCol[i]
-		v := r.Event.Values[i]
-		if !v.Set {
-			row[c] = pq.Value{}.Level(0, 0, c)
-			continue
-		}
-		pv := parquet.FieldValue(f.Type, v)
-		row[c] = pv.Level(0, 1, c)
-	}
-	row[ls.colPartition] = pq.Int32Value(r.Partition).Level(0, 0, ls.colPartition)
-	row[ls.colOffset] = pq.Int64Value(r.Offset).Level(0, 0, ls.colOffset)
-	row[ls.colKafkaTS] = pq.Int64Value(r.KafkaMs).Level(0, 0, ls.colKafkaTS)
-	return row
+	return succ.Rows, objstore.PutBytes(ctx, st, prefix+SuccessName, data)
 }

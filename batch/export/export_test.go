@@ -20,6 +20,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/batch"
 	"github.com/tandem-analytics/tandem/batch/export"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -95,7 +96,7 @@ func put(t *testing.T, ctx context.Context, st *s3.Store, s *schemas.Stream, p i
 			require.NoError(t, w.Write(rec))
 		}
 		require.NoError(t, w.Close())
-		require.NoError(t, st.PutBytes(ctx, schemas.RawKey(s.Name, p, ms[0].off, ms[k-1].off), buf.Bytes()))
+		require.NoError(t, objstore.PutBytes(ctx, st, schemas.RawKey(s.Name, p, ms[0].off, ms[k-1].off), buf.Bytes()))
 		ms = ms[k:]
 	}
 }
@@ -163,11 +164,11 @@ console.log(JSON.stringify(r.getRowObjectsJson()));
 
 func download(t *testing.T, ctx context.Context, st *s3.Store, stream string) (string, map[string]string) {
 	dir := t.TempDir()
-	objs, err := st.List(ctx, "lake/"+stream+"/")
+	objs, err := objstore.List(ctx, st, "lake/"+stream+"/")
 	require.NoError(t, err)
 	etags := map[string]string{}
 	for _, o := range objs {
-		data, err := st.GetBytes(ctx, o.Key)
+		data, err := objstore.GetBytes(ctx, st, o.Key)
 		require.NoError(t, err)
 		p := filepath.Join(dir, strings.TrimPrefix(o.Key, "lake/"+stream+"/"))
 		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
@@ -258,7 +259,7 @@ func TestExportReadByDuckDB(t *testing.T) {
 	dir, _ = download(t, ctx, st, "clicks")
 	check(t, duckdb(t, dir), truthByDay(all, absorbed))
 	// Every day folder is complete.
-	objs, err := st.List(ctx, "lake/clicks/")
+	objs, err := objstore.List(ctx, st, "lake/clicks/")
 	require.NoError(t, err)
 	succ := 0
 	for _, o := range objs {

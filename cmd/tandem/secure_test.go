@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/batch/archive"
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -135,7 +136,7 @@ func TestEverythingOverTLS(t *testing.T) {
 	stopAll()
 	store, err := s3.New(cfg.S3)
 	require.NoError(t, err)
-	data, err := store.GetBytes(ctx, schemas.ArchiveProgressKey("pageviews"))
+	data, err := objstore.GetBytes(ctx, store, schemas.ArchiveProgressKey("pageviews"))
 	require.NoError(t, err)
 	var progress schemas.ArchiveProgress
 	require.NoError(t, json.Unmarshal(data, &progress))

@@ -162,10 +162,7 @@ func (e *Env) startS3(ctx context.Context, cfg *schemas.Config, opts Options) er
 		return nil
 	}
 	dir := filepath.Join(opts.DataDir, "s3")
-	if err := os.MkdirAll(filepath.Join(dir, cfg.S3.Bucket), 0o755); err != nil {
-		return fmt.Errorf("dev: embedded S3: %w", err)
-	}
-	backend, err := s3afero.MultiBucket(afero.NewBasePathFs(afero.NewOsFs(), dir))
+	handler, err := EmbeddedS3(dir, cfg.S3.Bucket)
 	if err != nil {
 		return fmt.Errorf("dev: embedded S3: %w", err)
 	}
@@ -173,7 +170,7 @@ func (e *Env) startS3(ctx context.Context, cfg *schemas.Config, opts Options) er
 	if err != nil {
 		return fmt.Errorf("dev: embedded S3 on %s: %w", cfg.S3.Endpoint, err)
 	}
-	srv := &http.Server{Handler: gofakes3.New(backend, gofakes3.WithAutoBucket(true)).Server(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			e.log.Error("embedded S3 stopped", "err", err)
@@ -183,6 +180,20 @@ func (e *Env) startS3(ctx context.Context, cfg *schemas.Config, opts Options) er
 	e.stoppers = append(e.stoppers, func() { _ = srv.Close() })
 	e.log.Warn("MinIO is not installed (run `make deps`); using an embedded S3 that checks no credentials", "endpoint", cfg.S3.Endpoint, "data", dir)
 	return nil
+}
+
+// EmbeddedS3 is the S3 server `tandem dev` runs when MinIO is not
+// installed: gofakes3 keeping objects as files under dir, with bucket
+// created. internal/s3's acceptance test runs against it too.
+func EmbeddedS3(dir, bucket string) (http.Handler, error) {
+	if err := os.MkdirAll(filepath.Join(dir, bucket), 0o755); err != nil {
+		return nil, err
+	}
+	backend, err := s3afero.MultiBucket(afero.NewBasePathFs(afero.NewOsFs(), dir))
+	if err != nil {
+		return nil, err
+	}
+	return gofakes3.New(backend, gofakes3.WithAutoBucket(true)).Server(), nil
 }
 
 func minioInstalled(script string) bool {

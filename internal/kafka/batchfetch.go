@@ -70,7 +70,7 @@ func (r *Record) Message(topic string, partition int32) (Message, error) {
 // Fetch API (v4, which every Kafka from 0.11 to 4.x serves) on its own
 // connection to the partition's leader and parses record batches in place:
 // one read per response, no copy and no allocation per record, no goroutine
-// hand-off per record. kafka-go's Reader, which Claim.Fetch uses, copies
+// hand-off per record. kafka-go's Reader (which tandem no longer uses) copies
 // every key and value into fresh slices and passes every message through a
 // channel, which costs about 2 µs a message, as much as all the archiver's
 // other work.
@@ -103,12 +103,11 @@ type BatchFetcher struct {
 }
 
 // BatchFetcher returns a fetcher of the claim's partition starting at
-// c.Start, with the claim's fetch limits. Use either it or Fetch/FetchLazy
-// on a claim, not both.
+// c.Start, with the group's fetch limit (GroupConfig.MaxBytes). It is how a
+// handler reads its claim.
 func (c *Claim) BatchFetcher() *BatchFetcher {
-	cfg := c.reader.Config()
-	return NewBatchFetcher(BatchFetcherConfig{Brokers: cfg.Brokers, Topic: c.Topic, Partition: c.Partition,
-		Start: c.Start, MaxBytes: cfg.MaxBytes, MaxWait: cfg.MaxWait, Security: c.sec})
+	return NewBatchFetcher(BatchFetcherConfig{Brokers: c.brokers, Topic: c.Topic, Partition: c.Partition,
+		Start: c.Start, MaxBytes: c.maxBytes, Security: c.sec})
 }
 
 // BatchFetcherConfig says what a BatchFetcher reads.

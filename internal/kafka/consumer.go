@@ -19,24 +19,8 @@ type Message struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
-	Time      time.Time         // the record's timestamp: ingest time for the gateway's records
-	Headers   map[string]string // nil after Claim.FetchLazy: use HeaderMap
-
-	rawHeaders []kgo.Header // the record's headers as read, kept by FetchLazy
-}
-
-// HeaderMap returns the message's headers: Headers, or for a message from
-// Claim.FetchLazy a map built from the record's headers now (nil when it
-// has none).
-func (m *Message) HeaderMap() map[string]string {
-	if m.Headers != nil || len(m.rawHeaders) == 0 {
-		return m.Headers
-	}
-	h := make(map[string]string, len(m.rawHeaders))
-	for _, x := range m.rawHeaders {
-		h[x.Key] = string(x.Value)
-	}
-	return h
+	Time      time.Time // the record's timestamp: ingest time for the gateway's records
+	Headers   map[string]string
 }
 
 // GroupConfig configures a consumer-group member whose progress lives with
@@ -53,12 +37,11 @@ type GroupConfig struct {
 	StartOffset func(ctx context.Context, topic string, partition int32) (int64, error)
 	// SessionTimeout bounds how long a dead member keeps its partitions.
 	SessionTimeout time.Duration
-	// MaxBytes bounds one fetch; with QueueCapacity it bounds what a claim
-	// buffers ahead of the handler.
-	MaxBytes      int
-	QueueCapacity int
-	// Security of every connection: the group coordinator's, the
-	// readers' and the BatchFetchers' (default plaintext).
+	// MaxBytes bounds one fetch response of a claim's BatchFetcher, and so
+	// what a claim holds ahead of its handler (default 4 MiB).
+	MaxBytes int
+	// Security of every connection: the group coordinator's and the
+	// BatchFetchers' (default plaintext).
 	Security Security
 	Log      *slog.Logger
 }
@@ -74,52 +57,11 @@ type Claim struct {
 	// Start is the offset reading started at.
 	Start int64
 
-	reader *kgo.Reader
-	gen    *kgo.Generation
-	sec    Security
+	brokers  []string
+	maxBytes int
+	gen      *kgo.Generation
+	sec      Security
 }
-
-// Fetch returns the next message, blocking until one arrives or ctx ends.
-// It does not commit anything.
-func (c *Claim) Fetch(ctx context.Context) (Message, error) {
-	m, err := c.reader.FetchMessage(ctx)
-	if err != nil {
-		return Message{}, err
-	}
-	msg := Message{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time}
-	if len(m.Headers) > 0 {
-		msg.Headers = make(map[string]string, len(m.Headers))
-		for _, h := range m.Headers {
-			msg.Headers[h.Key] = string(h.Value)
-		}
-	}
-	return msg, nil
-}
-
-// FetchLazy is Fetch without building Headers, for a consumer that looks at
-// headers only now and then (the speed layer, for dead letters): building
-// the map costs an allocation per header and the map's on every message.
-// The returned message's Headers is nil; HeaderMap and DeadLetterMessage
-// read the record's headers on demand.
-func (c *Claim) FetchLazy(ctx context.Context) (Message, error) {
-	m, err := c.reader.FetchMessage(ctx)
-	if err != nil {
-		return Message{}, err
-	}
-	return Message{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time,
-		rawHeaders: m.Headers}, nil
-}
-
-// Lag is how many records of the partition are not yet fetched, as of the
-// last fetch response (-1 before the first).
-func (c *Claim) Lag() int64 { return c.reader.Stats().Lag }
-
-// Behind is how many records followed the last message Fetch or FetchLazy
-// returned in the partition, as of the fetch response that carried it: 0
-// means that message was the newest one then, i.e. the handler has caught
-// up. Unlike Lag it takes no snapshot of the reader's statistics, so it
-// can be asked after every message.
-func (c *Claim) Behind() int64 { return c.reader.Lag() }
 
 // Commit records next (the first offset NOT yet durable in the caller's
 // output) as the group's committed offset. Committed offsets are only a
@@ -147,9 +89,6 @@ func RunGroup(ctx context.Context, cfg GroupConfig, handle Handler) error {
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 4 << 20
-	}
-	if cfg.QueueCapacity == 0 {
-		cfg.QueueCapacity = 1000
 	}
 	group, err := kgo.NewConsumerGroup(kgo.ConsumerGroupConfig{
 		ID:                    cfg.GroupID,
@@ -214,26 +153,7 @@ func claimPartition(ctx context.Context, cfg GroupConfig, gen *kgo.Generation, t
 			}
 			return
 		}
-		reader := kgo.NewReader(kgo.ReaderConfig{
-			Brokers:       cfg.Brokers,
-			Topic:         topic,
-			Partition:     int(partition),
-			MinBytes:      1,
-			MaxBytes:      cfg.MaxBytes,
-			MaxWait:       200 * time.Millisecond,
-			QueueCapacity: cfg.QueueCapacity,
-			// kafka-go's default of 0 retries forever on a lost broker; the
-			// Fetch caller sees ctx end on rebalance or shutdown either way.
-			ReadBackoffMin: 50 * time.Millisecond,
-			ReadBackoffMax: time.Second,
-			Dialer:         cfg.Security.dialer(10 * time.Second),
-		})
-		defer reader.Close()
-		if err := reader.SetOffset(start); err != nil {
-			log.Error("kafka: seek failed", "topic", topic, "partition", partition, "offset", start, "err", err)
-			return
-		}
-		claim := &Claim{Topic: topic, Partition: partition, Start: start, reader: reader, gen: gen, sec: cfg.Security}
+		claim := &Claim{Topic: topic, Partition: partition, Start: start, brokers: cfg.Brokers, maxBytes: cfg.MaxBytes, gen: gen, sec: cfg.Security}
 		if err := handle(hctx, claim); err != nil && hctx.Err() == nil {
 			log.Error("kafka: partition handler failed; rejoining to retry", "topic", topic, "partition", partition, "err", err)
 			sleep(hctx, retryPause)

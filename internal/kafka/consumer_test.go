@@ -102,25 +102,31 @@ func (e *groupEnv) handler(member string) kafka.Handler {
 		}
 		e.owners[member][c.Partition] = true
 		e.mu.Unlock()
+		f := c.BatchFetcher()
+		defer f.Close()
+		var recs []kafka.Record
 		for {
-			m, err := c.Fetch(ctx)
+			var err error
+			recs, err = f.Fetch(ctx, recs[:0])
 			if err != nil {
 				if kafka.IsEnded(ctx, err) {
 					return nil
 				}
 				return err
 			}
-			e.mu.Lock()
-			if at, ok := e.failOnce[m.Partition]; ok && m.Offset == at {
-				delete(e.failOnce, m.Partition)
+			for _, m := range recs {
+				e.mu.Lock()
+				if at, ok := e.failOnce[c.Partition]; ok && m.Offset == at {
+					delete(e.failOnce, c.Partition)
+					e.mu.Unlock()
+					return errInjected
+				}
+				e.seen[c.Partition] = append(e.seen[c.Partition], m.Offset)
+				e.next[c.Partition] = m.Offset + 1
 				e.mu.Unlock()
-				return errInjected
-			}
-			e.seen[m.Partition] = append(e.seen[m.Partition], m.Offset)
-			e.next[m.Partition] = m.Offset + 1
-			e.mu.Unlock()
-			if m.Offset%10 == 0 {
-				_ = c.Commit(m.Offset + 1) // a hint only
+				if m.Offset%10 == 0 {
+					_ = c.Commit(m.Offset + 1) // a hint only
+				}
 			}
 		}
 	}

@@ -30,7 +30,7 @@ func DLQTopic(topic string) string { return topic + ".dlq" }
 // DeadLetterMessage is the message written for d: the original key, value and
 // timestamp, the original headers plus the reason and source position.
 func DeadLetterMessage(d DeadLetter) Message {
-	orig := d.Message.HeaderMap()
+	orig := d.Message.Headers
 	h := make(map[string]string, len(orig)+3)
 	for k, v := range orig {
 		h[k] = v

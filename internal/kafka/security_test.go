@@ -64,7 +64,8 @@ func TestSASLSSL(t *testing.T) {
 }
 
 // readAll joins a fresh group over the topic and reads n records with the
-// speed layer's FetchLazy or the archiver's BatchFetcher, returning their
+// claim's BatchFetcher (what the speed layer and the archiver read with),
+// returning their
 // values (sorted; each at most once, or the test fails).
 func readAll(t *testing.T, ctx context.Context, brokers []string, sec kafka.Security, topic, path string, n int) []string {
 	t.Helper()
@@ -88,15 +89,6 @@ func readAll(t *testing.T, ctx context.Context, brokers []string, sec kafka.Secu
 			SessionTimeout: 6 * time.Second,
 			StartOffset:    func(context.Context, string, int32) (int64, error) { return kafka.FirstOffset, nil },
 		}, func(hctx context.Context, c *kafka.Claim) error {
-			if path == "speed" {
-				for {
-					m, err := c.FetchLazy(hctx)
-					if err != nil {
-						return nil
-					}
-					add(string(m.Value))
-				}
-			}
 			f := c.BatchFetcher()
 			defer f.Close()
 			var recs []kafka.Record

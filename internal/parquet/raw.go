@@ -229,7 +229,7 @@ func (b *RawBatch) Add(rec RawRecord) {
 		if f.Type == schemas.TypeString {
 			approx += len(v.Str)
 		}
-		b.cols[i] = append(b.cols[i], FieldValue(f.Type, v).Level(0, 1, i))
+		b.cols[i] = append(b.cols[i], fieldValue(f.Type, v).Level(0, 1, i))
 		approx += 8
 	}
 	x := b.idx
@@ -411,11 +411,11 @@ func (r *RawReader) Close() error {
 	return nil
 }
 
-// FieldValue is the Parquet value of one set field of a decoded event, as
+// fieldValue is the Parquet value of one set field of a decoded event, as
 // every tandem file stores it (timestamps as epoch milliseconds). A string's
 // bytes are lent, not copied: parquet-go copies them when the row is
 // written, so the row must be written before the event's strings change.
-func FieldValue(t schemas.FieldType, v schemas.Value) pq.Value {
+func fieldValue(t schemas.FieldType, v schemas.Value) pq.Value {
 	switch t {
 	case schemas.TypeString:
 		return pq.ByteArrayValue(unsafe.Slice(unsafe.StringData(v.Str), len(v.Str)))

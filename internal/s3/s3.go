@@ -1,11 +1,11 @@
 // Package s3 is tandem's adapter for S3-compatible object stores (MinIO,
-// AWS S3, and gofakes3 in tests), built on minio-go v7.
+// AWS S3, and gofakes3 in tests and `tandem dev`), built on minio-go v7 —
+// the only package outside tests that imports it.
 //
-// A Store addresses one bucket. Every call retries transient failures
-// (network errors, 5xx, throttling) a bounded number of times with
-// exponential backoff and then returns the error: callers that must not
-// give up (the archiver) loop on top with their own pause, so an outage
-// stalls them visibly instead of hiding inside this package.
+// Bucket implements objstore.Bucket with one try per request and classifies
+// minio-go's errors into objstore's (not found, precondition failed,
+// transient). New returns a Store: that Bucket inside objstore.Instrument,
+// which adds the bounded retries and the tandem_s3_* metrics.
 package s3
 
 import (
@@ -18,87 +18,53 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// ErrNotFound is returned (wrapped) by Get, GetBytes, Open and Stat when the
-// object does not exist.
-var ErrNotFound = errors.New("s3: object not found")
+// Retry bounds the retries of one call; see objstore.Retry.
+type Retry = objstore.Retry
 
-// ObjectInfo describes one stored object.
-type ObjectInfo struct {
-	Key     string
-	Size    int64
-	ModTime time.Time
-	ETag    string
+// Store is a Bucket with bounded retries and metrics (objstore.Instrument),
+// plus creating the bucket. It is safe for concurrent use.
+type Store struct {
+	*objstore.Instrumented
+	raw *Bucket
 }
 
-// Store is one bucket of an S3-compatible store. It is safe for concurrent use.
-type Store struct {
-	client  *minio.Client
-	bucket  string
-	region  string
-	retry   Retry
+type config struct {
+	inst    objstore.InstrumentOptions
 	partSz  uint64
 	threads uint
-	log     *slog.Logger
-	m       *metrics
-}
-
-// Retry bounds the retries of one call. The zero value means the defaults.
-type Retry struct {
-	// Attempts is the total number of tries (default 4: with the default
-	// delays a call gives up after about 3 s, short enough that a caller's
-	// context and shutdown stay responsive, long enough to ride out a
-	// dropped connection or a server restart's first second).
-	Attempts int
-	// Base is the first pause (default 200 ms); each next pause doubles, up
-	// to Max (default 2 s).
-	Base, Max time.Duration
-}
-
-func (r Retry) withDefaults() Retry {
-	if r.Attempts <= 0 {
-		r.Attempts = 4
-	}
-	if r.Base <= 0 {
-		r.Base = 200 * time.Millisecond
-	}
-	if r.Max <= 0 {
-		r.Max = 2 * time.Second
-	}
-	return r
 }
 
 // Option changes how New builds a Store.
-type Option func(*Store)
+type Option func(*config)
 
 // WithRegistry registers the store's tandem_s3_* metrics on reg. Several
 // stores may share one registry (their counts add up).
 func WithRegistry(reg prometheus.Registerer) Option {
-	return func(s *Store) { s.m = newMetrics(reg) }
+	return func(c *config) { c.inst.Registry = reg }
 }
 
 // WithLogger logs retries to log instead of slog.Default().
-func WithLogger(log *slog.Logger) Option { return func(s *Store) { s.log = log } }
+func WithLogger(log *slog.Logger) Option { return func(c *config) { c.inst.Log = log } }
 
 // WithRetry sets the retry bounds.
-func WithRetry(r Retry) Option { return func(s *Store) { s.retry = r.withDefaults() } }
+func WithRetry(r Retry) Option { return func(c *config) { c.inst.Retry = r } }
 
 // WithPartSize sets the multipart part size and how many parts upload at
 // once. Memory used by one streaming Put of unknown size is about
 // partSize*threads; a Put of known size from an io.ReaderAt (a file) reads
 // parts in place. Default 16 MiB and 2.
 func WithPartSize(partSize uint64, threads uint) Option {
-	return func(s *Store) { s.partSz, s.threads = partSize, threads }
+	return func(c *config) { c.partSz, c.threads = partSize, threads }
 }
 
 // New returns a Store for cfg.Bucket at cfg.Endpoint. Credentials come only
@@ -121,7 +87,7 @@ func New(cfg schemas.S3Config, opts ...Option) (*Store, error) {
 		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure: secure,
 		Region: region,
-		// One try per request: retries happen in this package, bounded and
+		// One try per request: retries happen in objstore.Instrument, bounded and
 		// counted in metrics, instead of minio-go's ten silent ones.
 		MaxRetries: 1,
 	}
@@ -143,328 +109,217 @@ func New(cfg schemas.S3Config, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3: client for %s: %w", endpoint, err)
 	}
-	s := &Store{client: client, bucket: cfg.Bucket, region: region, retry: Retry{}.withDefaults(),
-		partSz: 16 << 20, threads: 2, log: slog.Default()}
+	b := &Bucket{client: client, bucket: cfg.Bucket, region: region, partSz: 16 << 20, threads: 2}
+	var c config
 	for _, o := range opts {
-		o(s)
+		o(&c)
 	}
-	if s.m == nil {
-		s.m = newMetrics(nil)
+	if c.partSz > 0 {
+		b.partSz, b.threads = c.partSz, c.threads
 	}
-	return s, nil
+	return &Store{Instrumented: objstore.Instrument(b, c.inst), raw: b}, nil
 }
-
-// Bucket is the bucket name.
-func (s *Store) Bucket() string { return s.bucket }
-
-// Client is the underlying minio-go client, for operations this package
-// does not wrap.
-func (s *Store) Client() *minio.Client { return s.client }
 
 // EnsureBucket creates the bucket when it does not exist.
 func (s *Store) EnsureBucket(ctx context.Context) error {
-	return s.do(ctx, "ensure_bucket", func(ctx context.Context) error {
-		ok, err := s.client.BucketExists(ctx, s.bucket)
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		err = s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{Region: s.region})
-		if code := minio.ToErrorResponse(err).Code; code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
-			return nil
-		}
-		return err
-	})
+	return s.Do(ctx, "ensure_bucket", s.raw.ensureBucket)
 }
 
-// Put stores r under key. size is the exact length, or -1 to stream an
-// unknown length as a multipart upload (memory about partSize*threads).
-//
-// A Put is retried only when r can be rewound (it implements io.Seeker):
-// the retry seeks back to where r started. An *os.File of known size is the
-// best input: parts are read in place, and a failed upload is retried.
-// The object appears whole or not at all.
-func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	seeker, canRewind := r.(io.Seeker)
-	var start int64
-	if canRewind {
-		var err error
-		if start, err = seeker.Seek(0, io.SeekCurrent); err != nil {
-			canRewind = false
-		}
-	}
-	attempt := 0
-	t0 := time.Now()
-	err := s.do(ctx, "put", func(ctx context.Context) error {
-		if attempt > 0 {
-			if !canRewind {
-				return permanent{errors.New("the body cannot be rewound for a retry")}
-			}
-			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
-				return permanent{err}
-			}
-		}
-		attempt++
-		info, err := s.client.PutObject(ctx, s.bucket, key, r, size, minio.PutObjectOptions{
-			ContentType: contentType(key),
-			// gofakes3 corrupts multipart uploads without it; MinIO and S3
-			// accept unsigned payloads over the signed request either way.
-			DisableContentSha256: true,
-			PartSize:             s.partSz,
-			NumThreads:           s.threads,
-		})
-		if err == nil {
-			s.m.uploadBytes.Add(float64(info.Size))
-		}
-		return err
-	})
-	if err == nil {
-		s.m.upload.Observe(time.Since(t0).Seconds())
-	}
+// Bucket is one bucket of an S3-compatible store, one try per call. It is
+// safe for concurrent use. Most code wants a Store (New), which retries.
+type Bucket struct {
+	client  *minio.Client
+	bucket  string
+	region  string
+	partSz  uint64
+	threads uint
+}
+
+var _ objstore.Bucket = (*Bucket)(nil)
+
+// Name is the bucket name.
+func (b *Bucket) Name() string { return b.bucket }
+
+func (b *Bucket) ensureBucket(ctx context.Context) error {
+	ok, err := b.client.BucketExists(ctx, b.bucket)
 	if err != nil {
-		return fmt.Errorf("s3: put %s: %w", key, err)
+		return classify(err)
 	}
-	return nil
-}
-
-// PutBytes stores data under key.
-func (s *Store) PutBytes(ctx context.Context, key string, data []byte) error {
-	return s.Put(ctx, key, bytes.NewReader(data), int64(len(data)))
-}
-
-// Get opens key for reading from the start. The caller closes the reader.
-// A read error mid-stream is not retried (the caller sees it); use Open for
-// random access that retries.
-func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	var obj *minio.Object
-	err := s.do(ctx, "get", func(ctx context.Context) error {
-		o, err := s.client.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
-		if err != nil {
-			return err
-		}
-		// GetObject is lazy; Stat sends the request, so a missing object
-		// is reported here rather than on the first Read.
-		if _, err := o.Stat(); err != nil {
-			o.Close()
-			return err
-		}
-		obj = o
+	if ok {
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("s3: get %s: %w", key, err)
 	}
-	return obj, nil
+	err = b.client.MakeBucket(ctx, b.bucket, minio.MakeBucketOptions{Region: b.region})
+	if code := minio.ToErrorResponse(err).Code; code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
+		return nil
+	}
+	return classify(err)
 }
 
-// GetBytes reads the whole object. Use it for small objects (manifests,
-// progress files).
-func (s *Store) GetBytes(ctx context.Context, key string) ([]byte, error) {
-	var data []byte
-	err := s.do(ctx, "get", func(ctx context.Context) error {
-		o, err := s.client.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
-		if err != nil {
-			return err
-		}
-		defer o.Close()
-		data, err = io.ReadAll(o)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("s3: get %s: %w", key, err)
+// Put stores r under key; see objstore.Bucket. A known size from an
+// io.ReaderAt (a file) uploads parts in place; an unknown size streams as a
+// multipart upload using about partSize*threads of memory.
+func (b *Bucket) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	_, err := b.client.PutObject(ctx, b.bucket, key, r, size, b.putOptions(key))
+	return classify(err)
+}
+
+func (b *Bucket) putOptions(key string) minio.PutObjectOptions {
+	return minio.PutObjectOptions{
+		ContentType: contentType(key),
+		// gofakes3 corrupts multipart uploads without it; MinIO and S3
+		// accept unsigned payloads over the signed request either way.
+		DisableContentSha256: true,
+		PartSize:             b.partSz,
+		NumThreads:           b.threads,
 	}
-	return data, nil
+}
+
+// PutIf stores data when cond holds (If-None-Match: * or If-Match: etag),
+// which MinIO, AWS S3 and gofakes3 all check atomically.
+func (b *Bucket) PutIf(ctx context.Context, key string, data []byte, cond objstore.Precondition) (string, error) {
+	opts := b.putOptions(key)
+	switch {
+	case cond.IfNoneMatch && cond.IfMatch == "":
+		opts.SetMatchETagExcept("*")
+	case cond.IfMatch != "" && !cond.IfNoneMatch:
+		opts.SetMatchETag(cond.IfMatch)
+	default:
+		return "", errors.New("s3: a conditional put needs exactly one of IfNoneMatch and IfMatch")
+	}
+	info, err := b.client.PutObject(ctx, b.bucket, key, bytes.NewReader(data), int64(len(data)), opts)
+	if err != nil {
+		return "", classify(err)
+	}
+	return strings.Trim(info.ETag, `"`), nil
+}
+
+// Get opens key from the start. minio-go's Core sends the request here, so
+// a missing object is reported now rather than on the first Read.
+func (b *Bucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	return b.get(ctx, key, minio.GetObjectOptions{}, "")
+}
+
+// GetRange opens length bytes at off (length < 0: to the end), pinned to
+// ifMatch when given.
+func (b *Bucket) GetRange(ctx context.Context, key string, off, length int64, ifMatch string) (io.ReadCloser, error) {
+	var opts minio.GetObjectOptions
+	if ifMatch != "" {
+		if err := opts.SetMatchETag(ifMatch); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case length == 0:
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	case length < 0 && off > 0:
+		if err := opts.SetRange(off, 0); err != nil {
+			return nil, err
+		}
+	case length > 0:
+		if err := opts.SetRange(off, off+length-1); err != nil {
+			return nil, err
+		}
+	}
+	return b.get(ctx, key, opts, ifMatch)
+}
+
+// get sends the request. A server that ignores If-Match on reads
+// (gofakes3) still answers with the object's ETag, so the pin is checked
+// here as well.
+func (b *Bucket) get(ctx context.Context, key string, opts minio.GetObjectOptions, ifMatch string) (io.ReadCloser, error) {
+	rc, info, _, err := minio.Core{Client: b.client}.GetObject(ctx, b.bucket, key, opts)
+	if err != nil {
+		return nil, classify(err)
+	}
+	if got := strings.Trim(info.ETag, `"`); ifMatch != "" && got != "" && got != ifMatch {
+		rc.Close()
+		return nil, fmt.Errorf("%w: %s is now version %s, not %s", objstore.ErrPreconditionFailed, key, got, ifMatch)
+	}
+	return classifyingReader{rc}, nil
+}
+
+// classifyingReader marks a connection cut mid-body as transient, so the
+// caller's retry layer can resume.
+type classifyingReader struct{ io.ReadCloser }
+
+func (r classifyingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = classify(err)
+	}
+	return n, err
 }
 
 // Stat describes key.
-func (s *Store) Stat(ctx context.Context, key string) (ObjectInfo, error) {
-	var info ObjectInfo
-	err := s.do(ctx, "stat", func(ctx context.Context) error {
-		oi, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
-		if err != nil {
+func (b *Bucket) Stat(ctx context.Context, key string) (objstore.ObjectInfo, error) {
+	oi, err := b.client.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return objstore.ObjectInfo{}, classify(err)
+	}
+	return objstore.ObjectInfo{Key: key, Size: oi.Size, ModTime: oi.LastModified, ETag: strings.Trim(oi.ETag, `"`)}, nil
+}
+
+// Iter lists keys under prefix after startAfter, in key order.
+func (b *Bucket) Iter(ctx context.Context, prefix, startAfter string, f func(objstore.ObjectInfo) error) error {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops minio-go's listing goroutine on an early return
+	for oi := range b.client.ListObjects(lctx, b.bucket, minio.ListObjectsOptions{
+		Prefix: prefix, Recursive: true, StartAfter: startAfter,
+	}) {
+		if oi.Err != nil {
+			return classify(oi.Err)
+		}
+		if oi.Key <= startAfter {
+			continue // gofakes3's file backend (`tandem dev`) ignores StartAfter
+		}
+		if err := f(objstore.ObjectInfo{Key: oi.Key, Size: oi.Size, ModTime: oi.LastModified, ETag: strings.Trim(oi.ETag, `"`)}); err != nil {
 			return err
 		}
-		info = ObjectInfo{Key: key, Size: oi.Size, ModTime: oi.LastModified, ETag: oi.ETag}
-		return nil
-	})
-	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("s3: stat %s: %w", key, err)
 	}
-	return info, nil
+	return nil
+}
+
+// Copy copies src to dst server-side.
+func (b *Bucket) Copy(ctx context.Context, src, dst string) error {
+	_, err := b.client.CopyObject(ctx,
+		minio.CopyDestOptions{Bucket: b.bucket, Object: dst},
+		minio.CopySrcOptions{Bucket: b.bucket, Object: src})
+	return classify(err)
 }
 
 // Delete removes key. Deleting a missing object is not an error.
-func (s *Store) Delete(ctx context.Context, key string) error {
-	err := s.do(ctx, "delete", func(ctx context.Context) error {
-		return s.client.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{})
-	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("s3: delete %s: %w", key, err)
-	}
-	return nil
-}
-
-// List returns every object whose key starts with prefix, in key order.
-func (s *Store) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {
-	return s.ListAfter(ctx, prefix, "")
-}
-
-// ListAfter is List limited to keys after startAfter (exclusive), so a
-// caller that knows the last key it saw lists only what is new.
-func (s *Store) ListAfter(ctx context.Context, prefix, startAfter string) ([]ObjectInfo, error) {
-	var out []ObjectInfo
-	err := s.do(ctx, "list", func(ctx context.Context) error {
-		out = out[:0]
-		lctx, cancel := context.WithCancel(ctx)
-		defer cancel() // stops minio-go's listing goroutine on an early return
-		for oi := range s.client.ListObjects(lctx, s.bucket, minio.ListObjectsOptions{
-			Prefix: prefix, Recursive: true, StartAfter: startAfter,
-		}) {
-			if oi.Err != nil {
-				return oi.Err
-			}
-			out = append(out, ObjectInfo{Key: oi.Key, Size: oi.Size, ModTime: oi.LastModified, ETag: oi.ETag})
-		}
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	err := classify(b.client.RemoveObject(ctx, b.bucket, key, minio.RemoveObjectOptions{}))
+	if errors.Is(err, objstore.ErrNotFound) {
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("s3: list %s: %w", prefix, err)
 	}
-	return out, nil
+	return err
 }
 
-// Object is random access to one stored object, for Parquet readers that
-// need an io.ReaderAt and the size. Reads are pinned to the ETag seen by
-// Open, so an object replaced meanwhile fails loudly instead of mixing two
-// versions. An Object is safe for concurrent ReadAt calls.
-type Object struct {
-	s    *Store
-	ctx  context.Context
-	info ObjectInfo
-
-	mu  sync.Mutex
-	obj *minio.Object
-}
-
-// Open stats key and returns random access to it. ctx bounds every later
-// ReadAt as well.
-func (s *Store) Open(ctx context.Context, key string) (*Object, error) {
-	info, err := s.Stat(ctx, key)
-	if err != nil {
-		return nil, err
+// classify turns a minio-go error into objstore's kinds: not found,
+// precondition failed, transient (retry may cure) or as is.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case isNotFound(err):
+		return fmt.Errorf("%w: %v", objstore.ErrNotFound, err)
+	case isPreconditionFailed(err):
+		return fmt.Errorf("%w: %v", objstore.ErrPreconditionFailed, err)
+	case transient(err):
+		return objstore.Transient(err)
 	}
-	return &Object{s: s, ctx: ctx, info: info}, nil
-}
-
-// Size is the object's length in bytes.
-func (o *Object) Size() int64 { return o.info.Size }
-
-// Info describes the object as Open found it.
-func (o *Object) Info() ObjectInfo { return o.info }
-
-// ReadAt reads len(p) bytes at off. A transient failure reopens the object
-// and retries, within the store's retry bounds.
-func (o *Object) ReadAt(p []byte, off int64) (int, error) {
-	if off >= o.info.Size {
-		return 0, io.EOF
-	}
-	want := len(p)
-	if rest := o.info.Size - off; int64(want) > rest {
-		want = int(rest)
-	}
-	var n int
-	err := o.s.do(o.ctx, "read", func(ctx context.Context) error {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		if o.obj == nil {
-			opts := minio.GetObjectOptions{}
-			if o.info.ETag != "" {
-				_ = opts.SetMatchETag(o.info.ETag)
-			}
-			obj, err := o.s.client.GetObject(ctx, o.s.bucket, o.info.Key, opts)
-			if err != nil {
-				return err
-			}
-			o.obj = obj
-		}
-		var err error
-		n, err = o.obj.ReadAt(p[:want], off)
-		if err == io.EOF && n == want {
-			err = nil
-		}
-		if err != nil {
-			// A minio Object remembers its first error; start afresh.
-			o.obj.Close()
-			o.obj = nil
-		}
-		return err
-	})
-	if err != nil {
-		return n, fmt.Errorf("s3: read %s at %d: %w", o.info.Key, off, err)
-	}
-	if want < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// Close releases the connection held for reading.
-func (o *Object) Close() error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.obj != nil {
-		err := o.obj.Close()
-		o.obj = nil
-		return err
-	}
-	return nil
-}
-
-// permanent marks an error that must not be retried.
-type permanent struct{ error }
-
-func (p permanent) Unwrap() error { return p.error }
-
-// do runs fn with bounded retries of transient errors, recording latency
-// and errors under op. A missing object is returned as ErrNotFound.
-func (s *Store) do(ctx context.Context, op string, fn func(ctx context.Context) error) error {
-	pause := s.retry.Base
-	for attempt := 1; ; attempt++ {
-		t0 := time.Now()
-		err := fn(ctx)
-		s.m.duration.WithLabelValues(op).Observe(time.Since(t0).Seconds())
-		if err == nil {
-			return nil
-		}
-		if isNotFound(err) {
-			return fmt.Errorf("%w: %v", ErrNotFound, err)
-		}
-		s.m.errors.WithLabelValues(op).Inc()
-		var p permanent
-		if errors.As(err, &p) {
-			return p.error
-		}
-		if !transient(err) || attempt >= s.retry.Attempts || ctx.Err() != nil {
-			return err
-		}
-		s.m.retries.WithLabelValues(op).Inc()
-		s.log.Debug("s3: transient error; retrying", "op", op, "attempt", attempt, "pause", pause, "err", err)
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		pause = min(2*pause, s.retry.Max)
-	}
+	return err
 }
 
 func isNotFound(err error) bool {
 	r := minio.ToErrorResponse(err)
 	return r.Code == minio.NoSuchKey || r.StatusCode == http.StatusNotFound && r.Code != minio.NoSuchBucket
+}
+
+func isPreconditionFailed(err error) bool {
+	r := minio.ToErrorResponse(err)
+	return r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed"
 }
 
 // transient reports errors a retry can cure: the server unreachable or

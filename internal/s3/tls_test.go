@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -26,8 +27,8 @@ func TestCustomCA(t *testing.T) {
 	st, err := s3.New(cfg)
 	require.NoError(t, err)
 	want := []byte("over TLS")
-	require.NoError(t, st.PutBytes(ctx, "tls/object", want))
-	got, err := st.GetBytes(ctx, "tls/object")
+	require.NoError(t, objstore.PutBytes(ctx, st, "tls/object", want))
+	got, err := objstore.GetBytes(ctx, st, "tls/object")
 	require.NoError(t, err)
 	require.Equal(t, want, got)
 
@@ -36,7 +37,7 @@ func TestCustomCA(t *testing.T) {
 		c.TLS, c.Secure = schemas.ClientTLS{}, true
 		st, err := s3.New(c, s3.WithRetry(s3.Retry{Attempts: 1}))
 		require.NoError(t, err)
-		_, err = st.GetBytes(ctx, "tls/object")
+		_, err = objstore.GetBytes(ctx, st, "tls/object")
 		require.ErrorContains(t, err, "certificate")
 	})
 	t.Run("plain HTTP", func(t *testing.T) {
@@ -44,7 +45,7 @@ func TestCustomCA(t *testing.T) {
 		c.TLS = schemas.ClientTLS{}
 		st, err := s3.New(c, s3.WithRetry(s3.Retry{Attempts: 1}))
 		require.NoError(t, err)
-		_, err = st.GetBytes(ctx, "tls/object")
+		_, err = objstore.GetBytes(ctx, st, "tls/object")
 		require.Error(t, err)
 	})
 	t.Run("missing CA file names the key", func(t *testing.T) {

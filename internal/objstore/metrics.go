@@ -1,4 +1,4 @@
-package s3
+package objstore
 
 import (
 	"errors"
@@ -6,6 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// metrics keep the tandem_s3_ names they had when only S3 existed: the
+// status checks and dashboards read them (status/checks.go), and every
+// bucket tandem runs today speaks S3.
 type metrics struct {
 	duration    *prometheus.HistogramVec
 	errors      *prometheus.CounterVec
@@ -14,8 +17,8 @@ type metrics struct {
 	uploadBytes prometheus.Counter
 }
 
-// newMetrics builds the store's metrics and registers them on reg (nil:
-// unregistered). A collector already registered by another Store on the
+// newMetrics builds the bucket's metrics and registers them on reg (nil:
+// unregistered). A collector already registered by another bucket on the
 // same registry is shared.
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
