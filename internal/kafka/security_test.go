@@ -65,8 +65,7 @@ func TestSASLSSL(t *testing.T) {
 
 // readAll joins a fresh group over the topic and reads n records with the
 // claim's BatchFetcher (what the speed layer and the archiver read with),
-// returning their
-// values (sorted; each at most once, or the test fails).
+// returning their values (sorted; each at most once, or the test fails).
 func readAll(t *testing.T, ctx context.Context, brokers []string, sec kafka.Security, topic, path string, n int) []string {
 	t.Helper()
 	var mu sync.Mutex
