@@ -229,6 +229,16 @@ func runOracle(t *testing.T, e engine, current bool) {
 			want := readUint64(t, e.Query(t, "SELECT uniqHLL12(s) FROM keys FORMAT RowBinary"))
 			got := readUint64(t, e.Query(t, "SELECT uniqHLL12Merge(s) FROM dstates FORMAT RowBinary"))
 			require.Equal(t, want, got, "uniqHLL12Merge of Go states vs uniqHLL12 of the keys")
+			exact := map[string]bool{}
+			for _, k := range set.keys {
+				exact[k] = true
+			}
+			n := float64(len(exact))
+			if len(exact) <= smallSetSize {
+				require.Equal(t, uint64(len(exact)), got, "up to 16 distinct keys the answer is exact")
+			}
+			require.LessOrEqual(t, math.Abs(float64(got)-n), math.Max(DistinctSQLRelativeError*n, 1), "uniqHLL12Merge %d of %d distinct keys", got, len(exact))
+			t.Logf("distinct: %d keys, %d distinct, uniqHLL12Merge %d (%+.2f%%), state %d bytes", len(set.keys), len(exact), got, 100*(float64(got)-n)/math.Max(n, 1), len(goD))
 			fin := e.Query(t, "SELECT finalizeAggregation(s) FROM dstates ORDER BY k FORMAT RowBinary")
 			require.Len(t, fin, 8*len(parts))
 			mergedBytes, _ := merged.MarshalBinary()
@@ -279,6 +289,7 @@ func runOracle(t *testing.T, e engine, current bool) {
 				}
 				return
 			}
+			t.Logf("quantiles: %d values, state %d bytes, merged Go states %v, ClickHouse's own %v", len(set.floats), len(goQ), single, own)
 			checkRanks(t, set.floats, single, "quantilesTDigestMerge of Go states")
 			checkRanks(t, set.floats, own, "ClickHouse's own quantilesTDigest")
 		})
