@@ -178,3 +178,17 @@ func FuzzQuantilesUnmarshal(f *testing.F) {
 		require.LessOrEqual(t, len(out), MaxQuantilesStateBytes)
 	})
 }
+
+// TestAddDoesNotAllocate: the speed layer adds every event's key; hashing a
+// string must not copy it.
+func TestAddDoesNotAllocate(t *testing.T) {
+	var d Distinct
+	for i := 0; i < 100; i++ {
+		d.AddString(fmt.Sprint(i))
+	}
+	key := "some-user-id"
+	require.Zero(t, testing.AllocsPerRun(100, func() { d.AddString(key) }))
+	var q Quantiles
+	q.Add(1)
+	require.LessOrEqual(t, testing.AllocsPerRun(1000, func() { q.Add(2) }), 1.0, "amortized append only")
+}

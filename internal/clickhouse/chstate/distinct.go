@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 
 	"github.com/go-faster/city"
@@ -277,4 +278,33 @@ func uvarint(b []byte) (uint64, int) {
 		return 0, 0
 	}
 	return n, k
+}
+
+// Estimate is the number uniqHLL12Merge finalizes this state to: the exact
+// count while Exact, else ClickHouse's HyperLogLog estimate (raw harmonic
+// mean, linear counting up to 2.5·4096, rounded half up). The REST API can
+// answer from it with the same digits as the SQL view.
+func (d *Distinct) Estimate() uint64 {
+	if d.large == nil {
+		return uint64(len(d.small))
+	}
+	var hist [denomEntries]uint32
+	for _, r := range d.large {
+		hist[r]++
+	}
+	// The denominator Σ 2^-rank, summed from the top rank down by halving
+	// as ClickHouse does; every partial sum is exact in a float64.
+	den := float64(hist[denomEntries-1])
+	for i := denomEntries - 2; i >= 0; i-- {
+		den /= 2
+		den += float64(hist[i])
+	}
+	const m = float64(hllBuckets)
+	alpha := 0.7213 / (1 + 1.079/m)
+	raw := alpha * m * m / den
+	est := raw
+	if raw <= 4294967296.0/30.0 && raw <= 2.5*m && hist[0] != 0 {
+		est = m * (math.Log(m) - math.Log(float64(hist[0])))
+	}
+	return uint64(est + 0.5)
 }

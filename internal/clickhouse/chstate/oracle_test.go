@@ -241,6 +241,14 @@ func runOracle(t *testing.T, e engine, current bool) {
 			t.Logf("distinct: %d keys, %d distinct, uniqHLL12Merge %d (%+.2f%%), state %d bytes", len(set.keys), len(exact), got, 100*(float64(got)-n)/math.Max(n, 1), len(goD))
 			fin := e.Query(t, "SELECT finalizeAggregation(s) FROM dstates ORDER BY k FORMAT RowBinary")
 			require.Len(t, fin, 8*len(parts))
+			// Go's estimate has ClickHouse's digits, per part and merged.
+			for i, st := range states {
+				var pd Distinct
+				require.NoError(t, pd.UnmarshalBinary(st))
+				require.Equal(t, binary.LittleEndian.Uint64(fin[8*i:]), pd.Estimate(), "part %d", i)
+			}
+			require.Equal(t, got, merged.Estimate(), "merged")
+			require.Equal(t, want, d.Estimate(), "whole")
 			mergedBytes, _ := merged.MarshalBinary()
 			chMerged := e.Query(t, "SELECT uniqHLL12MergeState(s) FROM (SELECT s FROM dstates ORDER BY k) FORMAT RowBinary")
 			require.Equal(t, chMerged, mergedBytes, "Go's merge vs uniqHLL12MergeState")
