@@ -285,6 +285,13 @@ func runOracle(t *testing.T, e engine, current bool) {
 			}
 			single := readFloats(t, e.Query(t, "SELECT CAST(quantilesTDigestMerge("+levels+")(s) AS Array(Float64)) FROM (SELECT s FROM qstates ORDER BY k) FORMAT RowBinary"))
 			own := readFloats(t, e.Query(t, "SELECT CAST(quantilesTDigest("+levels+")(f) AS Array(Float64)) FROM (SELECT f FROM nums ORDER BY i) FORMAT RowBinary"))
+			if current {
+				// Go finalizes as the current engine does, digit for digit:
+				// the merged parts and the whole.
+				sameBits(t, single, qmerged.Quantiles(0.5, 0.9, 0.99), "Go's quantiles of the merged parts")
+				r := q.Quantiles(0.99, 0.5, 0.9) // levels in any order
+				sameBits(t, own, []float64{r[1], r[2], r[0]}, "Go's quantiles of the whole")
+			}
 			if len(set.floats) == 0 {
 				return
 			}
@@ -328,6 +335,14 @@ func checkRanks(t *testing.T, vals []float64, got []float64, what string) {
 		a := got[i]
 		ok := sorted[lo] <= a && a <= sorted[hi] || math.IsInf(a, 0) && (a == sorted[lo] || a == sorted[hi])
 		require.True(t, ok, "%s: p%g = %g outside [%g, %g] (ranks %d..%d of %d)", what, lv*100, a, sorted[lo], sorted[hi], lo, hi, n)
+	}
+}
+
+func sameBits(t *testing.T, want, got []float64, what string) {
+	t.Helper()
+	require.Len(t, got, len(want), what)
+	for i := range want {
+		require.Equal(t, math.Float64bits(want[i]), math.Float64bits(got[i]), "%s: level %d: want %g, got %g", what, i, want[i], got[i])
 	}
 }
 

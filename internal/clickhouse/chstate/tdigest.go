@@ -252,3 +252,84 @@ func (q *Quantiles) UnmarshalBinary(b []byte) error {
 	*q = Quantiles{centroids: cs, count: total}
 	return nil
 }
+
+// Quantiles returns the values at levels (each in [0, 1]) as the current
+// engine's quantilesTDigestMerge(levels) finalizes this state, digit for
+// digit: the centroids are walked in order and the answer interpolated
+// between neighbouring means in Float32, a singleton centroid answering
+// its own value. With no values every answer is NaN. It compresses q, which
+// does not change what q holds. (18.16 interpolates without the singleton
+// rule, so its answers can differ within the rank bound.)
+func (q *Quantiles) Quantiles(levels ...float64) []float64 {
+	out := make([]float64, len(levels))
+	if len(q.centroids) == 0 {
+		for i := range out {
+			// ClickHouse's quiet NaN, bit for bit (Go's math.NaN has
+			// another payload).
+			out[i] = float64(math.Float32frombits(0x7fc00000))
+		}
+		return out
+	}
+	q.compress()
+	cs := q.centroids
+	if len(cs) == 1 {
+		for i := range out {
+			out[i] = float64(cs[0].mean)
+		}
+		return out
+	}
+	perm := make([]int, len(levels))
+	for i := range perm {
+		perm[i] = i
+	}
+	sort.SliceStable(perm, func(i, j int) bool { return levels[perm[i]] < levels[perm[j]] })
+	oneHalf := func(b bool) float64 {
+		if b {
+			return 0.5
+		}
+		return 0
+	}
+	ri := 0
+	if len(levels) == 0 {
+		return out
+	}
+	x := levels[perm[0]] * q.count
+	prevX := 0.0
+	var sum float32 // a Float32 in ClickHouse too
+	prevMean, prevCount := cs[0].mean, cs[0].count
+	for _, c := range cs {
+		currentX := float64(sum) + float64(c.count)*0.5
+		if currentX >= x {
+			left := prevX + oneHalf(prevCount == 1)
+			right := currentX - oneHalf(c.count == 1)
+			for currentX >= x {
+				switch {
+				case x <= left:
+					out[perm[ri]] = float64(prevMean)
+				case x >= right:
+					out[perm[ri]] = float64(c.mean)
+				default:
+					out[perm[ri]] = float64(interpolate(float32(x), float32(left), prevMean, float32(right), c.mean))
+				}
+				ri++
+				if ri == len(levels) {
+					return out
+				}
+				x = levels[perm[ri]] * q.count
+			}
+		}
+		sum += c.count
+		prevMean, prevCount, prevX = c.mean, c.count, currentX
+	}
+	for ; ri < len(levels); ri++ {
+		out[perm[ri]] = float64(cs[len(cs)-1].mean)
+	}
+	return out
+}
+
+// interpolate is QuantileTDigest::interpolate: Float32 arguments, the slope
+// in Float32, the blend in Float64 (conversions keep it unfused).
+func interpolate(x, x1, y1, x2, y2 float32) float32 {
+	k := float64((x - x1) / (x2 - x1))
+	return float32(float64((1-k)*float64(y1)) + float64(k*float64(y2)))
+}
