@@ -192,3 +192,25 @@ func TestAddDoesNotAllocate(t *testing.T) {
 	q.Add(1)
 	require.LessOrEqual(t, testing.AllocsPerRun(1000, func() { q.Add(2) }), 1.0, "amortized append only")
 }
+
+// Per-event cost of the states, for the speed layer's budget:
+// go test ./internal/clickhouse/chstate -run XXX -bench . -benchtime 200000x
+func BenchmarkDistinctAdd(b *testing.B) {
+	keys := make([]string, 4096)
+	for i := range keys {
+		keys[i] = fmt.Sprint("user-", i)
+	}
+	var d Distinct
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		d.AddString(keys[i%len(keys)])
+	}
+}
+
+func BenchmarkQuantilesAdd(b *testing.B) {
+	var q Quantiles
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		q.Add(float64(i%10007) * 0.37)
+	}
+}
