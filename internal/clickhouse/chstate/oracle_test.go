@@ -84,6 +84,20 @@ func oracleSets() []valueSet {
 	for i, f := range fl {
 		flKeys[i] = floatKey(f)
 	}
+	// Every key length up to 300 bytes, so each of CityHash's length
+	// branches (0–16, 17–32, 33–64, longer) is compared; arbitrary bytes.
+	anyLen := make([]string, 301)
+	for i := range anyLen {
+		b := make([]byte, i)
+		rng.Read(b)
+		anyLen[i] = string(b)
+	}
+	// 16 keys of 17 to 92 bytes stay a small set: their hashes are
+	// compared one by one.
+	mid := make([]string, 16)
+	for i := range mid {
+		mid[i] = strings.Repeat("k", 17+5*i)
+	}
 	lat := floats(100000, func() float64 { return math.Exp(rng.NormFloat64()*1.5 + 4) })
 	return []valueSet{
 		{name: "empty"},
@@ -103,6 +117,8 @@ func oracleSets() []valueSet {
 		{name: "floats", keys: flKeys, floats: fl},
 		{name: "specials", keys: []string{"", "a", "\x00", "ünïcode", strings.Repeat("x", 100)},
 			floats: []float64{math.Inf(1), math.Inf(-1), -0.0, 0, 1e39, -1e39, math.SmallestNonzeroFloat64, 1, 1, 1}},
+		{name: "key-lengths-0-300", keys: anyLen, floats: floats(301, func() float64 { return rng.ExpFloat64() * 100 })},
+		{name: "16-keys-17-to-92-bytes", keys: mid},
 		{name: "1e5", keys: strs(100000, 60000, "user-"), floats: lat},
 	}
 }
