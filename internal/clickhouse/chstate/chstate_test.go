@@ -214,3 +214,20 @@ func BenchmarkQuantilesAdd(b *testing.B) {
 		q.Add(float64(i%10007) * 0.37)
 	}
 }
+
+// TestQuantilesSelfMerge: merging a digest into itself doubles every weight,
+// as merging an equal copy does.
+func TestQuantilesSelfMerge(t *testing.T) {
+	var a, b Quantiles
+	for i := 0; i < 5000; i++ {
+		a.Add(float64(i % 977))
+		b.Add(float64(i % 977))
+	}
+	c := Quantiles{centroids: append([]centroid(nil), a.centroids...), count: a.count, unmerged: a.unmerged}
+	a.Merge(&a)
+	c.Merge(&b)
+	x, _ := a.MarshalBinary()
+	y, _ := c.MarshalBinary()
+	require.Equal(t, y, x)
+	require.Equal(t, float64(10000), a.Count())
+}

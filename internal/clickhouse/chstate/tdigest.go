@@ -76,7 +76,9 @@ func (q *Quantiles) addCentroid(c centroid) {
 // not changed.
 func (q *Quantiles) Merge(src *Quantiles) {
 	cs := src.centroids
-	if src.unmerged > 0 || len(cs) > tdMaxCentroids {
+	// A copy when src is q (adding would move the centroids being read) or
+	// has centroids to compress first.
+	if src == q || src.unmerged > 0 || len(cs) > tdMaxCentroids {
 		c := Quantiles{centroids: append([]centroid(nil), src.centroids...), count: src.count, unmerged: src.unmerged}
 		c.compress()
 		cs = c.centroids
