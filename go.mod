@@ -10,6 +10,7 @@ require (
 	github.com/chdb-io/chdb-go v1.11.0
 	github.com/compose-spec/compose-go/v2 v2.16.2
 	github.com/dgryski/go-metro v0.0.0-20250106013310-edb8663e5e33
+	github.com/go-faster/city v1.0.1
 	github.com/johannesboyne/gofakes3 v1.2.0
 	github.com/klauspost/compress v1.20.3
 	github.com/minio/minio-go/v7 v7.4.1
@@ -57,7 +58,6 @@ require (
 	github.com/facette/natsort v0.0.0-20181210072756-2cd4dd1e2dcb // indirect
 	github.com/fxamacker/cbor/v2 v2.9.3 // indirect
 	github.com/go-errors/errors v1.5.1 // indirect
-	github.com/go-faster/city v1.0.1 // indirect
 	github.com/go-faster/errors v0.8.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
