@@ -132,11 +132,15 @@ func servingSection(run *Run, m Machine) string {
 				rows = strconv.FormatFloat(v, 'f', 0, 64) // a count: no decimals
 			}
 		}
+		c8 := metricOr(r.Result, "c8_p99_ms")
+		if v, ok := r.Get("c8_rejected"); ok && v > 0 {
+			c8 += fmt.Sprintf(" (%.0f × 503, retried)", v)
+		}
 		fmt.Fprintf(&b, "| %s, %s events | %s | %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |\n",
 			r.Case, num(r.Events), r.Query, rows, metricOr(r.Result, "first_after_restart_ms"),
 			metricOr(r.Result, "p50_ms"), metricOr(r.Result, "p99_ms"), metricOr(r.Result, "serve_cpu_ms/op"),
 			metricOr(r.Result, "exact_p50_ms"), metricOr(r.Result, "exact_p99_ms"),
-			metricOr(r.Result, "c8_p99_ms"), metricOr(r.Result, "ch_p50_ms"), metricOr(r.Result, "ch_p99_ms"), metricOr(r.Result, "ch/tandem"),
+			c8, metricOr(r.Result, "ch_p50_ms"), metricOr(r.Result, "ch_p99_ms"), metricOr(r.Result, "ch/tandem"),
 			servingVerdict(r))
 	}
 	b.WriteString("\n| data | events | merged-view rows | absorbed by the batch run | load through the gateway | all visible after | batch run | load average while measuring | serve RSS (end / peak) | target |\n")
