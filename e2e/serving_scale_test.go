@@ -536,6 +536,7 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 	progress(b, "%d rows; first %.0f ms; p50/p99 %.0f/%.0f ms, exact %.0f/%.0f ms, 8 clients p99 %.0f ms; ClickHouse %.0f/%.0f ms; equal answers",
 		rows, ms(first), ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(ex, 0.5)), ms(pct(ex, 0.99)), ms(pct(conc, 0.99)), ms(pct(chLat, 0.5)), ms(pct(chLat, 0.99)))
 	b.ReportMetric(float64(rows), "rows")
+	b.ReportMetric(float64(reqs), "requests")
 	b.ReportMetric(ms(pct(all, 0.5)), "p50_ms")
 	b.ReportMetric(ms(pct(all, 0.99)), "p99_ms")
 	b.ReportMetric(ms(cpuAll)/float64(len(all)), "serve_cpu_ms/op")

@@ -118,9 +118,9 @@ func servingSection(run *Run, m Machine) string {
 		b.WriteString("\n`" + servingBench + "` was not run.\n")
 		return b.String()
 	}
-	b.WriteString("\nLatencies in ms, measured by an HTTP client against `tandem serve` as its own process; \"exact\" asks only count, sum, min and max (`measures=views,revenue,min_latency,max_latency`), the question ClickHouse's merged view can answer; the last ratio is the merged view's p50 ÷ tandem's exact p50 (higher is better for tandem). A verdict is given only at the size a target is stated for.\n\n")
-	b.WriteString("| data | query | rows | first after restart | p50 / p99 | serve CPU per request | exact p50 / p99 | p99, 8 clients | ClickHouse merged view p50 / p99 | ClickHouse ÷ tandem | target |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\nLatencies in ms over the stated number of requests (each phase: sequential with all measures, sequential exact-only, 8 concurrent clients, ClickHouse), measured by an HTTP client against `tandem serve` as its own process; \"exact\" asks only count, sum, min and max (`measures=views,revenue,min_latency,max_latency`), the question ClickHouse's merged view can answer; the last ratio is the merged view's p50 ÷ tandem's exact p50 (higher is better for tandem). A verdict is given only at the size a target is stated for.\n\n")
+	b.WriteString("| data | query | rows | requests | first after restart | p50 / p99 | serve CPU per request | exact p50 / p99 | p99, 8 clients | ClickHouse merged view p50 / p99 | ClickHouse ÷ tandem | target |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range res {
 		if r.Query == "serve" {
 			continue
@@ -136,8 +136,8 @@ func servingSection(run *Run, m Machine) string {
 		if v, ok := r.Get("c8_rejected"); ok && v > 0 {
 			c8 += fmt.Sprintf(" (%.0f × 503, retried)", v)
 		}
-		fmt.Fprintf(&b, "| %s, %s events | %s | %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |\n",
-			r.Case, num(r.Events), r.Query, rows, metricOr(r.Result, "first_after_restart_ms"),
+		fmt.Fprintf(&b, "| %s, %s events | %s | %s | %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |\n",
+			r.Case, num(r.Events), r.Query, rows, metricOr(r.Result, "requests"), metricOr(r.Result, "first_after_restart_ms"),
 			metricOr(r.Result, "p50_ms"), metricOr(r.Result, "p99_ms"), metricOr(r.Result, "serve_cpu_ms/op"),
 			metricOr(r.Result, "exact_p50_ms"), metricOr(r.Result, "exact_p99_ms"),
 			c8, metricOr(r.Result, "ch_p50_ms"), metricOr(r.Result, "ch_p99_ms"), metricOr(r.Result, "ch/tandem"),
