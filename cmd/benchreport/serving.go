@@ -125,19 +125,12 @@ func servingSection(run *Run, m Machine) string {
 		if r.Query == "serve" {
 			continue
 		}
-		rows := "—"
-		if v, ok := r.Get("rows"); ok {
-			rows = num(v) // thousands separators
-			if v < 1000 {
-				rows = strconv.FormatFloat(v, 'f', 0, 64) // a count: no decimals
-			}
-		}
 		c8 := metricOr(r.Result, "c8_p99_ms")
 		if v, ok := r.Get("c8_rejected"); ok && v > 0 {
 			c8 += fmt.Sprintf(" (%.0f × 503, retried)", v)
 		}
 		fmt.Fprintf(&b, "| %s, %s events | %s | %s | %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |\n",
-			r.Case, num(r.Events), r.Query, rows, metricOr(r.Result, "requests"), metricOr(r.Result, "first_after_restart_ms"),
+			r.Case, num(r.Events), r.Query, countOr(r.Result, "rows"), countOr(r.Result, "requests"), metricOr(r.Result, "first_after_restart_ms"),
 			metricOr(r.Result, "p50_ms"), metricOr(r.Result, "p99_ms"), metricOr(r.Result, "serve_cpu_ms/op"),
 			metricOr(r.Result, "exact_p50_ms"), metricOr(r.Result, "exact_p99_ms"),
 			c8, metricOr(r.Result, "ch_p50_ms"), metricOr(r.Result, "ch_p99_ms"), metricOr(r.Result, "ch/tandem"),
@@ -169,6 +162,19 @@ func servingSection(run *Run, m Machine) string {
 		b.WriteString("\nFailures during the run:\n\n```\n" + strings.Join(run.Failed, "\n") + "\n```\n")
 	}
 	return b.String()
+}
+
+// countOr formats a count metric: thousands separators, no decimals.
+func countOr(r *Result, unit string) string {
+	v, ok := r.Get(unit)
+	switch {
+	case !ok:
+		return "—"
+	case v >= 1000:
+		return num(v)
+	default:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
 }
 
 // servingVerdict states a query's targets, judged when the run is at the
