@@ -7,7 +7,7 @@
 #   make test-apache-kafka  the Kafka-facing tests against a real Apache Kafka broker
 #   make bench       the benchmarks (~15 min), and their tables in docs/performance.md
 #   make bench-smoke every benchmark once at a small size (a check, no figures)
-#   make bench-serving-scale  serving over a month of events against ClickHouse (~15 min at 3M)
+#   make bench-serving-scale  serving over a month of events against ClickHouse (tens of minutes)
 #   make fuzz        run every fuzz target for $(FUZZTIME)
 #   make chaos       soak run under faults (~12 min); make chaos-short (~5 min)
 #   make dev         run the whole platform locally on .tandem/
