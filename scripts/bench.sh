@@ -10,6 +10,12 @@
 #                             first run generates the raw data, ~350 MB per 10M) and the speed
 #                             layer with one and two instances; the scaling
 #                             table and docs/scaling.png
+#   scripts/bench.sh serving-scale
+#                             issue 11's serving benchmark (BenchmarkServingScale):
+#                             the example view over 30 days at 3M events and a
+#                             speed-only day at 10M through the real services,
+#                             five queries against ClickHouse's merged view; its
+#                             table in docs/performance.md ("Serving at scale")
 #
 # Environment:
 #   GO                       go command (default go)
@@ -18,6 +24,10 @@
 #                            multiples of 400,000, so that each of the benchmark's 4
 #                            partitions ends on a whole chunk of 100,000 offsets and
 #                            the recompute absorbs every event the scan reads)
+#   TANDEM_BENCH_SERVING_EVENTS        serving-scale: events over 30 days (default 3000000)
+#   TANDEM_BENCH_SERVING_SPEED_EVENTS  serving-scale: events over 24 h, no batch run (default 10000000)
+#   TANDEM_BENCH_SERVING_REQUESTS      serving-scale: sequential requests per query (default 50)
+#                                      (0 events skips that case)
 #   TANDEM_TEST_KAFKA, ...   as for the tests: the broker the benchmarks use
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +45,8 @@ CHDB_LIB_PATH="$(scripts/chdb.sh path 2>/dev/null || true)"
 export CHDB_LIB_PATH
 
 failed=0
+# go test's -timeout for one benchmark; serving-scale at 30M events needs more.
+TIMEOUT=30m
 
 # bench FILE PKG PATTERN BENCHTIME [ENV=VALUE...]: run one benchmark and
 # append its output, with the load average before it, to FILE.
@@ -44,7 +56,7 @@ bench() {
   log "$pkg $pattern (-benchtime $benchtime${*:+, $*})"
   echo "# loadavg: $(cat /proc/loadavg)" >>"$file"
   local start=$SECONDS
-  if ! env "$@" "$GO" test "$pkg" -run '^$' -bench "$pattern" -benchtime "$benchtime" -count 1 -timeout 30m 2>&1 | tee -a "$file"; then
+  if ! env "$@" "$GO" test "$pkg" -run '^$' -bench "$pattern" -benchtime "$benchtime" -count 1 -timeout "$TIMEOUT" 2>&1 | tee -a "$file"; then
     log "FAILED: $pkg $pattern"
     echo "FAIL benchmark $pkg $pattern" >>"$file"
     failed=1
@@ -74,6 +86,21 @@ all() {
   bench "$file" ./internal/clickhouse '^(BenchmarkInsertSpeedRows|BenchmarkMergedView)$' "$ch"
 }
 
+# serving FILE SMOKE: BenchmarkServingScale; SMOKE=1 at a size that takes
+# about a minute, enough to show that every query still reports.
+serving() {
+  local file=$1 smoke=$2
+  local sizes=()
+  if [ "$smoke" = 1 ]; then
+    sizes=(TANDEM_BENCH_SERVING_EVENTS=100000 TANDEM_BENCH_SERVING_SPEED_EVENTS=50000 TANDEM_BENCH_SERVING_REQUESTS=8)
+  fi
+  : >"$file"
+  local timeout=$TIMEOUT
+  [ "$smoke" = 1 ] || TIMEOUT=3h
+  bench "$file" ./e2e '^BenchmarkServingScale$' 1x "${sizes[@]}"
+  TIMEOUT=$timeout
+}
+
 case "$MODE" in
   full)
     all "$OUT/bench.txt" 0
@@ -84,6 +111,8 @@ case "$MODE" in
     start=$SECONDS
     all "$OUT/smoke.txt" 1
     "$GO" run ./cmd/benchreport -check "$OUT/smoke.txt" || failed=1
+    serving "$OUT/serving-smoke.txt" 1
+    "$GO" run ./cmd/benchreport -serving -check "$OUT/serving-smoke.txt" || failed=1
     log "smoke run took $((SECONDS - start)) s"
     ;;
   scaling)
@@ -100,8 +129,13 @@ case "$MODE" in
     "$GO" run ./cmd/benchreport -scaling -doc "$DOC" -chart docs/scaling "$file"
     log "wrote the scaling section of $DOC and docs/scaling.{svg,png} from $file"
     ;;
+  serving-scale)
+    serving "$OUT/serving-scale.txt" 0
+    "$GO" run ./cmd/benchreport -serving -doc "$DOC" "$OUT/serving-scale.txt"
+    log "wrote the serving-at-scale results of $DOC from $OUT/serving-scale.txt"
+    ;;
   *)
-    echo "usage: $0 [full|smoke|scaling]" >&2
+    echo "usage: $0 [full|smoke|scaling|serving-scale]" >&2
     exit 2
     ;;
 esac

@@ -3,14 +3,19 @@
 // stage (tandem's rate beside its same-run baseline, the ratio and its
 // target, peak memory, latency or freshness percentiles), the comparison
 // with ClickHouse's Kafka engine, every reported figure, and the machine.
-// With -scaling it writes the scaling section and its chart instead.
+// With -scaling it writes the scaling section and its chart instead; with
+// -serving the "Serving at scale" results of BenchmarkServingScale (issue
+// 11, `make bench-serving-scale`).
 //
 //	benchreport -doc docs/performance.md .bench/bench.txt
 //	benchreport -scaling -doc docs/performance.md -chart docs/scaling .bench/scaling.txt
+//	benchreport -serving -doc docs/performance.md .bench/serving-scale.txt
 //	benchreport -check .bench/smoke.txt     # fail unless every stage reported
+//	benchreport -serving -check .bench/serving-smoke.txt
 //
 // Generated text goes between <!-- BEGIN GENERATED: name --> and
-// <!-- END GENERATED: name --> markers (name "bench" or "scaling"); the
+// <!-- END GENERATED: name --> markers (name "bench", "scaling" or
+// "serving"); the
 // rest of the document (hand-written prose) is kept. Missing markers are
 // appended at the end.
 package main
@@ -38,7 +43,8 @@ func run(args []string) error {
 	doc := fs.String("doc", "", "markdown file to update between the markers (stdout when empty)")
 	scaling := fs.Bool("scaling", false, "write the scaling section (and chart) instead of the benchmark summary")
 	chart := fs.String("chart", "", "with -scaling: path without extension for the chart (.svg written, .png converted with rsvg-convert)")
-	check := fs.Bool("check", false, "only check that every stage's benchmark reported its figures")
+	serving := fs.Bool("serving", false, "write the serving-at-scale results (BenchmarkServingScale) instead of the benchmark summary")
+	check := fs.Bool("check", false, "only check that every stage's benchmark (with -serving: every query of BenchmarkServingScale) reported its figures")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,12 +63,24 @@ func run(args []string) error {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
+	if *check && *serving {
+		if problems := checkServing(&r); len(problems) > 0 {
+			return errors.New(strings.Join(append(problems, r.Failed...), "; "))
+		}
+		if len(r.Failed) > 0 {
+			return errors.New(strings.Join(r.Failed, "; "))
+		}
+		fmt.Printf("benchreport: %d results of %s, every query reported\n", len(servingResults(&r)), servingBench)
+		return nil
+	}
 	if *check {
 		return checkRun(&r)
 	}
 	m := machine(&r, time.Now())
 	name, text := "bench", ""
-	if *scaling {
+	if *serving {
+		name, text = "serving", servingSection(&r, m)
+	} else if *scaling {
 		name = "scaling"
 		link := ""
 		if *chart != "" {
