@@ -84,12 +84,18 @@ func (s Security) String() string {
 	return "PLAINTEXT"
 }
 
+// connectTimeout bounds setting up one connection. kafka-go applies a
+// Transport's DialTimeout to the TLS and SASL handshakes as well, and a
+// broker's first SASL_SSL handshakes (a JVM that has not warmed up, a
+// managed cluster across a WAN) take seconds.
+const connectTimeout = 10 * time.Second
+
 // transport is a kafka-go Transport (producer, admin, status) with this
 // security.
 func (s Security) transport(clientID string) *kgo.Transport {
 	return &kgo.Transport{
-		Dial:        (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
-		DialTimeout: 3 * time.Second,
+		Dial:        (&net.Dialer{Timeout: connectTimeout}).DialContext,
+		DialTimeout: connectTimeout,
 		IdleTimeout: 30 * time.Second,
 		MetadataTTL: 6 * time.Second,
 		ClientID:    clientID,
