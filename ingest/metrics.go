@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 type metrics struct {
@@ -24,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_events_accepted_total",
 			Help: "Events acknowledged by Kafka and reported accepted, by stream."}, []string{"stream"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_events_rejected_total",
-			Help: "Events that failed validation and were not produced, by stream and reason (malformed, missing_field, bad_field, future_time, too_large)."},
+			Help: "Events that failed validation and were not produced, by stream and reason (" + schemas.ReasonLabels() + ")."},
 			[]string{"stream", "reason"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_bytes_received_total",
 			Help: "Request body bytes read, by stream."}, []string{"stream"}),

@@ -1,9 +1,7 @@
 package speed
 
 import (
-	"errors"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, now func() time.Time) *metrics {
 		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_events_replayed_total",
 			Help: "Messages read again after a claim (restart, rebalance) to rebuild state; they produce no new output."}, []string{"stream"}),
 		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_dlq_total",
-			Help: "Messages that failed validation and were written to the dead-letter topic, by reason."}, []string{"stream", "reason"}),
+			Help: "Messages that failed validation and were written to the dead-letter topic, by reason (" + schemas.ReasonLabels() + ")."}, []string{"stream", "reason"}),
 		processing: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_speed_event_processing_seconds",
 			Help:    "Time to decode, deduplicate and fold one message, timed for one message in 32.",
 			Buckets: prometheus.ExponentialBuckets(250e-9, 2, 14)}),
@@ -102,25 +100,4 @@ func (m *metrics) wroteNewest(stream string, t time.Time) {
 	}
 	m.mu.Unlock()
 	m.newest.WithLabelValues(stream).Set(float64(t.UnixMilli()) / 1000)
-}
-
-// dlqReason is the bounded label value for a validation error; the full
-// message goes in the dead letter's header.
-func dlqReason(err error) string {
-	var fe *schemas.FieldError
-	switch {
-	case errors.Is(err, schemas.ErrFutureEvent):
-		return "future_event"
-	case errors.As(err, &fe) && fe.Field == "":
-		switch {
-		case strings.Contains(fe.Reason, "over the limit"), strings.Contains(fe.Reason, "nests"):
-			return "too_large"
-		default:
-			return "not_json_object"
-		}
-	case errors.As(err, &fe) && fe.Reason == "required field is missing":
-		return "missing_field"
-	default:
-		return "bad_field"
-	}
 }
