@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 func (j *judgement) components() {
@@ -32,7 +34,7 @@ func (j *judgement) components() {
 			c.Reachable, c.Ready = true, true
 		}
 		if r.cur != nil {
-			if start := r.cur.max("process_start_time_seconds"); !math.IsNaN(start) && start > 0 {
+			if start := r.cur.max(schemas.MetricProcessStart); !math.IsNaN(start) && start > 0 {
 				c.Uptime = math.Max(0, float64(j.now.UnixMilli())/1000-start)
 				if check.Detail == "" {
 					check.Detail = "up " + formatSeconds(c.Uptime)
@@ -75,18 +77,18 @@ func (j *judgement) ingestion() {
 		j.down(area, "ingest.produce_failure_ratio", "Share of valid events Kafka did not take", "ratio", why)
 	} else {
 		const src = "ingest /metrics"
-		j.add(area, "ingest.events_per_second", "Events accepted per second", "events/s", r.rate("tandem_ingest_events_accepted_total", nil), "", src)
-		j.add(area, "ingest.bytes_per_second", "Bytes received per second", "bytes/s", r.rate("tandem_ingest_bytes_received_total", nil), "", src)
-		accepted := func(s *scrape) float64 { return s.sum("tandem_ingest_events_accepted_total", nil) }
-		rejected := func(s *scrape) float64 { return s.sum("tandem_ingest_events_rejected_total", nil) }
-		failed := func(s *scrape) float64 { return s.sum("tandem_ingest_produce_failed_events_total", nil) }
+		j.add(area, "ingest.events_per_second", "Events accepted per second", "events/s", r.rate(schemas.MetricIngestAccepted, nil), "", src)
+		j.add(area, "ingest.bytes_per_second", "Bytes received per second", "bytes/s", r.rate(schemas.MetricIngestBytes, nil), "", src)
+		accepted := func(s *scrape) float64 { return s.sum(schemas.MetricIngestAccepted, nil) }
+		rejected := func(s *scrape) float64 { return s.sum(schemas.MetricIngestRejected, nil) }
+		failed := func(s *scrape) float64 { return s.sum(schemas.MetricIngestProduceFailed, nil) }
 		v, since := r.ratio(rejected, func(s *scrape) float64 { return accepted(s) + rejected(s) })
-		detail := joinCounts(r.byLabelDelta("tandem_ingest_events_rejected_total", "reason"), "by reason: ")
+		detail := joinCounts(r.byLabelDelta(schemas.MetricIngestRejected, "reason"), "by reason: ")
 		if since {
-			detail = strings.TrimSpace(joinCounts(r.cur.by("tandem_ingest_events_rejected_total", "reason"), "by reason: ") + " " + windowNote(since))
+			detail = strings.TrimSpace(joinCounts(r.cur.by(schemas.MetricIngestRejected, "reason"), "by reason: ") + " " + windowNote(since))
 		}
 		j.add(area, "ingest.reject_ratio", "Share of events rejected", "ratio", v, detail, src)
-		h, since := r.histWindow("tandem_ingest_produce_duration_seconds", nil)
+		h, since := r.histWindow(schemas.MetricIngestProduceSeconds, nil)
 		j.add(area, "ingest.produce_latency_p99_seconds", "Kafka produce latency (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
 		v, since = r.ratio(failed, func(s *scrape) float64 { return accepted(s) + failed(s) })
 		j.add(area, "ingest.produce_failure_ratio", "Share of valid events Kafka did not take", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
@@ -106,8 +108,8 @@ func (j *judgement) ingestion() {
 		}
 	}
 	detail, src := topLag(speedTop, func(p PartitionLag) int64 { return p.SpeedLag }), "Kafka high-water marks vs ClickHouse speed rows"
-	if sp := j.comp("speed"); sp != nil && sp.cur.has("tandem_speed_consumer_lag") {
-		m := sp.cur.max("tandem_speed_consumer_lag")
+	if sp := j.comp("speed"); sp != nil && sp.cur.has(schemas.MetricSpeedConsumerLag) {
+		m := sp.cur.max(schemas.MetricSpeedConsumerLag)
 		if math.IsNaN(speedLag) && !math.IsNaN(m) {
 			speedLag, src = m, "speed /metrics (stores unreadable)"
 		} else if !math.IsNaN(m) {
@@ -143,7 +145,7 @@ func (j *judgement) ingestion() {
 			if p == nil || p.UpdatedAt.IsZero() {
 				why = fmt.Sprintf("stream %s: no archive progress published yet", s.Name)
 				if a := j.comp("archive"); a != nil {
-					if start := a.cur.max("process_start_time_seconds"); !math.IsNaN(start) {
+					if start := a.cur.max(schemas.MetricProcessStart); !math.IsNaN(start) {
 						age = nanMax(age, float64(j.now.UnixMilli())/1000-start)
 					}
 				}
@@ -265,24 +267,24 @@ func (j *judgement) processing() {
 		}
 	} else {
 		const src = "speed /metrics"
-		consumed := func(s *scrape) float64 { return s.sum("tandem_speed_events_consumed_total", nil) }
-		j.add(area, names[0].name, names[0].q, names[0].unit, r.rate("tandem_speed_events_consumed_total", nil), "", src)
-		h, since := r.histWindow("tandem_speed_event_processing_seconds", nil)
+		consumed := func(s *scrape) float64 { return s.sum(schemas.MetricSpeedConsumed, nil) }
+		j.add(area, names[0].name, names[0].q, names[0].unit, r.rate(schemas.MetricSpeedConsumed, nil), "", src)
+		h, since := r.histWindow(schemas.MetricSpeedProcessingSeconds, nil)
 		j.add(area, names[1].name, names[1].q, names[1].unit, h.mean(), windowNote(since && h != nil && h.count > 0), src)
 		errs := math.NaN()
 		if w := r.window(); w > 0 {
-			errs = (r.delta("tandem_speed_clickhouse_errors_total", nil) + r.delta("tandem_speed_dlq_errors_total", nil)) / w * 60
+			errs = (r.delta(schemas.MetricSpeedClickHouseErrors, nil) + r.delta(schemas.MetricSpeedDLQErrors, nil)) / w * 60
 		}
 		j.add(area, names[2].name, names[2].q, names[2].unit, errs,
-			joinCounts(r.byLabelDelta("tandem_speed_clickhouse_errors_total", "table"), "ClickHouse errors by table: "), src)
-		stalled := r.cur.sum("tandem_speed_stalled_partitions", nil)
+			joinCounts(r.byLabelDelta(schemas.MetricSpeedClickHouseErrors, "table"), "ClickHouse errors by table: "), src)
+		stalled := r.cur.sum(schemas.MetricSpeedStalledPartitions, nil)
 		j.add(area, names[3].name, names[3].q, names[3].unit, stalled, "", src)
-		v, since := r.ratio(func(s *scrape) float64 { return s.sum("tandem_speed_dlq_total", nil) }, consumed)
+		v, since := r.ratio(func(s *scrape) float64 { return s.sum(schemas.MetricSpeedDLQ, nil) }, consumed)
 		j.add(area, names[4].name, names[4].q, names[4].unit, v,
-			strings.TrimSpace(joinCounts(r.byLabelDelta("tandem_speed_dlq_total", "reason"), "by reason: ")+" "+windowNote(since && !math.IsNaN(v))), src)
-		v, since = r.ratio(func(s *scrape) float64 { return s.sum("tandem_speed_duplicates_total", nil) }, consumed)
+			strings.TrimSpace(joinCounts(r.byLabelDelta(schemas.MetricSpeedDLQ, "reason"), "by reason: ")+" "+windowNote(since && !math.IsNaN(v))), src)
+		v, since = r.ratio(func(s *scrape) float64 { return s.sum(schemas.MetricSpeedDuplicates, nil) }, consumed)
 		j.add(area, names[5].name, names[5].q, names[5].unit, v, windowNote(since && !math.IsNaN(v)), src)
-		h, since = r.histWindow("tandem_speed_ingest_to_visible_seconds", nil)
+		h, since = r.histWindow(schemas.MetricSpeedIngestToVisible, nil)
 		j.add(area, names[6].name, names[6].q, names[6].unit, h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
 	}
 
@@ -290,7 +292,7 @@ func (j *judgement) processing() {
 	// knows it exactly; ClickHouse knows the newest window start (a bound).
 	newest, src := math.NaN(), ""
 	if r != nil {
-		if v := r.cur.max("tandem_speed_newest_event_time_seconds"); !math.IsNaN(v) && v > 0 {
+		if v := r.cur.max(schemas.MetricSpeedNewestEventTime); !math.IsNaN(v) && v > 0 {
 			newest, src = v, "speed /metrics (newest event time written to ClickHouse)"
 		}
 	}
@@ -322,10 +324,10 @@ func (j *judgement) storage() {
 		j.down(area, "clickhouse.insert_error_ratio", "Share of ClickHouse inserts failing", "ratio", why)
 	} else {
 		const src = "speed /metrics"
-		h, since := r.histWindow("tandem_speed_clickhouse_insert_seconds", nil)
+		h, since := r.histWindow(schemas.MetricSpeedInsertSeconds, nil)
 		j.add(area, "clickhouse.insert_latency_p99_seconds", "ClickHouse insert latency (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
-		errs := func(s *scrape) float64 { return s.sum("tandem_speed_clickhouse_errors_total", nil) }
-		v, since := r.ratio(errs, func(s *scrape) float64 { return s.sum("tandem_speed_clickhouse_insert_seconds", nil) + errs(s) })
+		errs := func(s *scrape) float64 { return s.sum(schemas.MetricSpeedClickHouseErrors, nil) }
+		v, since := r.ratio(errs, func(s *scrape) float64 { return s.sum(schemas.MetricSpeedInsertSeconds, nil) + errs(s) })
 		j.add(area, "clickhouse.insert_error_ratio", "Share of ClickHouse inserts failing", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
 	}
 	if j.st.chErr != nil {
@@ -353,9 +355,9 @@ func (j *judgement) storage() {
 	if r := j.comp("archive"); r == nil {
 		j.down(area, "s3.upload_latency_p99_seconds", "S3 upload latency of the archiver (p99)", "seconds", j.unreachable("archive"))
 	} else {
-		name := "tandem_archive_upload_duration_seconds"
+		name := schemas.MetricArchiveUploadSeconds
 		if !r.cur.has(name) {
-			name = "tandem_s3_upload_duration_seconds"
+			name = schemas.MetricS3UploadSeconds
 		}
 		h, since := r.histWindow(name, nil)
 		j.add(area, "s3.upload_latency_p99_seconds", "S3 upload latency of the archiver (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), "archive /metrics")
@@ -365,13 +367,13 @@ func (j *judgement) storage() {
 	var srcs []string
 	for _, name := range []string{"archive", "serve"} {
 		r := j.comp(name)
-		if r == nil || !r.cur.has("tandem_s3_request_duration_seconds") {
+		if r == nil || !r.cur.has(schemas.MetricS3RequestSeconds) {
 			continue
 		}
 		srcs = append(srcs, name)
-		e, n := r.delta("tandem_s3_errors_total", nil), r.delta("tandem_s3_request_duration_seconds", nil)
+		e, n := r.delta(schemas.MetricS3Errors, nil), r.delta(schemas.MetricS3RequestSeconds, nil)
 		num, den = num+e, den+n
-		numAll, denAll = numAll+r.cur.sum("tandem_s3_errors_total", nil), denAll+r.cur.sum("tandem_s3_request_duration_seconds", nil)
+		numAll, denAll = numAll+r.cur.sum(schemas.MetricS3Errors, nil), denAll+r.cur.sum(schemas.MetricS3RequestSeconds, nil)
 	}
 	v, note := math.NaN(), ""
 	switch {
@@ -484,7 +486,7 @@ func (j *judgement) serving() {
 		return
 	}
 	const src = "serve /metrics"
-	const lat = "tandem_serve_query_duration_seconds"
+	const lat = schemas.MetricServeQuerySeconds
 	j.add(area, "serve.queries_per_second", "Queries per second", "queries/s", r.rate(lat, nil), "", src)
 	h, since := r.histWindow(lat, nil)
 	note := windowNote(since && h != nil && h.count > 0)
@@ -499,16 +501,16 @@ func (j *judgement) serving() {
 		return s.sum(lat, func(l map[string]string) bool { return strings.HasPrefix(l["code"], "5") })
 	}, queries)
 	j.add(area, "serve.error_ratio", "Share of queries failing (5xx)", "ratio", v,
-		strings.TrimSpace(joinCounts(r.byLabelDelta("tandem_serve_errors_total", "code"), "errors by code: ")+" "+windowNote(since && !math.IsNaN(v))), src)
-	hits := func(s *scrape) float64 { return s.sum("tandem_serve_cache_hits_total", nil) }
-	misses := func(s *scrape) float64 { return s.sum("tandem_serve_cache_misses_total", nil) }
+		strings.TrimSpace(joinCounts(r.byLabelDelta(schemas.MetricServeErrors, "code"), "errors by code: ")+" "+windowNote(since && !math.IsNaN(v))), src)
+	hits := func(s *scrape) float64 { return s.sum(schemas.MetricServeCacheHits, nil) }
+	misses := func(s *scrape) float64 { return s.sum(schemas.MetricServeCacheMisses, nil) }
 	v, since = r.ratio(misses, func(s *scrape) float64 { return hits(s) + misses(s) })
 	detail := ""
 	if !math.IsNaN(v) {
 		detail = strings.TrimSpace(fmt.Sprintf("hit rate %.1f%% %s", (1-v)*100, windowNote(since)))
 	}
 	j.add(area, "serve.cache_miss_ratio", "Batch cache miss ratio (1 − hit rate)", "ratio", v, detail, src)
-	v, since = r.ratio(func(s *scrape) float64 { return s.sum("tandem_serve_speed_failures_total", nil) }, queries)
+	v, since = r.ratio(func(s *scrape) float64 { return s.sum(schemas.MetricServeSpeedFailures, nil) }, queries)
 	j.add(area, "serve.speed_failure_ratio", "Share of queries answered without the speed layer", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
 }
 
@@ -523,7 +525,7 @@ func (j *judgement) security() {
 		if r == nil {
 			continue
 		}
-		for _, fam := range []string{"tandem_auth_failures_total", "tandem_serve_auth_failures_total"} {
+		for _, fam := range []schemas.Metric{schemas.MetricAuthFailures, schemas.MetricServeAuthFailures} {
 			if !r.cur.has(fam) && !(r.prev.has(fam)) {
 				continue
 			}

@@ -465,7 +465,7 @@ func (r *reading) window() float64 {
 
 // delta is the increase of a counter sum between the scrapes (the value
 // since start when there is no baseline or the component restarted).
-func (r *reading) delta(name string, match func(map[string]string) bool) float64 {
+func (r *reading) delta(name schemas.Metric, match func(map[string]string) bool) float64 {
 	cur := r.cur.sum(name, match)
 	if r.prev == nil {
 		return cur
@@ -479,7 +479,7 @@ func (r *reading) delta(name string, match func(map[string]string) bool) float64
 
 // rate is the per-second increase of a counter between the scrapes; NaN
 // without a baseline.
-func (r *reading) rate(name string, match func(map[string]string) bool) float64 {
+func (r *reading) rate(name schemas.Metric, match func(map[string]string) bool) float64 {
 	w := r.window()
 	if w <= 0 {
 		return math.NaN()
@@ -510,7 +510,7 @@ func (r *reading) ratio(num, den func(s *scrape) float64) (v float64, sinceStart
 
 // histWindow is the histogram of the observations between the scrapes, or
 // since start when none happened in the window.
-func (r *reading) histWindow(name string, match func(map[string]string) bool) (h *histogram, sinceStart bool) {
+func (r *reading) histWindow(name schemas.Metric, match func(map[string]string) bool) (h *histogram, sinceStart bool) {
 	cur := r.cur.hist(name, match)
 	if cur == nil {
 		return nil, false
@@ -538,7 +538,7 @@ func labelIs(name, val string) func(map[string]string) bool {
 }
 
 // byLabelDelta is the per-label-value increase of a counter over the window.
-func (r *reading) byLabelDelta(name, label string) map[string]float64 {
+func (r *reading) byLabelDelta(name schemas.Metric, label string) map[string]float64 {
 	cur := r.cur.by(name, label)
 	if r.prev == nil {
 		return cur
