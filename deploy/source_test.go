@@ -466,8 +466,8 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// healthChecks returns the check names of the health report
-// (status.CheckNames, plus the per-component and per-store checks), read
+// healthChecks returns the check names of the health report (the
+// status.CheckName constants, plus the per-component checks), read
 // from the status package's sources; nil when that package is absent.
 func healthChecks(t *testing.T) map[string]bool {
 	t.Helper()
@@ -491,8 +491,17 @@ func healthChecks(t *testing.T) map[string]bool {
 			if !ok {
 				return true
 			}
+			// const CheckX CheckName = "area.name" (status/checknames.go)
+			if typ, ok := vs.Type.(*ast.Ident); ok && typ.Name == "CheckName" {
+				for _, v := range vs.Values {
+					if s, ok := stringLit(v); ok {
+						out[s] = true
+					}
+				}
+				return true
+			}
 			for i, name := range vs.Names {
-				if (name.Name == "CheckNames" || name.Name == "Components") && i < len(vs.Values) {
+				if name.Name == "Components" && i < len(vs.Values) {
 					if cl, ok := vs.Values[i].(*ast.CompositeLit); ok {
 						for _, el := range cl.Elts {
 							if s, ok := stringLit(el); ok {

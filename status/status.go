@@ -222,7 +222,7 @@ var Components = []string{"ingest", "speed", "archive", "serve"}
 type Monitor struct {
 	cfg    *schemas.Config
 	opts   Options
-	th     map[string]Threshold
+	th     map[CheckName]Threshold
 	stores *stores
 
 	mu   sync.Mutex
@@ -411,8 +411,10 @@ type judgement struct {
 // add appends a check, judging value against the named threshold (none:
 // informational). A NaN value is "not measured": unknown when the source
 // is down (why != ""), else green with the detail.
-func (j *judgement) add(area, name, question, unit string, value float64, detail, source string) *Check {
-	c := Check{Area: area, Name: name, Question: question, Unit: unit, Detail: detail, Source: source, Verdict: Green}
+func (j *judgement) add(name CheckName, value float64, detail, source string) *Check {
+	spec := checkSpecs[name]
+	unit := spec.unit
+	c := Check{Area: spec.area, Name: string(name), Question: spec.question, Unit: unit, Detail: detail, Source: source, Verdict: Green}
 	th, ok := j.m.th[name]
 	if ok {
 		t := th
@@ -433,8 +435,8 @@ func (j *judgement) add(area, name, question, unit string, value float64, detail
 }
 
 // down adds a check whose source did not answer.
-func (j *judgement) down(area, name, question, unit, why string) {
-	c := j.add(area, name, question, unit, math.NaN(), why, "")
+func (j *judgement) down(name CheckName, why string) {
+	c := j.add(name, math.NaN(), why, "")
 	c.Verdict = Unknown
 }
 
