@@ -42,6 +42,7 @@ func exportedMetrics(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	fset := token.NewFileSet()
+	shared := packageConsts(t, fset, "schemas")
 	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -65,10 +66,38 @@ func exportedMetrics(t *testing.T) map[string]string {
 			t.Logf("metric scan: skipping %s: %v", path, err)
 			return nil
 		}
-		scanMetrics(f, consts(f), path, out)
+		cs := consts(f)
+		for k, v := range shared {
+			cs[k] = v
+		}
+		scanMetrics(f, cs, path, out)
 		return nil
 	})
 	require.NoError(t, err)
+	return out
+}
+
+// packageConsts maps the string constants of the repository's package
+// dir to their values, keyed "dir.Name" as other packages write them.
+func packageConsts(t *testing.T, fset *token.FileSet, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	entries, err := os.ReadDir(filepath.Join(repoRoot, dir))
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(repoRoot, dir, e.Name()), nil, parser.SkipObjectResolution)
+		if err != nil {
+			continue
+		}
+		for k, v := range consts(f) {
+			out[dir+"."+k] = v
+		}
+	}
 	return out
 }
 
@@ -110,6 +139,19 @@ func stringValue(e ast.Expr, cs map[string]string) (string, bool) {
 	if id, ok := e.(*ast.Ident); ok {
 		s, ok := cs[id.Name]
 		return s, ok
+	}
+	// schemas.MetricX.String(), or schemas.MetricX: a name declared in the
+	// vocabulary package (cs holds its constants as "schemas.MetricX").
+	if call, ok := e.(*ast.CallExpr); ok && len(call.Args) == 0 {
+		if sel, ok := call.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "String" {
+			e = sel.X
+		}
+	}
+	if sel, ok := e.(*ast.SelectorExpr); ok {
+		if pkg, ok := sel.X.(*ast.Ident); ok {
+			s, ok := cs[pkg.Name+"."+sel.Sel.Name]
+			return s, ok
+		}
 	}
 	return "", false
 }
@@ -424,8 +466,8 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// healthChecks returns the check names of the health report
-// (status.CheckNames, plus the per-component and per-store checks), read
+// healthChecks returns the check names of the health report (the
+// status.CheckName constants, plus the per-component checks), read
 // from the status package's sources; nil when that package is absent.
 func healthChecks(t *testing.T) map[string]bool {
 	t.Helper()
@@ -449,8 +491,17 @@ func healthChecks(t *testing.T) map[string]bool {
 			if !ok {
 				return true
 			}
+			// const CheckX CheckName = "area.name" (status/checknames.go)
+			if typ, ok := vs.Type.(*ast.Ident); ok && typ.Name == "CheckName" {
+				for _, v := range vs.Values {
+					if s, ok := stringLit(v); ok {
+						out[s] = true
+					}
+				}
+				return true
+			}
 			for i, name := range vs.Names {
-				if (name.Name == "CheckNames" || name.Name == "Components") && i < len(vs.Values) {
+				if name.Name == "Components" && i < len(vs.Values) {
 					if cl, ok := vs.Values[i].(*ast.CompositeLit); ok {
 						for _, el := range cl.Elts {
 							if s, ok := stringLit(el); ok {

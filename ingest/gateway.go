@@ -304,7 +304,7 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request) int {
 		}
 		if g.maxMsg > 0 {
 			if n := int64(len(ev.ID)+len(raw)) + 64 + st.hdrBytes; n > g.maxMsg {
-				reject(i, "too_large", fmt.Sprintf("event of %d bytes is over the log's record limit of %d bytes", len(raw), g.maxMsg))
+				reject(i, schemas.ReasonTooLarge.String(), fmt.Sprintf("event of %d bytes is over the log's record limit of %d bytes", len(raw), g.maxMsg))
 				continue
 			}
 		}
@@ -477,20 +477,7 @@ func splitArray(body []byte) ([][]byte, error) {
 }
 
 // rejectReason is the bounded label of a validation failure.
-func rejectReason(err error) string {
-	var fe *schemas.FieldError
-	switch {
-	case errors.Is(err, schemas.ErrFutureEvent):
-		return "future_time"
-	case !errors.As(err, &fe):
-		return "invalid"
-	case fe.Field == "":
-		return "malformed"
-	case fe.Reason == "required field is missing":
-		return "missing_field"
-	}
-	return "bad_field"
-}
+func rejectReason(err error) string { return schemas.ReasonOf(err).String() }
 
 func fail(w http.ResponseWriter, code int, msg string) int {
 	return writeJSON(w, code, Response{Errors: []EventError{}, Error: msg})

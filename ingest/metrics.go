@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 type metrics struct {
@@ -21,18 +23,18 @@ var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_events_accepted_total",
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricIngestAccepted.String(),
 			Help: "Events acknowledged by Kafka and reported accepted, by stream."}, []string{"stream"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_events_rejected_total",
-			Help: "Events that failed validation and were not produced, by stream and reason (malformed, missing_field, bad_field, future_time, too_large)."},
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricIngestRejected.String(),
+			Help: "Events that failed validation and were not produced, by stream and reason (" + schemas.ReasonLabels() + ")."},
 			[]string{"stream", "reason"}),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_bytes_received_total",
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricIngestBytes.String(),
 			Help: "Request body bytes read, by stream."}, []string{"stream"}),
-		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_produce_failed_events_total",
+		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricIngestProduceFailed.String(),
 			Help: "Valid events whose write Kafka did not acknowledge in time (their request got 503), by stream."}, []string{"stream"}),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tandem_ingest_request_duration_seconds",
 			Help: "Latency of event requests, by HTTP status code.", Buckets: latencyBuckets}, []string{"code"}),
-		produce: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_ingest_produce_duration_seconds",
+		produce: prometheus.NewHistogram(prometheus.HistogramOpts{Name: schemas.MetricIngestProduceSeconds.String(),
 			Help: "Time from handing a request's events to Kafka until all in-sync replicas acknowledged them (or the write failed).", Buckets: latencyBuckets}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_ingest_inflight_bytes",
 			Help: "Request body bytes reserved by requests in progress (bounded by ingest.max_inflight_bytes)."}),
@@ -55,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // authenticated endpoint counts into the same family, and `tandem dev` runs
 // several of them on one registry.
 func AuthFailures(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_auth_failures_total",
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricAuthFailures.String(),
 		Help: "Requests refused for a missing or invalid token, by endpoint."}, []string{"endpoint"})
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError

@@ -52,15 +52,16 @@ type Event struct {
 // FieldError says which field of an event is wrong and why.
 type FieldError struct {
 	Field  string // empty when the problem is the whole event
-	Reason string
-	Err    error // a sentinel such as ErrFutureEvent, for errors.Is; may be nil
+	Reason Reason // the kind of refusal, the metrics' label
+	Detail string // what exactly is wrong, for people
+	Err    error  // a sentinel such as ErrFutureEvent, for errors.Is; may be nil
 }
 
 func (e *FieldError) Error() string {
 	if e.Field == "" {
-		return e.Reason
+		return e.Detail
 	}
-	return fmt.Sprintf("field %q: %s", e.Field, e.Reason)
+	return fmt.Sprintf("field %q: %s", e.Field, e.Detail)
 }
 
 // ErrFutureEvent is wrapped by the error for an event time too far ahead of
@@ -114,7 +115,7 @@ func (d *Decoder) DecodeInto(ev *Event, raw []byte, ingestTime time.Time) error 
 func (d *Decoder) decodeInto(ev *Event, raw []byte, ingestTime time.Time, alias bool) error {
 	s := d.Stream
 	if len(raw) > MaxEventBytes {
-		return &FieldError{Reason: fmt.Sprintf("event is %d bytes, over the limit of %d", len(raw), MaxEventBytes)}
+		return &FieldError{Reason: ReasonTooLarge, Detail: fmt.Sprintf("event is %d bytes, over the limit of %d", len(raw), MaxEventBytes)}
 	}
 	var lits [16]json.RawMessage
 	var fieldLits []json.RawMessage
@@ -145,20 +146,20 @@ func (d *Decoder) decodeInto(ev *Event, raw []byte, ingestTime time.Time, alias 
 		if lit != nil && !bytes.Equal(lit, []byte("null")) {
 			v, err := decodeValue(f.Type, lit, alias)
 			if err != nil {
-				return &FieldError{Field: f.Name, Reason: err.Error()}
+				return &FieldError{Field: f.Name, Reason: ReasonBadField, Detail: err.Error()}
 			}
 			vals[i] = v
 		} else if f.Required {
-			return &FieldError{Field: f.Name, Reason: "required field is missing"}
+			return &FieldError{Field: f.Name, Reason: ReasonMissingField, Detail: "required field is missing"}
 		}
 	}
 	ev.ID = vals[s.idIndex].Str
 	if ev.ID == "" {
-		return &FieldError{Field: s.IDField, Reason: "id must not be empty"}
+		return &FieldError{Field: s.IDField, Reason: ReasonBadField, Detail: "id must not be empty"}
 	}
 	ev.Time = vals[s.timeIndex].Time
 	if d.TooFarAhead(ev.Time, ingestTime) {
-		return &FieldError{Field: s.TimeField, Err: ErrFutureEvent, Reason: fmt.Sprintf("%v: %s is more than %s after ingest time %s",
+		return &FieldError{Field: s.TimeField, Err: ErrFutureEvent, Reason: ReasonFutureTime, Detail: fmt.Sprintf("%v: %s is more than %s after ingest time %s",
 			ErrFutureEvent, ev.Time.Format(time.RFC3339), d.MaxFutureSkew, ingestTime.UTC().Format(time.RFC3339))}
 	}
 	return nil
@@ -178,16 +179,16 @@ func (d *Decoder) TooFarAhead(t, ingestTime time.Time) bool {
 // stores the literal of each declared field in lits, like scanEvent.
 func (s *Stream) checkEvent(raw []byte, lits []json.RawMessage) error {
 	if !utf8.Valid(raw) {
-		return &FieldError{Reason: "event is not valid UTF-8"}
+		return &FieldError{Reason: ReasonMalformed, Detail: "event is not valid UTF-8"}
 	}
 	if depth, ok := nesting(raw); !ok {
-		return &FieldError{Reason: "event is not valid JSON: brackets or quotes do not balance"}
+		return &FieldError{Reason: ReasonMalformed, Detail: "event is not valid JSON: brackets or quotes do not balance"}
 	} else if depth > MaxNesting {
-		return &FieldError{Reason: fmt.Sprintf("event nests %d levels deep, over the limit of %d", depth, MaxNesting)}
+		return &FieldError{Reason: ReasonTooLarge, Detail: fmt.Sprintf("event nests %d levels deep, over the limit of %d", depth, MaxNesting)}
 	}
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return &FieldError{Reason: "event is not a JSON object"}
+		return &FieldError{Reason: ReasonMalformed, Detail: "event is not a JSON object"}
 	}
 	if !json.Valid(trimmed) {
 		// Only broken input gets here, to say where it breaks.
@@ -196,10 +197,10 @@ func (s *Stream) checkEvent(raw []byte, lits []json.RawMessage) error {
 		if err == nil {
 			err = errors.New("not a JSON object")
 		}
-		return &FieldError{Reason: "event is not valid JSON: " + jsonReason(err)}
+		return &FieldError{Reason: ReasonMalformed, Detail: "event is not valid JSON: " + jsonReason(err)}
 	}
 	if err := s.topLevelFields(trimmed, lits); err != nil {
-		return &FieldError{Reason: "event is not valid JSON: " + err.Error()}
+		return &FieldError{Reason: ReasonMalformed, Detail: "event is not valid JSON: " + err.Error()}
 	}
 	return nil
 }

@@ -81,12 +81,13 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			var fe *FieldError
 			require.ErrorAs(t, err, &fe)
-			require.NotEmpty(t, fe.Reason)
+			require.NotEmpty(t, fe.Detail)
+			require.Contains(t, Reasons, fe.Reason)
 			require.Equal(t, Event{}, ev)
 			if fe.Field != "" {
 				require.GreaterOrEqual(t, s.FieldIndex(fe.Field), 0, "error names an undeclared field: %v", err)
 			}
-			if strings.HasPrefix(fe.Reason, "event is not valid JSON") {
+			if strings.HasPrefix(fe.Detail, "event is not valid JSON") {
 				require.False(t, json.Valid(data), "valid JSON refused as invalid: %v", err)
 			}
 			if errors.Is(err, ErrFutureEvent) {

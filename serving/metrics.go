@@ -2,6 +2,8 @@ package serving
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // metrics are serving's tandem_serve_* series.
@@ -22,24 +24,24 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		queryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "tandem_serve_query_duration_seconds",
+			Name:    schemas.MetricServeQuerySeconds.String(),
 			Help:    "Latency of GET /v1/views/{view}/query, by view and HTTP status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"view", "code"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_serve_errors_total",
+			Name: schemas.MetricServeErrors.String(),
 			Help: "Requests of the query API answered with an error status, by endpoint and code.",
 		}, []string{"endpoint", "code"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_serve_auth_failures_total",
+			Name: schemas.MetricServeAuthFailures.String(),
 			Help: "Requests of the query API refused for a missing or wrong bearer token, by endpoint.",
 		}, []string{"endpoint"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tandem_serve_cache_hits_total",
+			Name: schemas.MetricServeCacheHits.String(),
 			Help: "Batch row groups (and file footers) found in the serving cache.",
 		}),
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tandem_serve_cache_misses_total",
+			Name: schemas.MetricServeCacheMisses.String(),
 			Help: "Batch row groups (and file footers) read from the object store.",
 		}),
 		cacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
@@ -47,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Entries evicted from the serving cache to stay within serve.cache_bytes.",
 		}),
 		speedFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_serve_speed_failures_total",
+			Name: schemas.MetricServeSpeedFailures.String(),
 			Help: "Queries answered from the batch view alone because the speed layer (ClickHouse) failed.",
 		}, []string{"view"}),
 		manifestErrors: prometheus.NewCounterVec(prometheus.CounterOpts{

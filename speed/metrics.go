@@ -1,9 +1,7 @@
 package speed
 
 import (
-	"errors"
 	"math"
-	"strings"
 	"sync"
 	"time"
 
@@ -38,43 +36,43 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer, now func() time.Time) *metrics {
 	m := &metrics{
-		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_events_consumed_total",
+		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricSpeedConsumed.String(),
 			Help: "Messages read from stream topics (replays included)."}, []string{"stream"}),
 		folded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_events_folded_total",
 			Help: "Valid, non-duplicate events folded into the views."}, []string{"stream"}),
-		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_duplicates_total",
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricSpeedDuplicates.String(),
 			Help: "Events dropped because their id appeared in the same or the previous chunk of their partition."}, []string{"stream"}),
 		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_events_replayed_total",
 			Help: "Messages read again after a claim (restart, rebalance) to rebuild state; they produce no new output."}, []string{"stream"}),
-		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_dlq_total",
-			Help: "Messages that failed validation and were written to the dead-letter topic, by reason."}, []string{"stream", "reason"}),
-		processing: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_speed_event_processing_seconds",
+		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricSpeedDLQ.String(),
+			Help: "Messages that failed validation and were written to the dead-letter topic, by reason (" + schemas.ReasonLabels() + ")."}, []string{"stream", "reason"}),
+		processing: prometheus.NewHistogram(prometheus.HistogramOpts{Name: schemas.MetricSpeedProcessingSeconds.String(),
 			Help:    "Time to decode, deduplicate and fold one message, timed for one message in 32.",
 			Buckets: prometheus.ExponentialBuckets(250e-9, 2, 14)}),
 		flush: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_speed_flush_seconds",
 			Help:    "Time of one partition's flush (dead letters, raw events and every view's rows), retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
-		insert: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tandem_speed_clickhouse_insert_seconds",
+		insert: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: schemas.MetricSpeedInsertSeconds.String(),
 			Help:    "Latency of one successful ClickHouse insert.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"table"}),
-		insertErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_clickhouse_errors_total",
+		insertErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricSpeedClickHouseErrors.String(),
 			Help: "Failed ClickHouse inserts and progress queries (each is retried)."}, []string{"table"}),
-		dlqErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_speed_dlq_errors_total",
+		dlqErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: schemas.MetricSpeedDLQErrors.String(),
 			Help: "Failed writes to dead-letter topics (each is retried)."}),
 		rowsUpserted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_rows_upserted_total",
 			Help: "Speed rows written (a row is rewritten each flush it changed in)."}, []string{"view"}),
 		rawInserted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_speed_raw_events_inserted_total",
 			Help: "Events written to raw-events tables."}, []string{"stream"}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tandem_speed_consumer_lag",
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: schemas.MetricSpeedConsumerLag.String(),
 			Help: "Messages of a partition not yet fetched, as of the last fetch."}, []string{"topic", "partition"}),
-		newest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tandem_speed_newest_event_time_seconds",
+		newest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: schemas.MetricSpeedNewestEventTime.String(),
 			Help: "Newest event time written to ClickHouse, Unix seconds."}, []string{"stream"}),
-		ingestVisible: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_speed_ingest_to_visible_seconds",
+		ingestVisible: prometheus.NewHistogram(prometheus.HistogramOpts{Name: schemas.MetricSpeedIngestToVisible.String(),
 			Help:    "Time from an event's Kafka timestamp (ingest) to the end of the flush that made it visible in ClickHouse.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 300}}),
 		stalled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_speed_stalled",
 			Help: "1 while some partition cannot write its output (ClickHouse or the DLQ unreachable) and has stopped fetching."}),
-		stalledParts: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_speed_stalled_partitions",
+		stalledParts: prometheus.NewGauge(prometheus.GaugeOpts{Name: schemas.MetricSpeedStalledPartitions.String(),
 			Help: "Partitions currently retrying a failed write."}),
 	}
 	freshness := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_speed_freshness_seconds",
@@ -102,25 +100,4 @@ func (m *metrics) wroteNewest(stream string, t time.Time) {
 	}
 	m.mu.Unlock()
 	m.newest.WithLabelValues(stream).Set(float64(t.UnixMilli()) / 1000)
-}
-
-// dlqReason is the bounded label value for a validation error; the full
-// message goes in the dead letter's header.
-func dlqReason(err error) string {
-	var fe *schemas.FieldError
-	switch {
-	case errors.Is(err, schemas.ErrFutureEvent):
-		return "future_event"
-	case errors.As(err, &fe) && fe.Field == "":
-		switch {
-		case strings.Contains(fe.Reason, "over the limit"), strings.Contains(fe.Reason, "nests"):
-			return "too_large"
-		default:
-			return "not_json_object"
-		}
-	case errors.As(err, &fe) && fe.Reason == "required field is missing":
-		return "missing_field"
-	default:
-		return "bad_field"
-	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/ops"
+	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/speed"
 )
 
@@ -100,7 +101,7 @@ func TestDeadLetters(t *testing.T) {
 	_, invalid, _ := countValid(evs)
 	require.Greater(t, invalid, 10)
 	produce(t, e.kafka.Brokers, e.cfg.Streams[0].Topic, evs)
-	startService(t, e)
+	_, reg, _ := startService(t, e)
 	waitExact(t, e, truth(evs), 60*time.Second)
 
 	r := kgo.NewReader(kgo.ReaderConfig{Brokers: e.cfg.Kafka.Brokers, Topic: e.cfg.Streams[0].DLQTopic(), Partition: 0, MaxWait: 100 * time.Millisecond})
@@ -136,6 +137,34 @@ func TestDeadLetters(t *testing.T) {
 		sawMissing = sawMissing || strings.Contains(reason, "required field is missing")
 	}
 	require.True(t, sawFuture && sawMissing, "reasons: %v", reasons)
+
+	// The metric counts them under the shared reason labels.
+	byReason := map[string]float64{}
+	require.Eventually(t, func() bool {
+		clear(byReason)
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		total := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() != "tandem_speed_dlq_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" {
+						byReason[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
+				total += m.GetCounter().GetValue()
+			}
+		}
+		return total == float64(invalid)
+	}, 10*time.Second, 50*time.Millisecond)
+	for reason := range byReason {
+		require.Contains(t, schemas.Reasons, schemas.Reason(reason))
+	}
+	require.Positive(t, byReason[schemas.ReasonFutureTime.String()], "by reason: %v", byReason)
+	require.Positive(t, byReason[schemas.ReasonMissingField.String()], "by reason: %v", byReason)
 }
 
 // sumMetric sums every series of a counter or gauge family.

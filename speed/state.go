@@ -96,7 +96,7 @@ type partState struct {
 	lastRead   int64 // highest offset read, for the commit hint
 	newest     time.Time
 	dlq        []kafka.DeadLetter
-	dlqReasons []string // metric label of each dead letter
+	dlqReasons []schemas.Reason // metric label of each dead letter
 	raw        []RawEvent
 	ingestMs   []int64 // message timestamps of folded events since the last write
 	changed    int     // rows dirtied or pending, raw events and dead letters since the last write
@@ -177,7 +177,7 @@ func (p *partState) process(m *kafka.Record) (outcome, error) {
 			msg, _ := m.Message(p.stream.Topic, p.partition)
 			msg.Key, msg.Value = bytes.Clone(msg.Key), bytes.Clone(msg.Value)
 			p.dlq = append(p.dlq, kafka.DeadLetter{Message: msg, Reason: err.Error()})
-			p.dlqReasons = append(p.dlqReasons, dlqReason(err))
+			p.dlqReasons = append(p.dlqReasons, schemas.ReasonOf(err))
 			p.changed++
 		}
 		return outInvalid, err

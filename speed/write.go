@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // A partition's output goes out in writes. A write is a snapshot of what
@@ -26,7 +27,7 @@ import (
 // content.
 type writeJob struct {
 	dlq        []kafka.DeadLetter
-	dlqReasons []string // metric label of each dead letter
+	dlqReasons []schemas.Reason // metric label of each dead letter
 	raw        []RawEvent
 	views      []Encoded // per view of the stream; nil when it has nothing to write
 	ingestMs   []int64   // message timestamps of the events the write makes visible
@@ -131,7 +132,7 @@ func (s *Service) writeOnce(ctx context.Context, info *streamInfo, job *writeJob
 			return fmt.Errorf("writing %d dead letters of %s: %w", len(job.dlq), info.stream.Name, err)
 		}
 		for _, reason := range job.dlqReasons {
-			s.m.dlq.WithLabelValues(info.stream.Name, reason).Inc()
+			s.m.dlq.WithLabelValues(info.stream.Name, reason.String()).Inc()
 		}
 		job.dlq, job.dlqReasons = nil, nil
 	}

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 func (j *judgement) components() {
@@ -19,7 +21,7 @@ func (j *judgement) components() {
 		if r.t.local != nil {
 			c.Addr = "in-process"
 		}
-		check := Check{Area: "components", Name: "component." + name, Question: fmt.Sprintf("Is %s up and ready?", name), Verdict: Green, Display: "up", Source: r.t.baseURL()}
+		check := Check{Area: "components", Name: CheckComponentPrefix + name, Question: fmt.Sprintf("Is %s up and ready?", name), Verdict: Green, Display: "up", Source: r.t.baseURL()}
 		switch {
 		case r.cur == nil:
 			c.Error = fmt.Sprintf("not reachable at %s: %v", r.t.addr, r.err)
@@ -32,7 +34,7 @@ func (j *judgement) components() {
 			c.Reachable, c.Ready = true, true
 		}
 		if r.cur != nil {
-			if start := r.cur.max("process_start_time_seconds"); !math.IsNaN(start) && start > 0 {
+			if start := r.cur.max(schemas.MetricProcessStart); !math.IsNaN(start) && start > 0 {
 				c.Uptime = math.Max(0, float64(j.now.UnixMilli())/1000-start)
 				if check.Detail == "" {
 					check.Detail = "up " + formatSeconds(c.Uptime)
@@ -47,14 +49,15 @@ func (j *judgement) components() {
 func (j *judgement) stores() {
 	cfg := j.m.cfg
 	for _, s := range []struct {
-		name, what string
-		err        error
+		name CheckName
+		what string
+		err  error
 	}{
-		{"store.kafka", fmt.Sprintf("Kafka at %s", strings.Join(cfg.Kafka.Brokers, ",")), j.st.kafkaErr},
-		{"store.s3", fmt.Sprintf("S3 bucket %s at %s", cfg.S3.Bucket, cfg.S3.Endpoint), j.st.s3Err},
-		{"store.clickhouse", fmt.Sprintf("ClickHouse at %s", cfg.ClickHouse.Addr), j.st.chErr},
+		{CheckStoreKafka, fmt.Sprintf("Kafka at %s", strings.Join(cfg.Kafka.Brokers, ",")), j.st.kafkaErr},
+		{CheckStoreS3, fmt.Sprintf("S3 bucket %s at %s", cfg.S3.Bucket, cfg.S3.Endpoint), j.st.s3Err},
+		{CheckStoreClickHouse, fmt.Sprintf("ClickHouse at %s", cfg.ClickHouse.Addr), j.st.chErr},
 	} {
-		c := Check{Area: "stores", Name: s.name, Question: "Is " + s.what + " reachable?", Verdict: Green, Display: "reachable"}
+		c := Check{Area: "stores", Name: string(s.name), Question: "Is " + s.what + " reachable?", Verdict: Green, Display: "reachable"}
 		if s.err != nil {
 			c.Verdict, c.Display, c.Detail = Red, "not reachable", fmt.Sprintf("%s: %v", s.what, s.err)
 		}
@@ -63,33 +66,32 @@ func (j *judgement) stores() {
 }
 
 func (j *judgement) ingestion() {
-	const area = "ingestion"
 	j.partitions()
 	r := j.comp("ingest")
 	if r == nil {
 		why := j.unreachable("ingest")
-		j.down(area, "ingest.events_per_second", "Events accepted per second", "events/s", why)
-		j.down(area, "ingest.bytes_per_second", "Bytes received per second", "bytes/s", why)
-		j.down(area, "ingest.reject_ratio", "Share of events rejected", "ratio", why)
-		j.down(area, "ingest.produce_latency_p99_seconds", "Kafka produce latency (p99)", "seconds", why)
-		j.down(area, "ingest.produce_failure_ratio", "Share of valid events Kafka did not take", "ratio", why)
+		j.down(CheckIngestEventsPerSecond, why)
+		j.down(CheckIngestBytesPerSecond, why)
+		j.down(CheckIngestRejectRatio, why)
+		j.down(CheckIngestProduceLatencyP99Seconds, why)
+		j.down(CheckIngestProduceFailureRatio, why)
 	} else {
 		const src = "ingest /metrics"
-		j.add(area, "ingest.events_per_second", "Events accepted per second", "events/s", r.rate("tandem_ingest_events_accepted_total", nil), "", src)
-		j.add(area, "ingest.bytes_per_second", "Bytes received per second", "bytes/s", r.rate("tandem_ingest_bytes_received_total", nil), "", src)
-		accepted := func(s *scrape) float64 { return s.sum("tandem_ingest_events_accepted_total", nil) }
-		rejected := func(s *scrape) float64 { return s.sum("tandem_ingest_events_rejected_total", nil) }
-		failed := func(s *scrape) float64 { return s.sum("tandem_ingest_produce_failed_events_total", nil) }
+		j.add(CheckIngestEventsPerSecond, r.rate(schemas.MetricIngestAccepted, nil), "", src)
+		j.add(CheckIngestBytesPerSecond, r.rate(schemas.MetricIngestBytes, nil), "", src)
+		accepted := func(s *scrape) float64 { return s.sum(schemas.MetricIngestAccepted, nil) }
+		rejected := func(s *scrape) float64 { return s.sum(schemas.MetricIngestRejected, nil) }
+		failed := func(s *scrape) float64 { return s.sum(schemas.MetricIngestProduceFailed, nil) }
 		v, since := r.ratio(rejected, func(s *scrape) float64 { return accepted(s) + rejected(s) })
-		detail := joinCounts(r.byLabelDelta("tandem_ingest_events_rejected_total", "reason"), "by reason: ")
+		detail := joinCounts(r.byLabelDelta(schemas.MetricIngestRejected, "reason"), "by reason: ")
 		if since {
-			detail = strings.TrimSpace(joinCounts(r.cur.by("tandem_ingest_events_rejected_total", "reason"), "by reason: ") + " " + windowNote(since))
+			detail = strings.TrimSpace(joinCounts(r.cur.by(schemas.MetricIngestRejected, "reason"), "by reason: ") + " " + windowNote(since))
 		}
-		j.add(area, "ingest.reject_ratio", "Share of events rejected", "ratio", v, detail, src)
-		h, since := r.histWindow("tandem_ingest_produce_duration_seconds", nil)
-		j.add(area, "ingest.produce_latency_p99_seconds", "Kafka produce latency (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
+		j.add(CheckIngestRejectRatio, v, detail, src)
+		h, since := r.histWindow(schemas.MetricIngestProduceSeconds, nil)
+		j.add(CheckIngestProduceLatencyP99Seconds, h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
 		v, since = r.ratio(failed, func(s *scrape) float64 { return accepted(s) + failed(s) })
-		j.add(area, "ingest.produce_failure_ratio", "Share of valid events Kafka did not take", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
+		j.add(CheckIngestProduceFailureRatio, v, windowNote(since && !math.IsNaN(v)), src)
 	}
 
 	// Consumer lag per partition, from the stores.
@@ -106,8 +108,8 @@ func (j *judgement) ingestion() {
 		}
 	}
 	detail, src := topLag(speedTop, func(p PartitionLag) int64 { return p.SpeedLag }), "Kafka high-water marks vs ClickHouse speed rows"
-	if sp := j.comp("speed"); sp != nil && sp.cur.has("tandem_speed_consumer_lag") {
-		m := sp.cur.max("tandem_speed_consumer_lag")
+	if sp := j.comp("speed"); sp != nil && sp.cur.has(schemas.MetricSpeedConsumerLag) {
+		m := sp.cur.max(schemas.MetricSpeedConsumerLag)
 		if math.IsNaN(speedLag) && !math.IsNaN(m) {
 			speedLag, src = m, "speed /metrics (stores unreadable)"
 		} else if !math.IsNaN(m) {
@@ -115,16 +117,16 @@ func (j *judgement) ingestion() {
 		}
 	}
 	if math.IsNaN(speedLag) {
-		j.down(area, "kafka.speed_lag_messages", "Speed layer consumer lag (max over partitions)", "messages", j.storeWhy())
+		j.down(CheckKafkaSpeedLagMessages, j.storeWhy())
 	} else {
-		j.add(area, "kafka.speed_lag_messages", "Speed layer consumer lag (max over partitions)", "messages", speedLag, detail, src)
+		j.add(CheckKafkaSpeedLagMessages, speedLag, detail, src)
 	}
 	if math.IsNaN(archiveLag) {
-		j.down(area, "kafka.archive_lag_messages", "Archiver lag: messages not yet in the master dataset (max over partitions)", "messages", j.storeWhy())
-		j.down(area, "archive.pending_age_seconds", "Age of the oldest unarchived data", "seconds", j.storeWhy())
+		j.down(CheckKafkaArchiveLagMessages, j.storeWhy())
+		j.down(CheckArchivePendingAgeSeconds, j.storeWhy())
 		return
 	}
-	j.add(area, "kafka.archive_lag_messages", "Archiver lag: messages not yet in the master dataset (max over partitions)", "messages", archiveLag,
+	j.add(CheckKafkaArchiveLagMessages, archiveLag,
 		topLag(archTop, func(p PartitionLag) int64 { return p.ArchiveLag }), "Kafka high-water marks vs the archive progress in S3")
 	// Unarchived messages are normal (files roll every archive.max_file_age);
 	// what matters is how long ago the archiver last made progress.
@@ -143,7 +145,7 @@ func (j *judgement) ingestion() {
 			if p == nil || p.UpdatedAt.IsZero() {
 				why = fmt.Sprintf("stream %s: no archive progress published yet", s.Name)
 				if a := j.comp("archive"); a != nil {
-					if start := a.cur.max("process_start_time_seconds"); !math.IsNaN(start) {
+					if start := a.cur.max(schemas.MetricProcessStart); !math.IsNaN(start) {
 						age = nanMax(age, float64(j.now.UnixMilli())/1000-start)
 					}
 				}
@@ -153,7 +155,7 @@ func (j *judgement) ingestion() {
 			why = fmt.Sprintf("last progress of %s at %s", s.Name, p.UpdatedAt.UTC().Format(time.RFC3339))
 		}
 	}
-	j.add(area, "archive.pending_age_seconds", "Time since the archiver last published progress while data waits", "seconds", age, why, "S3 raw/<stream>/_progress.json")
+	j.add(CheckArchivePendingAgeSeconds, age, why, "S3 raw/<stream>/_progress.json")
 }
 
 // storeWhy explains a store-based value that could not be computed.
@@ -247,50 +249,42 @@ func (j *judgement) partitions() {
 }
 
 func (j *judgement) processing() {
-	const area = "processing"
 	r := j.comp("speed")
-	names := []struct{ name, q, unit string }{
-		{"speed.events_per_second", "Events consumed per second", "events/s"},
-		{"speed.processing_seconds_per_event", "Processing time per event (mean)", "seconds"},
-		{"speed.errors_per_minute", "Speed layer write errors per minute (ClickHouse, dead-letter topic)", "errors/min"},
-		{"speed.stalled_partitions", "Partitions stalled on a failing write", "partitions"},
-		{"speed.dlq_ratio", "Share of events dead-lettered (invalid)", "ratio"},
-		{"speed.duplicate_ratio", "Share of events dropped as duplicates", "ratio"},
-		{"speed.ingest_to_visible_p99_seconds", "Ingest to visible in ClickHouse (p99)", "seconds"},
-	}
+	names := []CheckName{CheckSpeedEventsPerSecond, CheckSpeedProcessingSecondsPerEvent, CheckSpeedErrorsPerMinute,
+		CheckSpeedStalledPartitions, CheckSpeedDLQRatio, CheckSpeedDuplicateRatio, CheckSpeedIngestToVisibleP99Seconds}
 	if r == nil {
 		why := j.unreachable("speed")
 		for _, n := range names {
-			j.down(area, n.name, n.q, n.unit, why)
+			j.down(n, why)
 		}
 	} else {
 		const src = "speed /metrics"
-		consumed := func(s *scrape) float64 { return s.sum("tandem_speed_events_consumed_total", nil) }
-		j.add(area, names[0].name, names[0].q, names[0].unit, r.rate("tandem_speed_events_consumed_total", nil), "", src)
-		h, since := r.histWindow("tandem_speed_event_processing_seconds", nil)
-		j.add(area, names[1].name, names[1].q, names[1].unit, h.mean(), windowNote(since && h != nil && h.count > 0), src)
+		consumed := func(s *scrape) float64 { return s.sum(schemas.MetricSpeedConsumed, nil) }
+		j.add(names[0], r.rate(schemas.MetricSpeedConsumed, nil), "", src)
+		h, since := r.histWindow(schemas.MetricSpeedProcessingSeconds, nil)
+		j.add(names[1], h.mean(), windowNote(since && h != nil && h.count > 0), src)
 		errs := math.NaN()
 		if w := r.window(); w > 0 {
-			errs = (r.delta("tandem_speed_clickhouse_errors_total", nil) + r.delta("tandem_speed_dlq_errors_total", nil)) / w * 60
+			errs = (r.delta(schemas.MetricSpeedClickHouseErrors, nil) + r.delta(schemas.MetricSpeedDLQErrors, nil)) / w * 60
 		}
-		j.add(area, names[2].name, names[2].q, names[2].unit, errs,
-			joinCounts(r.byLabelDelta("tandem_speed_clickhouse_errors_total", "table"), "ClickHouse errors by table: "), src)
-		stalled := r.cur.sum("tandem_speed_stalled_partitions", nil)
-		j.add(area, names[3].name, names[3].q, names[3].unit, stalled, "", src)
-		v, since := r.ratio(func(s *scrape) float64 { return s.sum("tandem_speed_dlq_total", nil) }, consumed)
-		j.add(area, names[4].name, names[4].q, names[4].unit, v,
-			strings.TrimSpace(joinCounts(r.byLabelDelta("tandem_speed_dlq_total", "reason"), "by reason: ")+" "+windowNote(since && !math.IsNaN(v))), src)
-		v, since = r.ratio(func(s *scrape) float64 { return s.sum("tandem_speed_duplicates_total", nil) }, consumed)
-		j.add(area, names[5].name, names[5].q, names[5].unit, v, windowNote(since && !math.IsNaN(v)), src)
-		h, since = r.histWindow("tandem_speed_ingest_to_visible_seconds", nil)
-		j.add(area, names[6].name, names[6].q, names[6].unit, h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
+		j.add(names[2], errs,
+			joinCounts(r.byLabelDelta(schemas.MetricSpeedClickHouseErrors, "table"), "ClickHouse errors by table: "), src)
+		stalled := r.cur.sum(schemas.MetricSpeedStalledPartitions, nil)
+		j.add(names[3], stalled, "", src)
+		v, since := r.ratio(func(s *scrape) float64 { return s.sum(schemas.MetricSpeedDLQ, nil) }, consumed)
+		j.add(names[4], v,
+			strings.TrimSpace(joinCounts(r.byLabelDelta(schemas.MetricSpeedDLQ, "reason"), "by reason: ")+" "+windowNote(since && !math.IsNaN(v))), src)
+		v, since = r.ratio(func(s *scrape) float64 { return s.sum(schemas.MetricSpeedDuplicates, nil) }, consumed)
+		j.add(names[5], v, windowNote(since && !math.IsNaN(v)), src)
+		h, since = r.histWindow(schemas.MetricSpeedIngestToVisible, nil)
+		j.add(names[6], h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
 	}
 
 	// Freshness: the newest event time visible to serving. The speed layer
 	// knows it exactly; ClickHouse knows the newest window start (a bound).
 	newest, src := math.NaN(), ""
 	if r != nil {
-		if v := r.cur.max("tandem_speed_newest_event_time_seconds"); !math.IsNaN(v) && v > 0 {
+		if v := r.cur.max(schemas.MetricSpeedNewestEventTime); !math.IsNaN(v) && v > 0 {
 			newest, src = v, "speed /metrics (newest event time written to ClickHouse)"
 		}
 	}
@@ -301,38 +295,36 @@ func (j *judgement) processing() {
 			}
 		}
 	}
-	const q = "Freshness: now − newest event time visible in serving"
 	switch {
 	case !math.IsNaN(newest):
 		fresh := math.Max(0, float64(j.now.UnixMilli())/1000-newest)
-		j.add(area, "speed.freshness_seconds", q, "seconds", fresh,
+		j.add(CheckSpeedFreshnessSeconds, fresh,
 			"newest event "+time.UnixMilli(int64(newest*1000)).UTC().Format(time.RFC3339), src)
 	case r == nil && j.st.chErr != nil:
-		j.down(area, "speed.freshness_seconds", q, "seconds", j.unreachable("speed")+"; "+j.st.chErr.Error())
+		j.down(CheckSpeedFreshnessSeconds, j.unreachable("speed")+"; "+j.st.chErr.Error())
 	default:
-		j.add(area, "speed.freshness_seconds", q, "seconds", math.NaN(), "no event is visible yet", "")
+		j.add(CheckSpeedFreshnessSeconds, math.NaN(), "no event is visible yet", "")
 	}
 }
 
 func (j *judgement) storage() {
-	const area = "storage"
 	if r := j.comp("speed"); r == nil {
 		why := j.unreachable("speed")
-		j.down(area, "clickhouse.insert_latency_p99_seconds", "ClickHouse insert latency (p99)", "seconds", why)
-		j.down(area, "clickhouse.insert_error_ratio", "Share of ClickHouse inserts failing", "ratio", why)
+		j.down(CheckClickHouseInsertLatencyP99Seconds, why)
+		j.down(CheckClickHouseInsertErrorRatio, why)
 	} else {
 		const src = "speed /metrics"
-		h, since := r.histWindow("tandem_speed_clickhouse_insert_seconds", nil)
-		j.add(area, "clickhouse.insert_latency_p99_seconds", "ClickHouse insert latency (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
-		errs := func(s *scrape) float64 { return s.sum("tandem_speed_clickhouse_errors_total", nil) }
-		v, since := r.ratio(errs, func(s *scrape) float64 { return s.sum("tandem_speed_clickhouse_insert_seconds", nil) + errs(s) })
-		j.add(area, "clickhouse.insert_error_ratio", "Share of ClickHouse inserts failing", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
+		h, since := r.histWindow(schemas.MetricSpeedInsertSeconds, nil)
+		j.add(CheckClickHouseInsertLatencyP99Seconds, h.quantile(0.99), windowNote(since && h != nil && h.count > 0), src)
+		errs := func(s *scrape) float64 { return s.sum(schemas.MetricSpeedClickHouseErrors, nil) }
+		v, since := r.ratio(errs, func(s *scrape) float64 { return s.sum(schemas.MetricSpeedInsertSeconds, nil) + errs(s) })
+		j.add(CheckClickHouseInsertErrorRatio, v, windowNote(since && !math.IsNaN(v)), src)
 	}
 	if j.st.chErr != nil {
 		why := "ClickHouse: " + j.st.chErr.Error()
-		j.down(area, "clickhouse.max_parts_per_partition", "Most active parts in one table partition", "parts", why)
-		j.down(area, "clickhouse.parts", "Active parts in tandem's database", "parts", why)
-		j.down(area, "clickhouse.bytes", "Bytes on disk of tandem's database", "bytes", why)
+		j.down(CheckClickHouseMaxPartsPerPartition, why)
+		j.down(CheckClickHouseParts, why)
+		j.down(CheckClickHouseBytes, why)
 	} else {
 		var worst partInfo
 		var parts, bytes, rows uint64
@@ -346,32 +338,32 @@ func (j *judgement) storage() {
 		if worst.parts > 0 {
 			detail = fmt.Sprintf("%s partition %s", worst.table, worst.partition)
 		}
-		j.add(area, "clickhouse.max_parts_per_partition", "Most active parts in one table partition", "parts", float64(worst.parts), detail, "ClickHouse system.parts")
-		j.add(area, "clickhouse.parts", "Active parts in tandem's database", "parts", float64(parts), fmt.Sprintf("%d rows in %d table partitions", rows, len(j.st.parts)), "ClickHouse system.parts")
-		j.add(area, "clickhouse.bytes", "Bytes on disk of tandem's database", "bytes", float64(bytes), "", "ClickHouse system.parts")
+		j.add(CheckClickHouseMaxPartsPerPartition, float64(worst.parts), detail, "ClickHouse system.parts")
+		j.add(CheckClickHouseParts, float64(parts), fmt.Sprintf("%d rows in %d table partitions", rows, len(j.st.parts)), "ClickHouse system.parts")
+		j.add(CheckClickHouseBytes, float64(bytes), "", "ClickHouse system.parts")
 	}
 	if r := j.comp("archive"); r == nil {
-		j.down(area, "s3.upload_latency_p99_seconds", "S3 upload latency of the archiver (p99)", "seconds", j.unreachable("archive"))
+		j.down(CheckS3UploadLatencyP99Seconds, j.unreachable("archive"))
 	} else {
-		name := "tandem_archive_upload_duration_seconds"
+		name := schemas.MetricArchiveUploadSeconds
 		if !r.cur.has(name) {
-			name = "tandem_s3_upload_duration_seconds"
+			name = schemas.MetricS3UploadSeconds
 		}
 		h, since := r.histWindow(name, nil)
-		j.add(area, "s3.upload_latency_p99_seconds", "S3 upload latency of the archiver (p99)", "seconds", h.quantile(0.99), windowNote(since && h != nil && h.count > 0), "archive /metrics")
+		j.add(CheckS3UploadLatencyP99Seconds, h.quantile(0.99), windowNote(since && h != nil && h.count > 0), "archive /metrics")
 	}
 	// S3 errors over every component that talks to S3.
 	var num, den, numAll, denAll float64
 	var srcs []string
 	for _, name := range []string{"archive", "serve"} {
 		r := j.comp(name)
-		if r == nil || !r.cur.has("tandem_s3_request_duration_seconds") {
+		if r == nil || !r.cur.has(schemas.MetricS3RequestSeconds) {
 			continue
 		}
 		srcs = append(srcs, name)
-		e, n := r.delta("tandem_s3_errors_total", nil), r.delta("tandem_s3_request_duration_seconds", nil)
+		e, n := r.delta(schemas.MetricS3Errors, nil), r.delta(schemas.MetricS3RequestSeconds, nil)
 		num, den = num+e, den+n
-		numAll, denAll = numAll+r.cur.sum("tandem_s3_errors_total", nil), denAll+r.cur.sum("tandem_s3_request_duration_seconds", nil)
+		numAll, denAll = numAll+r.cur.sum(schemas.MetricS3Errors, nil), denAll+r.cur.sum(schemas.MetricS3RequestSeconds, nil)
 	}
 	v, note := math.NaN(), ""
 	switch {
@@ -384,21 +376,15 @@ func (j *judgement) storage() {
 	if len(srcs) > 0 {
 		src = strings.Join(srcs, ", ") + " /metrics"
 	}
-	j.add(area, "s3.error_ratio", "Share of S3 requests failing", "ratio", v, note, src)
+	j.add(CheckS3ErrorRatio, v, note, src)
 }
 
 func (j *judgement) batch() {
-	const area = "batch"
 	if j.st.s3Err != nil {
 		why := "S3: " + j.st.s3Err.Error()
-		for _, n := range [][3]string{
-			{"batch.last_run_age_seconds", "Age of the last successful batch run", "seconds"},
-			{"batch.last_run_duration_seconds", "Duration of the last batch run", "seconds"},
-			{"batch.chunks_absorbed", "Chunks absorbed by the current run", "chunks"},
-			{"batch.unabsorbed_messages", "Messages not yet absorbed by a batch run", "messages"},
-			{"batch.speed_rows_awaiting", "Speed rows awaiting absorption", "rows"},
-		} {
-			j.down(area, n[0], n[1], n[2], why)
+		for _, n := range []CheckName{CheckBatchLastRunAgeSeconds, CheckBatchLastRunDurationSeconds, CheckBatchChunksAbsorbed,
+			CheckBatchUnabsorbedMessages, CheckBatchSpeedRowsAwaiting} {
+			j.down(n, why)
 		}
 		return
 	}
@@ -424,13 +410,13 @@ func (j *judgement) batch() {
 	if len(missing) > 0 {
 		detail = strings.TrimPrefix(detail+"; no run published yet for "+strings.Join(missing, ", "), "; ")
 	}
-	c := j.add(area, "batch.last_run_age_seconds", "Age of the last successful batch run (stalest view)", "seconds", age, detail, "S3 views/<view>/_current.json")
+	c := j.add(CheckBatchLastRunAgeSeconds, age, detail, "S3 views/<view>/_current.json")
 	if len(missing) > 0 && c.Verdict != Red {
 		// No run yet: fine for a new deployment, worth a look on an old one.
 		c.Verdict = Yellow
 	}
-	j.add(area, "batch.last_run_duration_seconds", "Duration of the last batch run (slowest view)", "seconds", dur, "", "S3 manifests")
-	j.add(area, "batch.chunks_absorbed", "Chunks absorbed by the current run", "chunks", chunks, "", "S3 manifests")
+	j.add(CheckBatchLastRunDurationSeconds, dur, "", "S3 manifests")
+	j.add(CheckBatchChunksAbsorbed, chunks, "", "S3 manifests")
 
 	unabsorbed := math.NaN()
 	for _, p := range j.rep.Partitions {
@@ -439,12 +425,12 @@ func (j *judgement) batch() {
 		}
 	}
 	if math.IsNaN(unabsorbed) {
-		j.down(area, "batch.unabsorbed_messages", "Messages not yet absorbed by a batch run", "messages", j.storeWhy())
+		j.down(CheckBatchUnabsorbedMessages, j.storeWhy())
 	} else {
-		j.add(area, "batch.unabsorbed_messages", "Messages not yet absorbed by a batch run", "messages", unabsorbed, "", "Kafka high-water marks vs manifests")
+		j.add(CheckBatchUnabsorbedMessages, unabsorbed, "", "Kafka high-water marks vs manifests")
 	}
 	if j.st.chErr != nil {
-		j.down(area, "batch.speed_rows_awaiting", "Speed rows awaiting absorption", "rows", "ClickHouse: "+j.st.chErr.Error())
+		j.down(CheckBatchSpeedRowsAwaiting, "ClickHouse: "+j.st.chErr.Error())
 		return
 	}
 	var awaiting, absorbedLeft uint64
@@ -461,59 +447,50 @@ func (j *judgement) batch() {
 			}
 		}
 	}
-	j.add(area, "batch.speed_rows_awaiting", "Speed rows awaiting absorption", "rows", float64(awaiting),
+	j.add(CheckBatchSpeedRowsAwaiting, float64(awaiting),
 		fmt.Sprintf("%d stored rows of absorbed chunks wait for deletion", absorbedLeft), "ClickHouse <view>_speed vs manifests")
 }
 
 func (j *judgement) serving() {
-	const area = "serving"
 	r := j.comp("serve")
 	if r == nil {
 		why := j.unreachable("serve")
-		for _, n := range [][3]string{
-			{"serve.queries_per_second", "Queries per second", "queries/s"},
-			{"serve.query_latency_p50_seconds", "Query latency (p50)", "seconds"},
-			{"serve.query_latency_p90_seconds", "Query latency (p90)", "seconds"},
-			{"serve.query_latency_p99_seconds", "Query latency (p99)", "seconds"},
-			{"serve.error_ratio", "Share of queries failing (5xx)", "ratio"},
-			{"serve.cache_miss_ratio", "Batch cache miss ratio", "ratio"},
-			{"serve.speed_failure_ratio", "Share of queries answered without the speed layer", "ratio"},
-		} {
-			j.down(area, n[0], n[1], n[2], why)
+		for _, n := range []CheckName{CheckServeQueriesPerSecond, CheckServeQueryLatencyP50Seconds, CheckServeQueryLatencyP90Seconds,
+			CheckServeQueryLatencyP99Seconds, CheckServeErrorRatio, CheckServeCacheMissRatio, CheckServeSpeedFailureRatio} {
+			j.down(n, why)
 		}
 		return
 	}
 	const src = "serve /metrics"
-	const lat = "tandem_serve_query_duration_seconds"
-	j.add(area, "serve.queries_per_second", "Queries per second", "queries/s", r.rate(lat, nil), "", src)
+	const lat = schemas.MetricServeQuerySeconds
+	j.add(CheckServeQueriesPerSecond, r.rate(lat, nil), "", src)
 	h, since := r.histWindow(lat, nil)
 	note := windowNote(since && h != nil && h.count > 0)
 	if h == nil || h.count == 0 {
 		note = "no queries yet"
 	}
-	j.add(area, "serve.query_latency_p50_seconds", "Query latency (p50)", "seconds", h.quantile(0.5), note, src)
-	j.add(area, "serve.query_latency_p90_seconds", "Query latency (p90)", "seconds", h.quantile(0.9), note, src)
-	j.add(area, "serve.query_latency_p99_seconds", "Query latency (p99)", "seconds", h.quantile(0.99), note, src)
+	j.add(CheckServeQueryLatencyP50Seconds, h.quantile(0.5), note, src)
+	j.add(CheckServeQueryLatencyP90Seconds, h.quantile(0.9), note, src)
+	j.add(CheckServeQueryLatencyP99Seconds, h.quantile(0.99), note, src)
 	queries := func(s *scrape) float64 { return s.sum(lat, nil) }
 	v, since := r.ratio(func(s *scrape) float64 {
 		return s.sum(lat, func(l map[string]string) bool { return strings.HasPrefix(l["code"], "5") })
 	}, queries)
-	j.add(area, "serve.error_ratio", "Share of queries failing (5xx)", "ratio", v,
-		strings.TrimSpace(joinCounts(r.byLabelDelta("tandem_serve_errors_total", "code"), "errors by code: ")+" "+windowNote(since && !math.IsNaN(v))), src)
-	hits := func(s *scrape) float64 { return s.sum("tandem_serve_cache_hits_total", nil) }
-	misses := func(s *scrape) float64 { return s.sum("tandem_serve_cache_misses_total", nil) }
+	j.add(CheckServeErrorRatio, v,
+		strings.TrimSpace(joinCounts(r.byLabelDelta(schemas.MetricServeErrors, "code"), "errors by code: ")+" "+windowNote(since && !math.IsNaN(v))), src)
+	hits := func(s *scrape) float64 { return s.sum(schemas.MetricServeCacheHits, nil) }
+	misses := func(s *scrape) float64 { return s.sum(schemas.MetricServeCacheMisses, nil) }
 	v, since = r.ratio(misses, func(s *scrape) float64 { return hits(s) + misses(s) })
 	detail := ""
 	if !math.IsNaN(v) {
 		detail = strings.TrimSpace(fmt.Sprintf("hit rate %.1f%% %s", (1-v)*100, windowNote(since)))
 	}
-	j.add(area, "serve.cache_miss_ratio", "Batch cache miss ratio (1 − hit rate)", "ratio", v, detail, src)
-	v, since = r.ratio(func(s *scrape) float64 { return s.sum("tandem_serve_speed_failures_total", nil) }, queries)
-	j.add(area, "serve.speed_failure_ratio", "Share of queries answered without the speed layer", "ratio", v, windowNote(since && !math.IsNaN(v)), src)
+	j.add(CheckServeCacheMissRatio, v, detail, src)
+	v, since = r.ratio(func(s *scrape) float64 { return s.sum(schemas.MetricServeSpeedFailures, nil) }, queries)
+	j.add(CheckServeSpeedFailureRatio, v, windowNote(since && !math.IsNaN(v)), src)
 }
 
 func (j *judgement) security() {
-	const area = "security"
 	// Auth failures by endpoint, from every component that counts them.
 	byEndpoint := map[string]float64{}
 	var total, window float64
@@ -523,7 +500,7 @@ func (j *judgement) security() {
 		if r == nil {
 			continue
 		}
-		for _, fam := range []string{"tandem_auth_failures_total", "tandem_serve_auth_failures_total"} {
+		for _, fam := range []schemas.Metric{schemas.MetricAuthFailures, schemas.MetricServeAuthFailures} {
 			if !r.cur.has(fam) && !(r.prev.has(fam)) {
 				continue
 			}
@@ -541,7 +518,7 @@ func (j *judgement) security() {
 	if measured {
 		perMin = total / window * 60
 	}
-	j.add(area, "security.auth_failures_per_minute", "Requests refused for a missing or invalid token, per minute", "per min", perMin,
+	j.add(CheckSecurityAuthFailuresPerMinute, perMin,
 		joinCounts(byEndpoint, "by endpoint: "), "ingest and serve /metrics")
 
 	cfg := j.m.cfg
@@ -577,7 +554,7 @@ func (j *judgement) security() {
 	if len(open) > 0 {
 		detail = strings.Join(open, "; ")
 	}
-	j.add(area, "security.open_surfaces", "Surfaces open without a token or TLS", "", float64(len(open)), detail, "configuration")
+	j.add(CheckSecurityOpenSurfaces, float64(len(open)), detail, "configuration")
 }
 
 func loopback(addr string) bool {

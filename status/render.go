@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // WriteText writes the report as a table for people: one line per check,
@@ -170,7 +172,7 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 // authFailures returns tandem_auth_failures_total{endpoint} on reg, reusing
 // one already registered there (ingest registers the same family).
 func authFailures(reg prometheus.Registerer) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_auth_failures_total",
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricAuthFailures.String(),
 		Help: "Requests refused for a missing or invalid token, by endpoint."}, []string{"endpoint"})
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError

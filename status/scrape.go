@@ -18,6 +18,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // scrape is one reading of a component's /metrics.
@@ -157,21 +159,21 @@ func value(m *dto.Metric) float64 {
 }
 
 // has reports whether the scrape holds the family.
-func (s *scrape) has(name string) bool {
+func (s *scrape) has(name schemas.Metric) bool {
 	if s == nil {
 		return false
 	}
-	_, ok := s.fams[name]
+	_, ok := s.fams[string(name)]
 	return ok
 }
 
 // sum adds the values of name's series that match (nil matches all). NaN
 // values (a gauge with nothing to say yet) are skipped.
-func (s *scrape) sum(name string, match func(map[string]string) bool) float64 {
+func (s *scrape) sum(name schemas.Metric, match func(map[string]string) bool) float64 {
 	if s == nil {
 		return 0
 	}
-	f := s.fams[name]
+	f := s.fams[string(name)]
 	if f == nil {
 		return 0
 	}
@@ -188,12 +190,12 @@ func (s *scrape) sum(name string, match func(map[string]string) bool) float64 {
 }
 
 // max is the largest value of name's series (NaN when none).
-func (s *scrape) max(name string) float64 {
+func (s *scrape) max(name schemas.Metric) float64 {
 	out := math.NaN()
-	if s == nil || s.fams[name] == nil {
+	if s == nil || s.fams[string(name)] == nil {
 		return out
 	}
-	for _, m := range s.fams[name].GetMetric() {
+	for _, m := range s.fams[string(name)].GetMetric() {
 		if v := value(m); !math.IsNaN(v) && (math.IsNaN(out) || v > out) {
 			out = v
 		}
@@ -202,12 +204,12 @@ func (s *scrape) max(name string) float64 {
 }
 
 // by sums name's series grouped by the values of one label.
-func (s *scrape) by(name, label string) map[string]float64 {
+func (s *scrape) by(name schemas.Metric, label string) map[string]float64 {
 	out := map[string]float64{}
-	if s == nil || s.fams[name] == nil {
+	if s == nil || s.fams[string(name)] == nil {
 		return out
 	}
-	for _, m := range s.fams[name].GetMetric() {
+	for _, m := range s.fams[string(name)].GetMetric() {
 		if v := value(m); !math.IsNaN(v) {
 			out[labels(m)[label]] += v
 		}
@@ -216,12 +218,12 @@ func (s *scrape) by(name, label string) map[string]float64 {
 }
 
 // series returns every series of name with its labels.
-func (s *scrape) series(name string) []labeled {
-	if s == nil || s.fams[name] == nil {
+func (s *scrape) series(name schemas.Metric) []labeled {
+	if s == nil || s.fams[string(name)] == nil {
 		return nil
 	}
 	var out []labeled
-	for _, m := range s.fams[name].GetMetric() {
+	for _, m := range s.fams[string(name)].GetMetric() {
 		out = append(out, labeled{labels(m), value(m)})
 	}
 	return out
@@ -241,13 +243,13 @@ type histogram struct {
 }
 
 // hist sums name's histogram series that match (nil matches all).
-func (s *scrape) hist(name string, match func(map[string]string) bool) *histogram {
-	if s == nil || s.fams[name] == nil {
+func (s *scrape) hist(name schemas.Metric, match func(map[string]string) bool) *histogram {
+	if s == nil || s.fams[string(name)] == nil {
 		return nil
 	}
 	h := &histogram{}
 	idx := map[float64]int{}
-	for _, m := range s.fams[name].GetMetric() {
+	for _, m := range s.fams[string(name)].GetMetric() {
 		if m.Histogram == nil || (match != nil && !match(labels(m))) {
 			continue
 		}

@@ -222,7 +222,7 @@ var Components = []string{"ingest", "speed", "archive", "serve"}
 type Monitor struct {
 	cfg    *schemas.Config
 	opts   Options
-	th     map[string]Threshold
+	th     map[CheckName]Threshold
 	stores *stores
 
 	mu   sync.Mutex
@@ -411,8 +411,10 @@ type judgement struct {
 // add appends a check, judging value against the named threshold (none:
 // informational). A NaN value is "not measured": unknown when the source
 // is down (why != ""), else green with the detail.
-func (j *judgement) add(area, name, question, unit string, value float64, detail, source string) *Check {
-	c := Check{Area: area, Name: name, Question: question, Unit: unit, Detail: detail, Source: source, Verdict: Green}
+func (j *judgement) add(name CheckName, value float64, detail, source string) *Check {
+	spec := checkSpecs[name]
+	unit := spec.unit
+	c := Check{Area: spec.area, Name: string(name), Question: spec.question, Unit: unit, Detail: detail, Source: source, Verdict: Green}
 	th, ok := j.m.th[name]
 	if ok {
 		t := th
@@ -433,8 +435,8 @@ func (j *judgement) add(area, name, question, unit string, value float64, detail
 }
 
 // down adds a check whose source did not answer.
-func (j *judgement) down(area, name, question, unit, why string) {
-	c := j.add(area, name, question, unit, math.NaN(), why, "")
+func (j *judgement) down(name CheckName, why string) {
+	c := j.add(name, math.NaN(), why, "")
 	c.Verdict = Unknown
 }
 
@@ -465,7 +467,7 @@ func (r *reading) window() float64 {
 
 // delta is the increase of a counter sum between the scrapes (the value
 // since start when there is no baseline or the component restarted).
-func (r *reading) delta(name string, match func(map[string]string) bool) float64 {
+func (r *reading) delta(name schemas.Metric, match func(map[string]string) bool) float64 {
 	cur := r.cur.sum(name, match)
 	if r.prev == nil {
 		return cur
@@ -479,7 +481,7 @@ func (r *reading) delta(name string, match func(map[string]string) bool) float64
 
 // rate is the per-second increase of a counter between the scrapes; NaN
 // without a baseline.
-func (r *reading) rate(name string, match func(map[string]string) bool) float64 {
+func (r *reading) rate(name schemas.Metric, match func(map[string]string) bool) float64 {
 	w := r.window()
 	if w <= 0 {
 		return math.NaN()
@@ -510,7 +512,7 @@ func (r *reading) ratio(num, den func(s *scrape) float64) (v float64, sinceStart
 
 // histWindow is the histogram of the observations between the scrapes, or
 // since start when none happened in the window.
-func (r *reading) histWindow(name string, match func(map[string]string) bool) (h *histogram, sinceStart bool) {
+func (r *reading) histWindow(name schemas.Metric, match func(map[string]string) bool) (h *histogram, sinceStart bool) {
 	cur := r.cur.hist(name, match)
 	if cur == nil {
 		return nil, false
@@ -538,7 +540,7 @@ func labelIs(name, val string) func(map[string]string) bool {
 }
 
 // byLabelDelta is the per-label-value increase of a counter over the window.
-func (r *reading) byLabelDelta(name, label string) map[string]float64 {
+func (r *reading) byLabelDelta(name schemas.Metric, label string) map[string]float64 {
 	cur := r.cur.by(name, label)
 	if r.prev == nil {
 		return cur

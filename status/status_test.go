@@ -153,13 +153,13 @@ func TestThresholds(t *testing.T) {
 	require.Equal(t, Threshold{Yellow: 5, Red: 10}, Thresholds(cfg)["speed.freshness_seconds"])
 	require.Equal(t, []string{"speed.freshnes"}, UnknownThresholds(cfg))
 	// Every judged default is a documented check name.
-	known := map[string]bool{}
+	known := map[CheckName]bool{}
 	for _, n := range CheckNames {
 		known[n] = true
 	}
 	for n, th := range DefaultThresholds(cfg) {
-		require.True(t, known[n], n)
-		require.LessOrEqual(t, th.Yellow, th.Red, n)
+		require.True(t, known[n], string(n))
+		require.LessOrEqual(t, th.Yellow, th.Red, string(n))
 	}
 	// The batch thresholds follow batch.every.
 	require.Equal(t, (2*10*time.Minute + time.Minute).Seconds(), DefaultThresholds(cfg)["batch.last_run_age_seconds"].Yellow)

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 type metrics struct {
@@ -29,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lost:    counter("tandem_archive_discarded_files_total", "Files discarded because another member had archived their range first.", "stream"),
 		uploadErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "tandem_archive_upload_errors_total",
 			Help: "Failed S3 uploads or listings of the archiver (each is retried)."}),
-		uploadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tandem_archive_upload_duration_seconds",
+		uploadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: schemas.MetricArchiveUploadSeconds.String(),
 			Help: "Time to upload one raw object, contiguity check included.", Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12)}),
 		lastUpload: gauge("tandem_archive_last_upload_timestamp_seconds", "Unix time of the last successful upload.", "stream"),
 		lag:        gauge("tandem_archive_lag", "Messages of the partition not yet fetched by the archiver.", "stream", "partition"),

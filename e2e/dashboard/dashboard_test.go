@@ -249,7 +249,7 @@ func checkShape(t *testing.T, raw string, rep status.Report) {
 	}
 	defaults := status.DefaultThresholds(nil)
 	for _, name := range status.CheckNames {
-		c := rep.Check(name)
+		c := rep.Check(string(name))
 		require.NotNil(t, c, "check %s missing", name)
 		require.Contains(t, []status.Verdict{status.Green, status.Yellow, status.Red, status.Unknown}, c.Verdict)
 		require.NotEmpty(t, c.Question)

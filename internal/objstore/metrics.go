@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // metrics keep the tandem_s3_ names they had when only S3 existed: the
@@ -23,12 +25,12 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "tandem_s3_request_duration_seconds",
+			Name:    schemas.MetricS3RequestSeconds.String(),
 			Help:    "Duration of one S3 request attempt, by operation.",
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"op"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_s3_errors_total",
+			Name: schemas.MetricS3Errors.String(),
 			Help: "S3 request attempts that failed (not counting missing objects), by operation.",
 		}, []string{"op"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -36,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "S3 requests retried after a transient error, by operation.",
 		}, []string{"op"}),
 		upload: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tandem_s3_upload_duration_seconds",
+			Name:    schemas.MetricS3UploadSeconds.String(),
 			Help:    "Duration of successful object uploads, retries included.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
 		}),
