@@ -19,7 +19,7 @@ import (
 // messages arrived or the deadline passed.
 func readTopicForTest(t *testing.T, brokers []string, topic string, partitions, want int) []kgo.Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []kgo.Message
 	for p := 0; p < partitions; p++ {
