@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
@@ -82,16 +83,26 @@ func speedQuery(q *Query, absorbed map[int32]int64) (clickhouse.SpeedQuery, []bo
 // ScanSpeed implements SpeedSource.
 func (c *ClickHouseSpeed) ScanSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Row) error) error {
 	sq, need := speedQuery(q, absorbed)
-	return c.store.ScanSpeedRows(ctx, sq, func(sr *clickhouse.SpeedRow) error {
+	return busy(c.store.ScanSpeedRows(ctx, sq, func(sr *clickhouse.SpeedRow) error {
 		r, err := DecodeRow(q.View, sr.WindowStart.UnixMilli(), sr.Dims, sr.Cells, need)
 		if err != nil {
 			return err
 		}
 		return fn(&r)
-	})
+	}))
+}
+
+// busy wraps ErrSpeedBusy around errors of ClickHouse refusing a query for
+// load, so the service answers 503 instead of leaving speed rows out.
+func busy(err error) error {
+	if err != nil && clickhouse.IsBusy(err) {
+		return fmt.Errorf("%w: %w", ErrSpeedBusy, err)
+	}
+	return err
 }
 
 // MaxWindow implements SpeedSource.
 func (c *ClickHouseSpeed) MaxWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error) {
-	return c.store.MaxSpeedWindow(ctx, v, absorbed)
+	mw, err := c.store.MaxSpeedWindow(ctx, v, absorbed)
+	return mw, busy(err)
 }
