@@ -23,8 +23,9 @@ import (
 
 // speedTimeout bounds the speed half of one query. A ClickHouse that hangs
 // must not hang the API: past this, the answer comes from the batch view
-// alone, with the warning.
-const speedTimeout = 15 * time.Second
+// alone, with the warning, or a 503 when ClickHouse is up but busy (see
+// speedVerdict). A variable only so tests can shorten it.
+var speedTimeout = 15 * time.Second
 
 // ErrOverloaded is wrapped by errors of queries refused because this
 // replica or the speed layer is at capacity: serve.max_concurrent_queries
@@ -155,6 +156,10 @@ func (s *Service) registerGauges() {
 			return s.now().Sub(snap.Manifest.CreatedAt).Seconds()
 		}))
 	}
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_serve_queries_in_flight",
+		Help: "Queries being answered now (at most serve.max_concurrent_queries; more are refused with 503).",
+	}, func() float64 { return float64(len(s.slots)) }))
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_cache_bytes",
 		Help: "Estimated bytes held by the batch row cache (bounded by serve.cache_bytes).",
@@ -418,6 +423,9 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		maxWin  time.Time
 		err     error
 		elapsed time.Duration
+		// timedOut: speedTimeout passed (the driver may report it as
+		// its own read timeout rather than the context's error).
+		timedOut bool
 	}
 	speedc := make(chan speedOut, 1)
 	if s.deps.Speed != nil {
@@ -426,7 +434,14 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 			defer cancel()
 			t0 := time.Now()
 			var out speedOut
-			defer func() { out.elapsed = time.Since(t0); speedc <- out }()
+			defer func() {
+				out.elapsed = time.Since(t0)
+				// By the clock, not sctx.Err(): the driver's read deadline
+				// can fire a moment before the context's timer does.
+				dl, _ := sctx.Deadline()
+				out.timedOut = out.err != nil && ctx.Err() == nil && !time.Now().Before(dl)
+				speedc <- out
+			}()
 			out.merger = NewMerger(q)
 			out.err = s.deps.Speed.ScanSpeed(sctx, q, snap.AbsorbedChunks, func(r *Row) error {
 				out.merger.Add(r)
@@ -459,7 +474,7 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if err := s.speedVerdict(ctx, sp.err); err != nil {
+		if err := s.speedVerdict(ctx, sp.err, sp.timedOut); err != nil {
 			return nil, err
 		}
 		s.m.speedFailures.WithLabelValues(q.View.Name).Inc()
@@ -494,9 +509,9 @@ const speedOverloadPing = 2 * time.Second
 // gets them, so the query fails with ErrOverloaded (503, Retry-After)
 // rather than a 200 silently missing them. It returns nil for "down:
 // warn", or the error to fail the query with.
-func (s *Service) speedVerdict(ctx context.Context, err error) error {
+func (s *Service) speedVerdict(ctx context.Context, err error, timedOut bool) error {
 	busy := errors.Is(err, ErrSpeedBusy)
-	if !busy && errors.Is(err, context.DeadlineExceeded) && s.deps.Speed != nil {
+	if !busy && (timedOut || errors.Is(err, context.DeadlineExceeded)) && s.deps.Speed != nil {
 		pctx, cancel := context.WithTimeout(ctx, speedOverloadPing)
 		busy = s.deps.Speed.Ping(pctx) == nil
 		cancel()
