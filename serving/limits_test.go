@@ -2,12 +2,17 @@ package serving_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"github.com/tandem-analytics/tandem/schemas"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,4 +250,151 @@ func rssBytes(t testing.TB) int64 {
 	}
 	t.Fatal("no VmRSS in /proc/self/status")
 	return 0
+}
+
+// genHostile is a dataset shaped like issue 12's attack: every event has
+// its own country (so group_by=country,device has as many groups as
+// events), spread over most of 400 days before base.
+func genHostile(t testing.TB, cfg *schemas.Config, n int, seed uint64) *dataset {
+	t.Helper()
+	v := cfg.View(viewName)
+	dec := schemas.NewDecoder(v.StreamDef(), 0)
+	rng := rand.New(rand.NewPCG(seed, seed^0x51ed2701))
+	d := &dataset{view: v, next: map[int32]int64{}, chunk: cfg.ChunkSize}
+	span := int64(390 * 24 * time.Hour)
+	for i := 0; i < n; i++ {
+		ts := base.Add(-time.Duration(rng.Int64N(span))).Truncate(time.Millisecond)
+		obj := map[string]any{"event_id": fmt.Sprintf("h-%d", i), "ts": ts.Format(time.RFC3339Nano),
+			"country": fmt.Sprintf("c%06d", i), "device": devices[rng.IntN(len(devices))],
+			"user_id": fmt.Sprintf("u%d", rng.IntN(5000)), "amount": float64(rng.IntN(100000)) / 100,
+			"latency_ms": float64(rng.IntN(500000)) / 1000}
+		raw, err := json.Marshal(obj)
+		require.NoError(t, err)
+		ev, err := dec.Decode(raw, time.Time{})
+		require.NoError(t, err)
+		p := int32(rng.IntN(2))
+		d.events = append(d.events, event{ev: ev, partition: p, offset: d.next[p]})
+		d.next[p]++
+	}
+	return d
+}
+
+// TestHostileQueries plays issue 12's unbounded-answer attack against the
+// real services: answers of one row per minute and per distinct dimension
+// value over 399 days, from 12 clients at once, mixed with ordinary
+// queries. Every answer must be complete and exact (200) or refused (400
+// for the size, 503 for the load) — never a 200 with rows missing — and the
+// service's memory must stay bounded.
+func TestHostileQueries(t *testing.T) {
+	const (
+		events  = 30000
+		limit   = 5000
+		clients = 12
+		rounds  = 4
+		cacheBytes = 32 << 20
+		// rssBound is what the attack may add to the test process's
+		// resident memory: the batch row cache (cacheBytes) plus
+		// serve.max_concurrent_queries (4) queries, each holding at most
+		// `limit` groups in each of its mergers, the ClickHouse driver's
+		// blocks and HTTP buffers — and the garbage Go keeps between
+		// collections (GOGC=100 lets the heap reach twice what is live: the
+		// sketches decoded per speed row and batch row groups read past
+		// the cache are such garbage). Measured: +154 MiB.
+		rssBound = 224 << 20
+	)
+	cfg := loadConfig(t, configYAML(t))
+	_, store, _, db := newBackends(t, cfg, false)
+	cfg.Serve.MaxQueryRange = schemas.Duration(400 * 24 * time.Hour)
+	cfg.Serve.MaxResultRows = limit
+	cfg.Serve.MaxConcurrentQueries = 4
+	cfg.Serve.CacheBytes = cacheBytes
+	d := genHostile(t, cfg, events, 7)
+	insertSpeed(t, db, d)
+	half := map[int32]int64{}
+	for p, n := range d.chunks() {
+		half[p] = n / 2
+	}
+	publish(t, store, cfg, d, "run-half", half)
+	_, baseURL, _ := startService(t, cfg)
+	waitRun(t, baseURL, "run-half")
+
+	from, to := base.Add(-399*24*time.Hour), base.Add(time.Minute)
+	hostile := qcase{gran: "1m", groupBy: []string{"country", "device"}, from: from, to: to}
+	require.Greater(t, len(hostile.truth(d, nil)), limit)
+	ordinary := []qcase{
+		{gran: "1d", groupBy: []string{"device"}, from: from, to: to},
+		{gran: "all", groupBy: []string{"device"}, from: from, to: to},
+		{gran: "1m", groupBy: []string{"country", "device"}, filters: map[string][]string{"device": {"tablet"}}, from: base.Add(-20 * 24 * time.Hour), to: to},
+	}
+	wants := make([][]*truthRow, len(ordinary))
+	for i, c := range ordinary {
+		wants[i] = c.truth(d, nil)
+		require.LessOrEqual(t, len(wants[i]), limit)
+		require.NotEmpty(t, wants[i])
+	}
+
+	runtime.GC()
+	baseline := rssBytes(t)
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if r := rssBytes(t); r > peak.Load() {
+				peak.Store(r)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(3 * time.Minute)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds && time.Now().Before(deadline); r++ {
+				qc, want := hostile, []*truthRow(nil)
+				if (c+r)%2 == 1 {
+					i := (c + r) % len(ordinary)
+					qc, want = ordinary[i], wants[i]
+				}
+				code, hdr, body := get(t, queryURL(baseURL, qc.params()), nil)
+				mu.Lock()
+				codes[code]++
+				mu.Unlock()
+				switch code {
+				case http.StatusOK:
+					require.NotNil(t, want, "the hostile query was answered: %.200s", body)
+					var a apiAnswer
+					require.NoError(t, json.Unmarshal(body, &a))
+					require.Empty(t, a.Warnings, "an answer with a warning is partial")
+					checkAnswer(t, a.Rows, want, qc.groupBy, allMeasures)
+				case http.StatusBadRequest:
+					require.Nil(t, want, "an ordinary query was refused: %s", body)
+					require.Contains(t, errorOf(t, body), "serve.max_result_rows")
+				case http.StatusServiceUnavailable:
+					require.NotEmpty(t, hdr.Get("Retry-After"), "%s", body)
+				default:
+					t.Errorf("status %d: %s", code, body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	grew := peak.Load() - baseline
+	t.Logf("answers by status %v; RSS %d MiB before, peak %d MiB (+%d MiB, bound +%d MiB)",
+		codes, baseline>>20, peak.Load()>>20, grew>>20, rssBound>>20)
+	require.Positive(t, codes[http.StatusOK], "no ordinary query was answered")
+	require.Positive(t, codes[http.StatusBadRequest], "no hostile query was refused for its size")
+	require.LessOrEqual(t, grew, int64(rssBound), "peak RSS grew by %d MiB", grew>>20)
 }
