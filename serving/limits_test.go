@@ -287,10 +287,10 @@ func genHostile(t testing.TB, cfg *schemas.Config, n int, seed uint64) *dataset 
 // service's memory must stay bounded.
 func TestHostileQueries(t *testing.T) {
 	const (
-		events  = 30000
-		limit   = 5000
-		clients = 12
-		rounds  = 4
+		events     = 30000
+		limit      = 5000
+		clients    = 12
+		rounds     = 4
 		cacheBytes = 32 << 20
 		// rssBound is what the attack may add to the test process's
 		// resident memory: the batch row cache (cacheBytes) plus
