@@ -213,6 +213,31 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 	return g
 }
 
+// AddGroup folds in one group rolled up elsewhere (SpeedSource.RollupSpeed):
+// g.WindowMs is its bucket start (ignored for granularity "all"), g.Dims
+// the group-by values and g.States one state per q.Measures. The range and
+// filters were applied where it was computed. AddGroup keeps neither g nor
+// its slices.
+func (m *Merger) AddGroup(g *Group) {
+	window := g.WindowMs
+	if m.gran == 0 {
+		window = m.fromMs
+	}
+	dst := m.group(window, schemas.JoinDims(g.Dims), nil)
+	if dst == nil {
+		return
+	}
+	if dst.Dims == nil {
+		dst.Dims = append(make([]string, 0, len(g.Dims)), g.Dims...)
+	}
+	m.rows++
+	for j, mi := range m.q.Measures {
+		m.q.View.Measures[mi].Merge(&dst.States[j], &g.States[j])
+	}
+	dst.merges++
+	m.maybeDensify(dst)
+}
+
 // MergeFrom folds every group of o (a Merger of the same query) into m.
 func (m *Merger) MergeFrom(o *Merger) {
 	m.overflow = m.overflow || o.overflow

@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"view"}),
 		speedRows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_serve_speed_rows_total",
-			Help: "Speed rows merged into answers.",
+			Help: "Speed groups merged into answers: one per (bucket, group) of a query, rolled up inside ClickHouse from the speed rows.",
 		}, []string{"view"}),
 		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_serve_overloaded_total",

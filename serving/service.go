@@ -443,8 +443,11 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 				speedc <- out
 			}()
 			out.merger = NewMerger(q)
-			out.err = s.deps.Speed.ScanSpeed(sctx, q, snap.AbsorbedChunks, func(r *Row) error {
-				out.merger.Add(r)
+			// The speed half comes rolled up by ClickHouse: one group per
+			// (bucket, group), not one row per (window, dimensions,
+			// partition, chunk).
+			out.err = s.deps.Speed.RollupSpeed(sctx, q, snap.AbsorbedChunks, func(g *Group) error {
+				out.merger.AddGroup(g)
 				return nil
 			})
 			if out.err == nil {

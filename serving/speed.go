@@ -17,6 +17,9 @@ type SpeedStore interface {
 	// ScanSpeedRows calls fn for each speed row q selects, newest version
 	// of each row only (FINAL); the row is reused after fn returns.
 	ScanSpeedRows(ctx context.Context, q clickhouse.SpeedQuery, fn func(*clickhouse.SpeedRow) error) error
+	// ScanSpeedRollup calls fn for each (bucket, group) of q, computed in
+	// ClickHouse from the newest version of each row.
+	ScanSpeedRollup(ctx context.Context, q clickhouse.SpeedRollupQuery, fn func(*clickhouse.SpeedRollupRow) error) error
 	// MaxSpeedWindow returns the newest window start among the view's speed
 	// rows of unabsorbed chunks, or the zero time when there are none.
 	MaxSpeedWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error)
@@ -99,6 +102,43 @@ func busy(err error) error {
 		return fmt.Errorf("%w: %w", ErrSpeedBusy, err)
 	}
 	return err
+}
+
+// RollupSpeed implements SpeedSource: ClickHouse buckets, filters and
+// groups the rows and computes the exact measures (count, sum, min, max);
+// the sketches of each group come back as a list and are merged here.
+func (c *ClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Group) error) error {
+	sq, _ := speedQuery(q, absorbed)
+	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D()}
+	for _, di := range q.GroupBy {
+		rq.GroupBy = append(rq.GroupBy, q.View.Dimensions[di])
+	}
+	v := q.View
+	g := Group{States: make([]schemas.State, len(q.Measures))}
+	return busy(c.store.ScanSpeedRollup(ctx, rq, func(r *clickhouse.SpeedRollupRow) error {
+		g.WindowMs, g.Dims = r.Bucket.UnixMilli(), r.Dims
+		for j, mi := range q.Measures {
+			m := &v.Measures[mi]
+			g.States[j] = schemas.State{}
+			sketches, ok := r.Cells[mi].([][]byte)
+			if !ok {
+				st, err := m.StateFromCell(r.Cells[mi])
+				if err != nil {
+					return fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
+				}
+				g.States[j] = st
+				continue
+			}
+			for _, b := range sketches {
+				st, err := m.StateFromCell(b)
+				if err != nil {
+					return fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
+				}
+				m.Merge(&g.States[j], &st)
+			}
+		}
+		return fn(&g)
+	}))
 }
 
 // MaxWindow implements SpeedSource.

@@ -90,6 +90,15 @@ func (l *LazyClickHouseSpeed) ScanSpeed(ctx context.Context, q *Query, absorbed 
 	return src.ScanSpeed(ctx, q, absorbed, fn)
 }
 
+// RollupSpeed implements SpeedSource.
+func (l *LazyClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Group) error) error {
+	src, err := l.get(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting to ClickHouse: %w", err)
+	}
+	return src.RollupSpeed(ctx, q, absorbed, fn)
+}
+
 // MaxWindow implements SpeedSource.
 func (l *LazyClickHouseSpeed) MaxWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error) {
 	src, err := l.get(ctx)

@@ -171,6 +171,85 @@ func (db *DB) ScanSpeedRows(ctx context.Context, q SpeedQuery, fn func(row *Spee
 	return nil
 }
 
+// ScanSpeedRollup calls fn for each (bucket, group) of q (see
+// SpeedRollupQuery and SpeedRollupRow), computed inside ClickHouse from
+// the newest version of each selected speed row. Groups come in no
+// particular order. The row passed to fn and its Dims and Cells are reused
+// for the next group; the values in Cells (sketch bytes included) are fn's
+// own. fn's error stops the scan and is returned.
+func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(row *SpeedRollupRow) error) error {
+	sql, args, need, err := speedRollupSQL(db.db, &q)
+	if err != nil {
+		return err
+	}
+	v := q.View
+	table := SpeedTable(v.Name)
+	rows, err := db.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+	}
+	defer rows.Close()
+	var bucket uint32
+	row := SpeedRollupRow{Dims: make([]string, len(q.GroupBy)), Cells: make([]any, len(v.Measures))}
+	dest := []any{&bucket}
+	for i := range row.Dims {
+		dest = append(dest, &row.Dims[i])
+	}
+	counts := make([]int64, len(v.Measures))
+	floats := make([]float64, len(v.Measures))
+	nulls := make([]*float64, len(v.Measures))
+	sketches := make([][]string, len(v.Measures))
+	for i, m := range v.Measures {
+		if !need[i] {
+			continue
+		}
+		switch m.Type {
+		case schemas.MeasureCount:
+			dest = append(dest, &counts[i])
+		case schemas.MeasureSum:
+			dest = append(dest, &floats[i])
+		case schemas.MeasureMin, schemas.MeasureMax:
+			dest = append(dest, &nulls[i])
+		default:
+			dest = append(dest, &sketches[i])
+		}
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+		}
+		row.Bucket = time.Unix(int64(bucket), 0).UTC()
+		for i, m := range v.Measures {
+			if !need[i] {
+				row.Cells[i] = nil
+				continue
+			}
+			switch m.Type {
+			case schemas.MeasureCount:
+				row.Cells[i] = counts[i]
+			case schemas.MeasureSum:
+				row.Cells[i] = floats[i]
+			case schemas.MeasureMin, schemas.MeasureMax:
+				row.Cells[i] = nulls[i]
+				nulls[i] = nil
+			default:
+				bs := make([][]byte, len(sketches[i]))
+				for j, s := range sketches[i] {
+					bs[j] = []byte(s)
+				}
+				row.Cells[i] = bs
+			}
+		}
+		if err := fn(&row); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+	}
+	return nil
+}
+
 // MaxSpeedWindow returns the newest window start among the view's speed
 // rows of chunks not absorbed (chunk >= absorbed[p], as for
 // SelectSpeedRows), or the zero time when there are none: how fresh the
