@@ -62,7 +62,7 @@ func TestSpeedRollupMatchesRows(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			from = from.Add(time.Duration(rng.IntN(1000)) * time.Millisecond)
 		}
-		to := from.Add(time.Duration(1+rng.Int64N(int64(5*time.Hour)-1)))
+		to := from.Add(time.Duration(1 + rng.Int64N(int64(5*time.Hour)-1)))
 		p.Set("from", from.Format(time.RFC3339Nano))
 		p.Set("to", to.Format(time.RFC3339Nano))
 		if g := grans[rng.IntN(len(grans))]; g != "" {
