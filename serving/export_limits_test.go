@@ -10,3 +10,19 @@ func SetSpeedTimeout(d time.Duration) (restore func()) {
 	speedTimeout = d
 	return func() { speedTimeout = old }
 }
+
+// CachedRollups is how many closed-chunk rollups c's cache holds.
+func (c *ClickHouseSpeed) CachedRollups() int {
+	if c.cache == nil {
+		return 0
+	}
+	c.cache.lru.mu.Lock()
+	defer c.cache.lru.mu.Unlock()
+	n := 0
+	for k := range c.cache.lru.items {
+		if len(k) > 2 && k[:2] == "r|" {
+			n++
+		}
+	}
+	return n
+}

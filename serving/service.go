@@ -116,11 +116,10 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	s.manifests.onSwitch = func(view, from, to string) {
 		s.log.Info("switched to a new batch run", "view", view, "from_run", from, "to_run", to)
 	}
-	cacheBytes := cfg.Serve.CacheBytes
-	if cacheBytes <= 0 {
-		cacheBytes = schemas.Default().Serve.CacheBytes
-	}
-	s.batch = newBatchReader(deps.Files, cacheBytes, s.m)
+	cacheBytes := cacheBytesOf(cfg)
+	// The speed source built by FromConfig keeps closed chunks' rollups in
+	// speedCacheShare of serve.cache_bytes; the batch rows get the rest.
+	s.batch = newBatchReader(deps.Files, cacheBytes-speedCacheShare(cacheBytes), s.m)
 	// Each view may warm up to half the cache, shared by the views, with the
 	// newest days of its new run before switching to it.
 	s.warmBudget = cacheBytes / int64(2*max(len(cfg.Views), 1))
@@ -167,6 +166,14 @@ func (s *Service) registerGauges() {
 		b, _ := s.batch.cache.usage()
 		return float64(b)
 	}))
+}
+
+// cacheBytesOf is serve.cache_bytes, or its default when unset.
+func cacheBytesOf(cfg *schemas.Config) int64 {
+	if cfg.Serve.CacheBytes > 0 {
+		return cfg.Serve.CacheBytes
+	}
+	return schemas.Default().Serve.CacheBytes
 }
 
 // Registry is the registry the service's metrics are on.

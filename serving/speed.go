@@ -23,6 +23,10 @@ type SpeedStore interface {
 	// MaxSpeedWindow returns the newest window start among the view's speed
 	// rows of unabsorbed chunks, or the zero time when there are none.
 	MaxSpeedWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error)
+	// SpeedProgress returns the highest version per partition.
+	SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int64, error)
+	// SpeedChunkSpans returns the window span of the listed chunks.
+	SpeedChunkSpans(ctx context.Context, v *schemas.View, chunks map[int32][]int64) (map[int32]map[int64]clickhouse.ChunkSpan, error)
 	// Ping checks that ClickHouse answers.
 	Ping(ctx context.Context) error
 }
@@ -35,6 +39,16 @@ var _ SpeedStore = (*clickhouse.DB)(nil)
 // measures; filter values travel as bound parameters.
 type ClickHouseSpeed struct {
 	store SpeedStore
+	cache *chunkCache // nil: no closed-chunk cache
+}
+
+// CacheClosedChunks makes RollupSpeed keep the rollups of closed chunks
+// (see chunkCache) in at most bytes of memory; chunkSize is the deployment's
+// chunk_size. Call it before the first query.
+func (c *ClickHouseSpeed) CacheClosedChunks(chunkSize, bytes int64) {
+	if chunkSize > 0 && bytes > 0 {
+		c.cache = &chunkCache{chunkSize: chunkSize, lru: newLRU(bytes)}
+	}
 }
 
 var _ SpeedSource = (*ClickHouseSpeed)(nil)
@@ -108,34 +122,19 @@ func busy(err error) error {
 // groups the rows and computes the exact measures (count, sum, min, max);
 // the sketches of each group come back as a list and are merged here.
 func (c *ClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Group) error) error {
+	if c.cache != nil {
+		return busy(c.rollupCached(ctx, q, absorbed, fn))
+	}
 	sq, _ := speedQuery(q, absorbed)
 	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D()}
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, q.View.Dimensions[di])
 	}
-	v := q.View
 	g := Group{States: make([]schemas.State, len(q.Measures))}
 	return busy(c.store.ScanSpeedRollup(ctx, rq, func(r *clickhouse.SpeedRollupRow) error {
 		g.WindowMs, g.Dims = r.Bucket.UnixMilli(), r.Dims
-		for j, mi := range q.Measures {
-			m := &v.Measures[mi]
-			g.States[j] = schemas.State{}
-			sketches, ok := r.Cells[mi].([][]byte)
-			if !ok {
-				st, err := m.StateFromCell(r.Cells[mi])
-				if err != nil {
-					return fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
-				}
-				g.States[j] = st
-				continue
-			}
-			for _, b := range sketches {
-				st, err := m.StateFromCell(b)
-				if err != nil {
-					return fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
-				}
-				m.Merge(&g.States[j], &st)
-			}
+		if _, err := rollupStates(q, r, g.States); err != nil {
+			return err
 		}
 		return fn(&g)
 	}))

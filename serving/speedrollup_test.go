@@ -41,6 +41,11 @@ func TestSpeedRollupMatchesRows(t *testing.T) {
 	require.NoError(t, err)
 	src, err := serving.NewClickHouseSpeed(db)
 	require.NoError(t, err)
+	// The same source with the closed-chunk cache: each case runs on it
+	// twice, cold (filling the cache) and warm (answering from it).
+	cached, err := serving.NewClickHouseSpeed(db)
+	require.NoError(t, err)
+	cached.CacheClosedChunks(cfg.ChunkSize, 64<<20)
 
 	d := genDataset(t, cfg, 3000, 21)
 	insertSpeed(t, db, d)
@@ -100,30 +105,93 @@ func TestSpeedRollupMatchesRows(t *testing.T) {
 			require.NoError(t, src.ScanSpeed(ctx, q, absorbed, func(r *serving.Row) error { rows.Add(r); return nil }))
 			pushed := serving.NewMerger(q)
 			require.NoError(t, src.RollupSpeed(ctx, q, absorbed, func(g *serving.Group) error { pushed.AddGroup(g); return nil }))
-			want, got := rows.Groups(), pushed.Groups()
-			require.Equal(t, len(want), len(got), name)
+			want := rows.Groups()
 			if len(want) > 0 {
 				nonEmpty++
 			}
-			for k := range want {
-				w, g := want[k], got[k]
-				require.Equal(t, w.WindowMs, g.WindowMs, "%s: group %d", name, k)
-				require.Equal(t, w.Dims, g.Dims, "%s: group %d", name, k)
-				for j, mi := range q.Measures {
-					m := &v.Measures[mi]
-					wr, gr := m.Result(&w.States[j]), m.Result(&g.States[j])
-					where := fmt.Sprintf("%s: group %d (%d %v) %s", name, k, w.WindowMs, w.Dims, m.Name)
-					if m.Type == schemas.MeasureSum {
-						// The same values added in another order.
-						require.InDelta(t, wr.(float64), gr.(float64), 1e-9*math.Max(1, math.Abs(wr.(float64))), where)
-						continue
-					}
-					require.True(t, reflect.DeepEqual(wr, gr), "%s: rows %v, push-down %v", where, show(wr), show(gr))
-				}
+			compare(t, q, name+" (push-down)", want, pushed.Groups())
+			for _, pass := range []string{"cold", "warm"} {
+				m := serving.NewMerger(q)
+				require.NoError(t, cached.RollupSpeed(ctx, q, absorbed, func(g *serving.Group) error { m.AddGroup(g); return nil }))
+				compare(t, q, name+" (cached, "+pass+")", want, m.Groups())
 			}
 		})
 	}
 	require.Greater(t, nonEmpty, cases/2, "most random cases must select rows")
+	require.Positive(t, cached.CachedRollups(), "no closed chunk was cached")
+	t.Logf("%d closed-chunk rollups cached", cached.CachedRollups())
+
+	shapes := []string{"granularity=1h&group_by=country", "granularity=all", "granularity=5m&group_by=device,country&measures=users,views,latency"}
+	seams := []map[int32]int64{nil, {0: 2, 1: 3}}
+	queryOf := func(params string) *serving.Query {
+		p, err := url.ParseQuery(params)
+		require.NoError(t, err)
+		p.Set("from", base.Add(-time.Hour).Format(time.RFC3339))
+		p.Set("to", base.Add(5*time.Hour).Format(time.RFC3339))
+		q, err := serving.ParseQuery(v, p.Encode(), 30*24*time.Hour)
+		require.NoError(t, err)
+		return q
+	}
+	for _, params := range shapes { // fill the cache with these shapes
+		for _, absorbed := range seams {
+			require.NoError(t, cached.RollupSpeed(ctx, queryOf(params), absorbed, func(*serving.Group) error { return nil }))
+		}
+	}
+	// The open chunks go on: more events land in the last, partial chunk of
+	// each partition (new versions of its rows). Only closed chunks may
+	// come from the cache, so the warm answers must change with the data.
+	more := genDataset(t, cfg, 400, 22)
+	added := 0
+	for _, e := range more.events {
+		p := e.partition
+		if d.next[p]%d.chunk == 0 {
+			continue // the partition's last chunk is full (closed)
+		}
+		e.offset = d.next[p]
+		d.next[p]++
+		d.events = append(d.events, e)
+		added++
+	}
+	require.Positive(t, added)
+	insertSpeed(t, db, d)
+	for _, params := range shapes {
+		q := queryOf(params)
+		for _, absorbed := range seams {
+			rows := serving.NewMerger(q)
+			require.NoError(t, src.ScanSpeed(ctx, q, absorbed, func(r *serving.Row) error { rows.Add(r); return nil }))
+			for _, pass := range []string{"after new rows", "again"} {
+				m := serving.NewMerger(q)
+				require.NoError(t, cached.RollupSpeed(ctx, q, absorbed, func(g *serving.Group) error { m.AddGroup(g); return nil }))
+				compare(t, q, params+" "+pass, rows.Groups(), m.Groups())
+			}
+		}
+	}
+}
+
+// compare requires the groups of two ways of answering q to be equal:
+// exact measures exactly (sums to float rounding), sketches identical.
+func compare(t *testing.T, q *serving.Query, name string, want, got []*serving.Group) {
+	t.Helper()
+	v := q.View
+	require.Equal(t, len(want), len(got), name)
+	{
+		for k := range want {
+			w, g := want[k], got[k]
+			require.Equal(t, w.WindowMs, g.WindowMs, "%s: group %d", name, k)
+			require.Equal(t, w.Dims, g.Dims, "%s: group %d", name, k)
+			for j, mi := range q.Measures {
+				m := &v.Measures[mi]
+				wr, gr := m.Result(&w.States[j]), m.Result(&g.States[j])
+				where := fmt.Sprintf("%s: group %d (%d %v) %s", name, k, w.WindowMs, w.Dims, m.Name)
+				if m.Type == schemas.MeasureSum {
+					// The same values added in another order.
+					require.InDelta(t, wr.(float64), gr.(float64), 1e-9*math.Max(1, math.Abs(wr.(float64))), where)
+					continue
+				}
+				require.True(t, reflect.DeepEqual(wr, gr), "%s: rows %v, push-down %v", where, show(wr), show(gr))
+			}
+		}
+	}
 }
 
 func show(x any) any {

@@ -140,6 +140,9 @@ type SpeedQuery struct {
 	// Measures names the measures to read; nil or empty reads them all.
 	// The cells of measures not read are nil.
 	Measures []string
+	// Exclude lists, per partition, chunks not to read (serving has their
+	// rollups already). Chunk numbers are formatted by the adapter.
+	Exclude map[int32][]int64
 }
 
 // need returns which of the view's measures q reads.
@@ -214,6 +217,11 @@ func speedWhere(q *SpeedQuery) ([]string, []any, error) {
 	if cond != "" {
 		where = append(where, cond)
 	}
+	if ex, err := excludeCondition(q.Exclude); err != nil {
+		return nil, nil, err
+	} else if ex != "" {
+		where = append(where, ex)
+	}
 	for name := range q.Filters {
 		if v.DimensionIndex(name) < 0 {
 			return nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to filter on", v.Name, name)
@@ -240,6 +248,34 @@ func speedWhere(q *SpeedQuery) ([]string, []any, error) {
 	return where, args, nil
 }
 
+// excludeCondition leaves out the listed (partition, chunk) pairs; "" when
+// none. The pairs are sorted so the same set gives the same SQL.
+func excludeCondition(ex map[int32][]int64) (string, error) {
+	parts := make([]int32, 0, len(ex))
+	for p := range ex {
+		if p < 0 {
+			return "", fmt.Errorf("clickhouse: excluded chunks of partition %d: partitions cannot be negative", p)
+		}
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	var pairs []string
+	for _, p := range parts {
+		cs := slices.Clone(ex[p])
+		slices.Sort(cs)
+		for _, c := range slices.Compact(cs) {
+			if c < 0 {
+				return "", fmt.Errorf("clickhouse: excluded chunk %d of partition %d: chunks cannot be negative", c, p)
+			}
+			pairs = append(pairs, fmt.Sprintf("(toUInt32(%d), toUInt64(%d))", p, c))
+		}
+	}
+	if len(pairs) == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("(kafka_partition, chunk) NOT IN (%s)", strings.Join(pairs, ", ")), nil
+}
+
 // SpeedRollupQuery asks ClickHouse to roll a view's speed rows up to a
 // query's buckets and groups (DB.ScanSpeedRollup): the rows SpeedQuery
 // selects, newest version of each only, bucketed and grouped inside
@@ -253,6 +289,10 @@ type SpeedRollupQuery struct {
 	Granularity time.Duration
 	// GroupBy names the dimensions to group by, in the answer's order.
 	GroupBy []string
+	// ByChunk also groups by (kafka_partition, chunk), so serving can keep
+	// the rollup of each closed chunk; rows then carry their partition and
+	// chunk.
+	ByChunk bool
 }
 
 // SpeedRollupRow is one (bucket, group) of a SpeedRollupQuery: the bucket
@@ -265,6 +305,9 @@ type SpeedRollupRow struct {
 	Bucket time.Time
 	Dims   []string
 	Cells  []any
+	// Partition and Chunk are set when the query was ByChunk.
+	Partition int32
+	Chunk     int64
 }
 
 // rollupBucketAlias names the bucket column; a leading '_' cannot be a
@@ -297,6 +340,10 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 	}
 	sel := []string{bucket + " AS " + rollupBucketAlias}
 	group := []string{rollupBucketAlias}
+	if q.ByChunk {
+		sel = append(sel, "kafka_partition", "chunk")
+		group = append(group, "kafka_partition", "chunk")
+	}
 	for _, d := range q.GroupBy {
 		if v.DimensionIndex(d) < 0 {
 			return "", nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to group by", v.Name, d)
@@ -330,6 +377,34 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s GROUP BY %s",
 		strings.Join(sel, ", "), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "), strings.Join(group, ", "))
 	return sql, args, need, nil
+}
+
+// speedSpansSQL reads the window span of chunks: per (partition, chunk)
+// among the chunks of the partitions in chunks (each from its lowest to its
+// highest listed chunk), the smallest and largest window start as Unix
+// seconds. No FINAL: every version of a row has the same window.
+func speedSpansSQL(database string, v *schemas.View, chunks map[int32][]int64) (string, error) {
+	parts := make([]int32, 0, len(chunks))
+	for p, cs := range chunks {
+		if p < 0 || len(cs) == 0 {
+			continue
+		}
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return "", nil
+	}
+	slices.Sort(parts)
+	var conds []string
+	for _, p := range parts {
+		lo, hi := slices.Min(chunks[p]), slices.Max(chunks[p])
+		if lo < 0 {
+			return "", fmt.Errorf("clickhouse: chunk %d of partition %d cannot be negative", lo, p)
+		}
+		conds = append(conds, fmt.Sprintf("(kafka_partition = %d AND chunk >= %d AND chunk <= %d)", p, lo, hi))
+	}
+	return fmt.Sprintf("SELECT kafka_partition, chunk, toUInt32(min(window_start)), toUInt32(max(window_start)) FROM %s WHERE %s GROUP BY kafka_partition, chunk",
+		qualified(database, SpeedTable(v.Name)), strings.Join(conds, " OR ")), nil
 }
 
 // speedFreshnessSQL reads the newest window start (Unix seconds) among a

@@ -189,9 +189,13 @@ func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(r
 		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
 	}
 	defer rows.Close()
-	var bucket uint32
+	var bucket, part uint32
+	var chunk uint64
 	row := SpeedRollupRow{Dims: make([]string, len(q.GroupBy)), Cells: make([]any, len(v.Measures))}
 	dest := []any{&bucket}
+	if q.ByChunk {
+		dest = append(dest, &part, &chunk)
+	}
 	for i := range row.Dims {
 		dest = append(dest, &row.Dims[i])
 	}
@@ -219,6 +223,7 @@ func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(r
 			return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
 		}
 		row.Bucket = time.Unix(int64(bucket), 0).UTC()
+		row.Partition, row.Chunk = int32(part), int64(chunk)
 		for i, m := range v.Measures {
 			if !need[i] {
 				row.Cells[i] = nil
@@ -248,6 +253,38 @@ func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(r
 		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
 	}
 	return nil
+}
+
+// ChunkSpan is the smallest and largest window start among a chunk's
+// speed rows.
+type ChunkSpan struct{ Min, Max time.Time }
+
+// SpeedChunkSpans returns the window span of each listed chunk that has
+// speed rows (chunks without rows are absent). Serving uses it to tell
+// whether a query's range holds a closed chunk whole.
+func (db *DB) SpeedChunkSpans(ctx context.Context, v *schemas.View, chunks map[int32][]int64) (map[int32]map[int64]ChunkSpan, error) {
+	out := map[int32]map[int64]ChunkSpan{}
+	sql, err := speedSpansSQL(db.db, v, chunks)
+	if err != nil || sql == "" {
+		return out, err
+	}
+	rows, err := db.conn.Query(ctx, sql)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: reading chunk spans of %s: %w", SpeedTable(v.Name), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p, lo, hi uint32
+		var c uint64
+		if err := rows.Scan(&p, &c, &lo, &hi); err != nil {
+			return nil, fmt.Errorf("clickhouse: reading chunk spans of %s: %w", SpeedTable(v.Name), err)
+		}
+		if out[int32(p)] == nil {
+			out[int32(p)] = map[int64]ChunkSpan{}
+		}
+		out[int32(p)][int64(c)] = ChunkSpan{Min: time.Unix(int64(lo), 0).UTC(), Max: time.Unix(int64(hi), 0).UTC()}
+	}
+	return out, rows.Err()
 }
 
 // MaxSpeedWindow returns the newest window start among the view's speed
