@@ -351,6 +351,18 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	q, args, _, err = speedRollupSQL(db, &rq)
 	require.NoError(t, err)
 	require.NotEmpty(t, c.query(q, args...))
+	// Grouped by chunk too, with chunks left out, and the chunk spans.
+	rq.ByChunk = true
+	rq.Exclude = map[int32][]int64{0: {2, 3}, 1: {1}}
+	q, args, _, err = speedRollupSQL(db, &rq)
+	require.NoError(t, err)
+	for _, r := range c.query(q, args...) {
+		require.Len(t, r, 1+2+2+3)
+		require.NotContains(t, []string{"0|2", "0|3", "1|1"}, r[1]+"|"+r[2])
+	}
+	spans, err := speedSpansSQL(db, v, map[int32][]int64{0: {2, 3}, 1: {1}})
+	require.NoError(t, err)
+	require.NotEmpty(t, c.query(spans))
 	q, args, _, err = speedQuerySQL(db, &SpeedQuery{View: v, Filters: map[string][]string{"device": {}}})
 	require.NoError(t, err)
 	require.Empty(t, c.query(q, args...))
