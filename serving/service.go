@@ -119,10 +119,11 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	cacheBytes := cacheBytesOf(cfg)
 	// The speed source built by FromConfig keeps closed chunks' rollups in
 	// speedCacheShare of serve.cache_bytes; the batch rows get the rest.
-	s.batch = newBatchReader(deps.Files, cacheBytes-speedCacheShare(cacheBytes), s.m)
-	// Each view may warm up to half the cache, shared by the views, with the
-	// newest days of its new run before switching to it.
-	s.warmBudget = cacheBytes / int64(2*max(len(cfg.Views), 1))
+	batchBytes := cacheBytes - speedCacheShare(cacheBytes)
+	s.batch = newBatchReader(deps.Files, batchBytes, s.m)
+	// Each view may warm up to half the batch cache, shared by the views,
+	// with the newest days of its new run before switching to it.
+	s.warmBudget = batchBytes / int64(2*max(len(cfg.Views), 1))
 	if cfg.Serve.WarmCache {
 		s.manifests.beforeSwitch = func(ctx context.Context, snap *Snapshot) { s.warm(ctx, snap, "switch") }
 	}
