@@ -180,6 +180,10 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, v.Dimensions[di])
 	}
+	// What is being built is held until the scan ends; past the cache's
+	// capacity it could not all be kept anyway, so building stops there
+	// and the query's memory stays bounded by the cache size.
+	var building int64
 	err = c.store.ScanSpeedRollup(ctx, rq, func(r *clickhouse.SpeedRollupRow) error {
 		key := pc{r.Partition, r.Chunk}
 		cr := build[key]
@@ -191,7 +195,11 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 		if cr != nil {
 			g.Dims = append([]string(nil), r.Dims...)
 			cr.groups = append(cr.groups, g)
-			buildBytes[key] += groupBytes(g, sketchBytes)
+			b := groupBytes(g, sketchBytes)
+			buildBytes[key] += b
+			if building += b; building > c.cache.lru.capacity {
+				clear(build)
+			}
 		}
 		return fn(g)
 	})
