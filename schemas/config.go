@@ -111,6 +111,13 @@ type ServeConfig struct {
 	// ManifestPoll is how often serving looks for a newly published run.
 	ManifestPoll Duration `yaml:"manifest_poll"`
 	CacheBytes   int64    `yaml:"cache_bytes"`
+	// MaxResultRows refuses (400) a query whose answer would hold more
+	// rows (buckets × groups); an answer is never cut short instead.
+	MaxResultRows int `yaml:"max_result_rows"`
+	// MaxConcurrentQueries is how many queries one replica answers at
+	// once; more get 503 with Retry-After at once, never a queue. 0 (the
+	// default) means 2 × GOMAXPROCS at start-up.
+	MaxConcurrentQueries int `yaml:"max_concurrent_queries"`
 	// WarmCache loads the newest row groups of a run into the cache (up to
 	// half of it) at start-up and before switching to a new run, so the
 	// first queries after a batch run are not cold.
@@ -182,7 +189,8 @@ func Default() Config {
 		Ingest: IngestConfig{Listen: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, MaxFutureSkew: Duration(time.Hour),
 			MaxInflightBytes: 256 << 20, ProduceTimeout: Duration(10 * time.Second)},
 		Serve: ServeConfig{Listen: "127.0.0.1:8081", MaxQueryRange: Duration(400 * 24 * time.Hour),
-			ManifestPoll: Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true},
+			ManifestPoll: Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true,
+			MaxResultRows: 100000},
 		Speed:     SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
 		Archive:   ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
 		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour)},
@@ -469,6 +477,12 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	}
 	if c.Speed.FlushInterval <= 0 {
 		add([]any{"speed", "flush_interval"}, "speed.flush_interval must be positive")
+	}
+	if c.Serve.MaxResultRows <= 0 {
+		add([]any{"serve", "max_result_rows"}, "serve.max_result_rows must be positive (the most rows one answer may hold); got %d", c.Serve.MaxResultRows)
+	}
+	if c.Serve.MaxConcurrentQueries < 0 {
+		add([]any{"serve", "max_concurrent_queries"}, "serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got %d", c.Serve.MaxConcurrentQueries)
 	}
 	if c.Batch.KeepRuns < 2 {
 		// Speed rows of chunks absorbed by an older run are deleted; serving

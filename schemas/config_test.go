@@ -78,6 +78,8 @@ func TestConfigRejects(t *testing.T) {
 		{"time field not timestamp", "time_field: ts", "time_field: c", `time_field "c" must be a timestamp field`},
 		{"bad field type", "{ name: b, type: bool }", "{ name: b, type: boolean }", `unknown type "boolean"`},
 		{"bad duration", "chunk_size: 100", "chunk_size: 100\ningest: { max_future_skew: soon }", `"soon" is not a duration`},
+		{"zero max result rows", "chunk_size: 100", "chunk_size: 100\nserve: { max_result_rows: 0 }", `serve.max_result_rows must be positive`},
+		{"negative concurrency", "chunk_size: 100", "chunk_size: 100\nserve: { max_concurrent_queries: -1 }", `serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got -1`},
 		{"not yaml", "chunk_size: 100", "chunk_size: [", `:3:`},
 		{"wrong type", "chunk_size: 100", "chunk_size: lots", `:2: cannot`},
 	}

@@ -1,7 +1,7 @@
 package serving
 
 import (
-	"bytes"
+	"bufio"
 	"encoding/csv"
 	"encoding/json"
 	"io"
@@ -217,7 +217,7 @@ func EncodeJSON(w io.Writer, r *Result) error {
 			b = appendMeasure(b, m, &g.States[j])
 		}
 		b = append(b, "}}"...)
-		if len(b) > 1<<20 {
+		if len(b) > 32<<10 {
 			if _, err := w.Write(b); err != nil {
 				return err
 			}
@@ -384,9 +384,16 @@ func ArrowSchema(q *Query, meta map[string]string) *arrow.Schema {
 	return arrow.NewSchema(fields, &md)
 }
 
-// EncodeArrow writes an Arrow IPC stream holding one record batch. The
-// schema metadata carries tandem.view, tandem.granularity, tandem.freshness
-// and tandem.warnings (JSON).
+// arrowBatchRows is the most answer rows in one Arrow record batch: the
+// stream is written batch by batch, so the encoder holds at most this many
+// rows in Arrow form besides the answer itself.
+const arrowBatchRows = 8192
+
+// EncodeArrow writes an Arrow IPC stream: the schema, then the rows in
+// record batches of up to arrowBatchRows (one empty batch for an empty
+// answer).
+// The schema metadata carries tandem.view, tandem.granularity,
+// tandem.freshness and tandem.warnings (JSON).
 func EncodeArrow(w io.Writer, r *Result) error {
 	q := r.Query
 	meta := map[string]string{
@@ -401,60 +408,70 @@ func EncodeArrow(w io.Writer, r *Result) error {
 	cols := flatColumns(q)
 	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
 	defer b.Release()
-	b.Reserve(len(r.Groups))
-	for _, g := range r.Groups {
-		results := make([]any, len(q.Measures))
-		for j, mi := range q.Measures {
-			results[j] = q.View.Measures[mi].Result(&g.States[j])
+	iw := ipc.NewWriter(w, ipc.WithSchema(schema), ipc.WithAllocator(memory.DefaultAllocator))
+	results := make([]any, len(q.Measures))
+	// An empty answer is still one (empty) record batch, as readers that
+	// expect a batch after the schema have always seen.
+	for start := 0; start == 0 || start < len(r.Groups); start += arrowBatchRows {
+		batch := r.Groups[start:min(start+arrowBatchRows, len(r.Groups))]
+		b.Reserve(len(batch))
+		for _, g := range batch {
+			for j, mi := range q.Measures {
+				results[j] = q.View.Measures[mi].Result(&g.States[j])
+			}
+			appendArrowRow(b, cols, q, g, results)
 		}
-		for i, c := range cols {
-			fb := b.Field(i)
-			switch {
-			case c.measure < 0 && c.dim < 0:
-				fb.(*array.TimestampBuilder).Append(arrow.Timestamp(rowTime(q, g).UnixMilli()))
-			case c.dim >= 0:
-				fb.(*array.StringBuilder).Append(g.Dims[c.dim])
-			default:
-				switch v := results[c.measure].(type) {
-				case int64:
-					fb.(*array.Int64Builder).Append(v)
-				case uint64:
-					fb.(*array.Uint64Builder).Append(v)
-				case float64:
-					fb.(*array.Float64Builder).Append(v)
-				case *float64:
-					if v == nil {
-						fb.AppendNull()
-					} else {
-						fb.(*array.Float64Builder).Append(*v)
-					}
-				case *schemas.Quantiles:
-					if v == nil {
-						fb.AppendNull()
-					} else {
-						fb.(*array.Float64Builder).Append(quantilePart(v, c.part))
-					}
-				default:
+		rec := b.NewRecordBatch()
+		err := iw.Write(rec)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+	}
+	return iw.Close()
+}
+
+// appendArrowRow appends one answer row to b's columns.
+func appendArrowRow(b *array.RecordBuilder, cols []flatColumn, q *Query, g *Group, results []any) {
+	for i, c := range cols {
+		fb := b.Field(i)
+		switch {
+		case c.measure < 0 && c.dim < 0:
+			fb.(*array.TimestampBuilder).Append(arrow.Timestamp(rowTime(q, g).UnixMilli()))
+		case c.dim >= 0:
+			fb.(*array.StringBuilder).Append(g.Dims[c.dim])
+		default:
+			switch v := results[c.measure].(type) {
+			case int64:
+				fb.(*array.Int64Builder).Append(v)
+			case uint64:
+				fb.(*array.Uint64Builder).Append(v)
+			case float64:
+				fb.(*array.Float64Builder).Append(v)
+			case *float64:
+				if v == nil {
 					fb.AppendNull()
+				} else {
+					fb.(*array.Float64Builder).Append(*v)
 				}
+			case *schemas.Quantiles:
+				if v == nil {
+					fb.AppendNull()
+				} else {
+					fb.(*array.Float64Builder).Append(quantilePart(v, c.part))
+				}
+			default:
+				fb.AppendNull()
 			}
 		}
 	}
-	rec := b.NewRecordBatch()
-	defer rec.Release()
-	var buf bytes.Buffer
-	iw := ipc.NewWriter(&buf, ipc.WithSchema(schema), ipc.WithAllocator(memory.DefaultAllocator))
-	if err := iw.Write(rec); err != nil {
-		return err
-	}
-	if err := iw.Close(); err != nil {
-		return err
-	}
-	_, err := w.Write(buf.Bytes())
-	return err
 }
 
-// writeResult encodes r in the negotiated media type.
+// writeResult encodes r in the negotiated media type, streaming: the
+// encoders write group by group through a small buffer, so an answer is
+// never held a second time in encoded form (no Content-Length; HTTP/1.1
+// sends it chunked). Every error that could refuse the query happened
+// before; one here is the client going away mid-answer.
 func writeResult(w http.ResponseWriter, ctype string, r *Result) error {
 	h := w.Header()
 	h.Set("Content-Type", ctype)
@@ -465,22 +482,22 @@ func writeResult(w http.ResponseWriter, ctype string, r *Result) error {
 			h.Add("X-Tandem-Warning", strings.ReplaceAll(warn, "\n", " "))
 		}
 	}
-	var buf bytes.Buffer
+	if ctype == ContentCSV {
+		h.Set("Content-Type", ContentCSV+"; charset=utf-8; header=present")
+	}
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
 	var err error
 	switch ctype {
 	case ContentCSV:
-		h.Set("Content-Type", ContentCSV+"; charset=utf-8; header=present")
-		err = EncodeCSV(&buf, r)
+		err = EncodeCSV(bw, r)
 	case ContentArrow:
-		err = EncodeArrow(&buf, r)
+		err = EncodeArrow(bw, r)
 	default:
-		err = EncodeJSON(&buf, r)
+		err = EncodeJSON(bw, r)
 	}
 	if err != nil {
 		return err
 	}
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(http.StatusOK)
-	_, err = w.Write(buf.Bytes())
-	return err
+	return bw.Flush()
 }

@@ -120,7 +120,15 @@ type Merger struct {
 	// dense counts groups whose distinct sketches were densified.
 	dense       int
 	hasDistinct bool
+	// overflow is set when a row would have opened group q.MaxRows+1; such
+	// rows are dropped, so the Merger's memory stays bounded, and the
+	// answer must be refused (Overflow).
+	overflow bool
 }
+
+// Overflow reports whether the answer would hold more than q.MaxRows rows,
+// in which case Groups is incomplete and must not be served.
+func (m *Merger) Overflow() bool { return m.overflow }
 
 // NewMerger returns an empty Merger for q.
 func NewMerger(q *Query) *Merger {
@@ -155,6 +163,9 @@ func (m *Merger) Add(r *Row) {
 	}
 	m.rows++
 	g := m.group(m.bucket(r.WindowMs), p.key, p.dims)
+	if g == nil {
+		return
+	}
 	for j, mi := range m.q.Measures {
 		m.q.View.Measures[mi].Merge(&g.States[j], &r.States[mi])
 	}
@@ -186,20 +197,55 @@ func (m *Merger) bucket(windowMs int64) int64 {
 	return b
 }
 
+// group returns the group of (window, key), opening it when new; nil when
+// opening it would pass q.MaxRows (the overflow is recorded).
 func (m *Merger) group(window int64, key string, dims []string) *Group {
 	k := groupKey{window, key}
 	g := m.groups[k]
 	if g == nil {
+		if m.q.MaxRows > 0 && len(m.groups) >= m.q.MaxRows {
+			m.overflow = true
+			return nil
+		}
 		g = &Group{WindowMs: window, Dims: dims, States: make([]schemas.State, len(m.q.Measures))}
 		m.groups[k] = g
 	}
 	return g
 }
 
+// AddGroup folds in one group rolled up elsewhere (SpeedSource.RollupSpeed):
+// g.WindowMs is its bucket start (ignored for granularity "all"), g.Dims
+// the group-by values and g.States one state per q.Measures. The range and
+// filters were applied where it was computed. AddGroup keeps neither g nor
+// its slices.
+func (m *Merger) AddGroup(g *Group) {
+	window := g.WindowMs
+	if m.gran == 0 {
+		window = m.fromMs
+	}
+	dst := m.group(window, schemas.JoinDims(g.Dims), nil)
+	if dst == nil {
+		return
+	}
+	if dst.Dims == nil {
+		dst.Dims = append(make([]string, 0, len(g.Dims)), g.Dims...)
+	}
+	m.rows++
+	for j, mi := range m.q.Measures {
+		m.q.View.Measures[mi].Merge(&dst.States[j], &g.States[j])
+	}
+	dst.merges++
+	m.maybeDensify(dst)
+}
+
 // MergeFrom folds every group of o (a Merger of the same query) into m.
 func (m *Merger) MergeFrom(o *Merger) {
+	m.overflow = m.overflow || o.overflow
 	for k, src := range o.groups {
 		g := m.group(k.window, k.dims, src.Dims)
+		if g == nil {
+			continue
+		}
 		for j, mi := range m.q.Measures {
 			m.q.View.Measures[mi].Merge(&g.States[j], &src.States[j])
 		}

@@ -19,6 +19,7 @@ type metrics struct {
 	manifestSwitches *prometheus.CounterVec // view
 	batchRows        *prometheus.CounterVec // view
 	speedRows        *prometheus.CounterVec // view
+	overloaded       *prometheus.CounterVec // view, reason
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -66,12 +67,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"view"}),
 		speedRows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_serve_speed_rows_total",
-			Help: "Speed rows merged into answers.",
+			Help: "Speed groups merged into answers: one per (bucket, group) of a query, rolled up inside ClickHouse from the speed rows.",
 		}, []string{"view"}),
+		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_overloaded_total",
+			Help: "Queries refused with 503 for load, by view and reason: concurrency (serve.max_concurrent_queries was reached) or speed (ClickHouse up but too slow or busy).",
+		}, []string{"view", "reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queryDuration, m.errors, m.authFailures, m.cacheHits, m.cacheMisses, m.cacheEvictions,
-			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows)
+			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded)
 	}
 	return m
 }

@@ -35,6 +35,20 @@ type Query struct {
 	Filters []map[string]bool
 	// Measures lists positions in View.Measures, in the order asked.
 	Measures []int
+	// MaxRows is the most answer rows (buckets × groups) the query may
+	// produce; 0 means no limit. A Merger stops taking new groups past it
+	// and reports the overflow, so the answer is refused, never cut short.
+	// Service.Query sets it from serve.max_result_rows.
+	MaxRows int
+}
+
+// TooManyRowsError is returned when an answer would hold more than
+// serve.max_result_rows rows. The HTTP layer answers 400 with its message.
+type TooManyRowsError struct{ Limit int }
+
+func (e *TooManyRowsError) Error() string {
+	return fmt.Sprintf("the answer would hold more than %d rows (serve.max_result_rows); narrow the query: "+
+		"a coarser granularity, fewer group_by dimensions, a filter, or a shorter from/to range", e.Limit)
 }
 
 // All reports whether the query rolls everything up into one bucket per group.

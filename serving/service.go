@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,8 +23,30 @@ import (
 
 // speedTimeout bounds the speed half of one query. A ClickHouse that hangs
 // must not hang the API: past this, the answer comes from the batch view
-// alone, with the warning.
-const speedTimeout = 15 * time.Second
+// alone, with the warning, or a 503 when ClickHouse is up but busy (see
+// speedVerdict). A variable only so tests can shorten it.
+var speedTimeout = 15 * time.Second
+
+// ErrOverloaded is wrapped by errors of queries refused because this
+// replica or the speed layer is at capacity: serve.max_concurrent_queries
+// queries are running, or ClickHouse is up but did not answer the speed
+// half in time. The HTTP layer answers 503 with Retry-After; the same
+// query succeeds once the load passes.
+var ErrOverloaded = errors.New("overloaded")
+
+// ErrSpeedBusy is wrapped by a SpeedSource's errors when the speed store
+// is reachable but refused or could not finish the query for load (too
+// many queries, a server-side time or memory limit). Unlike an unreachable
+// store, it makes the query fail with ErrOverloaded rather than answer
+// from the batch view alone.
+var ErrSpeedBusy = errors.New("speed store busy")
+
+// Retry-After values (seconds): a concurrency slot frees within one
+// query's time; a busy or unreachable store takes longer.
+const (
+	retryFull = "1"
+	retryBusy = "5"
+)
 
 // Deps are what the service reads from. Manifests and Files are required;
 // Speed may be nil (every answer then carries the speed-layer warning).
@@ -54,8 +77,12 @@ type Service struct {
 	// warmBudget is the cache bytes one view's warm-up may fill.
 	warmBudget int64
 	mux        *http.ServeMux
-	tokens     [][sha256.Size]byte
-	server     *ops.HTTPServer
+	// slots holds one token per query being answered; its capacity is
+	// serve.max_concurrent_queries. A query that finds it full is refused
+	// at once (503), so load beyond capacity never queues without bound.
+	slots  chan struct{}
+	tokens [][sha256.Size]byte
+	server *ops.HTTPServer
 }
 
 var (
@@ -80,18 +107,23 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 		s.reg = ops.NewRegistry()
 	}
 	s.m = newMetrics(s.reg)
+	slots := cfg.Serve.MaxConcurrentQueries
+	if slots <= 0 {
+		slots = 2 * runtime.GOMAXPROCS(0)
+	}
+	s.slots = make(chan struct{}, slots)
 	s.manifests = newManifests(deps.Manifests, cfg, cfg.Serve.ManifestPoll.D(), s.now, s.m)
 	s.manifests.onSwitch = func(view, from, to string) {
 		s.log.Info("switched to a new batch run", "view", view, "from_run", from, "to_run", to)
 	}
-	cacheBytes := cfg.Serve.CacheBytes
-	if cacheBytes <= 0 {
-		cacheBytes = schemas.Default().Serve.CacheBytes
-	}
-	s.batch = newBatchReader(deps.Files, cacheBytes, s.m)
-	// Each view may warm up to half the cache, shared by the views, with the
-	// newest days of its new run before switching to it.
-	s.warmBudget = cacheBytes / int64(2*max(len(cfg.Views), 1))
+	cacheBytes := cacheBytesOf(cfg)
+	// The speed source built by FromConfig keeps closed chunks' rollups in
+	// speedCacheShare of serve.cache_bytes; the batch rows get the rest.
+	batchBytes := cacheBytes - speedCacheShare(cacheBytes)
+	s.batch = newBatchReader(deps.Files, batchBytes, s.m)
+	// Each view may warm up to half the batch cache, shared by the views,
+	// with the newest days of its new run before switching to it.
+	s.warmBudget = batchBytes / int64(2*max(len(cfg.Views), 1))
 	if cfg.Serve.WarmCache {
 		s.manifests.beforeSwitch = func(ctx context.Context, snap *Snapshot) { s.warm(ctx, snap, "switch") }
 	}
@@ -125,12 +157,24 @@ func (s *Service) registerGauges() {
 		}))
 	}
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_serve_queries_in_flight",
+		Help: "Queries being answered now (at most serve.max_concurrent_queries; more are refused with 503).",
+	}, func() float64 { return float64(len(s.slots)) }))
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_cache_bytes",
-		Help: "Estimated bytes held by the batch row cache (bounded by serve.cache_bytes).",
+		Help: "Estimated bytes held by the batch row cache (bounded by 7/8 of serve.cache_bytes; the rest is for closed speed chunks).",
 	}, func() float64 {
 		b, _ := s.batch.cache.usage()
 		return float64(b)
 	}))
+}
+
+// cacheBytesOf is serve.cache_bytes, or its default when unset.
+func cacheBytesOf(cfg *schemas.Config) int64 {
+	if cfg.Serve.CacheBytes > 0 {
+		return cfg.Serve.CacheBytes
+	}
+	return schemas.Default().Serve.CacheBytes
 }
 
 // Registry is the registry the service's metrics are on.
@@ -307,11 +351,33 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// The slot is held through encoding: the answer's groups stay in
+	// memory until the last byte is written.
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		s.m.overloaded.WithLabelValues(label, "concurrency").Inc()
+		w.Header().Set("Retry-After", retryFull)
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"%d queries are already being answered by this replica (serve.max_concurrent_queries); retry after %s s", cap(s.slots), retryFull))
+		return
+	}
 	res, err := s.Query(r.Context(), q)
+	var tooMany *TooManyRowsError
 	switch {
 	case err == nil:
 	case r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
+	case errors.As(err, &tooMany):
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case errors.Is(err, ErrOverloaded):
+		s.m.overloaded.WithLabelValues(label, "speed").Inc()
+		s.log.Warn("query refused for load", "view", v.Name, "err", err)
+		w.Header().Set("Retry-After", retryBusy)
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
 	case errors.Is(err, ErrUnavailable):
 		s.log.Warn("query unanswerable", "view", v.Name, "err", err)
 		w.Header().Set("Retry-After", "5")
@@ -331,9 +397,17 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 
 // Query answers q from one manifest snapshot: the batch rows of its run
 // merged with the speed rows of the chunks it did not absorb. Errors wrap
-// ErrUnavailable when the batch half cannot be read; a speed-half failure
-// is not an error but a warning in the result.
+// ErrUnavailable when the batch half cannot be read, are a
+// *TooManyRowsError when the answer would pass serve.max_result_rows, and
+// wrap ErrOverloaded when the speed store is up but could not answer in
+// time (see speedVerdict). A speed layer that is down is not an error but
+// a warning in the result.
 func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
+	if q.MaxRows == 0 {
+		qq := *q
+		qq.MaxRows = s.cfg.Serve.MaxResultRows
+		q = &qq
+	}
 	vm := s.manifests.views[q.View.Name]
 	if vm == nil {
 		return nil, fmt.Errorf("unknown view %q", q.View.Name)
@@ -357,6 +431,9 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		maxWin  time.Time
 		err     error
 		elapsed time.Duration
+		// timedOut: speedTimeout passed (the driver may report it as
+		// its own read timeout rather than the context's error).
+		timedOut bool
 	}
 	speedc := make(chan speedOut, 1)
 	if s.deps.Speed != nil {
@@ -365,10 +442,20 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 			defer cancel()
 			t0 := time.Now()
 			var out speedOut
-			defer func() { out.elapsed = time.Since(t0); speedc <- out }()
+			defer func() {
+				out.elapsed = time.Since(t0)
+				// By the clock, not sctx.Err(): the driver's read deadline
+				// can fire a moment before the context's timer does.
+				dl, _ := sctx.Deadline()
+				out.timedOut = out.err != nil && ctx.Err() == nil && !time.Now().Before(dl)
+				speedc <- out
+			}()
 			out.merger = NewMerger(q)
-			out.err = s.deps.Speed.ScanSpeed(sctx, q, snap.AbsorbedChunks, func(r *Row) error {
-				out.merger.Add(r)
+			// The speed half comes rolled up by ClickHouse: one group per
+			// (bucket, group), not one row per (window, dimensions,
+			// partition, chunk).
+			out.err = s.deps.Speed.RollupSpeed(sctx, q, snap.AbsorbedChunks, func(g *Group) error {
+				out.merger.AddGroup(g)
 				return nil
 			})
 			if out.err == nil {
@@ -398,6 +485,9 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if err := s.speedVerdict(ctx, sp.err, sp.timedOut); err != nil {
+			return nil, err
+		}
 		s.m.speedFailures.WithLabelValues(q.View.Name).Inc()
 		s.log.Warn("speed layer unavailable; answering from the batch view alone", "view", q.View.Name, "err", sp.err)
 		res.Warnings = append(res.Warnings, speedWarning(sp.err, snap))
@@ -408,10 +498,39 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 			res.Freshness.SpeedMaxEventTime = sp.maxWin
 		}
 	}
+	if merged.Overflow() { // the speed half's overflow came in with MergeFrom
+		return nil, &TooManyRowsError{Limit: q.MaxRows}
+	}
 	res.Groups = merged.Groups()
 	s.log.Debug("query answered", "view", q.View.Name, "run", snap.RunID(), "groups", len(res.Groups),
 		"batch_rows", batchRows, "speed_rows", merged.Rows()-batchRows, "batch_time", batchElapsed, "speed_time", sp.elapsed)
 	return res, nil
+}
+
+// speedOverloadPing bounds the check that tells a busy speed store from
+// one that is down.
+const speedOverloadPing = 2 * time.Second
+
+// speedVerdict decides what a failed speed half means for the answer.
+// Answering from the batch view alone, with a warning, is right only when
+// the speed layer is really down: the rows it holds are unreachable for
+// everyone, and the warning says so. When the store is up but could not
+// answer this query in time — it said so (ErrSpeedBusy), or speedTimeout
+// passed and a ping still succeeds — the rows exist and another attempt
+// gets them, so the query fails with ErrOverloaded (503, Retry-After)
+// rather than a 200 silently missing them. It returns nil for "down:
+// warn", or the error to fail the query with.
+func (s *Service) speedVerdict(ctx context.Context, err error, timedOut bool) error {
+	busy := errors.Is(err, ErrSpeedBusy)
+	if !busy && (timedOut || errors.Is(err, context.DeadlineExceeded)) && s.deps.Speed != nil {
+		pctx, cancel := context.WithTimeout(ctx, speedOverloadPing)
+		busy = s.deps.Speed.Ping(pctx) == nil
+		cancel()
+	}
+	if !busy {
+		return nil
+	}
+	return fmt.Errorf("%w: the speed layer (ClickHouse) is up but could not answer the speed half in time (%v); retry later, or narrow the query", ErrOverloaded, err)
 }
 
 func speedWarning(err error, snap *Snapshot) string {

@@ -50,6 +50,14 @@ type SpeedSource interface {
 	// that q.Filters reject and may decode only q.Measures; it must not
 	// keep the Row after fn returns.
 	ScanSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Row) error) error
+	// RollupSpeed calls fn, in no particular order, once per (bucket,
+	// group) of q over the same speed rows ScanSpeed reads (newest version
+	// of each row, unabsorbed chunks, q's range and filters): g.WindowMs is
+	// the bucket start (any value for granularity "all"), g.Dims the
+	// group-by values in q.GroupBy order and g.States the merged states in
+	// q.Measures order. The answer equals feeding ScanSpeed's rows to a
+	// Merger; a source computes it where the rows are. fn must not keep g.
+	RollupSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(g *Group) error) error
 	// MaxWindow returns the newest window start among the view's speed rows
 	// of unabsorbed chunks, or the zero time when there are none.
 	MaxWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error)

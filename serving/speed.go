@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
@@ -16,9 +17,16 @@ type SpeedStore interface {
 	// ScanSpeedRows calls fn for each speed row q selects, newest version
 	// of each row only (FINAL); the row is reused after fn returns.
 	ScanSpeedRows(ctx context.Context, q clickhouse.SpeedQuery, fn func(*clickhouse.SpeedRow) error) error
+	// ScanSpeedRollup calls fn for each (bucket, group) of q, computed in
+	// ClickHouse from the newest version of each row.
+	ScanSpeedRollup(ctx context.Context, q clickhouse.SpeedRollupQuery, fn func(*clickhouse.SpeedRollupRow) error) error
 	// MaxSpeedWindow returns the newest window start among the view's speed
 	// rows of unabsorbed chunks, or the zero time when there are none.
 	MaxSpeedWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error)
+	// SpeedProgress returns the highest version per partition.
+	SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int64, error)
+	// SpeedChunkSpans returns the window span of the listed chunks.
+	SpeedChunkSpans(ctx context.Context, v *schemas.View, chunks map[int32][]int64) (map[int32]map[int64]clickhouse.ChunkSpan, error)
 	// Ping checks that ClickHouse answers.
 	Ping(ctx context.Context) error
 }
@@ -31,6 +39,16 @@ var _ SpeedStore = (*clickhouse.DB)(nil)
 // measures; filter values travel as bound parameters.
 type ClickHouseSpeed struct {
 	store SpeedStore
+	cache *chunkCache // nil: no closed-chunk cache
+}
+
+// CacheClosedChunks makes RollupSpeed keep the rollups of closed chunks
+// (see chunkCache) in at most bytes of memory; chunkSize is the deployment's
+// chunk_size. Call it before the first query.
+func (c *ClickHouseSpeed) CacheClosedChunks(chunkSize, bytes int64) {
+	if chunkSize > 0 && bytes > 0 {
+		c.cache = &chunkCache{chunkSize: chunkSize, lru: newLRU(bytes)}
+	}
 }
 
 var _ SpeedSource = (*ClickHouseSpeed)(nil)
@@ -82,16 +100,48 @@ func speedQuery(q *Query, absorbed map[int32]int64) (clickhouse.SpeedQuery, []bo
 // ScanSpeed implements SpeedSource.
 func (c *ClickHouseSpeed) ScanSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Row) error) error {
 	sq, need := speedQuery(q, absorbed)
-	return c.store.ScanSpeedRows(ctx, sq, func(sr *clickhouse.SpeedRow) error {
+	return busy(c.store.ScanSpeedRows(ctx, sq, func(sr *clickhouse.SpeedRow) error {
 		r, err := DecodeRow(q.View, sr.WindowStart.UnixMilli(), sr.Dims, sr.Cells, need)
 		if err != nil {
 			return err
 		}
 		return fn(&r)
-	})
+	}))
+}
+
+// busy wraps ErrSpeedBusy around errors of ClickHouse refusing a query for
+// load, so the service answers 503 instead of leaving speed rows out.
+func busy(err error) error {
+	if err != nil && clickhouse.IsBusy(err) {
+		return fmt.Errorf("%w: %w", ErrSpeedBusy, err)
+	}
+	return err
+}
+
+// RollupSpeed implements SpeedSource: ClickHouse buckets, filters and
+// groups the rows and computes the exact measures (count, sum, min, max);
+// the sketches of each group come back as a list and are merged here.
+func (c *ClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Group) error) error {
+	if c.cache != nil {
+		return busy(c.rollupCached(ctx, q, absorbed, fn))
+	}
+	sq, _ := speedQuery(q, absorbed)
+	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D()}
+	for _, di := range q.GroupBy {
+		rq.GroupBy = append(rq.GroupBy, q.View.Dimensions[di])
+	}
+	g := Group{States: make([]schemas.State, len(q.Measures))}
+	return busy(c.store.ScanSpeedRollup(ctx, rq, func(r *clickhouse.SpeedRollupRow) error {
+		g.WindowMs, g.Dims = r.Bucket.UnixMilli(), r.Dims
+		if _, err := rollupStates(q, r, g.States); err != nil {
+			return err
+		}
+		return fn(&g)
+	}))
 }
 
 // MaxWindow implements SpeedSource.
 func (c *ClickHouseSpeed) MaxWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error) {
-	return c.store.MaxSpeedWindow(ctx, v, absorbed)
+	mw, err := c.store.MaxSpeedWindow(ctx, v, absorbed)
+	return mw, busy(err)
 }

@@ -28,7 +28,7 @@ func FromConfig(cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
-	speed := &LazyClickHouseSpeed{Config: cfg.ClickHouse}
+	speed := &LazyClickHouseSpeed{Config: cfg.ClickHouse, ChunkSize: cfg.ChunkSize, CacheBytes: speedCacheShare(cacheBytesOf(cfg))}
 	svc, err := New(cfg, Deps{Manifests: store, Files: S3ViewFiles{Store: store}, Speed: speed, Registry: reg, Log: log})
 	if err != nil {
 		return nil, nil, err
@@ -42,6 +42,9 @@ func FromConfig(cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger)
 // failure rather than the service's start.
 type LazyClickHouseSpeed struct {
 	Config schemas.ClickHouseConfig
+	// ChunkSize and CacheBytes, when both positive, turn on the cache of
+	// closed chunks' rollups (ClickHouseSpeed.CacheClosedChunks).
+	ChunkSize, CacheBytes int64
 
 	mu       sync.Mutex
 	db       *clickhouse.DB
@@ -76,6 +79,7 @@ func (l *LazyClickHouseSpeed) get(ctx context.Context) (*ClickHouseSpeed, error)
 		l.lastErr = err
 		return nil, err
 	}
+	src.CacheClosedChunks(l.ChunkSize, l.CacheBytes)
 	l.db, l.src, l.lastErr = db, src, nil
 	l.connects++
 	return src, nil
@@ -88,6 +92,15 @@ func (l *LazyClickHouseSpeed) ScanSpeed(ctx context.Context, q *Query, absorbed 
 		return fmt.Errorf("connecting to ClickHouse: %w", err)
 	}
 	return src.ScanSpeed(ctx, q, absorbed, fn)
+}
+
+// RollupSpeed implements SpeedSource.
+func (l *LazyClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Group) error) error {
+	src, err := l.get(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting to ClickHouse: %w", err)
+	}
+	return src.RollupSpeed(ctx, q, absorbed, fn)
 }
 
 // MaxWindow implements SpeedSource.

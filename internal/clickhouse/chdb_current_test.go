@@ -329,6 +329,40 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 		require.Contains(t, []string{"US", ""}, r[1])
 		require.Equal(t, "web", r[2])
 	}
+	// ScanSpeedRollup's SQL: the same selection bucketed (2m) and grouped
+	// inside ClickHouse, one row per (bucket, group), sketches as arrays.
+	rq := SpeedRollupQuery{SpeedQuery: sq, Granularity: 2 * time.Minute, GroupBy: []string{"device", "country"}}
+	groups := map[string]bool{}
+	for _, r := range speed {
+		if r.Chunk >= absorbed[r.Partition] && !r.WindowStart.Before(sq.From) && r.WindowStart.Before(sq.To) &&
+			(r.Dims[0] == "US" || r.Dims[0] == "") && r.Dims[1] == "web" {
+			groups[fmt.Sprintf("%d|%s|%s", r.WindowStart.Unix()/120*120, r.Dims[1], r.Dims[0])] = true
+		}
+	}
+	q, args, _, err = speedRollupSQL(db, &rq)
+	require.NoError(t, err)
+	got = c.query(q, args...)
+	require.Len(t, got, len(groups))
+	for _, r := range got {
+		require.Len(t, r, 1+2+3)
+		require.True(t, groups[r[0]+"|"+r[1]+"|"+r[2]], "group %v", r[:3])
+	}
+	rq.Granularity = 0 // "all"
+	q, args, _, err = speedRollupSQL(db, &rq)
+	require.NoError(t, err)
+	require.NotEmpty(t, c.query(q, args...))
+	// Grouped by chunk too, with chunks left out, and the chunk spans.
+	rq.ByChunk = true
+	rq.Exclude = map[int32][]int64{0: {2, 3}, 1: {1}}
+	q, args, _, err = speedRollupSQL(db, &rq)
+	require.NoError(t, err)
+	for _, r := range c.query(q, args...) {
+		require.Len(t, r, 1+2+2+3)
+		require.NotContains(t, []string{"0|2", "0|3", "1|1"}, r[1]+"|"+r[2])
+	}
+	spans, err := speedSpansSQL(db, v, map[int32][]int64{0: {2, 3}, 1: {1}})
+	require.NoError(t, err)
+	require.NotEmpty(t, c.query(spans))
 	q, args, _, err = speedQuerySQL(db, &SpeedQuery{View: v, Filters: map[string][]string{"device": {}}})
 	require.NoError(t, err)
 	require.Empty(t, c.query(q, args...))

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -177,4 +178,29 @@ func qualified(db, table string) string { return ident(db) + "." + ident(table) 
 func quoteString(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
 	return "'" + r.Replace(s) + "'"
+}
+
+// Server error codes that mean "up, but too loaded for this query now":
+// the same query may succeed later.
+const (
+	codeTimeoutExceeded            = 159
+	codeTooManySimultaneousQueries = 202
+	codeMemoryLimitExceeded        = 241
+)
+
+// IsBusy reports whether err is the server refusing or abandoning a query
+// for load (too many simultaneous queries, a time or memory limit), as
+// opposed to a server that is unreachable or a query that is wrong.
+// Serving answers such failures with 503 and Retry-After instead of
+// leaving the speed rows out.
+func IsBusy(err error) bool {
+	var ex *proto.Exception
+	if !errors.As(err, &ex) {
+		return false
+	}
+	switch ex.Code {
+	case codeTimeoutExceeded, codeTooManySimultaneousQueries, codeMemoryLimitExceeded:
+		return true
+	}
+	return false
 }

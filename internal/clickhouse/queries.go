@@ -140,6 +140,9 @@ type SpeedQuery struct {
 	// Measures names the measures to read; nil or empty reads them all.
 	// The cells of measures not read are nil.
 	Measures []string
+	// Exclude lists, per partition, chunks not to read (serving has their
+	// rollups already). Chunk numbers are formatted by the adapter.
+	Exclude map[int32][]int64
 }
 
 // need returns which of the view's measures q reads.
@@ -189,19 +192,39 @@ func speedQuerySQL(database string, q *SpeedQuery) (sql string, args []any, need
 		}
 	}
 
-	lo, hi := windowBounds(q.From, q.To)
-	where := []string{"window_start >= toDateTime(?)", "window_start < toDateTime(?)"}
-	args = []any{lo, hi}
-	cond, err := unabsorbedCondition(q.Absorbed)
+	where, args, err := speedWhere(q)
 	if err != nil {
 		return "", nil, nil, err
+	}
+	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s",
+		joinIdents(cols), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "))
+	return sql, args, need, nil
+}
+
+// speedWhere is the WHERE of a speed query: the window range, the chunk
+// seam and the filters. Every condition is on a sorting-key column, which
+// every version of a row shares, so filtering before FINAL collapses the
+// versions keeps exactly the newest version of each selected row.
+func speedWhere(q *SpeedQuery) ([]string, []any, error) {
+	v := q.View
+	lo, hi := windowBounds(q.From, q.To)
+	where := []string{"window_start >= toDateTime(?)", "window_start < toDateTime(?)"}
+	args := []any{lo, hi}
+	cond, err := unabsorbedCondition(q.Absorbed)
+	if err != nil {
+		return nil, nil, err
 	}
 	if cond != "" {
 		where = append(where, cond)
 	}
+	if ex, err := excludeCondition(q.Exclude); err != nil {
+		return nil, nil, err
+	} else if ex != "" {
+		where = append(where, ex)
+	}
 	for name := range q.Filters {
 		if v.DimensionIndex(name) < 0 {
-			return "", nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to filter on", v.Name, name)
+			return nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to filter on", v.Name, name)
 		}
 	}
 	for _, d := range v.Dimensions { // the view's order: the same query gives the same SQL
@@ -222,9 +245,166 @@ func speedQuerySQL(database string, q *SpeedQuery) (sql string, args []any, need
 			args = append(args, s)
 		}
 	}
-	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s",
-		joinIdents(cols), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "))
+	return where, args, nil
+}
+
+// excludeCondition leaves out the listed (partition, chunk) pairs; "" when
+// none. The pairs are sorted so the same set gives the same SQL.
+func excludeCondition(ex map[int32][]int64) (string, error) {
+	parts := make([]int32, 0, len(ex))
+	for p := range ex {
+		if p < 0 {
+			return "", fmt.Errorf("clickhouse: excluded chunks of partition %d: partitions cannot be negative", p)
+		}
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	var pairs []string
+	for _, p := range parts {
+		cs := slices.Clone(ex[p])
+		slices.Sort(cs)
+		for _, c := range slices.Compact(cs) {
+			if c < 0 {
+				return "", fmt.Errorf("clickhouse: excluded chunk %d of partition %d: chunks cannot be negative", c, p)
+			}
+			pairs = append(pairs, fmt.Sprintf("(toUInt32(%d), toUInt64(%d))", p, c))
+		}
+	}
+	if len(pairs) == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("(kafka_partition, chunk) NOT IN (%s)", strings.Join(pairs, ", ")), nil
+}
+
+// SpeedRollupQuery asks ClickHouse to roll a view's speed rows up to a
+// query's buckets and groups (DB.ScanSpeedRollup): the rows SpeedQuery
+// selects, newest version of each only, bucketed and grouped inside
+// ClickHouse, so one row per (bucket, group) comes back instead of one per
+// (window, dimensions, partition, chunk).
+type SpeedRollupQuery struct {
+	SpeedQuery
+	// Granularity is the bucket size; 0 rolls everything into one bucket
+	// (reported as the Unix epoch). It must be whole seconds: window
+	// starts are.
+	Granularity time.Duration
+	// GroupBy names the dimensions to group by, in the answer's order.
+	GroupBy []string
+	// ByChunk also groups by (kafka_partition, chunk), so serving can keep
+	// the rollup of each closed chunk; rows then carry their partition and
+	// chunk.
+	ByChunk bool
+}
+
+// SpeedRollupRow is one (bucket, group) of a SpeedRollupQuery: the bucket
+// start, the group-by values in GroupBy order, and one cell per measure in
+// the view's order (nil for measures not read): count as int64, sum as
+// float64, min and max as *float64 (nil when no row had a value), and the
+// sketches as [][]byte, every non-empty stored sketch of the group, still
+// to be merged (their bytes are opaque to SQL).
+type SpeedRollupRow struct {
+	Bucket time.Time
+	Dims   []string
+	Cells  []any
+	// Partition and Chunk are set when the query was ByChunk.
+	Partition int32
+	Chunk     int64
+}
+
+// rollupBucketAlias names the bucket column; a leading '_' cannot be a
+// dimension name.
+const rollupBucketAlias = "_bucket"
+
+// speedRollupSQL is the push-down of a SpeedRollupQuery: exact measures
+// aggregated by ClickHouse (count and sum summed, min of min, max of max;
+// NULLs — no value — ignored by min and max), sketches gathered with
+// groupArrayIf. FINAL applies before the GROUP BY, so each row counts
+// once, at its newest version. It runs on 18.16 and current ClickHouse.
+func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []any, need []bool, err error) {
+	v := q.View
+	if v == nil {
+		return "", nil, nil, fmt.Errorf("clickhouse: a speed query needs a view")
+	}
+	if need, err = q.need(); err != nil {
+		return "", nil, nil, err
+	}
+	g := q.Granularity
+	if g < 0 || g%time.Second != 0 {
+		return "", nil, nil, fmt.Errorf("clickhouse: view %s: rollup granularity %s is not whole seconds", v.Name, g)
+	}
+	bucket := "toUInt32(0)"
+	if secs := int64(g / time.Second); secs > 0 {
+		if secs > math.MaxUint32 {
+			secs = math.MaxUint32 // every window (DateTime ends in 2106) in one bucket from 0
+		}
+		bucket = fmt.Sprintf("toUInt32(intDiv(toUInt32(window_start), %d) * %d)", secs, secs)
+	}
+	sel := []string{bucket + " AS " + rollupBucketAlias}
+	group := []string{rollupBucketAlias}
+	if q.ByChunk {
+		sel = append(sel, "kafka_partition", "chunk")
+		group = append(group, "kafka_partition", "chunk")
+	}
+	for _, d := range q.GroupBy {
+		if v.DimensionIndex(d) < 0 {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to group by", v.Name, d)
+		}
+		sel = append(sel, ident(d))
+		group = append(group, ident(d))
+	}
+	for i, m := range v.Measures {
+		if !need[i] {
+			continue
+		}
+		if !identPattern.MatchString(m.Name) {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s: column name %q is not a plain identifier", v.Name, m.Name)
+		}
+		c := ident(m.Name)
+		switch m.Type {
+		case schemas.MeasureCount, schemas.MeasureSum:
+			sel = append(sel, "sum("+c+")")
+		case schemas.MeasureMin:
+			sel = append(sel, "min("+c+")")
+		case schemas.MeasureMax:
+			sel = append(sel, "max("+c+")")
+		default:
+			sel = append(sel, fmt.Sprintf("groupArrayIf(%s, %s != '')", c, c))
+		}
+	}
+	where, args, err := speedWhere(&q.SpeedQuery)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s GROUP BY %s",
+		strings.Join(sel, ", "), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "), strings.Join(group, ", "))
 	return sql, args, need, nil
+}
+
+// speedSpansSQL reads the window span of chunks: per (partition, chunk)
+// among the chunks of the partitions in chunks (each from its lowest to its
+// highest listed chunk), the smallest and largest window start as Unix
+// seconds. No FINAL: every version of a row has the same window.
+func speedSpansSQL(database string, v *schemas.View, chunks map[int32][]int64) (string, error) {
+	parts := make([]int32, 0, len(chunks))
+	for p, cs := range chunks {
+		if p < 0 || len(cs) == 0 {
+			continue
+		}
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return "", nil
+	}
+	slices.Sort(parts)
+	var conds []string
+	for _, p := range parts {
+		lo, hi := slices.Min(chunks[p]), slices.Max(chunks[p])
+		if lo < 0 {
+			return "", fmt.Errorf("clickhouse: chunk %d of partition %d cannot be negative", lo, p)
+		}
+		conds = append(conds, fmt.Sprintf("(kafka_partition = %d AND chunk >= %d AND chunk <= %d)", p, lo, hi))
+	}
+	return fmt.Sprintf("SELECT kafka_partition, chunk, toUInt32(min(window_start)), toUInt32(max(window_start)) FROM %s WHERE %s GROUP BY kafka_partition, chunk",
+		qualified(database, SpeedTable(v.Name)), strings.Join(conds, " OR ")), nil
 }
 
 // speedFreshnessSQL reads the newest window start (Unix seconds) among a

@@ -171,6 +171,122 @@ func (db *DB) ScanSpeedRows(ctx context.Context, q SpeedQuery, fn func(row *Spee
 	return nil
 }
 
+// ScanSpeedRollup calls fn for each (bucket, group) of q (see
+// SpeedRollupQuery and SpeedRollupRow), computed inside ClickHouse from
+// the newest version of each selected speed row. Groups come in no
+// particular order. The row passed to fn and its Dims and Cells are reused
+// for the next group; the values in Cells (sketch bytes included) are fn's
+// own. fn's error stops the scan and is returned.
+func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(row *SpeedRollupRow) error) error {
+	sql, args, need, err := speedRollupSQL(db.db, &q)
+	if err != nil {
+		return err
+	}
+	v := q.View
+	table := SpeedTable(v.Name)
+	rows, err := db.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+	}
+	defer rows.Close()
+	var bucket, part uint32
+	var chunk uint64
+	row := SpeedRollupRow{Dims: make([]string, len(q.GroupBy)), Cells: make([]any, len(v.Measures))}
+	dest := []any{&bucket}
+	if q.ByChunk {
+		dest = append(dest, &part, &chunk)
+	}
+	for i := range row.Dims {
+		dest = append(dest, &row.Dims[i])
+	}
+	counts := make([]int64, len(v.Measures))
+	floats := make([]float64, len(v.Measures))
+	nulls := make([]*float64, len(v.Measures))
+	sketches := make([][]string, len(v.Measures))
+	for i, m := range v.Measures {
+		if !need[i] {
+			continue
+		}
+		switch m.Type {
+		case schemas.MeasureCount:
+			dest = append(dest, &counts[i])
+		case schemas.MeasureSum:
+			dest = append(dest, &floats[i])
+		case schemas.MeasureMin, schemas.MeasureMax:
+			dest = append(dest, &nulls[i])
+		default:
+			dest = append(dest, &sketches[i])
+		}
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+		}
+		row.Bucket = time.Unix(int64(bucket), 0).UTC()
+		row.Partition, row.Chunk = int32(part), int64(chunk)
+		for i, m := range v.Measures {
+			if !need[i] {
+				row.Cells[i] = nil
+				continue
+			}
+			switch m.Type {
+			case schemas.MeasureCount:
+				row.Cells[i] = counts[i]
+			case schemas.MeasureSum:
+				row.Cells[i] = floats[i]
+			case schemas.MeasureMin, schemas.MeasureMax:
+				row.Cells[i] = nulls[i]
+				nulls[i] = nil
+			default:
+				bs := make([][]byte, len(sketches[i]))
+				for j, s := range sketches[i] {
+					bs[j] = []byte(s)
+				}
+				row.Cells[i] = bs
+			}
+		}
+		if err := fn(&row); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+	}
+	return nil
+}
+
+// ChunkSpan is the smallest and largest window start among a chunk's
+// speed rows.
+type ChunkSpan struct{ Min, Max time.Time }
+
+// SpeedChunkSpans returns the window span of each listed chunk that has
+// speed rows (chunks without rows are absent). Serving uses it to tell
+// whether a query's range holds a closed chunk whole.
+func (db *DB) SpeedChunkSpans(ctx context.Context, v *schemas.View, chunks map[int32][]int64) (map[int32]map[int64]ChunkSpan, error) {
+	out := map[int32]map[int64]ChunkSpan{}
+	sql, err := speedSpansSQL(db.db, v, chunks)
+	if err != nil || sql == "" {
+		return out, err
+	}
+	rows, err := db.conn.Query(ctx, sql)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: reading chunk spans of %s: %w", SpeedTable(v.Name), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p, lo, hi uint32
+		var c uint64
+		if err := rows.Scan(&p, &c, &lo, &hi); err != nil {
+			return nil, fmt.Errorf("clickhouse: reading chunk spans of %s: %w", SpeedTable(v.Name), err)
+		}
+		if out[int32(p)] == nil {
+			out[int32(p)] = map[int64]ChunkSpan{}
+		}
+		out[int32(p)][int64(c)] = ChunkSpan{Min: time.Unix(int64(lo), 0).UTC(), Max: time.Unix(int64(hi), 0).UTC()}
+	}
+	return out, rows.Err()
+}
+
 // MaxSpeedWindow returns the newest window start among the view's speed
 // rows of chunks not absorbed (chunk >= absorbed[p], as for
 // SelectSpeedRows), or the zero time when there are none: how fresh the
