@@ -45,13 +45,15 @@ var _ CHStore = (*clickhouse.DB)(nil)
 // days), but only when prev is loaded completely.
 func loadRun(ctx context.Context, db CHStore, st *s3.Store, v *schemas.View, m *schemas.Manifest, prev *schemas.Manifest, dirty map[int64]bool) error {
 	load := clickhouse.BatchLoad{Manifest: m}
-	fromS3 := m.Files
+	// ClickHouse holds the base rows only: the levels are the same events
+	// again, rolled up.
+	fromS3 := m.BaseFiles()
 	if prev != nil && dirty != nil {
 		// A count that fails or differs only means reading every file.
 		if pn, err := db.BatchRunRows(ctx, v, prev.RunID); err == nil && pn == prev.Rows && pn > 0 {
 			load.CarryFrom = prev.RunID
 			fromS3 = nil
-			for _, f := range m.Files {
+			for _, f := range m.BaseFiles() {
 				if dirty[dayOf(f.Day)] {
 					fromS3 = append(fromS3, f)
 				}

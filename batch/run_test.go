@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -86,6 +88,7 @@ func TestBatchEndToEnd(t *testing.T) {
 		require.Equal(t, f.Day, f.MinTime.Truncate(24*time.Hour))
 	}
 	checkClickHouse(t, ctx, db, cfg, m1, msgs, want1)
+	checkLevels(t, ctx, st, hourly, m1, msgs, want1)
 
 	// Run 2: nothing new → up to date, the same run stays current.
 	res2 := run(false)
@@ -125,6 +128,9 @@ func TestBatchEndToEnd(t *testing.T) {
 	_, drows3, dorder3 := publishedRows(t, ctx, st, daily)
 	dtr3, _, _, _ := truth(msgs, want3, 24*time.Hour, false)
 	require.Len(t, drows3, len(dtr3))
+	checkLevels(t, ctx, st, hourly, m3, msgs, want3)
+	dm3, _, _ := publishedRows(t, ctx, st, daily)
+	require.Empty(t, dm3.Levels, "a 1d view has no level coarser than itself")
 
 	// Run 4: full recompute equals the incremental run byte for byte.
 	res4 := run(true)
@@ -135,6 +141,14 @@ func TestBatchEndToEnd(t *testing.T) {
 	_, _, dorder4 := publishedRows(t, ctx, st, daily)
 	require.Equal(t, dorder3, dorder4)
 	require.Equal(t, m3.Rows, m4.Rows)
+	// Every file, levels included, is the same bytes: the incremental run
+	// kept its levels consistent with its base rows.
+	files3, files4 := fileBytes(t, ctx, st, m3), fileBytes(t, ctx, st, m4)
+	require.Equal(t, len(m3.Files), len(files3))
+	require.Len(t, files4, len(files3))
+	for k, b := range files3 {
+		require.True(t, bytes.Equal(b, files4[k]), "file %s differs between the incremental and the full run", k)
+	}
 	require.Empty(t, speedChunks(t, ctx, db, hourly, 0), "run 3 absorbed chunks 3 and 4; run 4 deleted their speed rows")
 
 	// GC: keep_runs = 2 keeps runs 3 and 4 only.
@@ -150,6 +164,27 @@ func TestBatchEndToEnd(t *testing.T) {
 		_, err := st.Stat(ctx, f.Key)
 		require.NoError(t, err)
 	}
+}
+
+// checkLevels: the view's manifest lists its default levels (1d for an
+// hourly view), every day with base rows has a file of each level, and the
+// level's rows are the truth at that level.
+func checkLevels(t *testing.T, ctx context.Context, st *s3.Store, v *schemas.View, m *schemas.Manifest, msgs map[int32][]genMsg, absorbed map[int32]int64) {
+	t.Helper()
+	require.Equal(t, []schemas.Granularity{schemas.Granularity(24 * time.Hour)}, m.Levels)
+	days := map[time.Time]int{}
+	for _, f := range m.Files {
+		days[f.Day]++
+		if f.Level != 0 {
+			require.True(t, strings.HasPrefix(f.Key, schemas.ViewRunPrefix(v.Name, m.RunID)+"level=1d/"), f.Key)
+		}
+	}
+	for d, n := range days {
+		require.Equal(t, 2, n, "day %s: one base file and one 1d file", d)
+	}
+	rows, _ := levelRowsOf(t, ctx, st, v, m, schemas.Granularity(24*time.Hour))
+	tr, _, _, _ := truth(msgs, absorbed, 24*time.Hour, true)
+	checkAgainstTruth(t, v, rows, tr)
 }
 
 // q quotes a name for the tests' own SQL, which checks what the adapter
