@@ -234,6 +234,13 @@ func checkClickHouse(t *testing.T, ctx context.Context, db *clickhouse.DB, cfg *
 	var groups uint64
 	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf("SELECT toInt64(sum(views)), sum(revenue), count() FROM %s.%s", q(db.Database()), q(v.Name))).Scan(&gotCount, &gotSum, &groups))
 	require.Equal(t, wantCount, gotCount-speedCount)
+	// The level view for analysts (LoadLevels checked its row counts
+	// against the manifest's level files) sums to the same.
+	var levelCount int64
+	var levelSum float64
+	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf("SELECT toInt64(sum(views)), sum(revenue) FROM %s.%s", q(db.Database()), q(clickhouse.LevelView(v.Name, schemas.Granularity(24*time.Hour))))).Scan(&levelCount, &levelSum))
+	require.Equal(t, gotCount, levelCount)
+	require.InDelta(t, gotSum, levelSum, 1e-9*gotSum)
 	require.InDelta(t, wantSum, gotSum-speedSum, 1e-6*wantSum)
 	if speedCount == 0 {
 		require.EqualValues(t, len(tr), groups)
