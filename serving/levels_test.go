@@ -54,7 +54,7 @@ func writeRawDataset(t *testing.T, cfg *schemas.Config, store *s3.Store, perPart
 				}
 				obj["device"] = devices[rng.IntN(len(devices))]
 				if rng.IntN(10) > 0 {
-					obj["user_id"] = fmt.Sprintf("u%d", rng.IntN(300))
+					obj["user_id"] = fmt.Sprintf("u%d", rng.IntN(100000)) // groups of all events pass 2,000 distinct users
 				}
 				if rng.IntN(5) > 0 {
 					obj["amount"] = float64(rng.IntN(100000)) / 100
@@ -236,4 +236,47 @@ func batchRowsMerged(t testing.TB, base string) float64 {
 		}
 	}
 	return total
+}
+
+// TestLevelsLargeDistinctGroups: groups of a few thousand distinct users
+// are answered alike through levels (a handful of merges per group) and
+// from base rows (thousands of merges): whether a group's distinct sketch
+// ends dense must not depend on how many rows were merged into it.
+func TestLevelsLargeDistinctGroups(t *testing.T) {
+	cfg := loadConfig(t, configYAML(t))
+	_, store, _, _ := newBackends(t, cfg, true)
+	writeRawDataset(t, cfg, store, 20000, 77)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := batch.Run(ctx, batch.Options{Config: cfg, Store: store, TempDir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	_, base, _ := startService(t, cfg)
+	waitRun(t, base, res.Views[0].Manifest.RunID)
+	for _, p := range []url.Values{
+		{"granularity": {"all"}, "group_by": {"country,device"}},
+		{"granularity": {"all"}, "group_by": {"device"}},
+		{"granularity": {"1d"}, "group_by": {"country"}},
+		{"granularity": {"all"}},
+	} {
+		p.Set("from", levelsStart.Format(time.RFC3339))
+		p.Set("to", levelsStart.Add(72*time.Hour).Format(time.RFC3339))
+		p.Set("measures", "users,views")
+		viaLevels := query(t, base, p)
+		restore := serving.SetUseLevels(false)
+		viaBase := query(t, base, p)
+		restore()
+		require.Equal(t, len(viaBase.Rows), len(viaLevels.Rows), p.Encode())
+		large := 0
+		for j, g := range viaLevels.Rows {
+			require.Equal(t, viaBase.Rows[j].Dimensions, g.Dimensions)
+			require.JSONEq(t, string(viaBase.Rows[j].Measures["users"]), string(g.Measures["users"]), "%s row %d %v", p.Encode(), j, g.Dimensions)
+			var n float64
+			require.NoError(t, json.Unmarshal(g.Measures["users"], &n))
+			if n >= 2000 {
+				large++
+			}
+		}
+		require.Positive(t, large, "%s: some group has over 2,000 distinct users", p.Encode())
+	}
 }

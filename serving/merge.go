@@ -92,6 +92,30 @@ func (m *Merger) maybeDensify(g *Group) {
 	}
 }
 
+// finishDistinct makes g's distinct sketches dense when they estimate
+// denseMinValues or more, as maybeDensify would have at its next check.
+// Whether a sketch is dense changes its estimate by a value or two, and
+// maybeDensify checks only after enough merges: without this, the same
+// values merged from a few level rows or from many base rows could be
+// answered one apart. A sparse estimate only grows as values are merged
+// in, so every sketch maybeDensify made dense also ends at or above the
+// threshold: whether a group ends dense now depends only on its values.
+func (m *Merger) finishDistinct(g *Group) {
+	if !m.hasDistinct {
+		return
+	}
+	for j, mi := range m.q.Measures {
+		h := g.States[j].HLL
+		if m.q.View.Measures[mi].Type != schemas.MeasureDistinct || h == nil || h.Estimate() < denseMinValues {
+			continue
+		}
+		dense := hyperloglog.NewNoSparse()
+		if err := dense.Merge(h); err == nil {
+			g.States[j].HLL = dense
+		}
+	}
+}
+
 type groupKey struct {
 	window int64
 	dims   string
@@ -214,6 +238,7 @@ func (m *Merger) MergeFrom(o *Merger) {
 func (m *Merger) Groups() []*Group {
 	out := make([]*Group, 0, len(m.groups))
 	for _, g := range m.groups {
+		m.finishDistinct(g)
 		out = append(out, g)
 	}
 	sort.Slice(out, func(i, j int) bool {
