@@ -97,23 +97,9 @@ func floorMs(ms, size int64) int64 {
 	return b
 }
 
-// statesBytes estimates the memory of the sketches of a row's states: a
-// fixed cost per sketch object plus twice its encoded size (calibrated by
-// BenchmarkServingQuery's cached_B/row against estimated_B/row).
-func statesBytes(states schemas.Aggregate) int64 {
-	var n int64
-	for i := range states {
-		if h := states[i].HLL; h != nil {
-			b, _ := h.MarshalBinary()
-			n += sketchFixedBytes + 2*int64(len(b))
-		}
-		if d := states[i].DD; d != nil {
-			n += sketchFixedBytes + 2*int64(d.GetCount())
-		}
-	}
-	return n
-}
-
+// sketchFixedBytes is the memory of a decoded sketch object beyond twice
+// its encoded size (calibrated by BenchmarkServingQuery's cached_B/row
+// against estimated_B/row).
 const sketchFixedBytes = 160
 
 // overlaps reports whether window starts in [lo, hi] (inclusive) can fall
