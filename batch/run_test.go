@@ -372,3 +372,52 @@ func TestCoverPartition(t *testing.T) {
 		})
 	}
 }
+
+// TestChangedLevelsRecomputeInFull: a run after views[].levels changed
+// recomputes in full (carried-over days would keep the old levels), even
+// with nothing new absorbed, and publishes exactly the configured levels.
+func TestChangedLevelsRecomputeInFull(t *testing.T) {
+	ctx := context.Background()
+	srv := testenv.MinIO(t)
+	cfg := testConfig(t, 100, 1, srv)
+	st := testStore(t, cfg)
+	ids := &[]string{}
+	writeRaw(t, ctx, st, cfg.Stream("pv"), 0, genPartition(rand.New(rand.NewPCG(5, 6)), 0, 0, 300, ids), 100)
+	run := func(c *schemas.Config) *Result {
+		res, err := Run(ctx, Options{Config: c, Store: st, Log: testLog(), TempDir: t.TempDir()})
+		require.NoError(t, err)
+		return res
+	}
+	res := run(cfg)
+	m1 := res.Views[0].Manifest
+	require.Equal(t, []schemas.Granularity{schemas.Granularity(24 * time.Hour)}, m1.Levels)
+
+	// The same data with levels [6h, 1d].
+	cfg2, err := schemas.Parse("test.yaml", []byte(strings.Replace(fmt.Sprintf(testYAML, 100, 1),
+		"    dimensions: [country]\n", "    dimensions: [country]\n    levels: [6h, 1d]\n", 1)), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	cfg2.S3 = cfg.S3
+	res = run(cfg2)
+	require.True(t, res.Views[0].Published, "nothing new absorbed, but the levels changed")
+	require.False(t, res.Views[0].Incremental)
+	m2 := res.Views[0].Manifest
+	require.Equal(t, []schemas.Granularity{schemas.Granularity(24 * time.Hour), schemas.Granularity(6 * time.Hour)}, m2.Levels)
+	levels := map[schemas.Granularity]int{}
+	for _, f := range m2.Files {
+		levels[f.Level]++
+	}
+	require.Equal(t, levels[0], levels[schemas.Granularity(6*time.Hour)])
+	require.Equal(t, levels[0], levels[schemas.Granularity(24*time.Hour)])
+	require.Equal(t, m1.Rows, m2.Rows, "the same base rows")
+
+	// Levels off: none published.
+	cfg3, err := schemas.Parse("test.yaml", []byte(strings.Replace(fmt.Sprintf(testYAML, 100, 1),
+		"    dimensions: [country]\n", "    dimensions: [country]\n    levels: []\n", 1)), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	cfg3.S3 = cfg.S3
+	m3 := run(cfg3).Views[0].Manifest
+	require.Empty(t, m3.Levels)
+	require.Len(t, m3.Files, len(m3.BaseFiles()))
+	// And unchanged levels: up to date again.
+	require.True(t, run(cfg3).UpToDate())
+}
