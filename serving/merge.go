@@ -54,6 +54,10 @@ type Group struct {
 	Dims     []string
 	States   []schemas.State
 	merges   int // rows merged in, to decide when to densify
+	// unions hold the distinct states while merging (flat, see
+	// schemas.HLLUnion), by position in States; Groups moves them into
+	// States[j].HLL.
+	unions []*schemas.HLLUnion
 }
 
 // A group's distinct sketch switches to the dense representation when it
@@ -70,26 +74,61 @@ const (
 	maxDense       = 2048 // dense sketches per Merger (32 MiB)
 )
 
-// maybeDensify checks g's distinct sketches at merge counts 32, 64, 128, …
-// (so the estimate's cost stays a small share) and densifies the large ones.
+// maybeDensify densifies g's large distinct unions once g has taken in
+// denseCheckFrom rows. It counts the keys already in a union's sorted list
+// (no estimate needed), a lower bound of its values: a union it makes dense
+// also ends at denseMinValues or more, where finishDistinct would make it
+// dense anyway, so the answer does not depend on when it did.
 func (m *Merger) maybeDensify(g *Group) {
-	if !m.hasDistinct || g.merges < denseCheckFrom || g.merges&(g.merges-1) != 0 {
+	if !m.hasDistinct || g.merges < denseCheckFrom || m.dense >= maxDense {
 		return
 	}
-	for j, mi := range m.q.Measures {
-		h := g.States[j].HLL
-		if m.q.View.Measures[mi].Type != schemas.MeasureDistinct || h == nil || m.dense >= maxDense {
-			continue
-		}
-		if h.Estimate() < denseMinValues {
-			continue
-		}
-		dense := hyperloglog.NewNoSparse()
-		if err := dense.Merge(h); err == nil {
-			g.States[j].HLL = dense
+	for _, u := range g.unions {
+		if u != nil && u.SparseKeys() >= denseMinValues && m.dense < maxDense {
+			u.Densify()
 			m.dense++
 		}
 	}
+}
+
+// merge folds src into the state of asked measure j of g: distinct states
+// into g's union for that measure, the others with Measure.Merge. Like
+// Merge, an empty src changes nothing.
+func (m *Merger) merge(g *Group, j int, src *schemas.State) {
+	mi := m.q.Measures[j]
+	if m.q.View.Measures[mi].Type != schemas.MeasureDistinct {
+		m.q.View.Measures[mi].Merge(&g.States[j], src)
+		return
+	}
+	if src.N == 0 {
+		return
+	}
+	if src.HLL != nil {
+		if g.unions == nil {
+			g.unions = make([]*schemas.HLLUnion, len(g.States))
+		}
+		if g.unions[j] == nil {
+			g.unions[j] = &schemas.HLLUnion{}
+		}
+		g.unions[j].Add(src.HLL)
+	}
+	g.States[j].N += src.N
+}
+
+// finishUnions moves g's unions into its states.
+func finishUnions(g *Group) {
+	for j, u := range g.unions {
+		if u == nil {
+			continue
+		}
+		if sk := u.Sketch(); sk != nil {
+			if h := g.States[j].HLL; h != nil { // merged in after a finish
+				_ = sk.Merge(h)
+			}
+			g.States[j].HLL = sk
+		}
+	}
+	g.unions = nil
 }
 
 // finishDistinct makes g's distinct sketches dense when they estimate
@@ -180,7 +219,7 @@ func (m *Merger) Add(r *Row) {
 	m.rows++
 	g := m.group(m.bucket(r.WindowMs), p.key, p.dims)
 	for j, mi := range m.q.Measures {
-		m.q.View.Measures[mi].Merge(&g.States[j], &r.States[mi])
+		m.merge(g, j, &r.States[mi])
 	}
 	g.merges++
 	m.maybeDensify(g)
@@ -224,8 +263,9 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 func (m *Merger) MergeFrom(o *Merger) {
 	for k, src := range o.groups {
 		g := m.group(k.window, k.dims, src.Dims)
-		for j, mi := range m.q.Measures {
-			m.q.View.Measures[mi].Merge(&g.States[j], &src.States[j])
+		finishUnions(src) // o is done with
+		for j := range m.q.Measures {
+			m.merge(g, j, &src.States[j])
 		}
 		g.merges++
 		m.maybeDensify(g)
@@ -238,6 +278,7 @@ func (m *Merger) MergeFrom(o *Merger) {
 func (m *Merger) Groups() []*Group {
 	out := make([]*Group, 0, len(m.groups))
 	for _, g := range m.groups {
+		finishUnions(g)
 		m.finishDistinct(g)
 		out = append(out, g)
 	}
