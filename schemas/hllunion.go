@@ -19,7 +19,7 @@ import (
 // The zero value is the union of nothing. Not safe for concurrent use.
 type HLLUnion struct {
 	f   hllFold // noLog set by Add
-	buf []byte // a sketch's encoding, reused
+	buf []byte  // a sketch's encoding, reused
 	any bool
 }
 
