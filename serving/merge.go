@@ -69,6 +69,7 @@ type Group struct {
 // (dense estimates are off by a value or two below a few hundred), and it
 // is 16 KiB smaller. The budget bounds the memory per Merger.
 const (
+	unionFrom      = 8    // merges into a group before its distinct states merge into unions
 	denseCheckFrom = 32   // merges before the first check; then at each doubling
 	denseMinValues = 2000 // estimated distinct values before densifying
 	maxDense       = 2048 // dense sketches per Merger (32 MiB)
@@ -103,12 +104,21 @@ func (m *Merger) merge(g *Group, j int, src *schemas.State) {
 	if src.N == 0 {
 		return
 	}
+	if g.merges < unionFrom && (g.unions == nil || g.unions[j] == nil) {
+		// Few merges so far: the library's merge costs less than a
+		// union's set-up (measured by BenchmarkMergeDistinct).
+		m.q.View.Measures[mi].Merge(&g.States[j], src)
+		return
+	}
 	if src.HLL != nil {
 		if g.unions == nil {
 			g.unions = make([]*schemas.HLLUnion, len(g.States))
 		}
 		if g.unions[j] == nil {
-			g.unions[j] = &schemas.HLLUnion{}
+			u := &schemas.HLLUnion{}
+			u.Add(g.States[j].HLL) // the group's own sketch so far
+			g.States[j].HLL = nil
+			g.unions[j] = u
 		}
 		g.unions[j].Add(src.HLL)
 	}

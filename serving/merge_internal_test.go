@@ -57,11 +57,17 @@ views:
 	require.InDelta(t, 3200, float64(a), schemas.DistinctBound(3200))
 }
 
-// BenchmarkMergeDistinct merges 4,096 rows of ~100 distinct users each
-// into 16 groups: through the Merger (flat unions) and, as the baseline in
+// BenchmarkMergeDistinct merges rows of distinct users into groups (4,096
+// rows of 100 users into 16 groups; 8,100 rows of 150 into 1,680): through the Merger (flat unions) and, as the baseline in
 // the same run, with Measure.Merge on the library's sketches and the same
 // densifying (the Merger's way before HLLUnion). It reports both per row.
 func BenchmarkMergeDistinct(b *testing.B) {
+	b.Run("many_rows_per_group", func(b *testing.B) { benchMergeDistinct(b, 4096, 16, 100) })
+	// A level query's shape: a handful of 1h rows per (bucket, group).
+	b.Run("few_rows_per_group", func(b *testing.B) { benchMergeDistinct(b, 8100, 1680, 150) })
+}
+
+func benchMergeDistinct(b *testing.B, nRows, nGroups, keys int) {
 	cfg, err := schemas.Parse("t.yaml", []byte(`
 chunk_size: 100
 kafka: { brokers: ["127.0.0.1:9092"] }
@@ -78,16 +84,16 @@ views:
 	q := &Query{View: v, From: from, To: from.Add(24 * time.Hour), Measures: []int{0}, GroupBy: []int{0}, Filters: make([]map[string]bool, 1)}
 	ev := schemas.Event{Values: make([]schemas.Value, 4)}
 	var rows []Row
-	for r := 0; r < 4096; r++ {
+	for r := 0; r < nRows; r++ {
 		a := v.NewAggregate()
-		for i := 0; i < 100; i++ {
+		for i := 0; i < keys; i++ {
 			ev.Values[2] = schemas.Value{Set: true, Str: fmt.Sprintf("u%d", (r*7919+i*104729)%20000)}
 			v.Add(a, &ev)
 		}
 		// As the cache holds them: decoded from the stored cell.
 		st, err := v.Measures[0].StateFromCell(v.Measures[0].Cell(&a[0]))
 		require.NoError(b, err)
-		dims := []string{fmt.Sprint(r % 16)}
+		dims := []string{fmt.Sprint(r % nGroups)}
 		rows = append(rows, Row{WindowMs: from.Add(time.Duration(r%1440) * time.Minute).UnixMilli(), Dims: dims, Key: schemas.JoinDims(dims), States: schemas.Aggregate{st}})
 	}
 	var flat, lib time.Duration
@@ -102,18 +108,18 @@ views:
 		}
 		flat += time.Since(t0)
 		t0 = time.Now()
-		states := make([]schemas.State, 16)
-		merges := make([]int, 16)
+		states := make([]schemas.State, nGroups)
+		merges := make([]int, nGroups)
 		for j := range rows {
-			st := &states[j%16]
+			st := &states[j%nGroups]
 			v.Measures[0].Merge(st, &rows[j].States[0])
 			// The Merger's former densifying: at 32, 64, 128, … merges.
-			if n := merges[j%16] + 1; n >= denseCheckFrom && n&(n-1) == 0 && st.HLL.Estimate() >= denseMinValues {
+			if n := merges[j%nGroups] + 1; n >= denseCheckFrom && n&(n-1) == 0 && st.HLL.Estimate() >= denseMinValues {
 				d := hyperloglog.NewNoSparse()
 				require.NoError(b, d.Merge(st.HLL))
 				st.HLL = d
 			}
-			merges[j%16]++
+			merges[j%nGroups]++
 		}
 		for j := range states {
 			_ = v.Measures[0].Result(&states[j])
