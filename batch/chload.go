@@ -21,6 +21,9 @@ type CHStore interface {
 	// LoadBatchRun loads a run, idempotently: a complete current run is
 	// left alone, anything else of the run is dropped and loaded again.
 	LoadBatchRun(ctx context.Context, v *schemas.View, load clickhouse.BatchLoad) (int64, error)
+	// LoadLevels builds a loaded run's coarse levels for analysts
+	// (idempotent, like LoadBatchRun).
+	LoadLevels(ctx context.Context, v *schemas.View, m *schemas.Manifest) error
 	// PublishRun makes a run current (idempotent).
 	PublishRun(ctx context.Context, v *schemas.View, runID string) error
 	// DropOldRuns drops every run of the view's batch table but the
@@ -45,13 +48,15 @@ var _ CHStore = (*clickhouse.DB)(nil)
 // days), but only when prev is loaded completely.
 func loadRun(ctx context.Context, db CHStore, st objstore.Bucket, v *schemas.View, m *schemas.Manifest, prev *schemas.Manifest, dirty map[int64]bool) error {
 	load := clickhouse.BatchLoad{Manifest: m}
-	fromS3 := m.Files
+	// ClickHouse holds the base rows only: the levels are the same events
+	// again, rolled up.
+	fromS3 := m.BaseFiles()
 	if prev != nil && dirty != nil {
 		// A count that fails or differs only means reading every file.
 		if pn, err := db.BatchRunRows(ctx, v, prev.RunID); err == nil && pn == prev.Rows && pn > 0 {
 			load.CarryFrom = prev.RunID
 			fromS3 = nil
-			for _, f := range m.Files {
+			for _, f := range m.BaseFiles() {
 				if dirty[dayOf(f.Day)] {
 					fromS3 = append(fromS3, f)
 				}
@@ -66,6 +71,10 @@ func loadRun(ctx context.Context, db CHStore, st objstore.Bucket, v *schemas.Vie
 	load.Rows = fileRows(ctx, st, v, fromS3)
 	if _, err := db.LoadBatchRun(ctx, v, load); err != nil {
 		return fmt.Errorf("batch: loading %s run %s into ClickHouse: %w", v.Name, m.RunID, err)
+	}
+	// The levels before publishing: <view>_<level> reads the current run's.
+	if err := db.LoadLevels(ctx, v, m); err != nil {
+		return fmt.Errorf("batch: building the levels of %s run %s in ClickHouse: %w", v.Name, m.RunID, err)
 	}
 	// Publish: a higher version than any before makes this run current for
 	// the merged SQL view in one insert (nothing when it is already).

@@ -239,9 +239,20 @@ func publishedRows(t testing.TB, ctx context.Context, st *s3.Store, v *schemas.V
 	m, err := ReadManifest(ctx, st, v.Name)
 	require.NoError(t, err)
 	require.NotNil(t, m)
+	rows, order := levelRowsOf(t, ctx, st, v, m, 0)
+	return m, rows, order
+}
+
+// levelRowsOf reads the rows of m's files of one level (0: the base rows),
+// keyed as publishedRows keys them.
+func levelRowsOf(t testing.TB, ctx context.Context, st *s3.Store, v *schemas.View, m *schemas.Manifest, level schemas.Granularity) (map[string]parquet.ViewRow, []string) {
+	t.Helper()
 	rows := map[string]parquet.ViewRow{}
 	var order []string
 	for _, f := range m.Files {
+		if f.Level != level {
+			continue
+		}
 		require.NoError(t, readViewFile(ctx, st, v, f.Key, func(r parquet.ViewRow) error {
 			key := fmt.Sprint(r.WindowStart.UnixMilli())
 			if len(r.Dims) > 0 {
@@ -253,7 +264,19 @@ func publishedRows(t testing.TB, ctx context.Context, st *s3.Store, v *schemas.V
 			return nil
 		}))
 	}
-	return m, rows, order
+	return rows, order
+}
+
+// fileBytes reads every file of m, keyed by level and day.
+func fileBytes(t testing.TB, ctx context.Context, st *s3.Store, m *schemas.Manifest) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for _, f := range m.Files {
+		b, err := objstore.GetBytes(ctx, st, f.Key)
+		require.NoError(t, err)
+		out[f.Level.String()+" "+f.Day.Format(time.DateOnly)] = b
+	}
+	return out
 }
 
 func cellsString(cells []any) string {

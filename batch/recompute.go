@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"iter"
 	"os"
 	"sort"
 	"sync"
@@ -231,4 +232,68 @@ func readViewFile(ctx context.Context, st objstore.Bucket, v *schemas.View, key 
 		}
 	}
 	return nil
+}
+
+// levelRows rolls a day's rows of v up to each of the view's coarse levels,
+// finest first, returned by level. A level's row is the View.Merge of the
+// rows whose windows it covers, in the base rows' order (window, then
+// dimension values), so it is the same bytes whenever the base rows are:
+// an incremental run's levels equal a full run's. A coarser level is
+// rolled up from the finer one when it is a multiple of it, which merges
+// the same rows in the same order, with fewer merges.
+func levelRows(v *schemas.View, base dayRows) iter.Seq2[schemas.Granularity, dayRows] {
+	return func(yield func(schemas.Granularity, dayRows) bool) {
+		src, srcLevel := base, v.Granularity
+		levels := v.Levels()
+		for i := len(levels) - 1; i >= 0; i-- {
+			l := levels[i]
+			if l%srcLevel != 0 {
+				src, srcLevel = base, v.Granularity
+			}
+			out := rollUp(v, src, l)
+			if !yield(l, out) {
+				return
+			}
+			src, srcLevel = out, l
+		}
+	}
+}
+
+// rollUp merges rows (sorted by window, then dimension values) into
+// windows of level l, keeping that order.
+func rollUp(v *schemas.View, rows dayRows, l schemas.Granularity) dayRows {
+	var out dayRows
+	idx := map[string]int{}
+	for i := 0; i < len(rows.keys); {
+		start := l.WindowStartMs(rows.keys[i].WindowMs)
+		first := len(out.keys)
+		clear(idx)
+		for ; i < len(rows.keys) && l.WindowStartMs(rows.keys[i].WindowMs) == start; i++ {
+			k := rows.keys[i]
+			j, ok := idx[k.Dims]
+			if !ok {
+				j = len(out.keys)
+				idx[k.Dims] = j
+				out.keys = append(out.keys, schemas.RowKey{WindowMs: start, Dims: k.Dims})
+				out.aggs = append(out.aggs, v.NewAggregate())
+			}
+			v.Merge(out.aggs[j], rows.aggs[i])
+		}
+		// One window's rows by dimension values, as the base rows are.
+		w := out.keys[first:]
+		a := out.aggs[first:]
+		order := make([]int, len(w))
+		for j := range order {
+			order[j] = j
+		}
+		sort.Slice(order, func(x, y int) bool { return w[order[x]].Dims < w[order[y]].Dims })
+		ks := make([]schemas.RowKey, len(w))
+		as := make([]schemas.Aggregate, len(w))
+		for j, o := range order {
+			ks[j], as[j] = w[o], a[o]
+		}
+		copy(w, ks)
+		copy(a, as)
+	}
+	return out
 }

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"time"
 
@@ -210,6 +211,9 @@ func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*s
 			pv.reason = "the definition of view " + v.Name + " changed"
 		case m.ChunkSize != o.Config.ChunkSize:
 			pv.reason = "chunk_size changed"
+		case !slices.Equal(m.Levels, v.Levels()):
+			// The days carried over would lack (or keep) a level.
+			pv.reason = "the levels of view " + v.Name + " changed"
 		case runID != "" && m.RunID != runID:
 			pv.reason = "the views of the stream are on different runs"
 		}
@@ -330,12 +334,12 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	for i, v := range views {
 		prev := pv.manifests[v.Name]
 		m := &schemas.Manifest{View: v.Name, RunID: runID, Fingerprint: v.Fingerprint(), ChunkSize: o.Config.ChunkSize,
-			CreatedAt: time.Now().UTC(), Absorbed: absorbed, Files: files[i],
+			CreatedAt: time.Now().UTC(), Absorbed: absorbed, Levels: slices.Clone(v.Levels()), Files: files[i],
 			Events: stt.Events, Duplicates: stt.Duplicates, Invalid: stt.Invalid, Duration: time.Since(t0).Seconds()}
 		if m.Files == nil {
 			m.Files = []schemas.ManifestFile{}
 		}
-		for _, f := range m.Files {
+		for _, f := range m.BaseFiles() {
 			m.Rows += f.Rows
 		}
 		if prev != nil {
@@ -395,7 +399,10 @@ func finishUpToDate(ctx context.Context, o *Options, s *schemas.Stream, views []
 // view instead would read and decode the day's spill once per view:
 // slower, measured.)
 func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.Stream, views []*schemas.View, days []int64, runID, tmp string) ([][]schemas.ManifestFile, error) {
-	dayFiles := make([][]schemas.ManifestFile, len(days)) // [day][view]
+	// Each day's coarse levels are rolled up from the same rows as its
+	// base file (levelRows), so a level answers exactly what the base rows
+	// do, and a day's levels change exactly when its base rows do.
+	dayFiles := make([][][]schemas.ManifestFile, len(days)) // [day][view][base, levels…]
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	for j, d := range days {
@@ -404,13 +411,22 @@ func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.St
 			if err != nil {
 				return err
 			}
-			dayFiles[j] = make([]schemas.ManifestFile, len(views))
+			dayFiles[j] = make([][]schemas.ManifestFile, len(views))
 			for i, v := range views {
 				mf, err := writeDayFile(gctx, o.Store, tmp, v, schemas.ViewDayKey(v.Name, runID, DayTime(d), 0), d, rows[i])
 				if err != nil {
 					return err
 				}
-				dayFiles[j][i] = mf
+				dayFiles[j][i] = append(dayFiles[j][i], mf)
+				for l, lr := range levelRows(v, rows[i]) {
+					mf, err := writeDayFile(gctx, o.Store, tmp, v, schemas.ViewLevelDayKey(v.Name, runID, l, DayTime(d), 0), d, lr)
+					if err != nil {
+						return err
+					}
+					mf.Level = l
+					dayFiles[j][i] = append(dayFiles[j][i], mf)
+				}
+				rows[i] = dayRows{} // free the day's rows as soon as written
 			}
 			return nil
 		})
@@ -420,22 +436,23 @@ func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.St
 	}
 	files := make([][]schemas.ManifestFile, len(views))
 	for _, fs := range dayFiles {
-		for i, mf := range fs {
-			files[i] = append(files[i], mf)
+		for i, mfs := range fs {
+			files[i] = append(files[i], mfs...)
 		}
 	}
 	return files, nil
 }
 
-// keepDays carries the previous run's files of the days not recomputed
-// into run runID (server-side copies), adds them to files and sorts each
-// view's files by day. It returns how many days were kept.
+// keepDays carries the previous run's files (base and levels) of the days
+// not recomputed into run runID (server-side copies), adds them to files
+// and sorts each view's files: base files first, then each level from the
+// finest, each by day. It returns how many days were kept.
 func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previous, compute map[int64]bool, runID string, files [][]schemas.ManifestFile) (int, error) {
 	kept := 0
-	if pv.state == nil {
-		return 0, nil
-	}
 	for i, v := range views {
+		if pv.state == nil {
+			break
+		}
 		prev := pv.manifests[v.Name]
 		for _, f := range prev.Files {
 			if compute[dayOf(f.Day)] {
@@ -443,15 +460,26 @@ func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previo
 			}
 			nf := f
 			nf.Key = schemas.ViewDayKey(v.Name, runID, f.Day, 0)
+			if f.Level != 0 {
+				nf.Key = schemas.ViewLevelDayKey(v.Name, runID, f.Level, f.Day, 0)
+			}
 			if err := copyObject(ctx, o.Store, f.Key, nf.Key); err != nil {
 				return 0, err
 			}
 			files[i] = append(files[i], nf)
-			if i == 0 {
+			if i == 0 && f.Level == 0 {
 				kept++
 			}
 		}
-		sort.Slice(files[i], func(a, b int) bool { return files[i][a].Day.Before(files[i][b].Day) })
+	}
+	for i := range files {
+		sort.Slice(files[i], func(a, b int) bool {
+			fa, fb := files[i][a], files[i][b]
+			if fa.Level != fb.Level {
+				return fa.Level < fb.Level
+			}
+			return fa.Day.Before(fb.Day)
+		})
 	}
 	return kept, nil
 }

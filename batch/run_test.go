@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/objstore"
+	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -87,6 +89,7 @@ func TestBatchEndToEnd(t *testing.T) {
 		require.Equal(t, f.Day, f.MinTime.Truncate(24*time.Hour))
 	}
 	checkClickHouse(t, ctx, db, cfg, m1, msgs, want1)
+	checkLevels(t, ctx, st, hourly, m1, msgs, want1)
 
 	// Run 2: nothing new → up to date, the same run stays current.
 	res2 := run(false)
@@ -126,6 +129,9 @@ func TestBatchEndToEnd(t *testing.T) {
 	_, drows3, dorder3 := publishedRows(t, ctx, st, daily)
 	dtr3, _, _, _ := truth(msgs, want3, 24*time.Hour, false)
 	require.Len(t, drows3, len(dtr3))
+	checkLevels(t, ctx, st, hourly, m3, msgs, want3)
+	dm3, _, _ := publishedRows(t, ctx, st, daily)
+	require.Empty(t, dm3.Levels, "a 1d view has no level coarser than itself")
 
 	// Run 4: full recompute equals the incremental run byte for byte.
 	res4 := run(true)
@@ -136,6 +142,14 @@ func TestBatchEndToEnd(t *testing.T) {
 	_, _, dorder4 := publishedRows(t, ctx, st, daily)
 	require.Equal(t, dorder3, dorder4)
 	require.Equal(t, m3.Rows, m4.Rows)
+	// Every file, levels included, is the same bytes: the incremental run
+	// kept its levels consistent with its base rows.
+	files3, files4 := fileBytes(t, ctx, st, m3), fileBytes(t, ctx, st, m4)
+	require.Equal(t, len(m3.Files), len(files3))
+	require.Len(t, files4, len(files3))
+	for k, b := range files3 {
+		require.True(t, bytes.Equal(b, files4[k]), "file %s differs between the incremental and the full run", k)
+	}
 	require.Empty(t, speedChunks(t, ctx, db, hourly, 0), "run 3 absorbed chunks 3 and 4; run 4 deleted their speed rows")
 
 	// GC: keep_runs = 2 keeps runs 3 and 4 only.
@@ -151,6 +165,27 @@ func TestBatchEndToEnd(t *testing.T) {
 		_, err := st.Stat(ctx, f.Key)
 		require.NoError(t, err)
 	}
+}
+
+// checkLevels: the view's manifest lists its default levels (1d for an
+// hourly view), every day with base rows has a file of each level, and the
+// level's rows are the truth at that level.
+func checkLevels(t *testing.T, ctx context.Context, st *s3.Store, v *schemas.View, m *schemas.Manifest, msgs map[int32][]genMsg, absorbed map[int32]int64) {
+	t.Helper()
+	require.Equal(t, []schemas.Granularity{schemas.Granularity(24 * time.Hour)}, m.Levels)
+	days := map[time.Time]int{}
+	for _, f := range m.Files {
+		days[f.Day]++
+		if f.Level != 0 {
+			require.True(t, strings.HasPrefix(f.Key, schemas.ViewRunPrefix(v.Name, m.RunID)+"level=1d/"), f.Key)
+		}
+	}
+	for d, n := range days {
+		require.Equal(t, 2, n, "day %s: one base file and one 1d file", d)
+	}
+	rows, _ := levelRowsOf(t, ctx, st, v, m, schemas.Granularity(24*time.Hour))
+	tr, _, _, _ := truth(msgs, absorbed, 24*time.Hour, true)
+	checkAgainstTruth(t, v, rows, tr)
 }
 
 // q quotes a name for the tests' own SQL, which checks what the adapter
@@ -200,6 +235,13 @@ func checkClickHouse(t *testing.T, ctx context.Context, db *clickhouse.DB, cfg *
 	var groups uint64
 	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf("SELECT toInt64(sum(views)), sum(revenue), count() FROM %s.%s", q(db.Database()), q(v.Name))).Scan(&gotCount, &gotSum, &groups))
 	require.Equal(t, wantCount, gotCount-speedCount)
+	// The level view for analysts (LoadLevels checked its row counts
+	// against the manifest's level files) sums to the same.
+	var levelCount int64
+	var levelSum float64
+	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf("SELECT toInt64(sum(views)), sum(revenue) FROM %s.%s", q(db.Database()), q(clickhouse.LevelView(v.Name, schemas.Granularity(24*time.Hour))))).Scan(&levelCount, &levelSum))
+	require.Equal(t, gotCount, levelCount)
+	require.InDelta(t, gotSum, levelSum, 1e-9*gotSum)
 	require.InDelta(t, wantSum, gotSum-speedSum, 1e-6*wantSum)
 	if speedCount == 0 {
 		require.EqualValues(t, len(tr), groups)
@@ -330,4 +372,53 @@ func TestCoverPartition(t *testing.T) {
 			require.Equal(t, tc.reads, reads)
 		})
 	}
+}
+
+// TestChangedLevelsRecomputeInFull: a run after views[].levels changed
+// recomputes in full (carried-over days would keep the old levels), even
+// with nothing new absorbed, and publishes exactly the configured levels.
+func TestChangedLevelsRecomputeInFull(t *testing.T) {
+	ctx := context.Background()
+	srv := testenv.MinIO(t)
+	cfg := testConfig(t, 100, 1, srv)
+	st := testStore(t, cfg)
+	ids := &[]string{}
+	writeRaw(t, ctx, st, cfg.Stream("pv"), 0, genPartition(rand.New(rand.NewPCG(5, 6)), 0, 0, 300, ids), 100)
+	run := func(c *schemas.Config) *Result {
+		res, err := Run(ctx, Options{Config: c, Store: st, Log: testLog(), TempDir: t.TempDir()})
+		require.NoError(t, err)
+		return res
+	}
+	res := run(cfg)
+	m1 := res.Views[0].Manifest
+	require.Equal(t, []schemas.Granularity{schemas.Granularity(24 * time.Hour)}, m1.Levels)
+
+	// The same data with levels [6h, 1d].
+	cfg2, err := schemas.Parse("test.yaml", []byte(strings.Replace(fmt.Sprintf(testYAML, 100, 1),
+		"    dimensions: [country]\n", "    dimensions: [country]\n    levels: [6h, 1d]\n", 1)), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	cfg2.S3 = cfg.S3
+	res = run(cfg2)
+	require.True(t, res.Views[0].Published, "nothing new absorbed, but the levels changed")
+	require.False(t, res.Views[0].Incremental)
+	m2 := res.Views[0].Manifest
+	require.Equal(t, []schemas.Granularity{schemas.Granularity(24 * time.Hour), schemas.Granularity(6 * time.Hour)}, m2.Levels)
+	levels := map[schemas.Granularity]int{}
+	for _, f := range m2.Files {
+		levels[f.Level]++
+	}
+	require.Equal(t, levels[0], levels[schemas.Granularity(6*time.Hour)])
+	require.Equal(t, levels[0], levels[schemas.Granularity(24*time.Hour)])
+	require.Equal(t, m1.Rows, m2.Rows, "the same base rows")
+
+	// Levels off: none published.
+	cfg3, err := schemas.Parse("test.yaml", []byte(strings.Replace(fmt.Sprintf(testYAML, 100, 1),
+		"    dimensions: [country]\n", "    dimensions: [country]\n    levels: []\n", 1)), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	cfg3.S3 = cfg.S3
+	m3 := run(cfg3).Views[0].Manifest
+	require.Empty(t, m3.Levels)
+	require.Len(t, m3.Files, len(m3.BaseFiles()))
+	// And unchanged levels: up to date again.
+	require.True(t, run(cfg3).UpToDate())
 }

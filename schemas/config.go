@@ -2,10 +2,12 @@ package schemas
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -589,6 +591,32 @@ func (c *Config) validate(l *locator) ConfigErrors {
 		}
 		if len(v.Measures) == 0 {
 			add(at(), "view %q has no measures", v.Name)
+		}
+		v.levels = v.levels[:0]
+		if v.LevelNames == nil {
+			for _, l := range DefaultLevels {
+				if v.Granularity > 0 && l > v.Granularity && l%v.Granularity == 0 {
+					v.levels = append(v.levels, l)
+				}
+			}
+		} else {
+			day := Granularity(24 * time.Hour)
+			for j, name := range *v.LevelNames {
+				l, err := ParseGranularity(strings.TrimSpace(name))
+				switch {
+				case err != nil:
+					add(at("levels", j), "view %q: views[].levels: %v", v.Name, err)
+				case v.Granularity > 0 && (l <= v.Granularity || l%v.Granularity != 0):
+					add(at("levels", j), "view %q: views[].levels: level %s must be coarser than the view's granularity %s and a multiple of it", v.Name, l, v.Granularity)
+				case day%l != 0:
+					add(at("levels", j), "view %q: views[].levels: level %s must divide one day (levels are written per UTC day)", v.Name, l)
+				case slices.Contains(v.levels, l):
+					add(at("levels", j), "view %q: views[].levels: level %s is listed twice", v.Name, l)
+				default:
+					v.levels = append(v.levels, l)
+				}
+			}
+			slices.SortFunc(v.levels, func(a, b Granularity) int { return cmp.Compare(b, a) })
 		}
 		v.dimIndex = v.dimIndex[:0]
 		used := map[string]bool{}

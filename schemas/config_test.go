@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -82,6 +83,11 @@ func TestConfigRejects(t *testing.T) {
 		{"negative concurrency", "chunk_size: 100", "chunk_size: 100\nserve: { max_concurrent_queries: -1 }", `serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got -1`},
 		{"not yaml", "chunk_size: 100", "chunk_size: [", `:3:`},
 		{"wrong type", "chunk_size: 100", "chunk_size: lots", `:2: cannot`},
+		{"level not a granularity", "dimensions: [c]", "dimensions: [c]\n    levels: [1h, 2x]", `:19: view "v": views[].levels: granularity "2x": unit must be m, h or d`},
+		{"level not coarser", "dimensions: [c]", "dimensions: [c]\n    levels: [1m]", `views[].levels: level 1m must be coarser than the view's granularity 1m`},
+		{"level not dividing a day", "dimensions: [c]", "dimensions: [c]\n    levels: [7m]", `views[].levels: level 7m must divide one day`},
+		{"level twice", "dimensions: [c]", "dimensions: [c]\n    levels: [1h, 60m]", `views[].levels: level 1h is listed twice`},
+		{"level not a multiple", "granularity: 1m", "granularity: 15m\n    levels: [10m]", `level 10m must be coarser than the view's granularity 15m and a multiple of it`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +101,34 @@ func TestConfigRejects(t *testing.T) {
 	}
 	_, err := Parse("t.yaml", []byte(base), noEnv)
 	require.NoError(t, err)
+}
+
+// TestViewLevels: views[].levels defaults to 1h and 1d where they are
+// coarser than and a multiple of the view's granularity, may be set (kept
+// coarsest first), and [] turns levels off.
+func TestViewLevels(t *testing.T) {
+	h, d := Granularity(time.Hour), Granularity(24*time.Hour)
+	for _, tc := range []struct {
+		name, from, to string
+		want           []Granularity
+	}{
+		{"default, 1m view", "", "", []Granularity{d, h}},
+		{"default, 6h view", "granularity: 1m", "granularity: 6h", []Granularity{d}},
+		{"default, 1d view", "granularity: 1m", "granularity: 1d", nil},
+		{"set", "dimensions: [c]", "dimensions: [c]\n    levels: [15m, 1d]", []Granularity{d, Granularity(15 * time.Minute)}},
+		{"off", "dimensions: [c]", "dimensions: [c]\n    levels: []", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("t.yaml", []byte(strings.Replace(base, tc.from, tc.to, 1)), noEnv)
+			require.NoError(t, err)
+			got := cfg.View("v").Levels()
+			if len(tc.want) == 0 {
+				require.Empty(t, got)
+				return
+			}
+			require.Equal(t, tc.want, got)
+		})
+	}
 }
 
 func TestConfigFileMissing(t *testing.T) {

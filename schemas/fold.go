@@ -105,6 +105,8 @@ type hllFold struct {
 	log  []uint32
 	regs []uint8             // dense registers, once the library would be dense
 	sk   *hyperloglog.Sketch // the library's sketch, after a replay past hllLogMax
+	// noLog: no replay (an HLLUnion builds its sketch from the list).
+	noLog bool
 }
 
 func (h *hllFold) insert(x uint64) {
@@ -117,11 +119,27 @@ func (h *hllFold) insert(x uint64) {
 		h.sk.InsertHash(x)
 		return
 	}
-	k := hllEncode(x)
+	h.insertKey(hllEncode(x))
+}
+
+// insertKey adds the sparse key k: what the library does with a hash of
+// that key, while sparse, and with its register and rank once dense.
+func (h *hllFold) insertKey(k uint32) {
+	switch {
+	case h.regs != nil:
+		i, r := hllDecode(k)
+		h.regs[i] = max(h.regs[i], r)
+		return
+	case h.sk != nil:
+		h.sk.InsertHash(hllKeyHash(k))
+		return
+	}
 	if !h.tmpAdd(k) {
 		return
 	}
-	h.log = append(h.log, k)
+	if !h.noLog {
+		h.log = append(h.log, k)
+	}
 	if h.tmpN < hllTmpMax {
 		return
 	}

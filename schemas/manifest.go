@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,12 @@ func ViewDayKey(view, runID string, day time.Time, part int) string {
 	return fmt.Sprintf("%sdt=%s/part-%05d.parquet", ViewRunPrefix(view, runID), day.UTC().Format("2006-01-02"), part)
 }
 
+// ViewLevelDayKey names one Parquet file of a run holding the view's rows
+// rolled up to a coarse level for one UTC day.
+func ViewLevelDayKey(view, runID string, level Granularity, day time.Time, part int) string {
+	return fmt.Sprintf("%slevel=%s/dt=%s/part-%05d.parquet", ViewRunPrefix(view, runID), level, day.UTC().Format("2006-01-02"), part)
+}
+
 // ManifestKey is the pointer to a view's current run, written last.
 func ManifestKey(view string) string { return path.Join("views", view, "_current.json") }
 
@@ -84,9 +91,16 @@ type Manifest struct {
 	// offsets: a multiple of ChunkSize. Chunks below Absorbed[p]/ChunkSize
 	// are answered from this run; partitions not listed absorbed nothing.
 	Absorbed map[int32]int64 `json:"absorbed_offsets"`
-	Files    []ManifestFile  `json:"files"`
-	Rows     int64           `json:"rows"`
-	Events   int64           `json:"events"`
+	// Levels are the coarse levels the run published besides the base
+	// rows, coarsest first. Every day with a base file has one file per
+	// level, built from that day's base rows, so each level answers
+	// exactly what the base rows do. Manifests written before levels
+	// existed have none.
+	Levels []Granularity  `json:"levels,omitempty"`
+	Files  []ManifestFile `json:"files"`
+	// Rows counts the base rows (files of Level 0).
+	Rows   int64 `json:"rows"`
+	Events int64 `json:"events"`
 	// Duplicates is how many events were dropped as repeats of an earlier id.
 	Duplicates int64 `json:"duplicates"`
 	// Invalid is how many raw events failed validation and were left out.
@@ -98,12 +112,15 @@ type Manifest struct {
 
 // ManifestFile is one Parquet file of a run.
 type ManifestFile struct {
-	Key     string    `json:"key"`
-	Day     time.Time `json:"day"`
-	Rows    int64     `json:"rows"`
-	Bytes   int64     `json:"bytes"`
-	MinTime time.Time `json:"min_window"`
-	MaxTime time.Time `json:"max_window"`
+	Key string `json:"key"`
+	// Level is the window size of the file's rows when it holds a coarse
+	// level; 0 for the base rows (at the view's granularity).
+	Level   Granularity `json:"level,omitempty"`
+	Day     time.Time   `json:"day"`
+	Rows    int64       `json:"rows"`
+	Bytes   int64       `json:"bytes"`
+	MinTime time.Time   `json:"min_window"`
+	MaxTime time.Time   `json:"max_window"`
 }
 
 // AbsorbedChunks returns K_p: the number of chunks of partition p the run
@@ -113,6 +130,17 @@ func (m *Manifest) AbsorbedChunks(p int32) int64 {
 		return 0
 	}
 	return m.Absorbed[p] / m.ChunkSize
+}
+
+// BaseFiles returns the files of the base rows, leaving out the levels.
+func (m *Manifest) BaseFiles() []ManifestFile {
+	var out []ManifestFile
+	for _, f := range m.Files {
+		if f.Level == 0 {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // ErrBadManifest is wrapped by DecodeManifest's errors.
@@ -142,8 +170,16 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 			return nil, fmt.Errorf("%w: absorbed offset %d of partition %d is not a chunk boundary", ErrBadManifest, off, p)
 		}
 	}
+	for i, l := range m.Levels {
+		if l <= 0 || (24*time.Hour)%l.D() != 0 || i > 0 && l >= m.Levels[i-1] {
+			return nil, fmt.Errorf("%w: levels %v must divide one day, coarsest first", ErrBadManifest, m.Levels)
+		}
+	}
 	prefix := ViewRunPrefix(m.View, m.RunID)
 	for _, f := range m.Files {
+		if f.Level != 0 && !slices.Contains(m.Levels, f.Level) {
+			return nil, fmt.Errorf("%w: file %q is of level %s, which the manifest does not list", ErrBadManifest, f.Key, f.Level)
+		}
 		// path.Clean also catches "..", "." and empty segments that would
 		// climb out of the folder when a reader maps keys to file paths.
 		if len(f.Key) <= len(prefix) || f.Key[:len(prefix)] != prefix || path.Clean(f.Key) != f.Key {

@@ -81,6 +81,7 @@ func TestStorageKeys(t *testing.T) {
 	require.Equal(t, "raw/s/_progress.json", ArchiveProgressKey("s"))
 	require.Equal(t, "views/v/runs/r1/", ViewRunPrefix("v", "r1"))
 	require.Equal(t, "views/v/runs/r1/dt=2026-11-26/part-00007.parquet", ViewDayKey("v", "r1", day, 7))
+	require.Equal(t, "views/v/runs/r1/level=1h/dt=2026-11-26/part-00000.parquet", ViewLevelDayKey("v", "r1", Granularity(time.Hour), day, 0))
 	require.Equal(t, "views/v/_current.json", ManifestKey("v"))
 	require.Equal(t, "lake/s/dt=2026-11-26/", LakeDayPrefix("s", day))
 }
@@ -91,8 +92,11 @@ func validManifest() Manifest {
 		View: "v", RunID: "20261125T100000Z-1", Fingerprint: "abc", ChunkSize: 100,
 		CreatedAt: day.Add(10 * time.Hour),
 		Absorbed:  map[int32]int64{0: 300, 1: 0, 5: 1000},
+		Levels:    []Granularity{Granularity(24 * time.Hour), Granularity(time.Hour)},
 		Files: []ManifestFile{{Key: ViewDayKey("v", "20261125T100000Z-1", day, 0), Day: day, Rows: 10, Bytes: 1000,
-			MinTime: day, MaxTime: day.Add(time.Hour)}},
+			MinTime: day, MaxTime: day.Add(time.Hour)},
+			{Key: ViewLevelDayKey("v", "20261125T100000Z-1", Granularity(time.Hour), day, 0), Level: Granularity(time.Hour), Day: day, Rows: 2, Bytes: 500,
+				MinTime: day, MaxTime: day.Add(time.Hour)}},
 		Rows: 10, Events: 500, Duplicates: 2, Invalid: 1, Duration: 1.5, PreviousRunID: "r0",
 	}
 }
@@ -109,6 +113,9 @@ func TestDecodeManifestValid(t *testing.T) {
 	require.Equal(t, int64(10), got.AbsorbedChunks(5))
 	require.Equal(t, int64(0), got.AbsorbedChunks(2), "a partition not listed absorbed nothing")
 	require.Equal(t, int64(0), (*Manifest)(nil).AbsorbedChunks(0))
+	require.Contains(t, string(data), `"levels":["1d","1h"]`)
+	require.Contains(t, string(data), `"level":"1h"`)
+	require.Len(t, got.BaseFiles(), 1)
 
 	// Unknown fields are allowed: a newer writer may add some.
 	_, err = DecodeManifest([]byte(`{"view":"v","run_id":"r","chunk_size":10,"absorbed_offsets":{"0":20},"future":1}`))
@@ -166,6 +173,9 @@ func TestDecodeManifestRejects(t *testing.T) {
 		}), "one path segment"},
 		{"run id with a slash", edit(func(m *Manifest) { m.RunID = "a/b" }), "one path segment"},
 		{"run id with a newline", edit(func(m *Manifest) { m.RunID = "a\nb" }), "one path segment"},
+		{"file of an unlisted level", edit(func(m *Manifest) { m.Levels = m.Levels[:1] }), "is of level 1h, which the manifest does not list"},
+		{"levels not coarsest first", edit(func(m *Manifest) { m.Levels[0], m.Levels[1] = m.Levels[1], m.Levels[0] }), "coarsest first"},
+		{"level not dividing a day", edit(func(m *Manifest) { m.Levels[0] = Granularity(7 * time.Hour) }), "must divide one day"},
 		{"huge input", append([]byte(`{"view":"v","run_id":"r","chunk_size":10,"x":"`), make([]byte, 64<<20)...), "bytes"},
 	}
 	for _, tc := range cases {

@@ -124,10 +124,24 @@ type View struct {
 	Granularity Granularity `yaml:"granularity"`
 	Dimensions  []string    `yaml:"dimensions"`
 	Measures    []Measure   `yaml:"measures"`
+	// LevelNames are the coarse levels the batch run also publishes the
+	// view at (views[].levels, such as [1h, 1d]); nil means the default
+	// (DefaultLevels), an empty list none. Validated into levels.
+	LevelNames *[]string `yaml:"levels"`
 
 	stream   *Stream
-	dimIndex []int // position of each dimension in the stream's fields
+	levels   []Granularity // coarsest first
+	dimIndex []int         // position of each dimension in the stream's fields
 }
+
+// Levels returns the coarse levels the batch run publishes the view at,
+// coarsest first: each coarser than the view's granularity, a multiple of
+// it and a divisor of one day (level files are written per UTC day).
+func (v *View) Levels() []Granularity { return v.levels }
+
+// DefaultLevels are the levels of a view that does not set views[].levels:
+// those of them coarser than and a multiple of its granularity.
+var DefaultLevels = []Granularity{Granularity(24 * time.Hour), Granularity(time.Hour)}
 
 // StreamDef returns the stream the view aggregates.
 func (v *View) StreamDef() *Stream { return v.stream }

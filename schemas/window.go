@@ -78,6 +78,19 @@ func (g Granularity) String() string {
 	}
 }
 
+// MarshalText writes g as String does, so manifests name levels "1h".
+func (g Granularity) MarshalText() ([]byte, error) { return []byte(g.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote.
+func (g *Granularity) UnmarshalText(b []byte) error {
+	v, err := ParseGranularity(string(b))
+	if err != nil {
+		return err
+	}
+	*g = v
+	return nil
+}
+
 // WindowStart floors t to its window of size g, in UTC. Windows are aligned
 // to the Unix epoch, so a 1d window is a UTC calendar day.
 func (g Granularity) WindowStart(t time.Time) time.Time {

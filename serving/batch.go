@@ -29,71 +29,64 @@ func newBatchReader(files ViewFiles, cacheBytes int64, m *metrics) *batchReader 
 }
 
 // cachedRowGroup is the decoded content of one row group: its rows sorted
-// by window, and rollups of them to coarser windows, built on first use.
+// by window.
 type cachedRowGroup struct {
 	rows []Row
-
-	mu      sync.Mutex
-	rollups map[int64]*rollup // by level (ms)
 }
 
-// rollup is a row group's rows merged (with View.Merge) into windows of a
-// coarser level L, one row per (L-window, dimension values). A query whose
-// buckets are made of whole L-windows reads an L-window that lies entirely
-// inside [From, To) from the rollup, and the raw rows of the (at most two)
-// L-windows cut by From or To. That turns the 60 one-minute rows of an hour
-// into one merge per group, which is what makes week-long queries of sketch
-// measures fast.
-type rollup struct {
-	once  sync.Once
-	rows  []Row
-	spans []span // one per L-window, in window order
+// segment is a part of a query's [From, To) answered from one level of the
+// run: the rows of that level whose window starts in [lo, hi). Level 0 is
+// the base rows.
+type segment struct {
+	level  schemas.Granularity
+	lo, hi int64
 }
 
-// span locates one L-window: its start, its raw rows rows[lo:hi] and its
-// rollup rows rollup.rows[rlo:rhi].
-type span struct {
-	start            int64
-	lo, hi, rlo, rhi int
-}
+// useLevels, when false, answers every query from the base rows;
+// tests compare both paths with it.
+var useLevels = true
 
-// rollupLevels are the levels rollups are built at, coarsest first.
-var rollupLevels = []int64{
-	24 * 3600 * 1000, // 1d
-	6 * 3600 * 1000,  // 6h
-	3600 * 1000,      // 1h
-}
-
-// rollupLevel picks the coarsest level that helps q: coarser than the
-// view's windows and dividing the query granularity (any level divides
-// "all"). 0 means read raw rows.
-func rollupLevel(q *Query) int64 {
-	viewMs := q.View.Granularity.D().Milliseconds()
-	g := q.Granularity.D().Milliseconds()
-	for _, l := range rollupLevels {
-		if l > viewMs && l%viewMs == 0 && (g == 0 || g%l == 0) {
-			return l
+// planSegments splits [From, To) into segments, each read from the
+// coarsest level that tiles it: a level-L window is used only when it lies
+// wholly inside [From, To) and inside one bucket of the query (L divides
+// the query granularity, or the granularity is "all"), and finer levels,
+// down to the base rows, fill the ragged edges. Every base window whose
+// start is in [From, To) is then covered exactly once: by itself or by the
+// one level window holding it, which is the View.Merge of the same base
+// rows (the batch run builds levels from them).
+func planSegments(q *Query, levels []schemas.Granularity) []segment {
+	var usable []int64
+	if useLevels {
+		g := q.Granularity.D().Milliseconds()
+		for _, l := range levels { // coarsest first
+			lm := l.D().Milliseconds()
+			if lm > 0 && (g == 0 || g%lm == 0) {
+				usable = append(usable, lm)
+			}
 		}
 	}
-	return 0
-}
-
-// rollupFor returns the rollup of the row group at level l, building it on
-// first use; the returned size is the memory it added (0 when it existed).
-func (c *cachedRowGroup) rollupFor(v *schemas.View, l int64) (*rollup, int64) {
-	c.mu.Lock()
-	if c.rollups == nil {
-		c.rollups = map[int64]*rollup{}
+	var out []segment
+	var tile func(lo, hi int64, levels []int64)
+	tile = func(lo, hi int64, levels []int64) {
+		if lo >= hi {
+			return
+		}
+		if len(levels) == 0 {
+			out = append(out, segment{lo: lo, hi: hi})
+			return
+		}
+		l := levels[0]
+		a, b := floorMs(lo+l-1, l), floorMs(hi, l) // first and last level boundary inside
+		if a >= b {
+			tile(lo, hi, levels[1:])
+			return
+		}
+		tile(lo, a, levels[1:])
+		out = append(out, segment{level: schemas.Granularity(time.Duration(l) * time.Millisecond), lo: a, hi: b})
+		tile(b, hi, levels[1:])
 	}
-	r := c.rollups[l]
-	if r == nil {
-		r = &rollup{}
-		c.rollups[l] = r
-	}
-	c.mu.Unlock()
-	var size int64
-	r.once.Do(func() { size = r.build(v, c.rows, l) })
-	return r, size
+	tile(q.FromMs(), q.ToMs(), usable)
+	return out
 }
 
 func floorMs(ms, size int64) int64 {
@@ -104,48 +97,9 @@ func floorMs(ms, size int64) int64 {
 	return b
 }
 
-func (r *rollup) build(v *schemas.View, rows []Row, l int64) int64 {
-	var size int64
-	for i := 0; i < len(rows); {
-		start := floorMs(rows[i].WindowMs, l)
-		sp := span{start: start, lo: i, rlo: len(r.rows)}
-		idx := map[string]int{}
-		for ; i < len(rows) && floorMs(rows[i].WindowMs, l) == start; i++ {
-			row := &rows[i]
-			j, ok := idx[row.Key]
-			if !ok {
-				j = len(r.rows)
-				idx[row.Key] = j
-				r.rows = append(r.rows, Row{WindowMs: start, Dims: row.Dims, Key: row.Key, States: v.NewAggregate()})
-			}
-			v.Merge(r.rows[j].States, row.States)
-		}
-		sp.hi, sp.rhi = i, len(r.rows)
-		r.spans = append(r.spans, sp)
-	}
-	for i := range r.rows {
-		size += rowOverhead(len(v.Dimensions), len(v.Measures)) + statesBytes(r.rows[i].States)
-	}
-	return size + int64(len(r.spans))*48
-}
-
-// statesBytes estimates the memory of the sketches of a row's states: a
-// fixed cost per sketch object plus twice its encoded size (calibrated by
-// BenchmarkServingQuery's cached_B/row against estimated_B/row).
-func statesBytes(states schemas.Aggregate) int64 {
-	var n int64
-	for i := range states {
-		if h := states[i].HLL; h != nil {
-			b, _ := h.MarshalBinary()
-			n += sketchFixedBytes + 2*int64(len(b))
-		}
-		if d := states[i].DD; d != nil {
-			n += sketchFixedBytes + 2*int64(d.GetCount())
-		}
-	}
-	return n
-}
-
+// sketchFixedBytes is the memory of a decoded sketch object beyond twice
+// its encoded size (calibrated by BenchmarkServingQuery's cached_B/row
+// against estimated_B/row).
 const sketchFixedBytes = 160
 
 // overlaps reports whether window starts in [lo, hi] (inclusive) can fall
@@ -172,13 +126,17 @@ func (b *batchReader) scan(ctx context.Context, q *Query, snap *Snapshot) (*Merg
 	if snap.Manifest == nil {
 		return out, nil
 	}
-	fromMs, toMs := q.FromMs(), q.ToMs()
-	var todo []schemas.ManifestFile
-	for _, f := range snap.Manifest.Files {
-		if lo, hi, ok := fileRange(f); ok && !overlaps(lo, hi, fromMs, toMs) {
-			continue
+	var todo []fileJob
+	for _, sg := range planSegments(q, snap.Manifest.Levels) {
+		for _, f := range snap.Manifest.Files {
+			if f.Level != sg.level {
+				continue
+			}
+			if lo, hi, ok := fileRange(f); ok && !overlaps(lo, hi, sg.lo, sg.hi) {
+				continue
+			}
+			todo = append(todo, fileJob{f, sg})
 		}
-		todo = append(todo, f)
 	}
 	if len(todo) == 0 {
 		return out, nil
@@ -189,7 +147,7 @@ func (b *batchReader) scan(ctx context.Context, q *Query, snap *Snapshot) (*Merg
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan schemas.ManifestFile)
+	jobs := make(chan fileJob)
 	mergers := make([]*Merger, workers)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
@@ -202,7 +160,7 @@ func (b *batchReader) scan(ctx context.Context, q *Query, snap *Snapshot) (*Merg
 				if errs[w] != nil {
 					continue
 				}
-				if err := b.scanFile(ctx, q, f, mergers[w]); err != nil {
+				if err := b.scanFile(ctx, q, f.file, f.seg, mergers[w]); err != nil {
 					errs[w] = err
 					cancel()
 				}
@@ -233,9 +191,15 @@ feed:
 	return out, nil
 }
 
-// scanFile merges the rows of one file's overlapping row groups into m.
-func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.ManifestFile, m *Merger) error {
-	fromMs, toMs := q.FromMs(), q.ToMs()
+// fileJob is one file to read for one segment of a query.
+type fileJob struct {
+	file schemas.ManifestFile
+	seg  segment
+}
+
+// scanFile merges the rows of one file whose windows are in the segment
+// into m.
+func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.ManifestFile, sg segment, m *Merger) error {
 	file := &lazyFile{files: b.files, view: q.View, key: f.Key}
 	defer file.close()
 	groups, err := b.rowGroups(ctx, file)
@@ -243,34 +207,19 @@ func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.Manifest
 		return err
 	}
 	for i, rg := range groups {
-		if rg.HasStats && !overlaps(rg.MinMs, rg.MaxMs, fromMs, toMs) {
+		if rg.HasStats && !overlaps(rg.MinMs, rg.MaxMs, sg.lo, sg.hi) {
 			continue
 		}
-		crg, key, err := b.rowGroup(ctx, file, i, rg)
+		crg, err := b.rowGroup(ctx, file, i, rg)
 		if err != nil {
 			return err
 		}
-		if l := rollupLevel(q); l > 0 {
-			ru, grew := crg.rollupFor(q.View, l)
-			if grew > 0 {
-				b.cache.grow(key, grew)
-			}
-			for _, sp := range ru.spans {
-				switch {
-				case sp.start >= fromMs && sp.start+l <= toMs: // whole L-window inside
-					for j := sp.rlo; j < sp.rhi; j++ {
-						m.Add(&ru.rows[j])
-					}
-				case sp.start < toMs && sp.start+l > fromMs: // cut by From or To
-					for j := sp.lo; j < sp.hi; j++ {
-						m.Add(&crg.rows[j])
-					}
-				}
-			}
-		} else {
-			for j := range crg.rows {
-				m.Add(&crg.rows[j])
-			}
+		// Rows are sorted by window: the segment's are one run of them.
+		rows := crg.rows
+		lo := sort.Search(len(rows), func(j int) bool { return rows[j].WindowMs >= sg.lo })
+		hi := sort.Search(len(rows), func(j int) bool { return rows[j].WindowMs >= sg.hi })
+		for j := lo; j < hi; j++ {
+			m.Add(&rows[j])
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -324,34 +273,37 @@ func (b *batchReader) rowGroups(ctx context.Context, file *lazyFile) ([]RowGroup
 
 // rowGroup returns row group i of a file decoded, from the cache or the
 // file, and its cache key.
-func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg RowGroup) (*cachedRowGroup, string, error) {
+func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg RowGroup) (*cachedRowGroup, error) {
 	key := "rg\x00" + file.key + "\x00" + strconv.Itoa(i)
 	if v, ok := b.cache.get(key); ok {
 		b.m.cacheHits.Inc()
-		return v.(*cachedRowGroup), key, nil
+		return v.(*cachedRowGroup), nil
 	}
 	b.m.cacheMisses.Inc()
 	f, err := file.open(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	crg, size, err := b.readRowGroup(ctx, file.view, f, i, int(rg.Rows))
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
+		return nil, fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
 	}
 	b.cache.put(key, crg, size)
-	return crg, key, nil
+	return crg, nil
 }
 
-// warm loads the row groups of a run's files into the cache, newest files
-// first, until they hold budget bytes or ctx ends, and reports what it
-// loaded. Rollups are built by the first query that needs them.
+// warm loads the row groups of a run's files into the cache, coarsest
+// level first (the fewest rows, answering the most), each newest first,
+// until they hold budget bytes or ctx ends, and reports what it loaded.
 func (b *batchReader) warm(ctx context.Context, snap *Snapshot, budget int64) (groups int, bytes int64, err error) {
 	if snap.Manifest == nil {
 		return 0, 0, nil
 	}
 	files := append([]schemas.ManifestFile(nil), snap.Manifest.Files...)
 	sort.SliceStable(files, func(i, j int) bool {
+		if files[i].Level != files[j].Level {
+			return files[i].Level > files[j].Level
+		}
 		_, hi, _ := fileRange(files[i])
 		_, hj, _ := fileRange(files[j])
 		return hi > hj
@@ -365,7 +317,7 @@ func (b *batchReader) warm(ctx context.Context, snap *Snapshot, budget int64) (g
 			return groups, bytes, err
 		}
 		for i := len(rgs) - 1; i >= 0; i-- {
-			if _, _, err := b.rowGroup(ctx, file, i, rgs[i]); err != nil {
+			if _, err := b.rowGroup(ctx, file, i, rgs[i]); err != nil {
 				file.close()
 				return groups, bytes, err
 			}
@@ -426,7 +378,7 @@ func (b *batchReader) readRowGroup(ctx context.Context, v *schemas.View, file Vi
 		crg.rows = append(crg.rows, r)
 		return nil
 	})
-	// Writers sort by window; rollups and span lookups rely on it.
+	// Writers sort by window; scanFile's search relies on it.
 	sort.SliceStable(crg.rows, func(i, j int) bool { return crg.rows[i].WindowMs < crg.rows[j].WindowMs })
 	return crg, size, err
 }

@@ -91,6 +91,7 @@ func buildBenchData(b *testing.B, cfg *schemas.Config, store *s3.Store, db *clic
 		d.batchRows += int(rows)
 		d.batchBytes += int64(buf.Len())
 	}
+	addLevels(b, store, v, m)
 	publishManifest(b, store, m)
 
 	cols := []string{"window_start", "country", "device"}
@@ -172,13 +173,12 @@ func BenchmarkServingQuery(b *testing.B) {
 	for i := 0; i < 5; i++ {
 		exact = append(exact, do(exactParams))
 	}
-	// Baseline: the same query merging every one-minute row (no rollups).
-	restore := serving.SetRollupLevels(nil)
+	// Baseline: the same query merging every one-minute row (no levels).
+	restore := serving.SetUseLevels(false)
 	for i := 0; i < 3; i++ {
 		raw = append(raw, do(params))
 	}
 	restore()
-	do(params) // build the rollups outside the timed loop
 
 	b.ResetTimer()
 	lat := make([]time.Duration, 0, b.N)
@@ -201,8 +201,8 @@ func BenchmarkServingQuery(b *testing.B) {
 	b.ReportMetric(msOf(cold), "cold_ms")
 	b.ReportMetric(float64(cold)/float64(pct(0.5)), "cold/warm")
 	b.ReportMetric(msOf(exact[len(exact)/2]), "exact_only_p50_ms")
-	b.ReportMetric(msOf(raw[len(raw)/2]), "no_rollup_p50_ms")
-	b.ReportMetric(float64(raw[len(raw)/2])/float64(pct(0.5)), "no_rollup/rollup")
+	b.ReportMetric(msOf(raw[len(raw)/2]), "no_levels_p50_ms")
+	b.ReportMetric(float64(raw[len(raw)/2])/float64(pct(0.5)), "no_levels/levels")
 	b.ReportMetric(msOf(cpu)/float64(len(lat)), "serve_cpu_ms/op")
 	b.ReportMetric(float64(ms1.HeapAlloc-ms0.HeapAlloc)/float64(d.batchRows), "cached_B/row")
 	used := metricValue(b, base, "tandem_serve_cache_bytes")
@@ -220,7 +220,7 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func metricValue(b *testing.B, base, name string) float64 {
+func metricValue(b testing.TB, base, name string) float64 {
 	for _, line := range strings.Split(metricsText(b, base), "\n") {
 		if strings.HasPrefix(line, name+" ") {
 			var f float64

@@ -70,32 +70,6 @@ func (c *lru) put(key string, value any, bytes int64) {
 	c.used += bytes
 }
 
-// grow adds bytes to the size of the entry under key (a cached value that
-// built more state on use), evicting other entries to stay within capacity.
-func (c *lru) grow(key string, bytes int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.items[key]
-	if !ok {
-		return
-	}
-	e.Value.(*lruEntry).bytes += bytes
-	c.used += bytes
-	for c.used > c.capacity {
-		last := c.order.Back()
-		if last == nil || last == e {
-			break
-		}
-		ent := last.Value.(*lruEntry)
-		c.order.Remove(last)
-		delete(c.items, ent.key)
-		c.used -= ent.bytes
-		if c.onEvict != nil {
-			c.onEvict(ent.bytes)
-		}
-	}
-}
-
 // usage returns the bytes and entries held.
 func (c *lru) usage() (bytes int64, entries int) {
 	c.mu.Lock()

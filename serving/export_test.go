@@ -1,9 +1,11 @@
 package serving
 
-// SetRollupLevels replaces the rollup levels (nil turns rollups off) and
-// returns a function restoring them; benchmarks use it for a baseline.
-func SetRollupLevels(levels []int64) (restore func()) {
-	old := rollupLevels
-	rollupLevels = levels
-	return func() { rollupLevels = old }
+// SetUseLevels turns answering from the run's coarse levels on or off (off:
+// every answer from the base rows) and returns a function restoring the
+// setting; tests compare both paths with it, benchmarks use it for a
+// baseline. Not for concurrent use with queries.
+func SetUseLevels(on bool) (restore func()) {
+	old := useLevels
+	useLevels = on
+	return func() { useLevels = old }
 }

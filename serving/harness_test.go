@@ -588,3 +588,70 @@ func checkQuantile(t testing.TB, where string, sorted []float64, q, got float64)
 }
 
 var allMeasures = []string{"views", "revenue", "min_latency", "max_latency", "users", "latency"}
+
+// addLevels writes the coarse levels of every base file of m, rolled up
+// with View.Merge from the base rows as stored, and lists them in m, for
+// runs the tests build by hand (the batch run rolls up its rows in memory;
+// this is an independent implementation of the same rule).
+func addLevels(t testing.TB, store *s3.Store, v *schemas.View, m *schemas.Manifest) {
+	t.Helper()
+	ctx := context.Background()
+	m.Levels = append([]schemas.Granularity(nil), v.Levels()...)
+	for _, f := range m.BaseFiles() {
+		data, err := objstore.GetBytes(ctx, store, f.Key)
+		require.NoError(t, err)
+		r, err := parquet.NewViewReader(v, bytes.NewReader(data), int64(len(data)))
+		require.NoError(t, err)
+		var rows []parquet.ViewRow
+		for row, err := range r.Rows(time.Time{}, time.Time{}) {
+			require.NoError(t, err)
+			rows = append(rows, row)
+		}
+		r.Close()
+		for _, l := range m.Levels {
+			aggs := map[schemas.RowKey]schemas.Aggregate{}
+			for _, row := range rows {
+				k := schemas.RowKey{WindowMs: l.WindowStartMs(row.WindowStart.UnixMilli()), Dims: schemas.JoinDims(row.Dims)}
+				a := aggs[k]
+				if a == nil {
+					a = v.NewAggregate()
+					aggs[k] = a
+				}
+				src := v.NewAggregate()
+				for i := range v.Measures {
+					src[i], err = v.Measures[i].StateFromCell(row.Cells[i])
+					require.NoError(t, err)
+				}
+				v.Merge(a, src)
+			}
+			keys := make([]schemas.RowKey, 0, len(aggs))
+			for k := range aggs {
+				keys = append(keys, k)
+			}
+			sort.Slice(keys, func(i, j int) bool {
+				if keys[i].WindowMs != keys[j].WindowMs {
+					return keys[i].WindowMs < keys[j].WindowMs
+				}
+				return keys[i].Dims < keys[j].Dims
+			})
+			var buf bytes.Buffer
+			w := parquet.NewViewWriter(&buf, v, parquet.ViewWriterOptions{RowGroupRows: 8192})
+			for _, k := range keys {
+				dims, err := schemas.SplitDims(k.Dims)
+				require.NoError(t, err)
+				for len(dims) < len(v.Dimensions) {
+					dims = append(dims, "")
+				}
+				require.NoError(t, w.Write(parquet.ViewRow{WindowStart: k.Window(), Dims: dims, Cells: cellsOf(v, aggs[k])}))
+			}
+			require.NoError(t, w.Close())
+			key := schemas.ViewLevelDayKey(v.Name, m.RunID, l, f.Day, 0)
+			require.NoError(t, objstore.PutBytes(ctx, store, key, buf.Bytes()))
+			mf := schemas.ManifestFile{Key: key, Level: l, Day: f.Day, Rows: int64(len(keys)), Bytes: int64(buf.Len())}
+			if len(keys) > 0 {
+				mf.MinTime, mf.MaxTime = keys[0].Window(), keys[len(keys)-1].Window()
+			}
+			m.Files = append(m.Files, mf)
+		}
+	}
+}

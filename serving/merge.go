@@ -54,6 +54,10 @@ type Group struct {
 	Dims     []string
 	States   []schemas.State
 	merges   int // rows merged in, to decide when to densify
+	// unions hold the distinct states while merging (flat, see
+	// schemas.HLLUnion), by position in States; Groups moves them into
+	// States[j].HLL.
+	unions []*schemas.HLLUnion
 }
 
 // A group's distinct sketch switches to the dense representation when it
@@ -65,29 +69,98 @@ type Group struct {
 // (dense estimates are off by a value or two below a few hundred), and it
 // is 16 KiB smaller. The budget bounds the memory per Merger.
 const (
+	unionFrom      = 8    // merges into a group before its distinct states merge into unions
 	denseCheckFrom = 32   // merges before the first check; then at each doubling
 	denseMinValues = 2000 // estimated distinct values before densifying
 	maxDense       = 2048 // dense sketches per Merger (32 MiB)
 )
 
-// maybeDensify checks g's distinct sketches at merge counts 32, 64, 128, …
-// (so the estimate's cost stays a small share) and densifies the large ones.
+// maybeDensify densifies g's large distinct unions once g has taken in
+// denseCheckFrom rows. It counts the keys already in a union's sorted list
+// (no estimate needed), a lower bound of its values: a union it makes dense
+// also ends at denseMinValues or more, where finishDistinct would make it
+// dense anyway, so the answer does not depend on when it did.
 func (m *Merger) maybeDensify(g *Group) {
-	if !m.hasDistinct || g.merges < denseCheckFrom || g.merges&(g.merges-1) != 0 {
+	if !m.hasDistinct || g.merges < denseCheckFrom || m.dense >= maxDense {
+		return
+	}
+	for _, u := range g.unions {
+		if u != nil && u.SparseKeys() >= denseMinValues && m.dense < maxDense {
+			u.Densify()
+			m.dense++
+		}
+	}
+}
+
+// merge folds src into the state of asked measure j of g: distinct states
+// into g's union for that measure, the others with Measure.Merge. Like
+// Merge, an empty src changes nothing.
+func (m *Merger) merge(g *Group, j int, src *schemas.State) {
+	mi := m.q.Measures[j]
+	if m.q.View.Measures[mi].Type != schemas.MeasureDistinct {
+		m.q.View.Measures[mi].Merge(&g.States[j], src)
+		return
+	}
+	if src.N == 0 {
+		return
+	}
+	if g.merges < unionFrom && (g.unions == nil || g.unions[j] == nil) {
+		// Few merges so far: the library's merge costs less than a
+		// union's set-up (measured by BenchmarkMergeDistinct).
+		m.q.View.Measures[mi].Merge(&g.States[j], src)
+		return
+	}
+	if src.HLL != nil {
+		if g.unions == nil {
+			g.unions = make([]*schemas.HLLUnion, len(g.States))
+		}
+		if g.unions[j] == nil {
+			u := &schemas.HLLUnion{}
+			u.Add(g.States[j].HLL) // the group's own sketch so far
+			g.States[j].HLL = nil
+			g.unions[j] = u
+		}
+		g.unions[j].Add(src.HLL)
+	}
+	g.States[j].N += src.N
+}
+
+// finishUnions moves g's unions into its states.
+func finishUnions(g *Group) {
+	for j, u := range g.unions {
+		if u == nil {
+			continue
+		}
+		if sk := u.Sketch(); sk != nil {
+			if h := g.States[j].HLL; h != nil { // merged in after a finish
+				_ = sk.Merge(h)
+			}
+			g.States[j].HLL = sk
+		}
+	}
+	g.unions = nil
+}
+
+// finishDistinct makes g's distinct sketches dense when they estimate
+// denseMinValues or more, as maybeDensify would have at its next check.
+// Whether a sketch is dense changes its estimate by a value or two, and
+// maybeDensify checks only after enough merges: without this, the same
+// values merged from a few level rows or from many base rows could be
+// answered one apart. A sparse estimate only grows as values are merged
+// in, so every sketch maybeDensify made dense also ends at or above the
+// threshold: whether a group ends dense now depends only on its values.
+func (m *Merger) finishDistinct(g *Group) {
+	if !m.hasDistinct {
 		return
 	}
 	for j, mi := range m.q.Measures {
 		h := g.States[j].HLL
-		if m.q.View.Measures[mi].Type != schemas.MeasureDistinct || h == nil || m.dense >= maxDense {
-			continue
-		}
-		if h.Estimate() < denseMinValues {
+		if m.q.View.Measures[mi].Type != schemas.MeasureDistinct || h == nil || h.Estimate() < denseMinValues {
 			continue
 		}
 		dense := hyperloglog.NewNoSparse()
 		if err := dense.Merge(h); err == nil {
 			g.States[j].HLL = dense
-			m.dense++
 		}
 	}
 }
@@ -167,7 +240,7 @@ func (m *Merger) Add(r *Row) {
 		return
 	}
 	for j, mi := range m.q.Measures {
-		m.q.View.Measures[mi].Merge(&g.States[j], &r.States[mi])
+		m.merge(g, j, &r.States[mi])
 	}
 	g.merges++
 	m.maybeDensify(g)
@@ -231,8 +304,8 @@ func (m *Merger) AddGroup(g *Group) {
 		dst.Dims = append(make([]string, 0, len(g.Dims)), g.Dims...)
 	}
 	m.rows++
-	for j, mi := range m.q.Measures {
-		m.q.View.Measures[mi].Merge(&dst.States[j], &g.States[j])
+	for j := range m.q.Measures {
+		m.merge(dst, j, &g.States[j])
 	}
 	dst.merges++
 	m.maybeDensify(dst)
@@ -246,8 +319,9 @@ func (m *Merger) MergeFrom(o *Merger) {
 		if g == nil {
 			continue
 		}
-		for j, mi := range m.q.Measures {
-			m.q.View.Measures[mi].Merge(&g.States[j], &src.States[j])
+		finishUnions(src) // o is done with
+		for j := range m.q.Measures {
+			m.merge(g, j, &src.States[j])
 		}
 		g.merges++
 		m.maybeDensify(g)
@@ -260,6 +334,8 @@ func (m *Merger) MergeFrom(o *Merger) {
 func (m *Merger) Groups() []*Group {
 	out := make([]*Group, 0, len(m.groups))
 	for _, g := range m.groups {
+		finishUnions(g)
+		m.finishDistinct(g)
 		out = append(out, g)
 	}
 	sort.Slice(out, func(i, j int) bool {

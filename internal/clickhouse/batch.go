@@ -357,5 +357,5 @@ func (db *DB) DropOldRuns(ctx context.Context, v *schemas.View, keep ...string) 
 		}
 		dropped = append(dropped, id)
 	}
-	return dropped, nil
+	return dropped, db.dropOldLevels(ctx, v, current, keep)
 }

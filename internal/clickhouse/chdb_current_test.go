@@ -292,6 +292,25 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	require.Equal(t, [][]string{{"0", "2", "200"}, {"1", "1", "100"}}, c.query(runAbsorbedSQL(db), v.Name, "r1"))
 	absorbed := map[int32]int64{0: 2, 1: 1}
 
+	// LoadLevels' SQL for the published run, then every level view: the
+	// merged answer rolled up to the level.
+	for _, l := range v.Levels() {
+		c.query(levelInsertSQL(db, v, l), "r1")
+	}
+	for _, l := range v.Levels() {
+		got := map[schemas.RowKey]exact{}
+		for _, r := range c.query(fmt.Sprintf("SELECT window_start, country, device, n, revenue, lo, hi FROM %s", qualified(db, LevelView(v.Name, l)))) {
+			w, err := time.Parse("2006-01-02 15:04:05", r[0])
+			require.NoError(t, err)
+			e := exact{present: true}
+			e.n, _ = strconv.ParseInt(r[3], 10, 64)
+			e.sum, _ = strconv.ParseFloat(r[4], 64)
+			e.lo, e.hi = nullFloat(r[5]), nullFloat(r[6])
+			got[schemas.RowKey{WindowMs: w.UnixMilli(), Dims: schemas.JoinDims([]string{r[1], r[2]})}] = e
+		}
+		require.Equal(t, rollUpExact(want, l), got, "level %s", l)
+	}
+
 	// SelectSpeedRows' SQL: FINAL, the range and the seam.
 	unabsorbed := 0
 	for _, r := range speed {

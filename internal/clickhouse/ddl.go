@@ -110,6 +110,7 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 	}
 	for _, view := range cfg.Views {
 		objs = append(objs, speedObject(db, view, cfg.ChunkSize, v), batchObject(db, view, v), mergedObject(db, view))
+		objs = append(objs, levelObjects(db, view, v)...)
 	}
 	for _, s := range cfg.Streams {
 		if s.RawEvents {
@@ -402,6 +403,12 @@ func checkNames(cfg *schemas.Config) error {
 		claim(MergedView(v.Name), who)
 		claim(SpeedTable(v.Name), who)
 		claim(BatchTable(v.Name), who)
+		if len(v.Levels()) > 0 {
+			claim(LevelsTable(v.Name), who)
+			for _, l := range v.Levels() {
+				claim(LevelView(v.Name, l), who+" (level "+l.String()+")")
+			}
+		}
 	}
 	for _, s := range cfg.Streams {
 		if s.RawEvents {

@@ -25,8 +25,9 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	}
 	sort.Strings(want)
 	require.Equal(t, []string{
-		"absorbed", "clicks_by_country", "clicks_by_country_batch", "clicks_by_country_speed", "clicks_events",
-		"clicks_total", "clicks_total_batch", "clicks_total_speed", "runs", "schema_meta",
+		"absorbed", "clicks_by_country", "clicks_by_country_1d", "clicks_by_country_1h", "clicks_by_country_batch",
+		"clicks_by_country_levels", "clicks_by_country_speed", "clicks_events",
+		"clicks_total", "clicks_total_1d", "clicks_total_batch", "clicks_total_levels", "clicks_total_speed", "runs", "schema_meta",
 	}, want)
 	got := queryStrings(t, db, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", cfg.ClickHouse.Database)
 	require.Equal(t, want, got)
@@ -50,7 +51,7 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	require.Contains(t, rep.String(), "up to date")
 	// Nothing was written or recreated.
 	require.Equal(t, metaBefore, queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object"))
-	require.Equal(t, []string{"10"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
+	require.Equal(t, []string{"15"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
 	require.Equal(t, tablesBefore, queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name"))
 }
 
