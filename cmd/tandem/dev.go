@@ -85,11 +85,11 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err := svc.Listen(); err != nil {
 		return err
 	}
-	speedHTTP, err := opsServer("speed-http", cfg.Speed.Listen, speedReg, sp, log)
+	speedHTTP, err := opsServer("speed-http", cfg.Speed.Listen, cfg.Auth.MetricsTokens, speedReg, sp, log)
 	if err != nil {
 		return err
 	}
-	archiveHTTP, err := opsServer("archive-http", cfg.Archive.Listen, archiveReg, arch, log)
+	archiveHTTP, err := opsServer("archive-http", cfg.Archive.Listen, cfg.Auth.MetricsTokens, archiveReg, arch, log)
 	if err != nil {
 		return err
 	}
@@ -115,10 +115,11 @@ func cmdDev(ctx context.Context, args []string) error {
 
 // opsServer serves /healthz, /readyz and /metrics for a component that has
 // no HTTP API of its own (speed, archive), bound now so a taken port fails
-// start-up rather than surfacing later.
-func opsServer(name, addr string, reg *prometheus.Registry, ready ops.ReadyChecker, log *slog.Logger) (*ops.HTTPServer, error) {
+// start-up rather than surfacing later. /metrics needs one of
+// metricsTokens when any is set; the listener has ops.DefaultTimeouts.
+func opsServer(name, addr string, metricsTokens []string, reg *prometheus.Registry, ready ops.ReadyChecker, log *slog.Logger) (*ops.HTTPServer, error) {
 	mux := http.NewServeMux()
-	ops.Mount(mux, reg, ready)
+	ops.MountAuth(mux, reg, ops.NewBearer(metricsTokens), ready)
 	srv := &ops.HTTPServer{Name: name, Addr: addr, Handler: mux, Log: log}
 	return srv, srv.Listen()
 }
