@@ -119,6 +119,12 @@ type HTTPTimeouts struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
+// IsPlaceholderSecret reports whether a secret is one of the example values
+// shipped in deploy/compose/.env.example, which all start with "change-me".
+func IsPlaceholderSecret(v string) bool {
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "change-me")
+}
+
 // InflightPerClient is max_inflight_bytes_per_client with its default applied.
 func (c IngestConfig) InflightPerClient() int64 {
 	if c.MaxInflightBytesPerClient > 0 {
@@ -498,6 +504,34 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	for i, t := range c.Auth.MetricsTokens {
 		if t == "" {
 			add([]any{"auth", "metrics_tokens", i}, "auth.metrics_tokens[%d] is empty", i)
+		}
+	}
+	// The example secrets shipped with deploy/compose work as they are, so
+	// `cp .env.example .env` would run with passwords anyone can read.
+	secrets := []struct {
+		path  []any
+		key   string
+		value string
+	}{
+		{[]any{"clickhouse", "password"}, "clickhouse.password", c.ClickHouse.Password},
+		{[]any{"s3", "access_key"}, "s3.access_key", c.S3.AccessKey},
+		{[]any{"s3", "secret_key"}, "s3.secret_key", c.S3.SecretKey},
+	}
+	for _, list := range []struct {
+		key    string
+		tokens []string
+	}{{"ingest_tokens", c.Auth.IngestTokens}, {"query_tokens", c.Auth.QueryTokens}, {"metrics_tokens", c.Auth.MetricsTokens}} {
+		for i, t := range list.tokens {
+			secrets = append(secrets, struct {
+				path  []any
+				key   string
+				value string
+			}{[]any{"auth", list.key, i}, fmt.Sprintf("auth.%s[%d]", list.key, i), t})
+		}
+	}
+	for _, sc := range secrets {
+		if IsPlaceholderSecret(sc.value) {
+			add(sc.path, "%s is still the example value %q (from deploy/compose/.env.example); set a secret of your own before starting", sc.key, sc.value)
 		}
 	}
 	if c.Archive.MaxFileBytes <= 0 || c.Archive.MaxFileAge <= 0 {
