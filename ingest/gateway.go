@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -443,6 +444,12 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, read int64, cod
 	// body before writing the answer and closes the connection otherwise.
 	duplex := rc.EnableFullDuplex() == nil
 	drain := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if drain && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && read == 0 {
+		// The client waits for "100 Continue" before sending the body, and
+		// gets the refusal instead: there is nothing to drain.
+		w.Header().Set("Connection", "close")
+		drain = false
+	}
 	if drain && r.ContentLength > 0 && r.ContentLength-read > 2*g.maxBody {
 		w.Header().Set("Connection", "close")
 		drain = false

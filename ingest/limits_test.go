@@ -146,3 +146,24 @@ func TestOversizedBodySentWholeGets413(t *testing.T) {
 	}
 	require.Equal(t, 0.0, metricValue(t, e.reg, "tandem_ingest_inflight_bytes", nil))
 }
+
+// TestRefusalWithExpectContinueClosesAtOnce: a client that waits for "100
+// Continue" before sending its body gets the refusal and the end of the
+// connection at once; the gateway does not wait for a body that will not
+// come.
+func TestRefusalWithExpectContinueClosesAtOnce(t *testing.T) {
+	e := startGateway(t, gwOpts{maxBody: 1 << 20, maxInflight: 4 << 20})
+	c, err := net.DialTimeout("tcp", e.gw.Addr(), 2*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v1/streams/pageviews/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", 2<<20)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	require.Equal(t, http.StatusRequestEntityTooLarge, res.StatusCode)
+	_, err = br.ReadByte()
+	require.ErrorIs(t, err, io.EOF, "the connection is closed after the refusal")
+}
