@@ -167,3 +167,32 @@ func TestRefusalWithExpectContinueClosesAtOnce(t *testing.T) {
 	_, err = br.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "the connection is closed after the refusal")
 }
+
+// TestUploadsStalledAfterSendingMostOfTheBody: uploads that send almost
+// their whole body and stall fill their client's share; that client (the
+// same token) is refused 429 naming the share while another is served, and
+// within the read timeout of the attack's start the stalled uploads are cut
+// and the client is served again.
+func TestUploadsStalledAfterSendingMostOfTheBody(t *testing.T) {
+	e := startGateway(t, gwOpts{maxBody: 256 << 10, maxInflight: 4 << 20, tokens: `"shared-token", "other-token"`,
+		ingestExtra: ", read_timeout: 2s, read_header_timeout: 1s, write_timeout: 10s, max_inflight_bytes_per_client: 1048576"})
+	start := time.Now()
+	for range 4 { // 4 buffers of 256 KiB: the shared token's whole share
+		stalledUpload(t, e.gw.Addr(), "shared-token", 256<<10, 255<<10)
+	}
+	require.Eventually(t, func() bool {
+		return metricValue(t, e.reg, "tandem_ingest_inflight_bytes", nil) == 1<<20
+	}, 2*time.Second, 10*time.Millisecond)
+	code, res, hdr := e.post(t, "pageviews", "application/x-ndjson", e.event("same", ""), "Authorization", "Bearer shared-token")
+	require.Equal(t, http.StatusTooManyRequests, code)
+	require.Contains(t, res.Error, "ingest.max_inflight_bytes_per_client")
+	require.Equal(t, "1", hdr.Get("Retry-After"))
+	code, _, _ = e.post(t, "pageviews", "application/x-ndjson", e.event("other", ""), "Authorization", "Bearer other-token")
+	require.Equal(t, http.StatusOK, code)
+	require.Eventually(t, func() bool {
+		code, _, _ := e.post(t, "pageviews", "application/x-ndjson", e.event("same", ""), "Authorization", "Bearer shared-token")
+		return code == http.StatusOK
+	}, 5*time.Second, 100*time.Millisecond)
+	require.Less(t, time.Since(start), 2*time.Second+2*time.Second, "served again within the read timeout of the attack's start (plus slack for a loaded machine)")
+	require.Len(t, e.readTopic(t), 2)
+}
