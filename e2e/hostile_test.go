@@ -393,9 +393,18 @@ func TestHostileClients(t *testing.T) {
 		return do("GET", queryURL(v), "Bearer good-query", "", nil)
 	}
 	// metric reads one value of a component's /metrics (with the token).
+	// Without keep-alive, so reading a metric leaves no connection (and no
+	// server goroutine) behind.
+	scraper := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	metric := func(base, name string) float64 {
-		code, body, _ := do("GET", base+"/metrics", "Bearer scrape-token", "", nil)
-		require.Equal(t, http.StatusOK, code)
+		req, err := http.NewRequest("GET", base+"/metrics", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer scrape-token")
+		res, err := scraper.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode)
 		for _, line := range strings.Split(string(body), "\n") {
 			if v, ok := strings.CutPrefix(line, name+" "); ok {
 				f, err := strconv.ParseFloat(v, 64)
@@ -629,6 +638,10 @@ func TestHostileClients(t *testing.T) {
 			return code == http.StatusOK && bytes.Count(body, []byte(`"country-`)) == groups
 		}, 90*time.Second, time.Second, "the speed layer did not take the 30,000 groups")
 		t.Logf("the answer is %.1f MiB", float64(size)/(1<<20))
+		// Count the serve goroutines with none of this test's kept-alive
+		// connections open (each holds one on the server).
+		client.CloseIdleConnections()
+		time.Sleep(200 * time.Millisecond)
 		baseline := metric(p.serveURL, "go_goroutines")
 
 		start := time.Now()
@@ -647,6 +660,7 @@ func TestHostileClients(t *testing.T) {
 		keepAnswering("while the answers are not read", writeTimeout/2)
 		var after float64
 		require.Eventually(t, func() bool {
+			client.CloseIdleConnections()
 			after = metric(p.serveURL, "go_goroutines")
 			return after <= baseline+2
 		}, 2*writeTimeout+10*time.Second, 250*time.Millisecond, "handlers of unread answers outlived serve.write_timeout")
