@@ -156,7 +156,12 @@ func TestInflateBudgetIsPerFetch(t *testing.T) {
 	topic := testenv.UniqueName(t, "inflate")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, EnsureTopicSpecs(ctx, k.Brokers, []TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: 1}}))
+	// Created with kafka-go's own admin call, so this test does not depend
+	// on EnsureTopicSpecs' signature (the TLS/SASL work changes it).
+	admin := &kgo.Client{Addr: kgo.TCP(k.Brokers...)}
+	created, err := admin.CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
+	require.NoError(t, err)
+	require.NoError(t, created.Errors[topic])
 	for b := range 3 {
 		w := &kgo.Writer{Addr: kgo.TCP(k.Brokers...), Topic: topic, RequiredAcks: kgo.RequireAll, Compression: kgo.Gzip,
 			BatchSize: 10, BatchTimeout: time.Millisecond, Transport: &kgo.Transport{}}
@@ -179,7 +184,7 @@ func TestInflateBudgetIsPerFetch(t *testing.T) {
 	}
 	bf = &BatchFetcher{maxInflate: 50 << 10}
 	bf.corrID = int32(binary.BigEndian.Uint32(resp))
-	_, _, err := parseAny(bf, resp)
+	_, _, err = parseAny(bf, resp)
 	require.ErrorIs(t, err, errInflateBudget)
 	require.Equal(t, int64(0), bf.next)
 }
