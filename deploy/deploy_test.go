@@ -326,6 +326,15 @@ func TestCompose(t *testing.T) {
 			env[k] = deref(v)
 		}
 		require.Equal(t, "/etc/tandem/tandem.yaml", env["TANDEM_CONFIG"], where)
+		// .env.example's secrets work as they are, so tandem refuses them
+		// at start-up, naming each; the rest of the test uses real ones.
+		var placeholders []string
+		for k, v := range env {
+			if schemas.IsPlaceholderSecret(v) {
+				placeholders = append(placeholders, k)
+				env[k] = "secret-of-the-test-" + strings.ToLower(k)
+			}
+		}
 		var mounted string
 		for _, v := range svc.Volumes {
 			if v.Target == "/etc/tandem/tandem.yaml" {
@@ -348,6 +357,19 @@ func TestCompose(t *testing.T) {
 		}
 		data, err := os.ReadFile(mounted)
 		require.NoError(t, err)
+		if len(placeholders) > 0 {
+			_, err := schemas.Parse(mounted, data, func(k string) (string, bool) {
+				v, ok := env[k]
+				if slices.Contains(placeholders, k) {
+					v = deref(svc.Environment[k])
+				}
+				return v, ok
+			})
+			require.Error(t, err, "%s: tandem must refuse the example secrets of .env.example", where)
+			for _, key := range []string{"clickhouse.password", "s3.secret_key", "auth.ingest_tokens[0]", "auth.query_tokens[0]"} {
+				require.Contains(t, err.Error(), key+" is still the example value", where)
+			}
+		}
 		c := parseConfig(t, mounted, data, env)
 		if cfg == nil {
 			cfg = c
@@ -394,6 +416,20 @@ func TestCompose(t *testing.T) {
 	require.Equal(t, "clickhouse:9000", cfg.ClickHouse.Addr)
 	require.Equal(t, "minio:9000", cfg.S3.Endpoint)
 	require.Equal(t, dotEnv["S3_ACCESS_KEY"], cfg.S3.AccessKey)
+	// ClickHouse is published on the host's loopback only, the read-write
+	// tandem user is accepted from the compose network only, and the
+	// server refuses to start with .env.example's passwords.
+	for _, pc := range p.Services["clickhouse"].Ports {
+		require.Equal(t, "127.0.0.1", pc.HostIP, "ClickHouse port %d is published on 127.0.0.1 only", pc.Target)
+	}
+	subnet := deref(p.Services["clickhouse"].Environment["TANDEM_SUBNET"])
+	require.NotEmpty(t, subnet)
+	require.Equal(t, subnet, p.Networks["default"].Ipam.Config[0].Subnet, "users.xml's network is the compose network")
+	entry := strings.Join(p.Services["clickhouse"].Entrypoint, " ")
+	for _, v := range []string{"CLICKHOUSE_PASSWORD", "CLICKHOUSE_ANALYST_PASSWORD"} {
+		require.Contains(t, entry, `case "$`+v+`" in change-me*)`)
+		require.True(t, schemas.IsPlaceholderSecret(dotEnv[v]), "the check matches .env.example's %s", v)
+	}
 	require.Equal(t, dotEnv["S3_ACCESS_KEY"], deref(p.Services["minio"].Environment["MINIO_ROOT_USER"]), "tandem uses MinIO's credentials")
 	require.Equal(t, dotEnv["S3_SECRET_KEY"], deref(p.Services["minio"].Environment["MINIO_ROOT_PASSWORD"]))
 	require.NotEmpty(t, cfg.Auth.IngestTokens[0], "published ports need tokens")
@@ -404,11 +440,14 @@ func TestCompose(t *testing.T) {
 	users, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "compose", "clickhouse", "users.xml"))
 	require.NoError(t, err)
 	require.Contains(t, string(users), "<"+cfg.ClickHouse.Username+">")
+	require.Regexp(t, `<`+cfg.ClickHouse.Username+`>[^!]*<networks><ip from_env="TANDEM_SUBNET"/></networks>`, string(users),
+		"the tandem user is accepted from the compose network only")
+	require.NotContains(t, strings.Split(string(users), "<analyst>")[0], "::/0")
 	require.Contains(t, string(users), "<"+cfg.ClickHouse.AnalystUser+">")
 	for _, m := range regexp.MustCompile(`from_env="(\w+)"`).FindAllStringSubmatch(string(users), -1) {
 		require.NotEmpty(t, deref(p.Services["clickhouse"].Environment[m[1]]), "the clickhouse service sets %s for users.xml", m[1])
 	}
-	require.Equal(t, dotEnv["CLICKHOUSE_PASSWORD"], cfg.ClickHouse.Password)
+	require.Equal(t, "secret-of-the-test-clickhouse_password", cfg.ClickHouse.Password, "clickhouse.password is CLICKHOUSE_PASSWORD (replaced above, being .env.example's placeholder)")
 
 	// .env holds the secrets and is never committed.
 	ignore, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "compose", ".gitignore"))

@@ -4,13 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -324,3 +329,369 @@ func repeatReader(s string) io.Reader {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
+
+// hostileClientsBudget is the ingest in-flight budget of TestHostileClients,
+// one client allowed all of it (the worst case for memory).
+const hostileClientsBudget = 64 << 20
+
+// TestHostileClients plays the hostile clients of issue 12 against the
+// running gateway and query API, each attack bounded in count and time, on
+// loopback: stalled uploads (1), memory amplification (2), answers never
+// read (4), formula injection into CSV (8), bearer parsing and /metrics
+// tokens (9), an overflowing granularity (10) and a body sent whole before
+// reading (13). Throughout, legitimate requests keep being answered, the
+// gateway's peak RSS stays within the stated bound, refusals carry the
+// right codes and name their limit, and nothing is silently partial.
+func TestHostileClients(t *testing.T) {
+	const readTimeout, writeTimeout = 3 * time.Second, 8 * time.Second
+	p := newPlatform(t, platformOptions{maxBodyBytes: 8 << 20, maxInflightBytes: hostileClientsBudget,
+		ingestExtra: fmt.Sprintf(", read_timeout: %s, read_header_timeout: 2s, write_timeout: 20s, max_inflight_bytes_per_client: %d", readTimeout, hostileClientsBudget),
+		serveExtra:  fmt.Sprintf(", read_timeout: %s, read_header_timeout: 2s, write_timeout: %s", readTimeout, writeTimeout),
+		auth:        `{ ingest_tokens: ["good-ingest", "attacker-ingest"], query_tokens: ["good-query"], metrics_tokens: ["scrape-token"] }`})
+	p.start("ingest", "speed", "serve")
+	ingestAddr := strings.TrimPrefix(p.ingestURL, "http://")
+	serveAddr := strings.TrimPrefix(p.serveURL, "http://")
+	events := "/v1/streams/" + streamName + "/events"
+	client := &http.Client{Timeout: 30 * time.Second}
+	do := func(method, url, auth, ctype string, body io.Reader, hdr ...string) (int, []byte, time.Duration) {
+		req, err := http.NewRequest(method, url, body)
+		require.NoError(t, err)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		t0 := time.Now()
+		res, err := client.Do(req)
+		if err != nil {
+			return 0, []byte(err.Error()), time.Since(t0)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+		return res.StatusCode, b, time.Since(t0)
+	}
+	now := time.Now().UTC()
+	ts := now.Add(-time.Minute).Format(time.RFC3339Nano)
+	var seq atomic.Int64
+	legitPost := func() (int, []byte, time.Duration) {
+		id := fmt.Sprintf("legit-%d", seq.Add(1))
+		return do("POST", p.ingestURL+events, "Bearer good-ingest", "application/x-ndjson",
+			strings.NewReader(fmt.Sprintf(`{"event_id":%q,"ts":%q,"country":"LEGIT","device":"d"}`, id, ts)))
+	}
+	qv := url.Values{"from": {now.Add(-24 * time.Hour).Truncate(time.Hour).Format(time.RFC3339)},
+		"to": {now.Add(2 * time.Hour).Truncate(time.Hour).Format(time.RFC3339)}, "granularity": {"all"}, "group_by": {"country"}}
+	queryURL := func(v url.Values) string { return p.serveURL + "/v1/views/" + viewName + "/query?" + v.Encode() }
+	// A legitimate query asks for a small answer: one country.
+	legitQuery := func() (int, []byte, time.Duration) {
+		v := url.Values{"filter": {"country:LEGIT"}}
+		for k, vs := range qv {
+			v[k] = vs
+		}
+		return do("GET", queryURL(v), "Bearer good-query", "", nil)
+	}
+	// metric reads one value of a component's /metrics (with the token).
+	// Without keep-alive, so reading a metric leaves no connection (and no
+	// server goroutine) behind.
+	scraper := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	metric := func(base, name string) float64 {
+		req, err := http.NewRequest("GET", base+"/metrics", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer scrape-token")
+		res, err := scraper.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				require.NoError(t, err)
+				return f
+			}
+		}
+		t.Fatalf("%s has no %s", base, name)
+		return 0
+	}
+	// keepAnswering checks legitimate requests every 250 ms for d: each
+	// must succeed, and within the read timeout.
+	keepAnswering := func(what string, d time.Duration) {
+		t.Helper()
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+			code, body, took := legitPost()
+			require.Equal(t, http.StatusOK, code, "%s: a legitimate POST: %.300s", what, body)
+			require.Less(t, took, readTimeout, "%s: a legitimate POST took %s", what, took)
+			code, body, took = legitQuery()
+			require.Equal(t, http.StatusOK, code, "%s: a legitimate query: %.300s", what, body)
+			require.Less(t, took, readTimeout, "%s: a legitimate query took %s", what, took)
+		}
+	}
+	dial := func(addr string) net.Conn {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	readAnswer := func(c net.Conn, within time.Duration) (int, string) {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(within)))
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err, "the connection ended without an answer")
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+		res.Body.Close()
+		return res.StatusCode, string(b)
+	}
+
+	// Data: a formula in a dimension (item 8) and a legitimate event.
+	formula := `=HYPERLINK("http://evil.example/","click")`
+	code, body, _ := do("POST", p.ingestURL+events, "bearer good-ingest", "application/x-ndjson", strings.NewReader(
+		fmt.Sprintf(`{"event_id":"f1","ts":%q,"country":%q,"device":"d"}`+"\n"+`{"event_id":"f2","ts":%q,"country":"-1+2","device":"d"}`, ts, formula, ts)))
+	require.Equal(t, http.StatusOK, code, "the scheme is case-insensitive at ingest: %s", body)
+	require.Eventually(t, func() bool {
+		code, body, _ := do("GET", queryURL(qv), "Bearer good-query", "", nil)
+		return code == http.StatusOK && strings.Contains(string(body), "HYPERLINK")
+	}, 60*time.Second, 300*time.Millisecond, "the speed layer did not catch up")
+
+	t.Run("1 stalled uploads", func(t *testing.T) {
+		start := time.Now()
+		var conns []net.Conn
+		for range 32 {
+			c := dial(ingestAddr)
+			fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer attacker-ingest\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n{\"event", events, 8<<20)
+			conns = append(conns, c)
+		}
+		keepAnswering("during 32 stalled uploads", readTimeout)
+		for _, c := range conns {
+			code, body := readAnswer(c, readTimeout+5*time.Second)
+			require.Equal(t, http.StatusRequestTimeout, code, body)
+			require.Contains(t, body, "ingest.read_timeout")
+		}
+		require.Less(t, time.Since(start), 2*readTimeout+5*time.Second)
+		require.Equal(t, 0.0, metric(p.ingestURL, "tandem_ingest_inflight_bytes"), "the stalled uploads gave everything back")
+	})
+
+	t.Run("2 memory amplification", func(t *testing.T) {
+		pid := p.proc("ingest").pid()
+		idle := rssBytes(t, pid)
+		var peak atomic.Int64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				peak.Store(max(peak.Load(), rssBytes(t, pid)))
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		ones := []byte("[" + strings.Repeat("1,", 4<<20-2) + "1]") // 4.2 M elements in 8 MiB
+		newlines := bytes.Repeat([]byte("\n"), 8<<20)
+		type result struct {
+			code int
+			body string
+		}
+		results := make(chan result, 24)
+		var wg sync.WaitGroup
+		for i := range 24 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctype, b := "application/json", ones
+				if i >= 8 {
+					ctype, b = "application/x-ndjson", newlines
+				}
+				code, body, _ := do("POST", p.ingestURL+events, "Bearer attacker-ingest", ctype, bytes.NewReader(b))
+				results <- result{code, string(body)}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		<-sampled
+		close(results)
+		counts := map[int]int{}
+		for r := range results {
+			counts[r.code]++
+			switch r.code {
+			case http.StatusRequestEntityTooLarge:
+				require.Contains(t, r.body, "ingest.max_events_per_request")
+			case http.StatusOK:
+				require.Contains(t, r.body, `"accepted":0`, "a body of newlines holds no event")
+			case http.StatusTooManyRequests:
+				require.Contains(t, r.body, "ingest.max_inflight_bytes")
+			default:
+				t.Fatalf("unexpected answer %d: %.300s", r.code, r.body)
+			}
+		}
+		t.Logf("answers %v; gateway RSS %.1f MiB idle, %.1f MiB peak (bound %.0f MiB)", counts,
+			float64(idle)/(1<<20), float64(peak.Load())/(1<<20), float64(idle+4*hostileClientsBudget)/(1<<20))
+		require.Positive(t, counts[http.StatusRequestEntityTooLarge], "the 4.2 M-element arrays are refused")
+		// The bound of docs/operations.md: at most 4 bytes of RSS per byte
+		// of ingest.max_inflight_bytes over the idle process (the buffers,
+		// the garbage their growth leaves, and Go's GC headroom).
+		require.Less(t, peak.Load(), idle+4*hostileClientsBudget, "peak RSS")
+		keepAnswering("after the amplification", time.Second)
+	})
+
+	t.Run("13 body sent whole before reading", func(t *testing.T) {
+		c := dial(ingestAddr)
+		body := bytes.Repeat([]byte(`{"event_id":"big","ts":"`+ts+`"}`+"\n"), (12<<20)/60)
+		require.NoError(t, c.SetWriteDeadline(time.Now().Add(20*time.Second)))
+		_, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer attacker-ingest\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", events, len(body), body)
+		require.NoError(t, err, "the gateway reads the body it refuses (no reset)")
+		code, answer := readAnswer(c, 10*time.Second)
+		require.Equal(t, http.StatusRequestEntityTooLarge, code)
+		require.Contains(t, answer, "ingest.max_body_bytes")
+	})
+
+	t.Run("9 bearer tokens and metrics", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, method, url, auth, ctype string
+			body                           string
+			want                           int
+		}{
+			{"ingest lower-case scheme", "POST", p.ingestURL + events, "bearer good-ingest", "application/x-ndjson", fmt.Sprintf(`{"event_id":"b1","ts":%q}`, ts), 200},
+			{"ingest wrong token", "POST", p.ingestURL + events, "Bearer nope", "application/x-ndjson", "{}", 401},
+			{"query lower-case scheme", "GET", queryURL(qv), "bearer good-query", "", "", 200},
+			{"query upper-case scheme", "GET", queryURL(qv), "BEARER good-query", "", "", 200},
+			{"query ingest token", "GET", queryURL(qv), "Bearer good-ingest", "", "", 401},
+			{"status lower-case scheme", "GET", p.serveURL + "/v1/status", "bearer good-query", "", "", 200},
+			{"status no token", "GET", p.serveURL + "/v1/status", "", "", "", 401},
+			{"ingest metrics no token", "GET", p.ingestURL + "/metrics", "", "", "", 401},
+			{"serve metrics no token", "GET", p.serveURL + "/metrics", "", "", "", 401},
+			{"speed metrics no token", "GET", p.speedURL + "/metrics", "", "", "", 401},
+			{"speed metrics query token", "GET", p.speedURL + "/metrics", "Bearer good-query", "", "", 401},
+			{"speed metrics token", "GET", p.speedURL + "/metrics", "bearer scrape-token", "", "", 200},
+			{"probes stay open", "GET", p.speedURL + "/readyz", "", "", "", 200},
+		} {
+			var body io.Reader
+			if tc.body != "" {
+				body = strings.NewReader(tc.body)
+			}
+			code, answer, _ := do(tc.method, tc.url, tc.auth, tc.ctype, body)
+			require.Equal(t, tc.want, code, "%s: %.300s", tc.name, answer)
+			if code == 401 {
+				require.NotContains(t, string(answer), "good-", tc.name)
+			}
+		}
+		// The health report scrapes the components with the metrics token.
+		code, body, _ := do("GET", p.serveURL+"/v1/status", "Bearer good-query", "", nil)
+		require.Equal(t, http.StatusOK, code)
+		require.NotContains(t, string(body), "answered 401", "the health report could not scrape a component")
+	})
+
+	t.Run("8 CSV formula injection", func(t *testing.T) {
+		code, body, _ := do("GET", queryURL(qv), "Bearer good-query", "", nil, "Accept", "text/csv")
+		require.Equal(t, http.StatusOK, code)
+		recs, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
+		require.NoError(t, err)
+		var cells []string
+		for _, r := range recs[1:] {
+			cells = append(cells, r[1]) // window_start, country, ...
+		}
+		require.Contains(t, cells, "'"+formula, "the formula is written as text")
+		require.Contains(t, cells, "'-1+2")
+		require.Contains(t, cells, "LEGIT")
+		for _, c := range cells {
+			if c != "" {
+				require.NotContains(t, "=+-@\t\r", c[:1], "a cell a spreadsheet would run: %q", c)
+			}
+		}
+	})
+
+	t.Run("10 granularity overflow", func(t *testing.T) {
+		v := url.Values{}
+		for k, vs := range qv {
+			v[k] = vs
+		}
+		v.Set("granularity", "9999999d")
+		code, body, _ := do("GET", queryURL(v), "Bearer good-query", "", nil)
+		require.Equal(t, http.StatusBadRequest, code)
+		require.Contains(t, string(body), "longer than the longest granularity, 36500d")
+	})
+
+	t.Run("4 answers never read", func(t *testing.T) {
+		// 30,000 groups: an answer of several MiB, more than the sockets'
+		// buffers hold, so a writer blocks on a client that does not read.
+		const groups = 30000
+		for b := 0; b < groups/1000; b++ {
+			var body strings.Builder
+			for i := range 1000 {
+				fmt.Fprintf(&body, `{"event_id":"g%d-%d","ts":%q,"country":"country-%06d","device":"device-with-a-long-name-%d","amount":1.5,"latency_ms":%d,"user_id":"u%d"}`+"\n",
+					b, i, ts, b*1000+i, i%7, i, i)
+			}
+			code, answer, _ := do("POST", p.ingestURL+events, "Bearer good-ingest", "application/x-ndjson", strings.NewReader(body.String()))
+			require.Equal(t, http.StatusOK, code, "%.300s", answer)
+		}
+		big := url.Values{}
+		for k, vs := range qv {
+			big[k] = vs
+		}
+		big.Set("group_by", "country,device")
+		var size int
+		var took time.Duration
+		require.Eventually(t, func() bool {
+			code, body, d := do("GET", queryURL(big), "Bearer good-query", "", nil)
+			size, took = len(body), d
+			return code == http.StatusOK && bytes.Count(body, []byte(`"country-`)) == groups
+		}, 90*time.Second, time.Second, "the speed layer did not take the 30,000 groups")
+		t.Logf("the answer is %.1f MiB, read in %s", float64(size)/(1<<20), took.Round(time.Millisecond))
+		// Count the serve goroutines with none of this test's kept-alive
+		// connections open (each holds one on the server).
+		client.CloseIdleConnections()
+		time.Sleep(200 * time.Millisecond)
+		baseline := metric(p.serveURL, "go_goroutines")
+
+		start := time.Now()
+		path := "/v1/views/" + viewName + "/query?" + big.Encode()
+		const unread = 3
+		var attackers []net.Conn
+		for range unread {
+			c := dial(serveAddr)
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-query\r\n\r\n", path)
+			attackers = append(attackers, c) // and not read, for now
+		}
+		// Computing the answers takes the CPU for a while (bounding that is
+		// serve.max_concurrent_queries' job); once they are computed, their
+		// handlers only wait on the unread sockets.
+		time.Sleep(writeTimeout / 2)
+		held := metric(p.serveURL, "go_goroutines")
+		require.GreaterOrEqual(t, held, baseline+unread, "the unread answers hold handlers (the attack took effect)")
+		keepAnswering("while the answers are not read", writeTimeout/2)
+		// Past the write timeout (with slack for a loaded machine), each
+		// handler has given up and its connection is closed: reading now
+		// gets what the sockets held and then the end of the connection,
+		// short of the declared Content-Length — or no answer at all when
+		// computing it outlasted the timeout — never an answer that looks
+		// complete.
+		time.Sleep(time.Until(start.Add(writeTimeout + 3*time.Second)))
+		cut := map[string]int{}
+		for i, c := range attackers {
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(15*time.Second)))
+			var ne net.Error
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				require.False(t, errors.As(err, &ne) && ne.Timeout(), "attacker %d: the connection was still open past serve.write_timeout", i)
+				cut["closed before the headers"]++
+				continue
+			}
+			require.Equal(t, http.StatusOK, res.StatusCode)
+			require.Greater(t, res.ContentLength, int64(0))
+			n, err := io.Copy(io.Discard, res.Body)
+			require.Error(t, err, "attacker %d read the whole answer: the handler was not cut", i)
+			require.False(t, errors.As(err, &ne) && ne.Timeout(), "attacker %d: the connection was still open past serve.write_timeout", i)
+			require.Less(t, n, res.ContentLength, "attacker %d", i)
+			cut["closed mid-body"]++
+		}
+		t.Logf("unread answers after serve.write_timeout: %v", cut)
+		client.CloseIdleConnections()
+		t.Logf("serve goroutines: %.0f before, %.0f with %d unread answers, %.0f once they were cut (write_timeout %s)",
+			baseline, held, unread, metric(p.serveURL, "go_goroutines"), writeTimeout)
+	})
+
+	require.False(t, p.proc("ingest").exited() || p.proc("serve").exited() || p.proc("speed").exited(), "a component died")
+}

@@ -103,6 +103,13 @@ func TestOverload(t *testing.T) {
 	// the soft limit, whatever the number of clients; RSS adds the runtime's
 	// and the binary's own pages.
 	require.Less(t, peak, int64(memLimit+64<<20), "gateway RSS grew from %d to %d bytes", idle, peak)
+	// The 64 clients share one address and send no token: they are one
+	// client to the gateway, held to its share of the in-flight bytes
+	// (ingest.max_inflight_bytes_per_client, by default a quarter of the
+	// total and at least max_body_bytes), counted as bytes arrive.
+	share := float64(p.cfg.Ingest.InflightPerClient())
+	require.Positive(t, peakGo["tandem_ingest_inflight_bytes"])
+	require.LessOrEqual(t, peakGo["tandem_ingest_inflight_bytes"], share, "one client held more than its share")
 
 	acked := rec.ackedEvents()
 	require.NotEmpty(t, acked)

@@ -38,6 +38,9 @@ type platformOptions struct {
 	lockTTL          string // batch.lock_ttl, default 10s
 	maxFileAge       string // archive.max_file_age, default 1s
 	kafkaInMemory    bool
+	ingestExtra      string // more ingest keys, each with a leading ", "
+	serveExtra       string // more serve keys, each with a leading ", "
+	auth             string // the auth section's flow mapping; default none
 }
 
 // platform is one deployment of tandem for a test: the three services and
@@ -87,6 +90,9 @@ func newPlatform(t *testing.T, o platformOptions) *platform {
 	if o.maxFileAge == "" {
 		o.maxFileAge = "1s"
 	}
+	if o.auth == "" {
+		o.auth = "{}"
+	}
 	p := &platform{t: t, dir: t.TempDir(), procs: map[string]*proc{}, env: map[string][]string{}}
 	p.bin = testenv.BuildTandem(t)
 	p.ch = testenv.ClickHouse(t)
@@ -101,8 +107,9 @@ func newPlatform(t *testing.T, o platformOptions) *platform {
 	text := fmt.Sprintf(`kafka:      { brokers: [%s], group_prefix: %q }
 clickhouse: { addr: %q, database: %s, username: %s, password: %q, analyst_user: %s }
 s3:         { endpoint: %q, bucket: %s, access_key: %q, secret_key: %q, secure: false }
-ingest:     { listen: %q, max_body_bytes: %d, max_inflight_bytes: %d, max_future_skew: 1h, produce_timeout: %s }
-serve:      { listen: %q, manifest_poll: 500ms }
+ingest:     { listen: %q, max_body_bytes: %d, max_inflight_bytes: %d, max_future_skew: 1h, produce_timeout: %s%s }
+serve:      { listen: %q, manifest_poll: 500ms%s }
+auth:       %s
 speed:      { listen: %q, flush_interval: 200ms, session_timeout: 6s }
 archive:    { listen: %q, max_file_bytes: 1048576, max_file_age: %s }
 batch:      { every: 0, lock_ttl: %s, keep_runs: 3 }
@@ -137,8 +144,8 @@ views:
 		quoteList(p.kafka.Brokers), group,
 		p.ch.Addr, p.ch.Database, p.ch.Username, p.ch.Password, p.ch.AnalystUser,
 		p.s3.Endpoint, p.s3.Bucket, p.s3.AccessKey, p.s3.SecretKey,
-		ingest, o.maxBodyBytes, o.maxInflightBytes, o.produceTimeout,
-		serve, speed, archive, o.maxFileAge, o.lockTTL, o.chunkSize,
+		ingest, o.maxBodyBytes, o.maxInflightBytes, o.produceTimeout, o.ingestExtra,
+		serve, o.serveExtra, o.auth, speed, archive, o.maxFileAge, o.lockTTL, o.chunkSize,
 		streamName, p.topic, partitions, viewName, streamName)
 	p.cfgPath = filepath.Join(p.dir, "tandem.yaml")
 	require.NoError(t, os.WriteFile(p.cfgPath, []byte(text), 0o600))

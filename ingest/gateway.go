@@ -7,17 +7,17 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,21 +72,22 @@ type Options struct {
 
 // Gateway is the HTTP ingest gateway, an ops.Component.
 type Gateway struct {
-	cfg      *schemas.Config
-	log      Log
-	logger   *slog.Logger
-	reg      *prometheus.Registry
-	now      func() time.Time
-	maxMsg   int64
-	streams  map[string]*streamState
-	tokens   [][sha256.Size]byte
-	inflight atomic.Int64
-	maxBody  int64
-	maxIn    int64
-	timeout  time.Duration
-	m        *metrics
-	server   *ops.HTTPServer
-	stopping atomic.Bool
+	cfg         *schemas.Config
+	log         Log
+	logger      *slog.Logger
+	reg         *prometheus.Registry
+	now         func() time.Time
+	maxMsg      int64
+	streams     map[string]*streamState
+	auth        *ops.Bearer
+	budget      *budget
+	maxBody     int64
+	maxEvents   int
+	timeout     time.Duration
+	readTimeout time.Duration
+	m           *metrics
+	server      *ops.HTTPServer
+	stopping    atomic.Bool
 }
 
 type streamState struct {
@@ -111,7 +112,8 @@ func New(o Options) (*Gateway, error) {
 	g := &Gateway{
 		cfg: cfg, log: o.Log, logger: o.Logger, reg: o.Registry, now: o.Now, maxMsg: o.MaxMessageBytes,
 		streams: map[string]*streamState{},
-		maxBody: cfg.Ingest.MaxBodyBytes, maxIn: cfg.Ingest.MaxInflightBytes, timeout: cfg.Ingest.ProduceTimeout.D(),
+		maxBody: cfg.Ingest.MaxBodyBytes, maxEvents: cfg.Ingest.MaxEventsPerRequest, timeout: cfg.Ingest.ProduceTimeout.D(),
+		readTimeout: cfg.Ingest.ReadTimeout.D(),
 	}
 	if g.logger == nil {
 		g.logger = slog.Default()
@@ -125,8 +127,13 @@ func New(o Options) (*Gateway, error) {
 	if g.maxBody <= 0 {
 		g.maxBody = schemas.Default().Ingest.MaxBodyBytes
 	}
-	if g.maxIn < g.maxBody {
-		g.maxIn = g.maxBody
+	if g.maxEvents <= 0 {
+		g.maxEvents = schemas.Default().Ingest.MaxEventsPerRequest
+	}
+	maxIn := max(cfg.Ingest.MaxInflightBytes, g.maxBody)
+	perClient := cfg.Ingest.InflightPerClient()
+	if perClient <= 0 || perClient > maxIn {
+		perClient = maxIn
 	}
 	if g.timeout <= 0 {
 		g.timeout = schemas.Default().Ingest.ProduceTimeout.D()
@@ -136,12 +143,13 @@ func New(o Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.m = m
+	g.budget = newBudget(maxIn, perClient, m.inflight)
 	for _, tok := range cfg.Auth.IngestTokens {
 		if tok == "" {
 			return nil, errors.New("ingest: auth.ingest_tokens has an empty token")
 		}
-		g.tokens = append(g.tokens, sha256.Sum256([]byte(tok)))
 	}
+	g.auth = ops.NewBearer(cfg.Auth.IngestTokens)
 	for _, s := range cfg.Streams {
 		h := map[string]string{HeaderStream: s.Name, HeaderSchema: s.SchemaVersion()}
 		var hb int64
@@ -157,11 +165,13 @@ func New(o Options) (*Gateway, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/streams/{stream}/events", g.serveEvents)
-	ops.Mount(mux, g.reg, g)
+	ops.MountAuth(mux, g.reg, ops.NewBearer(cfg.Auth.MetricsTokens), g)
+	t := cfg.Ingest.HTTPTimeouts
 	g.server = &ops.HTTPServer{
 		Name: "ingest", Addr: cfg.Ingest.Listen, Handler: mux,
 		CertFile: cfg.Ingest.TLS.CertFile, KeyFile: cfg.Ingest.TLS.KeyFile,
 		ShutdownTimeout: g.timeout + 5*time.Second, Log: g.logger,
+		Timeouts: ops.Timeouts{ReadHeader: t.ReadHeaderTimeout.D(), Read: t.ReadTimeout.D(), Write: t.WriteTimeout.D(), Idle: t.IdleTimeout.D()},
 	}
 	return g, nil
 }
@@ -180,7 +190,7 @@ func (g *Gateway) Addr() string { return g.server.BoundAddr() }
 // waits for in-flight requests to finish (each bounded by the produce
 // timeout). Closing the Log afterwards, which flushes it, is the caller's job.
 func (g *Gateway) Run(ctx context.Context) error {
-	if len(g.tokens) == 0 {
+	if g.auth.Open() {
 		g.logger.Warn("ingest is open to anyone: auth.ingest_tokens is empty; set tokens before exposing this port")
 	}
 	err := g.server.Run(ctx)
@@ -228,57 +238,51 @@ func (g *Gateway) serveEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) events(w http.ResponseWriter, r *http.Request) int {
-	if !g.authorized(r) {
+	ok, client := g.auth.Check(r)
+	if !ok {
 		g.m.authFailures.WithLabelValues(AuthEndpoint).Inc()
 		// Who was refused, never what they sent: the token stays out of logs.
 		g.logger.Warn("ingest: refused a request without a valid bearer token", "remote", r.RemoteAddr,
 			"path", r.URL.Path, "authorization_header", r.Header.Get("Authorization") != "")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tandem-ingest"`)
-		return fail(w, http.StatusUnauthorized, "missing or invalid bearer token")
+		return g.refuse(w, r, 0, http.StatusUnauthorized, "missing or invalid bearer token")
 	}
 	name := r.PathValue("stream")
 	st := g.streams[name]
 	if st == nil {
-		return fail(w, http.StatusNotFound, fmt.Sprintf("unknown stream %q", name))
+		return g.refuse(w, r, 0, http.StatusNotFound, fmt.Sprintf("unknown stream %q", name))
 	}
 	ndjson, err := bodyFormat(r.Header.Get("Content-Type"))
 	if err != nil {
-		return fail(w, http.StatusUnsupportedMediaType, err.Error())
+		return g.refuse(w, r, 0, http.StatusUnsupportedMediaType, err.Error())
 	}
 	if r.ContentLength > g.maxBody {
-		return fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is over the limit of %d (ingest.max_body_bytes); send smaller batches", r.ContentLength, g.maxBody))
+		g.m.refused.WithLabelValues("max_body_bytes").Inc()
+		return g.refuse(w, r, 0, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes is over the limit of %d (ingest.max_body_bytes); send smaller batches", r.ContentLength, g.maxBody))
 	}
-	// Reserve the body's bytes before reading it: under overload answer at
-	// once rather than queue without bound. Without a length, reserve the
-	// most a body may be, and give back the rest once it is read.
-	reserve := r.ContentLength
-	if reserve < 0 {
-		reserve = g.maxBody
-	}
-	if !g.acquire(reserve) {
-		w.Header().Set("Retry-After", "1")
-		return fail(w, http.StatusTooManyRequests, "the gateway is at its in-flight limit (ingest.max_inflight_bytes); retry shortly")
-	}
-	defer func() { g.release(reserve) }()
 
-	body, err := readBody(w, r, g.maxBody)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the limit of %d bytes (ingest.max_body_bytes); send smaller batches", g.maxBody))
+	body, held, code, msg := g.readBody(r, client)
+	if code != 0 {
+		g.budget.release(client, held)
+		if code == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
 		}
-		return fail(w, http.StatusBadRequest, "could not read the body: "+err.Error())
+		return g.refuse(w, r, int64(len(body)), code, msg)
 	}
-	if n := int64(len(body)); n < reserve {
-		g.release(reserve - n)
-		reserve = n
-	}
+	defer g.budget.release(client, held)
 	st.bytes.Add(float64(len(body)))
 
 	var events [][]byte
 	if ndjson {
-		events = splitLines(body)
-	} else if events, err = splitArray(body); err != nil {
+		events, err = splitLines(body, g.maxEvents)
+	} else {
+		events, err = splitArray(body, g.maxEvents)
+	}
+	if errors.Is(err, errTooManyEvents) {
+		g.m.refused.WithLabelValues("max_events_per_request").Inc()
+		return fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request has more than %d events, the limit (ingest.max_events_per_request); send smaller batches", g.maxEvents))
+	}
+	if err != nil {
 		return fail(w, http.StatusBadRequest, err.Error())
 	}
 
@@ -289,22 +293,26 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request) int {
 	resp := Response{Errors: []EventError{}}
 	keys := make([][]byte, 0, len(events))
 	values := make([][]byte, 0, len(events))
-	reject := func(i int, reason, msg string) {
+	// The message is built only for the first MaxErrors rejections, so a
+	// body of many bad events costs no string per event.
+	reject := func(i int, reason string, msg func() string) {
 		resp.Rejected++
 		g.m.rejected.WithLabelValues(st.s.Name, reason).Inc()
 		if len(resp.Errors) < MaxErrors {
-			resp.Errors = append(resp.Errors, EventError{Index: i, Error: msg})
+			resp.Errors = append(resp.Errors, EventError{Index: i, Error: msg()})
 		}
 	}
 	for i, raw := range events {
 		ev, err := st.dec.Decode(raw, ingestTime)
 		if err != nil {
-			reject(i, rejectReason(err), err.Error())
+			reject(i, rejectReason(err), err.Error)
 			continue
 		}
 		if g.maxMsg > 0 {
 			if n := int64(len(ev.ID)+len(raw)) + 64 + st.hdrBytes; n > g.maxMsg {
-				reject(i, schemas.ReasonTooLarge.String(), fmt.Sprintf("event of %d bytes is over the log's record limit of %d bytes", len(raw), g.maxMsg))
+				reject(i, schemas.ReasonTooLarge.String(), func() string {
+					return fmt.Sprintf("event of %d bytes is over the log's record limit of %d bytes", len(raw), g.maxMsg)
+				})
 				continue
 			}
 		}
@@ -331,44 +339,6 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request) int {
 	return writeJSON(w, http.StatusOK, resp)
 }
 
-// authorized checks the bearer token in constant time: both sides are
-// hashed first, so neither the token's bytes nor its length leak through
-// timing, and every configured token is compared.
-func (g *Gateway) authorized(r *http.Request) bool {
-	if len(g.tokens) == 0 {
-		return true
-	}
-	h := r.Header.Get("Authorization")
-	const prefix = "bearer "
-	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
-		return false
-	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(h[len(prefix):])))
-	ok := 0
-	for i := range g.tokens {
-		ok |= subtle.ConstantTimeCompare(sum[:], g.tokens[i][:])
-	}
-	return ok == 1
-}
-
-func (g *Gateway) acquire(n int64) bool {
-	for {
-		cur := g.inflight.Load()
-		if cur+n > g.maxIn {
-			return false
-		}
-		if g.inflight.CompareAndSwap(cur, cur+n) {
-			g.m.inflight.Add(float64(n))
-			return true
-		}
-	}
-}
-
-func (g *Gateway) release(n int64) {
-	g.inflight.Add(-n)
-	g.m.inflight.Sub(float64(n))
-}
-
 // bodyFormat tells NDJSON (true) from a JSON array (false).
 func bodyFormat(contentType string) (ndjson bool, err error) {
 	mt, _, err := mime.ParseMediaType(contentType)
@@ -384,24 +354,124 @@ func bodyFormat(contentType string) (ndjson bool, err error) {
 	return false, fmt.Errorf("content type %q is not one of application/x-ndjson or application/json", mt)
 }
 
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	rd := http.MaxBytesReader(w, r.Body, limit)
-	if r.ContentLength > 0 {
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(rd, buf); err != nil {
-			return nil, err
-		}
-		// A body longer than its Content-Length is cut by net/http; nothing
-		// more to read.
-		return buf, nil
+// firstBuffer is the body buffer a request starts with; it grows as bytes
+// arrive, so a client that declares a large body and sends little holds
+// little.
+const firstBuffer = 64 << 10
+
+// readBody reads the request body into a buffer that grows (doubling, from
+// firstBuffer up to max_body_bytes) only as bytes arrive, reserving each
+// growth against the gateway's and the client's in-flight budgets first.
+// held is what was reserved (the buffer's capacity); the caller releases it
+// when done, whatever the outcome. A non-zero code is the refusal: 429 at an
+// in-flight limit, 413 over max_body_bytes, 408 when the body did not
+// arrive within ingest.read_timeout, 400 for another read error.
+func (g *Gateway) readBody(r *http.Request, client string) (body []byte, held int64, code int, msg string) {
+	limit := g.maxBody
+	known := r.ContentLength >= 0 && r.ContentLength <= limit
+	if known {
+		// net/http ends the body at its declared length, so that is all
+		// there is to hold; the length only caps growth, it reserves nothing.
+		limit = r.ContentLength
 	}
-	return io.ReadAll(rd)
+	var buf []byte
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) >= limit {
+				if known {
+					break
+				}
+				// Full at max_body_bytes with no declared length: one more
+				// byte means the body is over the limit.
+				var probe [1]byte
+				n, err := io.ReadFull(r.Body, probe[:])
+				if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+					break
+				}
+				if err != nil && n == 0 {
+					code, msg := g.readError(err, len(buf))
+					return buf, held, code, msg
+				}
+				g.m.refused.WithLabelValues("max_body_bytes").Inc()
+				return buf, held, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the limit of %d bytes (ingest.max_body_bytes); send smaller batches", g.maxBody)
+			}
+			grow := min(max(int64(cap(buf)), firstBuffer), limit-int64(cap(buf)))
+			if which := g.budget.acquire(client, grow); which != "" {
+				g.m.refused.WithLabelValues(which).Inc()
+				return buf, held, http.StatusTooManyRequests, fmt.Sprintf("the gateway is at its in-flight limit (ingest.%s); retry shortly", which)
+			}
+			held += grow
+			next := make([]byte, len(buf), int64(cap(buf))+grow)
+			copy(next, buf)
+			buf = next
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			code, msg := g.readError(err, len(buf))
+			return buf, held, code, msg
+		}
+	}
+	return buf, held, 0, ""
 }
 
-// splitLines returns the non-blank lines of an NDJSON body, trimmed. Blank
-// lines are skipped and not counted: event indexes count events.
-func splitLines(body []byte) [][]byte {
-	out := make([][]byte, 0, bytes.Count(body, []byte{'\n'})+1)
+// readError is the answer to a body that could not be read: 408 when it
+// did not arrive within ingest.read_timeout, 400 otherwise.
+func (g *Gateway) readError(err error, got int) (int, string) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		g.m.refused.WithLabelValues("read_timeout").Inc()
+		return http.StatusRequestTimeout, fmt.Sprintf("the body did not arrive within %s (ingest.read_timeout); %d bytes were received", g.readTimeout, got)
+	}
+	return http.StatusBadRequest, "could not read the body: " + err.Error()
+}
+
+// refuse answers a request refused before its body was read to the end
+// (read bytes of it were), then reads and discards what is left of the
+// body, at most twice max_body_bytes. Clients that send the whole body
+// before reading (Python's urllib and requests) would otherwise see the
+// connection reset instead of the refusal: a socket closed with unread
+// bytes makes the kernel send a reset, which can discard the answer before
+// the client reads it. The answer is written and flushed first, so clients
+// that read early have it at once; draining holds no memory and ends at
+// ingest.read_timeout like any read. A longer body closes the connection.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, read int64, code int, msg string) int {
+	rc := http.NewResponseController(w)
+	// Without full duplex, net/http itself reads at most 256 KiB of the
+	// body before writing the answer and closes the connection otherwise.
+	duplex := rc.EnableFullDuplex() == nil
+	drain := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if drain && strings.EqualFold(r.Header.Get("Expect"), "100-continue") && read == 0 {
+		// The client waits for "100 Continue" before sending the body, and
+		// gets the refusal instead: there is nothing to drain.
+		w.Header().Set("Connection", "close")
+		drain = false
+	}
+	if drain && r.ContentLength > 0 && r.ContentLength-read > 2*g.maxBody {
+		w.Header().Set("Connection", "close")
+		drain = false
+	}
+	fail(w, code, msg)
+	if drain && duplex {
+		rc.Flush()
+		io.CopyN(io.Discard, r.Body, 2*g.maxBody)
+	}
+	return code
+}
+
+// errTooManyEvents is splitLines' and splitArray's answer to a body with
+// more events than allowed.
+var errTooManyEvents = errors.New("too many events")
+
+// splitLines returns the non-blank lines of an NDJSON body, trimmed, or
+// errTooManyEvents past maxEvents of them. Blank lines are skipped and not
+// counted: event indexes count events. The slice grows with the events
+// found, never from a count taken from the body.
+func splitLines(body []byte, maxEvents int) ([][]byte, error) {
+	var out [][]byte
 	for len(body) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(body, '\n'); i >= 0 {
@@ -410,17 +480,21 @@ func splitLines(body []byte) [][]byte {
 			line, body = body, nil
 		}
 		if line = bytes.TrimSpace(line); len(line) > 0 {
+			if len(out) == maxEvents {
+				return nil, errTooManyEvents
+			}
 			out = append(out, line)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // splitArray returns the elements of a JSON array body, each its original
-// bytes. A single object is taken as an array of one. The body must be valid
-// JSON as a whole (otherwise element boundaries are unknowable); elements
-// are validated one by one later.
-func splitArray(body []byte) ([][]byte, error) {
+// bytes, or errTooManyEvents past maxEvents of them. A single object is
+// taken as an array of one. The body must be valid JSON as a whole
+// (otherwise element boundaries are unknowable); elements are validated one
+// by one later.
+func splitArray(body []byte, maxEvents int) ([][]byte, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, errors.New("body is empty; send a JSON array of events")
@@ -438,6 +512,13 @@ func splitArray(body []byte) ([][]byte, error) {
 		return nil, errors.New("body is not a JSON array of events")
 	}
 	var out [][]byte
+	add := func(el []byte) error {
+		if len(out) == maxEvents {
+			return errTooManyEvents
+		}
+		out = append(out, el)
+		return nil
+	}
 	depth, inString, escaped, start := 0, false, false, -1
 	for i, c := range body {
 		if inString {
@@ -462,13 +543,17 @@ func splitArray(body []byte) ([][]byte, error) {
 		case '}', ']':
 			if depth == 1 {
 				if el := bytes.TrimSpace(body[start:i]); len(el) > 0 {
-					out = append(out, el)
+					if err := add(el); err != nil {
+						return nil, err
+					}
 				}
 			}
 			depth--
 		case ',':
 			if depth == 1 {
-				out = append(out, bytes.TrimSpace(body[start:i]))
+				if err := add(bytes.TrimSpace(body[start:i])); err != nil {
+					return nil, err
+				}
 				start = i + 1
 			}
 		}
@@ -488,9 +573,61 @@ func writeJSON(w http.ResponseWriter, code int, v any) int {
 	if err != nil {
 		code, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// A known length lets a refusal be complete on the wire while the rest
+	// of the body is still being drained (see refuse).
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	w.Write(b)
 	return code
+}
+
+// budget is the gateway's in-flight byte accounting: the body buffers held
+// by requests in progress, in total and per client, each bounded.
+type budget struct {
+	mu        sync.Mutex
+	total     int64
+	max       int64
+	perClient map[string]int64
+	maxClient int64
+	gauge     prometheus.Gauge
+}
+
+func newBudget(max, maxClient int64, gauge prometheus.Gauge) *budget {
+	return &budget{max: max, maxClient: maxClient, perClient: map[string]int64{}, gauge: gauge}
+}
+
+// acquire reserves n bytes for client. It returns "" when they were
+// reserved, else the name of the setting that refused them.
+func (b *budget) acquire(client string, n int64) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.perClient[client]+n > b.maxClient {
+		return "max_inflight_bytes_per_client"
+	}
+	if b.total+n > b.max {
+		return "max_inflight_bytes"
+	}
+	b.total += n
+	b.perClient[client] += n
+	b.gauge.Add(float64(n))
+	return ""
+}
+
+// release gives back n bytes of client's.
+func (b *budget) release(client string, n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.total -= n
+	if left := b.perClient[client] - n; left > 0 {
+		b.perClient[client] = left
+	} else {
+		delete(b.perClient, client)
+	}
+	b.gauge.Sub(float64(n))
 }

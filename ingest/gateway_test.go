@@ -24,7 +24,7 @@ import (
 
 const testStreamYAML = `
 kafka: { brokers: ["%s"] }
-ingest: { listen: "127.0.0.1:0", max_body_bytes: %d, max_inflight_bytes: %d, max_future_skew: 1h, produce_timeout: %s }
+ingest: { listen: "127.0.0.1:0", max_body_bytes: %d, max_inflight_bytes: %d, max_future_skew: 1h, produce_timeout: %s%s }
 auth: { ingest_tokens: [%s] }
 streams:
   - name: pageviews
@@ -45,6 +45,7 @@ type gwOpts struct {
 	maxInflight    int64
 	produceTimeout string
 	tokens         string // YAML list items
+	ingestExtra    string // more ingest keys, each with a leading ", "
 	wrap           func(Log) Log
 }
 
@@ -75,7 +76,7 @@ func startGateway(t *testing.T, o gwOpts) *gwEnv {
 	if o.produceTimeout == "" {
 		o.produceTimeout = "5s"
 	}
-	cfg, err := schemas.Parse("test.yaml", fmt.Appendf(nil, testStreamYAML, o.brokers, o.maxBody, o.maxInflight, o.produceTimeout, o.tokens, e.topic),
+	cfg, err := schemas.Parse("test.yaml", fmt.Appendf(nil, testStreamYAML, o.brokers, o.maxBody, o.maxInflight, o.produceTimeout, o.ingestExtra, o.tokens, e.topic),
 		func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	e.cfg = cfg
@@ -548,16 +549,27 @@ func TestGracefulShutdownFinishesInFlightRequest(t *testing.T) {
 }
 
 func TestRejectReasonAndSplitArray(t *testing.T) {
-	els, err := splitArray([]byte(` [ {"a":"x,]"} , [1,[2]], "s\"]" ,3 ] `))
+	els, err := splitArray([]byte(` [ {"a":"x,]"} , [1,[2]], "s\"]" ,3 ] `), 4)
 	require.NoError(t, err)
 	require.Equal(t, []string{`{"a":"x,]"}`, `[1,[2]]`, `"s\"]"`, `3`}, toStrings(els))
-	els, err = splitArray([]byte(`[]`))
+	_, err = splitArray([]byte(` [ {"a":"x,]"} , [1,[2]], "s\"]" ,3 ] `), 3)
+	require.ErrorIs(t, err, errTooManyEvents)
+	els, err = splitArray([]byte(`[]`), 1)
 	require.NoError(t, err)
 	require.Empty(t, els)
-	els, err = splitArray([]byte(`{"one":1}`))
+	els, err = splitArray([]byte(`{"one":1}`), 1)
 	require.NoError(t, err)
 	require.Equal(t, []string{`{"one":1}`}, toStrings(els))
-	require.Equal(t, []string{"a", "b"}, toStrings(splitLines([]byte("\n a \r\n\n\tb"))))
+	els, err = splitLines([]byte("\n a \r\n\n\tb"), 2)
+	require.NoError(t, err)
+	require.Equal(t, []string{"a", "b"}, toStrings(els))
+	_, err = splitLines([]byte("\n a \r\n\n\tb"), 1)
+	require.ErrorIs(t, err, errTooManyEvents)
+	// Blank lines are not events: a body of only newlines is no events,
+	// whatever its size.
+	els, err = splitLines(bytes.Repeat([]byte("\n"), 1<<20), 1)
+	require.NoError(t, err)
+	require.Empty(t, els)
 }
 
 func toStrings(bs [][]byte) []string {

@@ -17,6 +17,7 @@ type metrics struct {
 	produce       prometheus.Histogram
 	inflight      prometheus.Gauge
 	authFailures  *prometheus.CounterVec
+	refused       *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -37,9 +38,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		produce: prometheus.NewHistogram(prometheus.HistogramOpts{Name: schemas.MetricIngestProduceSeconds.String(),
 			Help: "Time from handing a request's events to Kafka until all in-sync replicas acknowledged them (or the write failed).", Buckets: latencyBuckets}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_ingest_inflight_bytes",
-			Help: "Request body bytes reserved by requests in progress (bounded by ingest.max_inflight_bytes)."}),
+			Help: "Body buffer bytes held by requests in progress, grown as bytes arrive (bounded by ingest.max_inflight_bytes)."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tandem_ingest_requests_refused_total",
+			Help: "Requests refused whole at a limit, by the limit (max_inflight_bytes, max_inflight_bytes_per_client, max_body_bytes, max_events_per_request, read_timeout)."},
+			[]string{"limit"}),
 	}
-	for _, c := range []prometheus.Collector{m.accepted, m.rejected, m.bytes, m.produceErrors, m.requests, m.produce, m.inflight} {
+	for _, c := range []prometheus.Collector{m.accepted, m.rejected, m.bytes, m.produceErrors, m.requests, m.produce, m.inflight, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -103,6 +103,46 @@ type IngestConfig struct {
 	// ProduceTimeout is how long a request waits for Kafka before 503.
 	ProduceTimeout Duration  `yaml:"produce_timeout"`
 	TLS            TLSConfig `yaml:"tls"`
+	// MaxInflightBytesPerClient bounds the in-flight bytes of one client (its
+	// token, or its address when it sends none), so one client cannot take
+	// the whole max_inflight_bytes. 0: a quarter of max_inflight_bytes, and
+	// at least max_body_bytes.
+	MaxInflightBytesPerClient int64 `yaml:"max_inflight_bytes_per_client"`
+	// MaxEventsPerRequest refuses (413) a request with more events, before
+	// any of them is decoded.
+	MaxEventsPerRequest int `yaml:"max_events_per_request"`
+	// The listener's deadlines: read_header_timeout, read_timeout (the
+	// whole request, body included), write_timeout, idle_timeout.
+	HTTPTimeouts `yaml:",inline"`
+}
+
+// HTTPTimeouts are a listener's deadlines, with net/http's meanings.
+type HTTPTimeouts struct {
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included: a client
+	// sending slower is cut off, and the bytes it held are released.
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds everything after the headers: reading the body,
+	// the work and writing the answer. A client that never reads its answer
+	// holds the request at most this long.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout bounds a kept-alive connection between requests.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+}
+
+// IsPlaceholderSecret reports whether a secret is one of the example values
+// shipped in deploy/compose/.env.example, which all start with "change-me".
+func IsPlaceholderSecret(v string) bool {
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "change-me")
+}
+
+// InflightPerClient is max_inflight_bytes_per_client with its default applied.
+func (c IngestConfig) InflightPerClient() int64 {
+	if c.MaxInflightBytesPerClient > 0 {
+		return c.MaxInflightBytesPerClient
+	}
+	return max(c.MaxInflightBytes/4, c.MaxBodyBytes)
 }
 
 // ServeConfig configures the query API and dashboard.
@@ -125,6 +165,9 @@ type ServeConfig struct {
 	// first queries after a batch run are not cold.
 	WarmCache bool      `yaml:"warm_cache"`
 	TLS       TLSConfig `yaml:"tls"`
+	// The listener's deadlines: read_header_timeout, read_timeout,
+	// write_timeout (bounds a query's answer), idle_timeout.
+	HTTPTimeouts `yaml:",inline"`
 }
 
 // SpeedConfig configures the speed layer.
@@ -180,6 +223,9 @@ type Threshold struct {
 type AuthConfig struct {
 	IngestTokens []string `yaml:"ingest_tokens"`
 	QueryTokens  []string `yaml:"query_tokens"`
+	// MetricsTokens, when set, are required on every component's /metrics
+	// (the Prometheus scrape and the health report send one of them).
+	MetricsTokens []string `yaml:"metrics_tokens"`
 }
 
 // Default returns the configuration used for every setting the file leaves out.
@@ -189,10 +235,14 @@ func Default() Config {
 		ClickHouse: ClickHouseConfig{Addr: "127.0.0.1:9000", Database: "tandem", Username: "default", AnalystUser: "analyst"},
 		S3:         S3Config{Endpoint: "127.0.0.1:9100", Bucket: "tandem", Region: "us-east-1"},
 		Ingest: IngestConfig{Listen: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, MaxFutureSkew: Duration(time.Hour),
-			MaxInflightBytes: 256 << 20, ProduceTimeout: Duration(10 * time.Second)},
+			MaxInflightBytes: 256 << 20, ProduceTimeout: Duration(10 * time.Second), MaxEventsPerRequest: 10000,
+			HTTPTimeouts: HTTPTimeouts{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),
+				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
 		Serve: ServeConfig{Listen: "127.0.0.1:8081", MaxQueryRange: Duration(400 * 24 * time.Hour),
 			ManifestPoll: Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true,
-			MaxResultRows: 100000},
+			MaxResultRows: 100000,
+			HTTPTimeouts: HTTPTimeouts{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second),
+				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
 		Speed:     SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
 		Archive:   ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
 		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour)},
@@ -473,6 +523,67 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	}
 	if c.Ingest.MaxInflightBytes < c.Ingest.MaxBodyBytes {
 		add([]any{"ingest", "max_inflight_bytes"}, "ingest.max_inflight_bytes (%d) must be at least max_body_bytes (%d), or no request of the largest size could ever be taken", c.Ingest.MaxInflightBytes, c.Ingest.MaxBodyBytes)
+	}
+	if c.Ingest.MaxInflightBytesPerClient != 0 && (c.Ingest.MaxInflightBytesPerClient < c.Ingest.MaxBodyBytes || c.Ingest.MaxInflightBytesPerClient > c.Ingest.MaxInflightBytes) {
+		add([]any{"ingest", "max_inflight_bytes_per_client"}, "ingest.max_inflight_bytes_per_client (%d) must be between max_body_bytes (%d) and max_inflight_bytes (%d), or 0 for a quarter of max_inflight_bytes", c.Ingest.MaxInflightBytesPerClient, c.Ingest.MaxBodyBytes, c.Ingest.MaxInflightBytes)
+	}
+	if c.Ingest.MaxEventsPerRequest <= 0 {
+		add([]any{"ingest", "max_events_per_request"}, "ingest.max_events_per_request must be positive; got %d", c.Ingest.MaxEventsPerRequest)
+	}
+	for _, sec := range []struct {
+		name string
+		t    HTTPTimeouts
+	}{{"ingest", c.Ingest.HTTPTimeouts}, {"serve", c.Serve.HTTPTimeouts}} {
+		for _, f := range []struct {
+			key string
+			d   Duration
+		}{{"read_header_timeout", sec.t.ReadHeaderTimeout}, {"read_timeout", sec.t.ReadTimeout}, {"write_timeout", sec.t.WriteTimeout}, {"idle_timeout", sec.t.IdleTimeout}} {
+			if f.d <= 0 {
+				add([]any{sec.name, f.key}, "%s.%s must be positive (a listener without it lets one slow client hold a connection forever)", sec.name, f.key)
+			}
+		}
+	}
+	if t := c.Ingest.HTTPTimeouts; t.ReadHeaderTimeout > t.ReadTimeout {
+		add([]any{"ingest", "read_header_timeout"}, "ingest.read_header_timeout (%s) must not be longer than ingest.read_timeout (%s), which includes the headers", t.ReadHeaderTimeout.D(), t.ReadTimeout.D())
+	}
+	if t := c.Ingest.HTTPTimeouts; t.WriteTimeout < t.ReadTimeout+c.Ingest.ProduceTimeout {
+		add([]any{"ingest", "write_timeout"}, "ingest.write_timeout (%s) must be at least ingest.read_timeout + ingest.produce_timeout (%s): it runs from the end of the headers through reading the body and waiting for Kafka", t.WriteTimeout.D(), (t.ReadTimeout + c.Ingest.ProduceTimeout).D())
+	}
+	if t := c.Serve.HTTPTimeouts; t.ReadHeaderTimeout > t.ReadTimeout {
+		add([]any{"serve", "read_header_timeout"}, "serve.read_header_timeout (%s) must not be longer than serve.read_timeout (%s), which includes the headers", t.ReadHeaderTimeout.D(), t.ReadTimeout.D())
+	}
+	for i, t := range c.Auth.MetricsTokens {
+		if t == "" {
+			add([]any{"auth", "metrics_tokens", i}, "auth.metrics_tokens[%d] is empty", i)
+		}
+	}
+	// The example secrets shipped with deploy/compose work as they are, so
+	// `cp .env.example .env` would run with passwords anyone can read.
+	secrets := []struct {
+		path  []any
+		key   string
+		value string
+	}{
+		{[]any{"clickhouse", "password"}, "clickhouse.password", c.ClickHouse.Password},
+		{[]any{"s3", "access_key"}, "s3.access_key", c.S3.AccessKey},
+		{[]any{"s3", "secret_key"}, "s3.secret_key", c.S3.SecretKey},
+	}
+	for _, list := range []struct {
+		key    string
+		tokens []string
+	}{{"ingest_tokens", c.Auth.IngestTokens}, {"query_tokens", c.Auth.QueryTokens}, {"metrics_tokens", c.Auth.MetricsTokens}} {
+		for i, t := range list.tokens {
+			secrets = append(secrets, struct {
+				path  []any
+				key   string
+				value string
+			}{[]any{"auth", list.key, i}, fmt.Sprintf("auth.%s[%d]", list.key, i), t})
+		}
+	}
+	for _, sc := range secrets {
+		if IsPlaceholderSecret(sc.value) {
+			add(sc.path, "%s is still the example value %q (from deploy/compose/.env.example); set a secret of your own before starting", sc.key, sc.value)
+		}
 	}
 	if c.Archive.MaxFileBytes <= 0 || c.Archive.MaxFileAge <= 0 {
 		add([]any{"archive"}, "archive.max_file_bytes and archive.max_file_age must be positive")

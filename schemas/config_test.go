@@ -88,6 +88,14 @@ func TestConfigRejects(t *testing.T) {
 		{"level not dividing a day", "dimensions: [c]", "dimensions: [c]\n    levels: [7m]", `views[].levels: level 7m must divide one day`},
 		{"level twice", "dimensions: [c]", "dimensions: [c]\n    levels: [1h, 60m]", `views[].levels: level 1h is listed twice`},
 		{"level not a multiple", "granularity: 1m", "granularity: 15m\n    levels: [10m]", `level 10m must be coarser than the view's granularity 15m and a multiple of it`},
+		{"zero read timeout", "chunk_size: 100", "chunk_size: 100\ningest: { read_timeout: 0 }", `:3: ingest.read_timeout must be positive`},
+		{"write timeout under read + produce", "chunk_size: 100", "chunk_size: 100\ningest: { read_timeout: 1m, write_timeout: 1m }", `ingest.write_timeout (1m0s) must be at least ingest.read_timeout + ingest.produce_timeout (1m10s)`},
+		{"serve header timeout over read timeout", "chunk_size: 100", "chunk_size: 100\nserve: { read_header_timeout: 20s, read_timeout: 10s }", `serve.read_header_timeout (20s) must not be longer than serve.read_timeout (10s)`},
+		{"zero events per request", "chunk_size: 100", "chunk_size: 100\ningest: { max_events_per_request: 0 }", `ingest.max_events_per_request must be positive`},
+		{"per-client share over the total", "chunk_size: 100", "chunk_size: 100\ningest: { max_inflight_bytes_per_client: 999999999999 }", `ingest.max_inflight_bytes_per_client (999999999999) must be between max_body_bytes`},
+		{"example secret", "chunk_size: 100", "chunk_size: 100\nclickhouse: { password: change-me-clickhouse }", `clickhouse.password is still the example value "change-me-clickhouse"`},
+		{"example token", "chunk_size: 100", "chunk_size: 100\nauth: { query_tokens: [fine, Change-Me-Query] }", `auth.query_tokens[1] is still the example value`},
+		{"empty metrics token", "chunk_size: 100", "chunk_size: 100\nauth: { metrics_tokens: [\"\"] }", `auth.metrics_tokens[0] is empty`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -23,13 +24,34 @@ var Granularities = []Granularity{
 // granularities, any positive whole number of minutes, hours or days
 // ("2h", "7d", "90m").
 func ParseGranularity(s string) (Granularity, error) {
+	g, err := parseGranularity(s)
+	if err == nil && g > MaxGranularity {
+		return 0, fmt.Errorf("granularity %q: %w", s, ErrGranularityTooLong)
+	}
+	return g, err
+}
+
+// MaxGranularity is the longest granularity: 36500 days, about a century,
+// far past any query range and far from time.Duration's overflow (about 292
+// years), which a longer count of days would wrap around.
+const MaxGranularity = Granularity(36500 * 24 * time.Hour)
+
+// ErrGranularityTooLong is ParseGranularity's error for a granularity over
+// MaxGranularity.
+var ErrGranularityTooLong = errors.New("longer than the longest granularity, 36500d")
+
+func parseGranularity(s string) (Granularity, error) {
 	if len(s) < 2 {
 		return 0, fmt.Errorf("granularity %q: want a number and a unit, such as 1m, 1h or 1d", s)
 	}
 	var n int64
 	for _, c := range s[:len(s)-1] {
-		if c < '0' || c > '9' || n > 1e6 {
+		if c < '0' || c > '9' {
 			return 0, fmt.Errorf("granularity %q: want a number and a unit, such as 1m, 1h or 1d", s)
+		}
+		if n > 1e9 {
+			// Past any allowed count in any unit; stop before n overflows.
+			return 0, fmt.Errorf("granularity %q: %w", s, ErrGranularityTooLong)
 		}
 		n = n*10 + int64(c-'0')
 	}
@@ -46,6 +68,9 @@ func ParseGranularity(s string) (Granularity, error) {
 	}
 	if n <= 0 {
 		return 0, fmt.Errorf("granularity %q: must be positive", s)
+	}
+	if n > int64(MaxGranularity)/int64(unit) {
+		return 0, fmt.Errorf("granularity %q: %w", s, ErrGranularityTooLong)
 	}
 	return Granularity(time.Duration(n) * unit), nil
 }

@@ -42,6 +42,15 @@ func TestParseGranularityRejects(t *testing.T) {
 	g, err := ParseGranularity("2h")
 	require.NoError(t, err)
 	require.False(t, g.IsViewGranularity())
+	// Counts whose duration would wrap around are refused as too long, not
+	// read as another granularity (9999999d once became "0m").
+	for _, s := range []string{"9999999d", "36501d", "876001h", "52560001m", "99999999999999999999999m"} {
+		_, err := ParseGranularity(s)
+		require.ErrorIs(t, err, ErrGranularityTooLong, s)
+	}
+	g, err = ParseGranularity("36500d")
+	require.NoError(t, err)
+	require.Equal(t, MaxGranularity, g)
 }
 
 func TestChunks(t *testing.T) {

@@ -308,7 +308,7 @@ func EncodeCSV(w io.Writer, r *Result) error {
 			case c.measure < 0 && c.dim < 0:
 				rec[i] = formatTime(rowTime(q, g))
 			case c.dim >= 0:
-				rec[i] = g.Dims[c.dim]
+				rec[i] = csvText(g.Dims[c.dim])
 			default:
 				num = num[:0]
 				switch v := results[c.measure].(type) {
@@ -336,6 +336,24 @@ func EncodeCSV(w io.Writer, r *Result) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// csvText escapes a text cell (a dimension value, which comes from event
+// data) against formula injection: a spreadsheet opening the answer would
+// run a cell starting with =, +, -, @, a tab or a carriage return as a
+// formula (=HYPERLINK(…) reaching a user as a link). Such a cell gets a
+// leading apostrophe, which spreadsheets show as text and do not display
+// (OWASP's "CSV injection" advice). Numbers are written by the encoder, never
+// from event text, and are left alone so a negative number stays a number.
+func csvText(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
 }
 
 func appendCSVNumber(b []byte, f float64) []byte {

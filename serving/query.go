@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -137,6 +138,9 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 			q.Granularity = 0
 		} else {
 			g, err := schemas.ParseGranularity(s)
+			if errors.Is(err, schemas.ErrGranularityTooLong) {
+				return nil, paramErrorf("granularity %q is %v", clip(s), schemas.ErrGranularityTooLong)
+			}
 			if err != nil {
 				return nil, paramErrorf("granularity %q: want \"all\" or a whole number of minutes, hours or days such as 5m, 1h or 1d", clip(s))
 			}

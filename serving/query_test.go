@@ -99,6 +99,7 @@ func TestParseQueryErrors(t *testing.T) {
 		{"granularity zero", ok + "&granularity=0m", "granularity", v},
 		{"granularity negative", ok + "&granularity=-1h", "granularity", v},
 		{"granularity ALL", ok + "&granularity=ALL", "granularity", v},
+		{"granularity that would wrap around", ok + "&granularity=9999999d", "longer than the longest granularity, 36500d", v},
 		{"unknown group_by", ok + "&group_by=city", `no dimension "city"`, v},
 		{"group_by twice in list", ok + "&group_by=country,country", "twice", v},
 		{"group_by empty item", ok + "&group_by=country,", "empty dimension", v},
@@ -171,4 +172,16 @@ func TestLRU(t *testing.T) {
 	c.put("a", 5, 60) // replacing an entry frees its old size first
 	used, _ = c.usage()
 	require.LessOrEqual(t, used, int64(100))
+}
+
+// TestCSVTextEscapesFormulas: a dimension value a spreadsheet would run as
+// a formula is written as text.
+func TestCSVTextEscapesFormulas(t *testing.T) {
+	for in, want := range map[string]string{
+		`=HYPERLINK("http://x","y")`: `'=HYPERLINK("http://x","y")`,
+		"+1": "'+1", "-2+3": "'-2+3", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx", "\rx": "'\rx",
+		"": "", "US": "US", "a=b": "a=b", "'quoted": "'quoted",
+	} {
+		require.Equal(t, want, csvText(in), "%q", in)
+	}
 }

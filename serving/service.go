@@ -2,8 +2,6 @@ package serving
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +9,6 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -81,7 +78,7 @@ type Service struct {
 	// serve.max_concurrent_queries. A query that finds it full is refused
 	// at once (503), so load beyond capacity never queues without bound.
 	slots  chan struct{}
-	tokens [][sha256.Size]byte
+	auth   *ops.Bearer
 	server *ops.HTTPServer
 }
 
@@ -127,17 +124,17 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	if cfg.Serve.WarmCache {
 		s.manifests.beforeSwitch = func(ctx context.Context, snap *Snapshot) { s.warm(ctx, snap, "switch") }
 	}
-	for _, t := range cfg.Auth.QueryTokens {
-		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
-	}
+	s.auth = ops.NewBearer(cfg.Auth.QueryTokens)
 	s.registerGauges()
 
 	s.mux = http.NewServeMux()
 	s.mux.Handle("GET /v1/views", s.authorize("views", http.HandlerFunc(s.handleViews)))
 	s.mux.Handle("GET /v1/views/{view}/query", s.authorize("query", http.HandlerFunc(s.handleQuery)))
-	ops.Mount(s.mux, s.reg, s)
+	ops.MountAuth(s.mux, s.reg, ops.NewBearer(cfg.Auth.MetricsTokens), s)
+	t := cfg.Serve.HTTPTimeouts
 	s.server = &ops.HTTPServer{Name: "serve", Addr: cfg.Serve.Listen, Handler: s.mux,
-		CertFile: cfg.Serve.TLS.CertFile, KeyFile: cfg.Serve.TLS.KeyFile, Log: s.log}
+		CertFile: cfg.Serve.TLS.CertFile, KeyFile: cfg.Serve.TLS.KeyFile, Log: s.log,
+		Timeouts: ops.Timeouts{ReadHeader: t.ReadHeaderTimeout.D(), Read: t.ReadTimeout.D(), Write: t.WriteTimeout.D(), Idle: t.IdleTimeout.D()}}
 	return s, nil
 }
 
@@ -198,7 +195,7 @@ func (s *Service) Addr() string { return s.server.BoundAddr() }
 // serves HTTP(S) on serve.listen until ctx is cancelled, then shuts down
 // gracefully.
 func (s *Service) Run(ctx context.Context) error {
-	if len(s.tokens) == 0 {
+	if s.auth.Open() {
 		s.log.Warn("the query API is open to anyone who can reach it: auth.query_tokens is empty (fine for development only)")
 	}
 	if s.deps.Speed == nil {
@@ -261,38 +258,14 @@ func (s *Service) RunPoller(ctx context.Context) {
 // manifest was read on the last attempt.
 func (s *Service) Ready() error { return s.manifests.ready() }
 
-// authorize checks the bearer token when auth.query_tokens is set.
+// authorize checks the bearer token when auth.query_tokens is set (the
+// shared ops.Bearer check).
 func (s *Service) authorize(endpoint string, h http.Handler) http.Handler {
-	if len(s.tokens) == 0 {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		token, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || !s.validToken(strings.TrimSpace(token)) {
-			s.m.authFailures.WithLabelValues(endpoint).Inc()
-			s.m.errors.WithLabelValues(endpoint, "401").Inc()
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
-			writeError(w, http.StatusUnauthorized, "a valid bearer token is required (Authorization: Bearer <token>)")
-			return
-		}
-		h.ServeHTTP(w, r)
+	return s.auth.Wrap("tandem", h, func(w http.ResponseWriter, r *http.Request) {
+		s.m.authFailures.WithLabelValues(endpoint).Inc()
+		s.m.errors.WithLabelValues(endpoint, "401").Inc()
+		writeError(w, http.StatusUnauthorized, "a valid bearer token is required (Authorization: Bearer <token>)")
 	})
-}
-
-// validToken compares digests in constant time against every configured
-// token, so neither the content nor the length of a token leaks through
-// timing.
-func (s *Service) validToken(token string) bool {
-	if token == "" {
-		return false
-	}
-	got := sha256.Sum256([]byte(token))
-	ok := 0
-	for i := range s.tokens {
-		ok |= subtle.ConstantTimeCompare(got[:], s.tokens[i][:])
-	}
-	return ok == 1
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -616,10 +616,11 @@ func TestTokens(t *testing.T) {
 	code, _, _ := get(t, url+"/v1/views", map[string]string{"Authorization": "Bearer nope"})
 	require.Equal(t, http.StatusUnauthorized, code)
 
-	for _, tok := range []string{secret, other} {
-		code, _, body := get(t, q, map[string]string{"Authorization": "Bearer " + tok})
+	// The scheme is case-insensitive (RFC 7235), as at ingest and /v1/status.
+	for _, tok := range []string{"Bearer " + secret, "Bearer " + other, "bearer " + secret, "BEARER " + other} {
+		code, _, body := get(t, q, map[string]string{"Authorization": tok})
 		require.Equal(t, http.StatusOK, code, "%s", body)
-		code, _, _ = get(t, url+"/v1/views", map[string]string{"Authorization": "Bearer " + tok})
+		code, _, _ = get(t, url+"/v1/views", map[string]string{"Authorization": tok})
 		require.Equal(t, http.StatusOK, code)
 	}
 	// Operators' endpoints stay open for probes and scrapers.

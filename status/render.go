@@ -1,8 +1,6 @@
 package status
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -118,28 +117,11 @@ func Handler(m *Monitor, opts HandlerOptions) http.Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	var digests [][sha256.Size]byte
-	for _, t := range opts.Tokens {
-		digests = append(digests, sha256.Sum256([]byte(t)))
-	}
 	var failures *prometheus.CounterVec
 	if opts.Registry != nil {
 		failures = authFailures(opts.Registry)
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(digests) > 0 {
-			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || !validToken(digests, strings.TrimSpace(tok)) {
-				if failures != nil {
-					failures.WithLabelValues("status").Inc()
-				}
-				// Never the token itself: only that one was missing or wrong.
-				log.Warn("refused a request without a valid token", "endpoint", "status", "remote", r.RemoteAddr, "token_present", ok)
-				w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
-				writeJSONError(w, http.StatusUnauthorized, "a valid bearer token is required (Authorization: Bearer <token>)")
-				return
-			}
-		}
+	report := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rep := m.Gather(r.Context())
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
@@ -147,18 +129,15 @@ func Handler(m *Monitor, opts HandlerOptions) http.Handler {
 			log.Warn("writing the status report", "err", err)
 		}
 	})
-}
-
-func validToken(digests [][sha256.Size]byte, token string) bool {
-	if token == "" {
-		return false
-	}
-	got := sha256.Sum256([]byte(token))
-	ok := 0
-	for i := range digests {
-		ok |= subtle.ConstantTimeCompare(got[:], digests[i][:])
-	}
-	return ok == 1
+	return ops.NewBearer(opts.Tokens).Wrap("tandem", report, func(w http.ResponseWriter, r *http.Request) {
+		if failures != nil {
+			failures.WithLabelValues("status").Inc()
+		}
+		// Never the token itself: only that one was missing or wrong.
+		log.Warn("refused a request without a valid token", "endpoint", "status", "remote", r.RemoteAddr,
+			"token_present", r.Header.Get("Authorization") != "")
+		writeJSONError(w, http.StatusUnauthorized, "a valid bearer token is required (Authorization: Bearer <token>)")
+	})
 }
 
 func writeJSONError(w http.ResponseWriter, code int, msg string) {

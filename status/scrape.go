@@ -34,6 +34,7 @@ type target struct {
 	addr   string // host:port
 	https  bool
 	caFile string // trusted in addition to the system roots (a self-signed cert)
+	token  string // sent on /metrics when auth.metrics_tokens is set
 	local  prometheus.Gatherer
 }
 
@@ -95,7 +96,7 @@ func read(ctx context.Context, t target, client *http.Client, now time.Time) (s 
 		return s, "", nil
 	}
 	base := t.baseURL()
-	body, code, err := get(ctx, client, base+"/metrics")
+	body, code, err := get(ctx, client, base+"/metrics", t.token)
 	if err != nil {
 		return nil, "", err
 	}
@@ -108,7 +109,7 @@ func read(ctx context.Context, t target, client *http.Client, now time.Time) (s 
 		return nil, "", fmt.Errorf("parsing /metrics: %w", err)
 	}
 	s = &scrape{at: now, fams: fams}
-	rb, code, err := get(ctx, client, base+"/readyz")
+	rb, code, err := get(ctx, client, base+"/readyz", "")
 	switch {
 	case err != nil:
 		ready = "GET /readyz: " + err.Error()
@@ -121,10 +122,13 @@ func read(ctx context.Context, t target, client *http.Client, now time.Time) (s 
 	return s, ready, nil
 }
 
-func get(ctx context.Context, client *http.Client, url string) ([]byte, int, error) {
+func get(ctx context.Context, client *http.Client, url, token string) ([]byte, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, 0, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -276,6 +276,9 @@ func (m *Monitor) targets() []target {
 			continue
 		}
 		t := target{name: name, local: m.opts.Local[name]}
+		if len(m.cfg.Auth.MetricsTokens) > 0 {
+			t.token = m.cfg.Auth.MetricsTokens[0]
+		}
 		switch name {
 		case "ingest":
 			t.addr, t.https, t.caFile = m.cfg.Ingest.Listen, m.cfg.Ingest.TLS.Enabled(), m.cfg.Ingest.TLS.CertFile

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,10 +30,8 @@ func cmdArchive(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	ops.Mount(mux, reg, arch)
-	srv := &ops.HTTPServer{Name: "archive-http", Addr: cfg.Archive.Listen, Handler: mux, Log: log}
-	if err := srv.Listen(); err != nil {
+	srv, err := opsServer("archive-http", cfg.Archive.Listen, cfg.Auth.MetricsTokens, reg, arch, log)
+	if err != nil {
 		return err
 	}
 	return ops.RunAll(ctx, log, ops.Named{Name: "archive", Component: arch}, ops.Named{Name: "archive-http", Component: srv})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-analytics/tandem"
 	"github.com/tandem-analytics/tandem/batch"
 	"github.com/tandem-analytics/tandem/batch/archive"
 	"github.com/tandem-analytics/tandem/batch/export"
@@ -35,7 +36,7 @@ func cmdDev(ctx context.Context, args []string) error {
 	dataDir := f.String("data-dir", ".tandem", "where the embedded services keep their state (kept across restarts)")
 	genRate := f.Float64("gen-rate", 20, "events per second of sample pageviews sent through the gateway (0: none)")
 	keep := f.Bool("keep-services", false, "leave ClickHouse and MinIO running on exit, for a faster next start")
-	scripts := f.String("scripts", "scripts", "folder with clickhouse.sh and minio.sh")
+	scripts := f.String("scripts", "scripts", "folder with clickhouse.sh and minio.sh; when it has none, the copies built into the binary are used")
 	cfg, log, err := f.load(args)
 	if err != nil {
 		return err
@@ -44,7 +45,7 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	env, err := devenv.Start(ctx, cfg, devenv.Options{DataDir: dir, ScriptsDir: *scripts, KeepServices: *keep, Log: log})
+	env, err := devenv.Start(ctx, cfg, devenv.Options{DataDir: dir, ScriptsDir: *scripts, Files: tandem.DevFiles, KeepServices: *keep, Log: log})
 	if err != nil {
 		return err
 	}
@@ -85,11 +86,11 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err := svc.Listen(); err != nil {
 		return err
 	}
-	speedHTTP, err := opsServer("speed-http", cfg.Speed.Listen, speedReg, sp, log)
+	speedHTTP, err := opsServer("speed-http", cfg.Speed.Listen, cfg.Auth.MetricsTokens, speedReg, sp, log)
 	if err != nil {
 		return err
 	}
-	archiveHTTP, err := opsServer("archive-http", cfg.Archive.Listen, archiveReg, arch, log)
+	archiveHTTP, err := opsServer("archive-http", cfg.Archive.Listen, cfg.Auth.MetricsTokens, archiveReg, arch, log)
 	if err != nil {
 		return err
 	}
@@ -115,10 +116,11 @@ func cmdDev(ctx context.Context, args []string) error {
 
 // opsServer serves /healthz, /readyz and /metrics for a component that has
 // no HTTP API of its own (speed, archive), bound now so a taken port fails
-// start-up rather than surfacing later.
-func opsServer(name, addr string, reg *prometheus.Registry, ready ops.ReadyChecker, log *slog.Logger) (*ops.HTTPServer, error) {
+// start-up rather than surfacing later. /metrics needs one of
+// metricsTokens when any is set; the listener has ops.DefaultTimeouts.
+func opsServer(name, addr string, metricsTokens []string, reg *prometheus.Registry, ready ops.ReadyChecker, log *slog.Logger) (*ops.HTTPServer, error) {
 	mux := http.NewServeMux()
-	ops.Mount(mux, reg, ready)
+	ops.MountAuth(mux, reg, ops.NewBearer(metricsTokens), ready)
 	srv := &ops.HTTPServer{Name: name, Addr: addr, Handler: mux, Log: log}
 	return srv, srv.Listen()
 }
@@ -173,20 +175,23 @@ func (b *batchScheduler) Run(ctx context.Context) error {
 }
 
 // sampleTraffic sends generated pageviews through the gateway so a new user
-// sees numbers move without writing a producer.
+// sees numbers move without writing a producer. It is a convenience, never
+// a reason to stop the platform: when the generator gives up (the gateway
+// kept refusing, or could not be reached) it logs why and starts again
+// after a pause that doubles up to maxPause.
 type sampleTraffic struct {
 	cfg  *schemas.Config
 	rate float64
 	log  *slog.Logger
+	// pause is the first wait after the generator gave up (0: 5s).
+	pause time.Duration
 }
+
+// maxPause bounds the wait between restarts of the sample traffic.
+const maxPause = time.Minute
 
 func (s *sampleTraffic) Run(ctx context.Context) error {
 	stream := s.cfg.Streams[0]
-	g, err := gen.New(gen.Options{Stream: stream, Seed: uint64(time.Now().UnixNano()), Rate: s.rate, Batch: max(1, int(s.rate)),
-		Late: 0.02, OutOfOrder: 0.05, Dups: 0.01, Invalid: 0.005, MaxFutureSkew: s.cfg.Ingest.MaxFutureSkew.D()})
-	if err != nil {
-		return err
-	}
 	token := ""
 	if len(s.cfg.Auth.IngestTokens) > 0 {
 		token = s.cfg.Auth.IngestTokens[0]
@@ -196,12 +201,43 @@ func (s *sampleTraffic) Run(ctx context.Context) error {
 		scheme = "https"
 	}
 	sink := &gen.HTTPSink{URL: scheme + "://" + s.cfg.Ingest.Listen, Stream: stream.Name, Token: token, Client: &http.Client{Timeout: time.Minute}}
-	rep, err := g.Run(ctx, gen.RunOptions{Sink: sink})
-	if ctx.Err() != nil {
-		s.log.Info("sample traffic stopped", "sent", rep.Sent, "accepted", rep.Accepted)
-		return nil
+	first := s.pause
+	if first <= 0 {
+		first = 5 * time.Second
 	}
-	return err
+	pause := first
+	for {
+		// A new seed each time: ids of a restarted generator must not
+		// repeat the ones already sent (they would be dropped as duplicates).
+		g, err := gen.New(gen.Options{Stream: stream, Seed: uint64(time.Now().UnixNano()), Rate: s.rate,
+			Batch: min(max(1, int(s.rate)), s.cfg.Ingest.MaxEventsPerRequest),
+			Late:  0.02, OutOfOrder: 0.05, Dups: 0.01, Invalid: 0.005, MaxFutureSkew: s.cfg.Ingest.MaxFutureSkew.D()})
+		if err != nil {
+			return err // a configuration the generator cannot use: no retry helps
+		}
+		started := time.Now()
+		rep, err := g.Run(ctx, gen.RunOptions{Sink: sink})
+		if ctx.Err() != nil {
+			s.log.Info("sample traffic stopped", "sent", rep.Sent, "accepted", rep.Accepted)
+			return nil
+		}
+		if err == nil {
+			return nil // the generator sent all it was asked to
+		}
+		if time.Since(started) > maxPause {
+			pause = first // it ran well for a while: start over with a short pause
+		}
+		s.log.Warn("sample traffic gave up; the platform keeps running and the traffic restarts after a pause",
+			"err", err, "sent", rep.Sent, "accepted", rep.Accepted, "pause", pause)
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		pause = min(2*pause, maxPause)
+	}
 }
 
 func printDevBanner(w *os.File, cfg *schemas.Config, dir string, genRate float64) {

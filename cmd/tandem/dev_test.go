@@ -29,7 +29,8 @@ type devTotals struct {
 	MaxLatency *float64 `json:"max_latency"`
 }
 
-// TestDevEndToEnd runs `tandem dev` as a new user would, on free ports: it
+// TestDevEndToEnd runs `tandem dev` as a new user would, on free ports and
+// from a directory outside the repository: it
 // sends events, reads the exact totals back, reaches the same services from
 // a separate `tandem batch run`, survives a kill -9 (ClickHouse left
 // running) with its data, and stops everything on SIGTERM.
@@ -75,7 +76,10 @@ func TestDevEndToEnd(t *testing.T) {
 
 	startDev := func() (*exec.Cmd, *bytes.Buffer, chan error) {
 		var out bytes.Buffer
-		cmd := exec.Command(bin, "dev", "--config", cfgPath, "--data-dir", dataDir, "--gen-rate", "0", "--scripts", filepath.Join(root, "scripts"))
+		// Started outside the repository, as an installed binary is: the
+		// scripts it starts ClickHouse and MinIO with are the ones built in.
+		cmd := exec.Command(bin, "dev", "--config", cfgPath, "--data-dir", dataDir, "--gen-rate", "0")
+		cmd.Dir = dir
 		cmd.Stdout, cmd.Stderr = &out, &out
 		require.NoError(t, cmd.Start())
 		done := make(chan error, 1)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,10 +37,8 @@ func cmdSpeed(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeSpeed()
-	mux := http.NewServeMux()
-	ops.Mount(mux, reg, svc)
-	srv := &ops.HTTPServer{Name: "speed-http", Addr: cfg.Speed.Listen, Handler: mux, Log: log}
-	if err := srv.Listen(); err != nil {
+	srv, err := opsServer("speed-http", cfg.Speed.Listen, cfg.Auth.MetricsTokens, reg, svc, log)
+	if err != nil {
 		return err
 	}
 	return ops.RunAll(ctx, log, ops.Named{Name: "speed", Component: svc}, ops.Named{Name: "speed-http", Component: srv})

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -41,7 +42,13 @@ type Env struct {
 type Options struct {
 	DataDir string
 	// ScriptsDir holds clickhouse.sh and minio.sh (the repository's scripts/).
+	// When it has no clickhouse.sh (tandem dev started outside the
+	// repository), the scripts come from Files.
 	ScriptsDir string
+	// Files are the scripts and the templates they use at their repository
+	// paths (tandem.DevFiles, embedded in the binary); they are written
+	// under DataDir/embedded when ScriptsDir lacks the scripts.
+	Files fs.FS
 	// KeepServices leaves ClickHouse and MinIO running on Close, so the next
 	// `tandem dev` (or another command) finds them warm.
 	KeepServices bool
@@ -60,6 +67,13 @@ func Start(ctx context.Context, cfg *schemas.Config, opts Options) (*Env, error)
 	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("dev: data dir: %w", err)
 	}
+	if _, err := os.Stat(filepath.Join(opts.ScriptsDir, "clickhouse.sh")); err != nil && opts.Files != nil {
+		dir, err := extractScripts(opts.Files, filepath.Join(opts.DataDir, "embedded"))
+		if err != nil {
+			return nil, err
+		}
+		opts.ScriptsDir = dir
+	}
 	steps := []func() error{
 		func() error { return e.startBroker(cfg, filepath.Join(opts.DataDir, "kafka")) },
 		func() error { return e.startS3(ctx, cfg, opts) },
@@ -72,6 +86,29 @@ func Start(ctx context.Context, cfg *schemas.Config, opts Options) (*Env, error)
 		}
 	}
 	return e, nil
+}
+
+// extractScripts writes files under dir (replacing what an older binary
+// wrote there) and returns the folder of the scripts.
+func extractScripts(files fs.FS, dir string) (string, error) {
+	err := fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(files, path)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(path))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o755)
+	})
+	if err != nil {
+		return "", fmt.Errorf("dev: writing the embedded scripts under %s: %w", dir, err)
+	}
+	return filepath.Join(dir, "scripts"), nil
 }
 
 // Close stops the services in reverse order.
@@ -221,7 +258,7 @@ func (e *Env) startClickHouse(ctx context.Context, cfg *schemas.Config, opts Opt
 	}
 	script := filepath.Join(opts.ScriptsDir, "clickhouse.sh")
 	if _, err := os.Stat(script); err != nil {
-		return fmt.Errorf("dev: %s not found; run `tandem dev` from the repository (or start ClickHouse yourself at %s): %w", script, cfg.ClickHouse.Addr, err)
+		return fmt.Errorf("dev: %s not found (and no embedded scripts to use): %w", script, err)
 	}
 	env := []string{
 		"TANDEM_CH_DIR=" + filepath.Join(opts.DataDir, "clickhouse"),

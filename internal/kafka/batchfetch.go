@@ -100,6 +100,8 @@ type BatchFetcher struct {
 	corrID  int32
 	req     []byte
 	backoff time.Duration
+	// maxInflate replaces maxDecompressed when set (tests).
+	maxInflate int
 }
 
 // BatchFetcher returns a fetcher of the claim's partition starting at
@@ -274,7 +276,10 @@ const firstFetchBytes = 256 << 10
 // returns at most max_bytes, or one record batch larger than that.
 const maxResponse = 1 << 30
 
-// maxDecompressed bounds one record batch after decompression. Kafka's
+// maxDecompressed bounds the record batches of one fetch response after
+// decompression, together: every record a fetch returns points into its
+// batch's inflated bytes, so they are all alive at once, and a response of
+// many batches each just under a per-batch cap would multiply it. Kafka's
 // own batch limits apply to the compressed size; JSON events compress
 // 5–20×, so this leaves room for batches far above the default 1 MiB.
 const maxDecompressed = 256 << 20
@@ -416,8 +421,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // parseRecords appends the records of the record batches in b from f.next
 // on, and advances f.next past every complete batch. A truncated batch at
 // the end (the broker cuts at max_bytes) is left for the next fetch.
+//
+// The batches' inflated bytes count against maxDecompressed (maxInflate in
+// tests) for the whole response: a batch that would go past it is left for
+// the next fetch when this one returned records already, and is an error
+// when it alone is over.
 func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 	be := binary.BigEndian
+	budget := maxDecompressed
+	if f.maxInflate > 0 {
+		budget = f.maxInflate
+	}
+	first := len(dst)
 	for len(b) >= 17 {
 		base := int64(be.Uint64(b))
 		size := int(int32(be.Uint32(b[8:])))
@@ -446,10 +461,17 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 		}
 		recs := batch[49:]
 		if codec := compress.Compression(attrs & 7); codec != 0 {
-			var err error
-			if recs, err = decompress(codec, recs); err != nil {
+			out, err := decompress(codec, recs, budget)
+			if errors.Is(err, errInflateBudget) && len(dst) > first {
+				// This fetch holds enough already; the batch is read
+				// whole by the next one, which starts at it.
+				return dst, nil
+			}
+			if err != nil {
 				return dst, fmt.Errorf("kafka: %s/%d offset %d: %w", f.topic, f.partition, base, err)
 			}
+			budget -= len(out)
+			recs = out
 		}
 		logAppend := attrs&0x8 != 0
 		r := reader{b: recs}
@@ -486,28 +508,40 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 var zstdDecoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
 	zstd.WithDecoderMaxMemory(maxDecompressed), zstd.WithDecoderMaxWindow(maxDecompressed))
 
-func decompress(c compress.Compression, b []byte) ([]byte, error) {
+// errInflateBudget is decompress's error for a batch inflating past what
+// is left of its fetch's maxDecompressed.
+var errInflateBudget = errors.New("inflates past the limit of one fetch")
+
+// decompress inflates one record batch's records, at most limit bytes. The
+// result's capacity is trimmed to its length when growing left much spare
+// room: the records returned point into it, so its whole capacity stays
+// alive as long as any of them.
+func decompress(c compress.Compression, b []byte, limit int) ([]byte, error) {
+	var out []byte
 	if c == compress.Zstd {
-		out, err := zstdDecoder.DecodeAll(b, nil)
-		if err != nil {
+		var err error
+		if out, err = zstdDecoder.DecodeAll(b, nil); err != nil {
 			return nil, fmt.Errorf("decompressing a record batch: %w", err)
 		}
-		return out, nil
+	} else {
+		codec := c.Codec()
+		if codec == nil {
+			return nil, fmt.Errorf("compression codec %d is not supported", c)
+		}
+		r := codec.NewReader(bytes.NewReader(b))
+		defer r.Close()
+		// A producer's batch that inflates without bound (a decompression
+		// bomb) must not take the consumer's memory with it.
+		var err error
+		if out, err = io.ReadAll(io.LimitReader(r, int64(limit)+1)); err != nil {
+			return nil, fmt.Errorf("decompressing a record batch: %w", err)
+		}
 	}
-	codec := c.Codec()
-	if codec == nil {
-		return nil, fmt.Errorf("compression codec %d is not supported", c)
+	if len(out) > limit {
+		return nil, fmt.Errorf("a record batch of %d compressed bytes %w (%d MiB)", len(b), errInflateBudget, maxDecompressed>>20)
 	}
-	r := codec.NewReader(bytes.NewReader(b))
-	defer r.Close()
-	// A producer's batch that inflates without bound (a decompression
-	// bomb) must not take the consumer's memory with it.
-	out, err := io.ReadAll(io.LimitReader(r, maxDecompressed+1))
-	if err != nil {
-		return nil, fmt.Errorf("decompressing a record batch: %w", err)
-	}
-	if len(out) > maxDecompressed {
-		return nil, fmt.Errorf("a record batch of %d compressed bytes inflates past %d MiB", len(b), maxDecompressed>>20)
+	if cap(out)-len(out) > len(out)/4 {
+		out = append([]byte(nil), out...)
 	}
 	return out, nil
 }

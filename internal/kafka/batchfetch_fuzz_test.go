@@ -145,3 +145,46 @@ func parseAny(bf *BatchFetcher, resp []byte) ([]Record, int64, error) {
 	recs, err := bf.parseRecords(records, nil)
 	return recs, hw, err
 }
+
+// TestInflateBudgetIsPerFetch: the decompressed bytes of one fetch response
+// count together. Three gzip batches of about 100 KiB inflated each, under
+// a 150 KiB budget: each parse of the same response returns one batch and
+// stops before the next, which the following fetch (starting at it) reads;
+// a single batch over the budget is an error naming the limit.
+func TestInflateBudgetIsPerFetch(t *testing.T) {
+	k := testenv.Kafka(t)
+	topic := testenv.UniqueName(t, "inflate")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Created with kafka-go's own admin call, so this test does not depend
+	// on EnsureTopicSpecs' signature (the TLS/SASL work changes it).
+	admin := &kgo.Client{Addr: kgo.TCP(k.Brokers...)}
+	created, err := admin.CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
+	require.NoError(t, err)
+	require.NoError(t, created.Errors[topic])
+	for b := range 3 {
+		w := &kgo.Writer{Addr: kgo.TCP(k.Brokers...), Topic: topic, RequiredAcks: kgo.RequireAll, Compression: kgo.Gzip,
+			BatchSize: 10, BatchTimeout: time.Millisecond, Transport: &kgo.Transport{}}
+		msgs := make([]kgo.Message, 10)
+		for i := range msgs {
+			msgs[i].Value = append([]byte(fmt.Sprintf("b%d-%d:", b, i)), make([]byte, 10<<10)...)
+		}
+		require.NoError(t, w.WriteMessages(ctx, msgs...))
+		require.NoError(t, w.Close())
+	}
+	resp := rawFetch(t, k.Brokers[0], topic, 0, 1<<20)
+	bf := &BatchFetcher{maxInflate: 150 << 10}
+	for want := int64(0); want < 30; want += 10 {
+		bf.corrID = int32(binary.BigEndian.Uint32(resp))
+		recs, _, err := parseAny(bf, resp)
+		require.NoError(t, err)
+		require.Len(t, recs, 10, "one batch per fetch under the budget")
+		require.Equal(t, want, recs[0].Offset)
+		require.Equal(t, want+10, bf.next)
+	}
+	bf = &BatchFetcher{maxInflate: 50 << 10}
+	bf.corrID = int32(binary.BigEndian.Uint32(resp))
+	_, _, err = parseAny(bf, resp)
+	require.ErrorIs(t, err, errInflateBudget)
+	require.Equal(t, int64(0), bf.next)
+}

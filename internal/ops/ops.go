@@ -39,8 +39,20 @@ func NewRegistry() *prometheus.Registry {
 }
 
 // Mount adds /healthz, /readyz and /metrics to mux. /readyz answers 503 with
-// the reason when any checker is not ready.
+// the reason when any checker is not ready. /metrics is open; MountAuth puts
+// it behind tokens.
 func Mount(mux *http.ServeMux, reg prometheus.Gatherer, checkers ...ReadyChecker) {
+	MountAuth(mux, reg, nil, checkers...)
+}
+
+// MetricsAuthEndpoint is the endpoint label of refused /metrics requests in
+// tandem_auth_failures_total.
+const MetricsAuthEndpoint = "metrics"
+
+// MountAuth is Mount with /metrics behind metrics (auth.metrics_tokens; nil
+// or no tokens: open). /healthz and /readyz stay open: probes carry no
+// tokens and say nothing an attacker could use.
+func MountAuth(mux *http.ServeMux, reg prometheus.Gatherer, metrics *Bearer, checkers ...ReadyChecker) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -53,7 +65,42 @@ func Mount(mux *http.ServeMux, reg prometheus.Gatherer, checkers ...ReadyChecker
 		}
 		w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metrics.Wrap("tandem-metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil))
+}
+
+// Timeouts are the deadlines of one listener (net/http's meanings). Zero
+// fields take DefaultTimeouts' values.
+type Timeouts struct {
+	// ReadHeader bounds reading a request's headers.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, headers and body: a client that
+	// sends its body slower is cut off here, and what it held is released.
+	Read time.Duration
+	// Write bounds everything after the headers were read: reading the
+	// body, handling and writing the answer. A client that does not read
+	// its answer holds the handler at most this long.
+	Write time.Duration
+	// Idle bounds a kept-alive connection waiting for its next request.
+	Idle time.Duration
+}
+
+// DefaultTimeouts are the deadlines of a listener that sets none: the ops
+// listeners (speed, archive) answer small requests only.
+var DefaultTimeouts = Timeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: time.Minute, Idle: 2 * time.Minute}
+
+func (t Timeouts) withDefaults() Timeouts {
+	pick := func(v, d time.Duration) time.Duration {
+		if v > 0 {
+			return v
+		}
+		return d
+	}
+	return Timeouts{
+		ReadHeader: pick(t.ReadHeader, DefaultTimeouts.ReadHeader),
+		Read:       pick(t.Read, DefaultTimeouts.Read),
+		Write:      pick(t.Write, DefaultTimeouts.Write),
+		Idle:       pick(t.Idle, DefaultTimeouts.Idle),
+	}
 }
 
 // HTTPServer runs an http.Server as a Component: it listens on Addr and, when
@@ -66,7 +113,9 @@ type HTTPServer struct {
 	CertFile        string // both set: serve HTTPS
 	KeyFile         string
 	ShutdownTimeout time.Duration
-	Log             *slog.Logger
+	// Timeouts are the listener's deadlines; zero fields are DefaultTimeouts'.
+	Timeouts Timeouts
+	Log      *slog.Logger
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -107,7 +156,9 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	t := s.Timeouts.withDefaults()
+	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read,
+		WriteTimeout: t.Write, IdleTimeout: t.Idle}
 	errc := make(chan error, 1)
 	go func() {
 		var err error

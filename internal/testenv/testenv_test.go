@@ -85,6 +85,25 @@ func TestClickHouse(t *testing.T) {
 		require.EqualValues(t, 3, n, "the analyst's insert must not have landed")
 	})
 
+	// The shipped analyst profile (deploy/local/clickhouse/users.xml)
+	// bounds a query's time and memory and a person's concurrent queries,
+	// and the analyst cannot lift them (readonly=1 refuses SET).
+	t.Run("analyst has limits", func(t *testing.T) {
+		analyst := ch.AnalystConn(t)
+		rows, err := analyst.Query(ctx, "SELECT name, value FROM system.settings WHERE name IN ('max_execution_time', 'max_memory_usage', 'max_concurrent_queries_for_user')")
+		require.NoError(t, err)
+		got := map[string]string{}
+		for rows.Next() {
+			var name, value string
+			require.NoError(t, rows.Scan(&name, &value))
+			got[name] = value
+		}
+		require.NoError(t, rows.Err())
+		rows.Close()
+		require.Equal(t, map[string]string{"max_execution_time": "60", "max_memory_usage": "4000000000", "max_concurrent_queries_for_user": "4"}, got)
+		require.ErrorContains(t, analyst.Exec(ctx, "SET max_execution_time = 0"), "readonly")
+	})
+
 	t.Run("wrong password is refused", func(t *testing.T) {
 		o := ch.Options()
 		o.Auth.Username, o.Auth.Password = ch.AnalystUser, "wrong"
