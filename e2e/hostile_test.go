@@ -665,7 +665,7 @@ func TestHostileClients(t *testing.T) {
 		// Past the write timeout (with slack for a loaded machine), each
 		// handler has given up and its connection is closed: reading now
 		// gets what the sockets held and then the end of the connection,
-		// short of the declared Content-Length — or no answer at all when
+		// before the answer's end — or no answer at all when
 		// computing it outlasted the timeout — never an answer that looks
 		// complete.
 		time.Sleep(time.Until(start.Add(writeTimeout + 3*time.Second)))
@@ -680,11 +680,15 @@ func TestHostileClients(t *testing.T) {
 				continue
 			}
 			require.Equal(t, http.StatusOK, res.StatusCode)
-			require.Greater(t, res.ContentLength, int64(0))
+			// Answers are streamed (chunked, no Content-Length) or, when
+			// small, sent with a length: either way a cut handler shows as
+			// the connection ending before the answer's end.
 			n, err := io.Copy(io.Discard, res.Body)
 			require.Error(t, err, "attacker %d read the whole answer: the handler was not cut", i)
 			require.False(t, errors.As(err, &ne) && ne.Timeout(), "attacker %d: the connection was still open past serve.write_timeout", i)
-			require.Less(t, n, res.ContentLength, "attacker %d", i)
+			if res.ContentLength > 0 {
+				require.Less(t, n, res.ContentLength, "attacker %d", i)
+			}
 			cut["closed mid-body"]++
 		}
 		t.Logf("unread answers after serve.write_timeout: %v", cut)
