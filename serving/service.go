@@ -18,6 +18,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving/openapi"
 )
 
 // speedTimeout bounds the speed half of one query. A ClickHouse that hangs
@@ -103,6 +104,7 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	s.mux = http.NewServeMux()
 	s.mux.Handle("GET /v1/views", s.authorize("views", http.HandlerFunc(s.handleViews)))
 	s.mux.Handle("GET /v1/views/{view}/query", s.authorize("query", http.HandlerFunc(s.handleQuery)))
+	s.mux.Handle("GET /v1/openapi.json", openapi.Handler())
 	ops.Mount(s.mux, s.reg, s)
 	s.server = &ops.HTTPServer{Name: "serve", Addr: cfg.Serve.Listen, Handler: s.mux,
 		CertFile: cfg.Serve.TLS.CertFile, KeyFile: cfg.Serve.TLS.KeyFile, Log: s.log}
