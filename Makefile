@@ -9,6 +9,7 @@
 #   make bench-smoke every benchmark once at a small size (a check, no figures)
 #   make fuzz        run every fuzz target for $(FUZZTIME)
 #   make chaos       soak run under faults (~12 min); make chaos-short (~5 min)
+#   make openapi-fuzz  fuzz the live API from serving/openapi/openapi.json (~3 min)
 #   make dev         run the whole platform locally on .tandem/
 #
 # Downloads and builds of third-party tools are cached outside the repo in
@@ -31,7 +32,7 @@ TANDEM_CACHE ?= $(or $(HOME),/root)/.cache/tandem
 export TANDEM_CACHE
 
 .PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm deps-duckdb deps-browser chdb-lib build \
-        test test-short test-apache-kafka bench bench-smoke bench-scaling vet fuzz chaos chaos-short dev clean
+        test test-short test-apache-kafka bench bench-smoke bench-scaling vet fuzz openapi-fuzz chaos chaos-short dev clean
 
 all: build
 
@@ -123,6 +124,10 @@ chaos: deps-go deps-clickhouse deps-minio
 ## chaos-short: the same in about 5 minutes, shorter outages (CI)
 chaos-short: deps-go deps-clickhouse deps-minio
 	TANDEM_CHAOS=short $(GO) test ./e2e -run '^TestChaos$$' -count=1 -v -timeout 20m
+
+## openapi-fuzz: schemathesis fuzzes the live API from its OpenAPI document (~3 min)
+openapi-fuzz: deps-go deps-clickhouse deps-minio
+	bash scripts/openapi-fuzz.sh
 
 ## dev: the whole platform in one process, data under .tandem/
 # dev needs only the services, not the test tools (chdb, DuckDB, Chromium).
