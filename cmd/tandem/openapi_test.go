@@ -293,7 +293,7 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 
 // devAPI is a running `tandem dev` with tokens.
 type devAPI struct {
-	ingest, serve            string // host:port
+	ingest, serve           string // host:port
 	ingestToken, queryToken string
 	out                     *bytes.Buffer
 }
