@@ -15,6 +15,9 @@
 #                             schemathesis venv goes to $TANDEM_CACHE/schemathesis
 #   OPENAPI_FUZZ_EXAMPLES     examples per operation (default 40)
 #   OPENAPI_FUZZ_SECONDS      time budget of each of the two runs (default 75)
+#   OPENAPI_FUZZ_SCHEMA       fuzz from this file instead of the document the
+#                             live API serves (to try an edited document, or
+#                             to see the fuzz fail on a wrong one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -62,7 +65,7 @@ trap cleanup EXIT INT TERM
 ports=($(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(7):
+for _ in range(8):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
@@ -70,6 +73,8 @@ EOF
 KAFKA=127.0.0.1:${ports[0]} CH=127.0.0.1:${ports[1]} S3=127.0.0.1:${ports[2]}
 INGEST=127.0.0.1:${ports[3]} SERVE=127.0.0.1:${ports[4]} SPEED=127.0.0.1:${ports[5]} ARCHIVE=127.0.0.1:${ports[6]}
 CH_PORT=${ports[1]}
+# MinIO's console port too: its default (9101) may be another MinIO's.
+export TANDEM_MINIO_CONSOLE_PORT=${ports[7]}
 INGEST_TOKEN="fuzz-ingest-$RANDOM$RANDOM"
 QUERY_TOKEN="fuzz-query-$RANDOM$RANDOM"
 
@@ -102,12 +107,15 @@ run() { # name base-url token tags...
 	local tags=()
 	for tag in "$@"; do tags+=(--include-tag "$tag"); done
 	echo "openapi-fuzz: $name ($*) at $base"
-	# The document is read from the live API: what is served is what is tested.
-	"$VENV/bin/schemathesis" run "$base/v1/openapi.json" --url "$base" "${tags[@]}" \
+	# By default the document is read from the live API: what is served is
+	# what is tested.
+	# schemathesis keeps its example database in the working directory:
+	# run it from $WORK so nothing lands in the repository.
+	(cd "$WORK" && "$VENV/bin/schemathesis" run "${OPENAPI_FUZZ_SCHEMA:-$base/v1/openapi.json}" --url "$base" "${tags[@]}" \
 		-H "Authorization: Bearer $token" \
 		--checks "$CHECKS" --max-examples "$EXAMPLES" --max-time "$SECONDS_EACH" \
 		--request-timeout 20 --workers 2 --seed 17 --suppress-health-check too_slow,filter_too_much \
-		--no-color --warnings off
+		--no-color --warnings off)
 }
 run "query API" "http://$SERVE" "$QUERY_TOKEN" query ops
 run "ingest gateway" "http://$INGEST" "$INGEST_TOKEN" ingest ops

@@ -337,6 +337,8 @@ func startDevWithTokens(t *testing.T) *devAPI {
 	})
 	cmd := exec.Command(bin, "dev", "--config", cfgPath, "--data-dir", dataDir, "--gen-rate", "0", "--scripts", filepath.Join(root, "scripts"))
 	cmd.Stdout, cmd.Stderr = d.out, d.out
+	// MinIO's console port too: its default (9101) may be another MinIO's.
+	cmd.Env = append(os.Environ(), fmt.Sprintf("TANDEM_MINIO_CONSOLE_PORT=%d", testenv.FreePort(t)))
 	require.NoError(t, cmd.Start())
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
