@@ -10,6 +10,7 @@
 #   make bench-serving-scale  serving over a month of events against ClickHouse (tens of minutes)
 #   make fuzz        run every fuzz target for $(FUZZTIME)
 #   make chaos       soak run under faults (~12 min); make chaos-short (~5 min)
+#   make openapi-fuzz  fuzz the live API from serving/openapi/openapi.json (~3 min)
 #   make dev         run the whole platform locally on .tandem/
 #
 # Downloads and builds of third-party tools are cached outside the repo in
@@ -32,7 +33,7 @@ TANDEM_CACHE ?= $(or $(HOME),/root)/.cache/tandem
 export TANDEM_CACHE
 
 .PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm deps-duckdb deps-browser chdb-lib build \
-        test test-short test-apache-kafka bench bench-smoke bench-scaling bench-serving-scale vet fuzz chaos chaos-short dev clean
+        test test-short test-apache-kafka bench bench-smoke bench-scaling bench-serving-scale vet fuzz openapi-fuzz chaos chaos-short dev clean
 
 all: build
 
@@ -132,6 +133,10 @@ chaos: deps-go deps-clickhouse deps-minio
 ## chaos-short: the same in about 5 minutes, shorter outages (CI)
 chaos-short: deps-go deps-clickhouse deps-minio
 	TANDEM_CHAOS=short $(GO) test ./e2e -run '^TestChaos$$' -count=1 -v -timeout 20m
+
+## openapi-fuzz: schemathesis fuzzes the live API from its OpenAPI document (~3 min)
+openapi-fuzz: deps-go deps-clickhouse deps-minio
+	bash scripts/openapi-fuzz.sh
 
 ## dev: the whole platform in one process, data under .tandem/
 # dev needs only the services, not the test tools (chdb, DuckDB, Chromium).

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving/openapi"
 )
 
 // Log is where the gateway appends events: one topic per stream, the event
@@ -165,6 +166,7 @@ func New(o Options) (*Gateway, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/streams/{stream}/events", g.serveEvents)
+	mux.Handle("GET /v1/openapi.json", openapi.Handler())
 	ops.MountAuth(mux, g.reg, ops.NewBearer(cfg.Auth.MetricsTokens), g)
 	t := cfg.Ingest.HTTPTimeouts
 	g.server = &ops.HTTPServer{

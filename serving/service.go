@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving/openapi"
 )
 
 // speedTimeout bounds the speed half of one query. A ClickHouse that hangs
@@ -130,6 +131,7 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	s.mux = http.NewServeMux()
 	s.mux.Handle("GET /v1/views", s.authorize("views", http.HandlerFunc(s.handleViews)))
 	s.mux.Handle("GET /v1/views/{view}/query", s.authorize("query", http.HandlerFunc(s.handleQuery)))
+	s.mux.Handle("GET /v1/openapi.json", openapi.Handler())
 	ops.MountAuth(s.mux, s.reg, ops.NewBearer(cfg.Auth.MetricsTokens), s)
 	t := cfg.Serve.HTTPTimeouts
 	s.server = &ops.HTTPServer{Name: "serve", Addr: cfg.Serve.Listen, Handler: s.mux,
