@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -63,12 +64,13 @@ func TestIDTable(t *testing.T) {
 
 			// The index file holds every entry once and reads back whole.
 			var buf bytes.Buffer
-			require.NoError(t, writeIndex(&buf, tbl.entries()))
+			_, err := writeIndex(&buf, tbl.entries(), 0, math.MaxInt64)
+			require.NoError(t, err)
 			tbl.free()
-			require.Equal(t, 24*len(truth), buf.Len())
+			require.Equal(t, indexEntryBytes*len(truth), buf.Len())
 			data := buf.Bytes()
 			seen := map[idHash]bool{}
-			for i := 0; i < len(data); i += 24 {
+			for i := 0; i < len(data); i += indexEntryBytes {
 				var h idHash
 				copy(h[:], data[i:i+16])
 				_, ok := truth[h]
