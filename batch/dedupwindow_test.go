@@ -102,6 +102,13 @@ func TestDedupWindow(t *testing.T) {
 	hourly, daily := cfg.View("pv_hourly"), cfg.View("pv_daily")
 	require.Equal(t, window.Milliseconds(), s.DedupWindowMs())
 
+	// Tables start small, so a full run over ten days must drop expired
+	// ids to stay at the smallest table (1,024 slots) instead of growing
+	// to hold every id of the history (4,096 slots).
+	hint := windowTableHint
+	windowTableHint = 64
+	t.Cleanup(func() { windowTableHint = hint })
+
 	rng := rand.New(rand.NewPCG(7, 8))
 	msgs := map[int32][]genMsg{}
 	ids := map[int32]*[]string{0: {}, 1: {}}
@@ -120,6 +127,7 @@ func TestDedupWindow(t *testing.T) {
 	res1 := run(false)
 	require.False(t, res1.Views[0].Incremental)
 	require.Zero(t, res1.Views[0].IDsLoaded)
+	require.Equal(t, int64(2*1024), res1.Views[0].IDTableSlots, "the full run's tables hold the window, not the history")
 	abs1 := map[int32]int64{0: 1400, 1: 1400}
 	m1, rows1, _ := publishedRows(t, ctx, st, hourly)
 	require.Equal(t, abs1, m1.Absorbed)
@@ -145,6 +153,7 @@ func TestDedupWindow(t *testing.T) {
 	wantLoaded := windowIDs(msgs, abs1, window)
 	require.Equal(t, wantLoaded, res2.Views[0].IDsLoaded, "the ids of the window's last six hours, no more")
 	require.Less(t, wantLoaded*20, events1, "a small part of the history")
+	require.Equal(t, int64(2*1024), res2.Views[0].IDTableSlots)
 	abs2 := map[int32]int64{0: 1700, 1: 1700}
 	m2, rows2, order2 := publishedRows(t, ctx, st, hourly)
 	require.Equal(t, abs2, m2.Absorbed)

@@ -100,7 +100,7 @@ func (t *idTable) admit(h0, h1 uint64, off, ms, windowMs int64) bool {
 		return true
 	}
 	if t.n >= len(t.ents)*5/8 {
-		t.grow()
+		t.makeRoom(ms, windowMs)
 	}
 	for i := t.home(h0, h1); ; i = (i + 1) & t.mask {
 		e := &t.ents[i]
@@ -124,12 +124,36 @@ func (t *idTable) put(e idEntry) {
 	t.admit(e.h0, e.h1, e.off, e.ms, math.MinInt64) // always expired: replaced
 }
 
-func (t *idTable) grow() {
+// makeRoom doubles the table, or, under a dedup window, first drops the
+// entries the window has passed at clock nowMs: clocks only grow, so no
+// later occurrence can be their duplicate, and a table that keeps only
+// them holds about the window's ids, however long the history. The table
+// doubles only if at least half of it would still be live.
+func (t *idTable) makeRoom(nowMs, windowMs int64) {
+	bits := 64 - t.shift
+	if windowMs != math.MaxInt64 {
+		live := 0
+		for i := range t.ents {
+			if e := &t.ents[i]; (e.h0 != 0 || e.h1 != 0) && !schemas.DedupExpired(e.ms, nowMs, windowMs) {
+				live++
+			}
+		}
+		if live < len(t.ents)*5/16 {
+			t.rebuild(bits, nowMs, windowMs)
+			return
+		}
+	}
+	t.rebuild(bits+1, nowMs, windowMs)
+}
+
+// rebuild moves the entries the window has not passed at nowMs into a new
+// table of 1<<bits slots.
+func (t *idTable) rebuild(bits uint, nowMs, windowMs int64) {
 	old, oldMem := t.ents, t.mem
-	t.alloc(64 - t.shift + 1)
+	t.alloc(bits)
 	t.n = 0
 	for _, e := range old {
-		if e.h0 != 0 || e.h1 != 0 {
+		if (e.h0 != 0 || e.h1 != 0) && !schemas.DedupExpired(e.ms, nowMs, windowMs) {
 			t.put(e)
 		}
 	}

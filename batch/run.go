@@ -85,7 +85,10 @@ type ViewResult struct {
 	DaysComputed, DaysKept int
 	// IDsLoaded counts the id index entries the stream's scan read from the
 	// previous run: with a dedup_window, the window's ids only.
-	IDsLoaded               int64
+	IDsLoaded int64
+	// IDTableSlots sums the slots (32 bytes each) of the partitions' id
+	// tables at their largest: what the duplicate check held in memory.
+	IDTableSlots            int64
 	SpeedRowsDeletedThrough map[int32]int64 `json:",omitempty"`
 }
 
@@ -371,7 +374,8 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 			return nil, err
 		}
 		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: pv.state != nil,
-			DaysComputed: len(days), DaysKept: kept, IDsLoaded: sc.stats.IDsLoaded.Load()})
+			DaysComputed: len(days), DaysKept: kept, IDsLoaded: sc.stats.IDsLoaded.Load(),
+			IDTableSlots: sc.stats.TableSlots.Load()})
 	}
 	return out, gcStream(ctx, o, s, views, out)
 }

@@ -89,7 +89,13 @@ type scanStats struct {
 	Duplicates atomic.Int64
 	Invalid    atomic.Int64
 	IDsLoaded  atomic.Int64 // id index entries read from the previous run
+	TableSlots atomic.Int64 // slots of the partitions' id tables at their largest
 }
+
+// windowTableHint is the most ids a table under a dedup window is sized
+// for up front; it grows from there only if the window holds more. (A
+// variable for tests.)
+var windowTableHint = 1 << 16
 
 // scanner reads the master dataset of one stream into a spill.
 type scanner struct {
@@ -220,18 +226,27 @@ func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 	sp, rows := spans(p, from, p.Absorbed)
 	var idx *idTable
 	var clock schemas.DedupClock
+	window := sc.plan.Stream.DedupWindowMs()
+	room := int(rows) // at most one id per row: never grows
+	if window != math.MaxInt64 {
+		// Sized for the window, not the rows: the table drops expired ids
+		// rather than grow past what the window holds (idTable.makeRoom).
+		room = min(room, windowTableHint)
+	}
 	if sc.prev != nil {
 		var err error
-		if idx, err = loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p.Partition, int(rows)); err != nil {
+		if idx, err = loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p.Partition, room); err != nil {
 			return err
 		}
 		sc.stats.IDsLoaded.Add(int64(idx.len()))
 		clock.Ms, clock.Set = sc.prev.Clock[p.Partition]
 	} else {
-		idx = newIDTable(int(rows)) // at most one id per row: never grows
+		idx = newIDTable(room)
 	}
-	defer idx.free()
-	window := sc.plan.Stream.DedupWindowMs()
+	defer func() {
+		sc.stats.TableSlots.Add(int64(len(idx.ents)))
+		idx.free()
+	}()
 	w := sc.spill.writer(p.Partition, 1)
 	dirty := map[int64]bool{}
 	lastDay := int64(math.MinInt64)
