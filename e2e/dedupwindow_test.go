@@ -88,6 +88,17 @@ func TestExactnessDedupWindow(t *testing.T) {
 	again := pick(raws, 150)
 	post(again)
 	post(again[:75])
+	// New events after the resends, so the chunks holding them are whole
+	// and the final batch run, not only the speed layer, answers for them.
+	g2, err := gen.New(gen.Options{
+		Stream: p.cfg.Stream(streamName), Seed: seed + 1, Events: 2400, Rate: 2000,
+		Spacing: 10 * time.Minute / events, Batch: 200, Concurrency: 2, MaxFutureSkew: time.Hour,
+	})
+	require.NoError(t, err)
+	rep2, err := g2.Run(context.Background(), gen.RunOptions{Sink: newRetrySink(p.ingestURL, rec, 2)})
+	require.NoError(t, err)
+	require.Equal(t, rep2.Sent, rep2.Accepted)
+	resent += rep2.Accepted
 
 	// The master dataset holds every accepted message; the truth follows
 	// from it under the rule.
@@ -100,6 +111,26 @@ func TestExactnessDedupWindow(t *testing.T) {
 	forever := windowTruth(t, msgs, 0)
 	require.Greater(t, len(truth), len(forever), "ids resent after the window count again")
 	require.Less(t, int64(len(truth)), rep.Accepted+resent, "ids resent inside the window do not")
+	// Every resend lies in a whole chunk the final run absorbs.
+	var lastResend [partitions]int64
+	resends := map[string]bool{}
+	for _, r := range again {
+		ev, err := parseEvent(r)
+		require.NoError(t, err)
+		resends[ev.ID] = true
+	}
+	for _, m := range msgs {
+		if ev, err := parseEvent(m.raw); err == nil && resends[ev.ID] {
+			lastResend[m.partition] = max(lastResend[m.partition], m.offset)
+		}
+	}
+	ends := map[int32]int64{}
+	for _, m := range msgs {
+		ends[m.partition] = max(ends[m.partition], m.offset+1)
+	}
+	for part, last := range lastResend {
+		require.Less(t, last, ends[int32(part)]/p.cfg.ChunkSize*p.cfg.ChunkSize, "partition %d: the last resend is in a whole chunk", part)
+	}
 
 	lo, hi := truth[0].TimeMs, truth[0].TimeMs
 	for _, ev := range truth {
