@@ -9,7 +9,9 @@
 #   scripts/bench.sh scaling  batch recompute at several sizes (1.2M-50M events; the
 #                             first run generates the raw data, ~350 MB per 10M) and the speed
 #                             layer with one and two instances; the scaling
-#                             table and docs/scaling.png
+#                             table and docs/scaling.png; then the duplicate
+#                             horizon (events over 60 days, dedup_window: 7d)
+#                             at TANDEM_BENCH_WINDOW_SIZES, into scaling-window.txt
 #
 # Environment:
 #   GO                       go command (default go)
@@ -18,6 +20,9 @@
 #                            multiples of 400,000, so that each of the benchmark's 4
 #                            partitions ends on a whole chunk of 100,000 offsets and
 #                            the recompute absorbs every event the scan reads)
+#   TANDEM_BENCH_WINDOW_SIZES  scaling: event counts of BenchmarkBatchDedupWindow
+#                            (default "2000000"; the lead runs 10M-200M: multiples
+#                            of 400,000 as above)
 #   TANDEM_TEST_KAFKA, ...   as for the tests: the broker the benchmarks use
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,6 +104,12 @@ case "$MODE" in
     bench "$file" ./speed '^BenchmarkSpeedInstances$' 1x
     "$GO" run ./cmd/benchreport -scaling -doc "$DOC" -chart docs/scaling "$file"
     log "wrote the scaling section of $DOC and docs/scaling.{svg,png} from $file"
+    wfile="$OUT/scaling-window.txt"
+    : >"$wfile"
+    for n in ${TANDEM_BENCH_WINDOW_SIZES:-2000000}; do
+      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n"
+    done
+    log "the duplicate horizon's figures are in $wfile"
     ;;
   *)
     echo "usage: $0 [full|smoke|scaling]" >&2
