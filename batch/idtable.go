@@ -102,6 +102,11 @@ func (t *idTable) admit(h0, h1 uint64, off, ms, windowMs int64) bool {
 	if t.n >= len(t.ents)*5/8 {
 		t.makeRoom(ms, windowMs)
 	}
+	return t.probe(h0, h1, off, ms, windowMs)
+}
+
+// probe is admit once the table has room.
+func (t *idTable) probe(h0, h1 uint64, off, ms, windowMs int64) bool {
 	for i := t.home(h0, h1); ; i = (i + 1) & t.mask {
 		e := &t.ents[i]
 		if e.h0 == h0 && e.h1 == h1 {
@@ -119,9 +124,17 @@ func (t *idTable) admit(h0, h1 uint64, off, ms, windowMs int64) bool {
 	}
 }
 
-// put stores e, replacing what is stored for its hash.
+// put stores e, replacing what is stored for its hash; the table doubles
+// when full, dropping nothing.
 func (t *idTable) put(e idEntry) {
-	t.admit(e.h0, e.h1, e.off, e.ms, math.MinInt64) // always expired: replaced
+	if e.h0 == 0 && e.h1 == 0 {
+		t.zero, t.zeroV = true, e
+		return
+	}
+	if t.n >= len(t.ents)*5/8 {
+		t.rebuild(64-t.shift+1, 0, math.MaxInt64)
+	}
+	t.probe(e.h0, e.h1, e.off, e.ms, math.MinInt64) // always expired: replaced
 }
 
 // makeRoom doubles the table, or, under a dedup window, first drops the
