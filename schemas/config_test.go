@@ -1,7 +1,6 @@
 package schemas
 
 import (
-	"math"
 	"os"
 	"strings"
 	"testing"
@@ -79,8 +78,6 @@ func TestConfigRejects(t *testing.T) {
 		{"time field not timestamp", "time_field: ts", "time_field: c", `time_field "c" must be a timestamp field`},
 		{"bad field type", "{ name: b, type: bool }", "{ name: b, type: boolean }", `unknown type "boolean"`},
 		{"bad duration", "chunk_size: 100", "chunk_size: 100\ningest: { max_future_skew: soon }", `"soon" is not a duration`},
-		{"dedup window too short", "    id_field: id\n", "    id_field: id\n    dedup_window: 500ms\n", `dedup_window must be a whole number of milliseconds, at least 1s`},
-		{"dedup window not a duration", "    id_field: id\n", "    id_field: id\n    dedup_window: a week\n", `"a week" is not a duration`},
 		{"not yaml", "chunk_size: 100", "chunk_size: [", `:3:`},
 		{"wrong type", "chunk_size: 100", "chunk_size: lots", `:2: cannot`},
 	}
@@ -96,18 +93,6 @@ func TestConfigRejects(t *testing.T) {
 	}
 	_, err := Parse("t.yaml", []byte(base), noEnv)
 	require.NoError(t, err)
-}
-
-func TestDedupWindowKey(t *testing.T) {
-	c, err := Parse("t.yaml", []byte(base), noEnv)
-	require.NoError(t, err)
-	require.Equal(t, int64(math.MaxInt64), c.Streams[0].DedupWindowMs(), "unset: forever")
-	c, err = Parse("t.yaml", []byte(strings.Replace(base, "    id_field: id\n", "    id_field: id\n    dedup_window: 7d\n", 1)), noEnv)
-	require.NoError(t, err)
-	require.Equal(t, int64(7*24*3600*1000), c.Streams[0].DedupWindowMs())
-	require.False(t, DedupExpired(0, 7*24*3600*1000-1, c.Streams[0].DedupWindowMs()))
-	require.True(t, DedupExpired(0, 7*24*3600*1000, c.Streams[0].DedupWindowMs()))
-	require.False(t, DedupExpired(0, 1<<60, math.MaxInt64))
 }
 
 func TestConfigFileMissing(t *testing.T) {
