@@ -32,7 +32,8 @@ import (
 // final batch run.
 func TestExactnessDedupWindow(t *testing.T) {
 	const window = 15 * time.Second
-	p := newPlatform(t, platformOptions{chunkSize: 200, dedupWindow: "15s"})
+	p := newPlatform(t, platformOptions{chunkSize: 200})
+	setDedupWindow(t, p, "15s")
 	p.start("ingest", "speed", "archive", "serve")
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 2))
@@ -167,6 +168,21 @@ func TestExactnessDedupWindow(t *testing.T) {
 	out, err = p.batchRun(context.Background())
 	require.NoError(t, err, "final batch run: %s", out)
 	checkAll("after the final batch run")
+}
+
+// setDedupWindow sets the stream's dedup_window in the platform's
+// configuration, before any component starts.
+func setDedupWindow(t *testing.T, p *platform, window string) {
+	t.Helper()
+	text, err := os.ReadFile(p.cfgPath)
+	require.NoError(t, err)
+	const at = "    time_field: ts\n"
+	require.Equal(t, 1, strings.Count(string(text), at))
+	text = []byte(strings.Replace(string(text), at, at+"    dedup_window: "+window+"\n", 1))
+	require.NoError(t, os.WriteFile(p.cfgPath, text, 0o600))
+	p.cfg, err = schemas.LoadFile(p.cfgPath)
+	require.NoError(t, err)
+	require.Equal(t, window, p.cfg.Stream(streamName).DedupWindow.D().String())
 }
 
 // readTruthRaws returns the JSON of every event of a truth file.

@@ -38,7 +38,6 @@ type platformOptions struct {
 	lockTTL          string // batch.lock_ttl, default 10s
 	maxFileAge       string // archive.max_file_age, default 1s
 	kafkaInMemory    bool
-	dedupWindow      string // streams[].dedup_window, default unset
 }
 
 // platform is one deployment of tandem for a test: the three services and
@@ -88,10 +87,6 @@ func newPlatform(t *testing.T, o platformOptions) *platform {
 	if o.maxFileAge == "" {
 		o.maxFileAge = "1s"
 	}
-	dedupLine := ""
-	if o.dedupWindow != "" {
-		dedupLine = "\n    dedup_window: " + o.dedupWindow
-	}
 	p := &platform{t: t, dir: t.TempDir(), procs: map[string]*proc{}, env: map[string][]string{}}
 	p.bin = testenv.BuildTandem(t)
 	p.ch = testenv.ClickHouse(t)
@@ -117,7 +112,7 @@ streams:
     topic: %s
     partitions: %d
     id_field: event_id
-    time_field: ts%s
+    time_field: ts
     fields:
       - { name: event_id,   type: string, required: true }
       - { name: ts,         type: timestamp, required: true }
@@ -144,7 +139,7 @@ views:
 		p.s3.Endpoint, p.s3.Bucket, p.s3.AccessKey, p.s3.SecretKey,
 		ingest, o.maxBodyBytes, o.maxInflightBytes, o.produceTimeout,
 		serve, speed, archive, o.maxFileAge, o.lockTTL, o.chunkSize,
-		streamName, p.topic, partitions, dedupLine, viewName, streamName)
+		streamName, p.topic, partitions, viewName, streamName)
 	p.cfgPath = filepath.Join(p.dir, "tandem.yaml")
 	require.NoError(t, os.WriteFile(p.cfgPath, []byte(text), 0o600))
 	cfg, err := schemas.LoadFile(p.cfgPath)
