@@ -99,7 +99,8 @@ bench-smoke: deps chdb-lib
 	scripts/bench.sh smoke
 
 ## bench-scaling: batch recompute at 1.2M-50M events, speed with 1 and 2
-# instances; the scaling table and docs/scaling.png
+# instances; the scaling table and docs/scaling.png; the duplicate horizon
+# (60 days of events, dedup_window: 7d) at TANDEM_BENCH_WINDOW_SIZES
 bench-scaling: deps chdb-lib
 	scripts/bench.sh scaling
 

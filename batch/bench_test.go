@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,7 +51,7 @@ func BenchmarkBatchRecomputeVsScan(b *testing.B) {
 	cfg := testConfig(b, 100_000, partitions, srv)
 	st := testStore(b, cfg)
 	s := cfg.Stream("pv")
-	dir := benchRaw(b, s, partitions, n)
+	dir := benchRaw(b, s, partitions, n, rawShape{})
 	files, _ := filepath.Glob(filepath.Join(dir, "*.parquet"))
 	for _, f := range files {
 		key := strings.ReplaceAll(filepath.Base(f), "~", "/")
@@ -109,6 +110,103 @@ func BenchmarkBatchRecomputeVsScan(b *testing.B) {
 		b.Logf("events %d (kept %d, duplicates %d, invalid %d); scan (twice) %s (%.0f rows/s, %.1f s CPU); recompute %s (%.0f events/s, %.1f s CPU) = %.2f of scan (%.2f per CPU second); peak RSS %d MB; GOMAXPROCS %d",
 			read, m.Events, m.Duplicates, m.Invalid, scanDur.Round(time.Millisecond), scanRate, scanCPU.Seconds(), recDur.Round(time.Millisecond), recRate, recCPU.Seconds(),
 			recRate/scanRate, cpuRatio, peak>>20, runtime.GOMAXPROCS(0))
+	}
+}
+
+// rawShape varies benchRaw's master dataset; the zero value is the
+// scaling benchmark's.
+type rawShape struct {
+	// span spreads each partition's Kafka timestamps evenly over this long
+	// (0: 50 ms apart), in files of one chunk, and adds 1 % repeats of an
+	// id from anywhere earlier.
+	span time.Duration
+}
+
+// BenchmarkBatchDedupWindow is the duplicate horizon at scale: a master
+// dataset of TANDEM_BENCH_EVENTS (default 2 million) events over 60 days
+// of Kafka time, dedup_window: 7d; a full run over all but the last file
+// of each partition, then an incremental run over those files. It reports
+// each run's peak RSS and seconds per million events, the ids the
+// incremental run loaded and the id tables' slots (32 bytes each): with
+// the window these follow the window's events, not the history.
+func BenchmarkBatchDedupWindow(b *testing.B) {
+	n := int64(2_000_000)
+	if v := os.Getenv("TANDEM_BENCH_EVENTS"); v != "" {
+		n, _ = strconv.ParseInt(v, 10, 64)
+	}
+	const partitions = 4
+	ctx := context.Background()
+	srv := testenv.MinIO(b)
+	cfg := testConfig(b, 100_000, partitions, srv)
+	cfg.Stream("pv").DedupWindow = schemas.Duration(7 * 24 * time.Hour)
+	st := testStore(b, cfg)
+	s := cfg.Stream("pv")
+	dir := benchRaw(b, s, partitions, n, rawShape{span: 60 * 24 * time.Hour})
+	files, _ := filepath.Glob(filepath.Join(dir, "*.parquet"))
+	sort.Strings(files)
+	last := map[int32]string{} // the last file of each partition
+	for _, f := range files {
+		_, p, _, _, ok := schemas.ParseRawKey(strings.ReplaceAll(filepath.Base(f), "~", "/"))
+		if !ok {
+			b.Fatalf("not a raw object: %s", f)
+		}
+		last[p] = f // names sort by partition, then offset (zero-padded)
+	}
+	put := func(f string) {
+		key := strings.ReplaceAll(filepath.Base(f), "~", "/")
+		fh, err := os.Open(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer fh.Close()
+		info, _ := fh.Stat()
+		if err := st.Put(ctx, key, fh, info.Size()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	isLast := map[string]bool{}
+	for _, f := range last {
+		isLast[f] = true
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, f := range files {
+			if !isLast[f] {
+				put(f)
+			}
+		}
+		run := func(full bool) (*Result, time.Duration, int64) {
+			runtime.GC()
+			resetPeakRSS()
+			t0 := time.Now()
+			res, err := Run(ctx, Options{Config: cfg, Store: st, Full: full, Log: benchLog(), TempDir: b.TempDir()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return res, time.Since(t0), peakRSS()
+		}
+		full, fullDur, fullPeak := run(true)
+		for f := range isLast {
+			put(f)
+		}
+		inc, incDur, incPeak := run(false)
+		if !inc.Views[0].Incremental {
+			b.Fatal("the second run was not incremental")
+		}
+		fm, im := full.Views[0].Manifest, inc.Views[0].Manifest
+		fullRead := fm.Events + fm.Duplicates + fm.Invalid
+		incRead := im.Events + im.Duplicates + im.Invalid - fullRead
+		b.ReportMetric(float64(n), "events")
+		b.ReportMetric(float64(fullPeak)/(1<<20), "full_peak_rss_MB")
+		b.ReportMetric(fullDur.Seconds()/float64(fullRead)*1e6, "full_s/Mevent")
+		b.ReportMetric(float64(full.Views[0].IDTableSlots), "full_id_slots")
+		b.ReportMetric(float64(incPeak)/(1<<20), "inc_peak_rss_MB")
+		b.ReportMetric(incDur.Seconds()/float64(incRead)*1e6, "inc_s/Mevent")
+		b.ReportMetric(float64(inc.Views[0].IDsLoaded), "inc_ids_loaded")
+		b.ReportMetric(float64(inc.Views[0].IDTableSlots), "inc_id_slots")
+		b.Logf("events %d over 60 days, dedup_window 7d: full run over %d (kept %d, duplicates %d) %s, peak RSS %d MB, id table slots %d; incremental run over %d more %s, peak RSS %d MB, ids loaded %d, id table slots %d; GOMAXPROCS %d",
+			n, fullRead, fm.Events, fm.Duplicates, fullDur.Round(time.Millisecond), fullPeak>>20, full.Views[0].IDTableSlots,
+			incRead, incDur.Round(time.Millisecond), incPeak>>20, inc.Views[0].IDsLoaded, inc.Views[0].IDTableSlots, runtime.GOMAXPROCS(0))
 	}
 }
 
@@ -184,8 +282,12 @@ func bareScan(b *testing.B, ctx context.Context, st *s3.Store, s *schemas.Stream
 // benchRaw generates (once) n raw events over the partitions as files of
 // about 500k events, the way the archiver writes them, and returns the
 // directory; file names are object keys with / written as ~.
-func benchRaw(b *testing.B, s *schemas.Stream, partitions int, n int64) string {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("tandem-bench-raw-v3-%d-%d", partitions, n))
+func benchRaw(b *testing.B, s *schemas.Stream, partitions int, n int64, shape rawShape) string {
+	name := fmt.Sprintf("tandem-bench-raw-v3-%d-%d", partitions, n)
+	if shape.span > 0 {
+		name = fmt.Sprintf("tandem-bench-raw-span-%d-%d-%s", partitions, n, shape.span)
+	}
+	dir := filepath.Join(os.TempDir(), name)
 	if _, err := os.Stat(filepath.Join(dir, "done")); err == nil {
 		return dir
 	}
@@ -195,7 +297,12 @@ func benchRaw(b *testing.B, s *schemas.Stream, partitions int, n int64) string {
 	}
 	b.Logf("generating %d raw events into %s (once)", n, dir)
 	per := n / int64(partitions)
-	const fileEvents = 500_000
+	fileEvents := int64(500_000)
+	spacing := 50 * time.Millisecond
+	if shape.span > 0 {
+		fileEvents = 100_000 // a chunk: a run can absorb a file at a time
+		spacing = shape.span / time.Duration(per)
+	}
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for p := int32(0); p < int32(partitions); p++ {
@@ -214,10 +321,12 @@ func benchRaw(b *testing.B, s *schemas.Stream, partitions int, n int64) string {
 				bw := bufio.NewWriterSize(f, 1<<20)
 				w := parquet.NewRawWriter(bw, s, parquet.RawWriterOptions{Partition: p, Decoder: dec})
 				for off := first; off <= last; off++ {
-					kts := genBase.Add(time.Duration(off) * 50 * time.Millisecond)
+					kts := genBase.Add(time.Duration(off) * spacing)
 					id := off
 					if rng.IntN(100) < 3 && off > 1000 {
 						id = off - 1 - int64(rng.IntN(1000)) // a duplicate
+					} else if shape.span > 0 && rng.IntN(100) < 1 && off > 1000 {
+						id = int64(rng.IntN(int(off))) // a repeat from anywhere before, mostly past a window
 					}
 					ts := kts.Add(-time.Duration(rng.IntN(600_000)) * time.Millisecond)
 					raw = raw[:0]

@@ -185,23 +185,36 @@ type truthRow struct {
 // per partition among messages below absorbed[p], for a granularity and
 // whether to group by country.
 func truth(msgs map[int32][]genMsg, absorbed map[int32]int64, gran time.Duration, byCountry bool) (map[string]*truthRow, int64, int64, int64) {
+	return truthWindow(msgs, absorbed, gran, byCountry, 0)
+}
+
+// truthWindow is truth under a dedup_window (0: none), written from the
+// documented rule rather than from the code: a partition's clock is the
+// highest Kafka timestamp read so far (every message, invalid ones too);
+// an id is a duplicate while the clock is less than window past the clock
+// of its last counted occurrence.
+func truthWindow(msgs map[int32][]genMsg, absorbed map[int32]int64, gran time.Duration, byCountry bool, window time.Duration) (map[string]*truthRow, int64, int64, int64) {
 	out := map[string]*truthRow{}
 	var events, dups, invalid int64
 	for p, ms := range msgs {
-		seen := map[string]bool{}
+		counted := map[string]time.Time{} // id → clock of its counted occurrence
+		var clock time.Time
 		for _, m := range ms {
 			if m.Offset >= absorbed[p] {
 				continue
+			}
+			if m.KafkaTS.After(clock) {
+				clock = m.KafkaTS
 			}
 			if !m.Valid {
 				invalid++
 				continue
 			}
-			if seen[m.ID] {
+			if at, ok := counted[m.ID]; ok && (window == 0 || clock.Sub(at) < window) {
 				dups++
 				continue
 			}
-			seen[m.ID] = true
+			counted[m.ID] = clock
 			events++
 			w := m.Time.UnixMilli() / gran.Milliseconds() * gran.Milliseconds()
 			key := fmt.Sprint(w)

@@ -5,13 +5,16 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// idTable maps id hashes to the offset of the id's first valid occurrence
-// in one partition: an open-addressing table (linear probing) of 24-byte
-// entries, a third of what map[idHash]int64 costs per id, with no pointers
-// for the GC to scan.
+// idTable maps id hashes to the offset and dedup clock (schemas/dedup.go)
+// of the id's counted occurrence in one partition (the latest, when a
+// dedup_window lets an id count again): an open-addressing table (linear
+// probing) of 32-byte entries, with no pointers for the GC to scan.
 //
 // A home slot is a multiply-shift hash of the id hash under a random seed
 // per table, so a producer cannot choose ids that pile up in one probe run
@@ -24,12 +27,13 @@ type idTable struct {
 	s0, s1 uint64 // seed multipliers (odd)
 	n      int    // entries, not counting the zero hash
 	zero   bool   // the all-zero hash (the empty marker) is present
-	zeroV  int64
+	zeroV  idEntry
 }
 
 type idEntry struct {
 	h0, h1 uint64 // the hash, big-endian halves: (h0, h1) order is byte order
 	off    int64
+	ms     int64 // the dedup clock at off
 }
 
 func splitHash(h idHash) (uint64, uint64) {
@@ -65,7 +69,7 @@ func (t *idTable) home(h0, h1 uint64) int { return int((h0*t.s0 + h1*t.s1) >> t.
 // get returns the offset stored for h.
 func (t *idTable) get(h0, h1 uint64) (int64, bool) {
 	if h0 == 0 && h1 == 0 {
-		return t.zeroV, t.zero
+		return t.zeroV.off, t.zero
 	}
 	for i := t.home(h0, h1); ; i = (i + 1) & t.mask {
 		e := &t.ents[i]
@@ -80,36 +84,90 @@ func (t *idTable) get(h0, h1 uint64) (int64, bool) {
 
 // insert stores off for h unless h is present; it reports whether it did.
 func (t *idTable) insert(h0, h1 uint64, off int64) bool {
+	return t.admit(h0, h1, off, 0, math.MaxInt64)
+}
+
+// admit decides an occurrence of h at offset off and dedup clock ms: a
+// duplicate (false) if h is stored with a clock the window has not passed
+// (schemas.DedupExpired), otherwise counted (true) and stored as h's
+// counted occurrence. One probe both asks and records.
+func (t *idTable) admit(h0, h1 uint64, off, ms, windowMs int64) bool {
 	if h0 == 0 && h1 == 0 {
-		if t.zero {
+		if t.zero && !schemas.DedupExpired(t.zeroV.ms, ms, windowMs) {
 			return false
 		}
-		t.zero, t.zeroV = true, off
+		t.zero, t.zeroV = true, idEntry{0, 0, off, ms}
 		return true
 	}
 	if t.n >= len(t.ents)*5/8 {
-		t.grow()
+		t.makeRoom(ms, windowMs)
 	}
+	return t.probe(h0, h1, off, ms, windowMs)
+}
+
+// probe is admit once the table has room.
+func (t *idTable) probe(h0, h1 uint64, off, ms, windowMs int64) bool {
 	for i := t.home(h0, h1); ; i = (i + 1) & t.mask {
 		e := &t.ents[i]
 		if e.h0 == h0 && e.h1 == h1 {
-			return false
+			if !schemas.DedupExpired(e.ms, ms, windowMs) {
+				return false
+			}
+			e.off, e.ms = off, ms
+			return true
 		}
 		if e.h0 == 0 && e.h1 == 0 {
-			*e = idEntry{h0, h1, off}
+			*e = idEntry{h0, h1, off, ms}
 			t.n++
 			return true
 		}
 	}
 }
 
-func (t *idTable) grow() {
+// put stores e, replacing what is stored for its hash; the table doubles
+// when full, dropping nothing.
+func (t *idTable) put(e idEntry) {
+	if e.h0 == 0 && e.h1 == 0 {
+		t.zero, t.zeroV = true, e
+		return
+	}
+	if t.n >= len(t.ents)*5/8 {
+		t.rebuild(64-t.shift+1, 0, math.MaxInt64)
+	}
+	t.probe(e.h0, e.h1, e.off, e.ms, math.MinInt64) // always expired: replaced
+}
+
+// makeRoom doubles the table, or, under a dedup window, first drops the
+// entries the window has passed at clock nowMs: clocks only grow, so no
+// later occurrence can be their duplicate, and a table that keeps only
+// them holds about the window's ids, however long the history. The table
+// doubles only if at least half of it would still be live.
+func (t *idTable) makeRoom(nowMs, windowMs int64) {
+	bits := 64 - t.shift
+	if windowMs != math.MaxInt64 {
+		live := 0
+		for i := range t.ents {
+			if e := &t.ents[i]; (e.h0 != 0 || e.h1 != 0) && !schemas.DedupExpired(e.ms, nowMs, windowMs) {
+				live++
+			}
+		}
+		if live < len(t.ents)*5/16 {
+			t.rebuild(bits, nowMs, windowMs)
+			return
+		}
+	}
+	t.rebuild(bits+1, nowMs, windowMs)
+}
+
+// rebuild moves the entries the window has not passed at nowMs into a new
+// table of 1<<bits slots.
+func (t *idTable) rebuild(bits uint, nowMs, windowMs int64) {
 	old, oldMem := t.ents, t.mem
-	t.alloc(64 - t.shift + 1)
+	t.alloc(bits)
 	t.n = 0
 	for _, e := range old {
-		if e.h0 != 0 || e.h1 != 0 {
-			t.insert(e.h0, e.h1, e.off)
+		if (e.h0 != 0 || e.h1 != 0) && !schemas.DedupExpired(e.ms, nowMs, windowMs) {
+			t.put(e)
 		}
 	}
 	freeEntries(oldMem)
@@ -135,7 +193,7 @@ func (t *idTable) entries() []idEntry {
 	}
 	es := t.ents[:n]
 	if t.zero {
-		es = append(es, idEntry{0, 0, t.zeroV}) // room: the table is never full
+		es = append(es, t.zeroV) // room: the table is never full
 	}
 	return es
 }
@@ -154,20 +212,33 @@ func (t *idTable) touch(h0, h1 []uint64, verdict []uint8) uint64 {
 	return sink
 }
 
-// writeIndex writes entries as the index file format: 16 hash bytes and a
-// little-endian 8-byte offset each, in any order (readers build a table).
-func writeIndex(w io.Writer, es []idEntry) error {
+// indexEntryBytes is the size of an index file entry.
+const indexEntryBytes = 32
+
+// writeIndex writes the entries a later occurrence can still be a
+// duplicate of — those whose clock is less than the window before clock
+// (the partition's clock at the end of the run; clocks only grow) — as the
+// index file format: 16 hash bytes, a little-endian 8-byte offset and
+// 8-byte clock each, in any order (readers build a table). It returns how
+// many it wrote.
+func writeIndex(w io.Writer, es []idEntry, clock, windowMs int64) (int, error) {
 	bw := bufio.NewWriterSize(w, 1<<20)
-	var e [24]byte
+	var e [indexEntryBytes]byte
+	n := 0
 	for _, x := range es {
+		if schemas.DedupExpired(x.ms, clock, windowMs) {
+			continue
+		}
 		binary.BigEndian.PutUint64(e[:8], x.h0)
 		binary.BigEndian.PutUint64(e[8:16], x.h1)
-		binary.LittleEndian.PutUint64(e[16:], uint64(x.off))
+		binary.LittleEndian.PutUint64(e[16:24], uint64(x.off))
+		binary.LittleEndian.PutUint64(e[24:], uint64(x.ms))
 		if _, err := bw.Write(e[:]); err != nil {
-			return err
+			return n, err
 		}
+		n++
 	}
-	return bw.Flush()
+	return n, bw.Flush()
 }
 
 // readIndex reads an index file of size bytes (-1: unknown) into a table
@@ -175,14 +246,14 @@ func writeIndex(w io.Writer, es []idEntry) error {
 func readIndex(r io.Reader, size int64, extra int) (*idTable, error) {
 	n := 0
 	if size > 0 {
-		if size%24 != 0 {
+		if size%indexEntryBytes != 0 {
 			return nil, fmt.Errorf("index of %d bytes is not whole entries", size)
 		}
-		n = int(size / 24)
+		n = int(size / indexEntryBytes)
 	}
 	t := newIDTable(n + extra)
 	br := bufio.NewReaderSize(r, 1<<20)
-	var e [24]byte
+	var e [indexEntryBytes]byte
 	for {
 		if _, err := io.ReadFull(br, e[:]); err == io.EOF {
 			return t, nil
@@ -190,6 +261,7 @@ func readIndex(r io.Reader, size int64, extra int) (*idTable, error) {
 			t.free()
 			return nil, err
 		}
-		t.insert(binary.BigEndian.Uint64(e[:8]), binary.BigEndian.Uint64(e[8:16]), int64(binary.LittleEndian.Uint64(e[16:])))
+		t.put(idEntry{binary.BigEndian.Uint64(e[:8]), binary.BigEndian.Uint64(e[8:16]),
+			int64(binary.LittleEndian.Uint64(e[16:24])), int64(binary.LittleEndian.Uint64(e[24:]))})
 	}
 }

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -63,12 +64,13 @@ func TestIDTable(t *testing.T) {
 
 			// The index file holds every entry once and reads back whole.
 			var buf bytes.Buffer
-			require.NoError(t, writeIndex(&buf, tbl.entries()))
+			_, err := writeIndex(&buf, tbl.entries(), 0, math.MaxInt64)
+			require.NoError(t, err)
 			tbl.free()
-			require.Equal(t, 24*len(truth), buf.Len())
+			require.Equal(t, indexEntryBytes*len(truth), buf.Len())
 			data := buf.Bytes()
 			seen := map[idHash]bool{}
-			for i := 0; i < len(data); i += 24 {
+			for i := 0; i < len(data); i += indexEntryBytes {
 				var h idHash
 				copy(h[:], data[i:i+16])
 				_, ok := truth[h]
@@ -86,5 +88,60 @@ func TestIDTable(t *testing.T) {
 				require.Equal(t, off, got)
 			}
 		})
+	}
+}
+
+// TestIDTableWindow: under a dedup window, admit decides as the rule says
+// (a map keeping each id's counted clock), the table stays near the
+// window's ids however many it has seen, and the index file keeps exactly
+// the ids still inside the window and reads back to the same decisions.
+func TestIDTableWindow(t *testing.T) {
+	const window = 1000 // ms
+	rng := rand.New(rand.NewPCG(5, 6))
+	tbl := newIDTable(0)
+	defer func() { tbl.free() }()
+	counted := map[idHash]int64{}
+	var clock int64
+	hashOf := func(i int) idHash {
+		var h idHash
+		h[0], h[1], h[2], h[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
+		h[15] = 1 // never the all-zero hash
+		return h
+	}
+	for i := 0; i < 200_000; i++ {
+		clock += int64(rng.IntN(3)) // about 1,000 messages a window
+		id := i
+		if i > 0 && rng.IntN(10) < 3 {
+			id = max(0, i-rng.IntN(3000)) // a repeat inside or after the window
+		}
+		h := hashOf(id)
+		at, ok := counted[h]
+		want := !ok || clock-at >= window
+		h0, h1 := splitHash(h)
+		require.Equal(t, want, tbl.admit(h0, h1, int64(i), clock, window), "message %d", i)
+		if want {
+			counted[h] = clock
+		}
+	}
+	require.LessOrEqual(t, len(tbl.ents), 4096, "the table holds the window's ids, not the 140,000 counted")
+
+	var buf bytes.Buffer
+	n, err := writeIndex(&buf, tbl.entries(), clock, window)
+	require.NoError(t, err)
+	live := 0
+	for _, at := range counted {
+		if clock-at < window {
+			live++
+		}
+	}
+	require.Equal(t, live, n)
+	back, err := readIndex(bytes.NewReader(buf.Bytes()), int64(buf.Len()), 0)
+	require.NoError(t, err)
+	defer back.free()
+	require.Equal(t, live, back.len())
+	for h, at := range counted {
+		h0, h1 := splitHash(h)
+		_, ok := back.get(h0, h1)
+		require.Equal(t, clock-at < window, ok)
 	}
 }

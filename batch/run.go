@@ -82,8 +82,14 @@ type ViewResult struct {
 	// Manifest is the view's current manifest after the run.
 	Manifest *schemas.Manifest
 	// Incremental is true when unchanged days were carried over.
-	Incremental             bool
-	DaysComputed, DaysKept  int
+	Incremental            bool
+	DaysComputed, DaysKept int
+	// IDsLoaded counts the id index entries the stream's scan read from the
+	// previous run: with a dedup_window, the window's ids only.
+	IDsLoaded int64
+	// IDTableSlots sums the slots (32 bytes each) of the partitions' id
+	// tables at their largest: what the duplicate check held in memory.
+	IDTableSlots            int64
 	SpeedRowsDeletedThrough map[int32]int64 `json:",omitempty"`
 }
 
@@ -244,6 +250,10 @@ func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*s
 		pv.reason = "ingest.max_future_skew changed (validation verdicts may differ)"
 	case stt.ChunkSize != o.Config.ChunkSize:
 		pv.reason = "chunk_size changed"
+	case stt.IndexFormat != stateFormat:
+		pv.reason = "the previous run's state has another format"
+	case stt.DedupWindow != s.DedupWindow.D().String():
+		pv.reason = fmt.Sprintf("streams[%s].dedup_window changed", s.Name)
 	}
 	for _, p := range plan.Partitions {
 		if pv.reason != "" {
@@ -359,7 +369,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		log.Info("batch: published", "view", v.Name, "run_id", runID, "rows", m.Rows, "files", len(m.Files),
 			"events", m.Events, "duplicates", m.Duplicates, "invalid", m.Invalid, "absorbed", absorbed,
 			"incremental", pv.state != nil, "days_computed", len(days), "days_kept", kept,
-			"read", sc.stats.Read.Load(), "scan", scanDur.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
+			"read", sc.stats.Read.Load(), "ids_loaded", sc.stats.IDsLoaded.Load(), "scan", scanDur.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
 		var dirty map[int64]bool
 		if pv.state != nil {
 			dirty = compute
@@ -368,7 +378,8 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 			return nil, err
 		}
 		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: pv.state != nil,
-			DaysComputed: len(days), DaysKept: kept})
+			DaysComputed: len(days), DaysKept: kept, IDsLoaded: sc.stats.IDsLoaded.Load(),
+			IDTableSlots: sc.stats.TableSlots.Load()})
 	}
 	return out, gcStream(ctx, o, s, views, out)
 }
@@ -490,7 +501,8 @@ func saveStreamState(ctx context.Context, o *Options, s *schemas.Stream, runID s
 	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(), DecoderVersion: schemas.DecoderVersion,
 		MaxFutureSkew: o.Config.Ingest.MaxFutureSkew.D().String(), ChunkSize: o.Config.ChunkSize,
 		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sc.days),
-		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load()}
+		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load(),
+		IndexFormat: stateFormat, DedupWindow: s.DedupWindow.D().String(), Clock: sc.clock, IndexEntries: sc.entries}
 	for _, p := range plan.Partitions {
 		stt.Start[p.Partition] = p.Start
 	}

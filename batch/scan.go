@@ -1,7 +1,9 @@
 package batch
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,9 +34,13 @@ var partitionsAtOnce = 2
 type idHash [16]byte
 
 // streamState is what one run leaves for the next run of the same stream to
-// continue from: how far it read, its counts, and (in separate objects, one
-// per partition) the first offset of every valid id. An incremental run
-// needs all of it; when anything is missing or was computed under another
+// continue from: how far it read, its counts, each partition's dedup clock,
+// and in separate objects, per partition, the id index (the counted
+// occurrence of every id a later message can still be a duplicate of: all
+// of them without a dedup_window, those of the window's last stretch with
+// one) and the offsets of every duplicate dropped so far (phase B re-reads
+// old offsets and must know which were counted). An incremental run needs
+// all of it; when anything is missing or was computed under another
 // definition, the next run recomputes in full.
 type streamState struct {
 	Stream        string `json:"stream"`
@@ -52,12 +58,28 @@ type streamState struct {
 	Invalid        int64           `json:"invalid"`
 	// Days lists every UTC day holding kept events (days since the epoch).
 	Days []int64 `json:"days"`
+	// IndexFormat is stateFormat: older states' indexes lack the clock.
+	IndexFormat int `json:"index_format"`
+	// DedupWindow is the stream's dedup_window the run applied.
+	DedupWindow string `json:"dedup_window"`
+	// Clock is each partition's dedup clock (schemas.DedupClock) at its
+	// absorbed offset; absent before the partition's first message.
+	Clock map[int32]int64 `json:"dedup_clock"`
+	// IndexEntries counts the ids stored in each partition's index.
+	IndexEntries map[int32]int64 `json:"index_entries"`
 }
+
+// stateFormat is the version of the state's objects; another version makes
+// the next run recompute in full.
+const stateFormat = 2
 
 func statePrefix(stream, runID string) string { return fmt.Sprintf("batch/%s/runs/%s/", stream, runID) }
 func stateKey(stream, runID string) string    { return statePrefix(stream, runID) + "state.json" }
 func indexKey(stream, runID string, p int32) string {
 	return fmt.Sprintf("%sids-p%05d.bin", statePrefix(stream, runID), p)
+}
+func dupsKey(stream, runID string, p int32) string {
+	return fmt.Sprintf("%sdups-p%05d.bin", statePrefix(stream, runID), p)
 }
 
 // scanStats counts what a scan saw.
@@ -66,7 +88,14 @@ type scanStats struct {
 	Events     atomic.Int64 // kept in the newly absorbed range
 	Duplicates atomic.Int64
 	Invalid    atomic.Int64
+	IDsLoaded  atomic.Int64 // id index entries read from the previous run
+	TableSlots atomic.Int64 // slots of the partitions' id tables at their largest
 }
+
+// windowTableHint is the most ids a table under a dedup window is sized
+// for up front; it grows from there only if the window holds more. (A
+// variable for tests.)
+var windowTableHint = 1 << 16
 
 // scanner reads the master dataset of one stream into a spill.
 type scanner struct {
@@ -84,9 +113,11 @@ type scanner struct {
 	noIndex bool  // do not store the id index (a scan that is not a run)
 	pool    *decodePool
 
-	mu    sync.Mutex
-	dirty map[int64]bool // days with newly kept events
-	days  map[int64]bool // every day with kept events (prev + new)
+	mu      sync.Mutex
+	dirty   map[int64]bool // days with newly kept events
+	days    map[int64]bool // every day with kept events (prev + new)
+	clock   map[int32]int64
+	entries map[int32]int64 // ids stored in each partition's index
 }
 
 // prevAbsorbed is where phase A starts in partition p.
@@ -105,6 +136,7 @@ func (sc *scanner) prevAbsorbed(p partitionPlan) int64 {
 // kept, so each dirty day is recomputed from all of its events.
 func (sc *scanner) run(ctx context.Context) error {
 	sc.dirty, sc.days = map[int64]bool{}, map[int64]bool{}
+	sc.clock, sc.entries = map[int32]int64{}, map[int32]int64{}
 	if sc.prev != nil {
 		for _, d := range sc.prev.Days {
 			sc.days[d] = true
@@ -193,29 +225,47 @@ func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 	from := sc.prevAbsorbed(p)
 	sp, rows := spans(p, from, p.Absorbed)
 	var idx *idTable
+	var clock schemas.DedupClock
+	window := sc.plan.Stream.DedupWindowMs()
+	room := int(rows) // at most one id per row: never grows
+	if window != math.MaxInt64 {
+		// Sized for the window, not the rows: the table drops expired ids
+		// rather than grow past what the window holds (idTable.makeRoom).
+		room = min(room, windowTableHint)
+	}
 	if sc.prev != nil {
 		var err error
-		if idx, err = loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p.Partition, int(rows)); err != nil {
+		if idx, err = loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p.Partition, room); err != nil {
 			return err
 		}
+		sc.stats.IDsLoaded.Add(int64(idx.len()))
+		clock.Ms, clock.Set = sc.prev.Clock[p.Partition]
 	} else {
-		idx = newIDTable(int(rows)) // at most one id per row: never grows
+		idx = newIDTable(room)
 	}
-	defer idx.free()
+	defer func() {
+		sc.stats.TableSlots.Add(int64(len(idx.ents)))
+		idx.free()
+	}()
 	w := sc.spill.writer(p.Partition, 1)
 	dirty := map[int64]bool{}
 	lastDay := int64(math.MinInt64)
 	var kept, dups, invalid int64
+	var dupOffs []int64 // 8 bytes a duplicate of the newly absorbed range
 	var sink uint64
 	err := sc.pipe(ctx, sp, nil, nil, func(b *rawBatch) error {
 		sink += idx.touch(b.h0[:b.n], b.h1[:b.n], b.verdict[:b.n])
 		for i := 0; i < b.n; i++ {
+			// Every message moves the clock, invalid ones too: the speed
+			// layer sees them all as well.
+			c := clock.Advance(b.kafkaMs[i])
 			if b.verdict[i] != rowValid {
 				invalid++
 				continue
 			}
-			if !idx.insert(b.h0[i], b.h1[i], b.offsets[i]) {
+			if !idx.admit(b.h0[i], b.h1[i], b.offsets[i], c, window) {
 				dups++
+				dupOffs = append(dupOffs, b.offsets[i])
 				continue
 			}
 			kept++
@@ -244,23 +294,128 @@ func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 		sc.dirty[d] = true
 		sc.days[d] = true
 	}
+	if clock.Set {
+		sc.clock[p.Partition] = clock.Ms
+	}
 	sc.mu.Unlock()
 	if sc.noIndex {
 		return nil
 	}
-	return saveIndex(ctx, sc.st, filepath.Join(sc.tmp, fmt.Sprintf("ids-%d", p.Partition)), sc.plan.Stream.Name, sc.runID, p.Partition, idx)
+	n, err := saveIndex(ctx, sc.st, filepath.Join(sc.tmp, fmt.Sprintf("ids-%d", p.Partition)), sc.plan.Stream.Name, sc.runID, p.Partition, idx, clock.Ms, window)
+	if err != nil {
+		return err
+	}
+	sc.mu.Lock()
+	sc.entries[p.Partition] = int64(n)
+	sc.mu.Unlock()
+	return sc.saveDups(ctx, p.Partition, dupOffs)
 }
+
+// saveDups stores the offsets of every duplicate of partition p so far:
+// the previous run's, then dupOffs (all higher), as uvarint deltas.
+func (sc *scanner) saveDups(ctx context.Context, p int32, dupOffs []int64) error {
+	path := filepath.Join(sc.tmp, fmt.Sprintf("dups-%d", p))
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("batch: duplicate offsets: %w", err)
+	}
+	defer os.Remove(path)
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<16)
+	var last int64
+	var buf [binary.MaxVarintLen64]byte
+	put := func(off int64) error {
+		_, err := bw.Write(buf[:binary.PutUvarint(buf[:], uint64(off-last))])
+		last = off
+		return err
+	}
+	if sc.prev != nil {
+		cur, err := openDups(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p)
+		if err != nil {
+			return err
+		}
+		for {
+			off, ok, err := cur.next()
+			if err != nil {
+				cur.close()
+				return err
+			}
+			if !ok {
+				break
+			}
+			if err := put(off); err != nil {
+				cur.close()
+				return err
+			}
+		}
+		cur.close()
+	}
+	for _, off := range dupOffs {
+		if err := put(off); err != nil {
+			return err
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("batch: duplicate offsets: %w", err)
+	}
+	size, _ := f.Seek(0, io.SeekCurrent)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := sc.st.Put(ctx, dupsKey(sc.plan.Stream.Name, sc.runID, p), f, size); err != nil {
+		return fmt.Errorf("batch: storing the duplicate offsets of %s partition %d: %w", sc.plan.Stream.Name, p, err)
+	}
+	return nil
+}
+
+// dupCursor reads a duplicate-offsets object in offset order, holding a
+// buffer, not the list.
+type dupCursor struct {
+	obj  io.Closer
+	r    *bufio.Reader
+	last int64
+	key  string
+}
+
+func openDups(ctx context.Context, st objstore.Bucket, stream, runID string, p int32) (*dupCursor, error) {
+	key := dupsKey(stream, runID, p)
+	obj, err := objstore.Open(ctx, st, key)
+	if err != nil {
+		return nil, fmt.Errorf("batch: reading the duplicate offsets of %s partition %d of run %s: %w", stream, p, runID, err)
+	}
+	return &dupCursor{obj: obj, r: bufio.NewReaderSize(io.NewSectionReader(obj, 0, obj.Size()), 1<<16), key: key}, nil
+}
+
+// next returns the next offset, or false at the end.
+func (c *dupCursor) next() (int64, bool, error) {
+	d, err := binary.ReadUvarint(c.r)
+	if err == io.EOF {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("batch: reading %s: %w", c.key, err)
+	}
+	c.last += int64(d)
+	return c.last, true, nil
+}
+
+func (c *dupCursor) close() { c.obj.Close() }
 
 func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 	upTo := sc.prevAbsorbed(p)
 	if upTo <= p.Start {
 		return nil
 	}
-	idx, err := loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.runID, p.Partition, 0)
+	// Rows come in offset order; so do the duplicates' offsets.
+	cur, err := openDups(ctx, sc.st, sc.plan.Stream.Name, sc.runID, p.Partition)
 	if err != nil {
 		return err
 	}
-	defer idx.free()
+	defer cur.close()
+	nextDup, more, err := cur.next()
+	if err != nil {
+		return err
+	}
 	dirty := sc.dirty // read-only from here on (the decode workers read it)
 	touches := func(minMs, maxMs int64) bool {
 		lo, hi := dayOf(time.UnixMilli(minMs)), dayOf(time.UnixMilli(maxMs))
@@ -281,9 +436,15 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 			if b.verdict[i] != rowValid {
 				continue
 			}
-			// A duplicate: the index says which occurrence was kept.
-			if first, ok := idx.get(b.h0[i], b.h1[i]); !ok || first != b.offsets[i] {
-				continue
+			off := b.offsets[i]
+			for more && nextDup < off {
+				var cerr error
+				if nextDup, more, cerr = cur.next(); cerr != nil {
+					return cerr
+				}
+			}
+			if more && nextDup == off {
+				continue // a duplicate
 			}
 			if err := w.addEncoded(b.days[i], b.rec(i)); err != nil {
 				return err
@@ -298,26 +459,28 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 	return w.flush()
 }
 
-// saveIndex writes the id index of one partition: entries of 16-byte hash
-// and 8-byte little-endian offset. idx is unusable after (free it).
-func saveIndex(ctx context.Context, st objstore.Bucket, path, stream, runID string, p int32, idx *idTable) error {
+// saveIndex writes the id index of one partition (writeIndex: the ids a
+// message after clock can still be a duplicate of) and returns how many
+// ids it holds. idx is unusable after (free it).
+func saveIndex(ctx context.Context, st objstore.Bucket, path, stream, runID string, p int32, idx *idTable, clock, windowMs int64) (int, error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("batch: id index: %w", err)
+		return 0, fmt.Errorf("batch: id index: %w", err)
 	}
 	defer os.Remove(path)
 	defer f.Close()
-	if err := writeIndex(f, idx.entries()); err != nil {
-		return fmt.Errorf("batch: id index: %w", err)
+	n, err := writeIndex(f, idx.entries(), clock, windowMs)
+	if err != nil {
+		return 0, fmt.Errorf("batch: id index: %w", err)
 	}
 	size, _ := f.Seek(0, io.SeekCurrent)
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return err
+		return 0, err
 	}
 	if err := st.Put(ctx, indexKey(stream, runID, p), f, size); err != nil {
-		return fmt.Errorf("batch: storing the id index of %s partition %d: %w", stream, p, err)
+		return 0, fmt.Errorf("batch: storing the id index of %s partition %d: %w", stream, p, err)
 	}
-	return nil
+	return n, nil
 }
 
 // loadIndex reads the id index of one partition of a run into a table

@@ -638,6 +638,9 @@ func (c *Config) validate(l *locator) ConfigErrors {
 		if s.Partitions <= 0 || s.Partitions > 10000 {
 			add(at("partitions"), "stream %q: partitions must be between 1 and 10000; got %d", s.Name, s.Partitions)
 		}
+		if w := s.DedupWindow.D(); w != 0 && (w < time.Second || w%time.Millisecond != 0) {
+			add(at("dedup_window"), "stream %q: dedup_window must be a whole number of milliseconds, at least 1s, or unset (an id is then a duplicate forever); got %s", s.Name, w)
+		}
 		if s.RawEvents && s.RawRetention == 0 {
 			s.RawRetention = Duration(7 * 24 * time.Hour)
 		}

@@ -46,6 +46,10 @@ type Stream struct {
 	// in a ClickHouse table for ad-hoc SQL, for RawRetention.
 	RawEvents    bool     `yaml:"raw_events"`
 	RawRetention Duration `yaml:"raw_retention"`
+	// DedupWindow is the duplicate horizon: an id seen again more than this
+	// after its counted occurrence, in the partition's dedup clock
+	// (schemas/dedup.go), counts as a new event. 0 (unset): forever.
+	DedupWindow Duration `yaml:"dedup_window"`
 
 	fieldIndex map[string]int
 	idIndex    int

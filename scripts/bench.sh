@@ -9,7 +9,9 @@
 #   scripts/bench.sh scaling  batch recompute at several sizes (1.2M-50M events; the
 #                             first run generates the raw data, ~350 MB per 10M) and the speed
 #                             layer with one and two instances; the scaling
-#                             table and docs/scaling.png
+#                             table and docs/scaling.png; then the duplicate
+#                             horizon (events over 60 days, dedup_window: 7d)
+#                             at TANDEM_BENCH_WINDOW_SIZES, into scaling-window.txt
 #   scripts/bench.sh serving-scale
 #                             issue 11's serving benchmark (BenchmarkServingScale):
 #                             the example view over 30 days at 3M events and a
@@ -28,6 +30,9 @@
 #   TANDEM_BENCH_SERVING_SPEED_EVENTS  serving-scale: events over 24 h, no batch run (default 10000000)
 #   TANDEM_BENCH_SERVING_REQUESTS      serving-scale: sequential requests per query (default 50)
 #                                      (0 events skips that case)
+#   TANDEM_BENCH_WINDOW_SIZES  scaling: event counts of BenchmarkBatchDedupWindow
+#                            (default "2000000"; the lead runs 10M-200M: multiples
+#                            of 400,000 as above)
 #   TANDEM_TEST_KAFKA, ...   as for the tests: the broker the benchmarks use
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -128,6 +133,12 @@ case "$MODE" in
     bench "$file" ./speed '^BenchmarkSpeedInstances$' 1x
     "$GO" run ./cmd/benchreport -scaling -doc "$DOC" -chart docs/scaling "$file"
     log "wrote the scaling section of $DOC and docs/scaling.{svg,png} from $file"
+    wfile="$OUT/scaling-window.txt"
+    : >"$wfile"
+    for n in ${TANDEM_BENCH_WINDOW_SIZES:-2000000}; do
+      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n"
+    done
+    log "the duplicate horizon's figures are in $wfile"
     ;;
   serving-scale)
     serving "$OUT/serving-scale.txt" 0

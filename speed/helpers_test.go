@@ -41,6 +41,7 @@ type envOptions struct {
 	flush      string // flush_interval
 	rawEvents  bool
 	listen     string
+	window     string // streams[].dedup_window, "" for unset
 }
 
 // configText is tandem.example.yaml's stream and view with the test's
@@ -51,6 +52,10 @@ func configText(brokers []string, chAddr, db, topic, group string, o envOptions)
 	}
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
+	}
+	windowLine := ""
+	if o.window != "" {
+		windowLine = "\n    dedup_window: " + o.window
 	}
 	return fmt.Sprintf(`kafka:      { brokers: [%q], group_prefix: %q }
 clickhouse: { addr: %q, database: %s, username: default, password: "" }
@@ -63,7 +68,7 @@ streams:
     partitions: %d
     id_field: event_id
     time_field: ts
-    raw_events: %t
+    raw_events: %t%s
     fields:
       - { name: event_id,   type: string, required: true }
       - { name: ts,         type: timestamp, required: true }
@@ -84,7 +89,7 @@ views:
       - { name: max_latency, type: max,       field: latency_ms }
       - { name: users,       type: distinct,  field: user_id }
       - { name: latency,     type: quantiles, field: latency_ms }
-`, strings.Join(brokers, ","), group, chAddr, db, o.listen, o.flush, o.chunkSize, topic, o.partitions, o.rawEvents)
+`, strings.Join(brokers, ","), group, chAddr, db, o.listen, o.flush, o.chunkSize, topic, o.partitions, o.rawEvents, windowLine)
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -210,6 +215,13 @@ var gatewayHeaders = []kgo.Header{{Key: kafka.HeaderStream, Value: []byte("pagev
 // is now.
 func produce(t testing.TB, brokers []string, topic string, evs []event) {
 	t.Helper()
+	produceAt(t, brokers, topic, evs, nil)
+}
+
+// produceAt is produce with each message's timestamp set (at[i] for
+// evs[i]) rather than now.
+func produceAt(t testing.TB, brokers []string, topic string, evs []event, at []time.Time) {
+	t.Helper()
 	w := &kgo.Writer{
 		Addr: kgo.TCP(brokers...), Topic: topic, Balancer: kgo.Murmur2Balancer{},
 		RequiredAcks: kgo.RequireAll, BatchSize: 1000, BatchTimeout: 5 * time.Millisecond,
@@ -223,9 +235,15 @@ func produce(t testing.TB, brokers []string, topic string, evs []event) {
 		msgs := make([]kgo.Message, n)
 		for i, e := range evs[:n] {
 			msgs[i] = kgo.Message{Key: []byte(e.id), Value: e.raw, Headers: gatewayHeaders}
+			if at != nil {
+				msgs[i].Time = at[i]
+			}
 		}
 		require.NoError(t, w.WriteMessages(ctx, msgs...))
 		evs = evs[n:]
+		if at != nil {
+			at = at[n:]
+		}
 	}
 }
 
@@ -245,12 +263,21 @@ type rowID struct {
 // plain maps: invalid events out, duplicates by id keep the first.
 func truth(evs []event) map[rowID]*truthRow {
 	seen := map[string]bool{}
-	out := map[rowID]*truthRow{}
+	var kept []event
 	for _, e := range evs {
 		if !e.valid || seen[e.id] {
 			continue
 		}
 		seen[e.id] = true
+		kept = append(kept, e)
+	}
+	return aggregate(kept)
+}
+
+// aggregate computes the views' exact measures over every event given.
+func aggregate(evs []event) map[rowID]*truthRow {
+	out := map[rowID]*truthRow{}
+	for _, e := range evs {
 		k := rowID{e.ts.Truncate(time.Minute), e.country, e.device}
 		r := out[k]
 		if r == nil {

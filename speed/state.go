@@ -18,7 +18,7 @@ type outcome int
 
 const (
 	outFolded    outcome = iota // counted in every view
-	outDuplicate                // id seen in this or the previous chunk: dropped
+	outDuplicate                // id seen in this or the previous chunk, within the dedup window: dropped
 	outInvalid                  // failed validation: dead-lettered
 	outIDOnly                   // chunk k-1 of a resume: read for its ids only
 )
@@ -80,11 +80,16 @@ type partState struct {
 	chunkSize int64
 	views     []*viewState
 
-	chunk   int64 // the open chunk, -1 before the first message
-	high    int64 // highest offset consumed in the open chunk
-	ids     map[idHash]struct{}
-	prevIDs map[idHash]struct{}
-	keyBuf  []byte // scratch for rowKey
+	chunk int64 // the open chunk, -1 before the first message
+	high  int64 // highest offset consumed in the open chunk
+	// ids and prevIDs hold the ids seen in the open and the previous chunk,
+	// each with the dedup clock of its counted occurrence (the window runs
+	// from there, not from the latest sighting: schemas/dedup.go).
+	ids      map[idHash]int64
+	prevIDs  map[idHash]int64
+	clock    schemas.DedupClock // over every message read since the claim
+	windowMs int64              // the stream's dedup_window (DedupWindowMs)
+	keyBuf   []byte             // scratch for rowKey
 	// ev is the message being folded (Decoder.DecodeInto): its Values
 	// storage is reused and its strings share the message's bytes, so
 	// whatever outlives the message is cloned.
@@ -119,8 +124,9 @@ func newPartState(stream *schemas.Stream, views []*schemas.View, dec *schemas.De
 	p := &partState{
 		stream: stream, dec: dec, partition: partition, chunkSize: chunkSize,
 		chunk: -1, high: -1, lastRead: -1, res: res,
-		ids:     make(map[idHash]struct{}, idSetHint(chunkSize)),
-		prevIDs: make(map[idHash]struct{}, idSetHint(chunkSize)),
+		ids:      make(map[idHash]int64, idSetHint(chunkSize)),
+		prevIDs:  make(map[idHash]int64, idSetHint(chunkSize)),
+		windowMs: stream.DedupWindowMs(),
 	}
 	p.caughtUp = res.durable < 0
 	for _, v := range views {
@@ -165,6 +171,8 @@ func (p *partState) process(m *kafka.Record) (outcome, error) {
 	p.high = m.Offset
 	p.lastRead = m.Offset
 	fresh := m.Offset > p.res.durable // not yet written by anyone
+	// Every message moves the clock, invalid ones too, as in the batch layer.
+	clock := p.clock.Advance(m.Time.UnixMilli())
 
 	ev := &p.ev
 	err := p.dec.DecodeInto(ev, m.Value, m.Time)
@@ -182,19 +190,22 @@ func (p *partState) process(m *kafka.Record) (outcome, error) {
 		}
 		return outInvalid, err
 	}
-	// Every valid id counts as seen, duplicates included; one hash
-	// operation both asks and records.
+	// Every valid id counts as seen in its chunk, duplicates included
+	// (so the horizon reaches on a chunk from the latest sighting), with the
+	// clock of its counted occurrence: an id in the open chunk was counted
+	// no earlier than its entry in the previous one, so it decides alone.
 	h := xxh3.HashString128(ev.ID)
-	n := len(p.ids)
-	p.ids[h] = struct{}{}
-	if len(p.ids) == n {
+	if at, ok := p.ids[h]; ok {
+		if !schemas.DedupExpired(at, clock, p.windowMs) {
+			return outDuplicate, nil
+		}
+	} else if at, ok := p.prevIDs[h]; ok && !schemas.DedupExpired(at, clock, p.windowMs) {
+		p.ids[h] = at
 		return outDuplicate, nil
 	}
+	p.ids[h] = clock
 	if m.Offset < p.res.idOnlyBelow {
 		return outIDOnly, nil
-	}
-	if _, dup := p.prevIDs[h]; dup {
-		return outDuplicate, nil
 	}
 	for _, vs := range p.views {
 		windowMs := vs.view.Granularity.WindowStart(ev.Time).UnixMilli()

@@ -21,14 +21,23 @@ type refKey struct {
 // reference folds msgs (one partition, from offset 0) the plain way, with
 // the exported schemas functions: string ids, View.Key, View.Add. It
 // returns, per row, the aggregate over the chunk's events with offsets <=
-// through.
-func reference(t *testing.T, v *schemas.View, dec *schemas.Decoder, msgs []kafka.Record, chunkSize, through int64) map[refKey]schemas.Aggregate {
+// through, and the duplicates dropped. The duplicate rule is the speed
+// layer's as docs/architecture.md states it: an id seen in the same or the
+// previous chunk is a duplicate while the partition's clock (the highest
+// Kafka timestamp so far) is less than window (0: forever) past the clock
+// of its counted occurrence.
+func reference(t *testing.T, v *schemas.View, dec *schemas.Decoder, msgs []kafka.Record, chunkSize, through int64, window time.Duration) (map[refKey]schemas.Aggregate, int) {
 	out := map[refKey]schemas.Aggregate{}
-	seen := map[int64]map[string]bool{} // chunk -> ids
+	seen := map[int64]map[string]time.Time{} // chunk -> id -> clock of its counted occurrence
+	var clock time.Time
+	dups := 0
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Offset > through {
 			break
+		}
+		if m.Time.After(clock) {
+			clock = m.Time
 		}
 		c := schemas.ChunkOf(m.Offset, chunkSize)
 		ev, err := dec.Decode(m.Value, m.Time)
@@ -36,20 +45,31 @@ func reference(t *testing.T, v *schemas.View, dec *schemas.Decoder, msgs []kafka
 			continue
 		}
 		if seen[c] == nil {
-			seen[c] = map[string]bool{}
+			seen[c] = map[string]time.Time{}
 		}
-		dup := seen[c][ev.ID] || seen[c-1][ev.ID]
-		seen[c][ev.ID] = true
-		if dup {
+		live := func(chunk int64) (time.Time, bool) {
+			at, ok := seen[chunk][ev.ID]
+			return at, ok && (window == 0 || clock.Sub(at) < window)
+		}
+		atC, dupC := live(c)
+		atP, dupP := live(c - 1)
+		if dupC || dupP {
+			dups++
+			if _, ok := seen[c][ev.ID]; !ok {
+				seen[c][ev.ID] = atP
+			} else if !dupC {
+				seen[c][ev.ID] = atC
+			}
 			continue
 		}
+		seen[c][ev.ID] = clock
 		k := refKey{c, v.Key(&ev)}
 		if out[k] == nil {
 			out[k] = v.NewAggregate()
 		}
 		v.Add(out[k], &ev)
 	}
-	return out
+	return out, dups
 }
 
 // TestPartStateMatchesReference: every row partState hands to a flush holds
@@ -57,13 +77,37 @@ func reference(t *testing.T, v *schemas.View, dec *schemas.Decoder, msgs []kafka
 // plain fold over the same messages computes it (ids as strings, View.Key),
 // and after the last flush the rows with the highest versions are the
 // complete chunks. Duplicates reach back up to 300 messages, across one and
-// two chunk boundaries; flushes happen at random offsets.
+// two chunk boundaries; flushes happen at random offsets. With a
+// dedup_window, Kafka timestamps advance a second a message with jumps
+// ahead (the messages after a jump are behind the clock), so repeats fall
+// on both sides of the window.
 func TestPartStateMatchesReference(t *testing.T) {
+	for _, window := range []time.Duration{0, 100 * time.Second} {
+		t.Run(fmt.Sprint("window=", window), func(t *testing.T) { partStateMatchesReference(t, window) })
+	}
+}
+
+func partStateMatchesReference(t *testing.T, window time.Duration) {
 	cfg := parseExample(t)
 	st := cfg.Streams[0]
+	st.DedupWindow = schemas.Duration(window)
 	v := cfg.ViewsOf(st.Name)[0]
 	const chunkSize = 250
-	msgs := messages(6_000, 7, time.Now().UTC())
+	base := time.Now().UTC()
+	msgs := messages(6_000, 7, base)
+	if window > 0 {
+		jr := rand.New(rand.NewPCG(3, 4))
+		for i := range msgs {
+			msgs[i].Time = base.Add(time.Duration(i) * time.Second)
+			if jr.IntN(50) == 0 {
+				msgs[i].Time = msgs[i].Time.Add(40 * time.Second)
+			}
+		}
+		_, forever := reference(t, v, schemas.NewDecoder(st, time.Hour), msgs, chunkSize, 1<<62, 0)
+		_, windowed := reference(t, v, schemas.NewDecoder(st, time.Hour), msgs, chunkSize, 1<<62, window)
+		require.Positive(t, windowed, "repeats inside the window")
+		require.Less(t, windowed, forever, "repeats after the window count")
+	}
 	dec := schemas.NewDecoder(st, time.Hour)
 	p := newPartState(st, cfg.ViewsOf(st.Name), dec, 3, chunkSize, planResume(-1, chunkSize))
 	r := rand.New(rand.NewPCG(1, 2))
@@ -82,7 +126,7 @@ func TestPartStateMatchesReference(t *testing.T) {
 			require.Equal(t, int32(3), row.Partition)
 			ref := refs[row.Version]
 			if ref == nil {
-				ref = reference(t, v, dec, msgs, chunkSize, row.Version)
+				ref, _ = reference(t, v, dec, msgs, chunkSize, row.Version, window)
 				refs[row.Version] = ref
 			}
 			want := ref[refKey{row.Chunk, schemas.RowKey{WindowMs: row.Window.UnixMilli(), Dims: schemas.JoinDims(row.Dims)}}]
@@ -104,7 +148,7 @@ func TestPartStateMatchesReference(t *testing.T) {
 	check()
 
 	// What a FINAL read sees is every chunk complete.
-	final := reference(t, v, dec, msgs, chunkSize, msgs[len(msgs)-1].Offset)
+	final, _ := reference(t, v, dec, msgs, chunkSize, msgs[len(msgs)-1].Offset, window)
 	require.Len(t, latest, len(final))
 	for k, want := range final {
 		w, ok := latest[fmt.Sprintf("%d|%d|%q", k.chunk, k.key.WindowMs, mustSplit(t, k.key.Dims))]
