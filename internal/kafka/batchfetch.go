@@ -28,6 +28,7 @@ type Record struct {
 	Value  []byte
 
 	headers []byte // the record's headers as encoded (count, then key/value pairs); nil or empty for none
+	raw     []byte // the whole record as encoded, when the kmsg parser read it
 }
 
 // HeaderMap decodes the record's headers (nil when it has none; a header
@@ -35,6 +36,9 @@ type Record struct {
 // fetcher does not decode them: most consumers never look at headers, and
 // the speed layer looks only for the records it dead-letters.
 func (r *Record) HeaderMap() (map[string]string, error) {
+	if r.raw != nil {
+		return r.headerMapKmsg()
+	}
 	if len(r.headers) == 0 {
 		return nil, nil
 	}
@@ -102,6 +106,8 @@ type BatchFetcher struct {
 	backoff time.Duration
 	// maxInflate replaces maxDecompressed when set (tests).
 	maxInflate int
+	// kmsg, when set, parses with franz-go's kmsg instead of by hand.
+	kmsg *kmsgParser
 }
 
 // BatchFetcher returns a fetcher of the claim's partition starting at
@@ -141,8 +147,12 @@ func NewBatchFetcher(cfg BatchFetcherConfig) *BatchFetcher {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &BatchFetcher{brokers: cfg.Brokers, topic: cfg.Topic, partition: cfg.Partition,
+	f := &BatchFetcher{brokers: cfg.Brokers, topic: cfg.Topic, partition: cfg.Partition,
 		maxBytes: cfg.MaxBytes, maxWait: cfg.MaxWait, sec: cfg.Security, log: cfg.Log, next: cfg.Start, hw: -1}
+	if useKmsg {
+		f.kmsg = &kmsgParser{}
+	}
+	return f
 }
 
 // Lag is how many records of the partition follow the last record
@@ -332,13 +342,13 @@ func (f *BatchFetcher) fetchOnce(ctx context.Context, dst []Record) ([]Record, e
 	if _, err := io.ReadFull(conn, resp); err != nil {
 		return dst, fmt.Errorf("kafka: reading fetch response: %w", err)
 	}
-	records, hw, err := f.parseResponse(resp)
+	records, hw, err := f.parse(resp)
 	if err != nil {
 		return dst, err
 	}
 	f.hw, f.fetched, f.fromOldest = hw, true, false
 	before := len(dst)
-	dst, err = f.parseRecords(records, dst)
+	dst, err = f.records(records, dst)
 	if err != nil {
 		return dst[:before], err
 	}
@@ -379,6 +389,22 @@ func appendString(b []byte, s string) []byte {
 }
 
 var errShortResponse = errors.New("kafka: fetch response is truncated")
+
+// parse is parseResponse or parseResponseKmsg.
+func (f *BatchFetcher) parse(b []byte) ([]byte, int64, error) {
+	if f.kmsg != nil {
+		return f.parseResponseKmsg(b)
+	}
+	return f.parseResponse(b)
+}
+
+// records is parseRecords or parseRecordsKmsg.
+func (f *BatchFetcher) records(b []byte, dst []Record) ([]Record, error) {
+	if f.kmsg != nil {
+		return f.parseRecordsKmsg(b, dst)
+	}
+	return f.parseRecords(b, dst)
+}
 
 // parseResponse checks a Fetch v4 response (after its size) and returns the
 // record bytes and high watermark of the fetcher's partition.
