@@ -11,6 +11,7 @@ import (
 
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tandem-analytics/tandem/internal/testenv"
 )
@@ -30,36 +31,25 @@ func FuzzParseFetchResponse(f *testing.F) {
 		if len(resp) < 4 || start < 0 {
 			return
 		}
-		for _, parser := range parsers {
-			bf := &BatchFetcher{next: start, corrID: int32(binary.BigEndian.Uint32(resp)), kmsg: parser.kmsg()}
-			recs, _, err := parseAny(bf, resp)
-			if err != nil {
-				continue
+		bf := &BatchFetcher{next: start, corrID: int32(binary.BigEndian.Uint32(resp))}
+		recs, _, err := parseAny(bf, resp)
+		if err != nil {
+			return
+		}
+		prev := start - 1
+		for _, r := range recs {
+			if r.Offset <= prev {
+				t.Fatalf("record offset %d after %d (start %d)", r.Offset, prev, start)
 			}
-			prev := start - 1
-			for _, r := range recs {
-				if r.Offset <= prev {
-					t.Fatalf("%s: record offset %d after %d (start %d)", parser.name, r.Offset, prev, start)
-				}
-				prev = r.Offset
-			}
-			if len(recs) > 0 && bf.next <= prev {
-				t.Fatalf("%s: next offset %d not past the last record %d", parser.name, bf.next, prev)
-			}
-			if bf.next < start {
-				t.Fatalf("%s: next offset went back from %d to %d", parser.name, start, bf.next)
-			}
+			prev = r.Offset
+		}
+		if len(recs) > 0 && bf.next <= prev {
+			t.Fatalf("next offset %d not past the last record %d", bf.next, prev)
+		}
+		if bf.next < start {
+			t.Fatalf("next offset went back from %d to %d", start, bf.next)
 		}
 	})
-}
-
-// parsers are the fetch parsers the tests run: by hand and on kmsg.
-var parsers = []struct {
-	name string
-	kmsg func() *kmsgParser
-}{
-	{"hand", func() *kmsgParser { return nil }},
-	{"kmsg", func() *kmsgParser { return &kmsgParser{} }},
 }
 
 // fetchResponseSeeds produces records with every codec into the test
@@ -119,28 +109,24 @@ func rawFetch(tb testing.TB, addr, topic string, offset int64, maxBytes int32) [
 // records produced, so the fuzz target starts from meaningful input.
 func TestParseFetchResponseSeeds(t *testing.T) {
 	seeds := fetchResponseSeeds(t)
-	for _, parser := range parsers {
-		t.Run(parser.name, func(t *testing.T) {
-			bf := &BatchFetcher{topic: "", partition: 0, kmsg: parser.kmsg()}
-			// The whole log: 50 records, offsets 0..49, in the first response.
-			bf.corrID = int32(binary.BigEndian.Uint32(seeds[0]))
-			recs, hw, err := parseAny(bf, seeds[0])
-			require.NoError(t, err)
-			require.EqualValues(t, 50, hw)
-			require.Len(t, recs, 50)
-			for i, r := range recs {
-				require.EqualValues(t, i, r.Offset)
-				require.Contains(t, string(r.Value), fmt.Sprintf(`"event_id":"e%d"`, i%10))
-			}
-			// From offset 12: the records of the batch holding 12 that
-			// precede it are skipped.
-			bf = &BatchFetcher{next: 12, corrID: int32(binary.BigEndian.Uint32(seeds[1])), kmsg: parser.kmsg()}
-			recs, _, err = parseAny(bf, seeds[1])
-			require.NoError(t, err)
-			require.EqualValues(t, 12, recs[0].Offset)
-			require.Len(t, recs, 38)
-		})
+	bf := &BatchFetcher{topic: "", partition: 0}
+	// The whole log: 50 records, offsets 0..49, in the first response.
+	bf.corrID = int32(binary.BigEndian.Uint32(seeds[0]))
+	recs, hw, err := parseAny(bf, seeds[0])
+	require.NoError(t, err)
+	require.EqualValues(t, 50, hw)
+	require.Len(t, recs, 50)
+	for i, r := range recs {
+		require.EqualValues(t, i, r.Offset)
+		require.Contains(t, string(r.Value), fmt.Sprintf(`"event_id":"e%d"`, i%10))
 	}
+	// From offset 12: the records of the batch holding 12 that precede it
+	// are skipped.
+	bf = &BatchFetcher{next: 12, corrID: int32(binary.BigEndian.Uint32(seeds[1]))}
+	recs, _, err = parseAny(bf, seeds[1])
+	require.NoError(t, err)
+	require.EqualValues(t, 12, recs[0].Offset)
+	require.Len(t, recs, 38)
 }
 
 // parseAny parses a response for whatever topic it holds (the seeds' topic
@@ -149,15 +135,16 @@ func parseAny(bf *BatchFetcher, resp []byte) ([]Record, int64, error) {
 	if len(resp) < 4 {
 		return nil, 0, errShortResponse
 	}
-	r := reader{b: resp[4:]}
-	r.int32() // throttle
-	r.int32() // topics
-	bf.topic = r.str()
-	records, hw, err := bf.parse(resp)
+	r := kmsg.FetchResponse{Version: 4}
+	if err := r.ReadFrom(resp[4:]); err != nil || len(r.Topics) == 0 {
+		return nil, 0, errShortResponse
+	}
+	bf.topic = r.Topics[0].Topic
+	records, hw, err := bf.parseResponse(resp)
 	if err != nil {
 		return nil, 0, err
 	}
-	recs, err := bf.records(records, nil)
+	recs, err := bf.parseRecords(records, nil)
 	return recs, hw, err
 }
 
@@ -188,22 +175,18 @@ func TestInflateBudgetIsPerFetch(t *testing.T) {
 		require.NoError(t, w.Close())
 	}
 	resp := rawFetch(t, k.Brokers[0], topic, 0, 1<<20)
-	for _, parser := range parsers {
-		t.Run(parser.name, func(t *testing.T) {
-			bf := &BatchFetcher{maxInflate: 150 << 10, kmsg: parser.kmsg()}
-			for want := int64(0); want < 30; want += 10 {
-				bf.corrID = int32(binary.BigEndian.Uint32(resp))
-				recs, _, err := parseAny(bf, resp)
-				require.NoError(t, err)
-				require.Len(t, recs, 10, "one batch per fetch under the budget")
-				require.Equal(t, want, recs[0].Offset)
-				require.Equal(t, want+10, bf.next)
-			}
-			bf = &BatchFetcher{maxInflate: 50 << 10, kmsg: parser.kmsg()}
-			bf.corrID = int32(binary.BigEndian.Uint32(resp))
-			_, _, err = parseAny(bf, resp)
-			require.ErrorIs(t, err, errInflateBudget)
-			require.Equal(t, int64(0), bf.next)
-		})
+	bf := &BatchFetcher{maxInflate: 150 << 10}
+	for want := int64(0); want < 30; want += 10 {
+		bf.corrID = int32(binary.BigEndian.Uint32(resp))
+		recs, _, err := parseAny(bf, resp)
+		require.NoError(t, err)
+		require.Len(t, recs, 10, "one batch per fetch under the budget")
+		require.Equal(t, want, recs[0].Offset)
+		require.Equal(t, want+10, bf.next)
 	}
+	bf = &BatchFetcher{maxInflate: 50 << 10}
+	bf.corrID = int32(binary.BigEndian.Uint32(resp))
+	_, _, err = parseAny(bf, resp)
+	require.ErrorIs(t, err, errInflateBudget)
+	require.Equal(t, int64(0), bf.next)
 }
