@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Record is one record of a partition as a BatchFetcher returns it: no
@@ -27,32 +28,27 @@ type Record struct {
 	Key    []byte
 	Value  []byte
 
-	headers []byte // the record's headers as encoded (count, then key/value pairs); nil or empty for none
+	raw []byte // the whole record as encoded, for HeaderMap
 }
 
 // HeaderMap decodes the record's headers (nil when it has none; a header
 // that repeats a key keeps its last value, as Message.Headers does). The
-// fetcher does not decode them: most consumers never look at headers, and
+// fetcher does not build them: most consumers never look at headers, and
 // the speed layer looks only for the records it dead-letters.
 func (r *Record) HeaderMap() (map[string]string, error) {
-	if len(r.headers) == 0 {
+	if len(r.raw) == 0 {
 		return nil, nil
 	}
-	hr := reader{b: r.headers}
-	n := hr.varint()
-	if n <= 0 {
-		return nil, hr.err
-	}
-	h := make(map[string]string, min(n, 64))
-	for ; n > 0 && hr.err == nil; n-- {
-		k := hr.varbytes()
-		v := hr.varbytes()
-		if hr.err == nil {
-			h[string(k)] = string(v)
-		}
-	}
-	if hr.err != nil {
+	var rec kmsg.Record
+	if err := rec.ReadFrom(r.raw); err != nil {
 		return nil, fmt.Errorf("kafka: offset %d: malformed record headers", r.Offset)
+	}
+	if len(rec.Headers) == 0 {
+		return nil, nil
+	}
+	h := make(map[string]string, len(rec.Headers))
+	for _, x := range rec.Headers {
+		h[x.Key] = string(x.Value)
 	}
 	return h, nil
 }
@@ -68,12 +64,12 @@ func (r *Record) Message(topic string, partition int32) (Message, error) {
 // BatchFetcher reads a claimed partition a whole fetch response at a time,
 // for a consumer that handles records in bulk (the archiver). It speaks the
 // Fetch API (v4, which every Kafka from 0.11 to 4.x serves) on its own
-// connection to the partition's leader and parses record batches in place:
-// one read per response, no copy and no allocation per record, no goroutine
-// hand-off per record. kafka-go's Reader (which tandem no longer uses) copies
-// every key and value into fresh slices and passes every message through a
-// channel, which costs about 2 µs a message, as much as all the archiver's
-// other work.
+// connection to the partition's leader and parses record batches in place
+// with franz-go's kmsg: one read per response, no copy and no allocation
+// per record, no goroutine hand-off per record. kafka-go's Reader (which
+// tandem no longer uses) copies every key and value into fresh slices and
+// passes every message through a channel, which costs about 2 µs a
+// message, as much as all the archiver's other work.
 //
 // It reads with isolation level read_uncommitted, skips control records
 // (transaction markers), and on errors behaves as kafka-go's Reader: it
@@ -102,6 +98,10 @@ type BatchFetcher struct {
 	backoff time.Duration
 	// maxInflate replaces maxDecompressed when set (tests).
 	maxInflate int
+	// Reused from response to response: the topic and partition slices
+	// of resp, the header slice of rec.
+	resp kmsg.FetchResponse
+	rec  kmsg.Record
 }
 
 // BatchFetcher returns a fetcher of the claim's partition starting at
@@ -350,68 +350,72 @@ func (f *BatchFetcher) fetchOnce(ctx context.Context, dst []Record) ([]Record, e
 }
 
 // appendFetchRequest encodes a Fetch v4 request for one partition, with its
-// size prefix.
+// size prefix and request header (v1: key, version, correlation id, client
+// id).
 func appendFetchRequest(b []byte, corrID int32, topic string, partition int32, offset int64, maxBytes, maxWaitMs int32) []byte {
+	req := kmsg.NewFetchRequest()
+	req.Version = 4
+	req.MaxWaitMillis = maxWaitMs
+	req.MinBytes = 1
+	req.MaxBytes = maxBytes
+	req.IsolationLevel = 0 // read_uncommitted, as kafka-go's Reader
+	t := kmsg.NewFetchRequestTopic()
+	t.Topic = topic
+	p := kmsg.NewFetchRequestTopicPartition()
+	p.Partition = partition
+	p.FetchOffset = offset
+	p.PartitionMaxBytes = maxBytes
+	t.Partitions = append(t.Partitions, p)
+	req.Topics = append(req.Topics, t)
+
 	be := binary.BigEndian
+	start := len(b)
 	b = be.AppendUint32(b, 0) // size, set below
-	b = be.AppendUint16(b, 1) // api key: Fetch
-	b = be.AppendUint16(b, 4) // api version
+	b = be.AppendUint16(b, uint16(req.Key()))
+	b = be.AppendUint16(b, uint16(req.Version))
 	b = be.AppendUint32(b, uint32(corrID))
-	b = appendString(b, "tandem")
-	b = be.AppendUint32(b, ^uint32(0)) // replica id -1: a consumer
-	b = be.AppendUint32(b, uint32(maxWaitMs))
-	b = be.AppendUint32(b, 1) // min bytes
-	b = be.AppendUint32(b, uint32(maxBytes))
-	b = append(b, 0) // read_uncommitted, as kafka-go's Reader
-	b = be.AppendUint32(b, 1)
-	b = appendString(b, topic)
-	b = be.AppendUint32(b, 1)
-	b = be.AppendUint32(b, uint32(partition))
-	b = be.AppendUint64(b, uint64(offset))
-	b = be.AppendUint32(b, uint32(maxBytes))
-	be.PutUint32(b, uint32(len(b)-4))
+	b = be.AppendUint16(b, uint16(len(clientID)))
+	b = append(b, clientID...)
+	b = req.AppendTo(b)
+	be.PutUint32(b[start:], uint32(len(b)-start-4))
 	return b
 }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
-}
+// clientID names the fetcher to the broker.
+const clientID = "tandem"
 
 var errShortResponse = errors.New("kafka: fetch response is truncated")
 
-// parseResponse checks a Fetch v4 response (after its size) and returns the
-// record bytes and high watermark of the fetcher's partition.
+// parseResponse checks a Fetch v4 response (after its size: the
+// correlation id, then the body) and returns the record bytes and high
+// watermark of the fetcher's partition.
 func (f *BatchFetcher) parseResponse(b []byte) (records []byte, hw int64, err error) {
-	r := reader{b: b}
-	if corr := r.int32(); corr != f.corrID {
+	if len(b) < 4 {
+		return nil, 0, errShortResponse
+	}
+	if corr := int32(binary.BigEndian.Uint32(b)); corr != f.corrID {
 		return nil, 0, fmt.Errorf("kafka: fetch response for request %d, want %d", corr, f.corrID)
 	}
-	r.int32() // throttle time
-	for nt := r.int32(); nt > 0 && r.err == nil; nt-- {
-		topic := r.str()
-		for np := r.int32(); np > 0 && r.err == nil; np-- {
-			part, code := r.int32(), r.int16()
-			high := r.int64()
-			r.int64() // last stable offset
-			if na := r.int32(); na > 0 {
-				r.skip(int(na) * 16) // aborted transactions: read_uncommitted keeps them
-			}
-			recs := r.bytes()
-			if r.err != nil {
-				return nil, 0, r.err
-			}
-			if topic != f.topic || part != f.partition {
+	resp := &f.resp
+	resp.Version = 4
+	// Unsafe: the topic names point into b; they are compared here only.
+	if err := resp.UnsafeReadFrom(b[4:]); err != nil {
+		return nil, 0, errShortResponse
+	}
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		for j := range t.Partitions {
+			p := &t.Partitions[j]
+			if t.Topic != f.topic || p.Partition != f.partition {
 				continue
 			}
-			if code != 0 {
-				return nil, 0, fmt.Errorf("kafka: fetching %s/%d at offset %d: %w", f.topic, f.partition, f.next, kgo.Error(code))
+			if p.ErrorCode != 0 {
+				return nil, 0, fmt.Errorf("kafka: fetching %s/%d at offset %d: %w", f.topic, f.partition, f.next, kgo.Error(p.ErrorCode))
 			}
-			return recs, high, nil
+			// Aborted transactions are ignored: read_uncommitted keeps
+			// their records.
+			return p.RecordBatches, p.HighWatermark, nil
 		}
-	}
-	if r.err != nil {
-		return nil, 0, r.err
 	}
 	return nil, 0, fmt.Errorf("kafka: fetch response lacks %s/%d", f.topic, f.partition)
 }
@@ -421,6 +425,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // parseRecords appends the records of the record batches in b from f.next
 // on, and advances f.next past every complete batch. A truncated batch at
 // the end (the broker cuts at max_bytes) is left for the next fetch.
+//
+// kmsg decodes each batch's header (kmsg.RecordBatch) and each record
+// (kmsg.Record); the framing Kafka leaves to the client (where a batch of
+// the record set ends, where a record of a batch ends) and the checksum
+// are the client's, here as in franz-go's own consumer.
 //
 // The batches' inflated bytes count against maxDecompressed (maxInflate in
 // tests) for the whole response: a batch that would go past it is left for
@@ -433,34 +442,37 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 		budget = f.maxInflate
 	}
 	first := len(dst)
+	rec := &f.rec
 	for len(b) >= 17 {
-		base := int64(be.Uint64(b))
+		// The batch's base offset and length, then the rest of it.
 		size := int(int32(be.Uint32(b[8:])))
 		if size < 49 || 12+size > len(b) {
 			break // truncated
 		}
-		batch := b[12 : 12+size]
+		raw := b[:12+size]
 		b = b[12+size:]
-		if magic := batch[4]; magic != 2 {
-			return dst, fmt.Errorf("kafka: %s/%d offset %d: record batch format v%d is not supported (only v2, Kafka 0.11 and later)", f.topic, f.partition, base, magic)
+		var batch kmsg.RecordBatch
+		if err := batch.ReadFrom(raw); err != nil {
+			return dst, fmt.Errorf("kafka: %s/%d: malformed record batch", f.topic, f.partition)
 		}
-		if crc := be.Uint32(batch[5:]); crc32.Checksum(batch[9:], castagnoli) != crc {
+		base := batch.FirstOffset
+		if batch.Magic != 2 {
+			return dst, fmt.Errorf("kafka: %s/%d offset %d: record batch format v%d is not supported (only v2, Kafka 0.11 and later)", f.topic, f.partition, base, batch.Magic)
+		}
+		// The checksum covers everything after the CRC field.
+		if crc32.Checksum(raw[21:], castagnoli) != uint32(batch.CRC) {
 			return dst, fmt.Errorf("kafka: %s/%d offset %d: record batch checksum mismatch", f.topic, f.partition, base)
 		}
-		attrs := be.Uint16(batch[9:])
-		end := base + int64(int32(be.Uint32(batch[11:]))) + 1
-		firstTS := int64(be.Uint64(batch[15:]))
-		maxTS := int64(be.Uint64(batch[23:]))
-		count := int(int32(be.Uint32(batch[45:])))
+		end := base + int64(batch.LastOffsetDelta) + 1
 		if end <= f.next {
 			continue // before the requested offset
 		}
-		if attrs&0x20 != 0 { // control batch: transaction markers, not data
+		if batch.Attributes&0x20 != 0 { // control batch: transaction markers, not data
 			f.next = end
 			continue
 		}
-		recs := batch[49:]
-		if codec := compress.Compression(attrs & 7); codec != 0 {
+		recs := batch.Records
+		if codec := compress.Compression(batch.Attributes & 7); codec != 0 {
 			out, err := decompress(codec, recs, budget)
 			if errors.Is(err, errInflateBudget) && len(dst) > first {
 				// This fetch holds enough already; the batch is read
@@ -473,28 +485,28 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 			budget -= len(out)
 			recs = out
 		}
-		logAppend := attrs&0x8 != 0
-		r := reader{b: recs}
-		for i := 0; i < count && r.err == nil; i++ {
-			length := int(r.varint())
-			rec := reader{b: r.take(length)}
-			rec.skip(1) // attributes
-			ts := firstTS + rec.varint()
-			if logAppend {
-				ts = maxTS
-			}
-			off := base + rec.varint()
-			key := rec.varbytes()
-			val := rec.varbytes()
-			// The rest is the headers, kept as they are (HeaderMap).
-			hdrs := rec.b
-			if r.err != nil || rec.err != nil {
+		logAppend := batch.Attributes&0x8 != 0
+		for range batch.NumRecords {
+			length, n := binary.Varint(recs)
+			if n <= 0 || length < 0 || length > int64(len(recs)-n) {
 				return dst, fmt.Errorf("kafka: %s/%d offset %d: malformed record", f.topic, f.partition, base)
 			}
+			one := recs[: n+int(length) : n+int(length)]
+			recs = recs[n+int(length):]
+			// Unsafe: rec's header keys point into the batch; they are
+			// dropped at the next record (HeaderMap decodes again).
+			if err := rec.UnsafeReadFrom(one); err != nil {
+				return dst, fmt.Errorf("kafka: %s/%d offset %d: malformed record", f.topic, f.partition, base)
+			}
+			ts := batch.FirstTimestamp + rec.TimestampDelta64
+			if logAppend {
+				ts = batch.MaxTimestamp
+			}
+			off := base + int64(rec.OffsetDelta)
 			if off < f.next {
 				continue
 			}
-			dst = append(dst, Record{Offset: off, Time: time.UnixMilli(ts), Key: key, Value: val, headers: hdrs})
+			dst = append(dst, Record{Offset: off, Time: time.UnixMilli(ts), Key: rec.Key, Value: rec.Value, raw: one})
 		}
 		f.next = end
 	}
@@ -544,80 +556,4 @@ func decompress(c compress.Compression, b []byte, limit int) ([]byte, error) {
 		out = append([]byte(nil), out...)
 	}
 	return out, nil
-}
-
-// reader decodes Kafka's big-endian and zig-zag varint fields; the first
-// error sticks and makes every later read return zero.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil || n < 0 || n > len(r.b) {
-		r.err = errShortResponse
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) skip(n int) { r.take(n) }
-
-func (r *reader) int16() int16 {
-	if b := r.take(2); b != nil {
-		return int16(binary.BigEndian.Uint16(b))
-	}
-	return 0
-}
-
-func (r *reader) int32() int32 {
-	if b := r.take(4); b != nil {
-		return int32(binary.BigEndian.Uint32(b))
-	}
-	return 0
-}
-
-func (r *reader) int64() int64 {
-	if b := r.take(8); b != nil {
-		return int64(binary.BigEndian.Uint64(b))
-	}
-	return 0
-}
-
-func (r *reader) str() string {
-	n := int(r.int16())
-	return string(r.take(n))
-}
-
-// bytes reads nullable bytes with an int32 length.
-func (r *reader) bytes() []byte {
-	n := r.int32()
-	if n < 0 {
-		return nil
-	}
-	return r.take(int(n))
-}
-
-func (r *reader) varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	u, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = errShortResponse
-		return 0
-	}
-	r.b = r.b[n:]
-	return int64(u>>1) ^ -int64(u&1)
-}
-
-// varbytes reads a record's nullable key or value (varint length, -1 null).
-func (r *reader) varbytes() []byte {
-	n := r.varint()
-	if n < 0 {
-		return nil
-	}
-	return r.take(int(n))
 }

@@ -11,6 +11,7 @@ import (
 
 	kgo "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tandem-analytics/tandem/internal/testenv"
 )
@@ -134,10 +135,11 @@ func parseAny(bf *BatchFetcher, resp []byte) ([]Record, int64, error) {
 	if len(resp) < 4 {
 		return nil, 0, errShortResponse
 	}
-	r := reader{b: resp[4:]}
-	r.int32() // throttle
-	r.int32() // topics
-	bf.topic = r.str()
+	r := kmsg.FetchResponse{Version: 4}
+	if err := r.ReadFrom(resp[4:]); err != nil || len(r.Topics) == 0 {
+		return nil, 0, errShortResponse
+	}
+	bf.topic = r.Topics[0].Topic
 	records, hw, err := bf.parseResponse(resp)
 	if err != nil {
 		return nil, 0, err
