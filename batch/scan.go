@@ -111,7 +111,12 @@ type scanner struct {
 	stats   scanStats
 	total   int64 // messages to read in phase A, for progress
 	noIndex bool  // do not store the id index (a scan that is not a run)
-	pool    *decodePool
+	// keepFrom is the first day any view keeps (views[].retention): the
+	// days before it are neither recomputed nor remembered. allDays makes
+	// every kept day dirty (previous.allDays). Both are for runs only.
+	keepFrom int64
+	allDays  bool
+	pool     *decodePool
 
 	mu      sync.Mutex
 	dirty   map[int64]bool // days with newly kept events
@@ -156,6 +161,15 @@ func (sc *scanner) run(ctx context.Context) error {
 	defer sc.pool.stop()
 	if err := sc.forPartitions(ctx, sc.phaseA); err != nil {
 		return err
+	}
+	if sc.keepFrom != 0 {
+		dropDaysBefore(sc.dirty, sc.keepFrom)
+		dropDaysBefore(sc.days, sc.keepFrom)
+	}
+	if sc.allDays {
+		for d := range sc.days {
+			sc.dirty[d] = true
+		}
 	}
 	if sc.prev != nil && len(sc.dirty) > 0 {
 		if err := sc.forPartitions(ctx, sc.phaseB); err != nil {

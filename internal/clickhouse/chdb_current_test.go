@@ -411,12 +411,12 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	// LoadBatchRun's carry-over copy: every row lies on t0's day, so
 	// recomputing that day copies nothing and recomputing others copies
 	// every row, byte for byte.
-	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(3 * time.Hour)})
+	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(3 * time.Hour)}, time.Time{})
 	c.query(q, args...)
 	require.Equal(t, [][]string{{"0"}}, c.query(batchRunRowsSQL(db, v), "r2"))
-	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(24 * time.Hour), t0.Add(-24 * time.Hour)})
+	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(24 * time.Hour), t0.Add(-24 * time.Hour)}, time.Time{})
 	c.query(q, args...)
-	q, args = copyBatchSQL(db, v, "r1", "r2", nil)
+	q, args = copyBatchSQL(db, v, "r1", "r2", nil, time.Time{})
 	c.query(q, args...)
 	require.Equal(t, [][]string{{strconv.Itoa(2 * len(rows))}}, c.query(batchRunRowsSQL(db, v), "r2"))
 	rowCols := joinIdents(rowColumnNames(v))

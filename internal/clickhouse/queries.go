@@ -498,9 +498,9 @@ func batchRunRowsSQL(database string, v *schemas.View) string {
 
 // copyBatchSQL copies the rows of run `from` into run `to` inside the
 // batch table, except those whose window starts on one of exceptDays (UTC
-// dates). The run ids and the days ('YYYY-MM-DD' strings, which a Date
+// dates) or before retainedFrom (views[].retention; zero: none). The run ids and the days ('YYYY-MM-DD' strings, which a Date
 // compares with) are bound as '?'.
-func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays []time.Time) (string, []any) {
+func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays []time.Time, retainedFrom time.Time) (string, []any) {
 	table := qualified(database, BatchTable(v.Name))
 	cols := joinIdents(rowColumnNames(v))
 	days := make([]string, 0, len(exceptDays))
@@ -511,6 +511,11 @@ func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays 
 	days = slices.Compact(days)
 	sql := fmt.Sprintf("INSERT INTO %s (run_id, %s) SELECT ?, %s FROM %s WHERE run_id = ?", table, cols, cols, table)
 	args := []any{to, from}
+	if !retainedFrom.IsZero() {
+		lo, _ := windowBounds(retainedFrom, time.Time{})
+		sql += " AND window_start >= toDateTime(?)"
+		args = append(args, lo)
+	}
 	if len(days) > 0 {
 		sql += fmt.Sprintf(" AND toDate(window_start) NOT IN (%s)", strings.TrimSuffix(strings.Repeat("?, ", len(days)), ", "))
 		for _, d := range days {
