@@ -100,6 +100,55 @@ func laterOf(a, b time.Time) time.Time {
 	return a
 }
 
+// cutScanState is the stored state ScanDays continues from when retention
+// cut the master dataset (below cut): that of run runID, which must have
+// absorbed exactly absorbed under the configuration's validation.
+func cutScanState(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, s *schemas.Stream, absorbed map[int32]int64, runID, cut string) (*streamState, error) {
+	cannot := func(why string) error {
+		return fmt.Errorf("batch: stream %s: streams[%s].retention deleted the master dataset below %s, so its events can only be read with the duplicate decisions of the batch run that absorbed them, but %s", s.Name, s.Name, cut, why)
+	}
+	if runID == "" {
+		return nil, cannot("the stream's views are on different runs (run the batch again)")
+	}
+	stt, err := loadState(ctx, st, s.Name, runID)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, cannot("run " + runID + " left no state")
+		}
+		return nil, err
+	}
+	switch {
+	case !sameAbsorbed(nonZero(absorbed), nonZero(stt.Absorbed)):
+		return nil, cannot(fmt.Sprintf("run %s absorbed %v, not %v", runID, stt.Absorbed, absorbed))
+	case stt.SchemaVersion != s.SchemaVersion() || stt.DecoderVersion != schemas.DecoderVersion ||
+		stt.MaxFutureSkew != cfg.Ingest.MaxFutureSkew.D().String() || stt.DedupWindow != s.DedupWindow.D().String():
+		return nil, cannot("run " + runID + " validated or deduplicated under other settings (fields, decoder, ingest.max_future_skew or dedup_window)")
+	}
+	return stt, nil
+}
+
+func nonZero(m map[int32]int64) map[int32]int64 {
+	out := map[int32]int64{}
+	for p, off := range m {
+		if off > 0 {
+			out[p] = off
+		}
+	}
+	return out
+}
+
+// LakeRetainedFrom is the first UTC day the lake export of s keeps at now:
+// streams[].retention's (Stream.LakeRetainedFrom), and never a day the cut
+// master dataset no longer holds whole. The zero time keeps every day.
+func LakeRetainedFrom(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, s *schemas.Stream, now time.Time) (time.Time, error) {
+	rec, err := readRetention(ctx, st, s.Name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	skew := cfg.Ingest.MaxFutureSkew.D()
+	return laterOf(s.LakeRetainedFrom(now, skew), rec.firstWholeDay(skew)), nil
+}
+
 // retainedFrom is the first instant view v's run keeps: the view's own
 // retention at now, never before the first day the cut master dataset can
 // still compute and, when the run carries days over from prev, never

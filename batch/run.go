@@ -26,6 +26,7 @@ import (
 
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -383,6 +384,9 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	spill := &spillDir{dir: tmp + "/" + s.Name, stream: s}
 	sc := &scanner{st: o.Store, plan: plan, prev: pv.state, runID: runID, decoder: schemas.NewDecoder(s, o.Config.Ingest.MaxFutureSkew.D()),
 		spill: spill, tmp: tmp, workers: o.Workers, log: log, keepFrom: keepFromDay(from), allDays: pv.allDays}
+	if w := rec.firstWholeDay(o.Config.Ingest.MaxFutureSkew.D()); !w.IsZero() {
+		sc.daysFrom = dayOf(w)
+	}
 	if err := sc.run(ctx); err != nil {
 		return nil, err
 	}
@@ -391,7 +395,8 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	// Days to compute: the dirty ones, or all in a full run.
 	compute := sc.dirty
 	if pv.state == nil {
-		compute = sc.days
+		compute = maps.Clone(sc.days)
+		dropDaysBefore(compute, sc.keepFrom)
 	}
 	days := sortedDays(compute)
 	files, err := computeDays(ctx, o, spill, s, views, days, fromDay, runID, tmp)

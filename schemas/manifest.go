@@ -74,7 +74,12 @@ func ViewLevelDayKey(view, runID string, level Granularity, day time.Time, part 
 // ManifestKey is the pointer to a view's current run, written last.
 func ManifestKey(view string) string { return path.Join("views", view, "_current.json") }
 
+// LakeStreamPrefix is the folder of a stream's lake: the day folders
+// (LakeDayPrefix) are under it as dt=<YYYY-MM-DD>/.
+func LakeStreamPrefix(stream string) string { return fmt.Sprintf("lake/%s/", stream) }
+
 // LakeDayPrefix is the folder of one event date of a stream's lake export.
+
 func LakeDayPrefix(stream string, day time.Time) string {
 	return fmt.Sprintf("lake/%s/dt=%s/", stream, day.UTC().Format("2006-01-02"))
 }
