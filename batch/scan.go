@@ -118,7 +118,7 @@ type scanner struct {
 	// the days before it are forgotten. 0: unset.
 	keepFrom, daysFrom int64
 	allDays            bool
-	pool     *decodePool
+	pool               *decodePool
 
 	mu      sync.Mutex
 	dirty   map[int64]bool // days with newly kept events
