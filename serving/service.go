@@ -271,10 +271,20 @@ func (s *Service) authorize(endpoint string, h http.Handler) http.Handler {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
+	writeErrorFields(w, code, msg, nil)
+}
+
+// writeErrorFields is writeError with more fields beside "error", for a
+// client to act on without parsing the sentence.
+func writeErrorFields(w http.ResponseWriter, code int, msg string, fields map[string]string) {
 	w.Header().Set("Content-Type", ContentJSON)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	b, _ := json.Marshal(map[string]string{"error": msg})
+	body := map[string]string{"error": msg}
+	for k, v := range fields {
+		body[k] = v
+	}
+	b, _ := json.Marshal(body)
 	w.Write(append(b, '\n'))
 }
 
@@ -340,12 +350,16 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.Query(r.Context(), q)
 	var tooMany *TooManyRowsError
+	var retention *RetentionError
 	switch {
 	case err == nil:
 	case r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
 	case errors.As(err, &tooMany):
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case errors.As(err, &retention):
+		writeErrorFields(w, http.StatusBadRequest, err.Error(), map[string]string{"retained_from": retention.RetainedFrom.UTC().Format(time.RFC3339)})
 		return
 	case errors.Is(err, ErrOverloaded):
 		s.m.overloaded.WithLabelValues(label, "speed").Inc()
@@ -392,6 +406,17 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 	snap, err := s.manifests.snapshot(ctx, vm)
 	if err != nil {
 		return nil, err
+	}
+	// Before the retained start some days are gone from the batch half
+	// while late speed rows of them may remain: no answer there is exact,
+	// so none is given. Before the first run the configured retention
+	// says where the view starts.
+	retained := snap.Manifest.Retained()
+	if snap.Manifest == nil {
+		retained = q.View.RetainedFrom(time.Now())
+	}
+	if !retained.IsZero() && q.From.Before(retained) {
+		return nil, &RetentionError{View: q.View.Name, RetainedFrom: retained}
 	}
 	res := &Result{Query: q, Freshness: Freshness{BatchRun: snap.RunID(), Absorbed: map[int32]int64{}}}
 	if snap.Manifest != nil {
