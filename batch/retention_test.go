@@ -108,10 +108,12 @@ func checkRetainedCH(t *testing.T, ctx context.Context, db *clickhouse.DB, v *sc
 // TestRetention runs a deployment over a week of events with
 // streams[].retention 4d and views[].retention 2d: the batch run drops the
 // views' old days in S3 and ClickHouse and the oldest raw objects, answers
-// inside the retained range equal the truth over the whole history, and
-// after the cut an incremental run, a --full run and a run for a new view
-// still agree (the full run takes the stored duplicate decisions); a full
-// recompute that cannot be exact is refused naming the setting.
+// inside the retained range equal the truth over the whole history, a day
+// passing with nothing new publishes without the dropped day, and after
+// the cut an incremental run, a --full run and the first run of a view
+// added later agree with the truth (the last two take the stored duplicate
+// decisions); a full recompute that cannot be exact is refused naming the
+// setting.
 func TestRetention(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -166,8 +168,20 @@ func TestRetention(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, res.UpToDate())
 
-	// A day later, with more events: incremental, the retained start moves
-	// by a day, more raw objects go. Repeats of ids first seen in deleted
+	// A day later with nothing new: the retained start moved, so the run
+	// publishes without the dropped day.
+	now = now.Add(24 * time.Hour)
+	res, err = run(cfg, false)
+	require.NoError(t, err)
+	require.False(t, res.UpToDate())
+	mq, rowsq, _ := publishedRows(t, ctx, st, hourly)
+	require.Equal(t, v1.Add(24*time.Hour), mq.Retained())
+	require.Equal(t, abs1, mq.Absorbed)
+	checkAgainstTruth(t, hourly, rowsq, retainedTruth(msgs, abs1, v1.Add(24*time.Hour)))
+	checkRetainedCH(t, ctx, db, hourly, mq)
+
+	// Another day later, with more events: incremental, the retained start
+	// moves by a day, more raw objects go. Repeats of ids first seen in deleted
 	// objects stay duplicates (the truth is over the whole history).
 	now = now.Add(24 * time.Hour)
 	for p := int32(0); p < 2; p++ {
@@ -179,7 +193,7 @@ func TestRetention(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, res.Views[0].Incremental)
 	m2, rows2, _ := publishedRows(t, ctx, st, hourly)
-	v2 := v1.Add(24 * time.Hour)
+	v2 := v1.Add(2 * 24 * time.Hour)
 	require.Equal(t, v2, m2.Retained())
 	abs2 := map[int32]int64{0: 1100, 1: 1100}
 	require.Equal(t, abs2, m2.Absorbed)
@@ -203,6 +217,36 @@ func TestRetention(t *testing.T) {
 	checkAgainstTruth(t, hourly, rows3, retainedTruth(msgs, abs2, v2))
 	checkRetainedCH(t, ctx, db, hourly, m3)
 
+	// A view added after the cut: its first run recomputes the retained
+	// days with the stored duplicate decisions too.
+	y := fmt.Sprintf(testYAML, 100, 2) + `  - name: pv_added
+    stream: pv
+    granularity: 1h
+    retention: 2d
+    dimensions: [country]
+    measures:
+      - { name: views, type: count }
+      - { name: revenue, type: sum, field: amount }
+      - { name: min_latency, type: min, field: latency }
+      - { name: max_latency, type: max, field: latency }
+      - { name: users, type: distinct, field: user_id }
+      - { name: lat, type: quantiles, field: latency }
+`
+	y = strings.Replace(y, "    id_field: event_id\n", "    id_field: event_id\n    retention: 4d\n", 1)
+	y = strings.Replace(y, "    granularity: 1h\n", "    granularity: 1h\n    retention: 2d\n", 1)
+	y = strings.Replace(y, "    granularity: 1d\n", "    granularity: 1d\n    retention: 2d\n", 1)
+	added, err := schemas.Parse("test.yaml", []byte(y), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	added.S3, added.ClickHouse = cfg.S3, cfg.ClickHouse
+	_, err = db.Migrate(ctx, added)
+	require.NoError(t, err)
+	_, err = Run(ctx, Options{Config: added, Store: st, ClickHouse: db, Log: testLog(), TempDir: t.TempDir(), Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	ma, rowsa, _ := publishedRows(t, ctx, st, added.View("pv_added"))
+	require.Equal(t, v2, ma.Retained())
+	checkAgainstTruth(t, added.View("pv_added"), rowsa, retainedTruth(msgs, abs2, v2))
+	checkRetainedCH(t, ctx, db, added.View("pv_added"), ma)
+
 	// A setting that changes validation verdicts needs the first offset:
 	// refused, naming the retention that deleted it.
 	other := retentionConfig(t, srv, "2h")
@@ -211,7 +255,7 @@ func TestRetention(t *testing.T) {
 	require.ErrorContains(t, err, "streams[pv].retention deleted the master dataset below offset")
 	m4, err := ReadManifest(ctx, st, hourly.Name)
 	require.NoError(t, err)
-	require.Equal(t, m3.RunID, m4.RunID, "nothing published")
+	require.Equal(t, ma.RunID, m4.RunID, "nothing published")
 }
 
 func m1dailyOf(t *testing.T, ctx context.Context, st *s3.Store, v *schemas.View) *schemas.Manifest {
