@@ -78,6 +78,24 @@ func TestRetentionAnswers(t *testing.T) {
 			checkAnswer(t, query(t, e.url, c.params()).Rows, want, c.groupBy, allMeasures)
 		})
 	}
+	// GET /v1/views names the start too.
+	code, _, body := get(t, e.url+"/v1/views", nil)
+	require.Equal(t, http.StatusOK, code)
+	var list struct {
+		Views []struct {
+			Name         string `json:"name"`
+			RetainedFrom string `json:"retained_from"`
+		} `json:"views"`
+	}
+	require.NoError(t, json.Unmarshal(body, &list))
+	for _, v := range list.Views {
+		if v.Name == viewName {
+			require.Equal(t, "2026-11-21T00:00:00Z", v.RetainedFrom)
+		} else {
+			require.Empty(t, v.RetainedFrom, v.Name)
+		}
+	}
+
 	for _, from := range []time.Time{base, retained.Add(-time.Millisecond)} {
 		got, msg := retentionRefusal(t, e.url, from, end)
 		require.Equal(t, "2026-11-21T00:00:00Z", got)
