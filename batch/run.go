@@ -362,7 +362,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	// retained start moved is published again, without its old days.
 	if carried && sameAbsorbed(pv.state.Absorbed, absorbed) && !retainedMoved {
 		log.Info("batch: up to date; nothing new absorbed, nothing published", "run_id", pv.state.RunID, "absorbed", absorbed)
-		if err := rawRetention(ctx, o, s, plan, absorbed, rec, log); err != nil {
+		if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
 			return nil, err
 		}
 		return finishUpToDate(ctx, o, s, views, pv)
@@ -456,7 +456,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 			DaysComputed: len(days), DaysKept: kept, IDsLoaded: sc.stats.IDsLoaded.Load(),
 			IDTableSlots: sc.stats.TableSlots.Load()})
 	}
-	if err := rawRetention(ctx, o, s, plan, absorbed, rec, log); err != nil {
+	if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
 		return nil, err
 	}
 	return out, gcStream(ctx, o, s, views, out)
@@ -464,7 +464,15 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 
 // rawRetention applies streams[].retention to the master dataset once the
 // state of what it absorbed is stored (applyRawRetention).
-func rawRetention(ctx context.Context, o *Options, s *schemas.Stream, plan *streamPlan, absorbed map[int32]int64, rec *retentionRecord, log *slog.Logger) error {
+func rawRetention(ctx context.Context, o *Options, lk *lock, s *schemas.Stream, plan *streamPlan, absorbed map[int32]int64, rec *retentionRecord, log *slog.Logger) error {
+	if s.Retention <= 0 {
+		return nil
+	}
+	// A run whose lock was taken over must not delete what the run now
+	// holding it may be reading.
+	if err := lk.check(); err != nil {
+		return err
+	}
 	n, err := applyRawRetention(ctx, o, s, plan, absorbed, rec, o.at)
 	if n > 0 {
 		log.Info("batch: deleted raw objects past streams[].retention", "objects", n, "before", s.RawCutoff(o.at))
