@@ -47,7 +47,7 @@ var _ CHStore = (*clickhouse.DB)(nil)
 // ClickHouse instead of read from S3 (the incremental run's carried-over
 // days), but only when prev is loaded completely.
 func loadRun(ctx context.Context, db CHStore, st objstore.Bucket, v *schemas.View, m *schemas.Manifest, prev *schemas.Manifest, dirty map[int64]bool) error {
-	load := clickhouse.BatchLoad{Manifest: m}
+	load := clickhouse.BatchLoad{Manifest: m, RetainedFrom: m.Retained()}
 	// ClickHouse holds the base rows only: the levels are the same events
 	// again, rolled up.
 	fromS3 := m.BaseFiles()

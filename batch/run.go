@@ -26,6 +26,7 @@ import (
 
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -57,9 +58,14 @@ type Options struct {
 	// Holder names this run in the lock (default host-pid-random).
 	Holder string
 	Log    *slog.Logger
+	// Now is the clock retention is measured against (views[].retention,
+	// streams[].retention); default time.Now. Read once per run.
+	Now func() time.Time
 	// AfterPublish, if set, runs after the views are published and loaded
 	// but before the lock is released (the export hooks in here).
 	AfterPublish func(ctx context.Context, res *Result) error
+
+	at time.Time // Now() at the start of the run
 
 	// crashBeforeManifest, for tests, fails the run just before a manifest
 	// would be written.
@@ -124,6 +130,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.at = o.Now().UTC()
 	if o.Holder == "" {
 		host, _ := os.Hostname()
 		var b [4]byte
@@ -175,6 +185,13 @@ type previous struct {
 	manifests map[string]*schemas.Manifest // by view; nil entries for none
 	state     *streamState                 // nil: recompute in full
 	reason    string                       // why not incremental
+	// allDays: the run had to recompute in full (reason), but retention
+	// cut the master dataset, so it cannot start from the first offset
+	// with an empty id index. It continues from state instead and
+	// recomputes every retained day, taking the duplicate decisions of the
+	// offsets state absorbed from its duplicate offsets (the first
+	// occurrences of their ids may be among the deleted objects).
+	allDays bool
 }
 
 func readManifest(ctx context.Context, st objstore.Bucket, view string) (*schemas.Manifest, error) {
@@ -199,10 +216,11 @@ func ReadManifest(ctx context.Context, st objstore.Bucket, view string) (*schema
 }
 
 // loadPrevious reads the views' manifests and decides whether this run can
-// continue incrementally from the run they share.
-func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, plan *streamPlan) (*previous, error) {
+// continue incrementally from the run they share. rec is the stream's
+// retention record (nil: never cut).
+func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, plan *streamPlan, rec *retentionRecord) (*previous, error) {
 	pv := &previous{manifests: map[string]*schemas.Manifest{}}
-	var runID string
+	var runID, latest string
 	for _, v := range views {
 		m, err := readManifest(ctx, o.Store, v.Name)
 		if err != nil {
@@ -225,47 +243,76 @@ func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*s
 		}
 		if m != nil {
 			runID = m.RunID
+			latest = max(latest, m.RunID) // run ids sort by start time
 		}
 	}
-	if pv.reason != "" || o.Full {
-		if o.Full {
-			pv.reason = "--full"
+	if o.Full {
+		pv.reason = "--full"
+	}
+	cut := rec.cutBelow()
+	if pv.reason != "" {
+		if cut == "" {
+			return pv, nil
 		}
-		return pv, nil
+		// The stream's newest state holds the duplicate decisions of
+		// every offset it absorbed, whatever view they were for.
+		runID = latest
+	}
+	// cannot is the error of a recompute in full that retention made
+	// impossible to do exactly.
+	cannot := func(why string) error {
+		return fmt.Errorf("batch: stream %s: %s, so the run would recompute in full, but streams[%s].retention deleted the master dataset below %s: the ids first seen there would count again. Restore the previous setting (or tandem version) for this stream", s.Name, why, s.Name, cut)
+	}
+	if runID == "" {
+		return nil, cannot(pv.reason + " and no run of the stream was ever published")
 	}
 	stt, err := loadState(ctx, o.Store, s.Name, runID)
 	if err != nil {
-		if isNotFound(err) {
-			pv.reason = "the previous run left no state"
-			return pv, nil
+		if !isNotFound(err) {
+			return nil, err
 		}
-		return nil, err
+		if cut != "" {
+			return nil, cannot("run " + runID + " left no state")
+		}
+		pv.reason = "the previous run left no state"
+		return pv, nil
 	}
+	var streamReason string
 	switch {
 	case stt.SchemaVersion != s.SchemaVersion():
-		pv.reason = "the stream's fields changed"
+		streamReason = "the stream's fields changed"
 	case stt.DecoderVersion != schemas.DecoderVersion:
-		pv.reason = "the decoder changed (validation verdicts may differ)"
+		streamReason = "the decoder changed (validation verdicts may differ)"
 	case stt.MaxFutureSkew != o.Config.Ingest.MaxFutureSkew.D().String():
-		pv.reason = "ingest.max_future_skew changed (validation verdicts may differ)"
+		streamReason = "ingest.max_future_skew changed (validation verdicts may differ)"
 	case stt.ChunkSize != o.Config.ChunkSize:
-		pv.reason = "chunk_size changed"
+		streamReason = "chunk_size changed"
 	case stt.IndexFormat != stateFormat:
-		pv.reason = "the previous run's state has another format"
+		streamReason = "the previous run's state has another format"
 	case stt.DedupWindow != s.DedupWindow.D().String():
-		pv.reason = fmt.Sprintf("streams[%s].dedup_window changed", s.Name)
+		streamReason = fmt.Sprintf("streams[%s].dedup_window changed", s.Name)
 	}
 	for _, p := range plan.Partitions {
-		if pv.reason != "" {
+		if streamReason != "" {
 			break
 		}
 		if p.Absorbed < stt.Absorbed[p.Partition] {
-			pv.reason = fmt.Sprintf("partition %d: the master dataset now ends at offset %d, before the previous run's %d", p.Partition, p.Absorbed, stt.Absorbed[p.Partition])
-		} else if stt.Absorbed[p.Partition] > 0 && p.Start != stt.Start[p.Partition] {
-			pv.reason = fmt.Sprintf("partition %d: the master dataset now starts at offset %d, not %d", p.Partition, p.Start, stt.Start[p.Partition])
+			streamReason = fmt.Sprintf("partition %d: the master dataset now ends at offset %d, before the previous run's %d", p.Partition, p.Absorbed, stt.Absorbed[p.Partition])
+		} else if stt.Absorbed[p.Partition] > 0 && p.Start != stt.Start[p.Partition] &&
+			!(rec != nil && p.Start > stt.Start[p.Partition] && p.Start <= rec.Cut[p.Partition]) {
+			// Retention moves the start up to its cut; anything else is
+			// a master dataset that changed under the run.
+			streamReason = fmt.Sprintf("partition %d: the master dataset now starts at offset %d, not %d", p.Partition, p.Start, stt.Start[p.Partition])
 		}
 	}
-	if pv.reason == "" {
+	switch {
+	case streamReason != "" && cut != "":
+		return nil, cannot(streamReason)
+	case streamReason != "":
+		pv.reason = streamReason
+	case pv.reason != "":
+		pv.state, pv.allDays = stt, true
+	default:
 		pv.state = stt
 	}
 	return pv, nil
@@ -291,14 +338,33 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		return nil, err
 	}
 	absorbed := plan.Absorbed()
-	pv, err := loadPrevious(ctx, o, s, views, plan)
+	rec, err := readRetention(ctx, o.Store, s.Name)
 	if err != nil {
 		return nil, err
 	}
+	pv, err := loadPrevious(ctx, o, s, views, plan, rec)
+	if err != nil {
+		return nil, err
+	}
+	carried := pv.state != nil && !pv.allDays
+	from := make([]time.Time, len(views)) // each view's retained start
+	fromDay := make([]int64, len(views))
+	retainedMoved := false
+	for i, v := range views {
+		from[i] = retainedFrom(v, o.at, rec, o.Config.Ingest.MaxFutureSkew.D(), pv.manifests[v.Name], carried)
+		fromDay[i] = keepFromDay(from[i : i+1])
+		if !pv.manifests[v.Name].Retained().Equal(from[i]) {
+			retainedMoved = true
+		}
+	}
 	// Nothing new: keep the current runs, but finish what a crashed run may
-	// have left undone (ClickHouse load, garbage collection).
-	if pv.state != nil && sameAbsorbed(pv.state.Absorbed, absorbed) {
+	// have left undone (ClickHouse load, garbage collection). A view whose
+	// retained start moved is published again, without its old days.
+	if carried && sameAbsorbed(pv.state.Absorbed, absorbed) && !retainedMoved {
 		log.Info("batch: up to date; nothing new absorbed, nothing published", "run_id", pv.state.RunID, "absorbed", absorbed)
+		if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
+			return nil, err
+		}
 		return finishUpToDate(ctx, o, s, views, pv)
 	}
 	if len(absorbed) == 0 && pv.state == nil && allNil(pv.manifests) {
@@ -311,11 +377,16 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	}
 	if pv.state == nil {
 		log.Info("batch: recomputing in full", "reason", pv.reason)
+	} else if pv.allDays {
+		log.Info("batch: recomputing every retained day with the stored duplicate decisions (retention cut the master dataset)", "reason", pv.reason, "cut", rec.Cut)
 	}
 
 	spill := &spillDir{dir: tmp + "/" + s.Name, stream: s}
 	sc := &scanner{st: o.Store, plan: plan, prev: pv.state, runID: runID, decoder: schemas.NewDecoder(s, o.Config.Ingest.MaxFutureSkew.D()),
-		spill: spill, tmp: tmp, workers: o.Workers, log: log}
+		spill: spill, tmp: tmp, workers: o.Workers, log: log, keepFrom: keepFromDay(from), allDays: pv.allDays}
+	if w := rec.firstWholeDay(o.Config.Ingest.MaxFutureSkew.D()); !w.IsZero() {
+		sc.daysFrom = dayOf(w)
+	}
 	if err := sc.run(ctx); err != nil {
 		return nil, err
 	}
@@ -324,14 +395,15 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	// Days to compute: the dirty ones, or all in a full run.
 	compute := sc.dirty
 	if pv.state == nil {
-		compute = sc.days
+		compute = maps.Clone(sc.days)
+		dropDaysBefore(compute, sc.keepFrom)
 	}
 	days := sortedDays(compute)
-	files, err := computeDays(ctx, o, spill, s, views, days, runID, tmp)
+	files, err := computeDays(ctx, o, spill, s, views, days, fromDay, runID, tmp)
 	if err != nil {
 		return nil, err
 	}
-	kept, err := keepDays(ctx, o, views, pv, compute, runID, files)
+	kept, err := keepDays(ctx, o, views, pv, compute, fromDay, runID, files)
 	if err != nil {
 		return nil, err
 	}
@@ -355,6 +427,9 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		if prev != nil {
 			m.PreviousRunID = prev.RunID
 		}
+		if !from[i].IsZero() {
+			m.RetainedFrom = &from[i]
+		}
 		if err := lk.check(); err != nil {
 			return nil, err
 		}
@@ -368,20 +443,41 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		}
 		log.Info("batch: published", "view", v.Name, "run_id", runID, "rows", m.Rows, "files", len(m.Files),
 			"events", m.Events, "duplicates", m.Duplicates, "invalid", m.Invalid, "absorbed", absorbed,
-			"incremental", pv.state != nil, "days_computed", len(days), "days_kept", kept,
+			"incremental", carried, "retained_from", from[i], "days_computed", len(days), "days_kept", kept,
 			"read", sc.stats.Read.Load(), "ids_loaded", sc.stats.IDsLoaded.Load(), "scan", scanDur.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
 		var dirty map[int64]bool
-		if pv.state != nil {
+		if carried {
 			dirty = compute
 		}
 		if err := afterPublish(ctx, o, v, m, prev, dirty); err != nil {
 			return nil, err
 		}
-		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: pv.state != nil,
+		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: carried,
 			DaysComputed: len(days), DaysKept: kept, IDsLoaded: sc.stats.IDsLoaded.Load(),
 			IDTableSlots: sc.stats.TableSlots.Load()})
 	}
+	if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
+		return nil, err
+	}
 	return out, gcStream(ctx, o, s, views, out)
+}
+
+// rawRetention applies streams[].retention to the master dataset once the
+// state of what it absorbed is stored (applyRawRetention).
+func rawRetention(ctx context.Context, o *Options, lk *lock, s *schemas.Stream, plan *streamPlan, absorbed map[int32]int64, rec *retentionRecord, log *slog.Logger) error {
+	if s.Retention <= 0 {
+		return nil
+	}
+	// A run whose lock was taken over must not delete what the run now
+	// holding it may be reading.
+	if err := lk.check(); err != nil {
+		return err
+	}
+	n, err := applyRawRetention(ctx, o, s, plan, absorbed, rec, o.at)
+	if n > 0 {
+		log.Info("batch: deleted raw objects past streams[].retention", "objects", n, "before", s.RawCutoff(o.at))
+	}
+	return err
 }
 
 // finishUpToDate is a run with nothing new to absorb: it finishes what a
@@ -409,7 +505,10 @@ func finishUpToDate(ctx context.Context, o *Options, s *schemas.Stream, views []
 // Memory holds the rows of the days being computed. (Splitting a day by
 // view instead would read and decode the day's spill once per view:
 // slower, measured.)
-func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.Stream, views []*schemas.View, days []int64, runID, tmp string) ([][]schemas.ManifestFile, error) {
+//
+// fromDay is each view's first retained day: earlier days are not written
+// for that view.
+func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.Stream, views []*schemas.View, days []int64, fromDay []int64, runID, tmp string) ([][]schemas.ManifestFile, error) {
 	// Each day's coarse levels are rolled up from the same rows as its
 	// base file (levelRows), so a level answers exactly what the base rows
 	// do, and a day's levels change exactly when its base rows do.
@@ -424,6 +523,10 @@ func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.St
 			}
 			dayFiles[j] = make([][]schemas.ManifestFile, len(views))
 			for i, v := range views {
+				if d < fromDay[i] {
+					rows[i] = dayRows{}
+					continue // before the view's retained start
+				}
 				mf, err := writeDayFile(gctx, o.Store, tmp, v, schemas.ViewDayKey(v.Name, runID, DayTime(d), 0), d, rows[i])
 				if err != nil {
 					return err
@@ -458,16 +561,16 @@ func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.St
 // not recomputed into run runID (server-side copies), adds them to files
 // and sorts each view's files: base files first, then each level from the
 // finest, each by day. It returns how many days were kept.
-func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previous, compute map[int64]bool, runID string, files [][]schemas.ManifestFile) (int, error) {
+func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previous, compute map[int64]bool, fromDay []int64, runID string, files [][]schemas.ManifestFile) (int, error) {
 	kept := 0
 	for i, v := range views {
-		if pv.state == nil {
+		if pv.state == nil || pv.allDays {
 			break
 		}
 		prev := pv.manifests[v.Name]
 		for _, f := range prev.Files {
-			if compute[dayOf(f.Day)] {
-				continue
+			if compute[dayOf(f.Day)] || dayOf(f.Day) < fromDay[i] {
+				continue // recomputed, or dropped by views[].retention
 			}
 			nf := f
 			nf.Key = schemas.ViewDayKey(v.Name, runID, f.Day, 0)

@@ -111,7 +111,14 @@ type scanner struct {
 	stats   scanStats
 	total   int64 // messages to read in phase A, for progress
 	noIndex bool  // do not store the id index (a scan that is not a run)
-	pool    *decodePool
+	// keepFrom is the first day any view keeps (views[].retention): the
+	// days before it are not recomputed. allDays makes every day from
+	// keepFrom on dirty (previous.allDays). daysFrom is the first day the
+	// cut master dataset still holds whole (retentionRecord.firstWholeDay):
+	// the days before it are forgotten. 0: unset.
+	keepFrom, daysFrom int64
+	allDays            bool
+	pool               *decodePool
 
 	mu      sync.Mutex
 	dirty   map[int64]bool // days with newly kept events
@@ -156,6 +163,17 @@ func (sc *scanner) run(ctx context.Context) error {
 	defer sc.pool.stop()
 	if err := sc.forPartitions(ctx, sc.phaseA); err != nil {
 		return err
+	}
+	if sc.daysFrom != 0 {
+		dropDaysBefore(sc.days, sc.daysFrom)
+	}
+	if sc.allDays {
+		for d := range sc.days {
+			sc.dirty[d] = true
+		}
+	}
+	if sc.keepFrom != 0 {
+		dropDaysBefore(sc.dirty, sc.keepFrom)
 	}
 	if sc.prev != nil && len(sc.dirty) > 0 {
 		if err := sc.forPartitions(ctx, sc.phaseB); err != nil {
@@ -224,6 +242,9 @@ func spans(p partitionPlan, from, to int64) (out []fileSpan, rows int64) {
 func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 	from := sc.prevAbsorbed(p)
 	sp, rows := spans(p, from, p.Absorbed)
+	if rows == 0 && sc.noIndex {
+		return nil // nothing new to read, no index to store
+	}
 	var idx *idTable
 	var clock schemas.DedupClock
 	window := sc.plan.Stream.DedupWindowMs()
@@ -524,11 +545,27 @@ type ScanStats struct {
 // between calls to fn.
 //
 // The data-lake export uses it; a batch run uses the same scanner.
-func ScanDays(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, s *schemas.Stream, absorbed map[int32]int64, tmp string, log *slog.Logger,
+//
+// runID names the batch run that absorbed exactly absorbed ("" when none
+// did). Once streams[].retention cut the master dataset, the first
+// occurrences of some ids are gone, so the scan cannot start afresh: it
+// takes the duplicate decisions that run stored and needs runID. from,
+// when set, leaves out the days before it (LakeRetainedFrom).
+func ScanDays(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, s *schemas.Stream, absorbed map[int32]int64, runID string, from time.Time, tmp string, log *slog.Logger,
 	day func(day time.Time, each func(fn func(*Record) error) error) error) (ScanStats, error) {
 	plan, err := planStream(ctx, st, s, cfg.ChunkSize)
 	if err != nil {
 		return ScanStats{}, err
+	}
+	rec, err := readRetention(ctx, st, s.Name)
+	if err != nil {
+		return ScanStats{}, err
+	}
+	var prev *streamState
+	if cut := rec.cutBelow(); cut != "" {
+		if prev, err = cutScanState(ctx, st, cfg, s, absorbed, runID, cut); err != nil {
+			return ScanStats{}, err
+		}
 	}
 	for i := range plan.Partitions {
 		p := &plan.Partitions[i]
@@ -558,6 +595,13 @@ func ScanDays(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, s *s
 	sp := &spillDir{dir: filepath.Join(dir, "spill"), stream: s}
 	sc := &scanner{st: st, plan: plan, runID: "scan", decoder: schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D()),
 		spill: sp, tmp: dir, workers: runtime.GOMAXPROCS(0), log: log, noIndex: true}
+	if prev != nil {
+		// Phase B alone, over every day, with the run's duplicate offsets.
+		sc.prev, sc.runID, sc.allDays = prev, prev.RunID, true
+	}
+	if !from.IsZero() {
+		sc.keepFrom, sc.daysFrom = dayOf(from), dayOf(from)
+	}
 	if err := sc.run(ctx); err != nil {
 		return ScanStats{}, err
 	}

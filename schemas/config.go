@@ -641,6 +641,16 @@ func (c *Config) validate(l *locator) ConfigErrors {
 		if w := s.DedupWindow.D(); w != 0 && (w < time.Second || w%time.Millisecond != 0) {
 			add(at("dedup_window"), "stream %q: dedup_window must be a whole number of milliseconds, at least 1s, or unset (an id is then a duplicate forever); got %s", s.Name, w)
 		}
+		if r := s.Retention.D(); r != 0 {
+			switch {
+			case r < Day:
+				add(at("retention"), "stream %q: streams[].retention must be at least 1d, or unset to keep the master dataset forever; got %s", s.Name, r)
+			case c.Ingest.MaxFutureSkew <= 0:
+				// Without the skew limit an event's time is unbounded by its
+				// Kafka time, so no Kafka-time cutoff keeps a view day whole.
+				add(at("retention"), "stream %q: streams[].retention needs ingest.max_future_skew (the bound of event time over Kafka time that keeps retained days whole); it is 0", s.Name)
+			}
+		}
 		if s.RawEvents && s.RawRetention == 0 {
 			s.RawRetention = Duration(7 * 24 * time.Hour)
 		}
@@ -700,6 +710,22 @@ func (c *Config) validate(l *locator) ConfigErrors {
 			continue
 		}
 		v.stream = s
+		if r := v.Retention.D(); r != 0 && (r < Day || r%Day != 0) {
+			add(at("retention"), "view %q: views[].retention must be a whole number of days (views are kept and dropped by UTC day), or unset to keep them forever; got %s", v.Name, r)
+		}
+		if sr := s.Retention.D(); sr >= Day && c.Ingest.MaxFutureSkew > 0 {
+			// The longest whole-day view retention the stream's retention
+			// can recompute (RetentionMargin).
+			most := (sr - RetentionMargin(c.Ingest.MaxFutureSkew.D())).Truncate(Day)
+			switch {
+			case most < Day:
+				add(at("retention"), "view %q: streams[%s].retention (%s) is too short for any view: it must be at least one day longer than the view's retention plus ingest.max_future_skew (%s), so at least %s for views[].retention 1d", v.Name, s.Name, fmtDays(sr), c.Ingest.MaxFutureSkew.D(), fmtDays(Day+RetentionMargin(c.Ingest.MaxFutureSkew.D())))
+			case v.Retention == 0:
+				add(at(), "view %q: views[].retention must be set when streams[%s].retention is (at most %s): a view kept forever would one day be recomputed from a master dataset retention has cut", v.Name, s.Name, fmtDays(most))
+			case v.Retention.D() > most:
+				add(at("retention"), "view %q: views[].retention (%s) must be at most %s: streams[%s].retention (%s) minus one day and ingest.max_future_skew (%s), so every retained day can be recomputed from the retained master dataset", v.Name, fmtDays(v.Retention.D()), fmtDays(most), s.Name, fmtDays(sr), c.Ingest.MaxFutureSkew.D())
+			}
+		}
 		if v.Granularity == 0 {
 			add(at(), "view %q has no granularity (one of 1m, 5m, 15m, 1h, 6h, 1d)", v.Name)
 		}
@@ -786,6 +812,18 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 	return errs
+}
+
+// fmtDays writes a duration in days where it is whole days ("30d"), in
+// whole days and the rest otherwise ("29d23h0m0s").
+func fmtDays(d time.Duration) string {
+	if d < Day {
+		return d.String()
+	}
+	if d%Day == 0 {
+		return fmt.Sprintf("%dd", d/Day)
+	}
+	return fmt.Sprintf("%dd%s", d/Day, d%Day)
 }
 
 // reservedColumn reports names used by tandem's own storage columns.

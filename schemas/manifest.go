@@ -74,7 +74,12 @@ func ViewLevelDayKey(view, runID string, level Granularity, day time.Time, part 
 // ManifestKey is the pointer to a view's current run, written last.
 func ManifestKey(view string) string { return path.Join("views", view, "_current.json") }
 
+// LakeStreamPrefix is the folder of a stream's lake: the day folders
+// (LakeDayPrefix) are under it as dt=<YYYY-MM-DD>/.
+func LakeStreamPrefix(stream string) string { return fmt.Sprintf("lake/%s/", stream) }
+
 // LakeDayPrefix is the folder of one event date of a stream's lake export.
+
 func LakeDayPrefix(stream string, day time.Time) string {
 	return fmt.Sprintf("lake/%s/dt=%s/", stream, day.UTC().Format("2006-01-02"))
 }
@@ -108,6 +113,20 @@ type Manifest struct {
 	Duration float64 `json:"duration_seconds"`
 	// PreviousRunID is the run this one replaced, if any.
 	PreviousRunID string `json:"previous_run_id,omitempty"`
+	// RetainedFrom, when set, is the first instant (a UTC midnight) the
+	// run answers: views[].retention dropped every day before it, and a
+	// query reaching before it is refused (docs/api.md). Nil: the view
+	// keeps everything.
+	RetainedFrom *time.Time `json:"retained_from,omitempty"`
+}
+
+// Retained returns RetainedFrom, the zero time when the view keeps
+// everything.
+func (m *Manifest) Retained() time.Time {
+	if m == nil || m.RetainedFrom == nil {
+		return time.Time{}
+	}
+	return *m.RetainedFrom
 }
 
 // ManifestFile is one Parquet file of a run.
@@ -174,6 +193,9 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 		if l <= 0 || (24*time.Hour)%l.D() != 0 || i > 0 && l >= m.Levels[i-1] {
 			return nil, fmt.Errorf("%w: levels %v must divide one day, coarsest first", ErrBadManifest, m.Levels)
 		}
+	}
+	if r := m.RetainedFrom; r != nil && !r.Equal(r.UTC().Truncate(Day)) {
+		return nil, fmt.Errorf("%w: retained_from %s is not a UTC midnight", ErrBadManifest, r)
 	}
 	prefix := ViewRunPrefix(m.View, m.RunID)
 	for _, f := range m.Files {

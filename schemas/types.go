@@ -50,6 +50,10 @@ type Stream struct {
 	// after its counted occurrence, in the partition's dedup clock
 	// (schemas/dedup.go), counts as a new event. 0 (unset): forever.
 	DedupWindow Duration `yaml:"dedup_window"`
+	// Retention is how long the master dataset (raw objects) and the lake
+	// export keep the stream's events, on Kafka time (schemas/retention.go).
+	// 0 (unset): forever.
+	Retention Duration `yaml:"retention"`
 
 	fieldIndex map[string]int
 	idIndex    int
@@ -132,6 +136,10 @@ type View struct {
 	// view at (views[].levels, such as [1h, 1d]); nil means the default
 	// (DefaultLevels), an empty list none. Validated into levels.
 	LevelNames *[]string `yaml:"levels"`
+	// Retention is how long the batch run keeps the view's days, in S3 and
+	// ClickHouse, on event time (schemas/retention.go): whole UTC days.
+	// 0 (unset): forever.
+	Retention Duration `yaml:"retention"`
 
 	stream   *Stream
 	levels   []Granularity // coarsest first

@@ -52,6 +52,21 @@ func (e *TooManyRowsError) Error() string {
 		"a coarser granularity, fewer group_by dimensions, a filter, or a shorter from/to range", e.Limit)
 }
 
+// RetentionError is returned for a query whose from is before the view's
+// retained start: views[].retention dropped those days, so no exact answer
+// exists for them. The HTTP layer answers 400 with its message and
+// RetainedFrom as retained_from (docs/api.md).
+type RetentionError struct {
+	View string
+	// RetainedFrom is the first instant the view answers (a UTC midnight).
+	RetainedFrom time.Time
+}
+
+func (e *RetentionError) Error() string {
+	return fmt.Sprintf("from is before %s, the start of what view %s keeps (views[].retention); ask from %s or later",
+		e.RetainedFrom.UTC().Format(time.RFC3339), e.View, e.RetainedFrom.UTC().Format(time.RFC3339))
+}
+
 // All reports whether the query rolls everything up into one bucket per group.
 func (q *Query) All() bool { return q.Granularity == 0 }
 

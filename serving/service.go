@@ -271,10 +271,20 @@ func (s *Service) authorize(endpoint string, h http.Handler) http.Handler {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
+	writeErrorFields(w, code, msg, nil)
+}
+
+// writeErrorFields is writeError with more fields beside "error", for a
+// client to act on without parsing the sentence.
+func writeErrorFields(w http.ResponseWriter, code int, msg string, fields map[string]string) {
 	w.Header().Set("Content-Type", ContentJSON)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	b, _ := json.Marshal(map[string]string{"error": msg})
+	body := map[string]string{"error": msg}
+	for k, v := range fields {
+		body[k] = v
+	}
+	b, _ := json.Marshal(body)
 	w.Write(append(b, '\n'))
 }
 
@@ -340,12 +350,16 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.Query(r.Context(), q)
 	var tooMany *TooManyRowsError
+	var retention *RetentionError
 	switch {
 	case err == nil:
 	case r.Context().Err() != nil:
 		return // the client is gone; nobody reads an answer
 	case errors.As(err, &tooMany):
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case errors.As(err, &retention):
+		writeErrorFields(w, http.StatusBadRequest, err.Error(), map[string]string{"retained_from": retention.RetainedFrom.UTC().Format(time.RFC3339)})
 		return
 	case errors.Is(err, ErrOverloaded):
 		s.m.overloaded.WithLabelValues(label, "speed").Inc()
@@ -373,7 +387,8 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 // Query answers q from one manifest snapshot: the batch rows of its run
 // merged with the speed rows of the chunks it did not absorb. Errors wrap
 // ErrUnavailable when the batch half cannot be read, are a
-// *TooManyRowsError when the answer would pass serve.max_result_rows, and
+// *TooManyRowsError when the answer would pass serve.max_result_rows,
+// *RetentionError when q.From is before the view's retained start, and
 // wrap ErrOverloaded when the speed store is up but could not answer in
 // time (see speedVerdict). A speed layer that is down is not an error but
 // a warning in the result.
@@ -392,6 +407,13 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 	snap, err := s.manifests.snapshot(ctx, vm)
 	if err != nil {
 		return nil, err
+	}
+	// Before the retained start some days are gone from the batch half
+	// while late speed rows of them may remain: no answer there is exact,
+	// so none is given. Before the first run the configured retention
+	// says where the view starts.
+	if retained := retainedStart(q.View, snap.Manifest, time.Now()); !retained.IsZero() && q.From.Before(retained) {
+		return nil, &RetentionError{View: q.View.Name, RetainedFrom: retained}
 	}
 	res := &Result{Query: q, Freshness: Freshness{BatchRun: snap.RunID(), Absorbed: map[int32]int64{}}}
 	if snap.Manifest != nil {
@@ -524,7 +546,20 @@ type viewInfo struct {
 	Dimensions  []string        `json:"dimensions"`
 	Measures    []measureInfo   `json:"measures"`
 	Freshness   json.RawMessage `json:"freshness"`
-	Error       string          `json:"error,omitempty"`
+	// RetainedFrom is the first instant the view answers (RFC 3339), when
+	// views[].retention is set (retainedStart).
+	RetainedFrom string `json:"retained_from,omitempty"`
+	Error        string `json:"error,omitempty"`
+}
+
+// retainedStart is the first instant view v answers with manifest m (nil
+// before the first run): the run's retained_from, or before the first run
+// the configured retention at now. The zero time: everything.
+func retainedStart(v *schemas.View, m *schemas.Manifest, now time.Time) time.Time {
+	if m == nil {
+		return v.RetainedFrom(now)
+	}
+	return m.Retained()
 }
 
 type measureInfo struct {
@@ -577,6 +612,9 @@ func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
 			info.Error = err.Error()
 		} else {
 			fr.BatchRun = snap.RunID()
+			if r := retainedStart(v, snap.Manifest, time.Now()); !r.IsZero() {
+				info.RetainedFrom = r.UTC().Format(time.RFC3339)
+			}
 			if snap.Manifest != nil {
 				fr.BatchCreatedAt = snap.Manifest.CreatedAt
 				for p, off := range snap.Manifest.Absorbed {

@@ -24,6 +24,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -50,6 +51,9 @@ type Options struct {
 	Store   objstore.Bucket
 	Log     *slog.Logger
 	TempDir string
+	// Now is the clock streams[].retention is measured against (default
+	// time.Now).
+	Now func() time.Time
 }
 
 // Result says what an export did, per stream.
@@ -65,6 +69,10 @@ type StreamResult struct {
 	Written   int // days (re)written
 	Unchanged int // days whose content had not changed
 	Rows      int64
+	// RetainedFrom is the first day the lake keeps (streams[].retention);
+	// zero: every day. Deleted counts the day folders dropped before it.
+	RetainedFrom time.Time
+	Deleted      int
 }
 
 // Success is the content of a day's _SUCCESS marker.
@@ -81,9 +89,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	now := o.Now().UTC()
 	res := &Result{}
 	for _, s := range o.Config.Streams {
-		absorbed, ok, err := absorbedOf(ctx, o, s)
+		absorbed, runID, ok, err := absorbedOf(ctx, o, s)
 		if err != nil {
 			return nil, err
 		}
@@ -91,11 +103,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			o.Log.Info("export: no published batch run of this stream yet; skipped", "stream", s.Name)
 			continue
 		}
-		sr, err := exportStream(ctx, o, s, absorbed)
+		sr, err := exportStream(ctx, o, s, absorbed, runID, now)
 		if err != nil {
 			return nil, err
 		}
-		o.Log.Info("export: done", "stream", s.Name, "days", sr.Days, "written", sr.Written, "unchanged", sr.Unchanged, "rows", sr.Rows, "absorbed", absorbed)
+		o.Log.Info("export: done", "stream", s.Name, "days", sr.Days, "written", sr.Written, "unchanged", sr.Unchanged, "rows", sr.Rows, "absorbed", absorbed,
+			"retained_from", sr.RetainedFrom, "deleted_days", sr.Deleted)
 		res.Streams = append(res.Streams, sr)
 	}
 	return res, nil
@@ -103,16 +116,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 // absorbedOf returns the offsets the stream's current runs absorbed: the
 // lowest per partition over its views, so the lake never runs ahead of a
-// view (they agree after every complete batch run).
-func absorbedOf(ctx context.Context, o Options, s *schemas.Stream) (map[int32]int64, bool, error) {
+// view (they agree after every complete batch run). runID is the run they
+// are all on, "" when they are on different runs.
+func absorbedOf(ctx context.Context, o Options, s *schemas.Stream) (map[int32]int64, string, bool, error) {
 	var out map[int32]int64
-	for _, v := range o.Config.ViewsOf(s.Name) {
+	runID := ""
+	for i, v := range o.Config.ViewsOf(s.Name) {
 		m, err := batch.ReadManifest(ctx, o.Store, v.Name)
 		if err != nil {
-			return nil, false, err
+			return nil, "", false, err
 		}
 		if m == nil {
-			return nil, false, nil
+			return nil, "", false, nil
+		}
+		if i == 0 {
+			runID = m.RunID
+		} else if m.RunID != runID {
+			runID = ""
 		}
 		if out == nil {
 			out = map[int32]int64{}
@@ -125,12 +145,20 @@ func absorbedOf(ctx context.Context, o Options, s *schemas.Stream) (map[int32]in
 			out[p] = min(out[p], m.Absorbed[p])
 		}
 	}
-	return out, out != nil, nil
+	return out, runID, out != nil, nil
 }
 
-func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed map[int32]int64) (StreamResult, error) {
+func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed map[int32]int64, runID string, now time.Time) (StreamResult, error) {
 	sr := StreamResult{Stream: s.Name, Absorbed: absorbed}
-	_, err := batch.ScanDays(ctx, o.Store, o.Config, s, absorbed, o.TempDir, o.Log, func(day time.Time, each func(func(*batch.Record) error) error) error {
+	from, err := batch.LakeRetainedFrom(ctx, o.Store, o.Config, s, now)
+	if err != nil {
+		return sr, err
+	}
+	sr.RetainedFrom = from
+	if sr.Deleted, err = deleteDaysBefore(ctx, o.Store, s, from); err != nil {
+		return sr, err
+	}
+	_, err = batch.ScanDays(ctx, o.Store, o.Config, s, absorbed, runID, from, o.TempDir, o.Log, func(day time.Time, each func(func(*batch.Record) error) error) error {
 		sr.Days++
 		// The fingerprint: the schema and which events (partition, offset)
 		// the day holds. Raw objects are immutable, so the same events mean
@@ -164,6 +192,44 @@ func exportStream(ctx context.Context, o Options, s *schemas.Stream, absorbed ma
 		return nil
 	})
 	return sr, err
+}
+
+// deleteDaysBefore deletes the lake's day folders before from
+// (streams[].retention), each _SUCCESS first, so a reader that honours it
+// never reads a day being deleted. It returns how many days went.
+func deleteDaysBefore(ctx context.Context, st objstore.Bucket, s *schemas.Stream, from time.Time) (int, error) {
+	if from.IsZero() {
+		return 0, nil
+	}
+	objs, err := objstore.List(ctx, st, schemas.LakeStreamPrefix(s.Name)+"dt=")
+	if err != nil {
+		return 0, err
+	}
+	byDay := map[string][]string{}
+	for _, ob := range objs {
+		rest := strings.TrimPrefix(ob.Key, schemas.LakeStreamPrefix(s.Name)+"dt=")
+		dt, _, ok := strings.Cut(rest, "/")
+		day, err := time.Parse(time.DateOnly, dt)
+		if !ok || err != nil || !day.Before(from) {
+			continue
+		}
+		prefix := schemas.LakeDayPrefix(s.Name, day)
+		byDay[prefix] = append(byDay[prefix], ob.Key)
+	}
+	for prefix, keys := range byDay {
+		if err := st.Delete(ctx, prefix+SuccessName); err != nil && !errors.Is(err, objstore.ErrNotFound) {
+			return 0, err
+		}
+		for _, k := range keys {
+			if k == prefix+SuccessName {
+				continue
+			}
+			if err := st.Delete(ctx, k); err != nil && !errors.Is(err, objstore.ErrNotFound) {
+				return 0, err
+			}
+		}
+	}
+	return len(byDay), nil
 }
 
 func readSuccess(ctx context.Context, st objstore.Bucket, prefix string) (*Success, error) {

@@ -48,6 +48,11 @@ type BatchLoad struct {
 	// came short, but only as an error.
 	CarryFrom  string
 	Recomputed []time.Time
+	// RetainedFrom, when set, leaves the carried rows before it behind:
+	// the days views[].retention dropped. The run's partition then holds
+	// none of them, and the older runs' partitions, which do, are
+	// dropped whole by DropOldRuns.
+	RetainedFrom time.Time
 	// Rows yields the run's rows not carried over; nil yields none. Its
 	// error, if any, stops the load and is returned.
 	Rows iter.Seq2[ViewRow, error]
@@ -101,7 +106,7 @@ func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, load BatchLoad)
 		}
 	}
 	if load.CarryFrom != "" {
-		sql, args := copyBatchSQL(db.db, v, load.CarryFrom, m.RunID, load.Recomputed)
+		sql, args := copyBatchSQL(db.db, v, load.CarryFrom, m.RunID, load.Recomputed, load.RetainedFrom)
 		if err := db.exec(ctx, sql, args...); err != nil {
 			return 0, fmt.Errorf("clickhouse: copying the carried-over rows of run %s of %s into run %s: %w", load.CarryFrom, v.Name, m.RunID, err)
 		}

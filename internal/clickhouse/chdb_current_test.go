@@ -286,6 +286,10 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	require.Equal(t, [][]string{{"1", "1"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(1), v.Name))
 	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(2), v.Name))
 	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), "clicks_total", uint32(0), "clicks_total"))
+	// StreamAbsorbedEnd's query: any of the stream's views' current runs.
+	other := cfg.View("clicks_total")
+	require.Equal(t, [][]string{{"1", "2"}}, c.query(streamAbsorbedSQL(db, []*schemas.View{other, v}), uint32(0)))
+	require.Equal(t, [][]string{{"0", "0"}}, c.query(streamAbsorbedSQL(db, []*schemas.View{other}), uint32(0)))
 
 	cur := c.query(currentRunSQL(db), v.Name)
 	require.Equal(t, [][]string{{"r1", "1"}}, cur)
@@ -411,12 +415,16 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	// LoadBatchRun's carry-over copy: every row lies on t0's day, so
 	// recomputing that day copies nothing and recomputing others copies
 	// every row, byte for byte.
-	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(3 * time.Hour)})
+	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(3 * time.Hour)}, time.Time{})
 	c.query(q, args...)
 	require.Equal(t, [][]string{{"0"}}, c.query(batchRunRowsSQL(db, v), "r2"))
-	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(24 * time.Hour), t0.Add(-24 * time.Hour)})
+	q, args = copyBatchSQL(db, v, "r1", "r2", []time.Time{t0.Add(24 * time.Hour), t0.Add(-24 * time.Hour)}, time.Time{})
 	c.query(q, args...)
-	q, args = copyBatchSQL(db, v, "r1", "r2", nil)
+	// views[].retention: rows before the retained start are not copied.
+	q, args = copyBatchSQL(db, v, "r1", "r2", nil, t0.Truncate(24*time.Hour).Add(24*time.Hour))
+	c.query(q, args...)
+	require.Equal(t, [][]string{{strconv.Itoa(len(rows))}}, c.query(batchRunRowsSQL(db, v), "r2"), "every row is before the next day")
+	q, args = copyBatchSQL(db, v, "r1", "r2", nil, t0.Truncate(24*time.Hour))
 	c.query(q, args...)
 	require.Equal(t, [][]string{{strconv.Itoa(2 * len(rows))}}, c.query(batchRunRowsSQL(db, v), "r2"))
 	rowCols := joinIdents(rowColumnNames(v))

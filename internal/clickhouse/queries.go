@@ -448,6 +448,18 @@ func currentAbsorbedSQL(database string) string {
 		qualified(database, TableAbsorbed), qualified(database, TableRuns))
 }
 
+// streamAbsorbedSQL counts the current published runs of views among
+// those absorbing partition '?' and the most chunks one of them absorbed.
+func streamAbsorbedSQL(database string, views []*schemas.View) string {
+	names := make([]string, len(views))
+	for i, v := range views {
+		names[i] = quoteString(v.Name)
+	}
+	in := strings.Join(names, ", ")
+	return fmt.Sprintf("SELECT count(), max(chunks) FROM %s WHERE kafka_partition = ? AND (view, run_id) IN (SELECT view, argMax(run_id, version) FROM %s WHERE view IN (%s) GROUP BY view)",
+		qualified(database, TableAbsorbed), qualified(database, TableRuns), in)
+}
+
 // deleteAbsorbedClause is the ALTER TABLE clause deleting speed rows of
 // chunks below K_p; "" when nothing is absorbed.
 func deleteAbsorbedClause(absorbed map[int32]int64) (string, error) {
@@ -498,9 +510,9 @@ func batchRunRowsSQL(database string, v *schemas.View) string {
 
 // copyBatchSQL copies the rows of run `from` into run `to` inside the
 // batch table, except those whose window starts on one of exceptDays (UTC
-// dates). The run ids and the days ('YYYY-MM-DD' strings, which a Date
+// dates) or before retainedFrom (views[].retention; zero: none). The run ids and the days ('YYYY-MM-DD' strings, which a Date
 // compares with) are bound as '?'.
-func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays []time.Time) (string, []any) {
+func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays []time.Time, retainedFrom time.Time) (string, []any) {
 	table := qualified(database, BatchTable(v.Name))
 	cols := joinIdents(rowColumnNames(v))
 	days := make([]string, 0, len(exceptDays))
@@ -511,6 +523,11 @@ func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays 
 	days = slices.Compact(days)
 	sql := fmt.Sprintf("INSERT INTO %s (run_id, %s) SELECT ?, %s FROM %s WHERE run_id = ?", table, cols, cols, table)
 	args := []any{to, from}
+	if !retainedFrom.IsZero() {
+		lo, _ := windowBounds(retainedFrom, time.Time{})
+		sql += " AND window_start >= toDateTime(?)"
+		args = append(args, lo)
+	}
 	if len(days) > 0 {
 		sql += fmt.Sprintf(" AND toDate(window_start) NOT IN (%s)", strings.TrimSuffix(strings.Repeat("?, ", len(days)), ", "))
 		for _, d := range days {
