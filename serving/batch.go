@@ -457,9 +457,13 @@ func readRowGroup(ctx context.Context, v *schemas.View, file ViewFile, i, hint i
 // are left as they are).
 func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg *cachedRowGroup, miss []bool) error {
 	states := make([][]schemas.State, len(miss))
+	flats := make([][]*schemas.DDFlat, len(miss))
 	for m, x := range miss {
 		if x {
 			states[m] = make([]schemas.State, 0, len(crg.rows))
+			if v.Measures[m].Type == schemas.MeasureQuantiles {
+				flats[m] = make([]*schemas.DDFlat, 0, len(crg.rows))
+			}
 		}
 	}
 	var size int64
@@ -468,11 +472,14 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 			if !x {
 				continue
 			}
-			st, err := v.Measures[m].StateFromCell(cells[m])
+			st, f, err := decodeCell(&v.Measures[m], cells[m])
 			if err != nil {
 				return fmt.Errorf("view %s, measure %s: %w", v.Name, v.Measures[m].Name, err)
 			}
 			states[m] = append(states[m], st)
+			if flats[m] != nil {
+				flats[m] = append(flats[m], f)
+			}
 		}
 		size += cellsBytes(cells)
 		return nil
@@ -495,6 +502,9 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 				to = int(crg.order[k])
 			}
 			crg.rows[to].States[m] = st
+			if flats[m] != nil {
+				crg.rows[to].Flat[m] = flats[m][k] // Flat has a slot per measure (DecodeRow)
+			}
 		}
 		crg.decoded[m] = true
 	}
