@@ -29,8 +29,9 @@ type CHStore interface {
 	// DropOldRuns drops every run of the view's batch table but the
 	// current one and keep.
 	DropOldRuns(ctx context.Context, v *schemas.View, keep ...string) ([]string, error)
-	// DeleteAbsorbedSpeedRows deletes the speed rows of chunks below K_p.
-	DeleteAbsorbedSpeedRows(ctx context.Context, v *schemas.View, olderAbsorbed map[int32]int64) error
+	// DeleteAbsorbedSpeedRows deletes the speed rows of chunks below
+	// below[p] (ReleaseSpeedRows decides the bounds).
+	DeleteAbsorbedSpeedRows(ctx context.Context, v *schemas.View, below map[int32]int64) error
 }
 
 var _ CHStore = (*clickhouse.DB)(nil)
@@ -110,22 +111,4 @@ func fileRows(ctx context.Context, st objstore.Bucket, v *schemas.View, files []
 			}
 		}
 	}
-}
-
-// deleteAbsorbedSpeedRows deletes the speed rows of the chunks older
-// absorbed: per partition, chunk < K_p(older). older must be a run before
-// the one just published, so serving replicas still on it lose nothing
-// they read (they answer those chunks from its files).
-func deleteAbsorbedSpeedRows(ctx context.Context, db CHStore, v *schemas.View, older *schemas.Manifest) error {
-	if older == nil {
-		return nil
-	}
-	chunks := make(map[int32]int64, len(older.Absorbed))
-	for p := range older.Absorbed {
-		chunks[p] = older.AbsorbedChunks(p)
-	}
-	if err := db.DeleteAbsorbedSpeedRows(ctx, v, chunks); err != nil {
-		return fmt.Errorf("batch: deleting the absorbed speed rows of %s: %w", v.Name, err)
-	}
-	return nil
 }

@@ -1,7 +1,8 @@
 // Package batch is tandem's batch layer: `tandem batch run` recomputes
 // every view from the master dataset (raw Parquet in S3), publishes each as
 // an immutable run with a manifest written last, loads it into ClickHouse
-// for analysts, deletes the speed rows older runs absorbed, and collects
+// for analysts, deletes the speed rows it absorbed once no serving replica
+// reads them (ReleaseSpeedRows), and collects
 // old runs. The archiver (batch/archive) and the data-lake export
 // (batch/export) live beside it.
 //
@@ -95,7 +96,9 @@ type ViewResult struct {
 	IDsLoaded int64
 	// IDTableSlots sums the slots (32 bytes each) of the partitions' id
 	// tables at their largest: what the duplicate check held in memory.
-	IDTableSlots            int64
+	IDTableSlots int64
+	// SpeedRowsDeletedThrough is, per partition, the chunk below which
+	// the view's speed rows were deleted (ReleaseSpeedRows).
 	SpeedRowsDeletedThrough map[int32]int64 `json:",omitempty"`
 }
 
@@ -365,7 +368,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
 			return nil, err
 		}
-		return finishUpToDate(ctx, o, s, views, pv)
+		return finishUpToDate(ctx, o, lk, s, views, pv)
 	}
 	if len(absorbed) == 0 && pv.state == nil && allNil(pv.manifests) {
 		log.Info("batch: the master dataset holds no whole chunk yet; nothing to publish")
@@ -459,6 +462,9 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
 		return nil, err
 	}
+	if err := releaseSpeedRows(ctx, o, lk, views, out); err != nil {
+		return nil, err
+	}
 	return out, gcStream(ctx, o, s, views, out)
 }
 
@@ -480,10 +486,35 @@ func rawRetention(ctx context.Context, o *Options, lk *lock, s *schemas.Stream, 
 	return err
 }
 
+// releaseSpeedRows deletes the speed rows the views' current runs absorbed
+// once no serving replica reads them (ReleaseSpeedRows), after every view
+// of the stream is published, so the replicas switch all views at once.
+func releaseSpeedRows(ctx context.Context, o *Options, lk *lock, views []*schemas.View, out []ViewResult) error {
+	if o.ClickHouse == nil {
+		return nil
+	}
+	cur := make([]*schemas.Manifest, 0, len(out))
+	for _, vr := range out {
+		cur = append(cur, vr.Manifest)
+	}
+	if err := lk.check(); err != nil {
+		return err
+	}
+	floors, err := ReleaseSpeedRows(ctx, ReleaseOptions{Store: o.Store, ClickHouse: o.ClickHouse, Current: cur, Views: views,
+		Wait: o.Config.Batch.SpeedReleaseWait.D(), Log: o.Log})
+	if err != nil {
+		return err
+	}
+	for i := range out {
+		out[i].SpeedRowsDeletedThrough = floors[out[i].View]
+	}
+	return nil
+}
+
 // finishUpToDate is a run with nothing new to absorb: it finishes what a
 // crashed run may have left undone for the current runs (ClickHouse load,
 // garbage collection) and publishes nothing.
-func finishUpToDate(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, pv *previous) ([]ViewResult, error) {
+func finishUpToDate(ctx context.Context, o *Options, lk *lock, s *schemas.Stream, views []*schemas.View, pv *previous) ([]ViewResult, error) {
 	var out []ViewResult
 	for _, v := range views {
 		m := pv.manifests[v.Name]
@@ -491,6 +522,9 @@ func finishUpToDate(ctx context.Context, o *Options, s *schemas.Stream, views []
 			return nil, err
 		}
 		out = append(out, ViewResult{View: v.Name, Manifest: m})
+	}
+	if err := releaseSpeedRows(ctx, o, lk, views, out); err != nil {
+		return nil, err
 	}
 	return out, gcStream(ctx, o, s, views, out)
 }
@@ -656,28 +690,13 @@ func publishManifest(ctx context.Context, st objstore.Bucket, m *schemas.Manifes
 	return objstore.PutBytes(ctx, st, schemas.ManifestKey(m.View), data)
 }
 
-// afterPublish loads m into ClickHouse and deletes the speed rows of the
-// chunks the run before it absorbed.
+// afterPublish loads m into ClickHouse (the speed rows it absorbed are
+// deleted later, by releaseSpeedRows).
 func afterPublish(ctx context.Context, o *Options, v *schemas.View, m, prev *schemas.Manifest, dirty map[int64]bool) error {
 	if o.ClickHouse == nil || m == nil {
 		return nil
 	}
-	if err := loadRun(ctx, o.ClickHouse, o.Store, v, m, prev, dirty); err != nil {
-		return err
-	}
-	// The older run is the one m replaced. When nothing was published
-	// (up to date), it is the current run's predecessor, read from its
-	// folder, so a crash between load and delete is repaired.
-	older := prev
-	if older == nil && m.PreviousRunID != "" {
-		data, err := objstore.GetBytes(ctx, o.Store, runManifestKey(v.Name, m.PreviousRunID))
-		if err == nil {
-			older, _ = schemas.DecodeManifest(data)
-		} else if !isNotFound(err) {
-			return err
-		}
-	}
-	return deleteAbsorbedSpeedRows(ctx, o.ClickHouse, v, older)
+	return loadRun(ctx, o.ClickHouse, o.Store, v, m, prev, dirty)
 }
 
 func gcStream(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, res []ViewResult) error {

@@ -3,6 +3,7 @@ package batch
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,6 +101,17 @@ func TestBatchEndToEnd(t *testing.T) {
 
 	// Speed rows of partition 0, chunks 0..4 (run 1 absorbed chunks 0..2).
 	insertSpeedRows(t, ctx, db, hourly, 0, 5)
+	// A serving replica answers from run 1: its lease (live for an hour)
+	// names run 1's K_p. The next run does not wait for it to switch.
+	cfg.Batch.SpeedReleaseWait = 0
+	lease := schemas.ServeLease{Replica: "serve-on-run-1", RenewedAt: time.Now().UTC(), Seq: 1, TTLMs: time.Hour.Milliseconds(),
+		Views: map[string]schemas.ServeLeaseView{hourly.Name: {Runs: []string{m1.RunID}, AbsorbedChunks: map[int32]int64{}}}}
+	for p := range m1.Absorbed {
+		lease.Views[hourly.Name].AbsorbedChunks[p] = m1.AbsorbedChunks(p)
+	}
+	leaseData, err := json.Marshal(lease)
+	require.NoError(t, err)
+	require.NoError(t, objstore.PutBytes(ctx, st, schemas.ServeLeaseKey(lease.Replica), leaseData))
 
 	// More data: partition 0 to offset 549, partition 2 completes.
 	more0 := genPartition(rng, 0, 350, 200, ids[0])
@@ -122,9 +134,10 @@ func TestBatchEndToEnd(t *testing.T) {
 	require.Equal(t, []int64{events3, dups3, invalid3}, []int64{m3.Events, m3.Duplicates, m3.Invalid})
 	require.Equal(t, m1.RunID, m3.PreviousRunID)
 	require.Positive(t, res3.Views[0].DaysKept, "some days carried over")
-	// The older run (1) absorbed chunks 0..2 of partition 0: their speed
-	// rows go; chunks 3 and 4, absorbed only by the run just published, stay.
+	// The replica on run 1 reads chunks 3 and 4 of partition 0 (run 3
+	// absorbed them): only chunks 0..2 go.
 	require.Equal(t, []uint64{3, 4}, speedChunks(t, ctx, db, hourly, 0))
+	require.Equal(t, int64(3), res3.Views[0].SpeedRowsDeletedThrough[0])
 	checkClickHouse(t, ctx, db, cfg, m3, msgs, want3)
 	_, drows3, dorder3 := publishedRows(t, ctx, st, daily)
 	dtr3, _, _, _ := truth(msgs, want3, 24*time.Hour, false)
@@ -133,7 +146,9 @@ func TestBatchEndToEnd(t *testing.T) {
 	dm3, _, _ := publishedRows(t, ctx, st, daily)
 	require.Empty(t, dm3.Levels, "a 1d view has no level coarser than itself")
 
-	// Run 4: full recompute equals the incremental run byte for byte.
+	// The replica stops (removing its lease). Run 4: full recompute equals
+	// the incremental run byte for byte.
+	require.NoError(t, st.Delete(ctx, schemas.ServeLeaseKey(lease.Replica)))
 	res4 := run(true)
 	require.False(t, res4.Views[0].Incremental)
 	m4, _, order4 := publishedRows(t, ctx, st, hourly)
@@ -150,7 +165,7 @@ func TestBatchEndToEnd(t *testing.T) {
 	for k, b := range files3 {
 		require.True(t, bytes.Equal(b, files4[k]), "file %s differs between the incremental and the full run", k)
 	}
-	require.Empty(t, speedChunks(t, ctx, db, hourly, 0), "run 3 absorbed chunks 3 and 4; run 4 deleted their speed rows")
+	require.Empty(t, speedChunks(t, ctx, db, hourly, 0), "run 3 absorbed chunks 3 and 4; with no replica on run 1, run 4 deleted their speed rows")
 
 	// GC: keep_runs = 2 keeps runs 3 and 4 only.
 	runs, published, err := listRuns(ctx, st, "views/pv_hourly/runs/", "_manifest.json")

@@ -201,6 +201,11 @@ type BatchConfig struct {
 	LockTTL Duration `yaml:"lock_ttl"`
 	// ExportAfterRun writes the data-lake export after each successful run.
 	ExportAfterRun bool `yaml:"export_after_run"`
+	// SpeedReleaseWait bounds how long a run waits, after publishing, for
+	// the serving replicas to switch to it before deleting the speed rows
+	// it absorbed; replicas still on the older run keep theirs until a
+	// later run. 0 deletes what the leases allow at once.
+	SpeedReleaseWait Duration `yaml:"speed_release_wait"`
 }
 
 // StatusConfig holds the thresholds of the health report. A value at or over
@@ -245,7 +250,7 @@ func Default() Config {
 				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
 		Speed:     SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
 		Archive:   ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
-		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour)},
+		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour), SpeedReleaseWait: Duration(time.Minute)},
 		ChunkSize: 10000,
 	}
 }
@@ -601,6 +606,9 @@ func (c *Config) validate(l *locator) ConfigErrors {
 		// Speed rows of chunks absorbed by an older run are deleted; serving
 		// replicas still on the previous run need that run's files.
 		add([]any{"batch", "keep_runs"}, "batch.keep_runs must be at least 2, so serving replicas still on the previous run can finish their queries")
+	}
+	if c.Batch.SpeedReleaseWait < 0 {
+		add([]any{"batch", "speed_release_wait"}, "batch.speed_release_wait must not be negative (0 deletes what the serving leases allow at once); got %s", c.Batch.SpeedReleaseWait)
 	}
 	for name := range c.Status.Addrs {
 		switch name {

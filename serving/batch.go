@@ -29,9 +29,46 @@ func newBatchReader(files ViewFiles, cacheBytes int64, m *metrics) *batchReader 
 }
 
 // cachedRowGroup is the decoded content of one row group: its rows sorted
-// by window.
+// by window, with the states of the measures decoded so far. A query
+// decodes only the measures it asks for (neither their columns nor their
+// sketches otherwise); a later query asking for others reads just those
+// columns and adds their states. A measure's states are written before
+// decoded marks it, under mu, and never again, so a query that saw the
+// mark under mu reads them without the lock.
 type cachedRowGroup struct {
 	rows []Row
+	// order maps file order to rows (nil: the file was in window order).
+	order []int32
+
+	mu      sync.Mutex
+	decoded []bool // per view measure
+	bytes   int64  // estimated memory held, for the cache
+}
+
+// missing returns the measures need marks (nil: all) that are not decoded
+// yet, or nil when there are none.
+func (c *cachedRowGroup) missing(need []bool) []bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []bool
+	for i, d := range c.decoded {
+		if !d && (need == nil || need[i]) {
+			if out == nil {
+				out = make([]bool, len(c.decoded))
+			}
+			out[i] = true
+		}
+	}
+	return out
+}
+
+// measureMask marks the view measures q asks for.
+func measureMask(q *Query) []bool {
+	need := make([]bool, len(q.View.Measures))
+	for _, mi := range q.Measures {
+		need[mi] = true
+	}
+	return need
 }
 
 // segment is a part of a query's [From, To) answered from one level of the
@@ -206,11 +243,12 @@ func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.Manifest
 	if err != nil {
 		return err
 	}
+	need := measureMask(q)
 	for i, rg := range groups {
 		if rg.HasStats && !overlaps(rg.MinMs, rg.MaxMs, sg.lo, sg.hi) {
 			continue
 		}
-		crg, err := b.rowGroup(ctx, file, i, rg)
+		crg, err := b.rowGroup(ctx, file, i, rg, need)
 		if err != nil {
 			return err
 		}
@@ -271,24 +309,41 @@ func (b *batchReader) rowGroups(ctx context.Context, file *lazyFile) ([]RowGroup
 	return groups, nil
 }
 
-// rowGroup returns row group i of a file decoded, from the cache or the
-// file, and its cache key.
-func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg RowGroup) (*cachedRowGroup, error) {
+// rowGroup returns row group i of a file with at least the measures need
+// marks (nil: all) decoded, from the cache, the file, or both.
+func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg RowGroup, need []bool) (*cachedRowGroup, error) {
 	key := "rg\x00" + file.key + "\x00" + strconv.Itoa(i)
 	if v, ok := b.cache.get(key); ok {
-		b.m.cacheHits.Inc()
-		return v.(*cachedRowGroup), nil
+		crg := v.(*cachedRowGroup)
+		miss := crg.missing(need)
+		if miss == nil {
+			b.m.cacheHits.Inc()
+			return crg, nil
+		}
+		b.m.cacheMisses.Inc()
+		f, err := file.open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := addMeasures(ctx, file.view, f, i, crg, miss); err != nil {
+			return nil, fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
+		}
+		crg.mu.Lock()
+		size := crg.bytes
+		crg.mu.Unlock()
+		b.cache.put(key, crg, size)
+		return crg, nil
 	}
 	b.m.cacheMisses.Inc()
 	f, err := file.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	crg, size, err := b.readRowGroup(ctx, file.view, f, i, int(rg.Rows))
+	crg, err := readRowGroup(ctx, file.view, f, i, int(rg.Rows), need)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
 	}
-	b.cache.put(key, crg, size)
+	b.cache.put(key, crg, crg.bytes)
 	return crg, nil
 }
 
@@ -317,7 +372,7 @@ func (b *batchReader) warm(ctx context.Context, snap *Snapshot, budget int64) (g
 			return groups, bytes, err
 		}
 		for i := len(rgs) - 1; i >= 0; i-- {
-			if _, err := b.rowGroup(ctx, file, i, rgs[i]); err != nil {
+			if _, err := b.rowGroup(ctx, file, i, rgs[i], nil); err != nil {
 				file.close()
 				return groups, bytes, err
 			}
@@ -337,16 +392,19 @@ func (b *batchReader) warm(ctx context.Context, snap *Snapshot, budget int64) (g
 	return groups, bytes, nil
 }
 
-// readRowGroup decodes every measure of every row of a row group (the cache
-// serves later queries asking for other measures) and estimates the memory
-// it holds.
-func (b *batchReader) readRowGroup(ctx context.Context, v *schemas.View, file ViewFile, i, hint int) (*cachedRowGroup, int64, error) {
-	crg := &cachedRowGroup{rows: make([]Row, 0, hint)}
+// readRowGroup decodes the window, dimensions and the measures need marks
+// (nil: all) of every row of a row group, and estimates the memory it
+// holds.
+func readRowGroup(ctx context.Context, v *schemas.View, file ViewFile, i, hint int, need []bool) (*cachedRowGroup, error) {
+	crg := &cachedRowGroup{rows: make([]Row, 0, hint), decoded: make([]bool, len(v.Measures))}
+	for m := range crg.decoded {
+		crg.decoded[m] = need == nil || need[m]
+	}
 	// Dimension values repeat across rows: intern them so the cache holds
 	// one copy of each.
 	intern := map[string]string{}
 	var size int64 = 64
-	err := file.ReadRowGroup(ctx, i, func(windowMs int64, dims []string, cells []any) error {
+	err := file.ReadRowGroup(ctx, i, true, need, func(windowMs int64, dims []string, cells []any) error {
 		ds := make([]string, len(dims))
 		for k, d := range dims {
 			s, ok := intern[d]
@@ -357,7 +415,7 @@ func (b *batchReader) readRowGroup(ctx context.Context, v *schemas.View, file Vi
 			}
 			ds[k] = s
 		}
-		r, err := DecodeRow(v, windowMs, ds, cells, nil)
+		r, err := DecodeRow(v, windowMs, ds, cells, need)
 		if err != nil {
 			return err
 		}
@@ -367,20 +425,104 @@ func (b *batchReader) readRowGroup(ctx context.Context, v *schemas.View, file Vi
 			intern[r.Key] = r.Key
 			size += int64(len(r.Key)) + 16
 		}
-		size += rowOverhead(len(dims), len(cells))
-		for _, c := range cells {
-			if bs, ok := c.([]byte); ok && len(bs) > 0 {
-				// A decoded sketch is an object of its own plus its data,
-				// which takes more room than its encoding.
-				size += sketchFixedBytes + 2*int64(len(bs))
-			}
-		}
+		size += rowOverhead(len(dims), len(cells)) + cellsBytes(cells)
 		crg.rows = append(crg.rows, r)
 		return nil
 	})
-	// Writers sort by window; scanFile's search relies on it.
-	sort.SliceStable(crg.rows, func(i, j int) bool { return crg.rows[i].WindowMs < crg.rows[j].WindowMs })
-	return crg, size, err
+	if err != nil {
+		return nil, err
+	}
+	// Writers sort by window; scanFile's search relies on it. Should a file
+	// not be, the order is kept to add measures later.
+	if !sort.SliceIsSorted(crg.rows, func(i, j int) bool { return crg.rows[i].WindowMs < crg.rows[j].WindowMs }) {
+		idx := make([]int32, len(crg.rows))
+		for k := range idx {
+			idx[k] = int32(k)
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return crg.rows[idx[a]].WindowMs < crg.rows[idx[b]].WindowMs })
+		sorted := make([]Row, len(crg.rows))
+		crg.order = make([]int32, len(idx))
+		for to, from := range idx {
+			sorted[to] = crg.rows[from]
+			crg.order[from] = int32(to)
+		}
+		crg.rows = sorted
+	}
+	crg.bytes = size
+	return crg, nil
+}
+
+// addMeasures reads the columns of the measures miss marks from row group
+// i and adds their states to crg (measures another query added meanwhile
+// are left as they are).
+func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg *cachedRowGroup, miss []bool) error {
+	states := make([][]schemas.State, len(miss))
+	flats := make([][]*schemas.DDFlat, len(miss))
+	for m, x := range miss {
+		if x {
+			states[m] = make([]schemas.State, 0, len(crg.rows))
+			if v.Measures[m].Type == schemas.MeasureQuantiles {
+				flats[m] = make([]*schemas.DDFlat, 0, len(crg.rows))
+			}
+		}
+	}
+	var size int64
+	err := file.ReadRowGroup(ctx, i, false, miss, func(_ int64, _ []string, cells []any) error {
+		for m, x := range miss {
+			if !x {
+				continue
+			}
+			st, f, err := decodeCell(&v.Measures[m], cells[m])
+			if err != nil {
+				return fmt.Errorf("view %s, measure %s: %w", v.Name, v.Measures[m].Name, err)
+			}
+			states[m] = append(states[m], st)
+			if flats[m] != nil {
+				flats[m] = append(flats[m], f)
+			}
+		}
+		size += cellsBytes(cells)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	crg.mu.Lock()
+	defer crg.mu.Unlock()
+	for m, x := range miss {
+		if !x || crg.decoded[m] {
+			continue
+		}
+		if len(states[m]) != len(crg.rows) {
+			return fmt.Errorf("row group %d has %d rows, measure %s %d values", i, len(crg.rows), v.Measures[m].Name, len(states[m]))
+		}
+		for k, st := range states[m] {
+			to := k
+			if crg.order != nil {
+				to = int(crg.order[k])
+			}
+			crg.rows[to].States[m] = st
+			if flats[m] != nil {
+				crg.rows[to].Flat[m] = flats[m][k] // Flat has a slot per measure (DecodeRow)
+			}
+		}
+		crg.decoded[m] = true
+	}
+	crg.bytes += size
+	return nil
+}
+
+// cellsBytes estimates the memory of the states decoded from cells beyond
+// rowOverhead: a decoded sketch is an object of its own plus its data,
+// which takes more room than its encoding.
+func cellsBytes(cells []any) int64 {
+	var n int64
+	for _, c := range cells {
+		if bs, ok := c.([]byte); ok && len(bs) > 0 {
+			n += sketchFixedBytes + 2*int64(len(bs))
+		}
+	}
+	return n
 }
 
 // rowOverhead is the fixed memory of one cached Row: the struct, the dims

@@ -77,8 +77,8 @@ func OpenViewFile(v *schemas.View, r io.ReaderAt, size int64) (*ParquetViewFile,
 func (f *ParquetViewFile) RowGroups() []RowGroup { return f.groups }
 
 // ReadRowGroup implements ViewFile.
-func (f *ParquetViewFile) ReadRowGroup(ctx context.Context, i int, fn func(windowMs int64, dims []string, cells []any) error) error {
-	rows, err := f.r.ReadRowGroup(i)
+func (f *ParquetViewFile) ReadRowGroup(ctx context.Context, i int, keys bool, need []bool, fn func(windowMs int64, dims []string, cells []any) error) error {
+	rows, err := f.r.ReadRowGroupColumns(i, keys, need)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,11 @@ func (f *ParquetViewFile) ReadRowGroup(ctx context.Context, i int, fn func(windo
 				return err
 			}
 		}
-		if err := fn(row.WindowStart.UnixMilli(), row.Dims, row.Cells); err != nil {
+		var ms int64
+		if keys {
+			ms = row.WindowStart.UnixMilli()
+		}
+		if err := fn(ms, row.Dims, row.Cells); err != nil {
 			return err
 		}
 	}

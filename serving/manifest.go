@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +29,17 @@ type Snapshot struct {
 	// Err, when set, makes the view unanswerable with this run (its
 	// definition or chunk size differs from the configuration).
 	Err error
+
+	// inflight counts the queries holding this snapshot; the lease keeps
+	// naming a replaced snapshot until it is 0.
+	inflight atomic.Int64
+	// confirmed is the lease epoch in which a manifest read after a lease
+	// write covering this snapshot returned its run (see lease.go).
+	confirmed atomic.Uint64
 }
+
+// Release ends a query's hold on the snapshot (from manifests.snapshot).
+func (s *Snapshot) release() { s.inflight.Add(-1) }
 
 // RunID is the run's id, or "".
 func (s *Snapshot) RunID() string {
@@ -66,6 +77,15 @@ type viewManifest struct {
 
 	mu  sync.Mutex // serialises refreshes of this view
 	raw []byte     // bytes of the current manifest, to skip unchanged polls
+
+	// leaseMu guards pending and draining apart from mu, so the lease is
+	// renewed while a refresh warms the cache.
+	leaseMu sync.Mutex
+	// pending is a run read from the manifest that the lease must name
+	// before this replica switches to it.
+	pending *Snapshot
+	// draining holds replaced snapshots that queries may still hold.
+	draining []*Snapshot
 
 	// statusMu guards the read status apart from mu, so a query never waits
 	// for a refresh that is warming the cache for a new run.
@@ -109,6 +129,10 @@ type manifests struct {
 	// warms its cache with it, so the first queries after a batch run are
 	// not cold.
 	beforeSwitch func(ctx context.Context, snap *Snapshot)
+	// lease, when set, is this replica's serving lease (lease.go); nil
+	// switches runs as soon as they are read (no speed rows are deleted
+	// behind this replica's back only if no batch job deletes any).
+	lease *leaser
 }
 
 func newManifests(store ManifestStore, cfg *schemas.Config, poll time.Duration, now func() time.Time, m *metrics) *manifests {
@@ -133,12 +157,21 @@ func newManifests(store ManifestStore, cfg *schemas.Config, poll time.Duration, 
 	return ms
 }
 
-// refresh reads the manifest of one view and switches to it when it changed.
+// refresh reads the manifest of one view and switches to it when it
+// changed and the lease covers it; a run the lease does not cover yet
+// becomes pending (the next lease write names it).
 func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 	vm.mu.Lock()
 	defer vm.mu.Unlock()
+	// The lease as last written before this read: a run read now is safe
+	// to answer from if that write covers it.
+	var cov *leaseState
+	if ms.lease != nil {
+		cov = ms.lease.state.Load()
+	}
 	data, err := objstore.GetBytes(ctx, ms.store, schemas.ManifestKey(vm.view.Name))
 	now := ms.now()
+	cur := vm.current.Load()
 	var snap *Snapshot
 	switch {
 	case errors.Is(err, objstore.ErrNotFound) && vm.raw != nil:
@@ -146,10 +179,11 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 		// run existed would miss the absorbed chunks whose speed rows are
 		// gone. Keep the last run and say so.
 		ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
-		return vm.setStatus(now, fmt.Errorf("the manifest of view %s (run %s) has disappeared from the store", vm.view.Name, vm.current.Load().RunID()))
+		return vm.setStatus(now, fmt.Errorf("the manifest of view %s (run %s) has disappeared from the store", vm.view.Name, cur.RunID()))
 	case errors.Is(err, objstore.ErrNotFound):
 		// No run published yet: the speed layer answers everything.
-		if vm.current.Load() != nil {
+		if cur != nil {
+			ms.confirm(vm, cur, cov)
 			return vm.setStatus(now, nil)
 		}
 		data = nil
@@ -158,7 +192,8 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 		ms.m.manifestErrors.WithLabelValues(vm.view.Name).Inc()
 		return vm.setStatus(now, fmt.Errorf("reading the manifest of view %s: %w", vm.view.Name, err))
 	default:
-		if vm.current.Load() != nil && vm.raw != nil && bytes.Equal(data, vm.raw) {
+		if cur != nil && vm.raw != nil && bytes.Equal(data, vm.raw) {
+			ms.confirm(vm, cur, cov)
 			return vm.setStatus(now, nil)
 		}
 		m, err := schemas.DecodeManifest(data)
@@ -168,12 +203,31 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 		}
 		snap = newSnapshot(vm.view, m, ms.chunkSize, now)
 	}
-	prev := vm.current.Load()
+	if ms.lease != nil {
+		if !cov.covers(vm.view.Name, snap.AbsorbedChunks) {
+			vm.leaseMu.Lock()
+			vm.pending = snap
+			vm.leaseMu.Unlock()
+			return vm.setStatus(now, nil)
+		}
+		snap.confirmed.Store(cov.epoch)
+	}
+	prev := cur
 	if ms.beforeSwitch != nil && prev != nil && snap.Manifest != nil && snap.Err == nil && prev.RunID() != snap.RunID() {
+		// Pending while warming: the lease keeps naming it.
+		vm.leaseMu.Lock()
+		vm.pending = snap
+		vm.leaseMu.Unlock()
 		ms.beforeSwitch(ctx, snap)
 		snap.LoadedAt = ms.now()
 	}
+	vm.leaseMu.Lock()
 	vm.current.Store(snap)
+	vm.pending = nil
+	if prev != nil {
+		vm.draining = append(vm.draining, prev)
+	}
+	vm.leaseMu.Unlock()
 	vm.raw = data
 	vm.setStatus(now, nil)
 	if prev != nil && prev.RunID() != snap.RunID() {
@@ -185,12 +239,92 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 	return nil
 }
 
-// refreshAll refreshes every view and returns the first failure.
+// confirm marks cur, whose run a manifest read just returned again, as
+// answerable in cov's epoch when cov covers it.
+func (ms *manifests) confirm(vm *viewManifest, cur *Snapshot, cov *leaseState) {
+	if ms.lease != nil && cov.covers(vm.view.Name, cur.AbsorbedChunks) {
+		cur.confirmed.Store(cov.epoch)
+	}
+	vm.leaseMu.Lock()
+	vm.pending = nil // a pending run the manifest no longer names
+	vm.leaseMu.Unlock()
+}
+
+// leaseViews is what the lease must name now: per view, the lowest K_p of
+// the current, pending and still-held replaced snapshots. Replaced
+// snapshots no query holds are dropped: a query takes a snapshot only
+// while it is current (snapshot), so once replaced, a count of 0 stays 0
+// for every query that reads by it.
+func (ms *manifests) leaseViews() map[string]schemas.ServeLeaseView {
+	out := map[string]schemas.ServeLeaseView{}
+	for _, vm := range ms.order {
+		vm.leaseMu.Lock()
+		vm.draining = slices.DeleteFunc(vm.draining, func(s *Snapshot) bool { return s.inflight.Load() == 0 })
+		snaps := append([]*Snapshot{vm.current.Load(), vm.pending}, vm.draining...)
+		vm.leaseMu.Unlock()
+		var lv *schemas.ServeLeaseView
+		for _, s := range snaps {
+			if s == nil {
+				continue
+			}
+			if lv == nil {
+				lv = &schemas.ServeLeaseView{AbsorbedChunks: map[int32]int64{}}
+				for p, k := range s.AbsorbedChunks {
+					lv.AbsorbedChunks[p] = k
+				}
+			} else {
+				for p, k := range lv.AbsorbedChunks {
+					lv.AbsorbedChunks[p] = min(k, s.AbsorbedChunks[p]) // a partition s lacks is 0
+				}
+			}
+			if !slices.Contains(lv.Runs, s.RunID()) {
+				lv.Runs = append(lv.Runs, s.RunID())
+			}
+		}
+		if lv != nil {
+			for p, k := range lv.AbsorbedChunks {
+				if k == 0 {
+					delete(lv.AbsorbedChunks, p) // 0 is the default
+				}
+			}
+			out[vm.view.Name] = *lv
+		}
+	}
+	return out
+}
+
+// renewLease writes the lease naming what leaseViews says (force: even
+// when unchanged and recent).
+func (ms *manifests) renewLease(ctx context.Context, force bool) error {
+	if ms.lease == nil {
+		return nil
+	}
+	return ms.lease.write(ctx, ms.leaseViews(), force)
+}
+
+// refreshAll renews the lease and refreshes every view, and when a view's
+// new run is pending (its K_p is below what the lease named), does it
+// again at once so the switch does not wait a poll. It returns the first
+// failure.
 func (ms *manifests) refreshAll(ctx context.Context) error {
 	var first error
-	for _, vm := range ms.order {
-		if err := ms.refresh(ctx, vm); err != nil && first == nil {
-			first = err
+	for round := 0; round < 2; round++ {
+		leaseErr := ms.renewLease(ctx, false)
+		first = nil
+		pending := false
+		for _, vm := range ms.order {
+			if err := ms.refresh(ctx, vm); err != nil && first == nil {
+				first = err
+			}
+			vm.leaseMu.Lock()
+			pending = pending || vm.pending != nil
+			vm.leaseMu.Unlock()
+		}
+		if first == nil {
+			first = leaseErr
+		}
+		if !pending {
+			break
 		}
 	}
 	return first
@@ -201,30 +335,71 @@ func (ms *manifests) refreshAll(ctx context.Context) error {
 // answers 503.
 var ErrUnavailable = errors.New("batch view unavailable")
 
-// snapshot returns the snapshot a query of view vm uses. It loads the
-// manifest when none was loaded yet, and refuses a snapshot that could not
-// be confirmed for longer than staleAfter.
+// snapshot returns the snapshot a query of view vm uses, held until the
+// caller calls its release. It loads the manifest when none was loaded
+// yet, and refuses a snapshot that could not be confirmed for longer than
+// staleAfter or that the lease does not protect now.
 func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot, error) {
-	snap := vm.current.Load()
-	if snap == nil {
-		if err := ms.refresh(ctx, vm); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	for attempt := 0; ; attempt++ {
+		snap := vm.current.Load()
+		if snap == nil {
+			if attempt > 0 {
+				return nil, fmt.Errorf("%w: the manifest of view %s has not been read yet", ErrUnavailable, vm.view.Name)
+			}
+			if err := ms.refreshAll(ctx); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			continue
 		}
-		snap = vm.current.Load()
+		// Hold, then check the snapshot is still current: a replaced one
+		// may already be gone from the lease (leaseViews).
+		snap.inflight.Add(1)
+		if vm.current.Load() != snap {
+			snap.release()
+			continue
+		}
+		if err := ms.usable(vm, snap); err != nil {
+			snap.release()
+			return nil, err
+		}
+		return snap, nil
 	}
+}
+
+func (ms *manifests) usable(vm *viewManifest, snap *Snapshot) error {
 	lastOK, lastErr := vm.status()
 	if lastErr != nil && ms.now().Sub(lastOK) > ms.staleAfter {
-		return nil, fmt.Errorf("%w: the manifest of view %s could not be read for %s: %v",
+		return fmt.Errorf("%w: the manifest of view %s could not be read for %s: %v",
 			ErrUnavailable, vm.view.Name, ms.now().Sub(lastOK).Round(time.Second), lastErr)
 	}
 	if snap.Err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, snap.Err)
+		return fmt.Errorf("%w: %v", ErrUnavailable, snap.Err)
 	}
-	return snap, nil
+	if ms.lease != nil {
+		if err := ms.lease.fresh(snap.confirmed.Load()); err != nil {
+			return fmt.Errorf("%w: view %s: %v", ErrUnavailable, vm.view.Name, err)
+		}
+	}
+	return nil
 }
 
-// run polls until ctx is cancelled.
+// run polls until ctx is cancelled. The lease is also renewed on its own,
+// so a refresh that warms the cache for a minute does not let it lapse.
 func (ms *manifests) run(ctx context.Context) {
+	if ms.lease != nil {
+		go func() {
+			t := time.NewTicker(ms.lease.renewEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					_ = ms.renewLease(ctx, false) // a failure surfaces in queries and Ready
+				}
+			}
+		}()
+	}
 	t := time.NewTicker(ms.poll)
 	defer t.Stop()
 	for {
@@ -238,8 +413,18 @@ func (ms *manifests) run(ctx context.Context) {
 }
 
 // ready reports an error when some view's manifest could not be read on the
-// last attempt.
+// last attempt, or the lease could not be renewed in time.
 func (ms *manifests) ready() error {
+	if err := ms.manifestsReady(); err != nil {
+		return err
+	}
+	if ms.lease != nil {
+		return ms.lease.fresh(ms.lease.state.Load().epoch)
+	}
+	return nil
+}
+
+func (ms *manifests) manifestsReady() error {
 	for _, vm := range ms.order {
 		lastOK, err := vm.status()
 		ok := !lastOK.IsZero()

@@ -21,27 +21,77 @@ type Row struct {
 	// States holds one state per view measure. A reader that was asked for
 	// only some measures leaves the others zero.
 	States schemas.Aggregate
+	// Flat holds, when the view has a quantiles measure, one entry per view
+	// measure: a quantiles measure's sketch as flat counts (its state then
+	// has N but no DD), which the Merger adds without sketch objects.
+	Flat []*schemas.DDFlat
+}
+
+// decodeCell is StateFromCell, except that a quantile sketch is decoded
+// into flat counts (schemas.DecodeDDFlat) rather than a sketch object.
+func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, error) {
+	if m.Type != schemas.MeasureQuantiles {
+		st, err := m.StateFromCell(cell)
+		return st, nil, err
+	}
+	var b []byte
+	switch c := cell.(type) {
+	case []byte:
+		b = c
+	case string:
+		b = []byte(c)
+	case nil:
+	default:
+		return schemas.State{}, nil, fmt.Errorf("%w: %s: %T is not bytes", schemas.ErrBadCell, m.Name, cell)
+	}
+	if len(b) == 0 {
+		return schemas.State{}, nil, nil
+	}
+	f, err := schemas.DecodeDDFlat(b)
+	if err != nil {
+		return schemas.State{}, nil, fmt.Errorf("%w: %s: %v", schemas.ErrBadCell, m.Name, err)
+	}
+	if f == nil {
+		return schemas.State{}, nil, nil
+	}
+	return schemas.State{N: int64(f.Count())}, f, nil
+}
+
+// hasQuantiles reports whether v has a quantiles measure.
+func hasQuantiles(v *schemas.View) bool {
+	for i := range v.Measures {
+		if v.Measures[i].Type == schemas.MeasureQuantiles {
+			return true
+		}
+	}
+	return false
 }
 
 // DecodeRow builds a Row from stored cells, one per view measure (as
 // Measure.Cell wrote them), decoding only the measures whose need flag is
 // set (all when need is nil). It is the one place where stored values
-// become states.
+// become states (decodeCell).
 func DecodeRow(v *schemas.View, windowMs int64, dims []string, cells []any, need []bool) (Row, error) {
 	if len(dims) != len(v.Dimensions) || len(cells) != len(v.Measures) {
 		return Row{}, fmt.Errorf("view %s: row has %d dimensions and %d measures; the view has %d and %d",
 			v.Name, len(dims), len(cells), len(v.Dimensions), len(v.Measures))
 	}
 	r := Row{WindowMs: windowMs, Dims: dims, Key: schemas.JoinDims(dims), States: v.NewAggregate()}
+	if hasQuantiles(v) {
+		r.Flat = make([]*schemas.DDFlat, len(v.Measures))
+	}
 	for i := range v.Measures {
 		if need != nil && !need[i] {
 			continue
 		}
-		st, err := v.Measures[i].StateFromCell(cells[i])
+		st, f, err := decodeCell(&v.Measures[i], cells[i])
 		if err != nil {
 			return Row{}, fmt.Errorf("view %s, window %d: %w", v.Name, windowMs, err)
 		}
 		r.States[i] = st
+		if f != nil {
+			r.Flat[i] = f
+		}
 	}
 	return r, nil
 }
@@ -58,6 +108,9 @@ type Group struct {
 	// schemas.HLLUnion), by position in States; Groups moves them into
 	// States[j].HLL.
 	unions []*schemas.HLLUnion
+	// ddUnions do the same for quantile states (schemas.DDUnion, into
+	// States[j].DD).
+	ddUnions []*schemas.DDUnion
 }
 
 // A group's distinct sketch switches to the dense representation when it
@@ -97,7 +150,12 @@ func (m *Merger) maybeDensify(g *Group) {
 // Merge, an empty src changes nothing.
 func (m *Merger) merge(g *Group, j int, src *schemas.State) {
 	mi := m.q.Measures[j]
-	if m.q.View.Measures[mi].Type != schemas.MeasureDistinct {
+	switch m.q.View.Measures[mi].Type {
+	case schemas.MeasureDistinct:
+	case schemas.MeasureQuantiles:
+		m.mergeQuantiles(g, j, src, nil)
+		return
+	default:
 		m.q.View.Measures[mi].Merge(&g.States[j], src)
 		return
 	}
@@ -125,8 +183,48 @@ func (m *Merger) merge(g *Group, j int, src *schemas.State) {
 	g.States[j].N += src.N
 }
 
+// mergeQuantiles folds src (with its flat counts, when it has them) into
+// the state of asked quantiles measure j of g. Flat counts go into g's
+// union (schemas.DDUnion: array additions); a sketch object merges with
+// Measure.Merge until the group has a union, then into it. Like Merge, an
+// empty src changes nothing.
+func (m *Merger) mergeQuantiles(g *Group, j int, src *schemas.State, flat *schemas.DDFlat) {
+	if flat == nil && (g.ddUnions == nil || g.ddUnions[j] == nil) {
+		m.q.View.Measures[m.q.Measures[j]].Merge(&g.States[j], src)
+		return
+	}
+	if g.ddUnions == nil {
+		g.ddUnions = make([]*schemas.DDUnion, len(g.States))
+	}
+	u := g.ddUnions[j]
+	if u == nil {
+		u = &schemas.DDUnion{}
+		u.Add(g.States[j].DD) // the group's own sketch so far
+		g.States[j].DD = nil
+		g.ddUnions[j] = u
+	}
+	if flat != nil {
+		u.AddFlat(flat)
+	} else {
+		u.Add(src.DD)
+	}
+	g.States[j].N += src.N
+}
+
 // finishUnions moves g's unions into its states.
 func finishUnions(g *Group) {
+	for j, u := range g.ddUnions {
+		if u == nil {
+			continue
+		}
+		if sk := u.Sketch(); sk != nil {
+			if d := g.States[j].DD; d != nil { // merged in after a finish
+				_ = sk.MergeWith(d)
+			}
+			g.States[j].DD = sk
+		}
+	}
+	g.ddUnions = nil
 	for j, u := range g.unions {
 		if u == nil {
 			continue
@@ -240,6 +338,10 @@ func (m *Merger) Add(r *Row) {
 		return
 	}
 	for j, mi := range m.q.Measures {
+		if r.Flat != nil && r.Flat[mi] != nil {
+			m.mergeQuantiles(g, j, &r.States[mi], r.Flat[mi])
+			continue
+		}
 		m.merge(g, j, &r.States[mi])
 	}
 	g.merges++

@@ -20,6 +20,7 @@ type metrics struct {
 	batchRows        *prometheus.CounterVec // view
 	speedRows        *prometheus.CounterVec // view
 	overloaded       *prometheus.CounterVec // view, reason
+	leaseErrors      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -73,10 +74,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tandem_serve_overloaded_total",
 			Help: "Queries refused with 503 for load, by view and reason: concurrency (serve.max_concurrent_queries was reached) or speed (ClickHouse up but too slow or busy).",
 		}, []string{"view", "reason"}),
+		leaseErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_serve_lease_errors_total",
+			Help: "Failed writes of this replica's serving lease; past serve's staleness bound it answers 503 (the batch job may delete speed rows it reads).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queryDuration, m.errors, m.authFailures, m.cacheHits, m.cacheMisses, m.cacheEvictions,
-			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded)
+			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded, m.leaseErrors)
 	}
 	return m
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving/openapi"
@@ -52,6 +53,14 @@ type Deps struct {
 	Manifests ManifestStore
 	Files     ViewFiles
 	Speed     SpeedSource
+	// Leases, when set, holds this replica's serving lease (the bucket the
+	// manifests are in), so the batch job deletes no speed row it may
+	// read. Without it the replica switches runs at once and relies on
+	// no deletion happening behind it (tests, embedding).
+	Leases objstore.Bucket
+	// Replica names this replica in its lease; "" is the host and
+	// serve.listen.
+	Replica string
 	// Registry receives the tandem_serve_* metrics and is served on /metrics;
 	// nil makes a fresh ops.NewRegistry().
 	Registry *prometheus.Registry
@@ -111,6 +120,13 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	}
 	s.slots = make(chan struct{}, slots)
 	s.manifests = newManifests(deps.Manifests, cfg, cfg.Serve.ManifestPoll.D(), s.now, s.m)
+	if deps.Leases != nil {
+		replica := deps.Replica
+		if replica == "" {
+			replica = replicaID(cfg.Serve.Listen)
+		}
+		s.manifests.lease = newLeaser(deps.Leases, replica, s.manifests.staleAfter, s.now, s.m)
+	}
 	s.manifests.onSwitch = func(view, from, to string) {
 		s.log.Info("switched to a new batch run", "view", view, "from_run", from, "to_run", to)
 	}
@@ -224,7 +240,24 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}()
 	go func() { defer wg.Done(); s.manifests.run(pctx) }()
-	return s.server.Run(ctx)
+	err := s.server.Run(ctx)
+	cancel()
+	wg.Wait()
+	s.removeLease()
+	return err
+}
+
+// removeLease deletes the lease after the last query, so the next batch
+// job need not wait for it to expire.
+func (s *Service) removeLease() {
+	if s.manifests.lease == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.manifests.lease.remove(ctx); err != nil {
+		s.log.Warn("removing the serving lease; the batch job writes it off after its TTL", "err", err)
+	}
 }
 
 // warmTimeout bounds one view's warm-up, so a slow store delays a switch
@@ -254,6 +287,7 @@ func (s *Service) warm(ctx context.Context, snap *Snapshot, why string) {
 // their own server). It returns when ctx is cancelled.
 func (s *Service) RunPoller(ctx context.Context) {
 	s.manifests.run(ctx)
+	s.removeLease()
 }
 
 // Ready reports whether the manifest store is reachable: every view's
@@ -408,6 +442,8 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Held until both halves are read: the lease keeps naming its run.
+	defer snap.release()
 	// Before the retained start some days are gone from the batch half
 	// while late speed rows of them may remain: no answer there is exact,
 	// so none is given. Before the first run the configured retention
@@ -612,6 +648,7 @@ func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
 			info.Error = err.Error()
 		} else {
 			fr.BatchRun = snap.RunID()
+			defer snap.release()
 			if r := retainedStart(v, snap.Manifest, time.Now()); !r.IsZero() {
 				info.RetainedFrom = r.UTC().Format(time.RFC3339)
 			}

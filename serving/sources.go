@@ -25,9 +25,12 @@ type ViewFile interface {
 	RowGroups() []RowGroup
 	// ReadRowGroup calls fn for every row of row group i, in file order,
 	// with the window start (Unix ms), the dimension values in the view's
-	// order, and one cell per view measure (as Measure.Cell wrote it). fn
-	// must not keep dims or cells after it returns.
-	ReadRowGroup(ctx context.Context, i int, fn func(windowMs int64, dims []string, cells []any) error) error
+	// order, and one cell per view measure (as Measure.Cell wrote it). It
+	// reads only the columns asked: the window and dimensions when keys is
+	// set (otherwise fn gets 0 and nil), and the measures need marks (nil:
+	// all; the cell of a measure not marked is nil). fn must not keep dims
+	// or cells after it returns.
+	ReadRowGroup(ctx context.Context, i int, keys bool, need []bool, fn func(windowMs int64, dims []string, cells []any) error) error
 	Close() error
 }
 

@@ -237,6 +237,22 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State
 			continue
 		}
 		var in int64
+		if m.Type == schemas.MeasureQuantiles {
+			// Flat: no sketch object per stored row (DecodeDDFlat).
+			var u schemas.DDUnion
+			for _, b := range sketches {
+				st, f, err := decodeCell(m, b)
+				if err != nil {
+					return 0, fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
+				}
+				u.AddFlat(f)
+				states[j].N += st.N
+				in += int64(len(b))
+			}
+			states[j].DD = u.Sketch()
+			sketchBytes += min(in, 20<<10)
+			continue
+		}
 		for _, b := range sketches {
 			st, err := m.StateFromCell(b)
 			if err != nil {

@@ -29,7 +29,7 @@ func FromConfig(cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger)
 		return nil, nil, err
 	}
 	speed := &LazyClickHouseSpeed{Config: cfg.ClickHouse, ChunkSize: cfg.ChunkSize, CacheBytes: speedCacheShare(cacheBytesOf(cfg))}
-	svc, err := New(cfg, Deps{Manifests: store, Files: S3ViewFiles{Store: store}, Speed: speed, Registry: reg, Log: log})
+	svc, err := New(cfg, Deps{Manifests: store, Leases: store, Files: S3ViewFiles{Store: store}, Speed: speed, Registry: reg, Log: log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -22,8 +22,9 @@ import (
 //     into `absorbed`. Nobody reads them yet: readers follow `runs`.
 //  3. PublishRun(view, run): one row in `runs` makes the run current for
 //     the merged SQL view, atomically (the row is the commit point).
-//  4. DropOldRuns, and DeleteAbsorbedSpeedRows with the absorbed chunks of
-//     the run before the one just replaced.
+//  4. DropOldRuns, and DeleteAbsorbedSpeedRows below what no serving
+//     replica reads any more (batch.ReleaseSpeedRows: at most the K_p of
+//     the run just published).
 //
 // Every step is idempotent, so a job that died anywhere is repaired by
 // running the same steps again with the same run: a partly loaded run is

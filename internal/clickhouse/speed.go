@@ -445,9 +445,11 @@ func (db *DB) SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int
 // serving replicas, whose S3 manifest the batch job publishes before it
 // loads and publishes the run here (so it is never older than the run
 // here), as do readers of any later run (which absorbs at least as much).
-// A serving replica may still be on the run before the current one, with
-// K' <= K. DeleteAbsorbedSpeedRows deletes only below K' (its contract),
-// so a view without any speed row never had one of a chunk >= K': the rows
+// A serving replica may still be on an older run, with K' <= K.
+// DeleteAbsorbedSpeedRows deletes only below what every live replica's
+// lease names, so only below K' (its contract, kept by
+// batch.ReleaseSpeedRows), and a view without any speed row never had one
+// of a chunk >= K': the rows
 // such a replica would read between K' and K were never written. The
 // fallback does not write them either, so the replica misses them until it
 // switches to the current run, whose batch rows hold them: exactly what it
@@ -500,23 +502,24 @@ func (db *DB) StreamAbsorbedEnd(ctx context.Context, views []*schemas.View, part
 }
 
 // DeleteAbsorbedSpeedRows deletes the view's speed rows of chunks below
-// olderAbsorbed[p] (K_p per partition) and waits until the server applied
-// the deletion.
+// below[p] (per partition) and waits until the server applied the
+// deletion.
 //
-// Contract: pass the absorbed chunks of a run OLDER than the current one,
-// one that no serving replica and no running query can still use. A
+// Contract: below[p] is at most the K_p of the run current here and of
+// every run a serving replica or a running query still reads by. A
 // replica still answering from run R needs the speed rows of every chunk R
-// did not absorb; deleting by the current run's K_p would leave it a gap.
+// did not absorb; batch.ReleaseSpeedRows reads the serving leases to know
+// (docs/architecture.md, "Deleting absorbed speed rows").
 //
 // It counts the matching rows first and runs no mutation when there are
 // none: every ALTER DELETE rewrites the table's parts, and a batch job
 // that finds nothing new to delete (a re-run, a repair) should not.
-func (db *DB) DeleteAbsorbedSpeedRows(ctx context.Context, v *schemas.View, olderAbsorbed map[int32]int64) error {
-	clause, err := deleteAbsorbedClause(olderAbsorbed)
+func (db *DB) DeleteAbsorbedSpeedRows(ctx context.Context, v *schemas.View, below map[int32]int64) error {
+	clause, err := deleteAbsorbedClause(below)
 	if err != nil || clause == "" {
 		return err
 	}
-	count, err := absorbedSpeedCountSQL(db.db, v, olderAbsorbed)
+	count, err := absorbedSpeedCountSQL(db.db, v, below)
 	if err != nil {
 		return err
 	}

@@ -373,6 +373,42 @@ func TestViewRoundTrip(t *testing.T) {
 	}
 	require.Equal(t, len(keys), i)
 
+	// Some columns only: the asked measures read back as in the whole rows,
+	// the others and (without keys) the window and dimensions stay empty.
+	for _, g := range groups {
+		all, err := r.ReadRowGroup(g.Index)
+		require.NoError(t, err)
+		for mask := 0; mask < 1<<len(v.Measures); mask += 5 {
+			need := make([]bool, len(v.Measures))
+			for j := range need {
+				need[j] = mask&(1<<j) != 0
+			}
+			for _, keysToo := range []bool{false, true} {
+				part, err := r.ReadRowGroupColumns(g.Index, keysToo, need)
+				require.NoError(t, err)
+				require.Len(t, part, len(all))
+				for k := range part {
+					if keysToo {
+						require.Equal(t, all[k].WindowStart, part[k].WindowStart)
+						require.Equal(t, all[k].Dims, part[k].Dims)
+					} else {
+						require.True(t, part[k].WindowStart.IsZero())
+						require.Nil(t, part[k].Dims)
+					}
+					for j := range need {
+						if need[j] {
+							require.Equal(t, all[k].Cells[j], part[k].Cells[j], "measure %d", j)
+						} else {
+							require.Nil(t, part[k].Cells[j], "measure %d was not asked", j)
+						}
+					}
+				}
+			}
+		}
+	}
+	_, err = r.ReadRowGroupColumns(0, true, []bool{true})
+	require.Error(t, err, "flags for another number of measures")
+
 	// Time pruning: a range in the middle returns exactly its rows.
 	from, to := keys[len(keys)/3].Window(), keys[2*len(keys)/3].Window()
 	want := 0

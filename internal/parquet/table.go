@@ -160,6 +160,10 @@ type tableReader struct {
 	left  int64 // rows of the group not yet returned
 	end   int   // row groups at or past end are not read
 
+	// skip, when set, marks wanted columns not to read this time: their
+	// values are null, as for a column the file lacks (see seekColumns).
+	skip []bool
+
 	cursors []*columnCursor
 	bufs    [][]pq.Value
 	n, i    int // rows in the current batch, and the position in it
@@ -219,8 +223,15 @@ func PhysicalKind(t schemas.ColumnType) pq.Kind {
 // seek positions the reader at the start of row group g and limits it to
 // groups before end.
 func (t *tableReader) seek(g, end int) {
+	t.seekColumns(g, end, nil)
+}
+
+// seekColumns is seek reading only the wanted columns skip does not mark
+// (nil: all): a skipped column's pages are never decoded.
+func (t *tableReader) seekColumns(g, end int, skip []bool) {
 	t.closeCursors()
 	t.group, t.end, t.left, t.n, t.i = g-1, end, 0, 0, 0
+	t.skip = skip
 }
 
 // next advances to the next row. It returns io.EOF after the last. The
@@ -240,7 +251,7 @@ func (t *tableReader) next() error {
 		t.left = rg.NumRows()
 		chunks := rg.ColumnChunks()
 		for c, idx := range t.cols {
-			if idx >= 0 {
+			if idx >= 0 && (t.skip == nil || !t.skip[c]) {
 				t.cursors[c] = &columnCursor{pages: chunks[idx].Pages()}
 			}
 		}

@@ -196,11 +196,35 @@ func (r *ViewReader) Metadata(key string) (string, bool) { return r.t.lookup(key
 
 // ReadRowGroup returns every row of row group i.
 func (r *ViewReader) ReadRowGroup(i int) ([]ViewRow, error) {
+	return r.ReadRowGroupColumns(i, true, nil)
+}
+
+// ReadRowGroupColumns returns the rows of row group i, in file order,
+// decoding only some columns: window_start and the dimensions when keys is
+// set (otherwise rows have a zero WindowStart and nil Dims), and the
+// measures measures marks (nil: all; a measure not marked has a nil cell).
+// Columns not read are not decompressed or decoded at all.
+func (r *ViewReader) ReadRowGroupColumns(i int, keys bool, measures []bool) ([]ViewRow, error) {
 	if i < 0 || i >= len(r.groups) {
 		return nil, fmt.Errorf("parquet: row group %d of %d", i, len(r.groups))
 	}
+	if measures != nil && len(measures) != len(r.view.Measures) {
+		return nil, fmt.Errorf("parquet: %d measure flags for view %s's %d measures", len(measures), r.view.Name, len(r.view.Measures))
+	}
+	var skip []bool
+	if !keys || measures != nil {
+		skip = make([]bool, len(r.t.cols))
+		col := 1 + len(r.view.Dimensions)
+		for c := 0; c < col; c++ {
+			skip[c] = !keys
+		}
+		for m := range r.view.Measures {
+			skip[col+m] = measures != nil && !measures[m]
+		}
+	}
 	out := make([]ViewRow, 0, r.groups[i].Rows)
-	r.t.seek(i, i+1)
+	r.t.seekColumns(i, i+1, skip)
+	defer func() { r.t.skip = nil }()
 	for {
 		row, err := r.next()
 		if err == io.EOF {
@@ -249,17 +273,22 @@ func (r *ViewReader) next() (ViewRow, error) {
 	}
 	v := r.view
 	val := func(c int) pq.Value { return r.t.bufs[c][r.t.i] }
-	row := ViewRow{
-		WindowStart: time.UnixMilli(val(0).Int64()).UTC(),
-		Dims:        make([]string, len(v.Dimensions)),
-		Cells:       make([]any, len(v.Measures)),
-	}
+	skipped := func(c int) bool { return r.t.skip != nil && r.t.skip[c] }
+	row := ViewRow{Cells: make([]any, len(v.Measures))}
 	col := 1
-	for i := range v.Dimensions {
-		row.Dims[i] = string(val(col).ByteArray())
-		col++
+	if !skipped(0) {
+		row.WindowStart = time.UnixMilli(val(0).Int64()).UTC()
+		row.Dims = make([]string, len(v.Dimensions))
+		for i := range v.Dimensions {
+			row.Dims[i] = string(val(col + i).ByteArray())
+		}
 	}
+	col += len(v.Dimensions)
 	for i, m := range v.Measures {
+		if skipped(col) {
+			col++
+			continue
+		}
 		x := val(col)
 		switch c := schemas.MeasureColumnType(m.Type); {
 		case c.Type == schemas.ColInt64:

@@ -1,0 +1,190 @@
+package schemas
+
+import (
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+)
+
+// DDUnion merges quantile sketches on flat data: the bins of every sketch
+// added, first as a list of (index, count) pairs and, once that list is
+// long, into plain count arrays (positive and negative values), plus a
+// zero count; it builds one sketch at the end. Merging with Measure.Merge
+// copies the first sketch's stores and merges each further sketch store
+// by store; a union of flat sketches (AddFlat, from DecodeDDFlat) adds
+// counts in a loop. Bin counts are whole numbers, so their sums do not
+// depend on the order: Sketch has exactly the bins, and therefore the
+// quantiles, that Measure.Merge of the same sketches gives.
+//
+// The zero value is the union of nothing. Not safe for concurrent use.
+type DDUnion struct {
+	pos, neg   ddBins
+	zero       float64
+	any        bool
+	addP, addN func(index int, count float64) bool // bound once: no closure per Add
+}
+
+// ddSparseMax is how many pairs a union keeps before it switches to count
+// arrays: a group of a few sketches stays a short list (no array over
+// their whole index range), a group of many adds into arrays.
+const ddSparseMax = 512
+
+// ddBins is one store's counts: pairs while short, then bins[i] for index
+// i+offset.
+type ddBins struct {
+	idx    []int32
+	cnt    []float64
+	bins   []float64 // non-nil once dense
+	offset int
+	lo, hi int // the lowest and highest index with a count
+	some   bool
+}
+
+func (b *ddBins) span(lo, hi int) {
+	if !b.some {
+		b.lo, b.hi, b.some = lo, hi, true
+		return
+	}
+	b.lo, b.hi = min(b.lo, lo), max(b.hi, hi)
+}
+
+// add adds one bin (the signature of the library's ForEach).
+func (b *ddBins) add(index int, count float64) bool {
+	if count == 0 {
+		return false
+	}
+	b.span(index, index)
+	if b.bins == nil {
+		b.idx = append(b.idx, int32(index))
+		b.cnt = append(b.cnt, count)
+		if len(b.idx) > ddSparseMax {
+			b.densify()
+		}
+		return false
+	}
+	b.ensure(index)
+	b.bins[index-b.offset] += count
+	return false
+}
+
+// addFlat adds every bin of f.
+func (b *ddBins) addFlat(f *FlatBins) {
+	if len(f.Index) == 0 {
+		return
+	}
+	b.span(int(f.Lo), int(f.Hi))
+	if b.bins == nil && len(b.idx)+len(f.Index) <= ddSparseMax {
+		b.idx = append(b.idx, f.Index...)
+		b.cnt = append(b.cnt, f.Count...)
+		return
+	}
+	if b.bins == nil {
+		b.densify()
+	}
+	b.ensure(int(f.Lo))
+	b.ensure(int(f.Hi))
+	bins, off := b.bins, b.offset
+	for k, i := range f.Index {
+		bins[int(i)-off] += f.Count[k]
+	}
+}
+
+// densify moves the pairs into count arrays over lo … hi, with slack.
+func (b *ddBins) densify() {
+	b.bins = make([]float64, b.hi-b.lo+1+64)
+	b.offset = b.lo - 32
+	for k, i := range b.idx {
+		b.bins[int(i)-b.offset] += b.cnt[k]
+	}
+	b.idx, b.cnt = nil, nil
+}
+
+// ensure makes room for index, at least doubling the array.
+func (b *ddBins) ensure(index int) {
+	if index >= b.offset && index < b.offset+len(b.bins) {
+		return
+	}
+	lo, hi := min(index, b.offset), max(index, b.offset+len(b.bins)-1)
+	n := max(2*len(b.bins), hi-lo+1+64)
+	start := lo // slack on the side that grew
+	if index < b.offset {
+		start = hi - n + 1
+	}
+	bins := make([]float64, n)
+	copy(bins[b.offset-start:], b.bins)
+	b.bins, b.offset = bins, start
+}
+
+// fill adds b's bins to st: the extremes first, so the dense store sizes
+// itself once.
+func (b *ddBins) fill(st store.Store) {
+	if !b.some {
+		return
+	}
+	if b.bins == nil {
+		for k, i := range b.idx {
+			if int(i) == b.lo || int(i) == b.hi {
+				st.AddWithCount(int(i), b.cnt[k])
+			}
+		}
+		for k, i := range b.idx {
+			if int(i) != b.lo && int(i) != b.hi {
+				st.AddWithCount(int(i), b.cnt[k])
+			}
+		}
+		return
+	}
+	st.AddWithCount(b.lo, b.bins[b.lo-b.offset])
+	if b.hi != b.lo {
+		st.AddWithCount(b.hi, b.bins[b.hi-b.offset])
+	}
+	for i := b.lo + 1; i < b.hi; i++ {
+		if c := b.bins[i-b.offset]; c != 0 {
+			st.AddWithCount(i, c)
+		}
+	}
+}
+
+// store is the library store b fills: its dense one, a flat array (the
+// paged default costs more to fill bin by bin, measured).
+func (b *ddBins) store() store.Store {
+	return store.NewDenseStore()
+}
+
+// Add merges dd (nil: nothing) into u. dd is only read.
+func (u *DDUnion) Add(dd *ddsketch.DDSketch) {
+	if dd == nil {
+		return
+	}
+	if u.addP == nil {
+		u.addP, u.addN = u.pos.add, u.neg.add
+	}
+	u.any = true
+	u.zero += dd.GetZeroCount()
+	dd.GetPositiveValueStore().ForEach(u.addP)
+	dd.GetNegativeValueStore().ForEach(u.addN)
+}
+
+// AddFlat merges f (nil: nothing) into u. f is only read.
+func (u *DDUnion) AddFlat(f *DDFlat) {
+	if f == nil {
+		return
+	}
+	u.any = true
+	u.zero += f.Zero
+	u.pos.addFlat(&f.Pos)
+	u.neg.addFlat(&f.Neg)
+}
+
+// Sketch returns the merged sketch, or nil when nothing was added.
+func (u *DDUnion) Sketch() *ddsketch.DDSketch {
+	if !u.any {
+		return nil
+	}
+	dd := ddsketch.NewDDSketch(ddMapping, u.pos.store(), u.neg.store())
+	u.pos.fill(dd.GetPositiveValueStore())
+	u.neg.fill(dd.GetNegativeValueStore())
+	if u.zero != 0 {
+		_ = dd.AddWithCount(0, u.zero)
+	}
+	return dd
+}
