@@ -37,6 +37,8 @@ type Result struct {
 	// reached, say). An answer with warnings is incomplete, never wrong
 	// about what it covers.
 	Warnings []string
+	// Truncated is true when limit left out groups of some bucket.
+	Truncated bool
 }
 
 // Freshness says what a query's answer is made of: the batch run whose
@@ -225,7 +227,9 @@ func EncodeJSON(w io.Writer, r *Result) error {
 		}
 	}
 	b = append(b, "],\n"...)
-	b = append(b, `"freshness":`...)
+	b = append(b, `"truncated":`...)
+	b = strconv.AppendBool(b, r.Truncated)
+	b = append(b, `,"freshness":`...)
 	b = appendFreshness(b, r.Freshness)
 	if len(r.Warnings) > 0 {
 		b = append(b, `,"warnings":`...)
@@ -421,6 +425,7 @@ func EncodeArrow(w io.Writer, r *Result) error {
 		"tandem.to":          formatTime(q.To),
 		"tandem.freshness":   string(appendFreshness(nil, r.Freshness)),
 		"tandem.warnings":    string(appendWarnings(nil, r.Warnings)),
+		"tandem.truncated":   strconv.FormatBool(r.Truncated),
 	}
 	schema := ArrowSchema(q, meta)
 	cols := flatColumns(q)
@@ -496,6 +501,7 @@ func writeResult(w http.ResponseWriter, ctype string, r *Result) error {
 	if ctype != ContentJSON {
 		// JSON carries these in the body; the flat formats in headers.
 		h.Set("X-Tandem-Freshness", string(appendFreshness(nil, r.Freshness)))
+		h.Set("X-Tandem-Truncated", strconv.FormatBool(r.Truncated))
 		for _, warn := range r.Warnings {
 			h.Add("X-Tandem-Warning", strings.ReplaceAll(warn, "\n", " "))
 		}

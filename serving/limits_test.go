@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -145,6 +146,13 @@ func TestQueryLimits(t *testing.T) {
 	require.Greater(t, limit, 20)
 	cfg.Serve.MaxResultRows = limit
 	cfg.Serve.MaxConcurrentQueries = 2
+	// A top-1 per 5 minutes over every (country, device) merges more
+	// groups than the answer may hold: exactly serve.max_merge_groups.
+	top1 := shape{name: "top 1 per 5m", params: url.Values{"granularity": {"5m"}, "order_by": {"views"}, "limit": {"1"}},
+		from: from, to: to, gran: 5 * time.Minute, groupBy: []string{"country", "device"}, order: "views", desc: true, limit: 1}
+	merged := len(qcase{gran: "5m", groupBy: top1.groupBy, from: from, to: to}.truth(d, nil))
+	require.Greater(t, merged, limit)
+	cfg.Serve.MaxMergeGroups = merged
 	_, baseURL, _ := startService(t, cfg)
 
 	chunks := d.chunks()
@@ -171,13 +179,29 @@ func TestQueryLimits(t *testing.T) {
 		checkAnswer(t, a.Rows, atLimit.truth(d, nil), nil, allMeasures)
 		require.Len(t, a.Rows, limit)
 	}
-	t.Run("speed only", func(t *testing.T) { checkRefused(t); checkAtLimit(t) })
+	checkCut := func(t *testing.T) {
+		// The answer of top1 holds limit rows; its merge, merged groups.
+		checkShape(t, baseURL, d, nil, top1)
+		// One group per minute merges more: refused, naming the setting.
+		p := url.Values{"granularity": {"1m"}, "group_by": {"country,device"}, "order_by": {"views"}, "limit": {"1"},
+			"from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
+		code, _, body := get(t, queryURL(baseURL, p), nil)
+		require.Equal(t, http.StatusBadRequest, code, "%s", body)
+		require.Contains(t, errorOf(t, body), "more than "+strconv.Itoa(merged)+" groups before limit cuts them (serve.max_merge_groups)")
+		// A limit that leaves more rows than serve.max_result_rows.
+		p.Set("limit", "2")
+		p.Set("granularity", "5m")
+		code, _, body = get(t, queryURL(baseURL, p), nil)
+		require.Equal(t, http.StatusBadRequest, code, "%s", body)
+		require.Contains(t, errorOf(t, body), "(serve.max_result_rows)")
+	}
+	t.Run("speed only", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
 	m := publish(t, store, cfg, d, "run-all", chunks)
 	waitRun(t, baseURL, m.RunID)
-	t.Run("batch only", func(t *testing.T) { checkRefused(t); checkAtLimit(t) })
+	t.Run("batch only", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
 	m = publish(t, store, cfg, d, "run-half", half)
 	waitRun(t, baseURL, m.RunID)
-	t.Run("both halves", func(t *testing.T) { checkRefused(t); checkAtLimit(t) })
+	t.Run("both halves", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
 
 	t.Run("concurrency full: 503 with Retry-After at once", func(t *testing.T) {
 		proxy.Stall()

@@ -193,7 +193,7 @@ type Merger struct {
 	// dense counts groups whose distinct sketches were densified.
 	dense       int
 	hasDistinct bool
-	// overflow is set when a row would have opened group q.MaxRows+1; such
+	// overflow is set when a row would have opened group mergeBound+1; such
 	// rows are dropped, so the Merger's memory stays bounded, and the
 	// answer must be refused (Overflow).
 	overflow bool
@@ -276,7 +276,7 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 	k := groupKey{window, key}
 	g := m.groups[k]
 	if g == nil {
-		if m.q.MaxRows > 0 && len(m.groups) >= m.q.MaxRows {
+		if b := m.q.mergeBound(); b > 0 && len(m.groups) >= b {
 			m.overflow = true
 			return nil
 		}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,15 +43,58 @@ type Query struct {
 	// and reports the overflow, so the answer is refused, never cut short.
 	// Service.Query sets it from serve.max_result_rows.
 	MaxRows int
+	// OrderBy, when set, sorts each bucket's groups by one asked measure
+	// (ties by the group-by values); nil sorts them by the group-by values.
+	OrderBy *OrderBy
+	// Limit keeps at most this many groups per bucket (per query with
+	// granularity "all"), the first in OrderBy's order; 0 keeps all.
+	Limit int
+	// MaxGroups is the most groups the merge may hold when the answer is
+	// cut (Limit or Having) before it is served; MaxRows then bounds the
+	// answer after the cut. 0 means MaxRows bounds the merge too. Service.
+	// Query sets it from serve.max_merge_groups.
+	MaxGroups int
+}
+
+// OrderBy names the measure the groups of a bucket are sorted by.
+type OrderBy struct {
+	// Measure is a position in Query.Measures.
+	Measure int
+	// Part picks a quantile (0 p50, 1 p90, 2 p99) of a quantiles measure;
+	// -1 for the other types.
+	Part int
+	// Desc sorts the largest first (the default of order_by).
+	Desc bool
+}
+
+// Cut reports whether the answer is cut after merging (limit), so that
+// the merge may hold more groups than the answer.
+func (q *Query) Cut() bool { return q.Limit > 0 }
+
+// mergeBound is the most groups a Merger of q holds; 0 is no bound.
+func (q *Query) mergeBound() int {
+	if q.Cut() && q.MaxGroups > 0 {
+		return q.MaxGroups
+	}
+	return q.MaxRows
 }
 
 // TooManyRowsError is returned when an answer would hold more than
-// serve.max_result_rows rows. The HTTP layer answers 400 with its message.
-type TooManyRowsError struct{ Limit int }
+// serve.max_result_rows rows, or (Merge) a cut query would merge more than
+// serve.max_merge_groups groups before the cut. The HTTP layer answers 400
+// with its message.
+type TooManyRowsError struct {
+	Limit int
+	Merge bool
+}
 
 func (e *TooManyRowsError) Error() string {
+	if e.Merge {
+		return fmt.Sprintf("the query would merge more than %d groups before limit cuts them (serve.max_merge_groups); narrow the query: "+
+			"a coarser granularity, fewer group_by dimensions, a filter, or a shorter from/to range", e.Limit)
+	}
 	return fmt.Sprintf("the answer would hold more than %d rows (serve.max_result_rows); narrow the query: "+
-		"a coarser granularity, fewer group_by dimensions, a filter, or a shorter from/to range", e.Limit)
+		"a coarser granularity, fewer group_by dimensions, a filter, a limit, or a shorter from/to range", e.Limit)
 }
 
 // All reports whether the query rolls everything up into one bucket per group.
@@ -88,7 +133,11 @@ func paramErrorf(format string, args ...any) error {
 	return &ParamError{Msg: fmt.Sprintf(format, args...)}
 }
 
-var queryParams = map[string]bool{"from": true, "to": true, "granularity": true, "group_by": true, "filter": true, "measures": true}
+var queryParams = map[string]bool{"from": true, "to": true, "granularity": true, "group_by": true, "filter": true, "measures": true,
+	"order_by": true, "limit": true}
+
+// maxLimit bounds limit=; serve.max_result_rows bounds the answer anyway.
+const maxLimit = 1 << 30
 
 // ParseQuery validates the parameters of GET /v1/views/{view}/query against
 // the view's definition. maxRange bounds To-From (0 = no bound). Every
@@ -103,7 +152,7 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 	}
 	for name, vs := range vals {
 		if !queryParams[name] {
-			return nil, paramErrorf("unknown parameter %q (known: from, to, granularity, group_by, filter, measures)", clip(name))
+			return nil, paramErrorf("unknown parameter %q (known: %s)", clip(name), strings.Join(QueryParameters(), ", "))
 		}
 		if name != "filter" && len(vs) > 1 {
 			return nil, paramErrorf("parameter %q is given %d times; give it once", name, len(vs))
@@ -214,7 +263,73 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 			q.Measures = append(q.Measures, i)
 		}
 	}
+
+	if s := vals.Get("order_by"); s != "" {
+		if q.OrderBy, err = parseOrderBy(q, s); err != nil {
+			return nil, err
+		}
+	}
+	if s := vals.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			return nil, paramErrorf("limit %q: want a whole number of groups per bucket from 1 to %d", clip(s), maxLimit)
+		}
+		q.Limit = n
+	}
 	return q, nil
+}
+
+// quantileParts are the suffixes naming one quantile of a quantiles
+// measure, by OrderBy.Part.
+var quantileParts = []string{"p50", "p90", "p99"}
+
+// measureRef resolves "<measure>" or "<quantiles measure>.p50|p90|p99"
+// among q's asked measures: the position in q.Measures and the part (-1
+// for a whole measure). what names the parameter for the error message.
+func measureRef(q *Query, what, s string) (j, part int, err error) {
+	v := q.View
+	name, suffix, dotted := strings.Cut(s, ".")
+	mi := v.MeasureIndex(name)
+	if mi < 0 {
+		return 0, 0, paramErrorf("%s %q: view %s has no measure %q (measures: %s)", what, clip(s), v.Name, clip(name), strings.Join(measureNames(v), ", "))
+	}
+	j = slices.Index(q.Measures, mi)
+	if j < 0 {
+		return 0, 0, paramErrorf("%s %q: measure %s is not among the measures asked for; add it to measures", what, clip(s), name)
+	}
+	part = -1
+	isQ := v.Measures[mi].Type == schemas.MeasureQuantiles
+	switch {
+	case isQ && !dotted:
+		return 0, 0, paramErrorf("%s %q: %s is a quantiles measure; name one quantile: %s.p50, %s.p90 or %s.p99", what, clip(s), name, name, name, name)
+	case isQ:
+		if part = slices.Index(quantileParts, suffix); part < 0 {
+			return 0, 0, paramErrorf("%s %q: quantile %q of %s: want p50, p90 or p99", what, clip(s), clip(suffix), name)
+		}
+	case dotted:
+		return 0, 0, paramErrorf("%s %q: %s is a %s measure, which has no parts; write %s alone", what, clip(s), name, v.Measures[mi].Type, name)
+	}
+	return j, part, nil
+}
+
+// parseOrderBy parses order_by=<measure>[:desc|asc].
+func parseOrderBy(q *Query, s string) (*OrderBy, error) {
+	ref, dir, hasDir := strings.Cut(s, ":")
+	ob := &OrderBy{Desc: true}
+	if hasDir {
+		switch dir {
+		case "desc":
+		case "asc":
+			ob.Desc = false
+		default:
+			return nil, paramErrorf("order_by %q: the direction after ':' must be desc or asc", clip(s))
+		}
+	}
+	var err error
+	if ob.Measure, ob.Part, err = measureRef(q, "order_by", ref); err != nil {
+		return nil, err
+	}
+	return ob, nil
 }
 
 // earliest and latest bound accepted times, so every bound fits Unix

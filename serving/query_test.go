@@ -120,6 +120,17 @@ func TestParseQueryErrors(t *testing.T) {
 		{"absurd value", ok + "&filter=country:" + strings.Repeat("x", 5000), "limit", v},
 		{"absurd query", ok + strings.Repeat("&filter=country:x", 1200), "limit", v},
 		{"too many filters", ok + strings.Repeat("&filter=country:x", 300), "limit", v},
+		{"order_by unknown measure", ok + "&order_by=clicks", `no measure "clicks"`, v},
+		{"order_by not asked", ok + "&measures=views&order_by=revenue", "not among the measures asked for", v},
+		{"order_by bad direction", ok + "&order_by=views:down", "desc or asc", v},
+		{"order_by quantiles whole", ok + "&order_by=latency", "name one quantile", v},
+		{"order_by bad quantile", ok + "&order_by=latency.p95", "want p50, p90 or p99", v},
+		{"order_by part of a count", ok + "&order_by=views.p99", "has no parts", v},
+		{"order_by twice", ok + "&order_by=views&order_by=users", "given 2 times", v},
+		{"limit zero", ok + "&limit=0", "from 1 to", v},
+		{"limit negative", ok + "&limit=-3", "from 1 to", v},
+		{"limit junk", ok + "&limit=ten", "from 1 to", v},
+		{"limit huge", ok + "&limit=99999999999999999999", "from 1 to", v},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,7 +190,7 @@ func TestLRU(t *testing.T) {
 func TestCSVTextEscapesFormulas(t *testing.T) {
 	for in, want := range map[string]string{
 		`=HYPERLINK("http://x","y")`: `'=HYPERLINK("http://x","y")`,
-		"+1": "'+1", "-2+3": "'-2+3", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx", "\rx": "'\rx",
+		"+1":                         "'+1", "-2+3": "'-2+3", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx", "\rx": "'\rx",
 		"": "", "US": "US", "a=b": "a=b", "'quoted": "'quoted",
 	} {
 		require.Equal(t, want, csvText(in), "%q", in)
