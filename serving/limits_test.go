@@ -187,7 +187,7 @@ func TestQueryLimits(t *testing.T) {
 			"from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
 		code, _, body := get(t, queryURL(baseURL, p), nil)
 		require.Equal(t, http.StatusBadRequest, code, "%s", body)
-		require.Contains(t, errorOf(t, body), "more than "+strconv.Itoa(merged)+" groups before limit cuts them (serve.max_merge_groups)")
+		require.Contains(t, errorOf(t, body), "more than "+strconv.Itoa(merged)+" groups before limit or having cuts them (serve.max_merge_groups)")
 		// A limit that leaves more rows than serve.max_result_rows.
 		p.Set("limit", "2")
 		p.Set("granularity", "5m")

@@ -247,8 +247,8 @@ func (m *Merger) Add(r *Row) {
 }
 
 func (m *Merger) project(dims []string) projection {
-	for i, accept := range m.q.Filters {
-		if accept != nil && !accept[dims[i]] {
+	for i, f := range m.q.Filters {
+		if f != nil && !f.Accept(dims[i]) {
 			return projection{}
 		}
 	}

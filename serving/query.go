@@ -3,6 +3,7 @@ package serving
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -32,10 +33,13 @@ type Query struct {
 	Granularity schemas.Granularity
 	// GroupBy lists positions in View.Dimensions, in the order asked.
 	GroupBy []int
-	// Filters, per position in View.Dimensions, the accepted values; nil
-	// where the dimension is not filtered. Values of one dimension are ORed,
-	// dimensions are ANDed.
-	Filters []map[string]bool
+	// Filters, per position in View.Dimensions, what the dimension's value
+	// must be; nil where the dimension is not filtered. Dimensions are
+	// ANDed.
+	Filters []*DimFilter
+	// Having keeps only the groups whose merged measures pass every
+	// threshold (ANDed), before OrderBy and Limit.
+	Having []Having
 	// Measures lists positions in View.Measures, in the order asked.
 	Measures []int
 	// MaxRows is the most answer rows (buckets × groups) the query may
@@ -67,9 +71,78 @@ type OrderBy struct {
 	Desc bool
 }
 
-// Cut reports whether the answer is cut after merging (limit), so that
-// the merge may hold more groups than the answer.
-func (q *Query) Cut() bool { return q.Limit > 0 }
+// Cut reports whether the answer is cut after merging (limit or having),
+// so that the merge may hold more groups than the answer.
+func (q *Query) Cut() bool { return q.Limit > 0 || len(q.Having) > 0 }
+
+// DimFilter is what one dimension's value must be: one of Is or starting
+// with one of Prefixes (when either is set; the positive terms are ORed),
+// and none of Not nor starting with any of NotPrefixes.
+type DimFilter struct {
+	Is          map[string]bool
+	Prefixes    []string
+	Not         map[string]bool
+	NotPrefixes []string
+}
+
+// Accept reports whether a dimension value passes f.
+func (f *DimFilter) Accept(s string) bool {
+	if f.Not[s] {
+		return false
+	}
+	for _, p := range f.NotPrefixes {
+		if strings.HasPrefix(s, p) {
+			return false
+		}
+	}
+	if len(f.Is) == 0 && len(f.Prefixes) == 0 {
+		return true
+	}
+	if f.Is[s] {
+		return true
+	}
+	for _, p := range f.Prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Having is one threshold on a merged measure: Value Op Number.
+type Having struct {
+	// Measure is a position in Query.Measures; Part a quantile (0 p50, 1
+	// p90, 2 p99) or -1.
+	Measure, Part int
+	Op            string // one of havingOps
+	Number        float64
+}
+
+// havingOps are the comparisons of having=, longest first so that ">="
+// is not read as ">" followed by "=5".
+var havingOps = []string{">=", "<=", "!=", ">", "<", "="}
+
+// Pass reports whether a measure's value k passes h. A group without a
+// value (null) passes no threshold, "!=" included.
+func (h *Having) Pass(k sortKey) bool {
+	if k.null {
+		return false
+	}
+	x := k.f
+	switch h.Op {
+	case ">=":
+		return x >= h.Number
+	case "<=":
+		return x <= h.Number
+	case "!=":
+		return x != h.Number
+	case ">":
+		return x > h.Number
+	case "<":
+		return x < h.Number
+	}
+	return x == h.Number
+}
 
 // mergeBound is the most groups a Merger of q holds; 0 is no bound.
 func (q *Query) mergeBound() int {
@@ -90,7 +163,7 @@ type TooManyRowsError struct {
 
 func (e *TooManyRowsError) Error() string {
 	if e.Merge {
-		return fmt.Sprintf("the query would merge more than %d groups before limit cuts them (serve.max_merge_groups); narrow the query: "+
+		return fmt.Sprintf("the query would merge more than %d groups before limit or having cuts them (serve.max_merge_groups); narrow the query: "+
 			"a coarser granularity, fewer group_by dimensions, a filter, or a shorter from/to range", e.Limit)
 	}
 	return fmt.Sprintf("the answer would hold more than %d rows (serve.max_result_rows); narrow the query: "+
@@ -134,7 +207,10 @@ func paramErrorf(format string, args ...any) error {
 }
 
 var queryParams = map[string]bool{"from": true, "to": true, "granularity": true, "group_by": true, "filter": true, "measures": true,
-	"order_by": true, "limit": true}
+	"order_by": true, "limit": true, "having": true}
+
+// maxHaving bounds having= parameters in one query.
+const maxHaving = 16
 
 // maxLimit bounds limit=; serve.max_result_rows bounds the answer anyway.
 const maxLimit = 1 << 30
@@ -154,7 +230,7 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 		if !queryParams[name] {
 			return nil, paramErrorf("unknown parameter %q (known: %s)", clip(name), strings.Join(QueryParameters(), ", "))
 		}
-		if name != "filter" && len(vs) > 1 {
+		if name != "filter" && name != "having" && len(vs) > 1 {
 			return nil, paramErrorf("parameter %q is given %d times; give it once", name, len(vs))
 		}
 		for _, s := range vs {
@@ -166,7 +242,7 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 			}
 		}
 	}
-	q := &Query{View: v, Granularity: v.Granularity, Filters: make([]map[string]bool, len(v.Dimensions))}
+	q := &Query{View: v, Granularity: v.Granularity, Filters: make([]*DimFilter, len(v.Dimensions))}
 
 	if q.From, err = parseTime(vals, "from"); err != nil {
 		return nil, err
@@ -223,21 +299,44 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 	}
 	nvalues := 0
 	for _, f := range filters {
-		name, value, ok := strings.Cut(f, ":")
+		term, value, ok := strings.Cut(f, ":")
 		if !ok {
-			return nil, paramErrorf("filter %q: want dimension:value", clip(f))
+			return nil, paramErrorf("filter %q: want dimension:value, dimension!:value (not), dimension^:prefix or dimension!^:prefix (not starting with)", clip(f))
 		}
+		name := strings.TrimRight(term, "!^")
+		op := term[len(name):]
 		i := v.DimensionIndex(name)
 		if i < 0 {
 			return nil, paramErrorf("filter %q: view %s has no dimension %q (dimensions: %s)", clip(f), v.Name, clip(name), strings.Join(v.Dimensions, ", "))
 		}
 		if q.Filters[i] == nil {
-			q.Filters[i] = map[string]bool{}
+			q.Filters[i] = &DimFilter{}
 		}
-		if !q.Filters[i][value] {
-			nvalues++
+		df := q.Filters[i]
+		switch op {
+		case "":
+			if df.Is == nil {
+				df.Is = map[string]bool{}
+			}
+			df.Is[value] = true
+		case "!":
+			if df.Not == nil {
+				df.Not = map[string]bool{}
+			}
+			df.Not[value] = true
+		case "^", "!^":
+			if value == "" {
+				return nil, paramErrorf("filter %q: the prefix after %s%s: is empty (every value starts with it)", clip(f), name, op)
+			}
+			if op == "^" {
+				df.Prefixes = appendNew(df.Prefixes, value)
+			} else {
+				df.NotPrefixes = appendNew(df.NotPrefixes, value)
+			}
+		default:
+			return nil, paramErrorf("filter %q: %q is no operator; after the dimension write ':' (is), '!:' (is not), '^:' (starts with) or '!^:' (does not start with)", clip(f), op)
 		}
-		q.Filters[i][value] = true
+		nvalues++
 	}
 	if nvalues > maxFilterValues {
 		return nil, paramErrorf("filters name %d values; the limit is %d", nvalues, maxFilterValues)
@@ -268,6 +367,17 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 		if q.OrderBy, err = parseOrderBy(q, s); err != nil {
 			return nil, err
 		}
+	}
+	having := vals["having"]
+	if len(having) > maxHaving {
+		return nil, paramErrorf("%d having parameters; the limit is %d", len(having), maxHaving)
+	}
+	for _, s := range having {
+		h, err := parseHaving(q, s)
+		if err != nil {
+			return nil, err
+		}
+		q.Having = append(q.Having, h)
 	}
 	if s := vals.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -310,6 +420,37 @@ func measureRef(q *Query, what, s string) (j, part int, err error) {
 		return 0, 0, paramErrorf("%s %q: %s is a %s measure, which has no parts; write %s alone", what, clip(s), name, v.Measures[mi].Type, name)
 	}
 	return j, part, nil
+}
+
+// parseHaving parses having=<measure><op><number>.
+func parseHaving(q *Query, s string) (Having, error) {
+	at, op := -1, ""
+	for _, o := range havingOps {
+		if i := strings.Index(s, o); i >= 0 && (at < 0 || i < at || (i == at && len(o) > len(op))) {
+			at, op = i, o
+		}
+	}
+	if at <= 0 {
+		return Having{}, paramErrorf("having %q: want <measure><op><number> with op one of >, >=, <, <=, =, != (such as views>100 or latency.p99<=250)", clip(s))
+	}
+	h := Having{Op: op}
+	var err error
+	if h.Measure, h.Part, err = measureRef(q, "having", s[:at]); err != nil {
+		return Having{}, err
+	}
+	num := s[at+len(op):]
+	h.Number, err = strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(h.Number) || math.IsInf(h.Number, 0) {
+		return Having{}, paramErrorf("having %q: %q is not a finite number", clip(s), clip(num))
+	}
+	return h, nil
+}
+
+func appendNew(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
 }
 
 // parseOrderBy parses order_by=<measure>[:desc|asc].

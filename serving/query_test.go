@@ -53,8 +53,8 @@ func TestParseQueryValid(t *testing.T) {
 	require.Equal(t, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC), q.From, "from is converted to UTC")
 	require.Equal(t, schemas.Granularity(90*time.Minute), q.Granularity)
 	require.Equal(t, []int{1, 0}, q.GroupBy)
-	require.Equal(t, map[string]bool{"US": true, "DE": true, "a:b": true}, q.Filters[0], "a value may contain ':'")
-	require.Equal(t, map[string]bool{"mobile": true}, q.Filters[1])
+	require.Equal(t, map[string]bool{"US": true, "DE": true, "a:b": true}, q.Filters[0].Is, "a value may contain ':'")
+	require.Equal(t, map[string]bool{"mobile": true}, q.Filters[1].Is)
 	require.Equal(t, []int{4, 0}, q.Measures)
 	require.Equal(t, time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixMilli()+500, q.ToMs())
 
@@ -62,7 +62,26 @@ func TestParseQueryValid(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, q.All())
 	require.Equal(t, "all", q.GranularityName())
-	require.Equal(t, map[string]bool{"": true}, q.Filters[0], "filter=country: matches a missing country")
+	require.Equal(t, map[string]bool{"": true}, q.Filters[0].Is, "filter=country: matches a missing country")
+
+	// The filter operators and having.
+	q, err = ParseQuery(v, url.Values{
+		"from": {"2026-11-25T00:00:00Z"}, "to": {"2026-11-26T00:00:00Z"},
+		"filter": {"country!:US", "country!:", "country^:D", "country!^:DX", "device^:mob", "device:tablet", "device!:mobile-x"},
+		"having": {"views>=10", "latency.p99<250.5", "users!=-3", "revenue=1e3"},
+	}.Encode(), 0)
+	require.NoError(t, err)
+	require.Equal(t, &DimFilter{Not: map[string]bool{"US": true, "": true}, Prefixes: []string{"D"}, NotPrefixes: []string{"DX"}}, q.Filters[0])
+	require.Equal(t, &DimFilter{Is: map[string]bool{"tablet": true}, Prefixes: []string{"mob"}, Not: map[string]bool{"mobile-x": true}}, q.Filters[1])
+	for s, want := range map[string]bool{"DE": true, "D": true, "DX": false, "DXY": false, "US": false, "": false, "FR": false} {
+		require.Equal(t, want, q.Filters[0].Accept(s), "country %q", s)
+	}
+	for s, want := range map[string]bool{"mobile": true, "mob": true, "tablet": true, "mobile-x": false, "desktop": false} {
+		require.Equal(t, want, q.Filters[1].Accept(s), "device %q", s)
+	}
+	require.Equal(t, []Having{{Measure: 0, Part: -1, Op: ">=", Number: 10}, {Measure: 5, Part: 2, Op: "<", Number: 250.5},
+		{Measure: 4, Part: -1, Op: "!=", Number: -3}, {Measure: 1, Part: -1, Op: "=", Number: 1000}}, q.Having)
+	require.True(t, q.Cut(), "having cuts the answer")
 
 	// Sub-millisecond bounds round up: a window start w is in the query
 	// exactly when w >= from and w < to.
@@ -120,6 +139,22 @@ func TestParseQueryErrors(t *testing.T) {
 		{"absurd value", ok + "&filter=country:" + strings.Repeat("x", 5000), "limit", v},
 		{"absurd query", ok + strings.Repeat("&filter=country:x", 1200), "limit", v},
 		{"too many filters", ok + strings.Repeat("&filter=country:x", 300), "limit", v},
+		{"filter unknown operator", ok + "&filter=country*:US", `no dimension "country*"`, v},
+		{"filter operator twice", ok + "&filter=country!!:US", `"!!" is no operator`, v},
+		{"filter empty prefix", ok + "&filter=country^:", "prefix after country^: is empty", v},
+		{"filter empty not prefix", ok + "&filter=country!^:", "is empty", v},
+		{"filter operator alone", ok + "&filter=!:US", `no dimension ""`, v},
+		{"having no operator", ok + "&having=views", "want <measure><op><number>", v},
+		{"having no measure", ok + "&having=>3", "want <measure><op><number>", v},
+		{"having unknown measure", ok + "&having=clicks>3", `no measure "clicks"`, v},
+		{"having not asked", ok + "&measures=views&having=users>3", "not among the measures asked for", v},
+		{"having no number", ok + "&having=views>", "not a finite number", v},
+		{"having junk number", ok + "&having=views>ten", "not a finite number", v},
+		{"having NaN", ok + "&having=views>NaN", "not a finite number", v},
+		{"having infinite", ok + "&having=views<Inf", "not a finite number", v},
+		{"having double operator", ok + "&having=views>>3", "not a finite number", v},
+		{"having quantiles whole", ok + "&having=latency>3", "name one quantile", v},
+		{"too many having", ok + strings.Repeat("&having=views>1", 17), "17 having parameters; the limit is 16", v},
 		{"order_by unknown measure", ok + "&order_by=clicks", `no measure "clicks"`, v},
 		{"order_by not asked", ok + "&measures=views&order_by=revenue", "not among the measures asked for", v},
 		{"order_by bad direction", ok + "&order_by=views:down", "desc or asc", v},

@@ -218,6 +218,7 @@ func checkShape(t *testing.T, baseURL string, d *dataset, include func(event) bo
 	a := query(t, baseURL, p)
 	require.Empty(t, a.Warnings)
 	want, truncated := c.answer(d, include)
+	require.NotEmpty(t, want, "%s: the case must select rows", c.name)
 	require.NotNil(t, a.Truncated, "truncated is always there")
 	require.Equal(t, truncated, *a.Truncated, "%s: truncated", c.name)
 
@@ -383,6 +384,38 @@ func shapeCases() []shape {
 			from: from, to: to, all: true, groupBy: []string{"country"}, order: "views", desc: true, limit: 100},
 		{name: "no group_by: one group per bucket", params: pv("granularity", "30m", "order_by", "revenue", "limit", "1"),
 			from: from, to: to, gran: 30 * time.Minute, order: "revenue", desc: true, limit: 1},
+
+		{name: "not one country", params: pv("granularity", "1h", "filter", "country!:US"),
+			from: from, to: to, gran: time.Hour, groupBy: []string{"country"},
+			keep: func(dim func(string) string) bool { return dim("country") != "US" }},
+		{name: "not the missing country nor XX, two devices", params: pv("granularity", "30m", "filter", "country!:", "filter", "country!:XX", "filter", "device:mobile", "filter", "device:tablet"),
+			from: from, to: to, gran: 30 * time.Minute, groupBy: []string{"device"},
+			keep: func(dim func(string) string) bool {
+				return dim("country") != "" && dim("country") != "XX" && (dim("device") == "mobile" || dim("device") == "tablet")
+			}},
+		{name: "prefix", params: pv("granularity", "all", "filter", "device^:desk", "filter", "device^:tab"),
+			from: from, to: to, all: true, groupBy: []string{"device", "country"},
+			keep: func(dim func(string) string) bool {
+				return strings.HasPrefix(dim("device"), "desk") || strings.HasPrefix(dim("device"), "tab")
+			}},
+		{name: "prefix ORed with a value, not a prefix", params: pv("granularity", "1h", "filter", "country^:U", "filter", "country:FR", "filter", "device!^:mob"),
+			from: from, to: to, gran: time.Hour, groupBy: []string{"country", "device"},
+			keep: func(dim func(string) string) bool {
+				return (strings.HasPrefix(dim("country"), "U") || dim("country") == "FR") && !strings.HasPrefix(dim("device"), "mob")
+			}},
+		{name: "having views over a threshold", params: pv("granularity", "10m", "having", "views>6"),
+			from: from, to: to, gran: 10 * time.Minute, groupBy: []string{"country"},
+			having: func(r *truthRow) bool { return r.count > 6 }},
+		{name: "having two thresholds, top 2 by revenue", params: pv("granularity", "1h", "having", "views>=20", "having", "max_latency<=400", "order_by", "revenue", "limit", "2"),
+			from: from, to: to, gran: time.Hour, groupBy: []string{"country", "device"}, order: "revenue", desc: true, limit: 2,
+			having: func(r *truthRow) bool { return r.count >= 20 && len(r.lat) > 0 && r.lat[len(r.lat)-1] <= 400 }},
+		{name: "having != on views, null min fails every threshold", params: pv("granularity", "all", "having", "views!=100", "having", "min_latency>-1"),
+			from: from, to: to, all: true, groupBy: []string{"country", "device"},
+			having: func(r *truthRow) bool { return r.count != 100 && len(r.lat) > 0 }},
+		{name: "having on revenue, filtered, ascending", params: pv("granularity", "30m", "having", "revenue>2000", "filter", "country!:DE", "order_by", "revenue:asc"),
+			from: from, to: to, gran: 30 * time.Minute, groupBy: []string{"device"}, order: "revenue",
+			keep:   func(dim func(string) string) bool { return dim("country") != "DE" },
+			having: func(r *truthRow) bool { return r.sum > 2000 }},
 	}
 }
 

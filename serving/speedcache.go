@@ -65,21 +65,26 @@ func shapeKey(q *Query) string {
 		b.WriteString(strconv.Itoa(mi))
 		b.WriteByte(',')
 	}
-	for di, accept := range q.Filters {
-		if accept == nil {
+	for di, f := range q.Filters {
+		if f == nil {
 			continue
 		}
-		vals := make([]string, 0, len(accept))
-		for s := range accept {
-			vals = append(vals, s)
-		}
-		sort.Strings(vals)
 		b.WriteString("|f")
 		b.WriteString(strconv.Itoa(di))
-		b.WriteByte('=')
-		b.WriteString(schemas.JoinDims(vals))
+		for _, part := range [][]string{setValues(f.Is), sortedCopy(f.Prefixes), setValues(f.Not), sortedCopy(f.NotPrefixes)} {
+			b.WriteByte('=')
+			b.WriteString(strconv.Itoa(len(part))) // the count keeps the parts apart
+			b.WriteByte(':')
+			b.WriteString(schemas.JoinDims(part))
+		}
 	}
 	return b.String()
+}
+
+func sortedCopy(vals []string) []string {
+	out := append([]string(nil), vals...)
+	sort.Strings(out)
+	return out
 }
 
 func rollupKey(shape string, p int32, c int64) string {

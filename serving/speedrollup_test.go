@@ -21,7 +21,8 @@ import (
 
 // TestSpeedRollupMatchesRows is the property test of the speed push-down on
 // a real ClickHouse (18.16 in the tests): for random ranges (sub-second
-// bounds included), granularities, group-bys, filters, measure subsets and
+// bounds included), granularities, group-bys, filters (values, negations,
+// prefixes), measure subsets and
 // seams (K_p per partition, so chunks straddle it), the groups ClickHouse
 // rolls up (RollupSpeed) equal the row-by-row merge of the speed rows
 // (ScanSpeed into a Merger). The table holds every row twice more than
@@ -81,8 +82,17 @@ func TestSpeedRollupMatchesRows(t *testing.T) {
 		for _, dim := range []string{"country", "device"} {
 			if rng.IntN(3) == 0 {
 				vals := dimVals[dim]
-				for k := 0; k < 1+rng.IntN(2); k++ {
-					p.Add("filter", dim+":"+vals[rng.IntN(len(vals))])
+				for k := 0; k < 1+rng.IntN(3); k++ {
+					val := vals[rng.IntN(len(vals))]
+					op := []string{"", "!", "^", "!^"}[rng.IntN(4)]
+					if op == "^" || op == "!^" {
+						if val == "" {
+							op = "!"
+						} else {
+							val = val[:1+rng.IntN(len(val))]
+						}
+					}
+					p.Add("filter", dim+op+":"+val)
 				}
 			}
 		}

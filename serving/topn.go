@@ -156,7 +156,8 @@ func (h *worstFirst) Pop() any {
 	return x
 }
 
-// Answer returns the answer rows of q: sorted by bucket, within a bucket
+// Answer returns the answer rows of q: the groups passing q.Having,
+// sorted by bucket, within a bucket
 // by q.OrderBy (then the group-by values), at most q.Limit per bucket.
 // truncated reports whether a bucket had more groups than the limit.
 // With a limit, each bucket keeps only a heap of its best q.Limit groups
@@ -164,14 +165,21 @@ func (h *worstFirst) Pop() any {
 // whole merge.
 func (m *Merger) Answer() (groups []*Group, truncated bool) {
 	q := m.q
-	if q.OrderBy == nil && q.Limit == 0 {
+	if q.OrderBy == nil && q.Limit == 0 && len(q.Having) == 0 {
 		return m.Groups(), false
 	}
 	r := newRanker(q)
 	buckets := map[int64]*worstFirst{}
+groups:
 	for _, g := range m.groups {
 		finishUnions(g)
 		m.finishDistinct(g)
+		for i := range q.Having {
+			h := &q.Having[i]
+			if !h.Pass(measureKey(&q.View.Measures[q.Measures[h.Measure]], &g.States[h.Measure], h.Part)) {
+				continue groups
+			}
+		}
 		x := r.rank(g)
 		h := buckets[g.WindowMs]
 		if h == nil {

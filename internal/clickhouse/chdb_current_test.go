@@ -348,6 +348,23 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 		require.Contains(t, []string{"US", ""}, r[1])
 		require.Equal(t, "web", r[2])
 	}
+	// The other filter forms (a prefix ORed with the values, a negation, a
+	// negated prefix) on current ClickHouse too.
+	sqp := sq
+	sqp.Prefixes = map[string][]string{"country": {"U"}}
+	sqp.NotIn = map[string][]string{"country": {""}}
+	sqp.NotPrefixes = map[string][]string{"device": {"x'"}}
+	q, args, _, err = speedQuerySQL(db, &sqp)
+	require.NoError(t, err)
+	wantP := 0
+	for _, r := range speed {
+		if r.Chunk >= absorbed[r.Partition] && !r.WindowStart.Before(sq.From) && r.WindowStart.Before(sq.To) &&
+			strings.HasPrefix(r.Dims[0], "U") && r.Dims[1] == "web" {
+			wantP++
+		}
+	}
+	require.Positive(t, wantP)
+	require.Len(t, c.query(q, args...), wantP)
 	// ScanSpeedRollup's SQL: the same selection bucketed (2m) and grouped
 	// inside ClickHouse, one row per (bucket, group), sketches as arrays.
 	rq := SpeedRollupQuery{SpeedQuery: sq, Granularity: 2 * time.Minute, GroupBy: []string{"device", "country"}}
