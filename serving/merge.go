@@ -263,6 +263,9 @@ func (m *Merger) bucket(windowMs int64) int64 {
 	if m.gran == 0 {
 		return m.fromMs
 	}
+	if lb := m.q.Local; lb != nil { // windows start on whole seconds
+		return lb.Bucket(windowMs/1000) * 1000
+	}
 	b := windowMs - windowMs%m.gran
 	if windowMs < 0 && windowMs%m.gran != 0 {
 		b -= m.gran

@@ -31,6 +31,11 @@ type Query struct {
 	// Granularity is the bucket size the rows are rolled up to; 0 means
 	// "all" (one bucket per group, reported at From).
 	Granularity schemas.Granularity
+	// Loc is the time zone of tz=; nil for UTC. Local, set with Loc and a
+	// granularity other than "all", places the buckets in local time; nil
+	// means buckets aligned to the Unix epoch.
+	Loc   *time.Location
+	Local *schemas.LocalBuckets
 	// GroupBy lists positions in View.Dimensions, in the order asked.
 	GroupBy []int
 	// Filters, per position in View.Dimensions, what the dimension's value
@@ -207,7 +212,7 @@ func paramErrorf(format string, args ...any) error {
 }
 
 var queryParams = map[string]bool{"from": true, "to": true, "granularity": true, "group_by": true, "filter": true, "measures": true,
-	"order_by": true, "limit": true, "having": true}
+	"order_by": true, "limit": true, "having": true, "tz": true}
 
 // maxHaving bounds having= parameters in one query.
 const maxHaving = 16
@@ -273,6 +278,12 @@ func ParseQuery(v *schemas.View, rawQuery string, maxRange time.Duration) (*Quer
 				return nil, paramErrorf("granularity %s is not a multiple of view %s's granularity %s", g, v.Name, v.Granularity)
 			}
 			q.Granularity = g
+		}
+	}
+
+	if s := vals.Get("tz"); s != "" {
+		if err := parseTZ(q, s); err != nil {
+			return nil, err
 		}
 	}
 
@@ -420,6 +431,49 @@ func measureRef(q *Query, what, s string) (j, part int, err error) {
 		return 0, 0, paramErrorf("%s %q: %s is a %s measure, which has no parts; write %s alone", what, clip(s), name, v.Measures[mi].Type, name)
 	}
 	return j, part, nil
+}
+
+// parseTZ sets q's time zone and, for a granularity other than "all",
+// its local buckets; it refuses what the view cannot answer exactly: a
+// local bucket boundary that falls inside one of the view's windows.
+func parseTZ(q *Query, s string) error {
+	if s == "Local" {
+		return paramErrorf("tz %q: name a zone of the IANA database such as Europe/Amsterdam or UTC (Local would be the server's)", s)
+	}
+	loc, err := time.LoadLocation(s)
+	if err != nil {
+		return paramErrorf("tz %q: not a time zone of the IANA database (such as Europe/Amsterdam, America/New_York or UTC)", clip(s))
+	}
+	if loc == time.UTC {
+		return nil
+	}
+	q.Loc = loc
+	if q.All() {
+		return nil // one bucket: no boundary to place
+	}
+	lb, err := schemas.NewLocalBuckets(loc, q.Granularity.D(), q.From, q.To)
+	if err != nil {
+		return paramErrorf("granularity %s with tz %s: %v", q.Granularity, s, err)
+	}
+	v := q.View
+	if ok, shift := lb.AlignedTo(int64(v.Granularity.D() / time.Second)); !ok {
+		why := "a clock change"
+		if shift != 0 {
+			why = "the UTC offset " + formatOffset(shift)
+		}
+		return paramErrorf("tz %s: %s puts %s bucket boundaries inside view %s's %s windows, so the view cannot answer them exactly; "+
+			"use a view whose granularity divides the offset, or tz=UTC", s, why, q.Granularity, v.Name, v.Granularity)
+	}
+	q.Local = lb
+	return nil
+}
+
+func formatOffset(sec int64) string {
+	sign := "+"
+	if sec < 0 {
+		sign, sec = "-", -sec
+	}
+	return fmt.Sprintf("%s%02d:%02d", sign, sec/3600, sec%3600/60)
 }
 
 // parseHaving parses having=<measure><op><number>.

@@ -27,6 +27,12 @@ func testConfig(t testing.TB) *schemas.Config {
     dimensions: [device]
     measures:
       - { name: views, type: count }
+  - name: pageviews_1h
+    stream: pageviews
+    granularity: 1h
+    dimensions: [device]
+    measures:
+      - { name: views, type: count }
 `
 	cfg, err := schemas.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
@@ -82,6 +88,26 @@ func TestParseQueryValid(t *testing.T) {
 	require.Equal(t, []Having{{Measure: 0, Part: -1, Op: ">=", Number: 10}, {Measure: 5, Part: 2, Op: "<", Number: 250.5},
 		{Measure: 4, Part: -1, Op: "!=", Number: -3}, {Measure: 1, Part: -1, Op: "=", Number: 1000}}, q.Having)
 	require.True(t, q.Cut(), "having cuts the answer")
+
+	// tz: local buckets where the view's windows tile them.
+	v1h := cfg.View("pageviews_1h")
+	for _, tc := range []struct {
+		view       *schemas.View
+		tz, gran   string
+		local, loc bool
+	}{
+		{v1h, "Europe/Amsterdam", "1d", true, true},
+		{v1h, "America/New_York", "1h", true, true},
+		{v1h, "Asia/Kolkata", "all", false, true},                      // one bucket: nothing to align
+		{v, "Asia/Kolkata", "1d", true, true},                          // 1m windows tile +05:30 days
+		{v, "UTC", "1d", false, false},                                 // the epoch-aligned buckets
+		{cfg.View("pageviews_5m"), "Asia/Kathmandu", "1h", true, true}, // +05:45 on 5m windows
+	} {
+		q, err := ParseQuery(tc.view, "from=2026-03-28T00:00:00Z&to=2026-04-01T00:00:00Z&tz="+tc.tz+"&granularity="+tc.gran, 0)
+		require.NoError(t, err, "%s %s", tc.tz, tc.gran)
+		require.Equal(t, tc.local, q.Local != nil, "%s %s", tc.tz, tc.gran)
+		require.Equal(t, tc.loc, q.Loc != nil, "%s %s", tc.tz, tc.gran)
+	}
 
 	// Sub-millisecond bounds round up: a window start w is in the query
 	// exactly when w >= from and w < to.
@@ -167,6 +193,20 @@ func TestParseQueryErrors(t *testing.T) {
 		{"limit junk", ok + "&limit=ten", "from 1 to", v},
 		{"limit huge", ok + "&limit=99999999999999999999", "from 1 to", v},
 	}
+	v1h := cfg.View("pageviews_1h")
+	cases = append(cases, []struct {
+		name, raw, want string
+		view            *schemas.View
+	}{
+		{"tz unknown", ok + "&tz=Mars/Olympus", "not a time zone of the IANA database", v},
+		{"tz path", ok + "&tz=../../etc/passwd", "not a time zone", v},
+		{"tz Local", ok + "&tz=Local", "server's", v},
+		{"tz uneven granularity", ok + "&tz=Europe/Amsterdam&granularity=7m", "granularity 7m with tz Europe/Amsterdam: local-time buckets need a granularity that divides a day", v},
+		{"tz 36h", ok + "&tz=Europe/Amsterdam&granularity=36h", "divides a day", v},
+		{"tz half-hour offset on a 1h view", ok + "&tz=Asia/Kolkata&granularity=1d", "tz Asia/Kolkata: the UTC offset +05:30 puts 1d bucket boundaries inside view pageviews_1h's 1h windows", v1h},
+		{"tz 45-minute offset on a 1h view, hours", ok + "&tz=Asia/Kathmandu&granularity=2h", "the UTC offset +05:45 puts 2h bucket boundaries inside view pageviews_1h's 1h windows", v1h},
+		{"tz twice", ok + "&tz=UTC&tz=UTC", "given 2 times", v},
+	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseQuery(tc.view, tc.raw, 30*24*time.Hour)

@@ -353,6 +353,32 @@ func spread(r *truthRow) float64 {
 	return g
 }
 
+// Two days around each of Amsterdam's 2026 clock changes (spring forward
+// on 29 March, back on 25 October), for the tz cases.
+var (
+	springStart = time.Date(2026, 3, 28, 12, 0, 0, 0, time.UTC)
+	autumnStart = time.Date(2026, 10, 24, 12, 0, 0, 0, time.UTC)
+	amsterdam   = mustZone("Europe/Amsterdam")
+	kolkata     = mustZone("Asia/Kolkata")
+)
+
+func mustZone(name string) *time.Location {
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		panic(err)
+	}
+	return loc
+}
+
+// extend appends o's events to d after d's own, on the same partitions.
+func (d *dataset) extend(o *dataset) {
+	for _, e := range o.events {
+		e.offset = d.next[e.partition]
+		d.next[e.partition]++
+		d.events = append(d.events, e)
+	}
+}
+
 // shapeCases are the queries TestQueryShapes holds to the truth.
 func shapeCases() []shape {
 	from, to := base, base.Add(4*time.Hour)
@@ -416,6 +442,22 @@ func shapeCases() []shape {
 			from: from, to: to, gran: 30 * time.Minute, groupBy: []string{"device"}, order: "revenue",
 			keep:   func(dim func(string) string) bool { return dim("country") != "DE" },
 			having: func(r *truthRow) bool { return r.sum > 2000 }},
+
+		{name: "Amsterdam days across the 25-hour day", params: pv("granularity", "1d", "tz", "Europe/Amsterdam"),
+			from: autumnStart.Add(-36 * time.Hour), to: autumnStart.Add(72 * time.Hour), gran: 24 * time.Hour, loc: amsterdam, groupBy: []string{"device"}},
+		{name: "Amsterdam days across the 23-hour day, top 2 countries", params: pv("granularity", "1d", "tz", "Europe/Amsterdam", "order_by", "views", "limit", "2"),
+			from: springStart.Add(-36 * time.Hour), to: springStart.Add(72 * time.Hour), gran: 24 * time.Hour, loc: amsterdam, groupBy: []string{"country"},
+			order: "views", desc: true, limit: 2},
+		{name: "Amsterdam hours: 02:00 twice", params: pv("granularity", "1h", "tz", "Europe/Amsterdam"),
+			from: time.Date(2026, 10, 24, 21, 0, 0, 0, time.UTC), to: time.Date(2026, 10, 25, 4, 0, 0, 0, time.UTC), gran: time.Hour, loc: amsterdam},
+		{name: "Amsterdam 6h across spring forward, filtered", params: pv("granularity", "6h", "tz", "Europe/Amsterdam", "filter", "country!:XX"),
+			from: springStart, to: springStart.Add(48 * time.Hour), gran: 6 * time.Hour, loc: amsterdam, groupBy: []string{"country"},
+			keep: func(dim func(string) string) bool { return dim("country") != "XX" }},
+		{name: "Amsterdam 2-day buckets, ragged range", params: pv("granularity", "2d", "tz", "Europe/Amsterdam"),
+			from: autumnStart.Add(-7*time.Hour - 30*time.Minute), to: autumnStart.Add(47 * time.Hour), gran: 48 * time.Hour, loc: amsterdam, groupBy: []string{"country"}},
+		{name: "Kolkata days (+05:30) on the 1m view", params: pv("granularity", "1d", "tz", "Asia/Kolkata", "having", "views>20"),
+			from: autumnStart.Add(-24 * time.Hour), to: autumnStart.Add(72 * time.Hour), gran: 24 * time.Hour, loc: kolkata, groupBy: []string{"device", "country"},
+			having: func(r *truthRow) bool { return r.count > 20 }},
 	}
 }
 
@@ -426,6 +468,8 @@ func shapeCases() []shape {
 func TestQueryShapes(t *testing.T) {
 	e := newEnv(t, false)
 	d := genDataset(t, e.cfg, 3000, 41)
+	d.extend(genDatasetSpan(t, e.cfg, 1500, 42, springStart, 48*time.Hour, false))
+	d.extend(genDatasetSpan(t, e.cfg, 1500, 43, autumnStart, 48*time.Hour, false))
 	insertSpeed(t, e.db, d)
 	run := func(t *testing.T) {
 		for _, c := range shapeCases() {

@@ -148,7 +148,7 @@ func (c *ClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed ma
 		return busy(c.rollupCached(ctx, q, absorbed, fn))
 	}
 	sq, _ := speedQuery(q, absorbed)
-	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D()}
+	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D(), Local: q.Local}
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, q.View.Dimensions[di])
 	}

@@ -55,6 +55,10 @@ func shapeKey(q *Query) string {
 	b.WriteString(q.View.Name)
 	b.WriteByte('|')
 	b.WriteString(strconv.FormatInt(int64(q.Granularity.D()), 10))
+	if q.Local != nil { // the same function of the window start everywhere
+		b.WriteString("|tz")
+		b.WriteString(q.Local.Zone)
+	}
 	b.WriteString("|g")
 	for _, di := range q.GroupBy {
 		b.WriteString(strconv.Itoa(di))
@@ -181,7 +185,7 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 
 	sq, _ := speedQuery(q, absorbed)
 	sq.Exclude = exclude
-	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D(), ByChunk: true}
+	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D(), Local: q.Local, ByChunk: true}
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, v.Dimensions[di])
 	}

@@ -336,6 +336,9 @@ type SpeedRollupQuery struct {
 	// (reported as the Unix epoch). It must be whole seconds: window
 	// starts are.
 	Granularity time.Duration
+	// Local, when set, replaces the epoch-aligned buckets of Granularity
+	// with these local-time buckets (which must cover the query's range).
+	Local *schemas.LocalBuckets
 	// GroupBy names the dimensions to group by, in the answer's order.
 	GroupBy []string
 	// ByChunk also groups by (kafka_partition, chunk), so serving can keep
@@ -387,6 +390,11 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 		}
 		bucket = fmt.Sprintf("toUInt32(intDiv(toUInt32(window_start), %d) * %d)", secs, secs)
 	}
+	if q.Local != nil && g > 0 {
+		if bucket, err = localBucketSQL(q.Local); err != nil {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s: %w", v.Name, err)
+		}
+	}
 	sel := []string{bucket + " AS " + rollupBucketAlias}
 	group := []string{rollupBucketAlias}
 	if q.ByChunk {
@@ -429,6 +437,34 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s GROUP BY %s HAVING count() > 0",
 		strings.Join(sel, ", "), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "), strings.Join(group, ", "))
 	return sql, args, need, nil
+}
+
+// localBucketSQL is LocalBuckets.Bucket as a ClickHouse expression over
+// window_start: a multiIf over the pieces, each a constant or local time
+// at a constant offset floored to the size. Every number is the adapter's
+// own formatting of an int64; it runs on 18.16.
+func localBucketSQL(lb *schemas.LocalBuckets) (string, error) {
+	if len(lb.Pieces) == 0 || lb.Size <= 0 {
+		return "", fmt.Errorf("local buckets of %s have no pieces", lb.Zone)
+	}
+	const w = "toInt64(toUInt32(window_start))"
+	piece := func(p schemas.BucketPiece) string {
+		if p.IsFixed {
+			return fmt.Sprintf("toInt64(%d)", p.Fixed)
+		}
+		return fmt.Sprintf("intDiv(%s + %d, %d) * %d - %d", w, p.Shift, lb.Size, lb.Size, p.Shift)
+	}
+	if len(lb.Pieces) == 1 {
+		return "toUInt32(" + piece(lb.Pieces[0]) + ")", nil
+	}
+	var b strings.Builder
+	b.WriteString("toUInt32(multiIf(")
+	for i, p := range lb.Pieces[1:] {
+		fmt.Fprintf(&b, "%s < %d, %s, ", w, p.Start, piece(lb.Pieces[i]))
+	}
+	b.WriteString(piece(lb.Pieces[len(lb.Pieces)-1]))
+	b.WriteString("))")
+	return b.String(), nil
 }
 
 // speedSpansSQL reads the window span of chunks: per (partition, chunk)
