@@ -332,6 +332,7 @@ func TestHostileQueries(t *testing.T) {
 	cfg.Serve.MaxResultRows = limit
 	cfg.Serve.MaxConcurrentQueries = 4
 	cfg.Serve.CacheBytes = cacheBytes
+	cfg.Serve.MaxMergeGroups = 20000 // below the 30,000 countries
 	d := genHostile(t, cfg, events, 7)
 	insertSpeed(t, db, d)
 	half := map[int32]int64{}
@@ -421,4 +422,27 @@ func TestHostileQueries(t *testing.T) {
 	require.Positive(t, codes[http.StatusOK], "no ordinary query was answered")
 	require.Positive(t, codes[http.StatusBadRequest], "no hostile query was refused for its size")
 	require.LessOrEqual(t, grew, int64(rssBound), "peak RSS grew by %d MiB", grew>>20)
+
+	// Top N over a dimension with a value per event: the full answer is
+	// refused, the top 10 is not; a cut that would merge more than
+	// serve.max_merge_groups is refused naming it.
+	t.Run("top N over 30,000 countries", func(t *testing.T) {
+		c00 := func(dim func(string) string) bool { return strings.HasPrefix(dim("country"), "c00") } // 10,000 countries
+		checkShape(t, baseURL, d, nil, shape{name: "top 10 by revenue", from: from, to: to, all: true, groupBy: []string{"country"},
+			params: url.Values{"granularity": {"all"}, "filter": {"country^:c00"}, "order_by": {"revenue"}, "limit": {"10"}},
+			keep:   c00, order: "revenue", desc: true, limit: 10})
+		checkShape(t, baseURL, d, nil, shape{name: "having, bottom 5 by p99 latency", from: from, to: to, all: true, groupBy: []string{"country"},
+			params: url.Values{"granularity": {"all"}, "filter": {"country^:c00", "device!:x') OR 1=1 --"}, "having": {"revenue>990"},
+				"order_by": {"latency.p99:asc"}, "limit": {"5"}},
+			keep: c00, having: func(r *truthRow) bool { return r.sum > 990 }, order: "latency.p99", limit: 5})
+		for _, tc := range []struct{ params, want string }{
+			{"granularity=all&group_by=country&order_by=views&limit=10", "more than 20000 groups before limit or having cuts them (serve.max_merge_groups)"},
+			{"granularity=1m&group_by=country&filter=country^:c00&order_by=views&limit=1", "(serve.max_result_rows)"},
+			{"granularity=all&group_by=country,device&having=views>0", "(serve.max_merge_groups)"},
+		} {
+			code, _, body := get(t, baseURL+"/v1/views/"+viewName+"/query?from="+from.Format(time.RFC3339)+"&to="+to.Format(time.RFC3339)+"&"+tc.params, nil)
+			require.Equal(t, http.StatusBadRequest, code, "%s: %s", tc.params, body)
+			require.Contains(t, errorOf(t, body), tc.want, tc.params)
+		}
+	})
 }
