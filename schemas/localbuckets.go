@@ -43,6 +43,15 @@ type LocalBuckets struct {
 // local time cannot be divided into.
 var ErrLocalGranularity = fmt.Errorf("local-time buckets need a granularity that divides a day (such as 15m, 1h, 6h) or whole days (1d, 7d)")
 
+// ErrLocalTooLong is returned by NewLocalBuckets for a range crossing more
+// than MaxLocalPieces/2 clock changes.
+var ErrLocalTooLong = fmt.Errorf("the range crosses too many clock changes")
+
+// MaxLocalPieces bounds the pieces of one LocalBuckets (two per clock
+// change): each is a branch of the SQL the speed half runs, and finding a
+// change past 2037 takes the time package milliseconds.
+const MaxLocalPieces = 800
+
 const day = 24 * 60 * 60
 
 // NewLocalBuckets builds the buckets of size g in loc for window starts in
@@ -61,6 +70,9 @@ func NewLocalBuckets(loc *time.Location, g time.Duration, from, to time.Time) (*
 	var pieces []BucketPiece
 	carry := int64(0) // the bucket open at the end of the last segment
 	for t < hi {
+		if len(pieces) > MaxLocalPieces+8 { // +8: pieces before lo are dropped below
+			return nil, ErrLocalTooLong
+		}
 		at := time.Unix(t, 0).In(loc)
 		_, o := at.Zone()
 		off := int64(o)
@@ -115,6 +127,9 @@ func NewLocalBuckets(loc *time.Location, g time.Duration, from, to time.Time) (*
 		lb.Pieces = append(lb.Pieces, p)
 	}
 	lb.Pieces[0].Start = min(lb.Pieces[0].Start, lo)
+	if len(lb.Pieces) > MaxLocalPieces {
+		return nil, ErrLocalTooLong
+	}
 	return lb, nil
 }
 

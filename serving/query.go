@@ -452,6 +452,10 @@ func parseTZ(q *Query, s string) error {
 		return nil // one bucket: no boundary to place
 	}
 	lb, err := schemas.NewLocalBuckets(loc, q.Granularity.D(), q.From, q.To)
+	if errors.Is(err, schemas.ErrLocalTooLong) {
+		return paramErrorf("tz %s: the range from %s to %s crosses more than %d clock changes, the most local buckets take: shorten the range",
+			s, q.From.Format(time.RFC3339), q.To.Format(time.RFC3339), schemas.MaxLocalPieces/2)
+	}
 	if err != nil {
 		return paramErrorf("granularity %s with tz %s: %v", q.Granularity, s, err)
 	}

@@ -206,10 +206,15 @@ func TestParseQueryErrors(t *testing.T) {
 		{"tz half-hour offset on a 1h view", ok + "&tz=Asia/Kolkata&granularity=1d", "tz Asia/Kolkata: the UTC offset +05:30 puts 1d bucket boundaries inside view pageviews_1h's 1h windows", v1h},
 		{"tz 45-minute offset on a 1h view, hours", ok + "&tz=Asia/Kathmandu&granularity=2h", "the UTC offset +05:45 puts 2h bucket boundaries inside view pageviews_1h's 1h windows", v1h},
 		{"tz twice", ok + "&tz=UTC&tz=UTC", "given 2 times", v},
+		{"tz over centuries", "from=1970-01-01T00:00:00Z&to=9000-01-01T00:00:00Z&granularity=1d&tz=Europe/Amsterdam", "crosses more than 400 clock changes, the most local buckets take", v},
 	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseQuery(tc.view, tc.raw, 30*24*time.Hour)
+			maxRange := 30 * 24 * time.Hour
+			if strings.HasPrefix(tc.name, "tz over") {
+				maxRange = 0 // the pieces' bound, not the range's
+			}
+			_, err := ParseQuery(tc.view, tc.raw, maxRange)
 			require.Error(t, err)
 			var pe *ParamError
 			require.True(t, errors.As(err, &pe), "want a *ParamError, got %T", err)
