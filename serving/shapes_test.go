@@ -1,18 +1,24 @@
 package serving_test
 
 import (
+	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"net/url"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving"
 )
 
 // shape is a query using order_by, limit, the richer filters, having and
@@ -484,4 +490,62 @@ func TestQueryShapes(t *testing.T) {
 	publish(t, e.store, e.cfg, d, "run-all", chunks)
 	waitRun(t, e.url, "run-all")
 	t.Run("batch only", run)
+}
+
+// TestFlatFormatsCarryTheCut: CSV and Arrow answers of a cut, local-time
+// query say it was cut (X-Tandem-Truncated, tandem.truncated), carry the
+// zone (tandem.tz), and hold the JSON answer's rows in its order, CSV with
+// the same local window_start text.
+func TestFlatFormatsCarryTheCut(t *testing.T) {
+	e := newEnv(t, false)
+	d := genDatasetSpan(t, e.cfg, 1500, 44, autumnStart, 48*time.Hour, false)
+	insertSpeed(t, e.db, d)
+	p := url.Values{"from": {autumnStart.Add(-24 * time.Hour).Format(time.RFC3339)}, "to": {autumnStart.Add(72 * time.Hour).Format(time.RFC3339)},
+		"granularity": {"1d"}, "tz": {"Europe/Amsterdam"}, "group_by": {"country"}, "order_by": {"views"}, "limit": {"2"}, "measures": {"views"}}
+	js := query(t, e.url, p)
+	require.True(t, *js.Truncated)
+	require.NotEmpty(t, js.Rows)
+
+	code, hdr, body := get(t, queryURL(e.url, p), map[string]string{"Accept": "text/csv"})
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	require.Equal(t, "true", hdr.Get("X-Tandem-Truncated"))
+	recs, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, []string{"window_start", "country", "views"}, recs[0])
+	require.Len(t, recs, len(js.Rows)+1)
+	var raw struct {
+		Rows []struct {
+			WindowStart string `json:"window_start"`
+		} `json:"rows"`
+	}
+	_, _, jb := get(t, queryURL(e.url, p), nil)
+	require.NoError(t, json.Unmarshal(jb, &raw))
+	for i, r := range js.Rows {
+		require.Equal(t, raw.Rows[i].WindowStart, recs[i+1][0], "row %d: the same local text", i)
+		require.True(t, strings.HasSuffix(recs[i+1][0], "+01:00") || strings.HasSuffix(recs[i+1][0], "+02:00"), recs[i+1][0])
+		require.Equal(t, r.Dimensions["country"], recs[i+1][1])
+		require.Equal(t, string(r.Measures["views"]), recs[i+1][2])
+	}
+
+	code, hdr, body = get(t, queryURL(e.url, p), map[string]string{"Accept": serving.ContentArrow})
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	require.Equal(t, "true", hdr.Get("X-Tandem-Truncated"))
+	rd, err := ipc.NewReader(bytes.NewReader(body))
+	require.NoError(t, err)
+	defer rd.Release()
+	md := rd.Schema().Metadata()
+	tz, _ := md.GetValue("tandem.tz")
+	cut, _ := md.GetValue("tandem.truncated")
+	require.Equal(t, "Europe/Amsterdam", tz)
+	require.Equal(t, "true", cut)
+	n := 0
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		ws := rec.Column(0).(*array.Timestamp)
+		for i := 0; i < int(rec.NumRows()); i++ {
+			require.Equal(t, js.Rows[n].WindowStart.UnixMilli(), int64(ws.Value(i)), "row %d: the same instant", n)
+			n++
+		}
+	}
+	require.Equal(t, len(js.Rows), n)
 }
