@@ -127,9 +127,9 @@ type Having struct {
 // is not read as ">" followed by "=5".
 var havingOps = []string{">=", "<=", "!=", ">", "<", "="}
 
-// Pass reports whether a measure's value k passes h. A group without a
+// pass reports whether a measure's value k passes h. A group without a
 // value (null) passes no threshold, "!=" included.
-func (h *Having) Pass(k sortKey) bool {
+func (h *Having) pass(k sortKey) bool {
 	if k.null {
 		return false
 	}

@@ -176,7 +176,7 @@ groups:
 		m.finishDistinct(g)
 		for i := range q.Having {
 			h := &q.Having[i]
-			if !h.Pass(measureKey(&q.View.Measures[q.Measures[h.Measure]], &g.States[h.Measure], h.Part)) {
+			if !h.pass(measureKey(&q.View.Measures[q.Measures[h.Measure]], &g.States[h.Measure], h.Part)) {
 				continue groups
 			}
 		}
