@@ -56,6 +56,7 @@ type event struct {
 	ev        schemas.Event
 	partition int32
 	offset    int64
+	raw       []byte // the event as sent (for raw files the batch run reads)
 }
 
 // dataset is a stream of events whose truth the tests compute directly.
@@ -118,7 +119,7 @@ func genDatasetSpan(t testing.TB, cfg *schemas.Config, n int, seed uint64, start
 		ev, err := dec.Decode(raw, time.Time{})
 		require.NoError(t, err)
 		p := int32(rng.IntN(2))
-		d.events = append(d.events, event{ev: ev, partition: p, offset: d.next[p]})
+		d.events = append(d.events, event{ev: ev, partition: p, offset: d.next[p], raw: raw})
 		d.next[p]++
 	}
 	return d

@@ -2,9 +2,12 @@ package serving_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
@@ -17,6 +20,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/batch"
+	"github.com/tandem-analytics/tandem/internal/objstore"
+	"github.com/tandem-analytics/tandem/internal/parquet"
+	"github.com/tandem-analytics/tandem/internal/s3"
 	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 )
@@ -548,4 +555,88 @@ func TestFlatFormatsCarryTheCut(t *testing.T) {
 		}
 	}
 	require.Equal(t, len(js.Rows), n)
+}
+
+// writeRaw writes d's events as the archiver would: one raw Parquet file
+// per chunk of each partition, for a real batch run to read.
+func writeRaw(t *testing.T, cfg *schemas.Config, store *s3.Store, d *dataset, kafkaTime time.Time) {
+	t.Helper()
+	s := d.view.StreamDef()
+	dec := schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D())
+	byPart := map[int32][]event{}
+	for _, e := range d.events {
+		byPart[e.partition] = append(byPart[e.partition], e)
+	}
+	for p, evs := range byPart {
+		sort.Slice(evs, func(i, j int) bool { return evs[i].offset < evs[j].offset })
+		for first := 0; first < len(evs); first += int(cfg.ChunkSize) {
+			chunk := evs[first:min(first+int(cfg.ChunkSize), len(evs))]
+			var buf bytes.Buffer
+			w := parquet.NewRawWriter(&buf, s, parquet.RawWriterOptions{Partition: p, Decoder: dec})
+			for _, e := range chunk {
+				ev, err := dec.Decode(e.raw, kafkaTime)
+				require.NoError(t, err)
+				require.NoError(t, w.Write(parquet.RawRecord{Raw: e.raw, Partition: p, Offset: e.offset, KafkaTime: kafkaTime, Event: &ev}))
+			}
+			require.NoError(t, w.Close())
+			key := schemas.RawKey(s.Name, p, chunk[0].offset, chunk[len(chunk)-1].offset)
+			require.NoError(t, objstore.PutBytes(context.Background(), store, key, buf.Bytes()))
+		}
+	}
+}
+
+// TestLocalBucketsAfterABatchRun holds tz, top N, filters and having to the
+// truth on the files of a real batch run (base rows and its 1h and 1d
+// levels) over Amsterdam's autumn clock change, and mixed with speed rows
+// of the chunks the run did not absorb.
+func TestLocalBucketsAfterABatchRun(t *testing.T) {
+	cfg := loadConfig(t, configYAML(t))
+	_, store, _, db := newBackends(t, cfg, true)
+	d := genDatasetSpan(t, cfg, 2000, 45, autumnStart, 48*time.Hour, false)
+	// The batch run absorbs what the raw files hold: all but the last
+	// chunk of each partition, which only the speed layer has.
+	absorbed := d.chunks()
+	raw := &dataset{view: d.view, chunk: d.chunk, next: map[int32]int64{}}
+	for _, e := range d.events {
+		if e.offset < (absorbed[e.partition]-1)*cfg.ChunkSize {
+			raw.events = append(raw.events, e)
+		}
+	}
+	writeRaw(t, cfg, store, raw, autumnStart.Add(72*time.Hour))
+	insertSpeed(t, db, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := batch.Run(ctx, batch.Options{Config: cfg, Store: store, TempDir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	m := res.Views[0].Manifest
+	require.NotEmpty(t, m.Levels)
+	require.EqualValues(t, len(raw.events), m.Events)
+	_, baseURL, _ := startService(t, cfg)
+	waitRun(t, baseURL, m.RunID)
+
+	from, to := autumnStart.Add(-36*time.Hour), autumnStart.Add(72*time.Hour)
+	pv := func(kv ...string) url.Values {
+		p := url.Values{}
+		for i := 0; i < len(kv); i += 2 {
+			p.Add(kv[i], kv[i+1])
+		}
+		return p
+	}
+	for _, c := range []shape{
+		{name: "Amsterdam days", params: pv("granularity", "1d", "tz", "Europe/Amsterdam"), from: from, to: to, gran: 24 * time.Hour, loc: amsterdam, groupBy: []string{"country"}},
+		{name: "Amsterdam days, ragged", params: pv("granularity", "1d", "tz", "Europe/Amsterdam"),
+			from: from.Add(3*time.Hour + 17*time.Minute), to: to.Add(-5*time.Hour - 3*time.Minute), gran: 24 * time.Hour, loc: amsterdam},
+		{name: "Amsterdam hours", params: pv("granularity", "1h", "tz", "Europe/Amsterdam", "order_by", "views", "limit", "2"),
+			from: from, to: to, gran: time.Hour, loc: amsterdam, groupBy: []string{"device"}, order: "views", desc: true, limit: 2},
+		{name: "Kolkata days, filtered, having", params: pv("granularity", "1d", "tz", "Asia/Kolkata", "filter", "country^:U", "filter", "country:FR", "having", "views>=5"),
+			from: from, to: to, gran: 24 * time.Hour, loc: kolkata, groupBy: []string{"country", "device"},
+			keep:   func(dim func(string) string) bool { return strings.HasPrefix(dim("country"), "U") || dim("country") == "FR" },
+			having: func(r *truthRow) bool { return r.count >= 5 }},
+		{name: "all, top 3 by revenue, not XX", params: pv("granularity", "all", "order_by", "revenue", "limit", "3", "filter", "country!:XX"),
+			from: from, to: to, all: true, groupBy: []string{"country", "device"}, order: "revenue", desc: true, limit: 3,
+			keep: func(dim func(string) string) bool { return dim("country") != "XX" }},
+	} {
+		t.Run(c.name, func(t *testing.T) { checkShape(t, baseURL, d, nil, c) })
+	}
 }
