@@ -631,7 +631,9 @@ func TestLocalBucketsAfterABatchRun(t *testing.T) {
 			from: from, to: to, gran: time.Hour, loc: amsterdam, groupBy: []string{"device"}, order: "views", desc: true, limit: 2},
 		{name: "Kolkata days, filtered, having", params: pv("granularity", "1d", "tz", "Asia/Kolkata", "filter", "country^:U", "filter", "country:FR", "having", "views>=5"),
 			from: from, to: to, gran: 24 * time.Hour, loc: kolkata, groupBy: []string{"country", "device"},
-			keep:   func(dim func(string) string) bool { return strings.HasPrefix(dim("country"), "U") || dim("country") == "FR" },
+			keep: func(dim func(string) string) bool {
+				return strings.HasPrefix(dim("country"), "U") || dim("country") == "FR"
+			},
 			having: func(r *truthRow) bool { return r.count >= 5 }},
 		{name: "all, top 3 by revenue, not XX", params: pv("granularity", "all", "order_by", "revenue", "limit", "3", "filter", "country!:XX"),
 			from: from, to: to, all: true, groupBy: []string{"country", "device"}, order: "revenue", desc: true, limit: 3,
