@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +38,8 @@ func fuzzConfig(t testing.TB) *schemas.Config {
 // valid-UTF-8 message; every accepted query refers only to the view's own
 // dimensions and measures, has from < to within the range limit and a
 // granularity that is "all" or a multiple of the view's; and the query
-// written back canonically parses to the same query.
+// written back canonically (filters with their operators, having,
+// order_by, limit, tz) parses to the same query.
 func FuzzParseQuery(f *testing.F) {
 	for _, s := range []string{
 		"from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z",
@@ -48,6 +51,8 @@ func FuzzParseQuery(f *testing.F) {
 		"from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z&group_by=country,country",
 		"measures=views,,revenue&from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z",
 		"%zz=1&;&&=",
+		"from=2026-10-24T00:00:00Z&to=2026-10-27T00:00:00Z&granularity=1d&tz=Europe/Amsterdam&group_by=country&filter=country!:US&filter=country^:D&filter=device!^:mob&having=views>=10&having=latency.p99<250&order_by=revenue:asc&limit=3",
+		"from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z&granularity=6h&tz=Asia/Kolkata&having=users!=-1e3&order_by=latency.p50",
 	} {
 		f.Add(s)
 	}
@@ -106,17 +111,55 @@ func FuzzParseQuery(f *testing.F) {
 			names = append(names, v.Measures[i].Name)
 		}
 		c.Set("measures", strings.Join(names, ","))
-		for i, vals := range q.Filters {
-			for val := range vals {
-				c.Add("filter", v.Dimensions[i]+":"+val)
+		for i, f := range q.Filters {
+			if f == nil {
+				continue
 			}
+			d := v.Dimensions[i]
+			for val := range f.Is {
+				c.Add("filter", d+":"+val)
+			}
+			for _, p := range f.Prefixes {
+				c.Add("filter", d+"^:"+p)
+			}
+			for val := range f.Not {
+				c.Add("filter", d+"!:"+val)
+			}
+			for _, p := range f.NotPrefixes {
+				c.Add("filter", d+"!^:"+p)
+			}
+		}
+		ref := func(j, part int) string {
+			name := v.Measures[q.Measures[j]].Name
+			if part >= 0 {
+				name += "." + []string{"p50", "p90", "p99"}[part]
+			}
+			return name
+		}
+		for _, h := range q.Having {
+			c.Add("having", ref(h.Measure, h.Part)+h.Op+strconv.FormatFloat(h.Number, 'g', -1, 64))
+		}
+		if ob := q.OrderBy; ob != nil {
+			dir := ":asc"
+			if ob.Desc {
+				dir = ":desc"
+			}
+			c.Set("order_by", ref(ob.Measure, ob.Part)+dir)
+		}
+		if q.Limit > 0 {
+			c.Set("limit", strconv.Itoa(q.Limit))
+		}
+		if q.Loc != nil {
+			c.Set("tz", q.Loc.String())
 		}
 		q2, err := serving.ParseQuery(v, c.Encode(), maxRange)
 		if err != nil {
 			t.Fatalf("the canonical form %q of an accepted query is refused: %v", c.Encode(), err)
 		}
 		if !q2.From.Equal(q.From) || !q2.To.Equal(q.To) || q2.Granularity != q.Granularity ||
-			!equalInts(q2.GroupBy, q.GroupBy) || !equalInts(q2.Measures, q.Measures) || !equalFilters(q2.Filters, q.Filters) {
+			!equalInts(q2.GroupBy, q.GroupBy) || !equalInts(q2.Measures, q.Measures) || !reflect.DeepEqual(q2.Filters, q.Filters) ||
+			!reflect.DeepEqual(q2.Having, q.Having) || !reflect.DeepEqual(q2.OrderBy, q.OrderBy) || q2.Limit != q.Limit ||
+			(q2.Loc == nil) != (q.Loc == nil) || (q.Loc != nil && q2.Loc.String() != q.Loc.String()) || !reflect.DeepEqual(q2.Local, q.Local) {
 			t.Fatalf("round trip changed the query:\n%+v\n%+v", q, q2)
 		}
 	})
@@ -129,23 +172,6 @@ func equalInts(a, b []int) bool {
 	for i := range a {
 		if a[i] != b[i] {
 			return false
-		}
-	}
-	return true
-}
-
-func equalFilters(a, b []map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if len(a[i]) != len(b[i]) {
-			return false
-		}
-		for k := range a[i] {
-			if !b[i][k] {
-				return false
-			}
 		}
 	}
 	return true

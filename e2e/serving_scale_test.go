@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -98,6 +99,37 @@ type scaleQuery struct {
 	name     string
 	q        query
 	measures []string // nil: all of the view's
+	// view is the view asked ("" is viewName); extra are parameters added
+	// to q's; peer, when set, is ClickHouse's answer to the same exact
+	// question (instead of mergedViewSQL's).
+	view  string
+	extra url.Values
+	peer  func(db string) string
+}
+
+// userView is a second view of the benchmark's stream, by user_id: a
+// dimension of up to scaleUsers values, for the top-N query.
+const userView = "pageviews_by_user"
+
+// userViewYAML is userView's definition, added to the example's views.
+const userViewYAML = `  - name: ` + userView + `
+    stream: pageviews
+    granularity: 1d
+    dimensions: [user_id]
+    measures:
+      - { name: views,   type: count }
+      - { name: revenue, type: sum, field: amount }
+`
+
+// topUsersPeer is ClickHouse's top 10 users by views (ties by user_id, as
+// tandem breaks them) among those starting with u1, from userView's
+// merged view.
+func topUsersPeer(from, to time.Time) func(db string) string {
+	return func(db string) string {
+		return fmt.Sprintf("SELECT toInt64(%d) AS w, toString(user_id) AS d, toInt64(sum(views)) AS v, sum(revenue) FROM %s.%s "+
+			"WHERE window_start >= toDateTime(%d) AND window_start < toDateTime(%d) AND substring(user_id, 1, 2) = 'u1' "+
+			"GROUP BY d ORDER BY v DESC, d ASC LIMIT 10", from.Unix(), db, userView, from.Unix(), to.Unix())
+	}
 }
 
 // exactMeasures are the view's measures ClickHouse's merged view has.
@@ -121,6 +153,11 @@ func (c scaleCase) queries() []scaleQuery {
 		{name: "24h_1m_country_NL", q: query{from: last(24 * time.Hour), to: c.end, granularity: "1m", filters: []string{"country:NL"}}},
 		{name: "7d_1h_by_country_views_revenue", q: query{from: last(7 * 24 * time.Hour), to: c.end, granularity: "1h", groupBy: []string{"country"}},
 			measures: []string{"views", "revenue"}},
+		// The top 10 of the 111,111 user ids starting with u1 (u1, u10…u19,
+		// …, u100000…u199999): every one is merged, ten are answered.
+		{name: "30d_top10_of_100k_users", view: userView, q: query{from: start, to: c.end, granularity: "all", groupBy: []string{"user_id"}},
+			measures: []string{"views", "revenue"}, extra: url.Values{"filter": {"user_id^:u1"}, "order_by": {"views"}, "limit": {"10"}},
+			peer: topUsersPeer(start, c.end)},
 	}
 }
 
@@ -237,6 +274,7 @@ func newScalePlatform(b *testing.B) *scalePlatform {
 		fmt.Sprintf("listen: %q, max_file_bytes: 134217728, max_file_age: 2s", sp.urls["archive"]),
 		`batch:      { every: 10m }`, `batch:      { every: 0 }`,
 		"topic: tandem.pageviews", "topic: "+testenv.UniqueName(b, "tandem.pageviews"),
+		"views:\n", "views:\n"+userViewYAML,
 	)
 	sp.cfgPath = filepath.Join(sp.dir, "tandem.yaml")
 	if err := os.WriteFile(sp.cfgPath, []byte(text), 0o600); err != nil {
@@ -360,7 +398,7 @@ func (sp *scalePlatform) waitServed(whole query, want int64, withRun bool) int64
 	sp.b.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		code, body := sp.get(whole.values().Encode())
+		code, body := sp.get(viewName + "/query?" + whole.values().Encode())
 		var a answer
 		if code == http.StatusOK && json.Unmarshal(body, &a) == nil {
 			var n, absorbed int64
@@ -389,14 +427,14 @@ func (sp *scalePlatform) waitServed(whole query, want int64, withRun bool) int64
 
 // get asks serve for the view with the query string and returns the status
 // and the whole body.
-func (sp *scalePlatform) get(rawQuery string) (int, []byte) {
-	code, body, _ := sp.getOnce(rawQuery)
+func (sp *scalePlatform) get(rel string) (int, []byte) {
+	code, body, _ := sp.getOnce(rel)
 	return code, body
 }
 
 // getOnce is get that also returns the answer's Retry-After (0 when none).
-func (sp *scalePlatform) getOnce(rawQuery string) (int, []byte, time.Duration) {
-	res, err := sp.serving.Get(sp.serveURL + "/v1/views/" + viewName + "/query?" + rawQuery)
+func (sp *scalePlatform) getOnce(rel string) (int, []byte, time.Duration) {
+	res, err := sp.serving.Get(sp.serveURL + "/v1/views/" + rel)
 	if err != nil {
 		return 0, []byte(err.Error()), 0
 	}
@@ -415,16 +453,23 @@ type measured struct{ rss, peakRSS int64 }
 // measure runs one query shape's measurements and reports them.
 func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, reqs int) measured {
 	v := sq.q.values()
+	for k, vs := range sq.extra {
+		v[k] = vs
+	}
 	if sq.measures != nil {
 		v.Set("measures", strings.Join(sq.measures, ","))
 	}
-	rawAll := v.Encode()
+	view := viewName
+	if sq.view != "" {
+		view = sq.view
+	}
+	rawAll := view + "/query?" + v.Encode()
 	exact := sq.measures
 	if exact == nil {
 		exact = exactMeasures
 	}
 	v.Set("measures", strings.Join(exact, ","))
-	rawExact := v.Encode()
+	rawExact := view + "/query?" + v.Encode()
 
 	timed := func(raw string) (time.Duration, []byte) {
 		t := time.Now()
@@ -502,6 +547,9 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 
 	// The peer: ClickHouse's merged view, the same exact-measure question.
 	sql := mergedViewSQL(sp.ch.Database, sq.q, exact)
+	if sq.peer != nil {
+		sql = sq.peer(sp.ch.Database)
+	}
 	chLat := make([]time.Duration, reqs)
 	var chRows map[rowKey]exactRow
 	for i := range chLat {

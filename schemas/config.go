@@ -145,6 +145,11 @@ func (c IngestConfig) InflightPerClient() int64 {
 	return max(c.MaxInflightBytes/4, c.MaxBodyBytes)
 }
 
+// MergeGroups is the bound on the groups a query with a limit merges:
+// max_merge_groups, and never less than max_result_rows (what a query
+// without a limit may merge).
+func (c ServeConfig) MergeGroups() int { return max(c.MaxMergeGroups, c.MaxResultRows) }
+
 // ServeConfig configures the query API and dashboard.
 type ServeConfig struct {
 	Listen string `yaml:"listen"`
@@ -156,6 +161,10 @@ type ServeConfig struct {
 	// MaxResultRows refuses (400) a query whose answer would hold more
 	// rows (buckets × groups); an answer is never cut short instead.
 	MaxResultRows int `yaml:"max_result_rows"`
+	// MaxMergeGroups refuses (400) a query with a limit whose merge would
+	// hold more groups before the limit cuts them: top-N over a dimension
+	// with many values merges every value, but answers only N per bucket.
+	MaxMergeGroups int `yaml:"max_merge_groups"`
 	// MaxConcurrentQueries is how many queries one replica answers at
 	// once; more get 503 with Retry-After at once, never a queue. 0 (the
 	// default) means 2 × GOMAXPROCS at start-up.
@@ -245,7 +254,7 @@ func Default() Config {
 				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
 		Serve: ServeConfig{Listen: "127.0.0.1:8081", MaxQueryRange: Duration(400 * 24 * time.Hour),
 			ManifestPoll: Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true,
-			MaxResultRows: 100000,
+			MaxResultRows: 100000, MaxMergeGroups: 1000000,
 			HTTPTimeouts: HTTPTimeouts{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second),
 				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
 		Speed:     SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
@@ -598,6 +607,9 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	}
 	if c.Serve.MaxResultRows <= 0 {
 		add([]any{"serve", "max_result_rows"}, "serve.max_result_rows must be positive (the most rows one answer may hold); got %d", c.Serve.MaxResultRows)
+	}
+	if c.Serve.MaxMergeGroups <= 0 {
+		add([]any{"serve", "max_merge_groups"}, "serve.max_merge_groups must be positive (the most groups a query with a limit merges before the limit cuts them); got %d", c.Serve.MaxMergeGroups)
 	}
 	if c.Serve.MaxConcurrentQueries < 0 {
 		add([]any{"serve", "max_concurrent_queries"}, "serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got %d", c.Serve.MaxConcurrentQueries)

@@ -80,6 +80,7 @@ func TestConfigRejects(t *testing.T) {
 		{"bad field type", "{ name: b, type: bool }", "{ name: b, type: boolean }", `unknown type "boolean"`},
 		{"bad duration", "chunk_size: 100", "chunk_size: 100\ningest: { max_future_skew: soon }", `"soon" is not a duration`},
 		{"zero max result rows", "chunk_size: 100", "chunk_size: 100\nserve: { max_result_rows: 0 }", `serve.max_result_rows must be positive`},
+		{"negative max merge groups", "chunk_size: 100", "chunk_size: 100\nserve: { max_merge_groups: -1 }", `serve.max_merge_groups must be positive`},
 		{"negative concurrency", "chunk_size: 100", "chunk_size: 100\nserve: { max_concurrent_queries: -1 }", `serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got -1`},
 		{"not yaml", "chunk_size: 100", "chunk_size: [", `:3:`},
 		{"wrong type", "chunk_size: 100", "chunk_size: lots", `:2: cannot`},
@@ -142,4 +143,12 @@ func TestViewLevels(t *testing.T) {
 func TestConfigFileMissing(t *testing.T) {
 	_, err := LoadFile("does-not-exist.yaml")
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// TestMergeGroupsNeverBelowResultRows: a cut query may always merge as
+// many groups as an uncut one.
+func TestMergeGroupsNeverBelowResultRows(t *testing.T) {
+	require.Equal(t, 1000000, Default().Serve.MergeGroups())
+	require.Equal(t, 2000000, ServeConfig{MaxResultRows: 2000000, MaxMergeGroups: 1000000}.MergeGroups())
+	require.Equal(t, 5000, ServeConfig{MaxResultRows: 10, MaxMergeGroups: 5000}.MergeGroups())
 }

@@ -86,7 +86,9 @@ var useLevels = true
 // planSegments splits [From, To) into segments, each read from the
 // coarsest level that tiles it: a level-L window is used only when it lies
 // wholly inside [From, To) and inside one bucket of the query (L divides
-// the query granularity, or the granularity is "all"), and finer levels,
+// the query granularity, or the granularity is "all"; with local buckets,
+// every bucket boundary is a multiple of L: a 1d level never answers
+// Amsterdam days, a 1h level does), and finer levels,
 // down to the base rows, fill the ragged edges. Every base window whose
 // start is in [From, To) is then covered exactly once: by itself or by the
 // one level window holding it, which is the View.Merge of the same base
@@ -97,7 +99,14 @@ func planSegments(q *Query, levels []schemas.Granularity) []segment {
 		g := q.Granularity.D().Milliseconds()
 		for _, l := range levels { // coarsest first
 			lm := l.D().Milliseconds()
-			if lm > 0 && (g == 0 || g%lm == 0) {
+			if lm <= 0 {
+				continue
+			}
+			tiles := g == 0 || g%lm == 0
+			if q.Local != nil { // local buckets: every boundary on a level window's
+				tiles, _ = q.Local.AlignedTo(lm / 1000)
+			}
+			if tiles {
 				usable = append(usable, lm)
 			}
 		}

@@ -37,6 +37,8 @@ type Result struct {
 	// reached, say). An answer with warnings is incomplete, never wrong
 	// about what it covers.
 	Warnings []string
+	// Truncated is true when limit left out groups of some bucket.
+	Truncated bool
 }
 
 // Freshness says what a query's answer is made of: the batch run whose
@@ -185,6 +187,10 @@ func EncodeJSON(w io.Writer, r *Result) error {
 	b = appendString(b, q.View.Name)
 	b = append(b, `,"granularity":`...)
 	b = appendString(b, q.GranularityName())
+	if q.Loc != nil {
+		b = append(b, `,"tz":`...)
+		b = appendString(b, q.Loc.String())
+	}
 	b = append(b, `,"from":`...)
 	b = appendTime(b, q.From)
 	b = append(b, `,"to":`...)
@@ -196,7 +202,7 @@ func EncodeJSON(w io.Writer, r *Result) error {
 		}
 		b = append(b, "\n"...)
 		b = append(b, `{"window_start":`...)
-		b = appendTime(b, rowTime(q, g))
+		b = appendString(b, windowText(q, g))
 		b = append(b, `,"dimensions":{`...)
 		for j, di := range q.GroupBy {
 			if j > 0 {
@@ -225,7 +231,9 @@ func EncodeJSON(w io.Writer, r *Result) error {
 		}
 	}
 	b = append(b, "],\n"...)
-	b = append(b, `"freshness":`...)
+	b = append(b, `"truncated":`...)
+	b = strconv.AppendBool(b, r.Truncated)
+	b = append(b, `,"freshness":`...)
 	b = appendFreshness(b, r.Freshness)
 	if len(r.Warnings) > 0 {
 		b = append(b, `,"warnings":`...)
@@ -243,6 +251,17 @@ func rowTime(q *Query, g *Group) time.Time {
 		return q.From
 	}
 	return time.UnixMilli(g.WindowMs).UTC()
+}
+
+// windowText is window_start as the JSON and CSV answers write it: UTC,
+// or with tz= the local time with its offset (2026-03-29T00:00:00+01:00),
+// the same instant.
+func windowText(q *Query, g *Group) string {
+	t := rowTime(q, g)
+	if q.Loc != nil {
+		return t.In(q.Loc).Format(time.RFC3339Nano)
+	}
+	return formatTime(t)
 }
 
 // flatColumn is one column of the flattened (CSV and Arrow) answer.
@@ -306,7 +325,7 @@ func EncodeCSV(w io.Writer, r *Result) error {
 		for i, c := range cols {
 			switch {
 			case c.measure < 0 && c.dim < 0:
-				rec[i] = formatTime(rowTime(q, g))
+				rec[i] = windowText(q, g)
 			case c.dim >= 0:
 				rec[i] = csvText(g.Dims[c.dim])
 			default:
@@ -421,6 +440,10 @@ func EncodeArrow(w io.Writer, r *Result) error {
 		"tandem.to":          formatTime(q.To),
 		"tandem.freshness":   string(appendFreshness(nil, r.Freshness)),
 		"tandem.warnings":    string(appendWarnings(nil, r.Warnings)),
+		"tandem.truncated":   strconv.FormatBool(r.Truncated),
+	}
+	if q.Loc != nil {
+		meta["tandem.tz"] = q.Loc.String()
 	}
 	schema := ArrowSchema(q, meta)
 	cols := flatColumns(q)
@@ -496,6 +519,7 @@ func writeResult(w http.ResponseWriter, ctype string, r *Result) error {
 	if ctype != ContentJSON {
 		// JSON carries these in the body; the flat formats in headers.
 		h.Set("X-Tandem-Freshness", string(appendFreshness(nil, r.Freshness)))
+		h.Set("X-Tandem-Truncated", strconv.FormatBool(r.Truncated))
 		for _, warn := range r.Warnings {
 			h.Add("X-Tandem-Warning", strings.ReplaceAll(warn, "\n", " "))
 		}

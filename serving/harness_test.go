@@ -56,6 +56,7 @@ type event struct {
 	ev        schemas.Event
 	partition int32
 	offset    int64
+	raw       []byte // the event as sent (for raw files the batch run reads)
 }
 
 // dataset is a stream of events whose truth the tests compute directly.
@@ -78,6 +79,13 @@ var (
 
 func genDataset(t testing.TB, cfg *schemas.Config, n int, seed uint64) *dataset {
 	t.Helper()
+	return genDatasetSpan(t, cfg, n, seed, base, 4*time.Hour, true)
+}
+
+// genDatasetSpan is genDataset with events in [start, start+span), with
+// the 23:00-23:30 UTC gap when gap is set.
+func genDatasetSpan(t testing.TB, cfg *schemas.Config, n int, seed uint64, start time.Time, span time.Duration, gap bool) *dataset {
+	t.Helper()
 	v := cfg.View(viewName)
 	dec := schemas.NewDecoder(v.StreamDef(), 0)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
@@ -85,9 +93,9 @@ func genDataset(t testing.TB, cfg *schemas.Config, n int, seed uint64) *dataset 
 	for i := 0; i < n; i++ {
 		var ts time.Time
 		for {
-			ts = base.Add(time.Duration(rng.Int64N(int64(4 * time.Hour))))
+			ts = start.Add(time.Duration(rng.Int64N(int64(span))))
 			ts = ts.Truncate(time.Millisecond)
-			if !(ts.Hour() == 23 && ts.Minute() < 30) {
+			if !gap || !(ts.Hour() == 23 && ts.Minute() < 30) {
 				break
 			}
 		}
@@ -111,7 +119,7 @@ func genDataset(t testing.TB, cfg *schemas.Config, n int, seed uint64) *dataset 
 		ev, err := dec.Decode(raw, time.Time{})
 		require.NoError(t, err)
 		p := int32(rng.IntN(2))
-		d.events = append(d.events, event{ev: ev, partition: p, offset: d.next[p]})
+		d.events = append(d.events, event{ev: ev, partition: p, offset: d.next[p], raw: raw})
 		d.next[p]++
 	}
 	return d
@@ -474,7 +482,8 @@ type apiAnswer struct {
 		Absorbed          map[string]int64 `json:"batch_absorbed_offsets"`
 		SpeedMaxEventTime *time.Time       `json:"speed_max_event_time"`
 	} `json:"freshness"`
-	Warnings []string `json:"warnings"`
+	Warnings  []string `json:"warnings"`
+	Truncated *bool    `json:"truncated"`
 }
 
 // get performs a GET and returns status, headers and body.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -145,6 +146,13 @@ func TestQueryLimits(t *testing.T) {
 	require.Greater(t, limit, 20)
 	cfg.Serve.MaxResultRows = limit
 	cfg.Serve.MaxConcurrentQueries = 2
+	// A top-1 per 5 minutes over every (country, device) merges more
+	// groups than the answer may hold: exactly serve.max_merge_groups.
+	top1 := shape{name: "top 1 per 5m", params: url.Values{"granularity": {"5m"}, "order_by": {"views"}, "limit": {"1"}},
+		from: from, to: to, gran: 5 * time.Minute, groupBy: []string{"country", "device"}, order: "views", desc: true, limit: 1}
+	merged := len(qcase{gran: "5m", groupBy: top1.groupBy, from: from, to: to}.truth(d, nil))
+	require.Greater(t, merged, limit)
+	cfg.Serve.MaxMergeGroups = merged
 	_, baseURL, _ := startService(t, cfg)
 
 	chunks := d.chunks()
@@ -171,13 +179,29 @@ func TestQueryLimits(t *testing.T) {
 		checkAnswer(t, a.Rows, atLimit.truth(d, nil), nil, allMeasures)
 		require.Len(t, a.Rows, limit)
 	}
-	t.Run("speed only", func(t *testing.T) { checkRefused(t); checkAtLimit(t) })
+	checkCut := func(t *testing.T) {
+		// The answer of top1 holds limit rows; its merge, merged groups.
+		checkShape(t, baseURL, d, nil, top1)
+		// One group per minute merges more: refused, naming the setting.
+		p := url.Values{"granularity": {"1m"}, "group_by": {"country,device"}, "order_by": {"views"}, "limit": {"1"},
+			"from": {from.Format(time.RFC3339)}, "to": {to.Format(time.RFC3339)}}
+		code, _, body := get(t, queryURL(baseURL, p), nil)
+		require.Equal(t, http.StatusBadRequest, code, "%s", body)
+		require.Contains(t, errorOf(t, body), "more than "+strconv.Itoa(merged)+" groups before limit or having cuts them (serve.max_merge_groups)")
+		// A limit that leaves more rows than serve.max_result_rows.
+		p.Set("limit", "2")
+		p.Set("granularity", "5m")
+		code, _, body = get(t, queryURL(baseURL, p), nil)
+		require.Equal(t, http.StatusBadRequest, code, "%s", body)
+		require.Contains(t, errorOf(t, body), "(serve.max_result_rows)")
+	}
+	t.Run("speed only", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
 	m := publish(t, store, cfg, d, "run-all", chunks)
 	waitRun(t, baseURL, m.RunID)
-	t.Run("batch only", func(t *testing.T) { checkRefused(t); checkAtLimit(t) })
+	t.Run("batch only", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
 	m = publish(t, store, cfg, d, "run-half", half)
 	waitRun(t, baseURL, m.RunID)
-	t.Run("both halves", func(t *testing.T) { checkRefused(t); checkAtLimit(t) })
+	t.Run("both halves", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
 
 	t.Run("concurrency full: 503 with Retry-After at once", func(t *testing.T) {
 		proxy.Stall()
@@ -308,6 +332,7 @@ func TestHostileQueries(t *testing.T) {
 	cfg.Serve.MaxResultRows = limit
 	cfg.Serve.MaxConcurrentQueries = 4
 	cfg.Serve.CacheBytes = cacheBytes
+	cfg.Serve.MaxMergeGroups = 20000 // below the 30,000 countries
 	d := genHostile(t, cfg, events, 7)
 	insertSpeed(t, db, d)
 	half := map[int32]int64{}
@@ -397,4 +422,27 @@ func TestHostileQueries(t *testing.T) {
 	require.Positive(t, codes[http.StatusOK], "no ordinary query was answered")
 	require.Positive(t, codes[http.StatusBadRequest], "no hostile query was refused for its size")
 	require.LessOrEqual(t, grew, int64(rssBound), "peak RSS grew by %d MiB", grew>>20)
+
+	// Top N over a dimension with a value per event: the full answer is
+	// refused, the top 10 is not; a cut that would merge more than
+	// serve.max_merge_groups is refused naming it.
+	t.Run("top N over 30,000 countries", func(t *testing.T) {
+		c00 := func(dim func(string) string) bool { return strings.HasPrefix(dim("country"), "c00") } // 10,000 countries
+		checkShape(t, baseURL, d, nil, shape{name: "top 10 by revenue", from: from, to: to, all: true, groupBy: []string{"country"},
+			params: url.Values{"granularity": {"all"}, "filter": {"country^:c00"}, "order_by": {"revenue"}, "limit": {"10"}},
+			keep:   c00, order: "revenue", desc: true, limit: 10})
+		checkShape(t, baseURL, d, nil, shape{name: "having, bottom 5 by p99 latency", from: from, to: to, all: true, groupBy: []string{"country"},
+			params: url.Values{"granularity": {"all"}, "filter": {"country^:c00", "device!:x') OR 1=1 --"}, "having": {"revenue>990"},
+				"order_by": {"latency.p99:asc"}, "limit": {"5"}},
+			keep: c00, having: func(r *truthRow) bool { return r.sum > 990 }, order: "latency.p99", limit: 5})
+		for _, tc := range []struct{ params, want string }{
+			{"granularity=all&group_by=country&order_by=views&limit=10", "more than 20000 groups before limit or having cuts them (serve.max_merge_groups)"},
+			{"granularity=1m&group_by=country&filter=country^:c00&order_by=views&limit=1", "(serve.max_result_rows)"},
+			{"granularity=all&group_by=country,device&having=views>0", "(serve.max_merge_groups)"},
+		} {
+			code, _, body := get(t, baseURL+"/v1/views/"+viewName+"/query?from="+from.Format(time.RFC3339)+"&to="+to.Format(time.RFC3339)+"&"+tc.params, nil)
+			require.Equal(t, http.StatusBadRequest, code, "%s: %s", tc.params, body)
+			require.Contains(t, errorOf(t, body), tc.want, tc.params)
+		}
+	})
 }

@@ -291,7 +291,7 @@ type Merger struct {
 	// dense counts groups whose distinct sketches were densified.
 	dense       int
 	hasDistinct bool
-	// overflow is set when a row would have opened group q.MaxRows+1; such
+	// overflow is set when a row would have opened group mergeBound+1; such
 	// rows are dropped, so the Merger's memory stays bounded, and the
 	// answer must be refused (Overflow).
 	overflow bool
@@ -349,8 +349,8 @@ func (m *Merger) Add(r *Row) {
 }
 
 func (m *Merger) project(dims []string) projection {
-	for i, accept := range m.q.Filters {
-		if accept != nil && !accept[dims[i]] {
+	for i, f := range m.q.Filters {
+		if f != nil && !f.Accept(dims[i]) {
 			return projection{}
 		}
 	}
@@ -365,6 +365,9 @@ func (m *Merger) bucket(windowMs int64) int64 {
 	if m.gran == 0 {
 		return m.fromMs
 	}
+	if lb := m.q.Local; lb != nil { // windows start on whole seconds
+		return lb.Bucket(windowMs/1000) * 1000
+	}
 	b := windowMs - windowMs%m.gran
 	if windowMs < 0 && windowMs%m.gran != 0 {
 		b -= m.gran
@@ -378,7 +381,7 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 	k := groupKey{window, key}
 	g := m.groups[k]
 	if g == nil {
-		if m.q.MaxRows > 0 && len(m.groups) >= m.q.MaxRows {
+		if b := m.q.mergeBound(); b > 0 && len(m.groups) >= b {
 			m.overflow = true
 			return nil
 		}

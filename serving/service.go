@@ -427,9 +427,14 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 // time (see speedVerdict). A speed layer that is down is not an error but
 // a warning in the result.
 func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
-	if q.MaxRows == 0 {
+	if q.MaxRows == 0 || q.MaxGroups == 0 {
 		qq := *q
-		qq.MaxRows = s.cfg.Serve.MaxResultRows
+		if qq.MaxRows == 0 {
+			qq.MaxRows = s.cfg.Serve.MaxResultRows
+		}
+		if qq.MaxGroups == 0 {
+			qq.MaxGroups = s.cfg.Serve.MergeGroups()
+		}
 		q = &qq
 	}
 	vm := s.manifests.views[q.View.Name]
@@ -532,9 +537,15 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		}
 	}
 	if merged.Overflow() { // the speed half's overflow came in with MergeFrom
+		if q.Cut() && q.MaxGroups > 0 {
+			return nil, &TooManyRowsError{Limit: q.MaxGroups, Merge: true}
+		}
 		return nil, &TooManyRowsError{Limit: q.MaxRows}
 	}
-	res.Groups = merged.Groups()
+	res.Groups, res.Truncated = merged.Answer()
+	if q.MaxRows > 0 && len(res.Groups) > q.MaxRows { // a cut answer: buckets × limit
+		return nil, &TooManyRowsError{Limit: q.MaxRows}
+	}
 	s.log.Debug("query answered", "view", q.View.Name, "run", snap.RunID(), "groups", len(res.Groups),
 		"batch_rows", batchRows, "speed_rows", merged.Rows()-batchRows, "batch_time", batchElapsed, "speed_time", sp.elapsed)
 	return res, nil

@@ -235,6 +235,14 @@ func TestServing(t *testing.T) {
 			require.Empty(t, a.Rows, "filter value %q", x)
 			a = query(t, e.url, url.Values{"from": {from}, "to": {to}, "filter": {"country:US", "device:" + x}})
 			require.Empty(t, a.Rows, "filter value %q", x)
+			// As a prefix it matches nothing; negated, it leaves every row.
+			a = query(t, e.url, url.Values{"from": {from}, "to": {to}, "filter": {"country^:" + x}})
+			require.Empty(t, a.Rows, "prefix %q", x)
+			everything := qcase{from: base, to: base.Add(4 * time.Hour)}.truth(d, nil)
+			for _, f := range []string{"country!:" + x, "device!^:" + x} {
+				a = query(t, e.url, url.Values{"from": {from}, "to": {to}, "filter": {f}})
+				checkAnswer(t, a.Rows, everything, nil, allMeasures)
+			}
 			// Anywhere else it is a bad parameter or an unknown view.
 			for _, p := range []url.Values{
 				{"from": {from}, "to": {to}, "group_by": {x}},
@@ -243,6 +251,13 @@ func TestServing(t *testing.T) {
 				{"from": {x}, "to": {to}},
 				{"from": {from}, "to": {x}},
 				{"from": {from}, "to": {to}, "filter": {x + ":US"}},
+				{"from": {from}, "to": {to}, "filter": {"country" + x + ":US"}},
+				{"from": {from}, "to": {to}, "having": {x}},
+				{"from": {from}, "to": {to}, "having": {"views>" + x}},
+				{"from": {from}, "to": {to}, "having": {x + ">1"}},
+				{"from": {from}, "to": {to}, "order_by": {x}},
+				{"from": {from}, "to": {to}, "order_by": {"views:" + x}},
+				{"from": {from}, "to": {to}, "limit": {x}},
 				{"from": {from}, "to": {to}, x: {"1"}},
 			} {
 				code, _, body := get(t, queryURL(e.url, p), nil)

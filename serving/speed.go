@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
@@ -71,18 +72,29 @@ func (c *ClickHouseSpeed) Ping(ctx context.Context) error { return c.store.Ping(
 func speedQuery(q *Query, absorbed map[int32]int64) (clickhouse.SpeedQuery, []bool) {
 	v := q.View
 	sq := clickhouse.SpeedQuery{View: v, From: q.From, To: q.To, Absorbed: absorbed}
-	for di, accept := range q.Filters {
-		if accept == nil {
+	add := func(m *map[string][]string, dim string, vals []string) {
+		if *m == nil {
+			*m = map[string][]string{}
+		}
+		(*m)[dim] = vals
+	}
+	for di, f := range q.Filters {
+		if f == nil {
 			continue
 		}
-		if sq.Filters == nil {
-			sq.Filters = map[string][]string{}
+		d := v.Dimensions[di]
+		if len(f.Is) > 0 || len(f.Prefixes) > 0 {
+			add(&sq.Filters, d, setValues(f.Is))
+			if len(f.Prefixes) > 0 {
+				add(&sq.Prefixes, d, f.Prefixes)
+			}
 		}
-		vals := make([]string, 0, len(accept))
-		for s := range accept {
-			vals = append(vals, s)
+		if len(f.Not) > 0 {
+			add(&sq.NotIn, d, setValues(f.Not))
 		}
-		sq.Filters[v.Dimensions[di]] = vals
+		if len(f.NotPrefixes) > 0 {
+			add(&sq.NotPrefixes, d, f.NotPrefixes)
+		}
 	}
 	if len(q.Measures) == 0 {
 		return sq, nil // every measure
@@ -95,6 +107,16 @@ func speedQuery(q *Query, absorbed map[int32]int64) (clickhouse.SpeedQuery, []bo
 		}
 	}
 	return sq, need
+}
+
+// setValues lists a set's values, sorted.
+func setValues(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for s := range set {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // ScanSpeed implements SpeedSource.
@@ -126,7 +148,7 @@ func (c *ClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed ma
 		return busy(c.rollupCached(ctx, q, absorbed, fn))
 	}
 	sq, _ := speedQuery(q, absorbed)
-	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D()}
+	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D(), Local: q.Local}
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, q.View.Dimensions[di])
 	}

@@ -55,6 +55,10 @@ func shapeKey(q *Query) string {
 	b.WriteString(q.View.Name)
 	b.WriteByte('|')
 	b.WriteString(strconv.FormatInt(int64(q.Granularity.D()), 10))
+	if q.Local != nil { // the same function of the window start everywhere
+		b.WriteString("|tz")
+		b.WriteString(q.Local.Zone)
+	}
 	b.WriteString("|g")
 	for _, di := range q.GroupBy {
 		b.WriteString(strconv.Itoa(di))
@@ -65,21 +69,26 @@ func shapeKey(q *Query) string {
 		b.WriteString(strconv.Itoa(mi))
 		b.WriteByte(',')
 	}
-	for di, accept := range q.Filters {
-		if accept == nil {
+	for di, f := range q.Filters {
+		if f == nil {
 			continue
 		}
-		vals := make([]string, 0, len(accept))
-		for s := range accept {
-			vals = append(vals, s)
-		}
-		sort.Strings(vals)
 		b.WriteString("|f")
 		b.WriteString(strconv.Itoa(di))
-		b.WriteByte('=')
-		b.WriteString(schemas.JoinDims(vals))
+		for _, part := range [][]string{setValues(f.Is), sortedCopy(f.Prefixes), setValues(f.Not), sortedCopy(f.NotPrefixes)} {
+			b.WriteByte('=')
+			b.WriteString(strconv.Itoa(len(part))) // the count keeps the parts apart
+			b.WriteByte(':')
+			b.WriteString(schemas.JoinDims(part))
+		}
 	}
 	return b.String()
+}
+
+func sortedCopy(vals []string) []string {
+	out := append([]string(nil), vals...)
+	sort.Strings(out)
+	return out
 }
 
 func rollupKey(shape string, p int32, c int64) string {
@@ -176,7 +185,7 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 
 	sq, _ := speedQuery(q, absorbed)
 	sq.Exclude = exclude
-	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D(), ByChunk: true}
+	rq := clickhouse.SpeedRollupQuery{SpeedQuery: sq, Granularity: q.Granularity.D(), Local: q.Local, ByChunk: true}
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, v.Dimensions[di])
 	}

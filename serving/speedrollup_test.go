@@ -21,7 +21,9 @@ import (
 
 // TestSpeedRollupMatchesRows is the property test of the speed push-down on
 // a real ClickHouse (18.16 in the tests): for random ranges (sub-second
-// bounds included), granularities, group-bys, filters, measure subsets and
+// bounds included), granularities (epoch-aligned and local), group-bys,
+// filters (values, negations,
+// prefixes), measure subsets and
 // seams (K_p per partition, so chunks straddle it), the groups ClickHouse
 // rolls up (RollupSpeed) equal the row-by-row merge of the speed rows
 // (ScanSpeed into a Merger). The table holds every row twice more than
@@ -70,8 +72,12 @@ func TestSpeedRollupMatchesRows(t *testing.T) {
 		to := from.Add(time.Duration(1 + rng.Int64N(int64(5*time.Hour)-1)))
 		p.Set("from", from.Format(time.RFC3339Nano))
 		p.Set("to", to.Format(time.RFC3339Nano))
-		if g := grans[rng.IntN(len(grans))]; g != "" {
+		g := grans[rng.IntN(len(grans))]
+		if g != "" {
 			p.Set("granularity", g)
+		}
+		if g != "7m" && rng.IntN(3) == 0 { // local buckets (7m does not divide a day)
+			p.Set("tz", []string{"Europe/Amsterdam", "Asia/Kolkata", "America/St_Johns"}[rng.IntN(3)])
 		}
 		dims := []string{"country", "device"}
 		rng.Shuffle(len(dims), func(a, b int) { dims[a], dims[b] = dims[b], dims[a] })
@@ -81,8 +87,17 @@ func TestSpeedRollupMatchesRows(t *testing.T) {
 		for _, dim := range []string{"country", "device"} {
 			if rng.IntN(3) == 0 {
 				vals := dimVals[dim]
-				for k := 0; k < 1+rng.IntN(2); k++ {
-					p.Add("filter", dim+":"+vals[rng.IntN(len(vals))])
+				for k := 0; k < 1+rng.IntN(3); k++ {
+					val := vals[rng.IntN(len(vals))]
+					op := []string{"", "!", "^", "!^"}[rng.IntN(4)]
+					if op == "^" || op == "!^" {
+						if val == "" {
+							op = "!"
+						} else {
+							val = val[:1+rng.IntN(len(val))]
+						}
+					}
+					p.Add("filter", dim+op+":"+val)
 				}
 			}
 		}

@@ -504,11 +504,17 @@ func TestOpenAPILiveAnswersMatchDocument(t *testing.T) {
 	do(call{name: "query CSV", method: "GET", url: q, token: d.queryToken, accept: "text/csv", want: 200})
 	do(call{name: "query Arrow", method: "GET", url: q, token: d.queryToken, accept: "application/vnd.apache.arrow.stream", want: 200})
 	do(call{name: "query filtered, one measure", method: "GET", url: q + "&filter=country:C1&filter=device:d&measures=latency", token: d.queryToken, want: 200})
+	do(call{name: "query top N", method: "GET", url: q + "&order_by=latency.p99:asc&limit=2", token: d.queryToken, want: 200})
+	do(call{name: "query filters and having", method: "GET", url: q + "&filter=country!:C9&filter=country^:C&filter=device!^:x&having=views>=1&having=latency.p50>0", token: d.queryToken, want: 200})
+	do(call{name: "query local days", method: "GET", url: strings.Replace(q, "granularity=all", "granularity=1d", 1) + "&tz=Europe/Amsterdam", token: d.queryToken, want: 200})
+	do(call{name: "query top N CSV", method: "GET", url: q + "&order_by=views&limit=1", token: d.queryToken, accept: "text/csv", want: 200})
 	do(call{name: "query without token", method: "GET", url: q, want: 401})
 	do(call{name: "query unknown view", method: "GET", url: sv + "/v1/views/nope/query?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", token: d.queryToken, want: 404})
 	for _, bad := range []string{"", "from=x&to=y", "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
 		"from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&granularity=7s", "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&group_by=city",
-		"from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&nope=1", "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&filter=country"} {
+		"from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&nope=1", "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&filter=country",
+		"from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&order_by=latency", "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&limit=0",
+		"from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&having=views", "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&filter=country^:", "from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&tz=Nowhere/Else"} {
 		do(call{name: "query 400 " + bad, method: "GET", url: sv + "/v1/views/pageviews_by_country/query?" + bad, token: d.queryToken, want: 400})
 	}
 	b = do(call{name: "views", method: "GET", url: sv + "/v1/views", token: d.queryToken, want: 200})

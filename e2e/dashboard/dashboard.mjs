@@ -5,6 +5,8 @@
 //
 // Environment: BASE_URL (serve), TOKEN (query token, optional), FROM, TO
 // (explorer range), GRANULARITY, GROUP_BY, VIEW, SCREENSHOT (png path),
+// LIMIT2, ORDER2, FILTER2 (';'-separated), TZ2 (a second explorer query:
+// top N by ORDER2, filters, time zone),
 // USER_DATA_DIR (fresh profile), CHROMIUM (default /usr/bin/chromium).
 // NODE_PATH must reach playwright-core.
 import { createRequire } from 'node:module';
@@ -119,6 +121,28 @@ try {
   const api = await ctx.request.get(base + url, { headers: token ? { Authorization: 'Bearer ' + token } : {} });
   out.api = await api.json();
   out.queryUrl = url;
+
+  // The same range again with top N (the chart measure, largest first),
+  // filters and a time zone, when asked for.
+  if (env('LIMIT2', '')) {
+    await page.selectOption('#q-measure', env('ORDER2', 'views'));
+    await page.selectOption('#q-order', 'desc');
+    await page.fill('#q-limit', env('LIMIT2'));
+    await page.fill('#q-filter', env('FILTER2', '').split(';').join('\n'));
+    await page.selectOption('#q-tz', env('TZ2', 'UTC'));
+    const [resp2] = await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/query?') && r.url().includes('limit=')),
+      page.click('#q-run'),
+    ]);
+    if (resp2.status() !== 200) fail('explorer top-N query answered ' + resp2.status() + ': ' + (await resp2.text()));
+    await page.waitForFunction((u) => document.body.dataset.queryUrl !== u, url);
+    out.table2 = await page.evaluate(() => Array.from(document.querySelectorAll('#q-table tbody tr')).map((tr) =>
+      Object.fromEntries(Array.from(tr.querySelectorAll('td')).map((td) => [td.dataset.key, td.textContent]))));
+    out.info2 = await page.evaluate(() => document.querySelector('#q-info').textContent);
+    out.queryUrl2 = await page.evaluate(() => document.body.dataset.queryUrl);
+    const api2 = await ctx.request.get(base + out.queryUrl2, { headers: token ? { Authorization: 'Bearer ' + token } : {} });
+    out.api2 = await api2.json();
+  }
   await page.screenshot({ path: env('SCREENSHOT'), fullPage: true });
 } catch (e) {
   fail(String(e && e.stack || e));

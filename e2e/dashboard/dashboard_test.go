@@ -137,6 +137,7 @@ func TestPlatformStatusAndDashboard(t *testing.T) {
 		cmd := exec.Command("node", filepath.Join(testenv.RepoRoot(t), "e2e", "dashboard", "dashboard.mjs"))
 		cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "BASE_URL="+serveURL, "TOKEN="+queryToken, "VIEW="+view,
 			"FROM="+from, "TO="+to, "GRANULARITY=1h", "GROUP_BY=country", "SCREENSHOT="+shot,
+			"LIMIT2=1", "ORDER2=views", "FILTER2=country!:DE", "TZ2=Europe/Amsterdam",
 			"USER_DATA_DIR="+filepath.Join(t.TempDir(), "profile"))
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -152,6 +153,17 @@ func TestPlatformStatusAndDashboard(t *testing.T) {
 					Measures    map[string]any    `json:"measures"`
 				} `json:"rows"`
 			} `json:"api"`
+			Table2 []map[string]string `json:"table2"`
+			API2   struct {
+				TZ        string `json:"tz"`
+				Truncated bool   `json:"truncated"`
+				Rows      []struct {
+					WindowStart string            `json:"window_start"`
+					Dimensions  map[string]string `json:"dimensions"`
+				} `json:"rows"`
+			} `json:"api2"`
+			QueryURL2     string                       `json:"queryUrl2"`
+			Info2         string                       `json:"info2"`
 			SVG           struct{ Series, Points int } `json:"svg"`
 			TokenPrompted bool                         `json:"tokenPrompted"`
 			Errors        []string                     `json:"errors"`
@@ -195,6 +207,37 @@ func TestPlatformStatusAndDashboard(t *testing.T) {
 			revenue, _ := strconv.ParseFloat(row["revenue"], 64)
 			require.Equal(t, want.views, views, "views of %v", row)
 			require.InDelta(t, want.revenue, revenue, 1e-9*math.Max(1, want.revenue), "revenue of %v", row)
+		}
+
+		// The explorer's top 1 by views per Amsterdam hour, DE left out:
+		// the truth's best country of each hour, a tie (FR and US have 40
+		// views each) going to the first by name.
+		for _, p := range []string{"order_by=views%3Adesc", "limit=1", "filter=country%21%3ADE", "tz=Europe%2FAmsterdam"} {
+			require.Contains(t, out.QueryURL2, p)
+		}
+		require.Equal(t, "Europe/Amsterdam", out.API2.TZ)
+		require.True(t, out.API2.Truncated)
+		require.Contains(t, out.Info2, "top 1 per bucket")
+		amsterdam, err := time.LoadLocation("Europe/Amsterdam")
+		require.NoError(t, err)
+		best := map[time.Time]string{}
+		for k, c := range truth {
+			if k.country == "DE" {
+				continue
+			}
+			b, ok := best[k.window]
+			if !ok || c.views > truth[key{k.window, b}].views || (c.views == truth[key{k.window, b}].views && k.country < b) {
+				best[k.window] = k.country
+			}
+		}
+		require.Len(t, out.Table2, len(best))
+		require.Len(t, out.API2.Rows, len(best))
+		for i, row := range out.Table2 {
+			require.Equal(t, out.API2.Rows[i].WindowStart, row["window_start"])
+			ws, err := time.Parse(time.RFC3339, row["window_start"])
+			require.NoError(t, err)
+			require.Equal(t, ws.In(amsterdam).Format(time.RFC3339), row["window_start"], "window_start in Amsterdam time")
+			require.Equal(t, best[ws.UTC()], row["dim.country"], "hour %s", row["window_start"])
 		}
 	})
 

@@ -352,6 +352,23 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 		require.Contains(t, []string{"US", ""}, r[1])
 		require.Equal(t, "web", r[2])
 	}
+	// The other filter forms (a prefix ORed with the values, a negation, a
+	// negated prefix) on current ClickHouse too.
+	sqp := sq
+	sqp.Prefixes = map[string][]string{"country": {"U"}}
+	sqp.NotIn = map[string][]string{"country": {""}}
+	sqp.NotPrefixes = map[string][]string{"device": {"x'"}}
+	q, args, _, err = speedQuerySQL(db, &sqp)
+	require.NoError(t, err)
+	wantP := 0
+	for _, r := range speed {
+		if r.Chunk >= absorbed[r.Partition] && !r.WindowStart.Before(sq.From) && r.WindowStart.Before(sq.To) &&
+			strings.HasPrefix(r.Dims[0], "U") && r.Dims[1] == "web" {
+			wantP++
+		}
+	}
+	require.Positive(t, wantP)
+	require.Len(t, c.query(q, args...), wantP)
 	// ScanSpeedRollup's SQL: the same selection bucketed (2m) and grouped
 	// inside ClickHouse, one row per (bucket, group), sketches as arrays.
 	rq := SpeedRollupQuery{SpeedQuery: sq, Granularity: 2 * time.Minute, GroupBy: []string{"device", "country"}}
@@ -369,6 +386,30 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	for _, r := range got {
 		require.Len(t, r, 1+2+3)
 		require.True(t, groups[r[0]+"|"+r[1]+"|"+r[2]], "group %v", r[:3])
+	}
+	// Local buckets (a multiIf over the pieces) on current ClickHouse: a
+	// zone whose offset changes within the data, in 1m buckets so every
+	// window is its own bucket and the value is checkable per window.
+	lb, err := schemas.NewLocalBuckets(time.FixedZone("X", 0), time.Minute, sq.From, sq.To)
+	require.NoError(t, err)
+	lb.Pieces = []schemas.BucketPiece{{Start: sq.From.Unix() - 1}, {Start: sq.From.Unix() + 150, IsFixed: true, Fixed: 7},
+		{Start: sq.From.Unix() + 270, Shift: 30}}
+	lrq := rq
+	lrq.Granularity, lrq.Local = time.Minute, lb
+	q, args, _, err = speedRollupSQL(db, &lrq)
+	require.NoError(t, err)
+	require.Contains(t, q, "multiIf(")
+	localGroups := map[string]bool{}
+	for _, r := range speed {
+		if r.Chunk >= absorbed[r.Partition] && !r.WindowStart.Before(sq.From) && r.WindowStart.Before(sq.To) &&
+			(r.Dims[0] == "US" || r.Dims[0] == "") && r.Dims[1] == "web" {
+			localGroups[fmt.Sprintf("%d|%s|%s", lb.Bucket(r.WindowStart.Unix()), r.Dims[1], r.Dims[0])] = true
+		}
+	}
+	got = c.query(q, args...)
+	require.Len(t, got, len(localGroups))
+	for _, r := range got {
+		require.True(t, localGroups[r[0]+"|"+r[1]+"|"+r[2]], "local group %v", r[:3])
 	}
 	rq.Granularity = 0 // "all"
 	q, args, _, err = speedRollupSQL(db, &rq)

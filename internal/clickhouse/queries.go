@@ -137,6 +137,14 @@ type SpeedQuery struct {
 	// of one dimension ORed, dimensions ANDed). A dimension listed with
 	// no values accepts no row.
 	Filters map[string][]string
+	// Prefixes maps dimension names to prefixes a row's value may start
+	// with instead: for a dimension in Filters or Prefixes, a row is read
+	// when its value is one of Filters' values or starts with one of these
+	// (ORed). Prefixes compare bytes.
+	Prefixes map[string][]string
+	// NotIn and NotPrefixes map dimension names to values a row's value
+	// must not be, and prefixes it must not start with.
+	NotIn, NotPrefixes map[string][]string
 	// Measures names the measures to read; nil or empty reads them all.
 	// The cells of measures not read are nil.
 	Measures []string
@@ -222,30 +230,71 @@ func speedWhere(q *SpeedQuery) ([]string, []any, error) {
 	} else if ex != "" {
 		where = append(where, ex)
 	}
-	for name := range q.Filters {
-		if v.DimensionIndex(name) < 0 {
-			return nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to filter on", v.Name, name)
+	for _, m := range []map[string][]string{q.Filters, q.Prefixes, q.NotIn, q.NotPrefixes} {
+		for name := range m {
+			if v.DimensionIndex(name) < 0 {
+				return nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to filter on", v.Name, name)
+			}
 		}
 	}
 	for _, d := range v.Dimensions { // the view's order: the same query gives the same SQL
-		vals, ok := q.Filters[d]
-		if !ok {
-			continue
+		vals, isIn := q.Filters[d]
+		prefixes, hasPrefix := q.Prefixes[d]
+		if isIn || hasPrefix {
+			var terms []string
+			if len(vals) > 0 {
+				in, inArgs := inList(d, "IN", vals)
+				terms, args = append(terms, in), append(args, inArgs...)
+			}
+			for _, p := range sortedUnique(prefixes) {
+				terms = append(terms, prefixTerm(d, "=", p))
+				args = append(args, p)
+			}
+			switch len(terms) {
+			case 0:
+				where = append(where, "0") // accepts no value; IN () is not SQL
+			case 1:
+				where = append(where, terms[0])
+			default:
+				where = append(where, "("+strings.Join(terms, " OR ")+")")
+			}
 		}
-		if len(vals) == 0 {
-			where = append(where, "0") // accepts no value; IN () is not SQL
-			continue
+		if vals := q.NotIn[d]; len(vals) > 0 {
+			in, inArgs := inList(d, "NOT IN", vals)
+			where, args = append(where, in), append(args, inArgs...)
 		}
-		vals = slices.Clone(vals)
-		slices.Sort(vals)
-		vals = slices.Compact(vals)
-		marks := strings.TrimSuffix(strings.Repeat("?, ", len(vals)), ", ")
-		where = append(where, fmt.Sprintf("%s IN (%s)", ident(d), marks))
-		for _, s := range vals {
-			args = append(args, s)
+		for _, p := range sortedUnique(q.NotPrefixes[d]) {
+			where = append(where, prefixTerm(d, "!=", p))
+			args = append(args, p)
 		}
 	}
 	return where, args, nil
+}
+
+// inList is "<d> IN|NOT IN (?, …)" with its arguments, the values sorted
+// and deduplicated so the same set gives the same SQL.
+func inList(d, op string, vals []string) (string, []any) {
+	vals = sortedUnique(vals)
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(vals)), ", ")
+	args := make([]any, len(vals))
+	for i, s := range vals {
+		args[i] = s
+	}
+	return fmt.Sprintf("%s %s (%s)", ident(d), op, marks), args
+}
+
+// prefixTerm compares the first len(p) bytes of d with a bound prefix:
+// substring counts bytes, as Go's strings.HasPrefix does, and runs on
+// 18.16 (startsWith came later). Only the length, a number, is formatted
+// into the SQL; the prefix itself is the '?' argument.
+func prefixTerm(d, op, p string) string {
+	return fmt.Sprintf("substring(%s, 1, %d) %s ?", ident(d), len(p), op)
+}
+
+func sortedUnique(vals []string) []string {
+	vals = slices.Clone(vals)
+	slices.Sort(vals)
+	return slices.Compact(vals)
 }
 
 // excludeCondition leaves out the listed (partition, chunk) pairs; "" when
@@ -287,6 +336,9 @@ type SpeedRollupQuery struct {
 	// (reported as the Unix epoch). It must be whole seconds: window
 	// starts are.
 	Granularity time.Duration
+	// Local, when set, replaces the epoch-aligned buckets of Granularity
+	// with these local-time buckets (which must cover the query's range).
+	Local *schemas.LocalBuckets
 	// GroupBy names the dimensions to group by, in the answer's order.
 	GroupBy []string
 	// ByChunk also groups by (kafka_partition, chunk), so serving can keep
@@ -338,6 +390,11 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 		}
 		bucket = fmt.Sprintf("toUInt32(intDiv(toUInt32(window_start), %d) * %d)", secs, secs)
 	}
+	if q.Local != nil && g > 0 {
+		if bucket, err = localBucketSQL(q.Local); err != nil {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s: %w", v.Name, err)
+		}
+	}
 	sel := []string{bucket + " AS " + rollupBucketAlias}
 	group := []string{rollupBucketAlias}
 	if q.ByChunk {
@@ -374,9 +431,40 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 	if err != nil {
 		return "", nil, nil, err
 	}
-	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s GROUP BY %s",
+	// HAVING count() > 0: with only constant keys (granularity "all", no
+	// group-by) ClickHouse aggregates without keys and returns one row even
+	// when no row is selected — a group that does not exist.
+	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s GROUP BY %s HAVING count() > 0",
 		strings.Join(sel, ", "), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "), strings.Join(group, ", "))
 	return sql, args, need, nil
+}
+
+// localBucketSQL is LocalBuckets.Bucket as a ClickHouse expression over
+// window_start: a multiIf over the pieces, each a constant or local time
+// at a constant offset floored to the size. Every number is the adapter's
+// own formatting of an int64; it runs on 18.16.
+func localBucketSQL(lb *schemas.LocalBuckets) (string, error) {
+	if len(lb.Pieces) == 0 || lb.Size <= 0 {
+		return "", fmt.Errorf("local buckets of %s have no pieces", lb.Zone)
+	}
+	const w = "toInt64(toUInt32(window_start))"
+	piece := func(p schemas.BucketPiece) string {
+		if p.IsFixed {
+			return fmt.Sprintf("toInt64(%d)", p.Fixed)
+		}
+		return fmt.Sprintf("intDiv(%s + %d, %d) * %d - %d", w, p.Shift, lb.Size, lb.Size, p.Shift)
+	}
+	if len(lb.Pieces) == 1 {
+		return "toUInt32(" + piece(lb.Pieces[0]) + ")", nil
+	}
+	var b strings.Builder
+	b.WriteString("toUInt32(multiIf(")
+	for i, p := range lb.Pieces[1:] {
+		fmt.Fprintf(&b, "%s < %d, %s, ", w, p.Start, piece(lb.Pieces[i]))
+	}
+	b.WriteString(piece(lb.Pieces[len(lb.Pieces)-1]))
+	b.WriteString("))")
+	return b.String(), nil
 }
 
 // speedSpansSQL reads the window span of chunks: per (partition, chunk)

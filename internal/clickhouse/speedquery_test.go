@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,9 @@ func TestSpeedQuerySQLRefusesNamesOutsideTheView(t *testing.T) {
 		{View: v, Measures: []string{"n`; DROP TABLE x"}},
 		{View: v, Filters: map[string][]string{"user": {"u1"}}},
 		{View: v, Filters: map[string][]string{"country) OR (1": {"x"}}},
+		{View: v, Prefixes: map[string][]string{"user": {"u"}}},
+		{View: v, NotIn: map[string][]string{"country`": {"u"}}},
+		{View: v, NotPrefixes: map[string][]string{"nope": {"u"}}},
 		{View: v, Absorbed: map[int32]int64{0: -1}},
 	} {
 		_, _, _, err := speedQuerySQL("tandem", &q)
@@ -56,6 +60,14 @@ func TestSpeedQuerySQLRefusesNamesOutsideTheView(t *testing.T) {
 	require.Contains(t, sql, "`country` IN (?, ?)")
 	require.Equal(t, []any{int64(0), int64(math.MaxUint32), "DE", "x') OR 1=1 --"}, args)
 	require.Equal(t, []bool{false, false, false, false, true, false}, need)
+
+	sql, args, _, err = speedQuerySQL("tandem", &SpeedQuery{View: v, Filters: map[string][]string{"country": {"US"}},
+		Prefixes: map[string][]string{"country": {"x') OR 1=1 --"}}, NotIn: map[string][]string{"device": {"'"}}, NotPrefixes: map[string][]string{"device": {"é"}}})
+	require.NoError(t, err)
+	require.NotContains(t, sql, "OR 1=1")
+	require.Contains(t, sql, "(`country` IN (?) OR substring(`country`, 1, 13) = ?)")
+	require.Contains(t, sql, "`device` NOT IN (?) AND substring(`device`, 1, 2) != ?", "a prefix's length is in bytes")
+	require.Equal(t, []any{int64(0), int64(math.MaxUint32), "US", "x') OR 1=1 --", "'", "é"}, args)
 }
 
 // TestScanSpeedRows checks SpeedQuery's selection on 18.16 against the
@@ -102,6 +114,12 @@ func TestScanSpeedRows(t *testing.T) {
 		{"values ORed, dimensions ANDed", SpeedQuery{Absorbed: absorbed, Filters: map[string][]string{"country": {"US", "FR", ""}, "device": {"ios"}}}},
 		{"a value with quotes matches nothing", SpeedQuery{Filters: map[string][]string{"country": {"US' OR '1'='1"}}}},
 		{"no accepted values", SpeedQuery{Filters: map[string][]string{"device": {}}}},
+		{"prefix", SpeedQuery{Prefixes: map[string][]string{"country": {"U"}}}},
+		{"prefix ORed with values", SpeedQuery{Filters: map[string][]string{"country": {"FR"}}, Prefixes: map[string][]string{"country": {"U", "Q"}}}},
+		{"not", SpeedQuery{NotIn: map[string][]string{"country": {"US", ""}}}},
+		{"not prefix and a value", SpeedQuery{Absorbed: absorbed, NotPrefixes: map[string][]string{"country": {"F"}}, Filters: map[string][]string{"device": {"ios"}}}},
+		{"hostile prefix matches nothing", SpeedQuery{Prefixes: map[string][]string{"country": {"' OR 1=1 --"}}}},
+		{"hostile not matches everything", SpeedQuery{NotIn: map[string][]string{"country": {"') OR 1=1 --"}}, NotPrefixes: map[string][]string{"device": {"%"}}}},
 		{"measure subset", SpeedQuery{From: t0.Add(3*time.Minute + time.Second), Measures: []string{"users", "hi", "n"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,8 +132,16 @@ func TestScanSpeedRows(t *testing.T) {
 					continue
 				}
 				ok := true
-				for d, vals := range q.Filters {
-					ok = ok && slices.Contains(vals, r.Dims[v.DimensionIndex(d)])
+				for _, d := range v.Dimensions {
+					val := r.Dims[v.DimensionIndex(d)]
+					starts := func(ps []string) bool {
+						return slices.ContainsFunc(ps, func(p string) bool { return strings.HasPrefix(val, p) })
+					}
+					vals, isIn := q.Filters[d]
+					if ps, isP := q.Prefixes[d]; isIn || isP {
+						ok = ok && (slices.Contains(vals, val) || starts(ps))
+					}
+					ok = ok && !slices.Contains(q.NotIn[d], val) && !starts(q.NotPrefixes[d])
 				}
 				if ok {
 					want[keyOf(&r)] = r

@@ -285,6 +285,17 @@ function queryURL() {
   params.set('granularity', gran);
   const dims = $$('#q-group input:checked').map((i) => i.value);
   if (dims.length) params.set('group_by', dims.join(','));
+  // Top N, filters, having and the time zone: the API checks them and
+  // says what is wrong (shown under the form).
+  const order = $('#q-order').value;
+  if (order) params.set('order_by', $('#q-measure').value + ':' + order);
+  const limit = $('#q-limit').value.trim();
+  if (limit) params.set('limit', limit);
+  const lines = (id) => $(id).value.split('\n').map((x) => x.trim()).filter(Boolean);
+  for (const f of lines('#q-filter')) params.append('filter', f);
+  for (const h of lines('#q-having')) params.append('having', h);
+  const tz = $('#q-tz').value;
+  if (tz && tz !== 'UTC') params.set('tz', tz);
   return '/v1/views/' + encodeURIComponent(v.name) + '/query?' + params.toString();
 }
 
@@ -305,6 +316,7 @@ async function runQuery(ev) {
   }
   const ms = performance.now() - t0;
   $('#q-info').textContent = res.rows.length + ' rows in ' + ms.toFixed(0) + ' ms' +
+    (res.truncated ? ' · top ' + $('#q-limit').value.trim() + ' per bucket (more groups left out)' : '') +
     (res.freshness && res.freshness.batch_run ? ' · batch run ' + res.freshness.batch_run : ' · no batch run yet') +
     (res.warnings && res.warnings.length ? ' · ' + res.warnings.join('; ') : '');
   document.body.dataset.queryUrl = url;
@@ -403,7 +415,14 @@ function renderChart(v, res) {
   $('#q-legend').replaceChildren(...ranked.map(([g], i) => el('span', {}, el('span', { class: 'sw c' + i }), g)));
 }
 
+// Time zones offered for local-time buckets: UTC, the browser's own, and a
+// few common ones (the API takes any IANA name).
+const ZONES = ['UTC', 'Europe/Amsterdam', 'Europe/London', 'America/New_York', 'America/Los_Angeles', 'Asia/Kolkata', 'Asia/Tokyo', 'Australia/Sydney'];
+
 function setupExplorer() {
+  const own = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const zones = own && !ZONES.includes(own) ? [ZONES[0], own, ...ZONES.slice(1)] : ZONES;
+  $('#q-tz').replaceChildren(...zones.map((z) => el('option', { value: z, textContent: z === own ? z + ' (this browser)' : z })));
   $('#q-view').addEventListener('change', viewChanged);
   $('#q-range').addEventListener('change', () => {
     const custom = $('#q-range').value === 'custom';
