@@ -22,6 +22,12 @@
 //     interpolates in its own way, so there the answer agrees within the
 //     TDigest's rank error instead.
 //
+// ClickHouse 18.16 cannot read a state sent by a client (no CAST from
+// String, and clickhouse-go has no AggregateFunction column), so tandem
+// stores each state as the arrays that rebuild it with arrayReduce (see
+// arrays.go): a Distinct as UInt64 keys (AppendKeys, the same bytes), a
+// Quantiles as its centroids (AppendCentroids, added as weighted values).
+//
 // Equal bytes need equal input order: both states keep insertion order
 // until they are large (Distinct) or compressed (Quantiles), which a
 // replay of the same events in the same order reproduces. Both decoders
