@@ -493,3 +493,16 @@ func SplitDims(s string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// SQLStateCell returns st's ClickHouse state as its serialized bytes (what
+// an AggregateFunction column holds), or nil when the measure has none or
+// st does not carry it (a State read back from a cell).
+func (m *Measure) SQLStateCell(st *State) []byte {
+	switch {
+	case m.Type == MeasureDistinct && st.UniqHLL12 != nil:
+		return st.UniqHLL12.AppendBinary(nil)
+	case m.Type == MeasureQuantiles && st.TDigest != nil:
+		return st.TDigest.AppendBinary(nil)
+	}
+	return nil
+}

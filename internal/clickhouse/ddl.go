@@ -244,6 +244,7 @@ func dimsKey(view *schemas.View) string {
 // newest write of a row wins when parts merge, and readers use FINAL.
 func speedObject(db string, view *schemas.View, chunkSize int64, v Version) object {
 	cols := append(viewCols(view, v), col{schemas.ColKafkaPartition, "UInt32"}, col{schemas.ColChunk, "UInt64"}, col{schemas.ColVersion, "UInt64"})
+	cols = append(cols, viewStateCols(view)...)
 	engine := fmt.Sprintf("ReplacingMergeTree(version) PARTITION BY kafka_partition ORDER BY (kafka_partition, chunk, window_start%s)", dimsKey(view))
 	name := SpeedTable(view.Name)
 	return object{
@@ -258,7 +259,7 @@ func speedObject(db string, view *schemas.View, chunkSize int64, v Version) obje
 // batchObject: one partition per run, so a run is loaded beside the current
 // one and old runs are dropped whole.
 func batchObject(db string, view *schemas.View, v Version) object {
-	cols := append([]col{{"run_id", "String"}}, viewCols(view, v)...)
+	cols := append(append([]col{{"run_id", "String"}}, viewCols(view, v)...), viewStateCols(view)...)
 	engine := fmt.Sprintf("MergeTree PARTITION BY run_id ORDER BY (window_start%s)", dimsKey(view))
 	name := BatchTable(view.Name)
 	return object{
@@ -272,8 +273,11 @@ func batchObject(db string, view *schemas.View, v Version) object {
 // exact measures (count and sum summed, min and max of min and max) grouped
 // by window_start and the dimensions, over the batch rows of the current run
 // and the speed rows (FINAL) of the chunks that run did not absorb.
-// Partitions the run did not absorb have K_p = 0. Sketch measures (distinct,
-// quantiles) are left out: their bytes are opaque to SQL.
+// Partitions the run did not absorb have K_p = 0. A distinct or quantiles
+// measure is its SQL state (StateType): each row's state rebuilt from its
+// state columns, merged with -MergeState, for analysts to finalize with
+// -Merge at any grouping. tandem's own sketch bytes are left out: they are
+// opaque to SQL.
 //
 // It runs on 18.16 and on current ClickHouse. transform() refuses empty
 // arrays on 18.16, so both arrays start with a sentinel partition no stream
@@ -291,18 +295,14 @@ func MergedViewQuery(db string, view *schemas.View) string {
 	}
 	group := strings.Join(cols, ", ")
 	outer := append([]string(nil), cols...)
-	for _, m := range view.Measures {
-		var agg string
-		switch m.Type {
-		case schemas.MeasureCount, schemas.MeasureSum:
-			agg = "sum"
-		case schemas.MeasureMin:
-			agg = "min"
-		case schemas.MeasureMax:
-			agg = "max"
-		default:
+	for i := range view.Measures {
+		m := &view.Measures[i]
+		if !m.Type.Exact() {
+			cols = append(cols, rowState(m)+" AS "+ident(m.Name))
+			outer = append(outer, mergeState(m, ident(m.Name))+" AS "+ident(m.Name))
 			continue
 		}
+		agg := exactAggregate(m.Type)
 		cols = append(cols, ident(m.Name))
 		outer = append(outer, fmt.Sprintf("%s(%s) AS %s", agg, ident(m.Name), ident(m.Name)))
 	}

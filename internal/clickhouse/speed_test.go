@@ -99,6 +99,15 @@ func viewRow(v *schemas.View, k schemas.RowKey, a schemas.Aggregate) ViewRow {
 	return ViewRow{WindowStart: k.Window(), Dims: dims, Cells: cells}
 }
 
+// withStates adds the SQL states of a to r (rows read back carry none).
+func withStates(v *schemas.View, r ViewRow, a schemas.Aggregate) ViewRow {
+	r.States = make([][]byte, len(v.Measures))
+	for i := range v.Measures {
+		r.States[i] = v.Measures[i].SQLStateCell(&a[i])
+	}
+	return r
+}
+
 // speedRows turns per-chunk aggregates into speed rows; version is the
 // highest offset of the chunk seen in evs.
 func speedRows(v *schemas.View, evs []testEvent, chunkSize int64) []SpeedRow {

@@ -193,19 +193,35 @@ const (
 	QuantilesCountsType = "Array(UInt64)"
 )
 
-// AppendCentroids compresses q and appends its centroids: the means and
-// the counts (whole numbers: every count is a sum of whole weights, kept
-// exactly by a Float32 below 2^24 and rounded to a whole Float32 above).
-// Adding them in order as weighted values rebuilds what ClickHouse's
-// merge of q's serialized state adds.
+// AppendCentroids appends the centroids of q's serialized state: the
+// means and the counts (whole numbers: every count is a sum of whole
+// weights, kept exactly by a Float32 below 2^24 and rounded to a whole
+// Float32 above). Adding them in order as weighted values rebuilds what
+// ClickHouse's merge of q's serialized state adds.
+//
+// Unlike MarshalBinary it leaves q as it was: it compresses a copy. So
+// what q holds after some values never depends on when it was read, and
+// the speed layer, which reads a row at every flush, writes the same
+// centroids for the same events however its flushes fell.
 func (q *Quantiles) AppendCentroids(means []float32, counts []uint64) ([]float32, []uint64) {
-	q.compress()
-	for _, c := range q.centroids {
+	cs := q.centroids
+	if q.unmerged > 0 || len(cs) > tdMaxCentroids {
+		bufp := copyScratch.Get().(*[]centroid)
+		defer copyScratch.Put(bufp)
+		c := Quantiles{centroids: append((*bufp)[:0], cs...), count: q.count, unmerged: q.unmerged}
+		c.compress()
+		cs = c.centroids
+		*bufp = c.centroids[:0]
+	}
+	for _, c := range cs {
 		means = append(means, c.mean)
 		counts = append(counts, uint64(c.count))
 	}
 	return means, counts
 }
+
+// copyScratch holds AppendCentroids's copies.
+var copyScratch = sync.Pool{New: func() any { return new([]centroid) }}
 
 // AddCentroids adds centroids as AppendCentroids returns them, each as one
 // weighted value: what arrayReduce('quantilesTDigestWeightedState', means,

@@ -256,7 +256,9 @@ func TestRadixSortIsStableSort(t *testing.T) {
 	for _, gen := range []func(i int) float32{
 		func(i int) float32 { return float32(rng.NormFloat64() * 1e3) },
 		func(i int) float32 { return float32(i % 7) },
-		func(i int) float32 { return []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), 1, -1}[i%6] },
+		func(i int) float32 {
+			return []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), 1, -1}[i%6]
+		},
 		func(i int) float32 { return 1000 + float32(i%300)/64 },
 	} {
 		cs := make([]centroid, 5000)
