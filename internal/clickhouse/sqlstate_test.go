@@ -256,5 +256,3 @@ func TestAnalystSketchSQL(t *testing.T) {
 	check("batch")
 	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum(amount_q__td_counts))) FROM tandem.clicks_by_country_batch WHERE run_id = 'r2'"))
 }
-
-
