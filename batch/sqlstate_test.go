@@ -26,7 +26,7 @@ func checkAnalystSQL(t *testing.T, ctx context.Context, db *clickhouse.DB, v *sc
 	for _, c := range []struct {
 		from string
 		gran time.Duration
-	}{{v.Name, time.Hour}, {clickhouse.LevelView(v.Name, schemas.Granularity(24 * time.Hour)), 24 * time.Hour}} {
+	}{{v.Name, time.Hour}, {clickhouse.LevelView(v.Name, schemas.Granularity(24*time.Hour)), 24 * time.Hour}} {
 		tr, _, _, _ := truth(msgs, absorbed, c.gran, true)
 		rows, err := db.Conn().Query(ctx, fmt.Sprintf(`SELECT toInt64(toUInt32(window_start)) * 1000 AS w, country,
 			uniqHLL12Merge(users), CAST(quantilesTDigestWeightedMerge(0.5, 0.9, 0.99)(lat) AS Array(Float64))
