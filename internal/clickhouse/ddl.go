@@ -59,8 +59,12 @@ type object struct {
 	// fingerprint identifies definition and the Baseline DDL together.
 	fingerprint string
 	// columns are the column names, in order, to recognise a table that
-	// exists without a schema_meta record.
+	// exists without a schema_meta record; types are their types.
 	columns []string
+	types   []string
+	// appendable is how many of the last columns a table created by an
+	// older tandem may lack (the SQL state columns), which Migrate adds.
+	appendable int
 }
 
 // DDL returns every statement that creates tandem's ClickHouse objects for
@@ -136,6 +140,14 @@ func createTable(db, name string, cols []col, engine string) string {
 	return b.String()
 }
 
+func colTypes(cols []col) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.typ
+	}
+	return out
+}
+
 func colNames(cols []col) []string {
 	out := make([]string, len(cols))
 	for i, c := range cols {
@@ -149,6 +161,7 @@ func sharedTable(db, name, def string, cols []col, engine string) object {
 		Statement:  Statement{Object: name, Kind: KindTable, SQL: createTable(db, name, cols, engine)},
 		definition: def + "\ncolumns: " + strings.Join(colNames(cols), ", "),
 		columns:    colNames(cols),
+		types:      colTypes(cols),
 	}
 }
 
@@ -253,6 +266,8 @@ func speedObject(db string, view *schemas.View, chunkSize int64, v Version) obje
 		// stored rows meaningless.
 		definition: viewDefinition(view) + fmt.Sprintf("\nchunk_size: %d", chunkSize),
 		columns:    colNames(cols),
+		types:      colTypes(cols),
+		appendable: len(viewStateCols(view)),
 	}
 }
 
@@ -266,6 +281,8 @@ func batchObject(db string, view *schemas.View, v Version) object {
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view),
 		columns:    colNames(cols),
+		types:      colTypes(cols),
+		appendable: len(viewStateCols(view)),
 	}
 }
 
@@ -374,6 +391,7 @@ func rawObject(db string, s *schemas.Stream, v Version) object {
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: s.Name, SQL: createTable(db, name, cols, engine)},
 		definition: "stream: " + s.Name + "\nfields: [" + strings.Join(fields, ", ") + "]",
 		columns:    colNames(cols),
+		types:      colTypes(cols),
 	}
 }
 

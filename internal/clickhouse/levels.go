@@ -83,6 +83,8 @@ func levelObjects(db string, view *schemas.View, v Version) []object {
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view) + "\nlevels: exact measures",
 		columns:    colNames(cols),
+		types:      colTypes(cols),
+		appendable: len(levelStateCols(view)),
 	}}
 	for _, l := range view.Levels() {
 		name := LevelView(view.Name, l)
