@@ -47,6 +47,21 @@ const MaxDistinctStateBytes = 1 + largeBytes // 2651
 // injective toString and hashes x as a number.)
 const DistinctSQLRelativeError = 0.05
 
+// DistinctSQLAbsoluteError: past 16 keys a small count can be off by a
+// register collision or two (17 keys in 4096 registers collide about one
+// time in thirty), which no relative bound covers; see DistinctSQLBound.
+const DistinctSQLAbsoluteError = 2
+
+// DistinctSQLBound is the stated error bound of uniqHLL12Merge when the
+// true count is n: 0 up to 16 (the state is the set of hashes), otherwise
+// the larger of DistinctSQLRelativeError·n and DistinctSQLAbsoluteError.
+func DistinctSQLBound(n int) float64 {
+	if n <= smallSetSize {
+		return 0
+	}
+	return max(DistinctSQLRelativeError*float64(n), DistinctSQLAbsoluteError)
+}
+
 // ErrBadState is wrapped by every UnmarshalBinary error: the bytes are not a
 // state this package writes.
 var ErrBadState = errors.New("chstate: bad aggregate-function state")
