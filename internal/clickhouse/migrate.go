@@ -241,7 +241,7 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 	}
 	for _, v := range upgraded {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("view %s: its rows written before this migration have empty SQL states "+
-			"(distinct and quantiles answer 0 and nan in SQL for them) until a full batch run recomputes them: tandem batch --full "+
+			"(distinct and quantiles answer 0 and nan in SQL for them) until a full batch run recomputes them: tandem batch run --full "+
 			"(restart the speed layer first, so that it writes the states of the open chunks)", v))
 	}
 	if len(problems) > 0 {

@@ -185,7 +185,7 @@ func TestMigrateAddsStateColumnsToOlderTables(t *testing.T) {
 		require.Equal(t, objectColumns(t, cfg, db, table), queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = ?", table))
 	}
 	require.Contains(t, rep.String(), "columns added")
-	require.Contains(t, rep.String(), "tandem batch --full")
+	require.Contains(t, rep.String(), "tandem batch run --full")
 	// The rows stayed; the views answer, the older rows with empty states.
 	require.Equal(t, truth(v, evs), mergedRows(t, db, "SELECT window_start, country, device, n, revenue, lo, hi FROM tandem.clicks_by_country"))
 	require.Equal(t, []string{"0"}, queryStrings(t, db, "SELECT toString(uniqHLL12Merge(users)) FROM tandem.clicks_by_country"))

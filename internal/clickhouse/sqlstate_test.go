@@ -249,6 +249,26 @@ func TestAnalystSketchSQL(t *testing.T) {
 	// A run absorbing part of the chunks: batch rows and speed rows mixed.
 	load("r1", map[int32]int64{0: 200, 1: 100})
 	check("mixed")
+	// docs/analysts.md's examples, as the analyst writes them.
+	for _, sql := range []string{
+		"SELECT toStartOfHour(window_start) AS hour, country, uniqHLL12Merge(users) AS users FROM tandem.clicks_by_country " +
+			"WHERE window_start >= '2026-11-25 00:00:00' AND window_start < '2026-11-26 00:00:00' GROUP BY hour, country ORDER BY hour, country",
+		"SELECT window_start AS day, quantilesTDigestWeightedMerge(0.99)(amount_q)[1] AS p99 FROM tandem.clicks_by_country_1d " +
+			"WHERE window_start >= '2026-11-01 00:00:00' AND window_start < '2026-12-01 00:00:00' GROUP BY day ORDER BY day",
+		"SELECT toStartOfHour(window_start) AS hour, country, sum(n) AS views, uniqHLL12Merge(users) AS users, " +
+			"quantilesTDigestWeightedMerge(0.5, 0.9, 0.99)(amount_q) AS q FROM tandem.clicks_by_country GROUP BY hour, country",
+	} {
+		rows, err := analyst.Query(ctx, sql)
+		require.NoError(t, err, sql)
+		n := 0
+		for rows.Next() {
+			n++
+		}
+		require.NoError(t, rows.Err())
+		rows.Close()
+		require.Positive(t, n, sql)
+	}
+
 	// A run absorbing every chunk: batch rows and their levels only.
 	load("r2", map[int32]int64{0: 1 << 20, 1: 1 << 20, 2: 1 << 20})
 	check("batch")
