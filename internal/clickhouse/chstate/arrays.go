@@ -34,21 +34,30 @@ const UniqHLL12KeysType = "Array(UInt64)"
 // at least 17 keys (so the state is large too) that set exactly d's
 // registers. A large state gives at most 4096 keys.
 func (d *Distinct) AppendKeys(dst []uint64) []uint64 {
-	if d.large == nil {
+	if !d.isLarge() {
 		return append(dst, d.small...)
 	}
 	n := 0
-	for i, r := range d.large {
-		if r != 0 {
-			dst = append(dst, preimage(uint32(i), r, 0))
-			n++
+	if d.sparse != nil {
+		for _, x := range d.sparse {
+			dst = append(dst, preimage(x>>8, uint8(x), 0))
+		}
+		n = len(d.sparse)
+	} else {
+		for i, r := range d.large {
+			if r != 0 {
+				dst = append(dst, preimage(uint32(i), r, 0))
+				n++
+			}
 		}
 	}
 	// Keys that collided in a register leave fewer than 17 non-zero
 	// registers: add other keys of rank 1 in set registers, which change
 	// nothing there, until the set is large.
+	var tmp registers
+	regs := d.dense(&tmp)
 	for extra := uint32(1); n <= smallSetSize; extra++ {
-		for i, r := range d.large {
+		for i, r := range regs {
 			if r != 0 && n <= smallSetSize {
 				dst = append(dst, preimage(uint32(i), 1, extra))
 				n++

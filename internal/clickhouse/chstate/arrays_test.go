@@ -55,3 +55,71 @@ func TestKeysRebuildTheState(t *testing.T) {
 	require.False(t, d.Exact())
 	check(&d)
 }
+
+// TestSparseEqualsDense: a large state held sparse serializes, estimates
+// and merges as the dense registers of the same keys, across the switch
+// from sparse to dense (sparseMax set registers), merged in every pairing
+// of forms and into itself.
+func TestSparseEqualsDense(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	reference := func(keys []uint64) []byte {
+		seen := map[uint64]bool{}
+		var small []uint64
+		for _, k := range keys {
+			if !seen[k] {
+				seen[k] = true
+				small = append(small, k)
+			}
+		}
+		if len(small) <= smallSetSize {
+			return (&Distinct{small: small}).AppendBinary(nil)
+		}
+		regs := new(registers)
+		for k := range seen {
+			b, r := position(k)
+			regs[b] = max(regs[b], r)
+		}
+		return (&Distinct{large: regs}).AppendBinary(nil)
+	}
+	keysOf := func(n int) []uint64 {
+		out := make([]uint64, n)
+		for i := range out {
+			out[i] = rng.Uint64()
+		}
+		return out
+	}
+	for _, n := range []int{17, 100, sparseMax - 1, sparseMax, sparseMax + 1, 700, 5000} {
+		keys := keysOf(n)
+		var d Distinct
+		for _, k := range keys {
+			d.insert(k)
+		}
+		want := reference(keys)
+		require.Equal(t, want, d.AppendBinary(nil), "%d keys", n)
+		var back Distinct
+		require.NoError(t, back.UnmarshalBinary(want))
+		require.Equal(t, back.Estimate(), d.Estimate(), "%d keys", n)
+	}
+	sizes := []int{5, 40, 300, 600, 3000}
+	for _, a := range sizes {
+		for _, b := range sizes {
+			ka, kb := keysOf(a), keysOf(b)
+			var x, y Distinct
+			for _, k := range ka {
+				x.insert(k)
+			}
+			for _, k := range kb {
+				y.insert(k)
+			}
+			x.Merge(&y)
+			require.Equal(t, reference(append(ka, kb...)), x.AppendBinary(nil), "%d + %d keys", a, b)
+		}
+		ka := keysOf(a)
+		var x Distinct
+		for _, k := range ka {
+			x.insert(k)
+		}
+		x.Merge(&x)
+		require.Equal(t, reference(ka), x.AppendBinary(nil), "%d keys merged into themselves", a)
+	}
+}
