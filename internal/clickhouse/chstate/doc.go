@@ -9,7 +9,8 @@
 //
 //   - Distinct is uniqHLL12 over String (UniqHLL12Type): the keys' 64-bit
 //     CityHash, in insertion order, up to 16 distinct keys (2 + 8·k bytes,
-//     exact), then a HyperLogLog of 2^12 five-bit registers (2651 bytes).
+//     exact), then a HyperLogLog of 2^12 five-bit registers (2651 bytes;
+//     in memory sparse, 4 bytes a set register, until 512 are set).
 //     Finalize with uniqHLL12Merge; Estimate gives the same digits in Go.
 //     Not uniqCombined64 (absent from 18.16) nor uniqCombined (its
 //     medium-size hash table is written in an order that differs between
