@@ -30,7 +30,8 @@ func LevelsTable(view string) string { return view + "_levels" }
 // LevelView is the merged SQL view of a view at one coarse level.
 func LevelView(view string, level schemas.Granularity) string { return view + "_" + level.String() }
 
-// exactCols are viewCols without the sketch measures.
+// exactCols are viewCols without the sketch measures (whose stored sketch
+// bytes SQL cannot read; <view>_levels holds their SQL states instead).
 func exactCols(view *schemas.View, v Version) []col {
 	var out []col
 	for _, c := range viewCols(view, v) {
@@ -120,21 +121,21 @@ func exactAggregate(t schemas.MeasureType) string {
 	return "sum"
 }
 
-// levelAggregates returns, per measure, its merge in SQL as "agg(m) AS m"
-// (exactAggregate, or mergeState of a sketch measure's SQL state), and the
-// columns named m that the merge reads: the stored column of an exact
-// measure, and a sketch measure's state as speedState gives it.
-func levelAggregates(view *schemas.View) (aggs, names []string) {
+// levelAggregates returns, per measure in the view's order, its merge in
+// SQL as "agg(m) AS m" over a column named m: exactAggregate of an exact
+// measure's value, mergeState of a sketch measure's SQL state (a level
+// row's stored state, or a speed row's rebuilt by rowMeasureColumns).
+func levelAggregates(view *schemas.View) []string {
+	var aggs []string
 	for i := range view.Measures {
 		m := &view.Measures[i]
-		names = append(names, ident(m.Name))
 		if m.Type.Exact() {
 			aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", exactAggregate(m.Type), ident(m.Name), ident(m.Name)))
 		} else {
 			aggs = append(aggs, mergeState(m, ident(m.Name))+" AS "+ident(m.Name))
 		}
 	}
-	return aggs, names
+	return aggs
 }
 
 // orderAsLevels reorders per-measure expressions (in measure order) as
@@ -183,7 +184,7 @@ func LevelViewQuery(db string, view *schemas.View, l schemas.Granularity) string
 	for _, d := range view.Dimensions {
 		dims = append(dims, ident(d))
 	}
-	aggs, _ := levelAggregates(view)
+	aggs := levelAggregates(view)
 	levelInner := strings.Join(append(append([]string{}, dims...), levelColumnNames(view)...), ", ")
 	speedInner := strings.Join(append(append([]string{}, dims...), orderAsLevels(view, rowMeasureColumns(view))...), ", ")
 	group := strings.Join(append([]string{"ws"}, dims...), ", ")
