@@ -496,7 +496,11 @@ func SplitDims(s string) ([]string, error) {
 
 // SQLStateCell returns st's ClickHouse state as its serialized bytes (what
 // an AggregateFunction column holds), or nil when the measure has none or
-// st does not carry it (a State read back from a cell).
+// st does not carry it (a State read back from a cell). Like ClickHouse's
+// own serialization it compresses a quantiles state first, which changes
+// how later values would be glued but not what the state answers: call it
+// on a finished state (the batch run's rows); the speed layer, which goes
+// on adding, reads its states without compressing them (SpeedBlock).
 func (m *Measure) SQLStateCell(st *State) []byte {
 	switch {
 	case m.Type == MeasureDistinct && st.UniqHLL12 != nil:
