@@ -175,6 +175,7 @@ func writeDayFile(ctx context.Context, st objstore.Bucket, tmp string, v *schema
 	defer f.Close()
 	w := parquet.NewViewWriter(f, v, parquet.ViewWriterOptions{RowGroupRows: 64 << 10})
 	cells := make([]any, len(v.Measures))
+	states := make([][]byte, len(v.Measures))
 	for i, k := range rows.keys {
 		dims, err := schemas.SplitDims(k.Dims)
 		if err != nil {
@@ -185,8 +186,9 @@ func writeDayFile(ctx context.Context, st objstore.Bucket, tmp string, v *schema
 		}
 		for m := range v.Measures {
 			cells[m] = v.Measures[m].Cell(&rows.aggs[i][m])
+			states[m] = v.Measures[m].SQLStateCell(&rows.aggs[i][m])
 		}
-		if err := w.Write(parquet.ViewRow{WindowStart: k.Window(), Dims: dims, Cells: cells}); err != nil {
+		if err := w.Write(parquet.ViewRow{WindowStart: k.Window(), Dims: dims, Cells: cells, States: states}); err != nil {
 			return mf, fmt.Errorf("batch: writing %s: %w", key, err)
 		}
 	}
@@ -218,7 +220,7 @@ func readViewFile(ctx context.Context, st objstore.Bucket, v *schemas.View, key 
 		return err
 	}
 	defer obj.Close()
-	r, err := parquet.NewViewReader(v, obj, obj.Size())
+	r, err := parquet.NewViewReaderWithStates(v, obj, obj.Size())
 	if err != nil {
 		return fmt.Errorf("batch: %s: %w", key, err)
 	}

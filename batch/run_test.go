@@ -91,6 +91,7 @@ func TestBatchEndToEnd(t *testing.T) {
 	}
 	checkClickHouse(t, ctx, db, cfg, m1, msgs, want1)
 	checkLevels(t, ctx, st, hourly, m1, msgs, want1)
+	checkAnalystSQL(t, ctx, db, hourly, msgs, want1) // no speed rows yet: the batch run's states
 
 	// Run 2: nothing new → up to date, the same run stays current.
 	res2 := run(false)
@@ -139,6 +140,9 @@ func TestBatchEndToEnd(t *testing.T) {
 	require.Equal(t, []uint64{3, 4}, speedChunks(t, ctx, db, hourly, 0))
 	require.Equal(t, int64(3), res3.Views[0].SpeedRowsDeletedThrough[0])
 	checkClickHouse(t, ctx, db, cfg, m3, msgs, want3)
+	// Days carried over inside ClickHouse keep their states; the speed
+	// rows left are of chunks run 3 absorbed.
+	checkAnalystSQL(t, ctx, db, hourly, msgs, want3)
 	_, drows3, dorder3 := publishedRows(t, ctx, st, daily)
 	dtr3, _, _, _ := truth(msgs, want3, 24*time.Hour, false)
 	require.Len(t, drows3, len(dtr3))

@@ -125,6 +125,8 @@ func TestExactness(t *testing.T) {
 		}
 	}
 	checkAll("after the load")
+	// Batch runs during the load and speed rows: the states mixed.
+	p.checkSketchSQL("after the load", truth, from, to)
 
 	// Every acknowledged event is in the master dataset exactly once by
 	// offset; then a final run absorbs every whole chunk.
@@ -135,6 +137,7 @@ func TestExactness(t *testing.T) {
 	out, err := p.batchRun(context.Background())
 	require.NoError(t, err, "final batch run: %s", out)
 	checkAll("after the final batch run")
+	p.checkSketchSQL("after the final batch run", truth, from, to)
 
 	// The final run absorbed every whole chunk the archive holds.
 	_, a, _, err := p.queryServing(queries[0])

@@ -93,3 +93,26 @@ func (v *View) RowColumns() []Column {
 	}
 	return cols
 }
+
+// SQLStateColumn is the name of the column that holds a distinct or
+// quantiles measure's ClickHouse state (State.UniqHLL12, State.TDigest) in
+// view files: the measure's name and "__sql_state". It is "" for the
+// other measure types, which SQL reads from their own columns.
+func (m *Measure) SQLStateColumn() string {
+	if m.Type.Exact() {
+		return ""
+	}
+	return m.Name + "__sql_state"
+}
+
+// StateColumns are the view's SQLStateColumns, in measure order, stored
+// after RowColumns in view files: binary, empty when the row has no state.
+func (v *View) StateColumns() []Column {
+	var cols []Column
+	for i := range v.Measures {
+		if name := v.Measures[i].SQLStateColumn(); name != "" {
+			cols = append(cols, Column{Name: name, Type: ColBytes})
+		}
+	}
+	return cols
+}

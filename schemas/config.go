@@ -791,7 +791,7 @@ func (c *Config) validate(l *locator) ConfigErrors {
 				add(at("dimensions", j), "view %q: dimension %q is listed twice", v.Name, d)
 			}
 			if reservedColumn(d) {
-				add(at("dimensions", j), "view %q: dimension name %q is reserved", v.Name, d)
+				add(at("dimensions", j), "view %q: dimension name %q is reserved (window_start, kafka_partition, chunk, version, view, run_id, a leading _ or a __)", v.Name, d)
 			}
 			used[d] = true
 			v.dimIndex = append(v.dimIndex, s.FieldIndex(d))
@@ -800,7 +800,7 @@ func (c *Config) validate(l *locator) ConfigErrors {
 			m := &v.Measures[j]
 			m.fieldIndex = -1
 			if !namePattern.MatchString(m.Name) || reservedColumn(m.Name) {
-				add(at("measures", j, "name"), "view %q: measure name %q must be lower-case letters, digits and _ and not a reserved column name", v.Name, m.Name)
+				add(at("measures", j, "name"), "view %q: measure name %q must be lower-case letters, digits and _ and not a reserved column name (window_start, kafka_partition, chunk, version, view, run_id, a leading _ or a __)", v.Name, m.Name)
 			}
 			if used[m.Name] {
 				add(at("measures", j, "name"), "view %q: measure %q has the name of another dimension or measure", v.Name, m.Name)
@@ -846,11 +846,14 @@ func fmtDays(d time.Duration) string {
 	return fmt.Sprintf("%dd%s", d/Day, d%Day)
 }
 
-// reservedColumn reports names used by tandem's own storage columns.
+// reservedColumn reports names used by tandem's own storage columns: its
+// fixed columns, names starting with _, and names containing __, which
+// tandem derives from measure names (a measure's SQL state columns, such
+// as users__uniq_keys and users__sql_state).
 func reservedColumn(name string) bool {
 	switch name {
 	case "window_start", "kafka_partition", "chunk", "version", "view", "run_id":
 		return true
 	}
-	return strings.HasPrefix(name, "_")
+	return strings.HasPrefix(name, "_") || strings.Contains(name, "__")
 }

@@ -152,3 +152,15 @@ func TestMergeGroupsNeverBelowResultRows(t *testing.T) {
 	require.Equal(t, 2000000, ServeConfig{MaxResultRows: 2000000, MaxMergeGroups: 1000000}.MergeGroups())
 	require.Equal(t, 5000, ServeConfig{MaxResultRows: 10, MaxMergeGroups: 5000}.MergeGroups())
 }
+
+// TestDoubleUnderscoreNamesReserved: tandem derives a measure's SQL state
+// columns from its name with __, so no measure or dimension may have one.
+func TestDoubleUnderscoreNamesReserved(t *testing.T) {
+	example, err := os.ReadFile("../tandem.example.yaml")
+	require.NoError(t, err)
+	yaml := strings.Replace(string(example), "{ name: users,       type: distinct,  field: user_id }", "{ name: users__uniq_keys, type: distinct, field: user_id }", 1)
+	require.NotEqual(t, string(example), yaml)
+	_, err = Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
+	require.ErrorContains(t, err, `measure name "users__uniq_keys"`)
+	require.ErrorContains(t, err, "__")
+}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/axiomhq/hyperloglog"
 	metro "github.com/dgryski/go-metro"
+
+	"github.com/tandem-analytics/tandem/internal/clickhouse/chstate"
 )
 
 // A Fold accumulates one row's events for a writer that folds the row
@@ -59,8 +61,14 @@ func (f *Fold) Add(ev *Event) {
 		}
 		// Insert's hash of Measure.Add's key; the key is built on the stack.
 		var buf [64]byte
-		h.insert(metro.Hash64(appendDistinctKey(buf[:0], val), hllSeed))
-		f.agg[i].N++
+		key := appendDistinctKey(buf[:0], val)
+		h.insert(metro.Hash64(key, hllSeed))
+		st := &f.agg[i]
+		if st.UniqHLL12 == nil {
+			st.UniqHLL12 = new(chstate.Distinct)
+		}
+		st.UniqHLL12.AddKey(key)
+		st.N++
 	}
 }
 

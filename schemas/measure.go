@@ -11,6 +11,8 @@ import (
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/store"
 	"github.com/axiomhq/hyperloglog"
+
+	"github.com/tandem-analytics/tandem/internal/clickhouse/chstate"
 )
 
 // Sketch error bounds, stated so tests and documentation can hold them.
@@ -44,6 +46,14 @@ type State struct {
 	Max float64 // max, meaningful when N > 0
 	HLL *hyperloglog.Sketch
 	DD  *ddsketch.DDSketch
+	// UniqHLL12 and TDigest are the ClickHouse aggregate-function states of
+	// a distinct and a quantiles measure (uniqHLL12, quantilesTDigest),
+	// kept beside HLL and DD from the same values so that analysts can
+	// finalize the measure in SQL. Only the layers that write ClickHouse
+	// rows have them (speed and batch folds); a State read back from a
+	// stored cell has neither, and Merge then leaves them nil.
+	UniqHLL12 *chstate.Distinct
+	TDigest   *chstate.Quantiles
 }
 
 // Aggregate is the state of every measure of a view for one row (one window
@@ -96,14 +106,22 @@ func (m *Measure) Add(st *State, ev *Event) {
 		}
 		// The key is built on the stack: Insert only hashes it.
 		var buf [64]byte
-		st.HLL.Insert(appendDistinctKey(buf[:0], val))
+		key := appendDistinctKey(buf[:0], val)
+		st.HLL.Insert(key)
+		if st.UniqHLL12 == nil {
+			st.UniqHLL12 = new(chstate.Distinct)
+		}
+		// The same key: SQL counts 1 and "1" alike, as tandem does.
+		st.UniqHLL12.AddKey(key)
 	case MeasureQuantiles:
 		if st.DD == nil {
 			st.DD = newDD()
+			st.TDigest = new(chstate.Quantiles)
 		}
 		// Add fails only for values outside the mapping's range (beyond
 		// ±1e308-ish); the decoder already refuses non-finite numbers.
 		_ = st.DD.Add(val.Float)
+		st.TDigest.Add(val.Float)
 	}
 	st.N++
 }
@@ -132,6 +150,12 @@ func (m *Measure) Merge(dst, src *State) {
 				_ = dst.HLL.Merge(src.HLL) // same precision by construction
 			}
 		}
+		if src.UniqHLL12 != nil {
+			if dst.UniqHLL12 == nil {
+				dst.UniqHLL12 = new(chstate.Distinct)
+			}
+			dst.UniqHLL12.Merge(src.UniqHLL12)
+		}
 	case MeasureQuantiles:
 		if src.DD != nil {
 			if dst.DD == nil {
@@ -139,6 +163,12 @@ func (m *Measure) Merge(dst, src *State) {
 			} else {
 				_ = dst.DD.MergeWith(src.DD) // same mapping by construction
 			}
+		}
+		if src.TDigest != nil {
+			if dst.TDigest == nil {
+				dst.TDigest = new(chstate.Quantiles)
+			}
+			dst.TDigest.Merge(src.TDigest)
 		}
 	}
 	dst.N += src.N
@@ -462,4 +492,21 @@ func SplitDims(s string) ([]string, error) {
 		s = s[colon+1+n:]
 	}
 	return out, nil
+}
+
+// SQLStateCell returns st's ClickHouse state as its serialized bytes (what
+// an AggregateFunction column holds), or nil when the measure has none or
+// st does not carry it (a State read back from a cell). Like ClickHouse's
+// own serialization it compresses a quantiles state first, which changes
+// how later values would be glued but not what the state answers: call it
+// on a finished state (the batch run's rows); the speed layer, which goes
+// on adding, reads its states without compressing them (SpeedBlock).
+func (m *Measure) SQLStateCell(st *State) []byte {
+	switch {
+	case m.Type == MeasureDistinct && st.UniqHLL12 != nil:
+		return st.UniqHLL12.AppendBinary(nil)
+	case m.Type == MeasureQuantiles && st.TDigest != nil:
+		return st.TDigest.AppendBinary(nil)
+	}
+	return nil
 }

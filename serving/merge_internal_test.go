@@ -162,7 +162,7 @@ views:
 	require.NoError(t, err)
 	v := cfg.View("v")
 	from := time.Date(2026, 11, 17, 0, 0, 0, 0, time.UTC)
-	q := &Query{View: v, From: from, To: from.Add(24 * time.Hour), Measures: []int{0}, GroupBy: []int{0}, Filters: make([]map[string]bool, 1)}
+	q := &Query{View: v, From: from, To: from.Add(24 * time.Hour), Measures: []int{0}, GroupBy: []int{0}, Filters: make([]*DimFilter, 1)}
 	ev := schemas.Event{Values: make([]schemas.Value, 4)}
 	rng := rand.New(rand.NewPCG(7, 8))
 	var flat, lib []Row

@@ -142,6 +142,7 @@ func TestKillAndRebalanceExactlyOnce(t *testing.T) {
 	require.GreaterOrEqual(t, kills, 4, "the chaos loop must kill members several times")
 
 	waitExact(t, e, want, 150*time.Second)
+	checkSQLStates(t, e, evs)
 
 	// The chunks were really crossed: rows of many chunks per partition.
 	var chunks uint64

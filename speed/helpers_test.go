@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/clickhouse/chstate"
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -419,4 +420,44 @@ func countValid(evs []event) (valid, invalid, dups int) {
 		seen[e.id] = true
 	}
 	return
+}
+
+// checkSQLStates holds the speed rows' SQL states of the example view
+// against the kept events (valid, first of each id), after kills and
+// replays: every latency is in the stored TDigest centroids exactly once
+// (their weights add up to the number of latencies: a chunk folded again
+// replaced its rows, it did not add to them), and uniqHLL12Merge over the
+// merged view has the digits of one state of the kept users.
+func checkSQLStates(t testing.TB, e *env, evs []event) {
+	t.Helper()
+	seen := map[string]bool{}
+	var users chstate.Distinct
+	latencies := uint64(0)
+	for _, ev := range evs {
+		if !ev.valid || seen[ev.id] {
+			continue
+		}
+		seen[ev.id] = true
+		users.AddString(ev.user)
+		if ev.latency != nil {
+			latencies++
+		}
+	}
+	v, db := e.cfg.Views[0].Name, e.cfg.ClickHouse.Database
+	var weight, distinct uint64
+	require.NoError(t, e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT toUInt64(sum(arraySum(latency__td_counts))) FROM %s.%s_speed FINAL", db, v)).Scan(&weight))
+	require.Equal(t, latencies, weight, "latencies in the stored TDigest centroids")
+	require.NoError(t, e.conn.QueryRow(context.Background(), fmt.Sprintf("SELECT uniqHLL12Merge(users) FROM %s.%s", db, v)).Scan(&distinct))
+	require.Equal(t, users.Estimate(), distinct, "uniqHLL12Merge over the merged view")
+	require.LessOrEqual(t, math.Abs(float64(distinct)-float64(len(usersOf(evs, seen)))), chstate.DistinctSQLBound(len(usersOf(evs, seen))))
+}
+
+func usersOf(evs []event, kept map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for _, ev := range evs {
+		if ev.valid && kept[ev.id] {
+			out[ev.user] = true
+		}
+	}
+	return out
 }

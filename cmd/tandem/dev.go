@@ -56,8 +56,12 @@ func cmdDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	if _, err := db.Migrate(ctx, cfg); err != nil {
+	rep, err := db.Migrate(ctx, cfg)
+	if err != nil {
 		return err
+	}
+	for _, n := range rep.Notes {
+		log.Warn("after migrating ClickHouse", "note", n)
 	}
 
 	// One registry per component, as when they run as separate processes:

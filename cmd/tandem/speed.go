@@ -28,8 +28,12 @@ func cmdSpeed(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	if _, err := db.Migrate(ctx, cfg); err != nil {
+	rep, err := db.Migrate(ctx, cfg)
+	if err != nil {
 		return err
+	}
+	for _, n := range rep.Notes {
+		log.Warn("after migrating ClickHouse", "note", n)
 	}
 	reg := ops.NewRegistry()
 	svc, closeSpeed, err := newSpeedService(ctx, cfg, db, reg, log)

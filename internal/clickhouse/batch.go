@@ -168,6 +168,9 @@ func (db *DB) insertViewRows(ctx context.Context, v *schemas.View, runID string,
 		if args, err = appendRowArgs(append(args[:0], runID), v, &r); err != nil {
 			return total, err
 		}
+		if args, err = appendStateArgs(args, v, &r); err != nil {
+			return total, err
+		}
 		if b == nil {
 			if b, err = db.conn.PrepareBatch(ctx, sql); err != nil {
 				b = nil

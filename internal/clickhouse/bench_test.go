@@ -20,7 +20,7 @@ func BenchmarkInsertSpeedRows(b *testing.B) {
 	db, _ := migrated(b, cfg)
 	ctx := testCtx(b)
 	v := cfg.View("clicks_by_country")
-	rows := speedRows(v, makeEvents(cfg.Stream("clicks"), 20000, 3, 9), cfg.ChunkSize)
+	rows := speedRowsOf(v, makeEvents(cfg.Stream("clicks"), 20000, 3, 9), cfg.ChunkSize, true)
 	sql, _ := db.SpeedInsert(v)
 	block := NewSpeedBlock(v, len(rows))
 	args := make([][]any, len(rows))
@@ -28,7 +28,9 @@ func BenchmarkInsertSpeedRows(b *testing.B) {
 		require.NoError(b, block.AppendRow(&rows[i]))
 		a, err := rowArgs(v, &rows[i].ViewRow, 0)
 		require.NoError(b, err)
-		args[i] = append(a, uint32(rows[i].Partition), uint64(rows[i].Chunk), uint64(rows[i].Version))
+		a = append(a, uint32(rows[i].Partition), uint64(rows[i].Chunk), uint64(rows[i].Version))
+		args[i], err = appendStateArgs(a, v, &rows[i].ViewRow)
+		require.NoError(b, err)
 	}
 	cols := block.columns()
 

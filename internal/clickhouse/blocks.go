@@ -34,7 +34,8 @@ type SpeedBlock struct {
 	parts    []uint32
 	chunks   []uint64
 	versions []uint64
-	scratch  []any // AppendRow's normalised cells
+	states   []stateValues // by measure; used by distinct and quantiles
+	scratch  []any         // AppendRow's normalised cells
 }
 
 // cellColumn is one measure's column; which slice is used depends on the
@@ -50,7 +51,7 @@ type cellColumn struct {
 // NewSpeedBlock returns an empty block for v's speed rows with room for
 // capacity rows.
 func NewSpeedBlock(v *schemas.View, capacity int) *SpeedBlock {
-	b := &SpeedBlock{view: v, dims: make([][]string, len(v.Dimensions)), cells: make([]cellColumn, len(v.Measures))}
+	b := &SpeedBlock{view: v, dims: make([][]string, len(v.Dimensions)), cells: make([]cellColumn, len(v.Measures)), states: make([]stateValues, len(v.Measures))}
 	b.grow(capacity)
 	return b
 }
@@ -76,6 +77,9 @@ func (b *SpeedBlock) Reset() {
 		c.ints, c.floats, c.valid, c.bytes, c.ptrs = c.ints[:0], c.floats[:0], c.valid[:0], c.bytes[:0], c.ptrs[:0]
 	}
 	b.parts, b.chunks, b.versions = b.parts[:0], b.chunks[:0], b.versions[:0]
+	for i := range b.states {
+		b.states[i].reset()
+	}
 }
 
 // grow makes room for n more rows.
@@ -154,6 +158,7 @@ func (b *SpeedBlock) Append(window time.Time, dims []string, agg schemas.Aggrega
 		default:
 			cell, _ := m.Cell(st).([]byte)
 			c.bytes = append(c.bytes, cell)
+			b.states[i].appendState(m, st)
 		}
 	}
 	b.parts, b.chunks, b.versions = append(b.parts, uint32(partition)), append(b.chunks, uint64(chunk)), append(b.versions, uint64(version))
@@ -167,13 +172,28 @@ func (b *SpeedBlock) AppendRow(r *SpeedRow) error {
 	if err := b.checkSpeedKey(len(r.Dims), len(r.Cells), r.Partition, r.Chunk, r.Version); err != nil {
 		return err
 	}
+	if r.States != nil && len(r.States) != len(r.Cells) {
+		return fmt.Errorf("clickhouse: row of view %s has %d states and %d cells", b.view.Name, len(r.States), len(r.Cells))
+	}
 	b.scratch = b.scratch[:0]
+	var states []*schemas.State
 	for i := range b.view.Measures {
-		c, err := cellArg(&b.view.Measures[i], r.Cells[i])
+		m := &b.view.Measures[i]
+		c, err := cellArg(m, r.Cells[i])
 		if err != nil {
 			return fmt.Errorf("clickhouse: row of view %s: %w", b.view.Name, err)
 		}
 		b.scratch = append(b.scratch, c)
+		if !m.Type.Exact() && r.States != nil {
+			st, err := decodeState(m, r.States[i])
+			if err != nil {
+				return fmt.Errorf("clickhouse: row of view %s: %w", b.view.Name, err)
+			}
+			if states == nil {
+				states = make([]*schemas.State, len(b.view.Measures))
+			}
+			states[i] = st
+		}
 	}
 	b.windows = append(b.windows, r.WindowStart.UTC())
 	for i, d := range r.Dims {
@@ -200,6 +220,11 @@ func (b *SpeedBlock) AppendRow(r *SpeedRow) error {
 			case string:
 				c.bytes = append(c.bytes, []byte(s))
 			}
+			var st *schemas.State
+			if states != nil {
+				st = states[i]
+			}
+			b.states[i].appendState(&m, st)
 		}
 	}
 	clear(b.scratch)
@@ -229,7 +254,11 @@ func (b *SpeedBlock) columns() []any {
 			cols = append(cols, c.bytes)
 		}
 	}
-	return append(cols, b.parts, b.chunks, b.versions)
+	cols = append(cols, b.parts, b.chunks, b.versions)
+	for i := range b.view.Measures {
+		cols = b.states[i].columns(&b.view.Measures[i], cols)
+	}
+	return cols
 }
 
 // nullables appends, per value, a pointer to it or nil where !valid: the

@@ -46,7 +46,7 @@ func TestSpeedBlockAppendEqualsCells(t *testing.T) {
 			fromAgg := NewSpeedBlock(v, 0)
 			fromCells := NewSpeedBlock(v, len(rows))
 			for i, r := range rows {
-				vr := viewRow(v, r.k.key, r.agg)
+				vr := withStates(v, viewRow(v, r.k.key, r.agg), r.agg)
 				require.NoError(t, fromAgg.Append(vr.WindowStart, vr.Dims, r.agg, r.k.p, r.k.chunk, int64(i)))
 				require.NoError(t, fromCells.AppendRow(&SpeedRow{ViewRow: vr, Partition: r.k.p, Chunk: r.k.chunk, Version: int64(i)}))
 			}

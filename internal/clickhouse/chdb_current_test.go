@@ -134,6 +134,18 @@ func literal(t *testing.T, v any) string {
 		return strconv.FormatFloat(x, 'f', -1, 64)
 	case int64, int32, uint32, uint64, uint8, int:
 		return fmt.Sprint(x)
+	case []uint64:
+		parts := make([]string, len(x))
+		for i, n := range x {
+			parts[i] = strconv.FormatUint(n, 10)
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	case []float32:
+		parts := make([]string, len(x))
+		for i, f := range x {
+			parts[i] = strconv.FormatFloat(float64(f), 'g', -1, 32)
+		}
+		return "[" + strings.Join(parts, ",") + "]"
 	}
 	t.Fatalf("no literal for %T", v)
 	return ""
@@ -219,7 +231,7 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	// by row as literals (half built from cells, half from aggregates, the
 	// speed layer's path).
 	sql, cols := speedInsertSQL(db, v)
-	require.Len(t, cols, len(v.RowColumns())+3)
+	require.Len(t, cols, len(v.RowColumns())+3+len(viewStateCols(v)))
 	speed := speedRows(v, evs, cfg.ChunkSize)
 	block := NewSpeedBlock(v, len(speed))
 	for i := range speed {
@@ -268,8 +280,10 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	bsql, _ := batchInsertSQL(db, v)
 	rows = nil
 	for k, a := range aggregate(v, evs, cfg.ChunkSize, false, func(e testEvent) bool { return e.offset < m.Absorbed[e.partition] }) {
-		r := viewRow(v, k.key, a)
+		r := withStates(v, viewRow(v, k.key, a), a)
 		args, err := rowArgs(v, &r, 1)
+		require.NoError(t, err)
+		args, err = appendStateArgs(args, v, &r)
 		require.NoError(t, err)
 		args[0] = m.RunID
 		rows = append(rows, args)
@@ -326,7 +340,7 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	require.NoError(t, err)
 	got := c.query(q, args...)
 	require.Len(t, got, unabsorbed)
-	require.Len(t, got[0], len(speedColumns(v)))
+	require.Len(t, got[0], len(v.RowColumns())+3)
 
 	// ScanSpeedRows' SQL with everything a serving query sets: sub-second
 	// bounds (bound as whole seconds), filters bound as values (one with
@@ -569,3 +583,83 @@ func nullFloat(s string) *float64 {
 }
 
 var tsvUnescape = strings.NewReplacer(`\\`, `\`, `\'`, `'`, `\t`, "\t", `\n`, "\n", `\r`, "\r", `\0`, "\x00", `\b`, "\b", `\f`, "\f")
+
+// TestCHDBAnalystSketchSQL is TestAnalystSketchSQL on the current engine:
+// the same rows, written with the adapter's statements (the speed block's
+// columns and the batch rows' arguments as literals), the levels built
+// with LoadLevels' SQL, then the analyst's queries.
+func TestCHDBAnalystSketchSQL(t *testing.T) {
+	c := newCHDB(t)
+	ver, err := ParseVersion(c.query("SELECT version()")[0][0])
+	require.NoError(t, err)
+	cfg := parseConfig(t, testConfigYAML)
+	for _, s := range DDL(cfg, ver) {
+		c.query(s.SQL)
+	}
+	db := cfg.ClickHouse.Database
+	v := cfg.View("clicks_by_country")
+	evs := makeEvents(cfg.Stream("clicks"), 1500, 3, 9)
+
+	check := func(stage string) {
+		t.Helper()
+		large := 0
+		for _, ac := range analystCases(v) {
+			var got []analystRow
+			for _, r := range c.query(analystSQL(db, ac)) {
+				w, err := strconv.ParseInt(r[0], 10, 64)
+				require.NoError(t, err)
+				row := analystRow{group: analystGroup(w, r[1:1+len(ac.dims)])}
+				row.distinct, err = strconv.ParseUint(r[1+len(ac.dims)], 10, 64)
+				require.NoError(t, err)
+				for _, f := range strings.Split(strings.Trim(r[2+len(ac.dims)], "[]"), ",") {
+					x, err := strconv.ParseFloat(f, 64)
+					require.NoError(t, err)
+					row.q = append(row.q, x)
+				}
+				got = append(got, row)
+			}
+			t.Run(fmt.Sprintf("%s/%s-%ds-by-%s", stage, ac.from, ac.seconds, strings.Join(ac.dims, "-")), func(t *testing.T) {
+				large += checkAnalyst(t, v, evs, ac, got)
+			})
+		}
+		require.Positive(t, large, "%s: some group holds more than 16 users", stage)
+	}
+	speedSQL, cols := speedInsertSQL(db, v)
+	insertSpeed := func(base int64) {
+		b := blockOf(t, v, evs, cfg.ChunkSize, base)
+		c.insert(speedSQL, blockRows(t, b.columns(), len(cols)))
+	}
+	insertSpeed(0)
+	check("speed")
+	insertSpeed(0)
+	insertSpeed(1000)
+	check("replayed")
+
+	bsql, _ := batchInsertSQL(db, v)
+	load := func(runID string, version uint64, absorbed map[int32]int64) {
+		var rows [][]any
+		for k, a := range aggregate(v, evs, cfg.ChunkSize, false, func(e testEvent) bool { return e.offset < absorbed[e.partition] }) {
+			r := withStates(v, viewRow(v, k.key, a), a)
+			args, err := rowArgs(v, &r, 1)
+			require.NoError(t, err)
+			args, err = appendStateArgs(args, v, &r)
+			require.NoError(t, err)
+			args[0] = runID
+			rows = append(rows, args)
+		}
+		c.insert(bsql, rows)
+		var abs [][]any
+		for p, off := range absorbed {
+			abs = append(abs, []any{v.Name, runID, uint32(p), uint64(schemas.ChunkOf(off, cfg.ChunkSize)), uint64(off)})
+		}
+		c.insert(insertSQL(db, TableAbsorbed, absorbedColumns), abs)
+		for _, l := range v.Levels() {
+			c.query(levelInsertSQL(db, v, l), runID)
+		}
+		c.insert(insertSQL(db, TableRuns, runsColumns), [][]any{{v.Name, runID, time.Now().UTC().Truncate(time.Second), version}})
+	}
+	load("r1", 1, map[int32]int64{0: 200, 1: 100})
+	check("mixed")
+	load("r2", 2, map[int32]int64{0: 1 << 20, 1: 1 << 20, 2: 1 << 20})
+	check("batch")
+}

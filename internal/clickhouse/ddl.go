@@ -59,8 +59,12 @@ type object struct {
 	// fingerprint identifies definition and the Baseline DDL together.
 	fingerprint string
 	// columns are the column names, in order, to recognise a table that
-	// exists without a schema_meta record.
+	// exists without a schema_meta record; types are their types.
 	columns []string
+	types   []string
+	// appendable is how many of the last columns a table created by an
+	// older tandem may lack (the SQL state columns), which Migrate adds.
+	appendable int
 }
 
 // DDL returns every statement that creates tandem's ClickHouse objects for
@@ -136,6 +140,14 @@ func createTable(db, name string, cols []col, engine string) string {
 	return b.String()
 }
 
+func colTypes(cols []col) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.typ
+	}
+	return out
+}
+
 func colNames(cols []col) []string {
 	out := make([]string, len(cols))
 	for i, c := range cols {
@@ -149,6 +161,7 @@ func sharedTable(db, name, def string, cols []col, engine string) object {
 		Statement:  Statement{Object: name, Kind: KindTable, SQL: createTable(db, name, cols, engine)},
 		definition: def + "\ncolumns: " + strings.Join(colNames(cols), ", "),
 		columns:    colNames(cols),
+		types:      colTypes(cols),
 	}
 }
 
@@ -244,6 +257,7 @@ func dimsKey(view *schemas.View) string {
 // newest write of a row wins when parts merge, and readers use FINAL.
 func speedObject(db string, view *schemas.View, chunkSize int64, v Version) object {
 	cols := append(viewCols(view, v), col{schemas.ColKafkaPartition, "UInt32"}, col{schemas.ColChunk, "UInt64"}, col{schemas.ColVersion, "UInt64"})
+	cols = append(cols, viewStateCols(view)...)
 	engine := fmt.Sprintf("ReplacingMergeTree(version) PARTITION BY kafka_partition ORDER BY (kafka_partition, chunk, window_start%s)", dimsKey(view))
 	name := SpeedTable(view.Name)
 	return object{
@@ -252,19 +266,23 @@ func speedObject(db string, view *schemas.View, chunkSize int64, v Version) obje
 		// stored rows meaningless.
 		definition: viewDefinition(view) + fmt.Sprintf("\nchunk_size: %d", chunkSize),
 		columns:    colNames(cols),
+		types:      colTypes(cols),
+		appendable: len(viewStateCols(view)),
 	}
 }
 
 // batchObject: one partition per run, so a run is loaded beside the current
 // one and old runs are dropped whole.
 func batchObject(db string, view *schemas.View, v Version) object {
-	cols := append([]col{{"run_id", "String"}}, viewCols(view, v)...)
+	cols := append(append([]col{{"run_id", "String"}}, viewCols(view, v)...), viewStateCols(view)...)
 	engine := fmt.Sprintf("MergeTree PARTITION BY run_id ORDER BY (window_start%s)", dimsKey(view))
 	name := BatchTable(view.Name)
 	return object{
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view),
 		columns:    colNames(cols),
+		types:      colTypes(cols),
+		appendable: len(viewStateCols(view)),
 	}
 }
 
@@ -272,8 +290,11 @@ func batchObject(db string, view *schemas.View, v Version) object {
 // exact measures (count and sum summed, min and max of min and max) grouped
 // by window_start and the dimensions, over the batch rows of the current run
 // and the speed rows (FINAL) of the chunks that run did not absorb.
-// Partitions the run did not absorb have K_p = 0. Sketch measures (distinct,
-// quantiles) are left out: their bytes are opaque to SQL.
+// Partitions the run did not absorb have K_p = 0. A distinct or quantiles
+// measure is its SQL state (StateType): each row's state rebuilt from its
+// state columns, merged with -MergeState, for analysts to finalize with
+// -Merge at any grouping. tandem's own sketch bytes are left out: they are
+// opaque to SQL.
 //
 // It runs on 18.16 and on current ClickHouse. transform() refuses empty
 // arrays on 18.16, so both arrays start with a sentinel partition no stream
@@ -291,18 +312,14 @@ func MergedViewQuery(db string, view *schemas.View) string {
 	}
 	group := strings.Join(cols, ", ")
 	outer := append([]string(nil), cols...)
-	for _, m := range view.Measures {
-		var agg string
-		switch m.Type {
-		case schemas.MeasureCount, schemas.MeasureSum:
-			agg = "sum"
-		case schemas.MeasureMin:
-			agg = "min"
-		case schemas.MeasureMax:
-			agg = "max"
-		default:
+	for i := range view.Measures {
+		m := &view.Measures[i]
+		if !m.Type.Exact() {
+			cols = append(cols, rowState(m)+" AS "+ident(m.Name))
+			outer = append(outer, mergeState(m, ident(m.Name))+" AS "+ident(m.Name))
 			continue
 		}
+		agg := exactAggregate(m.Type)
 		cols = append(cols, ident(m.Name))
 		outer = append(outer, fmt.Sprintf("%s(%s) AS %s", agg, ident(m.Name), ident(m.Name)))
 	}
@@ -374,6 +391,7 @@ func rawObject(db string, s *schemas.Stream, v Version) object {
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: s.Name, SQL: createTable(db, name, cols, engine)},
 		definition: "stream: " + s.Name + "\nfields: [" + strings.Join(fields, ", ") + "]",
 		columns:    colNames(cols),
+		types:      colTypes(cols),
 	}
 }
 

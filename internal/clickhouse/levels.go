@@ -11,17 +11,18 @@ import (
 
 // Coarse levels for analysts. A view with levels (views[].levels) gets
 //
-//   - <view>_levels: the exact measures (count, sum, min, max) of each run
-//     rolled up to every level, one partition per run, built inside
-//     ClickHouse from that run's rows of <view>_batch (LoadLevels), so a
-//     level holds exactly the chunks the run absorbed;
+//   - <view>_levels: the exact measures (count, sum, min, max) and the SQL
+//     states of the distinct and quantiles measures (StateType, after the
+//     exact ones) of each run rolled up to every level, one partition per
+//     run, built inside ClickHouse from that run's rows of <view>_batch
+//     (LoadLevels), so a level holds exactly the chunks the run absorbed;
 //   - <view>_<level> (for example clicks_by_country_1h): a merged SQL view
 //     like <view>, at the level's windows: the current run's level rows and
 //     the speed rows of the chunks that run did not absorb, floored to the
 //     level's windows, merged.
 //
-// Sketch measures (distinct, quantiles) are left out as in <view>: their
-// bytes are opaque to SQL.
+// tandem's own sketch bytes are left out as in <view>: they are opaque to
+// SQL; the SQL states stand for them.
 
 // LevelsTable is the table of a view's level rows.
 func LevelsTable(view string) string { return view + "_levels" }
@@ -29,7 +30,8 @@ func LevelsTable(view string) string { return view + "_levels" }
 // LevelView is the merged SQL view of a view at one coarse level.
 func LevelView(view string, level schemas.Granularity) string { return view + "_" + level.String() }
 
-// exactCols are viewCols without the sketch measures.
+// exactCols are viewCols without the sketch measures (whose stored sketch
+// bytes SQL cannot read; <view>_levels holds their SQL states instead).
 func exactCols(view *schemas.View, v Version) []col {
 	var out []col
 	for _, c := range viewCols(view, v) {
@@ -41,6 +43,33 @@ func exactCols(view *schemas.View, v Version) []col {
 	return out
 }
 
+// levelStateCols are the AggregateFunction columns of <view>_levels: one
+// per sketch measure, named as the measure. Filled only by INSERT …
+// SELECT inside ClickHouse, which is why they can be AggregateFunction.
+func levelStateCols(view *schemas.View) []col {
+	var out []col
+	for i := range view.Measures {
+		if t := StateType(&view.Measures[i]); t != "" {
+			out = append(out, col{view.Measures[i].Name, t})
+		}
+	}
+	return out
+}
+
+// levelColumnNames are the measures as <view>_levels orders them: the
+// exact ones, then the SQL states.
+func levelColumnNames(view *schemas.View) []string {
+	var exact, states []string
+	for _, m := range view.Measures {
+		if m.Type.Exact() {
+			exact = append(exact, ident(m.Name))
+		} else {
+			states = append(states, ident(m.Name))
+		}
+	}
+	return append(exact, states...)
+}
+
 // levelObjects are the levels table and one merged view per level; none
 // for a view without levels.
 func levelObjects(db string, view *schemas.View, v Version) []object {
@@ -48,12 +77,15 @@ func levelObjects(db string, view *schemas.View, v Version) []object {
 		return nil
 	}
 	cols := append([]col{{"run_id", "String"}, {"level", "UInt32"}}, exactCols(view, v)...)
+	cols = append(cols, levelStateCols(view)...)
 	engine := fmt.Sprintf("MergeTree PARTITION BY run_id ORDER BY (level, window_start%s)", dimsKey(view))
 	name := LevelsTable(view.Name)
 	objs := []object{{
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view) + "\nlevels: exact measures",
 		columns:    colNames(cols),
+		types:      colTypes(cols),
+		appendable: len(levelStateCols(view)),
 	}}
 	for _, l := range view.Levels() {
 		name := LevelView(view.Name, l)
@@ -77,25 +109,63 @@ func floorWindow(column string, l schemas.Granularity) string {
 	return fmt.Sprintf("toDateTime(intDiv(toUInt32(%s), %d) * %d, 'UTC')", column, n, n)
 }
 
-// exactAggregates returns, per exact measure, its merge in SQL (count and
-// sum summed, min of min, max of max) as "agg(m) AS m", and the columns.
-func exactAggregates(view *schemas.View) (aggs, names []string) {
-	for _, m := range view.Measures {
-		var agg string
-		switch m.Type {
-		case schemas.MeasureCount, schemas.MeasureSum:
-			agg = "sum"
-		case schemas.MeasureMin:
-			agg = "min"
-		case schemas.MeasureMax:
-			agg = "max"
-		default:
-			continue
-		}
-		names = append(names, ident(m.Name))
-		aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", agg, ident(m.Name), ident(m.Name)))
+// exactAggregate is how an exact measure merges in SQL: count and sum
+// summed, min of min, max of max.
+func exactAggregate(t schemas.MeasureType) string {
+	switch t {
+	case schemas.MeasureMin:
+		return "min"
+	case schemas.MeasureMax:
+		return "max"
 	}
-	return aggs, names
+	return "sum"
+}
+
+// levelAggregates returns, per measure in the view's order, its merge in
+// SQL as "agg(m) AS m" over a column named m: exactAggregate of an exact
+// measure's value, mergeState of a sketch measure's SQL state (a level
+// row's stored state, or a speed row's rebuilt by rowMeasureColumns).
+func levelAggregates(view *schemas.View) []string {
+	var aggs []string
+	for i := range view.Measures {
+		m := &view.Measures[i]
+		if m.Type.Exact() {
+			aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", exactAggregate(m.Type), ident(m.Name), ident(m.Name)))
+		} else {
+			aggs = append(aggs, mergeState(m, ident(m.Name))+" AS "+ident(m.Name))
+		}
+	}
+	return aggs
+}
+
+// orderAsLevels reorders per-measure expressions (in measure order) as
+// levelColumnNames orders the measures.
+func orderAsLevels(view *schemas.View, exprs []string) []string {
+	var exact, states []string
+	for i, m := range view.Measures {
+		if m.Type.Exact() {
+			exact = append(exact, exprs[i])
+		} else {
+			states = append(states, exprs[i])
+		}
+	}
+	return append(exact, states...)
+}
+
+// rowMeasureColumns are the expressions a level query reads from a speed or
+// batch row, per measure, named as the measure: the stored column of an
+// exact measure, a sketch measure's state rebuilt by rowState.
+func rowMeasureColumns(view *schemas.View) []string {
+	var out []string
+	for i := range view.Measures {
+		m := &view.Measures[i]
+		if m.Type.Exact() {
+			out = append(out, ident(m.Name))
+		} else {
+			out = append(out, rowState(m)+" AS "+ident(m.Name))
+		}
+	}
+	return out
 }
 
 // LevelViewQuery returns the SELECT behind <view>_<level>: what
@@ -114,8 +184,9 @@ func LevelViewQuery(db string, view *schemas.View, l schemas.Granularity) string
 	for _, d := range view.Dimensions {
 		dims = append(dims, ident(d))
 	}
-	aggs, measures := exactAggregates(view)
-	inner := strings.Join(append(append([]string{}, dims...), measures...), ", ")
+	aggs := levelAggregates(view)
+	levelInner := strings.Join(append(append([]string{}, dims...), levelColumnNames(view)...), ", ")
+	speedInner := strings.Join(append(append([]string{}, dims...), orderAsLevels(view, rowMeasureColumns(view))...), ", ")
 	group := strings.Join(append([]string{"ws"}, dims...), ", ")
 	outer := strings.Join(append(append([]string{"ws AS " + ident(schemas.ColWindowStart)}, dims...), aggs...), ", ")
 	return fmt.Sprintf(`SELECT %s
@@ -133,8 +204,8 @@ FROM (
 )
 GROUP BY %s`,
 		outer,
-		inner, qualified(db, LevelsTable(view.Name)), currentRun, levelSeconds(l),
-		floorWindow("window_start", l), inner, qualified(db, SpeedTable(view.Name)),
+		levelInner, qualified(db, LevelsTable(view.Name)), currentRun, levelSeconds(l),
+		floorWindow("window_start", l), speedInner, qualified(db, SpeedTable(view.Name)),
 		absorbedOf("kafka_partition", "toUInt32(4294967295)"),
 		absorbedOf("chunks", "toUInt64(0)"),
 		group)
@@ -227,8 +298,17 @@ func levelInsertSQL(database string, v *schemas.View, l schemas.Granularity) str
 	for _, d := range v.Dimensions {
 		dims = append(dims, ident(d))
 	}
-	aggs, measures := exactAggregates(v)
-	cols := strings.Join(append(append([]string{"run_id", "level", ident(schemas.ColWindowStart)}, dims...), measures...), ", ")
+	var aggs []string
+	for i := range v.Measures {
+		m := &v.Measures[i]
+		if m.Type.Exact() {
+			aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", exactAggregate(m.Type), ident(m.Name), ident(m.Name)))
+		} else {
+			aggs = append(aggs, mergeState(m, rowState(m))+" AS "+ident(m.Name))
+		}
+	}
+	aggs = orderAsLevels(v, aggs)
+	cols := strings.Join(append(append([]string{"run_id", "level", ident(schemas.ColWindowStart)}, dims...), levelColumnNames(v)...), ", ")
 	sel := strings.Join(append(append([]string{"run_id", fmt.Sprint(levelSeconds(l)), floorWindow("window_start", l) + " AS ws"}, dims...), aggs...), ", ")
 	return fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s WHERE run_id = ? GROUP BY %s",
 		qualified(database, LevelsTable(v.Name)), cols, sel, qualified(database, BatchTable(v.Name)), strings.Join(append([]string{"run_id", "ws"}, dims...), ", "))

@@ -26,6 +26,11 @@ const (
 	ActionRecorded Action = "recorded"
 	// ActionRecreated: dropped and created again, as --recreate asked.
 	ActionRecreated Action = "recreated"
+	// ActionColumnsAdded: a table of an unchanged definition created by an
+	// older tandem gained the columns this version adds at the end (ALTER
+	// TABLE … ADD COLUMN: its rows stay, the new columns read as their
+	// defaults in them).
+	ActionColumnsAdded Action = "columns added"
 )
 
 // Change is one line of a migration report.
@@ -41,6 +46,10 @@ type Report struct {
 	Database      string
 	ServerVersion Version
 	Changes       []Change
+	// Notes are what the operator must do after this migration, one
+	// sentence each (for example a full batch run after columns were
+	// added).
+	Notes []string
 }
 
 // UpToDate reports whether Migrate changed nothing.
@@ -70,6 +79,9 @@ func (r Report) String() string {
 			name += "." + c.Object
 		}
 		fmt.Fprintf(&b, "  %-10s %-8s %s\n", c.Action, c.Kind, name)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
 	}
 	return b.String()
 }
@@ -156,6 +168,7 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 	}
 
 	var problems []error
+	var upgraded []string       // views whose tables gained columns
 	failed := map[string]bool{} // owners with a problem: their views are not touched
 	for _, o := range objs {
 		if o.Kind == KindDatabase {
@@ -179,6 +192,18 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 				return rep, fmt.Errorf("clickhouse: replacing %s: %w", describe(o), err)
 			}
 			action = ActionReplaced
+		case recorded && exists && rec.definition == o.definition && addableColumns(cols, o) != nil:
+			// The same definition, a layout this version extends: the
+			// columns it adds are appended, the rows stay.
+			for _, i := range addableColumns(cols, o) {
+				if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", qualified(db.db, o.Object), ident(o.columns[i]), o.types[i])); err != nil {
+					return rep, fmt.Errorf("clickhouse: adding column %s to %s: %w", o.columns[i], describe(o), err)
+				}
+			}
+			action = ActionColumnsAdded
+			if !slices.Contains(upgraded, o.Owner) {
+				upgraded = append(upgraded, o.Owner)
+			}
 		case recorded && exists:
 			failed[o.Owner] = true
 			problems = append(problems, changedMessage(o, rec.definition))
@@ -202,7 +227,7 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 				action = ActionRecreated
 			}
 		}
-		if action != ActionUnchanged && action != ActionRecorded {
+		if action != ActionUnchanged && action != ActionRecorded && action != ActionColumnsAdded {
 			if err := db.exec(ctx, o.SQL); err != nil {
 				return rep, fmt.Errorf("clickhouse: creating %s: %w", describe(o), err)
 			}
@@ -214,10 +239,31 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 		}
 		rep.Changes = append(rep.Changes, Change{Object: o.Object, Kind: o.Kind, Owner: o.Owner, Action: action})
 	}
+	for _, v := range upgraded {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("view %s: its rows written before this migration have empty SQL states "+
+			"(distinct and quantiles answer 0 and nan in SQL for them) until a full batch run recomputes them: tandem batch run --full "+
+			"(restart the speed layer first, so that it writes the states of the open chunks)", v))
+	}
 	if len(problems) > 0 {
 		return rep, fmt.Errorf("clickhouse: %d object(s) need attention:\n%w", len(problems), errors.Join(problems...))
 	}
 	return rep, nil
+}
+
+// addableColumns returns the indexes of o's columns that an existing table
+// with columns have lacks, when have is o's columns without some of the
+// last o.appendable ones (the SQL state columns, which tables of an older
+// tandem lack): nil when the table differs otherwise, or lacks nothing.
+func addableColumns(have []string, o object) []int {
+	if o.Kind != KindTable || len(have) >= len(o.columns) || len(have) < len(o.columns)-o.appendable ||
+		!slices.Equal(have, o.columns[:len(have)]) || len(o.types) != len(o.columns) {
+		return nil
+	}
+	var out []int
+	for i := len(have); i < len(o.columns); i++ {
+		out = append(out, i)
+	}
+	return out
 }
 
 func describe(o object) string {

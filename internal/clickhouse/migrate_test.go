@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
@@ -149,4 +151,63 @@ func TestCheckNamesRefusesCollisions(t *testing.T) {
 	err := checkNames(cfg)
 	require.ErrorContains(t, err, `"clicks_by_country_speed"`)
 	require.NoError(t, checkNames(parseConfig(t, testConfigYAML)))
+}
+
+// TestMigrateAddsStateColumnsToOlderTables: tables created by a tandem
+// without SQL states (simulated: the state columns dropped, schema_meta
+// holding another fingerprint for the same definition) gain the columns,
+// keep their rows, and the merged views answer again; a table lacking
+// other columns is still refused.
+func TestMigrateAddsStateColumnsToOlderTables(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := migrated(t, cfg)
+	ctx := testCtx(t)
+	v := cfg.View("clicks_by_country")
+	evs := makeEvents(cfg.Stream("clicks"), 300, 2, 4)
+	require.NoError(t, db.InsertSpeedRows(ctx, v, speedRows(v, evs, cfg.ChunkSize)))
+
+	old := map[string][]string{ // table → the state columns an older tandem lacked
+		SpeedTable(v.Name):  colNames(viewStateCols(v)),
+		BatchTable(v.Name):  colNames(viewStateCols(v)),
+		LevelsTable(v.Name): colNames(levelStateCols(v)),
+	}
+	for table, cols := range old {
+		for _, c := range cols {
+			require.NoError(t, db.exec(ctx, "ALTER TABLE tandem."+table+" DROP COLUMN "+ident(c)))
+		}
+		require.NoError(t, db.exec(ctx, `INSERT INTO tandem.schema_meta (object, kind, owner, fingerprint, definition, statement, created_at, version)
+			SELECT object, kind, owner, 'older', definition, statement, created_at, version + 1 FROM tandem.schema_meta FINAL WHERE object = ?`, table))
+	}
+	rep, err := db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	for table := range old {
+		require.Contains(t, rep.Changes, Change{Object: table, Kind: KindTable, Owner: v.Name, Action: ActionColumnsAdded}, rep.String())
+		require.Equal(t, objectColumns(t, cfg, db, table), queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = ?", table))
+	}
+	require.Contains(t, rep.String(), "columns added")
+	require.Contains(t, rep.String(), "tandem batch run --full")
+	// The rows stayed; the views answer, the older rows with empty states.
+	require.Equal(t, truth(v, evs), mergedRows(t, db, "SELECT window_start, country, device, n, revenue, lo, hi FROM tandem.clicks_by_country"))
+	require.Equal(t, []string{"0"}, queryStrings(t, db, "SELECT toString(uniqHLL12Merge(users)) FROM tandem.clicks_by_country"))
+	rep, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+
+	// Another missing column is not an upgrade: refused as before.
+	require.NoError(t, db.exec(ctx, "ALTER TABLE tandem.clicks_by_country_batch DROP COLUMN "+ident("users__uniq_keys")))
+	require.NoError(t, db.exec(ctx, "ALTER TABLE tandem.clicks_by_country_batch DROP COLUMN hi"))
+	require.NoError(t, db.exec(ctx, `INSERT INTO tandem.schema_meta (object, kind, owner, fingerprint, definition, statement, created_at, version)
+		SELECT object, kind, owner, 'older', definition, statement, created_at, version + 1 FROM tandem.schema_meta FINAL WHERE object = 'clicks_by_country_batch'`))
+	_, err = db.Migrate(ctx, cfg)
+	require.ErrorIs(t, err, ErrDefinitionChanged)
+}
+
+func objectColumns(t *testing.T, cfg *schemas.Config, db *DB, table string) []string {
+	for _, o := range objects(cfg, db.ServerVersion()) {
+		if o.Object == table {
+			return o.columns
+		}
+	}
+	t.Fatalf("no object %s", table)
+	return nil
 }

@@ -35,9 +35,14 @@ func rowColumnNames(v *schemas.View) []string {
 	return out
 }
 
-// speedColumns are the columns of <view>_speed in insert and select order.
+// stateColumnNames are the names of viewStateCols.
+func stateColumnNames(v *schemas.View) []string { return colNames(viewStateCols(v)) }
+
+// speedColumns are the columns of <view>_speed in insert order: the row,
+// the chunk key, then the SQL states (last, as ALTER … ADD COLUMN puts
+// them in tables created before they existed).
 func speedColumns(v *schemas.View) []string {
-	return append(rowColumnNames(v), schemas.ColKafkaPartition, schemas.ColChunk, schemas.ColVersion)
+	return append(append(rowColumnNames(v), schemas.ColKafkaPartition, schemas.ColChunk, schemas.ColVersion), stateColumnNames(v)...)
 }
 
 func insertSQL(database, table string, cols []string) string {
@@ -560,7 +565,7 @@ func deleteAbsorbedClause(absorbed map[int32]int64) (string, error) {
 
 // batchColumns are the columns of <view>_batch in insert order.
 func batchColumns(v *schemas.View) []string {
-	return append([]string{"run_id"}, rowColumnNames(v)...)
+	return append(append([]string{"run_id"}, rowColumnNames(v)...), stateColumnNames(v)...)
 }
 
 func batchInsertSQL(database string, v *schemas.View) (string, []string) {
@@ -602,7 +607,7 @@ func batchRunRowsSQL(database string, v *schemas.View) string {
 // compares with) are bound as '?'.
 func copyBatchSQL(database string, v *schemas.View, from, to string, exceptDays []time.Time, retainedFrom time.Time) (string, []any) {
 	table := qualified(database, BatchTable(v.Name))
-	cols := joinIdents(rowColumnNames(v))
+	cols := joinIdents(append(rowColumnNames(v), stateColumnNames(v)...))
 	days := make([]string, 0, len(exceptDays))
 	for _, d := range exceptDays {
 		days = append(days, d.UTC().Format(time.DateOnly))

@@ -18,6 +18,10 @@ type ViewRow struct {
 	WindowStart time.Time
 	Dims        []string
 	Cells       []any
+	// States holds, per measure, the serialized SQL state of a distinct or
+	// quantiles measure (schemas.Measure.SQLStateCell); nil, or a nil
+	// entry, writes the empty state. Rows read back do not carry it.
+	States [][]byte
 }
 
 // SpeedRow is a ViewRow of the speed layer: the cumulative aggregate of one
@@ -61,6 +65,28 @@ func appendRowArgs(args []any, v *schemas.View, r *ViewRow) ([]any, error) {
 			return nil, fmt.Errorf("clickhouse: row of view %s: %w", v.Name, err)
 		}
 		args = append(args, c)
+	}
+	return args, nil
+}
+
+// appendStateArgs appends the row's SQL state columns (viewStateCols).
+func appendStateArgs(args []any, v *schemas.View, r *ViewRow) ([]any, error) {
+	if r.States != nil && len(r.States) != len(v.Measures) {
+		return nil, fmt.Errorf("clickhouse: row of view %s has %d states; the view has %d measures", v.Name, len(r.States), len(v.Measures))
+	}
+	for i := range v.Measures {
+		m := &v.Measures[i]
+		if m.Type.Exact() {
+			continue
+		}
+		var b []byte
+		if r.States != nil {
+			b = r.States[i]
+		}
+		var err error
+		if args, err = stateArgs(args, m, b); err != nil {
+			return nil, fmt.Errorf("clickhouse: row of view %s: %w", v.Name, err)
+		}
 	}
 	return args, nil
 }

@@ -99,9 +99,24 @@ func viewRow(v *schemas.View, k schemas.RowKey, a schemas.Aggregate) ViewRow {
 	return ViewRow{WindowStart: k.Window(), Dims: dims, Cells: cells}
 }
 
+// withStates adds the SQL states of a to r (rows read back carry none).
+func withStates(v *schemas.View, r ViewRow, a schemas.Aggregate) ViewRow {
+	r.States = make([][]byte, len(v.Measures))
+	for i := range v.Measures {
+		r.States[i] = v.Measures[i].SQLStateCell(&a[i])
+	}
+	return r
+}
+
 // speedRows turns per-chunk aggregates into speed rows; version is the
 // highest offset of the chunk seen in evs.
 func speedRows(v *schemas.View, evs []testEvent, chunkSize int64) []SpeedRow {
+	return speedRowsOf(v, evs, chunkSize, false)
+}
+
+// speedRowsOf is speedRows, with the rows' SQL states when states is set
+// (rows read back carry none, so tests comparing them leave it unset).
+func speedRowsOf(v *schemas.View, evs []testEvent, chunkSize int64, states bool) []SpeedRow {
 	maxOff := map[[2]int64]int64{}
 	for _, e := range evs {
 		k := [2]int64{int64(e.partition), schemas.ChunkOf(e.offset, chunkSize)}
@@ -109,7 +124,11 @@ func speedRows(v *schemas.View, evs []testEvent, chunkSize int64) []SpeedRow {
 	}
 	var out []SpeedRow
 	for k, a := range aggregate(v, evs, chunkSize, true, nil) {
-		out = append(out, SpeedRow{ViewRow: viewRow(v, k.key, a), Partition: k.p, Chunk: k.chunk, Version: maxOff[[2]int64{int64(k.p), k.chunk}]})
+		r := viewRow(v, k.key, a)
+		if states {
+			r = withStates(v, r, a)
+		}
+		out = append(out, SpeedRow{ViewRow: r, Partition: k.p, Chunk: k.chunk, Version: maxOff[[2]int64{int64(k.p), k.chunk}]})
 	}
 	return out
 }

@@ -426,6 +426,45 @@ func TestViewRoundTrip(t *testing.T) {
 	require.Equal(t, want, got)
 	require.Positive(t, got)
 
+	t.Run("SQL states", func(t *testing.T) {
+		// The states ride along in their columns: read back by the
+		// ClickHouse load's reader, not by serving's.
+		var buf bytes.Buffer
+		w := tpq.NewViewWriter(&buf, v, tpq.ViewWriterOptions{})
+		var want [][][]byte
+		for _, k := range keys {
+			row := rowOf(k)
+			row.States = make([][]byte, len(v.Measures))
+			for i := range v.Measures {
+				row.States[i] = v.Measures[i].SQLStateCell(&aggs[k][i])
+			}
+			want = append(want, row.States)
+			require.NoError(t, w.Write(row))
+		}
+		require.NoError(t, w.Close())
+		r, err := tpq.NewViewReaderWithStates(v, bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		require.NoError(t, err)
+		i, withState := 0, 0
+		for row, err := range r.Rows(time.Time{}, time.Time{}) {
+			require.NoError(t, err)
+			require.Equal(t, want[i], row.States, "row %d", i)
+			for _, st := range row.States {
+				if st != nil {
+					withState++
+				}
+			}
+			i++
+		}
+		require.Equal(t, len(keys), i)
+		require.Positive(t, withState)
+		r, err = tpq.NewViewReader(v, bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		require.NoError(t, err)
+		for row, err := range r.Rows(time.Time{}, time.Time{}) {
+			require.NoError(t, err)
+			require.Nil(t, row.States)
+		}
+	})
+
 	t.Run("bad cell", func(t *testing.T) {
 		w := tpq.NewViewWriter(io.Discard, v, tpq.ViewWriterOptions{})
 		row := rowOf(keys[0])

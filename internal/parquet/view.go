@@ -20,6 +20,11 @@ type ViewRow struct {
 	WindowStart time.Time
 	Dims        []string
 	Cells       []any
+	// States holds per measure the serialized ClickHouse state of a
+	// distinct or quantiles measure (schemas.Measure.SQLStateCell), stored
+	// in the view's StateColumns; nil, or a nil entry, stores none. Read
+	// back only by NewViewReaderWithStates.
+	States [][]byte
 }
 
 // ViewWriterOptions tune a ViewWriter. The zero value is valid.
@@ -45,7 +50,8 @@ type ViewWriter struct {
 // NewViewWriter starts a view file on w.
 func NewViewWriter(w io.Writer, v *schemas.View, opts ViewWriterOptions) *ViewWriter {
 	meta := [][2]string{{MetaKind, "view"}, {MetaView, v.Name}, {MetaSchemaVersion, v.Fingerprint()}}
-	return &ViewWriter{view: v, t: newTableWriter(w, schemaOf(v.Name, v.RowColumns()), opts.RowGroupBytes, meta), maxRows: opts.RowGroupRows}
+	cols := append(v.RowColumns(), v.StateColumns()...)
+	return &ViewWriter{view: v, t: newTableWriter(w, schemaOf(v.Name, cols), opts.RowGroupBytes, meta), maxRows: opts.RowGroupRows}
 }
 
 // Write appends one row. Cell types are checked against the measures.
@@ -92,6 +98,21 @@ func (w *ViewWriter) Write(r ViewRow) error {
 		}
 		row[col] = pv.Level(0, def, col)
 		approx += 8
+		col++
+	}
+	if r.States != nil && len(r.States) != len(v.Measures) {
+		return fmt.Errorf("parquet: view %s row has %d states, want %d", v.Name, len(r.States), len(v.Measures))
+	}
+	for i, m := range v.Measures {
+		if m.SQLStateColumn() == "" {
+			continue
+		}
+		var b []byte
+		if r.States != nil {
+			b = r.States[i]
+		}
+		row[col] = pq.ByteArrayValue(b).Level(0, 0, col)
+		approx += len(b)
 		col++
 	}
 	if err := w.t.add(row, approx); err != nil {
@@ -149,22 +170,39 @@ type ViewReader struct {
 	view   *schemas.View
 	t      *tableReader
 	groups []RowGroupInfo
+	states bool // read the StateColumns into ViewRow.States
 }
 
 // NewViewReader opens a view file. The file must hold every column of the
-// view's current definition.
+// view's current definition (RowColumns); rows come without States.
 func NewViewReader(v *schemas.View, r io.ReaderAt, size int64) (*ViewReader, error) {
+	return newViewReader(v, r, size, false)
+}
+
+// NewViewReaderWithStates is NewViewReader for a reader that needs the
+// SQL states too (the ClickHouse load): rows carry States. A file written
+// before the view had state columns reads as rows without states (nil
+// entries): the view's next full recompute writes them.
+func NewViewReaderWithStates(v *schemas.View, r io.ReaderAt, size int64) (*ViewReader, error) {
+	return newViewReader(v, r, size, true)
+}
+
+func newViewReader(v *schemas.View, r io.ReaderAt, size int64, states bool) (*ViewReader, error) {
 	cols := v.RowColumns()
+	required := len(cols)
+	if states {
+		cols = append(cols, v.StateColumns()...)
+	}
 	t, err := openTable(r, size, cols)
 	if err != nil {
 		return nil, err
 	}
-	for i, c := range t.cols {
+	for i, c := range t.cols[:required] {
 		if c < 0 {
 			return nil, fmt.Errorf("parquet: view file lacks column %q of view %s", cols[i].Name, v.Name)
 		}
 	}
-	vr := &ViewReader{view: v, t: t}
+	vr := &ViewReader{view: v, t: t, states: states}
 	md := t.file.Metadata()
 	for i, rg := range md.RowGroups {
 		info := RowGroupInfo{Index: i, Rows: rg.NumRows}
@@ -306,6 +344,18 @@ func (r *ViewReader) next() (ViewRow, error) {
 			row.Cells[i] = append([]byte{}, x.ByteArray()...)
 		}
 		col++
+	}
+	if r.states {
+		row.States = make([][]byte, len(v.Measures))
+		for i, m := range v.Measures {
+			if m.SQLStateColumn() == "" {
+				continue
+			}
+			if b := val(col).ByteArray(); len(b) > 0 {
+				row.States[i] = append([]byte{}, b...)
+			}
+			col++
+		}
 	}
 	return row, nil
 }

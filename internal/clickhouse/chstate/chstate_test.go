@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand"
+	"sort"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -230,4 +232,42 @@ func TestQuantilesSelfMerge(t *testing.T) {
 	y, _ := c.MarshalBinary()
 	require.Equal(t, y, x)
 	require.Equal(t, float64(10000), a.Count())
+}
+
+// BenchmarkQuantilesAddRandom adds values in no order, so that every
+// compression sorts (BenchmarkQuantilesAdd's values repeat in order).
+func BenchmarkQuantilesAddRandom(b *testing.B) {
+	rng := rand.New(rand.NewSource(1))
+	vals := make([]float64, 1<<16)
+	for i := range vals {
+		vals[i] = rng.ExpFloat64() * 100
+	}
+	var q Quantiles
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		q.Add(vals[i&(len(vals)-1)])
+	}
+}
+
+// TestRadixSortIsStableSort: radixSort orders as a stable comparison sort
+// by radixKey, for keys sharing bytes and not, -0 and +0, and Inf.
+func TestRadixSortIsStableSort(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	for _, gen := range []func(i int) float32{
+		func(i int) float32 { return float32(rng.NormFloat64() * 1e3) },
+		func(i int) float32 { return float32(i % 7) },
+		func(i int) float32 {
+			return []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), 1, -1}[i%6]
+		},
+		func(i int) float32 { return 1000 + float32(i%300)/64 },
+	} {
+		cs := make([]centroid, 5000)
+		for i := range cs {
+			cs[i] = centroid{mean: gen(i), count: float32(i)}
+		}
+		want := append([]centroid(nil), cs...)
+		sort.SliceStable(want, func(i, j int) bool { return radixKey(want[i].mean) < radixKey(want[j].mean) })
+		radixSort(cs)
+		require.Equal(t, want, cs)
+	}
 }

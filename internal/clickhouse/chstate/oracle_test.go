@@ -269,6 +269,18 @@ func runOracle(t *testing.T, e engine, current bool) {
 			chMerged := e.Query(t, "SELECT uniqHLL12MergeState(s) FROM (SELECT s FROM dstates ORDER BY k) FORMAT RowBinary")
 			require.Equal(t, chMerged, mergedBytes, "Go's merge vs uniqHLL12MergeState")
 
+			// The keys rebuild each state on the server (arrayReduce over
+			// UInt64, which is how the SQL view reads stored states), byte
+			// for byte: the whole, a part and the merge.
+			for name, st := range map[string]*Distinct{"whole": &d, "merged": &merged} {
+				want, _ := st.MarshalBinary()
+				keys := st.AppendKeys(nil)
+				e.Exec(t, "DROP TABLE IF EXISTS dkeys")
+				e.Exec(t, "CREATE TABLE dkeys (a Array(UInt64)) ENGINE = Memory")
+				e.Insert(t, "dkeys", "a Array(UInt64)", appendUint64s(nil, keys))
+				require.Equal(t, want, e.Query(t, "SELECT arrayReduce('uniqHLL12State', a) FROM dkeys FORMAT RowBinary"), "%s: state rebuilt from %d keys", name, len(keys))
+			}
+
 			// Quantiles.
 			var q Quantiles
 			for _, f := range set.floats {
@@ -305,6 +317,35 @@ func runOracle(t *testing.T, e engine, current bool) {
 				require.Equal(t, chMB, mb, "Go's merge vs quantilesTDigestMergeState")
 			}
 			single := readFloats(t, e.Query(t, "SELECT CAST(quantilesTDigestMerge("+levels+")(s) AS Array(Float64)) FROM (SELECT s FROM qstates ORDER BY k) FORMAT RowBinary"))
+			// The parts' centroids, rebuilt into weighted states on the
+			// server and merged (what the SQL view does with stored
+			// centroids), answer as Go's rebuild of the same centroids.
+			var rebuilt Quantiles
+			var rows []byte
+			for i, st := range qstates {
+				var pq Quantiles
+				require.NoError(t, pq.UnmarshalBinary(st))
+				means, counts := pq.AppendCentroids(nil, nil)
+				var r Quantiles
+				r.AddCentroids(means, counts)
+				rebuilt.Merge(&r)
+				rows = binary.LittleEndian.AppendUint32(rows, uint32(i))
+				rows = binary.AppendUvarint(rows, uint64(len(means)))
+				for _, m := range means {
+					rows = binary.LittleEndian.AppendUint32(rows, math.Float32bits(m))
+				}
+				rows = appendUint64s(rows, counts)
+			}
+			e.Exec(t, "DROP TABLE IF EXISTS qcentroids")
+			e.Exec(t, "CREATE TABLE qcentroids (k UInt32, m Array(Float32), c Array(UInt64)) ENGINE = Memory")
+			e.Insert(t, "qcentroids", "k UInt32, m Array(Float32), c Array(UInt64)", rows)
+			fromCentroids := readFloats(t, e.Query(t, "SELECT CAST(quantilesTDigestWeightedMerge("+levels+")(s) AS Array(Float64)) FROM (SELECT arrayReduce('quantilesTDigestWeightedState("+levels+")', m, c) AS s FROM qcentroids ORDER BY k) FORMAT RowBinary"))
+			if current {
+				sameBits(t, fromCentroids, rebuilt.Quantiles(0.5, 0.9, 0.99), "Go's quantiles of the rebuilt centroids")
+			}
+			if len(set.floats) > 0 && !beyondFloat32(set.floats) {
+				checkRanks(t, set.floats, fromCentroids, "quantilesTDigestWeightedMerge of stored centroids")
+			}
 			own := readFloats(t, e.Query(t, "SELECT CAST(quantilesTDigest("+levels+")(f) AS Array(Float64)) FROM (SELECT f FROM nums ORDER BY i) FORMAT RowBinary"))
 			if current {
 				// Go finalizes as the current engine does, digit for digit:
@@ -375,4 +416,13 @@ func beyondFloat32(vals []float64) bool {
 		}
 	}
 	return false
+}
+
+// appendUint64s appends a RowBinary Array(UInt64).
+func appendUint64s(b []byte, vs []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(vs)))
+	for _, v := range vs {
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	return b
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
 )
 
 // QuantilesTDigestType is the column type that holds a Quantiles state for
@@ -103,6 +104,57 @@ func radixKey(f float32) uint32 {
 	return b ^ 0x80000000
 }
 
+// radixScratch holds radixSort's buffers between compressions: a digest
+// compresses every 2048 values, and a buffer per digest would double its
+// memory.
+var radixScratch = sync.Pool{New: func() any { return new([]centroid) }}
+
+// radixSort sorts centroids by radixKey of their means, stably, as the LSD
+// radix sort ClickHouse uses: the same order as a stable comparison sort,
+// in linear time (compression is most of the per-value cost otherwise).
+// Passes over a byte that every key shares are skipped.
+func radixSort(cs []centroid) {
+	if len(cs) < 2 {
+		return
+	}
+	bufp := radixScratch.Get().(*[]centroid)
+	defer radixScratch.Put(bufp)
+	if cap(*bufp) < len(cs) {
+		*bufp = make([]centroid, len(cs))
+	}
+	src, dst := cs, (*bufp)[:len(cs)]
+	var counts [4][256]int
+	for _, c := range src {
+		k := radixKey(c.mean)
+		counts[0][k&0xff]++
+		counts[1][k>>8&0xff]++
+		counts[2][k>>16&0xff]++
+		counts[3][k>>24]++
+	}
+	for pass := range 4 {
+		shift := 8 * uint(pass)
+		cnt := &counts[pass]
+		if cnt[radixKey(src[0].mean)>>shift&0xff] == len(src) {
+			continue // every key has this byte: the order stays
+		}
+		pos := 0
+		for b := range cnt {
+			n := cnt[b]
+			cnt[b] = pos
+			pos += n
+		}
+		for _, c := range src {
+			b := radixKey(c.mean) >> shift & 0xff
+			dst[cnt[b]] = c
+			cnt[b]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &cs[0] {
+		copy(cs, src)
+	}
+}
+
 func canBeMerged(lMean float64, rMean float32) bool {
 	return lMean == float64(rMean) || (!math.IsInf(lMean, 0) && !math.IsInf(float64(rMean), 0))
 }
@@ -115,7 +167,7 @@ func canBeMerged(lMean float64, rMean float32) bool {
 func (q *Quantiles) compress() {
 	if q.unmerged > 0 || len(q.centroids) > tdMaxCentroids {
 		cs := q.centroids
-		sort.SliceStable(cs, func(i, j int) bool { return radixKey(cs[i].mean) < radixKey(cs[j].mean) })
+		radixSort(cs)
 		l := 0
 		countEps4 := q.count * float64(tdEpsilon) * 4
 		sum := 0.0

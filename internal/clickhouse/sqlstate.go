@@ -1,0 +1,184 @@
+package clickhouse
+
+import (
+	"fmt"
+
+	"github.com/tandem-analytics/tandem/internal/clickhouse/chstate"
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// SQL states of the sketch measures. Every distinct and quantiles measure
+// has, beside tandem's own sketch column, the ClickHouse aggregate-function
+// state of the same values (schemas.State.UniqHLL12 and .TDigest), so that
+// the merged views can offer it to analysts as an AggregateFunction column
+// they finalize with uniqHLL12Merge / quantilesTDigestWeightedMerge.
+//
+// The speed and batch tables store a state as the arrays that rebuild it
+// (chstate's arrays.go says why: 18.16 reads no state a client sends):
+//
+//	distinct m    m__uniq_keys   Array(UInt64)   arrayReduce('uniqHLL12State', keys): the same bytes
+//	quantiles m   m__td_means    Array(Float32)  arrayReduce('quantilesTDigestWeightedState(…)',
+//	              m__td_counts   Array(UInt64)       means, counts): the centroids as weighted values
+//
+// They are written in the same row, by the same insert, as the other
+// columns: the speed layer's versioned upsert and the batch run's
+// idempotent load cover them as they cover every other column.
+
+// quantileLevels are the levels in the type of a quantiles state column;
+// an analyst may finalize with any levels.
+const quantileLevels = "0.5, 0.9, 0.99"
+
+// stateCols are the columns holding measure m's state in the speed and
+// batch tables (none for the exact measure types).
+func stateCols(m *schemas.Measure) []col {
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		return []col{{m.Name + "__uniq_keys", chstate.UniqHLL12KeysType}}
+	case schemas.MeasureQuantiles:
+		return []col{{m.Name + "__td_means", chstate.QuantilesMeansType}, {m.Name + "__td_counts", chstate.QuantilesCountsType}}
+	}
+	return nil
+}
+
+// viewStateCols are stateCols of every measure, in measure order.
+func viewStateCols(view *schemas.View) []col {
+	var out []col
+	for i := range view.Measures {
+		out = append(out, stateCols(&view.Measures[i])...)
+	}
+	return out
+}
+
+// StateType is the AggregateFunction type under which the merged views
+// show a distinct or quantiles measure ("" for the other types).
+func StateType(m *schemas.Measure) string {
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		return "AggregateFunction(uniqHLL12, UInt64)"
+	case schemas.MeasureQuantiles:
+		return "AggregateFunction(quantilesTDigestWeighted(" + quantileLevels + "), Float32, UInt64)"
+	}
+	return ""
+}
+
+// rowState is the SQL expression rebuilding one stored row's state of m
+// from its state columns (of type StateType).
+func rowState(m *schemas.Measure) string {
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		return fmt.Sprintf("arrayReduce('uniqHLL12State', %s)", ident(m.Name+"__uniq_keys"))
+	case schemas.MeasureQuantiles:
+		return fmt.Sprintf("arrayReduce('quantilesTDigestWeightedState(%s)', %s, %s)", quantileLevels, ident(m.Name+"__td_means"), ident(m.Name+"__td_counts"))
+	}
+	return ""
+}
+
+// mergeState is the aggregate merging states of m (expr, of StateType)
+// into one state of the same type.
+func mergeState(m *schemas.Measure, expr string) string {
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		return "uniqHLL12MergeState(" + expr + ")"
+	case schemas.MeasureQuantiles:
+		return "quantilesTDigestWeightedMergeState(" + quantileLevels + ")(" + expr + ")"
+	}
+	return ""
+}
+
+// stateValues holds one block's state columns of one measure: each row's
+// arrays are slices of one arena per column, so a block allocates only
+// when it grows.
+type stateValues struct {
+	keys      [][]uint64
+	means     [][]float32
+	counts    [][]uint64
+	keyArena  []uint64
+	meanArena []float32
+	cntArena  []uint64
+}
+
+func (s *stateValues) reset() {
+	clear(s.keys)
+	clear(s.means)
+	clear(s.counts)
+	s.keys, s.means, s.counts = s.keys[:0], s.means[:0], s.counts[:0]
+	s.keyArena, s.meanArena, s.cntArena = s.keyArena[:0], s.meanArena[:0], s.cntArena[:0]
+}
+
+// appendState adds one row's state of m: st's SQL state, or the empty
+// state when st has none.
+func (s *stateValues) appendState(m *schemas.Measure, st *schemas.State) {
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		start := len(s.keyArena)
+		if st != nil && st.UniqHLL12 != nil {
+			s.keyArena = st.UniqHLL12.AppendKeys(s.keyArena)
+		}
+		s.keys = append(s.keys, s.keyArena[start:len(s.keyArena):len(s.keyArena)])
+	case schemas.MeasureQuantiles:
+		ms, cs := len(s.meanArena), len(s.cntArena)
+		if st != nil && st.TDigest != nil {
+			s.meanArena, s.cntArena = st.TDigest.AppendCentroids(s.meanArena, s.cntArena)
+		}
+		s.means = append(s.means, s.meanArena[ms:len(s.meanArena):len(s.meanArena)])
+		s.counts = append(s.counts, s.cntArena[cs:len(s.cntArena):len(s.cntArena)])
+	}
+}
+
+// columns appends the block columns of m's state, in stateCols order.
+func (s *stateValues) columns(m *schemas.Measure, cols []any) []any {
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		cols = append(cols, s.keys)
+	case schemas.MeasureQuantiles:
+		cols = append(cols, s.means, s.counts)
+	}
+	return cols
+}
+
+// decodeState reads a serialized SQL state of m (schemas.Measure.
+// SQLStateCell's bytes; empty is no state) into a State carrying it.
+func decodeState(m *schemas.Measure, b []byte) (*schemas.State, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		d := new(chstate.Distinct)
+		if err := d.UnmarshalBinary(b); err != nil {
+			return nil, fmt.Errorf("measure %s: %w", m.Name, err)
+		}
+		return &schemas.State{UniqHLL12: d}, nil
+	case schemas.MeasureQuantiles:
+		q := new(chstate.Quantiles)
+		if err := q.UnmarshalBinary(b); err != nil {
+			return nil, fmt.Errorf("measure %s: %w", m.Name, err)
+		}
+		return &schemas.State{TDigest: q}, nil
+	}
+	return nil, fmt.Errorf("measure %s (%s) has no SQL state", m.Name, m.Type)
+}
+
+// stateArgs appends the row-insert arguments of m's state from its
+// serialized bytes (nil: the empty state).
+func stateArgs(args []any, m *schemas.Measure, b []byte) ([]any, error) {
+	st, err := decodeState(m, b)
+	if err != nil {
+		return nil, err
+	}
+	switch m.Type {
+	case schemas.MeasureDistinct:
+		keys := []uint64{}
+		if st != nil {
+			keys = st.UniqHLL12.AppendKeys(keys)
+		}
+		return append(args, keys), nil
+	case schemas.MeasureQuantiles:
+		means, counts := []float32{}, []uint64{}
+		if st != nil {
+			means, counts = st.TDigest.AppendCentroids(means, counts)
+		}
+		return append(args, means, counts), nil
+	}
+	return args, nil
+}
