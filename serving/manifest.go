@@ -25,9 +25,13 @@ type Snapshot struct {
 	AbsorbedChunks map[int32]int64
 	// LoadedAt is when serving switched to this snapshot.
 	LoadedAt time.Time
-	// Err, when set, makes the view unanswerable with this run (its
-	// definition or chunk size differs from the configuration).
+	// Err, when set, makes the view unanswerable with this run (its chunk
+	// size differs from the configuration).
 	Err error
+	// OtherDefinition is set when the run was computed for another
+	// definition of the view: the view is backfilling until a run of the
+	// configured definition is published.
+	OtherDefinition bool
 }
 
 // RunID is the run's id, or "".
@@ -47,8 +51,7 @@ func newSnapshot(v *schemas.View, m *schemas.Manifest, chunkSize int64, now time
 	case m.View != v.Name:
 		s.Err = fmt.Errorf("the manifest of view %s names view %q", v.Name, m.View)
 	case m.Fingerprint != "" && m.Fingerprint != v.Fingerprint():
-		s.Err = fmt.Errorf("batch run %s of view %s was computed for another definition of the view (fingerprint %s, configuration has %s); run `tandem batch run` to recompute it",
-			m.RunID, v.Name, m.Fingerprint, v.Fingerprint())
+		s.OtherDefinition = true
 	case m.ChunkSize != chunkSize:
 		s.Err = fmt.Errorf("batch run %s of view %s used chunk_size %d, the configuration says %d; chunk numbers would not line up",
 			m.RunID, v.Name, m.ChunkSize, chunkSize)
@@ -169,7 +172,7 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 		snap = newSnapshot(vm.view, m, ms.chunkSize, now)
 	}
 	prev := vm.current.Load()
-	if ms.beforeSwitch != nil && prev != nil && snap.Manifest != nil && snap.Err == nil && prev.RunID() != snap.RunID() {
+	if ms.beforeSwitch != nil && prev != nil && snap.Manifest != nil && snap.Err == nil && !snap.OtherDefinition && prev.RunID() != snap.RunID() {
 		ms.beforeSwitch(ctx, snap)
 		snap.LoadedAt = ms.now()
 	}
@@ -201,9 +204,72 @@ func (ms *manifests) refreshAll(ctx context.Context) error {
 // answers 503.
 var ErrUnavailable = errors.New("batch view unavailable")
 
+// ErrBackfilling is wrapped (as a *BackfillingError, which also wraps
+// ErrUnavailable) when a view is backfilling: its stream's history has been
+// absorbed by batch runs, but no run of the view's configured definition
+// has been published yet (docs/architecture.md, "Adding and changing
+// views"). The speed layer alone would answer it inexactly, so it is not
+// answered until the batch run publishes.
+var ErrBackfilling = errors.New("backfilling")
+
+// BackfillingError says why a view is backfilling.
+type BackfillingError struct {
+	View   string
+	Reason string
+}
+
+func (e *BackfillingError) Error() string {
+	return fmt.Sprintf("view %s is backfilling: %s; it is answered once the next batch run (tandem batch run, the CronJob, or tandem dev's scheduler) has published it",
+		e.View, e.Reason)
+}
+
+// Is makes errors.Is match both ErrBackfilling and ErrUnavailable.
+func (e *BackfillingError) Is(target error) bool {
+	return target == ErrBackfilling || target == ErrUnavailable
+}
+
+// backfilling returns a *BackfillingError when snap cannot answer vm
+// exactly: the run it holds was computed for another definition, or there
+// is no run while another view of the same stream has one (the view was
+// added after the stream's history was absorbed: the speed layer's
+// duplicate horizon cannot see repeats of long-absorbed events, and Kafka
+// may no longer hold them). A stream on which no run was ever published is
+// answered by the speed layer alone, as always.
+func (ms *manifests) backfilling(ctx context.Context, vm *viewManifest, snap *Snapshot) error {
+	if snap.OtherDefinition {
+		return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf(
+			"its definition changed (fingerprint %s; the published run %s was computed for %s)", vm.view.Fingerprint(), snap.RunID(), snap.Manifest.Fingerprint)}
+	}
+	if snap.Manifest != nil {
+		return nil
+	}
+	for _, other := range ms.order {
+		if other == vm || other.view.Stream != vm.view.Stream {
+			continue
+		}
+		osnap := other.current.Load()
+		if osnap == nil {
+			// Not loaded yet: a read failure leaves it nil, and then the
+			// stream's history is unknown, so it counts as absorbed.
+			if err := ms.refresh(ctx, other); err != nil {
+				return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf("it has no published run, and whether view %s of its stream has one is unknown (%v)", other.view.Name, err)}
+			}
+			if osnap = other.current.Load(); osnap == nil {
+				continue
+			}
+		}
+		if osnap.Manifest != nil {
+			return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf(
+				"it was added after batch runs absorbed its stream's history (view %s is at run %s) and has no published run yet", other.view.Name, osnap.RunID())}
+		}
+	}
+	return nil
+}
+
 // snapshot returns the snapshot a query of view vm uses. It loads the
 // manifest when none was loaded yet, and refuses a snapshot that could not
-// be confirmed for longer than staleAfter.
+// be confirmed for longer than staleAfter, or that cannot answer exactly
+// (a *BackfillingError).
 func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot, error) {
 	snap := vm.current.Load()
 	if snap == nil {
@@ -219,6 +285,9 @@ func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot,
 	}
 	if snap.Err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, snap.Err)
+	}
+	if err := ms.backfilling(ctx, vm, snap); err != nil {
+		return nil, err
 	}
 	return snap, nil
 }
