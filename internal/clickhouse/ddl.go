@@ -109,8 +109,9 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 		}, "ReplacingMergeTree ORDER BY (view, run_id, kafka_partition)"),
 	}
 	for _, view := range cfg.Views {
-		objs = append(objs, speedObject(db, view, cfg.ChunkSize, v), batchObject(db, view, v), mergedObject(db, view))
-		objs = append(objs, levelObjects(db, view, v)...)
+		siblings := streamViews(cfg, view.Stream)
+		objs = append(objs, speedObject(db, view, cfg.ChunkSize, v), batchObject(db, view, v), mergedObject(db, view, siblings))
+		objs = append(objs, levelObjects(db, view, v, siblings)...)
 	}
 	for _, s := range cfg.Streams {
 		if s.RawEvents {
@@ -272,13 +273,16 @@ func batchObject(db string, view *schemas.View, v Version) object {
 // exact measures (count and sum summed, min and max of min and max) grouped
 // by window_start and the dimensions, over the batch rows of the current run
 // and the speed rows (FINAL) of the chunks that run did not absorb.
-// Partitions the run did not absorb have K_p = 0. Sketch measures (distinct,
+// Partitions the run did not absorb have K_p = 0. streamViews are the
+// views of the view's stream (itself included): while the view is
+// backfilling (answeredCondition) the speed half is empty, so the merged
+// view answers nothing rather than something inexact. Sketch measures (distinct,
 // quantiles) are left out: their bytes are opaque to SQL.
 //
 // It runs on 18.16 and on current ClickHouse. transform() refuses empty
 // arrays on 18.16, so both arrays start with a sentinel partition no stream
 // can have (4294967295 → 0 chunks).
-func MergedViewQuery(db string, view *schemas.View) string {
+func MergedViewQuery(db string, view *schemas.View, streamViews []string) string {
 	name := quoteString(view.Name)
 	currentRun := fmt.Sprintf("(SELECT argMax(run_id, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), name)
 	absorbedOf := func(column, sentinel string) string {
@@ -319,6 +323,7 @@ FROM (
         %s,
         %s,
         toUInt64(0))
+      AND %s
 )
 GROUP BY %s`,
 		strings.Join(outer, ", "),
@@ -326,13 +331,40 @@ GROUP BY %s`,
 		inner, qualified(db, SpeedTable(view.Name)),
 		absorbedOf("kafka_partition", "toUInt32(4294967295)"),
 		absorbedOf("chunks", "toUInt64(0)"),
+		answeredCondition(db, view, streamViews),
 		group)
 }
 
-func mergedObject(db string, view *schemas.View) object {
+// streamViews returns the names of the configured views of a stream.
+func streamViews(cfg *schemas.Config, stream string) []string {
+	var out []string
+	for _, v := range cfg.Views {
+		if v.Stream == stream {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+// answeredCondition is true unless the view is backfilling, the rule
+// serving applies to REST (docs/architecture.md, "Adding and changing
+// views"): the view has a published run, or no view of its stream has a
+// runs row yet (a new stream is answered by the speed layer alone). A view
+// whose tables were recreated has a runs row naming no run (run_id ''),
+// so it stays backfilling until its next run is published.
+func answeredCondition(db string, view *schemas.View, streamViews []string) string {
+	names := make([]string, len(streamViews))
+	for i, n := range streamViews {
+		names[i] = quoteString(n)
+	}
+	return fmt.Sprintf("((SELECT argMax(run_id, version) FROM %s WHERE view = %s) != '' OR (SELECT count() FROM %s WHERE view IN (%s)) = 0)",
+		qualified(db, TableRuns), quoteString(view.Name), qualified(db, TableRuns), strings.Join(names, ", "))
+}
+
+func mergedObject(db string, view *schemas.View, streamViews []string) object {
 	name := MergedView(view.Name)
 	return object{
-		Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), MergedViewQuery(db, view))},
+		Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), MergedViewQuery(db, view, streamViews))},
 		definition: viewDefinition(view),
 	}
 }

@@ -344,11 +344,26 @@ func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, 
 	}
 	// The view's published runs describe batch rows that no longer exist;
 	// left in place, the merged view would skip speed rows of chunks a
-	// vanished run absorbed.
-	for _, t := range []string{TableRuns, TableAbsorbed} {
-		if err := db.mutate(ctx, t, "DELETE WHERE view = ?", owner); err != nil {
-			return err
-		}
+	// vanished run absorbed. A runs row naming no run takes their place:
+	// the view is backfilling (answeredCondition) until its next run, as
+	// serving answers REST while its manifest holds the old definition.
+	if err := db.mutate(ctx, TableAbsorbed, "DELETE WHERE view = ?", owner); err != nil {
+		return err
+	}
+	return db.unpublish(ctx, cfg.View(owner))
+}
+
+// unpublish makes no run the view's current run, with a runs row of
+// run_id '' above every earlier version (PublishRun's rule).
+func (db *DB) unpublish(ctx context.Context, v *schemas.View) error {
+	_, version, err := db.currentRun(ctx, v)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	row := []any{v.Name, "", now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli()))}
+	if err := db.insert(ctx, insertSQL(db.db, TableRuns, runsColumns), [][]any{row}); err != nil {
+		return fmt.Errorf("clickhouse: unpublishing the runs of %s: %w", v.Name, err)
 	}
 	return nil
 }
