@@ -350,7 +350,7 @@ func streamViews(cfg *schemas.Config, stream string) []string {
 // serving applies to REST (docs/architecture.md, "Adding and changing
 // views"): the view has a published run, or no view of its stream has a
 // runs row yet (a new stream is answered by the speed layer alone). A view
-// whose tables were recreated has a runs row naming no run (run_id ''),
+// whose tables were recreated has a runs row naming no run (an empty run_id),
 // so it stays backfilling until its next run is published.
 func answeredCondition(db string, view *schemas.View, streamViews []string) string {
 	names := make([]string, len(streamViews))

@@ -354,7 +354,7 @@ func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, 
 }
 
 // unpublish makes no run the view's current run, with a runs row of
-// run_id '' above every earlier version (PublishRun's rule).
+// an empty run_id above every earlier version (PublishRun's rule).
 func (db *DB) unpublish(ctx context.Context, v *schemas.View) error {
 	_, version, err := db.currentRun(ctx, v)
 	if err != nil {
