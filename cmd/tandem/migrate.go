@@ -25,8 +25,9 @@ func (l *stringList) Set(s string) error {
 
 // cmdMigrate creates or checks tandem's ClickHouse tables and views.
 func cmdMigrate(ctx context.Context, args []string) error {
-	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]...")
-	dryRun := f.Bool("dry-run", false, "print the DDL for the configured server and change nothing")
+	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]... [--drop-removed]")
+	dryRun := f.Bool("dry-run", false, "print what applying the configuration does to each view and stream (new, unchanged, definition changed, removed), then the DDL; change nothing")
+	dropRemoved := f.Bool("drop-removed", false, "drop the tables and views of views and raw_events streams no longer in the configuration")
 	serverVersion := f.String("server-version", "", "with --dry-run: print the DDL for this ClickHouse version (e.g. 18.16, 24.8) without connecting")
 	var recreate stringList
 	f.Var(&recreate, "recreate", "drop and recreate the tables of this view or raw_events stream, losing their rows (repeatable); use after changing its definition")
@@ -54,13 +55,37 @@ func cmdMigrate(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if *dryRun {
+		plan, err := db.Plan(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Print(plan.String())
+		fmt.Println()
 		printDDL(cfg.ClickHouse.Database, db.ServerVersion(), clickhouse.DDL(cfg, db.ServerVersion()))
 		return nil
 	}
 	log.Info("migrating ClickHouse", "addr", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database, "server_version", db.ServerVersion().String())
 	rep, err := db.Migrate(ctx, cfg, recreate...)
 	fmt.Fprint(os.Stdout, rep.String())
-	return err
+	if err != nil {
+		return err
+	}
+	plan, err := db.Plan(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	removed := plan.With(clickhouse.OwnerRemoved)
+	switch {
+	case *dropRemoved:
+		dropped, err := db.DropRemoved(ctx, cfg)
+		for _, o := range dropped {
+			fmt.Printf("  dropped    the objects of %s, no longer configured\n", o)
+		}
+		return err
+	case len(removed) > 0:
+		fmt.Printf("  no longer configured, objects kept: %s (tandem migrate --drop-removed drops them)\n", strings.Join(removed, ", "))
+	}
+	return nil
 }
 
 func printDDL(database string, v clickhouse.Version, stmts []clickhouse.Statement) {

@@ -84,6 +84,7 @@ var ErrForeignObject = errors.New("exists but was not created by tandem")
 
 type metaRecord struct {
 	fingerprint, definition string
+	owner, kind             string
 	version                 uint64
 }
 
@@ -230,6 +231,20 @@ func describe(o object) string {
 // changedMessage explains a changed definition key by key, and how to
 // resolve it.
 func changedMessage(o object, stored string) error {
+	what := "view"
+	if o.Object == RawTable(o.Owner) {
+		what = "stream"
+	}
+	return fmt.Errorf("%s %q: %w\n  table %s:\n%s\n  Its stored rows belong to the old definition. Either give the %s a new name in the configuration "+
+		"(the old tables stay; drop them when done), or drop and recreate its tables: tandem migrate --recreate %s "+
+		"(a view is then backfilling, not answered, until the next batch run publishes it; tandem dev does this itself). "+
+		"See \"Changing views\" in docs/operations.md",
+		what, o.Owner, ErrDefinitionChanged, o.Object, strings.Join(definitionDiffs(o, stored), "\n"), what, o.Owner)
+}
+
+// definitionDiffs lists the "key: old → new" lines where an object's
+// definition differs from the stored one.
+func definitionDiffs(o object, stored string) []string {
 	old := map[string]string{}
 	for _, line := range strings.Split(stored, "\n") {
 		if k, v, ok := strings.Cut(line, ": "); ok {
@@ -246,14 +261,7 @@ func changedMessage(o object, stored string) error {
 	if len(diffs) == 0 {
 		diffs = append(diffs, "    the table layout of this tandem version differs from the one that created it")
 	}
-	what := "view"
-	if o.Object == RawTable(o.Owner) {
-		what = "stream"
-	}
-	return fmt.Errorf("%s %q: %w\n  table %s:\n%s\n  Its stored rows belong to the old definition. Either give the %s a new name in the configuration "+
-		"(the old tables stay; drop them when done), or drop and recreate its tables, losing its speed rows and batch runs "+
-		"until the next batch run: tandem migrate --recreate %s",
-		what, o.Owner, ErrDefinitionChanged, o.Object, strings.Join(diffs, "\n"), what, o.Owner)
+	return diffs
 }
 
 func orNone(s string) string {
@@ -264,7 +272,7 @@ func orNone(s string) string {
 }
 
 func (db *DB) readMeta(ctx context.Context) (map[string]metaRecord, error) {
-	rows, err := db.conn.Query(ctx, fmt.Sprintf("SELECT object, fingerprint, definition, version FROM %s FINAL", qualified(db.db, TableSchemaMeta)))
+	rows, err := db.conn.Query(ctx, fmt.Sprintf("SELECT object, fingerprint, definition, owner, kind, version FROM %s FINAL", qualified(db.db, TableSchemaMeta)))
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: reading %s: %w", TableSchemaMeta, err)
 	}
@@ -273,7 +281,7 @@ func (db *DB) readMeta(ctx context.Context) (map[string]metaRecord, error) {
 	for rows.Next() {
 		var name string
 		var r metaRecord
-		if err := rows.Scan(&name, &r.fingerprint, &r.definition, &r.version); err != nil {
+		if err := rows.Scan(&name, &r.fingerprint, &r.definition, &r.owner, &r.kind, &r.version); err != nil {
 			return nil, fmt.Errorf("clickhouse: reading %s: %w", TableSchemaMeta, err)
 		}
 		out[name] = r
@@ -350,20 +358,20 @@ func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, 
 	if err := db.mutate(ctx, TableAbsorbed, "DELETE WHERE view = ?", owner); err != nil {
 		return err
 	}
-	return db.unpublish(ctx, cfg.View(owner))
+	return db.unpublish(ctx, owner)
 }
 
 // unpublish makes no run the view's current run, with a runs row of
 // an empty run_id above every earlier version (PublishRun's rule).
-func (db *DB) unpublish(ctx context.Context, v *schemas.View) error {
-	_, version, err := db.currentRun(ctx, v)
+func (db *DB) unpublish(ctx context.Context, view string) error {
+	_, version, err := db.currentRun(ctx, &schemas.View{Name: view})
 	if err != nil {
 		return err
 	}
 	now := time.Now()
-	row := []any{v.Name, "", now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli()))}
+	row := []any{view, "", now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli()))}
 	if err := db.insert(ctx, insertSQL(db.db, TableRuns, runsColumns), [][]any{row}); err != nil {
-		return fmt.Errorf("clickhouse: unpublishing the runs of %s: %w", v.Name, err)
+		return fmt.Errorf("clickhouse: unpublishing the runs of %s: %w", view, err)
 	}
 	return nil
 }
