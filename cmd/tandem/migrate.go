@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,8 +26,9 @@ func (l *stringList) Set(s string) error {
 
 // cmdMigrate creates or checks tandem's ClickHouse tables and views.
 func cmdMigrate(ctx context.Context, args []string) error {
-	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]... [--drop-removed]")
+	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]... [--recreate-changed] [--drop-removed]")
 	dryRun := f.Bool("dry-run", false, "print what applying the configuration does to each view and stream (new, unchanged, definition changed, removed), then the DDL; change nothing")
+	recreateChanged := f.Bool("recreate-changed", false, "recreate the tables of every view and raw_events stream whose definition changed (what tandem dev does); such a view is backfilling until the next batch run")
 	dropRemoved := f.Bool("drop-removed", false, "drop the tables and views of views and raw_events streams no longer in the configuration")
 	serverVersion := f.String("server-version", "", "with --dry-run: print the DDL for this ClickHouse version (e.g. 18.16, 24.8) without connecting")
 	var recreate stringList
@@ -65,6 +67,17 @@ func cmdMigrate(ctx context.Context, args []string) error {
 		return nil
 	}
 	log.Info("migrating ClickHouse", "addr", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database, "server_version", db.ServerVersion().String())
+	if *recreateChanged {
+		plan, err := db.Plan(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		for _, o := range plan.With(clickhouse.OwnerChanged) {
+			if !slices.Contains(recreate, o) {
+				recreate = append(recreate, o)
+			}
+		}
+	}
 	rep, err := db.Migrate(ctx, cfg, recreate...)
 	fmt.Fprint(os.Stdout, rep.String())
 	if err != nil {
