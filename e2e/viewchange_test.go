@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,18 +25,23 @@ import (
 // deployment: the test view's measures by device.
 const addedView = "pageviews_by_device"
 
-// TestAddViewBackfilling: a view added to a running deployment is never
-// answered inexactly. Batch runs have absorbed the stream's history; the
-// configuration gains a view and speed and serve restart with it (speed
-// migrates ClickHouse). While traffic flows — late events, duplicates of
-// recent events, and resends of events absorbed long ago, beyond the
-// speed layer's duplicate horizon — the new view answers REST with 503,
-// Retry-After and reason "backfilling" and its merged SQL view is empty,
-// though the speed layer has rows for it; the old view keeps answering
-// exactly. A batch run in the middle of the traffic publishes the new
-// view; from then on REST and SQL equal the truth for both, computed here
-// from the master dataset, before and after the final run.
-func TestAddViewBackfilling(t *testing.T) {
+// TestViewChanges plays the view changes of a running deployment, each
+// with traffic flowing — late events, duplicates of recent events, resends
+// of events absorbed long ago (beyond the speed layer's duplicate horizon)
+// and a batch run in the middle — and checks REST and the analyst's SQL
+// against the truth computed here from the master dataset, before, during
+// and after the change:
+//
+//   - a view added after batch runs absorbed the stream;
+//   - a measure added to it (speed stopped, tandem migrate
+//     --recreate-changed as the Kubernetes Job runs it, speed started);
+//   - its granularity changed from 1m to 5m;
+//   - the view removed (tandem migrate --drop-removed).
+//
+// While a changed view backfills, its speed rows over-count (checked), and
+// it answers REST with 503, Retry-After and reason "backfilling" and its
+// merged SQL view is empty; the other view answers exactly throughout.
+func TestViewChanges(t *testing.T) {
 	p := newPlatform(t, platformOptions{chunkSize: 200})
 	p.start("ingest", "speed", "archive", "serve")
 	seed := uint64(time.Now().UnixNano())
@@ -80,15 +87,11 @@ func TestAddViewBackfilling(t *testing.T) {
 		}
 		return time.UnixMilli(lo).UTC().Truncate(time.Hour), time.UnixMilli(hi).UTC().Truncate(time.Hour).Add(time.Hour)
 	}
-	queriesOf := func(truth []event) []query {
-		from, to := span(truth)
-		return []query{
-			{from: from, to: to, groupBy: []string{"device"}},
-			{from: from, to: to, granularity: "1h", groupBy: []string{"device"}},
-			{from: from, to: to, granularity: "all", groupBy: []string{"device"}},
-		}
-	}
-	// exact waits until REST and SQL of each view equal the truth.
+	// gran is the granularity of the added view's base rows.
+	gran := "1m"
+	// exact waits until REST and SQL of each view equal the truth; with
+	// totalLatency, the added view's total_latency measure too.
+	totalLatency := false
 	exact := func(stage string, truth []event, views ...string) {
 		t.Helper()
 		from, to := span(truth)
@@ -97,15 +100,25 @@ func TestAddViewBackfilling(t *testing.T) {
 		for {
 			var last []string
 			for _, v := range views {
-				for _, q := range queriesOf(truth) {
+				qs := []query{
+					{from: from, to: to, granularity: gran, groupBy: []string{"device"}},
+					{from: from, to: to, granularity: "1h", groupBy: []string{"device"}},
+					{from: from, to: to, granularity: "all", groupBy: []string{"device"}},
+				}
+				for _, q := range qs {
 					if d := p.compareServingView(v, truth, q); len(d) > 0 {
 						last = append(last, v+" "+q.String()+":\n  "+strings.Join(d[:min(len(d), 6)], "\n  "))
 					}
 				}
 				got, err := readMergedViewOf(context.Background(), conn, p.ch.Database, v, from, to, 3600, []string{"device"})
 				require.NoError(t, err)
-				if d := diffMergedView(expect(truth, query{from: from, to: to, granularity: "1h", groupBy: []string{"device"}}), got); len(d) > 0 {
+				if d := diffMergedView(expect(truth, qs[1]), got); len(d) > 0 {
 					last = append(last, v+" SQL:\n  "+strings.Join(d[:min(len(d), 6)], "\n  "))
+				}
+				if v == addedView && totalLatency {
+					if d := p.diffTotalLatency(truth, qs[2]); len(d) > 0 {
+						last = append(last, v+" total_latency:\n  "+strings.Join(d[:min(len(d), 6)], "\n  "))
+					}
 				}
 			}
 			if len(last) == 0 {
@@ -117,102 +130,196 @@ func TestAddViewBackfilling(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	}
+	stop := func() {
+		t.Helper()
+		for _, name := range []string{"speed", "serve"} {
+			require.NoError(t, p.proc(name).term(30*time.Second))
+		}
+	}
+	restart := func() {
+		t.Helper()
+		stop()
+		p.start("speed", "serve")
+	}
+	edit := func(f func(string) string) {
+		t.Helper()
+		text, err := os.ReadFile(p.cfgPath)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(p.cfgPath, []byte(f(string(text))), 0o600))
+		p.cfg, err = schemas.LoadFile(p.cfgPath)
+		require.NoError(t, err)
+	}
+	migrate := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(p.bin, append([]string{"migrate", "--config", p.cfgPath}, args...)...).CombinedOutput()
+		require.NoError(t, err, "tandem migrate %v: %s", args, out)
+		return string(out)
+	}
+	admin := p.ch.Conn(t)
+	seedN := seed
 
-	// History: load, then batch runs absorb it.
+	// History: load, then a batch run absorbs it.
 	truthPath := filepath.Join(p.dir, "truth1.ndjson")
-	rep := load(seed, 3000, truthPath)
-	accepted += rep.Accepted
+	accepted += load(seedN, 3000, truthPath).Accepted
 	truth := truthNow()
 	out, err := p.batchRun(context.Background())
 	require.NoError(t, err, "batch run: %s", out)
-	exact("before the change", truth, viewName)
+	exact("before any change", truth, viewName)
 	old := readTruthRaws(t, truthPath)
 
-	// The view is added; speed (which migrates) and serve restart with it.
-	text, err := os.ReadFile(p.cfgPath)
-	require.NoError(t, err)
-	view := strings.Replace(string(text)[strings.Index(string(text), "  - name: "+viewName):], viewName, addedView, 1)
-	view = strings.Replace(view, "dimensions: [country, device]", "dimensions: [device]", 1)
-	require.NoError(t, os.WriteFile(p.cfgPath, append(text, view...), 0o600))
-	p.cfg, err = schemas.LoadFile(p.cfgPath)
-	require.NoError(t, err)
-	require.NotNil(t, p.cfg.View(addedView))
-	for _, name := range []string{"speed", "serve"} {
-		require.NoError(t, p.proc(name).term(30*time.Second))
-		p.restart(name)
-		p.waitReady(name, 60*time.Second)
-	}
+	// change is one change of the added view with traffic around it.
+	change := func(stage string, others []string) {
+		t.Helper()
+		// Traffic: the other views answer it exactly.
+		seedN++
+		accepted += load(seedN, 1500, "").Accepted
+		exact(stage+": while the view backfills", truthNow(), others...)
 
-	// Traffic: more events; the old view answers them exactly.
-	rep = load(seed+1, 1500, "")
-	accepted += rep.Accepted
-	exact("while the added view backfills", truthNow(), viewName)
-
-	// Resends of events absorbed long ago, beyond the speed layer's
-	// duplicate horizon.
-	sink := &gen.HTTPSink{URL: p.ingestURL, Stream: streamName, Client: &http.Client{Timeout: 30 * time.Second}}
-	resend := make([]gen.Event, 200)
-	for i := range resend {
-		resend[i] = gen.Event{Raw: old[rng.IntN(len(old)/2)]} // the older half
-	}
-	acc, err := sink.Send(context.Background(), resend)
-	require.NoError(t, err)
-	for _, a := range acc {
-		require.True(t, a, "a resent valid event is accepted")
-	}
-	accepted += int64(len(resend))
-
-	// The speed layer has folded the new view's rows, and still it is
-	// not answered: REST 503 backfilling, SQL empty.
-	admin := p.ch.Conn(t)
-	require.Eventually(t, func() bool {
-		var n uint64
-		require.NoError(t, admin.QueryRow(context.Background(), "SELECT count() FROM "+p.ch.Database+"."+addedView+"_speed").Scan(&n))
-		return n > 0
-	}, 60*time.Second, 250*time.Millisecond, "the speed layer wrote no rows for the added view")
-	// Its speed rows alone over-count: the speed layer folded all of Kafka
-	// for it, and the resends lie beyond its duplicate horizon.
-	counted := int64(len(truthNow()))
-	var speedViews int64
-	require.Eventually(t, func() bool {
-		require.NoError(t, admin.QueryRow(context.Background(), "SELECT toInt64(sum(views)) FROM "+p.ch.Database+"."+addedView+"_speed FINAL").Scan(&speedViews))
-		return speedViews > counted
-	}, 60*time.Second, 250*time.Millisecond, "the speed rows of the added view never passed the truth (%d events)", counted)
-	t.Logf("speed rows of %s count %d events, the truth %d", addedView, speedViews, counted)
-	from, to := span(truth)
-	for i := 0; i < 3; i++ {
-		code, hdr, body := httpGetHeader(p.serveURL + "/v1/views/" + addedView + "/query?" + query{from: from, to: to, granularity: "all"}.values().Encode())
-		require.Equal(t, http.StatusServiceUnavailable, code, "%s", body)
-		require.Equal(t, "30", hdr.Get("Retry-After"))
-		var e struct{ Error, Reason string }
-		require.NoError(t, json.Unmarshal(body, &e))
-		require.Equal(t, "backfilling", e.Reason)
-		var n uint64
-		require.NoError(t, p.ch.AnalystConn(t).QueryRow(context.Background(), "SELECT count() FROM "+p.ch.Database+"."+addedView).Scan(&n))
-		require.Zero(t, n, "the merged SQL view of a backfilling view is empty")
-		code, _ = httpGet(p.serveURL + "/v1/views/" + viewName + "/query?" + query{from: from, to: to, granularity: "all"}.values().Encode())
-		require.Equal(t, http.StatusOK, code, "the other view keeps answering")
-		time.Sleep(300 * time.Millisecond)
-	}
-
-	// A batch run in the middle of more traffic publishes the new view.
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		time.Sleep(300 * time.Millisecond)
-		out, err := p.batchRun(context.Background())
-		if err != nil {
-			t.Errorf("batch run during the traffic: %v\n%s", err, out)
+		// Resends of events absorbed long ago.
+		sink := &gen.HTTPSink{URL: p.ingestURL, Stream: streamName, Client: &http.Client{Timeout: 30 * time.Second}}
+		resend := make([]gen.Event, 200)
+		for i := range resend {
+			resend[i] = gen.Event{Raw: old[rng.IntN(len(old)/2)]} // the older half
 		}
-	}()
-	rep = load(seed+2, 2000, "")
-	accepted += rep.Accepted
-	wg.Wait()
+		acc, err := sink.Send(context.Background(), resend)
+		require.NoError(t, err)
+		for _, a := range acc {
+			require.True(t, a, "a resent valid event is accepted")
+		}
+		accepted += int64(len(resend))
+
+		// The speed layer folded the view's rows for all of Kafka, and
+		// they over-count; still the view is not answered.
+		counted := int64(len(truthNow()))
+		var speedViews int64
+		require.Eventually(t, func() bool {
+			require.NoError(t, admin.QueryRow(context.Background(), "SELECT toInt64(sum(views)) FROM "+p.ch.Database+"."+addedView+"_speed FINAL").Scan(&speedViews))
+			return speedViews > counted
+		}, 60*time.Second, 250*time.Millisecond, "%s: the speed rows of the view never passed the truth (%d events)", stage, counted)
+		t.Logf("%s: speed rows of %s count %d events, the truth %d", stage, addedView, speedViews, counted)
+		from, to := span(truth)
+		for i := 0; i < 3; i++ {
+			code, hdr, body := httpGetHeader(p.serveURL + "/v1/views/" + addedView + "/query?" + query{from: from, to: to, granularity: "all"}.values().Encode())
+			require.Equal(t, http.StatusServiceUnavailable, code, "%s: %s", stage, body)
+			require.Equal(t, "30", hdr.Get("Retry-After"))
+			var e struct{ Error, Reason string }
+			require.NoError(t, json.Unmarshal(body, &e))
+			require.Equal(t, "backfilling", e.Reason)
+			var n uint64
+			require.NoError(t, p.ch.AnalystConn(t).QueryRow(context.Background(), "SELECT count() FROM "+p.ch.Database+"."+addedView).Scan(&n))
+			require.Zero(t, n, "%s: the merged SQL view of a backfilling view is empty", stage)
+			for _, o := range others {
+				code, _ = httpGet(p.serveURL + "/v1/views/" + o + "/query?" + query{from: from, to: to, granularity: "all"}.values().Encode())
+				require.Equal(t, http.StatusOK, code, "%s: view %s keeps answering", stage, o)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+
+		// A batch run in the middle of more traffic publishes the view.
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(300 * time.Millisecond)
+			out, err := p.batchRun(context.Background())
+			if err != nil {
+				t.Errorf("%s: batch run during the traffic: %v\n%s", stage, err, out)
+			}
+		}()
+		seedN++
+		accepted += load(seedN, 2000, "").Accepted
+		wg.Wait()
+		truth = truthNow()
+		out, err := p.batchRun(context.Background())
+		require.NoError(t, err, "%s: final batch run: %s", stage, out)
+		exact(stage+": after the final batch run", truth, append([]string{addedView}, others...)...)
+	}
+
+	// 1. A view added; speed (which migrates) and serve restart with it.
+	edit(func(text string) string {
+		view := strings.Replace(text[strings.Index(text, "  - name: "+viewName):], viewName, addedView, 1)
+		return text + strings.Replace(view, "dimensions: [country, device]", "dimensions: [device]", 1)
+	})
+	require.Contains(t, migrate("--dry-run"), "view   "+addedView)
+	restart()
+	change("view added", []string{viewName})
+
+	// 2. A measure added: speed would refuse the changed definition, so
+	// the migration recreates it first, as the Kubernetes Job does.
+	const latency = "      - { name: latency,     type: quantiles, field: latency_ms }\n"
+	edit(func(text string) string {
+		at := strings.LastIndex(text, latency)
+		require.Positive(t, at)
+		return text[:at+len(latency)] + "      - { name: total_latency, type: sum, field: latency_ms }\n" + text[at+len(latency):]
+	})
+	require.Contains(t, migrate("--dry-run"), "total_latency=sum(latency_ms)")
+	// The documented order: speed stops before its tables are recreated.
+	stop()
+	require.Contains(t, migrate("--recreate-changed"), "recreated  table    "+p.ch.Database+"."+addedView+"_speed")
+	p.start("speed", "serve")
+	totalLatency = true
+	change("measure added", []string{viewName})
+
+	// 3. Its granularity changed.
+	edit(func(text string) string {
+		at := strings.Index(text, "  - name: "+addedView)
+		return text[:at] + strings.Replace(text[at:], "granularity: 1m", "granularity: 5m", 1)
+	})
+	require.Contains(t, migrate("--dry-run"), "granularity: 1m → 5m")
+	stop()
+	migrate("--recreate-changed")
+	p.start("speed", "serve")
+	gran = "5m"
+	change("granularity changed", []string{viewName})
+
+	// 4. The view removed: 404; its SQL objects stay until --drop-removed.
+	edit(func(text string) string { return text[:strings.Index(text, "  - name: "+addedView)] })
+	require.Contains(t, migrate("--dry-run"), "view   "+addedView+"          removed from the configuration")
+	restart()
+	code, _ := httpGet(p.serveURL + "/v1/views/" + addedView + "/query?" + query{from: time.Unix(0, 0), to: time.Unix(3600, 0)}.values().Encode())
+	require.Equal(t, http.StatusNotFound, code)
+	require.Contains(t, migrate("--drop-removed"), "dropped    the objects of "+addedView)
+	var n uint64
+	require.NoError(t, admin.QueryRow(context.Background(), "SELECT count() FROM system.tables WHERE database = ? AND name LIKE ?", p.ch.Database, addedView+"%").Scan(&n))
+	require.Zero(t, n)
+	seedN++
+	accepted += load(seedN, 1000, "").Accepted
 	truth = truthNow()
 	out, err = p.batchRun(context.Background())
-	require.NoError(t, err, "final batch run: %s", out)
-	exact("after the final batch run", truth, viewName, addedView)
+	require.NoError(t, err, "batch run after the removal: %s", out)
+	exact("after the removal", truth, viewName)
+}
+
+// diffTotalLatency compares the added view's total_latency (the sum of
+// latency_ms) with the truth for q.
+func (p *platform) diffTotalLatency(truth []event, q query) []string {
+	code, a, body, err := p.queryServingView(addedView, q)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	if code != http.StatusOK {
+		return []string{fmt.Sprintf("status %d: %.300s", code, body)}
+	}
+	want := expect(truth, q)
+	var out []string
+	for _, r := range a.Rows {
+		k := rowKey{windowMs: r.WindowStart.UnixMilli(), dims: r.Dimensions["device"]}
+		var got float64
+		if err := json.Unmarshal(r.Measures["total_latency"], &got); err != nil {
+			out = append(out, fmt.Sprintf("%s: total_latency %s: %v", k, r.Measures["total_latency"], err))
+			continue
+		}
+		var sum float64
+		if w := want[k]; w != nil {
+			for _, l := range w.latencies {
+				sum += l
+			}
+		}
+		if !closeRel(got, sum, 1e-9) {
+			out = append(out, fmt.Sprintf("%s: total_latency %v, want %v", k, got, sum))
+		}
+	}
+	return out
 }
 
 // httpGetHeader is httpGet with the answer's headers.
