@@ -71,6 +71,9 @@ type Result struct {
 	RunID    string
 	Views    []ViewResult
 	Duration time.Duration
+	// RemovedViews are the views no longer configured whose objects this
+	// run deleted (batch.removed_view_grace).
+	RemovedViews []string
 }
 
 // ViewResult is the outcome for one view.
@@ -158,6 +161,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		res.Views = append(res.Views, vr...)
 	}
+	removed, err := gcRemovedViews(ctx, o.Store, cfg, cfg.Batch.RemovedViewGrace.D(), time.Now(), lk)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range removed {
+		o.Log.Info("batch: deleted the objects of a view no longer configured", "view", v, "grace", cfg.Batch.RemovedViewGrace.String())
+	}
+	res.RemovedViews = removed
 	if o.AfterPublish != nil {
 		if err := lk.check(); err != nil {
 			return nil, err

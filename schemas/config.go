@@ -201,6 +201,10 @@ type BatchConfig struct {
 	LockTTL Duration `yaml:"lock_ttl"`
 	// ExportAfterRun writes the data-lake export after each successful run.
 	ExportAfterRun bool `yaml:"export_after_run"`
+	// RemovedViewGrace is how long the objects of a view no longer in the
+	// configuration (views/<view>/ in S3) stay after their newest write
+	// before a batch run deletes them; 0 keeps them forever.
+	RemovedViewGrace Duration `yaml:"removed_view_grace"`
 }
 
 // StatusConfig holds the thresholds of the health report. A value at or over
@@ -245,7 +249,7 @@ func Default() Config {
 				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
 		Speed:     SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
 		Archive:   ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
-		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour)},
+		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour), RemovedViewGrace: Duration(7 * 24 * time.Hour)},
 		ChunkSize: 10000,
 	}
 }
