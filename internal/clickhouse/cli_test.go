@@ -56,7 +56,7 @@ func TestMigrateCommand(t *testing.T) {
 	require.Contains(t, out, "created    database tandem\n")
 	out, err = run()
 	require.NoError(t, err, out)
-	require.Contains(t, out, "up to date (16 objects)")
+	require.Contains(t, out, "up to date (17 objects)")
 
 	write(strings.Replace(yaml, "granularity: 1h", "granularity: 1d", 1))
 	out, err = run()

@@ -36,7 +36,15 @@ const (
 	KindDatabase ObjectKind = "database"
 	KindTable    ObjectKind = "table"
 	KindView     ObjectKind = "view"
+	// KindFields is no ClickHouse object: a record in schema_meta of a
+	// stream's declared fields and types, so that a changed type is
+	// caught before any component validates events under it.
+	KindFields ObjectKind = "fields"
 )
+
+// fieldsRecord is the schema_meta object name of a stream's fields
+// record; not an identifier, so it names no table.
+func fieldsRecord(stream string) string { return "stream " + stream }
 
 // Statement is one DDL statement of tandem's ClickHouse layout.
 type Statement struct {
@@ -69,10 +77,11 @@ type object struct {
 // view, then per stream with raw_events its events table. Every statement
 // is idempotent (IF NOT EXISTS). DDL does no I/O.
 func DDL(cfg *schemas.Config, v Version) []Statement {
-	objs := objects(cfg, v)
-	out := make([]Statement, len(objs))
-	for i, o := range objs {
-		out[i] = o.Statement
+	var out []Statement
+	for _, o := range objects(cfg, v) {
+		if o.Kind != KindFields {
+			out = append(out, o.Statement)
+		}
 	}
 	return out
 }
@@ -107,6 +116,9 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 		sharedTable(db, TableAbsorbed, shared, []col{
 			{"view", "String"}, {"run_id", "String"}, {"kafka_partition", "UInt32"}, {"chunks", "UInt64"}, {"absorbed_offset", "UInt64"},
 		}, "ReplacingMergeTree ORDER BY (view, run_id, kafka_partition)"),
+	}
+	for _, s := range cfg.Streams {
+		objs = append(objs, fieldsObject(s))
 	}
 	for _, view := range cfg.Views {
 		siblings := streamViews(cfg, view.Stream)
@@ -386,6 +398,58 @@ func rawCols(s *schemas.Stream, v Version) []col {
 		cols = append(cols, col{c.Name, t})
 	}
 	return cols
+}
+
+// fieldsObject is the record of a stream's fields: "name:type" in
+// declared order, " required" where events must carry it.
+func fieldsObject(s *schemas.Stream) object {
+	return object{
+		Statement:  Statement{Object: fieldsRecord(s.Name), Kind: KindFields, Owner: s.Name},
+		definition: "stream: " + s.Name + "\nfields: [" + strings.Join(fieldList(s), ", ") + "]",
+	}
+}
+
+func fieldList(s *schemas.Stream) []string {
+	out := make([]string, len(s.Fields))
+	for i, f := range s.Fields {
+		out[i] = f.Name + ":" + string(f.Type)
+		if f.Required {
+			out[i] += " required"
+		}
+	}
+	return out
+}
+
+// fieldTypeChanges lists the fields declared in both field records (see
+// fieldsObject) whose type or required flag differs, as "name: old → new".
+// Fields added or removed are not changes of this kind: an added field
+// reads as missing in older events, a removed one is ignored.
+func fieldTypeChanges(stored, current string) []string {
+	parse := func(def string) (names []string, types map[string]string) {
+		types = map[string]string{}
+		for _, line := range strings.Split(def, "\n") {
+			list, ok := strings.CutPrefix(line, "fields: [")
+			if !ok {
+				continue
+			}
+			for _, f := range strings.Split(strings.TrimSuffix(list, "]"), ", ") {
+				if name, typ, ok := strings.Cut(f, ":"); ok {
+					names = append(names, name)
+					types[name] = typ
+				}
+			}
+		}
+		return names, types
+	}
+	_, was := parse(stored)
+	names, is := parse(current)
+	var out []string
+	for _, n := range names {
+		if old, ok := was[n]; ok && old != is[n] {
+			out = append(out, fmt.Sprintf("    %s: %s → %s", n, old, is[n]))
+		}
+	}
+	return out
 }
 
 // rawObject: ReplacingMergeTree by (_partition, _offset), so a replayed

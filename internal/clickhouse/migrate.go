@@ -66,7 +66,10 @@ func (r Report) String() string {
 			continue
 		}
 		name := r.Database
-		if c.Object != "" {
+		switch {
+		case c.Kind == KindFields:
+			name = c.Object
+		case c.Object != "":
 			name += "." + c.Object
 		}
 		fmt.Fprintf(&b, "  %-10s %-8s %s\n", c.Action, c.Kind, name)
@@ -170,6 +173,27 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 		if failed[o.Owner] && o.Owner != "" {
 			continue
 		}
+		if o.Kind == KindFields {
+			rec, recorded := meta[o.Object]
+			action := ActionUnchanged
+			switch {
+			case !recorded || rec.fingerprint != o.fingerprint:
+				if changes := fieldTypeChanges(rec.definition, o.definition); len(changes) > 0 && !slices.Contains(recreate, o.Owner) {
+					failed[o.Owner] = true
+					problems = append(problems, fieldTypeMessage(o.Owner, changes))
+					continue
+				}
+				action = ActionRecorded
+				if !recorded {
+					action = ActionCreated
+				}
+				if err := db.record(ctx, o, rec.version+1); err != nil {
+					return rep, err
+				}
+			}
+			rep.Changes = append(rep.Changes, Change{Object: o.Object, Kind: o.Kind, Owner: o.Owner, Action: action})
+			continue
+		}
 		rec, recorded := meta[o.Object]
 		cols, exists := existing[o.Object]
 		action := ActionUnchanged
@@ -226,6 +250,21 @@ func describe(o object) string {
 		return "database"
 	}
 	return fmt.Sprintf("%s %s", o.Kind, o.Object)
+}
+
+// ErrFieldTypeChanged is wrapped by Migrate's error when a stream field's
+// type (or whether it is required) differs from the one recorded when
+// events were accepted.
+var ErrFieldTypeChanged = errors.New("the type of a field changed since events were accepted")
+
+// fieldTypeMessage explains a changed field type and the ways out.
+func fieldTypeMessage(stream string, changes []string) error {
+	return fmt.Errorf("stream %q: %w:\n%s\n  Events already in Kafka and the master dataset were validated under the old declaration; "+
+		"under the new one some may turn invalid, and every view of the stream would change its history with them. Either keep the old "+
+		"declaration and declare a new field (another name) with the new type — older events read it as missing — or accept the change: "+
+		"tandem migrate --recreate %s (tandem dev accepts it itself; a raw_events table is recreated), and the next batch run recomputes "+
+		"every view of the stream under it",
+		stream, ErrFieldTypeChanged, strings.Join(changes, "\n"), stream)
 }
 
 // changedMessage explains a changed definition key by key, and how to
@@ -340,7 +379,7 @@ func (db *DB) record(ctx context.Context, o object, version uint64) error {
 // dropOwner drops the objects of one view or stream and forgets its runs.
 func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, objs []object) error {
 	for _, o := range objs {
-		if o.Owner != owner {
+		if o.Owner != owner || o.Kind == KindFields {
 			continue
 		}
 		if err := db.exec(ctx, "DROP TABLE IF EXISTS "+qualified(db.db, o.Object)); err != nil {

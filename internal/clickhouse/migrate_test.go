@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/schemas"
 )
 
 func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
@@ -42,7 +44,7 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	require.Contains(t, engines, "clicks_by_country_batch MergeTree")
 
 	metaBefore := queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object")
-	require.Len(t, metaBefore, len(want))
+	require.Len(t, metaBefore, len(want)+1, "the objects and the stream's fields record")
 	tablesBefore := queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name")
 
 	rep, err = db.Migrate(ctx, cfg)
@@ -51,7 +53,7 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	require.Contains(t, rep.String(), "up to date")
 	// Nothing was written or recreated.
 	require.Equal(t, metaBefore, queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object"))
-	require.Equal(t, []string{"15"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
+	require.Equal(t, []string{"16"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
 	require.Equal(t, tablesBefore, queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name"))
 }
 
@@ -149,4 +151,46 @@ func TestCheckNamesRefusesCollisions(t *testing.T) {
 	err := checkNames(cfg)
 	require.ErrorContains(t, err, `"clicks_by_country_speed"`)
 	require.NoError(t, checkNames(parseConfig(t, testConfigYAML)))
+}
+
+// TestMigrateRefusesFieldTypeChange: a stream field whose type changed is
+// refused with the field, both types and the ways out, even when no view
+// measures it (its validity decides whether an event counts at all);
+// --recreate of the stream accepts it. An added field is no type change.
+func TestMigrateRefusesFieldTypeChange(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := migrated(t, cfg)
+	ctx := testCtx(t)
+	with := func(yaml string) *schemas.Config {
+		c := parseConfig(t, yaml)
+		c.ClickHouse = cfg.ClickHouse
+		return c
+	}
+	changed := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string }", 1))
+	plan, err := db.Plan(ctx, changed)
+	require.NoError(t, err)
+	require.Equal(t, OwnerChanged, plan.Owner("clicks").State)
+	require.True(t, plan.Owner("clicks").TypeChanged)
+	require.Contains(t, plan.String(), "ok: bool → string")
+	require.Equal(t, OwnerUnchanged, plan.Owner("clicks_total").State)
+	_, err = db.Migrate(ctx, changed)
+	require.ErrorIs(t, err, ErrFieldTypeChanged)
+	require.Contains(t, err.Error(), `stream "clicks"`)
+	require.Contains(t, err.Error(), "ok: bool → string")
+	require.Contains(t, err.Error(), "declare a new field")
+	require.Contains(t, err.Error(), "tandem migrate --recreate clicks")
+	// Nothing was recorded: the refusal stands.
+	_, err = db.Migrate(ctx, changed)
+	require.ErrorIs(t, err, ErrFieldTypeChanged)
+	_, err = db.Migrate(ctx, changed, "clicks")
+	require.NoError(t, err)
+	rep, err := db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+
+	// A required flag is part of the declaration too.
+	required := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string, required: true }", 1))
+	_, err = db.Migrate(ctx, required)
+	require.ErrorIs(t, err, ErrFieldTypeChanged)
+	require.Contains(t, err.Error(), "ok: string → string required")
 }

@@ -44,6 +44,8 @@ type OwnerPlan struct {
 	// Objects are its tables and views that exist (OwnerRemoved) or that
 	// the configuration needs (otherwise).
 	Objects []string
+	// TypeChanged: a stream whose field types changed (ErrFieldTypeChanged).
+	TypeChanged bool
 }
 
 // Plan says what a configuration would do to the database, without
@@ -98,9 +100,12 @@ func (p Plan) String() string {
 		case OwnerChanged:
 			fmt.Fprintf(&b, "definition changed; `tandem migrate` refuses it until you choose:\n%s\n", strings.Join(o.Diffs, "\n"))
 			fmt.Fprintf(&b, "         tandem migrate --recreate %s drops and recreates its tables (tandem dev does this itself)", o.Owner)
-			if o.Kind == "view" {
+			switch {
+			case o.Kind == "view":
 				b.WriteString("; the view is then backfilling (REST 503, SQL empty) until the next batch run publishes it")
-			} else {
+			case o.TypeChanged:
+				b.WriteString("; events already accepted were validated under the old type: the next batch run recomputes every view of the stream under the new one (prefer a new field with another name)")
+			default:
 				b.WriteString("; its recent raw events are lost from ClickHouse (the master dataset keeps them)")
 			}
 		case OwnerRemoved:
@@ -157,8 +162,18 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 			byOwner[o.Owner] = i
 		}
 		op := &p.Owners[i]
-		op.Objects = append(op.Objects, o.Object)
 		rec, recorded := meta[o.Object]
+		if o.Kind == KindFields {
+			if changes := fieldTypeChanges(rec.definition, o.definition); recorded && len(changes) > 0 {
+				op.State = OwnerChanged
+				op.Diffs = append(op.Diffs, changes...)
+				op.TypeChanged = true
+			} else if recorded && op.State == OwnerNew {
+				op.State = OwnerUnchanged
+			}
+			continue
+		}
+		op.Objects = append(op.Objects, o.Object)
 		cols, exists := existing[o.Object]
 		switch {
 		case !exists:
