@@ -69,6 +69,9 @@ type object struct {
 	// columns are the column names, in order, to recognise a table that
 	// exists without a schema_meta record.
 	columns []string
+	// types are the columns' types, for tables that may gain columns in
+	// place (a stream's events table when fields are added).
+	types []string
 }
 
 // DDL returns every statement that creates tandem's ClickHouse objects for
@@ -470,7 +473,39 @@ func rawObject(db string, s *schemas.Stream, v Version) object {
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: s.Name, SQL: createTable(db, name, cols, engine)},
 		definition: "stream: " + s.Name + "\nfields: [" + strings.Join(fields, ", ") + "]",
 		columns:    colNames(cols),
+		types:      colTypes(cols),
 	}
+}
+
+func colTypes(cols []col) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.typ
+	}
+	return out
+}
+
+// addedColumns returns the ALTER TABLE clauses that turn a table with
+// columns have into one with o's columns when o only adds columns (have
+// is a subsequence of o.columns and o has types), each placed after its
+// predecessor; ok is false otherwise.
+func addedColumns(o object, have []string) (clauses []string, added []string, ok bool) {
+	if len(o.types) != len(o.columns) || len(have) >= len(o.columns) {
+		return nil, nil, false
+	}
+	i := 0
+	for j, c := range o.columns {
+		if i < len(have) && have[i] == c {
+			i++
+			continue
+		}
+		if j == 0 {
+			return nil, nil, false // 18.16 has no ADD COLUMN … FIRST
+		}
+		clauses = append(clauses, "ADD COLUMN "+ident(c)+" "+o.types[j]+" AFTER "+ident(o.columns[j-1]))
+		added = append(added, c)
+	}
+	return clauses, added, i == len(have)
 }
 
 // checkNames refuses configurations whose objects would share a name in

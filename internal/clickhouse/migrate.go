@@ -26,6 +26,9 @@ const (
 	ActionRecorded Action = "recorded"
 	// ActionRecreated: dropped and created again, as --recreate asked.
 	ActionRecreated Action = "recreated"
+	// ActionAltered: a stream's events table gained the columns of fields
+	// added to the stream; older rows read them as NULL.
+	ActionAltered Action = "altered"
 )
 
 // Change is one line of a migration report.
@@ -204,6 +207,14 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 				return rep, fmt.Errorf("clickhouse: replacing %s: %w", describe(o), err)
 			}
 			action = ActionReplaced
+		case recorded && exists && fieldsOnlyAdded(o, rec.definition, cols):
+			clauses, _, _ := addedColumns(o, cols)
+			for _, c := range clauses {
+				if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, o.Object), c)); err != nil {
+					return rep, fmt.Errorf("clickhouse: adding a column to %s: %w", describe(o), err)
+				}
+			}
+			action = ActionAltered
 		case recorded && exists:
 			failed[o.Owner] = true
 			problems = append(problems, changedMessage(o, rec.definition))
@@ -227,7 +238,7 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 				action = ActionRecreated
 			}
 		}
-		if action != ActionUnchanged && action != ActionRecorded {
+		if action != ActionUnchanged && action != ActionRecorded && action != ActionAltered {
 			if err := db.exec(ctx, o.SQL); err != nil {
 				return rep, fmt.Errorf("clickhouse: creating %s: %w", describe(o), err)
 			}
@@ -250,6 +261,18 @@ func describe(o object) string {
 		return "database"
 	}
 	return fmt.Sprintf("%s %s", o.Kind, o.Object)
+}
+
+// fieldsOnlyAdded reports whether o is a stream's events table whose
+// definition differs from stored only by fields added (no type changed,
+// none removed), and the table's columns have only gain new ones: then
+// it is altered in place instead of refused.
+func fieldsOnlyAdded(o object, stored string, have []string) bool {
+	if o.Object != RawTable(o.Owner) || len(fieldTypeChanges(stored, o.definition)) > 0 {
+		return false
+	}
+	_, _, ok := addedColumns(o, have)
+	return ok
 }
 
 // ErrFieldTypeChanged is wrapped by Migrate's error when a stream field's

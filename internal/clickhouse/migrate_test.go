@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -188,8 +189,25 @@ func TestMigrateRefusesFieldTypeChange(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, rep.UpToDate(), rep.String())
 
+	// A field added: the events table gains its column in place, after
+	// its predecessor; views and the fields record follow.
+	added := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string }\n      - { name: ref, type: string }", 1))
+	plan, err = db.Plan(ctx, added)
+	require.NoError(t, err)
+	require.Equal(t, OwnerUnchanged, plan.Owner("clicks").State)
+	require.Equal(t, []string{"ref"}, plan.Owner("clicks").Added)
+	require.Contains(t, plan.String(), "its events table gains the columns ref")
+	rep, err = db.Migrate(ctx, added)
+	require.NoError(t, err)
+	require.Contains(t, rep.String(), "altered    table    tandem.clicks_events")
+	cols := queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_events'")
+	require.Equal(t, "ref", cols[slices.Index(cols, "ok")+1])
+	rep, err = db.Migrate(ctx, added)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+
 	// A required flag is part of the declaration too.
-	required := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string, required: true }", 1))
+	required := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string, required: true }\n      - { name: ref, type: string }", 1))
 	_, err = db.Migrate(ctx, required)
 	require.ErrorIs(t, err, ErrFieldTypeChanged)
 	require.Contains(t, err.Error(), "ok: string → string required")

@@ -46,6 +46,8 @@ type OwnerPlan struct {
 	Objects []string
 	// TypeChanged: a stream whose field types changed (ErrFieldTypeChanged).
 	TypeChanged bool
+	// Added are columns its events table gains in place (fields added).
+	Added []string
 }
 
 // Plan says what a configuration would do to the database, without
@@ -97,6 +99,9 @@ func (p Plan) String() string {
 			}
 		case OwnerUnchanged:
 			b.WriteString("unchanged")
+			if len(o.Added) > 0 {
+				fmt.Fprintf(&b, "; fields added, its events table gains the columns %s (older events read them as NULL)", strings.Join(o.Added, ", "))
+			}
 		case OwnerChanged:
 			fmt.Fprintf(&b, "definition changed; `tandem migrate` refuses it until you choose:\n%s\n", strings.Join(o.Diffs, "\n"))
 			fmt.Fprintf(&b, "         tandem migrate --recreate %s drops and recreates its tables (tandem dev does this itself)", o.Owner)
@@ -178,6 +183,12 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 		switch {
 		case !exists:
 		case o.Kind == KindView:
+			if op.State == OwnerNew {
+				op.State = OwnerUnchanged
+			}
+		case recorded && rec.fingerprint != o.fingerprint && fieldsOnlyAdded(o, rec.definition, cols):
+			_, added, _ := addedColumns(o, cols)
+			op.Added = append(op.Added, added...)
 			if op.State == OwnerNew {
 				op.State = OwnerUnchanged
 			}
