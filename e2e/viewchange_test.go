@@ -36,6 +36,8 @@ const addedView = "pageviews_by_device"
 //   - a measure added to it (speed stopped, tandem migrate
 //     --recreate-changed as the Kubernetes Job runs it, speed started);
 //   - its granularity changed from 1m to 5m;
+//   - a field added to the stream (no view backfills; the batch run
+//     recomputes the stream, older raw files read through _raw);
 //   - the view removed (tandem migrate --drop-removed).
 //
 // While a changed view backfills, its speed rows over-count (checked), and
@@ -272,9 +274,31 @@ func TestViewChanges(t *testing.T) {
 	gran = "5m"
 	change("granularity changed", []string{viewName})
 
-	// 4. The view removed: 404; its SQL objects stay until --drop-removed.
+	// 4. A field added to the stream: nothing is refused or backfilling;
+	// the next batch run recomputes the stream (its schema changed),
+	// reading older raw files from _raw, and both views stay exact.
+	edit(func(text string) string {
+		const at = "      - { name: latency_ms, type: float64 }\n"
+		require.Equal(t, 1, strings.Count(text, at))
+		return strings.Replace(text, at, at+"      - { name: referrer,   type: string }\n", 1)
+	})
+	require.Regexp(t, `stream\s+`+streamName+`\s+unchanged\n`, migrate("--dry-run"))
+	for _, name := range []string{"ingest", "archive", "speed", "serve"} {
+		require.NoError(t, p.proc(name).term(30*time.Second))
+	}
+	p.start("ingest", "speed", "archive", "serve")
+	seedN++
+	accepted += load(seedN, 1500, "").Accepted
+	truth = truthNow()
+	exact("field added: before its batch run", truth, viewName, addedView)
+	out, err = p.batchRun(context.Background())
+	require.NoError(t, err, "batch run after the field was added: %s", out)
+	require.Contains(t, out, "the stream's fields changed")
+	exact("field added: after its batch run", truth, viewName, addedView)
+
+	// 5. The view removed: 404; its SQL objects stay until --drop-removed.
 	edit(func(text string) string { return text[:strings.Index(text, "  - name: "+addedView)] })
-	require.Contains(t, migrate("--dry-run"), "view   "+addedView+"          removed from the configuration")
+	require.Regexp(t, `view\s+`+addedView+`\s+removed from the configuration`, migrate("--dry-run"))
 	restart()
 	code, _ := httpGet(p.serveURL + "/v1/views/" + addedView + "/query?" + query{from: time.Unix(0, 0), to: time.Unix(3600, 0)}.values().Encode())
 	require.Equal(t, http.StatusNotFound, code)
