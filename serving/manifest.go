@@ -249,10 +249,11 @@ func (ms *manifests) backfilling(ctx context.Context, vm *viewManifest, snap *Sn
 		}
 		osnap := other.current.Load()
 		if osnap == nil {
-			// Not loaded yet: a read failure leaves it nil, and then the
-			// stream's history is unknown, so it counts as absorbed.
+			// Not loaded yet. When it cannot be read, whether the stream
+			// has absorbed history is unknown: unanswerable, not an answer
+			// from the speed layer alone.
 			if err := ms.refresh(ctx, other); err != nil {
-				return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf("it has no published run, and whether view %s of its stream has one is unknown (%v)", other.view.Name, err)}
+				return fmt.Errorf("%w: view %s has no published run, and whether view %s of its stream has one is unknown: %v", ErrUnavailable, vm.view.Name, other.view.Name, err)
 			}
 			if osnap = other.current.Load(); osnap == nil {
 				continue
