@@ -3,6 +3,7 @@ package serving_test
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,6 +76,11 @@ func TestBackfilling(t *testing.T) {
 	require.False(t, backfilling(viewName))
 	require.Equal(t, "backfilling", state(added))
 	require.Equal(t, "", state(viewName))
+	require.Eventually(t, func() bool {
+		m := metricsText(t, url)
+		return strings.Contains(m, `tandem_serve_view_backfilling{view="`+added+`"} 1`) &&
+			strings.Contains(m, `tandem_serve_view_backfilling{view="`+viewName+`"} 0`)
+	}, 10*time.Second, 50*time.Millisecond)
 
 	// A run of another definition of it changes nothing.
 	v := cfg.View(added)
@@ -92,4 +98,7 @@ func TestBackfilling(t *testing.T) {
 	publishManifest(t, store, &own)
 	require.Eventually(t, func() bool { return !backfilling(added) }, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, "", state(added))
+	require.Eventually(t, func() bool {
+		return strings.Contains(metricsText(t, url), `tandem_serve_view_backfilling{view="`+added+`"} 0`)
+	}, 10*time.Second, 50*time.Millisecond)
 }

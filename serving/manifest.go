@@ -188,12 +188,22 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 	return nil
 }
 
-// refreshAll refreshes every view and returns the first failure.
+// refreshAll refreshes every view and returns the first failure, and
+// sets each view's backfilling gauge.
 func (ms *manifests) refreshAll(ctx context.Context) error {
 	var first error
 	for _, vm := range ms.order {
 		if err := ms.refresh(ctx, vm); err != nil && first == nil {
 			first = err
+		}
+	}
+	for _, vm := range ms.order {
+		if snap := vm.current.Load(); snap != nil {
+			v := 0.0
+			if errors.Is(ms.backfilling(ctx, vm, snap), ErrBackfilling) {
+				v = 1
+			}
+			ms.m.backfilling.WithLabelValues(vm.view.Name).Set(v)
 		}
 	}
 	return first

@@ -20,6 +20,7 @@ type metrics struct {
 	batchRows        *prometheus.CounterVec // view
 	speedRows        *prometheus.CounterVec // view
 	overloaded       *prometheus.CounterVec // view, reason
+	backfilling      *prometheus.GaugeVec   // view
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -73,10 +74,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tandem_serve_overloaded_total",
 			Help: "Queries refused with 503 for load, by view and reason: concurrency (serve.max_concurrent_queries was reached) or speed (ClickHouse up but too slow or busy).",
 		}, []string{"view", "reason"}),
+		backfilling: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_serve_view_backfilling",
+			Help: "1 while the view is backfilling (not answered until a batch run of its definition is published), else 0; set at every manifest poll.",
+		}, []string{"view"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queryDuration, m.errors, m.authFailures, m.cacheHits, m.cacheMisses, m.cacheEvictions,
-			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded)
+			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded, m.backfilling)
 	}
 	return m
 }
