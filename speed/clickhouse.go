@@ -19,6 +19,9 @@ type Store interface {
 	// when the view has no rows of the partition, the end of the chunks
 	// its current published batch run absorbed; -1 when neither.
 	SpeedResume(ctx context.Context, v *schemas.View, partition int32, chunkSize int64) (int64, error)
+	// AbsorbedResume returns the last offset of the partition's chunks the
+	// view's current published run absorbed; -1 when none.
+	AbsorbedResume(ctx context.Context, v *schemas.View, partition int32, chunkSize int64) (int64, error)
 	// InsertSpeedBlock writes a block of speed rows as one part.
 	InsertSpeedBlock(ctx context.Context, b *clickhouse.SpeedBlock) error
 	// InsertRawBlock writes a block of raw events; a replayed event
@@ -59,15 +62,43 @@ func NewClickHouseSink(store Store, chunkSize int64) *ClickHouseSink {
 // Progress implements Sink: the minimum over the views of the store's
 // resume point for the partition (see clickhouse.DB.SpeedResume for when
 // chunks a batch run absorbed count).
+//
+// A view with neither rows nor a run of its own — added to the stream, or
+// recreated for a new definition — resumes where the furthest current run
+// of the stream's other views ended: it is backfilling until its first
+// run, which absorbs at least those chunks (a run takes every chunk the
+// master dataset holds whole, and the master dataset only grows), so its
+// speed rows below them would never be read. Without this floor, adding a
+// view would replay all of Kafka for every view of the stream, delaying
+// their fresh rows (docs/architecture.md, "Adding and changing views").
 func (s *ClickHouseSink) Progress(ctx context.Context, st *schemas.Stream, views []*schemas.View, partition int32) (int64, error) {
 	if len(views) == 0 {
 		return -1, nil
 	}
-	min := int64(-1)
+	resumes := make([]int64, len(views))
+	fresh := false
 	for i, v := range views {
 		o, err := s.store.SpeedResume(ctx, v, partition, s.chunkSize)
 		if err != nil {
 			return 0, fmt.Errorf("speed: %w", err)
+		}
+		resumes[i] = o
+		fresh = fresh || o < 0
+	}
+	floor := int64(-1)
+	if fresh && len(views) > 1 {
+		for _, v := range views {
+			o, err := s.store.AbsorbedResume(ctx, v, partition, s.chunkSize)
+			if err != nil {
+				return 0, fmt.Errorf("speed: %w", err)
+			}
+			floor = max(floor, o)
+		}
+	}
+	min := int64(-1)
+	for i, o := range resumes {
+		if o < 0 {
+			o = floor
 		}
 		if i == 0 || o < min {
 			min = o

@@ -470,6 +470,16 @@ func (db *DB) SpeedResume(ctx context.Context, v *schemas.View, partition int32,
 	if n > 0 {
 		return int64(version), nil
 	}
+	return db.AbsorbedResume(ctx, v, partition, chunkSize)
+}
+
+// AbsorbedResume returns the last offset of the chunks of the partition the
+// view's current published run absorbed, or -1 when it has no run or the
+// run absorbed none of the partition.
+func (db *DB) AbsorbedResume(ctx context.Context, v *schemas.View, partition int32, chunkSize int64) (int64, error) {
+	if partition < 0 || chunkSize <= 0 {
+		return 0, fmt.Errorf("clickhouse: absorbed chunks of view %s: partition %d and chunk size %d must not be negative or zero", v.Name, partition, chunkSize)
+	}
 	var rows, chunks uint64
 	if err := db.conn.QueryRow(ctx, currentAbsorbedSQL(db.db), v.Name, uint32(partition), v.Name).Scan(&rows, &chunks); err != nil {
 		return 0, fmt.Errorf("clickhouse: reading the chunks of %s partition %d the current run absorbed: %w", v.Name, partition, err)
