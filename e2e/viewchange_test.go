@@ -21,7 +21,7 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// addedView is the view TestAddViewBackfilling adds to a running
+// addedView is the view TestViewChanges adds to a running
 // deployment: the test view's measures by device.
 const addedView = "pageviews_by_device"
 
