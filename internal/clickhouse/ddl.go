@@ -485,6 +485,23 @@ func colTypes(cols []col) []string {
 	return out
 }
 
+// tableAhead reports whether table columns have hold o's columns in order
+// and more (a newer configuration added fields to the stream's events
+// table): a process still on the older configuration writes its columns
+// and leaves the others NULL, so it need not stop or refuse.
+func tableAhead(o object, have []string) bool {
+	if len(o.types) != len(o.columns) || len(have) <= len(o.columns) {
+		return false
+	}
+	i := 0
+	for _, c := range have {
+		if i < len(o.columns) && o.columns[i] == c {
+			i++
+		}
+	}
+	return i == len(o.columns)
+}
+
 // addedColumns returns the ALTER TABLE clauses that turn a table with
 // columns have into one with o's columns when o only adds columns (have
 // is a subsequence of o.columns and o has types), each placed after its

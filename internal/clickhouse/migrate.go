@@ -207,6 +207,8 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 				return rep, fmt.Errorf("clickhouse: replacing %s: %w", describe(o), err)
 			}
 			action = ActionReplaced
+		case recorded && exists && o.Object == RawTable(o.Owner) && len(fieldTypeChanges(rec.definition, o.definition)) == 0 && tableAhead(o, cols):
+			// A newer configuration added fields: keep its record.
 		case recorded && exists && fieldsOnlyAdded(o, rec.definition, cols):
 			clauses, _, _ := addedColumns(o, cols)
 			for _, c := range clauses {

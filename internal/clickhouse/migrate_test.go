@@ -205,6 +205,16 @@ func TestMigrateRefusesFieldTypeChange(t *testing.T) {
 	rep, err = db.Migrate(ctx, added)
 	require.NoError(t, err)
 	require.True(t, rep.UpToDate(), rep.String())
+	// A process still on the configuration before the field (a speed pod
+	// not yet rolled) neither refuses nor stops: the table is ahead of it.
+	plan, err = db.Plan(ctx, changed)
+	require.NoError(t, err)
+	require.Equal(t, OwnerUnchanged, plan.Owner("clicks").State)
+	_, err = db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	rep, err = db.Migrate(ctx, added)
+	require.NoError(t, err)
+	require.NotContains(t, rep.String(), "clicks_events", "the events table is as the newer configuration left it")
 
 	// A required flag is part of the declaration too.
 	required := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string, required: true }\n      - { name: ref, type: string }", 1))

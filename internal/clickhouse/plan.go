@@ -186,6 +186,10 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 			if op.State == OwnerNew {
 				op.State = OwnerUnchanged
 			}
+		case recorded && rec.fingerprint != o.fingerprint && o.Object == RawTable(o.Owner) && len(fieldTypeChanges(rec.definition, o.definition)) == 0 && tableAhead(o, cols):
+			if op.State == OwnerNew {
+				op.State = OwnerUnchanged
+			}
 		case recorded && rec.fingerprint != o.fingerprint && fieldsOnlyAdded(o, rec.definition, cols):
 			_, added, _ := addedColumns(o, cols)
 			op.Added = append(op.Added, added...)
