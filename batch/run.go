@@ -355,7 +355,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	for i, v := range views {
 		prev := pv.manifests[v.Name]
 		m := &schemas.Manifest{View: v.Name, RunID: runID, Fingerprint: v.Fingerprint(), ChunkSize: o.Config.ChunkSize,
-			CreatedAt: time.Now().UTC(), Absorbed: absorbed, Levels: slices.Clone(v.Levels()), Files: files[i],
+			Fields: s.FieldDecls(), CreatedAt: time.Now().UTC(), Absorbed: absorbed, Levels: slices.Clone(v.Levels()), Files: files[i],
 			Events: stt.Events, Duplicates: stt.Duplicates, Invalid: stt.Invalid, Duration: time.Since(t0).Seconds()}
 		if m.Files == nil {
 			m.Files = []schemas.ManifestFile{}

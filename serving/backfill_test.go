@@ -92,9 +92,25 @@ func TestBackfilling(t *testing.T) {
 	_, _, body := get(t, params(added), nil)
 	require.Contains(t, string(body), "its definition changed")
 
-	// Its own run: answered.
+	// A run of its definition computed under another declaration of a
+	// field of the stream: still backfilling. A field the run did not know
+	// (added since) is no change.
 	own := *other
 	own.RunID, own.Fingerprint = "run-1", v.Fingerprint()
+	own.Fields = v.StreamDef().FieldDecls()
+	own.Fields["amount"] = "int64"
+	own.Fields["gone"] = "string"
+	delete(own.Fields, "device")
+	publishManifest(t, store, &own)
+	require.Eventually(t, func() bool {
+		_, _, body := get(t, params(added), nil)
+		return strings.Contains(string(body), "the declaration of field(s) amount of its stream changed")
+	}, 10*time.Second, 50*time.Millisecond)
+	require.True(t, backfilling(added))
+
+	// Its own run: answered.
+	own.Fields = v.StreamDef().FieldDecls()
+	delete(own.Fields, "device")
 	publishManifest(t, store, &own)
 	require.Eventually(t, func() bool { return !backfilling(added) }, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, "", state(added))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,9 +30,13 @@ type Snapshot struct {
 	// size differs from the configuration).
 	Err error
 	// OtherDefinition is set when the run was computed for another
-	// definition of the view: the view is backfilling until a run of the
-	// configured definition is published.
+	// definition of the view, or under another declaration of a field of
+	// its stream: the view is backfilling until a run of the configured
+	// definition is published.
 	OtherDefinition bool
+	// ChangedFields are the fields whose declaration differs from the
+	// run's, when that is why OtherDefinition is set.
+	ChangedFields []string
 }
 
 // RunID is the run's id, or "".
@@ -52,6 +57,9 @@ func newSnapshot(v *schemas.View, m *schemas.Manifest, chunkSize int64, now time
 		s.Err = fmt.Errorf("the manifest of view %s names view %q", v.Name, m.View)
 	case m.Fingerprint != "" && m.Fingerprint != v.Fingerprint():
 		s.OtherDefinition = true
+	case v.StreamDef() != nil && len(v.StreamDef().ChangedFieldDecls(m.Fields)) > 0:
+		s.OtherDefinition = true
+		s.ChangedFields = v.StreamDef().ChangedFieldDecls(m.Fields)
 	case m.ChunkSize != chunkSize:
 		s.Err = fmt.Errorf("batch run %s of view %s used chunk_size %d, the configuration says %d; chunk numbers would not line up",
 			m.RunID, v.Name, m.ChunkSize, chunkSize)
@@ -246,6 +254,10 @@ func (e *BackfillingError) Is(target error) bool {
 // may no longer hold them). A stream on which no run was ever published is
 // answered by the speed layer alone, as always.
 func (ms *manifests) backfilling(ctx context.Context, vm *viewManifest, snap *Snapshot) error {
+	if snap.OtherDefinition && len(snap.ChangedFields) > 0 {
+		return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf(
+			"the declaration of field(s) %s of its stream changed since run %s validated events", strings.Join(snap.ChangedFields, ", "), snap.RunID())}
+	}
 	if snap.OtherDefinition {
 		return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf(
 			"its definition changed (fingerprint %s; the published run %s was computed for %s)", vm.view.Fingerprint(), snap.RunID(), snap.Manifest.Fingerprint)}
