@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -116,4 +117,65 @@ func gcState(ctx context.Context, st objstore.Bucket, stream string, keepRuns ma
 		}
 	}
 	return nil
+}
+
+// gcRemovedViews deletes the objects under views/<view>/ of every view the
+// configuration no longer names, once grace has passed since the newest of
+// them was written (docs/operations.md, "Changing views"). A view removed
+// and configured again within the grace finds its runs where they were;
+// its stored fingerprint decides whether serving may use them. It returns
+// the views whose objects were deleted. Memory holds the keys of removed
+// views only.
+func gcRemovedViews(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, grace time.Duration, now time.Time, lk *lock) ([]string, error) {
+	if grace <= 0 {
+		return nil, nil
+	}
+	type removed struct {
+		keys   []string
+		newest time.Time
+	}
+	found := map[string]*removed{}
+	err := st.Iter(ctx, "views/", "", func(oi objstore.ObjectInfo) error {
+		name, _, ok := strings.Cut(strings.TrimPrefix(oi.Key, "views/"), "/")
+		if !ok || cfg.View(name) != nil {
+			return nil
+		}
+		r := found[name]
+		if r == nil {
+			r = &removed{}
+			found[name] = r
+		}
+		r.keys = append(r.keys, oi.Key)
+		if oi.ModTime.After(r.newest) {
+			r.newest = oi.ModTime
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("batch: listing views/ for removed views: %w", err)
+	}
+	names := make([]string, 0, len(found))
+	for n, r := range found {
+		if now.Sub(r.newest) >= grace {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	var deleted []string
+	for _, n := range names {
+		if err := lk.check(); err != nil {
+			return deleted, err
+		}
+		// The manifest first: a reader that still finds the view's files
+		// then finds no run naming them.
+		keys := found[n].keys
+		sort.SliceStable(keys, func(i, j int) bool { return keys[i] == schemas.ManifestKey(n) && keys[j] != schemas.ManifestKey(n) })
+		for _, k := range keys {
+			if err := st.Delete(ctx, k); err != nil {
+				return deleted, fmt.Errorf("batch: deleting %s of removed view %s: %w", k, n, err)
+			}
+		}
+		deleted = append(deleted, n)
+	}
+	return deleted, nil
 }

@@ -78,6 +78,9 @@ type Result struct {
 	RunID    string
 	Views    []ViewResult
 	Duration time.Duration
+	// RemovedViews are the views no longer configured whose objects this
+	// run deleted (batch.removed_view_grace).
+	RemovedViews []string
 }
 
 // ViewResult is the outcome for one view.
@@ -171,6 +174,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		res.Views = append(res.Views, vr...)
 	}
+	removed, err := gcRemovedViews(ctx, o.Store, cfg, cfg.Batch.RemovedViewGrace.D(), time.Now(), lk)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range removed {
+		o.Log.Info("batch: deleted the objects of a view no longer configured", "view", v, "grace", cfg.Batch.RemovedViewGrace.String())
+	}
+	res.RemovedViews = removed
 	if o.AfterPublish != nil {
 		if err := lk.check(); err != nil {
 			return nil, err
@@ -419,7 +430,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	for i, v := range views {
 		prev := pv.manifests[v.Name]
 		m := &schemas.Manifest{View: v.Name, RunID: runID, Fingerprint: v.Fingerprint(), ChunkSize: o.Config.ChunkSize,
-			CreatedAt: time.Now().UTC(), Absorbed: absorbed, Levels: slices.Clone(v.Levels()), Files: files[i],
+			Fields: s.FieldDecls(), CreatedAt: time.Now().UTC(), Absorbed: absorbed, Levels: slices.Clone(v.Levels()), Files: files[i],
 			Events: stt.Events, Duplicates: stt.Duplicates, Invalid: stt.Invalid, Duration: time.Since(t0).Seconds()}
 		if m.Files == nil {
 			m.Files = []schemas.ManifestFile{}

@@ -78,6 +78,7 @@ func TestBatchEndToEnd(t *testing.T) {
 	m1, rows, _ := publishedRows(t, ctx, st, hourly)
 	want1 := map[int32]int64{0: 300, 1: 300, 2: 200}
 	require.Equal(t, want1, m1.Absorbed, "only whole, fully archived chunks are absorbed")
+	require.Equal(t, hourly.StreamDef().FieldDecls(), m1.Fields, "the manifest records the field declarations the run validated under")
 	tr, events, dups, invalid := truth(msgs, want1, time.Hour, true)
 	require.Positive(t, dups)
 	require.Positive(t, invalid)

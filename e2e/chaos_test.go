@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -92,6 +93,12 @@ type chaosRun struct {
 	checks  checkStats
 	closed  []event // the closed block's truth
 	closedQ []query
+
+	// The view added to the configuration during the faults.
+	viewAdded                atomic.Bool
+	viewAddedAfter           time.Duration
+	addedExact, addedRefused atomic.Int64
+	started                  time.Time
 }
 
 type checkStats struct {
@@ -110,7 +117,9 @@ func (s *checkStats) add(f func(s *checkStats)) {
 // TestChaos is the soak run of issue 7: load through the gateway while a
 // driver kill -9s and restarts every component, kills batch runs
 // mid-flight, takes ClickHouse and S3 down for tens of seconds and restarts
-// the broker. Afterwards every acknowledged event is in the master dataset
+// the broker; halfway through, a view is added to the configuration
+// (migrate, then speed and serve restarted with it), and its answers about
+// the closed block are refused or exact, never wrong (issue 13). Afterwards every acknowledged event is in the master dataset
 // exactly once, every answer equals the truth, and the checker that
 // queried serving throughout never saw a wrong number without a warning.
 func TestChaos(t *testing.T) {
@@ -122,6 +131,7 @@ func TestChaos(t *testing.T) {
 	c := &chaosRun{t: t, p: p, cfg: cc, rng: rand.New(rand.NewPCG(seed, 2)),
 		faults: map[string]int{}, faultTime: map[string]time.Duration{}, crashes: map[string]int{}}
 	started := time.Now()
+	c.started = started
 
 	// 1. A closed block: events two days ago, acknowledged and absorbed
 	// before any fault. No later event falls on that day, so every answer
@@ -179,6 +189,7 @@ func TestChaos(t *testing.T) {
 	run(func(ctx context.Context) { c.checker(ctx, rec, liveQ) })
 	run(c.supervise)
 	run(c.batchLoop)
+	run(func(ctx context.Context) { c.addViewMidway(ctx, cc.faults/2) })
 	faultsCtx, stopFaults := context.WithTimeout(ctx, cc.faults)
 	c.drive(faultsCtx)
 	stopFaults()
@@ -231,12 +242,32 @@ func TestChaos(t *testing.T) {
 	if len(finalDiffs) > 0 {
 		c.drillDown(acked, finalQ[1])
 	}
+	// The view added during the faults: exact too, REST and SQL.
+	require.True(t, c.viewAdded.Load(), "the view was never added; run longer")
+	addedQ := []query{
+		{from: d0, to: now.Add(2 * time.Hour).Truncate(time.Hour), granularity: "all", groupBy: []string{"device"}},
+		{from: liveFrom, to: liveQ.to, granularity: "1h", groupBy: []string{"device"}},
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+		var d []string
+		for _, q := range addedQ {
+			d = append(d, p.compareServingView(addedView, acked, q)...)
+		}
+		if len(d) == 0 || time.Now().After(deadline) {
+			finalDiffs = append(finalDiffs, d...)
+			break
+		}
+	}
 	chDiffs := []string{}
 	if len(finalDiffs) == 0 {
 		q := query{from: d0, to: liveQ.to, granularity: "1h", groupBy: []string{"country"}}
 		got, err := readMergedView(context.Background(), p.ch.AnalystConn(t), p.ch.Database, q.from, q.to, 3600, q.groupBy)
 		require.NoError(t, err)
 		chDiffs = diffMergedView(expect(acked, q), got)
+		q = query{from: d0, to: liveQ.to, granularity: "1h", groupBy: []string{"device"}}
+		got, err = readMergedViewOf(context.Background(), p.ch.AnalystConn(t), p.ch.Database, addedView, q.from, q.to, 3600, q.groupBy)
+		require.NoError(t, err)
+		chDiffs = append(chDiffs, diffMergedView(expect(acked, q), got)...)
 	}
 
 	// 6. The summary, then the verdicts.
@@ -267,6 +298,8 @@ func TestChaos(t *testing.T) {
 		md.objects, md.records, len(lost), len(md.twice))
 	fmt.Fprintf(&b, "answers checked %d: %d exact (closed block), %d within bounds (live), %d with warnings, %d 503, %d no answer (serve down)\n",
 		checks.total, checks.exact, checks.bounded, checks.warned, checks.status503, checks.unavailable)
+	fmt.Fprintf(&b, "view %s added after %s: its closed block answered %d times exactly, %d times not (backfilling, not yet known, down)\n",
+		addedView, c.viewAddedAfter.Round(time.Second), c.addedExact.Load(), c.addedRefused.Load())
 	fmt.Fprintf(&b, "answers wrong: %d (must be 0)\n", len(checks.wrong))
 	fmt.Fprintf(&b, "final answers differing from the truth: %d REST, %d ClickHouse (must be 0)\n", len(finalDiffs), len(chDiffs))
 	t.Log(b.String())
@@ -372,6 +405,9 @@ func (c *chaosRun) checker(ctx context.Context, rec *recorder, liveQ query) {
 		} else {
 			q = c.closedQ[(i/2)%len(c.closedQ)]
 		}
+		if c.viewAdded.Load() && i%4 == 1 {
+			c.checkAddedView()
+		}
 		code, a, body, err := c.p.queryServing(q)
 		wrong := func(format string, args ...any) {
 			msg := fmt.Sprintf("%s %s: ", time.Now().Format("15:04:05.000"), q) + fmt.Sprintf(format, args...)
@@ -436,6 +472,87 @@ func (c *chaosRun) checker(ctx context.Context, rec *recorder, liveQ query) {
 		}
 		c.checks.add(func(s *checkStats) { s.bounded++ })
 	}
+}
+
+// addedClosedQ is the closed-block query of the view added midway.
+func (c *chaosRun) addedClosedQ() query {
+	d := c.closedQ[0]
+	return query{from: d.from, to: d.to, granularity: "1h", groupBy: []string{"device"}}
+}
+
+// checkAddedView asks the added view about the closed block: it is either
+// not answered (backfilling until its first batch run, or not yet known
+// to a serve started before the change, or down) or answered exactly.
+func (c *chaosRun) checkAddedView() {
+	q := c.addedClosedQ()
+	code, a, body, err := c.p.queryServingView(addedView, q)
+	switch {
+	case code == 0 || code == http.StatusServiceUnavailable || code == http.StatusNotFound:
+		c.addedRefused.Add(1)
+		return
+	case code != http.StatusOK || err != nil:
+		c.wrong(fmt.Sprintf("%s %s of the added view: status %d: %v %.300s", time.Now().Format("15:04:05.000"), q, code, err, body))
+		return
+	case len(a.Warnings) > 0:
+		c.addedRefused.Add(1)
+		return
+	}
+	got, err := a.rows(q)
+	if err != nil {
+		c.wrong(fmt.Sprintf("%s of the added view: %v", q, err))
+		return
+	}
+	if d := diff(expect(c.closed, q), got); len(d) > 0 {
+		c.wrong(fmt.Sprintf("%s %s of the added view: closed block differs: %s", time.Now().Format("15:04:05.000"), q, strings.Join(d[:min(len(d), 5)], "; ")))
+		return
+	}
+	c.addedExact.Add(1)
+}
+
+func (c *chaosRun) wrong(msg string) {
+	c.t.Log("WRONG ANSWER: " + msg)
+	c.checks.add(func(s *checkStats) { s.wrong = append(s.wrong, msg) })
+}
+
+// addViewMidway adds a view to the configuration after wait, runs the
+// migration (retried while ClickHouse is down) and restarts speed and
+// serve with it, as a deployment rolls its pods; faults go on meanwhile.
+func (c *chaosRun) addViewMidway(ctx context.Context, wait time.Duration) {
+	if !c.sleep(ctx, wait) {
+		return
+	}
+	text, err := os.ReadFile(c.p.cfgPath)
+	if err != nil {
+		c.t.Errorf("reading the configuration: %v", err)
+		return
+	}
+	s := string(text)
+	view := strings.Replace(s[strings.Index(s, "  - name: "+viewName):], viewName, addedView, 1)
+	view = strings.Replace(view, "dimensions: [country, device]", "dimensions: [device]", 1)
+	if err := os.WriteFile(c.p.cfgPath, []byte(s+view), 0o600); err != nil {
+		c.t.Errorf("writing the configuration: %v", err)
+		return
+	}
+	c.t.Logf("change: view %s added to the configuration", addedView)
+	for deadline := time.Now().Add(3 * time.Minute); ; {
+		out, err := exec.Command(c.p.bin, "migrate", "--config", c.p.cfgPath).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.t.Errorf("tandem migrate after adding a view: %v\n%s", err, out)
+			return
+		}
+		time.Sleep(2 * time.Second)
+	}
+	c.opsMu.Lock()
+	for _, name := range []string{"speed", "serve"} {
+		c.p.proc(name).kill()
+		c.p.restart(name)
+	}
+	c.opsMu.Unlock()
+	c.viewAddedAfter = time.Since(c.started)
+	c.viewAdded.Store(true)
 }
 
 // supervise restarts a component that exited without being killed by the

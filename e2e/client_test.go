@@ -20,7 +20,12 @@ import (
 // queryServing asks serving q and decodes the answer. code is 0 when the
 // request failed (connection refused while serve restarts, say).
 func (p *platform) queryServing(q query) (code int, a *answer, body []byte, err error) {
-	code, body = httpGet(p.serveURL + "/v1/views/" + viewName + "/query?" + q.values().Encode())
+	return p.queryServingView(viewName, q)
+}
+
+// queryServingView is queryServing for any view.
+func (p *platform) queryServingView(view string, q query) (code int, a *answer, body []byte, err error) {
+	code, body = httpGet(p.serveURL + "/v1/views/" + view + "/query?" + q.values().Encode())
 	if code != http.StatusOK {
 		return code, nil, body, nil
 	}
@@ -34,7 +39,13 @@ func (p *platform) queryServing(q query) (code int, a *answer, body []byte, err 
 // compareServing asks q and diffs the answer with the truth of events. An
 // answer with warnings is a difference too: the caller wants it complete.
 func (p *platform) compareServing(events []event, q query) []string {
-	code, a, body, err := p.queryServing(q)
+	return p.compareServingView(viewName, events, q)
+}
+
+// compareServingView is compareServing for any view with the measures of
+// the test's view.
+func (p *platform) compareServingView(view string, events []event, q query) []string {
+	code, a, body, err := p.queryServingView(view, q)
 	if err != nil {
 		return []string{err.Error()}
 	}
@@ -62,6 +73,12 @@ type chRow struct {
 // rolled up with SQL to granularity (seconds; 0 keeps the view's windows)
 // and grouped by groupBy.
 func readMergedView(ctx context.Context, conn driver.Conn, db string, from, to time.Time, granSec int64, groupBy []string) (map[rowKey]*chRow, error) {
+	return readMergedViewOf(ctx, conn, db, viewName, from, to, granSec, groupBy)
+}
+
+// readMergedViewOf is readMergedView for any view with the exact measures
+// of the test's view.
+func readMergedViewOf(ctx context.Context, conn driver.Conn, db, view string, from, to time.Time, granSec int64, groupBy []string) (map[rowKey]*chRow, error) {
 	win := "toUnixTimestamp(window_start)"
 	if granSec > 0 {
 		win = fmt.Sprintf("intDiv(toUnixTimestamp(window_start), %d) * %d", granSec, granSec)
@@ -76,7 +93,7 @@ func readMergedView(ctx context.Context, conn driver.Conn, db string, from, to t
 	sql := fmt.Sprintf(`SELECT toInt64(%s) AS w, %s AS d, toInt64(sum(views)), sum(revenue), min(min_latency), max(max_latency)
 FROM %s.%s
 WHERE window_start >= toDateTime(%d) AND window_start < toDateTime(%d)
-GROUP BY w, d`, win, dims, db, viewName, from.Unix(), to.Unix())
+GROUP BY w, d`, win, dims, db, view, from.Unix(), to.Unix())
 	rows, err := conn.Query(ctx, sql)
 	if err != nil {
 		return nil, fmt.Errorf("querying the merged view: %w\n%s", err, sql)

@@ -215,6 +215,10 @@ type BatchConfig struct {
 	// it absorbed; replicas still on the older run keep theirs until a
 	// later run. 0 deletes what the leases allow at once.
 	SpeedReleaseWait Duration `yaml:"speed_release_wait"`
+	// RemovedViewGrace is how long the objects of a view no longer in the
+	// configuration (views/<view>/ in S3) stay after their newest write
+	// before a batch run deletes them; 0 keeps them forever.
+	RemovedViewGrace Duration `yaml:"removed_view_grace"`
 }
 
 // StatusConfig holds the thresholds of the health report. A value at or over
@@ -257,9 +261,10 @@ func Default() Config {
 			MaxResultRows: 100000, MaxMergeGroups: 1000000,
 			HTTPTimeouts: HTTPTimeouts{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second),
 				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
-		Speed:     SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
-		Archive:   ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
-		Batch:     BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour), SpeedReleaseWait: Duration(time.Minute)},
+		Speed:   SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
+		Archive: ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
+		Batch: BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour), SpeedReleaseWait: Duration(time.Minute),
+			RemovedViewGrace: Duration(7 * 24 * time.Hour)},
 		ChunkSize: 10000,
 	}
 }

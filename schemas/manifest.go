@@ -87,11 +87,14 @@ func LakeDayPrefix(stream string, day time.Time) string {
 // Manifest describes one published batch run of a view. Serving reads only
 // what a manifest lists, so a run becomes visible all at once.
 type Manifest struct {
-	View        string    `json:"view"`
-	RunID       string    `json:"run_id"`
-	Fingerprint string    `json:"fingerprint"` // View.Fingerprint of the definition the run computed
-	ChunkSize   int64     `json:"chunk_size"`
-	CreatedAt   time.Time `json:"created_at"`
+	View        string `json:"view"`
+	RunID       string `json:"run_id"`
+	Fingerprint string `json:"fingerprint"` // View.Fingerprint of the definition the run computed
+	ChunkSize   int64  `json:"chunk_size"`
+	// Fields are the stream's field declarations the run validated events
+	// under (Stream.FieldDecls); absent in manifests written before.
+	Fields    map[string]string `json:"fields,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
 	// Absorbed is, per partition, the end (exclusive) of the absorbed
 	// offsets: a multiple of ChunkSize. Chunks below Absorbed[p]/ChunkSize
 	// are answered from this run; partitions not listed absorbed nothing.

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -75,6 +76,37 @@ func (s *Stream) Field(name string) (Field, bool) {
 		return Field{}, false
 	}
 	return s.Fields[i], true
+}
+
+// FieldDecls returns each declared field's declaration, "type" or
+// "type required": what decides whether an event's value of it is valid.
+// Batch runs record it in their manifests, so that a run computed under
+// another declaration of a field is not taken for the configured one.
+func (s *Stream) FieldDecls() map[string]string {
+	out := make(map[string]string, len(s.Fields))
+	for _, f := range s.Fields {
+		d := string(f.Type)
+		if f.Required {
+			d += " required"
+		}
+		out[f.Name] = d
+	}
+	return out
+}
+
+// ChangedFieldDecls lists the fields declared both in decls (a manifest's
+// Fields) and in the stream whose declarations differ, sorted. Fields
+// added or removed are no change: an added one reads as missing in older
+// events, a removed one is ignored.
+func (s *Stream) ChangedFieldDecls(decls map[string]string) []string {
+	var out []string
+	for name, d := range s.FieldDecls() {
+		if old, ok := decls[name]; ok && old != d {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // DLQTopic is where consumers put messages of this stream they cannot use.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,8 +27,8 @@ type Snapshot struct {
 	AbsorbedChunks map[int32]int64
 	// LoadedAt is when serving switched to this snapshot.
 	LoadedAt time.Time
-	// Err, when set, makes the view unanswerable with this run (its
-	// definition or chunk size differs from the configuration).
+	// Err, when set, makes the view unanswerable with this run (its chunk
+	// size differs from the configuration).
 	Err error
 
 	// inflight counts the queries holding this snapshot; the lease keeps
@@ -36,6 +37,14 @@ type Snapshot struct {
 	// confirmed is the lease epoch in which a manifest read after a lease
 	// write covering this snapshot returned its run (see lease.go).
 	confirmed atomic.Uint64
+	// OtherDefinition is set when the run was computed for another
+	// definition of the view, or under another declaration of a field of
+	// its stream: the view is backfilling until a run of the configured
+	// definition is published.
+	OtherDefinition bool
+	// ChangedFields are the fields whose declaration differs from the
+	// run's, when that is why OtherDefinition is set.
+	ChangedFields []string
 }
 
 // Release ends a query's hold on the snapshot (from manifests.snapshot).
@@ -58,8 +67,10 @@ func newSnapshot(v *schemas.View, m *schemas.Manifest, chunkSize int64, now time
 	case m.View != v.Name:
 		s.Err = fmt.Errorf("the manifest of view %s names view %q", v.Name, m.View)
 	case m.Fingerprint != "" && m.Fingerprint != v.Fingerprint():
-		s.Err = fmt.Errorf("batch run %s of view %s was computed for another definition of the view (fingerprint %s, configuration has %s); run `tandem batch run` to recompute it",
-			m.RunID, v.Name, m.Fingerprint, v.Fingerprint())
+		s.OtherDefinition = true
+	case v.StreamDef() != nil && len(v.StreamDef().ChangedFieldDecls(m.Fields)) > 0:
+		s.OtherDefinition = true
+		s.ChangedFields = v.StreamDef().ChangedFieldDecls(m.Fields)
 	case m.ChunkSize != chunkSize:
 		s.Err = fmt.Errorf("batch run %s of view %s used chunk_size %d, the configuration says %d; chunk numbers would not line up",
 			m.RunID, v.Name, m.ChunkSize, chunkSize)
@@ -213,7 +224,7 @@ func (ms *manifests) refresh(ctx context.Context, vm *viewManifest) error {
 		snap.confirmed.Store(cov.epoch)
 	}
 	prev := cur
-	if ms.beforeSwitch != nil && prev != nil && snap.Manifest != nil && snap.Err == nil && prev.RunID() != snap.RunID() {
+	if ms.beforeSwitch != nil && prev != nil && snap.Manifest != nil && snap.Err == nil && !snap.OtherDefinition && prev.RunID() != snap.RunID() {
 		// Pending while warming: the lease keeps naming it.
 		vm.leaseMu.Lock()
 		vm.pending = snap
@@ -305,7 +316,7 @@ func (ms *manifests) renewLease(ctx context.Context, force bool) error {
 // refreshAll renews the lease and refreshes every view, and when a view's
 // new run is pending (its K_p is below what the lease named), does it
 // again at once so the switch does not wait a poll. It returns the first
-// failure.
+// failure, and sets each view's backfilling gauge.
 func (ms *manifests) refreshAll(ctx context.Context) error {
 	var first error
 	for round := 0; round < 2; round++ {
@@ -327,6 +338,15 @@ func (ms *manifests) refreshAll(ctx context.Context) error {
 			break
 		}
 	}
+	for _, vm := range ms.order {
+		if snap := vm.current.Load(); snap != nil {
+			v := 0.0
+			if errors.Is(ms.backfilling(ctx, vm, snap), ErrBackfilling) {
+				v = 1
+			}
+			ms.m.backfilling.WithLabelValues(vm.view.Name).Set(v)
+		}
+	}
 	return first
 }
 
@@ -335,10 +355,78 @@ func (ms *manifests) refreshAll(ctx context.Context) error {
 // answers 503.
 var ErrUnavailable = errors.New("batch view unavailable")
 
+// ErrBackfilling is wrapped (as a *BackfillingError, which also wraps
+// ErrUnavailable) when a view is backfilling: its stream's history has been
+// absorbed by batch runs, but no run of the view's configured definition
+// has been published yet (docs/architecture.md, "Adding and changing
+// views"). The speed layer alone would answer it inexactly, so it is not
+// answered until the batch run publishes.
+var ErrBackfilling = errors.New("backfilling")
+
+// BackfillingError says why a view is backfilling.
+type BackfillingError struct {
+	View   string
+	Reason string
+}
+
+func (e *BackfillingError) Error() string {
+	return fmt.Sprintf("view %s is backfilling: %s; it is answered once the next batch run (tandem batch run, the CronJob, or tandem dev's scheduler) has published it",
+		e.View, e.Reason)
+}
+
+// Is makes errors.Is match both ErrBackfilling and ErrUnavailable.
+func (e *BackfillingError) Is(target error) bool {
+	return target == ErrBackfilling || target == ErrUnavailable
+}
+
+// backfilling returns a *BackfillingError when snap cannot answer vm
+// exactly: the run it holds was computed for another definition, or there
+// is no run while another view of the same stream has one (the view was
+// added after the stream's history was absorbed: the speed layer's
+// duplicate horizon cannot see repeats of long-absorbed events, and Kafka
+// may no longer hold them). A stream on which no run was ever published is
+// answered by the speed layer alone, as always.
+func (ms *manifests) backfilling(ctx context.Context, vm *viewManifest, snap *Snapshot) error {
+	if snap.OtherDefinition && len(snap.ChangedFields) > 0 {
+		return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf(
+			"the declaration of field(s) %s of its stream changed since run %s validated events", strings.Join(snap.ChangedFields, ", "), snap.RunID())}
+	}
+	if snap.OtherDefinition {
+		return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf(
+			"its definition changed (fingerprint %s; the published run %s was computed for %s)", vm.view.Fingerprint(), snap.RunID(), snap.Manifest.Fingerprint)}
+	}
+	if snap.Manifest != nil {
+		return nil
+	}
+	for _, other := range ms.order {
+		if other == vm || other.view.Stream != vm.view.Stream {
+			continue
+		}
+		osnap := other.current.Load()
+		if osnap == nil {
+			// Not loaded yet. When it cannot be read, whether the stream
+			// has absorbed history is unknown: unanswerable, not an answer
+			// from the speed layer alone.
+			if err := ms.refresh(ctx, other); err != nil {
+				return fmt.Errorf("%w: view %s has no published run, and whether view %s of its stream has one is unknown: %v", ErrUnavailable, vm.view.Name, other.view.Name, err)
+			}
+			if osnap = other.current.Load(); osnap == nil {
+				continue
+			}
+		}
+		if osnap.Manifest != nil {
+			return &BackfillingError{View: vm.view.Name, Reason: fmt.Sprintf(
+				"it was added after batch runs absorbed its stream's history (view %s is at run %s) and has no published run yet", other.view.Name, osnap.RunID())}
+		}
+	}
+	return nil
+}
+
 // snapshot returns the snapshot a query of view vm uses, held until the
 // caller calls its release. It loads the manifest when none was loaded
 // yet, and refuses a snapshot that could not be confirmed for longer than
-// staleAfter or that the lease does not protect now.
+// staleAfter, that the lease does not protect now, or that cannot answer
+// exactly (a *BackfillingError).
 func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot, error) {
 	for attempt := 0; ; attempt++ {
 		snap := vm.current.Load()
@@ -358,7 +446,7 @@ func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot,
 			snap.release()
 			continue
 		}
-		if err := ms.usable(vm, snap); err != nil {
+		if err := ms.usable(ctx, vm, snap); err != nil {
 			snap.release()
 			return nil, err
 		}
@@ -366,7 +454,7 @@ func (ms *manifests) snapshot(ctx context.Context, vm *viewManifest) (*Snapshot,
 	}
 }
 
-func (ms *manifests) usable(vm *viewManifest, snap *Snapshot) error {
+func (ms *manifests) usable(ctx context.Context, vm *viewManifest, snap *Snapshot) error {
 	lastOK, lastErr := vm.status()
 	if lastErr != nil && ms.now().Sub(lastOK) > ms.staleAfter {
 		return fmt.Errorf("%w: the manifest of view %s could not be read for %s: %v",
@@ -380,7 +468,7 @@ func (ms *manifests) usable(vm *viewManifest, snap *Snapshot) error {
 			return fmt.Errorf("%w: view %s: %v", ErrUnavailable, vm.view.Name, err)
 		}
 	}
-	return nil
+	return ms.backfilling(ctx, vm, snap)
 }
 
 // run polls until ctx is cancelled. The lease is also renewed on its own,

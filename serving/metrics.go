@@ -21,6 +21,7 @@ type metrics struct {
 	speedRows        *prometheus.CounterVec // view
 	overloaded       *prometheus.CounterVec // view, reason
 	leaseErrors      prometheus.Counter
+	backfilling      *prometheus.GaugeVec // view
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -78,10 +79,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tandem_serve_lease_errors_total",
 			Help: "Failed writes of this replica's serving lease; past serve's staleness bound it answers 503 (the batch job may delete speed rows it reads).",
 		}),
+		backfilling: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_serve_view_backfilling",
+			Help: "1 while the view is backfilling (not answered until a batch run of its definition is published), else 0; set at every manifest poll.",
+		}, []string{"view"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queryDuration, m.errors, m.authFailures, m.cacheHits, m.cacheMisses, m.cacheEvictions,
-			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded, m.leaseErrors)
+			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded, m.leaseErrors, m.backfilling)
 	}
 	return m
 }

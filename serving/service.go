@@ -234,7 +234,7 @@ func (s *Service) Run(ctx context.Context) error {
 		// Warm the cache with the runs loaded at start-up while serving
 		// (queries meanwhile read what they need themselves).
 		for _, vm := range s.manifests.order {
-			if snap := vm.current.Load(); snap != nil && snap.Err == nil {
+			if snap := vm.current.Load(); snap != nil && snap.Err == nil && !snap.OtherDefinition {
 				s.warm(pctx, snap, "start")
 			}
 		}
@@ -306,6 +306,24 @@ func (s *Service) authorize(endpoint string, h http.Handler) http.Handler {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeErrorFields(w, code, msg, nil)
+}
+
+// ReasonBackfilling is the `reason` of a 503 for a view that is
+// backfilling, and its `state` in /v1/views.
+const ReasonBackfilling = "backfilling"
+
+// retryBackfilling is the Retry-After of a backfilling view: a batch run
+// over all history takes minutes, not seconds.
+const retryBackfilling = "30"
+
+// writeErrorReason writes the JSON error answer; reason, when set, is a
+// machine-readable word beside the sentence.
+func writeErrorReason(w http.ResponseWriter, code int, msg, reason string) {
+	var fields map[string]string
+	if reason != "" {
+		fields = map[string]string{"reason": reason}
+	}
+	writeErrorFields(w, code, msg, fields)
 }
 
 // writeErrorFields is writeError with more fields beside "error", for a
@@ -400,6 +418,11 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 		s.log.Warn("query refused for load", "view", v.Name, "err", err)
 		w.Header().Set("Retry-After", retryBusy)
 		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	case errors.Is(err, ErrBackfilling):
+		// Not a fault: the view waits for its first batch run.
+		w.Header().Set("Retry-After", retryBackfilling)
+		writeErrorReason(w, http.StatusServiceUnavailable, err.Error(), ReasonBackfilling)
 		return
 	case errors.Is(err, ErrUnavailable):
 		s.log.Warn("query unanswerable", "view", v.Name, "err", err)
@@ -596,7 +619,10 @@ type viewInfo struct {
 	// RetainedFrom is the first instant the view answers (RFC 3339), when
 	// views[].retention is set (retainedStart).
 	RetainedFrom string `json:"retained_from,omitempty"`
-	Error        string `json:"error,omitempty"`
+	// State is "backfilling" while the view waits for its first batch run
+	// of its definition; absent when it answers.
+	State string `json:"state,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // retainedStart is the first instant view v answers with manifest m (nil
@@ -655,6 +681,9 @@ func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
 		}
 		fr := Freshness{Absorbed: map[int32]int64{}}
 		snap, err := s.manifests.snapshot(ctx, s.manifests.views[v.Name])
+		if errors.Is(err, ErrBackfilling) {
+			info.State = ReasonBackfilling
+		}
 		if err != nil {
 			info.Error = err.Error()
 		} else {

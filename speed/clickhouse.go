@@ -19,9 +19,9 @@ type Store interface {
 	// when the view has no rows of the partition, the end of the chunks
 	// its current published batch run absorbed; -1 when neither.
 	SpeedResume(ctx context.Context, v *schemas.View, partition int32, chunkSize int64) (int64, error)
-	// StreamAbsorbedEnd returns the highest offset of the partition the
-	// current run of any of views absorbed through; -1 when none.
-	StreamAbsorbedEnd(ctx context.Context, views []*schemas.View, partition int32, chunkSize int64) (int64, error)
+	// AbsorbedResume returns the last offset of the partition's chunks the
+	// view's current published run absorbed; -1 when none.
+	AbsorbedResume(ctx context.Context, v *schemas.View, partition int32, chunkSize int64) (int64, error)
 	// InsertSpeedBlock writes a block of speed rows as one part.
 	InsertSpeedBlock(ctx context.Context, b *clickhouse.SpeedBlock) error
 	// InsertRawBlock writes a block of raw events; a replayed event
@@ -63,31 +63,44 @@ func NewClickHouseSink(store Store, chunkSize int64) *ClickHouseSink {
 // resume point for the partition (see clickhouse.DB.SpeedResume for when
 // chunks a batch run absorbed count).
 //
-// On a stream with streams[].retention, a view with nothing of its own
-// (no speed rows, no run: a view just added, or a wiped table) starts
-// where the stream's batch runs absorbed through (StreamAbsorbedEnd), not
-// at Kafka's first offset: below that the master dataset may be cut, the
-// view's first batch run answers those chunks with the stored duplicate
-// decisions, and the speed layer must not fold again what retention
-// removed.
+// A view with neither rows nor a run of its own — added to the stream, or
+// recreated for a new definition — resumes where the furthest current run
+// of the stream's other views ended: it is backfilling until its first
+// run, which absorbs at least those chunks (a run takes every chunk the
+// master dataset holds whole, and the master dataset only grows), so its
+// speed rows below them would never be read. Without this floor, adding a
+// view would replay all of Kafka for every view of the stream, delaying
+// their fresh rows (docs/architecture.md, "Adding and changing views"),
+// and on a stream with streams[].retention fold again what retention
+// removed from the master dataset.
 func (s *ClickHouseSink) Progress(ctx context.Context, st *schemas.Stream, views []*schemas.View, partition int32) (int64, error) {
 	if len(views) == 0 {
 		return -1, nil
 	}
-	min := int64(-1)
-	stream := int64(-2) // not read yet
+	resumes := make([]int64, len(views))
+	fresh := false
 	for i, v := range views {
 		o, err := s.store.SpeedResume(ctx, v, partition, s.chunkSize)
 		if err != nil {
 			return 0, fmt.Errorf("speed: %w", err)
 		}
-		if o < 0 && st != nil && st.Retention > 0 {
-			if stream == -2 {
-				if stream, err = s.store.StreamAbsorbedEnd(ctx, views, partition, s.chunkSize); err != nil {
-					return 0, fmt.Errorf("speed: %w", err)
-				}
+		resumes[i] = o
+		fresh = fresh || o < 0
+	}
+	floor := int64(-1)
+	if fresh && len(views) > 1 {
+		for _, v := range views {
+			o, err := s.store.AbsorbedResume(ctx, v, partition, s.chunkSize)
+			if err != nil {
+				return 0, fmt.Errorf("speed: %w", err)
 			}
-			o = stream
+			floor = max(floor, o)
+		}
+	}
+	min := int64(-1)
+	for i, o := range resumes {
+		if o < 0 {
+			o = floor
 		}
 		if i == 0 || o < min {
 			min = o

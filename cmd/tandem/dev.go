@@ -56,12 +56,9 @@ func cmdDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	rep, err := db.Migrate(ctx, cfg)
+	backfill, err := devMigrate(ctx, cfg, db, log)
 	if err != nil {
 		return err
-	}
-	for _, n := range rep.Notes {
-		log.Warn("after migrating ClickHouse", "note", n)
 	}
 
 	// One registry per component, as when they run as separate processes:
@@ -109,7 +106,7 @@ func cmdDev(ctx context.Context, args []string) error {
 		{Name: "archive", Component: arch},
 		{Name: "archive-http", Component: archiveHTTP},
 		{Name: "serve", Component: svc},
-		{Name: "batch-scheduler", Component: &batchScheduler{cfg: cfg, store: store, db: db, tmp: filepath.Join(dir, "batch-tmp"), log: log.With("component", "batch")}},
+		{Name: "batch-scheduler", Component: &batchScheduler{cfg: cfg, store: store, db: db, tmp: filepath.Join(dir, "batch-tmp"), log: log.With("component", "batch"), runAtStart: backfill}},
 	}
 	if *genRate > 0 {
 		comps = append(comps, ops.Named{Name: "gen", Component: &sampleTraffic{cfg: cfg, rate: *genRate, log: log.With("component", "gen")}})
@@ -129,6 +126,54 @@ func opsServer(name, addr string, metricsTokens []string, reg *prometheus.Regist
 	return srv, srv.Listen()
 }
 
+// devMigrate brings ClickHouse to the configuration for the edit-and-restart
+// loop: a view or raw_events stream whose definition changed has its
+// tables recreated (what `tandem migrate --recreate` does in production; in
+// development nobody else holds that data, and the master dataset keeps
+// every event). It reports whether a view is backfilling, so that a batch
+// run starts at once: one whose definition changed, or a new one on a
+// stream whose other views are already there.
+func devMigrate(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB, log *slog.Logger) (backfill bool, err error) {
+	plan, err := db.Plan(ctx, cfg)
+	if err != nil {
+		return false, err
+	}
+	changed := plan.With(clickhouse.OwnerChanged)
+	for _, name := range changed {
+		o := plan.Owner(name)
+		log.Warn("definition changed: recreating its ClickHouse tables (tandem dev only; in production: tandem migrate --recreate)",
+			o.Kind, name, "changes", strings.TrimSpace(strings.Join(o.Diffs, ";")))
+	}
+	rep, err := db.Migrate(ctx, cfg, changed...)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range rep.Notes {
+		log.Warn("after migrating ClickHouse", "note", n)
+	}
+	for _, v := range cfg.Views {
+		o := plan.Owner(v.Name)
+		switch {
+		case o == nil:
+		case o.State == clickhouse.OwnerChanged:
+			backfill = true
+		case o.State == clickhouse.OwnerNew:
+			for _, other := range cfg.Views {
+				if other.Stream == v.Stream && plan.Owner(other.Name) != nil && plan.Owner(other.Name).State != clickhouse.OwnerNew {
+					backfill = true
+				}
+			}
+		}
+	}
+	if backfill {
+		log.Info("a view is backfilling (REST 503, SQL empty) until a batch run publishes it: running one now")
+	}
+	if removed := plan.With(clickhouse.OwnerRemoved); len(removed) > 0 {
+		log.Info("no longer configured; their ClickHouse objects stay until `tandem migrate --drop-removed`", "owners", strings.Join(removed, ", "))
+	}
+	return backfill, nil
+}
+
 // batchScheduler runs a batch run every batch.every, the way a CronJob
 // would, and logs (does not stop the platform on) a failed run.
 type batchScheduler struct {
@@ -137,11 +182,17 @@ type batchScheduler struct {
 	db    *clickhouse.DB
 	tmp   string
 	log   *slog.Logger
+	// runAtStart runs a batch run at once, not one batch.every after
+	// start: a view is backfilling and answers nothing until a run.
+	runAtStart bool
 }
 
 func (b *batchScheduler) Run(ctx context.Context) error {
 	every := b.cfg.Batch.Every.D()
 	if every <= 0 {
+		if b.runAtStart {
+			b.log.Warn("a view is backfilling and batch.every is 0: it answers once you run `tandem batch run`")
+		}
 		b.log.Info("batch.every is 0: no scheduled batch runs (run `tandem batch run` yourself)")
 		<-ctx.Done()
 		return nil
@@ -151,11 +202,13 @@ func (b *batchScheduler) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first || !b.runAtStart {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
 		}
 		opts := batch.Options{Config: b.cfg, Store: b.store, ClickHouse: b.db, TempDir: b.tmp, Log: b.log}
 		if b.cfg.Batch.ExportAfterRun {

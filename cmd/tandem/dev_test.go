@@ -200,6 +200,60 @@ func TestDevEndToEnd(t *testing.T) {
 	dev, out, done = startDev()
 	exact("after kill -9 and restart")
 
+	// The edit-and-restart loop: a measure added to the view and a new view
+	// on the stream. tandem dev recreates the changed view's tables and runs
+	// a batch run at once (batch.every is set now); both answer exactly.
+	stop := func() {
+		t.Helper()
+		require.NoError(t, dev.Process.Signal(syscall.SIGTERM))
+		select {
+		case err := <-done:
+			require.NoError(t, err, out.String())
+		case <-time.After(60 * time.Second):
+			t.Fatalf("tandem dev did not stop within 60 s of SIGTERM\n%s", out.String())
+		}
+	}
+	stop()
+	const measure = "      - { name: latency,     type: quantiles, field: latency_ms }\n"
+	require.Equal(t, 1, strings.Count(conf, measure))
+	edited := strings.Replace(conf, measure, measure+"      - { name: total_latency, type: sum, field: latency_ms }\n", 1)
+	edited = strings.Replace(edited, "every: 0", "every: 1h", 1)
+	edited += `  - name: pageviews_by_device
+    stream: pageviews
+    granularity: 1m
+    dimensions: [device]
+    measures:
+      - { name: views, type: count }
+`
+	require.NoError(t, os.WriteFile(cfgPath, []byte(edited), 0o600))
+	dev, out, done = startDev()
+	exact("after adding a measure")
+	var wantLatency float64
+	for i := 0; i < 300; i++ {
+		if i%10 != 9 {
+			wantLatency += float64(10 + i%50)
+		}
+	}
+	get := func(view string) (int, string) {
+		res, err := http.Get("http://" + serveAddr + "/v1/views/" + view + "/query?" + q.Encode())
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		raw, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(raw)
+	}
+	require.Eventually(t, func() bool {
+		code, raw := get("pageviews_by_country")
+		return code == http.StatusOK && strings.Contains(raw, fmt.Sprintf(`"total_latency":%g`, wantLatency))
+	}, 60*time.Second, 250*time.Millisecond, "the added measure never answered %g:\n%s", wantLatency, out)
+	require.Eventually(t, func() bool {
+		code, raw := get("pageviews_by_device")
+		return code == http.StatusOK && strings.Contains(raw, fmt.Sprintf(`"views":%d`, want.Views))
+	}, 60*time.Second, 250*time.Millisecond, "the added view never answered %d views:\n%s", want.Views, out)
+	require.Contains(t, out.String(), "definition changed: recreating its ClickHouse tables")
+	require.Contains(t, out.String(), "running one now")
+
 	require.NoError(t, dev.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-done:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,8 +26,10 @@ func (l *stringList) Set(s string) error {
 
 // cmdMigrate creates or checks tandem's ClickHouse tables and views.
 func cmdMigrate(ctx context.Context, args []string) error {
-	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]...")
-	dryRun := f.Bool("dry-run", false, "print the DDL for the configured server and change nothing")
+	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]... [--recreate-changed] [--drop-removed]")
+	dryRun := f.Bool("dry-run", false, "print what applying the configuration does to each view and stream (new, unchanged, definition changed, removed), then the DDL; change nothing")
+	recreateChanged := f.Bool("recreate-changed", false, "recreate the tables of every view and raw_events stream whose definition changed (what tandem dev does); such a view is backfilling until the next batch run")
+	dropRemoved := f.Bool("drop-removed", false, "drop the tables and views of views and raw_events streams no longer in the configuration")
 	serverVersion := f.String("server-version", "", "with --dry-run: print the DDL for this ClickHouse version (e.g. 18.16, 24.8) without connecting")
 	var recreate stringList
 	f.Var(&recreate, "recreate", "drop and recreate the tables of this view or raw_events stream, losing their rows (repeatable); use after changing its definition")
@@ -54,13 +57,48 @@ func cmdMigrate(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if *dryRun {
+		plan, err := db.Plan(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Print(plan.String())
+		fmt.Println()
 		printDDL(cfg.ClickHouse.Database, db.ServerVersion(), clickhouse.DDL(cfg, db.ServerVersion()))
 		return nil
 	}
 	log.Info("migrating ClickHouse", "addr", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database, "server_version", db.ServerVersion().String())
+	if *recreateChanged {
+		plan, err := db.Plan(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		for _, o := range plan.With(clickhouse.OwnerChanged) {
+			if !slices.Contains(recreate, o) {
+				recreate = append(recreate, o)
+			}
+		}
+	}
 	rep, err := db.Migrate(ctx, cfg, recreate...)
 	fmt.Fprint(os.Stdout, rep.String())
-	return err
+	if err != nil {
+		return err
+	}
+	plan, err := db.Plan(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	removed := plan.With(clickhouse.OwnerRemoved)
+	switch {
+	case *dropRemoved:
+		dropped, err := db.DropRemoved(ctx, cfg)
+		for _, o := range dropped {
+			fmt.Printf("  dropped    the objects of %s, no longer configured\n", o)
+		}
+		return err
+	case len(removed) > 0:
+		fmt.Printf("  no longer configured, objects kept: %s (tandem migrate --drop-removed drops them)\n", strings.Join(removed, ", "))
+	}
+	return nil
 }
 
 func printDDL(database string, v clickhouse.Version, stmts []clickhouse.Statement) {

@@ -45,7 +45,54 @@ func cmdSpeed(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return ops.RunAll(ctx, log, ops.Named{Name: "speed", Component: svc}, ops.Named{Name: "speed-http", Component: srv})
+	return ops.RunAll(ctx, log, ops.Named{Name: "speed", Component: svc}, ops.Named{Name: "speed-http", Component: srv},
+		ops.Named{Name: "definition-watch", Component: &definitionWatch{cfg: cfg, db: db, every: definitionWatchEvery, log: log}})
+}
+
+// definitionWatchEvery is how often a speed process compares its views'
+// definitions with the tables in ClickHouse.
+const definitionWatchEvery = 5 * time.Second
+
+// definitionWatch stops a speed process whose views' tables were recreated
+// for another definition (tandem migrate --recreate with an edited
+// configuration) or dropped: it would otherwise keep writing rows of its
+// old definition into them. The restarted process migrates with whatever
+// configuration it is given, and refuses the old one. Stop speed before
+// recreating, and this never fires (docs/operations.md, "Changing views");
+// it bounds the damage when that order is not kept.
+type definitionWatch struct {
+	cfg   *schemas.Config
+	db    *clickhouse.DB
+	every time.Duration
+	log   *slog.Logger
+}
+
+func (w *definitionWatch) Run(ctx context.Context) error {
+	t := time.NewTicker(w.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		plan, err := w.db.Plan(ctx, w.cfg)
+		if err != nil {
+			// ClickHouse unreachable is the sink's concern, not a reason
+			// to stop.
+			w.log.Debug("definition watch: reading the ClickHouse layout", "err", err)
+			continue
+		}
+		for _, o := range plan.Owners {
+			switch o.State {
+			case clickhouse.OwnerChanged:
+				return fmt.Errorf("the ClickHouse tables of %s %s were recreated for another definition (tandem migrate --recreate); this speed process runs the configuration it started with and stops rather than write rows of that definition into them",
+					o.Kind, o.Owner)
+			case clickhouse.OwnerNew:
+				return fmt.Errorf("the ClickHouse tables of %s %s were dropped (tandem migrate --drop-removed); this speed process still has it configured and stops", o.Kind, o.Owner)
+			}
+		}
+	}
 }
 
 // newSpeedService wires the speed layer over an open ClickHouse database

@@ -300,10 +300,6 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	require.Equal(t, [][]string{{"1", "1"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(1), v.Name))
 	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(2), v.Name))
 	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), "clicks_total", uint32(0), "clicks_total"))
-	// StreamAbsorbedEnd's query: any of the stream's views' current runs.
-	other := cfg.View("clicks_total")
-	require.Equal(t, [][]string{{"1", "2"}}, c.query(streamAbsorbedSQL(db, []*schemas.View{other, v}), uint32(0)))
-	require.Equal(t, [][]string{{"0", "0"}}, c.query(streamAbsorbedSQL(db, []*schemas.View{other}), uint32(0)))
 
 	cur := c.query(currentRunSQL(db), v.Name)
 	require.Equal(t, [][]string{{"r1", "1"}}, cur)

@@ -36,7 +36,15 @@ const (
 	KindDatabase ObjectKind = "database"
 	KindTable    ObjectKind = "table"
 	KindView     ObjectKind = "view"
+	// KindFields is no ClickHouse object: a record in schema_meta of a
+	// stream's declared fields and types, so that a changed type is
+	// caught before any component validates events under it.
+	KindFields ObjectKind = "fields"
 )
+
+// fieldsRecord is the schema_meta object name of a stream's fields
+// record; not an identifier, so it names no table.
+func fieldsRecord(stream string) string { return "stream " + stream }
 
 // Statement is one DDL statement of tandem's ClickHouse layout.
 type Statement struct {
@@ -73,10 +81,11 @@ type object struct {
 // view, then per stream with raw_events its events table. Every statement
 // is idempotent (IF NOT EXISTS). DDL does no I/O.
 func DDL(cfg *schemas.Config, v Version) []Statement {
-	objs := objects(cfg, v)
-	out := make([]Statement, len(objs))
-	for i, o := range objs {
-		out[i] = o.Statement
+	var out []Statement
+	for _, o := range objects(cfg, v) {
+		if o.Kind != KindFields {
+			out = append(out, o.Statement)
+		}
 	}
 	return out
 }
@@ -112,9 +121,13 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 			{"view", "String"}, {"run_id", "String"}, {"kafka_partition", "UInt32"}, {"chunks", "UInt64"}, {"absorbed_offset", "UInt64"},
 		}, "ReplacingMergeTree ORDER BY (view, run_id, kafka_partition)"),
 	}
+	for _, s := range cfg.Streams {
+		objs = append(objs, fieldsObject(s))
+	}
 	for _, view := range cfg.Views {
-		objs = append(objs, speedObject(db, view, cfg.ChunkSize, v), batchObject(db, view, v), mergedObject(db, view))
-		objs = append(objs, levelObjects(db, view, v)...)
+		siblings := streamViews(cfg, view.Stream)
+		objs = append(objs, speedObject(db, view, cfg.ChunkSize, v), batchObject(db, view, v), mergedObject(db, view, siblings))
+		objs = append(objs, levelObjects(db, view, v, siblings)...)
 	}
 	for _, s := range cfg.Streams {
 		if s.RawEvents {
@@ -290,16 +303,19 @@ func batchObject(db string, view *schemas.View, v Version) object {
 // exact measures (count and sum summed, min and max of min and max) grouped
 // by window_start and the dimensions, over the batch rows of the current run
 // and the speed rows (FINAL) of the chunks that run did not absorb.
-// Partitions the run did not absorb have K_p = 0. A distinct or quantiles
-// measure is its SQL state (StateType): each row's state rebuilt from its
-// state columns, merged with -MergeState, for analysts to finalize with
-// -Merge at any grouping. tandem's own sketch bytes are left out: they are
-// opaque to SQL.
+// Partitions the run did not absorb have K_p = 0. streamViews are the
+// views of the view's stream (itself included): while the view is
+// backfilling (answeredCondition) the speed half is empty, so the merged
+// view answers nothing rather than something inexact. A distinct or
+// quantiles measure is its SQL state (StateType): each row's state rebuilt
+// from its state columns, merged with -MergeState, for analysts to
+// finalize with -Merge at any grouping. tandem's own sketch bytes are left
+// out: they are opaque to SQL.
 //
 // It runs on 18.16 and on current ClickHouse. transform() refuses empty
 // arrays on 18.16, so both arrays start with a sentinel partition no stream
 // can have (4294967295 → 0 chunks).
-func MergedViewQuery(db string, view *schemas.View) string {
+func MergedViewQuery(db string, view *schemas.View, streamViews []string) string {
 	name := quoteString(view.Name)
 	currentRun := fmt.Sprintf("(SELECT argMax(run_id, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), name)
 	absorbedOf := func(column, sentinel string) string {
@@ -336,6 +352,7 @@ FROM (
         %s,
         %s,
         toUInt64(0))
+      AND %s
 )
 GROUP BY %s`,
 		strings.Join(outer, ", "),
@@ -343,13 +360,40 @@ GROUP BY %s`,
 		inner, qualified(db, SpeedTable(view.Name)),
 		absorbedOf("kafka_partition", "toUInt32(4294967295)"),
 		absorbedOf("chunks", "toUInt64(0)"),
+		answeredCondition(db, view, streamViews),
 		group)
 }
 
-func mergedObject(db string, view *schemas.View) object {
+// streamViews returns the names of the configured views of a stream.
+func streamViews(cfg *schemas.Config, stream string) []string {
+	var out []string
+	for _, v := range cfg.Views {
+		if v.Stream == stream {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+// answeredCondition is true unless the view is backfilling, the rule
+// serving applies to REST (docs/architecture.md, "Adding and changing
+// views"): the view has a published run, or no view of its stream has a
+// runs row yet (a new stream is answered by the speed layer alone). A view
+// whose tables were recreated has a runs row naming no run (an empty run_id),
+// so it stays backfilling until its next run is published.
+func answeredCondition(db string, view *schemas.View, streamViews []string) string {
+	names := make([]string, len(streamViews))
+	for i, n := range streamViews {
+		names[i] = quoteString(n)
+	}
+	return fmt.Sprintf("((SELECT argMax(run_id, version) FROM %s WHERE view = %s) != '' OR (SELECT count() FROM %s WHERE view IN (%s)) = 0)",
+		qualified(db, TableRuns), quoteString(view.Name), qualified(db, TableRuns), strings.Join(names, ", "))
+}
+
+func mergedObject(db string, view *schemas.View, streamViews []string) object {
 	name := MergedView(view.Name)
 	return object{
-		Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), MergedViewQuery(db, view))},
+		Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), MergedViewQuery(db, view, streamViews))},
 		definition: viewDefinition(view),
 	}
 }
@@ -373,6 +417,58 @@ func rawCols(s *schemas.Stream, v Version) []col {
 	return cols
 }
 
+// fieldsObject is the record of a stream's fields: "name:type" in
+// declared order, " required" where events must carry it.
+func fieldsObject(s *schemas.Stream) object {
+	return object{
+		Statement:  Statement{Object: fieldsRecord(s.Name), Kind: KindFields, Owner: s.Name},
+		definition: "stream: " + s.Name + "\nfields: [" + strings.Join(fieldList(s), ", ") + "]",
+	}
+}
+
+func fieldList(s *schemas.Stream) []string {
+	out := make([]string, len(s.Fields))
+	for i, f := range s.Fields {
+		out[i] = f.Name + ":" + string(f.Type)
+		if f.Required {
+			out[i] += " required"
+		}
+	}
+	return out
+}
+
+// fieldTypeChanges lists the fields declared in both field records (see
+// fieldsObject) whose type or required flag differs, as "name: old → new".
+// Fields added or removed are not changes of this kind: an added field
+// reads as missing in older events, a removed one is ignored.
+func fieldTypeChanges(stored, current string) []string {
+	parse := func(def string) (names []string, types map[string]string) {
+		types = map[string]string{}
+		for _, line := range strings.Split(def, "\n") {
+			list, ok := strings.CutPrefix(line, "fields: [")
+			if !ok {
+				continue
+			}
+			for _, f := range strings.Split(strings.TrimSuffix(list, "]"), ", ") {
+				if name, typ, ok := strings.Cut(f, ":"); ok {
+					names = append(names, name)
+					types[name] = typ
+				}
+			}
+		}
+		return names, types
+	}
+	_, was := parse(stored)
+	names, is := parse(current)
+	var out []string
+	for _, n := range names {
+		if old, ok := was[n]; ok && old != is[n] {
+			out = append(out, fmt.Sprintf("    %s: %s → %s", n, old, is[n]))
+		}
+	}
+	return out
+}
+
 // rawObject: ReplacingMergeTree by (_partition, _offset), so a replayed
 // message replaces itself; partitioned by the day of _kafka_ts (the same for
 // every replay of a message), so retention drops whole days.
@@ -393,6 +489,46 @@ func rawObject(db string, s *schemas.Stream, v Version) object {
 		columns:    colNames(cols),
 		types:      colTypes(cols),
 	}
+}
+
+// tableAhead reports whether table columns have hold o's columns in order
+// and more (a newer configuration added fields to the stream's events
+// table): a process still on the older configuration writes its columns
+// and leaves the others NULL, so it need not stop or refuse.
+func tableAhead(o object, have []string) bool {
+	if len(o.types) != len(o.columns) || len(have) <= len(o.columns) {
+		return false
+	}
+	i := 0
+	for _, c := range have {
+		if i < len(o.columns) && o.columns[i] == c {
+			i++
+		}
+	}
+	return i == len(o.columns)
+}
+
+// addedColumns returns the ALTER TABLE clauses that turn a table with
+// columns have into one with o's columns when o only adds columns (have
+// is a subsequence of o.columns and o has types), each placed after its
+// predecessor; ok is false otherwise.
+func addedColumns(o object, have []string) (clauses []string, added []string, ok bool) {
+	if len(o.types) != len(o.columns) || len(have) >= len(o.columns) {
+		return nil, nil, false
+	}
+	i := 0
+	for j, c := range o.columns {
+		if i < len(have) && have[i] == c {
+			i++
+			continue
+		}
+		if j == 0 {
+			return nil, nil, false // 18.16 has no ADD COLUMN … FIRST
+		}
+		clauses = append(clauses, "ADD COLUMN "+ident(c)+" "+o.types[j]+" AFTER "+ident(o.columns[j-1]))
+		added = append(added, c)
+	}
+	return clauses, added, i == len(have)
 }
 
 // checkNames refuses configurations whose objects would share a name in

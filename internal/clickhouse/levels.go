@@ -72,7 +72,7 @@ func levelColumnNames(view *schemas.View) []string {
 
 // levelObjects are the levels table and one merged view per level; none
 // for a view without levels.
-func levelObjects(db string, view *schemas.View, v Version) []object {
+func levelObjects(db string, view *schemas.View, v Version, streamViews []string) []object {
 	if len(view.Levels()) == 0 {
 		return nil
 	}
@@ -90,7 +90,7 @@ func levelObjects(db string, view *schemas.View, v Version) []object {
 	for _, l := range view.Levels() {
 		name := LevelView(view.Name, l)
 		objs = append(objs, object{
-			Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), LevelViewQuery(db, view, l))},
+			Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), LevelViewQuery(db, view, l, streamViews))},
 			definition: viewDefinition(view) + "\nlevel: " + l.String(),
 		})
 	}
@@ -173,7 +173,7 @@ func rowMeasureColumns(view *schemas.View) []string {
 // current run's level rows instead of its base rows. The inner window is
 // named ws, not window_start: an alias naming the column it is computed
 // from is refused by older servers.
-func LevelViewQuery(db string, view *schemas.View, l schemas.Granularity) string {
+func LevelViewQuery(db string, view *schemas.View, l schemas.Granularity, streamViews []string) string {
 	name := quoteString(view.Name)
 	currentRun := fmt.Sprintf("(SELECT argMax(run_id, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), name)
 	absorbedOf := func(column, sentinel string) string {
@@ -201,6 +201,7 @@ FROM (
         %s,
         %s,
         toUInt64(0))
+      AND %s
 )
 GROUP BY %s`,
 		outer,
@@ -208,6 +209,7 @@ GROUP BY %s`,
 		floorWindow("window_start", l), speedInner, qualified(db, SpeedTable(view.Name)),
 		absorbedOf("kafka_partition", "toUInt32(4294967295)"),
 		absorbedOf("chunks", "toUInt64(0)"),
+		answeredCondition(db, view, streamViews),
 		group)
 }
 

@@ -31,6 +31,9 @@ const (
 	// TABLE … ADD COLUMN: its rows stay, the new columns read as their
 	// defaults in them).
 	ActionColumnsAdded Action = "columns added"
+	// ActionAltered: a stream's events table gained the columns of fields
+	// added to the stream; older rows read them as NULL.
+	ActionAltered Action = "altered"
 )
 
 // Change is one line of a migration report.
@@ -75,7 +78,10 @@ func (r Report) String() string {
 			continue
 		}
 		name := r.Database
-		if c.Object != "" {
+		switch {
+		case c.Kind == KindFields:
+			name = c.Object
+		case c.Object != "":
 			name += "." + c.Object
 		}
 		fmt.Fprintf(&b, "  %-10s %-8s %s\n", c.Action, c.Kind, name)
@@ -96,6 +102,7 @@ var ErrForeignObject = errors.New("exists but was not created by tandem")
 
 type metaRecord struct {
 	fingerprint, definition string
+	owner, kind             string
 	version                 uint64
 }
 
@@ -182,6 +189,27 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 		if failed[o.Owner] && o.Owner != "" {
 			continue
 		}
+		if o.Kind == KindFields {
+			rec, recorded := meta[o.Object]
+			action := ActionUnchanged
+			switch {
+			case !recorded || rec.fingerprint != o.fingerprint:
+				if changes := fieldTypeChanges(rec.definition, o.definition); len(changes) > 0 && !slices.Contains(recreate, o.Owner) {
+					failed[o.Owner] = true
+					problems = append(problems, fieldTypeMessage(o.Owner, changes))
+					continue
+				}
+				action = ActionRecorded
+				if !recorded {
+					action = ActionCreated
+				}
+				if err := db.record(ctx, o, rec.version+1); err != nil {
+					return rep, err
+				}
+			}
+			rep.Changes = append(rep.Changes, Change{Object: o.Object, Kind: o.Kind, Owner: o.Owner, Action: action})
+			continue
+		}
 		rec, recorded := meta[o.Object]
 		cols, exists := existing[o.Object]
 		action := ActionUnchanged
@@ -204,6 +232,16 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 			if !slices.Contains(upgraded, o.Owner) {
 				upgraded = append(upgraded, o.Owner)
 			}
+		case recorded && exists && o.Object == RawTable(o.Owner) && len(fieldTypeChanges(rec.definition, o.definition)) == 0 && tableAhead(o, cols):
+			// A newer configuration added fields: keep its record.
+		case recorded && exists && fieldsOnlyAdded(o, rec.definition, cols):
+			clauses, _, _ := addedColumns(o, cols)
+			for _, c := range clauses {
+				if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, o.Object), c)); err != nil {
+					return rep, fmt.Errorf("clickhouse: adding a column to %s: %w", describe(o), err)
+				}
+			}
+			action = ActionAltered
 		case recorded && exists:
 			failed[o.Owner] = true
 			problems = append(problems, changedMessage(o, rec.definition))
@@ -227,7 +265,7 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 				action = ActionRecreated
 			}
 		}
-		if action != ActionUnchanged && action != ActionRecorded && action != ActionColumnsAdded {
+		if action != ActionUnchanged && action != ActionRecorded && action != ActionColumnsAdded && action != ActionAltered {
 			if err := db.exec(ctx, o.SQL); err != nil {
 				return rep, fmt.Errorf("clickhouse: creating %s: %w", describe(o), err)
 			}
@@ -273,9 +311,50 @@ func describe(o object) string {
 	return fmt.Sprintf("%s %s", o.Kind, o.Object)
 }
 
+// fieldsOnlyAdded reports whether o is a stream's events table whose
+// definition differs from stored only by fields added (no type changed,
+// none removed), and the table's columns have only gain new ones: then
+// it is altered in place instead of refused.
+func fieldsOnlyAdded(o object, stored string, have []string) bool {
+	if o.Object != RawTable(o.Owner) || len(fieldTypeChanges(stored, o.definition)) > 0 {
+		return false
+	}
+	_, _, ok := addedColumns(o, have)
+	return ok
+}
+
+// ErrFieldTypeChanged is wrapped by Migrate's error when a stream field's
+// type (or whether it is required) differs from the one recorded when
+// events were accepted.
+var ErrFieldTypeChanged = errors.New("the type of a field changed since events were accepted")
+
+// fieldTypeMessage explains a changed field type and the ways out.
+func fieldTypeMessage(stream string, changes []string) error {
+	return fmt.Errorf("stream %q: %w:\n%s\n  Events already in Kafka and the master dataset were validated under the old declaration; "+
+		"under the new one some may turn invalid, and every view of the stream would change its history with them. Either keep the old "+
+		"declaration and declare a new field (another name) with the new type — older events read it as missing — or accept the change: "+
+		"tandem migrate --recreate %s (tandem dev accepts it itself; a raw_events table is recreated), and the next batch run recomputes "+
+		"every view of the stream under it",
+		stream, ErrFieldTypeChanged, strings.Join(changes, "\n"), stream)
+}
+
 // changedMessage explains a changed definition key by key, and how to
 // resolve it.
 func changedMessage(o object, stored string) error {
+	what := "view"
+	if o.Object == RawTable(o.Owner) {
+		what = "stream"
+	}
+	return fmt.Errorf("%s %q: %w\n  table %s:\n%s\n  Its stored rows belong to the old definition. Either give the %s a new name in the configuration "+
+		"(the old tables stay; drop them when done), or drop and recreate its tables: tandem migrate --recreate %s "+
+		"(a view is then backfilling, not answered, until the next batch run publishes it; tandem dev does this itself). "+
+		"See \"Changing views\" in docs/operations.md",
+		what, o.Owner, ErrDefinitionChanged, o.Object, strings.Join(definitionDiffs(o, stored), "\n"), what, o.Owner)
+}
+
+// definitionDiffs lists the "key: old → new" lines where an object's
+// definition differs from the stored one.
+func definitionDiffs(o object, stored string) []string {
 	old := map[string]string{}
 	for _, line := range strings.Split(stored, "\n") {
 		if k, v, ok := strings.Cut(line, ": "); ok {
@@ -292,14 +371,7 @@ func changedMessage(o object, stored string) error {
 	if len(diffs) == 0 {
 		diffs = append(diffs, "    the table layout of this tandem version differs from the one that created it")
 	}
-	what := "view"
-	if o.Object == RawTable(o.Owner) {
-		what = "stream"
-	}
-	return fmt.Errorf("%s %q: %w\n  table %s:\n%s\n  Its stored rows belong to the old definition. Either give the %s a new name in the configuration "+
-		"(the old tables stay; drop them when done), or drop and recreate its tables, losing its speed rows and batch runs "+
-		"until the next batch run: tandem migrate --recreate %s",
-		what, o.Owner, ErrDefinitionChanged, o.Object, strings.Join(diffs, "\n"), what, o.Owner)
+	return diffs
 }
 
 func orNone(s string) string {
@@ -310,7 +382,7 @@ func orNone(s string) string {
 }
 
 func (db *DB) readMeta(ctx context.Context) (map[string]metaRecord, error) {
-	rows, err := db.conn.Query(ctx, fmt.Sprintf("SELECT object, fingerprint, definition, version FROM %s FINAL", qualified(db.db, TableSchemaMeta)))
+	rows, err := db.conn.Query(ctx, fmt.Sprintf("SELECT object, fingerprint, definition, owner, kind, version FROM %s FINAL", qualified(db.db, TableSchemaMeta)))
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: reading %s: %w", TableSchemaMeta, err)
 	}
@@ -319,7 +391,7 @@ func (db *DB) readMeta(ctx context.Context) (map[string]metaRecord, error) {
 	for rows.Next() {
 		var name string
 		var r metaRecord
-		if err := rows.Scan(&name, &r.fingerprint, &r.definition, &r.version); err != nil {
+		if err := rows.Scan(&name, &r.fingerprint, &r.definition, &r.owner, &r.kind, &r.version); err != nil {
 			return nil, fmt.Errorf("clickhouse: reading %s: %w", TableSchemaMeta, err)
 		}
 		out[name] = r
@@ -378,7 +450,7 @@ func (db *DB) record(ctx context.Context, o object, version uint64) error {
 // dropOwner drops the objects of one view or stream and forgets its runs.
 func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, objs []object) error {
 	for _, o := range objs {
-		if o.Owner != owner {
+		if o.Owner != owner || o.Kind == KindFields {
 			continue
 		}
 		if err := db.exec(ctx, "DROP TABLE IF EXISTS "+qualified(db.db, o.Object)); err != nil {
@@ -390,11 +462,26 @@ func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, 
 	}
 	// The view's published runs describe batch rows that no longer exist;
 	// left in place, the merged view would skip speed rows of chunks a
-	// vanished run absorbed.
-	for _, t := range []string{TableRuns, TableAbsorbed} {
-		if err := db.mutate(ctx, t, "DELETE WHERE view = ?", owner); err != nil {
-			return err
-		}
+	// vanished run absorbed. A runs row naming no run takes their place:
+	// the view is backfilling (answeredCondition) until its next run, as
+	// serving answers REST while its manifest holds the old definition.
+	if err := db.mutate(ctx, TableAbsorbed, "DELETE WHERE view = ?", owner); err != nil {
+		return err
+	}
+	return db.unpublish(ctx, owner)
+}
+
+// unpublish makes no run the view's current run, with a runs row of
+// an empty run_id above every earlier version (PublishRun's rule).
+func (db *DB) unpublish(ctx context.Context, view string) error {
+	_, version, err := db.currentRun(ctx, &schemas.View{Name: view})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	row := []any{view, "", now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli()))}
+	if err := db.insert(ctx, insertSQL(db.db, TableRuns, runsColumns), [][]any{row}); err != nil {
+		return fmt.Errorf("clickhouse: unpublishing the runs of %s: %w", view, err)
 	}
 	return nil
 }

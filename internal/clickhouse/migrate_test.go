@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -44,7 +45,7 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	require.Contains(t, engines, "clicks_by_country_batch MergeTree")
 
 	metaBefore := queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object")
-	require.Len(t, metaBefore, len(want))
+	require.Len(t, metaBefore, len(want)+1, "the objects and the stream's fields record")
 	tablesBefore := queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name")
 
 	rep, err = db.Migrate(ctx, cfg)
@@ -53,7 +54,7 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	require.Contains(t, rep.String(), "up to date")
 	// Nothing was written or recreated.
 	require.Equal(t, metaBefore, queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object"))
-	require.Equal(t, []string{"15"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
+	require.Equal(t, []string{"16"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
 	require.Equal(t, tablesBefore, queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name"))
 }
 
@@ -210,4 +211,73 @@ func objectColumns(t *testing.T, cfg *schemas.Config, db *DB, table string) []st
 	}
 	t.Fatalf("no object %s", table)
 	return nil
+}
+
+// TestMigrateRefusesFieldTypeChange: a stream field whose type changed is
+// refused with the field, both types and the ways out, even when no view
+// measures it (its validity decides whether an event counts at all);
+// --recreate of the stream accepts it. An added field is no type change.
+func TestMigrateRefusesFieldTypeChange(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := migrated(t, cfg)
+	ctx := testCtx(t)
+	with := func(yaml string) *schemas.Config {
+		c := parseConfig(t, yaml)
+		c.ClickHouse = cfg.ClickHouse
+		return c
+	}
+	changed := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string }", 1))
+	plan, err := db.Plan(ctx, changed)
+	require.NoError(t, err)
+	require.Equal(t, OwnerChanged, plan.Owner("clicks").State)
+	require.True(t, plan.Owner("clicks").TypeChanged)
+	require.Contains(t, plan.String(), "ok: bool → string")
+	require.Equal(t, OwnerUnchanged, plan.Owner("clicks_total").State)
+	_, err = db.Migrate(ctx, changed)
+	require.ErrorIs(t, err, ErrFieldTypeChanged)
+	require.Contains(t, err.Error(), `stream "clicks"`)
+	require.Contains(t, err.Error(), "ok: bool → string")
+	require.Contains(t, err.Error(), "declare a new field")
+	require.Contains(t, err.Error(), "tandem migrate --recreate clicks")
+	// Nothing was recorded: the refusal stands.
+	_, err = db.Migrate(ctx, changed)
+	require.ErrorIs(t, err, ErrFieldTypeChanged)
+	_, err = db.Migrate(ctx, changed, "clicks")
+	require.NoError(t, err)
+	rep, err := db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+
+	// A field added: the events table gains its column in place, after
+	// its predecessor; views and the fields record follow.
+	added := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string }\n      - { name: ref, type: string }", 1))
+	plan, err = db.Plan(ctx, added)
+	require.NoError(t, err)
+	require.Equal(t, OwnerUnchanged, plan.Owner("clicks").State)
+	require.Equal(t, []string{"ref"}, plan.Owner("clicks").Added)
+	require.Contains(t, plan.String(), "its events table gains the columns ref")
+	rep, err = db.Migrate(ctx, added)
+	require.NoError(t, err)
+	require.Contains(t, rep.String(), "altered    table    tandem.clicks_events")
+	cols := queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_events'")
+	require.Equal(t, "ref", cols[slices.Index(cols, "ok")+1])
+	rep, err = db.Migrate(ctx, added)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+	// A process still on the configuration before the field (a speed pod
+	// not yet rolled) neither refuses nor stops: the table is ahead of it.
+	plan, err = db.Plan(ctx, changed)
+	require.NoError(t, err)
+	require.Equal(t, OwnerUnchanged, plan.Owner("clicks").State)
+	_, err = db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	rep, err = db.Migrate(ctx, added)
+	require.NoError(t, err)
+	require.NotContains(t, rep.String(), "clicks_events", "the events table is as the newer configuration left it")
+
+	// A required flag is part of the declaration too.
+	required := with(strings.Replace(testConfigYAML, "{ name: ok, type: bool }", "{ name: ok, type: string, required: true }\n      - { name: ref, type: string }", 1))
+	_, err = db.Migrate(ctx, required)
+	require.ErrorIs(t, err, ErrFieldTypeChanged)
+	require.Contains(t, err.Error(), "ok: string → string required")
 }

@@ -541,18 +541,6 @@ func currentAbsorbedSQL(database string) string {
 		qualified(database, TableAbsorbed), qualified(database, TableRuns))
 }
 
-// streamAbsorbedSQL counts the current published runs of views among
-// those absorbing partition '?' and the most chunks one of them absorbed.
-func streamAbsorbedSQL(database string, views []*schemas.View) string {
-	names := make([]string, len(views))
-	for i, v := range views {
-		names[i] = quoteString(v.Name)
-	}
-	in := strings.Join(names, ", ")
-	return fmt.Sprintf("SELECT count(), max(chunks) FROM %s WHERE kafka_partition = ? AND (view, run_id) IN (SELECT view, argMax(run_id, version) FROM %s WHERE view IN (%s) GROUP BY view)",
-		qualified(database, TableAbsorbed), qualified(database, TableRuns), in)
-}
-
 // deleteAbsorbedClause is the ALTER TABLE clause deleting speed rows of
 // chunks below K_p; "" when nothing is absorbed.
 func deleteAbsorbedClause(absorbed map[int32]int64) (string, error) {

@@ -498,28 +498,19 @@ func (db *DB) SpeedResume(ctx context.Context, v *schemas.View, partition int32,
 	if n > 0 {
 		return int64(version), nil
 	}
+	return db.AbsorbedResume(ctx, v, partition, chunkSize)
+}
+
+// AbsorbedResume returns the last offset of the chunks of the partition the
+// view's current published run absorbed, or -1 when it has no run or the
+// run absorbed none of the partition.
+func (db *DB) AbsorbedResume(ctx context.Context, v *schemas.View, partition int32, chunkSize int64) (int64, error) {
+	if partition < 0 || chunkSize <= 0 {
+		return 0, fmt.Errorf("clickhouse: absorbed chunks of view %s: partition %d and chunk size %d must not be negative or zero", v.Name, partition, chunkSize)
+	}
 	var rows, chunks uint64
 	if err := db.conn.QueryRow(ctx, currentAbsorbedSQL(db.db), v.Name, uint32(partition), v.Name).Scan(&rows, &chunks); err != nil {
 		return 0, fmt.Errorf("clickhouse: reading the chunks of %s partition %d the current run absorbed: %w", v.Name, partition, err)
-	}
-	if rows > 0 && chunks > 0 {
-		return int64(chunks)*chunkSize - 1, nil
-	}
-	return -1, nil
-}
-
-// StreamAbsorbedEnd returns the highest offset of the partition through
-// which the current published run of any of views absorbed (the end of
-// its chunks, minus one); -1 when none absorbed any. The views are those
-// of one stream: the speed layer starts a view that has nothing of its own
-// there when streams[].retention may have cut what lies below (docs/speed.md).
-func (db *DB) StreamAbsorbedEnd(ctx context.Context, views []*schemas.View, partition int32, chunkSize int64) (int64, error) {
-	if partition < 0 || chunkSize <= 0 || len(views) == 0 {
-		return 0, fmt.Errorf("clickhouse: absorbed end of partition %d: partition and chunk size %d must not be negative or zero, and views must be given", partition, chunkSize)
-	}
-	var rows, chunks uint64
-	if err := db.conn.QueryRow(ctx, streamAbsorbedSQL(db.db, views), uint32(partition)).Scan(&rows, &chunks); err != nil {
-		return 0, fmt.Errorf("clickhouse: reading the chunks of partition %d the current runs of %s absorbed: %w", partition, views[0].Stream, err)
 	}
 	if rows > 0 && chunks > 0 {
 		return int64(chunks)*chunkSize - 1, nil
