@@ -104,7 +104,7 @@ bench-smoke: deps chdb-lib
 bench-scaling: deps chdb-lib
 	scripts/bench.sh scaling
 
-## bench-serving-scale: issue 11's serving benchmark: the example view over
+## bench-serving-scale: the serving benchmark: the example view over
 # 30 days at TANDEM_BENCH_SERVING_EVENTS (default 3M; the targets are stated
 # at 30M) and a speed-only day at TANDEM_BENCH_SERVING_SPEED_EVENTS (10M)
 # through the real services; the "Serving at scale" table of

@@ -13,7 +13,7 @@
 #                             horizon (events over 60 days, dedup_window: 7d)
 #                             at TANDEM_BENCH_WINDOW_SIZES, into scaling-window.txt
 #   scripts/bench.sh serving-scale
-#                             issue 11's serving benchmark (BenchmarkServingScale):
+#                             the serving benchmark (BenchmarkServingScale):
 #                             the example view over 30 days at 3M events and a
 #                             speed-only day at 10M through the real services,
 #                             five queries against ClickHouse's merged view; its

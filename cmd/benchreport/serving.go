@@ -12,9 +12,9 @@ import (
 // one <query> "serve" per case holding the data size and serve's memory.
 const servingBench = "BenchmarkServingScale"
 
-// servingTarget is a stated goal of issue 11 for one query shape; the
-// targets hold at a stated size, so smaller runs show them without a
-// verdict.
+// servingTarget is a stated serving target (docs/performance.md, "Serving
+// at scale") for one query shape; the targets hold at a stated size, so
+// smaller runs show them without a verdict.
 type servingTarget struct {
 	P99Max    float64 // warm p99 bound in ms, all six measures (0: none)
 	RatioMin  float64 // ClickHouse ÷ tandem, exact measures (0: none)
