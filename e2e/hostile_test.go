@@ -173,7 +173,7 @@ func TestHostileInput(t *testing.T) {
 		}, want: []int{405}},
 
 		// Query parameters.
-		{name: "unknown parameter", req: get(qpath("limit", "1")), want: []int{400}},
+		{name: "unknown parameter", req: get(qpath("nope", "1")), want: []int{400}},
 		{name: "query string over the limit", req: get(qpath("filter", "country:"+strings.Repeat("x", 20000))), want: []int{400}},
 		{name: "4000 filters", req: func(p *platform) *http.Request {
 			v := url.Values{"from": base["from"], "to": base["to"]}
