@@ -40,18 +40,21 @@ const (
 const MaxDistinctStateBytes = 1 + largeBytes // 2651
 
 // DistinctSQLRelativeError is the stated bound of uniqHLL12Merge over
-// Distinct states: about three standard errors of a HyperLogLog of 2^12
-// registers (1.04/√4096 = 1.6%). Up to 16 distinct keys the answer is exact.
-// The oracle tests hold it on both servers, which finalize the same bytes
-// to the same number. (An analyst comparing with uniqHLL12(toString(x)) on
-// raw rows of a current server may see another number: it drops the
-// injective toString and hashes x as a number.)
-const DistinctSQLRelativeError = 0.05
+// Distinct states: about five standard errors of a HyperLogLog of 2^12
+// registers (1.04/√4096 = 1.6%), because ClickHouse's estimator, which
+// these states reproduce byte for byte, errs more than that in its
+// correction region: over 300 random sets of 10,000 keys the worst was
+// 6.9%, over 4,000 of 67 keys 7.5%. Up to 16 distinct keys the answer is
+// exact. The oracle tests hold it on both servers, which finalize the same
+// bytes to the same number. (An analyst comparing with
+// uniqHLL12(toString(x)) on raw rows of a current server may see another
+// number: it drops the injective toString and hashes x as a number.)
+const DistinctSQLRelativeError = 0.08
 
-// DistinctSQLAbsoluteError: past 16 keys a small count can be off by a
-// register collision or two (17 keys in 4096 registers collide about one
-// time in thirty), which no relative bound covers; see DistinctSQLBound.
-const DistinctSQLAbsoluteError = 2
+// DistinctSQLAbsoluteError: past 16 keys a small count can be off by a few
+// register collisions (up to 5 of 50 keys in 4,000 random sets), which no
+// relative bound covers; see DistinctSQLBound.
+const DistinctSQLAbsoluteError = 5
 
 // DistinctSQLBound is the stated error bound of uniqHLL12Merge when the
 // true count is n: 0 up to 16 (the state is the set of hashes), otherwise
