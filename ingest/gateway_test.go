@@ -22,21 +22,12 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-const testStreamYAML = `
+// testHeaderYAML is the gateway's settings; the stream is the example's
+// (testenv.ExampleStreamsYAML) on the test's topic with 3 partitions.
+const testHeaderYAML = `
 kafka: { brokers: ["%s"] }
 ingest: { listen: "127.0.0.1:0", max_body_bytes: %d, max_inflight_bytes: %d, max_future_skew: 1h, produce_timeout: %s%s }
 auth: { ingest_tokens: [%s] }
-streams:
-  - name: pageviews
-    topic: %s
-    partitions: 3
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: amount,     type: float64 }
 `
 
 type gwOpts struct {
@@ -76,8 +67,9 @@ func startGateway(t *testing.T, o gwOpts) *gwEnv {
 	if o.produceTimeout == "" {
 		o.produceTimeout = "5s"
 	}
-	cfg, err := schemas.Parse("test.yaml", fmt.Appendf(nil, testStreamYAML, o.brokers, o.maxBody, o.maxInflight, o.produceTimeout, o.ingestExtra, o.tokens, e.topic),
-		func(string) (string, bool) { return "", false })
+	text := fmt.Sprintf(testHeaderYAML, o.brokers, o.maxBody, o.maxInflight, o.produceTimeout, o.ingestExtra, o.tokens) +
+		testenv.ExampleStreamsYAML(t, "topic: tandem.pageviews", "topic: "+e.topic, "partitions: 6", "partitions: 3")
+	cfg, err := schemas.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	e.cfg = cfg
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
