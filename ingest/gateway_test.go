@@ -124,32 +124,7 @@ func do(t *testing.T, req *http.Request) (int, Response, http.Header) {
 // readTopic returns every record of the test topic (all 3 partitions).
 func (e *gwEnv) readTopic(t *testing.T) []kgo.Message {
 	t.Helper()
-	return readAll(t, e.k.Brokers, e.topic, 3)
-}
-
-func readAll(t *testing.T, brokers []string, topic string, partitions int) []kgo.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var out []kgo.Message
-	for p := 0; p < partitions; p++ {
-		conn, err := kgo.DialLeader(ctx, "tcp", brokers[0], topic, p)
-		require.NoError(t, err)
-		last, err := conn.ReadLastOffset()
-		require.NoError(t, err)
-		conn.Close()
-		if last == 0 {
-			continue
-		}
-		r := kgo.NewReader(kgo.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 50 * time.Millisecond})
-		for off := int64(0); off < last; off++ {
-			m, err := r.ReadMessage(ctx)
-			require.NoError(t, err)
-			out = append(out, m)
-		}
-		r.Close()
-	}
-	return out
+	return testenv.ReadTopic(t, e.k.Brokers, e.topic, 3)
 }
 
 func (e *gwEnv) event(id string, extra string) string {
