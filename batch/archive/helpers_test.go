@@ -299,25 +299,7 @@ func startArchiver(t *testing.T, e *env, opts archive.Options) (stop func()) {
 	}
 	a, err := archive.New(e.cfg, e.store, opts)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(60 * time.Second):
-			t.Fatal("archiver did not stop within 60 s")
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.RunService(t, "the archiver", a.Run)
 }
 
 // waitArchived waits until the progress file says every partition is
