@@ -49,6 +49,22 @@ func loadConfig(t testing.TB, yaml string) *schemas.Config {
 	return cfg
 }
 
+// migratedClickHouse returns the test configuration (configYAML) on a
+// ClickHouse of the test's own, and that database with the configuration's
+// tables created.
+func migratedClickHouse(ctx context.Context, t testing.TB) (*schemas.Config, *clickhouse.DB) {
+	t.Helper()
+	cfg := loadConfig(t, configYAML(t))
+	ch := testenv.ClickHouse(t)
+	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
+	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	_, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	return cfg, db
+}
+
 // ---------------------------------------------------------------- dataset
 
 // event is one accepted event and where it sat in Kafka.
