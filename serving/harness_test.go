@@ -239,14 +239,7 @@ func startService(t testing.TB, cfg *schemas.Config) (*serving.Service, string, 
 	svc, closeFn, err := serving.FromConfig(cfg, reg, log)
 	require.NoError(t, err)
 	require.NoError(t, svc.Listen())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		closeFn()
-	})
+	testenv.RunService(t, "the serving service", svc.Run, func() { closeFn() })
 	return svc, "http://" + svc.Addr(), logs
 }
 
