@@ -55,6 +55,14 @@ func loadConfig(t testing.TB, yaml string) *schemas.Config {
 func migratedClickHouse(ctx context.Context, t testing.TB) (*schemas.Config, *clickhouse.DB) {
 	t.Helper()
 	cfg := loadConfig(t, configYAML(t))
+	_, db := migrateOnClickHouse(ctx, t, cfg)
+	return cfg, db
+}
+
+// migrateOnClickHouse points cfg at a ClickHouse of the test's own and
+// creates cfg's tables there.
+func migrateOnClickHouse(ctx context.Context, t testing.TB, cfg *schemas.Config) (*testenv.ClickHouseServer, *clickhouse.DB) {
+	t.Helper()
 	ch := testenv.ClickHouse(t)
 	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
 	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
@@ -62,7 +70,7 @@ func migratedClickHouse(ctx context.Context, t testing.TB) (*schemas.Config, *cl
 	t.Cleanup(func() { db.Close() })
 	_, err = db.Migrate(ctx, cfg)
 	require.NoError(t, err)
-	return cfg, db
+	return ch, db
 }
 
 // ---------------------------------------------------------------- dataset
@@ -219,13 +227,7 @@ func newBackends(t testing.TB, cfg *schemas.Config, minio bool) (*testenv.S3Serv
 	cfg.S3 = schemas.S3Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Region: srv.Region}
 	store, err := s3.New(cfg.S3, s3.WithRetry(s3.Retry{Attempts: 2, Base: 50 * time.Millisecond}))
 	require.NoError(t, err)
-	ch := testenv.ClickHouse(t)
-	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
-	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	_, err = db.Migrate(ctx, cfg)
-	require.NoError(t, err)
+	ch, db := migrateOnClickHouse(ctx, t, cfg)
 	return srv, store, ch, db
 }
 
