@@ -97,7 +97,7 @@ func fileRows(ctx context.Context, st objstore.Bucket, v *schemas.View, files []
 	return func(yield func(clickhouse.ViewRow, error) bool) {
 		for _, f := range files {
 			err := readViewFile(ctx, st, v, f.Key, func(r parquet.ViewRow) error {
-				if !yield(clickhouse.ViewRow{WindowStart: r.WindowStart, Dims: r.Dims, Cells: r.Cells, States: r.States}, nil) {
+				if !yield(r, nil) {
 					return errStopRows
 				}
 				return nil

@@ -219,19 +219,10 @@ func TestRetention(t *testing.T) {
 
 	// A view added after the cut: its first run recomputes the retained
 	// days with the stored duplicate decisions too.
-	y := fmt.Sprintf(testYAML, 100, 2) + `  - name: pv_added
-    stream: pv
-    granularity: 1h
-    retention: 2d
-    dimensions: [country]
-    measures:
-      - { name: views, type: count }
-      - { name: revenue, type: sum, field: amount }
-      - { name: min_latency, type: min, field: latency }
-      - { name: max_latency, type: max, field: latency }
-      - { name: users, type: distinct, field: user_id }
-      - { name: lat, type: quantiles, field: latency }
-`
+	// pv_added is pv_hourly again under another name, with the retention.
+	hourlyView := testYAML[strings.Index(testYAML, "  - name: pv_hourly\n"):strings.Index(testYAML, "  - name: pv_daily\n")]
+	y := fmt.Sprintf(testYAML, 100, 2) + strings.NewReplacer("name: pv_hourly\n", "name: pv_added\n",
+		"    granularity: 1h\n", "    granularity: 1h\n    retention: 2d\n").Replace(hourlyView)
 	y = strings.Replace(y, "    id_field: event_id\n", "    id_field: event_id\n    retention: 4d\n", 1)
 	y = strings.Replace(y, "    granularity: 1h\n", "    granularity: 1h\n    retention: 2d\n", 1)
 	y = strings.Replace(y, "    granularity: 1d\n", "    granularity: 1d\n    retention: 2d\n", 1)

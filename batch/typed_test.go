@@ -24,36 +24,12 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// allTypesYAML declares a field of every type, so the typed columns of
-// every physical type (and dictionary strings) are read.
-const allTypesYAML = `
-chunk_size: 100
-streams:
-  - name: ev
-    partitions: 1
-    id_field: id
-    time_field: ts
-    fields:
-      - { name: id,   type: string }
-      - { name: ts,   type: timestamp }
-      - { name: kind, type: string, required: true }
-      - { name: s,    type: string }
-      - { name: i,    type: int64 }
-      - { name: f,    type: float64 }
-      - { name: b,    type: bool }
-      - { name: at,   type: timestamp }
-views:
-  - name: every
-    stream: ev
-    granularity: 1h
-    dimensions: [kind]
-    measures:
-      - { name: n, type: count }
-`
-
+// allTypesStream is the "ev" stream of testenv.AllTypesYAML: a field of
+// every type, so the typed columns of every physical type (and dictionary
+// strings) are read.
 func allTypesStream(tb testing.TB) *schemas.Stream {
 	tb.Helper()
-	cfg, err := schemas.Parse("all.yaml", []byte(allTypesYAML), func(string) (string, bool) { return "", false })
+	cfg, err := schemas.Parse("all.yaml", []byte(testenv.AllTypesYAML(tb)), func(string) (string, bool) { return "", false })
 	require.NoError(tb, err)
 	return cfg.Stream("ev")
 }
@@ -317,7 +293,7 @@ func TestTypedMatchesDecode(t *testing.T) {
 		decoderVersion = schemas.DecoderVersion
 
 		// The stream as it was: i was a float64.
-		old := strings.Replace(allTypesYAML, "{ name: i,    type: int64 }", "{ name: i,    type: float64 }", 1)
+		old := testenv.AllTypesYAML(t, "{ name: i,    type: int64 }", "{ name: i,    type: float64 }")
 		cfg, err := schemas.Parse("old.yaml", []byte(old), func(string) (string, bool) { return "", false })
 		require.NoError(t, err)
 		oldStream := cfg.Stream("ev")

@@ -325,22 +325,9 @@ func (c *chaosRun) waitExact(events []event, qs []query, within time.Duration, s
 	}
 }
 
-// diffAll retries until every query answers the truth or within passes,
-// and returns the last differences.
+// diffAll is platform.diffAll, asking again every second.
 func (c *chaosRun) diffAll(events []event, qs []query, within time.Duration) []string {
-	deadline := time.Now().Add(within)
-	for {
-		var last []string
-		for _, q := range qs {
-			if d := c.p.compareServing(events, q); len(d) > 0 {
-				last = append(last, q.String()+":\n  "+strings.Join(d[:min(len(d), 8)], "\n  "))
-			}
-		}
-		if len(last) == 0 || time.Now().After(deadline) {
-			return last
-		}
-		time.Sleep(time.Second)
-	}
+	return c.p.diffAll(events, qs, within, time.Second)
 }
 
 // drillDown logs, for each row of q (1h buckets by country) whose

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -34,6 +35,35 @@ func (p *platform) queryServingView(view string, q query) (code int, a *answer, 
 		return code, nil, body, fmt.Errorf("answer is not JSON: %v: %.300s", err, body)
 	}
 	return code, a, body, nil
+}
+
+// waitExact waits up to 90 s until every query's answer equals the truth
+// of events (compareServing), and fails naming the stage and the first
+// differences of each query that still differs.
+func (p *platform) waitExact(t *testing.T, stage string, events []event, queries []query) {
+	t.Helper()
+	if d := p.diffAll(events, queries, 90*time.Second, 500*time.Millisecond); len(d) > 0 {
+		t.Fatalf("%s: answers differ from the truth:\n%s", stage, strings.Join(d, "\n"))
+	}
+}
+
+// diffAll asks every query again, pause apart, until each answers the
+// truth of events or within passes, and returns the last differences (the
+// first 8 of each query).
+func (p *platform) diffAll(events []event, queries []query, within, pause time.Duration) []string {
+	deadline := time.Now().Add(within)
+	for {
+		var last []string
+		for _, q := range queries {
+			if d := p.compareServing(events, q); len(d) > 0 {
+				last = append(last, q.String()+":\n  "+strings.Join(d[:min(len(d), 8)], "\n  "))
+			}
+		}
+		if len(last) == 0 || time.Now().After(deadline) {
+			return last
+		}
+		time.Sleep(pause)
+	}
 }
 
 // compareServing asks q and diffs the answer with the truth of events. An

@@ -144,30 +144,10 @@ func TestExactnessDedupWindow(t *testing.T) {
 		{from: from, to: to, granularity: "1h", groupBy: []string{"country"}},
 		{from: from, to: to, granularity: "all", groupBy: []string{"country", "device"}},
 	}
-	checkAll := func(stage string) {
-		t.Helper()
-		var last []string
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			last = nil
-			for _, q := range queries {
-				if d := p.compareServing(truth, q); len(d) > 0 {
-					last = append(last, q.String()+":\n  "+strings.Join(d[:min(len(d), 8)], "\n  "))
-				}
-			}
-			if len(last) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: answers differ from the truth:\n%s", stage, strings.Join(last, "\n"))
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-	}
-	checkAll("after the load")
+	p.waitExact(t, "after the load", truth, queries)
 	out, err = p.batchRun(context.Background())
 	require.NoError(t, err, "final batch run: %s", out)
-	checkAll("after the final batch run")
+	p.waitExact(t, "after the final batch run", truth, queries)
 }
 
 // setDedupWindow sets the stream's dedup_window in the platform's

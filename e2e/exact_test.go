@@ -104,27 +104,7 @@ func TestExactness(t *testing.T) {
 	}
 
 	// Speed caught up: batch (whatever runs published) + speed is exact.
-	checkAll := func(stage string) {
-		t.Helper()
-		var last []string
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			last = nil
-			for _, q := range queries {
-				if d := p.compareServing(truth, q); len(d) > 0 {
-					last = append(last, q.String()+":\n  "+strings.Join(d[:min(len(d), 8)], "\n  "))
-				}
-			}
-			if len(last) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: answers differ from the truth:\n%s", stage, strings.Join(last, "\n"))
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-	}
-	checkAll("after the load")
+	p.waitExact(t, "after the load", truth, queries)
 	// Batch runs during the load and speed rows: the states mixed.
 	p.checkSketchSQL("after the load", truth, from, to)
 
@@ -136,7 +116,7 @@ func TestExactness(t *testing.T) {
 	require.Empty(t, md.twice, "an offset archived twice")
 	out, err := p.batchRun(context.Background())
 	require.NoError(t, err, "final batch run: %s", out)
-	checkAll("after the final batch run")
+	p.waitExact(t, "after the final batch run", truth, queries)
 	p.checkSketchSQL("after the final batch run", truth, from, to)
 
 	// The final run absorbed every whole chunk the archive holds.

@@ -19,10 +19,10 @@ import (
 	"testing"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/ingest/gen"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 )
 
 // hostileCase is one hostile request and what it must get.
@@ -266,13 +266,8 @@ func (p *platform) snapshot(t *testing.T, q query) platformState {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var s platformState
-	for part := 0; part < partitions; part++ {
-		conn, err := kgo.DialLeader(ctx, "tcp", p.kafka.Brokers[0], p.topic, part)
-		require.NoError(t, err)
-		last, err := conn.ReadLastOffset()
-		conn.Close()
-		require.NoError(t, err)
-		s.TopicEnd += last
+	for _, end := range testenv.TopicEnds(t, p.kafka.Brokers, p.topic, partitions) {
+		s.TopicEnd += end
 	}
 	conn := p.ch.Conn(t)
 	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", p.ch.Database)

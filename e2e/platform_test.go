@@ -114,39 +114,13 @@ speed:      { listen: %q, flush_interval: 200ms, session_timeout: 6s }
 archive:    { listen: %q, max_file_bytes: 1048576, max_file_age: %s }
 batch:      { every: 0, lock_ttl: %s, keep_runs: 3 }
 chunk_size: %d
-streams:
-  - name: %s
-    topic: %s
-    partitions: %d
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: device,     type: string }
-      - { name: user_id,    type: string }
-      - { name: amount,     type: float64 }
-      - { name: latency_ms, type: float64 }
-views:
-  - name: %s
-    stream: %s
-    granularity: 1m
-    dimensions: [country, device]
-    measures:
-      - { name: views,       type: count }
-      - { name: revenue,     type: sum,       field: amount }
-      - { name: min_latency, type: min,       field: latency_ms }
-      - { name: max_latency, type: max,       field: latency_ms }
-      - { name: users,       type: distinct,  field: user_id }
-      - { name: latency,     type: quantiles, field: latency_ms }
 `,
 		quoteList(p.kafka.Brokers), group,
 		p.ch.Addr, p.ch.Database, p.ch.Username, p.ch.Password, p.ch.AnalystUser,
 		p.s3.Endpoint, p.s3.Bucket, p.s3.AccessKey, p.s3.SecretKey,
 		ingest, o.maxBodyBytes, o.maxInflightBytes, o.produceTimeout, o.ingestExtra,
 		serve, o.serveExtra, o.auth, speed, archive, o.maxFileAge, o.lockTTL, o.chunkSize,
-		streamName, p.topic, partitions, viewName, streamName)
+	) + testenv.ExampleStreamsYAML(t, "topic: tandem.pageviews", "topic: "+p.topic, "partitions: 6", fmt.Sprintf("partitions: %d", partitions))
 	p.cfgPath = filepath.Join(p.dir, "tandem.yaml")
 	require.NoError(t, os.WriteFile(p.cfgPath, []byte(text), 0o600))
 	cfg, err := schemas.LoadFile(p.cfgPath)

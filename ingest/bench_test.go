@@ -23,23 +23,9 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-const benchYAML = `
+const benchHeaderYAML = `
 kafka: { brokers: ["%s"] }
 ingest: { listen: "127.0.0.1:0", max_future_skew: 1h }
-streams:
-  - name: pageviews
-    topic: %s
-    partitions: 6
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: device,     type: string }
-      - { name: user_id,    type: string }
-      - { name: amount,     type: float64 }
-      - { name: latency_ms, type: float64 }
 `
 
 const (
@@ -57,7 +43,7 @@ func benchSetup(b *testing.B, codec string) (*testenv.KafkaCluster, *schemas.Con
 	b.Helper()
 	k := testenv.KafkaWith(b, testenv.KafkaOptions{InMemory: true})
 	topic := testenv.UniqueName(b, "tandem.bench")
-	cfg, err := schemas.Parse("bench.yaml", fmt.Appendf(nil, benchYAML, k.Brokers[0], topic), func(string) (string, bool) { return "", false })
+	cfg, err := schemas.Parse("bench.yaml", []byte(fmt.Sprintf(benchHeaderYAML, k.Brokers[0])+testenv.ExampleStreamsYAML(b, "topic: tandem.pageviews", "topic: "+topic)), func(string) (string, bool) { return "", false })
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,21 +22,12 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-const testStreamYAML = `
+// testHeaderYAML is the gateway's settings; the stream is the example's
+// (testenv.ExampleStreamsYAML) on the test's topic with 3 partitions.
+const testHeaderYAML = `
 kafka: { brokers: ["%s"] }
 ingest: { listen: "127.0.0.1:0", max_body_bytes: %d, max_inflight_bytes: %d, max_future_skew: 1h, produce_timeout: %s%s }
 auth: { ingest_tokens: [%s] }
-streams:
-  - name: pageviews
-    topic: %s
-    partitions: 3
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: amount,     type: float64 }
 `
 
 type gwOpts struct {
@@ -76,8 +67,9 @@ func startGateway(t *testing.T, o gwOpts) *gwEnv {
 	if o.produceTimeout == "" {
 		o.produceTimeout = "5s"
 	}
-	cfg, err := schemas.Parse("test.yaml", fmt.Appendf(nil, testStreamYAML, o.brokers, o.maxBody, o.maxInflight, o.produceTimeout, o.ingestExtra, o.tokens, e.topic),
-		func(string) (string, bool) { return "", false })
+	text := fmt.Sprintf(testHeaderYAML, o.brokers, o.maxBody, o.maxInflight, o.produceTimeout, o.ingestExtra, o.tokens) +
+		testenv.ExampleStreamsYAML(t, "topic: tandem.pageviews", "topic: "+e.topic, "partitions: 6", "partitions: 3")
+	cfg, err := schemas.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	e.cfg = cfg
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -132,32 +124,7 @@ func do(t *testing.T, req *http.Request) (int, Response, http.Header) {
 // readTopic returns every record of the test topic (all 3 partitions).
 func (e *gwEnv) readTopic(t *testing.T) []kgo.Message {
 	t.Helper()
-	return readAll(t, e.k.Brokers, e.topic, 3)
-}
-
-func readAll(t *testing.T, brokers []string, topic string, partitions int) []kgo.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var out []kgo.Message
-	for p := 0; p < partitions; p++ {
-		conn, err := kgo.DialLeader(ctx, "tcp", brokers[0], topic, p)
-		require.NoError(t, err)
-		last, err := conn.ReadLastOffset()
-		require.NoError(t, err)
-		conn.Close()
-		if last == 0 {
-			continue
-		}
-		r := kgo.NewReader(kgo.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 50 * time.Millisecond})
-		for off := int64(0); off < last; off++ {
-			m, err := r.ReadMessage(ctx)
-			require.NoError(t, err)
-			out = append(out, m)
-		}
-		r.Close()
-	}
-	return out
+	return testenv.ReadTopic(t, e.k.Brokers, e.topic, 3)
 }
 
 func (e *gwEnv) event(id string, extra string) string {

@@ -1,10 +1,9 @@
 package ingest
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -48,29 +47,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	af, err := AuthFailures(reg)
+	af, err := ops.AuthFailures(reg)
 	if err != nil {
 		return nil, err
 	}
 	m.authFailures = af
 	return m, nil
-}
-
-// AuthFailures returns tandem_auth_failures_total{endpoint} registered on
-// reg, reusing the one already there: every component with an
-// authenticated endpoint counts into the same family, and `tandem dev` runs
-// several of them on one registry.
-func AuthFailures(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricAuthFailures.String(),
-		Help: "Requests refused for a missing or invalid token, by endpoint."}, []string{"endpoint"})
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing, nil
-			}
-		}
-		return nil, err
-	}
-	return c, nil
 }

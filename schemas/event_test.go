@@ -9,48 +9,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-analytics/tandem/internal/testenv"
 )
 
-// allTypes declares a stream with every field type, one required field
-// besides id and time, and a view with every measure type over it. The
-// decoder, measure and fuzz tests share it.
-const allTypes = `
-chunk_size: 100
-streams:
-  - name: ev
-    partitions: 2
-    id_field: id
-    time_field: ts
-    fields:
-      - { name: id,   type: string }
-      - { name: ts,   type: timestamp }
-      - { name: kind, type: string, required: true }
-      - { name: s,    type: string }
-      - { name: i,    type: int64 }
-      - { name: f,    type: float64 }
-      - { name: b,    type: bool }
-      - { name: at,   type: timestamp }
-views:
-  - name: every
-    stream: ev
-    granularity: 5m
-    dimensions: [kind, s]
-    measures:
-      - { name: n,     type: count }
-      - { name: sum_i, type: sum,       field: i }
-      - { name: sum_f, type: sum,       field: f }
-      - { name: min_i, type: min,       field: i }
-      - { name: max_i, type: max,       field: i }
-      - { name: min_f, type: min,       field: f }
-      - { name: max_f, type: max,       field: f }
-      - { name: d_s,   type: distinct,  field: s }
-      - { name: d_i,   type: distinct,  field: i }
-      - { name: d_f,   type: distinct,  field: f }
-      - { name: d_b,   type: distinct,  field: b }
-      - { name: d_at,  type: distinct,  field: at }
-      - { name: q_i,   type: quantiles, field: i }
-      - { name: q_f,   type: quantiles, field: f }
-`
+// allTypes is testenv.AllTypesYAML: a stream with every field type and a
+// view with every measure type over it. The decoder, measure and fuzz
+// tests share it with the batch package's.
+var allTypes = testenv.AllTypesYAML(nil)
 
 func allTypesConfig(tb testing.TB) *Config {
 	tb.Helper()

@@ -250,6 +250,22 @@ func (m *Measure) Cell(st *State) any {
 // decode, or a value of the wrong type.
 var ErrBadCell = errors.New("stored measure value cannot be read")
 
+// SketchBytes returns the encoded sketch of a distinct or quantiles cell:
+// []byte as written, or string as some drivers read it back; nil (or an
+// empty result) is the empty sketch. Another type is ErrBadCell.
+func (m *Measure) SketchBytes(cell any) ([]byte, error) {
+	switch c := cell.(type) {
+	case []byte:
+		return c, nil
+	case string:
+		return []byte(c), nil
+	case nil:
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("%w: %s: %T is not bytes", ErrBadCell, m.Name, cell)
+	}
+}
+
 // StateFromCell reads back what Cell wrote. Numbers may come as any Go
 // integer or float type and min/max as float64 or *float64 (nil = none), so
 // ClickHouse and Parquet readers can pass their values straight in. For sum,
@@ -288,15 +304,9 @@ func (m *Measure) StateFromCell(cell any) (State, error) {
 		}
 		return State{N: 1, Min: f, Max: f}, nil
 	case MeasureDistinct, MeasureQuantiles:
-		var b []byte
-		switch c := cell.(type) {
-		case []byte:
-			b = c
-		case string:
-			b = []byte(c)
-		case nil:
-		default:
-			return State{}, fmt.Errorf("%w: %s: %T is not bytes", ErrBadCell, m.Name, cell)
+		b, err := m.SketchBytes(cell)
+		if err != nil {
+			return State{}, err
 		}
 		if len(b) == 0 {
 			return State{}, nil

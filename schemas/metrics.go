@@ -18,7 +18,7 @@ const (
 	MetricIngestProduceFailed  Metric = "tandem_ingest_produce_failed_events_total"
 	MetricIngestProduceSeconds Metric = "tandem_ingest_produce_duration_seconds"
 	// MetricAuthFailures is shared by every component with an
-	// authenticated endpoint (ingest.AuthFailures), by endpoint.
+	// authenticated endpoint (ops.AuthFailures), by endpoint.
 	MetricAuthFailures Metric = "tandem_auth_failures_total"
 )
 

@@ -49,6 +49,30 @@ func loadConfig(t testing.TB, yaml string) *schemas.Config {
 	return cfg
 }
 
+// migratedClickHouse returns the test configuration (configYAML) on a
+// ClickHouse of the test's own, and that database with the configuration's
+// tables created.
+func migratedClickHouse(ctx context.Context, t testing.TB) (*schemas.Config, *clickhouse.DB) {
+	t.Helper()
+	cfg := loadConfig(t, configYAML(t))
+	_, db := migrateOnClickHouse(ctx, t, cfg)
+	return cfg, db
+}
+
+// migrateOnClickHouse points cfg at a ClickHouse of the test's own and
+// creates cfg's tables there.
+func migrateOnClickHouse(ctx context.Context, t testing.TB, cfg *schemas.Config) (*testenv.ClickHouseServer, *clickhouse.DB) {
+	t.Helper()
+	ch := testenv.ClickHouse(t)
+	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
+	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	_, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	return ch, db
+}
+
 // ---------------------------------------------------------------- dataset
 
 // event is one accepted event and where it sat in Kafka.
@@ -203,13 +227,7 @@ func newBackends(t testing.TB, cfg *schemas.Config, minio bool) (*testenv.S3Serv
 	cfg.S3 = schemas.S3Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Region: srv.Region}
 	store, err := s3.New(cfg.S3, s3.WithRetry(s3.Retry{Attempts: 2, Base: 50 * time.Millisecond}))
 	require.NoError(t, err)
-	ch := testenv.ClickHouse(t)
-	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
-	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	_, err = db.Migrate(ctx, cfg)
-	require.NoError(t, err)
+	ch, db := migrateOnClickHouse(ctx, t, cfg)
 	return srv, store, ch, db
 }
 
@@ -223,14 +241,7 @@ func startService(t testing.TB, cfg *schemas.Config) (*serving.Service, string, 
 	svc, closeFn, err := serving.FromConfig(cfg, reg, log)
 	require.NoError(t, err)
 	require.NoError(t, svc.Listen())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		closeFn()
-	})
+	testenv.RunService(t, "the serving service", svc.Run, func() { closeFn() })
 	return svc, "http://" + svc.Addr(), logs
 }
 

@@ -34,15 +34,9 @@ func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, e
 		st, err := m.StateFromCell(cell)
 		return st, nil, err
 	}
-	var b []byte
-	switch c := cell.(type) {
-	case []byte:
-		b = c
-	case string:
-		b = []byte(c)
-	case nil:
-	default:
-		return schemas.State{}, nil, fmt.Errorf("%w: %s: %T is not bytes", schemas.ErrBadCell, m.Name, cell)
+	b, err := m.SketchBytes(cell)
+	if err != nil {
+		return schemas.State{}, nil, err
 	}
 	if len(b) == 0 {
 		return schemas.State{}, nil, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/s3"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 )
@@ -33,21 +34,7 @@ func startReplica(t *testing.T, cfg *schemas.Config, replica string) (string, fu
 		Files: serving.S3ViewFiles{Store: store}, Speed: speed, Registry: reg, Log: log})
 	require.NoError(t, err)
 	require.NoError(t, svc.Listen())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		require.NoError(t, <-done)
-		speed.Close()
-	}
-	t.Cleanup(stop)
-	return "http://" + svc.Addr(), stop
+	return "http://" + svc.Addr(), testenv.RunService(t, "serving replica "+replica, svc.Run, func() { speed.Close() })
 }
 
 // speedRows counts the view's speed rows (all versions) of chunks below

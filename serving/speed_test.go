@@ -10,9 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tandem-analytics/tandem/internal/clickhouse"
-	"github.com/tandem-analytics/tandem/internal/testenv"
-	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 )
 
@@ -23,16 +20,9 @@ import (
 // before a sub-second `to` is kept), the chunk seam, filters and measure
 // subsets.
 func TestClickHouseSpeedExact(t *testing.T) {
-	cfg := loadConfig(t, configYAML(t))
-	ch := testenv.ClickHouse(t)
-	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	_, err = db.Migrate(ctx, cfg)
-	require.NoError(t, err)
+	cfg, db := migratedClickHouse(ctx, t)
 	src, err := serving.NewClickHouseSpeed(db)
 	require.NoError(t, err)
 	_, err = serving.NewClickHouseSpeed(nil)

@@ -13,8 +13,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tandem-analytics/tandem/internal/clickhouse"
-	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 )
@@ -31,16 +29,9 @@ import (
 // the final version at the same version number; FINAL must leave exactly
 // one of each.
 func TestSpeedRollupMatchesRows(t *testing.T) {
-	cfg := loadConfig(t, configYAML(t))
-	ch := testenv.ClickHouse(t)
-	cfg.ClickHouse = schemas.ClickHouseConfig{Addr: ch.Addr, Database: ch.Database, Username: ch.Username, Password: ch.Password}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	_, err = db.Migrate(ctx, cfg)
-	require.NoError(t, err)
+	cfg, db := migratedClickHouse(ctx, t)
 	src, err := serving.NewClickHouseSpeed(db)
 	require.NoError(t, err)
 	// The same source with the closed-chunk cache: each case runs on it

@@ -47,50 +47,28 @@ type envOptions struct {
 
 // configText is tandem.example.yaml's stream and view with the test's
 // services, topic and sizes.
-func configText(brokers []string, chAddr, db, topic, group string, o envOptions) string {
+func configText(t testing.TB, brokers []string, chAddr, db, topic, group string, o envOptions) string {
+	t.Helper()
 	if o.flush == "" {
 		o.flush = "200ms"
 	}
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
 	}
-	windowLine := ""
+	streamExtra := fmt.Sprintf("    raw_events: %t\n", o.rawEvents)
 	if o.window != "" {
-		windowLine = "\n    dedup_window: " + o.window
+		streamExtra += "    dedup_window: " + o.window + "\n"
 	}
 	return fmt.Sprintf(`kafka:      { brokers: [%q], group_prefix: %q }
 clickhouse: { addr: %q, database: %s, username: default, password: "" }
 speed:      { listen: %q, flush_interval: %s, flush_rows: 5000 }
 ingest:     { max_future_skew: 1h }
 chunk_size: %d
-streams:
-  - name: pageviews
-    topic: %s
-    partitions: %d
-    id_field: event_id
-    time_field: ts
-    raw_events: %t%s
-    fields:
-      - { name: event_id,   type: string, required: true }
-      - { name: ts,         type: timestamp, required: true }
-      - { name: country,    type: string }
-      - { name: device,     type: string }
-      - { name: user_id,    type: string }
-      - { name: amount,     type: float64 }
-      - { name: latency_ms, type: float64 }
-views:
-  - name: pageviews_by_country
-    stream: pageviews
-    granularity: 1m
-    dimensions: [country, device]
-    measures:
-      - { name: views,       type: count }
-      - { name: revenue,     type: sum,       field: amount }
-      - { name: min_latency, type: min,       field: latency_ms }
-      - { name: max_latency, type: max,       field: latency_ms }
-      - { name: users,       type: distinct,  field: user_id }
-      - { name: latency,     type: quantiles, field: latency_ms }
-`, strings.Join(brokers, ","), group, chAddr, db, o.listen, o.flush, o.chunkSize, topic, o.partitions, o.rawEvents, windowLine)
+`, strings.Join(brokers, ","), group, chAddr, db, o.listen, o.flush, o.chunkSize) +
+		testenv.ExampleStreamsYAML(t,
+			"topic: tandem.pageviews", "topic: "+topic,
+			"partitions: 6", fmt.Sprintf("partitions: %d", o.partitions),
+			"time_field: ts\n", "time_field: ts\n"+streamExtra)
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -99,7 +77,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	k := testenv.Kafka(t)
 	topic := testenv.UniqueName(t, "pv")
 	group := testenv.UniqueName(t, "g")
-	text := configText(k.Brokers, ch.Addr, ch.Database, topic, group, o)
+	text := configText(t, k.Brokers, ch.Addr, ch.Database, topic, group, o)
 	cfg, err := schemas.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

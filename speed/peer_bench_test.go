@@ -87,7 +87,7 @@ func peerEnv(b testing.TB, partitions int) *env {
 	k := testenv.Kafka(b)
 	topic := testenv.UniqueName(b, "pv")
 	group := testenv.UniqueName(b, "g")
-	text := configText(k.Brokers, ch.Addr, ch.Database, topic, group, envOptions{partitions: partitions, chunkSize: 10000, flush: "1s"})
+	text := configText(b, k.Brokers, ch.Addr, ch.Database, topic, group, envOptions{partitions: partitions, chunkSize: 10000, flush: "1s"})
 	text = strings.Replace(text, "flush_rows: 5000", "flush_rows: 50000", 1)
 	cfg, err := schemas.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	require.NoError(b, err)

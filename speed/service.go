@@ -268,7 +268,7 @@ func (s *Service) startOffset(ctx context.Context, topic string, partition int32
 		}
 		s.setStalled(k, err)
 		s.log.Warn("cannot read progress; retrying", "topic", topic, "partition", partition, "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !ops.Sleep(ctx, backoff) {
 			return 0, ctx.Err()
 		}
 		backoff = min(2*backoff, s.opts.MaxBackoff)
@@ -555,17 +555,5 @@ func fetchLoop(ctx context.Context, f *kafka.BatchFetcher, out chan<- fetched, f
 		if err != nil {
 			return
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

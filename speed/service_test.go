@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/ops"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/speed"
 )
@@ -42,26 +43,7 @@ func startServiceWith(t testing.TB, e *env, reg prometheus.Registerer) (*speed.S
 		MaxBackoff:  500 * time.Millisecond,
 	})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(60 * time.Second):
-			t.Fatal("speed layer did not stop within 60s of cancellation")
-		}
-		dlq.Close()
-	}
-	t.Cleanup(stop)
-	return svc, stop
+	return svc, testenv.RunService(t, "the speed layer", svc.Run, func() { dlq.Close() })
 }
 
 // TestLateOutOfOrderDuplicatesExact: late (up to days), out-of-order,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
+	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -101,7 +102,7 @@ func (s *Service) write(ctx context.Context, info *streamInfo, c *kafka.Claim, j
 			s.log.Warn("cannot write output; holding the partition's state and retrying", "topic", c.Topic,
 				"partition", c.Partition, "attempt", attempt, "err", err, "retry_in", backoff)
 		}
-		if !sleep(ctx, backoff) {
+		if !ops.Sleep(ctx, backoff) {
 			return ctx.Err()
 		}
 		backoff = min(2*backoff, s.opts.MaxBackoff)

@@ -2,7 +2,6 @@ package status
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-analytics/tandem/internal/ops"
-	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // WriteText writes the report as a table for people: one line per check,
@@ -119,7 +117,9 @@ func Handler(m *Monitor, opts HandlerOptions) http.Handler {
 	}
 	var failures *prometheus.CounterVec
 	if opts.Registry != nil {
-		failures = authFailures(opts.Registry)
+		// An unregistered counter still counts: the endpoint works, just
+		// not exported.
+		failures, _ = ops.AuthFailures(opts.Registry)
 	}
 	report := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rep := m.Gather(r.Context())
@@ -146,21 +146,4 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 	w.WriteHeader(code)
 	b, _ := json.Marshal(map[string]string{"error": msg})
 	w.Write(append(b, '\n'))
-}
-
-// authFailures returns tandem_auth_failures_total{endpoint} on reg, reusing
-// one already registered there (ingest registers the same family).
-func authFailures(reg prometheus.Registerer) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: schemas.MetricAuthFailures.String(),
-		Help: "Requests refused for a missing or invalid token, by endpoint."}, []string{"endpoint"})
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
-		return c // unregistered: counting still works, just not exported
-	}
-	return c
 }

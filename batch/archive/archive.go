@@ -48,6 +48,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/objstore"
+	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -222,7 +223,7 @@ func (a *Archiver) startOffset(ctx context.Context, topic string, partition int3
 		// the whole group through a rejoin.
 		a.uploadFailed(err)
 		a.log.Warn("cannot list archived objects; retrying", "stream", st.stream.Name, "partition", partition, "err", err)
-		if !sleep(ctx, a.opts.RetryPause) {
+		if !ops.Sleep(ctx, a.opts.RetryPause) {
 			return 0, ctx.Err()
 		}
 	}
@@ -641,7 +642,7 @@ func (a *Archiver) roll(ctx context.Context, c *kafka.Claim, st *streamState, f 
 		}
 		a.uploadFailed(err)
 		log.Warn("upload failed; retrying (the archiver stalls until S3 is back)", "key", key, "pause", pause, "err", err)
-		if !sleep(ctx, pause) {
+		if !ops.Sleep(ctx, pause) {
 			return fmt.Errorf("archive: upload of %s abandoned: %w", key, err)
 		}
 		pause = min(2*pause, 30*time.Second)
@@ -736,15 +737,4 @@ func (a *Archiver) publish(ctx context.Context, st *streamState, partition int32
 func alive(pid int) bool {
 	p, err := os.FindProcess(pid)
 	return err == nil && p.Signal(syscall.Signal(0)) == nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -145,7 +145,7 @@ func TestLostRaceIsDiscarded(t *testing.T) {
 // contiguity check) are read so that every offset comes once; a gap ends
 // the master dataset.
 func TestPlanResolvesOverlaps(t *testing.T) {
-	key := func(first, last int64) string { return schemas.RawKey("clicks", 0, first, last) }
+	key := func(first, last int64) string { return schemas.RawKey("pageviews", 0, first, last) }
 	for _, tc := range []struct {
 		name  string
 		keys  []string
@@ -158,7 +158,7 @@ func TestPlanResolvesOverlaps(t *testing.T) {
 		{"covered", []string{key(0, 9), key(2, 5), key(10, 12)}, [][3]int64{{0, 9, 0}, {10, 12, 10}}, 13},
 		{"same start", []string{key(0, 9), key(0, 4), key(10, 12)}, [][3]int64{{0, 9, 0}, {10, 12, 10}}, 13},
 		{"gap", []string{key(0, 9), key(11, 19)}, [][3]int64{{0, 9, 0}}, 10},
-		{"starts late", []string{key(500, 509), "raw/clicks/_progress.json"}, [][3]int64{{500, 509, 500}}, 510},
+		{"starts late", []string{key(500, 509), "raw/pageviews/_progress.json"}, [][3]int64{{500, 509, 500}}, 510},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			segs, next := archive.Plan(tc.keys)
@@ -179,7 +179,7 @@ func TestPlanResolvesOverlaps(t *testing.T) {
 	uploadObject(t, e, 0, truth[0][20:45])
 	uploadObject(t, e, 0, truth[0][25:40])
 	uploadObject(t, e, 0, truth[0][45:60])
-	segs, next, err := archive.ListPartition(context.Background(), e.store, "clicks", 0)
+	segs, next, err := archive.ListPartition(context.Background(), e.store, "pageviews", 0)
 	require.NoError(t, err)
 	require.Equal(t, int64(60), next)
 	var offsets []int64
@@ -203,7 +203,7 @@ func TestArchivedObjectReadByArrow(t *testing.T) {
 	startArchiver(t, e, archive.Options{})
 	truth := kafkaTruth(t, e)
 	waitArchived(t, e, truth, 20*time.Second)
-	objs, err := objstore.List(context.Background(), e.store, schemas.RawPrefix("clicks", 0))
+	objs, err := objstore.List(context.Background(), e.store, schemas.RawPrefix("pageviews", 0))
 	require.NoError(t, err)
 	require.NotEmpty(t, objs)
 	data, err := objstore.GetBytes(context.Background(), e.store, objs[0].Key)

@@ -74,19 +74,9 @@ kafka: { brokers: [%q], group_prefix: %q }
 s3: { endpoint: %q, bucket: %q, access_key: %q, secret_key: %q, region: %q }
 ingest: { max_future_skew: 1h }
 archive: { listen: "127.0.0.1:%d", max_file_bytes: %d, max_file_age: %s }
-streams:
-  - name: clicks
-    topic: %q
-    partitions: %d
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id, type: string }
-      - { name: ts,       type: timestamp }
-      - { name: country,  type: string }
-      - { name: amount,   type: float64 }
 `, strings.Join(k.Brokers, `","`), group, srv.Endpoint, srv.Bucket, srv.AccessKey, srv.SecretKey, srv.Region,
-		testenv.FreePort(t), maxBytes, maxAge, topic, partitions)
+		testenv.FreePort(t), maxBytes, maxAge) +
+		testenv.ExampleStreamsYAML(t, "topic: tandem.pageviews", "topic: "+topic, "partitions: 6", fmt.Sprintf("partitions: %d", partitions))
 	cfg, err := schemas.Parse("test.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	store, err := s3.New(cfg.S3)
@@ -299,25 +289,7 @@ func startArchiver(t *testing.T, e *env, opts archive.Options) (stop func()) {
 	}
 	a, err := archive.New(e.cfg, e.store, opts)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(60 * time.Second):
-			t.Fatal("archiver did not stop within 60 s")
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.RunService(t, "the archiver", a.Run)
 }
 
 // waitArchived waits until the progress file says every partition is

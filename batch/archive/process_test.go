@@ -208,7 +208,7 @@ func TestSIGTERMUploadsOpenFiles(t *testing.T) {
 	// Wait until the archiver has read everything (its records counter).
 	base := "http://" + e.cfg.Archive.Listen
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(httpBody(t, base+"/metrics"), `tandem_archive_records_total{stream="clicks"} 900`) {
+	for !strings.Contains(httpBody(t, base+"/metrics"), `tandem_archive_records_total{stream="pageviews"} 900`) {
 		require.True(t, time.Now().Before(deadline), "archiver did not read the 900 messages")
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -18,18 +19,7 @@ func TestVerdictMatchesDecode(t *testing.T) {
 	cfg, err := schemas.Parse("test.yaml", []byte(`
 kafka: { brokers: ["127.0.0.1:9092"] }
 s3: { endpoint: "http://127.0.0.1:9000", bucket: b, access_key: a, secret_key: s }
-streams:
-  - name: clicks
-    topic: t
-    partitions: 1
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id, type: string }
-      - { name: ts,       type: timestamp }
-      - { name: country,  type: string }
-      - { name: amount,   type: float64 }
-`), func(string) (string, bool) { return "", false })
+`+testenv.ExampleStreamsYAML(t, "partitions: 6", "partitions: 1")), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	s := cfg.Streams[0]
 	ingest := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)

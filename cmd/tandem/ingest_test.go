@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -94,16 +92,9 @@ func readFile(t *testing.T, path string) string {
 
 func countTopic(t *testing.T, brokers []string, topic string, partitions int) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n := 0
-	for p := 0; p < partitions; p++ {
-		conn, err := kgo.DialLeader(ctx, "tcp", brokers[0], topic, p)
-		require.NoError(t, err)
-		last, err := conn.ReadLastOffset()
-		require.NoError(t, err)
-		conn.Close()
-		n += int(last)
+	n := int64(0)
+	for _, end := range testenv.TopicEnds(t, brokers, topic, partitions) {
+		n += end
 	}
-	return n
+	return int(n)
 }

@@ -85,9 +85,7 @@ func tlsClient(pool *x509.CertPool) *http.Client {
 // the given sections replaced.
 func configText(t *testing.T, replace map[string]string) (string, map[string]string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "tandem.example.yaml"))
-	require.NoError(t, err)
-	text := string(data)
+	text := testenv.ExampleConfigYAML(t)
 	addrs := map[string]string{}
 	for name, def := range map[string]string{"kafka": "127.0.0.1:9092", "clickhouse": "127.0.0.1:9000", "s3": "127.0.0.1:9100",
 		"ingest": "127.0.0.1:8080", "serve": "127.0.0.1:8081", "speed": "127.0.0.1:8082", "archive": "127.0.0.1:8083"} {

@@ -243,31 +243,6 @@ func readTruth(t *testing.T, path string) []truthEvent {
 	return out
 }
 
-func readTopic(t *testing.T, brokers []string, topic string, partitions int) []kgo.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var out []kgo.Message
-	for p := 0; p < partitions; p++ {
-		conn, err := kgo.DialLeader(ctx, "tcp", brokers[0], topic, p)
-		require.NoError(t, err)
-		last, err := conn.ReadLastOffset()
-		require.NoError(t, err)
-		conn.Close()
-		if last == 0 {
-			continue
-		}
-		r := kgo.NewReader(kgo.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 50 * time.Millisecond})
-		for off := int64(0); off < last; off++ {
-			m, err := r.ReadMessage(ctx)
-			require.NoError(t, err)
-			out = append(out, m)
-		}
-		r.Close()
-	}
-	return out
-}
-
 // multiset counts values.
 func multiset[T any](xs []T, key func(T) string) map[string]int {
 	m := map[string]int{}
@@ -319,7 +294,7 @@ func TestTruthMatchesBrokerThroughGateway(t *testing.T) {
 		}
 	}
 	require.EqualValues(t, rep.Duplicates, dups)
-	msgs := readTopic(t, k.Brokers, s.Topic, s.Partitions)
+	msgs := testenv.ReadTopic(t, k.Brokers, s.Topic, s.Partitions)
 	require.Equal(t, multiset(truth, func(l truthEvent) string { return string(l.Event) }),
 		multiset(msgs, func(m kgo.Message) string { return string(m.Value) }),
 		"Kafka holds exactly the truth file's events, duplicates included")
@@ -350,7 +325,7 @@ func TestKafkaTargetWritesGatewayFormat(t *testing.T) {
 	rep, err := g.Run(ctx, RunOptions{Sink: sink, Truth: &truth})
 	require.NoError(t, err)
 	require.EqualValues(t, 5000, rep.Accepted, "straight into Kafka nothing is rejected")
-	msgs := readTopic(t, k.Brokers, s.Topic, s.Partitions)
+	msgs := testenv.ReadTopic(t, k.Brokers, s.Topic, s.Partitions)
 	require.Len(t, msgs, 5000)
 	invalid := 0
 	for _, m := range msgs {

@@ -9,20 +9,9 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// ViewRow is one row of a view: a window, the dimension values in the
-// view's order, and one cell per measure in the view's order, as
-// schemas.Measure.Cell returns it (int64 count, float64 sum, *float64 min
-// and max, []byte sketches). Rows read back carry the same types, ready for
-// Measure.StateFromCell.
-type ViewRow struct {
-	WindowStart time.Time
-	Dims        []string
-	Cells       []any
-	// States holds, per measure, the serialized SQL state of a distinct or
-	// quantiles measure (schemas.Measure.SQLStateCell); nil, or a nil
-	// entry, writes the empty state. Rows read back do not carry it.
-	States [][]byte
-}
+// ViewRow is one row of a view (schemas.ViewRow). Rows read back from
+// ClickHouse do not carry States.
+type ViewRow = schemas.ViewRow
 
 // SpeedRow is a ViewRow of the speed layer: the cumulative aggregate of one
 // (window, dimensions) over the events of one chunk of one partition.

@@ -15,18 +15,9 @@ import (
 
 func adminTestConfig(t *testing.T, topic string, partitions int) *schemas.Config {
 	t.Helper()
-	yaml := `
-kafka: { brokers: ["127.0.0.1:1"] }
-streams:
-  - name: pageviews
-    topic: ` + topic + `
-    partitions: ` + strconv.Itoa(partitions) + `
-    id_field: event_id
-    time_field: ts
-    fields:
-      - { name: event_id, type: string }
-      - { name: ts, type: timestamp }
-`
+	yaml := "kafka: { brokers: [\"127.0.0.1:1\"] }\n" + testenv.ExampleStreamsYAML(t,
+		"topic: tandem.pageviews", "topic: "+topic,
+		"partitions: 6", "partitions: "+strconv.Itoa(partitions))
 	cfg, err := schemas.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	return cfg

@@ -15,28 +15,11 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// readTopicForTest reads every message of the topic's partitions until want
-// messages arrived or the deadline passed.
+// readTopicForTest reads every message written to the topic's partitions
+// and requires there are want of them.
 func readTopicForTest(t *testing.T, brokers []string, topic string, partitions, want int) []kgo.Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var out []kgo.Message
-	for p := 0; p < partitions; p++ {
-		r := kgo.NewReader(kgo.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 50 * time.Millisecond})
-		// End offset of the partition, so reading stops at what was written.
-		conn, err := kgo.DialLeader(ctx, "tcp", brokers[0], topic, p)
-		require.NoError(t, err)
-		last, err := conn.ReadLastOffset()
-		require.NoError(t, err)
-		conn.Close()
-		for off := int64(0); off < last; off++ {
-			m, err := r.ReadMessage(ctx)
-			require.NoError(t, err, "reading %s/%d", topic, p)
-			out = append(out, m)
-		}
-		r.Close()
-	}
+	out := testenv.ReadTopic(t, brokers, topic, partitions)
 	require.Len(t, out, want, "messages in %s", topic)
 	return out
 }

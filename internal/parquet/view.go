@@ -12,20 +12,9 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// ViewRow is one row of a view: a window, the dimension values (in
-// View.Dimensions order) and one cell per measure as Measure.Cell returns
-// it (int64 for count, float64 for sum, *float64 for min/max with nil for
-// none, []byte for sketches).
-type ViewRow struct {
-	WindowStart time.Time
-	Dims        []string
-	Cells       []any
-	// States holds per measure the serialized ClickHouse state of a
-	// distinct or quantiles measure (schemas.Measure.SQLStateCell), stored
-	// in the view's StateColumns; nil, or a nil entry, stores none. Read
-	// back only by NewViewReaderWithStates.
-	States [][]byte
-}
+// ViewRow is one row of a view (schemas.ViewRow). Its States are stored
+// in the view's StateColumns and read back only by NewViewReaderWithStates.
+type ViewRow = schemas.ViewRow
 
 // ViewWriterOptions tune a ViewWriter. The zero value is valid.
 type ViewWriterOptions struct {

@@ -1,9 +1,13 @@
 package testenv
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 )
 
 // CHDBLibPath returns the path of libchdb.so, a current ClickHouse engine
@@ -27,4 +31,33 @@ func CHDBLibPath(t testing.TB) string {
 		missing(t, "libchdb.so is not installed at %s; install it with `make chdb-lib` (scripts/chdb.sh, ~180 MB)", p)
 	}
 	return p
+}
+
+// RunCHDBTests runs the tests of the package in the current directory whose
+// names match run in a child `go test -tags chdb` with CHDB_LIB_PATH set to
+// CHDBLibPath, and fails t (naming what they check) when they fail.
+//
+// chdb-go loads libchdb.so in a package init and panics when it cannot, so
+// a test binary that imports it cannot even start without CHDB_LIB_PATH;
+// running the chdb checks in a child keeps the ordinary test binary free of
+// chdb-go. Under -short it is skipped: the child builds a test binary.
+func RunCHDBTests(t testing.TB, run, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: " + what + " run in a chdb test binary that must be built")
+	}
+	lib := CHDBLibPath(t)
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "test", "-tags", "chdb", "-count=1", "-run", run, "-v", ".")
+	cmd.Env = append(os.Environ(), "CHDB_LIB_PATH="+lib)
+	out, err := cmd.CombinedOutput()
+	t.Logf("go test -tags chdb (CHDB_LIB_PATH=%s):\n%s", lib, out)
+	if err != nil {
+		t.Fatalf("%s failed: %v", what, err)
+	}
 }

@@ -13,19 +13,97 @@ import (
 // file fails the test: a test must notice when the example it edits changes.
 func ExampleConfigYAML(t testing.TB, oldNew ...string) string {
 	t.Helper()
-	if len(oldNew)%2 != 0 {
-		t.Fatalf("testenv.ExampleConfigYAML: replacements come in old, new pairs; got %d strings", len(oldNew))
+	return replaceExample(t, "ExampleConfigYAML", "tandem.example.yaml", exampleConfig(t), oldNew)
+}
+
+// ExampleStreamsYAML returns the streams: and views: sections of
+// tandem.example.yaml (the pageviews stream and its pageviews_by_country
+// view), each old string replaced by its new one as in ExampleConfigYAML.
+// A test writes its own store and component settings above it, so the
+// fixture every package tests against is the one the example documents.
+func ExampleStreamsYAML(t testing.TB, oldNew ...string) string {
+	t.Helper()
+	s := exampleConfig(t)
+	at := strings.Index(s, "\nstreams:\n")
+	if at < 0 {
+		t.Fatalf("testenv.ExampleStreamsYAML: tandem.example.yaml has no top-level streams: section")
 	}
+	return replaceExample(t, "ExampleStreamsYAML", "tandem.example.yaml", s[at+1:], oldNew)
+}
+
+func exampleConfig(t testing.TB) string {
+	t.Helper()
 	data, err := os.ReadFile(filepath.Join(RepoRoot(t), "tandem.example.yaml"))
 	if err != nil {
 		t.Fatalf("testenv: reading the example configuration: %v", err)
 	}
-	s := string(data)
+	return string(data)
+}
+
+// replaceExample applies the old, new pairs to s, the fixture named src.
+func replaceExample(t testing.TB, fn, src, s string, oldNew []string) string {
+	t.Helper()
+	if len(oldNew)%2 != 0 {
+		t.Fatalf("testenv.%s: replacements come in old, new pairs; got %d strings", fn, len(oldNew))
+	}
 	for i := 0; i < len(oldNew); i += 2 {
 		if !strings.Contains(s, oldNew[i]) {
-			t.Fatalf("testenv.ExampleConfigYAML: %q is not in tandem.example.yaml", oldNew[i])
+			t.Fatalf("testenv.%s: %q is not in %s", fn, oldNew[i], src)
 		}
 		s = strings.Replace(s, oldNew[i], oldNew[i+1], 1)
 	}
 	return s
+}
+
+// allTypesYAML declares the "ev" stream with a field of every type, one
+// required field besides id and time, and the "every" view with every
+// measure type over them: the fixture of the decoder and typed-column
+// tests in schemas and batch.
+const allTypesYAML = `
+chunk_size: 100
+streams:
+  - name: ev
+    partitions: 2
+    id_field: id
+    time_field: ts
+    fields:
+      - { name: id,   type: string }
+      - { name: ts,   type: timestamp }
+      - { name: kind, type: string, required: true }
+      - { name: s,    type: string }
+      - { name: i,    type: int64 }
+      - { name: f,    type: float64 }
+      - { name: b,    type: bool }
+      - { name: at,   type: timestamp }
+views:
+  - name: every
+    stream: ev
+    granularity: 5m
+    dimensions: [kind, s]
+    measures:
+      - { name: n,     type: count }
+      - { name: sum_i, type: sum,       field: i }
+      - { name: sum_f, type: sum,       field: f }
+      - { name: min_i, type: min,       field: i }
+      - { name: max_i, type: max,       field: i }
+      - { name: min_f, type: min,       field: f }
+      - { name: max_f, type: max,       field: f }
+      - { name: d_s,   type: distinct,  field: s }
+      - { name: d_i,   type: distinct,  field: i }
+      - { name: d_f,   type: distinct,  field: f }
+      - { name: d_b,   type: distinct,  field: b }
+      - { name: d_at,  type: distinct,  field: at }
+      - { name: q_i,   type: quantiles, field: i }
+      - { name: q_f,   type: quantiles, field: f }
+`
+
+// AllTypesYAML returns the every-type fixture (the "ev" stream and its
+// "every" view), each old string replaced by its new one as in
+// ExampleConfigYAML. t may be nil only when there are no replacements.
+func AllTypesYAML(t testing.TB, oldNew ...string) string {
+	if len(oldNew) == 0 {
+		return allTypesYAML
+	}
+	t.Helper()
+	return replaceExample(t, "AllTypesYAML", "the every-type fixture", allTypesYAML, oldNew)
 }
