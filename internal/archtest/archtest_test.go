@@ -24,7 +24,7 @@ const module = "github.com/tandem-analytics/tandem/"
 var adapters = map[string][]string{
 	"github.com/minio/minio-go/":       {"internal/s3", "internal/testenv"},
 	"github.com/parquet-go/parquet-go": {"internal/parquet"},
-	"github.com/segmentio/kafka-go":    {"internal/kafka"},
+	"github.com/segmentio/kafka-go":    {"internal/kafka", "internal/testenv"},
 }
 
 // TestClientLibrariesOnlyInTheirAdapters lists every package's non-test
