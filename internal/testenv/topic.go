@@ -16,17 +16,31 @@ func TopicEnds(t testing.TB, brokers []string, topic string, partitions int) []i
 	defer cancel()
 	ends := make([]int64, partitions)
 	for p := range ends {
-		conn, err := kgo.DialLeader(ctx, "tcp", brokers[0], topic, p)
-		if err != nil {
-			t.Fatalf("testenv.TopicEnds: %s/%d: %v", topic, p, err)
-		}
-		ends[p], err = conn.ReadLastOffset()
-		conn.Close()
-		if err != nil {
-			t.Fatalf("testenv.TopicEnds: %s/%d: %v", topic, p, err)
+		// A topic just created may have no leader yet (Apache Kafka answers
+		// Not Leader For Partition for a moment): ask again until the
+		// deadline.
+		for {
+			end, err := lastOffset(ctx, brokers[0], topic, p)
+			if err == nil {
+				ends[p] = end
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("testenv.TopicEnds: %s/%d: %v", topic, p, err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	return ends
+}
+
+func lastOffset(ctx context.Context, broker, topic string, partition int) (int64, error) {
+	conn, err := kgo.DialLeader(ctx, "tcp", broker, topic, partition)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	return conn.ReadLastOffset()
 }
 
 // ReadTopic returns every message of the topic's partitions, partition by
