@@ -12,7 +12,7 @@
 #                              its sibling .tandem/minio.run so MinIO's data dir holds
 #                              only buckets
 #   TANDEM_MINIO_PORT          S3 API port (default 9100; 9000 is ClickHouse's)
-#   TANDEM_MINIO_CONSOLE_PORT  web console port (default 9101)
+#   TANDEM_MINIO_CONSOLE_PORT  web console port (default 9101, or the next free one)
 #   TANDEM_MINIO_CERTS_DIR     serve HTTPS only, with public.crt and private.key from
 #                              this dir (MinIO's --certs-dir); tandem then needs
 #                              s3.tls.ca_file naming the CA that signed public.crt
@@ -29,7 +29,16 @@ MINIO_VERSION="${TANDEM_MINIO_VERSION:-latest}"
 
 DATA_DIR="${TANDEM_MINIO_DIR:-.tandem/minio}"
 PORT="${TANDEM_MINIO_PORT:-9100}"
-CONSOLE_PORT="${TANDEM_MINIO_CONSOLE_PORT:-9101}"
+CONSOLE_PORT="${TANDEM_MINIO_CONSOLE_PORT:-}"
+if [[ -z "$CONSOLE_PORT" ]]; then
+  # Nobody asked for a console port: take 9101, or the next free one when
+  # another MinIO (a test's, another checkout's) holds it — MinIO refuses
+  # to start when its console port is taken.
+  CONSOLE_PORT=9101
+  while { [[ $CONSOLE_PORT == "$PORT" ]] || (exec 3<>"/dev/tcp/127.0.0.1/$CONSOLE_PORT") 2>/dev/null; } && [[ $CONSOLE_PORT -lt 9199 ]]; do
+    CONSOLE_PORT=$((CONSOLE_PORT + 1))
+  done
+fi
 export MINIO_ROOT_USER="${MINIO_ROOT_USER:-tandem}"
 export MINIO_ROOT_PASSWORD="${MINIO_ROOT_PASSWORD:-tandem-dev-secret}"
 START_TIMEOUT="${TANDEM_MINIO_START_TIMEOUT:-30}"
