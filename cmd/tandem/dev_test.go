@@ -62,17 +62,7 @@ func TestDevEndToEnd(t *testing.T) {
 	cfgPath := filepath.Join(dir, "tandem.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(conf), 0o600))
 	// The daemons outlive a killed dev process by design; the test stops them.
-	t.Cleanup(func() {
-		chPort := chAddr[strings.LastIndexByte(chAddr, ':')+1:]
-		for _, s := range [][]string{
-			{"clickhouse.sh", "TANDEM_CH_DIR=" + filepath.Join(dataDir, "clickhouse"), "TANDEM_CH_PORT=" + chPort},
-			{"minio.sh", "TANDEM_MINIO_DIR=" + filepath.Join(dataDir, "minio")},
-		} {
-			cmd := exec.Command("bash", filepath.Join(root, "scripts", s[0]), "stop")
-			cmd.Env = append(os.Environ(), s[1:]...)
-			_ = cmd.Run()
-		}
-	})
+	t.Cleanup(func() { stopDevServices(root, dataDir, chAddr) })
 
 	startDev := func() (*exec.Cmd, *bytes.Buffer, chan error) {
 		var out bytes.Buffer
@@ -263,4 +253,18 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 	_, err = http.Get("http://" + serveAddr + "/healthz")
 	require.Error(t, err, "serve still answers after SIGTERM")
+}
+
+// stopDevServices stops the ClickHouse and MinIO a `tandem dev` with data
+// under dataDir started: they outlive a killed dev process by design.
+func stopDevServices(root, dataDir, chAddr string) {
+	chPort := chAddr[strings.LastIndexByte(chAddr, ':')+1:]
+	for _, s := range [][]string{
+		{"clickhouse.sh", "TANDEM_CH_DIR=" + filepath.Join(dataDir, "clickhouse"), "TANDEM_CH_PORT=" + chPort},
+		{"minio.sh", "TANDEM_MINIO_DIR=" + filepath.Join(dataDir, "minio")},
+	} {
+		cmd := exec.Command("bash", filepath.Join(root, "scripts", s[0]), "stop")
+		cmd.Env = append(os.Environ(), s[1:]...)
+		_ = cmd.Run()
+	}
 }

@@ -324,17 +324,7 @@ func startDevWithTokens(t *testing.T) *devAPI {
 	)
 	cfgPath := filepath.Join(dir, "tandem.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(conf), 0o600))
-	t.Cleanup(func() {
-		chPort := chAddr[strings.LastIndexByte(chAddr, ':')+1:]
-		for _, s := range [][]string{
-			{"clickhouse.sh", "TANDEM_CH_DIR=" + filepath.Join(dataDir, "clickhouse"), "TANDEM_CH_PORT=" + chPort},
-			{"minio.sh", "TANDEM_MINIO_DIR=" + filepath.Join(dataDir, "minio")},
-		} {
-			cmd := exec.Command("bash", filepath.Join(root, "scripts", s[0]), "stop")
-			cmd.Env = append(os.Environ(), s[1:]...)
-			_ = cmd.Run()
-		}
-	})
+	t.Cleanup(func() { stopDevServices(root, dataDir, chAddr) })
 	cmd := exec.Command(bin, "dev", "--config", cfgPath, "--data-dir", dataDir, "--gen-rate", "0", "--scripts", filepath.Join(root, "scripts"))
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	// MinIO's console port too: its default (9101) may be another MinIO's.
