@@ -114,15 +114,25 @@ func (s *stateValues) appendState(m *schemas.Measure, st *schemas.State) {
 		if st != nil && st.UniqHLL12 != nil {
 			s.keyArena = st.UniqHLL12.AppendKeys(s.keyArena)
 		}
-		s.keys = append(s.keys, s.keyArena[start:len(s.keyArena):len(s.keyArena)])
+		s.keys = append(s.keys, arenaTail(s.keyArena, start))
 	case schemas.MeasureQuantiles:
 		ms, cs := len(s.meanArena), len(s.cntArena)
 		if st != nil && st.TDigest != nil {
 			s.meanArena, s.cntArena = st.TDigest.AppendCentroids(s.meanArena, s.cntArena)
 		}
-		s.means = append(s.means, s.meanArena[ms:len(s.meanArena):len(s.meanArena)])
-		s.counts = append(s.counts, s.cntArena[cs:len(s.cntArena):len(s.cntArena)])
+		s.means = append(s.means, arenaTail(s.meanArena, ms))
+		s.counts = append(s.counts, arenaTail(s.cntArena, cs))
 	}
+}
+
+// arenaTail is the arena's values from start on, capped so a later append
+// cannot write into them; an empty state is always nil, so a block's
+// columns do not depend on whether the arena had been used before.
+func arenaTail[T any](arena []T, start int) []T {
+	if start == len(arena) {
+		return nil
+	}
+	return arena[start:len(arena):len(arena)]
 }
 
 // columns appends the block columns of m's state, in stateCols order.
