@@ -121,7 +121,7 @@ func cutScanState(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, 
 	case !sameAbsorbed(nonZero(absorbed), nonZero(stt.Absorbed)):
 		return nil, cannot(fmt.Sprintf("run %s absorbed %v, not %v", runID, stt.Absorbed, absorbed))
 	case stt.SchemaVersion != s.SchemaVersion() || stt.DecoderVersion != schemas.DecoderVersion ||
-		stt.MaxFutureSkew != cfg.Ingest.MaxFutureSkew.D().String() || stt.DedupWindow != s.DedupWindow.D().String():
+		stt.MaxFutureSkew != cfg.MaxFutureSkew.D().String() || stt.DedupWindow != s.DedupWindow.D().String():
 		return nil, cannot("run " + runID + " validated or deduplicated under other settings (fields, decoder, ingest.max_future_skew or dedup_window)")
 	}
 	return stt, nil
@@ -145,7 +145,7 @@ func LakeRetainedFrom(ctx context.Context, st objstore.Bucket, cfg *schemas.Conf
 	if err != nil {
 		return time.Time{}, err
 	}
-	skew := cfg.Ingest.MaxFutureSkew.D()
+	skew := cfg.MaxFutureSkew.D()
 	return laterOf(s.LakeRetainedFrom(now, skew), rec.firstWholeDay(skew)), nil
 }
 
@@ -204,7 +204,7 @@ func dropDaysBefore(days map[int64]bool, first int64) {
 // the last object it finds, never re-archives what was deleted. The
 // record is written before the first deletion; a crash part-way leaves
 // objects the next run deletes. It returns how many objects it deleted.
-func applyRawRetention(ctx context.Context, o *Options, s *schemas.Stream, plan *streamPlan, absorbed map[int32]int64, rec *retentionRecord, now time.Time) (int, error) {
+func applyRawRetention(ctx context.Context, o *options, s *schemas.Stream, plan *streamPlan, absorbed map[int32]int64, rec *retentionRecord, now time.Time) (int, error) {
 	cutoff := s.RawCutoff(now)
 	if cutoff.IsZero() {
 		return 0, nil
@@ -288,8 +288,8 @@ func applyRawRetention(ctx context.Context, o *Options, s *schemas.Stream, plan 
 
 // rawMaxKafkaMs returns the highest _kafka_ts (Unix ms) of a raw object,
 // from its row groups' statistics; ok is false when one lacks them.
-func rawMaxKafkaMs(ctx context.Context, o *Options, s *schemas.Stream, key string) (int64, bool, error) {
-	r, err := openRawFile(ctx, o.Store, key, o.TempDir, s, o.Config.Ingest.MaxFutureSkew.D())
+func rawMaxKafkaMs(ctx context.Context, o *options, s *schemas.Stream, key string) (int64, bool, error) {
+	r, err := openRawFile(ctx, o.Store, key, o.TempDir, s, o.Schema.MaxFutureSkew.D())
 	if err != nil {
 		return 0, false, fmt.Errorf("batch: reading the footer of %s: %w", key, err)
 	}

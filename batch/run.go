@@ -15,7 +15,7 @@
 // construction, and together they are exact.
 //
 // Runs are incremental by UTC day: a day no newly absorbed event falls into
-// is copied from the previous run; Options.Full recomputes everything. Both
+// is copied from the previous run; Config.Full recomputes everything. Both
 // give byte-identical rows.
 package batch
 
@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -41,35 +42,52 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// Options configure one Run. Config and Store are required.
-type Options struct {
-	Config *schemas.Config
+// Deps are what a run reads and writes. Schema and Store are required.
+type Deps struct {
+	// Schema holds the streams and views a run computes.
+	Schema *schemas.Config
 	Store  objstore.Bucket
 	// ClickHouse, when set, receives each published run (and has the speed
 	// rows of absorbed chunks deleted). Nil skips that step.
 	ClickHouse *clickhouse.DB
-	// Full recomputes every day instead of carrying unchanged days over.
-	Full bool
-	// TempDir holds the run's spill files (default os.TempDir()).
-	TempDir string
-	// Workers is the number of goroutines decoding raw messages, of days
-	// aggregated at once, and of shards each day's fold is split over
-	// (default GOMAXPROCS).
-	Workers int
-	// Holder names this run in the lock (default host-pid-random).
-	Holder string
-	Log    *slog.Logger
+	Log        *slog.Logger
 	// Now is the clock retention is measured against (views[].retention,
 	// streams[].retention); default time.Now. Read once per run.
 	Now func() time.Time
 	// AfterPublish, if set, runs after the views are published and loaded
 	// but before the lock is released (the export hooks in here).
 	AfterPublish func(ctx context.Context, res *Result) error
+}
+
+// Runner runs batch runs with one configuration; each Run is one run.
+type Runner struct {
+	conf Config
+	deps Deps
+	// crashBeforeManifest, for tests, fails the run just before a manifest
+	// would be written.
+	crashBeforeManifest func(view string) error
+}
+
+// New returns a Runner. It does no I/O.
+func New(cfg Config, deps Deps) (*Runner, error) {
+	if deps.Schema == nil || deps.Store == nil {
+		return nil, errors.New("batch: Deps need the Schema and a Store")
+	}
+	if cfg.KeepRuns <= 0 {
+		// A zero Config is valid: fewer than two kept runs never is.
+		cfg.KeepRuns = DefaultConfig().KeepRuns
+	}
+	return &Runner{conf: cfg, deps: deps}, nil
+}
+
+// options are one run's settings and dependencies together, as the steps
+// of a run read them.
+type options struct {
+	Deps
+	Config
 
 	at time.Time // Now() at the start of the run
 
-	// crashBeforeManifest, for tests, fails the run just before a manifest
-	// would be written.
 	crashBeforeManifest func(view string) error
 }
 
@@ -127,9 +145,13 @@ func NewRunID(now time.Time) string {
 // manifest is written, and every later step (ClickHouse load, speed-row
 // deletion, garbage collection) is repeated by the next run if it did not
 // finish. A second run while one holds the lock fails with ErrLocked.
-func Run(ctx context.Context, o Options) (*Result, error) {
+func (r *Runner) Run(ctx context.Context) (*Result, error) {
+	return run(ctx, options{Deps: r.deps, Config: r.conf, crashBeforeManifest: r.crashBeforeManifest})
+}
+
+func run(ctx context.Context, o options) (*Result, error) {
 	start := time.Now()
-	cfg := o.Config
+	cfg := o.Schema
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -146,7 +168,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		_, _ = rand.Read(b[:])
 		o.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 	}
-	ttl := cfg.Batch.LockTTL.D()
+	ttl := o.LockTTL.D()
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
@@ -174,12 +196,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		res.Views = append(res.Views, vr...)
 	}
-	removed, err := gcRemovedViews(ctx, o.Store, cfg, cfg.Batch.RemovedViewGrace.D(), time.Now(), lk)
+	removed, err := gcRemovedViews(ctx, o.Store, cfg, o.RemovedViewGrace.D(), time.Now(), lk)
 	if err != nil {
 		return nil, err
 	}
 	for _, v := range removed {
-		o.Log.Info("batch: deleted the objects of a view no longer configured", "view", v, "grace", cfg.Batch.RemovedViewGrace.String())
+		o.Log.Info("batch: deleted the objects of a view no longer configured", "view", v, "grace", o.RemovedViewGrace.String())
 	}
 	res.RemovedViews = removed
 	if o.AfterPublish != nil {
@@ -232,7 +254,7 @@ func ReadManifest(ctx context.Context, st objstore.Bucket, view string) (*schema
 // loadPrevious reads the views' manifests and decides whether this run can
 // continue incrementally from the run they share. rec is the stream's
 // retention record (nil: never cut).
-func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, plan *streamPlan, rec *retentionRecord) (*previous, error) {
+func loadPrevious(ctx context.Context, o *options, s *schemas.Stream, views []*schemas.View, plan *streamPlan, rec *retentionRecord) (*previous, error) {
 	pv := &previous{manifests: map[string]*schemas.Manifest{}}
 	var runID, latest string
 	for _, v := range views {
@@ -247,7 +269,7 @@ func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*s
 			pv.reason = "view " + v.Name + " has no published run"
 		case m.Fingerprint != v.Fingerprint():
 			pv.reason = "the definition of view " + v.Name + " changed"
-		case m.ChunkSize != o.Config.ChunkSize:
+		case m.ChunkSize != o.Schema.ChunkSize:
 			pv.reason = "chunk_size changed"
 		case !slices.Equal(m.Levels, v.Levels()):
 			// The days carried over would lack (or keep) a level.
@@ -297,9 +319,9 @@ func loadPrevious(ctx context.Context, o *Options, s *schemas.Stream, views []*s
 		streamReason = "the stream's fields changed"
 	case stt.DecoderVersion != schemas.DecoderVersion:
 		streamReason = "the decoder changed (validation verdicts may differ)"
-	case stt.MaxFutureSkew != o.Config.Ingest.MaxFutureSkew.D().String():
+	case stt.MaxFutureSkew != o.Schema.MaxFutureSkew.D().String():
 		streamReason = "ingest.max_future_skew changed (validation verdicts may differ)"
-	case stt.ChunkSize != o.Config.ChunkSize:
+	case stt.ChunkSize != o.Schema.ChunkSize:
 		streamReason = "chunk_size changed"
 	case stt.IndexFormat != stateFormat:
 		streamReason = "the previous run's state has another format"
@@ -344,10 +366,10 @@ func sameAbsorbed(a, b map[int32]int64) bool {
 	return true
 }
 
-func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
+func runStream(ctx context.Context, o *options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
 	log := o.Log.With("stream", s.Name)
 	t0 := time.Now()
-	plan, err := planStream(ctx, o.Store, s, o.Config.ChunkSize)
+	plan, err := planStream(ctx, o.Store, s, o.Schema.ChunkSize)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +387,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	fromDay := make([]int64, len(views))
 	retainedMoved := false
 	for i, v := range views {
-		from[i] = retainedFrom(v, o.at, rec, o.Config.Ingest.MaxFutureSkew.D(), pv.manifests[v.Name], carried)
+		from[i] = retainedFrom(v, o.at, rec, o.Schema.MaxFutureSkew.D(), pv.manifests[v.Name], carried)
 		fromDay[i] = keepFromDay(from[i : i+1])
 		if !pv.manifests[v.Name].Retained().Equal(from[i]) {
 			retainedMoved = true
@@ -396,9 +418,9 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	}
 
 	spill := &spillDir{dir: tmp + "/" + s.Name, stream: s}
-	sc := &scanner{st: o.Store, plan: plan, prev: pv.state, runID: runID, decoder: schemas.NewDecoder(s, o.Config.Ingest.MaxFutureSkew.D()),
+	sc := &scanner{st: o.Store, plan: plan, prev: pv.state, runID: runID, decoder: schemas.NewDecoder(s, o.Schema.MaxFutureSkew.D()),
 		spill: spill, tmp: tmp, workers: o.Workers, log: log, keepFrom: keepFromDay(from), allDays: pv.allDays}
-	if w := rec.firstWholeDay(o.Config.Ingest.MaxFutureSkew.D()); !w.IsZero() {
+	if w := rec.firstWholeDay(o.Schema.MaxFutureSkew.D()); !w.IsZero() {
 		sc.daysFrom = dayOf(w)
 	}
 	if err := sc.run(ctx); err != nil {
@@ -429,7 +451,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 	var out []ViewResult
 	for i, v := range views {
 		prev := pv.manifests[v.Name]
-		m := &schemas.Manifest{View: v.Name, RunID: runID, Fingerprint: v.Fingerprint(), ChunkSize: o.Config.ChunkSize,
+		m := &schemas.Manifest{View: v.Name, RunID: runID, Fingerprint: v.Fingerprint(), ChunkSize: o.Schema.ChunkSize,
 			Fields: s.FieldDecls(), CreatedAt: time.Now().UTC(), Absorbed: absorbed, Levels: slices.Clone(v.Levels()), Files: files[i],
 			Events: stt.Events, Duplicates: stt.Duplicates, Invalid: stt.Invalid, Duration: time.Since(t0).Seconds()}
 		if m.Files == nil {
@@ -481,7 +503,7 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 
 // rawRetention applies streams[].retention to the master dataset once the
 // state of what it absorbed is stored (applyRawRetention).
-func rawRetention(ctx context.Context, o *Options, lk *lock, s *schemas.Stream, plan *streamPlan, absorbed map[int32]int64, rec *retentionRecord, log *slog.Logger) error {
+func rawRetention(ctx context.Context, o *options, lk *lock, s *schemas.Stream, plan *streamPlan, absorbed map[int32]int64, rec *retentionRecord, log *slog.Logger) error {
 	if s.Retention <= 0 {
 		return nil
 	}
@@ -500,7 +522,7 @@ func rawRetention(ctx context.Context, o *Options, lk *lock, s *schemas.Stream, 
 // releaseSpeedRows deletes the speed rows the views' current runs absorbed
 // once no serving replica reads them (ReleaseSpeedRows), after every view
 // of the stream is published, so the replicas switch all views at once.
-func releaseSpeedRows(ctx context.Context, o *Options, lk *lock, views []*schemas.View, out []ViewResult) error {
+func releaseSpeedRows(ctx context.Context, o *options, lk *lock, views []*schemas.View, out []ViewResult) error {
 	if o.ClickHouse == nil {
 		return nil
 	}
@@ -512,7 +534,7 @@ func releaseSpeedRows(ctx context.Context, o *Options, lk *lock, views []*schema
 		return err
 	}
 	floors, err := ReleaseSpeedRows(ctx, ReleaseOptions{Store: o.Store, ClickHouse: o.ClickHouse, Current: cur, Views: views,
-		Wait: o.Config.Batch.SpeedReleaseWait.D(), Log: o.Log})
+		Wait: o.SpeedReleaseWait.D(), Log: o.Log})
 	if err != nil {
 		return err
 	}
@@ -525,7 +547,7 @@ func releaseSpeedRows(ctx context.Context, o *Options, lk *lock, views []*schema
 // finishUpToDate is a run with nothing new to absorb: it finishes what a
 // crashed run may have left undone for the current runs (ClickHouse load,
 // garbage collection) and publishes nothing.
-func finishUpToDate(ctx context.Context, o *Options, lk *lock, s *schemas.Stream, views []*schemas.View, pv *previous) ([]ViewResult, error) {
+func finishUpToDate(ctx context.Context, o *options, lk *lock, s *schemas.Stream, views []*schemas.View, pv *previous) ([]ViewResult, error) {
 	var out []ViewResult
 	for _, v := range views {
 		m := pv.manifests[v.Name]
@@ -553,7 +575,7 @@ func finishUpToDate(ctx context.Context, o *Options, lk *lock, s *schemas.Stream
 //
 // fromDay is each view's first retained day: earlier days are not written
 // for that view.
-func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.Stream, views []*schemas.View, days []int64, fromDay []int64, runID, tmp string) ([][]schemas.ManifestFile, error) {
+func computeDays(ctx context.Context, o *options, spill *spillDir, s *schemas.Stream, views []*schemas.View, days []int64, fromDay []int64, runID, tmp string) ([][]schemas.ManifestFile, error) {
 	// Each day's coarse levels are rolled up from the same rows as its
 	// base file (levelRows), so a level answers exactly what the base rows
 	// do, and a day's levels change exactly when its base rows do.
@@ -606,7 +628,7 @@ func computeDays(ctx context.Context, o *Options, spill *spillDir, s *schemas.St
 // not recomputed into run runID (server-side copies), adds them to files
 // and sorts each view's files: base files first, then each level from the
 // finest, each by day. It returns how many days were kept.
-func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previous, compute map[int64]bool, fromDay []int64, runID string, files [][]schemas.ManifestFile) (int, error) {
+func keepDays(ctx context.Context, o *options, views []*schemas.View, pv *previous, compute map[int64]bool, fromDay []int64, runID string, files [][]schemas.ManifestFile) (int, error) {
 	kept := 0
 	for i, v := range views {
 		if pv.state == nil || pv.allDays {
@@ -645,9 +667,9 @@ func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previo
 
 // saveStreamState stores the stream state the next run starts from,
 // before any manifest names this run.
-func saveStreamState(ctx context.Context, o *Options, s *schemas.Stream, runID string, plan *streamPlan, absorbed map[int32]int64, sc *scanner, pv *previous) (*streamState, error) {
+func saveStreamState(ctx context.Context, o *options, s *schemas.Stream, runID string, plan *streamPlan, absorbed map[int32]int64, sc *scanner, pv *previous) (*streamState, error) {
 	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(), DecoderVersion: schemas.DecoderVersion,
-		MaxFutureSkew: o.Config.Ingest.MaxFutureSkew.D().String(), ChunkSize: o.Config.ChunkSize,
+		MaxFutureSkew: o.Schema.MaxFutureSkew.D().String(), ChunkSize: o.Schema.ChunkSize,
 		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sc.days),
 		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load(),
 		IndexFormat: stateFormat, DedupWindow: s.DedupWindow.D().String(), Clock: sc.clock, IndexEntries: sc.entries}
@@ -703,15 +725,15 @@ func publishManifest(ctx context.Context, st objstore.Bucket, m *schemas.Manifes
 
 // afterPublish loads m into ClickHouse (the speed rows it absorbed are
 // deleted later, by releaseSpeedRows).
-func afterPublish(ctx context.Context, o *Options, v *schemas.View, m, prev *schemas.Manifest, dirty map[int64]bool) error {
+func afterPublish(ctx context.Context, o *options, v *schemas.View, m, prev *schemas.Manifest, dirty map[int64]bool) error {
 	if o.ClickHouse == nil || m == nil {
 		return nil
 	}
 	return loadRun(ctx, o.ClickHouse, o.Store, v, m, prev, dirty)
 }
 
-func gcStream(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, res []ViewResult) error {
-	keep := o.Config.Batch.KeepRuns
+func gcStream(ctx context.Context, o *options, s *schemas.Stream, views []*schemas.View, res []ViewResult) error {
+	keep := o.KeepRuns
 	if keep < 2 {
 		keep = 2
 	}

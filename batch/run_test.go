@@ -65,9 +65,10 @@ func TestBatchEndToEnd(t *testing.T) {
 	writeRaw(t, ctx, st, s, 1, msgs[1][200:], 33) // other file boundaries
 	writeRaw(t, ctx, st, s, 2, msgs[2][:280], 70)
 
+	bc := DefaultConfig()
 	run := func(full bool) *Result {
 		t.Helper()
-		res, err := Run(ctx, Options{Config: cfg, Store: st, ClickHouse: db, Full: full, Log: testLog(), TempDir: t.TempDir()})
+		res, err := Run(ctx, Options{Config: cfg, Batch: &bc, Store: st, ClickHouse: db, Full: full, Log: testLog(), TempDir: t.TempDir()})
 		require.NoError(t, err)
 		return res
 	}
@@ -105,7 +106,7 @@ func TestBatchEndToEnd(t *testing.T) {
 	insertSpeedRows(t, ctx, db, hourly, 0, 5)
 	// A serving replica answers from run 1: its lease (live for an hour)
 	// names run 1's K_p. The next run does not wait for it to switch.
-	cfg.Batch.SpeedReleaseWait = 0
+	bc.SpeedReleaseWait = 0
 	lease := schemas.ServeLease{Replica: "serve-on-run-1", RenewedAt: time.Now().UTC(), Seq: 1, TTLMs: time.Hour.Milliseconds(),
 		Views: map[string]schemas.ServeLeaseView{hourly.Name: {Runs: []string{m1.RunID}, AbsorbedChunks: map[int32]int64{}}}}
 	for p := range m1.Absorbed {

@@ -593,7 +593,7 @@ func ScanDays(ctx context.Context, st objstore.Bucket, cfg *schemas.Config, s *s
 		log = slog.Default()
 	}
 	sp := &spillDir{dir: filepath.Join(dir, "spill"), stream: s}
-	sc := &scanner{st: st, plan: plan, runID: "scan", decoder: schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D()),
+	sc := &scanner{st: st, plan: plan, runID: "scan", decoder: schemas.NewDecoder(s, cfg.MaxFutureSkew.D()),
 		spill: sp, tmp: dir, workers: runtime.GOMAXPROCS(0), log: log, noIndex: true}
 	if prev != nil {
 		// Phase B alone, over every day, with the run's duplicate offsets.

@@ -32,16 +32,17 @@ import (
 	promql "github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // components are the long-running tandem commands and how each one's
 // listen address is found in the configuration.
-var components = map[string]func(*schemas.Config) string{
-	"ingest":  func(c *schemas.Config) string { return c.Ingest.Listen },
-	"serve":   func(c *schemas.Config) string { return c.Serve.Listen },
-	"speed":   func(c *schemas.Config) string { return c.Speed.Listen },
-	"archive": func(c *schemas.Config) string { return c.Archive.Listen },
+var components = map[string]func(*config.Config) string{
+	"ingest":  func(c *config.Config) string { return c.Ingest.Listen },
+	"serve":   func(c *config.Config) string { return c.Serve.Listen },
+	"speed":   func(c *config.Config) string { return c.Speed.Listen },
+	"archive": func(c *config.Config) string { return c.Archive.Listen },
 }
 
 func listenPort(t *testing.T, addr string) int {
@@ -56,7 +57,7 @@ func listenPort(t *testing.T, addr string) int {
 // parseConfig parses a tandem.yaml the way the binary does, with env as
 // its environment, and requires that every ${NAME} it references without
 // a default is set in env (a missing secret would otherwise expand to "").
-func parseConfig(t *testing.T, name string, data []byte, env map[string]string) *schemas.Config {
+func parseConfig(t *testing.T, name string, data []byte, env map[string]string) *config.Config {
 	t.Helper()
 	ref := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
 	for i, line := range strings.Split(string(data), "\n") {
@@ -69,11 +70,11 @@ func parseConfig(t *testing.T, name string, data []byte, env map[string]string) 
 			}
 		}
 	}
-	cfg, err := schemas.Parse(name, data, func(k string) (string, bool) {
+	cfg, err := config.Parse(name, data, func(k string) (string, bool) {
 		v, ok := env[k]
 		return v, ok
 	})
-	require.NoError(t, err, "%s does not pass schemas.Parse", name)
+	require.NoError(t, err, "%s does not pass config.Parse", name)
 	for cmd, listen := range components {
 		host, _, err := net.SplitHostPort(listen(cfg))
 		require.NoError(t, err)
@@ -314,7 +315,7 @@ func TestCompose(t *testing.T) {
 
 	// The configuration each tandem container mounts, parsed with the
 	// environment that container gets.
-	var cfg *schemas.Config
+	var cfg *config.Config
 	tandemImage := p.Services["ingest"].Image
 	for name, svc := range p.Services {
 		if svc.Image != tandemImage {
@@ -358,7 +359,7 @@ func TestCompose(t *testing.T) {
 		data, err := os.ReadFile(mounted)
 		require.NoError(t, err)
 		if len(placeholders) > 0 {
-			_, err := schemas.Parse(mounted, data, func(k string) (string, bool) {
+			_, err := config.Parse(mounted, data, func(k string) (string, bool) {
 				v, ok := env[k]
 				if slices.Contains(placeholders, k) {
 					v = deref(svc.Environment[k])

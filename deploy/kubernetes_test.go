@@ -25,7 +25,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
-	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/config"
 )
 
 const tandemImage = "ghcr.io/tandem-analytics/tandem"
@@ -236,7 +236,7 @@ func checkOverlay(t *testing.T, overlay string, objs []object, cli cliInfo, dock
 	sort.Slice(workloads, func(i, j int) bool { return workloads[i].where < workloads[j].where })
 
 	seenCmds := map[string]string{}
-	var cfg *schemas.Config
+	var cfg *config.Config
 	for _, w := range workloads {
 		pod := w.pod.Spec
 		require.Len(t, pod.Containers, 1, "%s: one container", w.where)

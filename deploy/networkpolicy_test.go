@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -35,7 +36,7 @@ var storesOf = map[string][]string{
 // overlay's tandem.yaml addresses them; only ingest and serve take traffic
 // from the ingress controller, on their listen ports; no rule admits
 // everyone.
-func checkNetworkPolicies(t *testing.T, objs []object, workloads []workload, cfg *schemas.Config) {
+func checkNetworkPolicies(t *testing.T, objs []object, workloads []workload, cfg *config.Config) {
 	policies := byKind[networkingv1.NetworkPolicy](objs)
 	deny := policies["tandem-default-deny"]
 	require.NotNil(t, deny, "NetworkPolicy tandem-default-deny")
@@ -125,7 +126,7 @@ func s3Port(t *testing.T, c schemas.S3Config) int {
 // where the configuration's CA files point; production reaches every
 // store over TLS, Kafka with SASL, and its example Secret has the CA keys
 // the configuration names.
-func checkStoreTLS(t *testing.T, overlay, where string, c corev1.Container, volumes map[string]corev1.Volume, cfg *schemas.Config) {
+func checkStoreTLS(t *testing.T, overlay, where string, c corev1.Container, volumes map[string]corev1.Volume, cfg *config.Config) {
 	var mount *corev1.VolumeMount
 	for i := range c.VolumeMounts {
 		if c.VolumeMounts[i].MountPath == "/etc/tandem-tls" {

@@ -18,6 +18,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest/gen"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -160,7 +161,7 @@ func setDedupWindow(t *testing.T, p *platform, window string) {
 	require.Equal(t, 1, strings.Count(string(text), at))
 	text = []byte(strings.Replace(string(text), at, at+"    dedup_window: "+window+"\n", 1))
 	require.NoError(t, os.WriteFile(p.cfgPath, text, 0o600))
-	p.cfg, err = schemas.LoadFile(p.cfgPath)
+	p.cfg, err = config.LoadFile(p.cfgPath)
 	require.NoError(t, err)
 	require.Equal(t, window, p.cfg.Stream(streamName).DedupWindow.D().String())
 }

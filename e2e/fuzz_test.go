@@ -16,17 +16,17 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest"
 	"github.com/tandem-analytics/tandem/internal/testenv"
-	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 )
 
 // fuzzConfig is the example configuration's stream and view.
-func fuzzConfig(t testing.TB) *schemas.Config {
+func fuzzConfig(t testing.TB) *config.Config {
 	t.Helper()
 	yaml := testenv.ExampleConfigYAML(t, "max_body_bytes: 8388608", "max_body_bytes: 65536, max_inflight_bytes: 1048576")
-	cfg, err := schemas.Parse("fuzz.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
+	cfg, err := config.Parse("fuzz.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func FuzzGatewayBody(f *testing.F) {
 	cfg := fuzzConfig(f)
 	f.Fuzz(func(t *testing.T, ndjson bool, body []byte) {
 		log := &memLog{}
-		gw, err := ingest.New(ingest.Options{Config: cfg, Log: log})
+		gw, err := ingest.New(cfg.Ingest, ingest.Deps{Schema: cfg.Config, Log: log})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,8 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/internal/testenv"
-	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // Names in the configuration every e2e test uses (tandem.example.yaml's
@@ -53,7 +53,7 @@ type platform struct {
 	kafka   *testenv.KafkaCluster
 	s3      *testenv.S3Server
 	cfgPath string
-	cfg     *schemas.Config
+	cfg     *config.Config
 	topic   string
 
 	ingestURL, serveURL, speedURL, archiveURL string
@@ -123,7 +123,7 @@ chunk_size: %d
 	) + testenv.ExampleStreamsYAML(t, "topic: tandem.pageviews", "topic: "+p.topic, "partitions: 6", fmt.Sprintf("partitions: %d", partitions))
 	p.cfgPath = filepath.Join(p.dir, "tandem.yaml")
 	require.NoError(t, os.WriteFile(p.cfgPath, []byte(text), 0o600))
-	cfg, err := schemas.LoadFile(p.cfgPath)
+	cfg, err := config.LoadFile(p.cfgPath)
 	require.NoError(t, err, "the test's configuration must be valid")
 	p.cfg = cfg
 	t.Cleanup(p.stopAll)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
@@ -280,7 +281,7 @@ func newScalePlatform(b *testing.B) *scalePlatform {
 	if err := os.WriteFile(sp.cfgPath, []byte(text), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := schemas.LoadFile(sp.cfgPath); err != nil {
+	if _, err := config.LoadFile(sp.cfgPath); err != nil {
 		b.Fatalf("the benchmark's configuration is invalid: %v", err)
 	}
 	sp.serving = &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}

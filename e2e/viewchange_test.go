@@ -17,8 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest/gen"
-	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // addedView is the view TestViewChanges adds to a running
@@ -148,7 +148,7 @@ func TestViewChanges(t *testing.T) {
 		text, err := os.ReadFile(p.cfgPath)
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(p.cfgPath, []byte(f(string(text))), 0o600))
-		p.cfg, err = schemas.LoadFile(p.cfgPath)
+		p.cfg, err = config.LoadFile(p.cfgPath)
 		require.NoError(t, err)
 	}
 	migrate := func(args ...string) string {

@@ -119,7 +119,11 @@ func BenchmarkGatewayVsBareProducer(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	gw, err := ingest.New(ingest.Options{Config: cfg, Log: p, Registry: prometheus.NewRegistry(),
+	conf, err := ingest.ConfigFrom(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	gw, err := ingest.New(conf, ingest.Deps{Schema: cfg, Log: p, Registry: prometheus.NewRegistry(),
 		Logger: slog.New(slog.DiscardHandler), MaxMessageBytes: p.MaxMessageBytes()})
 	if err != nil {
 		b.Fatal(err)

@@ -55,9 +55,10 @@ const MaxErrors = 100
 // tandem_auth_failures_total.
 const AuthEndpoint = "ingest"
 
-// Options configure a Gateway.
-type Options struct {
-	Config *schemas.Config // streams, ingest section, auth.ingest_tokens
+// Deps are what a Gateway reads from and writes to. Schema and Log are
+// required.
+type Deps struct {
+	Schema *schemas.Config // streams, max_future_skew, auth.ingest_tokens
 	Log    Log
 	// Registry receives the gateway's tandem_ingest_* metrics and
 	// tandem_auth_failures_total; /metrics serves it. Nil: a fresh one.
@@ -74,6 +75,7 @@ type Options struct {
 // Gateway is the HTTP ingest gateway, an ops.Component.
 type Gateway struct {
 	cfg         *schemas.Config
+	conf        Config
 	log         Log
 	logger      *slog.Logger
 	reg         *prometheus.Registry
@@ -102,19 +104,19 @@ type streamState struct {
 }
 
 // New builds a gateway. It does not listen until Listen or Run.
-func New(o Options) (*Gateway, error) {
-	if o.Config == nil {
+func New(conf Config, o Deps) (*Gateway, error) {
+	if o.Schema == nil {
 		return nil, errors.New("ingest: no configuration")
 	}
 	if o.Log == nil {
 		return nil, errors.New("ingest: no log to append to")
 	}
-	cfg := o.Config
+	cfg := o.Schema
 	g := &Gateway{
-		cfg: cfg, log: o.Log, logger: o.Logger, reg: o.Registry, now: o.Now, maxMsg: o.MaxMessageBytes,
+		cfg: cfg, conf: conf, log: o.Log, logger: o.Logger, reg: o.Registry, now: o.Now, maxMsg: o.MaxMessageBytes,
 		streams: map[string]*streamState{},
-		maxBody: cfg.Ingest.MaxBodyBytes, maxEvents: cfg.Ingest.MaxEventsPerRequest, timeout: cfg.Ingest.ProduceTimeout.D(),
-		readTimeout: cfg.Ingest.ReadTimeout.D(),
+		maxBody: conf.MaxBodyBytes, maxEvents: conf.MaxEventsPerRequest, timeout: conf.ProduceTimeout.D(),
+		readTimeout: conf.ReadTimeout.D(),
 	}
 	if g.logger == nil {
 		g.logger = slog.Default()
@@ -126,18 +128,18 @@ func New(o Options) (*Gateway, error) {
 		g.now = time.Now
 	}
 	if g.maxBody <= 0 {
-		g.maxBody = schemas.Default().Ingest.MaxBodyBytes
+		g.maxBody = DefaultConfig().MaxBodyBytes
 	}
 	if g.maxEvents <= 0 {
-		g.maxEvents = schemas.Default().Ingest.MaxEventsPerRequest
+		g.maxEvents = DefaultConfig().MaxEventsPerRequest
 	}
-	maxIn := max(cfg.Ingest.MaxInflightBytes, g.maxBody)
-	perClient := cfg.Ingest.InflightPerClient()
+	maxIn := max(conf.MaxInflightBytes, g.maxBody)
+	perClient := conf.InflightPerClient()
 	if perClient <= 0 || perClient > maxIn {
 		perClient = maxIn
 	}
 	if g.timeout <= 0 {
-		g.timeout = schemas.Default().Ingest.ProduceTimeout.D()
+		g.timeout = DefaultConfig().ProduceTimeout.D()
 	}
 	m, err := newMetrics(g.reg)
 	if err != nil {
@@ -158,7 +160,7 @@ func New(o Options) (*Gateway, error) {
 			hb += int64(len(k)+len(v)) + 16
 		}
 		g.streams[s.Name] = &streamState{
-			s: s, dec: schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D()), headers: h, hdrBytes: hb,
+			s: s, dec: schemas.NewDecoder(s, cfg.MaxFutureSkew.D()), headers: h, hdrBytes: hb,
 			accepted: m.accepted.WithLabelValues(s.Name),
 			bytes:    m.bytes.WithLabelValues(s.Name),
 			prodErrs: m.produceErrors.WithLabelValues(s.Name),
@@ -168,10 +170,10 @@ func New(o Options) (*Gateway, error) {
 	mux.HandleFunc("POST /v1/streams/{stream}/events", g.serveEvents)
 	mux.Handle("GET /v1/openapi.json", openapi.Handler())
 	ops.MountAuth(mux, g.reg, ops.NewBearer(cfg.Auth.MetricsTokens), g)
-	t := cfg.Ingest.HTTPTimeouts
+	t := conf.HTTPTimeouts
 	g.server = &ops.HTTPServer{
-		Name: "ingest", Addr: cfg.Ingest.Listen, Handler: mux,
-		CertFile: cfg.Ingest.TLS.CertFile, KeyFile: cfg.Ingest.TLS.KeyFile,
+		Name: "ingest", Addr: conf.Listen, Handler: mux,
+		CertFile: conf.TLS.CertFile, KeyFile: conf.TLS.KeyFile,
 		ShutdownTimeout: g.timeout + 5*time.Second, Log: g.logger,
 		Timeouts: ops.Timeouts{ReadHeader: t.ReadHeaderTimeout.D(), Read: t.ReadTimeout.D(), Write: t.WriteTimeout.D(), Idle: t.IdleTimeout.D()},
 	}

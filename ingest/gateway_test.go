@@ -85,7 +85,9 @@ func startGateway(t *testing.T, o gwOpts) *gwEnv {
 	}
 	e.now = time.Now().UTC().Truncate(time.Millisecond)
 	e.reg = prometheus.NewRegistry()
-	e.gw, err = New(Options{Config: cfg, Log: lg, Registry: e.reg, Logger: slog.New(slog.DiscardHandler), MaxMessageBytes: p.MaxMessageBytes(), Now: func() time.Time { return e.now }})
+	conf, err := ConfigFrom(cfg)
+	require.NoError(t, err)
+	e.gw, err = New(conf, Deps{Schema: cfg, Log: lg, Registry: e.reg, Logger: slog.New(slog.DiscardHandler), MaxMessageBytes: p.MaxMessageBytes(), Now: func() time.Time { return e.now }})
 	require.NoError(t, err)
 	require.NoError(t, e.gw.Listen())
 	e.url = "http://" + e.gw.Addr()

@@ -8,7 +8,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -19,18 +18,16 @@ import (
 // --config is given.
 const DefaultConfigPath = "tandem.yaml"
 
-// Config is the whole of tandem.yaml. Every component reads the same file and
-// uses the sections it needs.
+// Config is tandem.yaml as every component reads it: the vocabulary
+// (streams, views, chunk size, the future-skew limit of event validation),
+// the connections to the outside systems and the bearer tokens, which
+// several components share, and each component's own section, kept for the
+// package that owns it to decode and validate (Sections). The whole file
+// is loaded and validated at once by package config.
 type Config struct {
 	Kafka      KafkaConfig      `yaml:"kafka"`
 	ClickHouse ClickHouseConfig `yaml:"clickhouse"`
 	S3         S3Config         `yaml:"s3"`
-	Ingest     IngestConfig     `yaml:"ingest"`
-	Serve      ServeConfig      `yaml:"serve"`
-	Speed      SpeedConfig      `yaml:"speed"`
-	Archive    ArchiveConfig    `yaml:"archive"`
-	Batch      BatchConfig      `yaml:"batch"`
-	Status     StatusConfig     `yaml:"status"`
 	// ChunkSize is C of the exactness contract: chunk k of a partition holds
 	// offsets [k*C, (k+1)*C). Changing it on a running deployment changes
 	// what every stored chunk number means, so it is fixed per deployment.
@@ -38,10 +35,23 @@ type Config struct {
 	Auth      AuthConfig `yaml:"auth"`
 	Streams   []*Stream  `yaml:"streams"`
 	Views     []*View    `yaml:"views"`
+	// Sections are ingest, serve, speed, archive, batch and status, each
+	// decoded by its owner (ingest.ConfigFrom, …).
+	Sections `yaml:",inline"`
+
+	// MaxFutureSkew is ingest.max_future_skew: how far past its Kafka
+	// timestamp an event's time may lie. It sits in the ingest section
+	// of the file, but it is part of every layer's verdict on an event
+	// (NewDecoder) and of the retention rules, so the vocabulary owns it.
+	MaxFutureSkew Duration `yaml:"-"`
 
 	// Path is the file the configuration was read from, if any.
 	Path string `yaml:"-"`
+	loc  *locator
 }
+
+// DefaultMaxFutureSkew is ingest.max_future_skew when the file leaves it out.
+const DefaultMaxFutureSkew = Duration(time.Hour)
 
 // KafkaConfig says how to reach the Kafka cluster.
 type KafkaConfig struct {
@@ -92,30 +102,6 @@ type TLSConfig struct {
 // Enabled reports whether both files are set.
 func (t TLSConfig) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
 
-// IngestConfig configures the HTTP gateway.
-type IngestConfig struct {
-	Listen        string   `yaml:"listen"`
-	MaxBodyBytes  int64    `yaml:"max_body_bytes"`
-	MaxFutureSkew Duration `yaml:"max_future_skew"`
-	// MaxInflightBytes bounds the request bodies held at once; beyond it the
-	// gateway answers 429 at once instead of queueing.
-	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
-	// ProduceTimeout is how long a request waits for Kafka before 503.
-	ProduceTimeout Duration  `yaml:"produce_timeout"`
-	TLS            TLSConfig `yaml:"tls"`
-	// MaxInflightBytesPerClient bounds the in-flight bytes of one client (its
-	// token, or its address when it sends none), so one client cannot take
-	// the whole max_inflight_bytes. 0: a quarter of max_inflight_bytes, and
-	// at least max_body_bytes.
-	MaxInflightBytesPerClient int64 `yaml:"max_inflight_bytes_per_client"`
-	// MaxEventsPerRequest refuses (413) a request with more events, before
-	// any of them is decoded.
-	MaxEventsPerRequest int `yaml:"max_events_per_request"`
-	// The listener's deadlines: read_header_timeout, read_timeout (the
-	// whole request, body included), write_timeout, idle_timeout.
-	HTTPTimeouts `yaml:",inline"`
-}
-
 // HTTPTimeouts are a listener's deadlines, with net/http's meanings.
 type HTTPTimeouts struct {
 	// ReadHeaderTimeout bounds reading a request's headers.
@@ -137,106 +123,6 @@ func IsPlaceholderSecret(v string) bool {
 	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "change-me")
 }
 
-// InflightPerClient is max_inflight_bytes_per_client with its default applied.
-func (c IngestConfig) InflightPerClient() int64 {
-	if c.MaxInflightBytesPerClient > 0 {
-		return c.MaxInflightBytesPerClient
-	}
-	return max(c.MaxInflightBytes/4, c.MaxBodyBytes)
-}
-
-// MergeGroups is the bound on the groups a query with a limit merges:
-// max_merge_groups, and never less than max_result_rows (what a query
-// without a limit may merge).
-func (c ServeConfig) MergeGroups() int { return max(c.MaxMergeGroups, c.MaxResultRows) }
-
-// ServeConfig configures the query API and dashboard.
-type ServeConfig struct {
-	Listen string `yaml:"listen"`
-	// MaxQueryRange refuses queries whose [from, to) is longer.
-	MaxQueryRange Duration `yaml:"max_query_range"`
-	// ManifestPoll is how often serving looks for a newly published run.
-	ManifestPoll Duration `yaml:"manifest_poll"`
-	CacheBytes   int64    `yaml:"cache_bytes"`
-	// MaxResultRows refuses (400) a query whose answer would hold more
-	// rows (buckets × groups); an answer is never cut short instead.
-	MaxResultRows int `yaml:"max_result_rows"`
-	// MaxMergeGroups refuses (400) a query with a limit whose merge would
-	// hold more groups before the limit cuts them: top-N over a dimension
-	// with many values merges every value, but answers only N per bucket.
-	MaxMergeGroups int `yaml:"max_merge_groups"`
-	// MaxConcurrentQueries is how many queries one replica answers at
-	// once; more get 503 with Retry-After at once, never a queue. 0 (the
-	// default) means 2 × GOMAXPROCS at start-up.
-	MaxConcurrentQueries int `yaml:"max_concurrent_queries"`
-	// WarmCache loads the newest row groups of a run into the cache (up to
-	// half of it) at start-up and before switching to a new run, so the
-	// first queries after a batch run are not cold.
-	WarmCache bool      `yaml:"warm_cache"`
-	TLS       TLSConfig `yaml:"tls"`
-	// The listener's deadlines: read_header_timeout, read_timeout,
-	// write_timeout (bounds a query's answer), idle_timeout.
-	HTTPTimeouts `yaml:",inline"`
-}
-
-// SpeedConfig configures the speed layer.
-type SpeedConfig struct {
-	// Listen serves /healthz, /readyz and /metrics.
-	Listen        string   `yaml:"listen"`
-	FlushInterval Duration `yaml:"flush_interval"`
-	// FlushRows flushes early when this many rows changed since the last flush.
-	FlushRows int `yaml:"flush_rows"`
-	// SessionTimeout is how long a dead speed member keeps its partitions
-	// before the group gives them to another (0: 10s; brokers refuse less
-	// than their group.min.session.timeout.ms, 6s by default).
-	SessionTimeout Duration `yaml:"session_timeout"`
-}
-
-// ArchiveConfig configures the archiver that writes the master dataset.
-type ArchiveConfig struct {
-	// Listen serves /healthz, /readyz and /metrics.
-	Listen       string   `yaml:"listen"`
-	MaxFileBytes int64    `yaml:"max_file_bytes"`
-	MaxFileAge   Duration `yaml:"max_file_age"`
-}
-
-// BatchConfig configures batch runs.
-type BatchConfig struct {
-	// Every is the interval of `tandem dev`'s built-in scheduler; 0 turns it off.
-	Every Duration `yaml:"every"`
-	// KeepRuns is how many published runs per view are kept in S3.
-	KeepRuns int `yaml:"keep_runs"`
-	// LockTTL is how long a crashed run's lock blocks the next run.
-	LockTTL Duration `yaml:"lock_ttl"`
-	// ExportAfterRun writes the data-lake export after each successful run.
-	ExportAfterRun bool `yaml:"export_after_run"`
-	// SpeedReleaseWait bounds how long a run waits, after publishing, for
-	// the serving replicas to switch to it before deleting the speed rows
-	// it absorbed; replicas still on the older run keep theirs until a
-	// later run. 0 deletes what the leases allow at once.
-	SpeedReleaseWait Duration `yaml:"speed_release_wait"`
-	// RemovedViewGrace is how long the objects of a view no longer in the
-	// configuration (views/<view>/ in S3) stay after their newest write
-	// before a batch run deletes them; 0 keeps them forever.
-	RemovedViewGrace Duration `yaml:"removed_view_grace"`
-}
-
-// StatusConfig holds the thresholds of the health report. A value at or over
-// Yellow is yellow, at or over Red is red.
-type StatusConfig struct {
-	Thresholds map[string]Threshold `yaml:"thresholds"`
-	// Addrs says where the health report scrapes a component (ingest, speed,
-	// archive, serve) when that is not its listen address as seen from
-	// here — another pod or container, e.g. {speed: "tandem-speed:8082"}.
-	Addrs map[string]string `yaml:"addrs"`
-}
-
-// Threshold is one yellow/red pair of the health report.
-type Threshold struct {
-	Yellow float64 `yaml:"yellow"`
-	Red    float64 `yaml:"red"`
-}
-
 // AuthConfig lists bearer tokens. An empty list leaves that surface open.
 type AuthConfig struct {
 	IngestTokens []string `yaml:"ingest_tokens"`
@@ -249,23 +135,12 @@ type AuthConfig struct {
 // Default returns the configuration used for every setting the file leaves out.
 func Default() Config {
 	return Config{
-		Kafka:      KafkaConfig{Brokers: []string{"127.0.0.1:9092"}, ReplicationFactor: 1, GroupPrefix: "tandem"},
-		ClickHouse: ClickHouseConfig{Addr: "127.0.0.1:9000", Database: "tandem", Username: "default", AnalystUser: "analyst"},
-		S3:         S3Config{Endpoint: "127.0.0.1:9100", Bucket: "tandem", Region: "us-east-1"},
-		Ingest: IngestConfig{Listen: "127.0.0.1:8080", MaxBodyBytes: 8 << 20, MaxFutureSkew: Duration(time.Hour),
-			MaxInflightBytes: 256 << 20, ProduceTimeout: Duration(10 * time.Second), MaxEventsPerRequest: 10000,
-			HTTPTimeouts: HTTPTimeouts{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(30 * time.Second),
-				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
-		Serve: ServeConfig{Listen: "127.0.0.1:8081", MaxQueryRange: Duration(400 * 24 * time.Hour),
-			ManifestPoll: Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true,
-			MaxResultRows: 100000, MaxMergeGroups: 1000000,
-			HTTPTimeouts: HTTPTimeouts{ReadHeaderTimeout: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second),
-				WriteTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute)}},
-		Speed:   SpeedConfig{Listen: "127.0.0.1:8082", FlushInterval: Duration(time.Second), FlushRows: 50000},
-		Archive: ArchiveConfig{Listen: "127.0.0.1:8083", MaxFileBytes: 128 << 20, MaxFileAge: Duration(5 * time.Minute)},
-		Batch: BatchConfig{Every: Duration(10 * time.Minute), KeepRuns: 3, LockTTL: Duration(time.Hour), SpeedReleaseWait: Duration(time.Minute),
-			RemovedViewGrace: Duration(7 * 24 * time.Hour)},
-		ChunkSize: 10000,
+		Kafka:         KafkaConfig{Brokers: []string{"127.0.0.1:9092"}, ReplicationFactor: 1, GroupPrefix: "tandem"},
+		ClickHouse:    ClickHouseConfig{Addr: "127.0.0.1:9000", Database: "tandem", Username: "default", AnalystUser: "analyst"},
+		S3:            S3Config{Endpoint: "127.0.0.1:9100", Bucket: "tandem", Region: "us-east-1"},
+		ChunkSize:     10000,
+		MaxFutureSkew: DefaultMaxFutureSkew,
+		loc:           &locator{},
 	}
 }
 
@@ -350,8 +225,27 @@ func ExpandEnv(data []byte, lookup func(string) (string, bool)) []byte {
 }
 
 // Parse expands environment references in data, decodes it over Default()
-// and validates the result. name is used in error messages.
+// and validates the vocabulary and the shared settings (Read, then
+// Validate). The components' sections are left to their owners: package
+// config loads and validates the whole file. name is used in error
+// messages.
 func Parse(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	cfg, errs := Read(name, data, lookup)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+// Read expands environment references in data and decodes it over
+// Default() without validating it: the vocabulary and shared settings
+// strictly (an unknown key is an error), each component's section kept
+// with its lines. It returns every decoding error; the configuration is
+// nil only when data is not a YAML document at all.
+func Read(name string, data []byte, lookup func(string) (string, bool)) (*Config, ConfigErrors) {
 	if len(data) > 16<<20 {
 		return nil, ConfigErrors{{File: name, Msg: "file is larger than 16 MiB"}}
 	}
@@ -365,23 +259,31 @@ func Parse(name string, data []byte, lookup func(string) (string, bool)) (*Confi
 	if len(root.Content) == 0 {
 		return nil, ConfigErrors{{File: name, Msg: "file is empty"}}
 	}
+	cfg.loc = &locator{file: name, root: root.Content[0]}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	var errs ConfigErrors
 	if err := dec.Decode(&cfg); err != nil {
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			var es ConfigErrors
-			for _, msg := range te.Errors {
-				es = append(es, yamlError(name, errors.New(msg)))
-			}
-			return nil, es
+		if !errors.As(err, &te) {
+			return nil, ConfigErrors{yamlError(name, err)}
 		}
-		return nil, ConfigErrors{yamlError(name, err)}
+		for _, msg := range te.Errors {
+			errs = append(errs, yamlError(name, errors.New(msg)))
+		}
 	}
-	if errs := cfg.validate(&locator{file: name, root: root.Content[0]}); len(errs) > 0 {
-		return nil, errs
+	for _, s := range []*Section{&cfg.Ingest, &cfg.Serve, &cfg.Speed, &cfg.Archive, &cfg.Batch, &cfg.Status} {
+		s.file = name
 	}
-	return &cfg, nil
+	var skew *yaml.Node
+	cfg.Ingest, skew = cfg.Ingest.without("max_future_skew")
+	if skew != nil {
+		if err := skew.Decode(&cfg.MaxFutureSkew); err != nil {
+			errs = append(errs, yamlError(name, err))
+		}
+	}
+	errs.Sort()
+	return &cfg, errs
 }
 
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
@@ -451,6 +353,9 @@ type locator struct {
 // line follows keys (string) and sequence indexes (int) from the root and
 // returns the line of the deepest node found.
 func (l *locator) line(path ...any) int {
+	if l == nil || l.root == nil {
+		return 0
+	}
 	n := l.root
 	line := n.Line
 	for _, p := range path {
@@ -480,20 +385,29 @@ func (l *locator) line(path ...any) int {
 }
 
 func (l *locator) errorf(path []any, format string, args ...any) ConfigError {
-	return ConfigError{File: l.file, Line: l.line(path...), Msg: fmt.Sprintf(format, args...)}
+	file := ""
+	if l != nil {
+		file = l.file
+	}
+	return ConfigError{File: file, Line: l.line(path...), Msg: fmt.Sprintf(format, args...)}
 }
 
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 var topicPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
 
-// validate checks everything the types cannot: references between sections,
-// field types that measures need, and the chunk contract. It also builds the
-// lookup indexes streams and views use.
-func (c *Config) validate(l *locator) ConfigErrors {
-	var errs ConfigErrors
-	add := func(path []any, format string, args ...any) {
-		errs = append(errs, l.errorf(path, format, args...))
-	}
+// Validate checks what the types cannot in the vocabulary and the shared
+// settings: references between streams and views, field types that
+// measures need, the chunk contract, the connections and the tokens. It
+// also builds the lookup indexes streams and views use, so it must run
+// (through Parse or package config) before a Config is used.
+func (c *Config) Validate() ConfigErrors {
+	p := c.Problems()
+	c.validate(p)
+	return p.Errors()
+}
+
+func (c *Config) validate(p *Problems) {
+	add := p.Add
 	if c.ChunkSize <= 0 {
 		add([]any{"chunk_size"}, "chunk_size must be positive (it is the number of Kafka offsets in one chunk); got %d", c.ChunkSize)
 	}
@@ -537,40 +451,6 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	if c.S3.Bucket == "" {
 		add([]any{"s3", "bucket"}, "s3.bucket must be set")
 	}
-	if c.Ingest.MaxBodyBytes <= 0 {
-		add([]any{"ingest", "max_body_bytes"}, "ingest.max_body_bytes must be positive")
-	}
-	if c.Ingest.MaxInflightBytes < c.Ingest.MaxBodyBytes {
-		add([]any{"ingest", "max_inflight_bytes"}, "ingest.max_inflight_bytes (%d) must be at least max_body_bytes (%d), or no request of the largest size could ever be taken", c.Ingest.MaxInflightBytes, c.Ingest.MaxBodyBytes)
-	}
-	if c.Ingest.MaxInflightBytesPerClient != 0 && (c.Ingest.MaxInflightBytesPerClient < c.Ingest.MaxBodyBytes || c.Ingest.MaxInflightBytesPerClient > c.Ingest.MaxInflightBytes) {
-		add([]any{"ingest", "max_inflight_bytes_per_client"}, "ingest.max_inflight_bytes_per_client (%d) must be between max_body_bytes (%d) and max_inflight_bytes (%d), or 0 for a quarter of max_inflight_bytes", c.Ingest.MaxInflightBytesPerClient, c.Ingest.MaxBodyBytes, c.Ingest.MaxInflightBytes)
-	}
-	if c.Ingest.MaxEventsPerRequest <= 0 {
-		add([]any{"ingest", "max_events_per_request"}, "ingest.max_events_per_request must be positive; got %d", c.Ingest.MaxEventsPerRequest)
-	}
-	for _, sec := range []struct {
-		name string
-		t    HTTPTimeouts
-	}{{"ingest", c.Ingest.HTTPTimeouts}, {"serve", c.Serve.HTTPTimeouts}} {
-		for _, f := range []struct {
-			key string
-			d   Duration
-		}{{"read_header_timeout", sec.t.ReadHeaderTimeout}, {"read_timeout", sec.t.ReadTimeout}, {"write_timeout", sec.t.WriteTimeout}, {"idle_timeout", sec.t.IdleTimeout}} {
-			if f.d <= 0 {
-				add([]any{sec.name, f.key}, "%s.%s must be positive (a listener without it lets one slow client hold a connection forever)", sec.name, f.key)
-			}
-		}
-	}
-	if t := c.Ingest.HTTPTimeouts; t.ReadHeaderTimeout > t.ReadTimeout {
-		add([]any{"ingest", "read_header_timeout"}, "ingest.read_header_timeout (%s) must not be longer than ingest.read_timeout (%s), which includes the headers", t.ReadHeaderTimeout.D(), t.ReadTimeout.D())
-	}
-	if t := c.Ingest.HTTPTimeouts; t.WriteTimeout < t.ReadTimeout+c.Ingest.ProduceTimeout {
-		add([]any{"ingest", "write_timeout"}, "ingest.write_timeout (%s) must be at least ingest.read_timeout + ingest.produce_timeout (%s): it runs from the end of the headers through reading the body and waiting for Kafka", t.WriteTimeout.D(), (t.ReadTimeout + c.Ingest.ProduceTimeout).D())
-	}
-	if t := c.Serve.HTTPTimeouts; t.ReadHeaderTimeout > t.ReadTimeout {
-		add([]any{"serve", "read_header_timeout"}, "serve.read_header_timeout (%s) must not be longer than serve.read_timeout (%s), which includes the headers", t.ReadHeaderTimeout.D(), t.ReadTimeout.D())
-	}
 	for i, t := range c.Auth.MetricsTokens {
 		if t == "" {
 			add([]any{"auth", "metrics_tokens", i}, "auth.metrics_tokens[%d] is empty", i)
@@ -604,42 +484,6 @@ func (c *Config) validate(l *locator) ConfigErrors {
 			add(sc.path, "%s is still the example value %q (from deploy/compose/.env.example); set a secret of your own before starting", sc.key, sc.value)
 		}
 	}
-	if c.Archive.MaxFileBytes <= 0 || c.Archive.MaxFileAge <= 0 {
-		add([]any{"archive"}, "archive.max_file_bytes and archive.max_file_age must be positive")
-	}
-	if c.Speed.FlushInterval <= 0 {
-		add([]any{"speed", "flush_interval"}, "speed.flush_interval must be positive")
-	}
-	if c.Serve.MaxResultRows <= 0 {
-		add([]any{"serve", "max_result_rows"}, "serve.max_result_rows must be positive (the most rows one answer may hold); got %d", c.Serve.MaxResultRows)
-	}
-	if c.Serve.MaxMergeGroups <= 0 {
-		add([]any{"serve", "max_merge_groups"}, "serve.max_merge_groups must be positive (the most groups a query with a limit merges before the limit cuts them); got %d", c.Serve.MaxMergeGroups)
-	}
-	if c.Serve.MaxConcurrentQueries < 0 {
-		add([]any{"serve", "max_concurrent_queries"}, "serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got %d", c.Serve.MaxConcurrentQueries)
-	}
-	if c.Batch.KeepRuns < 2 {
-		// Speed rows of chunks absorbed by an older run are deleted; serving
-		// replicas still on the previous run need that run's files.
-		add([]any{"batch", "keep_runs"}, "batch.keep_runs must be at least 2, so serving replicas still on the previous run can finish their queries")
-	}
-	if c.Batch.SpeedReleaseWait < 0 {
-		add([]any{"batch", "speed_release_wait"}, "batch.speed_release_wait must not be negative (0 deletes what the serving leases allow at once); got %s", c.Batch.SpeedReleaseWait)
-	}
-	for name := range c.Status.Addrs {
-		switch name {
-		case "ingest", "speed", "archive", "serve":
-		default:
-			add([]any{"status", "addrs", name}, "status.addrs: %q is not a component (use ingest, speed, archive or serve)", name)
-		}
-	}
-	for name, th := range c.Status.Thresholds {
-		if th.Red < th.Yellow {
-			add([]any{"status", "thresholds", name}, "status.thresholds.%s: red (%g) must not be below yellow (%g)", name, th.Red, th.Yellow)
-		}
-	}
-
 	streams := map[string]*Stream{}
 	for i, s := range c.Streams {
 		at := func(rest ...any) []any { return append([]any{"streams", i}, rest...) }
@@ -670,7 +514,7 @@ func (c *Config) validate(l *locator) ConfigErrors {
 			switch {
 			case r < Day:
 				add(at("retention"), "stream %q: streams[].retention must be at least 1d, or unset to keep the master dataset forever; got %s", s.Name, r)
-			case c.Ingest.MaxFutureSkew <= 0:
+			case c.MaxFutureSkew <= 0:
 				// Without the skew limit an event's time is unbounded by its
 				// Kafka time, so no Kafka-time cutoff keeps a view day whole.
 				add(at("retention"), "stream %q: streams[].retention needs ingest.max_future_skew (the bound of event time over Kafka time that keeps retained days whole); it is 0", s.Name)
@@ -738,17 +582,17 @@ func (c *Config) validate(l *locator) ConfigErrors {
 		if r := v.Retention.D(); r != 0 && (r < Day || r%Day != 0) {
 			add(at("retention"), "view %q: views[].retention must be a whole number of days (views are kept and dropped by UTC day), or unset to keep them forever; got %s", v.Name, r)
 		}
-		if sr := s.Retention.D(); sr >= Day && c.Ingest.MaxFutureSkew > 0 {
+		if sr := s.Retention.D(); sr >= Day && c.MaxFutureSkew > 0 {
 			// The longest whole-day view retention the stream's retention
 			// can recompute (RetentionMargin).
-			most := (sr - RetentionMargin(c.Ingest.MaxFutureSkew.D())).Truncate(Day)
+			most := (sr - RetentionMargin(c.MaxFutureSkew.D())).Truncate(Day)
 			switch {
 			case most < Day:
-				add(at("retention"), "view %q: streams[%s].retention (%s) is too short for any view: it must be at least one day longer than the view's retention plus ingest.max_future_skew (%s), so at least %s for views[].retention 1d", v.Name, s.Name, fmtDays(sr), c.Ingest.MaxFutureSkew.D(), fmtDays(Day+RetentionMargin(c.Ingest.MaxFutureSkew.D())))
+				add(at("retention"), "view %q: streams[%s].retention (%s) is too short for any view: it must be at least one day longer than the view's retention plus ingest.max_future_skew (%s), so at least %s for views[].retention 1d", v.Name, s.Name, fmtDays(sr), c.MaxFutureSkew.D(), fmtDays(Day+RetentionMargin(c.MaxFutureSkew.D())))
 			case v.Retention == 0:
 				add(at(), "view %q: views[].retention must be set when streams[%s].retention is (at most %s): a view kept forever would one day be recomputed from a master dataset retention has cut", v.Name, s.Name, fmtDays(most))
 			case v.Retention.D() > most:
-				add(at("retention"), "view %q: views[].retention (%s) must be at most %s: streams[%s].retention (%s) minus one day and ingest.max_future_skew (%s), so every retained day can be recomputed from the retained master dataset", v.Name, fmtDays(v.Retention.D()), fmtDays(most), s.Name, fmtDays(sr), c.Ingest.MaxFutureSkew.D())
+				add(at("retention"), "view %q: views[].retention (%s) must be at most %s: streams[%s].retention (%s) minus one day and ingest.max_future_skew (%s), so every retained day can be recomputed from the retained master dataset", v.Name, fmtDays(v.Retention.D()), fmtDays(most), s.Name, fmtDays(sr), c.MaxFutureSkew.D())
 			}
 		}
 		if v.Granularity == 0 {
@@ -835,8 +679,6 @@ func (c *Config) validate(l *locator) ConfigErrors {
 			}
 		}
 	}
-	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
-	return errs
 }
 
 // fmtDays writes a duration in days where it is whole days ("30d"), in

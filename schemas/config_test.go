@@ -55,6 +55,9 @@ views:
       - { name: total, type: sum, field: n }
 `
 
+// TestConfigRejects: the vocabulary's and the shared settings' problems,
+// each with its line. The components' sections are checked by their
+// packages (and the whole file by config.TestConfigRejects).
 func TestConfigRejects(t *testing.T) {
 	cases := []struct {
 		name, from, to, want string
@@ -79,9 +82,6 @@ func TestConfigRejects(t *testing.T) {
 		{"time field not timestamp", "time_field: ts", "time_field: c", `time_field "c" must be a timestamp field`},
 		{"bad field type", "{ name: b, type: bool }", "{ name: b, type: boolean }", `unknown type "boolean"`},
 		{"bad duration", "chunk_size: 100", "chunk_size: 100\ningest: { max_future_skew: soon }", `"soon" is not a duration`},
-		{"zero max result rows", "chunk_size: 100", "chunk_size: 100\nserve: { max_result_rows: 0 }", `serve.max_result_rows must be positive`},
-		{"negative max merge groups", "chunk_size: 100", "chunk_size: 100\nserve: { max_merge_groups: -1 }", `serve.max_merge_groups must be positive`},
-		{"negative concurrency", "chunk_size: 100", "chunk_size: 100\nserve: { max_concurrent_queries: -1 }", `serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got -1`},
 		{"not yaml", "chunk_size: 100", "chunk_size: [", `:3:`},
 		{"wrong type", "chunk_size: 100", "chunk_size: lots", `:2: cannot`},
 		{"level not a granularity", "dimensions: [c]", "dimensions: [c]\n    levels: [1h, 2x]", `:19: view "v": views[].levels: granularity "2x": unit must be m, h or d`},
@@ -89,11 +89,6 @@ func TestConfigRejects(t *testing.T) {
 		{"level not dividing a day", "dimensions: [c]", "dimensions: [c]\n    levels: [7m]", `views[].levels: level 7m must divide one day`},
 		{"level twice", "dimensions: [c]", "dimensions: [c]\n    levels: [1h, 60m]", `views[].levels: level 1h is listed twice`},
 		{"level not a multiple", "granularity: 1m", "granularity: 15m\n    levels: [10m]", `level 10m must be coarser than the view's granularity 15m and a multiple of it`},
-		{"zero read timeout", "chunk_size: 100", "chunk_size: 100\ningest: { read_timeout: 0 }", `:3: ingest.read_timeout must be positive`},
-		{"write timeout under read + produce", "chunk_size: 100", "chunk_size: 100\ningest: { read_timeout: 1m, write_timeout: 1m }", `ingest.write_timeout (1m0s) must be at least ingest.read_timeout + ingest.produce_timeout (1m10s)`},
-		{"serve header timeout over read timeout", "chunk_size: 100", "chunk_size: 100\nserve: { read_header_timeout: 20s, read_timeout: 10s }", `serve.read_header_timeout (20s) must not be longer than serve.read_timeout (10s)`},
-		{"zero events per request", "chunk_size: 100", "chunk_size: 100\ningest: { max_events_per_request: 0 }", `ingest.max_events_per_request must be positive`},
-		{"per-client share over the total", "chunk_size: 100", "chunk_size: 100\ningest: { max_inflight_bytes_per_client: 999999999999 }", `ingest.max_inflight_bytes_per_client (999999999999) must be between max_body_bytes`},
 		{"example secret", "chunk_size: 100", "chunk_size: 100\nclickhouse: { password: change-me-clickhouse }", `clickhouse.password is still the example value "change-me-clickhouse"`},
 		{"example token", "chunk_size: 100", "chunk_size: 100\nauth: { query_tokens: [fine, Change-Me-Query] }", `auth.query_tokens[1] is still the example value`},
 		{"empty metrics token", "chunk_size: 100", "chunk_size: 100\nauth: { metrics_tokens: [\"\"] }", `auth.metrics_tokens[0] is empty`},
@@ -145,14 +140,6 @@ func TestConfigFileMissing(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
-// TestMergeGroupsNeverBelowResultRows: a cut query may always merge as
-// many groups as an uncut one.
-func TestMergeGroupsNeverBelowResultRows(t *testing.T) {
-	require.Equal(t, 1000000, Default().Serve.MergeGroups())
-	require.Equal(t, 2000000, ServeConfig{MaxResultRows: 2000000, MaxMergeGroups: 1000000}.MergeGroups())
-	require.Equal(t, 5000, ServeConfig{MaxResultRows: 10, MaxMergeGroups: 5000}.MergeGroups())
-}
-
 // TestDoubleUnderscoreNamesReserved: tandem derives a measure's SQL state
 // columns from its name with __, so no measure or dimension may have one.
 func TestDoubleUnderscoreNamesReserved(t *testing.T) {
@@ -163,4 +150,24 @@ func TestDoubleUnderscoreNamesReserved(t *testing.T) {
 	_, err = Parse("t.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	require.ErrorContains(t, err, `measure name "users__uniq_keys"`)
 	require.ErrorContains(t, err, "__")
+}
+
+// TestSectionsLeftToTheirOwners: Parse keeps each component's section as
+// read, without judging it, and takes ingest.max_future_skew for the
+// vocabulary.
+func TestSectionsLeftToTheirOwners(t *testing.T) {
+	cfg, err := Parse("t.yaml", []byte(base+"ingest: { max_future_skew: 2h, whatever: 1 }\nserve: { max_result_rows: 0 }\n"), noEnv)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, cfg.MaxFutureSkew.D())
+	var into struct {
+		Listen string `yaml:"listen"`
+	}
+	errs := cfg.Ingest.Decode(&into)
+	require.Len(t, errs, 1)
+	require.Equal(t, `t.yaml:22: field "whatever" not recognised`, errs[0].Error(), "max_future_skew is not the section's")
+	_, err = Parse("t.yaml", []byte(base+"ingest: { max_future_skew: soon }\n"), noEnv)
+	require.ErrorContains(t, err, `t.yaml:22: "soon" is not a duration`)
+	d, err := Parse("t.yaml", []byte(base), noEnv)
+	require.NoError(t, err)
+	require.Equal(t, DefaultMaxFutureSkew, d.MaxFutureSkew)
 }

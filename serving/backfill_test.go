@@ -27,8 +27,8 @@ func TestBackfilling(t *testing.T) {
     measures:
       - { name: views, type: count }
 `)
-	_, store, _, db := newBackends(t, cfg, false)
-	d := genDataset(t, cfg, 300, 5)
+	_, store, _, db := newBackends(t, cfg.Config, false)
+	d := genDataset(t, cfg.Config, 300, 5)
 	insertSpeed(t, db, d)
 	_, url, _ := startService(t, cfg)
 	params := func(view string) string {
@@ -70,7 +70,7 @@ func TestBackfilling(t *testing.T) {
 	require.Equal(t, "", state(added))
 
 	// A run of the first view: the other one has none and waits for it.
-	publish(t, store, cfg, d, "run-1", map[int32]int64{0: 1, 1: 1})
+	publish(t, store, cfg.Config, d, "run-1", map[int32]int64{0: 1, 1: 1})
 	waitRun(t, url, "run-1")
 	require.Eventually(t, func() bool { return backfilling(added) }, 10*time.Second, 50*time.Millisecond)
 	require.False(t, backfilling(viewName))

@@ -133,9 +133,9 @@ func BenchmarkServingQuery(b *testing.B) {
 	cfg := loadConfig(b, configYAML(b))
 	cfg.Serve.CacheBytes = 2 << 30
 	cfg.Serve.WarmCache = false // the first query is the cold baseline
-	_, store, _, db := newBackends(b, cfg, false)
+	_, store, _, db := newBackends(b, cfg.Config, false)
 	t0 := time.Now()
-	d := buildBenchData(b, cfg, store, db)
+	d := buildBenchData(b, cfg.Config, store, db)
 	b.Logf("data: %d batch rows (%.1f MiB Parquet), %d speed rows, built in %s",
 		d.batchRows, float64(d.batchBytes)/(1<<20), d.speedRows, time.Since(t0).Round(time.Millisecond))
 	_, base, logs := startService(b, cfg)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/batch"
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/ops"
@@ -42,11 +43,20 @@ func configYAML(t testing.TB) string {
 
 const viewName = "pageviews_by_country"
 
-func loadConfig(t testing.TB, yaml string) *schemas.Config {
+func loadConfig(t testing.TB, yaml string) *testConfig {
 	t.Helper()
 	cfg, err := schemas.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
-	return cfg
+	conf, err := serving.ConfigFrom(cfg)
+	require.NoError(t, err)
+	return &testConfig{Config: cfg, Serve: conf}
+}
+
+// testConfig is a test's tandem.yaml as far as serving reads it: the
+// vocabulary and the serve section (config.Config holds both the same way).
+type testConfig struct {
+	*schemas.Config
+	Serve serving.Config
 }
 
 // migratedClickHouse returns the test configuration (configYAML) on a
@@ -55,8 +65,8 @@ func loadConfig(t testing.TB, yaml string) *schemas.Config {
 func migratedClickHouse(ctx context.Context, t testing.TB) (*schemas.Config, *clickhouse.DB) {
 	t.Helper()
 	cfg := loadConfig(t, configYAML(t))
-	_, db := migrateOnClickHouse(ctx, t, cfg)
-	return cfg, db
+	_, db := migrateOnClickHouse(ctx, t, cfg.Config)
+	return cfg.Config, db
 }
 
 // migrateOnClickHouse points cfg at a ClickHouse of the test's own and
@@ -233,12 +243,12 @@ func newBackends(t testing.TB, cfg *schemas.Config, minio bool) (*testenv.S3Serv
 
 // startService runs a service for cfg (built by serving.FromConfig, as
 // `tandem serve` builds it) until the test ends.
-func startService(t testing.TB, cfg *schemas.Config) (*serving.Service, string, *syncBuffer) {
+func startService(t testing.TB, cfg *testConfig) (*serving.Service, string, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := ops.NewRegistry()
-	svc, closeFn, err := serving.FromConfig(cfg, reg, log)
+	svc, closeFn, err := serving.FromConfig(cfg.Serve, cfg.Config, reg, log)
 	require.NoError(t, err)
 	require.NoError(t, svc.Listen())
 	testenv.RunService(t, "the serving service", svc.Run, func() { closeFn() })
@@ -248,8 +258,8 @@ func startService(t testing.TB, cfg *schemas.Config) (*serving.Service, string, 
 func newEnv(t testing.TB, minio bool) *env {
 	t.Helper()
 	cfg := loadConfig(t, configYAML(t))
-	e := &env{t: t, cfg: cfg, view: cfg.View(viewName)}
-	e.s3srv, e.store, e.ch, e.db = newBackends(t, cfg, minio)
+	e := &env{t: t, cfg: cfg.Config, view: cfg.View(viewName)}
+	e.s3srv, e.store, e.ch, e.db = newBackends(t, cfg.Config, minio)
 	e.svc, e.url, e.logs = startService(t, cfg)
 	return e
 }
@@ -674,4 +684,16 @@ func addLevels(t testing.TB, store *s3.Store, v *schemas.View, m *schemas.Manife
 			m.Files = append(m.Files, mf)
 		}
 	}
+}
+
+// runBatch is one batch run over store with the default batch section, as
+// `tandem batch run` makes it.
+func runBatch(ctx context.Context, tmp string, cfg *schemas.Config, store objstore.Bucket) (*batch.Result, error) {
+	c := batch.DefaultConfig()
+	c.TempDir = tmp
+	r, err := batch.New(c, batch.Deps{Schema: cfg, Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, err
+	}
+	return r.Run(ctx)
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/url"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tandem-analytics/tandem/batch"
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
@@ -36,7 +33,7 @@ func writeRawDataset(t *testing.T, cfg *schemas.Config, store *s3.Store, perPart
 	t.Helper()
 	ctx := context.Background()
 	s := cfg.View(viewName).StreamDef()
-	dec := schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D())
+	dec := schemas.NewDecoder(s, cfg.MaxFutureSkew.D())
 	rng := rand.New(rand.NewPCG(seed, seed^0x5bd1e995))
 	kts := levelsStart.Add(72 * time.Hour)
 	for p := int32(0); int(p) < s.Partitions; p++ {
@@ -89,12 +86,11 @@ func writeRawDataset(t *testing.T, cfg *schemas.Config, store *s3.Store, perPart
 // fewer rows.
 func TestLevelsEqualBaseRows(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
-	_, store, _, _ := newBackends(t, cfg, true)
-	writeRawDataset(t, cfg, store, 2000, 42)
+	_, store, _, _ := newBackends(t, cfg.Config, true)
+	writeRawDataset(t, cfg.Config, store, 2000, 42)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := batch.Run(ctx, batch.Options{Config: cfg, Store: store, TempDir: t.TempDir(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	res, err := runBatch(ctx, t.TempDir(), cfg.Config, store)
 	require.NoError(t, err)
 	m := res.Views[0].Manifest
 	require.Equal(t, []schemas.Granularity{schemas.Granularity(24 * time.Hour), schemas.Granularity(time.Hour)}, m.Levels)
@@ -193,12 +189,11 @@ func TestLevelsEqualBaseRows(t *testing.T) {
 // combination stored, not the minutes.
 func TestLevelsTouchWhatTheAnswerNeeds(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
-	_, store, _, _ := newBackends(t, cfg, true)
-	writeRawDataset(t, cfg, store, 1000, 5)
+	_, store, _, _ := newBackends(t, cfg.Config, true)
+	writeRawDataset(t, cfg.Config, store, 1000, 5)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := batch.Run(ctx, batch.Options{Config: cfg, Store: store, TempDir: t.TempDir(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	res, err := runBatch(ctx, t.TempDir(), cfg.Config, store)
 	require.NoError(t, err)
 	m := res.Views[0].Manifest
 	var dayRows, hourRows float64
@@ -254,12 +249,11 @@ func batchRowsMerged(t testing.TB, base string) float64 {
 // ends dense must not depend on how many rows were merged into it.
 func TestLevelsLargeDistinctGroups(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
-	_, store, _, _ := newBackends(t, cfg, true)
-	writeRawDataset(t, cfg, store, 20000, 77)
+	_, store, _, _ := newBackends(t, cfg.Config, true)
+	writeRawDataset(t, cfg.Config, store, 20000, 77)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := batch.Run(ctx, batch.Options{Config: cfg, Store: store, TempDir: t.TempDir(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	res, err := runBatch(ctx, t.TempDir(), cfg.Config, store)
 	require.NoError(t, err)
 	_, base, _ := startService(t, cfg)
 	waitRun(t, base, res.Views[0].Manifest.RunID)

@@ -135,11 +135,11 @@ func errorOf(t testing.TB, body []byte) string {
 // others are still answered.
 func TestQueryLimits(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
-	_, store, ch, db := newBackends(t, cfg, false)
+	_, store, ch, db := newBackends(t, cfg.Config, false)
 	// The service reaches ClickHouse through a proxy that can stall it.
 	proxy := newStallProxy(t, ch.Addr)
 	cfg.ClickHouse.Addr = proxy.Addr()
-	d := genDataset(t, cfg, 3000, 11)
+	d := genDataset(t, cfg.Config, 3000, 11)
 	from, to := base, base.Add(4*time.Hour)
 	atLimit := qcase{gran: "5m", from: from, to: to}
 	limit := len(atLimit.truth(d, nil))
@@ -196,10 +196,10 @@ func TestQueryLimits(t *testing.T) {
 		require.Contains(t, errorOf(t, body), "(serve.max_result_rows)")
 	}
 	t.Run("speed only", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
-	m := publish(t, store, cfg, d, "run-all", chunks)
+	m := publish(t, store, cfg.Config, d, "run-all", chunks)
 	waitRun(t, baseURL, m.RunID)
 	t.Run("batch only", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
-	m = publish(t, store, cfg, d, "run-half", half)
+	m = publish(t, store, cfg.Config, d, "run-half", half)
 	waitRun(t, baseURL, m.RunID)
 	t.Run("both halves", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t) })
 
@@ -330,19 +330,19 @@ func TestHostileQueries(t *testing.T) {
 		rssBound = 288 << 20
 	)
 	cfg := loadConfig(t, configYAML(t))
-	_, store, _, db := newBackends(t, cfg, false)
+	_, store, _, db := newBackends(t, cfg.Config, false)
 	cfg.Serve.MaxQueryRange = schemas.Duration(400 * 24 * time.Hour)
 	cfg.Serve.MaxResultRows = limit
 	cfg.Serve.MaxConcurrentQueries = 4
 	cfg.Serve.CacheBytes = cacheBytes
 	cfg.Serve.MaxMergeGroups = 20000 // below the 30,000 countries
-	d := genHostile(t, cfg, events, 7)
+	d := genHostile(t, cfg.Config, events, 7)
 	insertSpeed(t, db, d)
 	half := map[int32]int64{}
 	for p, n := range d.chunks() {
 		half[p] = n / 2
 	}
-	publish(t, store, cfg, d, "run-half", half)
+	publish(t, store, cfg.Config, d, "run-half", half)
 	_, baseURL, _ := startService(t, cfg)
 	waitRun(t, baseURL, "run-half")
 

@@ -14,10 +14,10 @@ import (
 func TestMeasuresDecodedOnDemand(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
 	cfg.Serve.WarmCache = false // the warm-up decodes every measure
-	_, store, _, db := newBackends(t, cfg, false)
-	d := genDataset(t, cfg, 4000, 21)
+	_, store, _, db := newBackends(t, cfg.Config, false)
+	d := genDataset(t, cfg.Config, 4000, 21)
 	insertSpeed(t, db, d)
-	publish(t, store, cfg, d, "run-1", d.chunks())
+	publish(t, store, cfg.Config, d, "run-1", d.chunks())
 	_, url, _ := startService(t, cfg)
 	waitRun(t, url, "run-1")
 

@@ -23,14 +23,14 @@ import (
 // startReplica runs one serving replica for cfg (built as `tandem serve`
 // builds it, under the given replica name) and returns its URL and a
 // graceful stop.
-func startReplica(t *testing.T, cfg *schemas.Config, replica string) (string, func()) {
+func startReplica(t *testing.T, cfg *testConfig, replica string) (string, func()) {
 	t.Helper()
 	reg := ops.NewRegistry()
 	log := slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
 	store, err := s3.New(cfg.S3)
 	require.NoError(t, err)
 	speed := &serving.LazyClickHouseSpeed{Config: cfg.ClickHouse}
-	svc, err := serving.New(cfg, serving.Deps{Manifests: store, Leases: store, Replica: replica,
+	svc, err := serving.New(cfg.Serve, serving.Deps{Schema: cfg.Config, Manifests: store, Leases: store, Replica: replica,
 		Files: serving.S3ViewFiles{Store: store}, Speed: speed, Registry: reg, Log: log})
 	require.NoError(t, err)
 	require.NoError(t, svc.Listen())
@@ -65,9 +65,9 @@ func speedRows(t *testing.T, db *clickhouse.DB, v *schemas.View, bound map[int32
 // after its TTL (or at once when it is long past).
 func TestSpeedReleaseFollowsReplicas(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
-	_, store, _, db := newBackends(t, cfg, true)
+	_, store, _, db := newBackends(t, cfg.Config, true)
 	v := cfg.View(viewName)
-	d := genDataset(t, cfg, 3000, 11)
+	d := genDataset(t, cfg.Config, 3000, 11)
 	chunks := d.chunks()
 	insertSpeed(t, db, d)
 	ctx := context.Background()
@@ -111,7 +111,7 @@ func TestSpeedReleaseFollowsReplicas(t *testing.T) {
 	// Run 1: A switches, B stays on "no run" and its lease says so; the
 	// release waits its bound for B, then deletes nothing.
 	k1 := map[int32]int64{0: chunks[0] / 3, 1: chunks[1] / 3}
-	r1 := publish(t, store, cfg, d, "run-1", k1)
+	r1 := publish(t, store, cfg.Config, d, "run-1", k1)
 	waitRun(t, urlA, "run-1")
 	require.Equal(t, []string{""}, leaseOf("replica-b").Views[v.Name].Runs)
 	floors, took := release(time.Second, r1)
@@ -138,7 +138,7 @@ func TestSpeedReleaseFollowsReplicas(t *testing.T) {
 	// Run 2: A switches within a poll, B stays on run 1 and keeps run 1's
 	// seam: only chunks below K(run 1) are gone, the ones B reads stay.
 	k2 := map[int32]int64{0: chunks[0] - 1, 1: chunks[1] - 2}
-	r2 := publish(t, store, cfg, d, "run-2", k2)
+	r2 := publish(t, store, cfg.Config, d, "run-2", k2)
 	waitRun(t, urlA, "run-2")
 	floors, _ = release(500*time.Millisecond, r2)
 	require.Equal(t, k1, floors, "B on run 1 holds the deletion at run 1's seam")

@@ -47,9 +47,13 @@ const (
 	retryBusy = "5"
 )
 
-// Deps are what the service reads from. Manifests and Files are required;
+// Deps are what the service reads from. Schema, Manifests and Files are
+// required;
 // Speed may be nil (every answer then carries the speed-layer warning).
 type Deps struct {
+	// Schema holds the views answered, the chunk size and the tokens;
+	// required.
+	Schema    *schemas.Config
 	Manifests ManifestStore
 	Files     ViewFiles
 	Speed     SpeedSource
@@ -74,6 +78,7 @@ type Deps struct {
 // manifests and serves HTTP on serve.listen until its context ends.
 type Service struct {
 	cfg       *schemas.Config
+	conf      Config
 	deps      Deps
 	log       *slog.Logger
 	now       func() time.Time
@@ -98,11 +103,12 @@ var (
 )
 
 // New builds the service for cfg. It does no I/O.
-func New(cfg *schemas.Config, deps Deps) (*Service, error) {
-	if deps.Manifests == nil || deps.Files == nil {
-		return nil, errors.New("serving: Deps.Manifests and Deps.Files are required")
+func New(conf Config, deps Deps) (*Service, error) {
+	if deps.Schema == nil || deps.Manifests == nil || deps.Files == nil {
+		return nil, errors.New("serving: Deps.Schema, Deps.Manifests and Deps.Files are required")
 	}
-	s := &Service{cfg: cfg, deps: deps, log: deps.Log, now: deps.Now, reg: deps.Registry}
+	cfg := deps.Schema
+	s := &Service{cfg: cfg, conf: conf, deps: deps, log: deps.Log, now: deps.Now, reg: deps.Registry}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -114,23 +120,23 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 		s.reg = ops.NewRegistry()
 	}
 	s.m = newMetrics(s.reg)
-	slots := cfg.Serve.MaxConcurrentQueries
+	slots := conf.MaxConcurrentQueries
 	if slots <= 0 {
 		slots = 2 * runtime.GOMAXPROCS(0)
 	}
 	s.slots = make(chan struct{}, slots)
-	s.manifests = newManifests(deps.Manifests, cfg, cfg.Serve.ManifestPoll.D(), s.now, s.m)
+	s.manifests = newManifests(deps.Manifests, cfg, conf.ManifestPoll.D(), s.now, s.m)
 	if deps.Leases != nil {
 		replica := deps.Replica
 		if replica == "" {
-			replica = replicaID(cfg.Serve.Listen)
+			replica = replicaID(conf.Listen)
 		}
 		s.manifests.lease = newLeaser(deps.Leases, replica, s.manifests.staleAfter, s.now, s.m)
 	}
 	s.manifests.onSwitch = func(view, from, to string) {
 		s.log.Info("switched to a new batch run", "view", view, "from_run", from, "to_run", to)
 	}
-	cacheBytes := cacheBytesOf(cfg)
+	cacheBytes := conf.cacheBytes()
 	// The speed source built by FromConfig keeps closed chunks' rollups in
 	// speedCacheShare of serve.cache_bytes; the batch rows get the rest.
 	batchBytes := cacheBytes - speedCacheShare(cacheBytes)
@@ -138,7 +144,7 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	// Each view may warm up to half the batch cache, shared by the views,
 	// with the newest days of its new run before switching to it.
 	s.warmBudget = batchBytes / int64(2*max(len(cfg.Views), 1))
-	if cfg.Serve.WarmCache {
+	if conf.WarmCache {
 		s.manifests.beforeSwitch = func(ctx context.Context, snap *Snapshot) { s.warm(ctx, snap, "switch") }
 	}
 	s.auth = ops.NewBearer(cfg.Auth.QueryTokens)
@@ -149,9 +155,9 @@ func New(cfg *schemas.Config, deps Deps) (*Service, error) {
 	s.mux.Handle("GET /v1/views/{view}/query", s.authorize("query", http.HandlerFunc(s.handleQuery)))
 	s.mux.Handle("GET /v1/openapi.json", openapi.Handler())
 	ops.MountAuth(s.mux, s.reg, ops.NewBearer(cfg.Auth.MetricsTokens), s)
-	t := cfg.Serve.HTTPTimeouts
-	s.server = &ops.HTTPServer{Name: "serve", Addr: cfg.Serve.Listen, Handler: s.mux,
-		CertFile: cfg.Serve.TLS.CertFile, KeyFile: cfg.Serve.TLS.KeyFile, Log: s.log,
+	t := conf.HTTPTimeouts
+	s.server = &ops.HTTPServer{Name: "serve", Addr: conf.Listen, Handler: s.mux,
+		CertFile: conf.TLS.CertFile, KeyFile: conf.TLS.KeyFile, Log: s.log,
 		Timeouts: ops.Timeouts{ReadHeader: t.ReadHeaderTimeout.D(), Read: t.ReadTimeout.D(), Write: t.WriteTimeout.D(), Idle: t.IdleTimeout.D()}}
 	return s, nil
 }
@@ -184,12 +190,12 @@ func (s *Service) registerGauges() {
 	}))
 }
 
-// cacheBytesOf is serve.cache_bytes, or its default when unset.
-func cacheBytesOf(cfg *schemas.Config) int64 {
-	if cfg.Serve.CacheBytes > 0 {
-		return cfg.Serve.CacheBytes
+// cacheBytes is serve.cache_bytes, or its default when unset.
+func (c Config) cacheBytes() int64 {
+	if c.CacheBytes > 0 {
+		return c.CacheBytes
 	}
-	return schemas.Default().Serve.CacheBytes
+	return DefaultConfig().CacheBytes
 }
 
 // Registry is the registry the service's metrics are on.
@@ -228,7 +234,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if !s.cfg.Serve.WarmCache {
+		if !s.conf.WarmCache {
 			return
 		}
 		// Warm the cache with the runs loaded at start-up while serving
@@ -383,7 +389,7 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown view %q", clip(name)))
 		return
 	}
-	q, err := ParseQuery(v, r.URL.RawQuery, s.cfg.Serve.MaxQueryRange.D())
+	q, err := ParseQuery(v, r.URL.RawQuery, s.conf.MaxQueryRange.D())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -453,10 +459,10 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 	if q.MaxRows == 0 || q.MaxGroups == 0 {
 		qq := *q
 		if qq.MaxRows == 0 {
-			qq.MaxRows = s.cfg.Serve.MaxResultRows
+			qq.MaxRows = s.conf.MaxResultRows
 		}
 		if qq.MaxGroups == 0 {
-			qq.MaxGroups = s.cfg.Serve.MergeGroups()
+			qq.MaxGroups = s.conf.MergeGroups()
 		}
 		q = &qq
 	}

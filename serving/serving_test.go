@@ -579,10 +579,10 @@ func TestSwitchWarmsCache(t *testing.T) {
 // says why.
 func TestS3Down(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
-	s3srv, store, _, db := newBackends(t, cfg, true)
-	d := genDataset(t, cfg, 500, 3)
+	s3srv, store, _, db := newBackends(t, cfg.Config, true)
+	d := genDataset(t, cfg.Config, 500, 3)
 	insertSpeed(t, db, d)
-	publish(t, store, cfg, d, "run-1", map[int32]int64{0: 1, 1: 1})
+	publish(t, store, cfg.Config, d, "run-1", map[int32]int64{0: 1, 1: 1})
 	s3srv.Stop()
 	_, url, _ := startService(t, cfg)
 	code, hdr, body := get(t, queryURL(url, qcase{from: base, to: base.Add(time.Hour)}.params()), nil)
@@ -607,10 +607,10 @@ func TestS3Down(t *testing.T) {
 func TestTokens(t *testing.T) {
 	const secret, other = "s3cr3t-query-token-aaaa", "second-token-bbbb"
 	cfg := loadConfig(t, configYAML(t)+"\nauth: { query_tokens: [\""+secret+"\", \""+other+"\"] }\n")
-	_, store, _, db := newBackends(t, cfg, false)
-	d := genDataset(t, cfg, 300, 4)
+	_, store, _, db := newBackends(t, cfg.Config, false)
+	d := genDataset(t, cfg.Config, 300, 4)
 	insertSpeed(t, db, d)
-	publish(t, store, cfg, d, "run-1", map[int32]int64{0: 1})
+	publish(t, store, cfg.Config, d, "run-1", map[int32]int64{0: 1})
 	_, url, logs := startService(t, cfg)
 	q := queryURL(url, qcase{from: base, to: base.Add(4 * time.Hour), gran: "all"}.params())
 

@@ -6,8 +6,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
@@ -20,7 +18,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tandem-analytics/tandem/batch"
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/s3"
@@ -562,7 +559,7 @@ func TestFlatFormatsCarryTheCut(t *testing.T) {
 func writeRaw(t *testing.T, cfg *schemas.Config, store *s3.Store, d *dataset, kafkaTime time.Time) {
 	t.Helper()
 	s := d.view.StreamDef()
-	dec := schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D())
+	dec := schemas.NewDecoder(s, cfg.MaxFutureSkew.D())
 	byPart := map[int32][]event{}
 	for _, e := range d.events {
 		byPart[e.partition] = append(byPart[e.partition], e)
@@ -591,8 +588,8 @@ func writeRaw(t *testing.T, cfg *schemas.Config, store *s3.Store, d *dataset, ka
 // of the chunks the run did not absorb.
 func TestLocalBucketsAfterABatchRun(t *testing.T) {
 	cfg := loadConfig(t, configYAML(t))
-	_, store, _, db := newBackends(t, cfg, true)
-	d := genDatasetSpan(t, cfg, 2000, 45, autumnStart, 48*time.Hour, false)
+	_, store, _, db := newBackends(t, cfg.Config, true)
+	d := genDatasetSpan(t, cfg.Config, 2000, 45, autumnStart, 48*time.Hour, false)
 	// The batch run absorbs what the raw files hold: all but the last
 	// chunk of each partition, which only the speed layer has.
 	absorbed := d.chunks()
@@ -602,12 +599,11 @@ func TestLocalBucketsAfterABatchRun(t *testing.T) {
 			raw.events = append(raw.events, e)
 		}
 	}
-	writeRaw(t, cfg, store, raw, autumnStart.Add(72*time.Hour))
+	writeRaw(t, cfg.Config, store, raw, autumnStart.Add(72*time.Hour))
 	insertSpeed(t, db, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := batch.Run(ctx, batch.Options{Config: cfg, Store: store, TempDir: t.TempDir(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	res, err := runBatch(ctx, t.TempDir(), cfg.Config, store)
 	require.NoError(t, err)
 	m := res.Views[0].Manifest
 	require.NotEmpty(t, m.Levels)

@@ -15,12 +15,12 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// FromConfig builds the service on the S3 store and ClickHouse server cfg
-// names. It does not wait for ClickHouse: the speed source connects on
+// FromConfig builds the service for conf on the S3 store and ClickHouse
+// server schema names. It does not wait for ClickHouse: the speed source connects on
 // first use and reconnects after failures, so serving starts (and answers
 // from the batch view, with a warning) while ClickHouse is down. Close the
 // returned closer after Run returns.
-func FromConfig(cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger) (*Service, func() error, error) {
+func FromConfig(conf Config, cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger) (*Service, func() error, error) {
 	if reg == nil {
 		return nil, nil, errors.New("serving: a registry is required")
 	}
@@ -28,8 +28,8 @@ func FromConfig(cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
-	speed := &LazyClickHouseSpeed{Config: cfg.ClickHouse, ChunkSize: cfg.ChunkSize, CacheBytes: speedCacheShare(cacheBytesOf(cfg))}
-	svc, err := New(cfg, Deps{Manifests: store, Leases: store, Files: S3ViewFiles{Store: store}, Speed: speed, Registry: reg, Log: log})
+	speed := &LazyClickHouseSpeed{Config: cfg.ClickHouse, ChunkSize: cfg.ChunkSize, CacheBytes: speedCacheShare(conf.cacheBytes())}
+	svc, err := New(conf, Deps{Schema: cfg, Manifests: store, Leases: store, Files: S3ViewFiles{Store: store}, Speed: speed, Registry: reg, Log: log})
 	if err != nil {
 		return nil, nil, err
 	}

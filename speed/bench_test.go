@@ -49,7 +49,7 @@ var benchEvents = func() int {
 func BenchmarkSpeedVsBareConsumer(b *testing.B) {
 	e := newEnv(b, envOptions{partitions: 6, chunkSize: 10000, flush: "1s"})
 	e.cfgText = strings.Replace(e.cfgText, "flush_rows: 5000", "flush_rows: 50000", 1)
-	e.cfg.Speed.FlushRows = 50000
+	e.conf.FlushRows = 50000
 	topic := e.cfg.Streams[0].Topic
 
 	// The backlog: like ingest/gen's load, in batches so the test holds

@@ -24,6 +24,7 @@ import (
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/speed"
 )
 
 // env is one test's services and configuration.
@@ -31,6 +32,7 @@ type env struct {
 	ch      *testenv.ClickHouseServer
 	kafka   *testenv.KafkaCluster
 	cfg     *schemas.Config
+	conf    speed.Config // the speed section of cfgText
 	cfgText string
 	conn    driver.Conn
 	db      *clickhouse.DB
@@ -88,7 +90,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 	t.Cleanup(func() { db.Close() })
 	_, err = db.Migrate(ctx, cfg)
 	require.NoError(t, err)
-	return &env{ch: ch, kafka: k, cfg: cfg, cfgText: text, conn: ch.Conn(t), db: db}
+	conf, err := speed.ConfigFrom(cfg)
+	require.NoError(t, err)
+	return &env{ch: ch, kafka: k, cfg: cfg, conf: conf, cfgText: text, conn: ch.Conn(t), db: db}
 }
 
 func (e *env) writeConfig(t testing.TB, listen string) string {

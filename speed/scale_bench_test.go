@@ -37,7 +37,7 @@ func BenchmarkSpeedInstances(b *testing.B) {
 	for _, instances := range []int{1, 2} {
 		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {
 			e := newEnv(b, envOptions{partitions: 6, chunkSize: 10000, flush: "1s"})
-			e.cfg.Speed.FlushRows = 50000
+			e.conf.FlushRows = 50000
 			base := time.Now().UTC()
 			var want int
 			for seed := uint64(0); seed*50_000 < uint64(n); seed++ {

@@ -19,27 +19,15 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// Options are the speed layer's dependencies and tuning. Sink, DeadLetters
-// and Registry are required.
-type Options struct {
+// Deps are what the speed layer reads from and writes to. All but Log are
+// required.
+type Deps struct {
+	// Schema holds the streams and views it folds and the chunk size.
+	Schema      *schemas.Config
 	Sink        Sink
 	DeadLetters DeadLetters
 	Registry    prometheus.Registerer
 	Log         *slog.Logger
-
-	// SessionTimeout bounds how long a dead member keeps its partitions
-	// (default speed.session_timeout, else 10s).
-	SessionTimeout time.Duration
-	// MaxFetchBytes bounds one fetch response (default 1 MiB); a claim
-	// holds at most two responses ahead of and under the folding. 4 MiB
-	// read no faster in the benchmark and raised its peak RSS by ~70 MiB.
-	MaxFetchBytes int
-	// ShutdownFlushTimeout bounds the last flush on shutdown (default 15s);
-	// on a rebalance the last flush gets a fifth of it, so the member
-	// rejoins in time.
-	ShutdownFlushTimeout time.Duration
-	// MaxBackoff caps the pause between retries of a failed write (default 5s).
-	MaxBackoff time.Duration
 }
 
 // maxInsertRows keeps every insert below ClickHouse's max_insert_block_size
@@ -65,7 +53,8 @@ const maxPendingEvents = 1 << 20
 // topic that has views. It implements ops.Component and ops.ReadyChecker.
 type Service struct {
 	cfg     *schemas.Config
-	opts    Options
+	conf    Config
+	opts    Deps
 	log     *slog.Logger
 	m       *metrics
 	streams map[string]*streamInfo // by topic
@@ -102,30 +91,28 @@ var (
 
 // New returns the speed layer for cfg. It consumes every stream that has at
 // least one view.
-func New(cfg *schemas.Config, opts Options) (*Service, error) {
-	if opts.Sink == nil || opts.DeadLetters == nil || opts.Registry == nil {
-		return nil, errors.New("speed: Options need a Sink, DeadLetters and a Registry")
+func New(conf Config, opts Deps) (*Service, error) {
+	if opts.Schema == nil || opts.Sink == nil || opts.DeadLetters == nil || opts.Registry == nil {
+		return nil, errors.New("speed: Deps need the Schema, a Sink, DeadLetters and a Registry")
 	}
+	cfg := opts.Schema
 	if cfg.ChunkSize <= 0 {
 		return nil, fmt.Errorf("speed: chunk_size must be positive; got %d", cfg.ChunkSize)
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	if opts.ShutdownFlushTimeout <= 0 {
-		opts.ShutdownFlushTimeout = 15 * time.Second
+	if conf.ShutdownFlushTimeout <= 0 {
+		conf.ShutdownFlushTimeout = 15 * time.Second
 	}
-	if opts.SessionTimeout <= 0 {
-		opts.SessionTimeout = cfg.Speed.SessionTimeout.D()
+	if conf.MaxBackoff <= 0 {
+		conf.MaxBackoff = 5 * time.Second
 	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 5 * time.Second
-	}
-	if opts.MaxFetchBytes <= 0 {
-		opts.MaxFetchBytes = 1 << 20
+	if conf.MaxFetchBytes <= 0 {
+		conf.MaxFetchBytes = 1 << 20
 	}
 	s := &Service{
-		cfg: cfg, opts: opts, log: opts.Log.With("component", "speed"),
+		cfg: cfg, conf: conf, opts: opts, log: opts.Log.With("component", "speed"),
 		m:       newMetrics(opts.Registry, time.Now),
 		streams: map[string]*streamInfo{},
 		resumes: map[partKey]resume{},
@@ -139,7 +126,7 @@ func New(cfg *schemas.Config, opts Options) (*Service, error) {
 			}
 			continue
 		}
-		s.streams[st.Topic] = &streamInfo{stream: st, views: views, dec: schemas.NewDecoder(st, cfg.Ingest.MaxFutureSkew.D())}
+		s.streams[st.Topic] = &streamInfo{stream: st, views: views, dec: schemas.NewDecoder(st, cfg.MaxFutureSkew.D())}
 		s.topics = append(s.topics, st.Topic)
 	}
 	sort.Strings(s.topics)
@@ -166,14 +153,14 @@ func (s *Service) Run(ctx context.Context) error {
 	s.running.Store(true)
 	defer s.running.Store(false)
 	s.log.Info("speed layer starting", "group", GroupID(s.cfg), "topics", s.topics, "chunk_size", s.cfg.ChunkSize,
-		"flush_interval", s.cfg.Speed.FlushInterval.D(), "flush_rows", s.flushRows())
+		"flush_interval", s.conf.FlushInterval.D(), "flush_rows", s.flushRows())
 	return kafka.RunGroup(ctx, kafka.GroupConfig{
 		Brokers:        s.cfg.Kafka.Brokers,
 		GroupID:        GroupID(s.cfg),
 		Topics:         s.topics,
 		StartOffset:    s.startOffset,
-		SessionTimeout: s.opts.SessionTimeout,
-		MaxBytes:       s.opts.MaxFetchBytes,
+		SessionTimeout: s.conf.SessionTimeout.D(),
+		MaxBytes:       s.conf.MaxFetchBytes,
 		Security:       sec,
 		Log:            s.log,
 	}, s.handle)
@@ -204,7 +191,7 @@ func (s *Service) Ready() error {
 }
 
 func (s *Service) flushRows() int {
-	n := s.cfg.Speed.FlushRows
+	n := s.conf.FlushRows
 	if n <= 0 || n > maxInsertRows {
 		n = maxInsertRows
 	}
@@ -271,7 +258,7 @@ func (s *Service) startOffset(ctx context.Context, topic string, partition int32
 		if !ops.Sleep(ctx, backoff) {
 			return 0, ctx.Err()
 		}
-		backoff = min(2*backoff, s.opts.MaxBackoff)
+		backoff = min(2*backoff, s.conf.MaxBackoff)
 	}
 }
 
@@ -382,7 +369,7 @@ func (s *Service) newClaimRun(info *streamInfo, c *kafka.Claim, res resume) *cla
 		folded:    s.m.folded.WithLabelValues(name),
 		dups:      s.m.duplicates.WithLabelValues(name),
 		replayed:  s.m.replayed.WithLabelValues(name),
-		interval:  s.cfg.Speed.FlushInterval.D(),
+		interval:  s.conf.FlushInterval.D(),
 		flushRows: s.flushRows(),
 		lag:       -1,
 		lastWrite: time.Now(),

@@ -35,12 +35,14 @@ func startServiceWith(t testing.TB, e *env, reg prometheus.Registerer) (*speed.S
 	t.Helper()
 	dlq, err := kafka.NewDLQ(e.cfg.Kafka.Brokers, kafka.ProducerOptions{})
 	require.NoError(t, err)
-	svc, err := speed.New(e.cfg, speed.Options{
+	conf := e.conf
+	conf.MaxBackoff = 500 * time.Millisecond
+	svc, err := speed.New(conf, speed.Deps{
+		Schema:      e.cfg,
 		Sink:        speed.NewClickHouseSink(e.db, e.cfg.ChunkSize),
 		DeadLetters: dlq,
 		Registry:    reg,
 		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		MaxBackoff:  500 * time.Millisecond,
 	})
 	require.NoError(t, err)
 	return svc, testenv.RunService(t, "the speed layer", svc.Run, func() { dlq.Close() })

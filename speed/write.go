@@ -105,7 +105,7 @@ func (s *Service) write(ctx context.Context, info *streamInfo, c *kafka.Claim, j
 		if !ops.Sleep(ctx, backoff) {
 			return ctx.Err()
 		}
-		backoff = min(2*backoff, s.opts.MaxBackoff)
+		backoff = min(2*backoff, s.conf.MaxBackoff)
 	}
 	s.clearStalled(k)
 	done := time.Now()
@@ -172,7 +172,7 @@ func (s *Service) writeOnce(ctx context.Context, info *streamInfo, job *writeJob
 // write here carries the same content for the same version as the new
 // owner's).
 func (s *Service) finalFlush(ctx context.Context, info *streamInfo, p *partState, c *kafka.Claim, lag int64, inflight *writeJob) error {
-	timeout := s.opts.ShutdownFlushTimeout
+	timeout := s.conf.ShutdownFlushTimeout
 	if s.runCtx == nil || s.runCtx.Err() == nil {
 		timeout /= 5
 	}

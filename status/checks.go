@@ -529,11 +529,10 @@ func (j *judgement) security() {
 	if len(cfg.Auth.QueryTokens) == 0 {
 		open = append(open, "the query API and dashboard need no token (auth.query_tokens is empty)")
 	}
-	if !cfg.Ingest.TLS.Enabled() && !loopback(cfg.Ingest.Listen) {
-		open = append(open, "ingest serves plain HTTP on "+cfg.Ingest.Listen)
-	}
-	if !cfg.Serve.TLS.Enabled() && !loopback(cfg.Serve.Listen) {
-		open = append(open, "serve serves plain HTTP on "+cfg.Serve.Listen)
+	for _, name := range []string{"ingest", "serve"} {
+		if e := j.m.opts.Deployment.Endpoints[name]; !e.TLS.Enabled() && !loopback(e.Listen) {
+			open = append(open, name+" serves plain HTTP on "+e.Listen)
+		}
 	}
 	// Connections to the stores cross the network too: plaintext to a
 	// store that is not on this host shows its passwords and data to

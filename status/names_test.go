@@ -42,22 +42,24 @@ func TestReadMetricsAreRegistered(t *testing.T) {
 	p, err := kafka.NewProducer(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "status-test"})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
-	_, err = ingest.New(ingest.Options{Config: cfg, Log: p, Registry: regs["ingest"], Logger: log})
+	_, err = ingest.New(cfg.Ingest, ingest.Deps{Schema: cfg.Config, Log: p, Registry: regs["ingest"], Logger: log})
 	require.NoError(t, err)
 
 	dlq, err := kafka.NewDLQ(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "status-test-dlq"})
 	require.NoError(t, err)
 	t.Cleanup(func() { dlq.Close() })
 	// The sink's store is never reached: the service is built, not run.
-	_, err = speed.New(cfg, speed.Options{Sink: speed.NewClickHouseSink(nil, cfg.ChunkSize), DeadLetters: dlq, Registry: regs["speed"], Log: log})
+	_, err = speed.New(cfg.Speed, speed.Deps{Schema: cfg.Config, Sink: speed.NewClickHouseSink(nil, cfg.ChunkSize), DeadLetters: dlq, Registry: regs["speed"], Log: log})
 	require.NoError(t, err)
 
 	store, err := s3.New(cfg.S3, s3.WithRegistry(regs["archive"]), s3.WithLogger(log))
 	require.NoError(t, err)
-	_, err = archive.New(cfg, store, archive.Options{Registry: regs["archive"], Log: log, TmpDir: t.TempDir()})
+	archiveConf := cfg.Archive
+	archiveConf.TmpDir = t.TempDir()
+	_, err = archive.New(archiveConf, archive.Deps{Schema: cfg.Config, Store: store, Registry: regs["archive"], Log: log})
 	require.NoError(t, err)
 
-	_, closeServe, err := serving.FromConfig(cfg, regs["serve"], log)
+	_, closeServe, err := serving.FromConfig(cfg.Serve, cfg.Config, regs["serve"], log)
 	require.NoError(t, err)
 	t.Cleanup(func() { closeServe() })
 

@@ -14,8 +14,8 @@ import (
 // an open surface when it is not on this host, and not once TLS is on.
 // (The stores are unreachable here: only the configuration is judged.)
 func TestPlaintextStoresAreOpenSurfaces(t *testing.T) {
-	gather := func(cfg *schemas.Config) *Check {
-		m := NewMonitor(cfg, Options{Timeout: 200 * time.Millisecond, Skip: Components})
+	gather := func(cfg *testCfg) *Check {
+		m := cfg.monitor(t, Config{Timeout: 200 * time.Millisecond}, Deps{Skip: Components})
 		defer m.Close()
 		rep := m.Gather(context.Background())
 		return rep.Check("security.open_surfaces")
@@ -24,6 +24,8 @@ func TestPlaintextStoresAreOpenSurfaces(t *testing.T) {
 	before := *gather(base).Value
 
 	remote := *base
+	rc := *base.Config // a copy: base is judged again below
+	remote.Config = &rc
 	remote.Kafka.Brokers = []string{"192.0.2.1:9092"}
 	remote.ClickHouse.Addr = "192.0.2.2:9000"
 	remote.S3.Endpoint = "192.0.2.3:9000"
@@ -34,6 +36,8 @@ func TestPlaintextStoresAreOpenSurfaces(t *testing.T) {
 	require.Contains(t, c.Detail, "S3 is reached over plain HTTP at 192.0.2.3:9000")
 
 	secured := remote
+	sc := *remote.Config
+	secured.Config = &sc
 	secured.Kafka.TLS = schemas.ClientTLS{Enabled: true}
 	secured.ClickHouse.TLS = schemas.ClientTLS{Enabled: true}
 	secured.S3.Secure = true

@@ -26,6 +26,7 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -72,8 +73,8 @@ func worse(a, b Verdict) Verdict {
 
 // Threshold is a yellow/red pair. A bound of +Inf is "never" (JSON: null).
 type Threshold struct {
-	Yellow float64
-	Red    float64
+	Yellow float64 `yaml:"yellow"`
+	Red    float64 `yaml:"red"`
 }
 
 // MarshalJSON writes {"yellow": y, "red": r} with null for an infinite bound.
@@ -186,19 +187,13 @@ func (r *Report) Check(name string) *Check {
 // Red reports whether anything in the report is red.
 func (r *Report) Red() bool { return r.Verdict == Red }
 
-// Options tune a Monitor. The zero value is valid.
-type Options struct {
-	// Interval separates the two scrapes of a component when no earlier
-	// scrape is recent enough to compute rates from (default 2s).
-	Interval time.Duration
-	// MaxBaseline is how old a previous scrape may be to serve as the
-	// baseline of the rates (default 2m).
-	MaxBaseline time.Duration
-	// Timeout bounds each source (default 3s).
-	Timeout time.Duration
-	// Addrs overrides the address a component is scraped at (name →
-	// host:port); by default its listen address from the configuration.
-	Addrs map[string]string
+// Deps are what a Monitor reads besides its own section. Schema is
+// required (streams, views and the connections to the stores).
+type Deps struct {
+	Schema *schemas.Config
+	// Deployment says where the components listen and the intervals some
+	// thresholds follow.
+	Deployment Deployment
 	// Local reads a component's metrics from an in-process registry instead
 	// of over HTTP (serve reports on itself this way).
 	Local map[string]prometheus.Gatherer
@@ -221,7 +216,8 @@ var Components = []string{"ingest", "speed", "archive", "serve"}
 // second share one report.
 type Monitor struct {
 	cfg    *schemas.Config
-	opts   Options
+	conf   Config
+	opts   Deps
 	th     map[CheckName]Threshold
 	stores *stores
 
@@ -230,25 +226,28 @@ type Monitor struct {
 	last *Report
 }
 
-// NewMonitor returns a Monitor for cfg. It does no I/O.
-func NewMonitor(cfg *schemas.Config, opts Options) *Monitor {
-	if opts.Interval <= 0 {
-		opts.Interval = 2 * time.Second
+// New returns a Monitor. It does no I/O.
+func New(cfg Config, deps Deps) (*Monitor, error) {
+	if deps.Schema == nil {
+		return nil, errors.New("status: Deps need the Schema")
 	}
-	if opts.MaxBaseline <= 0 {
-		opts.MaxBaseline = 2 * time.Minute
+	if cfg.Interval <= 0 {
+		cfg.Interval = 2 * time.Second
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 3 * time.Second
+	if cfg.MaxBaseline <= 0 {
+		cfg.MaxBaseline = 2 * time.Minute
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 3 * time.Second
 	}
-	if opts.Log == nil {
-		opts.Log = slog.Default()
+	if deps.Now == nil {
+		deps.Now = time.Now
 	}
-	return &Monitor{cfg: cfg, opts: opts, th: Thresholds(cfg), prev: map[string]*scrape{},
-		stores: &stores{cfg: cfg, timeout: opts.Timeout}}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	return &Monitor{cfg: deps.Schema, conf: cfg, opts: deps, th: Thresholds(cfg, deps.Deployment), prev: map[string]*scrape{},
+		stores: &stores{cfg: deps.Schema, timeout: cfg.Timeout}}, nil
 }
 
 // Close releases the store connections.
@@ -257,12 +256,15 @@ func (m *Monitor) Close() error {
 	return nil
 }
 
-// Gather reads everything once and returns the report: a one-shot Monitor
-// with default options (two scrapes 2 s apart).
-func Gather(ctx context.Context, cfg *schemas.Config) Report {
-	m := NewMonitor(cfg, Options{})
+// Gather reads everything once and returns the report: a one-shot
+// Monitor (two scrapes 2 s apart unless cfg says otherwise).
+func Gather(ctx context.Context, cfg Config, deps Deps) (Report, error) {
+	m, err := New(cfg, deps)
+	if err != nil {
+		return Report{}, err
+	}
 	defer m.Close()
-	return m.Gather(ctx)
+	return m.Gather(ctx), nil
 }
 
 func (m *Monitor) targets() []target {
@@ -279,17 +281,9 @@ func (m *Monitor) targets() []target {
 		if len(m.cfg.Auth.MetricsTokens) > 0 {
 			t.token = m.cfg.Auth.MetricsTokens[0]
 		}
-		switch name {
-		case "ingest":
-			t.addr, t.https, t.caFile = m.cfg.Ingest.Listen, m.cfg.Ingest.TLS.Enabled(), m.cfg.Ingest.TLS.CertFile
-		case "speed":
-			t.addr = m.cfg.Speed.Listen
-		case "archive":
-			t.addr = m.cfg.Archive.Listen
-		case "serve":
-			t.addr, t.https, t.caFile = m.cfg.Serve.Listen, m.cfg.Serve.TLS.Enabled(), m.cfg.Serve.TLS.CertFile
-		}
-		if a, ok := m.opts.Addrs[name]; ok {
+		e := m.opts.Deployment.Endpoints[name]
+		t.addr, t.https, t.caFile = e.Listen, e.TLS.Enabled(), e.TLS.CertFile
+		if a, ok := m.conf.Addrs[name]; ok {
 			t.addr = a
 		}
 		out = append(out, t)
@@ -322,7 +316,7 @@ func (m *Monitor) Gather(ctx context.Context) Report {
 	need := false
 	for i, t := range targets {
 		readings[i] = &reading{t: t}
-		if p := m.prev[t.name]; p != nil && now.Sub(p.at) <= m.opts.MaxBaseline && now.Sub(p.at) >= 500*time.Millisecond {
+		if p := m.prev[t.name]; p != nil && now.Sub(p.at) <= m.conf.MaxBaseline && now.Sub(p.at) >= 500*time.Millisecond {
 			readings[i].prev = p
 		} else {
 			need = true
@@ -332,7 +326,7 @@ func (m *Monitor) Gather(ctx context.Context) Report {
 		m.scrapeAll(ctx, readings, true)
 		select {
 		case <-ctx.Done():
-		case <-time.After(m.opts.Interval):
+		case <-time.After(m.conf.Interval):
 		}
 	}
 	m.scrapeAll(ctx, readings, false)
@@ -360,9 +354,9 @@ func (m *Monitor) scrapeAll(ctx context.Context, rs []*reading, first bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
+			cctx, cancel := context.WithTimeout(ctx, m.conf.Timeout)
 			defer cancel()
-			client := httpClientFor(r.t, m.opts.HTTPClient, m.opts.Timeout)
+			client := httpClientFor(r.t, m.opts.HTTPClient, m.conf.Timeout)
 			s, ready, err := read(cctx, r.t, client, m.opts.Now())
 			if first {
 				r.prev = s

@@ -19,13 +19,55 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/batch"
+	"github.com/tandem-analytics/tandem/batch/archive"
+	"github.com/tandem-analytics/tandem/ingest"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving"
+	"github.com/tandem-analytics/tandem/speed"
 )
+
+// testCfg is a test's tandem.yaml: the vocabulary and the sections the
+// report reads, decoded by their owners as package config does (status
+// cannot import config, which imports status).
+type testCfg struct {
+	*schemas.Config
+	Ingest  ingest.Config
+	Serve   serving.Config
+	Speed   speed.Config
+	Archive archive.Config
+	Batch   batch.Config
+	Status  Config
+}
+
+// deployment is config.Config.Deployment for the test's configuration.
+func (c *testCfg) deployment() Deployment {
+	return Deployment{
+		Endpoints: map[string]Endpoint{
+			"ingest": {Listen: c.Ingest.Listen, TLS: c.Ingest.TLS}, "speed": {Listen: c.Speed.Listen},
+			"archive": {Listen: c.Archive.Listen}, "serve": {Listen: c.Serve.Listen, TLS: c.Serve.TLS},
+		},
+		BatchEvery: c.Batch.Every.D(), ArchiveMaxFileAge: c.Archive.MaxFileAge.D(),
+	}
+}
+
+// monitor is New for the test's configuration, with conf's tuning.
+func (c *testCfg) monitor(t *testing.T, conf Config, deps Deps) *Monitor {
+	t.Helper()
+	conf.Thresholds = c.Status.Thresholds
+	if conf.Addrs == nil {
+		conf.Addrs = c.Status.Addrs
+	}
+	deps.Schema, deps.Deployment = c.Config, c.deployment()
+	m, err := New(conf, deps)
+	require.NoError(t, err)
+	return m
+}
 
 // testConfig is the example configuration with every store on a closed
 // loopback port and status thresholds from extra YAML.
-func testConfig(t *testing.T, extra string) *schemas.Config {
+func testConfig(t *testing.T, extra string) *testCfg {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "tandem.example.yaml"))
 	require.NoError(t, err)
@@ -35,7 +77,20 @@ func testConfig(t *testing.T, extra string) *schemas.Config {
 	}
 	cfg, err := schemas.Parse("test.yaml", []byte(text+extra), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
-	return cfg
+	c := &testCfg{Config: cfg}
+	c.Ingest, err = ingest.ConfigFrom(cfg)
+	require.NoError(t, err)
+	c.Serve, err = serving.ConfigFrom(cfg)
+	require.NoError(t, err)
+	c.Speed, err = speed.ConfigFrom(cfg)
+	require.NoError(t, err)
+	c.Archive, err = archive.ConfigFrom(cfg)
+	require.NoError(t, err)
+	c.Batch, err = batch.ConfigFrom(cfg)
+	require.NoError(t, err)
+	c.Status, err = ConfigFrom(cfg)
+	require.NoError(t, err)
+	return c
 }
 
 // component is a real registry served over HTTP the way ops.Mount does.
@@ -58,8 +113,8 @@ func TestRatesBetweenGathers(t *testing.T) {
 	reg.MustRegister(accepted, rejected, produce)
 	accepted.WithLabelValues("pageviews").Add(1000)
 
-	m := NewMonitor(cfg, Options{Interval: 200 * time.Millisecond, Timeout: time.Second,
-		Addrs: map[string]string{"ingest": strings.TrimPrefix(srv.URL, "http://")}, Skip: []string{"speed", "archive", "serve"}})
+	m := cfg.monitor(t, Config{Interval: 200 * time.Millisecond, Timeout: time.Second,
+		Addrs: map[string]string{"ingest": strings.TrimPrefix(srv.URL, "http://")}}, Deps{Skip: []string{"speed", "archive", "serve"}})
 	defer m.Close()
 	first := m.Gather(context.Background())
 	require.Equal(t, 0.0, *first.Check("ingest.events_per_second").Value, "nothing happened between the two scrapes")
@@ -88,7 +143,7 @@ func TestRatesBetweenGathers(t *testing.T) {
 
 func TestUnreachableIsRed(t *testing.T) {
 	cfg := testConfig(t, "")
-	m := NewMonitor(cfg, Options{Interval: 100 * time.Millisecond, Timeout: time.Second})
+	m := cfg.monitor(t, Config{Interval: 100 * time.Millisecond, Timeout: time.Second}, Deps{})
 	defer m.Close()
 	rep := m.Gather(context.Background())
 	require.Equal(t, Red, rep.Verdict)
@@ -123,7 +178,7 @@ func TestScrapesOverTLSTrustingTheComponentsCertificate(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "https://")
 	cfg := testConfig(t, "\nstatus: { thresholds: { serve.cache_miss_ratio: { yellow: 0.2, red: 0.5 } } }\n")
 	cfg.Serve.Listen, cfg.Serve.TLS = addr, schemas.TLSConfig{CertFile: cert, KeyFile: "unused"}
-	m := NewMonitor(cfg, Options{Interval: 100 * time.Millisecond, Timeout: time.Second, Skip: []string{"ingest", "speed", "archive"}})
+	m := cfg.monitor(t, Config{Interval: 100 * time.Millisecond, Timeout: time.Second}, Deps{Skip: []string{"ingest", "speed", "archive"}})
 	defer m.Close()
 	rep := m.Gather(context.Background())
 	sc := rep.Check("component.serve")
@@ -150,19 +205,19 @@ func TestThresholds(t *testing.T) {
 	require.Equal(t, Red, Threshold{Yellow: 1, Red: 2}.Judge(2))
 
 	cfg := testConfig(t, "\nstatus: { thresholds: { speed.freshness_seconds: { yellow: 5, red: 10 }, speed.freshnes: { yellow: 1, red: 2 } } }\n")
-	require.Equal(t, Threshold{Yellow: 5, Red: 10}, Thresholds(cfg)["speed.freshness_seconds"])
-	require.Equal(t, []string{"speed.freshnes"}, UnknownThresholds(cfg))
+	require.Equal(t, Threshold{Yellow: 5, Red: 10}, Thresholds(cfg.Status, cfg.deployment())["speed.freshness_seconds"])
+	require.Equal(t, []string{"speed.freshnes"}, UnknownThresholds(cfg.Status))
 	// Every judged default is a documented check name.
 	known := map[CheckName]bool{}
 	for _, n := range CheckNames {
 		known[n] = true
 	}
-	for n, th := range DefaultThresholds(cfg) {
+	for n, th := range DefaultThresholds(cfg.deployment()) {
 		require.True(t, known[n], string(n))
 		require.LessOrEqual(t, th.Yellow, th.Red, string(n))
 	}
 	// The batch thresholds follow batch.every.
-	require.Equal(t, (2*10*time.Minute + time.Minute).Seconds(), DefaultThresholds(cfg)["batch.last_run_age_seconds"].Yellow)
+	require.Equal(t, (2*10*time.Minute + time.Minute).Seconds(), DefaultThresholds(cfg.deployment())["batch.last_run_age_seconds"].Yellow)
 }
 
 func TestHistogramQuantile(t *testing.T) {

@@ -4,8 +4,6 @@ import (
 	"math"
 	"sort"
 	"time"
-
-	"github.com/tandem-analytics/tandem/schemas"
 )
 
 var never = math.Inf(1)
@@ -14,14 +12,11 @@ var never = math.Inf(1)
 // by name. Some follow the configuration (batch.every, archive.max_file_age).
 // Checks not listed are informational; a threshold set for them in the
 // configuration makes them judged.
-func DefaultThresholds(cfg *schemas.Config) map[CheckName]Threshold {
-	every := time.Duration(0)
+func DefaultThresholds(d Deployment) map[CheckName]Threshold {
+	every := d.BatchEvery
 	fileAge := 5 * time.Minute
-	if cfg != nil {
-		every = cfg.Batch.Every.D()
-		if a := cfg.Archive.MaxFileAge.D(); a > 0 {
-			fileAge = a
-		}
+	if a := d.ArchiveMaxFileAge; a > 0 {
+		fileAge = a
 	}
 	runAge := Threshold{Yellow: (26 * time.Hour).Seconds(), Red: (50 * time.Hour).Seconds()} // a nightly CronJob
 	runDuration := Threshold{Yellow: time.Hour.Seconds(), Red: (4 * time.Hour).Seconds()}
@@ -67,21 +62,19 @@ func DefaultThresholds(cfg *schemas.Config) map[CheckName]Threshold {
 
 // Thresholds is DefaultThresholds with the configuration's
 // status.thresholds laid over it.
-func Thresholds(cfg *schemas.Config) map[CheckName]Threshold {
-	th := DefaultThresholds(cfg)
-	if cfg != nil {
-		for name, t := range cfg.Status.Thresholds {
-			th[CheckName(name)] = Threshold{Yellow: t.Yellow, Red: t.Red}
-		}
+func Thresholds(cfg Config, d Deployment) map[CheckName]Threshold {
+	th := DefaultThresholds(d)
+	for name, t := range cfg.Thresholds {
+		th[CheckName(name)] = t
 	}
 	return th
 }
 
 // UnknownThresholds returns the names in status.thresholds that name no
 // check (a typo would otherwise be silently ignored).
-func UnknownThresholds(cfg *schemas.Config) []string {
+func UnknownThresholds(cfg Config) []string {
 	var out []string
-	for name := range cfg.Status.Thresholds {
+	for name := range cfg.Thresholds {
 		if _, known := checkSpecs[CheckName(name)]; !known {
 			out = append(out, name)
 		}

@@ -53,24 +53,12 @@ import (
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
-// Options tune an Archiver beyond the configuration file. The zero value
-// is valid.
-type Options struct {
-	// TmpDir holds the Parquet files being built, one per claimed
-	// partition (default: a tandem-archive folder in os.TempDir()).
-	TmpDir string
-	// RowGroupBytes bounds the memory of one open file (default 8 MiB).
-	RowGroupBytes int64
-	// SessionTimeout of the consumer group (default 10 s): how long a
-	// crashed member keeps its partitions.
-	SessionTimeout time.Duration
-	// FlushTimeout bounds the upload of the open files at shutdown or
-	// rebalance (default 30 s); what is not uploaded by then is read from
-	// Kafka again by the next owner.
-	FlushTimeout time.Duration
-	// RetryPause is the first pause between upload attempts while S3
-	// fails (default 1 s, doubling up to 30 s).
-	RetryPause time.Duration
+// Deps are what an Archiver reads from and writes to. Schema and Store
+// are required.
+type Deps struct {
+	// Schema holds the streams it archives and the connections.
+	Schema *schemas.Config
+	Store  objstore.Bucket
 	// Registry receives the tandem_archive_* metrics (nil: none).
 	Registry prometheus.Registerer
 	Log      *slog.Logger
@@ -80,7 +68,7 @@ type Options struct {
 type Archiver struct {
 	cfg    *schemas.Config
 	store  objstore.Bucket
-	opts   Options
+	conf   Config
 	log    *slog.Logger
 	m      *metrics
 	topics map[string]*streamState // by topic
@@ -101,7 +89,11 @@ type streamState struct {
 }
 
 // New returns an archiver for every stream of cfg, writing to store.
-func New(cfg *schemas.Config, store objstore.Bucket, opts Options) (*Archiver, error) {
+func New(conf Config, deps Deps) (*Archiver, error) {
+	if deps.Schema == nil || deps.Store == nil {
+		return nil, errors.New("archive: Deps need the Schema and a Store")
+	}
+	cfg, store, opts := deps.Schema, deps.Store, conf
 	if len(cfg.Streams) == 0 {
 		return nil, errors.New("archive: the configuration declares no streams")
 	}
@@ -120,16 +112,16 @@ func New(cfg *schemas.Config, store objstore.Bucket, opts Options) (*Archiver, e
 	if opts.RetryPause <= 0 {
 		opts.RetryPause = time.Second
 	}
-	if opts.Log == nil {
-		opts.Log = slog.Default()
+	if deps.Log == nil {
+		deps.Log = slog.Default()
 	}
 	if err := os.MkdirAll(opts.TmpDir, 0o700); err != nil {
 		return nil, fmt.Errorf("archive: temp dir: %w", err)
 	}
-	a := &Archiver{cfg: cfg, store: store, opts: opts, log: opts.Log.With("component", "archive"),
-		m: newMetrics(opts.Registry), topics: map[string]*streamState{}}
+	a := &Archiver{cfg: cfg, store: store, conf: opts, log: deps.Log.With("component", "archive"),
+		m: newMetrics(deps.Registry), topics: map[string]*streamState{}}
 	for _, s := range cfg.Streams {
-		a.topics[s.Topic] = &streamState{stream: s, dec: schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D()),
+		a.topics[s.Topic] = &streamState{stream: s, dec: schemas.NewDecoder(s, cfg.MaxFutureSkew.D()),
 			lastKey: map[int32]string{}, progress: map[int32]int64{}}
 	}
 	return a, nil
@@ -139,7 +131,7 @@ func New(cfg *schemas.Config, store objstore.Bucket, opts Options) (*Archiver, e
 func GroupID(cfg *schemas.Config) string { return cfg.Kafka.GroupPrefix + "-archive" }
 
 // Run archives until ctx is cancelled, then uploads what it holds (within
-// Options.FlushTimeout) and returns nil.
+// Config.FlushTimeout) and returns nil.
 func (a *Archiver) Run(ctx context.Context) error {
 	sec, err := kafka.NewSecurity(a.cfg.Kafka)
 	if err != nil {
@@ -152,13 +144,13 @@ func (a *Archiver) Run(ctx context.Context) error {
 	}
 	sort.Strings(topics)
 	a.log.Info("archiving", "topics", topics, "group", GroupID(a.cfg), "bucket", a.store.Name(),
-		"max_file_bytes", a.cfg.Archive.MaxFileBytes, "max_file_age", a.cfg.Archive.MaxFileAge.D())
+		"max_file_bytes", a.conf.MaxFileBytes, "max_file_age", a.conf.MaxFileAge.D())
 	return kafka.RunGroup(ctx, kafka.GroupConfig{
 		Brokers:        a.cfg.Kafka.Brokers,
 		GroupID:        GroupID(a.cfg),
 		Topics:         topics,
 		StartOffset:    a.startOffset,
-		SessionTimeout: a.opts.SessionTimeout,
+		SessionTimeout: a.conf.SessionTimeout,
 		Security:       sec,
 		Log:            a.log,
 	}, a.handle)
@@ -182,7 +174,7 @@ func (a *Archiver) Ready() error {
 // Files are named after the process that wrote them; one whose process is
 // this one or still alive is kept.
 func (a *Archiver) removeStale() {
-	files, _ := filepath.Glob(filepath.Join(a.opts.TmpDir, "*.parquet.tmp"))
+	files, _ := filepath.Glob(filepath.Join(a.conf.TmpDir, "*.parquet.tmp"))
 	for _, f := range files {
 		var pid int
 		if _, err := fmt.Sscanf(filepath.Base(f), "archive-%d-", &pid); err == nil && pid != os.Getpid() && !alive(pid) {
@@ -223,7 +215,7 @@ func (a *Archiver) startOffset(ctx context.Context, topic string, partition int3
 		// the whole group through a rejoin.
 		a.uploadFailed(err)
 		a.log.Warn("cannot list archived objects; retrying", "stream", st.stream.Name, "partition", partition, "err", err)
-		if !ops.Sleep(ctx, a.opts.RetryPause) {
+		if !ops.Sleep(ctx, a.conf.RetryPause) {
 			return 0, ctx.Err()
 		}
 	}
@@ -253,8 +245,8 @@ func (a *Archiver) handle(ctx context.Context, c *kafka.Claim) (err error) {
 	p := &partitionArchive{
 		a: a, c: c, st: st,
 		log:      a.log.With("stream", st.stream.Name, "partition", c.Partition),
-		maxAge:   a.cfg.Archive.MaxFileAge.D(),
-		maxBytes: a.cfg.Archive.MaxFileBytes,
+		maxAge:   a.conf.MaxFileAge.D(),
+		maxBytes: a.conf.MaxFileBytes,
 		lag:      a.m.lag.WithLabelValues(st.stream.Name, part),
 		records:  a.m.records.WithLabelValues(st.stream.Name),
 		invalid:  a.m.invalid.WithLabelValues(st.stream.Name),
@@ -400,7 +392,7 @@ func (p *partitionArchive) stop(ctx context.Context, err error) {
 		return
 	}
 	if err == nil {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.a.opts.FlushTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.a.conf.FlushTimeout)
 		defer cancel()
 		if ferr := p.a.roll(fctx, p.c, p.st, f, p.log); ferr != nil {
 			p.log.Warn("could not upload the open file before stopping; the next owner re-reads it from Kafka", "err", ferr)
@@ -448,7 +440,7 @@ func startPipeline(ctx context.Context, c *kafka.Claim, st *streamState) (order 
 // fetch responses their records' bytes live in — one per batch, the one
 // being cut, and at most two under the records the writer holds unencoded
 // (≤ 512) — each at most the fetch size (4 MiB), plus the open file's row
-// group (Options.RowGroupBytes): ~50 MiB at worst with the defaults.
+// group (Config.RowGroupBytes): ~50 MiB at worst with the defaults.
 const (
 	feedBatches      = 6
 	feedBatchRecords = 2048
@@ -595,7 +587,7 @@ func (f *openFile) discard() {
 }
 
 func (a *Archiver) open(st *streamState, partition int32, first int64) (*openFile, error) {
-	tmp, err := os.CreateTemp(a.opts.TmpDir, fmt.Sprintf("archive-%d-%s-%d-*.parquet.tmp", os.Getpid(), st.stream.Name, partition))
+	tmp, err := os.CreateTemp(a.conf.TmpDir, fmt.Sprintf("archive-%d-%s-%d-*.parquet.tmp", os.Getpid(), st.stream.Name, partition))
 	if err != nil {
 		return nil, fmt.Errorf("archive: temp file: %w", err)
 	}
@@ -604,7 +596,7 @@ func (a *Archiver) open(st *streamState, partition int32, first int64) (*openFil
 		path:   tmp.Name(),
 		f:      tmp,
 		buf:    buf,
-		w:      parquet.NewRawWriter(buf, st.stream, parquet.RawWriterOptions{RowGroupBytes: a.opts.RowGroupBytes, Partition: partition, Decoder: st.dec}),
+		w:      parquet.NewRawWriter(buf, st.stream, parquet.RawWriterOptions{RowGroupBytes: a.conf.RowGroupBytes, Partition: partition, Decoder: st.dec}),
 		first:  first,
 		opened: time.Now(),
 	}, nil
@@ -622,7 +614,7 @@ func (a *Archiver) roll(ctx context.Context, c *kafka.Claim, st *streamState, f 
 	size := f.w.Written()
 	last := f.last()
 	key := schemas.RawKey(st.stream.Name, c.Partition, f.first, last)
-	pause := a.opts.RetryPause
+	pause := a.conf.RetryPause
 	for {
 		t0 := time.Now()
 		err := a.upload(ctx, st, c.Partition, f, key, size)

@@ -29,7 +29,7 @@ func TestRollBySize(t *testing.T) {
 	p := newProducer(t, e)
 	p.produce(t, 0, 6000)
 	reg := prometheus.NewRegistry()
-	stop := startArchiver(t, e, archive.Options{Registry: reg, RowGroupBytes: 16 << 10})
+	stop := startArchiver(t, e, reg, func(c *archive.Config) { c.RowGroupBytes = 16 << 10 })
 	truth := kafkaTruth(t, e)
 	// Once every message is in a file, a stop uploads the tails below
 	// max_file_bytes (the age limit is 1 h).
@@ -78,7 +78,7 @@ func TestRollBySize(t *testing.T) {
 func TestRollByAge(t *testing.T) {
 	e := newEnv(t, kafkaCluster(t), testenv.FakeS3(t), 1, 128<<20, "1s")
 	p := newProducer(t, e)
-	startArchiver(t, e, archive.Options{})
+	startArchiver(t, e, nil)
 	p.produce(t, 0, 10)
 	truth := kafkaTruth(t, e)
 	waitArchived(t, e, truth, 20*time.Second)
@@ -105,13 +105,13 @@ func TestResumeFromBucket(t *testing.T) {
 	e := newEnv(t, kafkaCluster(t), testenv.FakeS3(t), 2, 128<<20, "1s")
 	p := newProducer(t, e)
 	p.produce(t, 0, 500)
-	stop := startArchiver(t, e, archive.Options{})
+	stop := startArchiver(t, e, nil)
 	waitArchived(t, e, kafkaTruth(t, e), 20*time.Second)
 	stop()
 	// A new group id: no committed offsets at all.
 	e.cfg.Kafka.GroupPrefix += "-other"
 	p.produce(t, 500, 900)
-	startArchiver(t, e, archive.Options{})
+	startArchiver(t, e, nil)
 	truth := kafkaTruth(t, e)
 	waitArchived(t, e, truth, 20*time.Second)
 	requireExact(t, e, truth)
@@ -126,7 +126,7 @@ func TestLostRaceIsDiscarded(t *testing.T) {
 	p := newProducer(t, e)
 	p.produce(t, 0, 100)
 	reg := prometheus.NewRegistry()
-	startArchiver(t, e, archive.Options{Registry: reg})
+	startArchiver(t, e, reg)
 	waitArchived(t, e, kafkaTruth(t, e), 20*time.Second)
 
 	// The zombie: offsets 100..149 archived behind the archiver's back,
@@ -200,7 +200,7 @@ func TestPlanResolvesOverlaps(t *testing.T) {
 func TestArchivedObjectReadByArrow(t *testing.T) {
 	e := newEnv(t, kafkaCluster(t), testenv.FakeS3(t), 1, 128<<20, "1s")
 	newProducer(t, e).produce(t, 0, 700)
-	startArchiver(t, e, archive.Options{})
+	startArchiver(t, e, nil)
 	truth := kafkaTruth(t, e)
 	waitArchived(t, e, truth, 20*time.Second)
 	objs, err := objstore.List(context.Background(), e.store, schemas.RawPrefix("pageviews", 0))

@@ -68,7 +68,9 @@ func BenchmarkArchiverVsBareParquet(b *testing.B) {
 		// The archiver, from start until its stop has uploaded everything.
 		reg := prometheus.NewRegistry()
 		t0 = time.Now()
-		a, err := archive.New(e.cfg, e.store, archive.Options{TmpDir: b.TempDir(), Registry: reg, SessionTimeout: 6 * time.Second})
+		conf := e.conf
+		conf.TmpDir, conf.SessionTimeout = b.TempDir(), 6*time.Second
+		a, err := archive.New(conf, archive.Deps{Schema: e.cfg, Store: e.store, Registry: reg})
 		require.NoError(b, err)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

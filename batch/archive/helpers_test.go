@@ -57,6 +57,7 @@ func sessionTimeout(k *testenv.KafkaCluster) time.Duration {
 // env is one test's configuration: a stream on a fresh topic, Kafka and S3.
 type env struct {
 	cfg   *schemas.Config
+	conf  archive.Config // the archive section of yaml
 	yaml  string
 	k     *testenv.KafkaCluster
 	s3    *testenv.S3Server
@@ -81,7 +82,9 @@ archive: { listen: "127.0.0.1:%d", max_file_bytes: %d, max_file_age: %s }
 	require.NoError(t, err)
 	store, err := s3.New(cfg.S3)
 	require.NoError(t, err)
-	e := &env{cfg: cfg, yaml: text, k: k, s3: srv, store: store}
+	conf, err := archive.ConfigFrom(cfg)
+	require.NoError(t, err)
+	e := &env{cfg: cfg, conf: conf, yaml: text, k: k, s3: srv, store: store}
 	client := &kgo.Client{Addr: kgo.TCP(k.Brokers...), Timeout: 10 * time.Second}
 	resp, err := client.CreateTopics(context.Background(), &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{
 		{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1},
@@ -276,8 +279,13 @@ func requireExact(t *testing.T, e *env, truth map[int32][]kafkaRecord) {
 }
 
 // startArchiver runs an in-process Archiver until the returned stop is called.
-func startArchiver(t *testing.T, e *env, opts archive.Options) (stop func()) {
+// reg receives its metrics (nil: none); tune changes its tuning.
+func startArchiver(t *testing.T, e *env, reg prometheus.Registerer, tune ...func(*archive.Config)) (stop func()) {
 	t.Helper()
+	opts := e.conf
+	for _, f := range tune {
+		f(&opts)
+	}
 	if opts.TmpDir == "" {
 		opts.TmpDir = t.TempDir()
 	}
@@ -287,7 +295,7 @@ func startArchiver(t *testing.T, e *env, opts archive.Options) (stop func()) {
 	if opts.RetryPause == 0 {
 		opts.RetryPause = 200 * time.Millisecond
 	}
-	a, err := archive.New(e.cfg, e.store, opts)
+	a, err := archive.New(opts, archive.Deps{Schema: e.cfg, Store: e.store, Registry: reg})
 	require.NoError(t, err)
 	return testenv.RunService(t, "the archiver", a.Run)
 }

@@ -167,7 +167,7 @@ func TestS3Outage(t *testing.T) {
 	p.produce(t, 0, 2000)
 	proc := startProcess(t, bin, config, t.TempDir(), sessionTimeout(k))
 	waitArchived(t, e, kafkaTruth(t, e), 60*time.Second)
-	base := "http://" + e.cfg.Archive.Listen
+	base := "http://" + e.conf.Listen
 	require.Equal(t, http.StatusOK, httpStatus(t, base+"/readyz"))
 
 	srv.Stop()
@@ -206,7 +206,7 @@ func TestSIGTERMUploadsOpenFiles(t *testing.T) {
 	p.produce(t, 0, 900)
 	proc := startProcess(t, bin, e.writeConfig(t), t.TempDir(), sessionTimeout(k))
 	// Wait until the archiver has read everything (its records counter).
-	base := "http://" + e.cfg.Archive.Listen
+	base := "http://" + e.conf.Listen
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(httpBody(t, base+"/metrics"), `tandem_archive_records_total{stream="pageviews"} 900`) {
 		require.True(t, time.Now().Before(deadline), "archiver did not read the 900 messages")

@@ -224,7 +224,7 @@ func TestExportReadByDuckDB(t *testing.T) {
 	_, err = export.Run(ctx, export.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir()})
 	require.NoError(t, err) // no batch run yet: nothing exported, no error
 
-	_, err = batch.Run(ctx, batch.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir()})
+	_, err = runBatch(ctx, t.TempDir(), batch.Deps{Schema: cfg, Store: st, Log: log})
 	require.NoError(t, err)
 	res, err := export.Run(ctx, export.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir()})
 	require.NoError(t, err)
@@ -246,7 +246,7 @@ func TestExportReadByDuckDB(t *testing.T) {
 	more := gen(rng, 0, 300, 60, ids[0])
 	all[0] = append(all[0], more...)
 	put(t, ctx, st, s, 0, more, 64)
-	_, err = batch.Run(ctx, batch.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir(),
+	_, err = runBatch(ctx, t.TempDir(), batch.Deps{Schema: cfg, Store: st, Log: log,
 		AfterPublish: func(ctx context.Context, _ *batch.Result) error {
 			res, err = export.Run(ctx, export.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir()})
 			return err
@@ -298,7 +298,7 @@ func TestExportRetention(t *testing.T) {
 	// A first export before any deletion fills the old days.
 	now := base.Add(4 * 24 * time.Hour)
 	clock := func() time.Time { return now }
-	_, err = batch.Run(ctx, batch.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir(), Now: clock})
+	_, err = runBatch(ctx, t.TempDir(), batch.Deps{Schema: cfg, Store: st, Log: log, Now: clock})
 	require.NoError(t, err)
 	_, err = export.Run(ctx, export.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir(), Now: clock})
 	require.NoError(t, err)
@@ -307,7 +307,7 @@ func TestExportRetention(t *testing.T) {
 	// after it drops the days before the lake's retained start.
 	now = base.Add(9 * 24 * time.Hour)
 	var res *export.Result
-	_, err = batch.Run(ctx, batch.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir(), Now: clock,
+	_, err = runBatch(ctx, t.TempDir(), batch.Deps{Schema: cfg, Store: st, Log: log, Now: clock,
 		AfterPublish: func(ctx context.Context, _ *batch.Result) error {
 			res, err = export.Run(ctx, export.Options{Config: cfg, Store: st, Log: log, TempDir: t.TempDir(), Now: clock})
 			return err
@@ -339,4 +339,15 @@ func TestExportRetention(t *testing.T) {
 	require.Zero(t, res.Streams[0].Written)
 	_, etags2 := download(t, ctx, st, "clicks")
 	require.Equal(t, etags1, etags2)
+}
+
+// runBatch is one batch run with the default batch section.
+func runBatch(ctx context.Context, tmp string, d batch.Deps) (*batch.Result, error) {
+	c := batch.DefaultConfig()
+	c.TempDir = tmp
+	r, err := batch.New(c, d)
+	if err != nil {
+		return nil, err
+	}
+	return r.Run(ctx)
 }

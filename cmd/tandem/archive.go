@@ -8,10 +8,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-analytics/tandem/batch/archive"
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/s3"
-	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // cmdArchive runs the archiver: every stream's Kafka topic → raw Parquet
@@ -26,7 +26,9 @@ func cmdArchive(ctx context.Context, args []string) error {
 		return err
 	}
 	reg := ops.NewRegistry()
-	arch, err := newArchiver(ctx, cfg, archive.Options{TmpDir: *tmpDir, SessionTimeout: *session}, reg, log)
+	conf := cfg.Archive
+	conf.TmpDir, conf.SessionTimeout = *tmpDir, *session
+	arch, err := newArchiver(ctx, cfg, conf, reg, log)
 	if err != nil {
 		return err
 	}
@@ -40,7 +42,7 @@ func cmdArchive(ctx context.Context, args []string) error {
 // newArchiver wires the archiver to the configured S3 bucket and Kafka
 // cluster; `tandem dev` can use it too. S3 or Kafka being down at start is
 // not fatal: the archiver waits for them (and /readyz says so).
-func newArchiver(ctx context.Context, cfg *schemas.Config, opts archive.Options, reg prometheus.Registerer, log *slog.Logger) (*archive.Archiver, error) {
+func newArchiver(ctx context.Context, cfg *config.Config, conf archive.Config, reg prometheus.Registerer, log *slog.Logger) (*archive.Archiver, error) {
 	store, err := s3.New(cfg.S3, s3.WithRegistry(reg), s3.WithLogger(log))
 	if err != nil {
 		return nil, err
@@ -51,10 +53,9 @@ func newArchiver(ctx context.Context, cfg *schemas.Config, opts archive.Options,
 	}
 	cancel()
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	if err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg); err != nil {
+	if err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg.Config); err != nil {
 		log.Warn("cannot make sure the stream topics exist", "err", err)
 	}
 	cancel()
-	opts.Registry, opts.Log = reg, log
-	return archive.New(cfg, store, opts)
+	return archive.New(conf, archive.Deps{Schema: cfg.Config, Store: store, Registry: reg, Log: log})
 }

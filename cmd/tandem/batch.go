@@ -36,7 +36,9 @@ func cmdBatch(ctx context.Context, args []string) error {
 	if err := st.EnsureBucket(ctx); err != nil {
 		return fmt.Errorf("S3 at %s is not usable: %w", cfg.S3.Endpoint, err)
 	}
-	opts := batch.Options{Config: cfg, Store: st, Full: *full, Log: log, TempDir: *tmp}
+	conf := cfg.Batch
+	conf.Full, conf.TempDir = *full, *tmp
+	deps := batch.Deps{Schema: cfg.Config, Store: st, Log: log}
 	if !*noCH {
 		openCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		db, err := clickhouse.Open(openCtx, cfg.ClickHouse)
@@ -45,15 +47,19 @@ func cmdBatch(ctx context.Context, args []string) error {
 			return fmt.Errorf("%w (use --no-clickhouse to publish to S3 only)", err)
 		}
 		defer db.Close()
-		opts.ClickHouse = db
+		deps.ClickHouse = db
 	}
 	if *doExport || cfg.Batch.ExportAfterRun {
-		opts.AfterPublish = func(ctx context.Context, _ *batch.Result) error {
-			_, err := export.Run(ctx, export.Options{Config: cfg, Store: st, Log: log, TempDir: *tmp})
+		deps.AfterPublish = func(ctx context.Context, _ *batch.Result) error {
+			_, err := export.Run(ctx, export.Options{Config: cfg.Config, Store: st, Log: log, TempDir: *tmp})
 			return err
 		}
 	}
-	res, err := batch.Run(ctx, opts)
+	runner, err := batch.New(conf, deps)
+	if err != nil {
+		return err
+	}
+	res, err := runner.Run(ctx)
 	if err != nil {
 		return err
 	}

@@ -15,14 +15,13 @@ import (
 
 	"github.com/tandem-analytics/tandem"
 	"github.com/tandem-analytics/tandem/batch"
-	"github.com/tandem-analytics/tandem/batch/archive"
 	"github.com/tandem-analytics/tandem/batch/export"
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest/gen"
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/devenv"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/s3"
-	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 )
 
@@ -45,7 +44,7 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	env, err := devenv.Start(ctx, cfg, devenv.Options{DataDir: dir, ScriptsDir: *scripts, Files: tandem.DevFiles, KeepServices: *keep, Log: log})
+	env, err := devenv.Start(ctx, cfg.Config, devenv.Options{DataDir: dir, ScriptsDir: *scripts, Files: tandem.DevFiles, KeepServices: *keep, Log: log})
 	if err != nil {
 		return err
 	}
@@ -74,16 +73,22 @@ func cmdDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeSpeed()
-	arch, err := newArchiver(ctx, cfg, archive.Options{TmpDir: filepath.Join(dir, "archive-tmp")}, archiveReg, log)
+	archiveConf := cfg.Archive
+	archiveConf.TmpDir = filepath.Join(dir, "archive-tmp")
+	arch, err := newArchiver(ctx, cfg, archiveConf, archiveReg, log)
 	if err != nil {
 		return err
 	}
-	svc, closeServe, err := serving.FromConfig(cfg, serveReg, log)
+	svc, closeServe, err := serving.FromConfig(cfg.Serve, cfg.Config, serveReg, log)
 	if err != nil {
 		return err
 	}
 	defer closeServe()
-	defer mountStatus(svc, cfg, serveReg, log)()
+	closeStatus, err := mountStatus(svc, cfg, serveReg, log)
+	if err != nil {
+		return err
+	}
+	defer closeStatus()
 	if err := svc.Listen(); err != nil {
 		return err
 	}
@@ -133,8 +138,8 @@ func opsServer(name, addr string, metricsTokens []string, reg *prometheus.Regist
 // every event). It reports whether a view is backfilling, so that a batch
 // run starts at once: one whose definition changed, or a new one on a
 // stream whose other views are already there.
-func devMigrate(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB, log *slog.Logger) (backfill bool, err error) {
-	plan, err := db.Plan(ctx, cfg)
+func devMigrate(ctx context.Context, cfg *config.Config, db *clickhouse.DB, log *slog.Logger) (backfill bool, err error) {
+	plan, err := db.Plan(ctx, cfg.Config)
 	if err != nil {
 		return false, err
 	}
@@ -144,7 +149,7 @@ func devMigrate(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB, log
 		log.Warn("definition changed: recreating its ClickHouse tables (tandem dev only; in production: tandem migrate --recreate)",
 			o.Kind, name, "changes", strings.TrimSpace(strings.Join(o.Diffs, ";")))
 	}
-	rep, err := db.Migrate(ctx, cfg, changed...)
+	rep, err := db.Migrate(ctx, cfg.Config, changed...)
 	if err != nil {
 		return false, err
 	}
@@ -177,7 +182,7 @@ func devMigrate(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB, log
 // batchScheduler runs a batch run every batch.every, the way a CronJob
 // would, and logs (does not stop the platform on) a failed run.
 type batchScheduler struct {
-	cfg   *schemas.Config
+	cfg   *config.Config
 	store *s3.Store
 	db    *clickhouse.DB
 	tmp   string
@@ -210,14 +215,20 @@ func (b *batchScheduler) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
-		opts := batch.Options{Config: b.cfg, Store: b.store, ClickHouse: b.db, TempDir: b.tmp, Log: b.log}
+		conf := b.cfg.Batch
+		conf.TempDir = b.tmp
+		deps := batch.Deps{Schema: b.cfg.Config, Store: b.store, ClickHouse: b.db, Log: b.log}
 		if b.cfg.Batch.ExportAfterRun {
-			opts.AfterPublish = func(ctx context.Context, _ *batch.Result) error {
-				_, err := export.Run(ctx, export.Options{Config: b.cfg, Store: b.store, Log: b.log, TempDir: b.tmp})
+			deps.AfterPublish = func(ctx context.Context, _ *batch.Result) error {
+				_, err := export.Run(ctx, export.Options{Config: b.cfg.Config, Store: b.store, Log: b.log, TempDir: b.tmp})
 				return err
 			}
 		}
-		res, err := batch.Run(ctx, opts)
+		var res *batch.Result
+		runner, err := batch.New(conf, deps)
+		if err == nil {
+			res, err = runner.Run(ctx)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -237,7 +248,7 @@ func (b *batchScheduler) Run(ctx context.Context) error {
 // kept refusing, or could not be reached) it logs why and starts again
 // after a pause that doubles up to maxPause.
 type sampleTraffic struct {
-	cfg  *schemas.Config
+	cfg  *config.Config
 	rate float64
 	log  *slog.Logger
 	// pause is the first wait after the generator gave up (0: 5s).
@@ -268,7 +279,7 @@ func (s *sampleTraffic) Run(ctx context.Context) error {
 		// repeat the ones already sent (they would be dropped as duplicates).
 		g, err := gen.New(gen.Options{Stream: stream, Seed: uint64(time.Now().UnixNano()), Rate: s.rate,
 			Batch: min(max(1, int(s.rate)), s.cfg.Ingest.MaxEventsPerRequest),
-			Late:  0.02, OutOfOrder: 0.05, Dups: 0.01, Invalid: 0.005, MaxFutureSkew: s.cfg.Ingest.MaxFutureSkew.D()})
+			Late:  0.02, OutOfOrder: 0.05, Dups: 0.01, Invalid: 0.005, MaxFutureSkew: s.cfg.MaxFutureSkew.D()})
 		if err != nil {
 			return err // a configuration the generator cannot use: no retry helps
 		}
@@ -297,7 +308,7 @@ func (s *sampleTraffic) Run(ctx context.Context) error {
 	}
 }
 
-func printDevBanner(w *os.File, cfg *schemas.Config, dir string, genRate float64) {
+func printDevBanner(w *os.File, cfg *config.Config, dir string, genRate float64) {
 	v := cfg.Views[0]
 	var b strings.Builder
 	fmt.Fprintf(&b, "\ntandem dev is up (state in %s)\n\n", dir)

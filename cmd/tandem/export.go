@@ -22,7 +22,7 @@ func cmdExport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := export.Run(ctx, export.Options{Config: cfg, Store: st, Log: log, TempDir: *tmp})
+	res, err := export.Run(ctx, export.Options{Config: cfg.Config, Store: st, Log: log, TempDir: *tmp})
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ func cmdGen(ctx context.Context, args []string) error {
 	}
 	o := gen.Options{
 		Stream: s, Seed: *seed, Rate: *rate, Events: *events, Duration: *duration, Batch: *batch, Concurrency: *concurrency,
-		Late: *late, OutOfOrder: *ooo, Dups: *dups, Invalid: *invalid, MaxFutureSkew: cfg.Ingest.MaxFutureSkew.D(),
+		Late: *late, OutOfOrder: *ooo, Dups: *dups, Invalid: *invalid, MaxFutureSkew: cfg.MaxFutureSkew.D(),
 	}
 	if *startAt != "" {
 		if o.Start, err = time.Parse(time.RFC3339Nano, *startAt); err != nil {
@@ -79,7 +79,7 @@ func cmdGen(ctx context.Context, args []string) error {
 			Client: &http.Client{Timeout: cfg.Ingest.ProduceTimeout.D() + 30*time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *concurrency + 1}}}
 	case "kafka":
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg)
+		err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg.Config)
 		cancel()
 		if err != nil {
 			return err

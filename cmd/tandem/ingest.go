@@ -8,10 +8,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest"
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/ops"
-	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // cmdIngest runs the HTTP ingest gateway until SIGTERM/SIGINT, then stops
@@ -43,10 +43,10 @@ func cmdIngest(ctx context.Context, args []string) error {
 // newIngest ensures the stream topics exist and builds the gateway on a
 // producer. The returned func closes the producer; call it after the
 // gateway's Run has returned. `tandem dev` uses it too.
-func newIngest(ctx context.Context, cfg *schemas.Config, log *slog.Logger, reg *prometheus.Registry) (*ingest.Gateway, func() error, error) {
+func newIngest(ctx context.Context, cfg *config.Config, log *slog.Logger, reg *prometheus.Registry) (*ingest.Gateway, func() error, error) {
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg); err != nil {
+	if err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg.Config); err != nil {
 		return nil, nil, fmt.Errorf("ensuring the stream topics: %w", err)
 	}
 	sec, err := kafka.NewSecurity(cfg.Kafka)
@@ -57,7 +57,7 @@ func newIngest(ctx context.Context, cfg *schemas.Config, log *slog.Logger, reg *
 	if err != nil {
 		return nil, nil, err
 	}
-	gw, err := ingest.New(ingest.Options{Config: cfg, Log: p, Registry: reg, Logger: log, MaxMessageBytes: p.MaxMessageBytes()})
+	gw, err := ingest.New(cfg.Ingest, ingest.Deps{Schema: cfg.Config, Log: p, Registry: reg, Logger: log, MaxMessageBytes: p.MaxMessageBytes()})
 	if err != nil {
 		p.Close()
 		return nil, nil, err

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/schemas"
 )
 
@@ -132,7 +133,7 @@ func (f *flags) parse(args []string) error {
 }
 
 // load parses args, sets up logging and reads the configuration.
-func (f *flags) load(args []string) (*schemas.Config, *slog.Logger, error) {
+func (f *flags) load(args []string) (*config.Config, *slog.Logger, error) {
 	if err := f.parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -147,7 +148,7 @@ func (f *flags) load(args []string) (*schemas.Config, *slog.Logger, error) {
 			log.Info("no tandem.yaml here; using the example configuration", "config", path)
 		}
 	}
-	cfg, err := schemas.LoadFile(path)
+	cfg, err := config.LoadFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -205,7 +206,7 @@ func cmdConfig(_ context.Context, args []string) error {
 	if err := f.parse(args[1:]); err != nil {
 		return err
 	}
-	cfg, err := schemas.LoadFile(f.config)
+	cfg, err := config.LoadFile(f.config)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func cmdMigrate(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("--server-version: %w", err)
 		}
-		printDDL(cfg.ClickHouse.Database, v, clickhouse.DDL(cfg, v))
+		printDDL(cfg.ClickHouse.Database, v, clickhouse.DDL(cfg.Config, v))
 		return nil
 	}
 
@@ -57,18 +57,18 @@ func cmdMigrate(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if *dryRun {
-		plan, err := db.Plan(ctx, cfg)
+		plan, err := db.Plan(ctx, cfg.Config)
 		if err != nil {
 			return err
 		}
 		fmt.Print(plan.String())
 		fmt.Println()
-		printDDL(cfg.ClickHouse.Database, db.ServerVersion(), clickhouse.DDL(cfg, db.ServerVersion()))
+		printDDL(cfg.ClickHouse.Database, db.ServerVersion(), clickhouse.DDL(cfg.Config, db.ServerVersion()))
 		return nil
 	}
 	log.Info("migrating ClickHouse", "addr", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database, "server_version", db.ServerVersion().String())
 	if *recreateChanged {
-		plan, err := db.Plan(ctx, cfg)
+		plan, err := db.Plan(ctx, cfg.Config)
 		if err != nil {
 			return err
 		}
@@ -78,19 +78,19 @@ func cmdMigrate(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	rep, err := db.Migrate(ctx, cfg, recreate...)
+	rep, err := db.Migrate(ctx, cfg.Config, recreate...)
 	fmt.Fprint(os.Stdout, rep.String())
 	if err != nil {
 		return err
 	}
-	plan, err := db.Plan(ctx, cfg)
+	plan, err := db.Plan(ctx, cfg.Config)
 	if err != nil {
 		return err
 	}
 	removed := plan.With(clickhouse.OwnerRemoved)
 	switch {
 	case *dropRemoved:
-		dropped, err := db.DropRemoved(ctx, cfg)
+		dropped, err := db.DropRemoved(ctx, cfg.Config)
 		for _, o := range dropped {
 			fmt.Printf("  dropped    the objects of %s, no longer configured\n", o)
 		}

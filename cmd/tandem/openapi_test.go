@@ -26,11 +26,11 @@ import (
 	validator "github.com/pb33f/libopenapi-validator"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest"
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/testenv"
-	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
 	"github.com/tandem-analytics/tandem/serving/openapi"
 )
@@ -146,18 +146,20 @@ func registeredPatterns(t *testing.T) map[string]string {
 // `tandem ingest` do, without starting them (no I/O happens).
 func muxes(t *testing.T) (serve, ing http.Handler) {
 	t.Helper()
-	cfg, err := schemas.Parse("example.yaml", []byte(testenv.ExampleConfigYAML(t)), func(string) (string, bool) { return "", false })
+	cfg, err := config.Parse("example.yaml", []byte(testenv.ExampleConfigYAML(t)), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := ops.NewRegistry()
-	svc, closeFn, err := serving.FromConfig(cfg, reg, log)
+	svc, closeFn, err := serving.FromConfig(cfg.Serve, cfg.Config, reg, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { closeFn() })
-	t.Cleanup(mountStatus(svc, cfg, reg, log))
+	closeStatus, err := mountStatus(svc, cfg, reg, log)
+	require.NoError(t, err)
+	t.Cleanup(closeStatus)
 	p, err := kafka.NewProducer(cfg.Kafka.Brokers, kafka.ProducerOptions{ClientID: "openapi-test"})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
-	gw, err := ingest.New(ingest.Options{Config: cfg, Log: p, Registry: ops.NewRegistry(), Logger: log})
+	gw, err := ingest.New(cfg.Ingest, ingest.Deps{Schema: cfg.Config, Log: p, Registry: ops.NewRegistry(), Logger: log})
 	require.NoError(t, err)
 	return svc.Handler(), gw.Handler()
 }
@@ -239,7 +241,7 @@ func TestOpenAPIQueryParametersMatchParseQuery(t *testing.T) {
 
 	// And by behaviour: ParseQuery refuses a name as unknown exactly when
 	// the document does not list it.
-	cfg, err := schemas.Parse("example.yaml", []byte(testenv.ExampleConfigYAML(t)), func(string) (string, bool) { return "", false })
+	cfg, err := config.Parse("example.yaml", []byte(testenv.ExampleConfigYAML(t)), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	v := cfg.Views[0]
 	for _, name := range append(inDoc, "limit", "order_by", "tz", "view", "format") {

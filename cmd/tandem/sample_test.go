@@ -17,8 +17,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/internal/testenv"
-	"github.com/tandem-analytics/tandem/schemas"
 )
 
 // TestSampleTrafficOutlivesItsGenerator: when the sample generator gives up
@@ -44,7 +44,7 @@ func TestSampleTrafficOutlivesItsGenerator(t *testing.T) {
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	conf := strings.ReplaceAll(string(example), `"127.0.0.1:8080"`, `"`+addr+`"`)
-	cfg, err := schemas.Parse("tandem.yaml", []byte(conf), func(string) (string, bool) { return "", false })
+	cfg, err := config.Parse("tandem.yaml", []byte(conf), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 
 	var logs bytes.Buffer

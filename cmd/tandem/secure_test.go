@@ -15,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tandem-analytics/tandem/batch/archive"
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/ops"
@@ -60,7 +60,7 @@ func TestEverythingOverTLS(t *testing.T) {
 		`topic: tandem.pageviews`, "topic: "+topic,
 		`flush_interval: 1s`, `flush_interval: 100ms`,
 	).Replace(string(example))
-	cfg, err := schemas.Parse("tandem.yaml", []byte(conf), func(string) (string, bool) { return "", false })
+	cfg, err := config.Parse("tandem.yaml", []byte(conf), func(string) (string, bool) { return "", false })
 	require.NoError(t, err, conf)
 	require.True(t, cfg.Kafka.TLS.On() && cfg.ClickHouse.TLS.On() && cfg.S3.TLS.On(), "the replacements must reach every service")
 
@@ -73,11 +73,13 @@ func TestEverythingOverTLS(t *testing.T) {
 	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Migrate(ctx, cfg)
+	_, err = db.Migrate(ctx, cfg.Config)
 	require.NoError(t, err)
 	svc, closeDLQ, err := newSpeedService(ctx, cfg, db, ops.NewRegistry(), log)
 	require.NoError(t, err)
-	arch, err := newArchiver(ctx, cfg, archive.Options{TmpDir: t.TempDir(), SessionTimeout: 6 * time.Second}, ops.NewRegistry(), log)
+	archiveConf := cfg.Archive
+	archiveConf.TmpDir, archiveConf.SessionTimeout = t.TempDir(), 6*time.Second
+	arch, err := newArchiver(ctx, cfg, archiveConf, ops.NewRegistry(), log)
 	require.NoError(t, err)
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -122,7 +124,10 @@ func TestEverythingOverTLS(t *testing.T) {
 	}, 60*time.Second, 100*time.Millisecond, "speed layer counted %d of %d events", &views, n)
 
 	// Status reaches Kafka, S3 and ClickHouse with the same keys.
-	mon := status.NewMonitor(cfg, status.Options{Timeout: 10 * time.Second, Log: log})
+	statusConf := cfg.Status
+	statusConf.Timeout = 10 * time.Second
+	mon, err := status.New(statusConf, status.Deps{Schema: cfg.Config, Deployment: cfg.Deployment(), Log: log})
+	require.NoError(t, err)
 	rep := mon.Gather(ctx)
 	mon.Close()
 	for _, name := range []string{"store.kafka", "store.s3", "store.clickhouse"} {

@@ -18,12 +18,16 @@ func cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	reg := ops.NewRegistry()
-	svc, closeFn, err := serving.FromConfig(cfg, reg, log)
+	svc, closeFn, err := serving.FromConfig(cfg.Serve, cfg.Config, reg, log)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	defer mountStatus(svc, cfg, reg, log)()
+	closeStatus, err := mountStatus(svc, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	defer closeStatus()
 	if err := svc.Listen(); err != nil {
 		return err
 	}

@@ -8,10 +8,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/ops"
-	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/speed"
 )
 
@@ -28,7 +28,7 @@ func cmdSpeed(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	rep, err := db.Migrate(ctx, cfg)
+	rep, err := db.Migrate(ctx, cfg.Config)
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ const definitionWatchEvery = 5 * time.Second
 // recreating, and this never fires (docs/operations.md, "Changing views");
 // it bounds the damage when that order is not kept.
 type definitionWatch struct {
-	cfg   *schemas.Config
+	cfg   *config.Config
 	db    *clickhouse.DB
 	every time.Duration
 	log   *slog.Logger
@@ -76,7 +76,7 @@ func (w *definitionWatch) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		plan, err := w.db.Plan(ctx, w.cfg)
+		plan, err := w.db.Plan(ctx, w.cfg.Config)
 		if err != nil {
 			// ClickHouse unreachable is the sink's concern, not a reason
 			// to stop.
@@ -98,9 +98,9 @@ func (w *definitionWatch) Run(ctx context.Context) error {
 // newSpeedService wires the speed layer over an open ClickHouse database
 // (already migrated) and the configured Kafka cluster; `tandem dev` uses it
 // too. The returned func closes the dead-letter writer after Run returned.
-func newSpeedService(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB, reg prometheus.Registerer, log *slog.Logger) (*speed.Service, func(), error) {
+func newSpeedService(ctx context.Context, cfg *config.Config, db *clickhouse.DB, reg prometheus.Registerer, log *slog.Logger) (*speed.Service, func(), error) {
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg)
+	err := kafka.EnsureTopics(tctx, cfg.Kafka.Brokers, cfg.Config)
 	cancel()
 	if err != nil {
 		return nil, nil, err
@@ -113,7 +113,8 @@ func newSpeedService(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB
 	if err != nil {
 		return nil, nil, err
 	}
-	svc, err := speed.New(cfg, speed.Options{
+	svc, err := speed.New(cfg.Speed, speed.Deps{
+		Schema:      cfg.Config,
 		Sink:        speed.NewClickHouseSink(db, cfg.ChunkSize),
 		DeadLetters: dlq,
 		Registry:    reg,
@@ -128,7 +129,7 @@ func newSpeedService(ctx context.Context, cfg *schemas.Config, db *clickhouse.DB
 
 // speedOpenClickHouse opens ClickHouse, waiting for it while it does not
 // answer (a pod may start before its database), until ctx ends.
-func speedOpenClickHouse(ctx context.Context, cfg *schemas.Config, log *slog.Logger) (*clickhouse.DB, error) {
+func speedOpenClickHouse(ctx context.Context, cfg *config.Config, log *slog.Logger) (*clickhouse.DB, error) {
 	// A TLS file that cannot be read is a configuration mistake, not an
 	// outage: waiting would only repeat it.
 	if _, err := cfg.ClickHouse.TLS.Load("clickhouse.tls"); err != nil {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/serving"
 	"github.com/tandem-analytics/tandem/serving/dashboard"
 	"github.com/tandem-analytics/tandem/status"
@@ -43,7 +43,7 @@ func cmdStatus(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range status.UnknownThresholds(cfg) {
+	for _, name := range status.UnknownThresholds(cfg.Status) {
 		log.Warn("status.thresholds names no check; it is ignored", "name", name)
 	}
 	for name, addr := range cfg.Status.Addrs {
@@ -55,7 +55,12 @@ func cmdStatus(ctx context.Context, args []string) error {
 	if *skip != "" {
 		skipped = strings.Split(*skip, ",")
 	}
-	mon := status.NewMonitor(cfg, status.Options{Interval: *interval, Timeout: *timeout, Addrs: addrs, Skip: skipped, Log: log})
+	conf := cfg.Status
+	conf.Interval, conf.Timeout, conf.Addrs = *interval, *timeout, addrs
+	mon, err := status.New(conf, status.Deps{Schema: cfg.Config, Deployment: cfg.Deployment(), Skip: skipped, Log: log})
+	if err != nil {
+		return err
+	}
 	defer mon.Close()
 	rep := mon.Gather(ctx)
 	if *asJSON {
@@ -75,9 +80,14 @@ func cmdStatus(ctx context.Context, args []string) error {
 // mountStatus adds GET /v1/status and the web dashboard (/) to the serving
 // API. serve reads its own metrics in-process and the other components over
 // HTTP. The returned func releases the monitor's store connections.
-func mountStatus(svc *serving.Service, cfg *schemas.Config, reg *prometheus.Registry, log *slog.Logger) func() {
-	mon := status.NewMonitor(cfg, status.Options{Interval: time.Second, Local: map[string]prometheus.Gatherer{"serve": reg}, Addrs: cfg.Status.Addrs, Log: log})
+func mountStatus(svc *serving.Service, cfg *config.Config, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+	conf := cfg.Status
+	conf.Interval = time.Second
+	mon, err := status.New(conf, status.Deps{Schema: cfg.Config, Deployment: cfg.Deployment(), Local: map[string]prometheus.Gatherer{"serve": reg}, Log: log})
+	if err != nil {
+		return nil, err
+	}
 	svc.Mount("GET /v1/status", status.Handler(mon, status.HandlerOptions{Tokens: cfg.Auth.QueryTokens, Registry: reg, Log: log.With("component", "serve")}))
 	svc.Mount("GET /", dashboard.Handler())
-	return func() { mon.Close() }
+	return func() { mon.Close() }, nil
 }

@@ -290,7 +290,7 @@ func checkShape(t *testing.T, raw string, rep status.Report) {
 	for _, c := range rep.Components {
 		require.True(t, c.Reachable && c.Ready, "%+v", c)
 	}
-	defaults := status.DefaultThresholds(nil)
+	defaults := status.DefaultThresholds(status.Deployment{})
 	for _, name := range status.CheckNames {
 		c := rep.Check(string(name))
 		require.NotNil(t, c, "check %s missing", name)

@@ -256,7 +256,6 @@ func TestTruthMatchesBrokerThroughGateway(t *testing.T) {
 	k := testenv.Kafka(t)
 	cfg := exampleConfig(t)
 	cfg.Kafka.Brokers = k.Brokers
-	cfg.Ingest.Listen = "127.0.0.1:0"
 	s := cfg.Stream("pageviews")
 	s.Topic = testenv.UniqueName(t, "tandem.pv")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -264,7 +263,10 @@ func TestTruthMatchesBrokerThroughGateway(t *testing.T) {
 	require.NoError(t, kafka.EnsureTopics(ctx, k.Brokers, cfg))
 	p, err := kafka.NewProducer(k.Brokers, kafka.ProducerOptions{})
 	require.NoError(t, err)
-	gw, err := ingest.New(ingest.Options{Config: cfg, Log: p, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler), MaxMessageBytes: p.MaxMessageBytes()})
+	conf, err := ingest.ConfigFrom(cfg)
+	require.NoError(t, err)
+	conf.Listen = "127.0.0.1:0"
+	gw, err := ingest.New(conf, ingest.Deps{Schema: cfg, Log: p, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler), MaxMessageBytes: p.MaxMessageBytes()})
 	require.NoError(t, err)
 	require.NoError(t, gw.Listen())
 	runCtx, stop := context.WithCancel(context.Background())
@@ -273,7 +275,7 @@ func TestTruthMatchesBrokerThroughGateway(t *testing.T) {
 	defer func() { stop(); <-done; p.Close() }()
 
 	g, err := New(Options{Stream: s, Seed: 99, Events: 20_000, Batch: 1000, Concurrency: 3,
-		Late: 0.05, OutOfOrder: 0.05, Dups: 0.02, Invalid: 0.01, MaxFutureSkew: cfg.Ingest.MaxFutureSkew.D()})
+		Late: 0.05, OutOfOrder: 0.05, Dups: 0.02, Invalid: 0.01, MaxFutureSkew: cfg.MaxFutureSkew.D()})
 	require.NoError(t, err)
 	truthPath := filepath.Join(t.TempDir(), "truth.ndjson")
 	tf, err := os.Create(truthPath)

@@ -1,0 +1,79 @@
+package serving
+
+import (
+	"time"
+
+	"github.com/tandem-analytics/tandem/schemas"
+)
+
+// SectionKey is serving's section of tandem.yaml.
+const SectionKey = "serve"
+
+// Config is the serve section of tandem.yaml: the query API and dashboard.
+type Config struct {
+	Listen string `yaml:"listen"`
+	// MaxQueryRange refuses queries whose [from, to) is longer.
+	MaxQueryRange schemas.Duration `yaml:"max_query_range"`
+	// ManifestPoll is how often serving looks for a newly published run.
+	ManifestPoll schemas.Duration `yaml:"manifest_poll"`
+	CacheBytes   int64            `yaml:"cache_bytes"`
+	// MaxResultRows refuses (400) a query whose answer would hold more
+	// rows (buckets × groups); an answer is never cut short instead.
+	MaxResultRows int `yaml:"max_result_rows"`
+	// MaxMergeGroups refuses (400) a query with a limit whose merge would
+	// hold more groups before the limit cuts them: top-N over a dimension
+	// with many values merges every value, but answers only N per bucket.
+	MaxMergeGroups int `yaml:"max_merge_groups"`
+	// MaxConcurrentQueries is how many queries one replica answers at
+	// once; more get 503 with Retry-After at once, never a queue. 0 (the
+	// default) means 2 × GOMAXPROCS at start-up.
+	MaxConcurrentQueries int `yaml:"max_concurrent_queries"`
+	// WarmCache loads the newest row groups of a run into the cache (up to
+	// half of it) at start-up and before switching to a new run, so the
+	// first queries after a batch run are not cold.
+	WarmCache bool              `yaml:"warm_cache"`
+	TLS       schemas.TLSConfig `yaml:"tls"`
+	// The listener's deadlines: read_header_timeout, read_timeout,
+	// write_timeout (bounds a query's answer), idle_timeout.
+	schemas.HTTPTimeouts `yaml:",inline"`
+}
+
+// DefaultConfig is the serve section when the file leaves it out.
+func DefaultConfig() Config {
+	return Config{Listen: "127.0.0.1:8081", MaxQueryRange: schemas.Duration(400 * 24 * time.Hour),
+		ManifestPoll: schemas.Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true,
+		MaxResultRows: 100000, MaxMergeGroups: 1000000,
+		HTTPTimeouts: schemas.HTTPTimeouts{ReadHeaderTimeout: schemas.Duration(10 * time.Second), ReadTimeout: schemas.Duration(10 * time.Second),
+			WriteTimeout: schemas.Duration(time.Minute), IdleTimeout: schemas.Duration(2 * time.Minute)}}
+}
+
+// ConfigFrom decodes and validates the serve section of cfg over
+// DefaultConfig.
+func ConfigFrom(cfg *schemas.Config) (Config, error) {
+	c := DefaultConfig()
+	if errs := cfg.Serve.Decode(&c); len(errs) > 0 {
+		return c, errs
+	}
+	p := cfg.Problems()
+	c.Validate(p)
+	return c, p.Err()
+}
+
+// MergeGroups is the bound on the groups a query with a limit merges:
+// max_merge_groups, and never less than max_result_rows (what a query
+// without a limit may merge).
+func (c Config) MergeGroups() int { return max(c.MaxMergeGroups, c.MaxResultRows) }
+
+// Validate adds to p what is wrong with the section.
+func (c Config) Validate(p *schemas.Problems) {
+	schemas.CheckHTTPTimeouts(p, "serve", c.HTTPTimeouts)
+	if c.MaxResultRows <= 0 {
+		p.Add([]any{"serve", "max_result_rows"}, "serve.max_result_rows must be positive (the most rows one answer may hold); got %d", c.MaxResultRows)
+	}
+	if c.MaxMergeGroups <= 0 {
+		p.Add([]any{"serve", "max_merge_groups"}, "serve.max_merge_groups must be positive (the most groups a query with a limit merges before the limit cuts them); got %d", c.MaxMergeGroups)
+	}
+	if c.MaxConcurrentQueries < 0 {
+		p.Add([]any{"serve", "max_concurrent_queries"}, "serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got %d", c.MaxConcurrentQueries)
+	}
+}
