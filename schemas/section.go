@@ -14,7 +14,8 @@ import (
 // Sections are the parts of tandem.yaml that belong to one component each.
 // schemas keeps them as read, with their lines; the owning package decodes
 // its own (Section.Decode) over its defaults and validates it with the
-// Problems of the file (docs/architecture.md, "Configuration").
+// Problems of the file (docs/architecture.md, "Configuration: each
+// component owns its section").
 type Sections struct {
 	Ingest  Section `yaml:"ingest"`
 	Serve   Section `yaml:"serve"`
