@@ -407,10 +407,18 @@ func (c *Config) Validate() ConfigErrors {
 }
 
 func (c *Config) validate(p *Problems) {
-	add := p.Add
 	if c.ChunkSize <= 0 {
-		add([]any{"chunk_size"}, "chunk_size must be positive (it is the number of Kafka offsets in one chunk); got %d", c.ChunkSize)
+		p.Add([]any{"chunk_size"}, "chunk_size must be positive (it is the number of Kafka offsets in one chunk); got %d", c.ChunkSize)
 	}
+	c.validateConnections(p)
+	c.validateAuth(p)
+	streams := c.validateStreams(p)
+	c.validateViews(p, streams)
+}
+
+// validateConnections checks kafka, clickhouse and s3.
+func (c *Config) validateConnections(p *Problems) {
+	add := p.Add
 	if len(c.Kafka.Brokers) == 0 {
 		add([]any{"kafka", "brokers"}, "kafka.brokers must name at least one broker")
 	}
@@ -451,6 +459,12 @@ func (c *Config) validate(p *Problems) {
 	if c.S3.Bucket == "" {
 		add([]any{"s3", "bucket"}, "s3.bucket must be set")
 	}
+}
+
+// validateAuth checks the tokens, and refuses the example secrets of
+// deploy/compose wherever they reach the file.
+func (c *Config) validateAuth(p *Problems) {
+	add := p.Add
 	for i, t := range c.Auth.MetricsTokens {
 		if t == "" {
 			add([]any{"auth", "metrics_tokens", i}, "auth.metrics_tokens[%d] is empty", i)
@@ -484,6 +498,12 @@ func (c *Config) validate(p *Problems) {
 			add(sc.path, "%s is still the example value %q (from deploy/compose/.env.example); set a secret of your own before starting", sc.key, sc.value)
 		}
 	}
+}
+
+// validateStreams checks the streams and builds their indexes; it returns
+// them by name for the views.
+func (c *Config) validateStreams(p *Problems) map[string]*Stream {
+	add := p.Add
 	streams := map[string]*Stream{}
 	for i, s := range c.Streams {
 		at := func(rest ...any) []any { return append([]any{"streams", i}, rest...) }
@@ -558,7 +578,13 @@ func (c *Config) validate(p *Problems) {
 			s.Fields[s.timeIndex].Required = true
 		}
 	}
+	return streams
+}
 
+// validateViews checks the views against their streams and builds their
+// indexes.
+func (c *Config) validateViews(p *Problems, streams map[string]*Stream) {
+	add := p.Add
 	views := map[string]bool{}
 	for i, v := range c.Views {
 		at := func(rest ...any) []any { return append([]any{"views", i}, rest...) }
