@@ -226,3 +226,15 @@ func TestEveryShippedConfigLoads(t *testing.T) {
 	require.Positive(t, loaded)
 	t.Logf("%d configurations loaded", loaded)
 }
+
+// TestValidateInCode: a configuration changed in code (tests, flags) is
+// checked by the same rules; its errors have no file or line to name.
+func TestValidateInCode(t *testing.T) {
+	c := Default()
+	require.NoError(t, c.Validate())
+	c.Serve.MaxResultRows = 0
+	c.Batch.KeepRuns = 1
+	err := c.Validate()
+	require.EqualError(t, err, "serve.max_result_rows must be positive (the most rows one answer may hold); got 0\n"+
+		"batch.keep_runs must be at least 2, so serving replicas still on the previous run can finish their queries")
+}

@@ -192,6 +192,10 @@ type ConfigError struct {
 }
 
 func (e ConfigError) Error() string {
+	if e.File == "" {
+		// A configuration built in code has no file and no lines.
+		return e.Msg
+	}
 	if e.Line > 0 {
 		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
 	}
