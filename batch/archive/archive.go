@@ -30,6 +30,7 @@ package archive
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,6 +100,11 @@ func New(conf Config, deps Deps) (*Archiver, error) {
 	}
 	if opts.TmpDir == "" {
 		opts.TmpDir = filepath.Join(os.TempDir(), "tandem-archive")
+	}
+	if opts.MaxFileBytes <= 0 || opts.MaxFileAge <= 0 {
+		// A zero Config is valid: a file rolled at every batch never is.
+		def := DefaultConfig()
+		opts.MaxFileBytes, opts.MaxFileAge = cmp.Or(max(opts.MaxFileBytes, 0), def.MaxFileBytes), cmp.Or(max(opts.MaxFileAge, 0), def.MaxFileAge)
 	}
 	if opts.RowGroupBytes <= 0 {
 		opts.RowGroupBytes = 8 << 20
