@@ -189,7 +189,7 @@ func topNSQL(database string, q *TopNQuery) (sql string, args []any, need []bool
 		case schemas.MeasureSum:
 			return fmt.Sprintf("isNaN(%s - %s)", alias(i), alias(i))
 		}
-		return "0"
+		return "" // a count always has a value
 	}
 	sel := append([]string{bucket + " AS " + rollupBucketAlias}, dims...)
 	sel = append(sel, aggs...)
@@ -197,7 +197,11 @@ func topNSQL(database string, q *TopNQuery) (sql string, args []any, need []bool
 	// HAVING count() > 0: see speedRollupSQL.
 	hv := []string{"count() > 0"}
 	for k, h := range q.Having {
-		hv = append(hv, fmt.Sprintf("(%s = 0 AND toFloat64(%s) %s ?)", null(having[k]), alias(having[k]), h.Op))
+		cmp := fmt.Sprintf("toFloat64(%s) %s ?", alias(having[k]), h.Op)
+		if n := null(having[k]); n != "" {
+			cmp = fmt.Sprintf("(%s = 0 AND %s)", n, cmp)
+		}
+		hv = append(hv, cmp)
 		args = append(args, h.Number)
 	}
 	orderBy := []string{rollupBucketAlias}
@@ -206,7 +210,12 @@ func topNSQL(database string, q *TopNQuery) (sql string, args []any, need []bool
 		if q.Desc {
 			dir = "DESC"
 		}
-		orderBy = append(orderBy, null(order), alias(order)+" "+dir)
+		// Not a constant: current ClickHouse reads ORDER BY 0 as a
+		// position.
+		if n := null(order); n != "" {
+			orderBy = append(orderBy, n)
+		}
+		orderBy = append(orderBy, alias(order)+" "+dir)
 	}
 	orderBy = append(orderBy, dims...)
 	// The returned cells: the asked measures, in the view's order.
