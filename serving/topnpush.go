@@ -226,7 +226,12 @@ func (s *Service) pushTopN(ctx context.Context, q *Query, snap *Snapshot, res *R
 		return false, &TooManyRowsError{Limit: q.MaxRows}
 	}
 	if err != nil {
-		return fallback("the top N in ClickHouse", busy(err))
+		// A ClickHouse up but too busy would fail the merge's speed half
+		// too, after reading the whole batch half: the same verdict now.
+		if verdict := s.speedVerdict(ctx, busy(err), sctx.Err() != nil); verdict != nil {
+			return false, verdict
+		}
+		return fallback("the top N in ClickHouse", err)
 	}
 	if _, err := heldLevels(sctx, store, snap); err != nil {
 		return fallback("the run's rows in ClickHouse after the top N", err)
