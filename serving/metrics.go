@@ -27,7 +27,9 @@ type metrics struct {
 }
 
 // answered records how a query was answered: path is "clickhouse" for a
-// top N ClickHouse computed (pushTopN), "merge" for one merged in serving;
+// top N ClickHouse computed (pushTopN), "stream" for one ranked in serving
+// as ClickHouse streamed the groups (streamTopN), "merge" for one merged
+// in serving;
 // groups is how many groups serving's merge held.
 func (m *metrics) answered(q *Query, path string, groups int) {
 	m.mergeGroups.WithLabelValues(q.View.Name).Observe(float64(groups))
@@ -102,7 +104,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"view"}),
 		topN: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_serve_topn_total",
-			Help: "Queries with a limit, by how they were answered: clickhouse (the top N computed in ClickHouse) or merge (every group merged in serving).",
+			Help: "Queries with a limit, by how they were answered: clickhouse (the top N computed in ClickHouse), stream (ranked in serving as ClickHouse streamed the groups: a distinct or quantiles order key) or merge (every group merged in serving).",
 		}, []string{"view", "path"}),
 	}
 	if reg != nil {

@@ -487,8 +487,12 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		}
 	}
 
-	if pushable(q, s.deps.Speed) {
-		done, err := s.pushTopN(ctx, q, snap, res)
+	if pushable(q, s.deps.Speed) || streamable(q, s.deps.Speed) {
+		push := s.streamTopN
+		if pushable(q, s.deps.Speed) {
+			push = s.pushTopN
+		}
+		done, err := push(ctx, q, snap, res)
 		if err != nil {
 			return nil, err
 		}

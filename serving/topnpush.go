@@ -1,10 +1,13 @@
 package serving
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
@@ -32,6 +35,9 @@ var usePushdown = true
 type TopNStore interface {
 	// ScanTopN calls fn for each answer row of a top-N query, in order.
 	ScanTopN(ctx context.Context, q clickhouse.TopNQuery, fn func(*clickhouse.SpeedRollupRow) error) error
+	// ScanGroups calls fn for every (bucket, group) of a query over both
+	// halves, sorted by bucket and group-by values, sketches as lists.
+	ScanGroups(ctx context.Context, q clickhouse.TopNQuery, fn func(*clickhouse.SpeedRollupRow) error) error
 	// RunRowCounts counts a run's rows in ClickHouse: base rows and, per
 	// level in seconds, level rows.
 	RunRowCounts(ctx context.Context, v *schemas.View, runID string) (base int64, levels map[int64]int64, err error)
@@ -245,7 +251,8 @@ func (s *Service) pushTopN(ctx context.Context, q *Query, snap *Snapshot, res *R
 	}
 	merged := 0
 	if len(groups) > 0 && hasSketches(q) {
-		if merged, err = s.sketchesOf(ctx, q, snap, res, groups); err != nil {
+		sketch := func(m *schemas.Measure) bool { return !m.Type.Exact() }
+		if merged, err = s.measuresOf(ctx, q, snap, res, groups, sketch); err != nil {
 			return false, err
 		}
 	}
@@ -267,18 +274,18 @@ func hasSketches(q *Query) bool {
 	return false
 }
 
-// sketchesOf fills in the sketch measures of the groups ClickHouse chose
-// by merging both halves for those groups only: each group-by dimension
+// measuresOf fills in the measures which picks of the chosen groups by
+// merging both halves for those groups only: each group-by dimension
 // filtered to the chosen values (which passed q's filters) and the merge
 // restricted to the chosen (bucket, group) pairs, so it holds at most
 // len(groups) groups. It returns that number.
-func (s *Service) sketchesOf(ctx context.Context, q *Query, snap *Snapshot, res *Result, groups []*Group) (int, error) {
+func (s *Service) measuresOf(ctx context.Context, q *Query, snap *Snapshot, res *Result, groups []*Group, which func(*schemas.Measure) bool) (int, error) {
 	q2 := *q
 	q2.OrderBy, q2.Having, q2.Limit = nil, nil, 0
 	var sketchJ []int
 	q2.Measures = nil
 	for j, mi := range q.Measures {
-		if !q.View.Measures[mi].Type.Exact() {
+		if which(&q.View.Measures[mi]) {
 			sketchJ = append(sketchJ, j)
 			q2.Measures = append(q2.Measures, mi)
 		}
@@ -314,4 +321,155 @@ func (s *Service) sketchesOf(ctx context.Context, q *Query, snap *Snapshot, res 
 		}
 	}
 	return len(merged.groups), nil
+}
+
+// streamable reports whether a top N that ClickHouse cannot compute (its
+// order key or a threshold is a distinct or quantiles measure, whose
+// sketches SQL cannot read) can be ranked while ClickHouse streams its
+// groups: q has a limit and the speed source is ClickHouse.
+func streamable(q *Query, sp SpeedSource) bool {
+	_, ok := sp.(topNSource)
+	return ok && usePushdown && q.Limit > 0
+}
+
+// streamTopN answers q by ranking groups as ClickHouse streams them, and
+// reports whether it did; false (and no error) sends q to the merge.
+// ClickHouse merges both halves per (bucket, group) — the run's base rows
+// (levels hold no tandem sketches) and the unabsorbed speed rows, the
+// sketches as lists — and sends the groups sorted by bucket and group-by
+// values; serving decodes each group's order and threshold measures, and
+// keeps per bucket a heap of the best q.Limit groups (worstFirst, the
+// merge's own order), so it holds N groups per bucket and one group
+// being decoded, not every group. The other measures of the chosen
+// groups are then merged for those groups only (sketchesOf).
+func (s *Service) streamTopN(ctx context.Context, q *Query, snap *Snapshot, res *Result) (bool, error) {
+	sctx, cancel := context.WithTimeout(ctx, speedTimeout)
+	defer cancel()
+	fallback := func(why string, err error) (bool, error) {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		s.log.Debug("top N merged in serving", "view", q.View.Name, "run", snap.RunID(), "why", why, "err", err)
+		return false, nil
+	}
+	store, err := s.deps.Speed.(topNSource).topNStore(sctx)
+	if err != nil {
+		return fallback("the top N store", err)
+	}
+	if _, err := heldLevels(sctx, store, snap); err != nil {
+		return fallback("the run's rows in ClickHouse", err)
+	}
+	v := q.View
+	tq := topNQuery(q, snap, nil) // no levels: base rows only
+	tq.OrderBy, tq.Having, tq.Limit = "", nil, 0
+	read := make([]bool, len(v.Measures))
+	if q.OrderBy != nil {
+		read[q.Measures[q.OrderBy.Measure]] = true
+	}
+	for _, h := range q.Having {
+		read[q.Measures[h.Measure]] = true
+	}
+	tq.Measures = nil
+	for i := range v.Measures {
+		if read[i] {
+			tq.Measures = append(tq.Measures, v.Measures[i].Name)
+		}
+	}
+	if len(tq.Measures) == 0 { // pushable queries never come here; an order by dims would
+		return fallback("nothing to rank by", nil)
+	}
+	r := newRanker(q)
+	norm := NewMerger(q) // finishDistinct: the merge's dense rule
+	buckets := map[int64]*worstFirst{}
+	var truncated bool
+	held := 0
+	err = store.ScanGroups(sctx, tq, func(row *clickhouse.SpeedRollupRow) error {
+		w := q.FromMs()
+		if !q.All() {
+			w = row.Bucket.UnixMilli()
+		}
+		g := &Group{WindowMs: w, States: make([]schemas.State, len(q.Measures))}
+		if _, err := rollupStates(q, row, g.States); err != nil {
+			return err
+		}
+		norm.finishDistinct(g)
+		for i := range q.Having {
+			h := &q.Having[i]
+			if !h.pass(measureKey(&v.Measures[q.Measures[h.Measure]], &g.States[h.Measure], h.Part)) {
+				return nil
+			}
+		}
+		g.Dims = row.Dims // for the comparison; copied when kept
+		x := r.rank(g)
+		h := buckets[w]
+		if h == nil {
+			h = &worstFirst{r: r}
+			buckets[w] = h
+		}
+		switch {
+		case h.Len() < q.Limit:
+			// Kept groups only grow the answer: past serve.max_result_rows
+			// it is refused, so the heaps hold at most that many.
+			if held++; q.MaxRows > 0 && held > q.MaxRows {
+				return &TooManyRowsError{Limit: q.MaxRows}
+			}
+			g.Dims = append([]string(nil), row.Dims...)
+			heap.Push(h, x)
+		case r.less(x, h.items[0]):
+			g.Dims = append([]string(nil), row.Dims...)
+			h.items[0] = x
+			heap.Fix(h, 0)
+			truncated = true
+		default:
+			truncated = true
+		}
+		return nil
+	})
+	var tooMany *TooManyRowsError
+	if errors.As(err, &tooMany) {
+		return false, err
+	}
+	if err != nil {
+		if verdict := s.speedVerdict(ctx, busy(err), sctx.Err() != nil); verdict != nil {
+			return false, verdict
+		}
+		return fallback("the groups from ClickHouse", err)
+	}
+	if _, err := heldLevels(sctx, store, snap); err != nil {
+		return fallback("the run's rows in ClickHouse after the groups", err)
+	}
+	maxWin, err := s.deps.Speed.MaxWindow(sctx, v, snap.AbsorbedChunks)
+	if err != nil {
+		return fallback("the speed layer's newest window", err)
+	}
+	if !maxWin.IsZero() {
+		res.Freshness.SpeedMaxEventTime = maxWin
+	}
+	starts := make([]int64, 0, len(buckets))
+	for w := range buckets {
+		starts = append(starts, w)
+	}
+	slices.Sort(starts)
+	var groups []*Group
+	for _, w := range starts {
+		items := buckets[w].items
+		sort.Slice(items, func(i, j int) bool { return r.less(items[i], items[j]) })
+		for _, x := range items {
+			groups = append(groups, x.g)
+		}
+	}
+	if q.MaxRows > 0 && len(groups) > q.MaxRows {
+		return false, &TooManyRowsError{Limit: q.MaxRows}
+	}
+	merged := 0
+	if len(groups) > 0 {
+		// Every asked measure of the chosen groups, as the merge computes
+		// it: the answer shows the values it is ordered by.
+		if merged, err = s.measuresOf(ctx, q, snap, res, groups, func(*schemas.Measure) bool { return true }); err != nil {
+			return false, err
+		}
+	}
+	res.Groups, res.Truncated = groups, truncated
+	s.m.answered(q, "stream", merged)
+	return true, nil
 }

@@ -125,7 +125,11 @@ func randomTopN(rng *rand.Rand, i int) shape {
 		c.keep = func(dim func(string) string) bool { return !strings.HasPrefix(dim("device"), "t") }
 	}
 	need := map[string]bool{}
-	switch rng.IntN(5) {
+	switch rng.IntN(6) {
+	case 5:
+		k := 1 + rng.IntN(20)
+		p.Add("having", fmt.Sprintf("users>%d", k))
+		c.having, need["users"] = func(r *truthRow) bool { return len(r.users) > k }, true
 	case 1:
 		k := 1 + rng.IntN(8)
 		p.Add("having", fmt.Sprintf("views>=%d", k))
@@ -140,7 +144,7 @@ func randomTopN(rng *rand.Rand, i int) shape {
 		p.Add("having", "min_latency>20")
 		c.having, need["min_latency"] = func(r *truthRow) bool { return len(r.lat) > 0 && r.lat[0] > 20 }, true
 	}
-	c.order = []string{"", "views", "views", "revenue", "min_latency", "max_latency"}[rng.IntN(6)]
+	c.order = []string{"", "views", "views", "revenue", "min_latency", "max_latency", "users", "latency.p99", "latency.p50"}[rng.IntN(9)]
 	if c.order != "" {
 		c.desc = rng.IntN(2) == 0
 		dir := "asc"
@@ -148,7 +152,7 @@ func randomTopN(rng *rand.Rand, i int) shape {
 			dir = "desc"
 		}
 		p.Set("order_by", c.order+":"+dir)
-		need[c.order] = true
+		need[strings.TrimSuffix(strings.TrimSuffix(c.order, ".p99"), ".p50")] = true
 	}
 	p.Set("limit", strconv.Itoa(c.limit))
 	if rng.IntN(2) == 0 { // a subset; otherwise every measure (sketches too)
@@ -237,9 +241,13 @@ func TestTopNInClickHouse(t *testing.T) {
 					continue // selects nothing: checkShape wants rows
 				}
 				done++
-				before := topNCount(t, e.url, path)
+				want := path
+				if path == "clickhouse" && (strings.HasPrefix(c.order, "users") || strings.HasPrefix(c.order, "latency") || strings.Contains(c.params.Encode(), "having=users")) {
+					want = "stream" // a sketch order key or threshold
+				}
+				before := topNCount(t, e.url, want)
 				checkShape(t, e.url, d, nil, c)
-				require.Equal(t, before+1, topNCount(t, e.url, path), "%s: answered by %s", c.name, path)
+				require.Equal(t, before+1, topNCount(t, e.url, want), "%s: answered by %s", c.name, want)
 				samePaths(t, e.url, c)
 			}
 		}
@@ -301,4 +309,16 @@ func TestTopNHoldsNGroups(t *testing.T) {
 	require.Equal(t, len(a.Rows), len(b.Rows))
 	require.Greater(t, all, 5*held, "the merge holds every group of every minute (%v) against %v", all, held)
 	t.Logf("groups held: %v pushed down, %v merged, for %d answer rows", held, all, len(a.Rows))
+
+	// A sketch order key: ranked as ClickHouse streams the groups, the
+	// answer's measures merged for the chosen groups only.
+	p.Set("order_by", "users")
+	before = mergeGroupsSum(t, e.url)
+	streams := topNCount(t, e.url, "stream")
+	c := query(t, e.url, p)
+	held = mergeGroupsSum(t, e.url) - before
+	require.Equal(t, streams+1, topNCount(t, e.url, "stream"))
+	require.NotEmpty(t, c.Rows)
+	require.LessOrEqual(t, held, float64(len(c.Rows)), "the measures of the chosen groups only")
+	require.Less(t, 5*held, all)
 }

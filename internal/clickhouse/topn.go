@@ -134,50 +134,10 @@ func topNSQL(database string, q *TopNQuery) (sql string, args []any, need []bool
 		cols = append(cols, ident(m.Name))
 		aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", exactAggregate(m.Type), ident(m.Name), alias(i)))
 	}
-	inner := strings.Join(cols, ", ")
-	filters, fargs, err := filterWhere(&q.SpeedQuery)
+	union, args, err := bothHalvesSQL(database, q, cols)
 	if err != nil {
 		return "", nil, nil, err
 	}
-
-	// The run's rows, one branch per table read: ranges of one level ORed.
-	var branches []string
-	if q.RunID != "" {
-		byLevel := map[schemas.Granularity][]string{}
-		rangeArgs := map[schemas.Granularity][]any{}
-		var levels []schemas.Granularity
-		for _, sg := range q.Segments {
-			lo, hi := windowBounds(sg.From, sg.To)
-			if lo >= hi {
-				continue
-			}
-			if _, ok := byLevel[sg.Level]; !ok {
-				levels = append(levels, sg.Level)
-			}
-			byLevel[sg.Level] = append(byLevel[sg.Level], "(window_start >= toDateTime(?) AND window_start < toDateTime(?))")
-			rangeArgs[sg.Level] = append(rangeArgs[sg.Level], lo, hi)
-		}
-		for _, l := range levels {
-			table, where := qualified(database, BatchTable(v.Name)), []string{"run_id = ?"}
-			if l != 0 {
-				if levelSeconds(l) <= 0 {
-					return "", nil, nil, fmt.Errorf("clickhouse: view %s: level %s is not whole seconds", v.Name, l)
-				}
-				table = qualified(database, LevelsTable(v.Name))
-				where = append(where, fmt.Sprintf("level = %d", levelSeconds(l)))
-			}
-			where = append(where, "("+strings.Join(byLevel[l], " OR ")+")")
-			where = append(where, filters...)
-			branches = append(branches, fmt.Sprintf("SELECT %s FROM %s WHERE %s", inner, table, strings.Join(where, " AND ")))
-			args = append(append(append(args, q.RunID), rangeArgs[l]...), fargs...)
-		}
-	}
-	swhere, sargs, err := speedWhere(&q.SpeedQuery)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	branches = append(branches, fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s", inner, qualified(database, SpeedTable(v.Name)), strings.Join(swhere, " AND ")))
-	args = append(args, sargs...)
 
 	// A key without a value sorts last either way (serving's sortKey):
 	// min and max of no value are NULL; a sum that is not finite (inf
@@ -226,9 +186,135 @@ func topNSQL(database string, q *TopNQuery) (sql string, args []any, need []bool
 		}
 	}
 	sql = fmt.Sprintf("SELECT %s FROM (SELECT %s FROM (%s) GROUP BY %s HAVING %s) ORDER BY %s LIMIT %d BY %s",
-		strings.Join(out, ", "), strings.Join(sel, ", "), strings.Join(branches, " UNION ALL "),
+		strings.Join(out, ", "), strings.Join(sel, ", "), union,
 		strings.Join(group, ", "), strings.Join(hv, " AND "), strings.Join(orderBy, ", "), q.Limit, rollupBucketAlias)
 	return sql, args, need, nil
+}
+
+// bothHalvesSQL is the UNION ALL of the rows q reads, each as cols: the
+// run's rows (per level of the segments: <view>_batch for the base rows,
+// <view>_levels for a level) and the speed rows FINAL of the chunks not
+// absorbed, q's filters in every branch.
+func bothHalvesSQL(database string, q *TopNQuery, cols []string) (string, []any, error) {
+	v := q.View
+	inner := strings.Join(cols, ", ")
+	filters, fargs, err := filterWhere(&q.SpeedQuery)
+	if err != nil {
+		return "", nil, err
+	}
+	// The run's rows, one branch per table read: ranges of one level ORed.
+	var branches []string
+	var args []any
+	if q.RunID != "" {
+		byLevel := map[schemas.Granularity][]string{}
+		rangeArgs := map[schemas.Granularity][]any{}
+		var levels []schemas.Granularity
+		for _, sg := range q.Segments {
+			lo, hi := windowBounds(sg.From, sg.To)
+			if lo >= hi {
+				continue
+			}
+			if _, ok := byLevel[sg.Level]; !ok {
+				levels = append(levels, sg.Level)
+			}
+			byLevel[sg.Level] = append(byLevel[sg.Level], "(window_start >= toDateTime(?) AND window_start < toDateTime(?))")
+			rangeArgs[sg.Level] = append(rangeArgs[sg.Level], lo, hi)
+		}
+		for _, l := range levels {
+			table, where := qualified(database, BatchTable(v.Name)), []string{"run_id = ?"}
+			if l != 0 {
+				if levelSeconds(l) <= 0 {
+					return "", nil, fmt.Errorf("clickhouse: view %s: level %s is not whole seconds", v.Name, l)
+				}
+				table = qualified(database, LevelsTable(v.Name))
+				where = append(where, fmt.Sprintf("level = %d", levelSeconds(l)))
+			}
+			where = append(where, "("+strings.Join(byLevel[l], " OR ")+")")
+			where = append(where, filters...)
+			branches = append(branches, fmt.Sprintf("SELECT %s FROM %s WHERE %s", inner, table, strings.Join(where, " AND ")))
+			args = append(append(append(args, q.RunID), rangeArgs[l]...), fargs...)
+		}
+	}
+	swhere, sargs, err := speedWhere(&q.SpeedQuery)
+	if err != nil {
+		return "", nil, err
+	}
+	branches = append(branches, fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s", inner, qualified(database, SpeedTable(v.Name)), strings.Join(swhere, " AND ")))
+	return strings.Join(branches, " UNION ALL "), append(args, sargs...), nil
+}
+
+// groupsSQL is the query of ScanGroups: every (bucket, group) of q's rows
+// in (bucket, group-by values) order, the measures SpeedQuery.Measures
+// names as the speed rollup returns them (exact ones aggregated, sketches
+// as the list of stored sketches). OrderBy, Having and Limit are not
+// used. A sketch is read from base rows only: <view>_levels holds no
+// tandem sketches, so every segment must be Level 0 then.
+func groupsSQL(database string, q *TopNQuery) (sql string, args []any, need []bool, err error) {
+	v := q.View
+	if v == nil {
+		return "", nil, nil, fmt.Errorf("clickhouse: a group scan needs a view")
+	}
+	if need, err = q.need(); err != nil {
+		return "", nil, nil, err
+	}
+	bucket, err := bucketSQL(v, q.Granularity, q.Local)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	dims := make([]string, len(q.GroupBy))
+	for k, d := range q.GroupBy {
+		if v.DimensionIndex(d) < 0 {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s has no dimension %q to group by", v.Name, d)
+		}
+		dims[k] = ident(d)
+	}
+	cols := append([]string{ident(schemas.ColWindowStart)}, dims...)
+	sel := append([]string{bucket + " AS " + rollupBucketAlias}, dims...)
+	sketch := false
+	for i, m := range v.Measures {
+		if !need[i] {
+			continue
+		}
+		if !identPattern.MatchString(m.Name) {
+			return "", nil, nil, fmt.Errorf("clickhouse: view %s: column name %q is not a plain identifier", v.Name, m.Name)
+		}
+		c := ident(m.Name)
+		cols = append(cols, c)
+		if m.Type.Exact() {
+			sel = append(sel, fmt.Sprintf("%s(%s)", exactAggregate(m.Type), c))
+		} else {
+			sketch = true
+			sel = append(sel, fmt.Sprintf("groupArrayIf(%s, %s != '')", c, c))
+		}
+	}
+	if sketch {
+		for _, sg := range q.Segments {
+			if sg.Level != 0 {
+				return "", nil, nil, fmt.Errorf("clickhouse: view %s: sketches are read from base rows only, not level %s", v.Name, sg.Level)
+			}
+		}
+	}
+	union, args, err := bothHalvesSQL(database, q, cols)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	group := append([]string{rollupBucketAlias}, dims...)
+	// HAVING count() > 0: see speedRollupSQL.
+	sql = fmt.Sprintf("SELECT %s FROM (%s) GROUP BY %s HAVING count() > 0 ORDER BY %s",
+		strings.Join(sel, ", "), union, strings.Join(group, ", "), strings.Join(group, ", "))
+	return sql, args, need, nil
+}
+
+// ScanGroups calls fn for every (bucket, group) of q's rows (groupsSQL),
+// in bucket order and within a bucket in byte order of the group-by
+// values, so a reader can keep the best groups in a bounded heap while
+// they stream by. Cells are as ScanSpeedRollup's; the row is reused.
+func (db *DB) ScanGroups(ctx context.Context, q TopNQuery, fn func(*SpeedRollupRow) error) error {
+	sql, args, need, err := groupsSQL(db.db, &q)
+	if err != nil {
+		return err
+	}
+	return db.scanRollup(ctx, "the groups of "+q.View.Name, q.View, sql, args, need, len(q.GroupBy), false, fn)
 }
 
 // ScanTopN calls fn, in answer order (by bucket, then the order), for each
@@ -240,60 +326,7 @@ func (db *DB) ScanTopN(ctx context.Context, q TopNQuery, fn func(*SpeedRollupRow
 	if err != nil {
 		return err
 	}
-	v := q.View
-	rows, err := db.conn.Query(ctx, sql, args...)
-	if err != nil {
-		return fmt.Errorf("clickhouse: top %d of %s: %w", q.Limit, v.Name, err)
-	}
-	defer rows.Close()
-	var bucket uint32
-	row := SpeedRollupRow{Dims: make([]string, len(q.GroupBy)), Cells: make([]any, len(v.Measures))}
-	dest := []any{&bucket}
-	for i := range row.Dims {
-		dest = append(dest, &row.Dims[i])
-	}
-	counts := make([]int64, len(v.Measures))
-	floats := make([]float64, len(v.Measures))
-	nulls := make([]*float64, len(v.Measures))
-	for i, m := range v.Measures {
-		if !need[i] {
-			continue
-		}
-		switch m.Type {
-		case schemas.MeasureCount:
-			dest = append(dest, &counts[i])
-		case schemas.MeasureSum:
-			dest = append(dest, &floats[i])
-		default:
-			dest = append(dest, &nulls[i])
-		}
-	}
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
-			return fmt.Errorf("clickhouse: top %d of %s: %w", q.Limit, v.Name, err)
-		}
-		row.Bucket = time.Unix(int64(bucket), 0).UTC()
-		for i, m := range v.Measures {
-			switch {
-			case !need[i]:
-				row.Cells[i] = nil
-			case m.Type == schemas.MeasureCount:
-				row.Cells[i] = counts[i]
-			case m.Type == schemas.MeasureSum:
-				row.Cells[i] = floats[i]
-			default:
-				row.Cells[i] = nulls[i]
-				nulls[i] = nil
-			}
-		}
-		if err := fn(&row); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("clickhouse: top %d of %s: %w", q.Limit, v.Name, err)
-	}
-	return nil
+	return db.scanRollup(ctx, fmt.Sprintf("top %d of %s", q.Limit, q.View.Name), q.View, sql, args, need, len(q.GroupBy), false, fn)
 }
 
 // RunRowCounts returns how many rows of a run ClickHouse holds: its base
