@@ -487,11 +487,7 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		}
 	}
 
-	if pushable(q, s.deps.Speed) || streamable(q, s.deps.Speed) {
-		push := s.streamTopN
-		if pushable(q, s.deps.Speed) {
-			push = s.pushTopN
-		}
+	if push := s.topNPath(q); push != nil {
 		done, err := push(ctx, q, snap, res)
 		if err != nil {
 			return nil, err

@@ -94,6 +94,19 @@ func pushable(q *Query, sp SpeedSource) bool {
 	return false
 }
 
+// topNPath is how ClickHouse helps answer q: pushTopN (it computes the
+// top N), streamTopN (it streams the groups for serving to rank) or nil
+// (the merge answers alone). Either may still hand q to the merge.
+func (s *Service) topNPath(q *Query) func(context.Context, *Query, *Snapshot, *Result) (bool, error) {
+	switch {
+	case pushable(q, s.deps.Speed):
+		return s.pushTopN
+	case streamable(q, s.deps.Speed):
+		return s.streamTopN
+	}
+	return nil
+}
+
 // errNotHeld: ClickHouse does not hold the snapshot's run completely.
 var errNotHeld = errors.New("ClickHouse does not hold the run completely")
 
