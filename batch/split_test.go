@@ -62,7 +62,7 @@ func runWorkers(ctx context.Context, t *testing.T, o Options, name string, n int
 
 // publishedState is every view's manifest, without what names the run or
 // its timing, and the bytes of each of its files by level and day.
-func publishedState(t *testing.T, ctx context.Context, st *s3.Store, cfg *schemas.Config) map[string]string {
+func publishedState(t testing.TB, ctx context.Context, st *s3.Store, cfg *schemas.Config) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, v := range cfg.Views {
