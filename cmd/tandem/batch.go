@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tandem-analytics/tandem/batch"
@@ -88,7 +88,8 @@ func cmdBatch(ctx context.Context, args []string) error {
 		return err
 	}
 	if quietWorker {
-		log.Info("batch run: worker done", "run", split.Name, "worker", *worker, "run_id", res.RunID, "duration", res.Duration.Round(time.Millisecond).String())
+		log.Info("batch run: worker done", "run", split.Name, "worker", *worker, "run_id", res.RunID, "duration", res.Duration.Round(time.Millisecond).String(),
+			"peak_rss_mb", peakRSS()>>20)
 		return nil
 	}
 	for _, v := range res.Views {
@@ -183,13 +184,10 @@ func spawnWorkers(ctx context.Context, log interface{ Info(string, ...any) }, so
 			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 			t0 := time.Now()
 			err := cmd.Run()
-			attrs := []any{"run", so.Name, "worker", fmt.Sprintf("%d/%d", i, so.Workers), "duration", time.Since(t0).Round(time.Millisecond).String()}
-			if cmd.ProcessState == nil {
-				// not started: err says why
-			} else if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-				attrs = append(attrs, "peak_rss_mb", ru.Maxrss/1024) // Linux: KiB
-			}
-			log.Info("batch run: worker process exited", attrs...)
+			// Each worker logs its own peak RSS ("worker done"): the
+			// child's ru_maxrss would include this process's (Linux keeps
+			// it across the exec).
+			log.Info("batch run: worker process exited", "run", so.Name, "worker", fmt.Sprintf("%d/%d", i, so.Workers), "duration", time.Since(t0).Round(time.Millisecond).String())
 			if err != nil {
 				errs[i] = fmt.Errorf("worker %d/%d: %w", i, so.Workers, err)
 			}
@@ -197,4 +195,23 @@ func spawnWorkers(ctx context.Context, log interface{ Info(string, ...any) }, so
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// peakRSS is this process's peak resident set (VmHWM) in bytes; 0 where
+// /proc is not there.
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
 }
