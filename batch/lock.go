@@ -161,6 +161,12 @@ func (l *lock) renew() {
 					l.mu.Unlock()
 					continue
 				}
+				if isNotFound(rerr) {
+					// The run's publisher released it: the run is over.
+					l.log.Info("the split run's lock was released by its publisher; this process stops renewing it")
+					l.lostMu.Do(func() { close(l.lost) })
+					return
+				}
 			}
 			if isPreconditionFailed(err) {
 				l.log.Error("the batch lock was taken by another run while this one held it; this run will not publish", "err", err)
