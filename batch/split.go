@@ -610,7 +610,6 @@ func download(ctx context.Context, st objstore.Bucket, key, path string) error {
 // one-process run's steps after the aggregation, on the parts' results.
 func splitPublish(ctx context.Context, o *Options, lk *lock, plan *splitPlan, tmp string, start time.Time) (*Result, error) {
 	res := &Result{RunID: plan.RunID}
-	var streams []string
 	for _, s := range o.Config.Streams {
 		views := o.Config.ViewsOf(s.Name)
 		if len(views) == 0 {
@@ -658,7 +657,6 @@ func splitPublish(ctx context.Context, o *Options, lk *lock, plan *splitPlan, tm
 			return nil, err
 		}
 		res.Views = append(res.Views, out...)
-		streams = append(streams, s.Name)
 	}
 	removed, err := gcRemovedViews(ctx, o.Store, o.Config, o.Config.Batch.RemovedViewGrace.D(), time.Now(), lk)
 	if err != nil {
@@ -679,20 +677,23 @@ func splitPublish(ctx context.Context, o *Options, lk *lock, plan *splitPlan, tm
 	res.Duration = time.Since(start)
 	// The marker makes late or repeated workers stop; the spill, the bulk
 	// of the run's temporary objects, goes (the small parts stay as a
-	// record of the run).
+	// record of the run until the next split run publishes). Other split
+	// runs' objects go whole: they were abandoned (this run holds the
+	// lock, and their plans are stale now that the views moved on).
 	done, _ := json.MarshalIndent(res, "", "  ")
 	if err := objstore.PutBytes(ctx, o.Store, splitDoneKey(plan.Name), done); err != nil {
 		return nil, err
 	}
-	for _, s := range streams {
-		objs, err := objstore.List(ctx, o.Store, spillPrefix(plan.Name, s))
-		if err != nil {
-			return nil, err
+	objs, err := objstore.List(ctx, o.Store, "batch/_split/")
+	if err != nil {
+		return nil, err
+	}
+	for _, obj := range objs {
+		if strings.HasPrefix(obj.Key, splitPrefix(plan.Name)) && !strings.Contains(obj.Key, "/spill/") {
+			continue
 		}
-		for _, obj := range objs {
-			if err := o.Store.Delete(ctx, obj.Key); err != nil {
-				return nil, fmt.Errorf("batch: deleting the split run's spill %s: %w", obj.Key, err)
-			}
+		if err := o.Store.Delete(ctx, obj.Key); err != nil {
+			return nil, fmt.Errorf("batch: deleting the split runs' temporary object %s: %w", obj.Key, err)
 		}
 	}
 	o.Log.Info("batch: split run published", "workers", plan.Workers, "views", len(res.Views), "duration", res.Duration.Round(time.Millisecond).String())

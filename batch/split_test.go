@@ -165,6 +165,9 @@ func TestSplitRunEqualsOneProcess(t *testing.T) {
 			for _, o := range objs {
 				require.NotContains(t, o.Key, "/spill/", "the spill is deleted after the publish")
 			}
+			objs, err = objstore.List(ctx, x.st, splitPrefix(fmt.Sprintf("first-%d", x.workers)))
+			require.NoError(t, err)
+			require.Empty(t, objs, "an earlier split run's records go when the next one publishes")
 		}
 	}
 	// The state the split run left continues incrementally like one
