@@ -67,7 +67,8 @@ type SplitOptions struct {
 	// 0: do not wait, fail naming the missing parts.
 	Wait time.Duration
 	// crashAfter, for tests, fails a worker after the named step
-	// ("scan", "spill").
+	// ("scan", "spill", "agg": before the part that step's objects
+	// belong to).
 	crashAfter string
 }
 
@@ -567,6 +568,9 @@ func aggWorker(ctx context.Context, o *Options, plan *splitPlan, j *streamJob, t
 	files, err := computeDays(ctx, o, spill, j.s, j.views, days, j.fromDay, plan.RunID, tmp)
 	if err != nil {
 		return err
+	}
+	if so.crashAfter == "agg" {
+		return errors.New("batch: test crash after the day files")
 	}
 	part := &aggPart{Plan: plan.id, Worker: so.Worker, Days: days, Files: files}
 	data, _ := json.MarshalIndent(part, "", "  ")

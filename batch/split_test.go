@@ -213,11 +213,14 @@ func TestSplitRunCrashedAndRepeatedWorkers(t *testing.T) {
 	_, err = Run(ctx, op)
 	require.ErrorContains(t, err, "has no plan")
 
-	// Worker 1 dies after uploading its spill, before its scan part.
+	// Worker 1 dies after its scan's index and duplicate offsets, then,
+	// run again, after uploading its spill: before its scan part both times.
 	ow := o
-	ow.Split = split(1, false, "spill")
-	_, err = Run(ctx, ow)
-	require.ErrorContains(t, err, "test crash")
+	for _, step := range []string{"scan", "spill"} {
+		ow.Split = split(1, false, step)
+		_, err = Run(ctx, ow)
+		require.ErrorContains(t, err, "test crash", step)
+	}
 	// A worker with another N is refused.
 	ow.Split = SplitOptions{Name: "nightly", Workers: 3, Worker: 1}
 	_, err = Run(ctx, ow)
@@ -230,25 +233,37 @@ func TestSplitRunCrashedAndRepeatedWorkers(t *testing.T) {
 	_, err = Run(ctx, op)
 	require.ErrorContains(t, err, "parts of workers 1 (of 2) are missing")
 
-	// Worker 1 again, then once more (a repeated pod), then worker 0 and
-	// the publisher.
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			oi := o
-			oi.TempDir = t.TempDir()
-			oi.Split = split(i, false, "")
-			oi.Split.Wait = time.Minute
-			_, errs[i] = Run(ctx, oi)
-		}()
+	// Both workers; worker 1 dies again, after writing its day files but
+	// before its aggregate part.
+	both := func(crash1 string) []error {
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				oi := o
+				oi.TempDir = t.TempDir()
+				oi.Split = split(i, false, "")
+				if i == 1 {
+					oi.Split.crashAfter = crash1
+				}
+				oi.Split.Wait = time.Minute
+				_, errs[i] = Run(ctx, oi)
+			}()
+		}
+		wg.Wait()
+		return errs
 	}
-	wg.Wait()
+	errs := both("agg")
 	require.NoError(t, errs[0])
-	require.NoError(t, errs[1])
+	require.ErrorContains(t, errs[1], "test crash")
+	_, err = Run(ctx, op)
+	require.ErrorContains(t, err, "agg parts of workers 1 (of 2) are missing")
+	// Worker 1 again, then once more (a repeated pod), then the publisher.
 	ow.Split = split(1, false, "")
+	_, err = Run(ctx, ow)
+	require.NoError(t, err)
 	_, err = Run(ctx, ow)
 	require.NoError(t, err, "a repeated worker")
 	res, err := Run(ctx, op)
