@@ -195,6 +195,13 @@ func runSplit(ctx context.Context, o Options, start time.Time) (*Result, error) 
 	} else if !isNotFound(err) {
 		return nil, err
 	}
+	if so.Worker < 0 {
+		// A publisher of a run no worker planned (a typo in its name) must
+		// not take the lock: it would block every run for lock_ttl.
+		if _, err := ensurePlan(ctx, &o, false); err != nil {
+			return nil, err
+		}
+	}
 	ttl := o.Config.Batch.LockTTL.D()
 	if ttl <= 0 {
 		ttl = time.Hour
@@ -232,8 +239,15 @@ func runSplit(ctx context.Context, o Options, start time.Time) (*Result, error) 
 			return &Result{RunID: plan.RunID, Duration: time.Since(start)}, nil
 		}
 	}
-	defer lk.release(context.WithoutCancel(ctx))
-	return splitPublish(ctx, &o, lk, plan, tmp, start)
+	res, err := splitPublish(ctx, &o, lk, plan, tmp, start)
+	if err != nil {
+		// The run is not over: its workers may still be at work (a part
+		// was missing) and keep the lock; a publish run again rejoins it.
+		lk.leave()
+		return nil, err
+	}
+	lk.release(context.WithoutCancel(ctx))
+	return res, nil
 }
 
 // ensurePlan reads the run's plan, or, for a worker when there is none,

@@ -212,6 +212,8 @@ func TestSplitRunCrashedAndRepeatedWorkers(t *testing.T) {
 	op.Split = split(-1, true, "")
 	_, err = Run(ctx, op)
 	require.ErrorContains(t, err, "has no plan")
+	_, err = st2.Stat(ctx, LockKey)
+	require.ErrorIs(t, err, objstore.ErrNotFound, "a publisher of an unplanned run takes no lock")
 
 	// Worker 1 dies after its scan's index and duplicate offsets, then,
 	// run again, after uploading its spill: before its scan part both times.
@@ -260,6 +262,11 @@ func TestSplitRunCrashedAndRepeatedWorkers(t *testing.T) {
 	require.ErrorContains(t, errs[1], "test crash")
 	_, err = Run(ctx, op)
 	require.ErrorContains(t, err, "agg parts of workers 1 (of 2) are missing")
+	lock, err := objstore.GetBytes(ctx, st2, LockKey)
+	require.NoError(t, err, "a failed publish leaves the run's lock to its workers")
+	require.Contains(t, string(lock), `"holder": "split:nightly"`)
+	_, err = Run(ctx, Options{Config: cfg2, Store: st2, Log: testLog(), TempDir: t.TempDir(), Now: func() time.Time { return now }})
+	require.ErrorIs(t, err, ErrLocked, "no other run meanwhile")
 	// Worker 1 again, then once more (a repeated pod), then the publisher.
 	ow.Split = split(1, false, "")
 	_, err = Run(ctx, ow)
