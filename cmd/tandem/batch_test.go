@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,6 +98,7 @@ func TestBatchRunWorkersCommand(t *testing.T) {
 	}
 	onePath, cfg, oneSt := cfgFor("one")
 	splitPath, _, splitSt := cfgFor("split")
+	killedPath, _, killedSt := cfgFor("killed")
 
 	// The master dataset: 6 partitions of 300 messages, the archiver's
 	// layout, with repeated ids, late events and an invalid message.
@@ -127,7 +130,7 @@ func TestBatchRunWorkersCommand(t *testing.T) {
 			}
 			require.NoError(t, w.Close())
 			key := schemas.RawKey(s.Name, p, first, first+99)
-			for _, st := range []*s3.Store{oneSt, splitSt} {
+			for _, st := range []*s3.Store{oneSt, splitSt, killedSt} {
 				require.NoError(t, objstore.PutBytes(ctx, st, key, buf.Bytes()))
 			}
 		}
@@ -145,13 +148,41 @@ func TestBatchRunWorkersCommand(t *testing.T) {
 	}
 	require.Contains(t, log, "split run published")
 
-	for _, v := range cfg.Views {
-		want, wantFiles := viewBytes(t, ctx, oneSt, v.Name)
-		got, gotFiles := viewBytes(t, ctx, splitSt, v.Name)
-		require.Equal(t, want, got, "view %s: manifest", v.Name)
-		require.Equal(t, len(wantFiles), len(gotFiles))
-		for k, b := range wantFiles {
-			require.True(t, bytes.Equal(b, gotFiles[k]), "view %s: %s differs from one process's", v.Name, k)
+	// Kubernetes' shape, with a kill -9: worker 1 stores its scan part
+	// and waits for worker 0's; it is killed there, run again beside
+	// worker 0, which publishes.
+	worker := func(i int) *exec.Cmd {
+		return exec.CommandContext(ctx, bin, "batch", "run", "--no-clickhouse", "--config", killedPath,
+			"--run", "nightly-1", "--worker", fmt.Sprintf("%d/2", i), "--wait", "2m")
+	}
+	w1 := worker(1)
+	w1Log := &lockedBuffer{}
+	w1.Stdout, w1.Stderr = w1Log, w1Log
+	require.NoError(t, w1.Start())
+	require.Eventually(t, func() bool { return strings.Contains(w1Log.String(), "waiting for the other workers' parts") },
+		time.Minute, 50*time.Millisecond, "worker 1 never waited: %s", w1Log)
+	require.Contains(t, w1Log.String(), "scan part stored")
+	require.NoError(t, w1.Process.Signal(syscall.SIGKILL))
+	_ = w1.Wait()
+	w0 := worker(0)
+	var w0Log bytes.Buffer
+	w0.Stdout, w0.Stderr = &w0Log, &w0Log
+	require.NoError(t, w0.Start())
+	out, err = worker(1).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "part already stored by an earlier attempt", "the killed worker's scan part is reused")
+	require.NoError(t, w0.Wait(), "%s", &w0Log)
+	require.Contains(t, w0Log.String(), "split run published")
+
+	for _, st := range []*s3.Store{splitSt, killedSt} {
+		for _, v := range cfg.Views {
+			want, wantFiles := viewBytes(t, ctx, oneSt, v.Name)
+			got, gotFiles := viewBytes(t, ctx, st, v.Name)
+			require.Equal(t, want, got, "%s view %s: manifest", st.Name(), v.Name)
+			require.Equal(t, len(wantFiles), len(gotFiles))
+			for k, b := range wantFiles {
+				require.True(t, bytes.Equal(b, gotFiles[k]), "%s view %s: %s differs from one process's", st.Name(), v.Name, k)
+			}
 		}
 	}
 
@@ -189,4 +220,22 @@ func viewBytes(t *testing.T, ctx context.Context, st *s3.Store, view string) (st
 	norm, err := json.Marshal(m)
 	require.NoError(t, err)
 	return string(norm), files
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
