@@ -41,6 +41,9 @@ type Config struct {
 	Workers int `yaml:"-"`
 	// Holder names this run in the lock (default host-pid-random).
 	Holder string `yaml:"-"`
+	// Split makes this Run one process of a split run: a worker or the
+	// publisher (split.go). The zero value is a one-process run.
+	Split SplitOptions `yaml:"-"`
 }
 
 // DefaultConfig is the batch section when the file leaves it out.

@@ -23,8 +23,9 @@ type Options struct {
 	Log          *slog.Logger
 	Now          func() time.Time
 	AfterPublish func(ctx context.Context, res *Result) error
-	// Batch, when set, replaces DefaultConfig (Full, TempDir, Workers and
-	// Holder above still apply).
+	Split        SplitOptions
+	// Batch, when set, replaces DefaultConfig (Full, TempDir, Workers,
+	// Holder and Split above still apply).
 	Batch *Config
 
 	crashBeforeManifest func(view string) error
@@ -36,7 +37,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Batch != nil {
 		c = *o.Batch
 	}
-	c.Full, c.TempDir, c.Workers, c.Holder = o.Full, o.TempDir, o.Workers, o.Holder
+	c.Full, c.TempDir, c.Workers, c.Holder, c.Split = o.Full, o.TempDir, o.Workers, o.Holder, o.Split
 	r, err := New(c, Deps{Schema: o.Config, Store: o.Store, ClickHouse: o.ClickHouse, Log: o.Log, Now: o.Now, AfterPublish: o.AfterPublish})
 	if err != nil {
 		return nil, err
