@@ -467,11 +467,15 @@ func readRowGroup(ctx context.Context, v *schemas.View, file ViewFile, i, hint i
 func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg *cachedRowGroup, miss []bool) error {
 	states := make([][]schemas.State, len(miss))
 	flats := make([][]*schemas.DDFlat, len(miss))
+	hlls := make([][][]byte, len(miss))
 	for m, x := range miss {
 		if x {
 			states[m] = make([]schemas.State, 0, len(crg.rows))
-			if v.Measures[m].Type == schemas.MeasureQuantiles {
+			switch v.Measures[m].Type {
+			case schemas.MeasureQuantiles:
 				flats[m] = make([]*schemas.DDFlat, 0, len(crg.rows))
+			case schemas.MeasureDistinct:
+				hlls[m] = make([][]byte, 0, len(crg.rows))
 			}
 		}
 	}
@@ -481,13 +485,16 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 			if !x {
 				continue
 			}
-			st, f, err := decodeCell(&v.Measures[m], cells[m])
+			st, f, hb, err := decodeCell(&v.Measures[m], cells[m])
 			if err != nil {
 				return fmt.Errorf("view %s, measure %s: %w", v.Name, v.Measures[m].Name, err)
 			}
 			states[m] = append(states[m], st)
 			if flats[m] != nil {
 				flats[m] = append(flats[m], f)
+			}
+			if hlls[m] != nil {
+				hlls[m] = append(hlls[m], hb)
 			}
 		}
 		size += cellsBytes(cells)
@@ -513,6 +520,9 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 			crg.rows[to].States[m] = st
 			if flats[m] != nil {
 				crg.rows[to].Flat[m] = flats[m][k] // Flat has a slot per measure (DecodeRow)
+			}
+			if hlls[m] != nil {
+				crg.rows[to].HLL[m] = hlls[m][k] // so has HLL
 			}
 		}
 		crg.decoded[m] = true

@@ -215,7 +215,7 @@ func benchMergeQuantiles(b *testing.B, nRows, nGroups, values int) {
 		lib += time.Since(t0)
 		t0 = time.Now()
 		for _, c := range cells {
-			_, _, _ = decodeCell(&v.Measures[0], c[0])
+			_, _, _, _ = decodeCell(&v.Measures[0], c[0])
 		}
 		decFlat += time.Since(t0)
 		t0 = time.Now()

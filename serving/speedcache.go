@@ -250,7 +250,7 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State
 			// Flat: no sketch object per stored row (DecodeDDFlat).
 			var u schemas.DDUnion
 			for _, b := range sketches {
-				st, f, err := decodeCell(m, b)
+				st, f, _, err := decodeCell(m, b)
 				if err != nil {
 					return 0, fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
 				}
@@ -259,6 +259,24 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State
 				in += int64(len(b))
 			}
 			states[j].DD = u.Sketch()
+			sketchBytes += min(in, 20<<10)
+			continue
+		}
+		if m.Type == schemas.MeasureDistinct {
+			// Flat too: each sketch checked, then read in place by a union.
+			var u schemas.HLLUnion
+			for _, b := range sketches {
+				hb, err := schemas.ValidHLLBytes(m, b)
+				if err != nil {
+					return 0, fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
+				}
+				if hb != nil {
+					u.AddBytes(hb)
+					states[j].N++
+				}
+				in += int64(len(b))
+			}
+			states[j].HLL = u.Sketch()
 			sketchBytes += min(in, 20<<10)
 			continue
 		}
