@@ -292,6 +292,11 @@ func (u *HLLUnion) Estimate() uint64 {
 	return hllDenseEstimate(u.regs)
 }
 
+// hllExactRank is the highest register value hllDenseEstimate adds out of
+// order: 14 bits above the point (16,384 registers of at most 1) and 39
+// below fill a float64's 53.
+const hllExactRank = 53 - 1 - hllPrecision
+
 // hllInvPow2[v] is the library's 1 / 2^v, as sumAndZeros computes it.
 var hllInvPow2 = func() (t [256]float64) {
 	for v := range t {
@@ -302,13 +307,31 @@ var hllInvPow2 = func() (t [256]float64) {
 
 // hllDenseEstimate is the library's Estimate of dense registers (precision
 // 14): sumAndZeros, alpha and beta14 of hyperloglog v0.3.0, term by term.
+//
+// The library adds 1/2^v register by register. Every term is a power of
+// two, so while no register passes hllExactRank each partial sum is exact
+// in a float64 (at most 2^14 in 53 bits down to 2^-39) and the sum is the
+// same in any order: here it is added by value from a histogram. Higher
+// ranks (about one register in 2^39) take the library's order.
 func hllDenseEstimate(regs []uint8) uint64 {
-	var sum, ez float64
+	var hist [256]int32
 	for _, v := range regs {
-		if v == 0 {
-			ez++
+		hist[v]++
+	}
+	var sum float64
+	ez := float64(hist[0])
+	exact := true
+	for v := hllExactRank + 1; v < len(hist); v++ {
+		exact = exact && hist[v] == 0
+	}
+	if exact {
+		for v := 0; v <= hllExactRank; v++ {
+			sum += float64(hist[v]) * hllInvPow2[v]
 		}
-		sum += hllInvPow2[v]
+	} else {
+		for _, v := range regs {
+			sum += hllInvPow2[v]
+		}
 	}
 	m := float64(hllM)
 	alpha := 0.7213 / (1 + 1.079/m)
