@@ -2,6 +2,8 @@ package schemas
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 
@@ -349,16 +351,106 @@ func hllDenseEstimate(regs []uint8) uint64 {
 }
 
 // ValidHLLBytes returns b as AddBytes reads it: a distinct cell's sketch
-// bytes (Measure.SketchBytes) checked by decoding them once, as
-// StateFromCell does, and re-encoded when stored in another version of the
-// encoding. It returns nil for the empty sketch.
+// bytes (Measure.SketchBytes) checked as StateFromCell checks them, or
+// re-encoded when stored in another version of the encoding. It returns
+// nil for the empty sketch. The version 2 encoding (every sketch tandem
+// writes) is checked in place by checkHLLV2, without building the sketch
+// object StateFromCell would.
 func ValidHLLBytes(m *Measure, b []byte) ([]byte, error) {
+	if len(b) >= 8 && b[0] == 2 && b[1] == hllPrecision {
+		if err := checkHLLV2(b); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
+		}
+		return b, nil
+	}
 	st, err := m.StateFromCell(b)
 	if err != nil || st.HLL == nil {
 		return nil, err
 	}
-	if len(b) >= 8 && b[0] == 2 {
-		return b, nil
-	}
 	return st.HLL.MarshalBinary()
+}
+
+// checkHLLV2 refuses exactly what the library's UnmarshalBinary refuses in
+// a version 2 encoding of precision 14 (hyperloglog v0.3.0;
+// TestCheckHLLV2MatchesLibrary compares them on mutated encodings).
+func checkHLLV2(b []byte) error {
+	const maxRho = 64 - hllPrecision + 1
+	validKey := func(k uint32) bool {
+		_, r := hllDecode(k)
+		return r <= maxRho
+	}
+	if b[3] > 1 {
+		return fmt.Errorf("distinct sketch header byte 3 is %d", b[3])
+	}
+	if b[2] != 0 {
+		return fmt.Errorf("distinct sketch header byte 2 is %d", b[2])
+	}
+	if b[3] == 0 { // dense
+		if binary.BigEndian.Uint32(b[4:8]) != hllM || len(b) != 8+hllM {
+			return errors.New("distinct sketch has a wrong register count")
+		}
+		for i, r := range b[8:] {
+			if r > maxRho {
+				return fmt.Errorf("distinct sketch register %d is %d", i, r)
+			}
+		}
+		return nil
+	}
+	tssz := binary.BigEndian.Uint32(b[4:8])
+	need := 8 + 4*uint64(tssz)
+	if need > uint64(len(b)) || tssz > hllM {
+		return fmt.Errorf("distinct sketch claims %d recent keys", tssz)
+	}
+	for i := 8; i < int(need); i += 4 {
+		if !validKey(binary.BigEndian.Uint32(b[i:])) {
+			return fmt.Errorf("distinct sketch has a recent key of rank above %d", maxRho)
+		}
+	}
+	rest := b[need:]
+	if len(rest) < 12 {
+		return errors.New("distinct sketch's key list is cut short")
+	}
+	count, last, sz := binary.BigEndian.Uint32(rest), binary.BigEndian.Uint32(rest[4:]), binary.BigEndian.Uint32(rest[8:])
+	list := rest[12:]
+	switch {
+	case uint64(len(list)) != uint64(sz):
+		return errors.New("distinct sketch's key list has a wrong length")
+	case count >= 1<<hllSparse:
+		return fmt.Errorf("distinct sketch claims %d keys", count)
+	case count == 0 && (sz != 0 || last != 0):
+		return errors.New("distinct sketch's empty key list has a size or last key")
+	case count != 0 && (sz < count || uint64(sz) > 5*uint64(count)):
+		return errors.New("distinct sketch's key list has an impossible size")
+	}
+	var entries, running uint32
+	for i := 0; i < len(list); {
+		// The library's varint (variableLengthList.decode): at most 5
+		// bytes, the fifth at most 0x0f, no trailing zero byte.
+		j := i
+		var x uint32
+		for ; j < len(list) && list[j]&0x80 != 0; j++ {
+			x |= uint32(list[j]&0x7f) << (uint(j-i) * 7)
+		}
+		if j >= len(list) {
+			return errors.New("distinct sketch's key list ends inside a number")
+		}
+		x |= uint32(list[j]) << (uint(j-i) * 7)
+		if n := j - i + 1; n > 5 || (n == 5 && list[j] > 0x0f) || (n > 1 && list[j] == 0) {
+			return errors.New("distinct sketch's key list has a malformed number")
+		}
+		i = j + 1
+		next := running + x
+		if entries > 0 && next <= running {
+			return errors.New("distinct sketch's keys do not increase")
+		}
+		running = next
+		if !validKey(running) {
+			return fmt.Errorf("distinct sketch has a key of rank above %d", maxRho)
+		}
+		entries++
+	}
+	if count != entries || last != running {
+		return errors.New("distinct sketch's key list disagrees with its count or last key")
+	}
+	return nil
 }

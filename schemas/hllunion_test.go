@@ -155,3 +155,52 @@ func TestHLLUnionAtLeast(t *testing.T) {
 		require.Equal(t, dense || u.Estimate() >= uint64(n), got, "round %d: n %d, estimate %d", round, n, u.Estimate())
 	}
 }
+
+// TestCheckHLLV2MatchesLibrary: on encodings of real sketches, cut,
+// extended and with bytes changed, checkHLLV2 refuses exactly what the
+// library's UnmarshalBinary refuses (version 2, precision 14).
+func TestCheckHLLV2MatchesLibrary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(27, 28))
+	var base [][]byte
+	for _, n := range []int{0, 1, 3, 40, 200, 1000, 5000, 20000} {
+		sk := newHLL()
+		for i := 0; i < n; i++ {
+			sk.Insert([]byte(fmt.Sprintf("k%d", rng.IntN(1<<30))))
+		}
+		b, err := sk.MarshalBinary()
+		require.NoError(t, err)
+		base = append(base, b)
+		sk.Estimate() // an empty recent-key set
+		b, err = sk.MarshalBinary()
+		require.NoError(t, err)
+		base = append(base, b)
+	}
+	checked, refused := 0, 0
+	for round := 0; round < 20000; round++ {
+		b := append([]byte(nil), base[rng.IntN(len(base))]...)
+		switch rng.IntN(5) {
+		case 0:
+			b = b[:8+rng.IntN(len(b)-7)]
+		case 1:
+			b = append(b, byte(rng.IntN(256)))
+		default:
+			for k := 0; k < 1+rng.IntN(3); k++ {
+				i := 2 + rng.IntN(len(b)-2) // keep version and precision
+				if rng.IntN(3) == 0 && i < 24 {
+					b[i] = byte(rng.IntN(4)) // header-ish values hit more branches
+				} else {
+					b[i] = byte(rng.IntN(256))
+				}
+			}
+		}
+		want := newHLL().UnmarshalBinary(b) == nil
+		got := checkHLLV2(b) == nil
+		require.Equal(t, want, got, "round %d: %x", round, b[:min(len(b), 40)])
+		checked++
+		if !want {
+			refused++
+		}
+	}
+	require.Greater(t, refused, checked/10)
+	require.Greater(t, checked-refused, checked/50) // mutations mostly break an encoding; enough survive
+}

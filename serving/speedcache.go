@@ -247,15 +247,22 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State
 		}
 		var in int64
 		if m.Type == schemas.MeasureQuantiles {
-			// Flat: no sketch object per stored row (DecodeDDFlat).
+			// Flat: no sketch object per stored row, and one scratch for
+			// every row's counts (DecodeDDFlatInto).
 			var u schemas.DDUnion
+			var scratch schemas.DDFlat
 			for _, b := range sketches {
-				st, f, _, err := decodeCell(m, b)
-				if err != nil {
-					return 0, fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
+				if len(b) == 0 {
+					continue
 				}
-				u.AddFlat(f)
-				states[j].N += st.N
+				f, err := schemas.DecodeDDFlatInto(&scratch, b)
+				if err != nil {
+					return 0, fmt.Errorf("view %s: speed rollup: %w: %s: %v", v.Name, schemas.ErrBadCell, m.Name, err)
+				}
+				if f != nil {
+					u.AddFlat(f)
+					states[j].N += int64(f.Count())
+				}
 				in += int64(len(b))
 			}
 			states[j].DD = u.Sketch()
