@@ -237,18 +237,23 @@ func (u *HLLUnion) Densify() { u.toDense() }
 // 8,000). It counts in a small hash set and stops at n, rather than
 // sorting the keys.
 func (u *HLLUnion) AtLeast(n int) bool {
-	switch {
-	case u.regs != nil:
+	if u.regs != nil || u.sorted >= n {
 		return true
-	case u.sorted >= n:
-		return true
-	case len(u.keys) < n:
-		return false
-	case u.sorted == len(u.keys):
+	}
+	if len(u.keys) < n {
 		return false
 	}
-	size := 1
-	for size < 2*n {
+	return u.distinct(n) >= n
+}
+
+// distinct counts u's distinct sparse keys, stopping at limit, in a small
+// hash set (no sort).
+func (u *HLLUnion) distinct(limit int) int {
+	if u.sorted == len(u.keys) {
+		return min(len(u.keys), limit)
+	}
+	size := 16
+	for size < 2*min(limit, len(u.keys)) {
 		size <<= 1
 	}
 	set := make([]uint32, size) // 0 is free: no sparse key is 0
@@ -262,14 +267,19 @@ func (u *HLLUnion) AtLeast(n int) bool {
 			}
 			if set[i] == 0 {
 				set[i] = k
-				if count++; count >= n {
-					return true
+				if count++; count >= limit {
+					return count
 				}
 				break
 			}
 		}
 	}
-	return false
+	return count
+}
+
+// Bytes is the memory u holds: its keys or registers and the struct.
+func (u *HLLUnion) Bytes() int64 {
+	return 96 + 4*int64(cap(u.keys)) + int64(cap(u.regs)) + int64(cap(u.buf))
 }
 
 // Dense reports whether u's Sketch is dense (it sorts u's keys to decide).
@@ -285,10 +295,14 @@ func (u *HLLUnion) Estimate() uint64 {
 	if !u.any {
 		return 0
 	}
-	u.compact()
+	if u.regs == nil && 5*len(u.keys) > hllM {
+		u.compact() // as the library would check: it may turn dense
+	}
 	if u.regs == nil {
+		// Sparse, and stays so: fewer keys than this encode in at most 5
+		// bytes each, under the register count. Count them, unsorted.
 		const mp = 1 << hllSparse
-		v := mp - min(uint32(len(u.keys)), mp-1)
+		v := mp - min(uint32(u.distinct(len(u.keys)+1)), mp-1)
 		return uint64(float64(mp) * math.Log(float64(mp)/float64(v)))
 	}
 	return hllDenseEstimate(u.regs)

@@ -221,7 +221,7 @@ func EncodeJSON(w io.Writer, r *Result) error {
 			m := &q.View.Measures[mi]
 			b = appendString(b, m.Name)
 			b = append(b, ':')
-			b = appendMeasure(b, g.result(q, j))
+			b = appendMeasure(b, g.Result(q, j))
 		}
 		b = append(b, "}}"...)
 		if len(b) > 32<<10 {
@@ -321,7 +321,7 @@ func EncodeCSV(w io.Writer, r *Result) error {
 	for _, g := range r.Groups {
 		results := make([]any, len(q.Measures))
 		for j := range q.Measures {
-			results[j] = g.result(q, j)
+			results[j] = g.Result(q, j)
 		}
 		for i, c := range cols {
 			switch {
@@ -459,7 +459,7 @@ func EncodeArrow(w io.Writer, r *Result) error {
 		b.Reserve(len(batch))
 		for _, g := range batch {
 			for j := range q.Measures {
-				results[j] = g.result(q, j)
+				results[j] = g.Result(q, j)
 			}
 			appendArrowRow(b, cols, q, g, results)
 		}

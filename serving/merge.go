@@ -252,7 +252,7 @@ func (m *Merger) mergeQuantiles(g *Group, j int, src *schemas.State, flat *schem
 // finishUnions moves g's unions into its states.
 func finishUnions(g *Group) {
 	finishDD(g)
-	finishHLL(g)
+	finishHLL(g, true)
 }
 
 // finishDD moves g's quantile unions into its states.
@@ -273,10 +273,12 @@ func finishDD(g *Group) {
 
 // finishHLL moves g's distinct unions into its states, dense when they
 // estimate denseMinValues or more (the rule finishDistinct states), and
-// keeps each one's estimate for the answer (Group.result): the union
-// computes it from its registers far faster than the library's Estimate,
-// and equal to it.
-func finishHLL(g *Group) {
+// keeps each one's estimate for the answer (Group.Result): the union
+// computes it from its registers or keys far faster than the library's
+// Estimate, and equal to it. Without sketch, the states keep only N: an
+// answer that reads nothing but Result (no order_by or having) needs no
+// library sketch, which would cost sorting and encoding every key.
+func finishHLL(g *Group, sketch bool) {
 	for j, u := range g.unions {
 		if u == nil {
 			continue
@@ -295,15 +297,19 @@ func finishHLL(g *Group) {
 			g.estimates = make([]uint64, len(g.States))
 		}
 		g.estimated[j], g.estimates[j] = true, u.Estimate()
-		g.States[j].HLL = u.Sketch()
+		g.States[j].HLL = nil
+		if sketch {
+			g.States[j].HLL = u.Sketch()
+		}
 	}
 	g.unions = nil
 }
 
-// result is the reported value of asked measure j of g (Measure.Result),
-// a distinct estimate taken from the union that built it when there was
-// one.
-func (g *Group) result(q *Query, j int) any {
+// Result is the reported value of asked measure j of g (Measure.Result of
+// its state), a distinct estimate taken from the union that built it when
+// there was one. Answer rows are read through it: their distinct states
+// may hold no sketch (finishHLL).
+func (g *Group) Result(q *Query, j int) any {
 	if g.estimated != nil && g.estimated[j] {
 		return g.estimates[j]
 	}
@@ -470,7 +476,8 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 // AddGroup folds in one group rolled up elsewhere (SpeedSource.RollupSpeed):
 // g.WindowMs is its bucket start (ignored for granularity "all"), g.Dims
 // the group-by values and g.States one state per q.Measures. The range and
-// filters were applied where it was computed. AddGroup keeps neither g nor
+// filters were applied where it was computed; a distinct state may come
+// as a union in g.unions (rollupStates), which is only read. AddGroup keeps neither g nor
 // its slices.
 func (m *Merger) AddGroup(g *Group) {
 	window := g.WindowMs
@@ -486,6 +493,10 @@ func (m *Merger) AddGroup(g *Group) {
 	}
 	m.rows++
 	for j := range m.q.Measures {
+		if g.unions != nil && g.unions[j] != nil {
+			m.mergeUnion(dst, j, g.unions[j], g.States[j].N)
+			continue
+		}
 		m.merge(dst, j, &g.States[j])
 	}
 	dst.merges++
@@ -518,11 +529,14 @@ func (m *Merger) MergeFrom(o *Merger) {
 }
 
 // Groups returns the answer rows sorted by bucket, then by the group-by
-// values in order. Buckets without rows do not appear.
+// values in order. Buckets without rows do not appear. Their distinct
+// states keep no sketch: read the answer with Group.Result. m is done with
+// afterwards.
 func (m *Merger) Groups() []*Group {
 	out := make([]*Group, 0, len(m.groups))
 	for _, g := range m.groups {
-		finishUnions(g)
+		finishDD(g)
+		finishHLL(g, false)
 		m.finishDistinct(g)
 		out = append(out, g)
 	}
