@@ -503,12 +503,23 @@ func (m *Merger) AddGroup(g *Group) {
 	m.maybeDensify(dst)
 }
 
-// MergeFrom folds every group of o (a Merger of the same query) into m.
-// Distinct unions merge union into union (no sketch in between); o is
-// done with afterwards.
+// MergeFrom folds every group of o (a Merger of the same query) into m:
+// a group m lacks is taken over, one both have merges (distinct unions
+// union into union, no sketch in between). o is done with afterwards.
 func (m *Merger) MergeFrom(o *Merger) {
 	m.overflow = m.overflow || o.overflow
+	m.dense += o.dense
 	for k, src := range o.groups {
+		if _, ok := m.groups[k]; !ok {
+			// A group only o has is taken over as it is, unions and all:
+			// scan workers read different files, so most groups are.
+			if b := m.q.mergeBound(); b > 0 && len(m.groups) >= b {
+				m.overflow = true
+				continue
+			}
+			m.groups[k] = src
+			continue
+		}
 		g := m.group(k.window, k.dims, src.Dims)
 		if g == nil {
 			continue
