@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tandem-analytics/tandem/batch"
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/testenv"
@@ -50,15 +48,14 @@ func BenchmarkServingMonth(b *testing.B) {
 		"partitions: 6", "partitions: 2",
 		"auth:       { ingest_tokens: [], query_tokens: [] }", "")
 	cfg := loadConfig(b, yaml)
-	_, store, _, _ := newBackends(b, cfg, false)
+	_, store, _, _ := newBackends(b, cfg.Config, false)
 	end := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
 	start := end.Add(-30 * 24 * time.Hour)
 	t0 := time.Now()
-	writeMonth(b, cfg, store, events, users, start, end)
+	writeMonth(b, cfg.Config, store, events, users, start, end)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	res, err := batch.Run(ctx, batch.Options{Config: cfg, Store: store, TempDir: b.TempDir(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	res, err := runBatch(ctx, b.TempDir(), cfg.Config, store)
 	require.NoError(b, err)
 	m := res.Views[0].Manifest
 	var baseRows, levelRows int64
@@ -135,7 +132,7 @@ func writeMonth(b *testing.B, cfg *schemas.Config, store objstore.Bucket, events
 	b.Helper()
 	ctx := context.Background()
 	s := cfg.View(viewName).StreamDef()
-	dec := schemas.NewDecoder(s, cfg.Ingest.MaxFutureSkew.D())
+	dec := schemas.NewDecoder(s, cfg.MaxFutureSkew.D())
 	countries := []string{"US", "DE", "FR", "GB", "JP", "BR", "IN", "NL", "ES", "CA"}
 	devices := []string{"mobile", "desktop", "tablet", "tv", "bot"}
 	rng := rand.New(rand.NewPCG(11, 11))
