@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -45,6 +46,16 @@ type DB struct {
 	conn    driver.Conn
 	db      string
 	version Version
+	// cluster is clickhouse.cluster ("": one server). On a cluster the
+	// sharded tables' rows live in local tables (LocalTable) on each
+	// server, under Distributed tables of the plain names.
+	cluster string
+	// servers are connections to every server of the cluster, in
+	// system.clusters order: DDL, ALTERs of the local tables and writes
+	// of the shared tables go to each (forEach). nil without a cluster,
+	// and in the DB forEach hands out for one server.
+	servers []*DB
+	addr    string
 }
 
 // Open connects to the server cfg names, checks that it answers, and reads
@@ -62,13 +73,35 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 	}
 	// The secure native port takes TLS from the first byte; cfg.Addr must
 	// name it (tcp_port_secure), not the plain one.
+	db, err := open(ctx, cfg, cfg.Addr, database)
+	if err != nil || cfg.Cluster == "" {
+		return db, err
+	}
+	if db.servers, err = db.openServers(ctx, cfg); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// open connects to one server.
+func open(ctx context.Context, cfg schemas.ClickHouseConfig, addr, database string) (*DB, error) {
 	tlsCfg, err := cfg.TLS.Load("clickhouse.tls")
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: %w", err)
 	}
+	var settings clickhouse.Settings
+	if cfg.Cluster != "" {
+		// An insert into a Distributed table returns once every shard has
+		// its rows, not when they are queued on this server: the batch
+		// load counts the rows right after, and the speed layer commits
+		// Kafka offsets only for rows that are stored.
+		settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr: []string{cfg.Addr},
-		TLS:  tlsCfg,
+		Addr:     []string{addr},
+		Settings: settings,
+		TLS:      tlsCfg,
 		// "default" always exists; tandem's own database may not yet, and
 		// every query names its tables fully.
 		Auth:            clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
@@ -80,12 +113,12 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse: connecting to %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("clickhouse: connecting to %s: %w", addr, err)
 	}
-	db := &DB{conn: conn, db: database}
+	db := &DB{conn: conn, db: database, cluster: cfg.Cluster, addr: addr}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("clickhouse: %s does not answer: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("clickhouse: %s does not answer: %w", addr, err)
 	}
 	var raw string
 	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&raw); err != nil {
@@ -99,6 +132,75 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 	return db, nil
 }
 
+// openServers connects to every server of the cluster as the server at
+// cfg.Addr lists it in system.clusters (host_address and port). With
+// clickhouse.tls the cluster's remote_servers must list the secure ports.
+func (db *DB) openServers(ctx context.Context, cfg schemas.ClickHouseConfig) ([]*DB, error) {
+	rows, err := db.conn.Query(ctx, "SELECT host_address, toUInt32(port) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cfg.Cluster)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: reading cluster %s (clickhouse.cluster) from system.clusters of %s: %w", cfg.Cluster, cfg.Addr, err)
+	}
+	var addrs []string
+	for rows.Next() {
+		var host string
+		var p uint32
+		if err := rows.Scan(&host, &p); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
+		}
+		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(int(p))))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("clickhouse: clickhouse.cluster %q: the server at %s has no such cluster in its remote_servers", cfg.Cluster, cfg.Addr)
+	}
+	var out []*DB
+	for _, a := range addrs {
+		s, err := open(ctx, cfg, a, db.db)
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, fmt.Errorf("clickhouse: server %s of cluster %s (clickhouse.cluster): %w", a, cfg.Cluster, err)
+		}
+		s.version = db.version
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Cluster returns clickhouse.cluster ("" on one server).
+func (db *DB) Cluster() string { return db.cluster }
+
+// local is the table that holds a sharded table's rows on each server:
+// LocalTable on a cluster, the table itself on one server.
+func (db *DB) local(table string) string {
+	if db.cluster == "" {
+		return table
+	}
+	return LocalTable(table)
+}
+
+// forEach calls fn with each server of the cluster in turn (a DB bound
+// to that server alone), or with db itself on one server. It is what ON
+// CLUSTER would do, without the ZooKeeper that ON CLUSTER needs
+// (docs/architecture.md, "ClickHouse clusters"). It stops at the first
+// error, naming the server.
+func (db *DB) forEach(fn func(s *DB) error) error {
+	if len(db.servers) == 0 {
+		return fn(db)
+	}
+	for _, s := range db.servers {
+		if err := fn(s); err != nil {
+			return fmt.Errorf("on server %s: %w", s.addr, err)
+		}
+	}
+	return nil
+}
+
 // Conn returns the underlying connection pool, for queries this package does
 // not offer. Do not close it; call DB.Close.
 func (db *DB) Conn() driver.Conn { return db.conn }
@@ -110,7 +212,12 @@ func (db *DB) Database() string { return db.db }
 func (db *DB) ServerVersion() Version { return db.version }
 
 // Close closes every connection of the pool.
-func (db *DB) Close() error { return db.conn.Close() }
+func (db *DB) Close() error {
+	for _, s := range db.servers {
+		s.Close()
+	}
+	return db.conn.Close()
+}
 
 // Ping checks that the server answers; readiness checks use it.
 func (db *DB) Ping(ctx context.Context) error { return db.conn.Ping(ctx) }

@@ -57,6 +57,9 @@ type ClickHouseServer struct {
 	securePort int
 	certs      *Certs // TLS certificates; nil: no secure port
 	proc       *process
+	// clusterXML is the rendered config.d/cluster.xml of a server of a
+	// ClickHouseShards cluster; "" for a lone server.
+	clusterXML string
 }
 
 // ClickHouse starts a dedicated ClickHouse server for the test on free
@@ -81,11 +84,100 @@ func ClickHouseTLS(t testing.TB, certs *Certs) *ClickHouseServer {
 
 func startClickHouse(t testing.TB, certs *Certs) *ClickHouseServer {
 	t.Helper()
+	s := newClickHouse(t, certs)
+	root := RepoRoot(t)
+	// FreePort releases the port before the server binds it; if another
+	// process grabbed it in between, the server exits at once, and we try
+	// again with new ports.
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		s.pickPorts(t)
+		if err := s.render(root); err != nil {
+			t.Fatalf("testenv: rendering ClickHouse config: %v", err)
+		}
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+		_ = s.proc.stop(syscall.SIGKILL, 5*time.Second)
+	}
+	t.Fatalf("testenv: ClickHouse did not start: %v", lastErr)
+	return nil
+}
+
+// ClickHouseCluster is n ClickHouse servers that each know the others as
+// the shards of one cluster.
+type ClickHouseCluster struct {
+	// Name is the cluster's name in every server's remote_servers, for
+	// clickhouse.cluster.
+	Name string
+	// Servers are the shards, in the order of remote_servers (shard i+1).
+	Servers []*ClickHouseServer
+}
+
+// ClickHouseShards starts n dedicated ClickHouse servers on free loopback
+// ports, each with config.d/cluster.xml rendered from
+// deploy/local/clickhouse/cluster.xml (the template scripts/clickhouse.sh
+// renders for TANDEM_CH_SHARDS): a cluster named "tandem_test" of n
+// shards, one server each. They are killed when the test ends.
+func ClickHouseShards(t testing.TB, n int) *ClickHouseCluster {
+	t.Helper()
+	root := RepoRoot(t)
+	tmpl, err := os.ReadFile(filepath.Join(root, "deploy", "local", "clickhouse", "cluster.xml"))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	c := &ClickHouseCluster{Name: "tandem_test"}
+	for i := 0; i < n; i++ {
+		c.Servers = append(c.Servers, newClickHouse(t, nil))
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		var shards strings.Builder
+		for _, s := range c.Servers {
+			s.pickPorts(t)
+			fmt.Fprintf(&shards, "            <shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>\n", s.tcpPort)
+		}
+		xml := strings.NewReplacer("@CLUSTER@", c.Name, "@SHARDS@", strings.TrimSuffix(shards.String(), "\n")).Replace(string(tmpl))
+		lastErr = nil
+		for _, s := range c.Servers {
+			s.clusterXML = xml
+			if err := s.render(root); err != nil {
+				t.Fatalf("testenv: rendering ClickHouse config: %v", err)
+			}
+			if lastErr = s.start(); lastErr != nil {
+				break
+			}
+		}
+		if lastErr == nil {
+			return c
+		}
+		for _, s := range c.Servers {
+			_ = s.proc.stop(syscall.SIGKILL, 5*time.Second)
+		}
+	}
+	t.Fatalf("testenv: the ClickHouse cluster did not start: %v", lastErr)
+	return nil
+}
+
+// pickPorts chooses free loopback ports for the server.
+func (s *ClickHouseServer) pickPorts(t testing.TB) {
+	s.tcpPort, s.httpPort = FreePort(t), FreePort(t)
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tcpPort))
+	s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpPort))
+	if s.certs != nil {
+		s.securePort = FreePort(t)
+		s.SecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.securePort))
+	}
+}
+
+// newClickHouse prepares a server's data dir and clean-up; it does not
+// start it.
+func newClickHouse(t testing.TB, certs *Certs) *ClickHouseServer {
+	t.Helper()
 	argv, err := clickHouseServerArgv()
 	if err != nil {
 		missing(t, "%v; install it with `make deps` or `scripts/clickhouse.sh install`", err)
 	}
-	root := RepoRoot(t)
 	dir := t.TempDir() // registered before the kill below, so removed after it
 	s := &ClickHouseServer{
 		Database:        "tandem",
@@ -103,29 +195,7 @@ func startClickHouse(t testing.TB, certs *Certs) *ClickHouseServer {
 	}
 	// Test data dirs are thrown away, so a hard kill is the fastest cleanup.
 	t.Cleanup(func() { _ = s.proc.stop(syscall.SIGKILL, 5*time.Second) })
-
-	// FreePort releases the port before the server binds it; if another
-	// process grabbed it in between, the server exits at once, and we try
-	// again with new ports.
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		s.tcpPort, s.httpPort = FreePort(t), FreePort(t)
-		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tcpPort))
-		s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpPort))
-		if certs != nil {
-			s.securePort = FreePort(t)
-			s.SecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.securePort))
-		}
-		if err := s.render(root); err != nil {
-			t.Fatalf("testenv: rendering ClickHouse config: %v", err)
-		}
-		if lastErr = s.start(); lastErr == nil {
-			return s
-		}
-		_ = s.proc.stop(syscall.SIGKILL, 5*time.Second)
-	}
-	t.Fatalf("testenv: ClickHouse did not start: %v", lastErr)
-	return nil
+	return s
 }
 
 // clickHouseServerArgv finds the server binary. Debian's package has a
@@ -165,6 +235,14 @@ func (s *ClickHouseServer) render(root string) error {
 			return err
 		}
 		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", "tls.xml"), []byte(tr.Replace(r.Replace(string(tmpl)))), 0o644); err != nil {
+			return err
+		}
+	}
+	if s.clusterXML != "" {
+		if err := os.MkdirAll(filepath.Join(s.DataDir, "config.d"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", "cluster.xml"), []byte(s.clusterXML), 0o644); err != nil {
 			return err
 		}
 	}
