@@ -248,9 +248,16 @@ func (db *DB) insertHere(ctx context.Context, sql string, rows [][]any) error {
 //
 // retainedFrom is the run's retained start (Manifest.Retained; the zero
 // time: every day kept): the merged SQL views answer no window before it.
+//
+// On a cluster every server holds its own runs table; each server that
+// does not have runID current gets the row, so a publish that failed on
+// one server is completed by publishing again.
 func (db *DB) PublishRun(ctx context.Context, v *schemas.View, runID string, retainedFrom time.Time) error {
 	if err := checkRunID(runID); err != nil {
 		return err
+	}
+	if len(db.servers) > 0 {
+		return db.forEach(func(s *DB) error { return s.PublishRun(ctx, v, runID, retainedFrom) })
 	}
 	current, version, err := db.currentRun(ctx, v)
 	if err != nil {
