@@ -95,6 +95,13 @@ func TestClusterMigrateIsIdempotent(t *testing.T) {
 	}
 	require.NotEmpty(t, metas[0])
 	require.Equal(t, metas[0], metas[1])
+	// The dry run agrees: every view and stream unchanged.
+	plan, err := db.Plan(ctx, cfg)
+	require.NoError(t, err)
+	require.NotEmpty(t, plan.Owners)
+	for _, o := range plan.Owners {
+		require.Equal(t, OwnerUnchanged, o.State, "%s", o.Owner)
+	}
 	// Connected to the other server, the same: up to date.
 	rep, err = onServer(t, cfg, c, 1).Migrate(ctx, cfg)
 	require.NoError(t, err)
@@ -112,6 +119,11 @@ func TestClusterMigrateIsIdempotent(t *testing.T) {
 	changedCfg.ClickHouse = cfg.ClickHouse
 	_, err = db.Migrate(ctx, changedCfg)
 	require.ErrorIs(t, err, ErrDefinitionChanged)
+	plan, err = db.Plan(ctx, changedCfg)
+	require.NoError(t, err)
+	for _, o := range plan.Owners {
+		require.Equal(t, map[bool]OwnerState{true: OwnerChanged, false: OwnerUnchanged}[o.Owner == "clicks_total"], o.State, "%s", o.Owner)
+	}
 	rep, err = db.Migrate(ctx, changedCfg, "clicks_total")
 	require.NoError(t, err)
 	recreated := 0
@@ -133,6 +145,22 @@ func TestClusterMigrateIsIdempotent(t *testing.T) {
 	rep, err = db.Migrate(ctx, changedCfg)
 	require.NoError(t, err)
 	require.True(t, rep.UpToDate(), rep.String())
+
+	// A view removed from the configuration: --drop-removed drops its
+	// objects on every server.
+	without := parseConfig(t, strings.Replace(testConfigYAML, "  - name: clicks_total\n    stream: clicks\n    granularity: 1h\n", "  - name: clicks_total2\n    stream: clicks\n    granularity: 1h\n", 1))
+	without.ClickHouse = cfg.ClickHouse
+	_, err = db.Migrate(ctx, without)
+	require.NoError(t, err)
+	const oldObjects = "SELECT name FROM system.tables WHERE database = 'tandem' AND (name = 'clicks_total' OR startsWith(name, 'clicks_total_'))"
+	require.Len(t, queryStrings(t, onServerConn(t, c.Servers[1]), oldObjects), 9)
+	dropped, err := db.DropRemoved(ctx, without)
+	require.NoError(t, err)
+	require.Equal(t, []string{"clicks_total"}, dropped)
+	for _, s := range c.Servers {
+		tables := queryStrings(t, onServerConn(t, s), oldObjects)
+		require.Empty(t, tables, "server %s", s.Addr)
+	}
 }
 
 func onServerConn(t *testing.T, s *testenv.ClickHouseServer) *DB {
@@ -235,4 +263,31 @@ func TestClusterRawEventsAndUnpublish(t *testing.T) {
 		require.Empty(t, run, "server %d", i)
 		require.Empty(t, absorbed, fmt.Sprint("server ", i))
 	}
+}
+
+// TestClusterRefusesSingleServerTables: a database migrated without a
+// cluster is not taken over by a clustered configuration silently; the
+// error names the cluster, and --recreate of every owner moves it.
+func TestClusterRefusesSingleServerTables(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, c := openCluster(t, cfg, 2)
+	ctx := testCtx(t)
+	single := parseConfig(t, testConfigYAML)
+	single.ClickHouse = cfg.ClickHouse
+	single.ClickHouse.Cluster = ""
+	_, err := onServer(t, single, c, 0).Migrate(ctx, single)
+	require.NoError(t, err)
+
+	_, err = db.Migrate(ctx, cfg)
+	require.ErrorIs(t, err, ErrDefinitionChanged)
+	require.ErrorContains(t, err, "cluster: (none) → tandem_test")
+	require.ErrorContains(t, err, "on server "+c.Servers[0].Addr)
+
+	rep, err := db.Migrate(ctx, cfg, "clicks_by_country", "clicks_total", "clicks")
+	require.NoError(t, err, rep.String())
+	rep, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+	engines := queryStrings(t, db, "SELECT engine FROM system.tables WHERE database = 'tandem' AND name = 'clicks_by_country_speed'")
+	require.Equal(t, []string{"Distributed"}, engines)
 }
