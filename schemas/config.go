@@ -72,6 +72,10 @@ type ClickHouseConfig struct {
 	// tandem shards its tables over it (local tables under Distributed
 	// ones) and runs its DDL on every server of it. Empty: one server.
 	Cluster string `yaml:"cluster"`
+	// Replicated makes every table of the cluster a Replicated one (the
+	// servers need ZooKeeper and the {shard} and {replica} macros); the
+	// shards may then have several replicas. Needs Cluster.
+	Replicated bool `yaml:"replicated"`
 }
 
 // S3Config says where the master dataset, batch views and lake live.
@@ -545,6 +549,9 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	}
 	if c.ClickHouse.Cluster != "" && !clusterPattern.MatchString(c.ClickHouse.Cluster) {
 		add([]any{"clickhouse", "cluster"}, "clickhouse.cluster %q must name a cluster of the servers' remote_servers: letters, digits and _, starting with a letter", c.ClickHouse.Cluster)
+	}
+	if c.ClickHouse.Replicated && c.ClickHouse.Cluster == "" {
+		add([]any{"clickhouse", "replicated"}, "clickhouse.replicated needs clickhouse.cluster: replicas are the servers of a cluster's shards")
 	}
 	if c.S3.Bucket == "" {
 		add([]any{"s3", "bucket"}, "s3.bucket must be set")

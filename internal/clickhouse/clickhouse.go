@@ -73,19 +73,37 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 	}
 	// The secure native port takes TLS from the first byte; cfg.Addr must
 	// name it (tcp_port_secure), not the plain one.
-	db, err := open(ctx, cfg, cfg.Addr, database)
+	db, err := open(ctx, cfg, cfg.Addr, database, 0)
 	if err != nil || cfg.Cluster == "" {
 		return db, err
 	}
-	if db.servers, err = db.openServers(ctx, cfg); err != nil {
+	addrs, quorum, err := db.clusterServers(ctx, cfg)
+	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	if quorum > 1 {
+		// Reconnect with the quorum every write needs.
+		db.Close()
+		if db, err = open(ctx, cfg, cfg.Addr, database, quorum); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range addrs {
+		s, err := open(ctx, cfg, a, database, quorum)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("clickhouse: server %s of cluster %s (clickhouse.cluster): %w", a, cfg.Cluster, err)
+		}
+		s.version = db.version
+		db.servers = append(db.servers, s)
 	}
 	return db, nil
 }
 
-// open connects to one server.
-func open(ctx context.Context, cfg schemas.ClickHouseConfig, addr, database string) (*DB, error) {
+// open connects to one server. quorum > 1 sets insert_quorum (a
+// replicated cluster).
+func open(ctx context.Context, cfg schemas.ClickHouseConfig, addr, database string, quorum int) (*DB, error) {
 	tlsCfg, err := cfg.TLS.Load("clickhouse.tls")
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: %w", err)
@@ -97,6 +115,15 @@ func open(ctx context.Context, cfg schemas.ClickHouseConfig, addr, database stri
 		// load counts the rows right after, and the speed layer commits
 		// Kafka offsets only for rows that are stored.
 		settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
+	if quorum > 1 {
+		// Every replica of the shard has an insert before it returns, so
+		// a read that lands on any replica sees it: the batch load counts
+		// its rows right after loading, serving reads what the speed
+		// layer wrote. The price: a shard with a replica down takes no
+		// writes until it is back (docs/architecture.md, "ClickHouse
+		// clusters").
+		settings["insert_quorum"] = quorum
 	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:     []string{addr},
@@ -132,44 +159,48 @@ func open(ctx context.Context, cfg schemas.ClickHouseConfig, addr, database stri
 	return db, nil
 }
 
-// openServers connects to every server of the cluster as the server at
-// cfg.Addr lists it in system.clusters (host_address and port). With
-// clickhouse.tls the cluster's remote_servers must list the secure ports.
-func (db *DB) openServers(ctx context.Context, cfg schemas.ClickHouseConfig) ([]*DB, error) {
-	rows, err := db.conn.Query(ctx, "SELECT host_address, toUInt32(port) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cfg.Cluster)
+// clusterServers returns the address of every server of the cluster as
+// the server at cfg.Addr lists it in system.clusters (host_address and
+// port; with clickhouse.tls the cluster's remote_servers must list the
+// secure ports), and with clickhouse.replicated the insert quorum: the
+// replicas of the smallest shard.
+func (db *DB) clusterServers(ctx context.Context, cfg schemas.ClickHouseConfig) ([]string, int, error) {
+	rows, err := db.conn.Query(ctx, "SELECT host_address, toUInt32(port), toUInt32(shard_num) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cfg.Cluster)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse: reading cluster %s (clickhouse.cluster) from system.clusters of %s: %w", cfg.Cluster, cfg.Addr, err)
+		return nil, 0, fmt.Errorf("clickhouse: reading cluster %s (clickhouse.cluster) from system.clusters of %s: %w", cfg.Cluster, cfg.Addr, err)
 	}
 	var addrs []string
+	replicas := map[uint32]int{}
 	for rows.Next() {
 		var host string
-		var p uint32
-		if err := rows.Scan(&host, &p); err != nil {
+		var p, shard uint32
+		if err := rows.Scan(&host, &p, &shard); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
+			return nil, 0, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
 		}
 		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(int(p))))
+		replicas[shard]++
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
+		return nil, 0, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
 	}
 	if len(addrs) == 0 {
-		return nil, fmt.Errorf("clickhouse: clickhouse.cluster %q: the server at %s has no such cluster in its remote_servers", cfg.Cluster, cfg.Addr)
+		return nil, 0, fmt.Errorf("clickhouse: clickhouse.cluster %q: the server at %s has no such cluster in its remote_servers", cfg.Cluster, cfg.Addr)
 	}
-	var out []*DB
-	for _, a := range addrs {
-		s, err := open(ctx, cfg, a, db.db)
-		if err != nil {
-			for _, o := range out {
-				o.Close()
-			}
-			return nil, fmt.Errorf("clickhouse: server %s of cluster %s (clickhouse.cluster): %w", a, cfg.Cluster, err)
+	quorum := 0
+	for _, n := range replicas {
+		if quorum == 0 || n < quorum {
+			quorum = n
 		}
-		s.version = db.version
-		out = append(out, s)
 	}
-	return out, nil
+	if !cfg.Replicated {
+		if quorum > 1 {
+			return nil, 0, fmt.Errorf("clickhouse: cluster %s has shards of several replicas; set clickhouse.replicated (Replicated tables), or list one server per shard", cfg.Cluster)
+		}
+		quorum = 0
+	}
+	return addrs, quorum, nil
 }
 
 // Cluster returns clickhouse.cluster ("" on one server).

@@ -148,7 +148,7 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 		}
 	}
 	if cfg.ClickHouse.Cluster != "" {
-		objs = clustered(db, cfg.ClickHouse.Cluster, objs)
+		objs = clustered(db, cfg.ClickHouse.Cluster, cfg.ClickHouse.Replicated, objs)
 	}
 	return objs
 }
@@ -158,10 +158,23 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 // plain name over the cluster, sharded by the table's shardKey
 // (docs/architecture.md, "ClickHouse clusters"). Shared tables, views and
 // field records stay as they are: Migrate creates them on every server.
-func clustered(db, cluster string, objs []object) []object {
+//
+// replicated (clickhouse.replicated) turns the local tables into
+// Replicated ones, each shard's replicas sharing a ZooKeeper path by the
+// {shard} macro, and the shared tables into Replicated tables that every
+// server of the cluster replicates (one path for all).
+func clustered(db, cluster string, replicated bool, objs []object) []object {
 	out := make([]object, 0, len(objs)+8)
 	for _, o := range objs {
-		if o.Kind != KindTable || o.shardKey == "" {
+		if o.Kind != KindTable {
+			out = append(out, o)
+			continue
+		}
+		if o.shardKey == "" {
+			if replicated {
+				o.SQL = replicatedEngine(o.SQL, fmt.Sprintf("/clickhouse/tables/all/%s/%s", db, o.Object))
+				o.definition += "\nreplicated: on every server of " + cluster
+			}
 			out = append(out, o)
 			continue
 		}
@@ -169,6 +182,10 @@ func clustered(db, cluster string, objs []object) []object {
 		local.Object = LocalTable(o.Object)
 		local.SQL = strings.Replace(o.SQL, qualified(db, o.Object)+" (", qualified(db, local.Object)+" (", 1)
 		local.definition += "\ncluster: " + cluster + " (this server's shard)"
+		if replicated {
+			local.SQL = replicatedEngine(local.SQL, fmt.Sprintf("/clickhouse/tables/{shard}/%s/%s", db, local.Object))
+			local.definition += "\nreplicated: by shard"
+		}
 		cols := make([]col, len(o.columns))
 		for i := range cols {
 			cols[i] = col{o.columns[i], o.types[i]}
@@ -230,6 +247,32 @@ func sharedTableAppended(db, name, def string, cols, appended []col, engine stri
 		types:      colTypes(all),
 		appendable: len(appended),
 	}
+}
+
+// replicatedEngine rewrites the engine of a CREATE TABLE statement
+// (createTable's "ENGINE = X…" at its end) to its Replicated form with the
+// ZooKeeper path and the {replica} macro as the first arguments:
+// "ReplacingMergeTree(version) ORDER BY …" becomes
+// "ReplicatedReplacingMergeTree('path', '{replica}', version) ORDER BY …".
+func replicatedEngine(sql, path string) string {
+	i := strings.LastIndex(sql, ") ENGINE = ") + len(") ENGINE = ")
+	engine := sql[i:]
+	name := engine
+	if j := strings.IndexAny(engine, " ("); j >= 0 {
+		name = engine[:j]
+	}
+	rest := engine[len(name):]
+	args := quoteString(path) + ", '{replica}'"
+	if strings.HasPrefix(rest, "(") {
+		if strings.HasPrefix(rest, "()") {
+			rest = "(" + args + rest[1:]
+		} else {
+			rest = "(" + args + ", " + rest[1:]
+		}
+	} else {
+		rest = "(" + args + ")" + rest
+	}
+	return sql[:i] + "Replicated" + name + rest
 }
 
 // ColumnType returns the ClickHouse type tandem stores a column as on a

@@ -137,6 +137,19 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 		return db.migrateServer(ctx, cfg, recreate)
 	}
 	all := Report{Database: db.db, ServerVersion: db.version}
+	// The recreated objects go on every server before any is created
+	// again: a Replicated table created anew beside a replica that still
+	// has the old one would fetch the old rows from it.
+	if len(recreate) > 0 && checkNames(cfg) == nil {
+		for _, o := range objects(cfg, db.version) {
+			if o.Kind == KindFields || !slices.Contains(recreate, o.Owner) {
+				continue
+			}
+			if err := db.exec(ctx, "DROP TABLE IF EXISTS "+qualified(db.db, o.Object)); err != nil {
+				return all, fmt.Errorf("clickhouse: dropping %s: %w", describe(o), err)
+			}
+		}
+	}
 	for _, s := range db.servers {
 		rep, err := s.migrateServer(ctx, cfg, recreate)
 		for _, c := range rep.Changes {

@@ -60,6 +60,9 @@ type ClickHouseServer struct {
 	// clusterXML is the rendered config.d/cluster.xml of a server of a
 	// ClickHouseShards cluster; "" for a lone server.
 	clusterXML string
+	// zooKeeperXML is config.d/zookeeper.xml (the ZooKeeper and the
+	// macros) of a server of a replicated cluster; "" otherwise.
+	zooKeeperXML string
 }
 
 // ClickHouse starts a dedicated ClickHouse server for the test on free
@@ -121,26 +124,54 @@ type ClickHouseCluster struct {
 // shards, one server each. They are killed when the test ends.
 func ClickHouseShards(t testing.TB, n int) *ClickHouseCluster {
 	t.Helper()
+	return startCluster(t, n, 1, nil)
+}
+
+// ClickHouseReplicatedShards starts shards × replicas servers as the
+// cluster "tandem_test" whose shards each have `replicas` servers
+// (internal_replication: a Distributed insert writes one replica, the
+// Replicated tables copy it), all on the ZooKeeper zk, each with the
+// macros {shard} (1…shards) and {replica} (s<shard>r<replica>). Servers
+// lists them shard by shard.
+func ClickHouseReplicatedShards(t testing.TB, shards, replicas int, zk *ZooKeeperServer) *ClickHouseCluster {
+	t.Helper()
+	return startCluster(t, shards, replicas, zk)
+}
+
+func startCluster(t testing.TB, shards, replicas int, zk *ZooKeeperServer) *ClickHouseCluster {
+	t.Helper()
 	root := RepoRoot(t)
 	tmpl, err := os.ReadFile(filepath.Join(root, "deploy", "local", "clickhouse", "cluster.xml"))
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 	c := &ClickHouseCluster{Name: "tandem_test"}
-	for i := 0; i < n; i++ {
+	for i := 0; i < shards*replicas; i++ {
 		c.Servers = append(c.Servers, newClickHouse(t, nil))
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		var shards strings.Builder
-		for _, s := range c.Servers {
-			s.pickPorts(t)
-			fmt.Fprintf(&shards, "            <shard><replica><host>127.0.0.1</host><port>%d</port></replica></shard>\n", s.tcpPort)
+		var xml strings.Builder
+		for i := 0; i < shards; i++ {
+			xml.WriteString("            <shard>")
+			if replicas > 1 {
+				xml.WriteString("<internal_replication>true</internal_replication>")
+			}
+			for r := 0; r < replicas; r++ {
+				s := c.Servers[i*replicas+r]
+				s.pickPorts(t)
+				fmt.Fprintf(&xml, "<replica><host>127.0.0.1</host><port>%d</port></replica>", s.tcpPort)
+			}
+			xml.WriteString("</shard>\n")
 		}
-		xml := strings.NewReplacer("@CLUSTER@", c.Name, "@SHARDS@", strings.TrimSuffix(shards.String(), "\n")).Replace(string(tmpl))
+		clusterXML := strings.NewReplacer("@CLUSTER@", c.Name, "@SHARDS@", strings.TrimSuffix(xml.String(), "\n")).Replace(string(tmpl))
 		lastErr = nil
-		for _, s := range c.Servers {
-			s.clusterXML = xml
+		for i, s := range c.Servers {
+			s.clusterXML = clusterXML
+			if zk != nil {
+				s.zooKeeperXML = fmt.Sprintf("<?xml version=\"1.0\"?>\n<yandex>\n    <zookeeper><node><host>127.0.0.1</host><port>%d</port></node></zookeeper>\n"+
+					"    <macros><shard>%d</shard><replica>s%dr%d</replica></macros>\n</yandex>\n", zk.Port, i/replicas+1, i/replicas+1, i%replicas+1)
+			}
 			if err := s.render(root); err != nil {
 				t.Fatalf("testenv: rendering ClickHouse config: %v", err)
 			}
@@ -238,11 +269,14 @@ func (s *ClickHouseServer) render(root string) error {
 			return err
 		}
 	}
-	if s.clusterXML != "" {
+	for name, text := range map[string]string{"cluster.xml": s.clusterXML, "zookeeper.xml": s.zooKeeperXML} {
+		if text == "" {
+			continue
+		}
 		if err := os.MkdirAll(filepath.Join(s.DataDir, "config.d"), 0o755); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", "cluster.xml"), []byte(s.clusterXML), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", name), []byte(text), 0o644); err != nil {
 			return err
 		}
 	}
