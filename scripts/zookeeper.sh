@@ -28,8 +28,14 @@ cmd_install() {
     log "already installed: $ZK_HOME/lib"
     return 0
   fi
-  command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
-  command -v java >/dev/null || die "java not found (apt-get install openjdk-17-jre-headless)"
+  if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    # As scripts/kafka.sh: Java and Maven from Debian's packages.
+    [ "$(id -u)" -eq 0 ] || die "java and mvn are missing; run: sudo apt-get install openjdk-17-jre-headless maven"
+    log "installing Java 17 and Maven from Debian packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+  fi
   mkdir -p "$ZK_HOME"
   mvn -q -B -f "$REPO_ROOT/deploy/local/zookeeper/pom.xml" dependency:copy-dependencies \
     -DoutputDirectory="$ZK_HOME/lib.tmp" -DincludeScope=runtime

@@ -121,6 +121,9 @@ func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, load BatchLoad)
 	} else if n != m.Rows {
 		return total, fmt.Errorf("clickhouse: ClickHouse holds %d rows of %s run %s, the manifest lists %d", n, v.Name, m.RunID, m.Rows)
 	}
+	if err := db.waitRunReplicated(ctx, db.local(BatchTable(v.Name)), m.RunID); err != nil {
+		return total, err
+	}
 
 	parts := make([]int32, 0, len(m.Absorbed))
 	for p := range m.Absorbed {

@@ -291,3 +291,56 @@ func TestClusterRefusesSingleServerTables(t *testing.T) {
 	engines := queryStrings(t, db, "SELECT engine FROM system.tables WHERE database = 'tandem' AND name = 'clicks_by_country_speed'")
 	require.Equal(t, []string{"Distributed"}, engines)
 }
+
+// TestReplicatedCluster: two shards of two replicas each on a ZooKeeper
+// (from Maven Central, scripts/zookeeper.sh), with clickhouse.replicated.
+// Migrate is idempotent, the merged view equals the truth through two
+// batch runs, every replica of a shard holds the shard's rows, and with
+// one replica of each shard down the answers are unchanged.
+func TestReplicatedCluster(t *testing.T) {
+	zk := testenv.ZooKeeper(t)
+	c := testenv.ClickHouseReplicatedShards(t, 2, 2, zk)
+	cfg := parseConfig(t, testConfigYAML)
+	cfg.ClickHouse.Addr = c.Servers[0].Addr
+	cfg.ClickHouse.Cluster = c.Name
+	cfg.ClickHouse.Replicated = true
+	ctx := testCtx(t)
+	db, err := Open(ctx, cfg.ClickHouse)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	require.Len(t, db.servers, 4)
+
+	rep, err := db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.False(t, rep.UpToDate())
+	engines := queryStrings(t, db, "SELECT engine FROM system.tables WHERE database = 'tandem' AND name IN ('clicks_by_country_speed_local', 'runs') ORDER BY name")
+	require.Equal(t, []string{"ReplicatedReplacingMergeTree", "ReplicatedReplacingMergeTree"}, engines)
+	rep, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+
+	mergedViewAcrossBatchRuns(t, cfg, db)
+	// Both replicas of a shard come to hold the same rows (replication
+	// follows the first replica, which took the writes).
+	for shard := 0; shard < 2; shard++ {
+		count := func(r int) uint64 {
+			var n uint64
+			require.NoError(t, c.Servers[shard*2+r].Conn(t).QueryRow(ctx, "SELECT count() FROM tandem.clicks_by_country_speed_local FINAL").Scan(&n))
+			return n
+		}
+		require.Positive(t, count(0), "shard %d", shard+1)
+		require.Eventually(t, func() bool { return count(0) == count(1) }, 30*time.Second, 100*time.Millisecond, "shard %d", shard+1)
+	}
+
+	// The first replica of each shard down: the second ones answer, the
+	// same, read through a server that stays up.
+	v := cfg.View("clicks_by_country")
+	const query = "SELECT window_start, country, device, n, revenue, lo, hi FROM tandem.clicks_by_country"
+	want := mergedRows(t, db, query)
+	wantGo := goMerged(t, db, v)
+	survivor := onServer(t, cfg, c, 1)
+	c.Servers[0].Kill()
+	c.Servers[2].Kill()
+	require.Equal(t, want, mergedRows(t, survivor, query))
+	require.Equal(t, wantGo, goMerged(t, survivor, v))
+}

@@ -293,7 +293,10 @@ func (db *DB) LoadLevels(ctx context.Context, v *schemas.View, m *schemas.Manife
 	if have, err = db.levelRows(ctx, v, m.RunID); err != nil {
 		return err
 	}
-	return check(have)
+	if err := check(have); err != nil {
+		return err
+	}
+	return db.waitRunReplicated(ctx, db.local(LevelsTable(v.Name)), m.RunID)
 }
 
 // levelInsertSQL builds level l of one run ('?': the run id) in

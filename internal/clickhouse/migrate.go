@@ -165,7 +165,42 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 			return all, fmt.Errorf("on server %s: %w", s.addr, err)
 		}
 	}
+	if cfg.ClickHouse.Replicated {
+		return all, db.waitReplicasActive(ctx)
+	}
 	return all, nil
+}
+
+// replicaStartTimeout bounds how long Migrate waits for the replicas of
+// a replicated cluster to be active.
+const replicaStartTimeout = time.Minute
+
+// waitReplicasActive waits until every Replicated table of the database
+// has all its replicas active on every server: a replica created a moment
+// ago is not active yet, and a quorum insert into it would be refused.
+func (db *DB) waitReplicasActive(ctx context.Context) error {
+	deadline := time.Now().Add(replicaStartTimeout)
+	return db.forEach(func(s *DB) error {
+		for {
+			var missing uint64
+			var example string
+			err := s.conn.QueryRow(ctx, "SELECT count(), any(table) FROM system.replicas WHERE database = ? AND active_replicas < total_replicas", s.db).Scan(&missing, &example)
+			if err != nil {
+				return fmt.Errorf("clickhouse: reading system.replicas: %w", err)
+			}
+			if missing == 0 {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("clickhouse: %d Replicated table(s) (%s, …) still lack active replicas after %s: is every server of the cluster up and on ZooKeeper?", missing, example, replicaStartTimeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
 }
 
 // migrateServer is Migrate on one server.
@@ -561,7 +596,8 @@ const mutationPoll = 50 * time.Millisecond
 // cluster it does so on every server; table names what each server holds
 // (db.local of a sharded table).
 func (db *DB) mutate(ctx context.Context, table, clause string, args ...any) error {
-	return db.forEach(func(s *DB) error { return s.mutateHere(ctx, table, clause, args...) })
+	shared := table == TableAbsorbed || table == TableRuns || table == TableSchemaMeta
+	return db.forEachWriter(shared, func(s *DB) error { return s.mutateHere(ctx, table, clause, args...) })
 }
 
 func (db *DB) mutateHere(ctx context.Context, table, clause string, args ...any) error {

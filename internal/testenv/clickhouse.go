@@ -169,8 +169,12 @@ func startCluster(t testing.TB, shards, replicas int, zk *ZooKeeperServer) *Clic
 		for i, s := range c.Servers {
 			s.clusterXML = clusterXML
 			if zk != nil {
+				// Replicas fetch parts from each other over the interserver
+				// HTTP port; without it a replica never turns active.
 				s.zooKeeperXML = fmt.Sprintf("<?xml version=\"1.0\"?>\n<yandex>\n    <zookeeper><node><host>127.0.0.1</host><port>%d</port></node></zookeeper>\n"+
-					"    <macros><shard>%d</shard><replica>s%dr%d</replica></macros>\n</yandex>\n", zk.Port, i/replicas+1, i/replicas+1, i%replicas+1)
+					"    <macros><shard>%d</shard><replica>s%dr%d</replica></macros>\n"+
+					"    <interserver_http_host>127.0.0.1</interserver_http_host>\n    <interserver_http_port>%d</interserver_http_port>\n</yandex>\n",
+					zk.Port, i/replicas+1, i/replicas+1, i%replicas+1, FreePort(t))
 			}
 			if err := s.render(root); err != nil {
 				t.Fatalf("testenv: rendering ClickHouse config: %v", err)
@@ -266,6 +270,17 @@ func (s *ClickHouseServer) render(root string) error {
 			return err
 		}
 		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", "tls.xml"), []byte(tr.Replace(r.Replace(string(tmpl)))), 0o644); err != nil {
+			return err
+		}
+	}
+	if s.zooKeeperXML != "" {
+		// A replicated cluster: tandem reads and writes the first healthy
+		// replica of each shard (docs/operations.md).
+		if err := os.MkdirAll(filepath.Join(s.DataDir, "users.d"), 0o755); err != nil {
+			return err
+		}
+		profile := "<?xml version=\"1.0\"?>\n<yandex><profiles><default>\n    <load_balancing>in_order</load_balancing>\n    <prefer_localhost_replica>0</prefer_localhost_replica>\n</default></profiles></yandex>\n"
+		if err := os.WriteFile(filepath.Join(s.DataDir, "users.d", "replicas.xml"), []byte(profile), 0o644); err != nil {
 			return err
 		}
 	}
