@@ -470,7 +470,7 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 	for m, x := range miss {
 		if x {
 			states[m] = make([]schemas.State, 0, len(crg.rows))
-			if v.Measures[m].Type == schemas.MeasureQuantiles {
+			if v.Measures[m].Kind().Sketch == schemas.SketchDD {
 				flats[m] = make([]*schemas.DDFlat, 0, len(crg.rows))
 			}
 		}

@@ -30,7 +30,7 @@ type Row struct {
 // decodeCell is StateFromCell, except that a quantile sketch is decoded
 // into flat counts (schemas.DecodeDDFlat) rather than a sketch object.
 func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, error) {
-	if m.Type != schemas.MeasureQuantiles {
+	if m.Kind().Sketch != schemas.SketchDD {
 		st, err := m.StateFromCell(cell)
 		return st, nil, err
 	}
@@ -54,7 +54,7 @@ func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, e
 // hasQuantiles reports whether v has a quantiles measure.
 func hasQuantiles(v *schemas.View) bool {
 	for i := range v.Measures {
-		if v.Measures[i].Type == schemas.MeasureQuantiles {
+		if v.Measures[i].Kind().Sketch == schemas.SketchDD {
 			return true
 		}
 	}
@@ -144,9 +144,9 @@ func (m *Merger) maybeDensify(g *Group) {
 // Merge, an empty src changes nothing.
 func (m *Merger) merge(g *Group, j int, src *schemas.State) {
 	mi := m.q.Measures[j]
-	switch m.q.View.Measures[mi].Type {
-	case schemas.MeasureDistinct:
-	case schemas.MeasureQuantiles:
+	switch m.q.View.Measures[mi].Kind().Sketch {
+	case schemas.SketchHLL:
+	case schemas.SketchDD:
 		m.mergeQuantiles(g, j, src, nil)
 		return
 	default:
@@ -247,7 +247,7 @@ func (m *Merger) finishDistinct(g *Group) {
 	}
 	for j, mi := range m.q.Measures {
 		h := g.States[j].HLL
-		if m.q.View.Measures[mi].Type != schemas.MeasureDistinct || h == nil || h.Estimate() < denseMinValues {
+		if m.q.View.Measures[mi].Kind().Sketch != schemas.SketchHLL || h == nil || h.Estimate() < denseMinValues {
 			continue
 		}
 		dense := hyperloglog.NewNoSparse()
@@ -300,7 +300,7 @@ func NewMerger(q *Query) *Merger {
 	m := &Merger{q: q, fromMs: q.FromMs(), toMs: q.ToMs(), gran: q.Granularity.D().Milliseconds(),
 		groups: map[groupKey]*Group{}, memo: map[string]projection{}}
 	for _, mi := range q.Measures {
-		m.hasDistinct = m.hasDistinct || q.View.Measures[mi].Type == schemas.MeasureDistinct
+		m.hasDistinct = m.hasDistinct || q.View.Measures[mi].Kind().Sketch == schemas.SketchHLL
 	}
 	return m
 }

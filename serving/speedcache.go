@@ -246,7 +246,7 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State
 			continue
 		}
 		var in int64
-		if m.Type == schemas.MeasureQuantiles {
+		if m.Kind().Sketch == schemas.SketchDD {
 			// Flat: no sketch object per stored row (DecodeDDFlat).
 			var u schemas.DDUnion
 			for _, b := range sketches {
