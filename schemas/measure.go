@@ -164,7 +164,7 @@ var ErrBadCell = errors.New("stored measure value cannot be read")
 // written, or string as some drivers read it back; nil (or an empty
 // result) is the empty sketch. Another type is ErrBadCell.
 func (m *Measure) SketchBytes(cell any) ([]byte, error) {
-	b, err := cellSketch(cell)
+	b, err := SketchCell(cell)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
 	}

@@ -16,7 +16,7 @@ var countKind = MeasureKind{
 	Merge:     func(*State, *State) {}, // Measure.Merge adds N
 	Int:       func(st *State) int64 { return st.N },
 	FromCell: func(cell any) (State, error) {
-		n, ok := cellInt64(cell)
+		n, ok := IntCell(cell)
 		if !ok || n < 0 {
 			return State{}, fmt.Errorf("count %v", cell)
 		}

@@ -57,7 +57,7 @@ var distinctKind = MeasureKind{
 		return b
 	},
 	FromCell: func(cell any) (State, error) {
-		b, err := cellSketch(cell)
+		b, err := SketchCell(cell)
 		if err != nil || len(b) == 0 {
 			return State{}, err
 		}

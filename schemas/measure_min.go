@@ -31,7 +31,7 @@ var minKind = MeasureKind{
 // extremeFromCell reads a min or max cell: a state of one value (N 1,
 // Min and Max both the value) or none.
 func extremeFromCell(cell any) (State, error) {
-	f, null, ok := cellNullableFloat(cell)
+	f, null, ok := NullableFloatCell(cell)
 	switch {
 	case !ok:
 		return State{}, fmt.Errorf("%v", cell)

@@ -50,7 +50,7 @@ var quantilesKind = MeasureKind{
 		return b
 	},
 	FromCell: func(cell any) (State, error) {
-		b, err := cellSketch(cell)
+		b, err := SketchCell(cell)
 		if err != nil || len(b) == 0 {
 			return State{}, err
 		}

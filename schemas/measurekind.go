@@ -219,7 +219,7 @@ func (m *Measure) Kind() *MeasureKind {
 
 // cellInt64 reads an integer cell: any Go integer or float type holding a
 // whole number that fits an int64.
-func cellInt64(cell any) (int64, bool) {
+func IntCell(cell any) (int64, bool) {
 	n, ok := toFloat(cell)
 	if !ok || !(n >= math.MinInt64 && n < math.MaxInt64) || n != math.Trunc(n) { // also refuses NaN
 		return 0, false
@@ -229,7 +229,7 @@ func cellInt64(cell any) (int64, bool) {
 
 // cellNullableFloat reads a nullable float cell: nil or a nil *float64 is
 // no value (ok true, null true).
-func cellNullableFloat(cell any) (f float64, null, ok bool) {
+func NullableFloatCell(cell any) (f float64, null, ok bool) {
 	if cell == nil {
 		return 0, true, true
 	}
@@ -245,7 +245,7 @@ func cellNullableFloat(cell any) (f float64, null, ok bool) {
 
 // cellSketch reads a sketch cell: []byte as written, or string as some
 // drivers read it back; nil is the empty sketch.
-func cellSketch(cell any) ([]byte, error) {
+func SketchCell(cell any) ([]byte, error) {
 	switch c := cell.(type) {
 	case []byte:
 		return c, nil
