@@ -125,8 +125,13 @@ func TestEveryMeasureKind(t *testing.T) {
 		require.Equal(t, k*cfg.ChunkSize, man.Absorbed[p], "partition %d", p)
 	}
 
-	// The merged SQL view: the exact kinds merged by their SQLMerge.
-	checkMergedView(t, db, v, d)
+	// The merged SQL views, base and levels: the exact kinds merged by
+	// their SQLMerge.
+	checkMergedView(t, db, clickhouse.MergedView(v.Name), v, v.Granularity, d)
+	require.NotEmpty(t, v.Levels())
+	for _, l := range v.Levels() {
+		checkMergedView(t, db, clickhouse.LevelView(v.Name, l), v, l, d)
+	}
 
 	// Serving: batch and speed merged, in every format.
 	_, url, _ := startService(t, cfg)
@@ -382,10 +387,11 @@ func checkKindAnswer(t testing.TB, format string, v *schemas.View, want map[stri
 	}
 }
 
-// checkMergedView reads the merged SQL view (batch rows of the current run
-// and the speed rows it did not absorb) and holds each exact measure, read
-// back through its kind's cell, to the fold of every event of its row.
-func checkMergedView(t testing.TB, db *clickhouse.DB, v *schemas.View, d *dataset) {
+// checkMergedView reads a merged SQL view of windows gran (batch rows of
+// the current run and the speed rows it did not absorb) and holds each
+// exact measure, read back through its kind's cell, to the fold of every
+// event of its row.
+func checkMergedView(t testing.TB, db *clickhouse.DB, sqlView string, v *schemas.View, gran schemas.Granularity, d *dataset) {
 	t.Helper()
 	var exact []int
 	cols := []string{"toInt64(toUnixTimestamp(window_start))"}
@@ -396,10 +402,19 @@ func checkMergedView(t testing.TB, db *clickhouse.DB, v *schemas.View, d *datase
 			cols = append(cols, v.Measures[i].Name)
 		}
 	}
-	rows, err := db.Conn().Query(context.Background(), fmt.Sprintf("SELECT %s FROM %s.%s", strings.Join(cols, ", "), db.Database(), clickhouse.MergedView(v.Name)))
+	rows, err := db.Conn().Query(context.Background(), fmt.Sprintf("SELECT %s FROM %s.%s", strings.Join(cols, ", "), db.Database(), sqlView))
 	require.NoError(t, err)
 	defer rows.Close()
-	truth := aggregate(v, d.events)
+	truth := map[schemas.RowKey]schemas.Aggregate{}
+	for i := range d.events {
+		ev := &d.events[i].ev
+		k := v.Key(ev)
+		k.WindowMs = gran.WindowStartMs(k.WindowMs)
+		if truth[k] == nil {
+			truth[k] = v.NewAggregate()
+		}
+		v.Add(truth[k], ev)
+	}
 	n := 0
 	for rows.Next() {
 		var window int64
@@ -422,7 +437,7 @@ func checkMergedView(t testing.TB, db *clickhouse.DB, v *schemas.View, d *datase
 		require.NoError(t, rows.Scan(dest...))
 		key := schemas.RowKey{WindowMs: window * 1000, Dims: schemas.JoinDims(dims)}
 		want, ok := truth[key]
-		require.True(t, ok, "merged view row %v has no events", key)
+		require.True(t, ok, "%s row %v has no events", sqlView, key)
 		for j, i := range exact {
 			m := &v.Measures[i]
 			var cell any
@@ -439,13 +454,13 @@ func checkMergedView(t testing.TB, db *clickhouse.DB, v *schemas.View, d *datase
 			w := resultParts(m.Result(&want[i]))[0]
 			g := resultParts(m.Result(&st))[0]
 			if w == nil || g == nil {
-				require.Equal(t, w == nil, g == nil, "merged view %v %s: null", key, m.Name)
+				require.Equal(t, w == nil, g == nil, "%s %v %s: null", sqlView, key, m.Name)
 				continue
 			}
-			require.InDelta(t, *w, *g, 1e-9*math.Max(1, math.Abs(*w)), "merged view %v %s", key, m.Name)
+			require.InDelta(t, *w, *g, 1e-9*math.Max(1, math.Abs(*w)), "%s %v %s", sqlView, key, m.Name)
 		}
 		n++
 	}
 	require.NoError(t, rows.Err())
-	require.Equal(t, len(truth), n, "merged view rows")
+	require.Equal(t, len(truth), n, "%s rows", sqlView)
 }
