@@ -10,7 +10,7 @@
 #   make bench-serving-scale  serving over a month of events against ClickHouse (tens of minutes)
 #   make fuzz        run every fuzz target for $(FUZZTIME)
 #   make chaos       soak run under faults (~12 min); make chaos-short (~5 min)
-#   make openapi-fuzz  fuzz the live API from serving/openapi/openapi.json (~3 min)
+#   make openapi-fuzz  fuzz the live API from schemas/openapi/openapi.json (~3 min)
 #   make dev         run the whole platform locally on .tandem/
 #
 # Downloads and builds of third-party tools are cached outside the repo in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"time"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/objstore"
@@ -25,7 +26,7 @@ type CHStore interface {
 	// (idempotent, like LoadBatchRun).
 	LoadLevels(ctx context.Context, v *schemas.View, m *schemas.Manifest) error
 	// PublishRun makes a run current (idempotent).
-	PublishRun(ctx context.Context, v *schemas.View, runID string) error
+	PublishRun(ctx context.Context, v *schemas.View, runID string, retainedFrom time.Time) error
 	// DropOldRuns drops every run of the view's batch table but the
 	// current one and keep.
 	DropOldRuns(ctx context.Context, v *schemas.View, keep ...string) ([]string, error)
@@ -79,7 +80,7 @@ func loadRun(ctx context.Context, db CHStore, st objstore.Bucket, v *schemas.Vie
 	}
 	// Publish: a higher version than any before makes this run current for
 	// the merged SQL view in one insert (nothing when it is already).
-	if err := db.PublishRun(ctx, v, m.RunID); err != nil {
+	if err := db.PublishRun(ctx, v, m.RunID, m.Retained()); err != nil {
 		return fmt.Errorf("batch: publishing %s run %s in ClickHouse: %w", v.Name, m.RunID, err)
 	}
 	if _, err := db.DropOldRuns(ctx, v); err != nil {

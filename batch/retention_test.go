@@ -96,6 +96,10 @@ func checkRetainedCH(t *testing.T, ctx context.Context, db *clickhouse.DB, v *sc
 	require.EqualValues(t, 1, runs, "older runs' partitions dropped")
 	require.EqualValues(t, m.Rows, rows)
 	require.False(t, minWindow.Before(m.Retained()), "%s: no batch row before %s; got %s", v.Name, m.Retained(), minWindow)
+	var retained time.Time
+	require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf("SELECT argMax(retained_from, version) FROM %s.%s WHERE view = ?",
+		q(db.Database()), q(clickhouse.TableRuns)), v.Name).Scan(&retained))
+	require.True(t, retained.Equal(m.Retained()), "%s: the runs row's retained_from %s, the manifest's %s", v.Name, retained, m.Retained())
 	if len(v.Levels()) == 0 {
 		return
 	}

@@ -25,7 +25,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
-	"github.com/tandem-analytics/tandem/serving/openapi"
+	"github.com/tandem-analytics/tandem/schemas/openapi"
 )
 
 // Log is where the gateway appends events: one topic per stream, the event

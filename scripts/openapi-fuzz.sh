@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Property-based fuzz of the live REST API from its OpenAPI document
-# (serving/openapi/openapi.json) with schemathesis.
+# (schemas/openapi/openapi.json) with schemathesis.
 #
 # Starts `tandem dev` on free loopback ports with ingest and query tokens,
 # then runs schemathesis against the query API (tags query and ops) and the

@@ -17,7 +17,7 @@ import (
 	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/schemas"
-	"github.com/tandem-analytics/tandem/serving/openapi"
+	"github.com/tandem-analytics/tandem/schemas/openapi"
 )
 
 // speedTimeout bounds the speed half of one query. A ClickHouse that hangs

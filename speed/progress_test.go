@@ -55,7 +55,7 @@ views:
 	m := &schemas.Manifest{View: old.Name, RunID: "r1", ChunkSize: 100, Absorbed: map[int32]int64{0: 300, 1: 100}, Files: []schemas.ManifestFile{}}
 	_, err = db.LoadBatchRun(ctx, old, clickhouse.BatchLoad{Manifest: m})
 	require.NoError(t, err)
-	require.NoError(t, db.PublishRun(ctx, old, "r1"))
+	require.NoError(t, db.PublishRun(ctx, old, "r1", time.Time{}))
 	require.EqualValues(t, 299, progress(both, 0), "the added view starts where the other view's run ended")
 	require.EqualValues(t, 99, progress(both, 1))
 	require.EqualValues(t, -1, progress(both, 2), "a partition the run did not absorb")

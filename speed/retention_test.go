@@ -65,7 +65,7 @@ func TestProgressAfterRetention(t *testing.T) {
 	m := &schemas.Manifest{View: old.Name, RunID: "r1", ChunkSize: c, Absorbed: map[int32]int64{0: 12 * c}, Files: []schemas.ManifestFile{}}
 	_, err = db.LoadBatchRun(ctx, old, clickhouse.BatchLoad{Manifest: m})
 	require.NoError(t, err)
-	require.NoError(t, db.PublishRun(ctx, old, "r1"))
+	require.NoError(t, db.PublishRun(ctx, old, "r1", time.Time{}))
 	require.EqualValues(t, 12*c-1, progress(s, views, 0))
 	o, err := db.SpeedResume(ctx, fresh, 0, c)
 	require.NoError(t, err)

@@ -32,7 +32,7 @@ import (
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/serving"
-	"github.com/tandem-analytics/tandem/serving/openapi"
+	"github.com/tandem-analytics/tandem/schemas/openapi"
 )
 
 // apiOp is the part of one documented operation the route tests read.
@@ -218,7 +218,7 @@ func TestOpenAPIRoutesMatchHandlers(t *testing.T) {
 		}
 	}
 	sort.Strings(undocumented)
-	require.Empty(t, undocumented, "routes missing from serving/openapi/openapi.json")
+	require.Empty(t, undocumented, "routes missing from schemas/openapi/openapi.json")
 	for pattern := range documented {
 		require.Contains(t, registered, pattern, "documented but registered nowhere in %v", routeSources)
 	}

@@ -239,7 +239,10 @@ func (db *DB) insert(ctx context.Context, sql string, rows [][]any) error {
 // separate processes (a second deployment on the same database, a runs
 // table restored from a backup) still order by time instead of colliding
 // on the same small integer.
-func (db *DB) PublishRun(ctx context.Context, v *schemas.View, runID string) error {
+//
+// retainedFrom is the run's retained start (Manifest.Retained; the zero
+// time: every day kept): the merged SQL views answer no window before it.
+func (db *DB) PublishRun(ctx context.Context, v *schemas.View, runID string, retainedFrom time.Time) error {
 	if err := checkRunID(runID); err != nil {
 		return err
 	}
@@ -251,7 +254,7 @@ func (db *DB) PublishRun(ctx context.Context, v *schemas.View, runID string) err
 		return nil // already published: publishing is idempotent
 	}
 	now := time.Now()
-	row := []any{v.Name, runID, now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli()))}
+	row := []any{v.Name, runID, now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli())), sqlDateTime(retainedFrom)}
 	if err := db.insert(ctx, insertSQL(db.db, TableRuns, runsColumns), [][]any{row}); err != nil {
 		return fmt.Errorf("clickhouse: publishing run %s of %s: %w", runID, v.Name, err)
 	}
@@ -367,4 +370,13 @@ func (db *DB) DropOldRuns(ctx context.Context, v *schemas.View, keep ...string) 
 		dropped = append(dropped, id)
 	}
 	return dropped, db.dropOldLevels(ctx, v, current, keep)
+}
+
+// sqlDateTime is t as a DateTime value: the zero time (no bound) is the
+// epoch, DateTime's least value, which every window is at or after.
+func sqlDateTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Unix(0, 0).UTC()
+	}
+	return t.UTC()
 }

@@ -88,7 +88,7 @@ func TestLoadBatchRunCarriesDaysOverAndRepairs(t *testing.T) {
 	n, err = db.BatchRunRows(ctx, v, m1.RunID)
 	require.NoError(t, err)
 	require.EqualValues(t, len(want1), n)
-	require.NoError(t, db.PublishRun(ctx, v, m1.RunID))
+	require.NoError(t, db.PublishRun(ctx, v, m1.RunID, time.Time{}))
 	require.Equal(t, want1, readRun(t, db, v, m1.RunID))
 
 	// Run r2 adds events of the second day only: the other days are
@@ -114,7 +114,7 @@ func TestLoadBatchRunCarriesDaysOverAndRepairs(t *testing.T) {
 	require.EqualValues(t, len(fresh), loaded, "only the recomputed day's rows come from the caller")
 	require.Equal(t, want2, readRun(t, db, v, m2.RunID))
 	require.Equal(t, want1, readRun(t, db, v, m1.RunID), "the carried-from run is untouched")
-	require.NoError(t, db.PublishRun(ctx, v, m2.RunID))
+	require.NoError(t, db.PublishRun(ctx, v, m2.RunID, time.Time{}))
 	run, absorbed, err := db.CurrentRun(ctx, v)
 	require.NoError(t, err)
 	require.Equal(t, m2.RunID, run)
@@ -182,13 +182,13 @@ func TestPublishRunVersions(t *testing.T) {
 	}
 
 	before := uint64(time.Now().UnixMilli())
-	require.NoError(t, db.PublishRun(ctx, v, "a"))
+	require.NoError(t, db.PublishRun(ctx, v, "a", time.Time{}))
 	after := uint64(time.Now().UnixMilli())
 	run, ver := version()
 	require.Equal(t, "a", run)
 	require.GreaterOrEqual(t, ver, before)
 	require.LessOrEqual(t, ver, after)
-	require.NoError(t, db.PublishRun(ctx, v, "a"))
+	require.NoError(t, db.PublishRun(ctx, v, "a", time.Time{}))
 	_, again := version()
 	require.Equal(t, ver, again, "publishing the current run again writes nothing")
 
@@ -199,7 +199,7 @@ func TestPublishRunVersions(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, b.Append(v.Name, "b", time.Now().UTC(), future))
 	require.NoError(t, b.Send())
-	require.NoError(t, db.PublishRun(ctx, v, "c"))
+	require.NoError(t, db.PublishRun(ctx, v, "c", time.Time{}))
 	run, ver = version()
 	require.Equal(t, "c", run)
 	require.Equal(t, future+1, ver)

@@ -206,7 +206,7 @@ func TestSpeedResume(t *testing.T) {
 	// Loaded, not published: does not count.
 	load("r1", map[int32]int64{0: 3 * c, 1: c})
 	require.EqualValues(t, -1, resume(0))
-	require.NoError(t, db.PublishRun(ctx, v, "r1"))
+	require.NoError(t, db.PublishRun(ctx, v, "r1", time.Time{}))
 	require.EqualValues(t, 3*c-1, resume(0))
 	require.EqualValues(t, c-1, resume(1))
 	require.EqualValues(t, -1, resume(2), "a partition the run did not absorb")
@@ -230,14 +230,14 @@ func TestSpeedResume(t *testing.T) {
 	require.EqualValues(t, -1, resume(2))
 
 	// Publishing r2 moves the fallback; rows still win.
-	require.NoError(t, db.PublishRun(ctx, v, "r2"))
+	require.NoError(t, db.PublishRun(ctx, v, "r2", time.Time{}))
 	require.EqualValues(t, c-1, resume(2))
 	require.EqualValues(t, c+5, resume(0))
 	require.NoError(t, db.DeleteAbsorbedSpeedRows(ctx, v, map[int32]int64{0: 3}))
 	require.EqualValues(t, 5*c-1, resume(0), "rows deleted after absorption: the current run's chunks")
 
 	// Publishing the older run again (a rollback) makes its chunks count.
-	require.NoError(t, db.PublishRun(ctx, v, "r1"))
+	require.NoError(t, db.PublishRun(ctx, v, "r1", time.Time{}))
 	require.EqualValues(t, 3*c-1, resume(0))
 	require.EqualValues(t, -1, resume(2))
 

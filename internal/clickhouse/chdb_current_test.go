@@ -294,7 +294,7 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 	})
 	require.Equal(t, want, merged())
 	require.Equal(t, [][]string{{"0", "0"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(0), v.Name), "loaded, not published")
-	c.insert(insertSQL(db, TableRuns, runsColumns), [][]any{{v.Name, "r1", time.Now().UTC().Truncate(time.Second), uint64(1)}})
+	c.insert(insertSQL(db, TableRuns, runsColumns), [][]any{{v.Name, "r1", time.Now().UTC().Truncate(time.Second), uint64(1), sqlDateTime(time.Time{})}})
 	require.Equal(t, want, merged())
 	require.Equal(t, [][]string{{"1", "2"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(0), v.Name))
 	require.Equal(t, [][]string{{"1", "1"}}, c.query(currentAbsorbedSQL(db), v.Name, uint32(1), v.Name))
@@ -652,7 +652,7 @@ func TestCHDBAnalystSketchSQL(t *testing.T) {
 		for _, l := range v.Levels() {
 			c.query(levelInsertSQL(db, v, l), runID)
 		}
-		c.insert(insertSQL(db, TableRuns, runsColumns), [][]any{{v.Name, runID, time.Now().UTC().Truncate(time.Second), version}})
+		c.insert(insertSQL(db, TableRuns, runsColumns), [][]any{{v.Name, runID, time.Now().UTC().Truncate(time.Second), version, sqlDateTime(time.Time{})}})
 	}
 	load("r1", 1, map[int32]int64{0: 200, 1: 100})
 	check("mixed")

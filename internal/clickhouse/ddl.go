@@ -111,9 +111,11 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 			{"object", "String"}, {"kind", "String"}, {"owner", "String"}, {"fingerprint", "String"},
 			{"definition", "String"}, {"statement", "String"}, {"created_at", "DateTime('UTC')"}, {"version", "UInt64"},
 		}, "ReplacingMergeTree(version) ORDER BY object"),
-		sharedTable(db, TableRuns, shared, []col{
+		// retained_from came later: Migrate appends it to older tables,
+		// whose rows read 1970 (everything kept).
+		sharedTableAppended(db, TableRuns, shared, []col{
 			{"view", "String"}, {"run_id", "String"}, {"published_at", "DateTime('UTC')"}, {"version", "UInt64"},
-		}, "ReplacingMergeTree(version) ORDER BY view"),
+		}, []col{{"retained_from", "DateTime('UTC')"}}, "ReplacingMergeTree(version) ORDER BY view"),
 		// Replacing, not plain MergeTree: a batch job that retries a load
 		// rewrites the same rows, and they collapse. Readers need no FINAL:
 		// every copy of a (view, run_id, kafka_partition) row is identical.
@@ -170,11 +172,20 @@ func colNames(cols []col) []string {
 }
 
 func sharedTable(db, name, def string, cols []col, engine string) object {
+	return sharedTableAppended(db, name, def, cols, nil, engine)
+}
+
+// sharedTableAppended is a shared table whose last columns (appended) a
+// table created by an older tandem may lack: its definition names only
+// cols, so such a table is extended in place (Migrate's ADD COLUMN).
+func sharedTableAppended(db, name, def string, cols, appended []col, engine string) object {
+	all := append(append([]col(nil), cols...), appended...)
 	return object{
-		Statement:  Statement{Object: name, Kind: KindTable, SQL: createTable(db, name, cols, engine)},
+		Statement:  Statement{Object: name, Kind: KindTable, SQL: createTable(db, name, all, engine)},
 		definition: def + "\ncolumns: " + strings.Join(colNames(cols), ", "),
-		columns:    colNames(cols),
-		types:      colTypes(cols),
+		columns:    colNames(all),
+		types:      colTypes(all),
+		appendable: len(appended),
 	}
 }
 
@@ -317,7 +328,7 @@ func batchObject(db string, view *schemas.View, v Version) object {
 // can have (4294967295 → 0 chunks).
 func MergedViewQuery(db string, view *schemas.View, streamViews []string) string {
 	name := quoteString(view.Name)
-	currentRun := fmt.Sprintf("(SELECT argMax(run_id, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), name)
+	currentRun := currentRunQuery(db, view)
 	absorbedOf := func(column, sentinel string) string {
 		return fmt.Sprintf("arrayConcat([%s], (SELECT groupArray(%s) FROM %s WHERE view = %s AND run_id = %s))",
 			sentinel, column, qualified(db, TableAbsorbed), name, currentRun)
@@ -352,6 +363,7 @@ FROM (
         %s,
         %s,
         toUInt64(0))
+      AND window_start >= %s
       AND %s
 )
 GROUP BY %s`,
@@ -360,8 +372,24 @@ GROUP BY %s`,
 		inner, qualified(db, SpeedTable(view.Name)),
 		absorbedOf("kafka_partition", "toUInt32(4294967295)"),
 		absorbedOf("chunks", "toUInt64(0)"),
+		retainedStartQuery(db, view),
 		answeredCondition(db, view, streamViews),
 		group)
+}
+
+// currentRunQuery is the scalar subquery of the view's current run: the
+// run_id of its runs row with the highest version.
+func currentRunQuery(db string, view *schemas.View) string {
+	return fmt.Sprintf("(SELECT argMax(run_id, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), quoteString(view.Name))
+}
+
+// retainedStartQuery is the scalar subquery of the first window the view
+// answers in SQL: its current run's retained_from (views[].retention; 1970
+// when unset or before the first run). Speed rows of late events for days
+// the run dropped are hidden behind it, so the merged views answer the
+// days REST answers (docs/architecture.md, "Retention").
+func retainedStartQuery(db string, view *schemas.View) string {
+	return fmt.Sprintf("(SELECT argMax(retained_from, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), quoteString(view.Name))
 }
 
 // streamViews returns the names of the configured views of a stream.

@@ -163,7 +163,7 @@ func rowMeasureColumns(view *schemas.View) []string {
 // from is refused by older servers.
 func LevelViewQuery(db string, view *schemas.View, l schemas.Granularity, streamViews []string) string {
 	name := quoteString(view.Name)
-	currentRun := fmt.Sprintf("(SELECT argMax(run_id, version) FROM %s WHERE view = %s)", qualified(db, TableRuns), name)
+	currentRun := currentRunQuery(db, view)
 	absorbedOf := func(column, sentinel string) string {
 		return fmt.Sprintf("arrayConcat([%s], (SELECT groupArray(%s) FROM %s WHERE view = %s AND run_id = %s))",
 			sentinel, column, qualified(db, TableAbsorbed), name, currentRun)
@@ -189,6 +189,7 @@ FROM (
         %s,
         %s,
         toUInt64(0))
+      AND window_start >= %s
       AND %s
 )
 GROUP BY %s`,
@@ -197,6 +198,7 @@ GROUP BY %s`,
 		floorWindow("window_start", l), speedInner, qualified(db, SpeedTable(view.Name)),
 		absorbedOf("kafka_partition", "toUInt32(4294967295)"),
 		absorbedOf("chunks", "toUInt64(0)"),
+		retainedStartQuery(db, view),
 		answeredCondition(db, view, streamViews),
 		group)
 }

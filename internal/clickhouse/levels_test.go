@@ -87,7 +87,7 @@ func TestLevelViewsEqualMergedViewRolledUp(t *testing.T) {
 		_, err := db.LoadBatchRun(ctx, v, BatchLoad{Manifest: m, Rows: seqOf(rows)})
 		require.NoError(t, err)
 		require.NoError(t, db.LoadLevels(ctx, v, m))
-		require.NoError(t, db.PublishRun(ctx, v, runID))
+		require.NoError(t, db.PublishRun(ctx, v, runID, time.Time{}))
 		return m
 	}
 	m1 := publish("r1", map[int32]int64{0: 200, 1: 100})

@@ -229,7 +229,9 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 				}
 			}
 			action = ActionColumnsAdded
-			if !slices.Contains(upgraded, o.Owner) {
+			// A shared table (runs' retained_from) needs no recomputation:
+			// its older rows read 1970, everything kept, as before.
+			if o.Owner != "" && !slices.Contains(upgraded, o.Owner) {
 				upgraded = append(upgraded, o.Owner)
 			}
 		case recorded && exists && o.Object == RawTable(o.Owner) && len(fieldTypeChanges(rec.definition, o.definition)) == 0 && tableAhead(o, cols):
@@ -479,7 +481,7 @@ func (db *DB) unpublish(ctx context.Context, view string) error {
 		return err
 	}
 	now := time.Now()
-	row := []any{view, "", now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli()))}
+	row := []any{view, "", now.UTC().Truncate(time.Second), max(version+1, uint64(now.UnixMilli())), sqlDateTime(time.Time{})}
 	if err := db.insert(ctx, insertSQL(db.db, TableRuns, runsColumns), [][]any{row}); err != nil {
 		return fmt.Errorf("clickhouse: unpublishing the runs of %s: %w", view, err)
 	}

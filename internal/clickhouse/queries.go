@@ -557,7 +557,7 @@ func batchInsertSQL(database string, v *schemas.View) (string, []string) {
 }
 
 var absorbedColumns = []string{"view", "run_id", "kafka_partition", "chunks", "absorbed_offset"}
-var runsColumns = []string{"view", "run_id", "published_at", "version"}
+var runsColumns = []string{"view", "run_id", "published_at", "version", "retained_from"}
 
 // currentRunSQL reads the current run of the view bound to '?': the runs row
 // with the highest version. No row when the view has no published run.

@@ -381,7 +381,7 @@ func TestMergedViewEqualsTruthAcrossBatchRuns(t *testing.T) {
 	load("r1", map[int32]int64{0: 200, 1: 100})
 	// Loaded but not published: still the speed answer.
 	require.Equal(t, want, mergedRows(t, db, query))
-	require.NoError(t, db.PublishRun(ctx, v, "r1"))
+	require.NoError(t, db.PublishRun(ctx, v, "r1", time.Time{}))
 	run, absorbed, err := db.CurrentRun(ctx, v)
 	require.NoError(t, err)
 	require.Equal(t, "r1", run)
@@ -405,8 +405,8 @@ func TestMergedViewEqualsTruthAcrossBatchRuns(t *testing.T) {
 
 	// A second run absorbing more; the first stays loaded until dropped.
 	load("r2", map[int32]int64{0: 300, 1: 200, 2: 100})
-	require.NoError(t, db.PublishRun(ctx, v, "r2"))
-	require.NoError(t, db.PublishRun(ctx, v, "r2")) // idempotent
+	require.NoError(t, db.PublishRun(ctx, v, "r2", time.Time{}))
+	require.NoError(t, db.PublishRun(ctx, v, "r2", time.Time{})) // idempotent
 	require.Equal(t, want, mergedRows(t, db, query))
 	require.Equal(t, want, goMerged(t, db, v))
 

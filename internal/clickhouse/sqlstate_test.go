@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -244,7 +245,7 @@ func TestAnalystSketchSQL(t *testing.T) {
 		_, err := db.LoadBatchRun(ctx, v, BatchLoad{Manifest: m, Rows: seqOf(rows)})
 		require.NoError(t, err)
 		require.NoError(t, db.LoadLevels(ctx, v, m))
-		require.NoError(t, db.PublishRun(ctx, v, runID))
+		require.NoError(t, db.PublishRun(ctx, v, runID, time.Time{}))
 	}
 	// A run absorbing part of the chunks: batch rows and speed rows mixed.
 	load("r1", map[int32]int64{0: 200, 1: 100})
