@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -43,4 +44,30 @@ func TestRegisterMeasureKindRefuses(t *testing.T) {
 	for _, k := range measureKinds {
 		require.False(t, strings.HasPrefix(string(k.Type), "sum") && k.Type != MeasureSum)
 	}
+}
+
+// TestExactAddMergeAllocateNothing: adding an event to and merging a state
+// of an exact measure goes through its kind (a call) without allocating,
+// as the switch it replaced did; the speed and batch layers do both per
+// event and per row.
+func TestExactAddMergeAllocateNothing(t *testing.T) {
+	v := allTypesConfig(t).View("every")
+	_, evs := genEvents(t, rand.New(rand.NewPCG(5, 6)), v.StreamDef(), 200)
+	exact := 0
+	for i := range v.Measures {
+		m := &v.Measures[i]
+		if !m.Kind().Exact {
+			continue
+		}
+		exact++
+		var st, acc State
+		j := 0
+		require.Zero(t, testing.AllocsPerRun(500, func() {
+			m.Add(&st, &evs[j%len(evs)])
+			m.Merge(&acc, &st)
+			j++
+		}), m.Name)
+		require.Positive(t, acc.N, m.Name)
+	}
+	require.Positive(t, exact)
 }
