@@ -9,3 +9,12 @@ func SetUseLevels(on bool) (restore func()) {
 	useLevels = on
 	return func() { useLevels = old }
 }
+
+// SetUsePushdown turns computing top N in ClickHouse on or off (off: every
+// top N merged in serving) and returns a function restoring the setting;
+// tests compare both paths with it. Not for concurrent use with queries.
+func SetUsePushdown(on bool) (restore func()) {
+	old := usePushdown
+	usePushdown = on
+	return func() { usePushdown = old }
+}

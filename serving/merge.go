@@ -375,6 +375,9 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 	k := groupKey{window, key}
 	g := m.groups[k]
 	if g == nil {
+		if m.q.only != nil && !m.q.only[k] {
+			return nil
+		}
 		if b := m.q.mergeBound(); b > 0 && len(m.groups) >= b {
 			m.overflow = true
 			return nil

@@ -21,7 +21,21 @@ type metrics struct {
 	speedRows        *prometheus.CounterVec // view
 	overloaded       *prometheus.CounterVec // view, reason
 	leaseErrors      prometheus.Counter
-	backfilling      *prometheus.GaugeVec // view
+	backfilling      *prometheus.GaugeVec     // view
+	mergeGroups      *prometheus.HistogramVec // view
+	topN             *prometheus.CounterVec   // view, path
+}
+
+// answered records how a query was answered: path is "clickhouse" for a
+// top N ClickHouse computed (pushTopN), "stream" for one ranked in serving
+// as ClickHouse streamed the groups (streamTopN), "merge" for one merged
+// in serving;
+// groups is how many groups serving's merge held.
+func (m *metrics) answered(q *Query, path string, groups int) {
+	m.mergeGroups.WithLabelValues(q.View.Name).Observe(float64(groups))
+	if q.Limit > 0 {
+		m.topN.WithLabelValues(q.View.Name, path).Inc()
+	}
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -83,10 +97,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tandem_serve_view_backfilling",
 			Help: "1 while the view is backfilling (not answered until a batch run of its definition is published), else 0; set at every manifest poll.",
 		}, []string{"view"}),
+		mergeGroups: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tandem_serve_merge_groups",
+			Help:    "Groups (bucket × group-by values) one query's merge held in serving; a top N computed in ClickHouse holds at most N per bucket.",
+			Buckets: []float64{0, 10, 100, 1000, 10_000, 100_000, 1_000_000},
+		}, []string{"view"}),
+		topN: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_serve_topn_total",
+			Help: "Queries with a limit, by how they were answered: clickhouse (the top N computed in ClickHouse), stream (ranked in serving as ClickHouse streamed the groups: a distinct or quantiles order key) or merge (every group merged in serving).",
+		}, []string{"view", "path"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queryDuration, m.errors, m.authFailures, m.cacheHits, m.cacheMisses, m.cacheEvictions,
-			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded, m.leaseErrors, m.backfilling)
+			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded, m.leaseErrors, m.backfilling,
+			m.mergeGroups, m.topN)
 	}
 	return m
 }

@@ -63,6 +63,9 @@ type Query struct {
 	// answer after the cut. 0 means MaxRows bounds the merge too. Service.
 	// Query sets it from serve.max_merge_groups.
 	MaxGroups int
+	// only, when set, restricts the merge to these groups (pushTopN's
+	// second pass: the sketches of the groups ClickHouse chose).
+	only map[groupKey]bool
 }
 
 // OrderBy names the measure the groups of a bucket are sorted by.

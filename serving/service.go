@@ -487,6 +487,32 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		}
 	}
 
+	if push := s.topNPath(q); push != nil {
+		done, err := push(ctx, q, snap, res)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			return res, nil
+		}
+	}
+	merged, err := s.mergeHalves(ctx, q, snap, res)
+	if err != nil {
+		return nil, err
+	}
+	s.m.answered(q, "merge", len(merged.groups))
+	res.Groups, res.Truncated = merged.Answer()
+	if q.MaxRows > 0 && len(res.Groups) > q.MaxRows { // a cut answer: buckets × limit
+		return nil, &TooManyRowsError{Limit: q.MaxRows}
+	}
+	return res, nil
+}
+
+// mergeHalves merges the batch rows of snap's run and the speed rows of
+// the chunks it did not absorb that q selects into one Merger (the answer
+// before any cut), adding to res the freshness of the speed half and the
+// warning when the speed layer is down. Errors: see Query.
+func (s *Service) mergeHalves(ctx context.Context, q *Query, snap *Snapshot, res *Result) (*Merger, error) {
 	type speedOut struct {
 		merger  *Merger
 		maxWin  time.Time
@@ -565,13 +591,9 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 		}
 		return nil, &TooManyRowsError{Limit: q.MaxRows}
 	}
-	res.Groups, res.Truncated = merged.Answer()
-	if q.MaxRows > 0 && len(res.Groups) > q.MaxRows { // a cut answer: buckets × limit
-		return nil, &TooManyRowsError{Limit: q.MaxRows}
-	}
-	s.log.Debug("query answered", "view", q.View.Name, "run", snap.RunID(), "groups", len(res.Groups),
+	s.log.Debug("query merged", "view", q.View.Name, "run", snap.RunID(), "groups", len(merged.groups),
 		"batch_rows", batchRows, "speed_rows", merged.Rows()-batchRows, "batch_time", batchElapsed, "speed_time", sp.elapsed)
-	return res, nil
+	return merged, nil
 }
 
 // speedOverloadPing bounds the check that tells a busy speed store from

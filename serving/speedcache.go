@@ -229,13 +229,17 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 }
 
 // rollupStates fills states (one per q.Measures) from a rollup row's cells
-// and returns the sketch bytes merged in.
+// and returns the sketch bytes merged in. A nil cell (a measure not read)
+// leaves the empty state.
 func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State) (int64, error) {
 	v := q.View
 	var sketchBytes int64
 	for j, mi := range q.Measures {
 		m := &v.Measures[mi]
 		states[j] = schemas.State{}
+		if r.Cells[mi] == nil {
+			continue
+		}
 		sketches, ok := r.Cells[mi].([][]byte)
 		if !ok {
 			st, err := m.StateFromCell(r.Cells[mi])

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -323,6 +324,45 @@ func checkQueriesOnCurrent(t *testing.T, c *chdbSession, cfg *schemas.Config) {
 			got[schemas.RowKey{WindowMs: w.UnixMilli(), Dims: schemas.JoinDims([]string{r[1], r[2]})}] = e
 		}
 		require.Equal(t, rollUpExact(want, l), got, "level %s", l)
+	}
+
+	// ScanTopN's SQL: the run's base rows, or one level's, with the
+	// unabsorbed speed rows, grouped by country, the top 2 by n (ties by
+	// country), on current ClickHouse.
+	byCountry := map[string]int64{}
+	for k, e := range want {
+		dims, err := schemas.SplitDims(k.Dims)
+		require.NoError(t, err)
+		byCountry[dims[0]] += e.n
+	}
+	var ranked []string
+	for c := range byCountry {
+		ranked = append(ranked, c)
+	}
+	sort.Slice(ranked, func(i, j int) bool {
+		a, b := ranked[i], ranked[j]
+		return byCountry[a] > byCountry[b] || byCountry[a] == byCountry[b] && a < b
+	})
+	require.Greater(t, len(ranked), 2)
+	var top [][]string
+	for _, c := range ranked[:2] {
+		top = append(top, []string{"0", c, strconv.FormatInt(byCountry[c], 10)})
+	}
+	for _, l := range append([]schemas.Granularity{0}, v.Levels()...) {
+		tq := TopNQuery{SpeedQuery: SpeedQuery{View: v, Absorbed: absorbed, Measures: []string{"n"}}, GroupBy: []string{"country"}, RunID: "r1",
+			Segments: []TopNSegment{{Level: l, From: time.Unix(0, 0), To: time.Unix(4e9, 0)}}, OrderBy: "n", Desc: true, Limit: 2}
+		q, args, _, err := topNSQL(db, &tq)
+		require.NoError(t, err)
+		require.Equal(t, top, c.query(q, args...), "level %s", l)
+	}
+	// Nullable and float order keys (their null test) and thresholds.
+	for _, order := range []string{"lo", "hi", "revenue"} {
+		tq := TopNQuery{SpeedQuery: SpeedQuery{View: v, Absorbed: absorbed, Measures: []string{"n", "revenue", "lo", "hi"}}, Granularity: time.Hour,
+			GroupBy: []string{"device", "country"}, RunID: "r1", Segments: []TopNSegment{{From: time.Unix(0, 0), To: time.Unix(4e9, 0)}},
+			OrderBy: order, Having: []TopNHaving{{Measure: "n", Op: ">=", Number: 1}, {Measure: "hi", Op: "!=", Number: -1}}, Limit: 1}
+		q, args, _, err := topNSQL(db, &tq)
+		require.NoError(t, err)
+		require.NotEmpty(t, c.query(q, args...), "order by %s", order)
 	}
 
 	// SelectSpeedRows' SQL: FINAL, the range and the seam.

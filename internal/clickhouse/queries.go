@@ -219,7 +219,6 @@ func speedQuerySQL(database string, q *SpeedQuery) (sql string, args []any, need
 // every version of a row shares, so filtering before FINAL collapses the
 // versions keeps exactly the newest version of each selected row.
 func speedWhere(q *SpeedQuery) ([]string, []any, error) {
-	v := q.View
 	lo, hi := windowBounds(q.From, q.To)
 	where := []string{"window_start >= toDateTime(?)", "window_start < toDateTime(?)"}
 	args := []any{lo, hi}
@@ -235,6 +234,20 @@ func speedWhere(q *SpeedQuery) ([]string, []any, error) {
 	} else if ex != "" {
 		where = append(where, ex)
 	}
+	fw, fargs, err := filterWhere(q)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(where, fw...), append(args, fargs...), nil
+}
+
+// filterWhere is the dimension filters of q as WHERE conditions (ANDed)
+// with their arguments; every table holding view rows has the dimension
+// columns, so the batch, level and speed reads share it.
+func filterWhere(q *SpeedQuery) ([]string, []any, error) {
+	v := q.View
+	var where []string
+	var args []any
 	for _, m := range []map[string][]string{q.Filters, q.Prefixes, q.NotIn, q.NotPrefixes} {
 		for name := range m {
 			if v.DimensionIndex(name) < 0 {
@@ -384,21 +397,9 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 	if need, err = q.need(); err != nil {
 		return "", nil, nil, err
 	}
-	g := q.Granularity
-	if g < 0 || g%time.Second != 0 {
-		return "", nil, nil, fmt.Errorf("clickhouse: view %s: rollup granularity %s is not whole seconds", v.Name, g)
-	}
-	bucket := "toUInt32(0)"
-	if secs := int64(g / time.Second); secs > 0 {
-		if secs > math.MaxUint32 {
-			secs = math.MaxUint32 // every window (DateTime ends in 2106) in one bucket from 0
-		}
-		bucket = fmt.Sprintf("toUInt32(intDiv(toUInt32(window_start), %d) * %d)", secs, secs)
-	}
-	if q.Local != nil && g > 0 {
-		if bucket, err = localBucketSQL(q.Local); err != nil {
-			return "", nil, nil, fmt.Errorf("clickhouse: view %s: %w", v.Name, err)
-		}
+	bucket, err := bucketSQL(v, q.Granularity, q.Local)
+	if err != nil {
+		return "", nil, nil, err
 	}
 	sel := []string{bucket + " AS " + rollupBucketAlias}
 	group := []string{rollupBucketAlias}
@@ -437,6 +438,29 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 	sql = fmt.Sprintf("SELECT %s FROM %s FINAL WHERE %s GROUP BY %s HAVING count() > 0",
 		strings.Join(sel, ", "), qualified(database, SpeedTable(v.Name)), strings.Join(where, " AND "), strings.Join(group, ", "))
 	return sql, args, need, nil
+}
+
+// bucketSQL is the bucket start (Unix seconds, UInt32) of window_start
+// for granularity g (0: one bucket, 0) or, when set, local buckets.
+func bucketSQL(v *schemas.View, g time.Duration, local *schemas.LocalBuckets) (string, error) {
+	if g < 0 || g%time.Second != 0 {
+		return "", fmt.Errorf("clickhouse: view %s: rollup granularity %s is not whole seconds", v.Name, g)
+	}
+	if local != nil && g > 0 {
+		b, err := localBucketSQL(local)
+		if err != nil {
+			return "", fmt.Errorf("clickhouse: view %s: %w", v.Name, err)
+		}
+		return b, nil
+	}
+	secs := int64(g / time.Second)
+	if secs == 0 {
+		return "toUInt32(0)", nil
+	}
+	if secs > math.MaxUint32 {
+		secs = math.MaxUint32 // every window (DateTime ends in 2106) in one bucket from 0
+	}
+	return fmt.Sprintf("toUInt32(intDiv(toUInt32(window_start), %d) * %d)", secs, secs), nil
 }
 
 // localBucketSQL is LocalBuckets.Bucket as a ClickHouse expression over

@@ -197,18 +197,25 @@ func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(r
 	if err != nil {
 		return err
 	}
-	v := q.View
-	table := SpeedTable(v.Name)
+	return db.scanRollup(ctx, "rolling up "+SpeedTable(q.View.Name), q.View, sql, args, need, len(q.GroupBy), q.ByChunk, fn)
+}
+
+// scanRollup runs a query whose rows are (bucket, [partition, chunk,]
+// group-by values, one column per measure need marks in the view's
+// order) and calls fn with each as a SpeedRollupRow: count int64, sum
+// float64, min and max *float64, a sketch []([]byte) of the stored
+// sketches. what names the query in errors.
+func (db *DB) scanRollup(ctx context.Context, what string, v *schemas.View, sql string, args []any, need []bool, groupBy int, byChunk bool, fn func(row *SpeedRollupRow) error) error {
 	rows, err := db.conn.Query(ctx, sql, args...)
 	if err != nil {
-		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+		return fmt.Errorf("clickhouse: %s: %w", what, err)
 	}
 	defer rows.Close()
 	var bucket, part uint32
 	var chunk uint64
-	row := SpeedRollupRow{Dims: make([]string, len(q.GroupBy)), Cells: make([]any, len(v.Measures))}
+	row := SpeedRollupRow{Dims: make([]string, groupBy), Cells: make([]any, len(v.Measures))}
 	dest := []any{&bucket}
-	if q.ByChunk {
+	if byChunk {
 		dest = append(dest, &part, &chunk)
 	}
 	for i := range row.Dims {
@@ -235,7 +242,7 @@ func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(r
 	}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+			return fmt.Errorf("clickhouse: %s: %w", what, err)
 		}
 		row.Bucket = time.Unix(int64(bucket), 0).UTC()
 		row.Partition, row.Chunk = int32(part), int64(chunk)
@@ -265,7 +272,7 @@ func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(r
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("clickhouse: rolling up %s: %w", table, err)
+		return fmt.Errorf("clickhouse: %s: %w", what, err)
 	}
 	return nil
 }
