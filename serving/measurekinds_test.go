@@ -141,13 +141,28 @@ func TestEveryMeasureKind(t *testing.T) {
 		groupBy string
 		from    time.Time
 		to      time.Time
+		limit   int // top N by k_present (the test-only kind), which ClickHouse computes
 	}{
-		{"1h", "country", base, base.Add(4 * time.Hour)},
-		{"all", "device", base.Add(7 * time.Minute), base.Add(3 * time.Hour)},
+		{"1h", "country", base, base.Add(4 * time.Hour), 0},
+		{"all", "device", base.Add(7 * time.Minute), base.Add(3 * time.Hour), 0},
+		{"1h", "country", base, base.Add(4 * time.Hour), 2},
 	} {
-		t.Run(c.gran+" by "+c.groupBy, func(t *testing.T) {
+		name := c.gran + " by " + c.groupBy
+		if c.limit > 0 {
+			name += fmt.Sprintf(", top %d by k_present", c.limit)
+		}
+		t.Run(name, func(t *testing.T) {
 			want := kindTruth(v, d, c.from, c.to, c.gran, c.groupBy)
 			p := urlValues("from", c.from.Format(time.RFC3339), "to", c.to.Format(time.RFC3339), "granularity", c.gran, "group_by", c.groupBy)
+			if c.limit > 0 {
+				p.Set("order_by", "k_present")
+				p.Set("limit", strconv.Itoa(c.limit))
+				want = topN(want, v.MeasureIndex("k_present"), c.limit)
+				defer func() {
+					require.Contains(t, metricsText(t, url), `tandem_serve_topn_total{path="clickhouse",view="`+viewName+`"} 3`,
+						"the top N was computed in ClickHouse, for each format")
+				}()
+			}
 			got := map[string]map[string][]*float64{}
 			for _, r := range query(t, url, p).Rows {
 				got[r.WindowStart.UTC().Format(time.RFC3339)+"|"+r.Dimensions[c.groupBy]] = jsonParts(t, v, r.Measures)
@@ -157,6 +172,30 @@ func TestEveryMeasureKind(t *testing.T) {
 			checkKindAnswer(t, "arrow", v, want, arrowParts(t, v, url, p, c.groupBy))
 		})
 	}
+}
+
+// topN keeps, per bucket, the n groups of the highest measure mi (its one
+// part), ties broken by the group value, as serving ranks them.
+func topN(groups map[string][][]*float64, mi, n int) map[string][][]*float64 {
+	byBucket := map[string][]string{}
+	for key := range groups {
+		bucket, _, _ := strings.Cut(key, "|")
+		byBucket[bucket] = append(byBucket[bucket], key)
+	}
+	out := map[string][][]*float64{}
+	for _, keys := range byBucket {
+		sort.Slice(keys, func(i, j int) bool {
+			a, b := *groups[keys[i]][mi][0], *groups[keys[j]][mi][0]
+			if a != b {
+				return a > b
+			}
+			return keys[i] < keys[j]
+		})
+		for _, k := range keys[:min(n, len(keys))] {
+			out[k] = groups[k]
+		}
+	}
+	return out
 }
 
 func urlValues(kv ...string) url.Values {
