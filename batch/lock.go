@@ -43,6 +43,10 @@ type lock struct {
 	lostMu sync.Once
 	stop   chan struct{}
 	done   chan struct{}
+	// shared: the processes of one split run hold the lock together under
+	// one holder (joinLock); a renewal that finds another process of the
+	// run renewed it first is not a loss.
+	shared bool
 }
 
 // acquireLock takes the lock or returns ErrLocked naming the holder. The
@@ -51,10 +55,14 @@ type lock struct {
 // with conditional writes (MinIO, AWS S3). On stores without them the
 // read-back check below still catches most races.
 func acquireLock(ctx context.Context, st objstore.Bucket, holder string, ttl time.Duration, log *slog.Logger) (*lock, error) {
+	return takeLock(ctx, st, holder, ttl, log, false)
+}
+
+func takeLock(ctx context.Context, st objstore.Bucket, holder string, ttl time.Duration, log *slog.Logger, shared bool) (*lock, error) {
 	host, _ := os.Hostname()
 	now := time.Now().UTC()
 	l := &lock{st: st, ttl: ttl, log: log, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
-		rec: lockRecord{Holder: holder, Host: host, PID: os.Getpid(), StartedAt: now}}
+		rec: lockRecord{Holder: holder, Host: host, PID: os.Getpid(), StartedAt: now}, shared: shared}
 	for attempt := 0; attempt < 3; attempt++ {
 		cur, etag, err := l.read(ctx)
 		switch {
@@ -143,6 +151,23 @@ func (l *lock) renew() {
 		err := l.write(ctx, etag)
 		cancel()
 		if err != nil {
+			if isPreconditionFailed(err) && l.shared {
+				ctx, cancel := context.WithTimeout(context.Background(), max(l.ttl/3, 10*time.Second))
+				cur, etag, rerr := l.read(ctx)
+				cancel()
+				if rerr == nil && cur.Holder == l.rec.Holder {
+					l.mu.Lock()
+					l.etag = etag // another process of the run renewed it
+					l.mu.Unlock()
+					continue
+				}
+				if isNotFound(rerr) {
+					// The run's publisher released it: the run is over.
+					l.log.Info("the split run's lock was released by its publisher; this process stops renewing it")
+					l.lostMu.Do(func() { close(l.lost) })
+					return
+				}
+			}
 			if isPreconditionFailed(err) {
 				l.log.Error("the batch lock was taken by another run while this one held it; this run will not publish", "err", err)
 				l.lostMu.Do(func() { close(l.lost) })
@@ -177,4 +202,46 @@ func (l *lock) release(ctx context.Context) {
 			l.log.Warn("releasing the batch lock failed; it expires by itself", "err", err)
 		}
 	}
+}
+
+// joinLock takes the lock for holder, or joins it when a live lock already
+// names holder: the processes of a split run (its workers and its
+// publisher, on any machine) hold it together, so no other run starts
+// between its plan and its publish. Each renews it while it works; only
+// the publisher releases it.
+func joinLock(ctx context.Context, st objstore.Bucket, holder string, ttl time.Duration, log *slog.Logger) (*lock, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		l := &lock{st: st, ttl: ttl, log: log, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), shared: true}
+		cur, etag, err := l.read(ctx)
+		if err == nil && cur.Holder == holder && time.Now().Before(cur.ExpiresAt) {
+			l.rec, l.etag = cur, etag
+			if err := l.write(ctx, etag); err != nil {
+				if isPreconditionFailed(err) {
+					continue // renewed by another process of the run meanwhile
+				}
+				return nil, fmt.Errorf("renewing the batch lock %s: %w", LockKey, err)
+			}
+			go l.renew()
+			return l, nil
+		}
+		if err != nil && !isNotFound(err) {
+			return nil, fmt.Errorf("reading the batch lock %s: %w", LockKey, err)
+		}
+		nl, err := takeLock(ctx, st, holder, ttl, log, true)
+		if err != nil {
+			if errors.Is(err, ErrLocked) && attempt < 2 {
+				continue // perhaps another process of the run took it just now
+			}
+			return nil, err
+		}
+		return nl, nil
+	}
+	return nil, fmt.Errorf("%w: it changed hands repeatedly while this split run tried to join it", ErrLocked)
+}
+
+// leave stops renewing the lock without releasing it: a split worker done
+// with its part leaves it to the run's other processes and its publisher.
+func (l *lock) leave() {
+	close(l.stop)
+	<-l.done
 }

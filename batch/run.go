@@ -65,6 +65,9 @@ type Options struct {
 	// AfterPublish, if set, runs after the views are published and loaded
 	// but before the lock is released (the export hooks in here).
 	AfterPublish func(ctx context.Context, res *Result) error
+	// Split makes this Run one process of a split run: a worker or the
+	// publisher (split.go). The zero value is a one-process run.
+	Split SplitOptions
 
 	at time.Time // Now() at the start of the run
 
@@ -145,6 +148,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		var b [4]byte
 		_, _ = rand.Read(b[:])
 		o.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if o.Split.Workers > 0 || o.Split.Name != "" {
+		return runSplit(ctx, o, start)
 	}
 	ttl := cfg.Batch.LockTTL.D()
 	if ttl <= 0 {
@@ -344,84 +350,166 @@ func sameAbsorbed(a, b map[int32]int64) bool {
 	return true
 }
 
-func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
-	log := o.Log.With("stream", s.Name)
-	t0 := time.Now()
-	plan, err := planStream(ctx, o.Store, s, o.Config.ChunkSize)
-	if err != nil {
+// streamJob is what a run decided for one stream before reading it: the
+// plan, the previous state and each view's retained start. Every process
+// of a split run derives the same one from the same plan (split.go).
+type streamJob struct {
+	s        *schemas.Stream
+	views    []*schemas.View
+	log      *slog.Logger
+	t0       time.Time
+	plan     *streamPlan
+	absorbed map[int32]int64
+	rec      *retentionRecord
+	pv       *previous
+	carried  bool
+	from     []time.Time // each view's retained start
+	fromDay  []int64
+	// upToDate: nothing new absorbed and no retained start moved; empty:
+	// nothing absorbed and nothing ever published.
+	upToDate, empty bool
+}
+
+// prepareStream plans stream s (or takes plan, a split run's) and decides
+// how the run continues from the previous one.
+func prepareStream(ctx context.Context, o *Options, s *schemas.Stream, views []*schemas.View, plan *streamPlan) (*streamJob, error) {
+	j := &streamJob{s: s, views: views, log: o.Log.With("stream", s.Name), t0: time.Now(), plan: plan}
+	var err error
+	if j.plan == nil {
+		if j.plan, err = planStream(ctx, o.Store, s, o.Config.ChunkSize); err != nil {
+			return nil, err
+		}
+	}
+	j.absorbed = j.plan.Absorbed()
+	if j.rec, err = readRetention(ctx, o.Store, s.Name); err != nil {
 		return nil, err
 	}
-	absorbed := plan.Absorbed()
-	rec, err := readRetention(ctx, o.Store, s.Name)
-	if err != nil {
+	if j.pv, err = loadPrevious(ctx, o, s, views, j.plan, j.rec); err != nil {
 		return nil, err
 	}
-	pv, err := loadPrevious(ctx, o, s, views, plan, rec)
-	if err != nil {
-		return nil, err
-	}
-	carried := pv.state != nil && !pv.allDays
-	from := make([]time.Time, len(views)) // each view's retained start
-	fromDay := make([]int64, len(views))
+	pv := j.pv
+	j.carried = pv.state != nil && !pv.allDays
+	j.from = make([]time.Time, len(views))
+	j.fromDay = make([]int64, len(views))
 	retainedMoved := false
 	for i, v := range views {
-		from[i] = retainedFrom(v, o.at, rec, o.Config.Ingest.MaxFutureSkew.D(), pv.manifests[v.Name], carried)
-		fromDay[i] = keepFromDay(from[i : i+1])
-		if !pv.manifests[v.Name].Retained().Equal(from[i]) {
+		j.from[i] = retainedFrom(v, o.at, j.rec, o.Config.Ingest.MaxFutureSkew.D(), pv.manifests[v.Name], j.carried)
+		j.fromDay[i] = keepFromDay(j.from[i : i+1])
+		if !pv.manifests[v.Name].Retained().Equal(j.from[i]) {
 			retainedMoved = true
 		}
 	}
-	// Nothing new: keep the current runs, but finish what a crashed run may
-	// have left undone (ClickHouse load, garbage collection). A view whose
-	// retained start moved is published again, without its old days.
-	if carried && sameAbsorbed(pv.state.Absorbed, absorbed) && !retainedMoved {
-		log.Info("batch: up to date; nothing new absorbed, nothing published", "run_id", pv.state.RunID, "absorbed", absorbed)
-		if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
-			return nil, err
-		}
-		return finishUpToDate(ctx, o, lk, s, views, pv)
-	}
-	if len(absorbed) == 0 && pv.state == nil && allNil(pv.manifests) {
-		log.Info("batch: the master dataset holds no whole chunk yet; nothing to publish")
-		var out []ViewResult
-		for _, v := range views {
-			out = append(out, ViewResult{View: v.Name})
-		}
-		return out, nil
-	}
-	if pv.state == nil {
-		log.Info("batch: recomputing in full", "reason", pv.reason)
-	} else if pv.allDays {
-		log.Info("batch: recomputing every retained day with the stored duplicate decisions (retention cut the master dataset)", "reason", pv.reason, "cut", rec.Cut)
-	}
+	j.upToDate = j.carried && sameAbsorbed(pv.state.Absorbed, j.absorbed) && !retainedMoved
+	j.empty = !j.upToDate && len(j.absorbed) == 0 && pv.state == nil && allNil(pv.manifests)
+	return j, nil
+}
 
-	spill := &spillDir{dir: tmp + "/" + s.Name, stream: s}
-	sc := &scanner{st: o.Store, plan: plan, prev: pv.state, runID: runID, decoder: schemas.NewDecoder(s, o.Config.Ingest.MaxFutureSkew.D()),
-		spill: spill, tmp: tmp, workers: o.Workers, log: log, keepFrom: keepFromDay(from), allDays: pv.allDays}
-	if w := rec.firstWholeDay(o.Config.Ingest.MaxFutureSkew.D()); !w.IsZero() {
+// scanner returns the scanner of the job's master dataset for run runID.
+func (j *streamJob) scanner(o *Options, runID, tmp string, spill *spillDir) *scanner {
+	sc := &scanner{st: o.Store, plan: j.plan, prev: j.pv.state, runID: runID, decoder: schemas.NewDecoder(j.s, o.Config.Ingest.MaxFutureSkew.D()),
+		spill: spill, tmp: tmp, workers: o.Workers, log: j.log, keepFrom: keepFromDay(j.from), allDays: j.pv.allDays}
+	if w := j.rec.firstWholeDay(o.Config.Ingest.MaxFutureSkew.D()); !w.IsZero() {
 		sc.daysFrom = dayOf(w)
 	}
+	return sc
+}
+
+// computeSet is the days the run aggregates: the dirty ones, or all of
+// the retained ones in a full run.
+func (j *streamJob) computeSet(dirty, days map[int64]bool) map[int64]bool {
+	if j.pv.state != nil {
+		return dirty
+	}
+	compute := maps.Clone(days)
+	dropDaysBefore(compute, keepFromDay(j.from))
+	return compute
+}
+
+// logStart says how the run continues from the previous one.
+func (j *streamJob) logStart() {
+	if j.pv.state == nil {
+		j.log.Info("batch: recomputing in full", "reason", j.pv.reason)
+	} else if j.pv.allDays {
+		j.log.Info("batch: recomputing every retained day with the stored duplicate decisions (retention cut the master dataset)", "reason", j.pv.reason, "cut", j.rec.Cut)
+	}
+}
+
+// noNews handles a job that is up to date or empty; ok is false for one
+// that has something to compute.
+func (j *streamJob) noNews(ctx context.Context, o *Options, lk *lock) (out []ViewResult, ok bool, err error) {
+	switch {
+	case j.upToDate:
+		// Nothing new: keep the current runs, but finish what a crashed
+		// run may have left undone (ClickHouse load, garbage collection).
+		// A view whose retained start moved is published again, without
+		// its old days.
+		j.log.Info("batch: up to date; nothing new absorbed, nothing published", "run_id", j.pv.state.RunID, "absorbed", j.absorbed)
+		if err := rawRetention(ctx, o, lk, j.s, j.plan, j.absorbed, j.rec, j.log); err != nil {
+			return nil, true, err
+		}
+		out, err := finishUpToDate(ctx, o, lk, j.s, j.views, j.pv)
+		return out, true, err
+	case j.empty:
+		j.log.Info("batch: the master dataset holds no whole chunk yet; nothing to publish")
+		for _, v := range j.views {
+			out = append(out, ViewResult{View: v.Name})
+		}
+		return out, true, nil
+	}
+	return nil, false, nil
+}
+
+// scanSummary is what a stream's scan leaves for the state and the
+// manifests: one scanner's, or the sum of a split run's workers'.
+type scanSummary struct {
+	Days                              map[int64]bool // every day with kept events, after retention
+	Clock, Entries                    map[int32]int64
+	Events, Duplicates, Invalid, Read int64
+	IDsLoaded, TableSlots             int64
+	Scan                              time.Duration
+}
+
+func (sc *scanner) summary(scan time.Duration) *scanSummary {
+	return &scanSummary{Days: sc.days, Clock: sc.clock, Entries: sc.entries,
+		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load(),
+		Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(), Scan: scan}
+}
+
+func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
+	j, err := prepareStream(ctx, o, s, views, nil)
+	if err != nil {
+		return nil, err
+	}
+	if out, ok, err := j.noNews(ctx, o, lk); ok {
+		return out, err
+	}
+	j.logStart()
+	spill := &spillDir{dir: tmp + "/" + s.Name, stream: s}
+	sc := j.scanner(o, runID, tmp, spill)
 	if err := sc.run(ctx); err != nil {
 		return nil, err
 	}
-	scanDur := time.Since(t0)
+	sum := sc.summary(time.Since(j.t0))
+	compute := j.computeSet(sc.dirty, sc.days)
+	files, err := computeDays(ctx, o, spill, s, views, sortedDays(compute), j.fromDay, runID, tmp)
+	if err != nil {
+		return nil, err
+	}
+	return publishStream(ctx, o, lk, j, runID, compute, files, sum)
+}
 
-	// Days to compute: the dirty ones, or all in a full run.
-	compute := sc.dirty
-	if pv.state == nil {
-		compute = maps.Clone(sc.days)
-		dropDaysBefore(compute, sc.keepFrom)
-	}
-	days := sortedDays(compute)
-	files, err := computeDays(ctx, o, spill, s, views, days, fromDay, runID, tmp)
+// publishStream carries the unchanged days over, stores the state and
+// publishes every view of the job: the days of compute were aggregated
+// into files (by view).
+func publishStream(ctx context.Context, o *Options, lk *lock, j *streamJob, runID string, compute map[int64]bool, files [][]schemas.ManifestFile, sum *scanSummary) ([]ViewResult, error) {
+	s, views, pv, log, t0, absorbed, carried := j.s, j.views, j.pv, j.log, j.t0, j.absorbed, j.carried
+	from, plan, rec := j.from, j.plan, j.rec
+	days := len(compute)
+	kept, err := keepDays(ctx, o, views, pv, compute, j.fromDay, runID, files)
 	if err != nil {
 		return nil, err
 	}
-	kept, err := keepDays(ctx, o, views, pv, compute, fromDay, runID, files)
-	if err != nil {
-		return nil, err
-	}
-	stt, err := saveStreamState(ctx, o, s, runID, plan, absorbed, sc, pv)
+	stt, err := saveStreamState(ctx, o, s, runID, plan, absorbed, sum, pv)
 	if err != nil {
 		return nil, err
 	}
@@ -457,8 +545,8 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 		}
 		log.Info("batch: published", "view", v.Name, "run_id", runID, "rows", m.Rows, "files", len(m.Files),
 			"events", m.Events, "duplicates", m.Duplicates, "invalid", m.Invalid, "absorbed", absorbed,
-			"incremental", carried, "retained_from", from[i], "days_computed", len(days), "days_kept", kept,
-			"read", sc.stats.Read.Load(), "ids_loaded", sc.stats.IDsLoaded.Load(), "scan", scanDur.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
+			"incremental", carried, "retained_from", from[i], "days_computed", days, "days_kept", kept,
+			"read", sum.Read, "ids_loaded", sum.IDsLoaded, "scan", sum.Scan.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
 		var dirty map[int64]bool
 		if carried {
 			dirty = compute
@@ -467,8 +555,8 @@ func runStream(ctx context.Context, o *Options, lk *lock, runID string, s *schem
 			return nil, err
 		}
 		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: carried,
-			DaysComputed: len(days), DaysKept: kept, IDsLoaded: sc.stats.IDsLoaded.Load(),
-			IDTableSlots: sc.stats.TableSlots.Load()})
+			DaysComputed: days, DaysKept: kept, IDsLoaded: sum.IDsLoaded,
+			IDTableSlots: sum.TableSlots})
 	}
 	if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
 		return nil, err
@@ -645,12 +733,12 @@ func keepDays(ctx context.Context, o *Options, views []*schemas.View, pv *previo
 
 // saveStreamState stores the stream state the next run starts from,
 // before any manifest names this run.
-func saveStreamState(ctx context.Context, o *Options, s *schemas.Stream, runID string, plan *streamPlan, absorbed map[int32]int64, sc *scanner, pv *previous) (*streamState, error) {
+func saveStreamState(ctx context.Context, o *Options, s *schemas.Stream, runID string, plan *streamPlan, absorbed map[int32]int64, sum *scanSummary, pv *previous) (*streamState, error) {
 	stt := &streamState{Stream: s.Name, RunID: runID, SchemaVersion: s.SchemaVersion(), DecoderVersion: schemas.DecoderVersion,
 		MaxFutureSkew: o.Config.Ingest.MaxFutureSkew.D().String(), ChunkSize: o.Config.ChunkSize,
-		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sc.days),
-		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load(),
-		IndexFormat: stateFormat, DedupWindow: s.DedupWindow.D().String(), Clock: sc.clock, IndexEntries: sc.entries}
+		Start: map[int32]int64{}, Absorbed: absorbed, Days: sortedDays(sum.Days),
+		Events: sum.Events, Duplicates: sum.Duplicates, Invalid: sum.Invalid,
+		IndexFormat: stateFormat, DedupWindow: s.DedupWindow.D().String(), Clock: sum.Clock, IndexEntries: sum.Entries}
 	for _, p := range plan.Partitions {
 		stt.Start[p.Partition] = p.Start
 	}

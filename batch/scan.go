@@ -118,7 +118,10 @@ type scanner struct {
 	// the days before it are forgotten. 0: unset.
 	keepFrom, daysFrom int64
 	allDays            bool
-	pool               *decodePool
+	// phaseAOnly stops the scan after phase A: a split run's scan worker,
+	// whose partitions' dirty days are not all the run's (split.go).
+	phaseAOnly bool
+	pool       *decodePool
 
 	mu      sync.Mutex
 	dirty   map[int64]bool // days with newly kept events
@@ -164,6 +167,23 @@ func (sc *scanner) run(ctx context.Context) error {
 	if err := sc.forPartitions(ctx, sc.phaseA); err != nil {
 		return err
 	}
+	if sc.phaseAOnly {
+		return nil
+	}
+	sc.settleDays()
+	if sc.prev != nil && len(sc.dirty) > 0 {
+		if err := sc.forPartitions(ctx, sc.phaseB); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settleDays turns phase A's days into the run's: the days the cut
+// master dataset no longer holds whole are forgotten, and the dirty days
+// are those from the first day a view keeps (every day, when allDays).
+// A split run's publisher calls it on the workers' days combined.
+func (sc *scanner) settleDays() {
 	if sc.daysFrom != 0 {
 		dropDaysBefore(sc.days, sc.daysFrom)
 	}
@@ -175,12 +195,6 @@ func (sc *scanner) run(ctx context.Context) error {
 	if sc.keepFrom != 0 {
 		dropDaysBefore(sc.dirty, sc.keepFrom)
 	}
-	if sc.prev != nil && len(sc.dirty) > 0 {
-		if err := sc.forPartitions(ctx, sc.phaseB); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // forPartitions runs fn for every partition, partitionsAtOnce at a time:

@@ -254,7 +254,9 @@ func checkOverlay(t *testing.T, overlay string, objs []object, cli cliInfo, dock
 		// command and flags
 		cmd := checkArgs(t, cli, where, c.Args)
 		require.Empty(t, c.Command, "%s keeps the image's ENTRYPOINT /tandem", where)
-		seenCmds[cmd] = w.where
+		if _, seen := seenCmds[cmd]; !seen {
+			seenCmds[cmd] = w.where // the first, in name order
+		}
 
 		// configuration: TANDEM_CONFIG → a mounted ConfigMap holding tandem.yaml
 		env := map[string]string{}
@@ -262,7 +264,9 @@ func checkOverlay(t *testing.T, overlay string, objs []object, cli cliInfo, dock
 			if e.ValueFrom == nil {
 				env[e.Name] = e.Value
 			} else {
-				require.NotNil(t, e.ValueFrom.ResourceFieldRef, "%s: env %s", where, e.Name)
+				ok := e.ValueFrom.ResourceFieldRef != nil ||
+					e.ValueFrom.FieldRef != nil && e.Name == "JOB_NAME" && e.ValueFrom.FieldRef.FieldPath == "metadata.labels['batch.kubernetes.io/job-name']"
+				require.True(t, ok, "%s: env %s: a resource field, or JOB_NAME from the Job's label", where, e.Name)
 			}
 		}
 		var usesEnvMap, usesSecret bool
@@ -379,6 +383,7 @@ func checkOverlay(t *testing.T, overlay string, objs []object, cli cliInfo, dock
 		backoff = min(2*backoff, 360)
 	}
 	require.Greater(t, total, lockTTL, "the CronJob's retries (back-off %.0fs in all) end before batch.lock_ttl (%.0fs) frees a dead run's lock", total, lockTTL)
+	checkSplitBatch(t, batch, cronJobs["tandem-batch-split"])
 	export := cronJobs["tandem-export"]
 	require.NotNil(t, export)
 	require.Equal(t, batchv1.ForbidConcurrent, export.Spec.ConcurrencyPolicy)
@@ -511,4 +516,39 @@ func normalize(t *testing.T, v any) any {
 	var out any
 	require.NoError(t, json.Unmarshal(js, &out))
 	return out
+}
+
+// checkSplitBatch checks the split nightly run: an Indexed Job whose every
+// pod is a worker of one run named after the Job, with N the same in
+// completions, parallelism and --worker; suspended, so that it replaces
+// tandem-batch rather than runs beside it; Forbid as tandem-batch.
+func checkSplitBatch(t *testing.T, one, split *batchv1.CronJob) {
+	require.NotNil(t, split, "CronJob tandem-batch-split offers the split batch run")
+	require.Equal(t, batchv1.ForbidConcurrent, split.Spec.ConcurrencyPolicy, "two batch runs must never overlap")
+	require.True(t, split.Spec.Suspend != nil && *split.Spec.Suspend, "the split CronJob is suspended in the base: an overlay enables it instead of tandem-batch")
+	require.True(t, one.Spec.Suspend == nil || !*one.Spec.Suspend, "tandem-batch is the default")
+	require.Equal(t, one.Spec.Schedule, split.Spec.Schedule)
+	js := split.Spec.JobTemplate.Spec
+	require.NotNil(t, js.CompletionMode)
+	require.Equal(t, batchv1.IndexedCompletion, *js.CompletionMode)
+	require.NotNil(t, js.Completions)
+	require.NotNil(t, js.Parallelism)
+	n := *js.Completions
+	require.Positive(t, n)
+	require.Equal(t, n, *js.Parallelism, "every worker runs at once: they wait for each other's parts")
+	require.NotNil(t, js.BackoffLimitPerIndex, "a failed worker is retried for its index")
+	require.NotNil(t, js.ActiveDeadlineSeconds)
+	require.Less(t, *js.ActiveDeadlineSeconds, int64(24*3600), "a run ends before the next night's starts")
+	c := js.Template.Spec.Containers[0]
+	args := strings.Join(c.Args, " ")
+	require.Contains(t, args, fmt.Sprintf("--worker $(JOB_COMPLETION_INDEX)/%d", n), "pod I is worker I of N")
+	require.Contains(t, args, "--run $(JOB_NAME)", "the run is named after the Job")
+	require.NotContains(t, args, "--no-publish", "worker 0 publishes")
+	var jobName bool
+	for _, e := range c.Env {
+		if e.Name == "JOB_NAME" {
+			jobName = e.ValueFrom != nil && e.ValueFrom.FieldRef != nil
+		}
+	}
+	require.True(t, jobName, "JOB_NAME comes from the Job's label")
 }

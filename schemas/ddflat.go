@@ -62,7 +62,18 @@ func init() {
 // bins our mapping cannot produce (so memory stays bounded by its range),
 // counts that are negative or not finite.
 func DecodeDDFlat(b []byte) (*DDFlat, error) {
-	var f DDFlat
+	return DecodeDDFlatInto(new(DDFlat), b)
+}
+
+// DecodeDDFlatInto is DecodeDDFlat decoding into f, whose slices it reuses
+// (what f held before is dropped): a caller merging many sketches one at
+// a time, such as a union, allocates once. It returns f, or nil for the
+// empty sketch.
+func DecodeDDFlatInto(f *DDFlat, b []byte) (*DDFlat, error) {
+	f.Zero = 0
+	for _, fb := range []*FlatBins{&f.Pos, &f.Neg} {
+		fb.Index, fb.Count, fb.Lo, fb.Hi = fb.Index[:0], fb.Count[:0], 0, 0
+	}
 	mapped := false
 	for len(b) > 0 {
 		flag, err := enc.DecodeFlag(&b)
@@ -106,7 +117,7 @@ func DecodeDDFlat(b []byte) (*DDFlat, error) {
 	if f.Zero == 0 && len(f.Pos.Index) == 0 && len(f.Neg.Index) == 0 {
 		return nil, nil
 	}
-	return &f, nil
+	return f, nil
 }
 
 // decodeFlatBins reads one store's bins (the library's three bin

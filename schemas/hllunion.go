@@ -2,26 +2,40 @@ package schemas
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
 
 	"github.com/axiomhq/hyperloglog"
 )
 
 // HLLUnion merges distinct sketches on flat data: the keys of sparse
-// sketches into a Fold's plain slices (a recent-key set and a sorted key
-// list), the registers of dense ones into a register array. Merging many
-// sketches with Measure.Merge makes the library re-encode its whole sparse
-// list every 164 new keys, allocating each time; a union allocates only as
-// its slices grow. Its Sketch estimates what Measure.Merge of the same
-// sketches, in any order, estimates: both hold the union of the sparse
-// keys, and both turn dense exactly when that union's encoding passes the
-// library's threshold (the encoding only grows as keys are added).
+// sketches into a plain slice, sorted and deduplicated only now and then
+// (compact), the registers of dense ones into a register array, with no
+// sketch object per sketch merged (AddBytes reads a stored encoding in
+// place). Its Sketch is what Measure.Merge of the same sketches, in any
+// order, gives once estimated: the library's sketch is dense exactly when
+// a merged sketch was dense or the encoding of the union's sparse keys is
+// longer than its register count (it checks on insertion and again in
+// Estimate; the encoding only grows as keys are added), and otherwise
+// holds the union of the sparse keys; dense registers are the maximum
+// rank each key or register gives, whatever the order.
 //
 // The zero value is the union of nothing. Not safe for concurrent use.
 type HLLUnion struct {
-	f   hllFold // noLog set by Add
-	buf []byte  // a sketch's encoding, reused
-	any bool
+	// keys are sparse keys in no order, repeats allowed, except that
+	// keys[:sorted] are sorted and distinct (after compact).
+	keys   []uint32
+	sorted int
+	regs   []uint8 // the registers, once dense
+	buf    []byte  // a sketch's encoding, reused
+	any    bool
 }
+
+// hllCompactFrom is how many keys a union holds before it first sorts
+// them: below it, small unions sort once, in Sketch.
+const hllCompactFrom = 4096
 
 // Add merges sk (nil: nothing) into u. sk is only read.
 func (u *HLLUnion) Add(sk *hyperloglog.Sketch) {
@@ -33,28 +47,29 @@ func (u *HLLUnion) Add(sk *hyperloglog.Sketch) {
 		return // the zero sketch: nothing to merge, as Merge treats it
 	}
 	u.buf = b
-	u.any = true
-	u.f.noLog = true
-	if u.f.sk != nil { // past the replay bound: the library's own merge
-		_ = u.f.sk.Merge(sk)
-		return
-	}
+	u.AddBytes(b)
+}
+
+// AddBytes merges the sketch whose encoding is b (the library's version 2
+// encoding, as Measure.Cell writes it and ValidHLLBytes accepts) into u,
+// without a sketch object: a dense sketch's registers are read in place, a
+// sparse one's keys appended as they are read. b is only read.
+func (u *HLLUnion) AddBytes(b []byte) {
 	// The library's version 2 encoding (AppendBinary): version, precision,
 	// 0, then 1 and the sparse state or 0 and the registers.
-	if len(b) < 8 || b[1] != hllPrecision {
-		return // another precision cannot come from a decoded cell
+	if len(b) < 8 || b[0] != 2 || b[1] != hllPrecision {
+		return // not from a checked cell (ValidHLLBytes refuses it)
 	}
+	u.any = true
 	if b[3] == 0 {
 		regs := b[8:]
 		if len(regs) != hllM {
 			return
 		}
-		if u.f.regs == nil {
-			u.f.merge()
-			u.f.toDense()
-		}
-		for i, r := range regs {
-			u.f.regs[i] = max(u.f.regs[i], r)
+		u.toDense()
+		dst := u.regs[:hllM]
+		for i, r := range regs[:hllM] {
+			dst[i] = max(dst[i], r)
 		}
 		return
 	}
@@ -63,7 +78,7 @@ func (u *HLLUnion) Add(sk *hyperloglog.Sketch) {
 	n := int(binary.BigEndian.Uint32(b[4:8]))
 	p := 8
 	for i := 0; i < n && p+4 <= len(b); i++ {
-		u.f.insertKey(binary.BigEndian.Uint32(b[p:]))
+		u.addKey(binary.BigEndian.Uint32(b[p:]))
 		p += 4
 	}
 	if p+12 > len(b) {
@@ -82,7 +97,74 @@ func (u *HLLUnion) Add(sk *hyperloglog.Sketch) {
 			}
 		}
 		k += x
-		u.f.insertKey(k)
+		u.addKey(k)
+	}
+}
+
+// addKey adds one sparse key: to the registers once dense, else to the
+// keys, sorting them when they have doubled since the last sort (so each
+// key is sorted a bounded number of times, and the slice holds at most
+// twice the distinct keys plus hllCompactFrom).
+func (u *HLLUnion) addKey(k uint32) {
+	if u.regs != nil {
+		i, r := hllDecode(k)
+		u.regs[i] = max(u.regs[i], r)
+		return
+	}
+	u.keys = append(u.keys, k)
+	if len(u.keys) >= max(hllCompactFrom, 2*u.sorted) {
+		u.compact()
+	}
+}
+
+// compact sorts and deduplicates the keys, and turns u dense when their
+// encoding is longer than the registers: what the library does at its
+// next check.
+func (u *HLLUnion) compact() {
+	if u.regs != nil || u.sorted == len(u.keys) {
+		return
+	}
+	slices.Sort(u.keys)
+	u.keys = slices.Compact(u.keys)
+	u.sorted = len(u.keys)
+	n, prev := 0, uint32(0)
+	for _, k := range u.keys {
+		n += uvarintLen(k - prev)
+		prev = k
+	}
+	if n > hllM {
+		u.toDense()
+	}
+}
+
+// toDense writes the registers from the keys, as toNormal does.
+func (u *HLLUnion) toDense() {
+	if u.regs != nil {
+		return
+	}
+	u.regs = make([]uint8, hllM)
+	for _, k := range u.keys {
+		i, r := hllDecode(k)
+		u.regs[i] = max(u.regs[i], r)
+	}
+	u.keys, u.sorted = nil, 0
+}
+
+// Merge merges o into u; o is only read.
+func (u *HLLUnion) Merge(o *HLLUnion) {
+	if o == nil || !o.any {
+		return
+	}
+	u.any = true
+	if o.regs != nil {
+		u.toDense()
+		for i, r := range o.regs {
+			u.regs[i] = max(u.regs[i], r)
+		}
+		return
+	}
+	for _, k := range o.keys {
+		u.addKey(k)
 	}
 }
 
@@ -92,63 +174,297 @@ func (u *HLLUnion) Sketch() *hyperloglog.Sketch {
 	if !u.any {
 		return nil
 	}
-	if u.f.regs != nil || u.f.sk != nil {
-		return u.f.sketch()
-	}
-	// Sparse: the library's encoding of a sketch whose recent-key set is
-	// empty and whose list holds the union, read back by the library.
-	u.f.merge()
-	list := u.f.list
-	b := append(u.buf[:0], 2, hllPrecision, 0, 1, 0, 0, 0, 0)
-	var last uint32
-	if len(list) > 0 {
-		last = list[len(list)-1]
-	}
-	b = binary.BigEndian.AppendUint32(b, uint32(len(list)))
-	b = binary.BigEndian.AppendUint32(b, last)
-	b = binary.BigEndian.AppendUint32(b, 0) // the varints' length, below
-	start := len(b)
-	var prev uint32
-	for _, k := range list {
-		for d := k - prev; ; d >>= 7 {
-			if d < 0x80 {
-				b = append(b, byte(d))
-				break
-			}
-			b = append(b, byte(d&0x7f|0x80))
+	u.compact()
+	var b []byte
+	if u.regs != nil {
+		// The dense encoding: version 2, precision, bias 0, dense, the
+		// register count and the registers.
+		b = slices.Grow(u.buf[:0], 8+hllM)
+		b = append(b, 2, hllPrecision, 0, 0)
+		b = binary.BigEndian.AppendUint32(b, hllM)
+		b = append(b, u.regs...)
+	} else {
+		// Sparse: the library's encoding of a sketch whose recent-key set
+		// is empty and whose list holds the union.
+		list := u.keys
+		b = append(u.buf[:0], 2, hllPrecision, 0, 1, 0, 0, 0, 0)
+		var last uint32
+		if len(list) > 0 {
+			last = list[len(list)-1]
 		}
-		prev = k
+		b = binary.BigEndian.AppendUint32(b, uint32(len(list)))
+		b = binary.BigEndian.AppendUint32(b, last)
+		b = binary.BigEndian.AppendUint32(b, 0) // the varints' length, below
+		start := len(b)
+		var prev uint32
+		for _, k := range list {
+			for d := k - prev; ; d >>= 7 {
+				if d < 0x80 {
+					b = append(b, byte(d))
+					break
+				}
+				b = append(b, byte(d&0x7f|0x80))
+			}
+			prev = k
+		}
+		binary.BigEndian.PutUint32(b[start-4:], uint32(len(b)-start))
 	}
-	binary.BigEndian.PutUint32(b[start-4:], uint32(len(b)-start))
 	sk := newHLL()
 	if err := sk.UnmarshalBinary(b); err != nil {
-		panic("schemas: the sparse distinct encoding changed: " + err.Error())
+		panic("schemas: the distinct encoding changed: " + err.Error())
 	}
 	return sk
 }
 
 // SparseKeys is a lower bound of the distinct sparse keys in u (the ones
-// already in its sorted list); -1 once u is dense. While sparse, the
-// library's estimate of the union is at least this many values.
+// sorted so far); -1 once u is dense. While sparse, the library's estimate
+// of the union is at least this many values.
 func (u *HLLUnion) SparseKeys() int {
-	if u.f.regs != nil || u.f.sk != nil {
+	if u.regs != nil {
 		return -1
 	}
-	return len(u.f.list)
+	return u.sorted
 }
 
 // Densify makes u dense now, as the library would once its sparse list is
 // long enough; merges of large unions are then cheaper. The union's values
 // stay the same; its estimate is the dense one.
-func (u *HLLUnion) Densify() {
-	switch {
-	case u.f.regs != nil:
-	case u.f.sk != nil:
-		d := hyperloglog.NewNoSparse()
-		_ = d.Merge(u.f.sk)
-		u.f.sk = d
-	default:
-		u.f.merge()
-		u.f.toDense()
+func (u *HLLUnion) Densify() { u.toDense() }
+
+// AtLeast reports whether u is dense or holds at least n distinct sparse
+// keys (a sparse union of n keys, n well below 2^25, estimates n: the
+// library's linear count of n keys is n plus less than one for n under
+// 8,000). It counts in a small hash set and stops at n, rather than
+// sorting the keys.
+func (u *HLLUnion) AtLeast(n int) bool {
+	if u.regs != nil || u.sorted >= n {
+		return true
 	}
+	if len(u.keys) < n {
+		return false
+	}
+	return u.distinct(n) >= n
+}
+
+// distinct counts u's distinct sparse keys, stopping at limit, in a small
+// hash set (no sort).
+func (u *HLLUnion) distinct(limit int) int {
+	if u.sorted == len(u.keys) {
+		return min(len(u.keys), limit)
+	}
+	size := 16
+	for size < 2*min(limit, len(u.keys)) {
+		size <<= 1
+	}
+	set := make([]uint32, size) // 0 is free: no sparse key is 0
+	mask := uint32(size - 1)
+	count := 0
+	for _, k := range u.keys {
+		h := k * 0x9e3779b1
+		for i := (h>>16 ^ h) & mask; ; i = (i + 1) & mask {
+			if set[i] == k {
+				break
+			}
+			if set[i] == 0 {
+				set[i] = k
+				if count++; count >= limit {
+					return count
+				}
+				break
+			}
+		}
+	}
+	return count
+}
+
+// Bytes is the memory u holds: its keys or registers and the struct.
+func (u *HLLUnion) Bytes() int64 {
+	return 96 + 4*int64(cap(u.keys)) + int64(cap(u.regs)) + int64(cap(u.buf))
+}
+
+// Dense reports whether u's Sketch is dense (it sorts u's keys to decide).
+func (u *HLLUnion) Dense() bool {
+	u.compact()
+	return u.regs != nil
+}
+
+// Estimate is u's Sketch's Estimate, computed from u's own registers or
+// keys without building the sketch: the library's formulas, in the same
+// floating-point operations (TestHLLUnionEstimate compares them).
+func (u *HLLUnion) Estimate() uint64 {
+	if !u.any {
+		return 0
+	}
+	if u.regs == nil && 5*len(u.keys) > hllM {
+		u.compact() // as the library would check: it may turn dense
+	}
+	if u.regs == nil {
+		// Sparse, and stays so: fewer keys than this encode in at most 5
+		// bytes each, under the register count. Count them, unsorted.
+		const mp = 1 << hllSparse
+		v := mp - min(uint32(u.distinct(len(u.keys)+1)), mp-1)
+		return uint64(float64(mp) * math.Log(float64(mp)/float64(v)))
+	}
+	return hllDenseEstimate(u.regs)
+}
+
+// hllExactRank is the highest register value hllDenseEstimate adds out of
+// order: 14 bits above the point (16,384 registers of at most 1) and 39
+// below fill a float64's 53.
+const hllExactRank = 53 - 1 - hllPrecision
+
+// hllInvPow2[v] is the library's 1 / 2^v, as sumAndZeros computes it.
+var hllInvPow2 = func() (t [256]float64) {
+	for v := range t {
+		t[v] = 1.0 / math.Pow(2.0, float64(v))
+	}
+	return t
+}()
+
+// hllDenseEstimate is the library's Estimate of dense registers (precision
+// 14): sumAndZeros, alpha and beta14 of hyperloglog v0.3.0, term by term.
+//
+// The library adds 1/2^v register by register. Every term is a power of
+// two, so while no register passes hllExactRank each partial sum is exact
+// in a float64 (at most 2^14 in 53 bits down to 2^-39) and the sum is the
+// same in any order: here it is added by value from a histogram. Higher
+// ranks (about one register in 2^39) take the library's order.
+func hllDenseEstimate(regs []uint8) uint64 {
+	var hist [256]int32
+	for _, v := range regs {
+		hist[v]++
+	}
+	var sum float64
+	ez := float64(hist[0])
+	exact := true
+	for v := hllExactRank + 1; v < len(hist); v++ {
+		exact = exact && hist[v] == 0
+	}
+	if exact {
+		for v := 0; v <= hllExactRank; v++ {
+			sum += float64(hist[v]) * hllInvPow2[v]
+		}
+	} else {
+		for _, v := range regs {
+			sum += hllInvPow2[v]
+		}
+	}
+	m := float64(hllM)
+	alpha := 0.7213 / (1 + 1.079/m)
+	zl := math.Log(ez + 1)
+	beta := -0.371009760230692*ez +
+		0.00978811941207509*zl +
+		0.185796293324165*math.Pow(zl, 2) +
+		0.203015527328432*math.Pow(zl, 3) +
+		-0.116710521803686*math.Pow(zl, 4) +
+		0.0431106699492820*math.Pow(zl, 5) +
+		-0.00599583540511831*math.Pow(zl, 6) +
+		0.000449704299509437*math.Pow(zl, 7)
+	est := alpha * m * (m - ez) / (sum + beta)
+	return uint64(est + 0.5)
+}
+
+// ValidHLLBytes returns b as AddBytes reads it: a distinct cell's sketch
+// bytes (Measure.SketchBytes) checked as StateFromCell checks them, or
+// re-encoded when stored in another version of the encoding. It returns
+// nil for the empty sketch. The version 2 encoding (every sketch tandem
+// writes) is checked in place by checkHLLV2, without building the sketch
+// object StateFromCell would.
+func ValidHLLBytes(m *Measure, b []byte) ([]byte, error) {
+	if len(b) >= 8 && b[0] == 2 && b[1] == hllPrecision {
+		if err := checkHLLV2(b); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
+		}
+		return b, nil
+	}
+	st, err := m.StateFromCell(b)
+	if err != nil || st.HLL == nil {
+		return nil, err
+	}
+	return st.HLL.MarshalBinary()
+}
+
+// checkHLLV2 refuses exactly what the library's UnmarshalBinary refuses in
+// a version 2 encoding of precision 14 (hyperloglog v0.3.0;
+// TestCheckHLLV2MatchesLibrary compares them on mutated encodings).
+func checkHLLV2(b []byte) error {
+	const maxRho = 64 - hllPrecision + 1
+	validKey := func(k uint32) bool {
+		_, r := hllDecode(k)
+		return r <= maxRho
+	}
+	if b[3] > 1 {
+		return fmt.Errorf("distinct sketch header byte 3 is %d", b[3])
+	}
+	if b[2] != 0 {
+		return fmt.Errorf("distinct sketch header byte 2 is %d", b[2])
+	}
+	if b[3] == 0 { // dense
+		if binary.BigEndian.Uint32(b[4:8]) != hllM || len(b) != 8+hllM {
+			return errors.New("distinct sketch has a wrong register count")
+		}
+		for i, r := range b[8:] {
+			if r > maxRho {
+				return fmt.Errorf("distinct sketch register %d is %d", i, r)
+			}
+		}
+		return nil
+	}
+	tssz := binary.BigEndian.Uint32(b[4:8])
+	need := 8 + 4*uint64(tssz)
+	if need > uint64(len(b)) || tssz > hllM {
+		return fmt.Errorf("distinct sketch claims %d recent keys", tssz)
+	}
+	for i := 8; i < int(need); i += 4 {
+		if !validKey(binary.BigEndian.Uint32(b[i:])) {
+			return fmt.Errorf("distinct sketch has a recent key of rank above %d", maxRho)
+		}
+	}
+	rest := b[need:]
+	if len(rest) < 12 {
+		return errors.New("distinct sketch's key list is cut short")
+	}
+	count, last, sz := binary.BigEndian.Uint32(rest), binary.BigEndian.Uint32(rest[4:]), binary.BigEndian.Uint32(rest[8:])
+	list := rest[12:]
+	switch {
+	case uint64(len(list)) != uint64(sz):
+		return errors.New("distinct sketch's key list has a wrong length")
+	case count >= 1<<hllSparse:
+		return fmt.Errorf("distinct sketch claims %d keys", count)
+	case count == 0 && (sz != 0 || last != 0):
+		return errors.New("distinct sketch's empty key list has a size or last key")
+	case count != 0 && (sz < count || uint64(sz) > 5*uint64(count)):
+		return errors.New("distinct sketch's key list has an impossible size")
+	}
+	var entries, running uint32
+	for i := 0; i < len(list); {
+		// The library's varint (variableLengthList.decode): at most 5
+		// bytes, the fifth at most 0x0f, no trailing zero byte.
+		j := i
+		var x uint32
+		for ; j < len(list) && list[j]&0x80 != 0; j++ {
+			x |= uint32(list[j]&0x7f) << (uint(j-i) * 7)
+		}
+		if j >= len(list) {
+			return errors.New("distinct sketch's key list ends inside a number")
+		}
+		x |= uint32(list[j]) << (uint(j-i) * 7)
+		if n := j - i + 1; n > 5 || (n == 5 && list[j] > 0x0f) || (n > 1 && list[j] == 0) {
+			return errors.New("distinct sketch's key list has a malformed number")
+		}
+		i = j + 1
+		next := running + x
+		if entries > 0 && next <= running {
+			return errors.New("distinct sketch's keys do not increase")
+		}
+		running = next
+		if !validKey(running) {
+			return fmt.Errorf("distinct sketch has a key of rank above %d", maxRho)
+		}
+		entries++
+	}
+	if count != entries || last != running {
+		return errors.New("distinct sketch's key list disagrees with its count or last key")
+	}
+	return nil
 }

@@ -52,6 +52,18 @@ func TestHLLUnionEqualsMerge(t *testing.T) {
 		}
 		require.Equal(t, merged.Estimate(), u.Sketch().Estimate(), "round %d: %d sketches", round, n)
 
+		// The same from the stored bytes, read in place.
+		m := &Measure{Name: "users", Type: MeasureDistinct}
+		var ub HLLUnion
+		for _, i := range rng.Perm(len(sks)) {
+			raw, err := sks[i].MarshalBinary()
+			require.NoError(t, err)
+			hb, err := ValidHLLBytes(m, raw)
+			require.NoError(t, err)
+			ub.AddBytes(hb)
+		}
+		require.Equal(t, merged.Estimate(), ub.Sketch().Estimate(), "round %d: %d sketches as bytes", round, n)
+
 		var d HLLUnion
 		for k, i := range rng.Perm(len(sks)) {
 			d.Add(sks[i])
@@ -67,4 +79,128 @@ func TestHLLUnionEqualsMerge(t *testing.T) {
 	require.Nil(t, empty.Sketch())
 	empty.Add(nil)
 	require.Nil(t, empty.Sketch())
+}
+
+// TestHLLUnionEstimate: a union's own Estimate equals its Sketch's (the
+// library's) for sparse and dense unions, including registers near the
+// extremes (all zero, many high ranks).
+func TestHLLUnionEstimate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	for round := 0; round < 300; round++ {
+		var u, v HLLUnion
+		n := rng.IntN(1 + rng.IntN(200000))
+		pool := 1 + rng.IntN(1<<30)
+		sk := newHLL()
+		for i := 0; i < n; i++ {
+			sk.Insert([]byte(fmt.Sprintf("v%d", rng.IntN(pool))))
+		}
+		u.Add(sk)
+		v.Add(sk)
+		if rng.IntN(3) == 0 {
+			u.Densify()
+			v.Densify()
+		}
+		if rng.IntN(4) == 0 && v.regs != nil { // ranks a real sketch rarely has
+			top := []int{hllExactRank + 1, 52}[rng.IntN(2)] // the histogram's path, or the library's order
+			for i := range v.regs {
+				if rng.IntN(3) == 0 {
+					v.regs[i] = uint8(rng.IntN(top))
+				}
+			}
+			u.regs = append(u.regs[:0], v.regs...)
+		}
+		require.Equal(t, u.Sketch().Estimate(), v.Estimate(), "round %d: %d values", round, n)
+	}
+	var empty HLLUnion
+	require.Zero(t, empty.Estimate())
+}
+
+// TestValidHLLBytesRefuses: bytes that are not a sketch of ours are
+// refused as StateFromCell refuses them, before AddBytes reads them.
+func TestValidHLLBytesRefuses(t *testing.T) {
+	m := &Measure{Name: "users", Type: MeasureDistinct}
+	sk := newHLL()
+	sk.Insert([]byte("a"))
+	good, err := sk.MarshalBinary()
+	require.NoError(t, err)
+	for _, bad := range [][]byte{{2}, {2, 12, 0, 1, 0, 0, 0, 0}, append(append([]byte{}, good[:len(good)-1]...), 0xff)} {
+		_, err := ValidHLLBytes(m, bad)
+		require.ErrorIs(t, err, ErrBadCell, "%x", bad)
+	}
+	hb, err := ValidHLLBytes(m, good)
+	require.NoError(t, err)
+	require.Equal(t, good, hb)
+	hb, err = ValidHLLBytes(m, nil)
+	require.NoError(t, err)
+	require.Nil(t, hb)
+}
+
+// TestHLLUnionAtLeast: AtLeast(n) is whether the union is dense or its
+// estimate reaches n, at the counts serving asks about.
+func TestHLLUnionAtLeast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 26))
+	for round := 0; round < 200; round++ {
+		var u HLLUnion
+		keys := 1 + rng.IntN(4000)
+		for s := 0; s < 1+rng.IntN(6); s++ {
+			sk := newHLL()
+			for i := 0; i < keys; i++ {
+				sk.Insert([]byte(fmt.Sprintf("v%d", rng.IntN(3*keys))))
+			}
+			u.Add(sk)
+		}
+		n := []int{1, 100, 2000, 2000, 2000, 5000}[rng.IntN(6)]
+		got := u.AtLeast(n)
+		dense := u.Dense()
+		require.Equal(t, dense || u.Estimate() >= uint64(n), got, "round %d: n %d, estimate %d", round, n, u.Estimate())
+	}
+}
+
+// TestCheckHLLV2MatchesLibrary: on encodings of real sketches, cut,
+// extended and with bytes changed, checkHLLV2 refuses exactly what the
+// library's UnmarshalBinary refuses (version 2, precision 14).
+func TestCheckHLLV2MatchesLibrary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(27, 28))
+	var base [][]byte
+	for _, n := range []int{0, 1, 3, 40, 200, 1000, 5000, 20000} {
+		sk := newHLL()
+		for i := 0; i < n; i++ {
+			sk.Insert([]byte(fmt.Sprintf("k%d", rng.IntN(1<<30))))
+		}
+		b, err := sk.MarshalBinary()
+		require.NoError(t, err)
+		base = append(base, b)
+		sk.Estimate() // an empty recent-key set
+		b, err = sk.MarshalBinary()
+		require.NoError(t, err)
+		base = append(base, b)
+	}
+	checked, refused := 0, 0
+	for round := 0; round < 20000; round++ {
+		b := append([]byte(nil), base[rng.IntN(len(base))]...)
+		switch rng.IntN(5) {
+		case 0:
+			b = b[:8+rng.IntN(len(b)-7)]
+		case 1:
+			b = append(b, byte(rng.IntN(256)))
+		default:
+			for k := 0; k < 1+rng.IntN(3); k++ {
+				i := 2 + rng.IntN(len(b)-2) // keep version and precision
+				if rng.IntN(3) == 0 && i < 24 {
+					b[i] = byte(rng.IntN(4)) // header-ish values hit more branches
+				} else {
+					b[i] = byte(rng.IntN(256))
+				}
+			}
+		}
+		want := newHLL().UnmarshalBinary(b) == nil
+		got := checkHLLV2(b) == nil
+		require.Equal(t, want, got, "round %d: %x", round, b[:min(len(b), 40)])
+		checked++
+		if !want {
+			refused++
+		}
+	}
+	require.Greater(t, refused, checked/10)
+	require.Greater(t, checked-refused, checked/50) // mutations mostly break an encoding; enough survive
 }

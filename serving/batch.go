@@ -143,11 +143,6 @@ func floorMs(ms, size int64) int64 {
 	return b
 }
 
-// sketchFixedBytes is the memory of a decoded sketch object beyond twice
-// its encoded size (calibrated by BenchmarkServingQuery's cached_B/row
-// against estimated_B/row).
-const sketchFixedBytes = 160
-
 // overlaps reports whether window starts in [lo, hi] (inclusive) can fall
 // in [fromMs, toMs).
 func overlaps(lo, hi, fromMs, toMs int64) bool { return hi >= fromMs && lo < toMs }
@@ -434,7 +429,10 @@ func readRowGroup(ctx context.Context, v *schemas.View, file ViewFile, i, hint i
 			intern[r.Key] = r.Key
 			size += int64(len(r.Key)) + 16
 		}
-		size += rowOverhead(len(dims), len(cells)) + cellsBytes(cells)
+		size += rowOverhead(len(dims), len(cells))
+		for m := range v.Measures {
+			size += sketchBytes(&r, m)
+		}
 		crg.rows = append(crg.rows, r)
 		return nil
 	})
@@ -467,11 +465,15 @@ func readRowGroup(ctx context.Context, v *schemas.View, file ViewFile, i, hint i
 func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg *cachedRowGroup, miss []bool) error {
 	states := make([][]schemas.State, len(miss))
 	flats := make([][]*schemas.DDFlat, len(miss))
+	hlls := make([][][]byte, len(miss))
 	for m, x := range miss {
 		if x {
 			states[m] = make([]schemas.State, 0, len(crg.rows))
-			if v.Measures[m].Kind().Sketch == schemas.SketchDD {
+			switch v.Measures[m].Kind().Sketch {
+			case schemas.SketchDD:
 				flats[m] = make([]*schemas.DDFlat, 0, len(crg.rows))
+			case schemas.SketchHLL:
+				hlls[m] = make([][]byte, 0, len(crg.rows))
 			}
 		}
 	}
@@ -481,7 +483,7 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 			if !x {
 				continue
 			}
-			st, f, err := decodeCell(&v.Measures[m], cells[m])
+			st, f, hb, err := decodeCell(&v.Measures[m], cells[m])
 			if err != nil {
 				return fmt.Errorf("view %s, measure %s: %w", v.Name, v.Measures[m].Name, err)
 			}
@@ -489,8 +491,11 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 			if flats[m] != nil {
 				flats[m] = append(flats[m], f)
 			}
+			if hlls[m] != nil {
+				hlls[m] = append(hlls[m], hb)
+			}
+			size += flatBytes(f) + hllBytes(hb)
 		}
-		size += cellsBytes(cells)
 		return nil
 	})
 	if err != nil {
@@ -514,6 +519,9 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 			if flats[m] != nil {
 				crg.rows[to].Flat[m] = flats[m][k] // Flat has a slot per measure (DecodeRow)
 			}
+			if hlls[m] != nil {
+				crg.rows[to].HLL[m] = hlls[m][k] // so has HLL
+			}
 		}
 		crg.decoded[m] = true
 	}
@@ -521,22 +529,40 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 	return nil
 }
 
-// cellsBytes estimates the memory of the states decoded from cells beyond
-// rowOverhead: a decoded sketch is an object of its own plus its data,
-// which takes more room than its encoding.
-func cellsBytes(cells []any) int64 {
+// sketchBytes is the memory of measure m's sketch in r beyond
+// rowOverhead (flatBytes, hllBytes).
+func sketchBytes(r *Row, m int) int64 {
 	var n int64
-	for _, c := range cells {
-		if bs, ok := c.([]byte); ok && len(bs) > 0 {
-			n += sketchFixedBytes + 2*int64(len(bs))
-		}
+	if r.Flat != nil {
+		n += flatBytes(r.Flat[m])
+	}
+	if r.HLL != nil {
+		n += hllBytes(r.HLL[m])
 	}
 	return n
 }
 
+// flatBytes is the memory of a quantile sketch's flat counts: the struct
+// and, per bin, an index and a count.
+func flatBytes(f *schemas.DDFlat) int64 {
+	if f == nil {
+		return 0
+	}
+	return 128 + 12*int64(cap(f.Pos.Index)+cap(f.Neg.Index))
+}
+
+// hllBytes is the memory of a distinct sketch's bytes: the allocation
+// (rounded up to Go's size classes, about 1/8 at most) and its header.
+func hllBytes(b []byte) int64 {
+	if b == nil {
+		return 0
+	}
+	return 16 + int64(cap(b))*9/8
+}
+
 // rowOverhead is the fixed memory of one cached Row: the struct, the dims
-// slice header and pointers, and the states.
+// slice header and pointers, the states, and the Flat and HLL slots.
 func rowOverhead(dims, measures int) int64 {
-	const rowStruct, stringHeader, state = 72, 16, 64
-	return rowStruct + int64(dims)*stringHeader + int64(measures)*state
+	const rowStruct, stringHeader, state, slots = 104, 16, 64, 8 + 24
+	return rowStruct + int64(dims)*stringHeader + int64(measures)*(state+slots)
 }

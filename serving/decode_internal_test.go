@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -20,7 +21,9 @@ import (
 // among them; 40,000 rows of 1m windows × 10 countries × 4 devices, each
 // from 8 events) into the cache's row groups, asking for views,revenue
 // only and, in the same run as the baseline, for every measure (what
-// serving decoded before). It reports both per row and their ratio.
+// serving decoded before). It reports both per row and their ratio, and
+// the heap the cached rows of every measure hold against the cache's
+// estimate of it.
 func BenchmarkDecodeMeasures(b *testing.B) {
 	cfg, err := schemas.Parse("t.yaml", []byte(testenv.ExampleConfigYAML(b)), func(string) (string, bool) { return "", false })
 	require.NoError(b, err)
@@ -84,4 +87,25 @@ func BenchmarkDecodeMeasures(b *testing.B) {
 	b.ReportMetric(float64(tAll.Nanoseconds())/float64(b.N*rows), "all_ns/row")
 	b.ReportMetric(float64(tAll)/float64(tAsked), "all/asked")
 	b.ReportMetric(float64(buf.Len())/float64(rows), "file_B/row")
+
+	// What the cache holds for these rows with every measure decoded: the
+	// heap they keep against the cache's own estimate (crg.bytes), which
+	// docs/operations.md ("Sizing serve") quotes per row.
+	b.StopTimer()
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	var held []*cachedRowGroup
+	var est int64
+	for i, rg := range f.RowGroups() {
+		crg, err := readRowGroup(ctx, v, f, i, int(rg.Rows), nil)
+		require.NoError(b, err)
+		held = append(held, crg)
+		est += crg.bytes
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	b.ReportMetric(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/float64(rows), "heap_B/row")
+	b.ReportMetric(float64(est)/float64(rows), "estimated_B/row")
+	runtime.KeepAlive(held)
 }

@@ -101,9 +101,10 @@ func appendTime(b []byte, t time.Time) []byte {
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
-// appendMeasure writes the JSON value of one measure's state.
-func appendMeasure(b []byte, m *schemas.Measure, st *schemas.State) []byte {
-	switch v := m.Result(st).(type) {
+// appendMeasure writes the JSON value of one measure's result
+// (Measure.Result, or Group.result).
+func appendMeasure(b []byte, result any) []byte {
+	switch v := result.(type) {
 	case int64:
 		return strconv.AppendInt(b, v, 10)
 	case uint64:
@@ -220,7 +221,7 @@ func EncodeJSON(w io.Writer, r *Result) error {
 			m := &q.View.Measures[mi]
 			b = appendString(b, m.Name)
 			b = append(b, ':')
-			b = appendMeasure(b, m, &g.States[j])
+			b = appendMeasure(b, g.Result(q, j))
 		}
 		b = append(b, "}}"...)
 		if len(b) > 32<<10 {
@@ -319,8 +320,8 @@ func EncodeCSV(w io.Writer, r *Result) error {
 	var num []byte
 	for _, g := range r.Groups {
 		results := make([]any, len(q.Measures))
-		for j, mi := range q.Measures {
-			results[j] = q.View.Measures[mi].Result(&g.States[j])
+		for j := range q.Measures {
+			results[j] = g.Result(q, j)
 		}
 		for i, c := range cols {
 			switch {
@@ -457,8 +458,8 @@ func EncodeArrow(w io.Writer, r *Result) error {
 		batch := r.Groups[start:min(start+arrowBatchRows, len(r.Groups))]
 		b.Reserve(len(batch))
 		for _, g := range batch {
-			for j, mi := range q.Measures {
-				results[j] = q.View.Measures[mi].Result(&g.States[j])
+			for j := range q.Measures {
+				results[j] = g.Result(q, j)
 			}
 			appendArrowRow(b, cols, q, g, results)
 		}

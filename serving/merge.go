@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"bytes"
 	"fmt"
 	"sort"
 	"strings"
@@ -25,36 +26,56 @@ type Row struct {
 	// measure: a quantiles measure's sketch as flat counts (its state then
 	// has N but no DD), which the Merger adds without sketch objects.
 	Flat []*schemas.DDFlat
+	// HLL holds, when the view has a distinct measure, one entry per view
+	// measure: a distinct measure's stored sketch bytes, checked once when
+	// decoded (schemas.ValidHLLBytes; its state then has N but no HLL),
+	// which the Merger's union reads in place (schemas.HLLUnion.AddBytes):
+	// no sketch object per row, in the cache or per query.
+	HLL [][]byte
 }
 
 // decodeCell is StateFromCell, except that a quantile sketch is decoded
-// into flat counts (schemas.DecodeDDFlat) rather than a sketch object.
-func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, error) {
-	if m.Kind().Sketch != schemas.SketchDD {
+// into flat counts (schemas.DecodeDDFlat) and a distinct sketch is checked
+// and kept as its bytes (a copy, schemas.ValidHLLBytes) rather than
+// decoded into a sketch object.
+func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, []byte, error) {
+	switch m.Kind().Sketch {
+	case schemas.SketchDD:
+	case schemas.SketchHLL:
+		b, err := m.SketchBytes(cell)
+		if err != nil {
+			return schemas.State{}, nil, nil, err
+		}
+		hb, err := schemas.ValidHLLBytes(m, b)
+		if err != nil || hb == nil {
+			return schemas.State{}, nil, nil, err
+		}
+		return schemas.State{N: 1}, nil, bytes.Clone(hb), nil
+	default:
 		st, err := m.StateFromCell(cell)
-		return st, nil, err
+		return st, nil, nil, err
 	}
 	b, err := m.SketchBytes(cell)
 	if err != nil {
-		return schemas.State{}, nil, err
+		return schemas.State{}, nil, nil, err
 	}
 	if len(b) == 0 {
-		return schemas.State{}, nil, nil
+		return schemas.State{}, nil, nil, nil
 	}
 	f, err := schemas.DecodeDDFlat(b)
 	if err != nil {
-		return schemas.State{}, nil, fmt.Errorf("%w: %s: %v", schemas.ErrBadCell, m.Name, err)
+		return schemas.State{}, nil, nil, fmt.Errorf("%w: %s: %v", schemas.ErrBadCell, m.Name, err)
 	}
 	if f == nil {
-		return schemas.State{}, nil, nil
+		return schemas.State{}, nil, nil, nil
 	}
-	return schemas.State{N: int64(f.Count())}, f, nil
+	return schemas.State{N: int64(f.Count())}, f, nil, nil
 }
 
-// hasQuantiles reports whether v has a quantiles measure.
-func hasQuantiles(v *schemas.View) bool {
+// hasSketch reports whether v has a measure of sketch family f.
+func hasSketch(v *schemas.View, f schemas.SketchFamily) bool {
 	for i := range v.Measures {
-		if v.Measures[i].Kind().Sketch == schemas.SketchDD {
+		if v.Measures[i].Kind().Sketch == f {
 			return true
 		}
 	}
@@ -71,20 +92,26 @@ func DecodeRow(v *schemas.View, windowMs int64, dims []string, cells []any, need
 			v.Name, len(dims), len(cells), len(v.Dimensions), len(v.Measures))
 	}
 	r := Row{WindowMs: windowMs, Dims: dims, Key: schemas.JoinDims(dims), States: v.NewAggregate()}
-	if hasQuantiles(v) {
+	if hasSketch(v, schemas.SketchDD) {
 		r.Flat = make([]*schemas.DDFlat, len(v.Measures))
+	}
+	if hasSketch(v, schemas.SketchHLL) {
+		r.HLL = make([][]byte, len(v.Measures))
 	}
 	for i := range v.Measures {
 		if need != nil && !need[i] {
 			continue
 		}
-		st, f, err := decodeCell(&v.Measures[i], cells[i])
+		st, f, hb, err := decodeCell(&v.Measures[i], cells[i])
 		if err != nil {
 			return Row{}, fmt.Errorf("view %s, window %d: %w", v.Name, windowMs, err)
 		}
 		r.States[i] = st
 		if f != nil {
 			r.Flat[i] = f
+		}
+		if hb != nil {
+			r.HLL[i] = hb
 		}
 	}
 	return r, nil
@@ -105,6 +132,10 @@ type Group struct {
 	// ddUnions do the same for quantile states (schemas.DDUnion, into
 	// States[j].DD).
 	ddUnions []*schemas.DDUnion
+	// estimated marks the distinct states finished from a union
+	// (finishHLL), estimates holds their estimates.
+	estimated []bool
+	estimates []uint64
 }
 
 // A group's distinct sketch switches to the dense representation when it
@@ -116,7 +147,6 @@ type Group struct {
 // (dense estimates are off by a value or two below a few hundred), and it
 // is 16 KiB smaller. The budget bounds the memory per Merger.
 const (
-	unionFrom      = 8    // merges into a group before its distinct states merge into unions
 	denseCheckFrom = 32   // merges before the first check; then at each doubling
 	denseMinValues = 2000 // estimated distinct values before densifying
 	maxDense       = 2048 // dense sketches per Merger (32 MiB)
@@ -140,41 +170,55 @@ func (m *Merger) maybeDensify(g *Group) {
 }
 
 // merge folds src into the state of asked measure j of g: distinct states
-// into g's union for that measure, the others with Measure.Merge. Like
-// Merge, an empty src changes nothing.
+// into g's union for that measure (mergeDistinct), the others with
+// Measure.Merge. Like Merge, an empty src changes nothing.
 func (m *Merger) merge(g *Group, j int, src *schemas.State) {
 	mi := m.q.Measures[j]
 	switch m.q.View.Measures[mi].Kind().Sketch {
 	case schemas.SketchHLL:
+		m.mergeDistinct(g, j, src, nil)
 	case schemas.SketchDD:
 		m.mergeQuantiles(g, j, src, nil)
-		return
 	default:
 		m.q.View.Measures[mi].Merge(&g.States[j], src)
-		return
 	}
+}
+
+// mergeDistinct folds src (with its stored bytes raw, when it has them)
+// into g's union for asked distinct measure j (schemas.HLLUnion): from the
+// first row on, so that no row costs a sketch object or the library's
+// sparse merge (which re-sorts and re-encodes its list). The union's
+// sketch is the library's merge of the same sketches (HLLUnion).
+func (m *Merger) mergeDistinct(g *Group, j int, src *schemas.State, raw []byte) {
 	if src.N == 0 {
 		return
 	}
-	if g.merges < unionFrom && (g.unions == nil || g.unions[j] == nil) {
-		// Few merges so far: the library's merge costs less than a
-		// union's set-up (measured by BenchmarkMergeDistinct).
-		m.q.View.Measures[mi].Merge(&g.States[j], src)
-		return
+	if g.unions == nil {
+		g.unions = make([]*schemas.HLLUnion, len(g.States))
 	}
-	if src.HLL != nil {
-		if g.unions == nil {
-			g.unions = make([]*schemas.HLLUnion, len(g.States))
-		}
-		if g.unions[j] == nil {
-			u := &schemas.HLLUnion{}
-			u.Add(g.States[j].HLL) // the group's own sketch so far
-			g.States[j].HLL = nil
-			g.unions[j] = u
-		}
-		g.unions[j].Add(src.HLL)
+	u := g.unions[j]
+	if u == nil {
+		u = &schemas.HLLUnion{}
+		u.Add(g.States[j].HLL) // the group's own sketch so far, if any
+		g.States[j].HLL = nil
+		g.unions[j] = u
+	}
+	if raw != nil {
+		u.AddBytes(raw)
+	} else {
+		u.Add(src.HLL)
 	}
 	g.States[j].N += src.N
+}
+
+// mergeUnion folds o, the union of n distinct states, into g's union for
+// asked distinct measure j.
+func (m *Merger) mergeUnion(g *Group, j int, o *schemas.HLLUnion, n int64) {
+	if n == 0 {
+		return
+	}
+	m.mergeDistinct(g, j, &schemas.State{N: n}, nil)
+	g.unions[j].Merge(o)
 }
 
 // mergeQuantiles folds src (with its flat counts, when it has them) into
@@ -207,6 +251,12 @@ func (m *Merger) mergeQuantiles(g *Group, j int, src *schemas.State, flat *schem
 
 // finishUnions moves g's unions into its states.
 func finishUnions(g *Group) {
+	finishDD(g)
+	finishHLL(g, true)
+}
+
+// finishDD moves g's quantile unions into its states.
+func finishDD(g *Group) {
 	for j, u := range g.ddUnions {
 		if u == nil {
 			continue
@@ -219,18 +269,51 @@ func finishUnions(g *Group) {
 		}
 	}
 	g.ddUnions = nil
+}
+
+// finishHLL moves g's distinct unions into its states, dense when they
+// estimate denseMinValues or more (the rule finishDistinct states), and
+// keeps each one's estimate for the answer (Group.Result): the union
+// computes it from its registers or keys far faster than the library's
+// Estimate, and equal to it. Without sketch, the states keep only N: an
+// answer that reads nothing but Result (no order_by or having) needs no
+// library sketch, which would cost sorting and encoding every key.
+func finishHLL(g *Group, sketch bool) {
 	for j, u := range g.unions {
 		if u == nil {
 			continue
 		}
-		if sk := u.Sketch(); sk != nil {
-			if h := g.States[j].HLL; h != nil { // merged in after a finish
-				_ = sk.Merge(h)
-			}
-			g.States[j].HLL = sk
+		if h := g.States[j].HLL; h != nil { // merged in after a finish
+			u.Add(h)
+		}
+		// A sparse union estimates as many values as it has keys (at
+		// these counts; HLLUnion.AtLeast): it is made dense exactly when
+		// its estimate reaches denseMinValues, without sorting its keys.
+		if u.AtLeast(denseMinValues) {
+			u.Densify()
+		}
+		if g.estimated == nil {
+			g.estimated = make([]bool, len(g.States))
+			g.estimates = make([]uint64, len(g.States))
+		}
+		g.estimated[j], g.estimates[j] = true, u.Estimate()
+		g.States[j].HLL = nil
+		if sketch {
+			g.States[j].HLL = u.Sketch()
 		}
 	}
 	g.unions = nil
+}
+
+// Result is the reported value of asked measure j of g (Measure.Result of
+// its state), a distinct estimate taken from the union that built it when
+// there was one. Answer rows are read through it: their distinct states
+// may hold no sketch (finishHLL).
+func (g *Group) Result(q *Query, j int) any {
+	if g.estimated != nil && g.estimated[j] {
+		return g.estimates[j]
+	}
+	return q.View.Measures[q.Measures[j]].Result(&g.States[j])
 }
 
 // finishDistinct makes g's distinct sketches dense when they estimate
@@ -241,13 +324,14 @@ func finishUnions(g *Group) {
 // answered one apart. A sparse estimate only grows as values are merged
 // in, so every sketch maybeDensify made dense also ends at or above the
 // threshold: whether a group ends dense now depends only on its values.
+// States finished from a union (finishHLL) follow the rule already.
 func (m *Merger) finishDistinct(g *Group) {
 	if !m.hasDistinct {
 		return
 	}
 	for j, mi := range m.q.Measures {
 		h := g.States[j].HLL
-		if m.q.View.Measures[mi].Kind().Sketch != schemas.SketchHLL || h == nil || h.Estimate() < denseMinValues {
+		if m.q.View.Measures[mi].Kind().Sketch != schemas.SketchHLL || h == nil || (g.estimated != nil && g.estimated[j]) || h.Estimate() < denseMinValues {
 			continue
 		}
 		dense := hyperloglog.NewNoSparse()
@@ -336,6 +420,10 @@ func (m *Merger) Add(r *Row) {
 			m.mergeQuantiles(g, j, &r.States[mi], r.Flat[mi])
 			continue
 		}
+		if r.HLL != nil && r.HLL[mi] != nil {
+			m.mergeDistinct(g, j, &r.States[mi], r.HLL[mi])
+			continue
+		}
 		m.merge(g, j, &r.States[mi])
 	}
 	g.merges++
@@ -391,7 +479,8 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 // AddGroup folds in one group rolled up elsewhere (SpeedSource.RollupSpeed):
 // g.WindowMs is its bucket start (ignored for granularity "all"), g.Dims
 // the group-by values and g.States one state per q.Measures. The range and
-// filters were applied where it was computed. AddGroup keeps neither g nor
+// filters were applied where it was computed; a distinct state may come
+// as a union in g.unions (rollupStates), which is only read. AddGroup keeps neither g nor
 // its slices.
 func (m *Merger) AddGroup(g *Group) {
 	window := g.WindowMs
@@ -407,24 +496,46 @@ func (m *Merger) AddGroup(g *Group) {
 	}
 	m.rows++
 	for j := range m.q.Measures {
+		if g.unions != nil && g.unions[j] != nil {
+			m.mergeUnion(dst, j, g.unions[j], g.States[j].N)
+			continue
+		}
 		m.merge(dst, j, &g.States[j])
 	}
 	dst.merges++
 	m.maybeDensify(dst)
 }
 
-// MergeFrom folds every group of o (a Merger of the same query) into m.
+// MergeFrom folds every group of o (a Merger of the same query) into m:
+// a group m lacks is taken over, one both have merges (distinct unions
+// union into union, no sketch in between). o is done with afterwards.
 func (m *Merger) MergeFrom(o *Merger) {
 	m.overflow = m.overflow || o.overflow
+	m.dense += o.dense
 	for k, src := range o.groups {
+		if _, ok := m.groups[k]; !ok {
+			// A group only o has is taken over as it is, unions and all:
+			// scan workers read different files, so most groups are.
+			if b := m.q.mergeBound(); b > 0 && len(m.groups) >= b {
+				m.overflow = true
+				continue
+			}
+			m.groups[k] = src
+			continue
+		}
 		g := m.group(k.window, k.dims, src.Dims)
 		if g == nil {
 			continue
 		}
-		finishUnions(src) // o is done with
+		finishDD(src)
 		for j := range m.q.Measures {
+			if src.unions != nil && src.unions[j] != nil {
+				m.mergeUnion(g, j, src.unions[j], src.States[j].N)
+				continue
+			}
 			m.merge(g, j, &src.States[j])
 		}
+		src.unions = nil
 		g.merges++
 		m.maybeDensify(g)
 	}
@@ -432,11 +543,14 @@ func (m *Merger) MergeFrom(o *Merger) {
 }
 
 // Groups returns the answer rows sorted by bucket, then by the group-by
-// values in order. Buckets without rows do not appear.
+// values in order. Buckets without rows do not appear. Their distinct
+// states keep no sketch: read the answer with Group.Result. m is done with
+// afterwards.
 func (m *Merger) Groups() []*Group {
 	out := make([]*Group, 0, len(m.groups))
 	for _, g := range m.groups {
-		finishUnions(g)
+		finishDD(g)
+		finishHLL(g, false)
 		m.finishDistinct(g)
 		out = append(out, g)
 	}

@@ -51,7 +51,7 @@ views:
 	got := func(m *Merger) uint64 {
 		gs := m.Groups()
 		require.Len(t, gs, 1)
-		return v.Measures[0].Result(&gs[0].States[0]).(uint64)
+		return gs[0].Result(q, 0).(uint64)
 	}
 	a, b := got(many), got(one)
 	require.Equal(t, a, b)
@@ -105,7 +105,7 @@ views:
 			m.Add(&rows[j])
 		}
 		for _, g := range m.Groups() {
-			_ = v.Measures[0].Result(&g.States[0])
+			_ = g.Result(q, 0)
 		}
 		flat += time.Since(t0)
 		t0 = time.Now()
@@ -198,7 +198,7 @@ func mergeAll(q *Query, rows []Row) []*Group {
 	}
 	gs := m.Groups()
 	for _, g := range gs {
-		_ = q.View.Measures[0].Result(&g.States[0])
+		_ = g.Result(q, 0)
 	}
 	return gs
 }
@@ -215,7 +215,7 @@ func benchMergeQuantiles(b *testing.B, nRows, nGroups, values int) {
 		lib += time.Since(t0)
 		t0 = time.Now()
 		for _, c := range cells {
-			_, _, _ = decodeCell(&v.Measures[0], c[0])
+			_, _, _, _ = decodeCell(&v.Measures[0], c[0])
 		}
 		decFlat += time.Since(t0)
 		t0 = time.Now()

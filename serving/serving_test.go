@@ -345,7 +345,7 @@ func equalOrSum(t *testing.T, col string, want, got float64, msgAndArgs ...any) 
 
 // waitRun waits until the service answers from runID (it polls manifests
 // every 100ms; a new run must be noticed within seconds).
-func waitRun(t *testing.T, base, runID string) {
+func waitRun(t testing.TB, base, runID string) {
 	t.Helper()
 	t0 := time.Now()
 	require.Eventually(t, func() bool {

@@ -155,7 +155,7 @@ func (c *ClickHouseSpeed) RollupSpeed(ctx context.Context, q *Query, absorbed ma
 	g := Group{States: make([]schemas.State, len(q.Measures))}
 	return busy(c.store.ScanSpeedRollup(ctx, rq, func(r *clickhouse.SpeedRollupRow) error {
 		g.WindowMs, g.Dims = r.Bucket.UnixMilli(), r.Dims
-		if _, err := rollupStates(q, r, g.States); err != nil {
+		if _, err := rollupStates(q, r, &g); err != nil {
 			return err
 		}
 		return fn(&g)

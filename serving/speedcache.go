@@ -197,7 +197,7 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 		key := pc{r.Partition, r.Chunk}
 		cr := build[key]
 		g := &Group{WindowMs: r.Bucket.UnixMilli(), Dims: r.Dims, States: make([]schemas.State, len(q.Measures))}
-		sketchBytes, err := rollupStates(q, r, g.States)
+		sketchBytes, err := rollupStates(q, r, g)
 		if err != nil {
 			return err
 		}
@@ -228,11 +228,15 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 	return nil
 }
 
-// rollupStates fills states (one per q.Measures) from a rollup row's cells
-// and returns the sketch bytes merged in. A nil cell (a measure not read)
-// leaves the empty state.
-func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State) (int64, error) {
+// rollupStates fills g's states (one per q.Measures) from a rollup row's
+// cells and returns the memory its sketches hold. A distinct measure's
+// sketches are merged into a union kept in g.unions (compacted, and only
+// read afterwards: cached rollups are shared by concurrent queries), which
+// Merger.AddGroup merges union into union: no library sketch in between.
+func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, g *Group) (int64, error) {
 	v := q.View
+	states := g.States
+	g.unions = nil
 	var sketchBytes int64
 	for j, mi := range q.Measures {
 		m := &v.Measures[mi]
@@ -251,19 +255,49 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, states []schemas.State
 		}
 		var in int64
 		if m.Kind().Sketch == schemas.SketchDD {
-			// Flat: no sketch object per stored row (DecodeDDFlat).
+			// Flat: no sketch object per stored row, and one scratch for
+			// every row's counts (DecodeDDFlatInto).
 			var u schemas.DDUnion
+			var scratch schemas.DDFlat
 			for _, b := range sketches {
-				st, f, err := decodeCell(m, b)
-				if err != nil {
-					return 0, fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
+				if len(b) == 0 {
+					continue
 				}
-				u.AddFlat(f)
-				states[j].N += st.N
+				f, err := schemas.DecodeDDFlatInto(&scratch, b)
+				if err != nil {
+					return 0, fmt.Errorf("view %s: speed rollup: %w: %s: %v", v.Name, schemas.ErrBadCell, m.Name, err)
+				}
+				if f != nil {
+					u.AddFlat(f)
+					states[j].N += int64(f.Count())
+				}
 				in += int64(len(b))
 			}
 			states[j].DD = u.Sketch()
 			sketchBytes += min(in, 20<<10)
+			continue
+		}
+		if m.Kind().Sketch == schemas.SketchHLL {
+			// Flat too: each sketch checked, then read in place by a union.
+			u := &schemas.HLLUnion{}
+			for _, b := range sketches {
+				hb, err := schemas.ValidHLLBytes(m, b)
+				if err != nil {
+					return 0, fmt.Errorf("view %s: speed rollup: %w", v.Name, err)
+				}
+				if hb != nil {
+					u.AddBytes(hb)
+					states[j].N++
+				}
+			}
+			if states[j].N > 0 {
+				u.Dense() // sorted and deduplicated: the least memory, before it is shared
+				if g.unions == nil {
+					g.unions = make([]*schemas.HLLUnion, len(states))
+				}
+				g.unions[j] = u
+				sketchBytes += u.Bytes()
+			}
 			continue
 		}
 		for _, b := range sketches {

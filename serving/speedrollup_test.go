@@ -187,7 +187,7 @@ func compare(t *testing.T, q *serving.Query, name string, want, got []*serving.G
 			require.Equal(t, w.Dims, g.Dims, "%s: group %d", name, k)
 			for j, mi := range q.Measures {
 				m := &v.Measures[mi]
-				wr, gr := m.Result(&w.States[j]), m.Result(&g.States[j])
+				wr, gr := w.Result(q, j), g.Result(q, j)
 				where := fmt.Sprintf("%s: group %d (%d %v) %s", name, k, w.WindowMs, w.Dims, m.Name)
 				if m.Type == schemas.MeasureSum {
 					// The same values added in another order.

@@ -402,9 +402,10 @@ func (s *Service) streamTopN(ctx context.Context, q *Query, snap *Snapshot, res 
 			w = row.Bucket.UnixMilli()
 		}
 		g := &Group{WindowMs: w, States: make([]schemas.State, len(q.Measures))}
-		if _, err := rollupStates(q, row, g.States); err != nil {
+		if _, err := rollupStates(q, row, g); err != nil {
 			return err
 		}
+		finishHLL(g, true) // the ranker and having read the distinct sketches
 		norm.finishDistinct(g)
 		for i := range q.Having {
 			h := &q.Having[i]

@@ -31,8 +31,8 @@ import (
 	"github.com/tandem-analytics/tandem/internal/ops"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
-	"github.com/tandem-analytics/tandem/serving"
 	"github.com/tandem-analytics/tandem/schemas/openapi"
+	"github.com/tandem-analytics/tandem/serving"
 )
 
 // apiOp is the part of one documented operation the route tests read.
