@@ -32,13 +32,13 @@ TEST_TIMEOUT ?= 20m
 TANDEM_CACHE ?= $(or $(HOME),/root)/.cache/tandem
 export TANDEM_CACHE
 
-.PHONY: all deps deps-go deps-clickhouse deps-minio deps-npm deps-duckdb deps-browser chdb-lib build \
+.PHONY: all deps deps-go deps-clickhouse deps-minio deps-zookeeper deps-npm deps-duckdb deps-browser chdb-lib build \
         test test-short test-apache-kafka bench bench-smoke bench-scaling bench-serving-scale vet fuzz openapi-fuzz chaos chaos-short dev clean
 
 all: build
 
 ## deps: Go modules, ClickHouse (apt), MinIO (built from the Go proxy), npm tools
-deps: deps-go deps-clickhouse deps-minio deps-npm
+deps: deps-go deps-clickhouse deps-minio deps-npm deps-zookeeper
 
 deps-go:
 	$(GO) mod download
@@ -48,6 +48,11 @@ deps-clickhouse:
 
 deps-minio:
 	scripts/minio.sh install
+
+# deps-zookeeper: ZooKeeper's jars from Maven Central, for the replicated
+# ClickHouse cluster test (clickhouse.replicated).
+deps-zookeeper:
+	scripts/zookeeper.sh install
 
 # deps-npm: npm-installed test tools, cached in $(TANDEM_CACHE): libchdb.so,
 # DuckDB (an independent Parquet reader for the lake export test), and

@@ -41,6 +41,10 @@ type platformOptions struct {
 	ingestExtra      string // more ingest keys, each with a leading ", "
 	serveExtra       string // more serve keys, each with a leading ", "
 	auth             string // the auth section's flow mapping; default none
+	// shards > 0 runs ClickHouse as that many servers, the shards of one
+	// cluster (clickhouse.cluster); p.ch is the first, which every
+	// component connects to.
+	shards int
 }
 
 // platform is one deployment of tandem for a test: the three services and
@@ -50,6 +54,7 @@ type platform struct {
 	bin     string
 	dir     string
 	ch      *testenv.ClickHouseServer
+	cluster *testenv.ClickHouseCluster // nil without platformOptions.shards
 	kafka   *testenv.KafkaCluster
 	s3      *testenv.S3Server
 	cfgPath string
@@ -95,7 +100,14 @@ func newPlatform(t *testing.T, o platformOptions) *platform {
 	}
 	p := &platform{t: t, dir: t.TempDir(), procs: map[string]*proc{}, env: map[string][]string{}}
 	p.bin = testenv.BuildTandem(t)
-	p.ch = testenv.ClickHouse(t)
+	clusterKey := ""
+	if o.shards > 0 {
+		p.cluster = testenv.ClickHouseShards(t, o.shards)
+		p.ch = p.cluster.Servers[0]
+		clusterKey = fmt.Sprintf(", cluster: %s", p.cluster.Name)
+	} else {
+		p.ch = testenv.ClickHouse(t)
+	}
 	p.kafka = testenv.KafkaWith(t, testenv.KafkaOptions{InMemory: o.kafkaInMemory})
 	p.s3 = testenv.MinIO(t)
 	p.topic = testenv.UniqueName(t, "tandem.pv")
@@ -105,7 +117,7 @@ func newPlatform(t *testing.T, o platformOptions) *platform {
 	p.ingestURL, p.serveURL, p.speedURL, p.archiveURL = "http://"+ingest, "http://"+serve, "http://"+speed, "http://"+archive
 
 	text := fmt.Sprintf(`kafka:      { brokers: [%s], group_prefix: %q }
-clickhouse: { addr: %q, database: %s, username: %s, password: %q, analyst_user: %s }
+clickhouse: { addr: %q, database: %s, username: %s, password: %q, analyst_user: %s%s }
 s3:         { endpoint: %q, bucket: %s, access_key: %q, secret_key: %q, secure: false }
 ingest:     { listen: %q, max_body_bytes: %d, max_inflight_bytes: %d, max_future_skew: 1h, produce_timeout: %s%s }
 serve:      { listen: %q, manifest_poll: 500ms%s }
@@ -116,7 +128,7 @@ batch:      { every: 0, lock_ttl: %s, keep_runs: 3 }
 chunk_size: %d
 `,
 		quoteList(p.kafka.Brokers), group,
-		p.ch.Addr, p.ch.Database, p.ch.Username, p.ch.Password, p.ch.AnalystUser,
+		p.ch.Addr, p.ch.Database, p.ch.Username, p.ch.Password, p.ch.AnalystUser, clusterKey,
 		p.s3.Endpoint, p.s3.Bucket, p.s3.AccessKey, p.s3.SecretKey,
 		ingest, o.maxBodyBytes, o.maxInflightBytes, o.produceTimeout, o.ingestExtra,
 		serve, o.serveExtra, o.auth, speed, archive, o.maxFileAge, o.lockTTL, o.chunkSize,

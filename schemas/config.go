@@ -68,6 +68,14 @@ type ClickHouseConfig struct {
 	// TLS connects to the server's secure native port (tcp_port_secure,
 	// 9440 by convention): addr must name that port.
 	TLS ClientTLS `yaml:"tls"`
+	// Cluster, when set, names a cluster of the servers' remote_servers:
+	// tandem shards its tables over it (local tables under Distributed
+	// ones) and runs its DDL on every server of it. Empty: one server.
+	Cluster string `yaml:"cluster"`
+	// Replicated makes every table of the cluster a Replicated one (the
+	// servers need ZooKeeper and the {shard} and {replica} macros); the
+	// shards may then have several replicas. Needs Cluster.
+	Replicated bool `yaml:"replicated"`
 }
 
 // S3Config says where the master dataset, batch views and lake live.
@@ -484,6 +492,11 @@ func (l *locator) errorf(path []any, format string, args ...any) ConfigError {
 }
 
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// clusterPattern is what clickhouse.cluster allows: a remote_servers
+// element name, which tandem quotes into Distributed(...) engines.
+var clusterPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,62}$`)
+
 var topicPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
 
 // validate checks everything the types cannot: references between sections,
@@ -533,6 +546,12 @@ func (c *Config) validate(l *locator) ConfigErrors {
 	}
 	if !namePattern.MatchString(c.ClickHouse.Database) {
 		add([]any{"clickhouse", "database"}, "clickhouse.database %q must be lower-case letters, digits and _", c.ClickHouse.Database)
+	}
+	if c.ClickHouse.Cluster != "" && !clusterPattern.MatchString(c.ClickHouse.Cluster) {
+		add([]any{"clickhouse", "cluster"}, "clickhouse.cluster %q must name a cluster of the servers' remote_servers: letters, digits and _, starting with a letter", c.ClickHouse.Cluster)
+	}
+	if c.ClickHouse.Replicated && c.ClickHouse.Cluster == "" {
+		add([]any{"clickhouse", "replicated"}, "clickhouse.replicated needs clickhouse.cluster: replicas are the servers of a cluster's shards")
 	}
 	if c.S3.Bucket == "" {
 		add([]any{"s3", "bucket"}, "s3.bucket must be set")

@@ -96,6 +96,8 @@ func TestConfigRejects(t *testing.T) {
 		{"per-client share over the total", "chunk_size: 100", "chunk_size: 100\ningest: { max_inflight_bytes_per_client: 999999999999 }", `ingest.max_inflight_bytes_per_client (999999999999) must be between max_body_bytes`},
 		{"example secret", "chunk_size: 100", "chunk_size: 100\nclickhouse: { password: change-me-clickhouse }", `clickhouse.password is still the example value "change-me-clickhouse"`},
 		{"example token", "chunk_size: 100", "chunk_size: 100\nauth: { query_tokens: [fine, Change-Me-Query] }", `auth.query_tokens[1] is still the example value`},
+		{"bad cluster name", "chunk_size: 100", "chunk_size: 100\nclickhouse: { cluster: \"two shards\" }", `:3: clickhouse.cluster "two shards" must name a cluster of the servers' remote_servers`},
+		{"replicated without a cluster", "chunk_size: 100", "chunk_size: 100\nclickhouse: { replicated: true }", `:3: clickhouse.replicated needs clickhouse.cluster`},
 		{"empty metrics token", "chunk_size: 100", "chunk_size: 100\nauth: { metrics_tokens: [\"\"] }", `auth.metrics_tokens[0] is empty`},
 	}
 	for _, tc := range cases {

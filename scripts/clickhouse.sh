@@ -15,6 +15,14 @@
 #   TANDEM_CH_SECURE_PORT    also serve the secure native port (TLS) here; needs
 #   TANDEM_CH_TLS_CERT       the server certificate (PEM) and
 #   TANDEM_CH_TLS_KEY        its private key (PEM), absolute paths
+#   TANDEM_CH_SHARDS         run N servers (default 1) as the N shards of one
+#                            cluster: server i in TANDEM_CH_DIR/shard<i> on native
+#                            port TANDEM_CH_PORT+i-1 and HTTP port
+#                            TANDEM_CH_HTTP_PORT+i-1; every server gets
+#                            config.d/cluster.xml (deploy/local/clickhouse/cluster.xml)
+#   TANDEM_CH_CLUSTER        that cluster's name (default tandem): set
+#                            clickhouse.cluster to it and clickhouse.addr to the
+#                            first server
 #
 # The config comes from deploy/local/clickhouse/{config,users}.xml, the same
 # templates internal/testenv renders for the Go tests.
@@ -31,6 +39,11 @@ CH_SECURE_PORT="${TANDEM_CH_SECURE_PORT:-}"
 CH_TLS_CERT="${TANDEM_CH_TLS_CERT:-}"
 CH_TLS_KEY="${TANDEM_CH_TLS_KEY:-}"
 START_TIMEOUT="${TANDEM_CH_START_TIMEOUT:-20}"
+CH_SHARDS="${TANDEM_CH_SHARDS:-1}"
+CH_CLUSTER="${TANDEM_CH_CLUSTER:-tandem}"
+# Set by the cluster mode below for each server it starts: the rendered
+# remote_servers file to install as config.d/cluster.xml.
+CH_CLUSTER_FILE="${TANDEM_CH_CLUSTER_FILE:-}"
 
 log() { printf 'clickhouse.sh: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -138,7 +151,11 @@ cmd_start() {
   render "$TEMPLATES/users.xml" "$dir/users.xml" "$dir"
   # The secure port comes from config.d/, which the server merges into
   # config.xml; a start without TLS removes it again.
-  rm -f "$dir/config.d/tls.xml"
+  rm -f "$dir/config.d/tls.xml" "$dir/config.d/cluster.xml"
+  if [ -n "$CH_CLUSTER_FILE" ]; then
+    mkdir -p "$dir/config.d"
+    cp "$CH_CLUSTER_FILE" "$dir/config.d/cluster.xml"
+  fi
   if [ -n "$CH_SECURE_PORT" ]; then
     [ -f "$CH_TLS_CERT" ] && [ -f "$CH_TLS_KEY" ] \
       || die "TANDEM_CH_SECURE_PORT needs TANDEM_CH_TLS_CERT and TANDEM_CH_TLS_KEY naming the server's PEM certificate and key"
@@ -199,6 +216,36 @@ cmd_status() {
   fi
   return 1
 }
+
+# each_shard CMD: run this script's CMD for every server of the cluster,
+# with the cluster's remote_servers rendered for them (start only).
+each_shard() {
+  local cmd="$1" dir i shards="" rc=0
+  [[ "$CH_SHARDS" =~ ^[1-9][0-9]*$ ]] || die "TANDEM_CH_SHARDS must be a positive number, not '$CH_SHARDS'"
+  [[ "$CH_CLUSTER" =~ ^[A-Za-z][A-Za-z0-9_]*$ ]] || die "TANDEM_CH_CLUSTER must be letters, digits and _, not '$CH_CLUSTER'"
+  dir="$(abs_dir)"
+  for ((i = 0; i < CH_SHARDS; i++)); do
+    shards+="            <shard><replica><host>127.0.0.1</host><port>$((CH_PORT + i))</port></replica></shard>"$'\n'
+  done
+  if [ "$cmd" = start ]; then
+    # The replacement has newlines: substitute with awk, not sed.
+    awk -v name="$CH_CLUSTER" -v shards="${shards%$'\n'}" \
+      '{ gsub(/@CLUSTER@/, name); if ($0 ~ /@SHARDS@/) print shards; else print }' \
+      "$TEMPLATES/cluster.xml" >"$dir/cluster.xml"
+  fi
+  for ((i = 0; i < CH_SHARDS; i++)); do
+    TANDEM_CH_SHARDS=1 TANDEM_CH_DIR="$dir/shard$((i + 1))" TANDEM_CH_PORT=$((CH_PORT + i)) \
+      TANDEM_CH_HTTP_PORT=$((CH_HTTP_PORT + i)) TANDEM_CH_CLUSTER_FILE="$dir/cluster.xml" \
+      "${BASH_SOURCE[0]}" "$cmd" || rc=1
+  done
+  return $rc
+}
+
+if [ "$CH_SHARDS" != 1 ]; then
+  case "${1:-}" in
+    start | stop | status) each_shard "$1"; exit $? ;;
+  esac
+fi
 
 case "${1:-}" in
   install) cmd_install ;;

@@ -99,7 +99,7 @@ func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, load BatchLoad)
 	if current == m.RunID && n == m.Rows {
 		return 0, nil // loaded and published: nothing to repair
 	}
-	table := qualified(db.db, BatchTable(v.Name))
+	table := qualified(db.db, db.local(BatchTable(v.Name)))
 	if n > 0 {
 		drop, _ := dropRunClause(m.RunID)
 		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", table, drop)); err != nil {
@@ -108,7 +108,7 @@ func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, load BatchLoad)
 	}
 	if load.CarryFrom != "" {
 		sql, args := copyBatchSQL(db.db, v, load.CarryFrom, m.RunID, load.Recomputed, load.RetainedFrom)
-		if err := db.exec(ctx, sql, args...); err != nil {
+		if err := db.execHere(ctx, sql, args...); err != nil {
 			return 0, fmt.Errorf("clickhouse: copying the carried-over rows of run %s of %s into run %s: %w", load.CarryFrom, v.Name, m.RunID, err)
 		}
 	}
@@ -120,6 +120,9 @@ func (db *DB) LoadBatchRun(ctx context.Context, v *schemas.View, load BatchLoad)
 		return total, err
 	} else if n != m.Rows {
 		return total, fmt.Errorf("clickhouse: ClickHouse holds %d rows of %s run %s, the manifest lists %d", n, v.Name, m.RunID, m.Rows)
+	}
+	if err := db.waitRunReplicated(ctx, db.local(BatchTable(v.Name)), m.RunID); err != nil {
+		return total, err
 	}
 
 	parts := make([]int32, 0, len(m.Absorbed))
@@ -210,11 +213,17 @@ func (db *DB) BatchRunRows(ctx context.Context, v *schemas.View, runID string) (
 	return int64(n), nil
 }
 
-// insert sends rows as one batch.
+// insert sends rows to a shared table (runs, absorbed) as one batch: on a
+// cluster to every server, which each hold the shared tables whole, so
+// that the merged views' subqueries read the same rows on any server.
 func (db *DB) insert(ctx context.Context, sql string, rows [][]any) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	return db.forEach(func(s *DB) error { return s.insertHere(ctx, sql, rows) })
+}
+
+func (db *DB) insertHere(ctx context.Context, sql string, rows [][]any) error {
 	b, err := db.conn.PrepareBatch(ctx, sql)
 	if err != nil {
 		return err
@@ -242,9 +251,16 @@ func (db *DB) insert(ctx context.Context, sql string, rows [][]any) error {
 //
 // retainedFrom is the run's retained start (Manifest.Retained; the zero
 // time: every day kept): the merged SQL views answer no window before it.
+//
+// On a cluster every server holds its own runs table; each server that
+// does not have runID current gets the row, so a publish that failed on
+// one server is completed by publishing again.
 func (db *DB) PublishRun(ctx context.Context, v *schemas.View, runID string, retainedFrom time.Time) error {
 	if err := checkRunID(runID); err != nil {
 		return err
+	}
+	if len(db.servers) > 0 {
+		return db.forEach(func(s *DB) error { return s.PublishRun(ctx, v, runID, retainedFrom) })
 	}
 	current, version, err := db.currentRun(ctx, v)
 	if err != nil {
@@ -364,7 +380,7 @@ func (db *DB) DropOldRuns(ctx context.Context, v *schemas.View, keep ...string) 
 		if err != nil {
 			return dropped, err
 		}
-		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, BatchTable(v.Name)), clause)); err != nil {
+		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, db.local(BatchTable(v.Name))), clause)); err != nil {
 			return dropped, fmt.Errorf("clickhouse: dropping run %s of %s: %w", id, v.Name, err)
 		}
 		dropped = append(dropped, id)

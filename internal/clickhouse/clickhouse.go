@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -45,6 +46,20 @@ type DB struct {
 	conn    driver.Conn
 	db      string
 	version Version
+	// cluster is clickhouse.cluster ("": one server). On a cluster the
+	// sharded tables' rows live in local tables (LocalTable) on each
+	// server, under Distributed tables of the plain names.
+	cluster string
+	// servers are connections to every server of the cluster, in
+	// system.clusters order: DDL, ALTERs of the local tables and writes
+	// of the shared tables go to each (forEach). nil without a cluster,
+	// and in the DB forEach hands out for one server.
+	servers []*DB
+	addr    string
+	// shard is the shard_num of this server in the cluster (servers),
+	// replicated is clickhouse.replicated.
+	shard      uint32
+	replicated bool
 }
 
 // Open connects to the server cfg names, checks that it answers, and reads
@@ -62,13 +77,53 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 	}
 	// The secure native port takes TLS from the first byte; cfg.Addr must
 	// name it (tcp_port_secure), not the plain one.
+	db, err := open(ctx, cfg, cfg.Addr, database)
+	if err != nil || cfg.Cluster == "" {
+		return db, err
+	}
+	addrs, shards, err := db.clusterServers(ctx, cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if cfg.Replicated {
+		if err := db.checkReplicaSettings(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	db.replicated = cfg.Replicated
+	for i, a := range addrs {
+		s, err := open(ctx, cfg, a, database)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("clickhouse: server %s of cluster %s (clickhouse.cluster): %w", a, cfg.Cluster, err)
+		}
+		s.version, s.shard, s.replicated = db.version, shards[i], cfg.Replicated
+		db.servers = append(db.servers, s)
+	}
+	return db, nil
+}
+
+// open connects to one server.
+func open(ctx context.Context, cfg schemas.ClickHouseConfig, addr, database string) (*DB, error) {
 	tlsCfg, err := cfg.TLS.Load("clickhouse.tls")
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: %w", err)
 	}
+	var settings clickhouse.Settings
+	if cfg.Cluster != "" {
+		// An insert into a Distributed table returns once every shard has
+		// its rows, not when they are queued on this server: the batch
+		// load counts the rows right after, and the speed layer commits
+		// Kafka offsets only for rows that are stored.
+		settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
+
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr: []string{cfg.Addr},
-		TLS:  tlsCfg,
+		Addr:     []string{addr},
+		Settings: settings,
+		TLS:      tlsCfg,
 		// "default" always exists; tandem's own database may not yet, and
 		// every query names its tables fully.
 		Auth:            clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
@@ -80,12 +135,12 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 		Compression:     &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse: connecting to %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("clickhouse: connecting to %s: %w", addr, err)
 	}
-	db := &DB{conn: conn, db: database}
+	db := &DB{conn: conn, db: database, cluster: cfg.Cluster, addr: addr}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("clickhouse: %s does not answer: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("clickhouse: %s does not answer: %w", addr, err)
 	}
 	var raw string
 	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&raw); err != nil {
@@ -99,6 +154,154 @@ func Open(ctx context.Context, cfg schemas.ClickHouseConfig) (*DB, error) {
 	return db, nil
 }
 
+// checkReplicaSettings refuses a replicated cluster whose user profile
+// lets reads and writes go to any replica: they must go to the first
+// healthy replica of each shard (remote_servers order), from whichever
+// server they come, so a read sees what was written before it, as on one
+// server. The native protocol of 18.16 cannot carry these (string) settings
+// per query, so the profile sets them. Not insert_quorum instead: on
+// 18.16 the last quorum-inserted part of a partition is never mutated,
+// and deleting absorbed speed rows would wait forever.
+func (db *DB) checkReplicaSettings(ctx context.Context) error {
+	var balancing, preferLocal string
+	err := db.conn.QueryRow(ctx, "SELECT anyIf(value, name = 'load_balancing'), anyIf(value, name = 'prefer_localhost_replica') FROM system.settings").Scan(&balancing, &preferLocal)
+	if err != nil {
+		return fmt.Errorf("clickhouse: reading the settings of %s: %w", db.addr, err)
+	}
+	if balancing != "in_order" || preferLocal != "0" {
+		return fmt.Errorf("clickhouse: clickhouse.replicated needs load_balancing = 'in_order' and prefer_localhost_replica = 0 in the profile of clickhouse.username on every server "+
+			"(docs/operations.md, \"Running ClickHouse as a cluster\"); the server at %s has %q and %s", db.addr, balancing, preferLocal)
+	}
+	return nil
+}
+
+// clusterServers returns the address of every server of the cluster as
+// the server at cfg.Addr lists it in system.clusters (host_address and
+// port; with clickhouse.tls the cluster's remote_servers must list the
+// secure ports), and the shard of each.
+func (db *DB) clusterServers(ctx context.Context, cfg schemas.ClickHouseConfig) (addrs []string, shards []uint32, err error) {
+	rows, err := db.conn.Query(ctx, "SELECT host_address, toUInt32(port), toUInt32(shard_num) FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num", cfg.Cluster)
+	if err != nil {
+		return nil, nil, fmt.Errorf("clickhouse: reading cluster %s (clickhouse.cluster) from system.clusters of %s: %w", cfg.Cluster, cfg.Addr, err)
+	}
+	replicas := map[uint32]int{}
+	for rows.Next() {
+		var host string
+		var p, shard uint32
+		if err := rows.Scan(&host, &p, &shard); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
+		}
+		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(int(p))))
+		shards = append(shards, shard)
+		replicas[shard]++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("clickhouse: reading cluster %s from system.clusters: %w", cfg.Cluster, err)
+	}
+	if len(addrs) == 0 {
+		return nil, nil, fmt.Errorf("clickhouse: clickhouse.cluster %q: the server at %s has no such cluster in its remote_servers", cfg.Cluster, cfg.Addr)
+	}
+	for _, n := range replicas {
+		if n > 1 && !cfg.Replicated {
+			return nil, nil, fmt.Errorf("clickhouse: cluster %s has shards of several replicas; set clickhouse.replicated (Replicated tables), or list one server per shard", cfg.Cluster)
+		}
+	}
+	return addrs, shards, nil
+}
+
+// Cluster returns clickhouse.cluster ("" on one server).
+func (db *DB) Cluster() string { return db.cluster }
+
+// local is the table that holds a sharded table's rows on each server:
+// LocalTable on a cluster, the table itself on one server.
+func (db *DB) local(table string) string {
+	if db.cluster == "" {
+		return table
+	}
+	return LocalTable(table)
+}
+
+// forEach calls fn with each server of the cluster in turn (a DB bound
+// to that server alone), or with db itself on one server. It is what ON
+// CLUSTER would do, without the ZooKeeper that ON CLUSTER needs
+// (docs/architecture.md, "ClickHouse clusters"). It stops at the first
+// error, naming the server.
+func (db *DB) forEach(fn func(s *DB) error) error {
+	if len(db.servers) == 0 {
+		return fn(db)
+	}
+	for _, s := range db.servers {
+		if err := fn(s); err != nil {
+			return fmt.Errorf("on server %s: %w", s.addr, err)
+		}
+	}
+	return nil
+}
+
+// forEachWriter is forEach for a change that replication carries to the
+// other replicas (ALTER … DELETE): on a replicated cluster fn gets the
+// first server of each shard, or, for a shared table (replicated on every
+// server), the first server alone; otherwise every server.
+func (db *DB) forEachWriter(shared bool, fn func(s *DB) error) error {
+	if !db.replicated || len(db.servers) == 0 {
+		return db.forEach(fn)
+	}
+	seen := map[uint32]bool{}
+	for _, s := range db.servers {
+		if seen[s.shard] || (shared && len(seen) > 0) {
+			continue
+		}
+		seen[s.shard] = true
+		if err := fn(s); err != nil {
+			return fmt.Errorf("on server %s: %w", s.addr, err)
+		}
+	}
+	return nil
+}
+
+// replicaSyncTimeout bounds how long a batch load waits for the other
+// replicas of a replicated cluster to hold the run it loaded.
+const replicaSyncTimeout = 5 * time.Minute
+
+// waitRunReplicated waits, on a replicated cluster, until every replica
+// of each shard holds as many rows of the run in table (a sharded table's
+// local name) as the shard's first replica: then a reader that fails over
+// to another replica after the run is published reads all of it.
+func (db *DB) waitRunReplicated(ctx context.Context, table, runID string) error {
+	if !db.replicated || len(db.servers) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(replicaSyncTimeout)
+	for {
+		want := map[uint32]uint64{}
+		behind := ""
+		for _, s := range db.servers {
+			var n uint64
+			if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count() FROM %s WHERE run_id = ?", qualified(s.db, table)), runID).Scan(&n); err != nil {
+				return fmt.Errorf("clickhouse: counting run %s in %s on %s: %w", runID, table, s.addr, err)
+			}
+			if w, ok := want[s.shard]; !ok {
+				want[s.shard] = n
+			} else if n != w && behind == "" {
+				behind = fmt.Sprintf("%s holds %d rows of run %s in %s, the shard's first replica %d", s.addr, n, runID, table, w)
+			}
+		}
+		if behind == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("clickhouse: replication did not catch up within %s: %s", replicaSyncTimeout, behind)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // Conn returns the underlying connection pool, for queries this package does
 // not offer. Do not close it; call DB.Close.
 func (db *DB) Conn() driver.Conn { return db.conn }
@@ -110,7 +313,12 @@ func (db *DB) Database() string { return db.db }
 func (db *DB) ServerVersion() Version { return db.version }
 
 // Close closes every connection of the pool.
-func (db *DB) Close() error { return db.conn.Close() }
+func (db *DB) Close() error {
+	for _, s := range db.servers {
+		s.Close()
+	}
+	return db.conn.Close()
+}
 
 // Ping checks that the server answers; readiness checks use it.
 func (db *DB) Ping(ctx context.Context) error { return db.conn.Ping(ctx) }

@@ -22,6 +22,13 @@ func SpeedTable(view string) string { return view + "_speed" }
 // BatchTable is the table of a view's batch rows (one partition per run).
 func BatchTable(view string) string { return view + "_batch" }
 
+// LocalTable is, on a cluster (clickhouse.cluster), the table on each
+// server that holds that server's shard of a sharded table's rows; the
+// table of the plain name is then the Distributed table over them, which
+// every reader and writer uses. Without a cluster the plain name is the
+// table itself.
+func LocalTable(table string) string { return table + "_local" }
+
 // MergedView is the SQL view answering a view's exact measures from batch
 // and speed rows; it has the view's own name.
 func MergedView(view string) string { return view }
@@ -73,6 +80,10 @@ type object struct {
 	// appendable is how many of the last columns a table created by an
 	// older tandem may lack (the SQL state columns), which Migrate adds.
 	appendable int
+	// shardKey is the sharding expression of a table of one view or
+	// stream on a cluster (clustered); "" for the shared tables, which
+	// every server holds whole.
+	shardKey string
 }
 
 // DDL returns every statement that creates tandem's ClickHouse objects for
@@ -136,7 +147,56 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 			objs = append(objs, rawObject(db, s, v))
 		}
 	}
+	if cfg.ClickHouse.Cluster != "" {
+		objs = clustered(db, cfg.ClickHouse.Cluster, cfg.ClickHouse.Replicated, objs)
+	}
 	return objs
+}
+
+// clustered turns each sharded table of objs into its local table (the
+// same engine, named LocalTable) followed by a Distributed table of the
+// plain name over the cluster, sharded by the table's shardKey
+// (docs/architecture.md, "ClickHouse clusters"). Shared tables, views and
+// field records stay as they are: Migrate creates them on every server.
+//
+// replicated (clickhouse.replicated) turns the local tables into
+// Replicated ones, each shard's replicas sharing a ZooKeeper path by the
+// {shard} macro, and the shared tables into Replicated tables that every
+// server of the cluster replicates (one path for all).
+func clustered(db, cluster string, replicated bool, objs []object) []object {
+	out := make([]object, 0, len(objs)+8)
+	for _, o := range objs {
+		if o.Kind != KindTable {
+			out = append(out, o)
+			continue
+		}
+		if o.shardKey == "" {
+			if replicated {
+				o.SQL = replicatedEngine(o.SQL, fmt.Sprintf("/clickhouse/tables/all/%s/%s", db, o.Object))
+				o.definition += "\nreplicated: on every server of " + cluster
+			}
+			out = append(out, o)
+			continue
+		}
+		local := o
+		local.Object = LocalTable(o.Object)
+		local.SQL = strings.Replace(o.SQL, qualified(db, o.Object)+" (", qualified(db, local.Object)+" (", 1)
+		local.definition += "\ncluster: " + cluster + " (this server's shard)"
+		if replicated {
+			local.SQL = replicatedEngine(local.SQL, fmt.Sprintf("/clickhouse/tables/{shard}/%s/%s", db, local.Object))
+			local.definition += "\nreplicated: by shard"
+		}
+		cols := make([]col, len(o.columns))
+		for i := range cols {
+			cols[i] = col{o.columns[i], o.types[i]}
+		}
+		dist := o
+		dist.SQL = createTable(db, o.Object, cols, fmt.Sprintf("Distributed(%s, %s, %s, %s)",
+			quoteString(cluster), quoteString(db), quoteString(local.Object), o.shardKey))
+		dist.definition += "\ncluster: " + cluster + "\nsharded by: " + o.shardKey
+		out = append(out, local, dist)
+	}
+	return out
 }
 
 type col struct{ name, typ string }
@@ -187,6 +247,32 @@ func sharedTableAppended(db, name, def string, cols, appended []col, engine stri
 		types:      colTypes(all),
 		appendable: len(appended),
 	}
+}
+
+// replicatedEngine rewrites the engine of a CREATE TABLE statement
+// (createTable's "ENGINE = X…" at its end) to its Replicated form with the
+// ZooKeeper path and the {replica} macro as the first arguments:
+// "ReplacingMergeTree(version) ORDER BY …" becomes
+// "ReplicatedReplacingMergeTree('path', '{replica}', version) ORDER BY …".
+func replicatedEngine(sql, path string) string {
+	i := strings.LastIndex(sql, ") ENGINE = ") + len(") ENGINE = ")
+	engine := sql[i:]
+	name := engine
+	if j := strings.IndexAny(engine, " ("); j >= 0 {
+		name = engine[:j]
+	}
+	rest := engine[len(name):]
+	args := quoteString(path) + ", '{replica}'"
+	if strings.HasPrefix(rest, "(") {
+		if strings.HasPrefix(rest, "()") {
+			rest = "(" + args + rest[1:]
+		} else {
+			rest = "(" + args + ", " + rest[1:]
+		}
+	} else {
+		rest = "(" + args + ")" + rest
+	}
+	return sql[:i] + "Replicated" + name + rest
 }
 
 // ColumnType returns the ClickHouse type tandem stores a column as on a
@@ -285,6 +371,9 @@ func speedObject(db string, view *schemas.View, chunkSize int64, v Version) obje
 	engine := fmt.Sprintf("ReplacingMergeTree(version) PARTITION BY kafka_partition ORDER BY (kafka_partition, chunk, window_start%s)", dimsKey(view))
 	name := SpeedTable(view.Name)
 	return object{
+		// Sharded by partition: every version of a row, and every row of
+		// a chunk, is on one shard, so FINAL on each shard is FINAL.
+		shardKey:  schemas.ColKafkaPartition,
 		Statement: Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
 		// chunk numbers mean offsets/chunk_size: another chunk_size makes
 		// stored rows meaningless.
@@ -295,6 +384,13 @@ func speedObject(db string, view *schemas.View, chunkSize int64, v Version) obje
 	}
 }
 
+// batchShardKey shards batch and level rows over a cluster by their
+// window: nothing upserts them (a run is loaded once, copied and dropped
+// whole), so any key that spreads them works, and a hash of the window
+// spreads every time range a query asks for over all shards. It leaves
+// run_id out, so a row carried into the next run stays on its shard.
+const batchShardKey = "cityHash64(toUInt32(window_start))"
+
 // batchObject: one partition per run, so a run is loaded beside the current
 // one and old runs are dropped whole.
 func batchObject(db string, view *schemas.View, v Version) object {
@@ -302,6 +398,7 @@ func batchObject(db string, view *schemas.View, v Version) object {
 	engine := fmt.Sprintf("MergeTree PARTITION BY run_id ORDER BY (window_start%s)", dimsKey(view))
 	name := BatchTable(view.Name)
 	return object{
+		shardKey:   batchShardKey,
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view),
 		columns:    colNames(cols),
@@ -512,6 +609,9 @@ func rawObject(db string, s *schemas.Stream, v Version) object {
 	}
 	name := RawTable(s.Name)
 	return object{
+		// By partition, as the speed rows: a replayed message lands on the
+		// shard of its first copy and replaces it there.
+		shardKey:   "_partition",
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: s.Name, SQL: createTable(db, name, cols, engine)},
 		definition: "stream: " + s.Name + "\nfields: [" + strings.Join(fields, ", ") + "]",
 		columns:    colNames(cols),
@@ -569,7 +669,15 @@ func checkNames(cfg *schemas.Config) error {
 		TableAbsorbed:   "tandem's shared table",
 	}
 	var problems []string
-	claim := func(name, who string) {
+	var claim func(name, who string)
+	// On a cluster a sharded table has a local table beside it.
+	sharded := func(name, who string) {
+		claim(name, who)
+		if cfg.ClickHouse.Cluster != "" {
+			claim(LocalTable(name), who)
+		}
+	}
+	claim = func(name, who string) {
 		if !identPattern.MatchString(name) {
 			problems = append(problems, fmt.Sprintf("%s needs a ClickHouse object named %q, which is not a valid name (lower-case letters, digits and _, at most 63 characters)", who, name))
 			return
@@ -583,10 +691,10 @@ func checkNames(cfg *schemas.Config) error {
 	for _, v := range cfg.Views {
 		who := fmt.Sprintf("view %q", v.Name)
 		claim(MergedView(v.Name), who)
-		claim(SpeedTable(v.Name), who)
-		claim(BatchTable(v.Name), who)
+		sharded(SpeedTable(v.Name), who)
+		sharded(BatchTable(v.Name), who)
 		if len(v.Levels()) > 0 {
-			claim(LevelsTable(v.Name), who)
+			sharded(LevelsTable(v.Name), who)
 			for _, l := range v.Levels() {
 				claim(LevelView(v.Name, l), who+" (level "+l.String()+")")
 			}
@@ -594,7 +702,7 @@ func checkNames(cfg *schemas.Config) error {
 	}
 	for _, s := range cfg.Streams {
 		if s.RawEvents {
-			claim(RawTable(s.Name), fmt.Sprintf("stream %q (raw_events)", s.Name))
+			sharded(RawTable(s.Name), fmt.Sprintf("stream %q (raw_events)", s.Name))
 		}
 	}
 	if len(problems) > 0 {

@@ -81,6 +81,7 @@ func levelObjects(db string, view *schemas.View, v Version, streamViews []string
 	engine := fmt.Sprintf("MergeTree PARTITION BY run_id ORDER BY (level, window_start%s)", dimsKey(view))
 	name := LevelsTable(view.Name)
 	objs := []object{{
+		shardKey:   batchShardKey,
 		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view) + "\nlevels: exact measures",
 		columns:    colNames(cols),
@@ -265,7 +266,7 @@ func (db *DB) LoadLevels(ctx context.Context, v *schemas.View, m *schemas.Manife
 	if len(have) == len(levels) && check(have) == nil {
 		return nil
 	}
-	table := qualified(db.db, LevelsTable(v.Name))
+	table := qualified(db.db, db.local(LevelsTable(v.Name)))
 	if len(have) > 0 {
 		drop, _ := dropRunClause(m.RunID)
 		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", table, drop)); err != nil {
@@ -273,14 +274,17 @@ func (db *DB) LoadLevels(ctx context.Context, v *schemas.View, m *schemas.Manife
 		}
 	}
 	for _, l := range levels {
-		if err := db.exec(ctx, levelInsertSQL(db.db, v, l), m.RunID); err != nil {
+		if err := db.execHere(ctx, levelInsertSQL(db.db, v, l), m.RunID); err != nil {
 			return fmt.Errorf("clickhouse: building level %s of run %s of %s: %w", l, m.RunID, v.Name, err)
 		}
 	}
 	if have, err = db.levelRows(ctx, v, m.RunID); err != nil {
 		return err
 	}
-	return check(have)
+	if err := check(have); err != nil {
+		return err
+	}
+	return db.waitRunReplicated(ctx, db.local(LevelsTable(v.Name)), m.RunID)
 }
 
 // levelInsertSQL builds level l of one run ('?': the run id) in
@@ -337,7 +341,7 @@ func (db *DB) dropOldLevels(ctx context.Context, v *schemas.View, current string
 		if err != nil {
 			return err
 		}
-		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", table, clause)); err != nil {
+		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, db.local(LevelsTable(v.Name))), clause)); err != nil {
 			return fmt.Errorf("clickhouse: dropping the levels of run %s of %s: %w", id, v.Name, err)
 		}
 	}

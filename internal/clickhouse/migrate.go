@@ -42,6 +42,9 @@ type Change struct {
 	Kind   ObjectKind
 	Owner  string
 	Action Action
+	// Server is the server of the cluster the change was made on
+	// (host:port); "" on one server.
+	Server string
 }
 
 // Report says what Migrate did.
@@ -84,6 +87,9 @@ func (r Report) String() string {
 		case c.Object != "":
 			name += "." + c.Object
 		}
+		if c.Server != "" {
+			name += " on " + c.Server
+		}
 		fmt.Fprintf(&b, "  %-10s %-8s %s\n", c.Action, c.Kind, name)
 	}
 	for _, n := range r.Notes {
@@ -118,7 +124,87 @@ type metaRecord struct {
 // rows, batch runs and raw events are lost (the batch layer recomputes them
 // from the master dataset on its next run). Merged SQL views hold no data,
 // so a changed one is simply replaced.
+//
+// On a cluster (clickhouse.cluster) it migrates every server of the
+// cluster in turn, each against its own schema_meta, as ON CLUSTER would
+// without ZooKeeper: the report lists each server's changes (Change.Server)
+// and is up to date when every server was.
 func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...string) (Report, error) {
+	if cfg.ClickHouse.Cluster != db.cluster {
+		return Report{Database: db.db, ServerVersion: db.version}, fmt.Errorf("clickhouse: configuration names cluster %q (clickhouse.cluster) but the connection was opened for %q", cfg.ClickHouse.Cluster, db.cluster)
+	}
+	if len(db.servers) == 0 {
+		return db.migrateServer(ctx, cfg, recreate)
+	}
+	all := Report{Database: db.db, ServerVersion: db.version}
+	// The recreated objects go on every server before any is created
+	// again: a Replicated table created anew beside a replica that still
+	// has the old one would fetch the old rows from it.
+	if len(recreate) > 0 && checkNames(cfg) == nil {
+		for _, o := range objects(cfg, db.version) {
+			if o.Kind == KindFields || !slices.Contains(recreate, o.Owner) {
+				continue
+			}
+			if err := db.exec(ctx, "DROP TABLE IF EXISTS "+qualified(db.db, o.Object)); err != nil {
+				return all, fmt.Errorf("clickhouse: dropping %s: %w", describe(o), err)
+			}
+		}
+	}
+	for _, s := range db.servers {
+		rep, err := s.migrateServer(ctx, cfg, recreate)
+		for _, c := range rep.Changes {
+			c.Server = s.addr
+			all.Changes = append(all.Changes, c)
+		}
+		for _, n := range rep.Notes {
+			if !slices.Contains(all.Notes, n) {
+				all.Notes = append(all.Notes, n)
+			}
+		}
+		if err != nil {
+			return all, fmt.Errorf("on server %s: %w", s.addr, err)
+		}
+	}
+	if cfg.ClickHouse.Replicated {
+		return all, db.waitReplicasActive(ctx)
+	}
+	return all, nil
+}
+
+// replicaStartTimeout bounds how long Migrate waits for the replicas of
+// a replicated cluster to be active.
+const replicaStartTimeout = time.Minute
+
+// waitReplicasActive waits until every Replicated table of the database
+// has all its replicas active on every server: a replica created a moment
+// ago is not active yet, and a quorum insert into it would be refused.
+func (db *DB) waitReplicasActive(ctx context.Context) error {
+	deadline := time.Now().Add(replicaStartTimeout)
+	return db.forEach(func(s *DB) error {
+		for {
+			var missing uint64
+			var example string
+			err := s.conn.QueryRow(ctx, "SELECT count(), any(table) FROM system.replicas WHERE database = ? AND active_replicas < total_replicas", s.db).Scan(&missing, &example)
+			if err != nil {
+				return fmt.Errorf("clickhouse: reading system.replicas: %w", err)
+			}
+			if missing == 0 {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("clickhouse: %d Replicated table(s) (%s, …) still lack active replicas after %s: is every server of the cluster up and on ZooKeeper?", missing, example, replicaStartTimeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// migrateServer is Migrate on one server.
+func (db *DB) migrateServer(ctx context.Context, cfg *schemas.Config, recreate []string) (Report, error) {
 	rep := Report{Database: db.db, ServerVersion: db.version}
 	if cfg.ClickHouse.Database != db.db {
 		return rep, fmt.Errorf("clickhouse: configuration names database %q but the connection was opened for %q", cfg.ClickHouse.Database, db.db)
@@ -488,7 +574,16 @@ func (db *DB) unpublish(ctx context.Context, view string) error {
 	return nil
 }
 
+// exec runs a statement that changes what a server holds (DDL, ALTER of
+// a table, never an INSERT) on every server of the cluster, or on the one
+// server.
 func (db *DB) exec(ctx context.Context, sql string, args ...any) error {
+	return db.forEach(func(s *DB) error { return s.conn.Exec(ctx, sql, args...) })
+}
+
+// execHere runs a statement on the connected server alone: an INSERT …
+// SELECT into a Distributed table, which writes each shard's rows to it.
+func (db *DB) execHere(ctx context.Context, sql string, args ...any) error {
 	return db.conn.Exec(ctx, sql, args...)
 }
 
@@ -497,9 +592,16 @@ const mutationPoll = 50 * time.Millisecond
 
 // mutate runs ALTER TABLE <table> <clause> and waits until the server has
 // applied it: 18.16 runs mutations in the background and has no
-// mutations_sync setting, so the wait polls system.mutations.
+// mutations_sync setting, so the wait polls system.mutations. On a
+// cluster it does so on every server; table names what each server holds
+// (db.local of a sharded table).
 func (db *DB) mutate(ctx context.Context, table, clause string, args ...any) error {
-	if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, table), clause), args...); err != nil {
+	shared := table == TableAbsorbed || table == TableRuns || table == TableSchemaMeta
+	return db.forEachWriter(shared, func(s *DB) error { return s.mutateHere(ctx, table, clause, args...) })
+}
+
+func (db *DB) mutateHere(ctx context.Context, table, clause string, args ...any) error {
+	if err := db.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, table), clause), args...); err != nil {
 		return fmt.Errorf("clickhouse: ALTER TABLE %s %s: %w", table, clause, err)
 	}
 	for {

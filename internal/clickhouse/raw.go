@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -56,10 +57,28 @@ func (db *DB) DeleteExpiredRawEvents(ctx context.Context, s *schemas.Stream, now
 	if !s.RawEvents || s.RawRetention <= 0 {
 		return nil, nil
 	}
+	// On a cluster each server drops the days of its own shard.
+	var all []int
+	err := db.forEach(func(server *DB) error {
+		days, err := server.deleteExpiredRawDays(ctx, s, now)
+		for _, d := range days {
+			if !slices.Contains(all, d) {
+				all = append(all, d)
+			}
+		}
+		return err
+	})
+	slices.Sort(all)
+	return all, err
+}
+
+// deleteExpiredRawDays is DeleteExpiredRawEvents on the connected server.
+func (db *DB) deleteExpiredRawDays(ctx context.Context, s *schemas.Stream, now time.Time) ([]int, error) {
+	table := db.local(RawTable(s.Name))
 	cutoff := now.UTC().Add(-s.RawRetention.D())
-	rows, err := db.conn.Query(ctx, rawDaysSQL(), db.db, RawTable(s.Name))
+	rows, err := db.conn.Query(ctx, rawDaysSQL(), db.db, table)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse: listing the days of %s: %w", RawTable(s.Name), err)
+		return nil, fmt.Errorf("clickhouse: listing the days of %s: %w", table, err)
 	}
 	var days []int
 	for rows.Next() {
@@ -82,8 +101,8 @@ func (db *DB) DeleteExpiredRawEvents(ctx context.Context, s *schemas.Stream, now
 		return nil, err
 	}
 	for i, d := range days {
-		if err := db.exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, RawTable(s.Name)), dropDayClause(d))); err != nil {
-			return days[:i], fmt.Errorf("clickhouse: dropping day %d of %s: %w", d, RawTable(s.Name), err)
+		if err := db.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", qualified(db.db, table), dropDayClause(d))); err != nil {
+			return days[:i], fmt.Errorf("clickhouse: dropping day %d of %s: %w", d, table, err)
 		}
 	}
 	return days, nil

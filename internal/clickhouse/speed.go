@@ -543,5 +543,5 @@ func (db *DB) DeleteAbsorbedSpeedRows(ctx context.Context, v *schemas.View, belo
 	if n == 0 {
 		return nil
 	}
-	return db.mutate(ctx, SpeedTable(v.Name), clause)
+	return db.mutate(ctx, db.local(SpeedTable(v.Name)), clause)
 }

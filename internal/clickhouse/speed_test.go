@@ -350,6 +350,12 @@ func goMerged(t *testing.T, db *DB, v *schemas.View) map[schemas.RowKey]exact {
 func TestMergedViewEqualsTruthAcrossBatchRuns(t *testing.T) {
 	cfg := parseConfig(t, testConfigYAML)
 	db, _ := migrated(t, cfg)
+	mergedViewAcrossBatchRuns(t, cfg, db)
+}
+
+// mergedViewAcrossBatchRuns checks the merged SQL view and serving's
+// reads against the truth through two batch runs, on a migrated db.
+func mergedViewAcrossBatchRuns(t *testing.T, cfg *schemas.Config, db *DB) {
 	ctx := testCtx(t)
 	v := cfg.View("clicks_by_country")
 	s := cfg.Stream("clicks")

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse/chstate"
@@ -168,11 +169,16 @@ func blockOf(t *testing.T, v *schemas.View, evs []testEvent, chunkSize int64, ba
 func TestAnalystSketchSQL(t *testing.T) {
 	cfg := parseConfig(t, testConfigYAML)
 	db, srv := migrated(t, cfg)
+	analystSketchSQL(t, cfg, db, srv.AnalystConn(t))
+}
+
+// analystSketchSQL is TestAnalystSketchSQL on a migrated db, the analyst
+// connected through analyst.
+func analystSketchSQL(t *testing.T, cfg *schemas.Config, db *DB, analyst driver.Conn) {
 	ctx := testCtx(t)
 	v := cfg.View("clicks_by_country")
 	s := cfg.Stream("clicks")
 	evs := makeEvents(s, 1500, 3, 9)
-	analyst := srv.AnalystConn(t)
 
 	check := func(stage string) {
 		t.Helper()

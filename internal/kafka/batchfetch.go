@@ -65,7 +65,8 @@ func (r *Record) Message(topic string, partition int32) (Message, error) {
 // for a consumer that handles records in bulk (the archiver). It speaks the
 // Fetch API (v4, which every Kafka from 0.11 to 4.x serves) on its own
 // connection to the partition's leader and parses record batches in place
-// with franz-go's kmsg: one read per response, no copy and no allocation
+// (franz-go's kmsg for the response and batch headers, appendRecords for
+// the records): one read per response, no copy and no allocation
 // per record, no goroutine hand-off per record. kafka-go's Reader (which
 // tandem no longer uses) copies every key and value into fresh slices and
 // passes every message through a channel, which costs about 2 µs a
@@ -99,9 +100,8 @@ type BatchFetcher struct {
 	// maxInflate replaces maxDecompressed when set (tests).
 	maxInflate int
 	// Reused from response to response: the topic and partition slices
-	// of resp, the header slice of rec.
+	// of resp.
 	resp kmsg.FetchResponse
-	rec  kmsg.Record
 }
 
 // BatchFetcher returns a fetcher of the claim's partition starting at
@@ -426,10 +426,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // on, and advances f.next past every complete batch. A truncated batch at
 // the end (the broker cuts at max_bytes) is left for the next fetch.
 //
-// kmsg decodes each batch's header (kmsg.RecordBatch) and each record
-// (kmsg.Record); the framing Kafka leaves to the client (where a batch of
-// the record set ends, where a record of a batch ends) and the checksum
-// are the client's, here as in franz-go's own consumer.
+// kmsg decodes each batch's header (kmsg.RecordBatch); the framing Kafka
+// leaves to the client (where a batch of the record set ends) and the
+// checksum are the client's, here as in franz-go's own consumer. The
+// records are read by appendRecords, which decodes only the fields a
+// Record holds (kmsg.Record would decode every header of every record, the
+// larger part of the parsing of an uncompressed response;
+// docs/performance.md).
 //
 // The batches' inflated bytes count against maxDecompressed (maxInflate in
 // tests) for the whole response: a batch that would go past it is left for
@@ -442,7 +445,6 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 		budget = f.maxInflate
 	}
 	first := len(dst)
-	rec := &f.rec
 	for len(b) >= 17 {
 		// The batch's base offset and length, then the rest of it.
 		size := int(int32(be.Uint32(b[8:])))
@@ -485,28 +487,10 @@ func (f *BatchFetcher) parseRecords(b []byte, dst []Record) ([]Record, error) {
 			budget -= len(out)
 			recs = out
 		}
-		logAppend := batch.Attributes&0x8 != 0
-		for range batch.NumRecords {
-			length, n := binary.Varint(recs)
-			if n <= 0 || length < 0 || length > int64(len(recs)-n) {
-				return dst, fmt.Errorf("kafka: %s/%d offset %d: malformed record", f.topic, f.partition, base)
-			}
-			one := recs[: n+int(length) : n+int(length)]
-			recs = recs[n+int(length):]
-			// Unsafe: rec's header keys point into the batch; they are
-			// dropped at the next record (HeaderMap decodes again).
-			if err := rec.UnsafeReadFrom(one); err != nil {
-				return dst, fmt.Errorf("kafka: %s/%d offset %d: malformed record", f.topic, f.partition, base)
-			}
-			ts := batch.FirstTimestamp + rec.TimestampDelta64
-			if logAppend {
-				ts = batch.MaxTimestamp
-			}
-			off := base + int64(rec.OffsetDelta)
-			if off < f.next {
-				continue
-			}
-			dst = append(dst, Record{Offset: off, Time: time.UnixMilli(ts), Key: rec.Key, Value: rec.Value, raw: one})
+		ts := batchTimes{first: batch.FirstTimestamp, max: batch.MaxTimestamp, logAppend: batch.Attributes&0x8 != 0}
+		var err error
+		if dst, err = appendRecords(dst, recs, int(batch.NumRecords), base, end, f.next, ts); err != nil {
+			return dst, fmt.Errorf("kafka: %s/%d offset %d: %w", f.topic, f.partition, base, err)
 		}
 		f.next = end
 	}

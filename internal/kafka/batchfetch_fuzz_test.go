@@ -1,10 +1,12 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"testing"
 	"time"
@@ -189,4 +191,77 @@ func TestInflateBudgetIsPerFetch(t *testing.T) {
 	_, _, err = parseAny(bf, resp)
 	require.ErrorIs(t, err, errInflateBudget)
 	require.Equal(t, int64(0), bf.next)
+}
+
+// FuzzAppendRecords feeds appendRecords, the record decoder, with
+// mutations of record bytes as a producer writes them (headers, null and
+// empty keys and values, large timestamp deltas), without the batch
+// checksum that keeps FuzzParseFetchResponse's mutations from reaching
+// it: it must return an error or records of strictly increasing offsets in
+// [max(base, from), end), never panic; and each record it returns must be
+// what kmsg.Record decodes from the same bytes wherever kmsg can decode
+// them (offset, time, key, value), with HeaderMap giving kmsg's headers.
+func FuzzAppendRecords(f *testing.F) {
+	var recs []byte
+	for _, r := range []kmsg.Record{
+		{OffsetDelta: 0, TimestampDelta64: 0, Key: []byte("k0"), Value: []byte(`{"event_id":"e0"}`),
+			Headers: []kmsg.Header{{Key: HeaderStream, Value: []byte("pageviews")}, {Key: HeaderSchema, Value: []byte("0123")}}},
+		{OffsetDelta: 1, TimestampDelta64: 1 << 40, Value: []byte(`{}`)},
+		{OffsetDelta: 3, TimestampDelta64: -5, Key: []byte{}, Value: nil, Headers: []kmsg.Header{{Key: "", Value: nil}}},
+	} {
+		body := r.AppendTo(nil) // with Length 0, one byte
+		r.Length = int32(len(body) - 1)
+		recs = r.AppendTo(recs)
+	}
+	f.Add(recs, uint16(3), int64(100), uint16(4), int64(0), false)
+	f.Add(recs, uint16(3), int64(100), uint16(4), int64(102), true)
+	f.Add(recs[:len(recs)-3], uint16(3), int64(0), uint16(4), int64(0), false)
+	f.Fuzz(func(t *testing.T, recs []byte, count uint16, base int64, span uint16, from int64, logAppend bool) {
+		if base < 0 || base > 1<<50 || from < 0 || span == 0 {
+			return
+		}
+		end := base + int64(span)
+		ts := batchTimes{first: 1_700_000_000_000, max: 1_700_000_000_999, logAppend: logAppend}
+		got, err := appendRecords(nil, recs, int(count), base, end, from, ts)
+		if err != nil {
+			return
+		}
+		prev := max(base, from) - 1
+		for _, r := range got {
+			if r.Offset <= prev || r.Offset >= end {
+				t.Fatalf("offset %d after %d, batch [%d, %d) from %d", r.Offset, prev, base, end, from)
+			}
+			prev = r.Offset
+			var k kmsg.Record
+			if k.ReadFrom(r.raw) != nil {
+				continue
+			}
+			wantTime := ts.first + k.TimestampDelta64
+			if logAppend {
+				wantTime = ts.max
+			}
+			if base+int64(k.OffsetDelta) != r.Offset || wantTime != r.Time.UnixMilli() ||
+				!bytes.Equal(k.Key, r.Key) || (k.Key == nil) != (r.Key == nil) ||
+				!bytes.Equal(k.Value, r.Value) || (k.Value == nil) != (r.Value == nil) {
+				t.Fatalf("record %d decodes as offset %d, time %d, key %q, value %q; kmsg: delta %d, time %d, key %q, value %q",
+					r.Offset, r.Offset, r.Time.UnixMilli(), r.Key, r.Value, k.OffsetDelta, wantTime, k.Key, k.Value)
+			}
+			h, err := r.HeaderMap()
+			if err != nil {
+				t.Fatalf("offset %d: %v", r.Offset, err)
+			}
+			if !maps.Equal(h, headerMapOf(k.Headers)) {
+				t.Fatalf("offset %d: headers %v, kmsg %v", r.Offset, h, k.Headers)
+			}
+		}
+	})
+}
+
+// headerMapOf is what HeaderMap returns for kmsg's headers.
+func headerMapOf(hs []kmsg.Header) map[string]string {
+	m := map[string]string{}
+	for _, x := range hs {
+		m[x.Key] = string(x.Value)
+	}
+	return m
 }

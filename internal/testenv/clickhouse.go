@@ -57,6 +57,12 @@ type ClickHouseServer struct {
 	securePort int
 	certs      *Certs // TLS certificates; nil: no secure port
 	proc       *process
+	// clusterXML is the rendered config.d/cluster.xml of a server of a
+	// ClickHouseShards cluster; "" for a lone server.
+	clusterXML string
+	// zooKeeperXML is config.d/zookeeper.xml (the ZooKeeper and the
+	// macros) of a server of a replicated cluster; "" otherwise.
+	zooKeeperXML string
 }
 
 // ClickHouse starts a dedicated ClickHouse server for the test on free
@@ -81,11 +87,132 @@ func ClickHouseTLS(t testing.TB, certs *Certs) *ClickHouseServer {
 
 func startClickHouse(t testing.TB, certs *Certs) *ClickHouseServer {
 	t.Helper()
+	s := newClickHouse(t, certs)
+	root := RepoRoot(t)
+	// FreePort releases the port before the server binds it; if another
+	// process grabbed it in between, the server exits at once, and we try
+	// again with new ports.
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		s.pickPorts(t)
+		if err := s.render(root); err != nil {
+			t.Fatalf("testenv: rendering ClickHouse config: %v", err)
+		}
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+		_ = s.proc.stop(syscall.SIGKILL, 5*time.Second)
+	}
+	t.Fatalf("testenv: ClickHouse did not start: %v", lastErr)
+	return nil
+}
+
+// ClickHouseCluster is n ClickHouse servers that each know the others as
+// the shards of one cluster.
+type ClickHouseCluster struct {
+	// Name is the cluster's name in every server's remote_servers, for
+	// clickhouse.cluster.
+	Name string
+	// Servers are the shards, in the order of remote_servers (shard i+1).
+	Servers []*ClickHouseServer
+}
+
+// ClickHouseShards starts n dedicated ClickHouse servers on free loopback
+// ports, each with config.d/cluster.xml rendered from
+// deploy/local/clickhouse/cluster.xml (the template scripts/clickhouse.sh
+// renders for TANDEM_CH_SHARDS): a cluster named "tandem_test" of n
+// shards, one server each. They are killed when the test ends.
+func ClickHouseShards(t testing.TB, n int) *ClickHouseCluster {
+	t.Helper()
+	return startCluster(t, n, 1, nil)
+}
+
+// ClickHouseReplicatedShards starts shards × replicas servers as the
+// cluster "tandem_test" whose shards each have `replicas` servers
+// (internal_replication: a Distributed insert writes one replica, the
+// Replicated tables copy it), all on the ZooKeeper zk, each with the
+// macros {shard} (1…shards) and {replica} (s<shard>r<replica>). Servers
+// lists them shard by shard.
+func ClickHouseReplicatedShards(t testing.TB, shards, replicas int, zk *ZooKeeperServer) *ClickHouseCluster {
+	t.Helper()
+	return startCluster(t, shards, replicas, zk)
+}
+
+func startCluster(t testing.TB, shards, replicas int, zk *ZooKeeperServer) *ClickHouseCluster {
+	t.Helper()
+	root := RepoRoot(t)
+	tmpl, err := os.ReadFile(filepath.Join(root, "deploy", "local", "clickhouse", "cluster.xml"))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	c := &ClickHouseCluster{Name: "tandem_test"}
+	for i := 0; i < shards*replicas; i++ {
+		c.Servers = append(c.Servers, newClickHouse(t, nil))
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		var xml strings.Builder
+		for i := 0; i < shards; i++ {
+			xml.WriteString("            <shard>")
+			if replicas > 1 {
+				xml.WriteString("<internal_replication>true</internal_replication>")
+			}
+			for r := 0; r < replicas; r++ {
+				s := c.Servers[i*replicas+r]
+				s.pickPorts(t)
+				fmt.Fprintf(&xml, "<replica><host>127.0.0.1</host><port>%d</port></replica>", s.tcpPort)
+			}
+			xml.WriteString("</shard>\n")
+		}
+		clusterXML := strings.NewReplacer("@CLUSTER@", c.Name, "@SHARDS@", strings.TrimSuffix(xml.String(), "\n")).Replace(string(tmpl))
+		lastErr = nil
+		for i, s := range c.Servers {
+			s.clusterXML = clusterXML
+			if zk != nil {
+				// Replicas fetch parts from each other over the interserver
+				// HTTP port; without it a replica never turns active.
+				s.zooKeeperXML = fmt.Sprintf("<?xml version=\"1.0\"?>\n<yandex>\n    <zookeeper><node><host>127.0.0.1</host><port>%d</port></node></zookeeper>\n"+
+					"    <macros><shard>%d</shard><replica>s%dr%d</replica></macros>\n"+
+					"    <interserver_http_host>127.0.0.1</interserver_http_host>\n    <interserver_http_port>%d</interserver_http_port>\n</yandex>\n",
+					zk.Port, i/replicas+1, i/replicas+1, i%replicas+1, FreePort(t))
+			}
+			if err := s.render(root); err != nil {
+				t.Fatalf("testenv: rendering ClickHouse config: %v", err)
+			}
+			if lastErr = s.start(); lastErr != nil {
+				break
+			}
+		}
+		if lastErr == nil {
+			return c
+		}
+		for _, s := range c.Servers {
+			_ = s.proc.stop(syscall.SIGKILL, 5*time.Second)
+		}
+	}
+	t.Fatalf("testenv: the ClickHouse cluster did not start: %v", lastErr)
+	return nil
+}
+
+// pickPorts chooses free loopback ports for the server.
+func (s *ClickHouseServer) pickPorts(t testing.TB) {
+	s.tcpPort, s.httpPort = FreePort(t), FreePort(t)
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tcpPort))
+	s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpPort))
+	if s.certs != nil {
+		s.securePort = FreePort(t)
+		s.SecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.securePort))
+	}
+}
+
+// newClickHouse prepares a server's data dir and clean-up; it does not
+// start it.
+func newClickHouse(t testing.TB, certs *Certs) *ClickHouseServer {
+	t.Helper()
 	argv, err := clickHouseServerArgv()
 	if err != nil {
 		missing(t, "%v; install it with `make deps` or `scripts/clickhouse.sh install`", err)
 	}
-	root := RepoRoot(t)
 	dir := t.TempDir() // registered before the kill below, so removed after it
 	s := &ClickHouseServer{
 		Database:        "tandem",
@@ -103,29 +230,7 @@ func startClickHouse(t testing.TB, certs *Certs) *ClickHouseServer {
 	}
 	// Test data dirs are thrown away, so a hard kill is the fastest cleanup.
 	t.Cleanup(func() { _ = s.proc.stop(syscall.SIGKILL, 5*time.Second) })
-
-	// FreePort releases the port before the server binds it; if another
-	// process grabbed it in between, the server exits at once, and we try
-	// again with new ports.
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		s.tcpPort, s.httpPort = FreePort(t), FreePort(t)
-		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tcpPort))
-		s.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.httpPort))
-		if certs != nil {
-			s.securePort = FreePort(t)
-			s.SecureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.securePort))
-		}
-		if err := s.render(root); err != nil {
-			t.Fatalf("testenv: rendering ClickHouse config: %v", err)
-		}
-		if lastErr = s.start(); lastErr == nil {
-			return s
-		}
-		_ = s.proc.stop(syscall.SIGKILL, 5*time.Second)
-	}
-	t.Fatalf("testenv: ClickHouse did not start: %v", lastErr)
-	return nil
+	return s
 }
 
 // clickHouseServerArgv finds the server binary. Debian's package has a
@@ -165,6 +270,28 @@ func (s *ClickHouseServer) render(root string) error {
 			return err
 		}
 		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", "tls.xml"), []byte(tr.Replace(r.Replace(string(tmpl)))), 0o644); err != nil {
+			return err
+		}
+	}
+	if s.zooKeeperXML != "" {
+		// A replicated cluster: tandem reads and writes the first healthy
+		// replica of each shard (docs/operations.md).
+		if err := os.MkdirAll(filepath.Join(s.DataDir, "users.d"), 0o755); err != nil {
+			return err
+		}
+		profile := "<?xml version=\"1.0\"?>\n<yandex><profiles><default>\n    <load_balancing>in_order</load_balancing>\n    <prefer_localhost_replica>0</prefer_localhost_replica>\n</default></profiles></yandex>\n"
+		if err := os.WriteFile(filepath.Join(s.DataDir, "users.d", "replicas.xml"), []byte(profile), 0o644); err != nil {
+			return err
+		}
+	}
+	for name, text := range map[string]string{"cluster.xml": s.clusterXML, "zookeeper.xml": s.zooKeeperXML} {
+		if text == "" {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Join(s.DataDir, "config.d"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(s.DataDir, "config.d", name), []byte(text), 0o644); err != nil {
 			return err
 		}
 	}

@@ -250,7 +250,8 @@ func BenchmarkQuantilesAddRandom(b *testing.B) {
 }
 
 // TestRadixSortIsStableSort: radixSort orders as a stable comparison sort
-// by radixKey, for keys sharing bytes and not, -0 and +0, and Inf.
+// by radixKey, for keys sharing bytes and not, -0 and +0, and Inf, short
+// inputs and long.
 func TestRadixSortIsStableSort(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	for _, gen := range []func(i int) float32{
@@ -261,13 +262,17 @@ func TestRadixSortIsStableSort(t *testing.T) {
 		},
 		func(i int) float32 { return 1000 + float32(i%300)/64 },
 	} {
-		cs := make([]centroid, 5000)
-		for i := range cs {
-			cs[i] = centroid{mean: gen(i), count: float32(i)}
+		// Both ways radixSort sorts: by insertion up to insertionMax, by
+		// radix above.
+		for _, n := range []int{2, 3, 17, insertionMax, insertionMax + 1, 300, 5000} {
+			cs := make([]centroid, n)
+			for i := range cs {
+				cs[i] = centroid{mean: gen(i), count: float32(i)}
+			}
+			want := append([]centroid(nil), cs...)
+			sort.SliceStable(want, func(i, j int) bool { return radixKey(want[i].mean) < radixKey(want[j].mean) })
+			radixSort(cs)
+			require.Equal(t, want, cs, "%d centroids", n)
 		}
-		want := append([]centroid(nil), cs...)
-		sort.SliceStable(want, func(i, j int) bool { return radixKey(want[i].mean) < radixKey(want[j].mean) })
-		radixSort(cs)
-		require.Equal(t, want, cs)
 	}
 }

@@ -117,6 +117,10 @@ func radixSort(cs []centroid) {
 	if len(cs) < 2 {
 		return
 	}
+	if len(cs) <= insertionMax {
+		insertionSort(cs)
+		return
+	}
 	bufp := radixScratch.Get().(*[]centroid)
 	defer radixScratch.Put(bufp)
 	if cap(*bufp) < len(cs) {
@@ -152,6 +156,27 @@ func radixSort(cs []centroid) {
 	}
 	if &src[0] != &cs[0] {
 		copy(cs, src)
+	}
+}
+
+// insertionMax is the longest input radixSort sorts by insertion: below
+// it the radix sort's fixed work (four 256-entry histograms, cleared and
+// summed) costs more than the comparisons. The speed layer compresses a
+// copy of every changed row's digest at each flush, most of them a few
+// values (BenchmarkSinkBlock).
+const insertionMax = 64
+
+// insertionSort is a stable insertion sort by radixKey: the same order as
+// radixSort's.
+func insertionSort(cs []centroid) {
+	for i := 1; i < len(cs); i++ {
+		c := cs[i]
+		k := radixKey(c.mean)
+		j := i
+		for ; j > 0 && radixKey(cs[j-1].mean) > k; j-- {
+			cs[j] = cs[j-1]
+		}
+		cs[j] = c
 	}
 }
 
