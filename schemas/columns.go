@@ -48,15 +48,11 @@ func FieldColumnType(t FieldType) ColumnType {
 	return ColString
 }
 
-// MeasureColumnType is how a measure's Cell is stored.
+// MeasureColumnType is how a measure's Cell is stored (its kind's
+// CellShape); a sketch column for an unknown type.
 func MeasureColumnType(t MeasureType) Column {
-	switch t {
-	case MeasureCount:
-		return Column{Type: ColInt64}
-	case MeasureSum:
-		return Column{Type: ColFloat64}
-	case MeasureMin, MeasureMax:
-		return Column{Type: ColFloat64, Nullable: true}
+	if k := KindOf(t); k != nil {
+		return k.Cell.Column()
 	}
 	return Column{Type: ColBytes}
 }
@@ -94,12 +90,12 @@ func (v *View) RowColumns() []Column {
 	return cols
 }
 
-// SQLStateColumn is the name of the column that holds a distinct or
-// quantiles measure's ClickHouse state (State.UniqHLL12, State.TDigest) in
-// view files: the measure's name and "__sql_state". It is "" for the
-// other measure types, which SQL reads from their own columns.
+// SQLStateColumn is the name of the column that holds a sketch measure's
+// ClickHouse state (State.UniqHLL12, State.TDigest) in view files: the
+// measure's name and "__sql_state". It is "" for a measure without one
+// (SQLStateNone), which SQL reads from its own column.
 func (m *Measure) SQLStateColumn() string {
-	if m.Type.Exact() {
+	if k := m.Kind(); k == nil || k.SQLState == SQLStateNone {
 		return ""
 	}
 	return m.Name + "__sql_state"

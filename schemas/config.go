@@ -704,24 +704,26 @@ func (c *Config) validateViews(p *Problems, streams map[string]*Stream) {
 				add(at("measures", j, "name"), "view %q: measure %q has the name of another dimension or measure", v.Name, m.Name)
 			}
 			used[m.Name] = true
-			switch m.Type {
-			case MeasureCount:
+			k := KindOf(m.Type)
+			switch {
+			case k == nil:
+				add(at("measures", j, "type"), "view %q: measure %q has unknown type %q (use %s)", v.Name, m.Name, m.Type, measureTypeList())
+				continue
+			case k.Field == FieldNone:
+				m.kind = k
 				if m.Field != "" {
-					add(at("measures", j, "field"), "view %q: measure %q: count takes no field", v.Name, m.Name)
+					add(at("measures", j, "field"), "view %q: measure %q: %s takes no field", v.Name, m.Name, m.Type)
 				}
 				continue
-			case MeasureSum, MeasureMin, MeasureMax, MeasureQuantiles, MeasureDistinct:
-			default:
-				add(at("measures", j, "type"), "view %q: measure %q has unknown type %q (use count, sum, min, max, distinct or quantiles)", v.Name, m.Name, m.Type)
-				continue
 			}
+			m.kind = k
 			f, ok := s.Field(m.Field)
 			switch {
 			case m.Field == "":
 				add(at("measures", j), "view %q: measure %q (%s) needs a field", v.Name, m.Name, m.Type)
 			case !ok:
 				add(at("measures", j, "field"), "view %q: measure %q reads %q, which is not a field of stream %q", v.Name, m.Name, m.Field, s.Name)
-			case m.Type != MeasureDistinct && !f.Type.Numeric():
+			case k.Field == FieldNumeric && !f.Type.Numeric():
 				add(at("measures", j, "field"), "view %q: measure %q (%s) needs a numeric field; %q is %s", v.Name, m.Name, m.Type, m.Field, f.Type)
 			default:
 				m.fieldIndex = s.FieldIndex(m.Field)

@@ -43,7 +43,7 @@ func (v *View) NewFold() *Fold { return &Fold{v: v, agg: v.NewAggregate()} }
 func (f *Fold) Add(ev *Event) {
 	for i := range f.v.Measures {
 		m := &f.v.Measures[i]
-		if m.Type != MeasureDistinct {
+		if m.Kind().Sketch != SketchHLL {
 			m.Add(&f.agg[i], ev)
 			continue
 		}

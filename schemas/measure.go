@@ -79,51 +79,18 @@ func (v *View) Merge(dst, src Aggregate) {
 }
 
 // Add folds one event into st. A measure ignores an event that lacks its
-// field; count counts every event.
+// field; a measure without a field (count) sees every event.
 func (m *Measure) Add(st *State, ev *Event) {
-	if m.Type == MeasureCount {
-		st.N++
+	k := m.Kind()
+	if k.Field == FieldNone {
+		k.Add(st, nil)
 		return
 	}
 	val := &ev.Values[m.fieldIndex] // not a copy: Add runs per event and measure
 	if !val.Set {
 		return
 	}
-	switch m.Type {
-	case MeasureSum:
-		st.Sum += val.Float
-	case MeasureMin:
-		if st.N == 0 || val.Float < st.Min {
-			st.Min = val.Float
-		}
-	case MeasureMax:
-		if st.N == 0 || val.Float > st.Max {
-			st.Max = val.Float
-		}
-	case MeasureDistinct:
-		if st.HLL == nil {
-			st.HLL = newHLL()
-		}
-		// The key is built on the stack: Insert only hashes it.
-		var buf [64]byte
-		key := appendDistinctKey(buf[:0], val)
-		st.HLL.Insert(key)
-		if st.UniqHLL12 == nil {
-			st.UniqHLL12 = new(chstate.Distinct)
-		}
-		// The same key: SQL counts 1 and "1" alike, as tandem does.
-		st.UniqHLL12.AddKey(key)
-	case MeasureQuantiles:
-		if st.DD == nil {
-			st.DD = newDD()
-			st.TDigest = new(chstate.Quantiles)
-		}
-		// Add fails only for values outside the mapping's range (beyond
-		// ±1e308-ish); the decoder already refuses non-finite numbers.
-		_ = st.DD.Add(val.Float)
-		st.TDigest.Add(val.Float)
-	}
-	st.N++
+	k.Add(st, val)
 }
 
 // Merge folds src into dst.
@@ -131,46 +98,7 @@ func (m *Measure) Merge(dst, src *State) {
 	if src.N == 0 {
 		return
 	}
-	switch m.Type {
-	case MeasureSum:
-		dst.Sum += src.Sum
-	case MeasureMin:
-		if dst.N == 0 || src.Min < dst.Min {
-			dst.Min = src.Min
-		}
-	case MeasureMax:
-		if dst.N == 0 || src.Max > dst.Max {
-			dst.Max = src.Max
-		}
-	case MeasureDistinct:
-		if src.HLL != nil {
-			if dst.HLL == nil {
-				dst.HLL = src.HLL.Clone()
-			} else {
-				_ = dst.HLL.Merge(src.HLL) // same precision by construction
-			}
-		}
-		if src.UniqHLL12 != nil {
-			if dst.UniqHLL12 == nil {
-				dst.UniqHLL12 = new(chstate.Distinct)
-			}
-			dst.UniqHLL12.Merge(src.UniqHLL12)
-		}
-	case MeasureQuantiles:
-		if src.DD != nil {
-			if dst.DD == nil {
-				dst.DD = src.DD.Copy()
-			} else {
-				_ = dst.DD.MergeWith(src.DD) // same mapping by construction
-			}
-		}
-		if src.TDigest != nil {
-			if dst.TDigest == nil {
-				dst.TDigest = new(chstate.Quantiles)
-			}
-			dst.TDigest.Merge(src.TDigest)
-		}
-	}
+	m.Kind().Merge(dst, src)
 	dst.N += src.N
 }
 
@@ -212,128 +140,52 @@ func appendDistinctKey(dst []byte, v *Value) []byte {
 }
 
 // Cell returns st as the value stored in a view row's column for this
-// measure: int64 for count, float64 for sum, *float64 for min and max (nil
-// when no event had the field), []byte for the sketches (empty when none).
+// measure, of its kind's CellShape: int64, float64, *float64 (nil when no
+// event had the field) or []byte (empty when none).
 func (m *Measure) Cell(st *State) any {
-	switch m.Type {
-	case MeasureCount:
-		return st.N
-	case MeasureSum:
-		return st.Sum
-	case MeasureMin, MeasureMax:
-		if st.N == 0 {
-			return (*float64)(nil)
-		}
-		v := st.Min
-		if m.Type == MeasureMax {
-			v = st.Max
-		}
-		return &v
-	case MeasureDistinct:
-		if st.HLL == nil {
-			return []byte{}
-		}
-		b, _ := st.HLL.MarshalBinary()
-		return b
-	case MeasureQuantiles:
-		if st.DD == nil {
-			return []byte{}
-		}
-		var b []byte
-		st.DD.Encode(&b, false)
-		return b
+	k := m.Kind()
+	switch k.Cell {
+	case CellInt64:
+		return k.Int(st)
+	case CellFloat64:
+		f, _ := k.Float(st)
+		return f
+	case CellNullableFloat64:
+		return nullableFloat(k.Float(st))
 	}
-	return nil
+	return k.Encode(st)
 }
 
 // ErrBadCell is wrapped by StateFromCell's errors: stored bytes that do not
 // decode, or a value of the wrong type.
 var ErrBadCell = errors.New("stored measure value cannot be read")
 
-// SketchBytes returns the encoded sketch of a distinct or quantiles cell:
-// []byte as written, or string as some drivers read it back; nil (or an
-// empty result) is the empty sketch. Another type is ErrBadCell.
+// SketchBytes returns the encoded sketch of a sketch cell: []byte as
+// written, or string as some drivers read it back; nil (or an empty
+// result) is the empty sketch. Another type is ErrBadCell.
 func (m *Measure) SketchBytes(cell any) ([]byte, error) {
-	switch c := cell.(type) {
-	case []byte:
-		return c, nil
-	case string:
-		return []byte(c), nil
-	case nil:
-		return nil, nil
-	default:
-		return nil, fmt.Errorf("%w: %s: %T is not bytes", ErrBadCell, m.Name, cell)
+	b, err := SketchCell(cell)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
 	}
+	return b, nil
 }
 
 // StateFromCell reads back what Cell wrote. Numbers may come as any Go
-// integer or float type and min/max as float64 or *float64 (nil = none), so
-// ClickHouse and Parquet readers can pass their values straight in. For sum,
-// N is 1 when the stored sum is non-zero, since the row count is not stored.
+// integer or float type and nullable ones as float64 or *float64 (nil =
+// none), so ClickHouse and Parquet readers can pass their values straight
+// in. For sum, N is 1 when the stored sum is non-zero, since the row count
+// is not stored.
 func (m *Measure) StateFromCell(cell any) (State, error) {
-	switch m.Type {
-	case MeasureCount:
-		n, ok := toFloat(cell)
-		if !ok || !(n >= 0 && n < math.MaxInt64) || n != math.Trunc(n) { // also refuses NaN
-			return State{}, fmt.Errorf("%w: %s: count %v", ErrBadCell, m.Name, cell)
-		}
-		return State{N: int64(n)}, nil
-	case MeasureSum:
-		f, ok := toFloat(cell)
-		if !ok {
-			return State{}, fmt.Errorf("%w: %s: sum %v", ErrBadCell, m.Name, cell)
-		}
-		st := State{Sum: f}
-		if f != 0 {
-			st.N = 1
-		}
-		return st, nil
-	case MeasureMin, MeasureMax:
-		if cell == nil {
-			return State{}, nil
-		}
-		if p, ok := cell.(*float64); ok {
-			if p == nil {
-				return State{}, nil
-			}
-			cell = *p
-		}
-		f, ok := toFloat(cell)
-		if !ok {
-			return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, cell)
-		}
-		return State{N: 1, Min: f, Max: f}, nil
-	case MeasureDistinct, MeasureQuantiles:
-		b, err := m.SketchBytes(cell)
-		if err != nil {
-			return State{}, err
-		}
-		if len(b) == 0 {
-			return State{}, nil
-		}
-		if m.Type == MeasureDistinct {
-			// Byte 1 of the encoding is the precision. The library reads
-			// any precision, but merging sketches of two precisions fails
-			// (and Merge has no error to report it), so refuse it here.
-			if len(b) > 1 && b[1] != hllPrecision {
-				return State{}, fmt.Errorf("%w: %s: distinct sketch has precision %d, want %d", ErrBadCell, m.Name, b[1], hllPrecision)
-			}
-			h := newHLL()
-			if err := h.UnmarshalBinary(b); err != nil {
-				return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
-			}
-			return State{N: 1, HLL: h}, nil
-		}
-		dd, err := decodeDD(b)
-		if err != nil {
-			return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
-		}
-		if dd.IsEmpty() {
-			return State{}, nil
-		}
-		return State{N: int64(dd.GetCount()), DD: dd}, nil
+	k := m.Kind()
+	if k == nil {
+		return State{}, fmt.Errorf("%w: unknown measure type %q", ErrBadCell, m.Type)
 	}
-	return State{}, fmt.Errorf("%w: unknown measure type %q", ErrBadCell, m.Type)
+	st, err := k.FromCell(cell)
+	if err != nil {
+		return State{}, fmt.Errorf("%w: %s: %v", ErrBadCell, m.Name, err)
+	}
+	return st, nil
 }
 
 // decodeDD decodes a DDSketch, turning the library's panics on hostile bytes
@@ -411,34 +263,10 @@ type Quantiles struct {
 	P99 float64 `json:"p99"`
 }
 
-// Result is the finished answer of st: int64 for count, float64 for sum,
-// *float64 for min and max (nil when no value), uint64 for distinct and
-// *Quantiles for quantiles (nil when no value).
-func (m *Measure) Result(st *State) any {
-	switch m.Type {
-	case MeasureCount:
-		return st.N
-	case MeasureSum:
-		return st.Sum
-	case MeasureMin, MeasureMax:
-		return m.Cell(st)
-	case MeasureDistinct:
-		if st.HLL == nil {
-			return uint64(0)
-		}
-		return st.HLL.Estimate()
-	case MeasureQuantiles:
-		if st.DD == nil || st.DD.IsEmpty() {
-			return (*Quantiles)(nil)
-		}
-		qs, err := st.DD.GetValuesAtQuantiles([]float64{0.5, 0.9, 0.99})
-		if err != nil {
-			return (*Quantiles)(nil)
-		}
-		return &Quantiles{P50: qs[0], P90: qs[1], P99: qs[2]}
-	}
-	return nil
-}
+// Result is the finished answer of st, of its kind's ResultShape: int64,
+// float64, *float64 (nil when no value), uint64 or *Quantiles (nil when no
+// value).
+func (m *Measure) Result(st *State) any { return m.Kind().Answer(st) }
 
 // RowKey identifies one row of a view: a window and the dimension values.
 type RowKey struct {
@@ -512,11 +340,15 @@ func SplitDims(s string) ([]string, error) {
 // on a finished state (the batch run's rows); the speed layer, which goes
 // on adding, reads its states without compressing them (SpeedBlock).
 func (m *Measure) SQLStateCell(st *State) []byte {
-	switch {
-	case m.Type == MeasureDistinct && st.UniqHLL12 != nil:
-		return st.UniqHLL12.AppendBinary(nil)
-	case m.Type == MeasureQuantiles && st.TDigest != nil:
-		return st.TDigest.AppendBinary(nil)
+	switch m.Kind().SQLState {
+	case SQLStateUniqHLL12:
+		if st.UniqHLL12 != nil {
+			return st.UniqHLL12.AppendBinary(nil)
+		}
+	case SQLStateTDigest:
+		if st.TDigest != nil {
+			return st.TDigest.AppendBinary(nil)
+		}
 	}
 	return nil
 }

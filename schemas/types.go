@@ -145,7 +145,8 @@ const (
 
 // Exact reports whether the measure is computed exactly (not by a sketch).
 func (t MeasureType) Exact() bool {
-	return t == MeasureCount || t == MeasureSum || t == MeasureMin || t == MeasureMax
+	k := KindOf(t)
+	return k != nil && k.Exact
 }
 
 // Measure is one aggregate of a view.
@@ -154,7 +155,8 @@ type Measure struct {
 	Type  MeasureType `yaml:"type"`
 	Field string      `yaml:"field"`
 
-	fieldIndex int // position of Field in the stream, -1 for count
+	fieldIndex int          // position of Field in the stream, -1 without one
+	kind       *MeasureKind // Type's kind, set by validation (Kind)
 }
 
 // View is an aggregate over one stream.

@@ -469,10 +469,10 @@ func addMeasures(ctx context.Context, v *schemas.View, file ViewFile, i int, crg
 	for m, x := range miss {
 		if x {
 			states[m] = make([]schemas.State, 0, len(crg.rows))
-			switch v.Measures[m].Type {
-			case schemas.MeasureQuantiles:
+			switch v.Measures[m].Kind().Sketch {
+			case schemas.SketchDD:
 				flats[m] = make([]*schemas.DDFlat, 0, len(crg.rows))
-			case schemas.MeasureDistinct:
+			case schemas.SketchHLL:
 				hlls[m] = make([][]byte, 0, len(crg.rows))
 			}
 		}

@@ -282,7 +282,7 @@ func flatColumns(q *Query) []flatColumn {
 	}
 	for j, mi := range q.Measures {
 		m := q.View.Measures[mi]
-		if m.Type == schemas.MeasureQuantiles {
+		if m.Kind().Result == schemas.ResultQuantiles {
 			for k, suffix := range []string{"_p50", "_p90", "_p99"} {
 				cols = append(cols, flatColumn{name: m.Name + suffix, measure: j, dim: -1, part: k})
 			}
@@ -384,9 +384,9 @@ func appendCSVNumber(b []byte, f float64) []byte {
 }
 
 // ArrowSchema is the schema of the Arrow answer to q: window_start as
-// timestamp[ms, UTC], group-by dimensions as strings, count as int64, sum
-// as float64, min and max as nullable float64, distinct as uint64 and each
-// quantiles measure as three nullable float64 columns.
+// timestamp[ms, UTC], group-by dimensions as strings, and each measure by
+// its kind's ResultShape: int64, uint64, float64, nullable float64, or (a
+// quantiles answer) three nullable float64 columns.
 func ArrowSchema(q *Query, meta map[string]string) *arrow.Schema {
 	cols := flatColumns(q)
 	fields := make([]arrow.Field, len(cols))
@@ -397,12 +397,12 @@ func ArrowSchema(q *Query, meta map[string]string) *arrow.Schema {
 		case c.dim >= 0:
 			fields[i] = arrow.Field{Name: c.name, Type: arrow.BinaryTypes.String}
 		default:
-			switch q.View.Measures[q.Measures[c.measure]].Type {
-			case schemas.MeasureCount:
+			switch q.View.Measures[q.Measures[c.measure]].Kind().Result {
+			case schemas.ResultInt64:
 				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Int64}
-			case schemas.MeasureDistinct:
+			case schemas.ResultUint64:
 				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Uint64}
-			case schemas.MeasureSum:
+			case schemas.ResultFloat64:
 				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Float64}
 			default:
 				fields[i] = arrow.Field{Name: c.name, Type: arrow.PrimitiveTypes.Float64, Nullable: true}

@@ -39,9 +39,9 @@ type Row struct {
 // and kept as its bytes (a copy, schemas.ValidHLLBytes) rather than
 // decoded into a sketch object.
 func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, []byte, error) {
-	switch m.Type {
-	case schemas.MeasureQuantiles:
-	case schemas.MeasureDistinct:
+	switch m.Kind().Sketch {
+	case schemas.SketchDD:
+	case schemas.SketchHLL:
 		b, err := m.SketchBytes(cell)
 		if err != nil {
 			return schemas.State{}, nil, nil, err
@@ -72,10 +72,10 @@ func decodeCell(m *schemas.Measure, cell any) (schemas.State, *schemas.DDFlat, [
 	return schemas.State{N: int64(f.Count())}, f, nil, nil
 }
 
-// hasType reports whether v has a measure of type t.
-func hasType(v *schemas.View, t schemas.MeasureType) bool {
+// hasSketch reports whether v has a measure of sketch family f.
+func hasSketch(v *schemas.View, f schemas.SketchFamily) bool {
 	for i := range v.Measures {
-		if v.Measures[i].Type == t {
+		if v.Measures[i].Kind().Sketch == f {
 			return true
 		}
 	}
@@ -92,10 +92,10 @@ func DecodeRow(v *schemas.View, windowMs int64, dims []string, cells []any, need
 			v.Name, len(dims), len(cells), len(v.Dimensions), len(v.Measures))
 	}
 	r := Row{WindowMs: windowMs, Dims: dims, Key: schemas.JoinDims(dims), States: v.NewAggregate()}
-	if hasType(v, schemas.MeasureQuantiles) {
+	if hasSketch(v, schemas.SketchDD) {
 		r.Flat = make([]*schemas.DDFlat, len(v.Measures))
 	}
-	if hasType(v, schemas.MeasureDistinct) {
+	if hasSketch(v, schemas.SketchHLL) {
 		r.HLL = make([][]byte, len(v.Measures))
 	}
 	for i := range v.Measures {
@@ -174,10 +174,10 @@ func (m *Merger) maybeDensify(g *Group) {
 // Measure.Merge. Like Merge, an empty src changes nothing.
 func (m *Merger) merge(g *Group, j int, src *schemas.State) {
 	mi := m.q.Measures[j]
-	switch m.q.View.Measures[mi].Type {
-	case schemas.MeasureDistinct:
+	switch m.q.View.Measures[mi].Kind().Sketch {
+	case schemas.SketchHLL:
 		m.mergeDistinct(g, j, src, nil)
-	case schemas.MeasureQuantiles:
+	case schemas.SketchDD:
 		m.mergeQuantiles(g, j, src, nil)
 	default:
 		m.q.View.Measures[mi].Merge(&g.States[j], src)
@@ -331,7 +331,7 @@ func (m *Merger) finishDistinct(g *Group) {
 	}
 	for j, mi := range m.q.Measures {
 		h := g.States[j].HLL
-		if m.q.View.Measures[mi].Type != schemas.MeasureDistinct || h == nil || (g.estimated != nil && g.estimated[j]) || h.Estimate() < denseMinValues {
+		if m.q.View.Measures[mi].Kind().Sketch != schemas.SketchHLL || h == nil || (g.estimated != nil && g.estimated[j]) || h.Estimate() < denseMinValues {
 			continue
 		}
 		dense := hyperloglog.NewNoSparse()
@@ -384,7 +384,7 @@ func NewMerger(q *Query) *Merger {
 	m := &Merger{q: q, fromMs: q.FromMs(), toMs: q.ToMs(), gran: q.Granularity.D().Milliseconds(),
 		groups: map[groupKey]*Group{}, memo: map[string]projection{}}
 	for _, mi := range q.Measures {
-		m.hasDistinct = m.hasDistinct || q.View.Measures[mi].Type == schemas.MeasureDistinct
+		m.hasDistinct = m.hasDistinct || q.View.Measures[mi].Kind().Sketch == schemas.SketchHLL
 	}
 	return m
 }

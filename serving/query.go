@@ -437,7 +437,7 @@ func measureRef(q *Query, what, s string) (j, part int, err error) {
 		return 0, 0, paramErrorf("%s %q: measure %s is not among the measures asked for; add it to measures", what, clip(s), name)
 	}
 	part = -1
-	isQ := v.Measures[mi].Type == schemas.MeasureQuantiles
+	isQ := v.Measures[mi].Kind().Result == schemas.ResultQuantiles
 	switch {
 	case isQ && !dotted:
 		return 0, 0, paramErrorf("%s %q: %s is a quantiles measure; name one quantile: %s.p50, %s.p90 or %s.p99", what, clip(s), name, name, name, name)

@@ -671,23 +671,6 @@ type measureInfo struct {
 	Exact  bool   `json:"exact"`
 }
 
-// resultType says what a measure's answer looks like in JSON.
-func resultType(t schemas.MeasureType) string {
-	switch t {
-	case schemas.MeasureCount:
-		return "int64"
-	case schemas.MeasureSum:
-		return "float64"
-	case schemas.MeasureMin, schemas.MeasureMax:
-		return "float64 or null"
-	case schemas.MeasureDistinct:
-		return "uint64 (approximate)"
-	case schemas.MeasureQuantiles:
-		return "{p50, p90, p99} or null (approximate)"
-	}
-	return string(t)
-}
-
 func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
 	w := &statusWriter{ResponseWriter: rw}
 	if r.URL.RawQuery != "" {
@@ -705,7 +688,7 @@ func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
 		info := viewInfo{Name: v.Name, Stream: v.Stream, Granularity: v.Granularity.String(), Dimensions: append([]string{}, v.Dimensions...)}
 		for _, m := range v.Measures {
 			info.Measures = append(info.Measures, measureInfo{Name: m.Name, Type: string(m.Type), Field: m.Field,
-				Result: resultType(m.Type), Exact: m.Type.Exact()})
+				Result: m.Kind().ResultDoc, Exact: m.Kind().Exact})
 		}
 		fr := Freshness{Absorbed: map[int32]int64{}}
 		snap, err := s.manifests.snapshot(ctx, s.manifests.views[v.Name])

@@ -254,7 +254,7 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, g *Group) (int64, erro
 			continue
 		}
 		var in int64
-		if m.Type == schemas.MeasureQuantiles {
+		if m.Kind().Sketch == schemas.SketchDD {
 			// Flat: no sketch object per stored row, and one scratch for
 			// every row's counts (DecodeDDFlatInto).
 			var u schemas.DDUnion
@@ -277,7 +277,7 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, g *Group) (int64, erro
 			sketchBytes += min(in, 20<<10)
 			continue
 		}
-		if m.Type == schemas.MeasureDistinct {
+		if m.Kind().Sketch == schemas.SketchHLL {
 			// Flat too: each sketch checked, then read in place by a union.
 			u := &schemas.HLLUnion{}
 			for _, b := range sketches {

@@ -116,8 +116,8 @@ type ranker struct {
 func newRanker(q *Query) ranker {
 	r := ranker{q: q}
 	if q.OrderBy != nil {
-		t := q.View.Measures[q.Measures[q.OrderBy.Measure]].Type
-		r.integer = t == schemas.MeasureCount || t == schemas.MeasureDistinct
+		res := q.View.Measures[q.Measures[q.OrderBy.Measure]].Kind().Result
+		r.integer = res == schemas.ResultInt64 || res == schemas.ResultUint64
 	}
 	return r
 }

@@ -93,12 +93,12 @@ func (b *SpeedBlock) grow(n int) {
 	}
 	for i, m := range b.view.Measures {
 		c := &b.cells[i]
-		switch m.Type {
-		case schemas.MeasureCount:
+		switch m.Kind().Cell {
+		case schemas.CellInt64:
 			c.ints = growTo(c.ints, n)
-		case schemas.MeasureSum:
+		case schemas.CellFloat64:
 			c.floats = growTo(c.floats, n)
-		case schemas.MeasureMin, schemas.MeasureMax:
+		case schemas.CellNullableFloat64:
 			c.floats, c.valid = growTo(c.floats, n), growTo(c.valid, n)
 		default:
 			c.bytes = growTo(c.bytes, n)
@@ -146,18 +146,17 @@ func (b *SpeedBlock) Append(window time.Time, dims []string, agg schemas.Aggrega
 	}
 	for i := range b.view.Measures {
 		m, st, c := &b.view.Measures[i], &agg[i], &b.cells[i]
-		switch m.Type {
-		case schemas.MeasureCount:
-			c.ints = append(c.ints, st.N)
-		case schemas.MeasureSum:
-			c.floats = append(c.floats, st.Sum)
-		case schemas.MeasureMin:
-			c.floats, c.valid = append(c.floats, st.Min), append(c.valid, st.N > 0)
-		case schemas.MeasureMax:
-			c.floats, c.valid = append(c.floats, st.Max), append(c.valid, st.N > 0)
+		switch k := m.Kind(); k.Cell {
+		case schemas.CellInt64:
+			c.ints = append(c.ints, k.Int(st))
+		case schemas.CellFloat64:
+			f, _ := k.Float(st)
+			c.floats = append(c.floats, f)
+		case schemas.CellNullableFloat64:
+			f, ok := k.Float(st)
+			c.floats, c.valid = append(c.floats, f), append(c.valid, ok)
 		default:
-			cell, _ := m.Cell(st).([]byte)
-			c.bytes = append(c.bytes, cell)
+			c.bytes = append(c.bytes, k.Encode(st))
 			b.states[i].appendState(m, st)
 		}
 	}
@@ -201,12 +200,12 @@ func (b *SpeedBlock) AppendRow(r *SpeedRow) error {
 	}
 	for i, m := range b.view.Measures {
 		c := &b.cells[i]
-		switch cell := b.scratch[i]; m.Type {
-		case schemas.MeasureCount:
+		switch cell := b.scratch[i]; m.Kind().Cell {
+		case schemas.CellInt64:
 			c.ints = append(c.ints, cell.(int64))
-		case schemas.MeasureSum:
+		case schemas.CellFloat64:
 			c.floats = append(c.floats, cell.(float64))
-		case schemas.MeasureMin, schemas.MeasureMax:
+		case schemas.CellNullableFloat64:
 			p := cell.(*float64)
 			if p == nil {
 				c.floats, c.valid = append(c.floats, 0), append(c.valid, false)
@@ -242,12 +241,12 @@ func (b *SpeedBlock) columns() []any {
 	}
 	for i, m := range b.view.Measures {
 		c := &b.cells[i]
-		switch m.Type {
-		case schemas.MeasureCount:
+		switch m.Kind().Cell {
+		case schemas.CellInt64:
 			cols = append(cols, c.ints)
-		case schemas.MeasureSum:
+		case schemas.CellFloat64:
 			cols = append(cols, c.floats)
-		case schemas.MeasureMin, schemas.MeasureMax:
+		case schemas.CellNullableFloat64:
 			c.ptrs = nullables(c.ptrs[:0], c.floats, c.valid)
 			cols = append(cols, c.ptrs)
 		default:

@@ -443,7 +443,7 @@ func MergedViewQuery(db string, view *schemas.View, streamViews []string) string
 			outer = append(outer, mergeState(m, ident(m.Name))+" AS "+ident(m.Name))
 			continue
 		}
-		agg := exactAggregate(m.Type)
+		agg := m.Kind().SQLMerge
 		cols = append(cols, ident(m.Name))
 		outer = append(outer, fmt.Sprintf("%s(%s) AS %s", agg, ident(m.Name), ident(m.Name)))
 	}

@@ -110,20 +110,8 @@ func floorWindow(column string, l schemas.Granularity) string {
 	return fmt.Sprintf("toDateTime(intDiv(toUInt32(%s), %d) * %d, 'UTC')", column, n, n)
 }
 
-// exactAggregate is how an exact measure merges in SQL: count and sum
-// summed, min of min, max of max.
-func exactAggregate(t schemas.MeasureType) string {
-	switch t {
-	case schemas.MeasureMin:
-		return "min"
-	case schemas.MeasureMax:
-		return "max"
-	}
-	return "sum"
-}
-
 // levelAggregates returns, per measure in the view's order, its merge in
-// SQL as "agg(m) AS m" over a column named m: exactAggregate of an exact
+// SQL as "agg(m) AS m" over a column named m: the kind's SQLMerge of an exact
 // measure's value, mergeState of a sketch measure's SQL state (a level
 // row's stored state, or a speed row's rebuilt by rowMeasureColumns).
 func levelAggregates(view *schemas.View) []string {
@@ -131,7 +119,7 @@ func levelAggregates(view *schemas.View) []string {
 	for i := range view.Measures {
 		m := &view.Measures[i]
 		if m.Type.Exact() {
-			aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", exactAggregate(m.Type), ident(m.Name), ident(m.Name)))
+			aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", m.Kind().SQLMerge, ident(m.Name), ident(m.Name)))
 		} else {
 			aggs = append(aggs, mergeState(m, ident(m.Name))+" AS "+ident(m.Name))
 		}
@@ -310,7 +298,7 @@ func levelInsertSQL(database string, v *schemas.View, l schemas.Granularity) str
 	for i := range v.Measures {
 		m := &v.Measures[i]
 		if m.Type.Exact() {
-			aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", exactAggregate(m.Type), ident(m.Name), ident(m.Name)))
+			aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", m.Kind().SQLMerge, ident(m.Name), ident(m.Name)))
 		} else {
 			aggs = append(aggs, mergeState(m, rowState(m))+" AS "+ident(m.Name))
 		}

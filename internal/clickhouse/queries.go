@@ -422,14 +422,9 @@ func speedRollupSQL(database string, q *SpeedRollupQuery) (sql string, args []an
 			return "", nil, nil, fmt.Errorf("clickhouse: view %s: column name %q is not a plain identifier", v.Name, m.Name)
 		}
 		c := ident(m.Name)
-		switch m.Type {
-		case schemas.MeasureCount, schemas.MeasureSum:
-			sel = append(sel, "sum("+c+")")
-		case schemas.MeasureMin:
-			sel = append(sel, "min("+c+")")
-		case schemas.MeasureMax:
-			sel = append(sel, "max("+c+")")
-		default:
+		if k := m.Kind(); k.Cell != schemas.CellSketch {
+			sel = append(sel, k.SQLMerge+"("+c+")")
+		} else {
 			sel = append(sel, fmt.Sprintf("groupArrayIf(%s, %s != '')", c, c))
 		}
 	}

@@ -82,16 +82,16 @@ func appendStateArgs(args []any, v *schemas.View, r *ViewRow) ([]any, error) {
 
 // cellArg normalises a cell to the Go type of its column.
 func cellArg(m *schemas.Measure, cell any) (any, error) {
-	switch m.Type {
-	case schemas.MeasureCount:
+	switch m.Kind().Cell {
+	case schemas.CellInt64:
 		if n, ok := cell.(int64); ok {
 			return n, nil
 		}
-	case schemas.MeasureSum:
+	case schemas.CellFloat64:
 		if f, ok := cell.(float64); ok {
 			return f, nil
 		}
-	case schemas.MeasureMin, schemas.MeasureMax:
+	case schemas.CellNullableFloat64:
 		switch c := cell.(type) {
 		case *float64:
 			return c, nil
@@ -229,12 +229,12 @@ func (db *DB) scanRollup(ctx context.Context, what string, v *schemas.View, sql 
 		if !need[i] {
 			continue
 		}
-		switch m.Type {
-		case schemas.MeasureCount:
+		switch m.Kind().Cell {
+		case schemas.CellInt64:
 			dest = append(dest, &counts[i])
-		case schemas.MeasureSum:
+		case schemas.CellFloat64:
 			dest = append(dest, &floats[i])
-		case schemas.MeasureMin, schemas.MeasureMax:
+		case schemas.CellNullableFloat64:
 			dest = append(dest, &nulls[i])
 		default:
 			dest = append(dest, &sketches[i])
@@ -251,12 +251,12 @@ func (db *DB) scanRollup(ctx context.Context, what string, v *schemas.View, sql 
 				row.Cells[i] = nil
 				continue
 			}
-			switch m.Type {
-			case schemas.MeasureCount:
+			switch m.Kind().Cell {
+			case schemas.CellInt64:
 				row.Cells[i] = counts[i]
-			case schemas.MeasureSum:
+			case schemas.CellFloat64:
 				row.Cells[i] = floats[i]
-			case schemas.MeasureMin, schemas.MeasureMax:
+			case schemas.CellNullableFloat64:
 				row.Cells[i] = nulls[i]
 				nulls[i] = nil
 			default:
@@ -363,12 +363,12 @@ func newRowScanner(v *schemas.View, lead int, need []bool) *rowScanner {
 		if !s.reads(i) {
 			continue
 		}
-		switch m.Type {
-		case schemas.MeasureCount:
+		switch m.Kind().Cell {
+		case schemas.CellInt64:
 			s.dest0 = append(s.dest0, &s.counts[i])
-		case schemas.MeasureSum:
+		case schemas.CellFloat64:
 			s.dest0 = append(s.dest0, &s.floats[i])
-		case schemas.MeasureMin, schemas.MeasureMax:
+		case schemas.CellNullableFloat64:
 			s.dest0 = append(s.dest0, &s.nulls[i])
 		default:
 			s.dest0 = append(s.dest0, &s.strs[i])
@@ -405,12 +405,12 @@ func (s *rowScanner) rowInto(r *ViewRow) {
 			r.Cells[i] = nil
 			continue
 		}
-		switch m.Type {
-		case schemas.MeasureCount:
+		switch m.Kind().Cell {
+		case schemas.CellInt64:
 			r.Cells[i] = s.counts[i]
-		case schemas.MeasureSum:
+		case schemas.CellFloat64:
 			r.Cells[i] = s.floats[i]
-		case schemas.MeasureMin, schemas.MeasureMax:
+		case schemas.CellNullableFloat64:
 			r.Cells[i] = s.nulls[i] // nil or a new pointer: the driver allocates one per value
 			s.nulls[i] = nil
 		default:

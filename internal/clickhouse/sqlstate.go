@@ -31,10 +31,10 @@ const quantileLevels = "0.5, 0.9, 0.99"
 // stateCols are the columns holding measure m's state in the speed and
 // batch tables (none for the exact measure types).
 func stateCols(m *schemas.Measure) []col {
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		return []col{{m.Name + "__uniq_keys", chstate.UniqHLL12KeysType}}
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		return []col{{m.Name + "__td_means", chstate.QuantilesMeansType}, {m.Name + "__td_counts", chstate.QuantilesCountsType}}
 	}
 	return nil
@@ -52,10 +52,10 @@ func viewStateCols(view *schemas.View) []col {
 // StateType is the AggregateFunction type under which the merged views
 // show a distinct or quantiles measure ("" for the other types).
 func StateType(m *schemas.Measure) string {
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		return "AggregateFunction(uniqHLL12, UInt64)"
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		return "AggregateFunction(quantilesTDigestWeighted(" + quantileLevels + "), Float32, UInt64)"
 	}
 	return ""
@@ -64,10 +64,10 @@ func StateType(m *schemas.Measure) string {
 // rowState is the SQL expression rebuilding one stored row's state of m
 // from its state columns (of type StateType).
 func rowState(m *schemas.Measure) string {
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		return fmt.Sprintf("arrayReduce('uniqHLL12State', %s)", ident(m.Name+"__uniq_keys"))
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		return fmt.Sprintf("arrayReduce('quantilesTDigestWeightedState(%s)', %s, %s)", quantileLevels, ident(m.Name+"__td_means"), ident(m.Name+"__td_counts"))
 	}
 	return ""
@@ -76,10 +76,10 @@ func rowState(m *schemas.Measure) string {
 // mergeState is the aggregate merging states of m (expr, of StateType)
 // into one state of the same type.
 func mergeState(m *schemas.Measure, expr string) string {
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		return "uniqHLL12MergeState(" + expr + ")"
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		return "quantilesTDigestWeightedMergeState(" + quantileLevels + ")(" + expr + ")"
 	}
 	return ""
@@ -108,14 +108,14 @@ func (s *stateValues) reset() {
 // appendState adds one row's state of m: st's SQL state, or the empty
 // state when st has none.
 func (s *stateValues) appendState(m *schemas.Measure, st *schemas.State) {
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		start := len(s.keyArena)
 		if st != nil && st.UniqHLL12 != nil {
 			s.keyArena = st.UniqHLL12.AppendKeys(s.keyArena)
 		}
 		s.keys = append(s.keys, arenaTail(s.keyArena, start))
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		ms, cs := len(s.meanArena), len(s.cntArena)
 		if st != nil && st.TDigest != nil {
 			s.meanArena, s.cntArena = st.TDigest.AppendCentroids(s.meanArena, s.cntArena)
@@ -137,10 +137,10 @@ func arenaTail[T any](arena []T, start int) []T {
 
 // columns appends the block columns of m's state, in stateCols order.
 func (s *stateValues) columns(m *schemas.Measure, cols []any) []any {
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		cols = append(cols, s.keys)
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		cols = append(cols, s.means, s.counts)
 	}
 	return cols
@@ -152,14 +152,14 @@ func decodeState(m *schemas.Measure, b []byte) (*schemas.State, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		d := new(chstate.Distinct)
 		if err := d.UnmarshalBinary(b); err != nil {
 			return nil, fmt.Errorf("measure %s: %w", m.Name, err)
 		}
 		return &schemas.State{UniqHLL12: d}, nil
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		q := new(chstate.Quantiles)
 		if err := q.UnmarshalBinary(b); err != nil {
 			return nil, fmt.Errorf("measure %s: %w", m.Name, err)
@@ -176,14 +176,14 @@ func stateArgs(args []any, m *schemas.Measure, b []byte) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch m.Type {
-	case schemas.MeasureDistinct:
+	switch m.Kind().SQLState {
+	case schemas.SQLStateUniqHLL12:
 		keys := []uint64{}
 		if st != nil {
 			keys = st.UniqHLL12.AppendKeys(keys)
 		}
 		return append(args, keys), nil
-	case schemas.MeasureQuantiles:
+	case schemas.SQLStateTDigest:
 		means, counts := []float32{}, []uint64{}
 		if st != nil {
 			means, counts = st.TDigest.AppendCentroids(means, counts)

@@ -132,7 +132,7 @@ func topNSQL(database string, q *TopNQuery) (sql string, args []any, need []bool
 			return "", nil, nil, fmt.Errorf("clickhouse: view %s: column name %q is not a plain identifier", v.Name, m.Name)
 		}
 		cols = append(cols, ident(m.Name))
-		aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", exactAggregate(m.Type), ident(m.Name), alias(i)))
+		aggs = append(aggs, fmt.Sprintf("%s(%s) AS %s", m.Kind().SQLMerge, ident(m.Name), alias(i)))
 	}
 	union, args, err := bothHalvesSQL(database, q, cols)
 	if err != nil {
@@ -143,13 +143,13 @@ func topNSQL(database string, q *TopNQuery) (sql string, args []any, need []bool
 	// min and max of no value are NULL; a sum that is not finite (inf
 	// - inf and NaN - NaN are NaN) is none either.
 	null := func(i int) string {
-		switch v.Measures[i].Type {
-		case schemas.MeasureMin, schemas.MeasureMax:
+		switch v.Measures[i].Kind().Cell {
+		case schemas.CellNullableFloat64:
 			return fmt.Sprintf("ifNull(isNaN(%s), 1)", alias(i))
-		case schemas.MeasureSum:
+		case schemas.CellFloat64:
 			return fmt.Sprintf("isNaN(%s - %s)", alias(i), alias(i))
 		}
-		return "" // a count always has a value
+		return "" // an integer (a count) always has a value
 	}
 	sel := append([]string{bucket + " AS " + rollupBucketAlias}, dims...)
 	sel = append(sel, aggs...)
@@ -281,7 +281,7 @@ func groupsSQL(database string, q *TopNQuery) (sql string, args []any, need []bo
 		c := ident(m.Name)
 		cols = append(cols, c)
 		if m.Type.Exact() {
-			sel = append(sel, fmt.Sprintf("%s(%s)", exactAggregate(m.Type), c))
+			sel = append(sel, fmt.Sprintf("%s(%s)", m.Kind().SQLMerge, c))
 		} else {
 			sketch = true
 			sel = append(sel, fmt.Sprintf("groupArrayIf(%s, %s != '')", c, c))
