@@ -57,8 +57,8 @@ func TestEveryMeasureKind(t *testing.T) {
 	yaml = strings.Replace(yaml, anchor, anchor+strings.Join(lines, "\n")+"\n", 1)
 	cfg := loadConfig(t, yaml)
 	v := cfg.View(viewName)
-	_, store, _, db := newBackends(t, cfg, false) // the DDL of every kind
-	d := genDataset(t, cfg, 3000, 77)
+	_, store, _, db := newBackends(t, cfg.Config, false) // the DDL of every kind
+	d := genDataset(t, cfg.Config, 3000, 77)
 
 	// Speed: every chunk's rows through a SpeedBlock, as the speed layer
 	// writes them, and read back cell for cell.
@@ -113,11 +113,15 @@ func TestEveryMeasureKind(t *testing.T) {
 			raw.events = append(raw.events, e)
 		}
 	}
-	writeRaw(t, cfg, store, raw, base.Add(5*time.Hour))
+	writeRaw(t, cfg.Config, store, raw, base.Add(5*time.Hour))
 	runCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	res, err := batch.Run(runCtx, batch.Options{Config: cfg, Store: store, ClickHouse: db, TempDir: t.TempDir(),
+	bc := batch.DefaultConfig()
+	bc.TempDir = t.TempDir()
+	runner, err := batch.New(bc, batch.Deps{Schema: cfg.Config, Store: store, ClickHouse: db,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	res, err := runner.Run(runCtx)
 	require.NoError(t, err)
 	man := res.Views[0].Manifest
 	require.EqualValues(t, len(raw.events), man.Events)
