@@ -46,13 +46,7 @@ func DefaultConfig() Config {
 // ConfigFrom decodes and validates the ingest section of cfg over
 // DefaultConfig.
 func ConfigFrom(cfg *schemas.Config) (Config, error) {
-	c := DefaultConfig()
-	if errs := cfg.Ingest.Decode(&c); len(errs) > 0 {
-		return c, errs
-	}
-	p := cfg.Problems()
-	c.Validate(p)
-	return c, p.Err()
+	return schemas.DecodeSection(cfg, cfg.Ingest, DefaultConfig())
 }
 
 // InflightPerClient is max_inflight_bytes_per_client with its default applied.

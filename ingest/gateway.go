@@ -523,22 +523,13 @@ func splitArray(body []byte, maxEvents int) ([][]byte, error) {
 		out = append(out, el)
 		return nil
 	}
-	depth, inString, escaped, start := 0, false, false, -1
+	depth, start := 0, -1
+	var js schemas.JSONStructure
 	for i, c := range body {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
+		if !js.Outside(c) {
 			continue
 		}
 		switch c {
-		case '"':
-			inString = true
 		case '{', '[':
 			depth++
 			if depth == 1 {

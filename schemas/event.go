@@ -608,24 +608,44 @@ func isNumber(lit []byte) bool {
 	return len(lit) > 0 && (lit[0] == '-' || (lit[0] >= '0' && lit[0] <= '9'))
 }
 
+// JSONStructure follows a JSON text byte by byte and tells which bytes
+// stand outside its strings: the brackets and commas a scanner may act on
+// without decoding (the gateway splitting an array, nesting measuring
+// depth). The zero value starts outside any string.
+type JSONStructure struct{ inString, escaped bool }
+
+// Outside reports whether c, the text's next byte, stands outside a
+// string; a string's quotes belong to it.
+func (s *JSONStructure) Outside(c byte) bool {
+	if s.inString {
+		switch {
+		case s.escaped:
+			s.escaped = false
+		case c == '\\':
+			s.escaped = true
+		case c == '"':
+			s.inString = false
+		}
+		return false
+	}
+	if c == '"' {
+		s.inString = true
+		return false
+	}
+	return true
+}
+
 // nesting returns the deepest nesting of objects and arrays in raw without
 // decoding it, so a hostile event cannot make the decoder recurse deeply.
 // ok is false when the brackets do not balance.
 func nesting(raw []byte) (depth int, ok bool) {
-	cur, inString, escaped := 0, false, false
+	cur := 0
+	var js JSONStructure
 	for _, c := range raw {
+		if !js.Outside(c) {
+			continue
+		}
 		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
 		case c == '{' || c == '[':
 			cur++
 			if cur > depth {

@@ -37,6 +37,25 @@ func (s *Section) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// SectionConfig is what a component's configuration type provides:
+// validation that adds its problems to p.
+type SectionConfig interface {
+	Validate(p *Problems)
+}
+
+// DecodeSection is every component's ConfigFrom: section (one of cfg's
+// Sections) decoded over defaults, then validated; decoding errors (unknown
+// keys, wrong types) are returned before validation runs.
+func DecodeSection[C SectionConfig](cfg *Config, section Section, defaults C) (C, error) {
+	c := defaults
+	if errs := section.Decode(&c); len(errs) > 0 {
+		return c, errs
+	}
+	p := cfg.Problems()
+	c.Validate(p)
+	return c, p.Err()
+}
+
 // Decode decodes the section over into (a pointer to the owner's Config,
 // holding its defaults), as strictly as the rest of the file: a key into
 // does not declare is refused, every error names its line. A section the

@@ -50,13 +50,7 @@ func DefaultConfig() Config {
 // ConfigFrom decodes and validates the serve section of cfg over
 // DefaultConfig.
 func ConfigFrom(cfg *schemas.Config) (Config, error) {
-	c := DefaultConfig()
-	if errs := cfg.Serve.Decode(&c); len(errs) > 0 {
-		return c, errs
-	}
-	p := cfg.Problems()
-	c.Validate(p)
-	return c, p.Err()
+	return schemas.DecodeSection(cfg, cfg.Serve, DefaultConfig())
 }
 
 // MergeGroups is the bound on the groups a query with a limit merges:

@@ -43,13 +43,7 @@ func DefaultConfig() Config {
 // ConfigFrom decodes and validates the speed section of cfg over
 // DefaultConfig.
 func ConfigFrom(cfg *schemas.Config) (Config, error) {
-	c := DefaultConfig()
-	if errs := cfg.Speed.Decode(&c); len(errs) > 0 {
-		return c, errs
-	}
-	p := cfg.Problems()
-	c.Validate(p)
-	return c, p.Err()
+	return schemas.DecodeSection(cfg, cfg.Speed, DefaultConfig())
 }
 
 // Validate adds to p what is wrong with the section.

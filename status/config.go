@@ -36,13 +36,7 @@ func DefaultConfig() Config { return Config{} }
 // ConfigFrom decodes and validates the status section of cfg over
 // DefaultConfig.
 func ConfigFrom(cfg *schemas.Config) (Config, error) {
-	c := DefaultConfig()
-	if errs := cfg.Status.Decode(&c); len(errs) > 0 {
-		return c, errs
-	}
-	p := cfg.Problems()
-	c.Validate(p)
-	return c, p.Err()
+	return schemas.DecodeSection(cfg, cfg.Status, DefaultConfig())
 }
 
 // Validate adds to p what is wrong with the section.

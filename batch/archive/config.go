@@ -42,13 +42,7 @@ func DefaultConfig() Config {
 // ConfigFrom decodes and validates the archive section of cfg over
 // DefaultConfig.
 func ConfigFrom(cfg *schemas.Config) (Config, error) {
-	c := DefaultConfig()
-	if errs := cfg.Archive.Decode(&c); len(errs) > 0 {
-		return c, errs
-	}
-	p := cfg.Problems()
-	c.Validate(p)
-	return c, p.Err()
+	return schemas.DecodeSection(cfg, cfg.Archive, DefaultConfig())
 }
 
 // Validate adds to p what is wrong with the section.
