@@ -24,8 +24,8 @@ type Options struct {
 	Now          func() time.Time
 	AfterPublish func(ctx context.Context, res *Result) error
 	Split        SplitOptions
-	// Batch, when set, replaces DefaultConfig (Full, TempDir, Workers,
-	// Holder and Split above still apply).
+	// Batch, when set, replaces the batch section of Config (Full,
+	// TempDir, Workers, Holder and Split above still apply).
 	Batch *Config
 
 	crashBeforeManifest func(view string) error
@@ -33,7 +33,10 @@ type Options struct {
 
 // Run is one run with o.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	c := DefaultConfig()
+	c, err := ConfigFrom(o.Config)
+	if err != nil {
+		return nil, err
+	}
 	if o.Batch != nil {
 		c = *o.Batch
 	}

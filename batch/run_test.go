@@ -65,7 +65,8 @@ func TestBatchEndToEnd(t *testing.T) {
 	writeRaw(t, ctx, st, s, 1, msgs[1][200:], 33) // other file boundaries
 	writeRaw(t, ctx, st, s, 2, msgs[2][:280], 70)
 
-	bc := DefaultConfig()
+	bc, err := ConfigFrom(cfg) // the file's batch section: keep_runs 2
+	require.NoError(t, err)
 	run := func(full bool) *Result {
 		t.Helper()
 		res, err := Run(ctx, Options{Config: cfg, Batch: &bc, Store: st, ClickHouse: db, Full: full, Log: testLog(), TempDir: t.TempDir()})

@@ -686,10 +686,13 @@ func addLevels(t testing.TB, store *s3.Store, v *schemas.View, m *schemas.Manife
 	}
 }
 
-// runBatch is one batch run over store with the default batch section, as
+// runBatch is one batch run over store with cfg's batch section, as
 // `tandem batch run` makes it.
 func runBatch(ctx context.Context, tmp string, cfg *schemas.Config, store objstore.Bucket) (*batch.Result, error) {
-	c := batch.DefaultConfig()
+	c, err := batch.ConfigFrom(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c.TempDir = tmp
 	r, err := batch.New(c, batch.Deps{Schema: cfg, Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

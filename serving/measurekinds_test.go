@@ -116,7 +116,8 @@ func TestEveryMeasureKind(t *testing.T) {
 	writeRaw(t, cfg.Config, store, raw, base.Add(5*time.Hour))
 	runCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	bc := batch.DefaultConfig()
+	bc, err := batch.ConfigFrom(cfg.Config)
+	require.NoError(t, err)
 	bc.TempDir = t.TempDir()
 	runner, err := batch.New(bc, batch.Deps{Schema: cfg.Config, Store: store, ClickHouse: db,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})

@@ -341,9 +341,12 @@ func TestExportRetention(t *testing.T) {
 	require.Equal(t, etags1, etags2)
 }
 
-// runBatch is one batch run with the default batch section.
+// runBatch is one batch run with d.Schema's batch section.
 func runBatch(ctx context.Context, tmp string, d batch.Deps) (*batch.Result, error) {
-	c := batch.DefaultConfig()
+	c, err := batch.ConfigFrom(d.Schema)
+	if err != nil {
+		return nil, err
+	}
 	c.TempDir = tmp
 	r, err := batch.New(c, d)
 	if err != nil {
