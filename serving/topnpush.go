@@ -191,23 +191,13 @@ func topNQuery(q *Query, snap *Snapshot, levels []schemas.Granularity) clickhous
 // a run only whole and never loads a dropped one again, so a run held at
 // both ends was held throughout.
 func (s *Service) pushTopN(ctx context.Context, q *Query, snap *Snapshot, res *Result) (bool, error) {
-	sctx, cancel := context.WithTimeout(ctx, speedTimeout)
+	t, cancel := s.newTopNRun(ctx, q, snap)
 	defer cancel()
-	fallback := func(why string, err error) (bool, error) {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		s.log.Debug("top N merged in serving", "view", q.View.Name, "run", snap.RunID(), "why", why, "err", err)
-		return false, nil
+	store, levels, ok, err := t.open()
+	if !ok {
+		return false, err
 	}
-	store, err := s.deps.Speed.(topNSource).topNStore(sctx)
-	if err != nil {
-		return fallback("the top N store", err)
-	}
-	levels, err := heldLevels(sctx, store, snap)
-	if err != nil {
-		return fallback("the run's rows in ClickHouse", err)
-	}
+	sctx := t.sctx
 	v := q.View
 	var groups []*Group
 	var truncated, tooMany bool
@@ -244,23 +234,8 @@ func (s *Service) pushTopN(ctx context.Context, q *Query, snap *Snapshot, res *R
 	if tooMany {
 		return false, &TooManyRowsError{Limit: q.MaxRows}
 	}
-	if err != nil {
-		// A ClickHouse up but too busy would fail the merge's speed half
-		// too, after reading the whole batch half: the same verdict now.
-		if verdict := s.speedVerdict(ctx, busy(err), sctx.Err() != nil); verdict != nil {
-			return false, verdict
-		}
-		return fallback("the top N in ClickHouse", err)
-	}
-	if _, err := heldLevels(sctx, store, snap); err != nil {
-		return fallback("the run's rows in ClickHouse after the top N", err)
-	}
-	maxWin, err := s.deps.Speed.MaxWindow(sctx, v, snap.AbsorbedChunks)
-	if err != nil {
-		return fallback("the speed layer's newest window", err)
-	}
-	if !maxWin.IsZero() {
-		res.Freshness.SpeedMaxEventTime = maxWin
+	if ok, err := t.finish(store, res, err, "the top N"); !ok {
+		return false, err
 	}
 	merged := 0
 	if len(groups) > 0 && hasSketches(q) {
@@ -271,6 +246,71 @@ func (s *Service) pushTopN(ctx context.Context, q *Query, snap *Snapshot, res *R
 	}
 	res.Groups, res.Truncated = groups, truncated
 	s.m.answered(q, "clickhouse", merged)
+	return true, nil
+}
+
+// topNRun is one top N answered from ClickHouse: every step may give the
+// query back to the merge (fallback), unless the request itself ended.
+type topNRun struct {
+	s    *Service
+	q    *Query
+	snap *Snapshot
+	ctx  context.Context // the request's
+	sctx context.Context // the request's, bounded by speedTimeout
+}
+
+func (s *Service) newTopNRun(ctx context.Context, q *Query, snap *Snapshot) (*topNRun, context.CancelFunc) {
+	sctx, cancel := context.WithTimeout(ctx, speedTimeout)
+	return &topNRun{s: s, q: q, snap: snap, ctx: ctx, sctx: sctx}, cancel
+}
+
+// fallback gives the query back to the merge: (false, nil), or the
+// request's error when it ended.
+func (t *topNRun) fallback(why string, err error) (bool, error) {
+	if t.ctx.Err() != nil {
+		return false, t.ctx.Err()
+	}
+	t.s.log.Debug("top N merged in serving", "view", t.q.View.Name, "run", t.snap.RunID(), "why", why, "err", err)
+	return false, nil
+}
+
+// open returns the store and the run's levels ClickHouse holds whole;
+// ok is false when the caller must return (false, err).
+func (t *topNRun) open() (store TopNStore, levels []schemas.Granularity, ok bool, err error) {
+	if store, err = t.s.deps.Speed.(topNSource).topNStore(t.sctx); err != nil {
+		_, err = t.fallback("the top N store", err)
+		return nil, nil, false, err
+	}
+	if levels, err = heldLevels(t.sctx, store, t.snap); err != nil {
+		_, err = t.fallback("the run's rows in ClickHouse", err)
+		return nil, nil, false, err
+	}
+	return store, levels, true, nil
+}
+
+// finish settles a scan of what that ended with scanErr: a ClickHouse up
+// but too busy gets the speed half's verdict at once (the merge's speed
+// half would fail too, after reading the whole batch half); otherwise the
+// run's rows must still be whole in ClickHouse, and res gets the speed
+// layer's newest window. ok is false when the caller must return
+// (false, err).
+func (t *topNRun) finish(store TopNStore, res *Result, scanErr error, what string) (ok bool, err error) {
+	if scanErr != nil {
+		if verdict := t.s.speedVerdict(t.ctx, busy(scanErr), t.sctx.Err() != nil); verdict != nil {
+			return false, verdict
+		}
+		return t.fallback(what+" from ClickHouse", scanErr)
+	}
+	if _, err := heldLevels(t.sctx, store, t.snap); err != nil {
+		return t.fallback("the run's rows in ClickHouse after "+what, err)
+	}
+	maxWin, err := t.s.deps.Speed.MaxWindow(t.sctx, t.q.View, t.snap.AbsorbedChunks)
+	if err != nil {
+		return t.fallback("the speed layer's newest window", err)
+	}
+	if !maxWin.IsZero() {
+		res.Freshness.SpeedMaxEventTime = maxWin
+	}
 	return true, nil
 }
 
@@ -356,22 +396,13 @@ func streamable(q *Query, sp SpeedSource) bool {
 // being decoded, not every group. The other measures of the chosen
 // groups are then merged for those groups only (sketchesOf).
 func (s *Service) streamTopN(ctx context.Context, q *Query, snap *Snapshot, res *Result) (bool, error) {
-	sctx, cancel := context.WithTimeout(ctx, speedTimeout)
+	t, cancel := s.newTopNRun(ctx, q, snap)
 	defer cancel()
-	fallback := func(why string, err error) (bool, error) {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		s.log.Debug("top N merged in serving", "view", q.View.Name, "run", snap.RunID(), "why", why, "err", err)
-		return false, nil
+	store, _, ok, err := t.open()
+	if !ok {
+		return false, err
 	}
-	store, err := s.deps.Speed.(topNSource).topNStore(sctx)
-	if err != nil {
-		return fallback("the top N store", err)
-	}
-	if _, err := heldLevels(sctx, store, snap); err != nil {
-		return fallback("the run's rows in ClickHouse", err)
-	}
+	sctx := t.sctx
 	v := q.View
 	tq := topNQuery(q, snap, nil) // no levels: base rows only
 	tq.OrderBy, tq.Having, tq.Limit = "", nil, 0
@@ -389,7 +420,7 @@ func (s *Service) streamTopN(ctx context.Context, q *Query, snap *Snapshot, res 
 		}
 	}
 	if len(tq.Measures) == 0 { // pushable queries never come here; an order by dims would
-		return fallback("nothing to rank by", nil)
+		return t.fallback("nothing to rank by", nil)
 	}
 	r := newRanker(q)
 	norm := NewMerger(q) // finishDistinct: the merge's dense rule
@@ -443,21 +474,8 @@ func (s *Service) streamTopN(ctx context.Context, q *Query, snap *Snapshot, res 
 	if errors.As(err, &tooMany) {
 		return false, err
 	}
-	if err != nil {
-		if verdict := s.speedVerdict(ctx, busy(err), sctx.Err() != nil); verdict != nil {
-			return false, verdict
-		}
-		return fallback("the groups from ClickHouse", err)
-	}
-	if _, err := heldLevels(sctx, store, snap); err != nil {
-		return fallback("the run's rows in ClickHouse after the groups", err)
-	}
-	maxWin, err := s.deps.Speed.MaxWindow(sctx, v, snap.AbsorbedChunks)
-	if err != nil {
-		return fallback("the speed layer's newest window", err)
-	}
-	if !maxWin.IsZero() {
-		res.Freshness.SpeedMaxEventTime = maxWin
+	if ok, err := t.finish(store, res, err, "the groups"); !ok {
+		return false, err
 	}
 	starts := make([]int64, 0, len(buckets))
 	for w := range buckets {
