@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // ExampleConfigYAML returns tandem.example.yaml with each old string replaced
@@ -106,4 +108,34 @@ func AllTypesYAML(t testing.TB, oldNew ...string) string {
 	}
 	t.Helper()
 	return replaceExample(t, "AllTypesYAML", "the every-type fixture", allTypesYAML, oldNew)
+}
+
+// SectionReject is a component's section of tandem.yaml (the lines after
+// "chunk_size: 100") that its owner must refuse with an error containing
+// Want.
+type SectionReject struct{ Name, Section, Want string }
+
+// CheckSectionConfig holds a component's ConfigFrom to its section's
+// rules: every case is refused, its error naming the file (and, as Want
+// says, the key and line), while the vocabulary loads fine (parse is
+// schemas.Parse, passed in because schemas' own tests use this package);
+// and a file without the section gives defaults.
+func CheckSectionConfig[S, C any](t *testing.T, parse func(name string, data []byte, lookup func(string) (string, bool)) (S, error), configFrom func(S) (C, error), defaults C, cases []SectionReject) {
+	t.Helper()
+	noEnv := func(string) (string, bool) { return "", false }
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			sc, err := parse("t.yaml", []byte("chunk_size: 100\n"+tc.Section), noEnv)
+			require.NoError(t, err, "the vocabulary is fine")
+			_, err = configFrom(sc)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.Want)
+			require.True(t, strings.HasPrefix(err.Error(), "t.yaml:"), err.Error())
+		})
+	}
+	sc, err := parse("t.yaml", []byte("chunk_size: 100\n"), noEnv)
+	require.NoError(t, err)
+	c, err := configFrom(sc)
+	require.NoError(t, err)
+	require.Equal(t, defaults, c, "a file without the section has the defaults")
 }
