@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -204,24 +203,7 @@ type env struct {
 	db    *clickhouse.DB
 	svc   *serving.Service
 	url   string
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *testenv.LockedBuffer
 }
 
 // newBackends starts S3 and ClickHouse and creates tandem's tables.
@@ -243,9 +225,9 @@ func newBackends(t testing.TB, cfg *schemas.Config, minio bool) (*testenv.S3Serv
 
 // startService runs a service for cfg (built by serving.FromConfig, as
 // `tandem serve` builds it) until the test ends.
-func startService(t testing.TB, cfg *testConfig) (*serving.Service, string, *syncBuffer) {
+func startService(t testing.TB, cfg *testConfig) (*serving.Service, string, *testenv.LockedBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LockedBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := ops.NewRegistry()
 	svc, closeFn, err := serving.FromConfig(cfg.Serve, cfg.Config, reg, log)

@@ -26,7 +26,7 @@ import (
 func startReplica(t *testing.T, cfg *testConfig, replica string) (string, func()) {
 	t.Helper()
 	reg := ops.NewRegistry()
-	log := slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+	log := slog.New(slog.NewTextHandler(&testenv.LockedBuffer{}, nil))
 	store, err := s3.New(cfg.S3)
 	require.NoError(t, err)
 	speed := &serving.LazyClickHouseSpeed{Config: cfg.ClickHouse}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -156,7 +155,7 @@ func TestBatchRunWorkersCommand(t *testing.T) {
 			"--run", "nightly-1", "--worker", fmt.Sprintf("%d/2", i), "--wait", "2m")
 	}
 	w1 := worker(1)
-	w1Log := &lockedBuffer{}
+	w1Log := &testenv.LockedBuffer{}
 	w1.Stdout, w1.Stderr = w1Log, w1Log
 	require.NoError(t, w1.Start())
 	require.Eventually(t, func() bool { return strings.Contains(w1Log.String(), "waiting for the other workers' parts") },
@@ -220,22 +219,4 @@ func viewBytes(t *testing.T, ctx context.Context, st *s3.Store, view string) (st
 	norm, err := json.Marshal(m)
 	require.NoError(t, err)
 	return string(norm), files
-}
-
-// lockedBuffer is a bytes.Buffer a process writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

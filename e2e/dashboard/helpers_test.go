@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,24 +26,6 @@ import (
 
 	"github.com/tandem-analytics/tandem/internal/testenv"
 )
-
-// lockedBuffer collects a child's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // selfSigned writes a certificate for 127.0.0.1 and its key into dir and
 // returns their paths and a pool trusting the certificate.
@@ -111,14 +92,14 @@ func configText(t *testing.T, replace map[string]string) (string, map[string]str
 // child is a tandem subprocess.
 type child struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testenv.LockedBuffer
 	done   chan struct{}
 }
 
 func startTandem(t *testing.T, dir string, args ...string) *child {
 	t.Helper()
 	bin := testenv.BuildTandem(t)
-	c := &child{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{stderr: &testenv.LockedBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Dir = dir
 	c.cmd.Stdout = c.stderr

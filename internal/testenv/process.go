@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -123,4 +124,23 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return filepath.Base(path) + ":\n" + strings.Join(lines, "\n")
+}
+
+// LockedBuffer is a bytes.Buffer a process or logger writes while the test
+// reads it.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
