@@ -30,14 +30,21 @@ MINIO_VERSION="${TANDEM_MINIO_VERSION:-latest}"
 DATA_DIR="${TANDEM_MINIO_DIR:-.tandem/minio}"
 PORT="${TANDEM_MINIO_PORT:-9100}"
 CONSOLE_PORT="${TANDEM_MINIO_CONSOLE_PORT:-}"
+# free_console_port moves CONSOLE_PORT to the next port from $1 that nobody
+# answers on.
+free_console_port() {
+  CONSOLE_PORT=$1
+  while { [[ $CONSOLE_PORT == "$PORT" ]] || (exec 3<>"/dev/tcp/127.0.0.1/$CONSOLE_PORT") 2>/dev/null; } && [[ $CONSOLE_PORT -lt 9199 ]]; do
+    CONSOLE_PORT=$((CONSOLE_PORT + 1))
+  done
+}
+CONSOLE_PORT_CHOSEN=0
 if [[ -z "$CONSOLE_PORT" ]]; then
   # Nobody asked for a console port: take 9101, or the next free one when
   # another MinIO (a test's, another checkout's) holds it — MinIO refuses
   # to start when its console port is taken.
-  CONSOLE_PORT=9101
-  while { [[ $CONSOLE_PORT == "$PORT" ]] || (exec 3<>"/dev/tcp/127.0.0.1/$CONSOLE_PORT") 2>/dev/null; } && [[ $CONSOLE_PORT -lt 9199 ]]; do
-    CONSOLE_PORT=$((CONSOLE_PORT + 1))
-  done
+  CONSOLE_PORT_CHOSEN=1
+  free_console_port 9101
 fi
 export MINIO_ROOT_USER="${MINIO_ROOT_USER:-tandem}"
 export MINIO_ROOT_PASSWORD="${MINIO_ROOT_PASSWORD:-tandem-dev-secret}"
@@ -133,24 +140,38 @@ cmd_start() {
     tls=(--certs-dir "$CERTS_DIR")
     scheme=https
   fi
-  # setsid detaches it from this shell's session so it outlives the script.
-  MINIO_UPDATE=off setsid "$bin" server --quiet \
-    --address "127.0.0.1:$PORT" --console-address "127.0.0.1:$CONSOLE_PORT" "${tls[@]}" \
-    "$dir" >>"$rdir/minio.log" 2>&1 </dev/null &
-  echo $! >"$rdir/minio.pid"
-  for ((i = 0; i < START_TIMEOUT * 10; i++)); do
-    # Ready, and still this process: one that lost the port to another
-    # listener exits right after its failed bind.
-    if ready && sleep 0.2 && running_pid >/dev/null && ready; then
-      log "started at $dir (pid $(running_pid), S3 $scheme://127.0.0.1:$PORT, console http://127.0.0.1:$CONSOLE_PORT, user $MINIO_ROOT_USER)"
-      return 0
+  local attempt logged
+  for ((attempt = 1; ; attempt++)); do
+    logged=$(stat -c %s "$rdir/minio.log" 2>/dev/null || echo 0)
+    # setsid detaches it from this shell's session so it outlives the script.
+    MINIO_UPDATE=off setsid "$bin" server --quiet \
+      --address "127.0.0.1:$PORT" --console-address "127.0.0.1:$CONSOLE_PORT" "${tls[@]}" \
+      "$dir" >>"$rdir/minio.log" 2>&1 </dev/null &
+    echo $! >"$rdir/minio.pid"
+    for ((i = 0; i < START_TIMEOUT * 10; i++)); do
+      # Ready, and still this process: one that lost the port to another
+      # listener exits right after its failed bind.
+      if ready && sleep 0.2 && running_pid >/dev/null && ready; then
+        log "started at $dir (pid $(running_pid), S3 $scheme://127.0.0.1:$PORT, console http://127.0.0.1:$CONSOLE_PORT, user $MINIO_ROOT_USER)"
+        return 0
+      fi
+      running_pid >/dev/null || break
+      sleep 0.1
+    done
+    running_pid >/dev/null && break # alive but never ready: reported below
+    # The free console port probed above can be taken by another MinIO
+    # starting at the same moment (tests run in parallel): when this script
+    # chose the port, take the next one and start again.
+    if ((CONSOLE_PORT_CHOSEN && attempt < 5)) &&
+      tail -c +$((logged + 1)) "$rdir/minio.log" | grep -q 'Unable to initialize console server'; then
+      local taken=$CONSOLE_PORT
+      free_console_port $((CONSOLE_PORT + 1))
+      log "console port $taken was taken while starting; trying $CONSOLE_PORT"
+      continue
     fi
-    if ! running_pid >/dev/null; then
-      log "minio exited during start-up; last log lines:"
-      tail -n 20 "$rdir/minio.log" >&2 || true
-      exit 1
-    fi
-    sleep 0.1
+    log "minio exited during start-up; last log lines:"
+    tail -n 20 "$rdir/minio.log" >&2 || true
+    exit 1
   done
   log "not ready on port $PORT within ${START_TIMEOUT}s; last log lines:"
   tail -n 20 "$rdir/minio.log" >&2 || true
