@@ -97,8 +97,13 @@ type Result struct {
 	Views    []ViewResult
 	Duration time.Duration
 	// RemovedViews are the views no longer configured whose objects this
-	// run deleted (batch.removed_view_grace).
+	// run deleted (batch.removed_view_grace), retired versions' physical
+	// names among them.
 	RemovedViews []string
+	// Switched are the views whose pending version this run made current
+	// (clickhouse.DB.SwitchVersions); Collected the physical names of
+	// retired versions whose ClickHouse tables it dropped.
+	Switched, Collected []string
 }
 
 // ViewResult is the outcome for one view.
@@ -168,6 +173,24 @@ func run(ctx context.Context, o options) (*Result, error) {
 		_, _ = rand.Read(b[:])
 		o.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 	}
+	if o.ClickHouse != nil {
+		// The views computed are every version of the configured views:
+		// a changed definition is computed beside the version that keeps
+		// answering until it is exact (docs/architecture.md, "Versioned
+		// view definitions").
+		eff, err := o.ClickHouse.Versioned(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("batch: %w", err)
+		}
+		if o.Split.Workers > 0 || o.Split.Name != "" {
+			for _, v := range eff.Views {
+				if v.Pending() {
+					return nil, fmt.Errorf("batch: view %s has a pending version %d, which split runs (batch --workers) do not compute yet: run one unsplit batch run (tandem batch run) to compute and switch it", v.Logical(), v.Version())
+				}
+			}
+		}
+		o.Schema, cfg = eff, eff
+	}
 	if o.Split.Workers > 0 || o.Split.Name != "" {
 		return runSplit(ctx, o, start)
 	}
@@ -198,6 +221,21 @@ func run(ctx context.Context, o options) (*Result, error) {
 			return nil, err
 		}
 		res.Views = append(res.Views, vr...)
+	}
+	if o.ClickHouse != nil {
+		if err := lk.check(); err != nil {
+			return nil, err
+		}
+		if res.Switched, err = o.ClickHouse.SwitchVersions(ctx, cfg); err != nil {
+			return nil, err
+		}
+		for _, v := range res.Switched {
+			o.Log.Info("batch: the new version of a view is exact and now answers REST and SQL; the old one is retired", "view", v,
+				"collected_after", o.RemovedViewGrace.String())
+		}
+		if res.Collected, err = o.ClickHouse.CollectRetired(ctx, cfg, o.RemovedViewGrace.D(), time.Now()); err != nil {
+			return nil, err
+		}
 	}
 	removed, err := gcRemovedViews(ctx, o.Store, cfg, o.RemovedViewGrace.D(), time.Now(), lk)
 	if err != nil {

@@ -617,6 +617,9 @@ func (c *Config) validateViews(p *Problems, streams map[string]*Stream) {
 		}
 		if !namePattern.MatchString(v.Name) {
 			add(at("name"), "view name %q must be lower-case letters, digits and _, starting with a letter", v.Name)
+		} else if strings.Contains(v.Name, "__") {
+			// <view>__v<n> names the storage of a view's version n.
+			add(at("name"), "view name %q must not contain __ (it is reserved for the storage of view versions, <view>__v<n>)", v.Name)
 		}
 		if views[v.Name] {
 			add(at("name"), "view %q is defined twice", v.Name)

@@ -178,6 +178,13 @@ type View struct {
 	stream   *Stream
 	levels   []Granularity // coarsest first
 	dimIndex []int         // position of each dimension in the stream's fields
+
+	// In a Versioned configuration (versions.go): the configured name
+	// (Name is then the version's physical name), the version number and
+	// whether it is the pending version.
+	logical string
+	version int
+	pending bool
 }
 
 // Levels returns the coarse levels the batch run publishes the view at,

@@ -185,7 +185,7 @@ func EncodeJSON(w io.Writer, r *Result) error {
 	q := r.Query
 	b := make([]byte, 0, 4096)
 	b = append(b, `{"view":`...)
-	b = appendString(b, q.View.Name)
+	b = appendString(b, q.View.Logical())
 	b = append(b, `,"granularity":`...)
 	b = appendString(b, q.GranularityName())
 	if q.Loc != nil {
@@ -435,7 +435,7 @@ const arrowBatchRows = 8192
 func EncodeArrow(w io.Writer, r *Result) error {
 	q := r.Query
 	meta := map[string]string{
-		"tandem.view":        q.View.Name,
+		"tandem.view":        q.View.Logical(),
 		"tandem.granularity": q.GranularityName(),
 		"tandem.from":        formatTime(q.From),
 		"tandem.to":          formatTime(q.To),

@@ -371,9 +371,9 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 	w := &statusWriter{ResponseWriter: rw}
 	name := r.PathValue("view")
 	label := "unknown" // only configured names become label values
-	v := s.cfg.View(name)
+	v := s.resolve(r.Context(), name)
 	if v != nil {
-		label = v.Name
+		label = v.Logical()
 	}
 	defer func() {
 		code := w.code
@@ -684,8 +684,9 @@ func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
 		Views    []viewInfo `json:"views"`
 		Warnings []string   `json:"warnings,omitempty"`
 	}{Views: []viewInfo{}}
-	for _, v := range s.cfg.Views {
-		info := viewInfo{Name: v.Name, Stream: v.Stream, Granularity: v.Granularity.String(), Dimensions: append([]string{}, v.Dimensions...)}
+	for _, lv := range s.cfg.Logicals() {
+		v := s.resolve(ctx, lv.Logical())
+		info := viewInfo{Name: v.Logical(), Stream: v.Stream, Granularity: v.Granularity.String(), Dimensions: append([]string{}, v.Dimensions...)}
 		for _, m := range v.Measures {
 			info.Measures = append(info.Measures, measureInfo{Name: m.Name, Type: string(m.Type), Field: m.Field,
 				Result: m.Kind().ResultDoc, Exact: m.Kind().Exact})
@@ -733,4 +734,26 @@ func (s *Service) handleViews(rw http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", ContentJSON)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(append(b, '\n'))
+}
+
+// resolve returns the version of the logical view a query answers from
+// (docs/architecture.md, "Versioned view definitions"): the pending version
+// as soon as it answers exactly (a run of it is published, the backfilling
+// rule), else the current one, which keeps answering meanwhile. The choice
+// only ever moves forward, as a run once published stays published; nil
+// for an unknown view.
+func (s *Service) resolve(ctx context.Context, logical string) *schemas.View {
+	vs := s.cfg.VersionsOf(logical)
+	if len(vs) == 0 {
+		return nil
+	}
+	if p := vs[len(vs)-1]; p.Pending() {
+		if vm := s.manifests.views[p.Name]; vm != nil {
+			if snap, err := s.manifests.snapshot(ctx, vm); err == nil {
+				snap.release()
+				return p
+			}
+		}
+	}
+	return vs[0]
 }

@@ -79,7 +79,11 @@ func cmdDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	svc, closeServe, err := serving.FromConfig(cfg.Serve, cfg.Config, serveReg, log)
+	eff, err := db.Versioned(ctx, cfg.Config)
+	if err != nil {
+		return err
+	}
+	svc, closeServe, err := serving.FromConfig(cfg.Serve, eff, serveReg, log)
 	if err != nil {
 		return err
 	}
@@ -162,6 +166,11 @@ func devMigrate(ctx context.Context, cfg *config.Config, db *clickhouse.DB, log 
 		case o == nil:
 		case o.State == clickhouse.OwnerChanged:
 			backfill = true
+		case o.State == clickhouse.OwnerNewVersion:
+			// The old version answers until a run computes the new one.
+			log.Info("definition changed: computing it as a new version; the old version answers until the new one is exact",
+				"view", v.Name, "version", o.Version, "changes", strings.TrimSpace(strings.Join(o.Diffs, ";")))
+			backfill = true
 		case o.State == clickhouse.OwnerNew:
 			for _, other := range cfg.Views {
 				if other.Stream == v.Stream && plan.Owner(other.Name) != nil && plan.Owner(other.Name).State != clickhouse.OwnerNew {
@@ -171,7 +180,7 @@ func devMigrate(ctx context.Context, cfg *config.Config, db *clickhouse.DB, log 
 		}
 	}
 	if backfill {
-		log.Info("a view is backfilling (REST 503, SQL empty) until a batch run publishes it: running one now")
+		log.Info("a view is new, changed or backfilling until a batch run publishes it: running one now")
 	}
 	if removed := plan.With(clickhouse.OwnerRemoved); len(removed) > 0 {
 		log.Info("no longer configured; their ClickHouse objects stay until `tandem migrate --drop-removed`", "owners", strings.Join(removed, ", "))

@@ -113,8 +113,17 @@ func newSpeedService(ctx context.Context, cfg *config.Config, db *clickhouse.DB,
 	if err != nil {
 		return nil, nil, err
 	}
+	// Every version of the configured views is folded: the current one
+	// answers while a changed definition, the pending version, is computed.
+	vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	eff, err := db.Versioned(vctx, cfg.Config)
+	cancel()
+	if err != nil {
+		dlq.Close()
+		return nil, nil, err
+	}
 	svc, err := speed.New(cfg.Speed, speed.Deps{
-		Schema:      cfg.Config,
+		Schema:      eff,
 		Sink:        speed.NewClickHouseSink(db, cfg.ChunkSize),
 		DeadLetters: dlq,
 		Registry:    reg,

@@ -11,9 +11,10 @@ import (
 
 // Names of the shared tables.
 const (
-	TableSchemaMeta = "schema_meta"
-	TableRuns       = "runs"
-	TableAbsorbed   = "absorbed"
+	TableSchemaMeta   = "schema_meta"
+	TableRuns         = "runs"
+	TableAbsorbed     = "absorbed"
+	TableViewVersions = "view_versions"
 )
 
 // SpeedTable is the table of a view's speed rows.
@@ -28,6 +29,18 @@ func BatchTable(view string) string { return view + "_batch" }
 // every reader and writer uses. Without a cluster the plain name is the
 // table itself.
 func LocalTable(table string) string { return table + "_local" }
+
+// SQLName is the name a version's merged SQL views are called by (<name>,
+// <name>_<level>): the logical view's name for its current version, so
+// analysts' queries keep their names across a change, and the physical
+// name for a pending version (docs/analysts.md), which analysts may query
+// while it is computed.
+func SQLName(view *schemas.View) string {
+	if view.Pending() {
+		return view.Name
+	}
+	return view.Logical()
+}
 
 // MergedView is the SQL view answering a view's exact measures from batch
 // and speed rows; it has the view's own name.
@@ -133,6 +146,13 @@ func buildObjects(cfg *schemas.Config, v Version) []object {
 		sharedTable(db, TableAbsorbed, shared, []col{
 			{"view", "String"}, {"run_id", "String"}, {"kafka_partition", "UInt32"}, {"chunks", "UInt64"}, {"absorbed_offset", "UInt64"},
 		}, "ReplacingMergeTree ORDER BY (view, run_id, kafka_partition)"),
+		// The versions of each view's definition (schemas.ViewVersion,
+		// versions.go): a row per (view, version), replaced as its state
+		// changes.
+		sharedTable(db, TableViewVersions, shared, []col{
+			{"view", "String"}, {"version", "UInt32"}, {"fingerprint", "String"}, {"definition", "String"},
+			{"state", "String"}, {"since", "DateTime('UTC')"}, {"updated", "UInt64"},
+		}, "ReplacingMergeTree(updated) ORDER BY (view, version)"),
 	}
 	for _, s := range cfg.Streams {
 		objs = append(objs, fieldsObject(s))
@@ -374,7 +394,7 @@ func speedObject(db string, view *schemas.View, chunkSize int64, v Version) obje
 		// Sharded by partition: every version of a row, and every row of
 		// a chunk, is on one shard, so FINAL on each shard is FINAL.
 		shardKey:  schemas.ColKafkaPartition,
-		Statement: Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
+		Statement: Statement{Object: name, Kind: KindTable, Owner: view.Logical(), SQL: createTable(db, name, cols, engine)},
 		// chunk numbers mean offsets/chunk_size: another chunk_size makes
 		// stored rows meaningless.
 		definition: viewDefinition(view) + fmt.Sprintf("\nchunk_size: %d", chunkSize),
@@ -399,7 +419,7 @@ func batchObject(db string, view *schemas.View, v Version) object {
 	name := BatchTable(view.Name)
 	return object{
 		shardKey:   batchShardKey,
-		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
+		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Logical(), SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view),
 		columns:    colNames(cols),
 		types:      colTypes(cols),
@@ -516,9 +536,9 @@ func answeredCondition(db string, view *schemas.View, streamViews []string) stri
 }
 
 func mergedObject(db string, view *schemas.View, streamViews []string) object {
-	name := MergedView(view.Name)
+	name := MergedView(SQLName(view))
 	return object{
-		Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), MergedViewQuery(db, view, streamViews))},
+		Statement:  Statement{Object: name, Kind: KindView, Owner: view.Logical(), SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), MergedViewQuery(db, view, streamViews))},
 		definition: viewDefinition(view),
 	}
 }
@@ -664,9 +684,10 @@ func addedColumns(o object, have []string) (clauses []string, added []string, ok
 // view named like a stream's events table.
 func checkNames(cfg *schemas.Config) error {
 	owner := map[string]string{
-		TableSchemaMeta: "tandem's shared table",
-		TableRuns:       "tandem's shared table",
-		TableAbsorbed:   "tandem's shared table",
+		TableSchemaMeta:   "tandem's shared table",
+		TableRuns:         "tandem's shared table",
+		TableAbsorbed:     "tandem's shared table",
+		TableViewVersions: "tandem's shared table",
 	}
 	var problems []string
 	var claim func(name, who string)
@@ -690,13 +711,13 @@ func checkNames(cfg *schemas.Config) error {
 	}
 	for _, v := range cfg.Views {
 		who := fmt.Sprintf("view %q", v.Name)
-		claim(MergedView(v.Name), who)
+		claim(MergedView(SQLName(v)), who)
 		sharded(SpeedTable(v.Name), who)
 		sharded(BatchTable(v.Name), who)
 		if len(v.Levels()) > 0 {
 			sharded(LevelsTable(v.Name), who)
 			for _, l := range v.Levels() {
-				claim(LevelView(v.Name, l), who+" (level "+l.String()+")")
+				claim(LevelView(SQLName(v), l), who+" (level "+l.String()+")")
 			}
 		}
 	}

@@ -82,16 +82,16 @@ func levelObjects(db string, view *schemas.View, v Version, streamViews []string
 	name := LevelsTable(view.Name)
 	objs := []object{{
 		shardKey:   batchShardKey,
-		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Name, SQL: createTable(db, name, cols, engine)},
+		Statement:  Statement{Object: name, Kind: KindTable, Owner: view.Logical(), SQL: createTable(db, name, cols, engine)},
 		definition: viewDefinition(view) + "\nlevels: exact measures",
 		columns:    colNames(cols),
 		types:      colTypes(cols),
 		appendable: len(levelStateCols(view)),
 	}}
 	for _, l := range view.Levels() {
-		name := LevelView(view.Name, l)
+		name := LevelView(SQLName(view), l)
 		objs = append(objs, object{
-			Statement:  Statement{Object: name, Kind: KindView, Owner: view.Name, SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), LevelViewQuery(db, view, l, streamViews))},
+			Statement:  Statement{Object: name, Kind: KindView, Owner: view.Logical(), SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS\n%s", qualified(db, name), LevelViewQuery(db, view, l, streamViews))},
 			definition: viewDefinition(view) + "\nlevel: " + l.String(),
 		})
 	}

@@ -133,6 +133,38 @@ func (db *DB) Migrate(ctx context.Context, cfg *schemas.Config, recreate ...stri
 	if cfg.ClickHouse.Cluster != db.cluster {
 		return Report{Database: db.db, ServerVersion: db.version}, fmt.Errorf("clickhouse: configuration names cluster %q (clickhouse.cluster) but the connection was opened for %q", cfg.ClickHouse.Cluster, db.cluster)
 	}
+	if cfg.ClickHouse.Database != db.db {
+		return Report{Database: db.db, ServerVersion: db.version}, fmt.Errorf("clickhouse: configuration names database %q but the connection was opened for %q", cfg.ClickHouse.Database, db.db)
+	}
+	if err := checkNames(cfg); err != nil {
+		return Report{Database: db.db, ServerVersion: db.version}, err
+	}
+	// A changed definition becomes a pending version with tables of its
+	// own; the objects below are those of every version computed. The
+	// registry is written once they exist (and not when Migrate refuses).
+	versions, cfg, err := db.planRegistry(ctx, cfg, recreate)
+	if err != nil {
+		return Report{Database: db.db, ServerVersion: db.version}, err
+	}
+	rep, err := db.migrateObjects(ctx, cfg, recreate)
+	if err != nil {
+		return rep, err
+	}
+	for i, vv := range versions {
+		// A recreated view starts over: a pending version it had goes
+		// with its tables now, not after a grace period.
+		if vv.State == schemas.VersionRetired && slices.Contains(recreate, vv.View) {
+			if err := db.dropVersion(ctx, cfg, vv); err != nil {
+				return rep, err
+			}
+			versions[i].State = schemas.VersionCollected
+		}
+	}
+	return rep, db.writeVersions(ctx, versions)
+}
+
+// migrateObjects is Migrate of a Versioned configuration's objects.
+func (db *DB) migrateObjects(ctx context.Context, cfg *schemas.Config, recreate []string) (Report, error) {
 	if len(db.servers) == 0 {
 		return db.migrateServer(ctx, cfg, recreate)
 	}
@@ -545,18 +577,20 @@ func (db *DB) dropOwner(ctx context.Context, cfg *schemas.Config, owner string, 
 			return fmt.Errorf("clickhouse: dropping %s: %w", describe(o), err)
 		}
 	}
-	if cfg.View(owner) == nil {
-		return nil
-	}
 	// The view's published runs describe batch rows that no longer exist;
 	// left in place, the merged view would skip speed rows of chunks a
 	// vanished run absorbed. A runs row naming no run takes their place:
 	// the view is backfilling (answeredCondition) until its next run, as
 	// serving answers REST while its manifest holds the old definition.
-	if err := db.mutate(ctx, TableAbsorbed, "DELETE WHERE view = ?", owner); err != nil {
-		return err
+	for _, v := range cfg.VersionsOf(owner) {
+		if err := db.mutate(ctx, TableAbsorbed, "DELETE WHERE view = ?", v.Name); err != nil {
+			return err
+		}
+		if err := db.unpublish(ctx, v.Name); err != nil {
+			return err
+		}
 	}
-	return db.unpublish(ctx, owner)
+	return nil
 }
 
 // unpublish makes no run the view's current run, with a runs row of

@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -30,7 +31,7 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	require.Equal(t, []string{
 		"absorbed", "clicks_by_country", "clicks_by_country_1d", "clicks_by_country_1h", "clicks_by_country_batch",
 		"clicks_by_country_levels", "clicks_by_country_speed", "clicks_events",
-		"clicks_total", "clicks_total_1d", "clicks_total_batch", "clicks_total_levels", "clicks_total_speed", "runs", "schema_meta",
+		"clicks_total", "clicks_total_1d", "clicks_total_batch", "clicks_total_levels", "clicks_total_speed", "runs", "schema_meta", "view_versions",
 	}, want)
 	got := queryStrings(t, db, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", cfg.ClickHouse.Database)
 	require.Equal(t, want, got)
@@ -54,51 +55,93 @@ func TestMigrateCreatesEveryObjectAndIsIdempotent(t *testing.T) {
 	require.Contains(t, rep.String(), "up to date")
 	// Nothing was written or recreated.
 	require.Equal(t, metaBefore, queryStrings(t, db, "SELECT concat(object, ' ', fingerprint, ' ', toString(version)) FROM tandem.schema_meta ORDER BY object"))
-	require.Equal(t, []string{"16"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
+	require.Equal(t, []string{"17"}, queryStrings(t, db, "SELECT toString(count()) FROM tandem.schema_meta"))
 	require.Equal(t, tablesBefore, queryStrings(t, db, "SELECT concat(name, ' ', toString(metadata_modification_time)) FROM system.tables WHERE database = 'tandem' ORDER BY name"))
 }
 
-func TestMigrateRefusesChangedDefinition(t *testing.T) {
+// TestMigrateRegistersChangedDefinitionAsVersion: a changed definition is
+// not refused: it becomes a pending version with tables of its own, the
+// current version's tables untouched; the plan says so; a second change
+// replaces the pending version; a definition back to the current one
+// retires it; --recreate makes the configured definition current in place.
+func TestMigrateRegistersChangedDefinitionAsVersion(t *testing.T) {
 	cfg := parseConfig(t, testConfigYAML)
 	db, _ := migrated(t, cfg)
 	ctx := testCtx(t)
+	with := func(yaml string) *schemas.Config {
+		c := parseConfig(t, yaml)
+		c.ClickHouse = cfg.ClickHouse
+		return c
+	}
+	states := func() []string {
+		return queryStrings(t, db, "SELECT concat(view, ' ', toString(version), ' ', state) FROM tandem.view_versions FINAL ORDER BY view, version")
+	}
+	require.Equal(t, []string{"clicks_by_country 1 current", "clicks_total 1 current"}, states())
 
 	// Another granularity and another dimension list for one view; the
 	// other view and the stream are unchanged.
-	changedYAML := strings.Replace(testConfigYAML, "granularity: 1m\n    dimensions: [country, device]", "granularity: 5m\n    dimensions: [country]", 1)
-	changed := parseConfig(t, changedYAML)
-	changed.ClickHouse = cfg.ClickHouse
-	_, err := db.Migrate(ctx, changed)
-	require.ErrorIs(t, err, ErrDefinitionChanged)
-	msg := err.Error()
-	require.Contains(t, msg, `view "clicks_by_country"`)
-	require.Contains(t, msg, "granularity: 1m → 5m")
-	require.Contains(t, msg, "dimensions: [country, device] → [country]")
-	require.Contains(t, msg, "tandem migrate --recreate clicks_by_country")
-	require.NotContains(t, msg, "clicks_total")
-	// The old table is untouched.
+	changed := with(strings.Replace(testConfigYAML, "granularity: 1m\n    dimensions: [country, device]", "granularity: 5m\n    dimensions: [country]", 1))
+	plan, err := db.Plan(ctx, changed)
+	require.NoError(t, err)
+	o := plan.Owner("clicks_by_country")
+	require.Equal(t, OwnerNewVersion, o.State, plan.String())
+	require.Equal(t, 2, o.Version)
+	require.Contains(t, plan.String(), "new version 2")
+	require.Contains(t, plan.String(), "granularity: 1m → 5m")
+	require.Contains(t, plan.String(), "dimensions: [country, device] → [country]")
+	require.Contains(t, plan.String(), "the old version 1 serves REST and SQL until the new one is exact")
+	require.Equal(t, OwnerUnchanged, plan.Owner("clicks_total").State)
+
+	rep, err := db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	require.Contains(t, rep.String(), "created    table    tandem.clicks_by_country__v2_speed")
+	require.Contains(t, rep.String(), "created    view     tandem.clicks_by_country__v2")
+	require.Equal(t, []string{"clicks_by_country 1 current", "clicks_by_country 2 pending", "clicks_total 1 current"}, states())
+	// The current version's tables and logical SQL view are untouched.
 	require.Contains(t, queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_by_country_speed'"), "device")
+	require.Contains(t, queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_by_country'"), "device")
+	require.NotContains(t, queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_by_country__v2_speed'"), "device")
+	rep, err = db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	require.True(t, rep.UpToDate(), rep.String())
+	eff, err := db.Versioned(ctx, changed)
+	require.NoError(t, err)
+	var names []string
+	for _, v := range eff.Views {
+		names = append(names, fmt.Sprintf("%s v%d pending=%v %s", v.Name, v.Version(), v.Pending(), v.Granularity))
+	}
+	require.Equal(t, []string{"clicks_by_country v1 pending=false 1m", "clicks_by_country__v2 v2 pending=true 5m", "clicks_total v1 pending=false 1h"}, names)
 
-	// A changed measure field with the same table layout is caught too.
-	fieldYAML := strings.Replace(testConfigYAML, "{ name: items, type: sum, field: qty }", "{ name: items, type: sum, field: amount }", 1)
-	fieldChanged := parseConfig(t, fieldYAML)
-	fieldChanged.ClickHouse = cfg.ClickHouse
-	_, err = db.Migrate(ctx, fieldChanged)
-	require.ErrorIs(t, err, ErrDefinitionChanged)
-	require.Contains(t, err.Error(), "items=sum(qty)")
-	require.Contains(t, err.Error(), "items=sum(amount)")
+	// Another change while version 2 is pending: version 3 replaces it.
+	third := with(strings.Replace(testConfigYAML, "granularity: 1m\n    dimensions: [country, device]", "granularity: 15m\n    dimensions: [country]", 1))
+	_, err = db.Migrate(ctx, third)
+	require.NoError(t, err)
+	require.Equal(t, []string{"clicks_by_country 1 current", "clicks_by_country 2 retired", "clicks_by_country 3 pending", "clicks_total 1 current"}, states())
+	// Back to the current definition: the pending version is retired.
+	_, err = db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.Equal(t, []string{"clicks_by_country 1 current", "clicks_by_country 2 retired", "clicks_by_country 3 retired", "clicks_total 1 current"}, states())
+	// A configuration that migrate has not registered is refused by
+	// everything that computes views, naming the way out.
+	_, err = db.Versioned(ctx, changed)
+	require.ErrorContains(t, err, "run tandem migrate first")
 
-	// --recreate resolves it, and afterwards the new definition is up to date.
-	rep, err := db.Migrate(ctx, changed, "clicks_by_country")
+	// --recreate makes the configured definition current in place.
+	rep, err = db.Migrate(ctx, changed, "clicks_by_country")
 	require.NoError(t, err)
 	require.Contains(t, rep.String(), "recreated")
 	require.NotContains(t, queryStrings(t, db, "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_by_country_speed'"), "device")
+	require.Equal(t, []string{"clicks_by_country 1 current", "clicks_by_country 2 retired", "clicks_by_country 3 retired", "clicks_total 1 current"}, states())
 	rep, err = db.Migrate(ctx, changed)
 	require.NoError(t, err)
 	require.True(t, rep.UpToDate(), rep.String())
 
 	_, err = db.Migrate(ctx, changed, "no_such_view")
 	require.ErrorContains(t, err, "no_such_view")
+
+	// A view name with __ is refused: it is how versions are named.
+	_, err = schemas.Parse("t.yaml", []byte(strings.Replace(testConfigYAML, "name: clicks_total", "name: clicks__v2", 1)), nil)
+	require.ErrorContains(t, err, "reserved for the storage of view versions")
 }
 
 func TestMigrateRecordsInterruptedAndRefusesForeignTables(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -31,6 +32,10 @@ const (
 	// OwnerConflict: an object it needs exists with other columns and no
 	// record of tandem creating it.
 	OwnerConflict OwnerState = "conflict"
+	// OwnerNewVersion: the view's configured definition is (or Migrate
+	// registers it as) a pending version, computed beside the current one,
+	// which answers until the new one is exact (schemas/versions.go).
+	OwnerNewVersion OwnerState = "new version"
 )
 
 // OwnerPlan is the plan for one view or raw_events stream.
@@ -48,6 +53,11 @@ type OwnerPlan struct {
 	TypeChanged bool
 	// Added are columns its events table gains in place (fields added).
 	Added []string
+	// Version and Current are, for OwnerNewVersion, the pending version's
+	// number and the current one's; Diffs then say what changed.
+	Version, Current int
+	// Physical is the pending version's physical name (schemas.PhysicalName).
+	Physical string
 }
 
 // Plan says what a configuration would do to the database, without
@@ -113,6 +123,9 @@ func (p Plan) String() string {
 			default:
 				b.WriteString("; its recent raw events are lost from ClickHouse (the master dataset keeps them)")
 			}
+		case OwnerNewVersion:
+			fmt.Fprintf(&b, "new version %d (tables %s, %s, …):\n%s\n", o.Version, SpeedTable(o.Physical), BatchTable(o.Physical), strings.Join(o.Diffs, "\n"))
+			fmt.Fprintf(&b, "         the old version %d serves REST and SQL until the new one is exact (its batch run over all history published); then both switch to it, and the old one's tables and objects are collected after batch.removed_view_grace", o.Current)
 		case OwnerRemoved:
 			fmt.Fprintf(&b, "removed from the configuration; its objects stay until `tandem migrate --drop-removed`: %s", strings.Join(o.Objects, ", "))
 		case OwnerConflict:
@@ -133,6 +146,7 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 	if err := checkNames(cfg); err != nil {
 		return p, err
 	}
+	logical := cfg
 	var databases uint64
 	if err := db.conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", db.db).Scan(&databases); err != nil {
 		return p, fmt.Errorf("clickhouse: listing databases: %w", err)
@@ -151,6 +165,17 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 			}
 		}
 	}
+	// The versions Migrate would register, and the objects of every
+	// version that would then be computed.
+	if _, ok := existing[TableViewVersions]; ok {
+		stored, err := db.ViewVersions(ctx)
+		if err != nil {
+			return p, err
+		}
+		if eff, err := cfg.Versioned(mergeVersions(stored, planVersions(cfg, stored, legacyDefs(meta), nil, time.Now()))); err == nil {
+			cfg = eff
+		}
+	}
 	byOwner := map[string]int{} // index in p.Owners
 	for _, o := range objects(cfg, db.version) {
 		if o.Owner == "" {
@@ -159,7 +184,7 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 		i, ok := byOwner[o.Owner]
 		if !ok {
 			kind := "view"
-			if cfg.View(o.Owner) == nil {
+			if logical.View(o.Owner) == nil {
 				kind = "stream"
 			}
 			i = len(p.Owners)
@@ -212,6 +237,18 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 				op.State = OwnerUnchanged
 			}
 		}
+	}
+	for _, v := range cfg.Views {
+		if !v.Pending() {
+			continue
+		}
+		op := p.Owner(v.Logical())
+		vs := cfg.VersionsOf(v.Logical())
+		if op == nil || op.State == OwnerConflict || op.State == OwnerChanged || len(vs) != 2 {
+			continue
+		}
+		op.State, op.Version, op.Current, op.Physical = OwnerNewVersion, v.Version(), max(vs[0].Version(), 1), v.Name
+		op.Diffs = versionDiffs(vs[0], v)
 	}
 	// Owners tandem recorded creating whose objects still exist but the
 	// configuration no longer names.
@@ -281,4 +318,9 @@ func (db *DB) DropRemoved(ctx context.Context, cfg *schemas.Config) ([]string, e
 		dropped = append(dropped, o.Owner)
 	}
 	return dropped, nil
+}
+
+// versionDiffs lists the "key: old → new" lines between two versions.
+func versionDiffs(old, new *schemas.View) []string {
+	return definitionDiffs(object{definition: viewDefinition(new)}, viewDefinition(old))
 }
