@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/config"
@@ -32,17 +33,19 @@ const addedView = "pageviews_by_device"
 // against the truth computed here from the master dataset, before, during
 // and after the change:
 //
-//   - a view added after batch runs absorbed the stream;
-//   - a measure added to it (speed stopped, tandem migrate
-//     --recreate-changed as the Kubernetes Job runs it, speed started);
-//   - its granularity changed from 1m to 5m;
+//   - a view added after batch runs absorbed the stream (backfilling:
+//     REST 503 and an empty SQL view until its first run);
+//   - a measure added to it, its granularity changed from 1m to 5m and a
+//     dimension added: each a new version (tandem migrate while everything
+//     runs, as the Kubernetes Job does, then speed and serve restarted),
+//     the old version answering REST and SQL exactly until a batch run in
+//     the middle of traffic computes the new one and switches both;
 //   - a field added to the stream (no view backfills; the batch run
 //     recomputes the stream, older raw files read through _raw);
 //   - the view removed (tandem migrate --drop-removed).
 //
-// While a changed view backfills, its speed rows over-count (checked), and
-// it answers REST with 503, Retry-After and reason "backfilling" and its
-// merged SQL view is empty; the other view answers exactly throughout.
+// While a view backfills or a new version is computed, its speed rows
+// over-count (checked); the other view answers exactly throughout.
 func TestViewChanges(t *testing.T) {
 	p := newPlatform(t, platformOptions{chunkSize: 200})
 	p.start("ingest", "speed", "archive", "serve")
@@ -255,35 +258,128 @@ func TestViewChanges(t *testing.T) {
 	restart()
 	change("view added", []string{viewName})
 
-	// 2. A measure added: speed would refuse the changed definition, so
-	// the migration recreates it first, as the Kubernetes Job does.
+	// versionChange is one change of the added view's definition, with
+	// traffic around it, as a Kubernetes rollout does it: tandem migrate
+	// (the Job) registers the new version while everything runs, then
+	// speed and serve restart with the edited configuration. The old
+	// version answers REST and SQL exactly while the new one is computed
+	// (its own speed rows over-count resends of long-absorbed events
+	// meanwhile, and its own SQL view is empty); a batch run in the middle
+	// of traffic computes it and switches both surfaces to it.
+	versionChange := func(stage string, version int, editDef func(string) string, after func()) {
+		t.Helper()
+		physical := fmt.Sprintf("%s__v%d", addedView, version)
+		edit(func(text string) string {
+			at := strings.Index(text, "  - name: "+addedView)
+			require.Positive(t, at)
+			return text[:at] + editDef(text[at:])
+		})
+		plan := migrate("--dry-run")
+		require.Contains(t, plan, fmt.Sprintf("view   %-28s new version %d (tables %s_speed", addedView, version, physical))
+		require.Contains(t, plan, "serves REST and SQL until the new one is exact")
+		out := migrate()
+		require.Contains(t, out, "created    table    "+p.ch.Database+"."+physical+"_speed")
+		restart()
+
+		// Traffic: the old version answers it exactly, REST and SQL.
+		seedN++
+		accepted += load(seedN, 1500, "").Accepted
+		exact(stage+": the old version answers while the new one is computed", truthNow(), addedView, viewName)
+
+		// Resends of events absorbed long ago: the new version's speed
+		// rows over-count them, the old version still answers exactly.
+		sink := &gen.HTTPSink{URL: p.ingestURL, Stream: streamName, Client: &http.Client{Timeout: 30 * time.Second}}
+		resend := make([]gen.Event, 200)
+		for i := range resend {
+			resend[i] = gen.Event{Raw: old[rng.IntN(len(old)/2)]}
+		}
+		acc, err := sink.Send(context.Background(), resend)
+		require.NoError(t, err)
+		for _, a := range acc {
+			require.True(t, a, "a resent valid event is accepted")
+		}
+		accepted += int64(len(resend))
+		now := truthNow()
+		_, a, body, err := p.queryServing(query{from: time.Unix(0, 0), to: time.Unix(3600, 0)})
+		require.NoError(t, err)
+		require.NotNil(t, a, "%s", body)
+		counted := countedFrom(p.readMasterMessages(t), a.Freshness.Absorbed)
+		var speedViews int64
+		require.Eventually(t, func() bool {
+			require.NoError(t, admin.QueryRow(context.Background(), "SELECT toInt64(sum(views)) FROM "+p.ch.Database+"."+physical+"_speed FINAL").Scan(&speedViews))
+			return speedViews > counted
+		}, 60*time.Second, 250*time.Millisecond, "%s: the speed rows of the new version never passed the truth of the unabsorbed chunks (%d events)", stage, counted)
+		t.Logf("%s: speed rows of %s count %d events, the truth of the chunks they cover %d", stage, physical, speedViews, counted)
+		// Resends of long-absorbed events are beyond the speed layer's
+		// duplicate horizon: every view counts them until the next run
+		// (the exactness contract), the old version like the other view.
+		// It keeps answering: no 503, no gap.
+		from, to := span(now)
+		for _, v := range []string{addedView, viewName} {
+			code, body := httpGet(p.serveURL + "/v1/views/" + v + "/query?" + query{from: from, to: to, granularity: "all"}.values().Encode())
+			require.Equal(t, http.StatusOK, code, "%s: view %s keeps answering: %s", stage, v, body)
+		}
+		var n uint64
+		require.NoError(t, p.ch.AnalystConn(t).QueryRow(context.Background(), "SELECT count() FROM "+p.ch.Database+"."+physical).Scan(&n))
+		require.Zero(t, n, "%s: the new version's own SQL view is empty until it is exact", stage)
+
+		// A batch run in the middle of more traffic computes the new
+		// version and switches REST and SQL to it.
+		var wg sync.WaitGroup
+		var mid string
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(300 * time.Millisecond)
+			var err error
+			mid, err = p.batchRun(context.Background())
+			if err != nil {
+				t.Errorf("%s: batch run during the traffic: %v\n%s", stage, err, mid)
+			}
+		}()
+		seedN++
+		accepted += load(seedN, 2000, "").Accepted
+		wg.Wait()
+		require.Contains(t, mid, "the new version of a view is exact and now answers REST and SQL", stage)
+		require.Equal(t, []string{fmt.Sprintf("%d current", version), fmt.Sprintf("%d retired", version-1)},
+			queryStrings(t, admin, "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? AND state IN ('current', 'retired') AND version >= ? ORDER BY version DESC", addedView, uint32(version-1)))
+		// From the switch on, REST answers the new definition (the
+		// resends in the unabsorbed chunks still count until the final
+		// run absorbs them, as in every view).
+		after()
+		code, body := httpGet(p.serveURL + "/v1/views/" + addedView + "/query?" + query{from: time.Unix(0, 0), to: time.Unix(3600, 0), granularity: gran}.values().Encode())
+		require.Equal(t, http.StatusOK, code, "%s: the new version answers at its granularity: %s", stage, body)
+		truth = truthNow()
+		// The pending version's own SQL view is gone; the logical one is
+		// the new version's.
+		require.NoError(t, admin.QueryRow(context.Background(), "SELECT count() FROM system.tables WHERE database = ? AND name = ?", p.ch.Database, physical).Scan(&n))
+		require.Zero(t, n, "%s: the pending version's own SQL view is dropped at the switch", stage)
+		out, err = p.batchRun(context.Background())
+		require.NoError(t, err, "%s: final batch run: %s", stage, out)
+		exact(stage+": the new version after the final batch run", truth, addedView, viewName)
+	}
+
+	// 2. A measure added.
 	const latency = "      - { name: latency,     type: quantiles, field: latency_ms }\n"
-	edit(func(text string) string {
+	versionChange("measure added", 2, func(text string) string {
 		at := strings.LastIndex(text, latency)
 		require.Positive(t, at)
 		return text[:at+len(latency)] + "      - { name: total_latency, type: sum, field: latency_ms }\n" + text[at+len(latency):]
-	})
-	require.Contains(t, migrate("--dry-run"), "total_latency=sum(latency_ms)")
-	// The documented order: speed stops before its tables are recreated.
-	stop()
-	require.Contains(t, migrate("--recreate-changed"), "recreated  table    "+p.ch.Database+"."+addedView+"_speed")
-	p.start("speed", "serve")
-	totalLatency = true
-	change("measure added", []string{viewName})
+	}, func() { totalLatency = true })
+	require.Contains(t, sqlColumns(t, admin, p.ch.Database, addedView), "total_latency")
 
 	// 3. Its granularity changed.
-	edit(func(text string) string {
-		at := strings.Index(text, "  - name: "+addedView)
-		return text[:at] + strings.Replace(text[at:], "granularity: 1m", "granularity: 5m", 1)
-	})
-	require.Contains(t, migrate("--dry-run"), "granularity: 1m → 5m")
-	stop()
-	migrate("--recreate-changed")
-	p.start("speed", "serve")
-	gran = "5m"
-	change("granularity changed", []string{viewName})
+	versionChange("granularity changed", 3, func(text string) string {
+		return strings.Replace(text, "granularity: 1m", "granularity: 5m", 1)
+	}, func() { gran = "5m" })
 
-	// 4. A field added to the stream: nothing is refused or backfilling;
+	// 4. A dimension added.
+	versionChange("dimension added", 4, func(text string) string {
+		return strings.Replace(text, "dimensions: [device]", "dimensions: [device, country]", 1)
+	}, func() {})
+	require.Contains(t, sqlColumns(t, admin, p.ch.Database, addedView), "country")
+
+	// 5. A field added to the stream: nothing is refused or backfilling;
 	// the next batch run recomputes the stream (its schema changed),
 	// reading older raw files from _raw, and both views stay exact.
 	edit(func(text string) string {
@@ -305,7 +401,7 @@ func TestViewChanges(t *testing.T) {
 	require.Contains(t, out, "the stream's fields changed")
 	exact("field added: after its batch run", truth, viewName, addedView)
 
-	// 5. The view removed: 404; its SQL objects stay until --drop-removed.
+	// 6. The view removed: 404; its SQL objects stay until --drop-removed.
 	edit(func(text string) string { return text[:strings.Index(text, "  - name: "+addedView)] })
 	require.Regexp(t, `view\s+`+addedView+`\s+removed from the configuration`, migrate("--dry-run"))
 	restart()
@@ -401,4 +497,25 @@ func httpGetHeader(url string) (int, http.Header, []byte) {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<20))
 	return res.StatusCode, res.Header, b
+}
+
+// queryStrings returns the first column of a query's rows as strings.
+func queryStrings(t *testing.T, conn driver.Conn, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), sql, args...)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// sqlColumns lists the columns of a SQL view or table.
+func sqlColumns(t *testing.T, conn driver.Conn, db, name string) []string {
+	return queryStrings(t, conn, "SELECT name FROM system.columns WHERE database = ? AND table = ?", db, name)
 }

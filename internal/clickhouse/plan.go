@@ -172,7 +172,7 @@ func (db *DB) Plan(ctx context.Context, cfg *schemas.Config) (Plan, error) {
 		if err != nil {
 			return p, err
 		}
-		if eff, err := cfg.Versioned(mergeVersions(stored, planVersions(cfg, stored, legacyDefs(meta), nil, time.Now()))); err == nil {
+		if eff, err := cfg.Versioned(mergeVersions(stored, planVersions(cfg, stored, legacyDefs(meta, existing), nil, time.Now()))); err == nil {
 			cfg = eff
 		}
 	}
@@ -307,11 +307,34 @@ func (db *DB) DropRemoved(ctx context.Context, cfg *schemas.Config) ([]string, e
 		}
 		if o.Kind == "view" {
 			// Were the view configured again, it would be backfilling
-			// until its next run, not answered from a dropped run.
-			if err := db.mutate(ctx, TableAbsorbed, "DELETE WHERE view = ?", o.Owner); err != nil {
+			// until its next run, not answered from a dropped run: every
+			// version's runs go, and its versions are collected (a
+			// version number is never reused).
+			physical := []string{o.Owner}
+			vs, err := db.ViewVersions(ctx)
+			if err != nil {
 				return dropped, err
 			}
-			if err := db.unpublish(ctx, o.Owner); err != nil {
+			var collected []schemas.ViewVersion
+			for _, vv := range vs {
+				if vv.View != o.Owner || vv.State == schemas.VersionCollected {
+					continue
+				}
+				if vv.Physical() != o.Owner {
+					physical = append(physical, vv.Physical())
+				}
+				vv.State, vv.Since = schemas.VersionCollected, time.Now()
+				collected = append(collected, vv)
+			}
+			for _, name := range physical {
+				if err := db.mutate(ctx, TableAbsorbed, "DELETE WHERE view = ?", name); err != nil {
+					return dropped, err
+				}
+				if err := db.unpublish(ctx, name); err != nil {
+					return dropped, err
+				}
+			}
+			if err := db.writeVersions(ctx, collected); err != nil {
 				return dropped, err
 			}
 		}

@@ -147,11 +147,14 @@ func mergeVersions(stored, changes []schemas.ViewVersion) []schemas.ViewVersion 
 	return out
 }
 
-// legacyDefs reads what a view's batch table was recorded with in
-// schema_meta, for planVersions.
-func legacyDefs(meta map[string]metaRecord) func(*schemas.View) (string, bool) {
+// legacyDefs reads what a view's existing batch table was recorded with
+// in schema_meta, for planVersions.
+func legacyDefs(meta map[string]metaRecord, existing map[string][]string) func(*schemas.View) (string, bool) {
 	return func(v *schemas.View) (string, bool) {
 		rec, ok := meta[BatchTable(v.Name)]
+		if _, exists := existing[BatchTable(v.Name)]; !exists {
+			return "", false
+		}
 		return rec.definition, ok
 	}
 }
@@ -169,12 +172,16 @@ func (db *DB) planRegistry(ctx context.Context, cfg *schemas.Config, recreate []
 	if err := db.conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = ? AND name = ?", db.db, TableSchemaMeta).Scan(&n); err != nil {
 		return nil, nil, fmt.Errorf("clickhouse: looking for %s: %w", TableSchemaMeta, err)
 	}
+	existing := map[string][]string{}
 	if n > 0 {
 		if meta, err = db.readMeta(ctx); err != nil {
 			return nil, nil, err
 		}
+		if existing, err = db.existingColumns(ctx); err != nil {
+			return nil, nil, err
+		}
 	}
-	changes := planVersions(cfg, stored, legacyDefs(meta), recreate, time.Now())
+	changes := planVersions(cfg, stored, legacyDefs(meta, existing), recreate, time.Now())
 	eff, err := cfg.Versioned(mergeVersions(stored, changes))
 	return changes, eff, err
 }
