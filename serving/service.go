@@ -757,3 +757,15 @@ func (s *Service) resolve(ctx context.Context, logical string) *schemas.View {
 	}
 	return vs[0]
 }
+
+// AnsweringVersions returns, per logical view, the version queries are
+// answered from now (resolve).
+func (s *Service) AnsweringVersions(ctx context.Context) []*schemas.View {
+	var out []*schemas.View
+	for _, lv := range s.cfg.Logicals() {
+		if v := s.resolve(ctx, lv.Logical()); v != nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -89,6 +89,10 @@ var (
 	_ ops.ReadyChecker = (*Service)(nil)
 )
 
+// Schema is the configuration the service folds (with every version of
+// a changed view, when it is a Versioned one).
+func (s *Service) Schema() *schemas.Config { return s.cfg }
+
 // New returns the speed layer for cfg. It consumes every stream that has at
 // least one view.
 func New(conf Config, opts Deps) (*Service, error) {

@@ -191,8 +191,10 @@ func TestDevEndToEnd(t *testing.T) {
 	exact("after kill -9 and restart")
 
 	// The edit-and-restart loop: a measure added to the view and a new view
-	// on the stream. tandem dev recreates the changed view's tables and runs
-	// a batch run at once (batch.every is set now); both answer exactly.
+	// on the stream. tandem dev registers the changed definition as a new
+	// version — the old one answers meanwhile — and runs a batch run at
+	// once (batch.every is set now), which switches to it; both views
+	// answer exactly.
 	stop := func() {
 		t.Helper()
 		require.NoError(t, dev.Process.Signal(syscall.SIGTERM))
@@ -241,7 +243,10 @@ func TestDevEndToEnd(t *testing.T) {
 		code, raw := get("pageviews_by_device")
 		return code == http.StatusOK && strings.Contains(raw, fmt.Sprintf(`"views":%d`, want.Views))
 	}, 60*time.Second, 250*time.Millisecond, "the added view never answered %d views:\n%s", want.Views, out)
-	require.Contains(t, out.String(), "definition changed: recreating its ClickHouse tables")
+	require.Contains(t, out.String(), "definition changed: computing it as a new version; the old version answers until the new one is exact")
+	// The SQL switch follows once the run's speed-row release is done.
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "the new version of a view is exact and now answers REST and SQL") },
+		90*time.Second, 250*time.Millisecond, "the batch run never switched the new version:\n%s", out)
 	require.Contains(t, out.String(), "running one now")
 
 	require.NoError(t, dev.Process.Signal(syscall.SIGTERM))

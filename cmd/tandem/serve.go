@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/tandem-analytics/tandem/config"
@@ -40,13 +41,59 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err := svc.Listen(); err != nil {
 		return err
 	}
-	return ops.RunAll(ctx, log, ops.Named{Name: "serve", Component: svc})
+	db, err := clickhouse.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return ops.RunAll(ctx, log, ops.Named{Name: "serve", Component: svc},
+		ops.Named{Name: "version-watch", Component: &versionWatch{cfg: cfg, svc: svc, db: db, every: definitionWatchEvery}})
+}
+
+// versionWatch stops a serve process when a version it answers from is no
+// longer computed (retired by a switch this process was not started for,
+// such as a pending version registered again while pods rolled): its
+// answers would go stale. A normal switch never stops it: by then it
+// answers from the new version already (serving.Service.resolve).
+type versionWatch struct {
+	cfg   *config.Config
+	svc   *serving.Service
+	db    *clickhouse.DB
+	every time.Duration
+}
+
+func (w *versionWatch) Run(ctx context.Context) error {
+	t := time.NewTicker(w.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		vs, err := w.db.ViewVersions(ctx)
+		if err != nil || len(vs) == 0 {
+			continue // ClickHouse unreachable is the queries' concern
+		}
+		computed, registered := map[string]bool{}, map[string]bool{}
+		for _, vv := range vs {
+			registered[vv.View] = true
+			if vv.State == schemas.VersionCurrent || vv.State == schemas.VersionPending {
+				computed[vv.Physical()] = true
+			}
+		}
+		for _, v := range w.svc.AnsweringVersions(ctx) {
+			if registered[v.Logical()] && !computed[v.Name] {
+				return fmt.Errorf("view %s: version %d, which this process answers from, is no longer computed (another version was switched to); it stops so that its restart answers from the current one", v.Logical(), v.Version())
+			}
+		}
+	}
 }
 
 // servedVersions returns the views serving answers: every version of the
 // configured views (clickhouse.DB.Versioned), read once at start — a
 // changed definition reaches serving with a restart, after tandem migrate
-// registered it. ClickHouse is waited for like the speed layer does.
+// registered it. Both are waited for, up to two minutes.
 func servedVersions(ctx context.Context, cfg *config.Config, log interface {
 	Info(string, ...any)
 	Warn(string, ...any)
@@ -56,11 +103,17 @@ func servedVersions(ctx context.Context, cfg *config.Config, log interface {
 	for backoff := 500 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
 		db, err := clickhouse.Open(octx, cfg.ClickHouse)
 		if err == nil {
-			eff, err := db.Versioned(octx, cfg.Config)
+			var eff *schemas.Config
+			eff, err = db.Versioned(octx, cfg.Config)
 			db.Close()
-			return eff, err
+			if err == nil {
+				return eff, nil
+			}
 		}
-		log.Warn("serve: ClickHouse does not answer yet; waiting for it to read the view versions", "err", err)
+		// ClickHouse not up yet, or the configuration's changed
+		// definitions not registered yet (the migrate Job, or a speed pod
+		// migrating, registers them in a moment).
+		log.Warn("serve: waiting for ClickHouse and the view versions of this configuration", "err", err)
 		select {
 		case <-octx.Done():
 			return nil, err

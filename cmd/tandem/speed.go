@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"github.com/tandem-analytics/tandem/internal/kafka"
 	"github.com/tandem-analytics/tandem/internal/ops"
+	"github.com/tandem-analytics/tandem/schemas"
 	"github.com/tandem-analytics/tandem/speed"
 )
 
@@ -46,7 +48,7 @@ func cmdSpeed(ctx context.Context, args []string) error {
 		return err
 	}
 	return ops.RunAll(ctx, log, ops.Named{Name: "speed", Component: svc}, ops.Named{Name: "speed-http", Component: srv},
-		ops.Named{Name: "definition-watch", Component: &definitionWatch{cfg: cfg, db: db, every: definitionWatchEvery, log: log}})
+		ops.Named{Name: "definition-watch", Component: &definitionWatch{cfg: cfg, folded: svc.Schema(), db: db, every: definitionWatchEvery, log: log}})
 }
 
 // definitionWatchEvery is how often a speed process compares its views'
@@ -61,10 +63,12 @@ const definitionWatchEvery = 5 * time.Second
 // recreating, and this never fires (docs/operations.md, "Changing views");
 // it bounds the damage when that order is not kept.
 type definitionWatch struct {
-	cfg   *config.Config
-	db    *clickhouse.DB
-	every time.Duration
-	log   *slog.Logger
+	cfg *config.Config
+	// folded is the Versioned configuration the process folds.
+	folded *schemas.Config
+	db     *clickhouse.DB
+	every  time.Duration
+	log    *slog.Logger
 }
 
 func (w *definitionWatch) Run(ctx context.Context) error {
@@ -82,6 +86,19 @@ func (w *definitionWatch) Run(ctx context.Context) error {
 			// to stop.
 			w.log.Debug("definition watch: reading the ClickHouse layout", "err", err)
 			continue
+		}
+		// A switch retires the version this process folds beside the new
+		// one: it restarts (Kubernetes starts it again) so that it folds
+		// the current versions only, before the retired version's tables
+		// are collected (batch.removed_view_grace).
+		if w.folded != nil {
+			if eff, err := w.db.Versioned(ctx, w.cfg.Config); err == nil {
+				for _, v := range w.folded.Views {
+					if len(eff.Views) > 0 && !slices.ContainsFunc(eff.Views, func(e *schemas.View) bool { return e.Name == v.Name }) {
+						return fmt.Errorf("view %s switched versions (version %d is no longer computed): this speed process stops so that its restart folds the current version only", v.Logical(), max(v.Version(), 1))
+					}
+				}
+			}
 		}
 		for _, o := range plan.Owners {
 			switch o.State {

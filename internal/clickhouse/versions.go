@@ -290,6 +290,9 @@ func (db *DB) replaceView(ctx context.Context, o object) error {
 // view's own, so only tables are dropped by it, never SQL views: the
 // logical SQL views belong to the current version.
 func (db *DB) CollectRetired(ctx context.Context, cfg *schemas.Config, grace time.Duration, now time.Time) ([]string, error) {
+	if grace <= 0 {
+		return nil, nil // batch.removed_view_grace 0s: kept forever
+	}
 	vs, err := db.ViewVersions(ctx)
 	if err != nil {
 		return nil, err
