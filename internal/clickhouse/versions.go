@@ -197,7 +197,7 @@ func (db *DB) planRegistry(ctx context.Context, cfg *schemas.Config, recreate []
 // pending, and the next batch run switches it again.
 func (db *DB) SwitchVersions(ctx context.Context, eff *schemas.Config) ([]string, error) {
 	var switched []string
-	for _, p := range eff.Views {
+	for _, p := range slices.Clone(eff.Views) {
 		if !p.Pending() {
 			continue
 		}
@@ -212,9 +212,14 @@ func (db *DB) SwitchVersions(ctx context.Context, eff *schemas.Config) ([]string
 		post, old := eff.Switched(logical)
 		before := objects(eff, db.version)
 		after := objects(post, db.version)
-		keep := map[string]bool{}
+		keep, was := map[string]bool{}, map[string]string{}
+		for _, o := range before {
+			was[o.Object] = o.SQL
+		}
 		for _, o := range after {
-			if o.Owner != logical || o.Kind != KindView {
+			// The other views of the stream name its views in their
+			// answered condition: theirs change too.
+			if o.Kind != KindView || (o.Owner != logical && was[o.Object] == o.SQL) {
 				continue
 			}
 			keep[o.Object] = true
@@ -241,6 +246,7 @@ func (db *DB) SwitchVersions(ctx context.Context, eff *schemas.Config) ([]string
 			return switched, err
 		}
 		switched = append(switched, logical)
+		eff = post // the next switch starts from this one's layout
 	}
 	return switched, nil
 }
