@@ -38,6 +38,7 @@ var VocabularyRejects = []RejectCase{
 	{"unknown key", "chunk_size: 100", "chunk_size: 100\nchunk_sise: 3", `:3: field "chunk_sise" not recognised`},
 	{"unknown nested key", "    partitions: 2", "    partitions: 2\n    partitons: 2", `:6: field "partitons" not recognised`},
 	{"duplicate stream", "views:", "  - { name: s, partitions: 1, id_field: id, time_field: ts, fields: [{name: id, type: string}, {name: ts, type: timestamp}] }\nviews:", `stream "s" is defined twice`},
+	{"view name with __", "  - name: v\n", "  - name: v__v2\n", `view name "v__v2" must not contain __ (it is reserved for the storage of view versions`},
 	{"duplicate view", "      - { name: total, type: sum, field: n }", "      - { name: total, type: sum, field: n }\n  - { name: v, stream: s, granularity: 1h, measures: [{name: c2, type: count}] }", `view "v" is defined twice`},
 	{"unknown stream", "    stream: s", "    stream: nope", `:16: view "v" is on unknown stream "nope"`},
 	{"dimension not string", "dimensions: [c]", "dimensions: [n]", `dimension "n" must be a string field; it is float64`},
