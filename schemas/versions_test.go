@@ -73,4 +73,3 @@ func TestVersioned(t *testing.T) {
 	require.Equal(t, "v", PhysicalName("v", 1))
 	require.Equal(t, "v__v12", PhysicalName("v", 12))
 }
-
