@@ -87,6 +87,10 @@ type options struct {
 	Config
 
 	at time.Time // Now() at the start of the run
+	// deferStreamGC: a stream's jobs leave the garbage collection of its
+	// runs and states to runStream, which does it once over every view
+	// (each job's alone would delete the other's state).
+	deferStreamGC bool
 
 	crashBeforeManifest func(view string) error
 }
@@ -315,7 +319,9 @@ func loadPrevious(ctx context.Context, o *options, s *schemas.Stream, views []*s
 		case !slices.Equal(m.Levels, v.Levels()):
 			// The days carried over would lack (or keep) a level.
 			pv.reason = "the levels of view " + v.Name + " changed"
-		case runID != "" && m.RunID != runID:
+		case runID != "" && m.RunID != runID && !sameAbsorbed(m.Absorbed, pv.manifests[views[0].Name].Absorbed):
+			// Runs that absorbed the same chunks (a fresh view computed
+			// beside an incremental run) have equivalent states.
 			pv.reason = "the views of the stream are on different runs"
 		}
 		if m != nil {
@@ -533,26 +539,95 @@ func (sc *scanner) summary(scan time.Duration) *scanSummary {
 }
 
 func runStream(ctx context.Context, o *options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
-	j, err := prepareStream(ctx, o, s, views, nil)
+	fresh, rest, err := freshViews(ctx, o, s, views)
 	if err != nil {
 		return nil, err
 	}
-	if out, ok, err := j.noNews(ctx, o, lk); ok {
+	if len(fresh) == 0 || len(rest) == 0 {
+		out, _, err := runStreamJob(ctx, o, lk, runID, s, views, tmp, nil)
 		return out, err
+	}
+	// Only what changed is recomputed: the views on the stream's current
+	// run continue incrementally, and the fresh ones (a view added, a new
+	// version) are computed over all history, up to the same absorbed
+	// chunks, under a run id of their own. Both runs' states absorbed the
+	// same chunks with the same duplicate decisions, so the next run
+	// continues incrementally from either (loadPrevious).
+	o.Log.Info("batch: computing new views over all history, the others incrementally", "stream", s.Name, "new", viewNames(fresh), "incremental", viewNames(rest))
+	o.deferStreamGC = true
+	out, plan, err := runStreamJob(ctx, o, lk, runID, s, rest, tmp, nil)
+	var more []ViewResult
+	if err == nil {
+		// Spill files of its own: the first job's are still in tmp.
+		var sub string
+		if sub, err = os.MkdirTemp(tmp, "fresh-"); err == nil {
+			more, _, err = runStreamJob(ctx, o, lk, NewRunID(time.Now()), s, fresh, sub, plan)
+		}
+	}
+	o.deferStreamGC = false
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, more...)
+	return out, gcStream(ctx, o, s, views, out)
+}
+
+// freshViews splits a stream's views into those with no published run of
+// their definition (fresh) and the others, when the others can continue
+// incrementally on their own: not --full, and no retention cut (whose
+// recomputation continues from the stream's state for every view). Else
+// fresh is empty: one job computes them all.
+func freshViews(ctx context.Context, o *options, s *schemas.Stream, views []*schemas.View) (fresh, rest []*schemas.View, err error) {
+	if o.Full || s.Retention > 0 {
+		return nil, views, nil
+	}
+	for _, v := range views {
+		m, err := readManifest(ctx, o.Store, v.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if m == nil || m.Fingerprint != v.Fingerprint() || !slices.Equal(m.Levels, v.Levels()) {
+			fresh = append(fresh, v)
+		} else {
+			rest = append(rest, v)
+		}
+	}
+	return fresh, rest, nil
+}
+
+func viewNames(vs []*schemas.View) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Name
+	}
+	return out
+}
+
+// runStreamJob runs one job over some of a stream's views: planned now,
+// or on plan (the absorbed chunks of another job of the same run). It
+// returns the plan it ran on.
+func runStreamJob(ctx context.Context, o *options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string, plan *streamPlan) ([]ViewResult, *streamPlan, error) {
+	j, err := prepareStream(ctx, o, s, views, plan)
+	if err != nil {
+		return nil, nil, err
+	}
+	if out, ok, err := j.noNews(ctx, o, lk); ok {
+		return out, j.plan, err
 	}
 	j.logStart()
 	spill := &spillDir{dir: tmp + "/" + s.Name, stream: s}
 	sc := j.scanner(o, runID, tmp, spill)
 	if err := sc.run(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sum := sc.summary(time.Since(j.t0))
 	compute := j.computeSet(sc.dirty, sc.days)
 	files, err := computeDays(ctx, o, spill, s, views, sortedDays(compute), j.fromDay, runID, tmp)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return publishStream(ctx, o, lk, j, runID, compute, files, sum)
+	out, err := publishStream(ctx, o, lk, j, runID, compute, files, sum)
+	return out, j.plan, err
 }
 
 // publishStream carries the unchanged days over, stores the state and
@@ -856,6 +931,9 @@ func afterPublish(ctx context.Context, o *options, v *schemas.View, m, prev *sch
 }
 
 func gcStream(ctx context.Context, o *options, s *schemas.Stream, views []*schemas.View, res []ViewResult) error {
+	if o.deferStreamGC {
+		return nil
+	}
 	keep := o.KeepRuns
 	if keep < 2 {
 		keep = 2
