@@ -341,6 +341,10 @@ func TestViewChanges(t *testing.T) {
 		accepted += load(seedN, 2000, "").Accepted
 		wg.Wait()
 		require.Contains(t, mid, "the new version of a view is exact and now answers REST and SQL", stage)
+		// Only what changed was recomputed: the other view's run continued
+		// incrementally while the new version was computed over all history.
+		require.Regexp(t, `view=`+viewName+` run_id=\S+ rows=\d+ files=\d+ events=\d+ duplicates=\d+ invalid=\d+ absorbed="[^"]*" incremental=true`, mid, stage)
+		require.Regexp(t, `view=`+physical+` run_id=\S+ rows=\d+ files=\d+ events=\d+ duplicates=\d+ invalid=\d+ absorbed="[^"]*" incremental=false`, mid, stage)
 		require.Equal(t, []string{fmt.Sprintf("%d current", version), fmt.Sprintf("%d retired", version-1)},
 			queryStrings(t, admin, "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? AND state IN ('current', 'retired') AND version >= ? ORDER BY version DESC", addedView, uint32(version-1)))
 		// From the switch on, REST answers the new definition (the

@@ -769,3 +769,7 @@ func (s *Service) AnsweringVersions(ctx context.Context) []*schemas.View {
 	}
 	return out
 }
+
+// Schema is the configuration the service answers: every version of a
+// changed view (a Versioned configuration), each by its physical name.
+func (s *Service) Schema() *schemas.Config { return s.cfg }

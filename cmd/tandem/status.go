@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tandem-analytics/tandem/internal/clickhouse"
 	"log/slog"
 	"os"
 	"strings"
@@ -57,7 +58,19 @@ func cmdStatus(ctx context.Context, args []string) error {
 	}
 	conf := cfg.Status
 	conf.Interval, conf.Timeout, conf.Addrs = *interval, *timeout, addrs
-	mon, err := status.New(conf, status.Deps{Schema: cfg.Config, Deployment: cfg.Deployment(), Skip: skipped, Log: log})
+	// The stores hold each view version by its physical name; when
+	// ClickHouse cannot say which versions are computed, the configured
+	// names are checked (the report then shows ClickHouse down anyway).
+	schema := cfg.Config
+	octx, cancel := context.WithTimeout(ctx, *timeout)
+	if db, err := clickhouse.Open(octx, cfg.ClickHouse); err == nil {
+		if eff, err := db.Versioned(octx, cfg.Config); err == nil {
+			schema = eff
+		}
+		db.Close()
+	}
+	cancel()
+	mon, err := status.New(conf, status.Deps{Schema: schema, Deployment: cfg.Deployment(), Skip: skipped, Log: log})
 	if err != nil {
 		return err
 	}
@@ -83,7 +96,9 @@ func cmdStatus(ctx context.Context, args []string) error {
 func mountStatus(svc *serving.Service, cfg *config.Config, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
 	conf := cfg.Status
 	conf.Interval = time.Second
-	mon, err := status.New(conf, status.Deps{Schema: cfg.Config, Deployment: cfg.Deployment(), Local: map[string]prometheus.Gatherer{"serve": reg}, Log: log})
+	// The stores hold each version by its physical name: the status reads
+	// what this replica serves.
+	mon, err := status.New(conf, status.Deps{Schema: svc.Schema(), Deployment: cfg.Deployment(), Local: map[string]prometheus.Gatherer{"serve": reg}, Log: log})
 	if err != nil {
 		return nil, err
 	}
