@@ -58,6 +58,20 @@ func cmdBatch(ctx context.Context, args []string) error {
 	conf := cfg.Batch
 	conf.Full, conf.TempDir, conf.Split = *full, *tmp, split
 	deps := batch.Deps{Schema: cfg.Config, Store: st, Log: log}
+	if !*noCH && quietWorker {
+		// A worker loads nothing into ClickHouse, but computes the views
+		// the publisher does: every version, by its physical name.
+		openCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		db, err := clickhouse.Open(openCtx, cfg.ClickHouse)
+		if err == nil {
+			deps.Schema, err = db.Versioned(openCtx, cfg.Config)
+			db.Close()
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("reading the view versions: %w (use --no-clickhouse only before any view changed)", err)
+		}
+	}
 	if !*noCH && !quietWorker {
 		openCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		db, err := clickhouse.Open(openCtx, cfg.ClickHouse)
