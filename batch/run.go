@@ -569,6 +569,11 @@ func runStream(ctx context.Context, o *options, lk *lock, runID string, s *schem
 		return nil, err
 	}
 	out = append(out, more...)
+	// In the configuration's order, as one job reports them.
+	slices.SortStableFunc(out, func(a, b ViewResult) int {
+		return slices.IndexFunc(views, func(v *schemas.View) bool { return v.Name == a.View }) -
+			slices.IndexFunc(views, func(v *schemas.View) bool { return v.Name == b.View })
+	})
 	return out, gcStream(ctx, o, s, views, out)
 }
 
