@@ -748,11 +748,22 @@ func (s *Service) resolve(ctx context.Context, logical string) *schemas.View {
 		return nil
 	}
 	if p := vs[len(vs)-1]; p.Pending() {
-		if vm := s.manifests.views[p.Name]; vm != nil {
-			if snap, err := s.manifests.snapshot(ctx, vm); err == nil {
-				snap.release()
-				return p
-			}
+		vm := s.manifests.views[p.Name]
+		if vm == nil {
+			return vs[0]
+		}
+		snap, err := s.manifests.snapshot(ctx, vm)
+		if err == nil {
+			snap.release()
+			return p
+		}
+		// Only a pending version that is still backfilling leaves the
+		// query to the current one: once published, the current one may
+		// be retired and no longer folded, so a pending version unusable
+		// for another reason (a manifest unreadable for a moment)
+		// answers 503 rather than send the query back.
+		if !errors.Is(err, ErrBackfilling) {
+			return p
 		}
 	}
 	return vs[0]

@@ -87,18 +87,13 @@ func (w *definitionWatch) Run(ctx context.Context) error {
 			w.log.Debug("definition watch: reading the ClickHouse layout", "err", err)
 			continue
 		}
-		// A switch retires the version this process folds beside the new
-		// one: it restarts (Kubernetes starts it again) so that it folds
-		// the current versions only, before the retired version's tables
-		// are collected (batch.removed_view_grace).
-		if w.folded != nil {
-			if eff, err := w.db.Versioned(ctx, w.cfg.Config); err == nil {
-				for _, v := range w.folded.Views {
-					if len(eff.Views) > 0 && !slices.ContainsFunc(eff.Views, func(e *schemas.View) bool { return e.Name == v.Name }) {
-						return fmt.Errorf("view %s switched versions (version %d is no longer computed): this speed process stops so that its restart folds the current version only", v.Logical(), max(v.Version(), 1))
-					}
-				}
-			}
+		// A switch retires a version this process folds beside the new
+		// one; folding it on is harmless until its tables are collected
+		// (batch.removed_view_grace after the switch). Half-way there the
+		// process stops, and its restart (Kubernetes starts it again)
+		// folds the current versions only.
+		if err := w.retiredLongAgo(ctx); err != nil {
+			return err
 		}
 		for _, o := range plan.Owners {
 			switch o.State {
@@ -180,4 +175,30 @@ func speedOpenClickHouse(ctx context.Context, cfg *config.Config, log *slog.Logg
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// retiredLongAgo fails when a version this process folds was retired more
+// than half of batch.removed_view_grace ago.
+func (w *definitionWatch) retiredLongAgo(ctx context.Context) error {
+	grace := w.cfg.Batch.RemovedViewGrace.D()
+	if w.folded == nil || grace <= 0 {
+		return nil
+	}
+	vs, err := w.db.ViewVersions(ctx)
+	if err != nil {
+		return nil // ClickHouse unreachable is the sink's concern
+	}
+	for _, vv := range vs {
+		if vv.State != schemas.VersionRetired && vv.State != schemas.VersionCollected {
+			continue
+		}
+		if !slices.ContainsFunc(w.folded.Views, func(v *schemas.View) bool { return v.Name == vv.Physical() && v.Logical() == vv.View }) {
+			continue
+		}
+		if time.Since(vv.Since) >= grace/2 || vv.State == schemas.VersionCollected {
+			return fmt.Errorf("view %s: version %d, which this speed process still folds, was retired at %s (batch.removed_view_grace %s collects it): it stops so that its restart folds the current version only",
+				vv.View, vv.Version, vv.Since.UTC().Format(time.RFC3339), grace)
+		}
+	}
+	return nil
 }
