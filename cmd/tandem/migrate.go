@@ -28,7 +28,7 @@ func (l *stringList) Set(s string) error {
 func cmdMigrate(ctx context.Context, args []string) error {
 	f := newFlags("migrate", "migrate [--config FILE] [--dry-run [--server-version X.Y]] [--recreate VIEW]... [--recreate-changed] [--drop-removed]")
 	dryRun := f.Bool("dry-run", false, "print what applying the configuration does to each view and stream (new, unchanged, definition changed, removed), then the DDL; change nothing")
-	recreateChanged := f.Bool("recreate-changed", false, "recreate the tables of every view and raw_events stream whose definition changed (what tandem dev does); such a view is backfilling until the next batch run")
+	recreateChanged := f.Bool("recreate-changed", false, "recreate the tables of every raw_events stream (and view whose tables predate view versions) whose definition changed (what tandem dev does); such a view is backfilling until the next batch run. A changed view otherwise becomes a new version, its old one answering meanwhile")
 	dropRemoved := f.Bool("drop-removed", false, "drop the tables and views of views and raw_events streams no longer in the configuration")
 	serverVersion := f.String("server-version", "", "with --dry-run: print the DDL for this ClickHouse version (e.g. 18.16, 24.8) without connecting")
 	var recreate stringList
