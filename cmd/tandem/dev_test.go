@@ -245,7 +245,9 @@ func TestDevEndToEnd(t *testing.T) {
 	}, 60*time.Second, 250*time.Millisecond, "the added view never answered %d views:\n%s", want.Views, out)
 	require.Contains(t, out.String(), "definition changed: computing it as a new version; the old version answers until the new one is exact")
 	// The SQL switch follows once the run's speed-row release is done.
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "the new version of a view is exact and now answers REST and SQL") },
+	require.Eventually(t, func() bool {
+		return strings.Contains(out.String(), "the new version of a view is exact and now answers REST and SQL")
+	},
 		90*time.Second, 250*time.Millisecond, "the batch run never switched the new version:\n%s", out)
 	require.Contains(t, out.String(), "running one now")
 
