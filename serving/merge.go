@@ -124,7 +124,6 @@ type Group struct {
 	WindowMs int64
 	Dims     []string
 	States   []schemas.State
-	merges   int // rows merged in, to decide when to densify
 	// unions hold the distinct states while merging (flat, see
 	// schemas.HLLUnion), by position in States; Groups moves them into
 	// States[j].HLL.
@@ -147,18 +146,21 @@ type Group struct {
 // (dense estimates are off by a value or two below a few hundred), and it
 // is 16 KiB smaller. The budget bounds the memory per Merger.
 const (
-	denseCheckFrom = 32   // merges before the first check; then at each doubling
 	denseMinValues = 2000 // estimated distinct values before densifying
 	maxDense       = 2048 // dense sketches per Merger (32 MiB)
 )
 
-// maybeDensify densifies g's large distinct unions once g has taken in
-// denseCheckFrom rows. It counts the keys already in a union's sorted list
-// (no estimate needed), a lower bound of its values: a union it makes dense
-// also ends at denseMinValues or more, where finishDistinct would make it
-// dense anyway, so the answer does not depend on when it did.
+// maybeDensify densifies g's large distinct unions, after every merge. It
+// counts the keys already in a union's sorted list (no estimate needed, no
+// sort: SparseKeys is a field), a lower bound of its values: a union it
+// makes dense also ends at denseMinValues or more, where finishDistinct
+// would make it dense anyway, so the answer does not depend on when it
+// did. Checking from the first merge matters for groups of few large
+// parts (a speed query's cached chunk rollups, ~14 per group): waiting for
+// 32 merges, as it once did, kept them sparse to the end, each merge a
+// pass over thousands of keys.
 func (m *Merger) maybeDensify(g *Group) {
-	if !m.hasDistinct || g.merges < denseCheckFrom || m.dense >= maxDense {
+	if !m.hasDistinct || m.dense >= maxDense {
 		return
 	}
 	for _, u := range g.unions {
@@ -319,7 +321,8 @@ func (g *Group) Result(q *Query, j int) any {
 // finishDistinct makes g's distinct sketches dense when they estimate
 // denseMinValues or more, as maybeDensify would have at its next check.
 // Whether a sketch is dense changes its estimate by a value or two, and
-// maybeDensify checks only after enough merges: without this, the same
+// maybeDensify sees only a lower bound of the values (the sorted keys) and
+// stops at the Merger's budget: without this, the same
 // values merged from a few level rows or from many base rows could be
 // answered one apart. A sparse estimate only grows as values are merged
 // in, so every sketch maybeDensify made dense also ends at or above the
@@ -426,7 +429,6 @@ func (m *Merger) Add(r *Row) {
 		}
 		m.merge(g, j, &r.States[mi])
 	}
-	g.merges++
 	m.maybeDensify(g)
 }
 
@@ -502,7 +504,6 @@ func (m *Merger) AddGroup(g *Group) {
 		}
 		m.merge(dst, j, &g.States[j])
 	}
-	dst.merges++
 	m.maybeDensify(dst)
 }
 
@@ -536,7 +537,6 @@ func (m *Merger) MergeFrom(o *Merger) {
 			m.merge(g, j, &src.States[j])
 		}
 		src.unions = nil
-		g.merges++
 		m.maybeDensify(g)
 	}
 	m.rows += o.rows
