@@ -251,6 +251,26 @@ func (m *Merger) mergeQuantiles(g *Group, j int, src *schemas.State, flat *schem
 	g.States[j].N += src.N
 }
 
+// mergeDDUnion folds o, the union of n values' quantile sketches (a
+// speed rollup's, only read), into g's union for asked quantiles measure j.
+func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64) {
+	if n == 0 {
+		return
+	}
+	if g.ddUnions == nil {
+		g.ddUnions = make([]*schemas.DDUnion, len(g.States))
+	}
+	u := g.ddUnions[j]
+	if u == nil {
+		u = &schemas.DDUnion{}
+		u.Add(g.States[j].DD) // the group's own sketch so far
+		g.States[j].DD = nil
+		g.ddUnions[j] = u
+	}
+	u.Merge(o)
+	g.States[j].N += n
+}
+
 // finishUnions moves g's unions into its states.
 func finishUnions(g *Group) {
 	finishDD(g)
@@ -482,7 +502,8 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 // g.WindowMs is its bucket start (ignored for granularity "all"), g.Dims
 // the group-by values and g.States one state per q.Measures. The range and
 // filters were applied where it was computed; a distinct state may come
-// as a union in g.unions (rollupStates), which is only read. AddGroup keeps neither g nor
+// as a union in g.unions and a quantile state in g.ddUnions (rollupStates),
+// which are only read. AddGroup keeps neither g nor
 // its slices.
 func (m *Merger) AddGroup(g *Group) {
 	window := g.WindowMs
@@ -500,6 +521,10 @@ func (m *Merger) AddGroup(g *Group) {
 	for j := range m.q.Measures {
 		if g.unions != nil && g.unions[j] != nil {
 			m.mergeUnion(dst, j, g.unions[j], g.States[j].N)
+			continue
+		}
+		if g.ddUnions != nil && g.ddUnions[j] != nil {
+			m.mergeDDUnion(dst, j, g.ddUnions[j], g.States[j].N)
 			continue
 		}
 		m.merge(dst, j, &g.States[j])
