@@ -105,7 +105,8 @@ bench-smoke: deps chdb-lib
 
 ## bench-scaling: batch recompute at 1.2M-50M events, speed with 1 and 2
 # instances; the scaling table and docs/scaling.png; the duplicate horizon
-# (60 days of events, dedup_window: 7d) at TANDEM_BENCH_WINDOW_SIZES
+# (dedup_window: 7d) at 10M-200M events over 60 days and at a fixed rate over
+# 60-1200 days (TANDEM_BENCH_WINDOW_SIZES, TANDEM_BENCH_HISTORY_SIZES; ~1 h)
 bench-scaling: deps chdb-lib
 	scripts/bench.sh scaling
 

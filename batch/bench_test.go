@@ -123,8 +123,8 @@ type rawShape struct {
 }
 
 // BenchmarkBatchDedupWindow is the duplicate horizon at scale: a master
-// dataset of TANDEM_BENCH_EVENTS (default 2 million) events over 60 days
-// of Kafka time, dedup_window: 7d; a full run over all but the last file
+// dataset of TANDEM_BENCH_EVENTS (default 2 million) events over
+// TANDEM_BENCH_DAYS (default 60) days of Kafka time, dedup_window: 7d; a full run over all but the last file
 // of each partition, then an incremental run over those files. It reports
 // each run's peak RSS and seconds per million events, the ids the
 // incremental run loaded and the id tables' slots (32 bytes each): with
@@ -141,7 +141,8 @@ func BenchmarkBatchDedupWindow(b *testing.B) {
 	cfg.Stream("pv").DedupWindow = schemas.Duration(7 * 24 * time.Hour)
 	st := testStore(b, cfg)
 	s := cfg.Stream("pv")
-	dir := benchRaw(b, s, partitions, n, rawShape{span: 60 * 24 * time.Hour})
+	days := benchDays(b)
+	dir := benchRaw(b, s, partitions, n, rawShape{span: time.Duration(days) * 24 * time.Hour})
 	files, _ := filepath.Glob(filepath.Join(dir, "*.parquet"))
 	sort.Strings(files)
 	last := map[int32]string{} // the last file of each partition
@@ -197,6 +198,7 @@ func BenchmarkBatchDedupWindow(b *testing.B) {
 		fullRead := fm.Events + fm.Duplicates + fm.Invalid
 		incRead := im.Events + im.Duplicates + im.Invalid - fullRead
 		b.ReportMetric(float64(n), "events")
+		b.ReportMetric(float64(days), "days")
 		b.ReportMetric(float64(fullPeak)/(1<<20), "full_peak_rss_MB")
 		b.ReportMetric(fullDur.Seconds()/float64(fullRead)*1e6, "full_s/Mevent")
 		b.ReportMetric(float64(full.Views[0].IDTableSlots), "full_id_slots")
@@ -204,10 +206,25 @@ func BenchmarkBatchDedupWindow(b *testing.B) {
 		b.ReportMetric(incDur.Seconds()/float64(incRead)*1e6, "inc_s/Mevent")
 		b.ReportMetric(float64(inc.Views[0].IDsLoaded), "inc_ids_loaded")
 		b.ReportMetric(float64(inc.Views[0].IDTableSlots), "inc_id_slots")
-		b.Logf("events %d over 60 days, dedup_window 7d: full run over %d (kept %d, duplicates %d) %s, peak RSS %d MB, id table slots %d; incremental run over %d more %s, peak RSS %d MB, ids loaded %d, id table slots %d; GOMAXPROCS %d",
-			n, fullRead, fm.Events, fm.Duplicates, fullDur.Round(time.Millisecond), fullPeak>>20, full.Views[0].IDTableSlots,
+		b.Logf("events %d over %d days, dedup_window 7d: full run over %d (kept %d, duplicates %d) %s, peak RSS %d MB, id table slots %d; incremental run over %d more %s, peak RSS %d MB, ids loaded %d, id table slots %d; GOMAXPROCS %d",
+			n, days, fullRead, fm.Events, fm.Duplicates, fullDur.Round(time.Millisecond), fullPeak>>20, full.Views[0].IDTableSlots,
 			incRead, incDur.Round(time.Millisecond), incPeak>>20, inc.Views[0].IDsLoaded, inc.Views[0].IDTableSlots, runtime.GOMAXPROCS(0))
 	}
+}
+
+// benchDays is TANDEM_BENCH_DAYS, the days of Kafka time the duplicate
+// horizon's benchmarks spread their events over (default 60): a fixed span
+// with more events puts more ids in the window; more days at a fixed rate
+// is a longer history with the same window.
+func benchDays(b *testing.B) int {
+	days := 60
+	if v := os.Getenv("TANDEM_BENCH_DAYS"); v != "" {
+		var err error
+		if days, err = strconv.Atoi(v); err != nil || days < 8 {
+			b.Fatalf("TANDEM_BENCH_DAYS=%q: want a whole number of days, at least 8 (the window is 7)", v)
+		}
+	}
+	return days
 }
 
 // cpuTime is the user and system CPU time this process has used.

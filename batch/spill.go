@@ -227,6 +227,11 @@ type spillWriter struct {
 	buffered int
 	limit    int
 	days     map[int64]int64 // records per day
+	// free holds flushed buffers for the next days to fill, up to freeCap
+	// bytes of capacity: a buffer kept per day ever seen would hold up to
+	// limit bytes for each of them, growing with the days of the history.
+	free    [][]byte
+	freeCap int
 }
 
 func (d *spillDir) writer(p int32, phase int) *spillWriter {
@@ -235,7 +240,12 @@ func (d *spillDir) writer(p int32, phase int) *spillWriter {
 
 // addEncoded adds a record encodeRecord made, of an event of day.
 func (w *spillWriter) addEncoded(day int64, rec []byte) error {
-	b := w.bufs[day]
+	b, ok := w.bufs[day]
+	if !ok && len(w.free) > 0 {
+		b = w.free[len(w.free)-1]
+		w.free = w.free[:len(w.free)-1]
+		w.freeCap -= cap(b)
+	}
 	w.bufs[day] = append(b, rec...)
 	w.buffered += len(rec)
 	w.days[day]++
@@ -265,7 +275,11 @@ func (w *spillWriter) flush() error {
 		if err != nil {
 			return fmt.Errorf("batch: spill: %w", err)
 		}
-		w.bufs[day] = b[:0]
+		delete(w.bufs, day)
+		if w.freeCap+cap(b) <= 2*w.limit {
+			w.free = append(w.free, b[:0])
+			w.freeCap += cap(b)
+		}
 	}
 	w.buffered = 0
 	return nil

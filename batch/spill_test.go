@@ -160,3 +160,42 @@ func TestAggregateDayShards(t *testing.T) {
 		require.ErrorIs(t, err, errCorruptSpill, "%d shards", shards)
 	}
 }
+
+// TestSpillWriterMemoryBoundedByLimit: a writer fed a partition whose events
+// move through many days (history in Kafka-time order) holds buffers of about
+// its limit, not a limit's worth for every day it has seen; and every record
+// still reaches its day's bucket.
+func TestSpillWriterMemoryBoundedByLimit(t *testing.T) {
+	sp := &spillDir{dir: t.TempDir()}
+	w := sp.writer(0, 1)
+	w.limit = 64 << 10
+	rec := bytes.Repeat([]byte("r"), 100)
+	const days, perDay = 200, 2000 // 200 KB a day, three limits' worth
+	for d := int64(0); d < days; d++ {
+		for i := 0; i < perDay; i++ {
+			day := d
+			if i%100 == 0 && d > 0 {
+				day = d - 1 // a few late events of the day before
+			}
+			require.NoError(t, w.addEncoded(day, rec))
+		}
+		held := w.freeCap
+		for _, b := range w.bufs {
+			held += cap(b)
+		}
+		require.LessOrEqual(t, held, 5*w.limit, "day %d: buffers hold %d bytes for a %d-byte limit", d, held, w.limit)
+	}
+	require.NoError(t, w.flush())
+	for d := int64(0); d < days; d++ {
+		info, err := os.Stat(sp.path(d, 0, 1))
+		require.NoError(t, err)
+		want := int64(perDay) * int64(len(rec))
+		if d > 0 {
+			want -= int64(perDay/100) * int64(len(rec))
+		}
+		if d < days-1 {
+			want += int64(perDay/100) * int64(len(rec))
+		}
+		require.Equal(t, want, info.Size(), "day %d", d)
+	}
+}

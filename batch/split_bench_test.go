@@ -19,7 +19,7 @@ import (
 // BenchmarkBatchSplit is one process against a split run of
 // TANDEM_BENCH_WORKERS (default 2) workers, each a separate process (this
 // test binary run again as TestSplitProcess), over the same master dataset
-// of TANDEM_BENCH_EVENTS (default 1.6 million) events over 60 days, 4
+// of TANDEM_BENCH_EVENTS (default 1.6 million) events over TANDEM_BENCH_DAYS (default 60) days, 4
 // partitions, dedup_window 7d, in two buckets. It reports the one
 // process's and each worker's peak RSS (the child's VmHWM), the wall
 // times, and fails unless both publish the same bytes.
@@ -42,7 +42,7 @@ func BenchmarkBatchSplit(b *testing.B) {
 		if err := st.EnsureBucket(ctx); err != nil {
 			b.Fatal(err)
 		}
-		dir := benchRaw(b, cfg.Stream("pv"), partitions, n, rawShape{span: 60 * 24 * time.Hour})
+		dir := benchRaw(b, cfg.Stream("pv"), partitions, n, rawShape{span: time.Duration(benchDays(b)) * 24 * time.Hour})
 		files, _ := filepath.Glob(filepath.Join(dir, "*.parquet"))
 		for _, f := range files {
 			fh, err := os.Open(f)
@@ -119,8 +119,8 @@ func BenchmarkBatchSplit(b *testing.B) {
 			maxPeak = max(maxPeak, p)
 		}
 		b.ReportMetric(float64(maxPeak)/(1<<20), "worker_peak_rss_MB")
-		b.Logf("%d events over 60 days, %d partitions, dedup_window 7d: one process %s, peak RSS %d MB; %d workers %v (wall %s), peak RSS %v MB; publish %s, peak RSS %d MB; %d objects byte-identical; load %s",
-			n, partitions, oneDur.Round(time.Millisecond), onePeak>>20, workers, roundAll(durs), workDur.Round(time.Millisecond), mbAll(peaks),
+		b.Logf("%d events over %d days, %d partitions, dedup_window 7d: one process %s, peak RSS %d MB; %d workers %v (wall %s), peak RSS %v MB; publish %s, peak RSS %d MB; %d objects byte-identical; load %s",
+			n, benchDays(b), partitions, oneDur.Round(time.Millisecond), onePeak>>20, workers, roundAll(durs), workDur.Round(time.Millisecond), mbAll(peaks),
 			pubDur.Round(time.Millisecond), pubPeak>>20, len(want), strings.TrimSpace(string(load)))
 	}
 }

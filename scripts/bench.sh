@@ -30,9 +30,13 @@
 #   TANDEM_BENCH_SERVING_SPEED_EVENTS  serving-scale: events over 24 h, no batch run (default 10000000)
 #   TANDEM_BENCH_SERVING_REQUESTS      serving-scale: sequential requests per query (default 50)
 #                                      (0 events skips that case)
-#   TANDEM_BENCH_WINDOW_SIZES  scaling: event counts of BenchmarkBatchDedupWindow
-#                            (default "2000000"; the lead runs 10M-200M: multiples
-#                            of 400,000 as above)
+#   TANDEM_BENCH_WINDOW_SIZES  scaling: event counts of BenchmarkBatchDedupWindow over
+#                            60 days (default "10000000 20000000 50000000 100000000
+#                            200000000"; multiples of 400,000 as above)
+#   TANDEM_BENCH_HISTORY_SIZES scaling: event counts of BenchmarkBatchDedupWindow at a
+#                            fixed rate, 10M events every 60 days (default "10000000
+#                            50000000 200000000": 60, 300 and 1200 days; multiples of
+#                            10,000,000)
 #   TANDEM_TEST_KAFKA, ...   as for the tests: the broker the benchmarks use
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -135,8 +139,13 @@ case "$MODE" in
     log "wrote the scaling section of $DOC and docs/scaling.{svg,png} from $file"
     wfile="$OUT/scaling-window.txt"
     : >"$wfile"
-    for n in ${TANDEM_BENCH_WINDOW_SIZES:-2000000}; do
-      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n"
+    # A fixed 60 days with more events puts more ids in the window; a fixed
+    # rate over more days is a longer history under the same window.
+    for n in ${TANDEM_BENCH_WINDOW_SIZES:-10000000 20000000 50000000 100000000 200000000}; do
+      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n" TANDEM_BENCH_DAYS=60
+    done
+    for n in ${TANDEM_BENCH_HISTORY_SIZES:-10000000 50000000 200000000}; do
+      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n" "TANDEM_BENCH_DAYS=$((n / 10000000 * 60))"
     done
     log "the duplicate horizon's figures are in $wfile"
     ;;
