@@ -19,8 +19,9 @@ import (
 // BenchmarkBatchSplit is one process against a split run of
 // TANDEM_BENCH_WORKERS (default 2) workers, each a separate process (this
 // test binary run again as TestSplitProcess), over the same master dataset
-// of TANDEM_BENCH_EVENTS (default 1.6 million) events over TANDEM_BENCH_DAYS (default 60) days, 4
-// partitions, dedup_window 7d, in two buckets. It reports the one
+// of TANDEM_BENCH_EVENTS (default 1.6 million) events over
+// TANDEM_BENCH_DAYS (default 60) days, 4 partitions, dedup_window 7d, in two
+// buckets. It reports the one
 // process's and each worker's peak RSS (the child's VmHWM), the wall
 // times, and fails unless both publish the same bytes.
 func BenchmarkBatchSplit(b *testing.B) {

@@ -522,9 +522,10 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 			for i := 0; i < perClient; i++ {
 				t := time.Now()
 				code, body, after := sp.getOnce(rawAll)
-				// A 503 with Retry-After is serve's concurrency limit (issue
-				// 11): the client waits as told and asks again, as a
-				// dashboard would; the latency is until the answer.
+				// A 503 with Retry-After is serve's full queue or a wait
+				// past serve.queue_timeout (issue 11): the client waits as
+				// told and asks again, as a dashboard would; the latency is
+				// until the answer.
 				for tries := 0; code == http.StatusServiceUnavailable && after > 0 && tries < 20; tries++ {
 					rejected.Add(1)
 					time.Sleep(min(after, 5*time.Second))

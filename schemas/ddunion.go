@@ -188,3 +188,45 @@ func (u *DDUnion) Sketch() *ddsketch.DDSketch {
 	}
 	return dd
 }
+
+// Merge merges o (nil: nothing) into u: the same bins, so the same sketch,
+// as adding to u every sketch added to o. o is only read, so one union (a
+// cached speed rollup's) can be merged into many.
+func (u *DDUnion) Merge(o *DDUnion) {
+	if o == nil || !o.any {
+		return
+	}
+	u.any = true
+	u.zero += o.zero
+	u.pos.merge(&o.pos)
+	u.neg.merge(&o.neg)
+}
+
+// merge adds o's bins to b; o is only read.
+func (b *ddBins) merge(o *ddBins) {
+	if !o.some {
+		return
+	}
+	if o.bins == nil {
+		b.addFlat(&FlatBins{Index: o.idx, Count: o.cnt, Lo: int32(o.lo), Hi: int32(o.hi)})
+		return
+	}
+	b.span(o.lo, o.hi)
+	if b.bins == nil {
+		b.densify()
+	}
+	b.ensure(o.lo)
+	b.ensure(o.hi)
+	for i := o.lo; i <= o.hi; i++ {
+		b.bins[i-b.offset] += o.bins[i-o.offset]
+	}
+}
+
+// Bytes is the memory u holds: its pairs or count arrays and the struct.
+func (u *DDUnion) Bytes() int64 {
+	n := int64(160)
+	for _, b := range []*ddBins{&u.pos, &u.neg} {
+		n += 4*int64(cap(b.idx)) + 8*int64(cap(b.cnt)+cap(b.bins))
+	}
+	return n
+}

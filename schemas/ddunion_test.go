@@ -71,6 +71,37 @@ func TestDDUnionEqualsMerge(t *testing.T) {
 			require.NoError(t, err)
 			uf.AddFlat(f)
 		}
+		// Unions of parts (as speed rollups keep them), merged union into
+		// union in any order: the parts are only read, so merging them
+		// twice gives the same bins twice over.
+		var parts []*DDUnion
+		for i := 0; i < len(states); {
+			k := min(len(states)-i, 1+rng.IntN(5))
+			p := &DDUnion{}
+			for _, st := range states[i : i+k] {
+				p.Add(st.DD)
+			}
+			parts = append(parts, p)
+			i += k
+		}
+		var um, twice DDUnion
+		for _, i := range rng.Perm(len(parts)) {
+			um.Merge(parts[i])
+			twice.Merge(parts[i])
+		}
+		for _, p := range parts {
+			twice.Merge(p)
+		}
+		if lib.DD != nil {
+			merged := um.Sketch()
+			require.NotNil(t, merged)
+			require.Equal(t, ddBinsOf(lib.DD.GetPositiveValueStore()), ddBinsOf(merged.GetPositiveValueStore()), "round %d: merged unions", round)
+			require.Equal(t, ddBinsOf(lib.DD.GetNegativeValueStore()), ddBinsOf(merged.GetNegativeValueStore()), "round %d: merged unions", round)
+			require.Equal(t, lib.DD.GetZeroCount(), merged.GetZeroCount())
+			require.Equal(t, m.Result(&lib), m.Result(&State{N: lib.N, DD: merged}), "round %d: merged unions", round)
+			double := twice.Sketch()
+			require.Equal(t, 2*lib.DD.GetCount(), double.GetCount(), "round %d: parts merged twice", round)
+		}
 		if lib.DD != nil {
 			flat := uf.Sketch()
 			require.NotNil(t, flat)

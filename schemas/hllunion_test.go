@@ -204,3 +204,50 @@ func TestCheckHLLV2MatchesLibrary(t *testing.T) {
 	require.Greater(t, refused, checked/10)
 	require.Greater(t, checked-refused, checked/50) // mutations mostly break an encoding; enough survive
 }
+
+// TestHLLUnionMergeEqualsMerge: unions of parts of the sketches, some
+// compacted (as cached rollups are) and some not, merged into one union in
+// any order, give the library's merge of all the sketches — through the
+// one-pass merge of sorted keys, the append path and densifying alike.
+func TestHLLUnionMergeEqualsMerge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for round := 0; round < 150; round++ {
+		n := 1 + rng.IntN(30)
+		pool := 1 + rng.IntN(20000)
+		var sks []*hyperloglog.Sketch
+		for i := 0; i < n; i++ {
+			sk := newHLL()
+			if rng.IntN(10) == 0 {
+				sk = hyperloglog.NewNoSparse()
+			}
+			for j, m := 0, rng.IntN(1+rng.IntN(4000)); j < m; j++ {
+				sk.Insert([]byte(fmt.Sprintf("u%d", rng.IntN(pool))))
+			}
+			sks = append(sks, sk)
+		}
+		merged := sks[0].Clone()
+		for _, sk := range sks[1:] {
+			require.NoError(t, merged.Merge(sk))
+		}
+		// Parts of 1 to 4 sketches each.
+		var parts []*HLLUnion
+		for i := 0; i < n; {
+			k := min(n-i, 1+rng.IntN(4))
+			p := &HLLUnion{}
+			for _, sk := range sks[i : i+k] {
+				p.Add(sk)
+			}
+			if rng.IntN(3) > 0 {
+				p.Dense() // compacted, as rollupStates leaves a cached union
+			}
+			parts = append(parts, p)
+			i += k
+		}
+		var u HLLUnion
+		for _, i := range rng.Perm(len(parts)) {
+			u.Merge(parts[i])
+		}
+		require.Equal(t, merged.Estimate(), u.Estimate(), "round %d: %d sketches in %d parts", round, n, len(parts))
+		require.Equal(t, merged.Estimate(), u.Sketch().Estimate(), "round %d", round)
+	}
+}

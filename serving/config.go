@@ -25,9 +25,15 @@ type Config struct {
 	// with many values merges every value, but answers only N per bucket.
 	MaxMergeGroups int `yaml:"max_merge_groups"`
 	// MaxConcurrentQueries is how many queries one replica answers at
-	// once; more get 503 with Retry-After at once, never a queue. 0 (the
-	// default) means 2 × GOMAXPROCS at start-up.
+	// once. 0 (the default) means 2 × GOMAXPROCS at start-up.
 	MaxConcurrentQueries int `yaml:"max_concurrent_queries"`
+	// MaxQueuedQueries is how many more may wait, in arrival order, for
+	// one of those slots; a query that finds the queue full gets 503 with
+	// Retry-After at once. 0 turns the queue off.
+	MaxQueuedQueries int `yaml:"max_queued_queries"`
+	// QueueTimeout is how long a query waits in that queue before it gets
+	// 503 with Retry-After: a short fair wait, never an unbounded one.
+	QueueTimeout schemas.Duration `yaml:"queue_timeout"`
 	// WarmCache loads the newest row groups of a run into the cache (up to
 	// half of it) at start-up and before switching to a new run, so the
 	// first queries after a batch run are not cold.
@@ -42,7 +48,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8081", MaxQueryRange: schemas.Duration(400 * 24 * time.Hour),
 		ManifestPoll: schemas.Duration(2 * time.Second), CacheBytes: 256 << 20, WarmCache: true,
-		MaxResultRows: 100000, MaxMergeGroups: 1000000,
+		MaxResultRows: 100000, MaxMergeGroups: 1000000, MaxQueuedQueries: 64, QueueTimeout: schemas.Duration(5 * time.Second),
 		HTTPTimeouts: schemas.HTTPTimeouts{ReadHeaderTimeout: schemas.Duration(10 * time.Second), ReadTimeout: schemas.Duration(10 * time.Second),
 			WriteTimeout: schemas.Duration(time.Minute), IdleTimeout: schemas.Duration(2 * time.Minute)}}
 }
@@ -69,5 +75,11 @@ func (c Config) Validate(p *schemas.Problems) {
 	}
 	if c.MaxConcurrentQueries < 0 {
 		p.Add([]any{"serve", "max_concurrent_queries"}, "serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got %d", c.MaxConcurrentQueries)
+	}
+	if c.MaxQueuedQueries < 0 {
+		p.Add([]any{"serve", "max_queued_queries"}, "serve.max_queued_queries must be 0 (no queue: refuse at once when full) or positive; got %d", c.MaxQueuedQueries)
+	}
+	if c.MaxQueuedQueries > 0 && c.QueueTimeout.D() <= 0 {
+		p.Add([]any{"serve", "queue_timeout"}, "serve.queue_timeout must be positive while serve.max_queued_queries is (how long a query waits for a slot); got %s", c.QueueTimeout.D())
 	}
 }

@@ -16,6 +16,8 @@ func TestConfigRejects(t *testing.T) {
 		{Name: "zero max result rows", Section: "serve: { max_result_rows: 0 }", Want: `t.yaml:2: serve.max_result_rows must be positive`},
 		{Name: "negative max merge groups", Section: "serve: { max_merge_groups: -1 }", Want: `t.yaml:2: serve.max_merge_groups must be positive`},
 		{Name: "negative concurrency", Section: "serve: { max_concurrent_queries: -1 }", Want: `t.yaml:2: serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got -1`},
+		{Name: "negative queue", Section: "serve: { max_queued_queries: -1 }", Want: `t.yaml:2: serve.max_queued_queries must be 0 (no queue: refuse at once when full) or positive; got -1`},
+		{Name: "queue without a timeout", Section: "serve: { queue_timeout: 0s }", Want: `t.yaml:2: serve.queue_timeout must be positive while serve.max_queued_queries is`},
 		{Name: "serve header timeout over read timeout", Section: "serve: { read_header_timeout: 20s, read_timeout: 10s }", Want: `t.yaml:2: serve.read_header_timeout (20s) must not be longer than serve.read_timeout (10s)`},
 		{Name: "unknown nested key", Section: "serve:\n  tls:\n    cert: x", Want: `t.yaml:4: field "cert" not recognised`},
 	})

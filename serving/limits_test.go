@@ -131,9 +131,11 @@ func errorOf(t testing.TB, body []byte) string {
 // TestQueryLimits runs the limits against the real services: an answer
 // over serve.max_result_rows is refused with 400 naming the setting, from
 // either half; one at the limit is answered in full; queries beyond
-// serve.max_concurrent_queries get 503 with Retry-After at once while the
-// others are still answered.
+// serve.max_concurrent_queries wait in a queue of serve.max_queued_queries
+// for at most serve.queue_timeout, and get 503 with Retry-After when it is
+// full or the wait runs out, while the others are still answered.
 func TestQueryLimits(t *testing.T) {
+	const queueTimeout = 1500 * time.Millisecond
 	cfg := loadConfig(t, configYAML(t))
 	_, store, ch, db := newBackends(t, cfg.Config, false)
 	// The service reaches ClickHouse through a proxy that can stall it.
@@ -146,6 +148,8 @@ func TestQueryLimits(t *testing.T) {
 	require.Greater(t, limit, 20)
 	cfg.Serve.MaxResultRows = limit
 	cfg.Serve.MaxConcurrentQueries = 2
+	cfg.Serve.MaxQueuedQueries = 1
+	cfg.Serve.QueueTimeout = schemas.Duration(queueTimeout)
 	// A top-1 per 5 minutes over every (country, device) merges more
 	// groups than the answer may hold: exactly serve.max_merge_groups.
 	top1 := shape{name: "top 1 per 5m", params: url.Values{"granularity": {"5m"}, "order_by": {"views"}, "limit": {"1"}},
@@ -213,30 +217,48 @@ func TestQueryLimits(t *testing.T) {
 	waitRun(t, baseURL, m.RunID)
 	t.Run("both halves", func(t *testing.T) { checkRefused(t); checkAtLimit(t); checkCut(t, false) })
 
-	t.Run("concurrency full: 503 with Retry-After at once", func(t *testing.T) {
+	t.Run("concurrency full: a bounded queue, then 503 with Retry-After", func(t *testing.T) {
 		proxy.Stall()
 		type answer struct {
 			code int
+			hdr  http.Header
 			body []byte
+			took time.Duration
+		}
+		ask := func(p url.Values, into chan<- answer) {
+			t0 := time.Now()
+			code, hdr, body := get(t, queryURL(baseURL, p), nil)
+			into <- answer{code, hdr, body, time.Since(t0)}
 		}
 		held := make(chan answer, 2)
 		for i := 0; i < 2; i++ {
-			go func() {
-				code, _, body := get(t, queryURL(baseURL, atLimit.params()), nil)
-				held <- answer{code, body}
-			}()
+			go ask(atLimit.params(), held)
 		}
 		// Both slots are taken once both queries wait on the stalled
 		// speed half.
 		require.Eventually(t, func() bool {
 			return strings.Contains(metricsText(t, baseURL), "tandem_serve_queries_in_flight 2\n")
 		}, 10*time.Second, 10*time.Millisecond, "the two stalled queries never took the slots")
+		// The third waits in the queue (its one place)...
+		queued := make(chan answer, 1)
+		go ask(over.params(), queued)
+		require.Eventually(t, func() bool {
+			return strings.Contains(metricsText(t, baseURL), "tandem_serve_queries_queued 1\n")
+		}, 10*time.Second, 10*time.Millisecond, "the third query never stood in the queue")
+		// ...the fourth finds the queue full: refused at once.
 		t0 := time.Now()
 		code, hdr, body := get(t, queryURL(baseURL, over.params()), nil)
 		require.Equal(t, http.StatusServiceUnavailable, code, "%s", body)
-		require.Less(t, time.Since(t0), time.Second, "refused at once, not queued")
+		require.Less(t, time.Since(t0), time.Second, "refused at once when the queue is full")
 		require.Equal(t, "1", hdr.Get("Retry-After"))
-		require.Contains(t, errorOf(t, body), "2 queries are already being answered by this replica (serve.max_concurrent_queries)")
+		require.Contains(t, errorOf(t, body), "2 queries are being answered by this replica (serve.max_concurrent_queries) and 1 more are waiting (serve.max_queued_queries)")
+		// The queued one gives up after serve.queue_timeout, not before.
+		a := <-queued
+		require.Equal(t, http.StatusServiceUnavailable, a.code, "%s", a.body)
+		require.GreaterOrEqual(t, a.took, queueTimeout)
+		require.Equal(t, "1", a.hdr.Get("Retry-After"))
+		require.Contains(t, errorOf(t, a.body), "waited 1.5s (serve.queue_timeout) for one of this replica's 2 query slots (serve.max_concurrent_queries)")
+		require.Contains(t, metricsText(t, baseURL), "tandem_serve_queries_queued 0\n")
 		proxy.Resume()
 		for i := 0; i < 2; i++ {
 			a := <-held
@@ -247,6 +269,9 @@ func TestQueryLimits(t *testing.T) {
 			checkAnswer(t, ans.Rows, atLimit.truth(d, nil), nil, allMeasures)
 		}
 		checkAtLimit(t) // the slots are free again
+		m := metricsText(t, baseURL)
+		require.Contains(t, m, `tandem_serve_overloaded_total{reason="queue_full",view="`+viewName+`"} 1`)
+		require.Contains(t, m, `tandem_serve_overloaded_total{reason="queue_timeout",view="`+viewName+`"} 1`)
 	})
 
 	t.Run("speed half too slow on a live ClickHouse: 503, not a 200 without speed rows", func(t *testing.T) {
@@ -269,6 +294,77 @@ func TestQueryLimits(t *testing.T) {
 		require.Contains(t, a.Warnings[0], "speed layer unavailable")
 		checkAnswer(t, a.Rows, atLimit.truth(d, func(e event) bool { return e.offset < half[e.partition]*cfg.ChunkSize }), nil, allMeasures)
 	})
+}
+
+// TestQueryQueueServesEveryClient: more clients than query slots, each
+// asking again as soon as it is answered (a dashboard's panels, a few
+// users at once), against the real services. Queries that find the slots
+// taken wait their turn in the queue: every request of every client is
+// answered exactly, none is refused, and the queue was used (so the
+// clients did contend for the slots).
+func TestQueryQueueServesEveryClient(t *testing.T) {
+	const clients, rounds = 8, 6
+	cfg := loadConfig(t, configYAML(t))
+	_, store, _, db := newBackends(t, cfg.Config, false)
+	cfg.Serve.MaxConcurrentQueries = 2
+	cfg.Serve.MaxQueuedQueries = clients // more than the clients who can wait at once
+	cfg.Serve.QueueTimeout = schemas.Duration(30 * time.Second)
+	d := genDataset(t, cfg.Config, 3000, 12)
+	insertSpeed(t, db, d)
+	half := map[int32]int64{}
+	for p, n := range d.chunks() {
+		half[p] = n / 2
+	}
+	publish(t, store, cfg.Config, d, "run-half", half)
+	_, baseURL, _ := startService(t, cfg)
+	waitRun(t, baseURL, "run-half")
+
+	qs := []qcase{
+		{gran: "5m", from: base, to: base.Add(4 * time.Hour)},
+		{gran: "1h", groupBy: []string{"country"}, from: base, to: base.Add(4 * time.Hour)},
+		{gran: "1m", groupBy: []string{"device"}, from: base.Add(time.Hour), to: base.Add(3 * time.Hour)},
+	}
+	truths := make([][]*truthRow, len(qs))
+	for i, q := range qs {
+		truths[i] = q.truth(d, nil)
+	}
+	type answer struct {
+		client, round, q int
+		code             int
+		body             []byte
+		took             time.Duration
+	}
+	answers := make(chan answer, clients*rounds)
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				i := (c + r) % len(qs)
+				t0 := time.Now()
+				code, _, body := get(t, queryURL(baseURL, qs[i].params()), nil)
+				answers <- answer{c, r, i, code, body, time.Since(t0)}
+			}
+		}()
+	}
+	wg.Wait()
+	close(answers)
+	var slowest time.Duration
+	for a := range answers {
+		require.Equal(t, http.StatusOK, a.code, "client %d, request %d: %s", a.client, a.round, a.body)
+		var ans apiAnswer
+		require.NoError(t, json.Unmarshal(a.body, &ans))
+		require.Empty(t, ans.Warnings)
+		checkAnswer(t, ans.Rows, truths[a.q], qs[a.q].groupBy, allMeasures)
+		slowest = max(slowest, a.took)
+	}
+	m := metricsText(t, baseURL)
+	require.NotContains(t, m, "tandem_serve_overloaded_total{")
+	waited := metricValue(t, baseURL, "tandem_serve_queue_wait_seconds_count")
+	require.Positive(t, waited, "no query waited: the clients never contended for the two slots")
+	t.Logf("%d clients × %d requests, 2 slots: all answered; %.0f waited in the queue; slowest answer %s",
+		clients, rounds, waited, slowest.Round(time.Millisecond))
 }
 
 // rssBytes is the process's resident set size now.

@@ -124,7 +124,6 @@ type Group struct {
 	WindowMs int64
 	Dims     []string
 	States   []schemas.State
-	merges   int // rows merged in, to decide when to densify
 	// unions hold the distinct states while merging (flat, see
 	// schemas.HLLUnion), by position in States; Groups moves them into
 	// States[j].HLL.
@@ -147,18 +146,21 @@ type Group struct {
 // (dense estimates are off by a value or two below a few hundred), and it
 // is 16 KiB smaller. The budget bounds the memory per Merger.
 const (
-	denseCheckFrom = 32   // merges before the first check; then at each doubling
 	denseMinValues = 2000 // estimated distinct values before densifying
 	maxDense       = 2048 // dense sketches per Merger (32 MiB)
 )
 
-// maybeDensify densifies g's large distinct unions once g has taken in
-// denseCheckFrom rows. It counts the keys already in a union's sorted list
-// (no estimate needed), a lower bound of its values: a union it makes dense
-// also ends at denseMinValues or more, where finishDistinct would make it
-// dense anyway, so the answer does not depend on when it did.
+// maybeDensify densifies g's large distinct unions, after every merge. It
+// counts the keys already in a union's sorted list (no estimate needed, no
+// sort: SparseKeys is a field), a lower bound of its values: a union it
+// makes dense also ends at denseMinValues or more, where finishDistinct
+// would make it dense anyway, so the answer does not depend on when it
+// did. Checking from the first merge matters for groups of few large
+// parts (a speed query's cached chunk rollups, ~14 per group): waiting for
+// 32 merges, as it once did, kept them sparse to the end, each merge a
+// pass over thousands of keys.
 func (m *Merger) maybeDensify(g *Group) {
-	if !m.hasDistinct || g.merges < denseCheckFrom || m.dense >= maxDense {
+	if !m.hasDistinct || m.dense >= maxDense {
 		return
 	}
 	for _, u := range g.unions {
@@ -249,6 +251,26 @@ func (m *Merger) mergeQuantiles(g *Group, j int, src *schemas.State, flat *schem
 	g.States[j].N += src.N
 }
 
+// mergeDDUnion folds o, the union of n values' quantile sketches (a
+// speed rollup's, only read), into g's union for asked quantiles measure j.
+func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64) {
+	if n == 0 {
+		return
+	}
+	if g.ddUnions == nil {
+		g.ddUnions = make([]*schemas.DDUnion, len(g.States))
+	}
+	u := g.ddUnions[j]
+	if u == nil {
+		u = &schemas.DDUnion{}
+		u.Add(g.States[j].DD) // the group's own sketch so far
+		g.States[j].DD = nil
+		g.ddUnions[j] = u
+	}
+	u.Merge(o)
+	g.States[j].N += n
+}
+
 // finishUnions moves g's unions into its states.
 func finishUnions(g *Group) {
 	finishDD(g)
@@ -319,7 +341,8 @@ func (g *Group) Result(q *Query, j int) any {
 // finishDistinct makes g's distinct sketches dense when they estimate
 // denseMinValues or more, as maybeDensify would have at its next check.
 // Whether a sketch is dense changes its estimate by a value or two, and
-// maybeDensify checks only after enough merges: without this, the same
+// maybeDensify sees only a lower bound of the values (the sorted keys) and
+// stops at the Merger's budget: without this, the same
 // values merged from a few level rows or from many base rows could be
 // answered one apart. A sparse estimate only grows as values are merged
 // in, so every sketch maybeDensify made dense also ends at or above the
@@ -426,7 +449,6 @@ func (m *Merger) Add(r *Row) {
 		}
 		m.merge(g, j, &r.States[mi])
 	}
-	g.merges++
 	m.maybeDensify(g)
 }
 
@@ -480,7 +502,8 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 // g.WindowMs is its bucket start (ignored for granularity "all"), g.Dims
 // the group-by values and g.States one state per q.Measures. The range and
 // filters were applied where it was computed; a distinct state may come
-// as a union in g.unions (rollupStates), which is only read. AddGroup keeps neither g nor
+// as a union in g.unions and a quantile state in g.ddUnions (rollupStates),
+// which are only read. AddGroup keeps neither g nor
 // its slices.
 func (m *Merger) AddGroup(g *Group) {
 	window := g.WindowMs
@@ -500,9 +523,12 @@ func (m *Merger) AddGroup(g *Group) {
 			m.mergeUnion(dst, j, g.unions[j], g.States[j].N)
 			continue
 		}
+		if g.ddUnions != nil && g.ddUnions[j] != nil {
+			m.mergeDDUnion(dst, j, g.ddUnions[j], g.States[j].N)
+			continue
+		}
 		m.merge(dst, j, &g.States[j])
 	}
-	dst.merges++
 	m.maybeDensify(dst)
 }
 
@@ -536,7 +562,6 @@ func (m *Merger) MergeFrom(o *Merger) {
 			m.merge(g, j, &src.States[j])
 		}
 		src.unions = nil
-		g.merges++
 		m.maybeDensify(g)
 	}
 	m.rows += o.rows

@@ -115,6 +115,7 @@ views:
 			st := &states[j%nGroups]
 			v.Measures[0].Merge(st, &rows[j].States[0])
 			// The Merger's former densifying: at 32, 64, 128, … merges.
+			const denseCheckFrom = 32
 			if n := merges[j%nGroups] + 1; n >= denseCheckFrom && n&(n-1) == 0 && st.HLL.Estimate() >= denseMinValues {
 				d := hyperloglog.NewNoSparse()
 				require.NoError(b, d.Merge(st.HLL))

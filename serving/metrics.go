@@ -24,6 +24,7 @@ type metrics struct {
 	backfilling      *prometheus.GaugeVec     // view
 	mergeGroups      *prometheus.HistogramVec // view
 	topN             *prometheus.CounterVec   // view, path
+	queueWait        prometheus.Histogram
 }
 
 // answered records how a query was answered: path is "clickhouse" for a
@@ -87,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"view"}),
 		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_serve_overloaded_total",
-			Help: "Queries refused with 503 for load, by view and reason: concurrency (serve.max_concurrent_queries was reached) or speed (ClickHouse up but too slow or busy).",
+			Help: "Queries refused with 503 for load, by view and reason: queue_full (serve.max_queued_queries were already waiting for one of serve.max_concurrent_queries slots), queue_timeout (waited serve.queue_timeout without a slot) or speed (ClickHouse up but too slow or busy).",
 		}, []string{"view", "reason"}),
 		leaseErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_serve_lease_errors_total",
@@ -106,11 +107,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tandem_serve_topn_total",
 			Help: "Queries with a limit, by how they were answered: clickhouse (the top N computed in ClickHouse), stream (ranked in serving as ClickHouse streamed the groups: a distinct or quantiles order key) or merge (every group merged in serving).",
 		}, []string{"view", "path"}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tandem_serve_queue_wait_seconds",
+			Help:    "How long queries that found every slot (serve.max_concurrent_queries) taken waited in the queue, admitted or not.",
+			Buckets: []float64{0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queryDuration, m.errors, m.authFailures, m.cacheHits, m.cacheMisses, m.cacheEvictions,
 			m.speedFailures, m.manifestErrors, m.manifestSwitches, m.batchRows, m.speedRows, m.overloaded, m.leaseErrors, m.backfilling,
-			m.mergeGroups, m.topN)
+			m.mergeGroups, m.topN, m.queueWait)
 	}
 	return m
 }

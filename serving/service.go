@@ -26,11 +26,11 @@ import (
 // speedVerdict). A variable only so tests can shorten it.
 var speedTimeout = 15 * time.Second
 
-// ErrOverloaded is wrapped by errors of queries refused because this
-// replica or the speed layer is at capacity: serve.max_concurrent_queries
-// queries are running, or ClickHouse is up but did not answer the speed
-// half in time. The HTTP layer answers 503 with Retry-After; the same
-// query succeeds once the load passes.
+// ErrOverloaded is wrapped by errors of queries refused because the speed
+// layer is at capacity: ClickHouse is up but did not answer the speed half
+// in time. The HTTP layer answers 503 with Retry-After; the same query
+// succeeds once the load passes. (A replica whose slots and queue are full
+// refuses before the query starts: see admission.)
 var ErrOverloaded = errors.New("overloaded")
 
 // ErrSpeedBusy is wrapped by a SpeedSource's errors when the speed store
@@ -40,8 +40,8 @@ var ErrOverloaded = errors.New("overloaded")
 // from the batch view alone.
 var ErrSpeedBusy = errors.New("speed store busy")
 
-// Retry-After values (seconds): a concurrency slot frees within one
-// query's time; a busy or unreachable store takes longer.
+// Retry-After values (seconds): a query slot or a place in the queue
+// frees within about one query's time; a busy or unreachable store takes longer.
 const (
 	retryFull = "1"
 	retryBusy = "5"
@@ -89,10 +89,9 @@ type Service struct {
 	// warmBudget is the cache bytes one view's warm-up may fill.
 	warmBudget int64
 	mux        *http.ServeMux
-	// slots holds one token per query being answered; its capacity is
-	// serve.max_concurrent_queries. A query that finds it full is refused
-	// at once (503), so load beyond capacity never queues without bound.
-	slots  chan struct{}
+	// admit holds serve.max_concurrent_queries slots and the bounded
+	// queue of queries waiting for one (see admission).
+	admit  *admission
 	auth   *ops.Bearer
 	server *ops.HTTPServer
 }
@@ -124,7 +123,7 @@ func New(conf Config, deps Deps) (*Service, error) {
 	if slots <= 0 {
 		slots = 2 * runtime.GOMAXPROCS(0)
 	}
-	s.slots = make(chan struct{}, slots)
+	s.admit = newAdmission(slots, conf.MaxQueuedQueries, conf.QueueTimeout.D())
 	s.manifests = newManifests(deps.Manifests, cfg, conf.ManifestPoll.D(), s.now, s.m)
 	if deps.Leases != nil {
 		replica := deps.Replica
@@ -179,8 +178,12 @@ func (s *Service) registerGauges() {
 	}
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_queries_in_flight",
-		Help: "Queries being answered now (at most serve.max_concurrent_queries; more are refused with 503).",
-	}, func() float64 { return float64(len(s.slots)) }))
+		Help: "Queries being answered now (at most serve.max_concurrent_queries; more wait in the queue).",
+	}, func() float64 { running, _ := s.admit.counts(); return float64(running) }))
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_serve_queries_queued",
+		Help: "Queries waiting for a slot now (at most serve.max_queued_queries, each for at most serve.queue_timeout).",
+	}, func() float64 { _, waiting := s.admit.counts(); return float64(waiting) }))
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_cache_bytes",
 		Help: "Estimated bytes held by the batch row cache (bounded by 7/8 of serve.cache_bytes; the rest is for closed speed chunks).",
@@ -396,14 +399,32 @@ func (s *Service) handleQuery(rw http.ResponseWriter, r *http.Request) {
 	}
 	// The slot is held through encoding: the answer's groups stay in
 	// memory until the last byte is written.
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		s.m.overloaded.WithLabelValues(label, "concurrency").Inc()
+	out, waited := s.admit.admit(r.Context())
+	if waited > 0 {
+		s.m.queueWait.Observe(waited.Seconds())
+	}
+	switch out {
+	case admitted:
+		defer s.admit.release()
+	case admitGone:
+		return // the client is gone; nobody reads an answer
+	case queueFull:
+		s.m.overloaded.WithLabelValues(label, "queue_full").Inc()
+		w.Header().Set("Retry-After", retryFull)
+		queue := fmt.Sprintf("%d more are waiting (serve.max_queued_queries)", s.admit.maxWait)
+		if s.admit.maxWait == 0 {
+			queue = "none may wait (serve.max_queued_queries is 0)"
+		}
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"%d queries are being answered by this replica (serve.max_concurrent_queries) and %s; retry after %s s",
+			s.admit.slots, queue, retryFull))
+		return
+	case queueTimeout:
+		s.m.overloaded.WithLabelValues(label, "queue_timeout").Inc()
 		w.Header().Set("Retry-After", retryFull)
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
-			"%d queries are already being answered by this replica (serve.max_concurrent_queries); retry after %s s", cap(s.slots), retryFull))
+			"waited %s (serve.queue_timeout) for one of this replica's %d query slots (serve.max_concurrent_queries); retry after %s s",
+			s.admit.timeout, s.admit.slots, retryFull))
 		return
 	}
 	res, err := s.Query(r.Context(), q)

@@ -231,12 +231,13 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 // rollupStates fills g's states (one per q.Measures) from a rollup row's
 // cells and returns the memory its sketches hold. A distinct measure's
 // sketches are merged into a union kept in g.unions (compacted, and only
-// read afterwards: cached rollups are shared by concurrent queries), which
-// Merger.AddGroup merges union into union: no library sketch in between.
+// read afterwards: cached rollups are shared by concurrent queries), a
+// quantiles measure's into one in g.ddUnions, which Merger.AddGroup merges
+// union into union: no library sketch in between.
 func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, g *Group) (int64, error) {
 	v := q.View
 	states := g.States
-	g.unions = nil
+	g.unions, g.ddUnions = nil, nil
 	var sketchBytes int64
 	for j, mi := range q.Measures {
 		m := &v.Measures[mi]
@@ -256,8 +257,10 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, g *Group) (int64, erro
 		var in int64
 		if m.Kind().Sketch == schemas.SketchDD {
 			// Flat: no sketch object per stored row, and one scratch for
-			// every row's counts (DecodeDDFlatInto).
-			var u schemas.DDUnion
+			// every row's counts (DecodeDDFlatInto). The union itself is
+			// the group's state (g.ddUnions): the Merger adds its bins to
+			// the answer row's union, with no sketch built per group.
+			u := &schemas.DDUnion{}
 			var scratch schemas.DDFlat
 			for _, b := range sketches {
 				if len(b) == 0 {
@@ -273,8 +276,13 @@ func rollupStates(q *Query, r *clickhouse.SpeedRollupRow, g *Group) (int64, erro
 				}
 				in += int64(len(b))
 			}
-			states[j].DD = u.Sketch()
-			sketchBytes += min(in, 20<<10)
+			if states[j].N > 0 {
+				if g.ddUnions == nil {
+					g.ddUnions = make([]*schemas.DDUnion, len(states))
+				}
+				g.ddUnions[j] = u
+				sketchBytes += u.Bytes()
+			}
 			continue
 		}
 		if m.Kind().Sketch == schemas.SketchHLL {

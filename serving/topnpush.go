@@ -436,7 +436,8 @@ func (s *Service) streamTopN(ctx context.Context, q *Query, snap *Snapshot, res 
 		if _, err := rollupStates(q, row, g); err != nil {
 			return err
 		}
-		finishHLL(g, true) // the ranker and having read the distinct sketches
+		finishDD(g)        // the quantile sketches, and
+		finishHLL(g, true) // the distinct ones: the ranker and having read them
 		norm.finishDistinct(g)
 		for i := range q.Having {
 			h := &q.Having[i]

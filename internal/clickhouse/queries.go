@@ -229,7 +229,7 @@ func speedWhere(q *SpeedQuery) ([]string, []any, error) {
 	if cond != "" {
 		where = append(where, cond)
 	}
-	if ex, err := excludeCondition(q.Exclude); err != nil {
+	if ex, err := excludeCondition(q.Exclude, q.Absorbed); err != nil {
 		return nil, nil, err
 	} else if ex != "" {
 		where = append(where, ex)
@@ -316,31 +316,69 @@ func sortedUnique(vals []string) []string {
 }
 
 // excludeCondition leaves out the listed (partition, chunk) pairs; "" when
-// none. The pairs are sorted so the same set gives the same SQL.
-func excludeCondition(ex map[int32][]int64) (string, error) {
+// none. It is written as what remains to be read, in ranges of the
+// sorting key's leading columns (kafka_partition, chunk): for each listed
+// partition, the chunks from K_p (absorbed) up to the first excluded one,
+// between excluded ones and past the last, and every partition not listed
+// whole. ClickHouse's primary key then selects only the granules of those
+// chunks; a NOT IN of the pairs (or any function of the columns) cannot
+// use the key, so every row of the day was read FINAL and tested — with
+// every closed chunk's rollup cached, that scan was most of a query's
+// time. The ranges are sorted so the same sets give the same SQL.
+func excludeCondition(ex map[int32][]int64, absorbed map[int32]int64) (string, error) {
 	parts := make([]int32, 0, len(ex))
-	for p := range ex {
+	for p, cs := range ex {
 		if p < 0 {
 			return "", fmt.Errorf("clickhouse: excluded chunks of partition %d: partitions cannot be negative", p)
 		}
-		parts = append(parts, p)
-	}
-	slices.Sort(parts)
-	var pairs []string
-	for _, p := range parts {
-		cs := slices.Clone(ex[p])
-		slices.Sort(cs)
-		for _, c := range slices.Compact(cs) {
+		for _, c := range cs {
 			if c < 0 {
 				return "", fmt.Errorf("clickhouse: excluded chunk %d of partition %d: chunks cannot be negative", c, p)
 			}
-			pairs = append(pairs, fmt.Sprintf("(toUInt32(%d), toUInt64(%d))", p, c))
+		}
+		if len(cs) > 0 {
+			parts = append(parts, p)
 		}
 	}
-	if len(pairs) == 0 {
+	if len(parts) == 0 {
 		return "", nil
 	}
-	return fmt.Sprintf("(kafka_partition, chunk) NOT IN (%s)", strings.Join(pairs, ", ")), nil
+	slices.Sort(parts)
+	var terms []string
+	// The partitions not listed, whole: below the first, between two
+	// listed ones, above the last.
+	prev := int64(-1)
+	for _, p := range parts {
+		switch {
+		case int64(p) == prev+1:
+		case prev < 0:
+			terms = append(terms, fmt.Sprintf("kafka_partition < %d", p))
+		default:
+			terms = append(terms, fmt.Sprintf("(kafka_partition > %d AND kafka_partition < %d)", prev, p))
+		}
+		prev = int64(p)
+	}
+	terms = append(terms, fmt.Sprintf("kafka_partition > %d", prev))
+	for _, p := range parts {
+		cs := slices.Clone(ex[p])
+		slices.Sort(cs)
+		var ranges []string
+		from := max(absorbed[p], 0) // chunks below K_p are not read anyway
+		for _, c := range slices.Compact(cs) {
+			switch {
+			case c < from:
+				continue
+			case c == from+1:
+				ranges = append(ranges, fmt.Sprintf("chunk = %d", from))
+			case c > from:
+				ranges = append(ranges, fmt.Sprintf("(chunk >= %d AND chunk < %d)", from, c))
+			}
+			from = c + 1
+		}
+		ranges = append(ranges, fmt.Sprintf("chunk >= %d", from))
+		terms = append(terms, fmt.Sprintf("(kafka_partition = %d AND (%s))", p, strings.Join(ranges, " OR ")))
+	}
+	return "(" + strings.Join(terms, " OR ") + ")", nil
 }
 
 // SpeedRollupQuery asks ClickHouse to roll a view's speed rows up to a

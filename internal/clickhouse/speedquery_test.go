@@ -1,7 +1,9 @@
 package clickhouse
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -189,4 +191,67 @@ func TestScanSpeedRows(t *testing.T) {
 			require.Equal(t, want, got, "absorbed %v", abs)
 		}
 	})
+}
+
+// TestExcludeConditionUsesTheKey: the condition leaving out the chunks
+// serving has cached selects exactly the other (partition, chunk) pairs
+// from K_p on — partitions not listed whole, excluded chunks below K_p
+// ignored — and ClickHouse reads only their granules through the sorting
+// key (kafka_partition, chunk): a condition the key cannot use would read
+// every row and pass max_rows_to_read.
+func TestExcludeConditionUsesTheKey(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := openTest(t, cfg)
+	ctx := testCtx(t)
+	const parts, chunks, perChunk = 6, 40, 8
+	require.NoError(t, db.Conn().Exec(ctx, "CREATE TABLE default.excl (kafka_partition UInt32, chunk UInt64, n UInt64) ENGINE = MergeTree ORDER BY (kafka_partition, chunk) SETTINGS index_granularity = 8"))
+	require.NoError(t, db.Conn().Exec(ctx, fmt.Sprintf("INSERT INTO default.excl SELECT toUInt32(intDiv(number, %d)), toUInt64(intDiv(number, %d) %% %d), number FROM system.numbers LIMIT %d",
+		perChunk*chunks, perChunk, chunks, parts*chunks*perChunk)))
+	rng := rand.New(rand.NewPCG(5, 9))
+	bounded := 0
+	for i := 0; i < 40; i++ {
+		ex, absorbed := map[int32][]int64{}, map[int32]int64{}
+		for p := int32(0); p < parts; p++ {
+			if rng.IntN(8) == 0 {
+				continue // not listed: read whole
+			}
+			absorbed[p] = rng.Int64N(5)
+			for c := int64(0); c < chunks; c++ {
+				if rng.IntN(10) < 9 {
+					ex[p] = append(ex[p], c)
+				}
+			}
+			rng.Shuffle(len(ex[p]), func(a, b int) { ex[p][a], ex[p][b] = ex[p][b], ex[p][a] })
+		}
+		cond, err := excludeCondition(ex, absorbed)
+		require.NoError(t, err)
+		var want []string
+		for p := int32(0); p < parts; p++ {
+			for c := int64(0); c < chunks; c++ {
+				_, listed := ex[p]
+				if !listed || (c >= absorbed[p] && !slices.Contains(ex[p], c)) {
+					want = append(want, fmt.Sprintf("%d|%d", p, c))
+				}
+			}
+		}
+		if cond == "" {
+			require.Len(t, want, parts*chunks)
+			continue
+		}
+		// Each chunk is one granule; the key may select the granule
+		// before a range's start, or after its end, too.
+		bound := 2 * (len(want) + parts) * perChunk
+		if bound < parts*chunks*perChunk {
+			bounded++
+		} else {
+			bound = 0 // no limit: as many rows as a full scan
+		}
+		got := queryStrings(t, db, fmt.Sprintf("SELECT DISTINCT concat(toString(kafka_partition), '|', toString(chunk)) AS k FROM default.excl WHERE %s ORDER BY kafka_partition, chunk SETTINGS max_rows_to_read = %d", cond, bound))
+		require.Equal(t, want, got, "%s", cond)
+	}
+	require.GreaterOrEqual(t, bounded, 30, "too few cases read less than the whole table")
+	cond, err := excludeCondition(map[int32][]int64{2: {3, 4, 6}, 4: {1}}, map[int32]int64{2: 1})
+	require.NoError(t, err)
+	require.Equal(t, "(kafka_partition < 2 OR (kafka_partition > 2 AND kafka_partition < 4) OR kafka_partition > 4 OR "+
+		"(kafka_partition = 2 AND ((chunk >= 1 AND chunk < 3) OR chunk = 5 OR chunk >= 7)) OR (kafka_partition = 4 AND (chunk = 0 OR chunk >= 2)))", cond)
 }

@@ -20,6 +20,15 @@ import (
 //	quantiles m   m__td_means    Array(Float32)  arrayReduce('quantilesTDigestWeightedState(…)',
 //	              m__td_counts   Array(UInt64)       means, counts): the centroids as weighted values
 //
+// The counts are empty when every centroid's count is 1 (unitCounts),
+// and rowState reads an empty counts array as that many ones. A digest
+// glues centroids only once it holds a few hundred values, so nearly
+// every speed row, a chunk's events of one window and group, has unit
+// counts, and without this they were 8 of the 20 bytes each value costs
+// in the arrays, sent, written and merged again at every flush of the row
+// (docs/performance.md). Rows written before, with their ones spelled
+// out, read the same.
+//
 // They are written in the same row, by the same insert, as the other
 // columns: the speed layer's versioned upsert and the batch run's
 // idempotent load cover them as they cover every other column.
@@ -68,9 +77,27 @@ func rowState(m *schemas.Measure) string {
 	case schemas.SQLStateUniqHLL12:
 		return fmt.Sprintf("arrayReduce('uniqHLL12State', %s)", ident(m.Name+"__uniq_keys"))
 	case schemas.SQLStateTDigest:
-		return fmt.Sprintf("arrayReduce('quantilesTDigestWeightedState(%s)', %s, %s)", quantileLevels, ident(m.Name+"__td_means"), ident(m.Name+"__td_counts"))
+		means := ident(m.Name + "__td_means")
+		return fmt.Sprintf("arrayReduce('quantilesTDigestWeightedState(%s)', %s, %s)", quantileLevels, means, stateCounts(m))
 	}
 	return ""
+}
+
+// stateCounts is the SQL expression of m's centroid counts, one per mean:
+// the stored counts, or ones where unitCounts left them out.
+func stateCounts(m *schemas.Measure) string {
+	return fmt.Sprintf("arrayResize(%s, length(%s), toUInt64(1))", ident(m.Name+"__td_counts"), ident(m.Name+"__td_means"))
+}
+
+// unitCounts drops counts that are all 1 (rowState reads the empty array
+// back as ones): counts[:0] then, else counts unchanged.
+func unitCounts(counts []uint64) []uint64 {
+	for _, c := range counts {
+		if c != 1 {
+			return counts
+		}
+	}
+	return counts[:0]
 }
 
 // mergeState is the aggregate merging states of m (expr, of StateType)
@@ -119,6 +146,7 @@ func (s *stateValues) appendState(m *schemas.Measure, st *schemas.State) {
 		ms, cs := len(s.meanArena), len(s.cntArena)
 		if st != nil && st.TDigest != nil {
 			s.meanArena, s.cntArena = st.TDigest.AppendCentroids(s.meanArena, s.cntArena)
+			s.cntArena = s.cntArena[:cs+len(unitCounts(s.cntArena[cs:]))]
 		}
 		s.means = append(s.means, arenaTail(s.meanArena, ms))
 		s.counts = append(s.counts, arenaTail(s.cntArena, cs))
@@ -187,6 +215,7 @@ func stateArgs(args []any, m *schemas.Measure, b []byte) ([]any, error) {
 		means, counts := []float32{}, []uint64{}
 		if st != nil {
 			means, counts = st.TDigest.AppendCentroids(means, counts)
+			counts = unitCounts(counts)
 		}
 		return append(args, means, counts), nil
 	}

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -231,7 +232,11 @@ func analystSketchSQL(t *testing.T, cfg *schemas.Config, db *DB, analyst driver.
 		require.NoError(t, db.Conn().QueryRow(ctx, sql).Scan(&n))
 		return n
 	}
-	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum(amount_q__td_counts))) FROM tandem.clicks_by_country_speed FINAL"))
+	amountQ := &v.Measures[v.MeasureIndex("amount_q")]
+	// The counts are left out where all are 1 (unitCounts), as in every
+	// speed row here (TestStateCounts reads the other form).
+	require.Positive(t, weight("SELECT toUInt64(countIf(empty(amount_q__td_counts) AND notEmpty(amount_q__td_means))) FROM tandem.clicks_by_country_speed FINAL"))
+	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum(" + stateCounts(amountQ) + "))) FROM tandem.clicks_by_country_speed FINAL"))
 
 	load := func(runID string, absorbed map[int32]int64) {
 		var rows []ViewRow
@@ -279,5 +284,37 @@ func analystSketchSQL(t *testing.T, cfg *schemas.Config, db *DB, analyst driver.
 	// A run absorbing every chunk: batch rows and their levels only.
 	load("r2", map[int32]int64{0: 1 << 20, 1: 1 << 20, 2: 1 << 20})
 	check("batch")
-	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum(amount_q__td_counts))) FROM tandem.clicks_by_country_batch WHERE run_id = 'r2'"))
+	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum(" + stateCounts(amountQ) + "))) FROM tandem.clicks_by_country_batch WHERE run_id = 'r2'"))
+}
+
+// TestStateCounts: rowState rebuilds the same state from a digest's
+// centroids whether their counts are stored or, all being 1, left out
+// (unitCounts); a digest that glued centroids keeps its counts.
+func TestStateCounts(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := migrated(t, cfg)
+	ctx := testCtx(t)
+	v := cfg.View("clicks_by_country")
+	m := &v.Measures[v.MeasureIndex("amount_q")]
+	for _, n := range []int{0, 1, 40, 5000} {
+		var q chstate.Quantiles
+		for i := range n {
+			q.Add(float64(i*7919%1000) / 10)
+		}
+		means, counts := q.AppendCentroids(nil, nil)
+		stored := unitCounts(slices.Clone(counts))
+		switch n {
+		case 40: // too few values to glue any
+			require.Empty(t, stored)
+		case 5000:
+			require.Equal(t, counts, stored, "a glued digest keeps its counts")
+		}
+		// The serialized states (18.16's = calls any two states equal).
+		var same uint8
+		require.NoError(t, db.Conn().QueryRow(ctx, fmt.Sprintf(
+			"SELECT toString(%s) = toString(arrayReduce('quantilesTDigestWeightedState(%s)', %s, full)) FROM (SELECT CAST(? AS Array(Float32)) AS %s, CAST(? AS Array(UInt64)) AS %s, CAST(? AS Array(UInt64)) AS full)",
+			rowState(m), quantileLevels, ident(m.Name+"__td_means"), ident(m.Name+"__td_means"), ident(m.Name+"__td_counts")),
+			means, stored, counts).Scan(&same))
+		require.EqualValues(t, 1, same, "%d values", n)
+	}
 }

@@ -53,7 +53,11 @@ func (d *Distinct) AppendKeys(dst []uint64) []uint64 {
 	}
 	// Keys that collided in a register leave fewer than 17 non-zero
 	// registers: add other keys of rank 1 in set registers, which change
-	// nothing there, until the set is large.
+	// nothing there, until the set is large. (Rare: the dense copy, 4 KB
+	// to clear and fill, is made only then.)
+	if n > smallSetSize {
+		return dst
+	}
 	var tmp registers
 	regs := d.dense(&tmp)
 	for extra := uint32(1); n <= smallSetSize; extra++ {
