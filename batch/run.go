@@ -530,10 +530,11 @@ type scanSummary struct {
 	Events, Duplicates, Invalid, Read int64
 	IDsLoaded, TableSlots             int64
 	Scan                              time.Duration
+	FileTimes                         map[string][2]int64 // streamState.FileTimes seen by the scan
 }
 
 func (sc *scanner) summary(scan time.Duration) *scanSummary {
-	return &scanSummary{Days: sc.days, Clock: sc.clock, Entries: sc.entries,
+	return &scanSummary{Days: sc.days, Clock: sc.clock, Entries: sc.entries, FileTimes: sc.fileTimes,
 		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load(),
 		Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(), Scan: scan}
 }
@@ -878,6 +879,20 @@ func saveStreamState(ctx context.Context, o *options, s *schemas.Stream, runID s
 		IndexFormat: stateFormat, DedupWindow: s.DedupWindow.D().String(), Clock: sum.Clock, IndexEntries: sum.Entries}
 	for _, p := range plan.Partitions {
 		stt.Start[p.Partition] = p.Start
+		// The bounds of the objects the next run may re-read: seen now,
+		// or carried from the previous state (objects are immutable).
+		for _, f := range p.Files {
+			t, ok := sum.FileTimes[f.Key]
+			if !ok && pv.state != nil {
+				t, ok = pv.state.FileTimes[f.Key]
+			}
+			if ok {
+				if stt.FileTimes == nil {
+					stt.FileTimes = map[string][2]int64{}
+				}
+				stt.FileTimes[f.Key] = t
+			}
+		}
 	}
 	if pv.state != nil {
 		stt.Events += pv.state.Events

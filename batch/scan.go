@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,13 @@ type streamState struct {
 	Clock map[int32]int64 `json:"dedup_clock"`
 	// IndexEntries counts the ids stored in each partition's index.
 	IndexEntries map[int32]int64 `json:"index_entries"`
+	// FileTimes holds, by raw object key, the least and greatest event
+	// time (Unix ms) of the object's typed time column over all its row
+	// groups, for the objects whose every row group has statistics. Phase
+	// B then opens only the objects whose range touches a dirty day,
+	// rather than every object of the history (issue #14). An object
+	// missing here is opened, as before.
+	FileTimes map[string][2]int64 `json:"file_times,omitempty"`
 }
 
 // stateFormat is the version of the state's objects; another version makes
@@ -124,7 +132,10 @@ type scanner struct {
 	pool       *decodePool
 
 	mu      sync.Mutex
-	dirty   map[int64]bool // days with newly kept events
+	// fileTimes are the raw objects' event-time bounds this scan saw in
+	// their footers (streamState.FileTimes).
+	fileTimes map[string][2]int64
+	dirty     map[int64]bool // days with newly kept events
 	days    map[int64]bool // every day with kept events (prev + new)
 	clock   map[int32]int64
 	entries map[int32]int64 // ids stored in each partition's index
@@ -146,6 +157,7 @@ func (sc *scanner) prevAbsorbed(p partitionPlan) int64 {
 // kept, so each dirty day is recomputed from all of its events.
 func (sc *scanner) run(ctx context.Context) error {
 	sc.dirty, sc.days = map[int64]bool{}, map[int64]bool{}
+	sc.fileTimes = map[string][2]int64{}
 	sc.clock, sc.entries = map[int32]int64{}, map[int32]int64{}
 	if sc.prev != nil {
 		for _, d := range sc.prev.Days {
@@ -466,6 +478,10 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 	}
 	w := sc.spill.writer(p.Partition, 0)
 	sp, _ := spans(p, p.Start, upTo)
+	sp = slices.DeleteFunc(sp, func(s fileSpan) bool {
+		t, ok := sc.prev.FileTimes[s.f.Key]
+		return ok && !anyDayIn(dirty, dayOf(time.UnixMilli(t[0])), dayOf(time.UnixMilli(t[1])))
+	})
 	err = sc.pipe(ctx, sp, touches, func(day int64) bool { return dirty[day] }, func(b *rawBatch) error {
 		for i := 0; i < b.n; i++ {
 			if b.verdict[i] != rowValid {
@@ -492,6 +508,48 @@ func (sc *scanner) phaseB(ctx context.Context, p partitionPlan) error {
 		return err
 	}
 	return w.flush()
+}
+
+// anyDayIn reports whether days holds a day in [lo, hi].
+func anyDayIn(days map[int64]bool, lo, hi int64) bool {
+	if hi-lo >= int64(len(days)) {
+		for d := range days {
+			if d >= lo && d <= hi {
+				return true
+			}
+		}
+		return false
+	}
+	for d := lo; d <= hi; d++ {
+		if days[d] {
+			return true
+		}
+	}
+	return false
+}
+
+// noteFileTimes records the event-time bounds of raw object key from its
+// footer, when every row group has them.
+func (sc *scanner) noteFileTimes(key string, r *rawFileReader) {
+	var lo, hi int64
+	for g := 0; g < r.numRowGroups(); g++ {
+		mn, mx, ok := r.timeBounds(g)
+		if !ok {
+			return // unknown: the next run must open it
+		}
+		if g == 0 || mn < lo {
+			lo = mn
+		}
+		if g == 0 || mx > hi {
+			hi = mx
+		}
+	}
+	if r.numRowGroups() == 0 {
+		return
+	}
+	sc.mu.Lock()
+	sc.fileTimes[key] = [2]int64{lo, hi}
+	sc.mu.Unlock()
 }
 
 // saveIndex writes the id index of one partition (writeIndex: the ids a

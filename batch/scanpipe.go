@@ -227,6 +227,9 @@ func (sc *scanner) pipe(ctx context.Context, spans []fileSpan, keepGroup func(mi
 		defer close(files)
 		for _, sp := range spans {
 			r, err := openRawFile(gctx, sc.st, sp.f.Key, sc.tmp, sc.plan.Stream, sc.decoder.MaxFutureSkew)
+			if err == nil && sc.fileTimes != nil {
+				sc.noteFileTimes(sp.f.Key, r)
+			}
 			select {
 			case files <- opened{r, err}:
 			case <-gctx.Done():
