@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -18,31 +19,64 @@ func runManifestKey(view, runID string) string {
 	return schemas.ViewRunPrefix(view, runID) + "_manifest.json"
 }
 
-// listRuns returns the run ids under views/<view>/runs/, sorted (run ids
-// sort by start time), and which of them were published.
+// listRuns returns the run ids under prefix (views/<view>/runs/ or a
+// stream's state folder), sorted (run ids sort by start time), and which
+// of them were published (hold marker). It lists one key of each run and
+// skips the rest of its folder, then asks for each run's marker, so its
+// requests follow the number of runs, not the objects (days) each holds
+// (issue #14).
 func listRuns(ctx context.Context, st objstore.Bucket, prefix string, marker string) (ids []string, published map[string]bool, err error) {
-	objs, err := objstore.List(ctx, st, prefix)
+	published = map[string]bool{}
+	err = eachFolder(ctx, st, prefix, func(id string) error {
+		ids = append(ids, id)
+		_, err := st.Stat(ctx, prefix+id+"/"+marker)
+		switch {
+		case err == nil:
+			published[id] = true
+		case !isNotFound(err):
+			return err
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	seen := map[string]bool{}
-	published = map[string]bool{}
-	for _, o := range objs {
-		rest := strings.TrimPrefix(o.Key, prefix)
-		id, file, ok := strings.Cut(rest, "/")
-		if !ok || id == "" {
-			continue
-		}
-		if !seen[id] {
-			seen[id] = true
-			ids = append(ids, id)
-		}
-		if file == marker {
-			published[id] = true
-		}
-	}
 	sort.Strings(ids)
 	return ids, published, nil
+}
+
+// errNextFolder stops a listing at the first key of a folder.
+var errNextFolder = errors.New("next folder")
+
+// eachFolder calls fn, in key order, with the name of every folder
+// directly under prefix (the part of a key up to the next "/"). It reads
+// one key of each folder: after it, the listing starts again past the
+// folder (name+"0" sorts after every key under name+"/", and before the
+// next folder's keys, since '0' follows '/'). One LIST request a folder,
+// whatever it holds.
+func eachFolder(ctx context.Context, st objstore.BucketReader, prefix string, fn func(name string) error) error {
+	after := ""
+	for {
+		var name string
+		err := st.Iter(ctx, prefix, after, func(oi objstore.ObjectInfo) error {
+			n, _, ok := strings.Cut(strings.TrimPrefix(oi.Key, prefix), "/")
+			if !ok || n == "" {
+				return nil // an object directly under prefix: not a folder
+			}
+			name = n
+			return errNextFolder
+		})
+		if err != nil && !errors.Is(err, errNextFolder) {
+			return err
+		}
+		if name == "" {
+			return nil
+		}
+		if err := fn(name); err != nil {
+			return err
+		}
+		after = prefix + name + "0"
+	}
 }
 
 // gcView deletes the runs of view beyond the newest keep published ones,
@@ -135,21 +169,22 @@ func gcRemovedViews(ctx context.Context, st objstore.Bucket, cfg *schemas.Config
 		newest time.Time
 	}
 	found := map[string]*removed{}
-	err := st.Iter(ctx, "views/", "", func(oi objstore.ObjectInfo) error {
-		name, _, ok := strings.Cut(strings.TrimPrefix(oi.Key, "views/"), "/")
-		if !ok || cfg.View(name) != nil {
+	// Only the folders of views no longer configured are listed in full:
+	// a configured view's folder is skipped after its first key, so the
+	// listing does not grow with the runs and days of the views in use.
+	err := eachFolder(ctx, st, "views/", func(name string) error {
+		if cfg.View(name) != nil {
 			return nil
 		}
-		r := found[name]
-		if r == nil {
-			r = &removed{}
-			found[name] = r
-		}
-		r.keys = append(r.keys, oi.Key)
-		if oi.ModTime.After(r.newest) {
-			r.newest = oi.ModTime
-		}
-		return nil
+		r := &removed{}
+		found[name] = r
+		return st.Iter(ctx, "views/"+name+"/", "", func(oi objstore.ObjectInfo) error {
+			r.keys = append(r.keys, oi.Key)
+			if oi.ModTime.After(r.newest) {
+				r.newest = oi.ModTime
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("batch: listing views/ for removed views: %w", err)

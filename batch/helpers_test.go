@@ -150,7 +150,7 @@ func genPartition(rng *rand.Rand, p int32, first, n int64, ids *[]string) []genM
 
 // writeRaw stores msgs as raw objects of at most per messages each, named
 // the archiver's way, with typed columns filled as the archiver does.
-func writeRaw(t testing.TB, ctx context.Context, st *s3.Store, s *schemas.Stream, p int32, msgs []genMsg, per int) {
+func writeRaw(t testing.TB, ctx context.Context, st objstore.Bucket, s *schemas.Stream, p int32, msgs []genMsg, per int) {
 	t.Helper()
 	dec := schemas.NewDecoder(s, time.Hour)
 	for len(msgs) > 0 {
