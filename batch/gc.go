@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -111,14 +112,14 @@ func gcView(ctx context.Context, st objstore.Bucket, view, current string, keep 
 			return nil, deleted, err
 		}
 		// The marker goes first, so a half-deleted run is never taken for
-		// a published one.
-		sort.Slice(objs, func(i, j int) bool {
-			return strings.HasSuffix(objs[i].Key, "/_manifest.json") && !strings.HasSuffix(objs[j].Key, "/_manifest.json")
-		})
-		for _, o := range objs {
-			if err := st.Delete(ctx, o.Key); err != nil {
-				return nil, deleted, err
-			}
+		// a published one; the rest at once.
+		marker := prefix + id + "/_manifest.json"
+		if err := st.Delete(ctx, marker); err != nil {
+			return nil, deleted, err
+		}
+		objs = slices.DeleteFunc(objs, func(o objstore.ObjectInfo) bool { return o.Key == marker })
+		if err := deleteKeys(ctx, st, objs); err != nil {
+			return nil, deleted, err
 		}
 		deleted++
 	}
@@ -144,13 +145,19 @@ func gcState(ctx context.Context, st objstore.Bucket, stream string, keepRuns ma
 		if err != nil {
 			return err
 		}
-		for _, o := range objs {
-			if err := st.Delete(ctx, o.Key); err != nil {
-				return err
-			}
+		if err := deleteKeys(ctx, st, objs); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// deleteKeys deletes objs, copiesAtOnce at a time (one request each: a
+// collected run holds a file per day and level).
+func deleteKeys(ctx context.Context, st objstore.Bucket, objs []objstore.ObjectInfo) error {
+	return forEachLimit(ctx, len(objs), copiesAtOnce, func(ctx context.Context, i int) error {
+		return st.Delete(ctx, objs[i].Key)
+	})
 }
 
 // gcRemovedViews deletes the objects under views/<view>/ of every view the

@@ -834,6 +834,12 @@ func computeDays(ctx context.Context, o *options, spill *spillDir, s *schemas.St
 // finest, each by day. It returns how many days were kept.
 func keepDays(ctx context.Context, o *options, views []*schemas.View, pv *previous, compute map[int64]bool, fromDay []int64, runID string, files [][]schemas.ManifestFile) (int, error) {
 	kept := 0
+	type carry struct {
+		view int
+		src  schemas.ManifestFile
+		dst  string
+	}
+	var carries []carry
 	for i, v := range views {
 		if pv.state == nil || pv.allDays {
 			break
@@ -843,19 +849,28 @@ func keepDays(ctx context.Context, o *options, views []*schemas.View, pv *previo
 			if compute[dayOf(f.Day)] || dayOf(f.Day) < fromDay[i] {
 				continue // recomputed, or dropped by views[].retention
 			}
-			nf := f
-			nf.Key = schemas.ViewDayKey(v.Name, runID, f.Day, 0)
+			dst := schemas.ViewDayKey(v.Name, runID, f.Day, 0)
 			if f.Level != 0 {
-				nf.Key = schemas.ViewLevelDayKey(v.Name, runID, f.Level, f.Day, 0)
+				dst = schemas.ViewLevelDayKey(v.Name, runID, f.Level, f.Day, 0)
 			}
-			if err := copyObject(ctx, o.Store, f.Key, nf.Key); err != nil {
-				return 0, err
-			}
-			files[i] = append(files[i], nf)
+			carries = append(carries, carry{i, f, dst})
 			if i == 0 && f.Level == 0 {
 				kept++
 			}
 		}
+	}
+	// One copy per unchanged day file is what immutable run folders cost;
+	// they are independent, and each is a round trip that moves no data
+	// through us, so many go at once (issue #14).
+	if err := forEachLimit(ctx, len(carries), copiesAtOnce, func(ctx context.Context, k int) error {
+		return copyObject(ctx, o.Store, carries[k].src.Key, carries[k].dst)
+	}); err != nil {
+		return 0, err
+	}
+	for _, c := range carries {
+		nf := c.src
+		nf.Key = c.dst
+		files[c.view] = append(files[c.view], nf)
 	}
 	for i := range files {
 		sort.Slice(files[i], func(a, b int) bool {
@@ -978,6 +993,21 @@ func gcStream(ctx context.Context, o *options, s *schemas.Stream, views []*schem
 		return nil
 	}
 	return gcState(ctx, o.Store, s.Name, keptRuns)
+}
+
+// copiesAtOnce bounds the server-side copies and deletes of day files a
+// run has in flight at once.
+const copiesAtOnce = 16
+
+// forEachLimit calls fn for 0..n-1, at most limit at once, and returns the
+// first error.
+func forEachLimit(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
+	for i := 0; i < n; i++ {
+		g.Go(func() error { return fn(gctx, i) })
+	}
+	return g.Wait()
 }
 
 // copyObject copies src to dst inside the store (no data through us).
