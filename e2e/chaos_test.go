@@ -302,7 +302,6 @@ func TestChaos(t *testing.T) {
 	// version, its added measure exact too.
 	require.True(t, c.versionChanged.Load(), "the view's definition was never changed; run longer")
 	registry := queryStrings(t, p.ch.Conn(t), "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? ORDER BY version DESC", viewName)
-	require.Equal(t, []string{"2 current", "1 retired"}, registry, "the registry after the final batch run")
 	for _, q := range finalQ[:2] {
 		code, a, body, err := p.queryServing(q)
 		if err != nil || code != http.StatusOK {
@@ -373,6 +372,7 @@ func TestChaos(t *testing.T) {
 	require.Empty(t, md.twice[:min(len(md.twice), 20)], "offsets archived twice")
 	require.Empty(t, checks.wrong[:min(len(checks.wrong), 20)], "answers wrong during the run (%d)", len(checks.wrong))
 	require.Empty(t, finalDiffs, "final answers")
+	require.Equal(t, []string{"2 current", "1 retired"}, registry, "the registry of %s's versions after the final batch run", viewName)
 	require.Empty(t, chDiffs, "final ClickHouse merged view")
 	for _, k := range []string{faultKillIngest, faultKillSpeed, faultKillArchive, faultKillServe, faultKillBatch, faultClickHouse, faultS3} {
 		require.Positive(t, c.faults[k], "fault %q was never injected; run longer", k)
@@ -706,17 +706,18 @@ func (c *chaosRun) changeMidway(ctx context.Context, changeAt, addAt time.Durati
 		}
 		m += at + len(latencyMeasure)
 		return s[:m] + addedMeasure + s[m:], nil
+	}, func() {
+		c.versionChangedAfter = time.Since(c.started)
+		c.versionChanged.Store(true)
 	})
 	if !ok {
 		return
 	}
-	c.versionChangedAfter = time.Since(c.started)
-	c.versionChanged.Store(true)
 
 	if !c.sleep(ctx, addAt-time.Since(t0)) {
 		return
 	}
-	ok = c.rollOut(ctx, "view "+addedView+" added", func(s string) (string, error) {
+	c.rollOut(ctx, "view "+addedView+" added", func(s string) (string, error) {
 		at := strings.Index(s, "  - name: "+viewName+"\n")
 		if at < 0 {
 			return "", fmt.Errorf("view %s is not in the configuration", viewName)
@@ -724,12 +725,10 @@ func (c *chaosRun) changeMidway(ctx context.Context, changeAt, addAt time.Durati
 		view := strings.Replace(s[at:], viewName, addedView, 1)
 		view = strings.Replace(view, "dimensions: [country, device]", "dimensions: [device]", 1)
 		return s + view, nil
+	}, func() {
+		c.viewAddedAfter = time.Since(c.started)
+		c.viewAdded.Store(true)
 	})
-	if !ok {
-		return
-	}
-	c.viewAddedAfter = time.Since(c.started)
-	c.viewAdded.Store(true)
 }
 
 // rollOut changes the configuration as a deployment does: the edited
@@ -737,8 +736,10 @@ func (c *chaosRun) changeMidway(ctx context.Context, changeAt, addAt time.Durati
 // ClickHouse is down), then it replaces the running one and speed and
 // serve restart with it (the rollout); faults go on meanwhile. Batch runs
 // and restarts by the fault driver take the new configuration from then
-// on. It reports whether the change was rolled out.
-func (c *chaosRun) rollOut(ctx context.Context, what string, edit func(string) (string, error)) bool {
+// on; rolled is called as the configuration is replaced, before any
+// component or batch run can use it. It reports whether the change was
+// rolled out.
+func (c *chaosRun) rollOut(ctx context.Context, what string, edit func(string) (string, error), rolled func()) bool {
 	text, err := os.ReadFile(c.p.cfgPath)
 	if err != nil {
 		c.t.Errorf("reading the configuration: %v", err)
@@ -769,6 +770,7 @@ func (c *chaosRun) rollOut(ctx context.Context, what string, edit func(string) (
 	}
 	c.opsMu.Lock()
 	defer c.opsMu.Unlock()
+	rolled()
 	if err := os.Rename(next, c.p.cfgPath); err != nil {
 		c.t.Errorf("replacing the configuration: %v", err)
 		return false
