@@ -132,7 +132,8 @@ fuzz:
 
 ## chaos: whole-platform soak run under load while every component is
 # kill -9ed, batch runs are killed mid-flight, ClickHouse and S3 go down for
-# tens of seconds and the broker restarts; prints a summary (e2e/chaos_test.go).
+# tens of seconds and the broker restarts, while a view's definition changes
+# (a new version) and a view is added; prints a summary (e2e/chaos_test.go).
 # TANDEM_CHAOS_DURATION=30m sets how long faults are injected.
 chaos: deps-go deps-clickhouse deps-minio
 	TANDEM_CHAOS=full $(GO) test ./e2e -run '^TestChaos$$' -count=1 -v -timeout 90m
