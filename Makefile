@@ -113,7 +113,8 @@ bench-scaling: deps chdb-lib
 ## bench-serving-scale: the serving benchmark: the example view over
 # 30 days at TANDEM_BENCH_SERVING_EVENTS (default 3M; the targets are stated
 # at 30M) and a speed-only day at TANDEM_BENCH_SERVING_SPEED_EVENTS (10M)
-# through the real services; the "Serving at scale" table of
+# through the real services (TANDEM_BENCH_SERVING_CACHE_BYTES, when set, is
+# serve.cache_bytes); the "Serving at scale" table of
 # docs/performance.md (scripts/bench.sh serving-scale)
 bench-serving-scale: deps
 	scripts/bench.sh serving-scale
