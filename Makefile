@@ -113,7 +113,8 @@ bench-scaling: deps chdb-lib
 ## bench-serving-scale: the serving benchmark: the example view over
 # 30 days at TANDEM_BENCH_SERVING_EVENTS (default 3M; the targets are stated
 # at 30M) and a speed-only day at TANDEM_BENCH_SERVING_SPEED_EVENTS (10M)
-# through the real services; the "Serving at scale" table of
+# through the real services (TANDEM_BENCH_SERVING_CACHE_BYTES, when set, is
+# serve.cache_bytes); the "Serving at scale" table of
 # docs/performance.md (scripts/bench.sh serving-scale)
 bench-serving-scale: deps
 	scripts/bench.sh serving-scale
@@ -132,7 +133,8 @@ fuzz:
 
 ## chaos: whole-platform soak run under load while every component is
 # kill -9ed, batch runs are killed mid-flight, ClickHouse and S3 go down for
-# tens of seconds and the broker restarts; prints a summary (e2e/chaos_test.go).
+# tens of seconds and the broker restarts, while a view's definition changes
+# (a new version) and a view is added; prints a summary (e2e/chaos_test.go).
 # TANDEM_CHAOS_DURATION=30m sets how long faults are injected.
 chaos: deps-go deps-clickhouse deps-minio
 	TANDEM_CHAOS=full $(GO) test ./e2e -run '^TestChaos$$' -count=1 -v -timeout 90m

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -15,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/ingest/gen"
@@ -72,6 +76,24 @@ const (
 	faultBroker      = "Kafka broker restart"
 )
 
+// The definition change of the chaos run: a measure added to viewName,
+// which makes it a new version (docs/architecture.md, "Versioned view
+// definitions"). Which version answered shows in the answer itself: only
+// the new one has the measure, in REST rows and as an SQL column.
+const (
+	changedMeasure = "total_latency"
+	latencyMeasure = "      - { name: latency,     type: quantiles, field: latency_ms }\n"
+	addedMeasure   = "      - { name: total_latency, type: sum, field: latency_ms }\n"
+)
+
+// Versions of viewName as the checker tells them apart (indexes of
+// chaosRun.restOn and sqlOn).
+const (
+	versionUnknown = 0 // an answer without rows
+	versionOld     = 1
+	versionNew     = 2
+)
+
 // chaosRun is the state of one chaos test.
 type chaosRun struct {
 	t   *testing.T
@@ -98,7 +120,19 @@ type chaosRun struct {
 	viewAdded                atomic.Bool
 	viewAddedAfter           time.Duration
 	addedExact, addedRefused atomic.Int64
-	started                  time.Time
+
+	// The definition change of viewName during the faults, and its
+	// answers checked per version (clean REST answers, exact SQL answers
+	// about the closed block); switched* is when the new version first
+	// answered, in nanoseconds since started (0: not yet).
+	versionChanged                      atomic.Bool
+	versionChangedAfter                 time.Duration
+	restOn, sqlOn                       [3]atomic.Int64
+	restSwitched, sqlSwitched           atomic.Int64
+	sqlChecks, sqlUnavailable, sqlExact atomic.Int64
+
+	started time.Time
+	sql     driver.Conn // the analyst's connection, for the checker
 }
 
 type checkStats struct {
@@ -117,11 +151,16 @@ func (s *checkStats) add(f func(s *checkStats)) {
 // TestChaos is the soak run of issue 7: load through the gateway while a
 // driver kill -9s and restarts every component, kills batch runs
 // mid-flight, takes ClickHouse and S3 down for tens of seconds and restarts
-// the broker; halfway through, a view is added to the configuration
-// (migrate, then speed and serve restarted with it), and its answers about
-// the closed block are refused or exact, never wrong (issue 13). Afterwards every acknowledged event is in the master dataset
-// exactly once, every answer equals the truth, and the checker that
-// queried serving throughout never saw a wrong number without a warning.
+// the broker. A third of the way through, the checked view's definition
+// changes (a measure added: a new version; migrate, then speed and serve
+// restarted with it, as a rollout does): REST and the analyst SQL answer
+// from the old version, exactly, until a batch run publishes the new one,
+// then from the new one, never back. Halfway through, a view is added the
+// same way, and its answers about the closed block are refused or exact,
+// never wrong (issue 13). Afterwards every acknowledged event is in the
+// master dataset exactly once, every answer equals the truth, and the
+// checker that queried REST and SQL throughout never saw a wrong number
+// without a warning.
 func TestChaos(t *testing.T) {
 	cc := chaosSettings(t)
 	p := newPlatform(t, platformOptions{chunkSize: 500, lockTTL: "10s", produceTimeout: "5s"})
@@ -186,10 +225,11 @@ func TestChaos(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
+	c.sql = p.ch.AnalystConn(t)
 	run(func(ctx context.Context) { c.checker(ctx, rec, liveQ) })
 	run(c.supervise)
 	run(c.batchLoop)
-	run(func(ctx context.Context) { c.addViewMidway(ctx, cc.faults/2) })
+	run(func(ctx context.Context) { c.changeMidway(ctx, cc.faults/3, cc.faults/2) })
 	faultsCtx, stopFaults := context.WithTimeout(ctx, cc.faults)
 	c.drive(faultsCtx)
 	stopFaults()
@@ -258,11 +298,27 @@ func TestChaos(t *testing.T) {
 			break
 		}
 	}
+	// The changed view: the final run switched it; REST answers the new
+	// version, its added measure exact too.
+	require.True(t, c.versionChanged.Load(), "the view's definition was never changed; run longer")
+	registry := queryStrings(t, p.ch.Conn(t), "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? ORDER BY version DESC", viewName)
+	for _, q := range finalQ[:2] {
+		code, a, body, err := p.queryServing(q)
+		if err != nil || code != http.StatusOK {
+			finalDiffs = append(finalDiffs, fmt.Sprintf("%s: status %d: %v %.300s", q, code, err, body))
+			continue
+		}
+		if v, err := answerVersion(a); err != nil || v != versionNew {
+			finalDiffs = append(finalDiffs, fmt.Sprintf("%s: answered by version %d after the switch (%v)", q, v, err))
+			continue
+		}
+		finalDiffs = append(finalDiffs, diffAnswerTotals(expect(acked, q), a, q)...)
+	}
 	chDiffs := []string{}
 	if len(finalDiffs) == 0 {
 		q := query{from: d0, to: liveQ.to, granularity: "1h", groupBy: []string{"country"}}
-		got, err := readMergedView(context.Background(), p.ch.AnalystConn(t), p.ch.Database, q.from, q.to, 3600, q.groupBy)
-		require.NoError(t, err)
+		got, err := readMergedViewCols(context.Background(), p.ch.AnalystConn(t), p.ch.Database, viewName, q.from, q.to, 3600, q.groupBy, true)
+		require.NoError(t, err, "the analyst SQL view has the new version's columns after the switch")
 		chDiffs = diffMergedView(expect(acked, q), got)
 		q = query{from: d0, to: liveQ.to, granularity: "1h", groupBy: []string{"device"}}
 		got, err = readMergedViewOf(context.Background(), p.ch.AnalystConn(t), p.ch.Database, addedView, q.from, q.to, 3600, q.groupBy)
@@ -298,6 +354,11 @@ func TestChaos(t *testing.T) {
 		md.objects, md.records, len(lost), len(md.twice))
 	fmt.Fprintf(&b, "answers checked %d: %d exact (closed block), %d within bounds (live), %d with warnings, %d 503, %d no answer (serve down)\n",
 		checks.total, checks.exact, checks.bounded, checks.warned, checks.status503, checks.unavailable)
+	fmt.Fprintf(&b, "view %s changed after %s (measure %s added, version 2): clean REST answers checked on version 1 %d, version 2 %d (%d without rows); switch seen by REST %s, by SQL %s; registry %v\n",
+		viewName, c.versionChangedAfter.Round(time.Second), changedMeasure, c.restOn[versionOld].Load(), c.restOn[versionNew].Load(), c.restOn[versionUnknown].Load(),
+		sinceStart(c.restSwitched.Load()), sinceStart(c.sqlSwitched.Load()), registry)
+	fmt.Fprintf(&b, "analyst SQL of %s (closed block) checked %d times: %d exact (version 1 %d, version 2 %d), %d no answer (ClickHouse down, view being replaced)\n",
+		viewName, c.sqlChecks.Load(), c.sqlExact.Load(), c.sqlOn[versionOld].Load(), c.sqlOn[versionNew].Load(), c.sqlUnavailable.Load())
 	fmt.Fprintf(&b, "view %s added after %s: its closed block answered %d times exactly, %d times not (backfilling, not yet known, down)\n",
 		addedView, c.viewAddedAfter.Round(time.Second), c.addedExact.Load(), c.addedRefused.Load())
 	fmt.Fprintf(&b, "answers wrong: %d (must be 0)\n", len(checks.wrong))
@@ -311,6 +372,7 @@ func TestChaos(t *testing.T) {
 	require.Empty(t, md.twice[:min(len(md.twice), 20)], "offsets archived twice")
 	require.Empty(t, checks.wrong[:min(len(checks.wrong), 20)], "answers wrong during the run (%d)", len(checks.wrong))
 	require.Empty(t, finalDiffs, "final answers")
+	require.Equal(t, []string{"2 current", "1 retired"}, registry, "the registry of %s's versions after the final batch run", viewName)
 	require.Empty(t, chDiffs, "final ClickHouse merged view")
 	for _, k := range []string{faultKillIngest, faultKillSpeed, faultKillArchive, faultKillServe, faultKillBatch, faultClickHouse, faultS3} {
 		require.Positive(t, c.faults[k], "fault %q was never injected; run longer", k)
@@ -382,6 +444,8 @@ func (c *chaosRun) checker(ctx context.Context, rec *recorder, liveQ query) {
 	for i, q := range c.closedQ {
 		closedWant[i] = expect(c.closed, q)
 	}
+	sqlQ := c.closedQ[1] // 1h by country: the analyst SQL view rolled up
+	sqlWant := expect(c.closed, sqlQ)
 	prev := map[int64]int64{} // live bucket → count of the last clean answer
 	for i := 0; ctx.Err() == nil; i++ {
 		time.Sleep(150 * time.Millisecond)
@@ -394,6 +458,9 @@ func (c *chaosRun) checker(ctx context.Context, rec *recorder, liveQ query) {
 		}
 		if c.viewAdded.Load() && i%4 == 1 {
 			c.checkAddedView()
+		}
+		if i%4 == 3 {
+			c.checkSQL(sqlQ, sqlWant)
 		}
 		code, a, body, err := c.p.queryServing(q)
 		wrong := func(format string, args ...any) {
@@ -424,9 +491,23 @@ func (c *chaosRun) checker(ctx context.Context, rec *recorder, liveQ query) {
 			wrong("%v", err)
 			continue
 		}
+		v, err := answerVersion(a)
+		if err != nil {
+			wrong("%v", err)
+			continue
+		}
+		if msg := c.sawVersion(&c.restOn, &c.restSwitched, v); msg != "" {
+			wrong("%s", msg)
+			continue
+		}
 		if !live {
-			if d := diff(closedWant[(i/2)%len(c.closedQ)], got); len(d) > 0 {
-				wrong("closed block differs without a warning: %s", strings.Join(d[:min(len(d), 5)], "; "))
+			want := closedWant[(i/2)%len(c.closedQ)]
+			d := diff(want, got)
+			if v == versionNew {
+				d = append(d, diffAnswerTotals(want, a, q)...)
+			}
+			if len(d) > 0 {
+				wrong("closed block differs without a warning (version %d): %s", v, strings.Join(d[:min(len(d), 5)], "; "))
 				continue
 			}
 			c.checks.add(func(s *checkStats) { s.exact++ })
@@ -459,6 +540,111 @@ func (c *chaosRun) checker(ctx context.Context, rec *recorder, liveQ query) {
 		}
 		c.checks.add(func(s *checkStats) { s.bounded++ })
 	}
+}
+
+// answerVersion tells which version of viewName answered a REST query:
+// the new one when its rows carry the added measure, the old one when none
+// does, versionUnknown without rows; rows of both are an error.
+func answerVersion(a *answer) (int, error) {
+	with := 0
+	for _, r := range a.Rows {
+		if _, ok := r.Measures[changedMeasure]; ok {
+			with++
+		}
+	}
+	switch {
+	case len(a.Rows) == 0:
+		return versionUnknown, nil
+	case with == 0:
+		return versionOld, nil
+	case with == len(a.Rows):
+		return versionNew, nil
+	}
+	return versionUnknown, fmt.Errorf("%d of %d rows carry %s: two versions in one answer", with, len(a.Rows), changedMeasure)
+}
+
+// diffAnswerTotals compares the added measure (the sum of latency_ms) of
+// each row of a, an answer to q, with the truth.
+func diffAnswerTotals(want map[rowKey]*truthRow, a *answer, q query) []string {
+	var out []string
+	for _, r := range a.Rows {
+		dims := make([]string, len(q.groupBy))
+		for j, d := range q.groupBy {
+			dims[j] = r.Dimensions[d]
+		}
+		k := rowKey{windowMs: r.WindowStart.UnixMilli(), dims: strings.Join(dims, "|")}
+		var got float64
+		if err := json.Unmarshal(r.Measures[changedMeasure], &got); err != nil {
+			out = append(out, fmt.Sprintf("%s: %s %s: %v", k, changedMeasure, r.Measures[changedMeasure], err))
+			continue
+		}
+		var w float64
+		if t := want[k]; t != nil {
+			w = t.totalLatency()
+		}
+		if !closeRel(got, w, 1e-9) {
+			out = append(out, fmt.Sprintf("%s: %s %v, want %v", k, changedMeasure, got, w))
+		}
+	}
+	return out
+}
+
+// sawVersion counts an answer of viewName from version v on one surface
+// (its counts and the time the new version first answered there) and says
+// what is wrong with it: the new version before the change was rolled
+// out, or the old one once the new one answered (the choice only moves
+// forward).
+func (c *chaosRun) sawVersion(counts *[3]atomic.Int64, switched *atomic.Int64, v int) string {
+	counts[v].Add(1)
+	switch {
+	case v == versionNew && !c.versionChanged.Load():
+		return "answered by the new version before the change was rolled out"
+	case v == versionNew:
+		switched.CompareAndSwap(0, int64(time.Since(c.started)))
+	case v == versionOld && switched.Load() != 0:
+		return fmt.Sprintf("answered by the old version after the new one had (from %s on)", sinceStart(switched.Load()))
+	}
+	return ""
+}
+
+// sinceStart shows a switched* time.
+func sinceStart(ns int64) string {
+	if ns == 0 {
+		return "never"
+	}
+	return "after " + time.Duration(ns).Round(time.Second).String()
+}
+
+// checkSQL reads the closed block from the analyst SQL view of viewName,
+// as an analyst would, and compares it with the truth: exact from
+// whichever version the SQL view is (the new one has the added measure's
+// column, which is compared too). An error is no answer: ClickHouse down,
+// or the view being replaced at the switch.
+func (c *chaosRun) checkSQL(q query, want map[rowKey]*truthRow) {
+	c.sqlChecks.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v := versionNew
+	got, err := readMergedViewCols(ctx, c.sql, c.p.ch.Database, viewName, q.from, q.to, 3600, q.groupBy, true)
+	var ex *proto.Exception
+	if errors.As(err, &ex) && strings.Contains(ex.Message, changedMeasure) {
+		v = versionOld
+		got, err = readMergedViewCols(ctx, c.sql, c.p.ch.Database, viewName, q.from, q.to, 3600, q.groupBy, false)
+	}
+	if err != nil {
+		c.sqlUnavailable.Add(1)
+		return
+	}
+	stamp := time.Now().Format("15:04:05.000")
+	if msg := c.sawVersion(&c.sqlOn, &c.sqlSwitched, v); msg != "" {
+		c.wrong(fmt.Sprintf("%s SQL %s: %s", stamp, q, msg))
+		return
+	}
+	if d := diffMergedView(want, got); len(d) > 0 {
+		c.wrong(fmt.Sprintf("%s SQL %s (version %d): closed block differs: %s", stamp, q, v, strings.Join(d[:min(len(d), 5)], "; ")))
+		return
+	}
+	c.sqlExact.Add(1)
 }
 
 // addedClosedQ is the closed-block query of the view added midway.
@@ -501,45 +687,100 @@ func (c *chaosRun) wrong(msg string) {
 	c.checks.add(func(s *checkStats) { s.wrong = append(s.wrong, msg) })
 }
 
-// addViewMidway adds a view to the configuration after wait, runs the
-// migration (retried while ClickHouse is down) and restarts speed and
-// serve with it, as a deployment rolls its pods; faults go on meanwhile.
-func (c *chaosRun) addViewMidway(ctx context.Context, wait time.Duration) {
-	if !c.sleep(ctx, wait) {
+// changeMidway changes the configuration twice while the faults go on:
+// after changeAt, viewName gets a measure (a new version of it); after
+// addAt (both from its start), a view is added.
+func (c *chaosRun) changeMidway(ctx context.Context, changeAt, addAt time.Duration) {
+	t0 := time.Now()
+	if !c.sleep(ctx, changeAt) {
 		return
 	}
+	ok := c.rollOut(ctx, "measure "+changedMeasure+" added to view "+viewName, func(s string) (string, error) {
+		at := strings.Index(s, "  - name: "+viewName+"\n")
+		if at < 0 {
+			return "", fmt.Errorf("view %s is not in the configuration", viewName)
+		}
+		m := strings.Index(s[at:], latencyMeasure)
+		if m < 0 {
+			return "", fmt.Errorf("view %s has no measure %q", viewName, latencyMeasure)
+		}
+		m += at + len(latencyMeasure)
+		return s[:m] + addedMeasure + s[m:], nil
+	}, func() {
+		c.versionChangedAfter = time.Since(c.started)
+		c.versionChanged.Store(true)
+	})
+	if !ok {
+		return
+	}
+
+	if !c.sleep(ctx, addAt-time.Since(t0)) {
+		return
+	}
+	c.rollOut(ctx, "view "+addedView+" added", func(s string) (string, error) {
+		at := strings.Index(s, "  - name: "+viewName+"\n")
+		if at < 0 {
+			return "", fmt.Errorf("view %s is not in the configuration", viewName)
+		}
+		view := strings.Replace(s[at:], viewName, addedView, 1)
+		view = strings.Replace(view, "dimensions: [country, device]", "dimensions: [device]", 1)
+		return s + view, nil
+	}, func() {
+		c.viewAddedAfter = time.Since(c.started)
+		c.viewAdded.Store(true)
+	})
+}
+
+// rollOut changes the configuration as a deployment does: the edited
+// configuration is migrated first (the migration Job, retried while
+// ClickHouse is down), then it replaces the running one and speed and
+// serve restart with it (the rollout); faults go on meanwhile. Batch runs
+// and restarts by the fault driver take the new configuration from then
+// on; rolled is called as the configuration is replaced, before any
+// component or batch run can use it. It reports whether the change was
+// rolled out.
+func (c *chaosRun) rollOut(ctx context.Context, what string, edit func(string) (string, error), rolled func()) bool {
 	text, err := os.ReadFile(c.p.cfgPath)
 	if err != nil {
 		c.t.Errorf("reading the configuration: %v", err)
-		return
+		return false
 	}
-	s := string(text)
-	view := strings.Replace(s[strings.Index(s, "  - name: "+viewName):], viewName, addedView, 1)
-	view = strings.Replace(view, "dimensions: [country, device]", "dimensions: [device]", 1)
-	if err := os.WriteFile(c.p.cfgPath, []byte(s+view), 0o600); err != nil {
+	edited, err := edit(string(text))
+	if err != nil {
+		c.t.Errorf("%s: %v", what, err)
+		return false
+	}
+	next := c.p.cfgPath + ".next"
+	if err := os.WriteFile(next, []byte(edited), 0o600); err != nil {
 		c.t.Errorf("writing the configuration: %v", err)
-		return
+		return false
 	}
-	c.t.Logf("change: view %s added to the configuration", addedView)
+	c.t.Logf("change: %s; migrating", what)
 	for deadline := time.Now().Add(3 * time.Minute); ; {
-		out, err := exec.Command(c.p.bin, "migrate", "--config", c.p.cfgPath).CombinedOutput()
+		out, err := exec.Command(c.p.bin, "migrate", "--config", next).CombinedOutput()
 		if err == nil {
+			c.t.Logf("change: %s: tandem migrate:\n%s", what, out)
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			c.t.Errorf("tandem migrate after adding a view: %v\n%s", err, out)
-			return
+			c.t.Errorf("tandem migrate (%s): %v\n%s", what, err, out)
+			return false
 		}
 		time.Sleep(2 * time.Second)
 	}
 	c.opsMu.Lock()
+	defer c.opsMu.Unlock()
+	rolled()
+	if err := os.Rename(next, c.p.cfgPath); err != nil {
+		c.t.Errorf("replacing the configuration: %v", err)
+		return false
+	}
 	for _, name := range []string{"speed", "serve"} {
 		c.p.proc(name).kill()
 		c.p.restart(name)
 	}
-	c.opsMu.Unlock()
-	c.viewAddedAfter = time.Since(c.started)
-	c.viewAdded.Store(true)
+	c.t.Logf("change: %s; speed and serve restarted with it", what)
+	return true
 }
 
 // supervise restarts a component that exited without being killed by the

@@ -97,6 +97,9 @@ type chRow struct {
 	count    int64
 	sum      float64
 	min, max *float64
+	// total is total_latency (the sum of latency_ms) when it was read: the
+	// measure the chaos run adds to the view's definition.
+	total *float64
 }
 
 // readMergedView reads ClickHouse's merged view <view> as the analyst user,
@@ -109,6 +112,12 @@ func readMergedView(ctx context.Context, conn driver.Conn, db string, from, to t
 // readMergedViewOf is readMergedView for any view with the exact measures
 // of the test's view.
 func readMergedViewOf(ctx context.Context, conn driver.Conn, db, view string, from, to time.Time, granSec int64, groupBy []string) (map[rowKey]*chRow, error) {
+	return readMergedViewCols(ctx, conn, db, view, from, to, granSec, groupBy, false)
+}
+
+// readMergedViewCols is readMergedViewOf, reading total_latency too when
+// withTotal (an error when the view has no such column).
+func readMergedViewCols(ctx context.Context, conn driver.Conn, db, view string, from, to time.Time, granSec int64, groupBy []string, withTotal bool) (map[rowKey]*chRow, error) {
 	win := "toUnixTimestamp(window_start)"
 	if granSec > 0 {
 		win = fmt.Sprintf("intDiv(toUnixTimestamp(window_start), %d) * %d", granSec, granSec)
@@ -120,10 +129,14 @@ func readMergedViewOf(ctx context.Context, conn driver.Conn, db, view string, fr
 			dims = "toString(" + groupBy[0] + ")"
 		}
 	}
-	sql := fmt.Sprintf(`SELECT toInt64(%s) AS w, %s AS d, toInt64(sum(views)), sum(revenue), min(min_latency), max(max_latency)
+	total := ""
+	if withTotal {
+		total = ", sum(total_latency)"
+	}
+	sql := fmt.Sprintf(`SELECT toInt64(%s) AS w, %s AS d, toInt64(sum(views)), sum(revenue), min(min_latency), max(max_latency)%s
 FROM %s.%s
 WHERE window_start >= toDateTime(%d) AND window_start < toDateTime(%d)
-GROUP BY w, d`, win, dims, db, view, from.Unix(), to.Unix())
+GROUP BY w, d`, win, dims, total, db, view, from.Unix(), to.Unix())
 	rows, err := conn.Query(ctx, sql)
 	if err != nil {
 		return nil, fmt.Errorf("querying the merged view: %w\n%s", err, sql)
@@ -136,7 +149,11 @@ GROUP BY w, d`, win, dims, db, view, from.Unix(), to.Unix())
 			d string
 			r chRow
 		)
-		if err := rows.Scan(&w, &d, &r.count, &r.sum, &r.min, &r.max); err != nil {
+		dest := []any{&w, &d, &r.count, &r.sum, &r.min, &r.max}
+		if withTotal {
+			dest = append(dest, &r.total)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		out[rowKey{windowMs: w * 1000, dims: d}] = &r
@@ -156,6 +173,9 @@ func diffMergedView(want map[rowKey]*truthRow, got map[rowKey]*chRow) []string {
 		if g.count != w.count || !closeRel(g.sum, w.sum, 1e-9) || !eqPtr(g.min, w.min) || !eqPtr(g.max, w.max) {
 			out = append(out, fmt.Sprintf("%s: ClickHouse count/sum/min/max %d/%v/%s/%s, want %d/%v/%s/%s",
 				k, g.count, g.sum, show(g.min), show(g.max), w.count, w.sum, show(w.min), show(w.max)))
+		}
+		if g.total != nil && !closeRel(*g.total, w.totalLatency(), 1e-9) {
+			out = append(out, fmt.Sprintf("%s: ClickHouse total_latency %v, want %v", k, *g.total, w.totalLatency()))
 		}
 	}
 	for k, g := range got {

@@ -13,8 +13,10 @@
 //     REST API and through ClickHouse.
 //   - TestChaos (`make chaos`, `make chaos-short`): a soak run under load
 //     while a driver kill -9s every component, takes ClickHouse and S3 down
-//     and restarts the broker; nothing acknowledged is lost or counted
-//     twice, and no answer was silently wrong.
+//     and restarts the broker, while the checked view's definition changes
+//     (a new version) and a view is added; nothing acknowledged is lost or
+//     counted twice, and no REST or analyst SQL answer was silently wrong,
+//     on the old version before the switch or the new one after.
 //   - TestOverload: the gateway past its in-flight limit rejects quickly,
 //     keeps its memory bounded and loses nothing it acknowledged.
 //   - TestHostileInput and the Fuzz targets: hostile requests get a clear

@@ -267,7 +267,7 @@ func newScalePlatform(b *testing.B) *scalePlatform {
 		`endpoint: "127.0.0.1:9100", bucket: tandem, access_key: "${S3_ACCESS_KEY:-tandem}", secret_key: "${S3_SECRET_KEY:-tandem-dev-secret}"`,
 		fmt.Sprintf("endpoint: %q, bucket: %s, access_key: %q, secret_key: %q", sp.s3.Endpoint, sp.s3.Bucket, sp.s3.AccessKey, sp.s3.SecretKey),
 		`listen: "127.0.0.1:8080"`, fmt.Sprintf("listen: %q", sp.urls["ingest"]),
-		`listen: "127.0.0.1:8081"`, fmt.Sprintf("listen: %q", sp.urls["serve"]),
+		`listen: "127.0.0.1:8081"`, serveListen(b, sp.urls["serve"]),
 		`listen: "127.0.0.1:8082"`, fmt.Sprintf("listen: %q", sp.urls["speed"]),
 		// The example rolls a raw file after 5 minutes; the benchmark would
 		// wait that long for the last files before its batch run.
@@ -950,6 +950,17 @@ func runTandem(ctx context.Context, bin string, args ...string) (string, error) 
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// serveListen is the serve section's settings: its address, and
+// serve.cache_bytes from TANDEM_BENCH_SERVING_CACHE_BYTES when set (a small
+// cache reproduces, at a few million events, the closed-chunk rollups of a
+// larger day not fitting the cache).
+func serveListen(b *testing.B, addr string) string {
+	if n := envInt(b, "TANDEM_BENCH_SERVING_CACHE_BYTES", 0); n > 0 {
+		return fmt.Sprintf("listen: %q, cache_bytes: %d", addr, n)
+	}
+	return fmt.Sprintf("listen: %q", addr)
 }
 
 func envInt(b *testing.B, name string, def int) int {

@@ -152,6 +152,15 @@ type truthRow struct {
 	latencies []float64
 }
 
+// totalLatency is the truth of a total_latency measure (sum of latency_ms).
+func (r *truthRow) totalLatency() float64 {
+	var s float64
+	for _, l := range r.latencies {
+		s += l
+	}
+	return s
+}
+
 // rowKey identifies a row of an answer: its window start and group-by
 // values joined by "|".
 type rowKey struct {

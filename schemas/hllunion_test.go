@@ -3,6 +3,7 @@ package schemas
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/axiomhq/hyperloglog"
@@ -249,5 +250,24 @@ func TestHLLUnionMergeEqualsMerge(t *testing.T) {
 		}
 		require.Equal(t, merged.Estimate(), u.Estimate(), "round %d: %d sketches in %d parts", round, n, len(parts))
 		require.Equal(t, merged.Estimate(), u.Sketch().Estimate(), "round %d", round)
+	}
+}
+
+// TestRadixSortUint32: the radix sort compact uses gives slices.Sort's
+// order for random keys, keys sharing bytes (passes skipped), repeats and
+// the lengths around hllRadixFrom.
+func TestRadixSortUint32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	for _, n := range []int{1, 2, hllRadixFrom - 1, hllRadixFrom, 1000, 70_000} {
+		for _, mask := range []uint32{0xffffffff, 0x00ffff00, 0xff0000ff, 0x0000000f, 0} {
+			keys := make([]uint32, n)
+			for i := range keys {
+				keys[i] = rng.Uint32()&mask | 0x10000000
+			}
+			want := slices.Clone(keys)
+			slices.Sort(want)
+			radixSortUint32(keys, make([]uint32, n))
+			require.Equal(t, want, keys, "n=%d mask=%08x", n, mask)
+		}
 	}
 }

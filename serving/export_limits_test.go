@@ -26,3 +26,20 @@ func (c *ClickHouseSpeed) CachedRollups() int {
 	}
 	return n
 }
+
+// CachedRollupBytes is the estimated memory of c's cached closed-chunk
+// rollups.
+func (c *ClickHouseSpeed) CachedRollupBytes() int64 {
+	if c.cache == nil {
+		return 0
+	}
+	c.cache.lru.mu.Lock()
+	defer c.cache.lru.mu.Unlock()
+	var n int64
+	for k, e := range c.cache.lru.items {
+		if len(k) > 2 && k[:2] == "r|" {
+			n += e.Value.(*lruEntry).bytes
+		}
+	}
+	return n
+}

@@ -39,6 +39,83 @@ type chunkCache struct {
 // chunkRollup is one closed chunk's groups for one query shape.
 type chunkRollup struct {
 	groups []*Group
+	bytes  int64 // the groups' estimated memory (groupBytes)
+}
+
+// chunkID is a speed chunk: its Kafka partition and chunk number.
+type chunkID struct {
+	p int32
+	c int64
+}
+
+func (a chunkID) less(b chunkID) bool { return a.p < b.p || a.p == b.p && a.c < b.c }
+
+// chunkAdmission builds the rollups of the first chunks (in key order) of a
+// sorted candidate list whose rollups fit in budget bytes together. Rows
+// arrive in no chunk order, so a chunk's size is known only at the scan's
+// end: while the built rollups exceed the budget, the last admitted chunk
+// is dropped and no longer built. What is held stays within the budget,
+// and the admitted chunks are always a prefix of the candidates.
+type chunkAdmission struct {
+	cand   []chunkID
+	rank   map[chunkID]int
+	limit  int // cand[:limit] may still be admitted
+	budget int64
+	used   int64
+	build  map[chunkID]*chunkRollup
+}
+
+func newChunkAdmission(cand []chunkID, budget int64) *chunkAdmission {
+	a := &chunkAdmission{cand: cand, rank: make(map[chunkID]int, len(cand)), limit: len(cand), budget: budget, build: map[chunkID]*chunkRollup{}}
+	for i, id := range cand {
+		a.rank[id] = i
+	}
+	if budget <= 0 {
+		a.limit = 0
+	}
+	return a
+}
+
+// rollup returns the rollup being built for id, or nil when id is not
+// (or no longer) admitted.
+func (a *chunkAdmission) rollup(id chunkID) *chunkRollup {
+	i, ok := a.rank[id]
+	if !ok || i >= a.limit {
+		return nil
+	}
+	cr := a.build[id]
+	if cr == nil {
+		cr = &chunkRollup{}
+		a.build[id] = cr
+	}
+	return cr
+}
+
+// add appends g (of n bytes) to cr and drops the last admitted chunks
+// while the total is over the budget.
+func (a *chunkAdmission) add(cr *chunkRollup, g *Group, n int64) {
+	cr.groups = append(cr.groups, g)
+	cr.bytes += n
+	a.used += n
+	for a.used > a.budget && a.limit > 0 {
+		a.limit--
+		id := a.cand[a.limit]
+		if dropped := a.build[id]; dropped != nil {
+			a.used -= dropped.bytes
+			delete(a.build, id)
+		}
+	}
+}
+
+// admitted lists the chunks whose rollups were built whole, in key order.
+func (a *chunkAdmission) admitted() []chunkID {
+	var out []chunkID
+	for _, id := range a.cand[:a.limit] {
+		if a.build[id] != nil {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // chunkSpan is a closed chunk's window span in Unix ms; none marks a chunk
@@ -160,12 +237,8 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 	fromMs, toMs := q.FromMs(), q.ToMs()
 	exclude := map[int32][]int64{}
 	var hits []*chunkRollup
-	type pc struct {
-		p int32
-		c int64
-	}
-	build := map[pc]*chunkRollup{}
-	buildBytes := map[pc]int64{}
+	var hitBytes int64
+	var cand []chunkID // closed chunks held whole by the range, not cached
 	for p, ks := range closed {
 		for _, k := range ks {
 			sp := spans[[2]int64{int64(p), k}]
@@ -174,14 +247,25 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 				exclude[p] = append(exclude[p], k) // nothing there, ever
 			case sp.minMs >= fromMs && sp.maxMs < toMs:
 				if r, ok := c.cache.lru.get(rollupKey(shape, p, k)); ok {
-					hits = append(hits, r.(*chunkRollup))
+					cr := r.(*chunkRollup)
+					hits = append(hits, cr)
+					hitBytes += cr.bytes
 					exclude[p] = append(exclude[p], k)
 				} else {
-					build[pc{p, k}] = &chunkRollup{}
+					cand = append(cand, chunkID{p, k})
 				}
 			}
 		}
 	}
+	// What is built is admitted in key order, a prefix of the candidates,
+	// up to what the cache's share leaves beside this shape's hits and the
+	// spans: a shape larger than the share keeps the same chunks cached
+	// from one query to the next (the hits, just touched, are not evicted
+	// by its own admissions) and reads only the rest from ClickHouse,
+	// instead of each query's rollups evicting the last one's.
+	sort.Slice(cand, func(i, j int) bool { return cand[i].less(cand[j]) })
+	budget := c.cache.lru.capacity - hitBytes - 64*int64(len(spans))
+	admit := newChunkAdmission(cand, budget)
 
 	sq, _ := speedQuery(q, absorbed)
 	sq.Exclude = exclude
@@ -189,34 +273,24 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, v.Dimensions[di])
 	}
-	// What is being built is held until the scan ends; past the cache's
-	// capacity it could not all be kept anyway, so building stops there
-	// and the query's memory stays bounded by the cache size.
-	var building int64
 	err = c.store.ScanSpeedRollup(ctx, rq, func(r *clickhouse.SpeedRollupRow) error {
-		key := pc{r.Partition, r.Chunk}
-		cr := build[key]
 		g := &Group{WindowMs: r.Bucket.UnixMilli(), Dims: r.Dims, States: make([]schemas.State, len(q.Measures))}
 		sketchBytes, err := rollupStates(q, r, g)
 		if err != nil {
 			return err
 		}
-		if cr != nil {
+		if cr := admit.rollup(chunkID{r.Partition, r.Chunk}); cr != nil {
 			g.Dims = append([]string(nil), r.Dims...)
-			cr.groups = append(cr.groups, g)
-			b := groupBytes(g, sketchBytes)
-			buildBytes[key] += b
-			if building += b; building > c.cache.lru.capacity {
-				clear(build)
-			}
+			admit.add(cr, g, groupBytes(g, sketchBytes))
 		}
 		return fn(g)
 	})
 	if err != nil {
 		return err
 	}
-	for key, cr := range build {
-		c.cache.lru.put(rollupKey(shape, key.p, key.c), cr, 64+buildBytes[key])
+	for _, id := range admit.admitted() {
+		cr := admit.build[id]
+		c.cache.lru.put(rollupKey(shape, id.p, id.c), cr, 64+cr.bytes)
 	}
 	for _, cr := range hits {
 		for _, g := range cr.groups {
