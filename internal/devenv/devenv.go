@@ -185,7 +185,9 @@ func (e *Env) startS3(ctx context.Context, cfg *schemas.Config, opts Options) er
 		env := []string{
 			"TANDEM_MINIO_DIR=" + filepath.Join(opts.DataDir, "minio"),
 			"TANDEM_MINIO_PORT=" + strconv.Itoa(port),
-			"TANDEM_MINIO_CONSOLE_PORT=" + strconv.Itoa(port+1),
+			// No console port: minio.sh takes 9101 or the next free one, and
+			// moves on if another MinIO takes it first (the port after the
+			// S3 port may belong to anything).
 			"MINIO_ROOT_USER=" + cfg.S3.AccessKey,
 			"MINIO_ROOT_PASSWORD=" + cfg.S3.SecretKey,
 		}
