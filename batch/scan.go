@@ -131,14 +131,14 @@ type scanner struct {
 	phaseAOnly bool
 	pool       *decodePool
 
-	mu      sync.Mutex
+	mu sync.Mutex
 	// fileTimes are the raw objects' event-time bounds this scan saw in
 	// their footers (streamState.FileTimes).
 	fileTimes map[string][2]int64
 	dirty     map[int64]bool // days with newly kept events
-	days    map[int64]bool // every day with kept events (prev + new)
-	clock   map[int32]int64
-	entries map[int32]int64 // ids stored in each partition's index
+	days      map[int64]bool // every day with kept events (prev + new)
+	clock     map[int32]int64
+	entries   map[int32]int64 // ids stored in each partition's index
 }
 
 // prevAbsorbed is where phase A starts in partition p.

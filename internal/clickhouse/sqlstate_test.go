@@ -236,7 +236,7 @@ func analystSketchSQL(t *testing.T, cfg *schemas.Config, db *DB, analyst driver.
 	// The counts are left out where all are 1 (unitCounts), as in every
 	// speed row here (TestStateCounts reads the other form).
 	require.Positive(t, weight("SELECT toUInt64(countIf(empty(amount_q__td_counts) AND notEmpty(amount_q__td_means))) FROM tandem.clicks_by_country_speed FINAL"))
-	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum(" + stateCounts(amountQ) + "))) FROM tandem.clicks_by_country_speed FINAL"))
+	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum("+stateCounts(amountQ)+"))) FROM tandem.clicks_by_country_speed FINAL"))
 
 	load := func(runID string, absorbed map[int32]int64) {
 		var rows []ViewRow
@@ -284,7 +284,7 @@ func analystSketchSQL(t *testing.T, cfg *schemas.Config, db *DB, analyst driver.
 	// A run absorbing every chunk: batch rows and their levels only.
 	load("r2", map[int32]int64{0: 1 << 20, 1: 1 << 20, 2: 1 << 20})
 	check("batch")
-	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum(" + stateCounts(amountQ) + "))) FROM tandem.clicks_by_country_batch WHERE run_id = 'r2'"))
+	require.EqualValues(t, withAmount, weight("SELECT toUInt64(sum(arraySum("+stateCounts(amountQ)+"))) FROM tandem.clicks_by_country_batch WHERE run_id = 'r2'"))
 }
 
 // TestStateCounts: rowState rebuilds the same state from a digest's
