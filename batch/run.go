@@ -241,24 +241,33 @@ func run(ctx context.Context, o options) (*Result, error) {
 			return nil, err
 		}
 	}
+	if err := finishRun(ctx, &o, cfg, lk, res); err != nil {
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// finishRun ends a run (one process's or a split run's publish) once
+// every stream is published: it deletes the objects of views no longer
+// configured after their grace, then calls Options.AfterPublish while the
+// run still holds the lock.
+func finishRun(ctx context.Context, o *options, cfg *schemas.Config, lk *lock, res *Result) error {
 	removed, err := gcRemovedViews(ctx, o.Store, cfg, o.RemovedViewGrace.D(), time.Now(), lk)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, v := range removed {
 		o.Log.Info("batch: deleted the objects of a view no longer configured", "view", v, "grace", o.RemovedViewGrace.String())
 	}
 	res.RemovedViews = removed
-	if o.AfterPublish != nil {
-		if err := lk.check(); err != nil {
-			return nil, err
-		}
-		if err := o.AfterPublish(ctx, res); err != nil {
-			return nil, err
-		}
+	if o.AfterPublish == nil {
+		return nil
 	}
-	res.Duration = time.Since(start)
-	return res, nil
+	if err := lk.check(); err != nil {
+		return err
+	}
+	return o.AfterPublish(ctx, res)
 }
 
 // previous is the state of a stream's views before this run.

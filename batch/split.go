@@ -676,21 +676,8 @@ func splitPublish(ctx context.Context, o *options, lk *lock, plan *splitPlan, tm
 		}
 		res.Views = append(res.Views, out...)
 	}
-	removed, err := gcRemovedViews(ctx, o.Store, o.Schema, o.RemovedViewGrace.D(), time.Now(), lk)
-	if err != nil {
+	if err := finishRun(ctx, o, o.Schema, lk, res); err != nil {
 		return nil, err
-	}
-	for _, v := range removed {
-		o.Log.Info("batch: deleted the objects of a view no longer configured", "view", v, "grace", o.RemovedViewGrace.String())
-	}
-	res.RemovedViews = removed
-	if o.AfterPublish != nil {
-		if err := lk.check(); err != nil {
-			return nil, err
-		}
-		if err := o.AfterPublish(ctx, res); err != nil {
-			return nil, err
-		}
 	}
 	res.Duration = time.Since(start)
 	// The marker makes late or repeated workers stop; the spill, the bulk
