@@ -233,16 +233,7 @@ func (m *Merger) mergeQuantiles(g *Group, j int, src *schemas.State, flat *schem
 		m.q.View.Measures[m.q.Measures[j]].Merge(&g.States[j], src)
 		return
 	}
-	if g.ddUnions == nil {
-		g.ddUnions = make([]*schemas.DDUnion, len(g.States))
-	}
-	u := g.ddUnions[j]
-	if u == nil {
-		u = &schemas.DDUnion{}
-		u.Add(g.States[j].DD) // the group's own sketch so far
-		g.States[j].DD = nil
-		g.ddUnions[j] = u
-	}
+	u := groupDDUnion(g, j)
 	if flat != nil {
 		u.AddFlat(flat)
 	} else {
@@ -251,22 +242,29 @@ func (m *Merger) mergeQuantiles(g *Group, j int, src *schemas.State, flat *schem
 	g.States[j].N += src.N
 }
 
-// mergeDDUnion folds o, the union of n values' quantile sketches (a
-// speed rollup's, only read), into g's union for asked quantiles measure j.
-func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64) {
-	if n == 0 {
-		return
-	}
+// groupDDUnion is g's union for asked quantiles measure j, started with
+// the group's own sketch so far the first time it is asked for.
+func groupDDUnion(g *Group, j int) *schemas.DDUnion {
 	if g.ddUnions == nil {
 		g.ddUnions = make([]*schemas.DDUnion, len(g.States))
 	}
 	u := g.ddUnions[j]
 	if u == nil {
 		u = &schemas.DDUnion{}
-		u.Add(g.States[j].DD) // the group's own sketch so far
+		u.Add(g.States[j].DD)
 		g.States[j].DD = nil
 		g.ddUnions[j] = u
 	}
+	return u
+}
+
+// mergeDDUnion folds o, the union of n values' quantile sketches (a
+// speed rollup's, only read), into g's union for asked quantiles measure j.
+func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64) {
+	if n == 0 {
+		return
+	}
+	u := groupDDUnion(g, j)
 	u.Merge(o)
 	g.States[j].N += n
 }
