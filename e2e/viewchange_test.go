@@ -20,6 +20,7 @@ import (
 
 	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest/gen"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 )
 
 // addedView is the view TestViewChanges adds to a running
@@ -172,15 +173,14 @@ func TestViewChanges(t *testing.T) {
 	exact("before any change", truth, viewName)
 	old := readTruthRaws(t, truthPath)
 
-	// change is one change of the added view with traffic around it.
-	change := func(stage string, others []string) {
+	// resendAbsorbed resends 200 events of the older half of those absorbed
+	// before the changes, waits until they are archived, and then until the
+	// speed rows of physical (a view or version folded from the stream's
+	// absorbed end) count more than the truth of the chunks they cover:
+	// beyond the speed layer's duplicate horizon, they over-count. It
+	// returns the truth and an answer of the view after the resends.
+	resendAbsorbed := func(stage, physical string) ([]event, *answer) {
 		t.Helper()
-		// Traffic: the other views answer it exactly.
-		seedN++
-		accepted += load(seedN, 1500, "").Accepted
-		exact(stage+": while the view backfills", truthNow(), others...)
-
-		// Resends of events absorbed long ago.
 		sink := &gen.HTTPSink{URL: p.ingestURL, Stream: streamName, Client: &http.Client{Timeout: 30 * time.Second}}
 		resend := make([]gen.Event, 200)
 		for i := range resend {
@@ -192,21 +192,33 @@ func TestViewChanges(t *testing.T) {
 			require.True(t, a, "a resent valid event is accepted")
 		}
 		accepted += int64(len(resend))
-
-		// The speed layer folded the view's rows from where the other
-		// view's run ended (not from the topic's start), and they
-		// over-count the resends; still the view is not answered.
-		truthNow()
+		now := truthNow()
 		_, a, body, err := p.queryServing(query{from: time.Unix(0, 0), to: time.Unix(3600, 0)})
 		require.NoError(t, err)
 		require.NotNil(t, a, "%s", body)
 		counted := countedFrom(p.readMasterMessages(t), a.Freshness.Absorbed)
 		var speedViews int64
 		require.Eventually(t, func() bool {
-			require.NoError(t, admin.QueryRow(context.Background(), "SELECT toInt64(sum(views)) FROM "+p.ch.Database+"."+addedView+"_speed FINAL").Scan(&speedViews))
+			require.NoError(t, admin.QueryRow(context.Background(), "SELECT toInt64(sum(views)) FROM "+p.ch.Database+"."+physical+"_speed FINAL").Scan(&speedViews))
 			return speedViews > counted
-		}, 60*time.Second, 250*time.Millisecond, "%s: the speed rows of the view never passed the truth of the unabsorbed chunks (%d events)", stage, counted)
-		t.Logf("%s: speed rows of %s count %d events, the truth of the chunks they cover %d", stage, addedView, speedViews, counted)
+		}, 60*time.Second, 250*time.Millisecond, "%s: the speed rows of %s never passed the truth of the unabsorbed chunks (%d events)", stage, physical, counted)
+		t.Logf("%s: speed rows of %s count %d events, the truth of the chunks they cover %d", stage, physical, speedViews, counted)
+		return now, a
+	}
+
+	// change is one change of the added view with traffic around it.
+	change := func(stage string, others []string) {
+		t.Helper()
+		// Traffic: the other views answer it exactly.
+		seedN++
+		accepted += load(seedN, 1500, "").Accepted
+		exact(stage+": while the view backfills", truthNow(), others...)
+
+		// Resends of events absorbed long ago. The speed layer folded the
+		// view's rows from where the other view's run ended (not from the
+		// topic's start), and they over-count the resends; still the view
+		// is not answered.
+		_, a := resendAbsorbed(stage, addedView)
 		var below uint64
 		require.NoError(t, admin.QueryRow(context.Background(), "SELECT count() FROM "+p.ch.Database+"."+addedView+"_speed WHERE chunk < transform(kafka_partition, ?, ?, toUInt64(0))",
 			absorbedArrays(a.Freshness.Absorbed, p.cfg.ChunkSize)...).Scan(&below))
@@ -288,28 +300,7 @@ func TestViewChanges(t *testing.T) {
 
 		// Resends of events absorbed long ago: the new version's speed
 		// rows over-count them, the old version still answers exactly.
-		sink := &gen.HTTPSink{URL: p.ingestURL, Stream: streamName, Client: &http.Client{Timeout: 30 * time.Second}}
-		resend := make([]gen.Event, 200)
-		for i := range resend {
-			resend[i] = gen.Event{Raw: old[rng.IntN(len(old)/2)]}
-		}
-		acc, err := sink.Send(context.Background(), resend)
-		require.NoError(t, err)
-		for _, a := range acc {
-			require.True(t, a, "a resent valid event is accepted")
-		}
-		accepted += int64(len(resend))
-		now := truthNow()
-		_, a, body, err := p.queryServing(query{from: time.Unix(0, 0), to: time.Unix(3600, 0)})
-		require.NoError(t, err)
-		require.NotNil(t, a, "%s", body)
-		counted := countedFrom(p.readMasterMessages(t), a.Freshness.Absorbed)
-		var speedViews int64
-		require.Eventually(t, func() bool {
-			require.NoError(t, admin.QueryRow(context.Background(), "SELECT toInt64(sum(views)) FROM "+p.ch.Database+"."+physical+"_speed FINAL").Scan(&speedViews))
-			return speedViews > counted
-		}, 60*time.Second, 250*time.Millisecond, "%s: the speed rows of the new version never passed the truth of the unabsorbed chunks (%d events)", stage, counted)
-		t.Logf("%s: speed rows of %s count %d events, the truth of the chunks they cover %d", stage, physical, speedViews, counted)
+		now, _ := resendAbsorbed(stage, physical)
 		// Resends of long-absorbed events are beyond the speed layer's
 		// duplicate horizon: every view counts them until the next run
 		// (the exactness contract), the old version like the other view.
@@ -346,7 +337,7 @@ func TestViewChanges(t *testing.T) {
 		require.Regexp(t, `view=`+viewName+` run_id=\S+ rows=\d+ files=\d+ events=\d+ duplicates=\d+ invalid=\d+ absorbed="[^"]*" incremental=true`, mid, stage)
 		require.Regexp(t, `view=`+physical+` run_id=\S+ rows=\d+ files=\d+ events=\d+ duplicates=\d+ invalid=\d+ absorbed="[^"]*" incremental=false`, mid, stage)
 		require.Equal(t, []string{fmt.Sprintf("%d current", version), fmt.Sprintf("%d retired", version-1)},
-			queryStrings(t, admin, "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? AND state IN ('current', 'retired') AND version >= ? ORDER BY version DESC", addedView, uint32(version-1)))
+			testenv.QueryStrings(t, admin, "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? AND state IN ('current', 'retired') AND version >= ? ORDER BY version DESC", addedView, uint32(version-1)))
 		// From the switch on, REST answers the new definition (the
 		// resends in the unabsorbed chunks still count until the final
 		// run absorbs them, as in every view).
@@ -503,23 +494,7 @@ func httpGetHeader(url string) (int, http.Header, []byte) {
 	return res.StatusCode, res.Header, b
 }
 
-// queryStrings returns the first column of a query's rows as strings.
-func queryStrings(t *testing.T, conn driver.Conn, sql string, args ...any) []string {
-	t.Helper()
-	rows, err := conn.Query(context.Background(), sql, args...)
-	require.NoError(t, err)
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		require.NoError(t, rows.Scan(&s))
-		out = append(out, s)
-	}
-	require.NoError(t, rows.Err())
-	return out
-}
-
 // sqlColumns lists the columns of a SQL view or table.
 func sqlColumns(t *testing.T, conn driver.Conn, db, name string) []string {
-	return queryStrings(t, conn, "SELECT name FROM system.columns WHERE database = ? AND table = ?", db, name)
+	return testenv.QueryStrings(t, conn, "SELECT name FROM system.columns WHERE database = ? AND table = ?", db, name)
 }
