@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-analytics/tandem/ingest/gen"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 )
 
 // Environment of TestChaos.
@@ -301,7 +302,7 @@ func TestChaos(t *testing.T) {
 	// The changed view: the final run switched it; REST answers the new
 	// version, its added measure exact too.
 	require.True(t, c.versionChanged.Load(), "the view's definition was never changed; run longer")
-	registry := queryStrings(t, p.ch.Conn(t), "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? ORDER BY version DESC", viewName)
+	registry := testenv.QueryStrings(t, p.ch.Conn(t), "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? ORDER BY version DESC", viewName)
 	for _, q := range finalQ[:2] {
 		code, a, body, err := p.queryServing(q)
 		if err != nil || code != http.StatusOK {

@@ -91,15 +91,5 @@ func migrated(t testing.TB, cfg *schemas.Config) (*DB, *testenv.ClickHouseServer
 
 func queryStrings(t testing.TB, db *DB, sql string, args ...any) []string {
 	t.Helper()
-	rows, err := db.Conn().Query(testCtx(t), sql, args...)
-	require.NoError(t, err)
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		require.NoError(t, rows.Scan(&s))
-		out = append(out, s)
-	}
-	require.NoError(t, rows.Err())
-	return out
+	return testenv.QueryStrings(t, db.Conn(), sql, args...)
 }

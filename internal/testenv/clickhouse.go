@@ -407,6 +407,28 @@ func (s *ClickHouseServer) AnalystConn(t testing.TB) driver.Conn {
 	return openClickHouse(t, o)
 }
 
+// QueryStrings returns the first column of a query's rows as strings.
+func QueryStrings(t testing.TB, conn driver.Conn, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatalf("testenv: %s: %v", sql, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatalf("testenv: %s: %v", sql, err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("testenv: %s: %v", sql, err)
+	}
+	return out
+}
+
 func openClickHouse(t testing.TB, o *clickhouse.Options) driver.Conn {
 	t.Helper()
 	conn, err := clickhouse.Open(o)
