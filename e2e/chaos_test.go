@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -101,6 +102,9 @@ type chaosRun struct {
 	p   *platform
 	cfg chaosConfig
 	rng *rand.Rand // driver's only
+	// recap gathers the summary and what failed, printed again at the very
+	// end of a failed run.
+	recap *strings.Builder
 
 	opsMu sync.Mutex // one process replacement at a time (driver, supervisor)
 
@@ -164,12 +168,21 @@ func (s *checkStats) add(f func(s *checkStats)) {
 // without a warning.
 func TestChaos(t *testing.T) {
 	cc := chaosSettings(t)
+	// The components' logs are printed when the platform stops, after the
+	// verdicts; this cleanup, registered first, runs last, so a failed run
+	// ends with its summary and what failed rather than with log lines.
+	recap := &strings.Builder{}
+	t.Cleanup(func() {
+		if t.Failed() && recap.Len() > 0 {
+			t.Logf("chaos recap (component logs above):%s", recap.String())
+		}
+	})
 	p := newPlatform(t, platformOptions{chunkSize: 500, lockTTL: "10s", produceTimeout: "5s"})
 	p.start("ingest", "speed", "archive", "serve")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d; faults for %s, then %s of load without faults", seed, cc.faults, cc.tail)
 	c := &chaosRun{t: t, p: p, cfg: cc, rng: rand.New(rand.NewPCG(seed, 2)),
-		faults: map[string]int{}, faultTime: map[string]time.Duration{}, crashes: map[string]int{}}
+		faults: map[string]int{}, faultTime: map[string]time.Duration{}, crashes: map[string]int{}, recap: recap}
 	started := time.Now()
 	c.started = started
 
@@ -267,7 +280,7 @@ func TestChaos(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the final batch run did not succeed: %v\n%s", err, out)
+			c.fatalf("the final batch run did not succeed: %v\n%s", err, out)
 		}
 	}
 	t.Logf("final batch run done after %s; comparing answers with the truth", time.Since(started).Round(time.Second))
@@ -284,7 +297,9 @@ func TestChaos(t *testing.T) {
 		c.drillDown(acked, finalQ[1])
 	}
 	// The view added during the faults: exact too, REST and SQL.
-	require.True(t, c.viewAdded.Load(), "the view was never added; run longer")
+	if !c.viewAdded.Load() {
+		c.fatalf("the view was never added; run longer")
+	}
 	addedQ := []query{
 		{from: d0, to: now.Add(2 * time.Hour).Truncate(time.Hour), granularity: "all", groupBy: []string{"device"}},
 		{from: liveFrom, to: liveQ.to, granularity: "1h", groupBy: []string{"device"}},
@@ -301,7 +316,9 @@ func TestChaos(t *testing.T) {
 	}
 	// The changed view: the final run switched it; REST answers the new
 	// version, its added measure exact too.
-	require.True(t, c.versionChanged.Load(), "the view's definition was never changed; run longer")
+	if !c.versionChanged.Load() {
+		c.fatalf("the view's definition was never changed; run longer")
+	}
 	registry := testenv.QueryStrings(t, p.ch.Conn(t), "SELECT concat(toString(version), ' ', state) FROM "+p.ch.Database+".view_versions FINAL WHERE view = ? ORDER BY version DESC", viewName)
 	for _, q := range finalQ[:2] {
 		code, a, body, err := p.queryServing(q)
@@ -369,14 +386,23 @@ func TestChaos(t *testing.T) {
 		t.Logf("crash: %s", s)
 	}
 
-	require.Empty(t, lost[:min(len(lost), 20)], "acknowledged events missing from the master dataset (%d)", len(lost))
-	require.Empty(t, md.twice[:min(len(md.twice), 20)], "offsets archived twice")
-	require.Empty(t, checks.wrong[:min(len(checks.wrong), 20)], "answers wrong during the run (%d)", len(checks.wrong))
-	require.Empty(t, finalDiffs, "final answers")
-	require.Equal(t, []string{"2 current", "1 retired"}, registry, "the registry of %s's versions after the final batch run", viewName)
-	require.Empty(t, chDiffs, "final ClickHouse merged view")
+	recap.WriteString(b.String())
+	verdict := func(ok bool, format string, args ...any) {
+		if !ok {
+			msg := fmt.Sprintf(format, args...)
+			recap.WriteString("FAILED: " + msg + "\n")
+			t.Error(msg)
+		}
+	}
+	first := func(s []string) string { return strings.Join(s[:min(len(s), 20)], "\n  ") }
+	verdict(len(lost) == 0, "acknowledged events missing from the master dataset (%d):\n  %s", len(lost), first(lost))
+	verdict(len(md.twice) == 0, "offsets archived twice (%d):\n  %s", len(md.twice), first(md.twice))
+	verdict(len(checks.wrong) == 0, "answers wrong during the run (%d):\n  %s", len(checks.wrong), first(checks.wrong))
+	verdict(len(finalDiffs) == 0, "final answers differ from the truth (%d):\n  %s", len(finalDiffs), first(finalDiffs))
+	verdict(slices.Equal([]string{"2 current", "1 retired"}, registry), "the registry of %s's versions after the final batch run is %v, want [2 current 1 retired]", viewName, registry)
+	verdict(len(chDiffs) == 0, "the final ClickHouse merged view differs from the truth (%d):\n  %s", len(chDiffs), first(chDiffs))
 	for _, k := range []string{faultKillIngest, faultKillSpeed, faultKillArchive, faultKillServe, faultKillBatch, faultClickHouse, faultS3} {
-		require.Positive(t, c.faults[k], "fault %q was never injected; run longer", k)
+		verdict(c.faults[k] > 0, "fault %q was never injected; run longer", k)
 	}
 }
 
@@ -384,8 +410,17 @@ func TestChaos(t *testing.T) {
 func (c *chaosRun) waitExact(events []event, qs []query, within time.Duration, stage string) {
 	c.t.Helper()
 	if d := c.diffAll(events, qs, within); len(d) > 0 {
-		c.t.Fatalf("%s: answers differ from the truth:\n%s", stage, strings.Join(d, "\n"))
+		c.fatalf("%s: answers differ from the truth:\n%s", stage, strings.Join(d, "\n"))
 	}
+}
+
+// fatalf ends the test with a message that the recap repeats after the
+// components' logs.
+func (c *chaosRun) fatalf(format string, args ...any) {
+	c.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	c.recap.WriteString("\nFAILED: " + msg + "\n")
+	c.t.Fatal(msg)
 }
 
 // diffAll is platform.diffAll, asking again every second.
