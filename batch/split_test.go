@@ -309,6 +309,8 @@ func TestSplitRunPendingVersionIncremental(t *testing.T) {
 		require.False(t, nv.Incremental, "%d workers: the pending version is computed over all history", n)
 		require.NotEqual(t, byView["pv_hourly"].Manifest.RunID, nv.Manifest.RunID, "%d workers: under a run id of its own", n)
 		require.Equal(t, byView["pv_hourly"].Manifest.Absorbed, nv.Manifest.Absorbed, "%d workers: up to the same chunks", n)
+		t.Logf("%d workers: pv_hourly %d days computed, %d kept; pv_hourly__v2 %d days computed, %d kept",
+			n, byView["pv_hourly"].DaysComputed, byView["pv_hourly"].DaysKept, nv.DaysComputed, nv.DaysKept)
 	}
 	// The pending version's rows are the truth of its definition.
 	absorbed := map[int32]int64{}
