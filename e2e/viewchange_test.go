@@ -42,7 +42,9 @@ const addedView = "pageviews_by_device"
 //     dimension added: each a new version (tandem migrate while everything
 //     runs, as the Kubernetes Job does, then speed and serve restarted),
 //     the old version answering REST and SQL exactly until a batch run in
-//     the middle of traffic computes the new one and switches both;
+//     the middle of traffic computes the new one and switches both (for
+//     the granularity a split run of two worker processes as a Kubernetes
+//     Indexed Job runs it, for the dimension `batch run --workers 2`);
 //   - a field added to the stream (no view backfills; the batch run
 //     recomputes the stream, older raw files read through _raw);
 //   - the view removed (tandem migrate --drop-removed).
@@ -378,8 +380,15 @@ func TestViewChanges(t *testing.T) {
 		return strings.Replace(text, "granularity: 1m", "granularity: 5m", 1)
 	}, func() { gran = "5m" })
 
-	// 4. A dimension added.
-	versionChange("dimension added", 4, p.batchRun, func(text string) string {
+	// 4. A dimension added, the runs split over two worker processes on
+	// one machine (batch run --workers 2: this process publishes).
+	localSplit := func(ctx context.Context) (string, error) {
+		cmd := exec.CommandContext(ctx, p.bin, "batch", "run", "--config", p.cfgPath, "--tmp", p.dir, "--workers", "2")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	versionChange("dimension added", 4, localSplit, func(text string) string {
 		return strings.Replace(text, "dimensions: [device]", "dimensions: [device, country]", 1)
 	}, func() {})
 	require.Contains(t, sqlColumns(t, admin, p.ch.Database, addedView), "country")
