@@ -91,8 +91,10 @@ func (c *countingBucket) Delete(ctx context.Context, key string) error {
 // incrementalRequests builds a history of about days days (one partition,
 // 144 events a day), runs the batch job over it three times as new chunks
 // arrive (so the last run also collects an old run), and returns the
-// requests of the last, incremental run by kind.
-func incrementalRequests(t *testing.T, days int) (map[string]int64, *Result) {
+// requests of the last, incremental run by kind. With workers > 1 the
+// first two runs are split runs of that many workers; the last is one
+// process's either way.
+func incrementalRequests(t *testing.T, days, workers int) (map[string]int64, *Result) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -106,18 +108,25 @@ func incrementalRequests(t *testing.T, days int) (map[string]int64, *Result) {
 	msgs := genPartition(rng, 0, 0, hist+200, &ids)
 	bc, err := ConfigFrom(cfg)
 	require.NoError(t, err)
-	run := func(from, to int64) *Result {
+	run := func(from, to int64, split string) *Result {
 		t.Helper()
 		writeRaw(t, ctx, st, s, 0, msgs[from:to], 100)
-		res, err := Run(ctx, Options{Config: cfg, Batch: &bc, Store: st, Log: testLog(), TempDir: t.TempDir()})
+		o := Options{Config: cfg, Batch: &bc, Store: st, Log: testLog(), TempDir: t.TempDir()}
+		var res *Result
+		var err error
+		if workers > 1 && split != "" {
+			res, err = runWorkers(ctx, t, o, split, workers)
+		} else {
+			res, err = Run(ctx, o)
+		}
 		require.NoError(t, err)
 		return res
 	}
-	run(0, hist)
-	run(hist, hist+100)
+	run(0, hist, "first")
+	run(hist, hist+100, "second")
 	writeRaw(t, ctx, st, s, 0, msgs[hist+100:hist+200], 100)
 	st.reset()
-	res := run(0, 0)
+	res := run(0, 0, "")
 	return st.reset(), res
 }
 
@@ -129,8 +138,8 @@ func incrementalRequests(t *testing.T, days int) (map[string]int64, *Result) {
 // of the raw objects' listing (one LIST request per 1,000 objects), which
 // planStream reads whole to find the master dataset's coverage (issue #14).
 func TestIncrementalCostFollowsNewData(t *testing.T) {
-	short, rs := incrementalRequests(t, 6)
-	long, rl := incrementalRequests(t, 30)
+	short, rs := incrementalRequests(t, 6, 1)
+	long, rl := incrementalRequests(t, 30, 1)
 	for _, r := range []*Result{rs, rl} {
 		require.True(t, r.Views[0].Incremental)
 	}
@@ -157,4 +166,19 @@ func TestIncrementalCostFollowsNewData(t *testing.T) {
 		}
 	}
 	require.Empty(t, grew, "requests that grew with the untouched history: %s", strings.Join(grew, ", "))
+}
+
+// TestIncrementalCostAfterASplitRun: a split run records the raw objects'
+// event-time bounds as one process does, so the incremental run after it
+// makes exactly the requests, of every kind, that it makes after one
+// process's runs (issue #14); without them it opens every raw object.
+func TestIncrementalCostAfterASplitRun(t *testing.T) {
+	one, r1 := incrementalRequests(t, 30, 1)
+	split, r2 := incrementalRequests(t, 30, 2)
+	for _, r := range []*Result{r1, r2} {
+		require.True(t, r.Views[0].Incremental)
+	}
+	t.Logf("after one process: %v", one)
+	t.Logf("after a split run: %v", split)
+	require.Equal(t, one, split)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -168,6 +169,10 @@ type scanPart struct {
 	Read       int64           `json:"read"`
 	IDsLoaded  int64           `json:"ids_loaded"`
 	TableSlots int64           `json:"table_slots"`
+	// FileTimes are the event-time bounds of the raw objects phase A
+	// opened (streamState.FileTimes), so the publisher's state lets the
+	// next run skip objects as one process's would.
+	FileTimes map[string][2]int64 `json:"file_times,omitempty"`
 }
 
 type spillObject struct {
@@ -182,6 +187,10 @@ type aggPart struct {
 	Worker int                      `json:"worker"`
 	Days   []int64                  `json:"days"`
 	Files  [][]schemas.ManifestFile `json:"files"` // by view
+	// FileTimes are the bounds of the raw objects phase B opened: an
+	// object without bounds in the previous state is opened here, not by
+	// the scan workers.
+	FileTimes map[string][2]int64 `json:"file_times,omitempty"`
 }
 
 // runSplit is Run for one process of a split run.
@@ -462,7 +471,8 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j splitJob, tm
 	}
 	part := &scanPart{Plan: plan.id, Worker: so.Worker, Partitions: parts, NewDays: sortedDays(sc.dirty),
 		Clock: sc.clock, Entries: sc.entries, Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(),
-		Invalid: sc.stats.Invalid.Load(), Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load()}
+		Invalid: sc.stats.Invalid.Load(), Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(),
+		FileTimes: sc.fileTimes}
 	// Phase A's spill: one object per (day, partition), the records in
 	// offset order, as the aggregating worker's phase A bucket.
 	for _, d := range part.NewDays {
@@ -565,8 +575,9 @@ func settle(o *options, j *streamJob, parts []*scanPart) (compute map[int64]bool
 			sc.days[d] = true
 		}
 	}
-	sum = &scanSummary{Clock: map[int32]int64{}, Entries: map[int32]int64{}}
+	sum = &scanSummary{Clock: map[int32]int64{}, Entries: map[int32]int64{}, FileTimes: map[string][2]int64{}}
 	for _, p := range parts {
+		maps.Copy(sum.FileTimes, p.FileTimes)
 		for _, d := range p.NewDays {
 			sc.days[d], sc.dirty[d] = true, true
 		}
@@ -618,14 +629,17 @@ func aggWorker(ctx context.Context, o *options, plan *splitPlan, j splitJob, tmp
 			}
 		}
 	}
+	var fileTimes map[string][2]int64
 	if j.pv.state != nil && len(days) > 0 {
 		// Phase B for these days only: the older offsets' events, with
 		// the duplicate offsets the scan workers stored for this run.
 		sc := j.scanner(o, j.runID, tmp, spill)
 		sc.dirty = mine
+		sc.fileTimes = map[string][2]int64{}
 		if err := sc.rereadDays(ctx); err != nil {
 			return err
 		}
+		fileTimes = sc.fileTimes
 	}
 	files, err := computeDays(ctx, o, spill, j.s, j.views, days, j.fromDay, j.runID, tmp)
 	if err != nil {
@@ -634,7 +648,7 @@ func aggWorker(ctx context.Context, o *options, plan *splitPlan, j splitJob, tmp
 	if so.crashAfter == "agg" {
 		return errors.New("batch: test crash after the day files")
 	}
-	part := &aggPart{Plan: plan.id, Worker: so.Worker, Days: days, Files: files}
+	part := &aggPart{Plan: plan.id, Worker: so.Worker, Days: days, Files: files, FileTimes: fileTimes}
 	data, _ := json.MarshalIndent(part, "", "  ")
 	if err := objstore.PutBytes(ctx, o.Store, aggPartKey(plan.Name, j.key, so.Worker), data); err != nil {
 		return err
@@ -759,6 +773,7 @@ func publishJob(ctx context.Context, o *options, lk *lock, plan *splitPlan, j sp
 			return nil, fmt.Errorf("batch: split run %s: the aggregate part of worker %d has %d views, not %d", plan.Name, a.Worker, len(a.Files), len(j.views))
 		}
 		got = append(got, a.Days...)
+		maps.Copy(sum.FileTimes, a.FileTimes)
 		for i := range a.Files {
 			files[i] = append(files[i], a.Files[i]...)
 		}
