@@ -63,7 +63,8 @@ func runWorkers(ctx context.Context, t *testing.T, o Options, name string, n int
 }
 
 // publishedState is every view's manifest, without what names the run or
-// its timing, and the bytes of each of its files by level and day.
+// its timing, the bytes of each of its files by level and day, and the
+// state.json of its run.
 func publishedState(t testing.TB, ctx context.Context, st *s3.Store, cfg *schemas.Config) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -84,6 +85,11 @@ func publishedState(t testing.TB, ctx context.Context, st *s3.Store, cfg *schema
 		for k, b := range fileBytes(t, ctx, st, m) {
 			out[v.Name+" "+k] = string(b)
 		}
+		// The stream state the next run starts from, file_times included
+		// (issue #14), with the run's id masked.
+		state, err := objstore.GetBytes(ctx, st, stateKey(v.Stream, m.RunID))
+		require.NoError(t, err)
+		out[v.Name+" state.json"] = strings.ReplaceAll(string(state), m.RunID, "RUN")
 	}
 	return out
 }
