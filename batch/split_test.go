@@ -163,6 +163,24 @@ func TestSplitRunEqualsOneProcess(t *testing.T) {
 		msgs[p] = append(msgs[p], more...)
 		write(p, more)
 	}
+	// As if the first run's state had no file_times (an older state): the
+	// second run's phase B opens every older object, in one process as in
+	// the aggregate workers, which then carry the objects' bounds to the
+	// publisher.
+	for _, x := range sets {
+		m, err := ReadManifest(ctx, x.st, "pv_hourly")
+		require.NoError(t, err)
+		key := stateKey("pv", m.RunID)
+		data, err := objstore.GetBytes(ctx, x.st, key)
+		require.NoError(t, err)
+		var state map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(data, &state))
+		require.Contains(t, state, "file_times")
+		delete(state, "file_times")
+		data, err = json.Marshal(state)
+		require.NoError(t, err)
+		require.NoError(t, objstore.PutBytes(ctx, x.st, key, data))
+	}
 	runAll("second")
 	for _, x := range sets {
 		_, err := objstore.GetBytes(ctx, x.st, splitDoneKey(fmt.Sprintf("second-%d", x.workers)))
