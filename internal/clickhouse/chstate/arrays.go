@@ -38,7 +38,6 @@ func (d *Distinct) AppendKeys(dst []uint64) []uint64 {
 		return append(dst, d.small...)
 	}
 	n := 0
-	d.compact() // one key per set register, in register order
 	if d.sparse != nil {
 		for _, x := range d.sparse {
 			dst = append(dst, preimage(x>>8, uint8(x), 0))

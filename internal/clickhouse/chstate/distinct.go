@@ -80,29 +80,18 @@ var ErrBadState = errors.New("chstate: bad aggregate-function state")
 type Distinct struct {
 	small []uint64 // hashes in insertion order, while not large
 	// Once more than 16 distinct keys were seen the state is large: its
-	// registers, held as sparse (the set registers as bucket<<8 | rank)
-	// until more than sparseMax of them are set, then dense. Only the
-	// memory differs: both serialize as ClickHouse's registers. A
+	// registers, held as sparse (the set registers, sorted, as
+	// bucket<<8 | rank) until sparseMax of them are set, then dense. Only
+	// the memory differs: both serialize as ClickHouse's registers. A
 	// speed-layer row of a few hundred users costs a few hundred entries,
 	// not 4 KB.
-	//
-	// sparse[:sorted] is sorted, one entry per set register; the entries
-	// after it are inserts appended since (unsorted, maybe repeating a
-	// register), folded in by compact once sparseTail of them wait or a
-	// reader needs the registers. An insert then costs an append, not a
-	// search and a shift of the sorted list.
 	sparse []uint32
-	sorted int
 	large  *registers // dense registers
 }
 
 // sparseMax is the most set registers a sparse state holds: 4 bytes each,
 // half the 4,096 bytes of the dense registers.
 const sparseMax = hllBuckets / 8
-
-// sparseTail is how many inserts a sparse state appends before compact
-// sorts them into its list.
-const sparseTail = 32
 
 // isLarge reports whether the state is large, sparse or dense.
 func (d *Distinct) isLarge() bool { return d.large != nil || d.sparse != nil }
@@ -115,56 +104,24 @@ func (d *Distinct) setMax(bucket uint32, rank uint8) {
 		}
 		return
 	}
-	d.sparse = append(d.sparse, bucket<<8|uint32(rank))
-	if len(d.sparse)-d.sorted >= sparseTail {
-		d.compact()
-	}
-}
-
-// compact folds a sparse state's appended inserts into its sorted list,
-// one entry per register with the highest rank, and turns the state dense
-// when more than sparseMax registers are set. It changes no register.
-func (d *Distinct) compact() {
-	if d.large != nil || d.sorted == len(d.sparse) {
+	e := bucket << 8
+	i, _ := slices.BinarySearch(d.sparse, e)
+	if i < len(d.sparse) && d.sparse[i]>>8 == bucket {
+		if uint8(d.sparse[i]) < rank {
+			d.sparse[i] = e | uint32(rank)
+		}
 		return
 	}
-	s, mid := d.sparse, d.sorted
-	tail := s[mid:]
-	slices.Sort(tail)
-	if mid > 0 && s[mid-1] > tail[0] {
-		// Merge from the back through a copy of the tail (at most
-		// sparseTail entries, unless a reader compacts a longer one).
-		var buf [sparseTail]uint32
-		t := append(buf[:0], tail...)
-		i, j := mid-1, len(t)-1
-		for k := len(s) - 1; j >= 0; k-- {
-			if i >= 0 && s[i] > t[j] {
-				s[k] = s[i]
-				i--
-			} else {
-				s[k] = t[j]
-				j--
-			}
-		}
-	}
-	// Entries of one register are now adjacent, the highest rank last:
-	// keep that one.
-	out := s[:0]
-	for i, x := range s {
-		if i+1 < len(s) && s[i+1]>>8 == x>>8 {
-			continue
-		}
-		out = append(out, x)
-	}
-	if len(out) > sparseMax {
+	if len(d.sparse) >= sparseMax {
 		regs := new(registers)
-		for _, x := range out {
+		for _, x := range d.sparse {
 			regs[x>>8] = uint8(x)
 		}
-		d.large, d.sparse, d.sorted = regs, nil, 0
+		d.large, d.sparse = regs, nil
+		d.large[bucket] = rank
 		return
 	}
-	d.sparse, d.sorted = out, len(out)
+	d.sparse = slices.Insert(d.sparse, i, e|uint32(rank))
 }
 
 // dense returns the large state's registers: the dense ones, or tmp
@@ -175,7 +132,7 @@ func (d *Distinct) dense(tmp *registers) *registers {
 	}
 	*tmp = registers{}
 	for _, x := range d.sparse {
-		tmp[x>>8] = max(tmp[x>>8], uint8(x))
+		tmp[x>>8] = uint8(x)
 	}
 	return tmp
 }
@@ -213,7 +170,7 @@ func (d *Distinct) insert(h uint64) {
 
 func (d *Distinct) toLarge() {
 	small := d.small
-	d.small, d.sparse, d.sorted = nil, make([]uint32, 0, 2*smallSetSize), 0
+	d.small, d.sparse = nil, make([]uint32, 0, 2*smallSetSize)
 	for _, x := range small {
 		d.insert(x)
 	}
@@ -232,8 +189,7 @@ func (d *Distinct) Merge(src *Distinct) {
 		d.toLarge()
 	}
 	if src.sparse != nil {
-		// A copy when src is d: setMax may move d's entries. (Repeated
-		// registers in src's appended inserts only raise to the same rank.)
+		// A copy when src is d: setMax may move d's entries.
 		for _, x := range slices.Clone(src.sparse) {
 			d.setMax(x>>8, uint8(x))
 		}
@@ -415,7 +371,6 @@ func (d *Distinct) Estimate() uint64 {
 		return uint64(len(d.small))
 	}
 	var hist [denomEntries]uint32
-	d.compact()
 	if d.sparse != nil {
 		hist[0] = hllBuckets - uint32(len(d.sparse))
 		for _, x := range d.sparse {
