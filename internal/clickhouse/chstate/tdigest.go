@@ -259,10 +259,15 @@ func (q *Quantiles) sortTail() {
 		return
 	}
 	mid := q.sorted
-	tail := cs[mid:]
-	radixSort(tail)
-	if mid > 0 && radixKey(cs[mid-1].mean) > radixKey(tail[0].mean) {
-		mergeSorted(cs, mid)
+	if tail := cs[mid:]; len(tail) > mid {
+		// Mostly new centroids (compress after 2048 adds): sorting all
+		// costs about what sorting the tail does, and needs no merge.
+		radixSort(cs)
+	} else {
+		radixSort(tail)
+		if mid > 0 && radixKey(cs[mid-1].mean) > radixKey(tail[0].mean) {
+			mergeSorted(cs, mid)
+		}
 	}
 	q.sorted = len(cs)
 }
