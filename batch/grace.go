@@ -224,7 +224,9 @@ func readBucket(path string, fn func(k int64, e idEntry) error) error {
 // duplicates' offsets go to a file of their own, the table's entries to
 // the index.
 func (c *graceCheck) decideBucket(path string, prior, n int64) error {
-	t := newIDTable(int(n))
+	// n counts occurrences: past maxGraceDepth a bucket that still holds
+	// more is one id repeated, and its table grows only with distinct ids.
+	t := newIDTable(int(min(n, dedupTableIDs(c.bits))))
 	defer t.free()
 	c.slots = max(c.slots, int64(len(t.ents)))
 	c.seq++

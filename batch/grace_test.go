@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -261,4 +262,31 @@ func publishedBytes(t *testing.T, ctx context.Context, st *s3.Store, v *schemas.
 	}
 	require.NotEmpty(t, out)
 	return out
+}
+
+// TestGraceDiskFull: bucket files on a full disk (/dev/full answers every
+// write with ENOSPC) fail with an error naming the directory and
+// batch.dedup_memory.
+func TestGraceDiskFull(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full here")
+	}
+	dir := t.TempDir()
+	for i := 0; i < 2; i++ {
+		require.NoError(t, os.Symlink("/dev/full", filepath.Join(dir, fmt.Sprintf("b%04d", i))))
+	}
+	g, err := newGraceBuckets(dir, 2)
+	require.NoError(t, err)
+	defer g.close()
+	for i := 0; i < 2*graceBufBytes/indexEntryBytes+2 && err == nil; i++ {
+		err = g.add(idEntry{uint64(i), uint64(i), int64(i), 0}, false)
+	}
+	if err == nil {
+		err = g.finish()
+	}
+	require.Error(t, err)
+	msg := graceDiskError("pv", 3, dir, 1<<20, err).Error()
+	require.Contains(t, msg, "duplicate check of pv partition 3")
+	require.Contains(t, msg, "batch.dedup_memory (1048576 bytes)")
+	require.Contains(t, msg, dir+", and that disk is full")
 }
