@@ -77,7 +77,7 @@ func TestGraceCheckEqualsOneTable(t *testing.T) {
 		one.free()
 
 		dir := t.TempDir()
-		const bits = 10 // 640 ids a table; 23,000 in scope
+		const bits = 10                                       // 640 ids a table; 23,000 in scope
 		g, err := newGraceBuckets(filepath.Join(dir, "b"), 4) // too few: every bucket splits again
 		require.NoError(t, err)
 		for _, e := range prior {
