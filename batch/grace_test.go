@@ -120,7 +120,7 @@ func TestGraceCheckEqualsOneTable(t *testing.T) {
 
 func indexOf(t *testing.T, es []idEntry, clock, window int64) []idEntry {
 	var buf bytes.Buffer
-	_, err := writeIndex(&buf, es, clock, window)
+	_, err := writeIndexTo(&buf, es, clock, window)
 	require.NoError(t, err)
 	var out []idEntry
 	require.NoError(t, readIndexEntries(&buf, func(e idEntry) error { out = append(out, e); return nil }))
@@ -289,4 +289,14 @@ func TestGraceDiskFull(t *testing.T) {
 	require.Contains(t, msg, "duplicate check of pv partition 3")
 	require.Contains(t, msg, "batch.dedup_memory (1048576 bytes)")
 	require.Contains(t, msg, dir+", and that disk is full")
+}
+
+// writeIndexTo writes an index of es to buf (appendIndex, flushed).
+func writeIndexTo(buf *bytes.Buffer, es []idEntry, clock, window int64) (int, error) {
+	bw := bufio.NewWriter(buf)
+	n, err := appendIndex(bw, es, clock, window)
+	if err == nil {
+		err = bw.Flush()
+	}
+	return n, err
 }

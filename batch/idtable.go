@@ -232,23 +232,13 @@ func (t *idTable) touch(h0, h1 []uint64, verdict []uint8) uint64 {
 // indexEntryBytes is the size of an index file entry.
 const indexEntryBytes = 32
 
-// writeIndex writes the entries a later occurrence can still be a
+// appendIndex writes to bw the entries a later occurrence can still be a
 // duplicate of — those whose clock is less than the window before clock
-// (the partition's clock at the end of the run; clocks only grow) — as the
-// index file format: 16 hash bytes, a little-endian 8-byte offset and
-// 8-byte clock each, in any order (readers build a table). It returns how
-// many it wrote.
-func writeIndex(w io.Writer, es []idEntry, clock, windowMs int64) (int, error) {
-	bw := bufio.NewWriterSize(w, 1<<20)
-	n, err := appendIndex(bw, es, clock, windowMs)
-	if err != nil {
-		return n, err
-	}
-	return n, bw.Flush()
-}
-
-// appendIndex is writeIndex without its buffer: the duplicate check's
-// buckets (grace.go) write one index from many tables.
+// (the partition's clock at the end of the run; clocks only grow) — in
+// the index file format: 16 hash bytes, a little-endian 8-byte offset and
+// 8-byte clock each, in any order (readers build a table), so one index
+// can come from many tables (grace.go's buckets). It returns how many it
+// wrote; the caller flushes.
 func appendIndex(bw *bufio.Writer, es []idEntry, clock, windowMs int64) (int, error) {
 	var e [indexEntryBytes]byte
 	n := 0
