@@ -189,13 +189,6 @@ func run(ctx context.Context, o options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("batch: %w", err)
 		}
-		if o.Split.Workers > 0 || o.Split.Name != "" {
-			for _, v := range eff.Views {
-				if v.Pending() {
-					return nil, fmt.Errorf("batch: view %s has a pending version %d, which split runs (batch --workers) do not compute yet: run one unsplit batch run (tandem batch run) to compute and switch it", v.Logical(), v.Version())
-				}
-			}
-		}
 		o.Schema, cfg = eff, eff
 	}
 	if o.Split.Workers > 0 || o.Split.Name != "" {
@@ -229,21 +222,6 @@ func run(ctx context.Context, o options) (*Result, error) {
 		}
 		res.Views = append(res.Views, vr...)
 	}
-	if o.ClickHouse != nil {
-		if err := lk.check(); err != nil {
-			return nil, err
-		}
-		if res.Switched, err = o.ClickHouse.SwitchVersions(ctx, cfg); err != nil {
-			return nil, err
-		}
-		for _, v := range res.Switched {
-			o.Log.Info("batch: the new version of a view is exact and now answers REST and SQL; the old one is retired", "view", v,
-				"collected_after", o.RemovedViewGrace.String())
-		}
-		if res.Collected, err = o.ClickHouse.CollectRetired(ctx, cfg, o.RemovedViewGrace.D(), time.Now()); err != nil {
-			return nil, err
-		}
-	}
 	if err := finishRun(ctx, &o, cfg, lk, res); err != nil {
 		return nil, err
 	}
@@ -252,10 +230,28 @@ func run(ctx context.Context, o options) (*Result, error) {
 }
 
 // finishRun ends a run (one process's or a split run's publish) once
-// every stream is published: it deletes the objects of views no longer
+// every stream is published: it switches every pending version whose run
+// is published and drops the ClickHouse tables of versions retired longer
+// than the grace (with ClickHouse), deletes the objects of views no longer
 // configured after their grace, then calls Options.AfterPublish while the
 // run still holds the lock.
 func finishRun(ctx context.Context, o *options, cfg *schemas.Config, lk *lock, res *Result) error {
+	if o.ClickHouse != nil {
+		if err := lk.check(); err != nil {
+			return err
+		}
+		var err error
+		if res.Switched, err = o.ClickHouse.SwitchVersions(ctx, cfg); err != nil {
+			return err
+		}
+		for _, v := range res.Switched {
+			o.Log.Info("batch: the new version of a view is exact and now answers REST and SQL; the old one is retired", "view", v,
+				"collected_after", o.RemovedViewGrace.String())
+		}
+		if res.Collected, err = o.ClickHouse.CollectRetired(ctx, cfg, o.RemovedViewGrace.D(), time.Now()); err != nil {
+			return err
+		}
+	}
 	removed, err := gcRemovedViews(ctx, o.Store, cfg, o.RemovedViewGrace.D(), time.Now(), lk)
 	if err != nil {
 		return err
@@ -583,12 +579,17 @@ func runStream(ctx context.Context, o *options, lk *lock, runID string, s *schem
 		return nil, err
 	}
 	out = append(out, more...)
-	// In the configuration's order, as one job reports them.
+	sortByConfig(out, views)
+	return out, gcStream(ctx, o, s, views, out)
+}
+
+// sortByConfig puts two jobs' results in the configuration's order, as
+// one job reports them.
+func sortByConfig(out []ViewResult, views []*schemas.View) {
 	slices.SortStableFunc(out, func(a, b ViewResult) int {
 		return slices.IndexFunc(views, func(v *schemas.View) bool { return v.Name == a.View }) -
 			slices.IndexFunc(views, func(v *schemas.View) bool { return v.Name == b.View })
 	})
-	return out, gcStream(ctx, o, s, views, out)
 }
 
 // freshViews splits a stream's views into those with no published run of

@@ -226,7 +226,10 @@ func (db *DB) SwitchVersions(ctx context.Context, eff *schemas.Config) ([]string
 			if err := db.replaceView(ctx, o); err != nil {
 				return switched, err
 			}
-			if err := db.record(ctx, o, uint64(time.Now().UnixNano())); err != nil {
+			// Every server records the view it now has: on a cluster
+			// each one is migrated against its own schema_meta.
+			version := uint64(time.Now().UnixNano())
+			if err := db.forEach(func(s *DB) error { return s.record(ctx, o, version) }); err != nil {
 				return switched, err
 			}
 		}
