@@ -168,6 +168,7 @@ type scanPart struct {
 	Read       int64           `json:"read"`
 	IDsLoaded  int64           `json:"ids_loaded"`
 	TableSlots int64           `json:"table_slots"`
+	IDsSpilled int64           `json:"ids_spilled"`
 }
 
 type spillObject struct {
@@ -462,7 +463,8 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j splitJob, tm
 	}
 	part := &scanPart{Plan: plan.id, Worker: so.Worker, Partitions: parts, NewDays: sortedDays(sc.dirty),
 		Clock: sc.clock, Entries: sc.entries, Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(),
-		Invalid: sc.stats.Invalid.Load(), Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load()}
+		Invalid: sc.stats.Invalid.Load(), Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(),
+		IDsSpilled: sc.stats.IDsSpilled.Load()}
 	// Phase A's spill: one object per (day, partition), the records in
 	// offset order, as the aggregating worker's phase A bucket.
 	for _, d := range part.NewDays {
@@ -582,6 +584,7 @@ func settle(o *options, j *streamJob, parts []*scanPart) (compute map[int64]bool
 		sum.Read += p.Read
 		sum.IDsLoaded += p.IDsLoaded
 		sum.TableSlots += p.TableSlots
+		sum.IDsSpilled += p.IDsSpilled
 	}
 	sc.settleDays()
 	sum.Days = sc.days
