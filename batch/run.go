@@ -127,6 +127,9 @@ type ViewResult struct {
 	// IDTableSlots sums the slots (32 bytes each) of the partitions' id
 	// tables at their largest: what the duplicate check held in memory.
 	IDTableSlots int64
+	// IDsSpilled counts the ids the duplicate check wrote to local bucket
+	// files because they would not fit batch.dedup_memory (grace.go).
+	IDsSpilled int64
 	// SpeedRowsDeletedThrough is, per partition, the chunk below which
 	// the view's speed rows were deleted (ReleaseSpeedRows).
 	SpeedRowsDeletedThrough map[int32]int64 `json:",omitempty"`
@@ -475,7 +478,7 @@ func prepareStream(ctx context.Context, o *options, s *schemas.Stream, views []*
 // scanner returns the scanner of the job's master dataset for run runID.
 func (j *streamJob) scanner(o *options, runID, tmp string, spill *spillDir) *scanner {
 	sc := &scanner{st: o.Store, plan: j.plan, prev: j.pv.state, runID: runID, decoder: schemas.NewDecoder(j.s, o.Schema.MaxFutureSkew.D()),
-		spill: spill, tmp: tmp, workers: o.Workers, log: j.log, keepFrom: keepFromDay(j.from), allDays: j.pv.allDays}
+		spill: spill, tmp: tmp, workers: o.Workers, dedupMemory: o.DedupMemory, log: j.log, keepFrom: keepFromDay(j.from), allDays: j.pv.allDays}
 	if w := j.rec.firstWholeDay(o.Schema.MaxFutureSkew.D()); !w.IsZero() {
 		sc.daysFrom = dayOf(w)
 	}
@@ -533,7 +536,7 @@ type scanSummary struct {
 	Days                              map[int64]bool // every day with kept events, after retention
 	Clock, Entries                    map[int32]int64
 	Events, Duplicates, Invalid, Read int64
-	IDsLoaded, TableSlots             int64
+	IDsLoaded, TableSlots, IDsSpilled int64
 	Scan                              time.Duration
 	FileTimes                         map[string][2]int64 // streamState.FileTimes seen by the scan
 }
@@ -541,7 +544,8 @@ type scanSummary struct {
 func (sc *scanner) summary(scan time.Duration) *scanSummary {
 	return &scanSummary{Days: sc.days, Clock: sc.clock, Entries: sc.entries, FileTimes: sc.fileTimes,
 		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load(),
-		Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(), Scan: scan}
+		Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(),
+		IDsSpilled: sc.stats.IDsSpilled.Load(), Scan: scan}
 }
 
 func runStream(ctx context.Context, o *options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
@@ -694,7 +698,7 @@ func publishStream(ctx context.Context, o *options, lk *lock, j *streamJob, runI
 		log.Info("batch: published", "view", v.Name, "run_id", runID, "rows", m.Rows, "files", len(m.Files),
 			"events", m.Events, "duplicates", m.Duplicates, "invalid", m.Invalid, "absorbed", absorbed,
 			"incremental", carried, "retained_from", from[i], "days_computed", days, "days_kept", kept,
-			"read", sum.Read, "ids_loaded", sum.IDsLoaded, "scan", sum.Scan.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
+			"read", sum.Read, "ids_loaded", sum.IDsLoaded, "ids_spilled", sum.IDsSpilled, "scan", sum.Scan.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
 		var dirty map[int64]bool
 		if carried {
 			dirty = compute
@@ -704,7 +708,7 @@ func publishStream(ctx context.Context, o *options, lk *lock, j *streamJob, runI
 		}
 		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: carried,
 			DaysComputed: days, DaysKept: kept, IDsLoaded: sum.IDsLoaded,
-			IDTableSlots: sum.TableSlots})
+			IDTableSlots: sum.TableSlots, IDsSpilled: sum.IDsSpilled})
 	}
 	if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
 		return nil, err

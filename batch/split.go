@@ -169,6 +169,7 @@ type scanPart struct {
 	Read       int64           `json:"read"`
 	IDsLoaded  int64           `json:"ids_loaded"`
 	TableSlots int64           `json:"table_slots"`
+	IDsSpilled int64           `json:"ids_spilled"`
 	// FileTimes are the event-time bounds of the raw objects phase A
 	// opened (streamState.FileTimes), so the publisher's state lets the
 	// next run skip objects as one process's would.
@@ -472,7 +473,7 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j splitJob, tm
 	part := &scanPart{Plan: plan.id, Worker: so.Worker, Partitions: parts, NewDays: sortedDays(sc.dirty),
 		Clock: sc.clock, Entries: sc.entries, Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(),
 		Invalid: sc.stats.Invalid.Load(), Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(),
-		FileTimes: sc.fileTimes}
+		IDsSpilled: sc.stats.IDsSpilled.Load(), FileTimes: sc.fileTimes}
 	// Phase A's spill: one object per (day, partition), the records in
 	// offset order, as the aggregating worker's phase A bucket.
 	for _, d := range part.NewDays {
@@ -593,6 +594,7 @@ func settle(o *options, j *streamJob, parts []*scanPart) (compute map[int64]bool
 		sum.Read += p.Read
 		sum.IDsLoaded += p.IDsLoaded
 		sum.TableSlots += p.TableSlots
+		sum.IDsSpilled += p.IDsSpilled
 	}
 	sc.settleDays()
 	sum.Days = sc.days

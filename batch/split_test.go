@@ -130,6 +130,14 @@ func TestSplitRunEqualsOneProcess(t *testing.T) {
 	runAll := func(round string) {
 		for _, x := range sets {
 			o := Options{Config: x.cfg, Store: x.st, Log: testLog(), TempDir: t.TempDir(), Now: func() time.Time { return now }}
+			if x.workers == 3 {
+				// Its workers decide duplicates in buckets (grace.go): 1,024-
+				// slot tables for 1,000–1,500 ids a partition.
+				bc, err := ConfigFrom(x.cfg)
+				require.NoError(t, err)
+				bc.DedupMemory = 64 << 10
+				o.Batch = &bc
+			}
 			var res *Result
 			var err error
 			if x.workers == 1 {
@@ -139,6 +147,9 @@ func TestSplitRunEqualsOneProcess(t *testing.T) {
 			}
 			require.NoError(t, err, "%s, %d workers", round, x.workers)
 			require.False(t, res.UpToDate(), "%s, %d workers", round, x.workers)
+			if round == "first" { // the second's ids in scope are its window's: they fit
+				require.Equal(t, x.workers == 3, res.Views[0].IDsSpilled > 0, "%s, %d workers: ids spilled", round, x.workers)
+			}
 		}
 		want := publishedState(t, ctx, sets[0].st, sets[0].cfg)
 		for _, x := range sets[1:] {
