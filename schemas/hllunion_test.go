@@ -109,8 +109,13 @@ func TestHLLUnionEstimate(t *testing.T) {
 				}
 			}
 			u.regs = append(u.regs[:0], v.regs...)
+			v.histOK = false // written behind the union's back
 		}
 		require.Equal(t, u.Sketch().Estimate(), v.Estimate(), "round %d: %d values", round, n)
+		if v.histOK {
+			require.Equal(t, hllDenseEstimate(v.regs), v.Estimate(), "round %d: the kept histogram", round)
+		}
+		v.Release() // its registers come back zeroed for a later round's union
 	}
 	var empty HLLUnion
 	require.Zero(t, empty.Estimate())

@@ -321,6 +321,7 @@ func finishHLL(g *Group, sketch bool) {
 		if sketch {
 			g.States[j].HLL = u.Sketch()
 		}
+		u.Release() // a group's own union: its registers serve the next group's
 	}
 	g.unions = nil
 }
