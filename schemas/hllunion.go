@@ -111,6 +111,21 @@ func (u *HLLUnion) AddBytes(b []byte) {
 	}
 }
 
+// HLLListKeys is how many keys the sorted key list of the sparse sketch
+// encoded as b holds (b as AddBytes reads it): a lower bound of the
+// distinct keys of any union b is added to. It is -1 for a dense encoding
+// or one AddBytes does not read.
+func HLLListKeys(b []byte) int {
+	if len(b) < 8 || b[0] != 2 || b[1] != hllPrecision || b[3] == 0 {
+		return -1
+	}
+	p := 8 + 4*int(binary.BigEndian.Uint32(b[4:8]))
+	if p+4 > len(b) {
+		return -1
+	}
+	return int(binary.BigEndian.Uint32(b[p:]))
+}
+
 // addKey adds one sparse key: to the registers once dense, else to the
 // keys, sorting them when they have doubled since the last sort (so each
 // key is sorted a bounded number of times, and the slice holds at most

@@ -209,6 +209,15 @@ func (m *Merger) mergeDistinct(g *Group, j int, src *schemas.State, raw []byte) 
 		g.unions[j] = u
 	}
 	if raw != nil {
+		// A sketch whose own key list reaches denseMinValues makes the
+		// union dense now rather than at the next maybeDensify, which
+		// would first append, sort and scatter its thousands of keys:
+		// the rule is maybeDensify's (the distinct keys known), so the
+		// answer is the same.
+		if m.dense < maxDense && u.SparseKeys() >= 0 && schemas.HLLListKeys(raw) >= denseMinValues {
+			u.Densify()
+			m.dense++
+		}
 		u.AddBytes(raw)
 	} else {
 		u.Add(src.HLL)
