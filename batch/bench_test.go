@@ -169,6 +169,18 @@ func BenchmarkBatchDedupWindow(b *testing.B) {
 	for _, f := range last {
 		isLast[f] = true
 	}
+	// TANDEM_BENCH_DEDUP_MEMORY sets batch.dedup_memory (bytes; default
+	// the configuration's): the id tables' bound, so peak RSS is the run's
+	// fixed costs plus it, whatever the events.
+	bc, err := ConfigFrom(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if v := os.Getenv("TANDEM_BENCH_DEDUP_MEMORY"); v != "" {
+		if bc.DedupMemory, err = strconv.ParseInt(v, 10, 64); err != nil {
+			b.Fatalf("TANDEM_BENCH_DEDUP_MEMORY=%q: %v", v, err)
+		}
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for _, f := range files {
@@ -180,7 +192,7 @@ func BenchmarkBatchDedupWindow(b *testing.B) {
 			runtime.GC()
 			resetPeakRSS()
 			t0 := time.Now()
-			res, err := Run(ctx, Options{Config: cfg, Store: st, Full: full, Log: benchLog(), TempDir: b.TempDir()})
+			res, err := Run(ctx, Options{Config: cfg, Store: st, Full: full, Log: benchLog(), TempDir: b.TempDir(), Batch: &bc})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -206,9 +218,11 @@ func BenchmarkBatchDedupWindow(b *testing.B) {
 		b.ReportMetric(incDur.Seconds()/float64(incRead)*1e6, "inc_s/Mevent")
 		b.ReportMetric(float64(inc.Views[0].IDsLoaded), "inc_ids_loaded")
 		b.ReportMetric(float64(inc.Views[0].IDTableSlots), "inc_id_slots")
-		b.Logf("events %d over %d days, dedup_window 7d: full run over %d (kept %d, duplicates %d) %s, peak RSS %d MB, id table slots %d; incremental run over %d more %s, peak RSS %d MB, ids loaded %d, id table slots %d; GOMAXPROCS %d",
-			n, days, fullRead, fm.Events, fm.Duplicates, fullDur.Round(time.Millisecond), fullPeak>>20, full.Views[0].IDTableSlots,
-			incRead, incDur.Round(time.Millisecond), incPeak>>20, inc.Views[0].IDsLoaded, inc.Views[0].IDTableSlots, runtime.GOMAXPROCS(0))
+		b.ReportMetric(float64(full.Views[0].IDsSpilled), "full_ids_spilled")
+		b.ReportMetric(float64(inc.Views[0].IDsSpilled), "inc_ids_spilled")
+		b.Logf("events %d over %d days, dedup_window 7d, dedup_memory %d: full run over %d (kept %d, duplicates %d) %s, peak RSS %d MB, id table slots %d, ids spilled %d; incremental run over %d more %s, peak RSS %d MB, ids loaded %d, id table slots %d, ids spilled %d; GOMAXPROCS %d",
+			n, days, bc.DedupMemory, fullRead, fm.Events, fm.Duplicates, fullDur.Round(time.Millisecond), fullPeak>>20, full.Views[0].IDTableSlots, full.Views[0].IDsSpilled,
+			incRead, incDur.Round(time.Millisecond), incPeak>>20, inc.Views[0].IDsLoaded, inc.Views[0].IDTableSlots, inc.Views[0].IDsSpilled, runtime.GOMAXPROCS(0))
 	}
 }
 

@@ -30,6 +30,11 @@ type Config struct {
 	// configuration (views/<view>/ in S3) stay after their newest write
 	// before a batch run deletes them; 0 keeps them forever.
 	RemovedViewGrace schemas.Duration `yaml:"removed_view_grace"`
+	// DedupMemory bounds, in bytes, the id tables of the duplicate check
+	// (the partitions a run reads at once share it); ids beyond it are
+	// decided bucket by bucket from local files under the run's temporary
+	// directory (grace.go).
+	DedupMemory int64 `yaml:"dedup_memory"`
 
 	// Full recomputes every day instead of carrying unchanged days over.
 	Full bool `yaml:"-"`
@@ -49,7 +54,8 @@ type Config struct {
 // DefaultConfig is the batch section when the file leaves it out.
 func DefaultConfig() Config {
 	return Config{Every: schemas.Duration(10 * time.Minute), KeepRuns: 3, LockTTL: schemas.Duration(time.Hour),
-		SpeedReleaseWait: schemas.Duration(time.Minute), RemovedViewGrace: schemas.Duration(7 * 24 * time.Hour)}
+		SpeedReleaseWait: schemas.Duration(time.Minute), RemovedViewGrace: schemas.Duration(7 * 24 * time.Hour),
+		DedupMemory: DefaultDedupMemory}
 }
 
 // ConfigFrom decodes and validates the batch section of cfg over
@@ -67,5 +73,8 @@ func (c Config) Validate(p *schemas.Problems) {
 	}
 	if c.SpeedReleaseWait < 0 {
 		p.Add([]any{"batch", "speed_release_wait"}, "batch.speed_release_wait must not be negative (0 deletes what the serving leases allow at once); got %s", c.SpeedReleaseWait)
+	}
+	if c.DedupMemory < MinDedupMemory {
+		p.Add([]any{"batch", "dedup_memory"}, "batch.dedup_memory must be at least %d bytes (1 MiB); got %d", MinDedupMemory, c.DedupMemory)
 	}
 }

@@ -17,6 +17,7 @@ func TestConfigRejects(t *testing.T) {
 		{Name: "one kept run", Section: "batch:\n  keep_runs: 1", Want: `t.yaml:3: batch.keep_runs must be at least 2`},
 		{Name: "negative duration", Section: "batch: { removed_view_grace: -1h }", Want: `"-1h" is not a duration`},
 		{Name: "tuning is not a key", Section: "batch: { full: true }", Want: `t.yaml:2: field "full" not recognised`},
+		{Name: "dedup memory below 1 MiB", Section: "batch:\n  dedup_memory: 65536", Want: `t.yaml:3: batch.dedup_memory must be at least 1048576 bytes (1 MiB); got 65536`},
 	})
 }
 

@@ -221,3 +221,40 @@ func gcRemovedViews(ctx context.Context, st objstore.Bucket, cfg *schemas.Config
 	}
 	return deleted, nil
 }
+
+// CheckWithoutRegistry is what a run that cannot read ClickHouse
+// (tandem batch run --no-clickhouse) checks first. Which version of a view
+// answers, and which is pending, is recorded only in ClickHouse
+// (view_versions; docs/architecture.md, "Versioned view definitions"):
+// without it the run computes each configured view under its own name,
+// version 1's storage. That is right only while no view has changed since
+// versions began, so it refuses when S3 shows otherwise: a later
+// version's objects (views/<view>__v<n>/), or a published run of the view
+// under another definition, which the run would replace with the
+// configured one while serving still answers from it.
+func CheckWithoutRegistry(ctx context.Context, st objstore.Bucket, cfg *schemas.Config) error {
+	later := map[string]string{} // logical view → a later version's folder
+	if err := eachFolder(ctx, st, "views/", func(name string) error {
+		if logical, _, ok := strings.Cut(name, "__v"); ok && later[logical] == "" {
+			later[logical] = name
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, v := range cfg.Views {
+		if f := later[v.Name]; f != "" {
+			return fmt.Errorf("batch: view %s has a later version (s3://%s/views/%s/): which version answers and which is pending is recorded in ClickHouse (view_versions), which --no-clickhouse does not read, and this run would compute the configured definition into version 1's storage; run tandem batch run without --no-clickhouse",
+				v.Name, st.Name(), f)
+		}
+		m, err := readManifest(ctx, st, v.Name)
+		if err != nil {
+			return err
+		}
+		if m != nil && m.Fingerprint != v.Fingerprint() {
+			return fmt.Errorf("batch: the configured definition of view %s differs from its published run's (fingerprint %s, published %s): with ClickHouse the change becomes a new version, computed beside the one that answers until it is exact, but --no-clickhouse can neither register nor switch it and would replace the answering run; run tandem migrate, then tandem batch run without --no-clickhouse",
+				v.Name, v.Fingerprint(), m.Fingerprint)
+		}
+	}
+	return nil
+}

@@ -28,6 +28,9 @@ type idTable struct {
 	n      int    // entries, not counting the zero hash
 	zero   bool   // the all-zero hash (the empty marker) is present
 	zeroV  idEntry
+	// maxBits, when set, is the most slots (1<<maxBits) roomFor lets the
+	// table grow to: batch.dedup_memory's share (dedupTableBits).
+	maxBits uint
 }
 
 type idEntry struct {
@@ -99,10 +102,19 @@ func (t *idTable) admit(h0, h1 uint64, off, ms, windowMs int64) bool {
 		t.zero, t.zeroV = true, idEntry{0, 0, off, ms}
 		return true
 	}
-	if t.n >= len(t.ents)*5/8 {
-		t.makeRoom(ms, windowMs)
+	if t.n >= len(t.ents)*5/8 && !t.makeRoom(ms, windowMs) {
+		// Past maxBits: callers that keep to it ask roomFor first.
+		t.rebuild(64-t.shift+1, ms, windowMs)
 	}
 	return t.probe(h0, h1, off, ms, windowMs)
+}
+
+// roomFor reports whether an admit at clock nowMs fits without the table
+// growing past maxBits, making room as admit would (dropping the ids the
+// window has passed, or doubling within the limit). Dropping changes no
+// decision: a passed id makes no later occurrence a duplicate.
+func (t *idTable) roomFor(nowMs, windowMs int64) bool {
+	return t.n < len(t.ents)*5/8 || t.makeRoom(nowMs, windowMs)
 }
 
 // probe is admit once the table has room.
@@ -141,8 +153,9 @@ func (t *idTable) put(e idEntry) {
 // entries the window has passed at clock nowMs: clocks only grow, so no
 // later occurrence can be their duplicate, and a table that keeps only
 // them holds about the window's ids, however long the history. The table
-// doubles only if at least half of it would still be live.
-func (t *idTable) makeRoom(nowMs, windowMs int64) {
+// doubles only if at least half of it would still be live, and not past
+// maxBits: it reports false, changing nothing, when it would have to.
+func (t *idTable) makeRoom(nowMs, windowMs int64) bool {
 	bits := 64 - t.shift
 	if windowMs != math.MaxInt64 {
 		live := 0
@@ -153,10 +166,14 @@ func (t *idTable) makeRoom(nowMs, windowMs int64) {
 		}
 		if live < len(t.ents)*5/16 {
 			t.rebuild(bits, nowMs, windowMs)
-			return
+			return true
 		}
 	}
+	if t.maxBits != 0 && bits+1 > t.maxBits {
+		return false
+	}
 	t.rebuild(bits+1, nowMs, windowMs)
+	return true
 }
 
 // rebuild moves the entries the window has not passed at nowMs into a new
@@ -215,30 +232,41 @@ func (t *idTable) touch(h0, h1 []uint64, verdict []uint8) uint64 {
 // indexEntryBytes is the size of an index file entry.
 const indexEntryBytes = 32
 
-// writeIndex writes the entries a later occurrence can still be a
+// appendIndex writes to bw the entries a later occurrence can still be a
 // duplicate of — those whose clock is less than the window before clock
-// (the partition's clock at the end of the run; clocks only grow) — as the
-// index file format: 16 hash bytes, a little-endian 8-byte offset and
-// 8-byte clock each, in any order (readers build a table). It returns how
-// many it wrote.
-func writeIndex(w io.Writer, es []idEntry, clock, windowMs int64) (int, error) {
-	bw := bufio.NewWriterSize(w, 1<<20)
+// (the partition's clock at the end of the run; clocks only grow) — in
+// the index file format: 16 hash bytes, a little-endian 8-byte offset and
+// 8-byte clock each, in any order (readers build a table), so one index
+// can come from many tables (grace.go's buckets). It returns how many it
+// wrote; the caller flushes.
+func appendIndex(bw *bufio.Writer, es []idEntry, clock, windowMs int64) (int, error) {
 	var e [indexEntryBytes]byte
 	n := 0
 	for _, x := range es {
 		if schemas.DedupExpired(x.ms, clock, windowMs) {
 			continue
 		}
-		binary.BigEndian.PutUint64(e[:8], x.h0)
-		binary.BigEndian.PutUint64(e[8:16], x.h1)
-		binary.LittleEndian.PutUint64(e[16:24], uint64(x.off))
-		binary.LittleEndian.PutUint64(e[24:], uint64(x.ms))
+		putEntry(e[:], x)
 		if _, err := bw.Write(e[:]); err != nil {
 			return n, err
 		}
 		n++
 	}
-	return n, bw.Flush()
+	return n, nil
+}
+
+// putEntry and getEntry are an entry in the index file format, which the
+// duplicate check's bucket files share.
+func putEntry(e []byte, x idEntry) {
+	binary.BigEndian.PutUint64(e[:8], x.h0)
+	binary.BigEndian.PutUint64(e[8:16], x.h1)
+	binary.LittleEndian.PutUint64(e[16:24], uint64(x.off))
+	binary.LittleEndian.PutUint64(e[24:32], uint64(x.ms))
+}
+
+func getEntry(e []byte) idEntry {
+	return idEntry{binary.BigEndian.Uint64(e[:8]), binary.BigEndian.Uint64(e[8:16]),
+		int64(binary.LittleEndian.Uint64(e[16:24])), int64(binary.LittleEndian.Uint64(e[24:32]))}
 }
 
 // readIndex reads an index file of size bytes (-1: unknown) into a table
@@ -252,16 +280,25 @@ func readIndex(r io.Reader, size int64, extra int) (*idTable, error) {
 		n = int(size / indexEntryBytes)
 	}
 	t := newIDTable(n + extra)
+	if err := readIndexEntries(r, func(e idEntry) error { t.put(e); return nil }); err != nil {
+		t.free()
+		return nil, err
+	}
+	return t, nil
+}
+
+// readIndexEntries calls fn for each entry of an index file.
+func readIndexEntries(r io.Reader, fn func(idEntry) error) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	var e [indexEntryBytes]byte
 	for {
 		if _, err := io.ReadFull(br, e[:]); err == io.EOF {
-			return t, nil
+			return nil
 		} else if err != nil {
-			t.free()
-			return nil, err
+			return err
 		}
-		t.put(idEntry{binary.BigEndian.Uint64(e[:8]), binary.BigEndian.Uint64(e[8:16]),
-			int64(binary.LittleEndian.Uint64(e[16:24])), int64(binary.LittleEndian.Uint64(e[24:]))})
+		if err := fn(getEntry(e[:])); err != nil {
+			return err
+		}
 	}
 }

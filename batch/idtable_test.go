@@ -64,7 +64,7 @@ func TestIDTable(t *testing.T) {
 
 			// The index file holds every entry once and reads back whole.
 			var buf bytes.Buffer
-			_, err := writeIndex(&buf, tbl.entries(), 0, math.MaxInt64)
+			_, err := writeIndexTo(&buf, tbl.entries(), 0, math.MaxInt64)
 			require.NoError(t, err)
 			tbl.free()
 			require.Equal(t, indexEntryBytes*len(truth), buf.Len())
@@ -126,7 +126,7 @@ func TestIDTableWindow(t *testing.T) {
 	require.LessOrEqual(t, len(tbl.ents), 4096, "the table holds the window's ids, not the 140,000 counted")
 
 	var buf bytes.Buffer
-	n, err := writeIndex(&buf, tbl.entries(), clock, window)
+	n, err := writeIndexTo(&buf, tbl.entries(), clock, window)
 	require.NoError(t, err)
 	live := 0
 	for _, at := range counted {

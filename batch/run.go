@@ -127,6 +127,9 @@ type ViewResult struct {
 	// IDTableSlots sums the slots (32 bytes each) of the partitions' id
 	// tables at their largest: what the duplicate check held in memory.
 	IDTableSlots int64
+	// IDsSpilled counts the ids the duplicate check wrote to local bucket
+	// files because they would not fit batch.dedup_memory (grace.go).
+	IDsSpilled int64
 	// SpeedRowsDeletedThrough is, per partition, the chunk below which
 	// the view's speed rows were deleted (ReleaseSpeedRows).
 	SpeedRowsDeletedThrough map[int32]int64 `json:",omitempty"`
@@ -186,13 +189,6 @@ func run(ctx context.Context, o options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("batch: %w", err)
 		}
-		if o.Split.Workers > 0 || o.Split.Name != "" {
-			for _, v := range eff.Views {
-				if v.Pending() {
-					return nil, fmt.Errorf("batch: view %s has a pending version %d, which split runs (batch --workers) do not compute yet: run one unsplit batch run (tandem batch run) to compute and switch it", v.Logical(), v.Version())
-				}
-			}
-		}
 		o.Schema, cfg = eff, eff
 	}
 	if o.Split.Workers > 0 || o.Split.Name != "" {
@@ -226,21 +222,6 @@ func run(ctx context.Context, o options) (*Result, error) {
 		}
 		res.Views = append(res.Views, vr...)
 	}
-	if o.ClickHouse != nil {
-		if err := lk.check(); err != nil {
-			return nil, err
-		}
-		if res.Switched, err = o.ClickHouse.SwitchVersions(ctx, cfg); err != nil {
-			return nil, err
-		}
-		for _, v := range res.Switched {
-			o.Log.Info("batch: the new version of a view is exact and now answers REST and SQL; the old one is retired", "view", v,
-				"collected_after", o.RemovedViewGrace.String())
-		}
-		if res.Collected, err = o.ClickHouse.CollectRetired(ctx, cfg, o.RemovedViewGrace.D(), time.Now()); err != nil {
-			return nil, err
-		}
-	}
 	if err := finishRun(ctx, &o, cfg, lk, res); err != nil {
 		return nil, err
 	}
@@ -249,10 +230,28 @@ func run(ctx context.Context, o options) (*Result, error) {
 }
 
 // finishRun ends a run (one process's or a split run's publish) once
-// every stream is published: it deletes the objects of views no longer
+// every stream is published: it switches every pending version whose run
+// is published and drops the ClickHouse tables of versions retired longer
+// than the grace (with ClickHouse), deletes the objects of views no longer
 // configured after their grace, then calls Options.AfterPublish while the
 // run still holds the lock.
 func finishRun(ctx context.Context, o *options, cfg *schemas.Config, lk *lock, res *Result) error {
+	if o.ClickHouse != nil {
+		if err := lk.check(); err != nil {
+			return err
+		}
+		var err error
+		if res.Switched, err = o.ClickHouse.SwitchVersions(ctx, cfg); err != nil {
+			return err
+		}
+		for _, v := range res.Switched {
+			o.Log.Info("batch: the new version of a view is exact and now answers REST and SQL; the old one is retired", "view", v,
+				"collected_after", o.RemovedViewGrace.String())
+		}
+		if res.Collected, err = o.ClickHouse.CollectRetired(ctx, cfg, o.RemovedViewGrace.D(), time.Now()); err != nil {
+			return err
+		}
+	}
 	removed, err := gcRemovedViews(ctx, o.Store, cfg, o.RemovedViewGrace.D(), time.Now(), lk)
 	if err != nil {
 		return err
@@ -479,7 +478,7 @@ func prepareStream(ctx context.Context, o *options, s *schemas.Stream, views []*
 // scanner returns the scanner of the job's master dataset for run runID.
 func (j *streamJob) scanner(o *options, runID, tmp string, spill *spillDir) *scanner {
 	sc := &scanner{st: o.Store, plan: j.plan, prev: j.pv.state, runID: runID, decoder: schemas.NewDecoder(j.s, o.Schema.MaxFutureSkew.D()),
-		spill: spill, tmp: tmp, workers: o.Workers, log: j.log, keepFrom: keepFromDay(j.from), allDays: j.pv.allDays}
+		spill: spill, tmp: tmp, workers: o.Workers, dedupMemory: o.DedupMemory, log: j.log, keepFrom: keepFromDay(j.from), allDays: j.pv.allDays}
 	if w := j.rec.firstWholeDay(o.Schema.MaxFutureSkew.D()); !w.IsZero() {
 		sc.daysFrom = dayOf(w)
 	}
@@ -537,7 +536,7 @@ type scanSummary struct {
 	Days                              map[int64]bool // every day with kept events, after retention
 	Clock, Entries                    map[int32]int64
 	Events, Duplicates, Invalid, Read int64
-	IDsLoaded, TableSlots             int64
+	IDsLoaded, TableSlots, IDsSpilled int64
 	Scan                              time.Duration
 	FileTimes                         map[string][2]int64 // streamState.FileTimes seen by the scan
 }
@@ -545,7 +544,8 @@ type scanSummary struct {
 func (sc *scanner) summary(scan time.Duration) *scanSummary {
 	return &scanSummary{Days: sc.days, Clock: sc.clock, Entries: sc.entries, FileTimes: sc.fileTimes,
 		Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(), Invalid: sc.stats.Invalid.Load(),
-		Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(), Scan: scan}
+		Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(),
+		IDsSpilled: sc.stats.IDsSpilled.Load(), Scan: scan}
 }
 
 func runStream(ctx context.Context, o *options, lk *lock, runID string, s *schemas.Stream, views []*schemas.View, tmp string) ([]ViewResult, error) {
@@ -579,12 +579,17 @@ func runStream(ctx context.Context, o *options, lk *lock, runID string, s *schem
 		return nil, err
 	}
 	out = append(out, more...)
-	// In the configuration's order, as one job reports them.
+	sortByConfig(out, views)
+	return out, gcStream(ctx, o, s, views, out)
+}
+
+// sortByConfig puts two jobs' results in the configuration's order, as
+// one job reports them.
+func sortByConfig(out []ViewResult, views []*schemas.View) {
 	slices.SortStableFunc(out, func(a, b ViewResult) int {
 		return slices.IndexFunc(views, func(v *schemas.View) bool { return v.Name == a.View }) -
 			slices.IndexFunc(views, func(v *schemas.View) bool { return v.Name == b.View })
 	})
-	return out, gcStream(ctx, o, s, views, out)
 }
 
 // freshViews splits a stream's views into those with no published run of
@@ -693,7 +698,7 @@ func publishStream(ctx context.Context, o *options, lk *lock, j *streamJob, runI
 		log.Info("batch: published", "view", v.Name, "run_id", runID, "rows", m.Rows, "files", len(m.Files),
 			"events", m.Events, "duplicates", m.Duplicates, "invalid", m.Invalid, "absorbed", absorbed,
 			"incremental", carried, "retained_from", from[i], "days_computed", days, "days_kept", kept,
-			"read", sum.Read, "ids_loaded", sum.IDsLoaded, "scan", sum.Scan.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
+			"read", sum.Read, "ids_loaded", sum.IDsLoaded, "ids_spilled", sum.IDsSpilled, "scan", sum.Scan.Round(time.Millisecond).String(), "duration", time.Since(t0).Round(time.Millisecond).String())
 		var dirty map[int64]bool
 		if carried {
 			dirty = compute
@@ -703,7 +708,7 @@ func publishStream(ctx context.Context, o *options, lk *lock, j *streamJob, runI
 		}
 		out = append(out, ViewResult{View: v.Name, Published: true, Manifest: m, Incremental: carried,
 			DaysComputed: days, DaysKept: kept, IDsLoaded: sum.IDsLoaded,
-			IDTableSlots: sum.TableSlots})
+			IDTableSlots: sum.TableSlots, IDsSpilled: sum.IDsSpilled})
 	}
 	if err := rawRetention(ctx, o, lk, s, plan, absorbed, rec, log); err != nil {
 		return nil, err

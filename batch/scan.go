@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -97,6 +98,7 @@ type scanStats struct {
 	Duplicates atomic.Int64
 	Invalid    atomic.Int64
 	IDsLoaded  atomic.Int64 // id index entries read from the previous run
+	IDsSpilled atomic.Int64 // ids the duplicate check wrote to its buckets (grace.go)
 	TableSlots atomic.Int64 // slots of the partitions' id tables at their largest
 }
 
@@ -119,6 +121,8 @@ type scanner struct {
 	stats   scanStats
 	total   int64 // messages to read in phase A, for progress
 	noIndex bool  // do not store the id index (a scan that is not a run)
+	// dedupMemory is batch.dedup_memory (0: DefaultDedupMemory).
+	dedupMemory int64
 	// keepFrom is the first day any view keeps (views[].retention): the
 	// days before it are not recomputed. allDays makes every day from
 	// keepFrom on dirty (previous.allDays). daysFrom is the first day the
@@ -271,55 +275,227 @@ func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 	if rows == 0 && sc.noIndex {
 		return nil // nothing new to read, no index to store
 	}
-	var idx *idTable
-	var clock schemas.DedupClock
-	window := sc.plan.Stream.DedupWindowMs()
-	room := int(rows) // at most one id per row: never grows
-	if window != math.MaxInt64 {
-		// Sized for the window, not the rows: the table drops expired ids
-		// rather than grow past what the window holds (idTable.makeRoom).
-		room = min(room, windowTableHint)
+	a := &phaseARun{sc: sc, p: p, window: sc.plan.Stream.DedupWindowMs(), bits: dedupTableBits(sc.budget()),
+		w: sc.spill.writer(p.Partition, 1), dirty: map[int64]bool{}, lastDay: math.MinInt64}
+	defer a.close()
+	if err := a.openDups(ctx); err != nil {
+		return err
 	}
+	// The ids in scope at the start: the previous run's index (its size
+	// says how many), and at most one per new row; with a window the
+	// table drops expired ids and may never need them all, so the check
+	// starts in memory and spills only once the table would outgrow its
+	// share of batch.dedup_memory.
+	var prior *objstore.Object
+	var priorN int64
 	if sc.prev != nil {
 		var err error
-		if idx, err = loadIndex(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p.Partition, room); err != nil {
+		if prior, err = objstore.Open(ctx, sc.st, indexKey(sc.plan.Stream.Name, sc.prev.RunID, p.Partition)); err != nil {
+			return fmt.Errorf("batch: reading the id index of %s partition %d of run %s: %w", sc.plan.Stream.Name, p.Partition, sc.prev.RunID, err)
+		}
+		defer prior.Close()
+		priorN = prior.Size() / indexEntryBytes
+		a.clock.Ms, a.clock.Set = sc.prev.Clock[p.Partition]
+	}
+	room := rows // at most one id per row
+	if a.window != math.MaxInt64 {
+		room = min(room, int64(windowTableHint))
+	}
+	var err error
+	if priorN+room > dedupTableIDs(a.bits) {
+		err = a.grace(ctx, sp, prior, priorN, nil)
+	} else {
+		err = a.inMemory(ctx, sp, prior, int(room))
+	}
+	sc.stats.Events.Add(a.kept)
+	sc.stats.Duplicates.Add(a.dups)
+	sc.stats.Invalid.Add(a.invalid)
+	sc.stats.TableSlots.Add(a.slots)
+	if err != nil {
+		return err
+	}
+	if err := a.w.flush(); err != nil {
+		return err
+	}
+	sc.mu.Lock()
+	for d := range a.dirty {
+		sc.dirty[d] = true
+		sc.days[d] = true
+	}
+	if a.clock.Set {
+		sc.clock[p.Partition] = a.clock.Ms
+	}
+	sc.mu.Unlock()
+	if sc.noIndex {
+		return nil
+	}
+	if a.indexPath == "" { // decided in memory
+		if a.indexN, err = a.writeIndexFile(func(bw *bufio.Writer) (int64, error) {
+			n, err := appendIndex(bw, a.idx.entries(), a.clock.Ms, a.window)
+			return int64(n), err
+		}); err != nil {
 			return err
 		}
-		sc.stats.IDsLoaded.Add(int64(idx.len()))
-		clock.Ms, clock.Set = sc.prev.Clock[p.Partition]
-	} else {
-		idx = newIDTable(room)
 	}
-	defer func() {
-		sc.stats.TableSlots.Add(int64(len(idx.ents)))
-		idx.free()
-	}()
-	w := sc.spill.writer(p.Partition, 1)
-	dirty := map[int64]bool{}
-	lastDay := int64(math.MinInt64)
-	var kept, dups, invalid int64
-	var dupOffs []int64 // 8 bytes a duplicate of the newly absorbed range
+	if err := putLocal(ctx, sc.st, a.indexPath, indexKey(sc.plan.Stream.Name, sc.runID, p.Partition)); err != nil {
+		return fmt.Errorf("batch: storing the id index of %s partition %d: %w", sc.plan.Stream.Name, p.Partition, err)
+	}
+	sc.mu.Lock()
+	sc.entries[p.Partition] = a.indexN
+	sc.mu.Unlock()
+	if err := a.dupw.Flush(); err != nil {
+		return fmt.Errorf("batch: duplicate offsets: %w", err)
+	}
+	if err := putLocal(ctx, sc.st, a.dupPath, dupsKey(sc.plan.Stream.Name, sc.runID, p.Partition)); err != nil {
+		return fmt.Errorf("batch: storing the duplicate offsets of %s partition %d: %w", sc.plan.Stream.Name, p.Partition, err)
+	}
+	return nil
+}
+
+// budget is batch.dedup_memory (its default when unset).
+func (sc *scanner) budget() int64 {
+	if sc.dedupMemory > 0 {
+		return sc.dedupMemory
+	}
+	return DefaultDedupMemory
+}
+
+// phaseARun is phase A of one partition: the duplicate check and the
+// spill of the kept events.
+type phaseARun struct {
+	sc     *scanner
+	p      partitionPlan
+	window int64
+	bits   uint // the table's most slots (batch.dedup_memory's share)
+	clock  schemas.DedupClock
+	idx    *idTable // the in-memory table, until freed
+	w      *spillWriter
+
+	dirty               map[int64]bool
+	lastDay             int64
+	kept, dups, invalid int64
+	slots               int64  // the largest table's slots
+	indexPath           string // the index file, once written
+	indexN              int64  // ids in it
+	// The duplicate offsets object being written: the previous run's,
+	// then this run's, as uvarint deltas.
+	dupPath  string
+	dupf     *os.File
+	dupw     *bufio.Writer
+	lastDup  int64
+	graceDir string
+}
+
+// errTableFull stops the in-memory check where the table would outgrow
+// its share of batch.dedup_memory.
+var errTableFull = errors.New("batch: id table full")
+
+func (a *phaseARun) close() {
+	if a.idx != nil {
+		a.idx.free()
+	}
+	if a.dupf != nil {
+		a.dupf.Close()
+		os.Remove(a.dupPath)
+	}
+	if a.indexPath != "" {
+		os.Remove(a.indexPath)
+	}
+	if a.graceDir != "" {
+		os.RemoveAll(a.graceDir)
+	}
+}
+
+// openDups starts the duplicate offsets object with the previous run's.
+func (a *phaseARun) openDups(ctx context.Context) error {
+	a.dupPath = filepath.Join(a.sc.tmp, fmt.Sprintf("dups-%d", a.p.Partition))
+	var err error
+	if a.dupf, err = os.Create(a.dupPath); err != nil {
+		return fmt.Errorf("batch: duplicate offsets: %w", err)
+	}
+	a.dupw = bufio.NewWriterSize(a.dupf, 1<<16)
+	if a.sc.prev == nil || a.sc.noIndex {
+		return nil
+	}
+	cur, err := openDups(ctx, a.sc.st, a.sc.plan.Stream.Name, a.sc.prev.RunID, a.p.Partition)
+	if err != nil {
+		return err
+	}
+	defer cur.close()
+	for {
+		off, ok, err := cur.next()
+		if err != nil || !ok {
+			return err
+		}
+		if err := a.putDup(off); err != nil {
+			return err
+		}
+	}
+}
+
+// putDup appends a duplicate's offset (ascending) to the object.
+func (a *phaseARun) putDup(off int64) error {
+	var buf [binary.MaxVarintLen64]byte
+	_, err := a.dupw.Write(buf[:binary.PutUvarint(buf[:], uint64(off-a.lastDup))])
+	a.lastDup = off
+	if err != nil {
+		return fmt.Errorf("batch: duplicate offsets: %w", err)
+	}
+	return nil
+}
+
+// keep spills row i of b, a kept event.
+func (a *phaseARun) keep(b *rawBatch, i int) error {
+	a.kept++
+	if d := b.days[i]; d != a.lastDay {
+		a.dirty[d], a.lastDay = true, d
+	}
+	return a.w.addEncoded(b.days[i], b.rec(i))
+}
+
+// inMemory decides the partition's new rows with one table, loading the
+// previous run's index (prior, when set) first. When the table would
+// outgrow its share of the budget (a window holding more ids than it),
+// it hands the rest of the rows to grace, from the row it stopped at, with
+// the table's live ids as the prior entries.
+func (a *phaseARun) inMemory(ctx context.Context, sp []fileSpan, prior *objstore.Object, room int) error {
+	sc := a.sc
+	if prior != nil {
+		var err error
+		if a.idx, err = readIndex(io.NewSectionReader(prior, 0, prior.Size()), prior.Size(), room); err != nil {
+			return fmt.Errorf("batch: reading the id index of %s partition %d: %w", sc.plan.Stream.Name, a.p.Partition, err)
+		}
+		sc.stats.IDsLoaded.Add(int64(a.idx.len()))
+	} else {
+		a.idx = newIDTable(room)
+	}
+	a.idx.maxBits = max(a.bits, 64-a.idx.shift)
+	idx := a.idx
 	var sink uint64
+	stopAt := int64(-1)
 	err := sc.pipe(ctx, sp, nil, nil, func(b *rawBatch) error {
 		sink += idx.touch(b.h0[:b.n], b.h1[:b.n], b.verdict[:b.n])
 		for i := 0; i < b.n; i++ {
 			// Every message moves the clock, invalid ones too: the speed
 			// layer sees them all as well.
-			c := clock.Advance(b.kafkaMs[i])
+			c := a.clock.Advance(b.kafkaMs[i])
 			if b.verdict[i] != rowValid {
-				invalid++
+				a.invalid++
 				continue
 			}
-			if !idx.admit(b.h0[i], b.h1[i], b.offsets[i], c, window) {
-				dups++
-				dupOffs = append(dupOffs, b.offsets[i])
+			if !idx.roomFor(c, a.window) {
+				stopAt = b.offsets[i]
+				sc.stats.Read.Add(int64(i))
+				return errTableFull
+			}
+			if !idx.admit(b.h0[i], b.h1[i], b.offsets[i], c, a.window) {
+				a.dups++
+				if err := a.putDup(b.offsets[i]); err != nil {
+					return err
+				}
 				continue
 			}
-			kept++
-			if d := b.days[i]; d != lastDay {
-				dirty[d], lastDay = true, d
-			}
-			if err := w.addEncoded(b.days[i], b.rec(i)); err != nil {
+			if err := a.keep(b, i); err != nil {
 				return err
 			}
 		}
@@ -327,92 +503,169 @@ func (sc *scanner) phaseA(ctx context.Context, p partitionPlan) error {
 		return nil
 	})
 	touchSink.Add(sink)
-	sc.stats.Events.Add(kept)
-	sc.stats.Duplicates.Add(dups)
-	sc.stats.Invalid.Add(invalid)
-	if err != nil {
+	a.slots = int64(len(idx.ents))
+	if !errors.Is(err, errTableFull) {
 		return err
 	}
-	if err := w.flush(); err != nil {
-		return err
-	}
-	sc.mu.Lock()
-	for d := range dirty {
-		sc.dirty[d] = true
-		sc.days[d] = true
-	}
-	if clock.Set {
-		sc.clock[p.Partition] = clock.Ms
-	}
-	sc.mu.Unlock()
-	if sc.noIndex {
+	// The clock advanced over the row stopped at; grace advances it there
+	// again, which changes nothing (a running maximum).
+	live := idx.entries()
+	priorEntries := func(add func(idEntry) error) error {
+		for _, e := range live {
+			if !schemas.DedupExpired(e.ms, a.clock.Ms, a.window) {
+				if err := add(e); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
 	}
-	n, err := saveIndex(ctx, sc.st, filepath.Join(sc.tmp, fmt.Sprintf("ids-%d", p.Partition)), sc.plan.Stream.Name, sc.runID, p.Partition, idx, clock.Ms, window)
-	if err != nil {
-		return err
-	}
-	sc.mu.Lock()
-	sc.entries[p.Partition] = int64(n)
-	sc.mu.Unlock()
-	return sc.saveDups(ctx, p.Partition, dupOffs)
+	rest, _ := spans(a.p, stopAt, a.p.Absorbed)
+	return a.grace(ctx, rest, nil, int64(len(live)), priorEntries)
 }
 
-// saveDups stores the offsets of every duplicate of partition p so far:
-// the previous run's, then dupOffs (all higher), as uvarint deltas.
-func (sc *scanner) saveDups(ctx context.Context, p int32, dupOffs []int64) error {
-	path := filepath.Join(sc.tmp, fmt.Sprintf("dups-%d", p))
-	f, err := os.Create(path)
+// grace decides the rows of sp in buckets (grace.go): the prior entries
+// (the previous run's index object, or fromTable's entries) and every
+// valid row's id go to bucket files, each bucket is decided alone, and a
+// second read of sp spills the rows that are not duplicates.
+func (a *phaseARun) grace(ctx context.Context, sp []fileSpan, prior *objstore.Object, priorN int64, fromTable func(add func(idEntry) error) error) error {
+	sc := a.sc
+	name := sc.plan.Stream.Name
+	a.graceDir = filepath.Join(sc.tmp, fmt.Sprintf("dedup-p%d", a.p.Partition))
+	var rows int64
+	for _, s := range sp {
+		rows += s.to - s.from
+	}
+	diskErr := func(err error) error { return graceDiskError(name, a.p.Partition, a.graceDir, sc.budget(), err) }
+	g, err := newGraceBuckets(a.graceDir, graceBucketCount(priorN+rows, dedupTableIDs(a.bits)))
 	if err != nil {
-		return fmt.Errorf("batch: duplicate offsets: %w", err)
+		return diskErr(err)
 	}
-	defer os.Remove(path)
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<16)
-	var last int64
-	var buf [binary.MaxVarintLen64]byte
-	put := func(off int64) error {
-		_, err := bw.Write(buf[:binary.PutUvarint(buf[:], uint64(off-last))])
-		last = off
+	defer g.close()
+	var spilled int64
+	addPrior := func(e idEntry) error {
+		spilled++
+		return g.add(e, true)
+	}
+	if fromTable != nil {
+		err = fromTable(addPrior)
+		a.idx.free()
+		a.idx = nil
+	} else if prior != nil {
+		err = readIndexEntries(io.NewSectionReader(prior, 0, prior.Size()), addPrior)
+		sc.stats.IDsLoaded.Add(spilled)
+	}
+	if err != nil {
+		return diskErr(err)
+	}
+	// Pass 1: every valid row's id, offset and clock, in offset order.
+	err = sc.pipe(ctx, sp, nil, nil, func(b *rawBatch) error {
+		for i := 0; i < b.n; i++ {
+			c := a.clock.Advance(b.kafkaMs[i])
+			if b.verdict[i] != rowValid {
+				a.invalid++
+				continue
+			}
+			spilled++
+			if err := g.add(idEntry{b.h0[i], b.h1[i], b.offsets[i], c}, false); err != nil {
+				return diskErr(err)
+			}
+		}
+		sc.stats.Read.Add(int64(b.n))
+		return nil
+	})
+	if err == nil {
+		if err = g.finish(); err != nil {
+			err = diskErr(err)
+		}
+	}
+	sc.stats.IDsSpilled.Add(spilled)
+	if err != nil {
 		return err
 	}
-	if sc.prev != nil {
-		cur, err := openDups(ctx, sc.st, sc.plan.Stream.Name, sc.prev.RunID, p)
-		if err != nil {
-			return err
-		}
-		for {
-			off, ok, err := cur.next()
-			if err != nil {
-				cur.close()
+	// The buckets, one table at a time, writing the index as they go.
+	check := &graceCheck{dir: a.graceDir, window: a.window, clock: a.clock.Ms, bits: a.bits}
+	if a.indexN, err = a.writeIndexFile(func(bw *bufio.Writer) (int64, error) {
+		check.index = bw
+		err := check.decide(g, 0)
+		return check.indexN, err
+	}); err != nil {
+		return diskErr(err)
+	}
+	a.slots = max(a.slots, check.slots)
+	a.dups += check.dups
+	// Pass 2: the rows again, skipping the duplicates' offsets (merged in
+	// ascending order, as the rows come), spilling the rest.
+	m, err := openDupMerge(check.dupFiles)
+	if err != nil {
+		return diskErr(err)
+	}
+	defer m.close()
+	nextDup, more, err := m.next()
+	if err != nil {
+		return diskErr(err)
+	}
+	err = sc.pipe(ctx, sp, nil, nil, func(b *rawBatch) error {
+		for i := 0; i < b.n; i++ {
+			if b.verdict[i] != rowValid {
+				continue
+			}
+			if more && nextDup == b.offsets[i] {
+				if err := a.putDup(nextDup); err != nil {
+					return err
+				}
+				var merr error
+				if nextDup, more, merr = m.next(); merr != nil {
+					return diskErr(merr)
+				}
+				continue
+			}
+			if err := a.keep(b, i); err != nil {
 				return err
 			}
-			if !ok {
-				break
-			}
-			if err := put(off); err != nil {
-				cur.close()
-				return err
-			}
 		}
-		cur.close()
-	}
-	for _, off := range dupOffs {
-		if err := put(off); err != nil {
-			return err
-		}
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("batch: duplicate offsets: %w", err)
-	}
-	size, _ := f.Seek(0, io.SeekCurrent)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	if err := sc.st.Put(ctx, dupsKey(sc.plan.Stream.Name, sc.runID, p), f, size); err != nil {
-		return fmt.Errorf("batch: storing the duplicate offsets of %s partition %d: %w", sc.plan.Stream.Name, p, err)
+	if more {
+		return fmt.Errorf("batch: %s partition %d: duplicate offset %d was not read again (the master dataset changed during the run?)", name, a.p.Partition, nextDup)
 	}
 	return nil
+}
+
+// writeIndexFile writes the index file with fill and returns the ids in it.
+func (a *phaseARun) writeIndexFile(fill func(bw *bufio.Writer) (int64, error)) (int64, error) {
+	a.indexPath = filepath.Join(a.sc.tmp, fmt.Sprintf("ids-%d", a.p.Partition))
+	f, err := os.Create(a.indexPath)
+	if err != nil {
+		return 0, fmt.Errorf("batch: id index: %w", err)
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	n, err := fill(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		return n, fmt.Errorf("batch: id index: %w", err)
+	}
+	return n, f.Close()
+}
+
+// putLocal stores the local file path as key.
+func putLocal(ctx context.Context, st objstore.Bucket, path, key string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	return st.Put(ctx, key, f, info.Size())
 }
 
 // dupCursor reads a duplicate-offsets object in offset order, holding a
@@ -550,45 +803,6 @@ func (sc *scanner) noteFileTimes(key string, r *rawFileReader) {
 	sc.mu.Lock()
 	sc.fileTimes[key] = [2]int64{lo, hi}
 	sc.mu.Unlock()
-}
-
-// saveIndex writes the id index of one partition (writeIndex: the ids a
-// message after clock can still be a duplicate of) and returns how many
-// ids it holds. idx is unusable after (free it).
-func saveIndex(ctx context.Context, st objstore.Bucket, path, stream, runID string, p int32, idx *idTable, clock, windowMs int64) (int, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, fmt.Errorf("batch: id index: %w", err)
-	}
-	defer os.Remove(path)
-	defer f.Close()
-	n, err := writeIndex(f, idx.entries(), clock, windowMs)
-	if err != nil {
-		return 0, fmt.Errorf("batch: id index: %w", err)
-	}
-	size, _ := f.Seek(0, io.SeekCurrent)
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return 0, err
-	}
-	if err := st.Put(ctx, indexKey(stream, runID, p), f, size); err != nil {
-		return 0, fmt.Errorf("batch: storing the id index of %s partition %d: %w", stream, p, err)
-	}
-	return n, nil
-}
-
-// loadIndex reads the id index of one partition of a run into a table
-// with room for extra more ids.
-func loadIndex(ctx context.Context, st objstore.Bucket, stream, runID string, p int32, extra int) (*idTable, error) {
-	obj, err := objstore.Open(ctx, st, indexKey(stream, runID, p))
-	if err != nil {
-		return nil, fmt.Errorf("batch: reading the id index of %s partition %d of run %s: %w", stream, p, runID, err)
-	}
-	defer obj.Close()
-	idx, err := readIndex(io.NewSectionReader(obj, 0, obj.Size()), obj.Size(), extra)
-	if err != nil {
-		return nil, fmt.Errorf("batch: reading the id index of %s partition %d: %w", stream, p, err)
-	}
-	return idx, nil
 }
 
 func loadState(ctx context.Context, st objstore.Bucket, stream, runID string) (*streamState, error) {

@@ -128,11 +128,17 @@ func spillKey(name, stream string, day int64, p int32) string {
 
 // splitPlan is the snapshot every process of a split run works on.
 type splitPlan struct {
-	Name    string    `json:"name"`
-	RunID   string    `json:"run_id"`
-	Workers int       `json:"workers"`
-	At      time.Time `json:"at"` // Deps.Now at the plan: retention's clock
-	Full    bool      `json:"full"`
+	Name  string `json:"name"`
+	RunID string `json:"run_id"`
+	// FreshRunID is the run id of the views computed over all history
+	// beside a stream's incremental ones (a view added, a new version), as
+	// one process's run gives them one of their own (runStream). Plans
+	// stored before it have none: their fresh views are computed in one
+	// job with the others, in full.
+	FreshRunID string    `json:"fresh_run_id,omitempty"`
+	Workers    int       `json:"workers"`
+	At         time.Time `json:"at"` // Deps.Now at the plan: retention's clock
+	Full       bool      `json:"full"`
 	// Streams holds each stream's partitions (planStream's).
 	Streams map[string][]partitionPlan `json:"streams"`
 	// Views holds each view's fingerprint and current run at the plan: a
@@ -162,6 +168,7 @@ type scanPart struct {
 	Read       int64           `json:"read"`
 	IDsLoaded  int64           `json:"ids_loaded"`
 	TableSlots int64           `json:"table_slots"`
+	IDsSpilled int64           `json:"ids_spilled"`
 }
 
 type spillObject struct {
@@ -260,7 +267,10 @@ func ensurePlan(ctx context.Context, o *options, create bool) (*splitPlan, error
 			so.Name, o.Store.Name(), splitPlanKey(so.Name), so.Name, so.Workers)
 	}
 	if isNotFound(err) {
-		p := &splitPlan{Name: so.Name, RunID: NewRunID(time.Now()), Workers: so.Workers, At: o.Now().UTC(), Full: o.Full,
+		now := time.Now()
+		// The fresh views' run id sorts after the run's, as one process's
+		// later one does.
+		p := &splitPlan{Name: so.Name, RunID: NewRunID(now), FreshRunID: NewRunID(now.Add(time.Millisecond)), Workers: so.Workers, At: o.Now().UTC(), Full: o.Full,
 			Streams: map[string][]partitionPlan{}, Views: map[string]splitView{}}
 		for _, s := range o.Schema.Streams {
 			if len(o.Schema.ViewsOf(s.Name)) == 0 {
@@ -327,13 +337,50 @@ func ensurePlan(ctx context.Context, o *options, create bool) (*splitPlan, error
 	return &p, nil
 }
 
-// job is the stream's streamJob under the plan.
-func (p *splitPlan) job(ctx context.Context, o *options, s *schemas.Stream) (*streamJob, error) {
+// splitJob is one streamJob of a split run, with the run id it publishes
+// under and the name its parts are stored by.
+type splitJob struct {
+	*streamJob
+	runID string
+	// key names the job's parts and spill under the run's prefix: the
+	// stream's name, and <stream>/fresh for its fresh views' job.
+	key string
+}
+
+// jobs are the stream's streamJobs under the plan: as in one process's run
+// (runStream), the views with no run of their definition (a view added, a
+// new version) are computed over all history in a job of their own, under
+// the plan's FreshRunID, while the others continue incrementally.
+func (p *splitPlan) jobs(ctx context.Context, o *options, s *schemas.Stream) ([]splitJob, error) {
 	parts, ok := p.Streams[s.Name]
 	if !ok {
 		return nil, fmt.Errorf("batch: split run %s was planned under another configuration (stream %s is not in its plan)", p.Name, s.Name)
 	}
-	return prepareStream(ctx, o, s, o.Schema.ViewsOf(s.Name), &streamPlan{Stream: s, Partitions: parts})
+	sp := &streamPlan{Stream: s, Partitions: parts}
+	views := o.Schema.ViewsOf(s.Name)
+	fresh, rest, err := freshViews(ctx, o, s, views)
+	if err != nil {
+		return nil, err
+	}
+	if len(fresh) == 0 || len(rest) == 0 || p.FreshRunID == "" {
+		j, err := prepareStream(ctx, o, s, views, sp)
+		if err != nil {
+			return nil, err
+		}
+		return []splitJob{{j, p.RunID, s.Name}}, nil
+	}
+	var out []splitJob
+	for _, x := range []struct {
+		views      []*schemas.View
+		runID, key string
+	}{{rest, p.RunID, s.Name}, {fresh, p.FreshRunID, s.Name + "/fresh"}} {
+		j, err := prepareStream(ctx, o, s, x.views, sp)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, splitJob{j, x.runID, x.key})
+	}
+	return out, nil
 }
 
 // splitWorker does worker I's part of every stream: its partitions' scan,
@@ -343,28 +390,30 @@ func splitWorker(ctx context.Context, o *options, lk *lock, plan *splitPlan, tmp
 		if len(o.Schema.ViewsOf(s.Name)) == 0 {
 			continue
 		}
-		j, err := plan.job(ctx, o, s)
+		jobs, err := plan.jobs(ctx, o, s)
 		if err != nil {
 			return err
 		}
-		if j.upToDate || j.empty {
-			continue // the publisher does what is left
-		}
-		if !hasPart(ctx, o, plan, scanPartKey(plan.Name, s.Name, o.Split.Worker)) {
-			if err := scanWorker(ctx, o, plan, j, tmp); err != nil {
+		for _, j := range jobs {
+			if j.upToDate || j.empty {
+				continue // the publisher does what is left
+			}
+			if !hasPart(ctx, o, plan, scanPartKey(plan.Name, j.key, o.Split.Worker)) {
+				if err := scanWorker(ctx, o, plan, j, tmp); err != nil {
+					return err
+				}
+			}
+			if err := lk.check(); err != nil {
 				return err
 			}
-		}
-		if err := lk.check(); err != nil {
-			return err
-		}
-		if !hasPart(ctx, o, plan, aggPartKey(plan.Name, s.Name, o.Split.Worker)) {
-			if err := aggWorker(ctx, o, plan, j, tmp); err != nil {
+			if !hasPart(ctx, o, plan, aggPartKey(plan.Name, j.key, o.Split.Worker)) {
+				if err := aggWorker(ctx, o, plan, j, tmp); err != nil {
+					return err
+				}
+			}
+			if err := lk.check(); err != nil {
 				return err
 			}
-		}
-		if err := lk.check(); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -389,7 +438,7 @@ func hasPart(ctx context.Context, o *options, plan *splitPlan, key string) bool 
 }
 
 // scanWorker is phase A of the worker's partitions (p mod N = I).
-func scanWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, tmp string) error {
+func scanWorker(ctx context.Context, o *options, plan *splitPlan, j splitJob, tmp string) error {
 	so := o.Split
 	t0 := time.Now()
 	mine := &streamPlan{Stream: j.s}
@@ -400,11 +449,11 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, 
 			parts = append(parts, p.Partition)
 		}
 	}
-	dir := filepath.Join(tmp, j.s.Name+"-scan")
+	dir := filepath.Join(tmp, strings.ReplaceAll(j.key, "/", "-")+"-scan")
 	spill := &spillDir{dir: dir, stream: j.s}
-	jj := *j
+	jj := *j.streamJob
 	jj.plan = mine
-	sc := jj.scanner(o, plan.RunID, tmp, spill)
+	sc := jj.scanner(o, j.runID, tmp, spill)
 	sc.phaseAOnly = true
 	if err := sc.run(ctx); err != nil {
 		return err
@@ -414,7 +463,8 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, 
 	}
 	part := &scanPart{Plan: plan.id, Worker: so.Worker, Partitions: parts, NewDays: sortedDays(sc.dirty),
 		Clock: sc.clock, Entries: sc.entries, Events: sc.stats.Events.Load(), Duplicates: sc.stats.Duplicates.Load(),
-		Invalid: sc.stats.Invalid.Load(), Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load()}
+		Invalid: sc.stats.Invalid.Load(), Read: sc.stats.Read.Load(), IDsLoaded: sc.stats.IDsLoaded.Load(), TableSlots: sc.stats.TableSlots.Load(),
+		IDsSpilled: sc.stats.IDsSpilled.Load()}
 	// Phase A's spill: one object per (day, partition), the records in
 	// offset order, as the aggregating worker's phase A bucket.
 	for _, d := range part.NewDays {
@@ -429,7 +479,7 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, 
 			}
 			fi, err := f.Stat()
 			if err == nil {
-				err = o.Store.Put(ctx, spillKey(plan.Name, j.s.Name, d, p), f, fi.Size())
+				err = o.Store.Put(ctx, spillKey(plan.Name, j.key, d, p), f, fi.Size())
 			}
 			f.Close()
 			os.Remove(path)
@@ -443,7 +493,7 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, 
 		return errors.New("batch: test crash after the spill upload")
 	}
 	data, _ := json.MarshalIndent(part, "", "  ")
-	if err := objstore.PutBytes(ctx, o.Store, scanPartKey(plan.Name, j.s.Name, so.Worker), data); err != nil {
+	if err := objstore.PutBytes(ctx, o.Store, scanPartKey(plan.Name, j.key, so.Worker), data); err != nil {
 		return err
 	}
 	j.log.Info("batch: scan part stored", "worker", fmt.Sprintf("%d/%d", so.Worker, so.Workers), "partitions", parts,
@@ -453,7 +503,7 @@ func scanWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, 
 }
 
 // readParts reads every worker's part of kind ("scan" or "agg") for the
-// stream, waiting up to o.Split.Wait for missing ones; a part of another
+// job stored by key (splitJob.key), waiting up to o.Split.Wait for missing ones; a part of another
 // plan counts as missing (a worker of an earlier, abandoned plan).
 func readParts[T any](ctx context.Context, o *options, plan *splitPlan, stream, kind string, planOf func(*T) string) ([]*T, error) {
 	key := scanPartKey
@@ -534,6 +584,7 @@ func settle(o *options, j *streamJob, parts []*scanPart) (compute map[int64]bool
 		sum.Read += p.Read
 		sum.IDsLoaded += p.IDsLoaded
 		sum.TableSlots += p.TableSlots
+		sum.IDsSpilled += p.IDsSpilled
 	}
 	sc.settleDays()
 	sum.Days = sc.days
@@ -542,14 +593,14 @@ func settle(o *options, j *streamJob, parts []*scanPart) (compute map[int64]bool
 
 // aggWorker aggregates worker I's days: every Nth of the days the run
 // computes, from every partition's events of those days.
-func aggWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, tmp string) error {
+func aggWorker(ctx context.Context, o *options, plan *splitPlan, j splitJob, tmp string) error {
 	so := o.Split
-	parts, err := readParts(ctx, o, plan, j.s.Name, "scan", scanPlanOf)
+	parts, err := readParts(ctx, o, plan, j.key, "scan", scanPlanOf)
 	if err != nil {
 		return err
 	}
 	t0 := time.Now()
-	compute, _ := settle(o, j, parts)
+	compute, _ := settle(o, j.streamJob, parts)
 	all := sortedDays(compute)
 	var days []int64
 	mine := map[int64]bool{}
@@ -559,13 +610,13 @@ func aggWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, t
 			mine[d] = true
 		}
 	}
-	spill := &spillDir{dir: filepath.Join(tmp, j.s.Name+"-agg"), stream: j.s}
+	spill := &spillDir{dir: filepath.Join(tmp, strings.ReplaceAll(j.key, "/", "-")+"-agg"), stream: j.s}
 	for _, p := range parts {
 		for _, obj := range p.Spill {
 			if !mine[obj.Day] {
 				continue
 			}
-			if err := download(ctx, o.Store, spillKey(plan.Name, j.s.Name, obj.Day, obj.Partition), spill.path(obj.Day, obj.Partition, 1)); err != nil {
+			if err := download(ctx, o.Store, spillKey(plan.Name, j.key, obj.Day, obj.Partition), spill.path(obj.Day, obj.Partition, 1)); err != nil {
 				return err
 			}
 		}
@@ -573,13 +624,13 @@ func aggWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, t
 	if j.pv.state != nil && len(days) > 0 {
 		// Phase B for these days only: the older offsets' events, with
 		// the duplicate offsets the scan workers stored for this run.
-		sc := j.scanner(o, plan.RunID, tmp, spill)
+		sc := j.scanner(o, j.runID, tmp, spill)
 		sc.dirty = mine
 		if err := sc.rereadDays(ctx); err != nil {
 			return err
 		}
 	}
-	files, err := computeDays(ctx, o, spill, j.s, j.views, days, j.fromDay, plan.RunID, tmp)
+	files, err := computeDays(ctx, o, spill, j.s, j.views, days, j.fromDay, j.runID, tmp)
 	if err != nil {
 		return err
 	}
@@ -588,7 +639,7 @@ func aggWorker(ctx context.Context, o *options, plan *splitPlan, j *streamJob, t
 	}
 	part := &aggPart{Plan: plan.id, Worker: so.Worker, Days: days, Files: files}
 	data, _ := json.MarshalIndent(part, "", "  ")
-	if err := objstore.PutBytes(ctx, o.Store, aggPartKey(plan.Name, j.s.Name, so.Worker), data); err != nil {
+	if err := objstore.PutBytes(ctx, o.Store, aggPartKey(plan.Name, j.key, so.Worker), data); err != nil {
 		return err
 	}
 	j.log.Info("batch: aggregate part stored", "worker", fmt.Sprintf("%d/%d", so.Worker, so.Workers), "days", len(days), "of", len(all),
@@ -633,46 +684,28 @@ func splitPublish(ctx context.Context, o *options, lk *lock, plan *splitPlan, tm
 		if len(views) == 0 {
 			continue
 		}
-		j, err := plan.job(ctx, o, s)
+		jobs, err := plan.jobs(ctx, o, s)
 		if err != nil {
 			return nil, err
 		}
-		if out, ok, err := j.noNews(ctx, o, lk); ok {
+		// Two jobs collect the stream's old runs once, over every view,
+		// as runStream does.
+		o.deferStreamGC = len(jobs) > 1
+		var out []ViewResult
+		for _, j := range jobs {
+			vr, err := publishJob(ctx, o, lk, plan, j, start)
 			if err != nil {
+				o.deferStreamGC = false
 				return nil, err
 			}
-			res.Views = append(res.Views, out...)
-			continue
+			out = append(out, vr...)
 		}
-		j.logStart()
-		scans, err := readParts(ctx, o, plan, s.Name, "scan", scanPlanOf)
-		if err != nil {
-			return nil, err
-		}
-		aggs, err := readParts(ctx, o, plan, s.Name, "agg", aggPlanOf)
-		if err != nil {
-			return nil, err
-		}
-		compute, sum := settle(o, j, scans)
-		sum.Scan = time.Since(start)
-		files := make([][]schemas.ManifestFile, len(views))
-		var got []int64
-		for _, a := range aggs {
-			if len(a.Files) != len(views) && len(a.Days) > 0 {
-				return nil, fmt.Errorf("batch: split run %s: the aggregate part of worker %d has %d views, not %d", plan.Name, a.Worker, len(a.Files), len(views))
+		o.deferStreamGC = false
+		if len(jobs) > 1 {
+			sortByConfig(out, views)
+			if err := gcStream(ctx, o, s, views, out); err != nil {
+				return nil, err
 			}
-			got = append(got, a.Days...)
-			for i := range a.Files {
-				files[i] = append(files[i], a.Files[i]...)
-			}
-		}
-		sort.Slice(got, func(a, b int) bool { return got[a] < got[b] })
-		if want := sortedDays(compute); fmt.Sprint(got) != fmt.Sprint(want) {
-			return nil, fmt.Errorf("batch: split run %s, stream %s: the aggregate parts computed days %v, the plan needs %v", plan.Name, s.Name, got, want)
-		}
-		out, err := publishStream(ctx, o, lk, j, plan.RunID, compute, files, sum)
-		if err != nil {
-			return nil, err
 		}
 		res.Views = append(res.Views, out...)
 	}
@@ -703,4 +736,39 @@ func splitPublish(ctx context.Context, o *options, lk *lock, plan *splitPlan, tm
 	}
 	o.Log.Info("batch: split run published", "workers", plan.Workers, "views", len(res.Views), "duration", res.Duration.Round(time.Millisecond).String())
 	return res, nil
+}
+
+// publishJob publishes one job of a split run once every part is in: the
+// one-process run's steps after the aggregation, on the parts' results.
+func publishJob(ctx context.Context, o *options, lk *lock, plan *splitPlan, j splitJob, start time.Time) ([]ViewResult, error) {
+	if out, ok, err := j.noNews(ctx, o, lk); ok {
+		return out, err
+	}
+	j.logStart()
+	scans, err := readParts(ctx, o, plan, j.key, "scan", scanPlanOf)
+	if err != nil {
+		return nil, err
+	}
+	aggs, err := readParts(ctx, o, plan, j.key, "agg", aggPlanOf)
+	if err != nil {
+		return nil, err
+	}
+	compute, sum := settle(o, j.streamJob, scans)
+	sum.Scan = time.Since(start)
+	files := make([][]schemas.ManifestFile, len(j.views))
+	var got []int64
+	for _, a := range aggs {
+		if len(a.Files) != len(j.views) && len(a.Days) > 0 {
+			return nil, fmt.Errorf("batch: split run %s: the aggregate part of worker %d has %d views, not %d", plan.Name, a.Worker, len(a.Files), len(j.views))
+		}
+		got = append(got, a.Days...)
+		for i := range a.Files {
+			files[i] = append(files[i], a.Files[i]...)
+		}
+	}
+	sort.Slice(got, func(a, b int) bool { return got[a] < got[b] })
+	if want := sortedDays(compute); fmt.Sprint(got) != fmt.Sprint(want) {
+		return nil, fmt.Errorf("batch: split run %s, %s: the aggregate parts computed days %v, the plan needs %v", plan.Name, j.key, got, want)
+	}
+	return publishStream(ctx, o, lk, j.streamJob, j.runID, compute, files, sum)
 }

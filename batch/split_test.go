@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -122,6 +124,14 @@ func TestSplitRunEqualsOneProcess(t *testing.T) {
 	runAll := func(round string) {
 		for _, x := range sets {
 			o := Options{Config: x.cfg, Store: x.st, Log: testLog(), TempDir: t.TempDir(), Now: func() time.Time { return now }}
+			if x.workers == 3 {
+				// Its workers decide duplicates in buckets (grace.go): 1,024-
+				// slot tables for 1,000–1,500 ids a partition.
+				bc, err := ConfigFrom(x.cfg)
+				require.NoError(t, err)
+				bc.DedupMemory = 64 << 10
+				o.Batch = &bc
+			}
 			var res *Result
 			var err error
 			if x.workers == 1 {
@@ -131,6 +141,9 @@ func TestSplitRunEqualsOneProcess(t *testing.T) {
 			}
 			require.NoError(t, err, "%s, %d workers", round, x.workers)
 			require.False(t, res.UpToDate(), "%s, %d workers", round, x.workers)
+			if round == "first" { // the second's ids in scope are its window's: they fit
+				require.Equal(t, x.workers == 3, res.Views[0].IDsSpilled > 0, "%s, %d workers: ids spilled", round, x.workers)
+			}
 		}
 		want := publishedState(t, ctx, sets[0].st, sets[0].cfg)
 		for _, x := range sets[1:] {
@@ -176,6 +189,156 @@ func TestSplitRunEqualsOneProcess(t *testing.T) {
 		res, err := Run(ctx, Options{Config: x.cfg, Store: x.st, Log: testLog(), TempDir: t.TempDir(), Now: func() time.Time { return now }})
 		require.NoError(t, err)
 		require.True(t, res.UpToDate(), "%d workers", x.workers)
+	}
+
+	// A view's definition changes: its pending version is computed over
+	// all history beside the current one (with retention, in one job
+	// with the stream's other views: the stored duplicate decisions), by
+	// N workers as by one process.
+	for i := range sets {
+		sets[i].cfg = withPendingVersion(t, sets[i].cfg)
+	}
+	now = now.Add(3 * time.Hour)
+	for p := int32(0); p < 3; p++ {
+		more := genPartition(rng, p, int64(len(msgs[p])), 100, ids[p])
+		msgs[p] = append(msgs[p], more...)
+		write(p, more)
+	}
+	runAll("pending")
+	m, err = ReadManifest(ctx, sets[0].st, "pv_hourly__v2")
+	require.NoError(t, err)
+	require.NotNil(t, m, "the pending version is published")
+}
+
+// withPendingVersion is cfg (Versioned, or not yet) after pv_hourly lost
+// a measure, as clickhouse.DB.Versioned gives it once tandem migrate
+// registered the change: the current version, pv_hourly, and the pending
+// one, pv_hourly__v2, both computed.
+func withPendingVersion(t *testing.T, cfg *schemas.Config) *schemas.Config {
+	t.Helper()
+	old := cfg.View("pv_hourly")
+	changed := *cfg
+	changed.Views = nil
+	var versions []schemas.ViewVersion
+	for _, v := range cfg.Views {
+		versions = append(versions, schemas.ViewVersion{View: v.Name, Version: 1, Fingerprint: v.Fingerprint(), Definition: v.DefinitionYAML(), State: schemas.VersionCurrent})
+		if v.Name != "pv_hourly" {
+			changed.Views = append(changed.Views, v)
+			continue
+		}
+		nv := *old
+		nv.Measures = slices.DeleteFunc(slices.Clone(old.Measures), func(m schemas.Measure) bool { return m.Name == "min_latency" })
+		changed.Views = append(changed.Views, &nv)
+	}
+	nv := changed.View("pv_hourly")
+	require.NotEqual(t, old.Fingerprint(), nv.Fingerprint())
+	versions = append(versions, schemas.ViewVersion{View: "pv_hourly", Version: 2, Fingerprint: nv.Fingerprint(), Definition: nv.DefinitionYAML(), State: schemas.VersionPending})
+	eff, err := changed.Versioned(versions)
+	require.NoError(t, err)
+	require.Len(t, eff.Views, len(cfg.Views)+1)
+	return eff
+}
+
+// TestSplitRunPendingVersionIncremental: without retention, a split run
+// computes a pending version over all history under a run id of its own
+// while the stream's other views continue incrementally — one process's
+// per-view recompute — and publishes the same manifests and bytes; the
+// next run continues incrementally for all of them.
+func TestSplitRunPendingVersionIncremental(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	srv := testenv.MinIO(t)
+	type setup struct {
+		workers int
+		cfg     *schemas.Config
+		st      *s3.Store
+	}
+	var sets []setup
+	for _, n := range []int{1, 2, 3} {
+		cfg := testConfig(t, 100, 3, srv)
+		cfg.S3.Bucket = fmt.Sprintf("pending%d", n)
+		st := testStore(t, cfg)
+		require.NoError(t, st.EnsureBucket(ctx))
+		sets = append(sets, setup{n, cfg, st})
+	}
+	s := sets[0].cfg.Stream("pv")
+	rng := rand.New(rand.NewPCG(21, 22))
+	msgs := map[int32][]genMsg{}
+	ids := map[int32]*[]string{0: {}, 1: {}, 2: {}}
+	add := func(n int64) {
+		for p := int32(0); p < 3; p++ {
+			more := genPartition(rng, p, int64(len(msgs[p])), n+50*int64(p), ids[p])
+			msgs[p] = append(msgs[p], more...)
+			for _, x := range sets {
+				writeRaw(t, ctx, x.st, s, p, more, 50)
+			}
+		}
+	}
+	now := genBase.Add(8 * 24 * time.Hour)
+	runAll := func(round string) map[int]*Result {
+		out := map[int]*Result{}
+		for _, x := range sets {
+			o := Options{Config: x.cfg, Store: x.st, Log: testLog(), TempDir: t.TempDir(), Now: func() time.Time { return now }}
+			var res *Result
+			var err error
+			if x.workers == 1 {
+				res, err = Run(ctx, o)
+			} else {
+				res, err = runWorkers(ctx, t, o, fmt.Sprintf("%s-%d", round, x.workers), x.workers)
+			}
+			require.NoError(t, err, "%s, %d workers", round, x.workers)
+			out[x.workers] = res
+		}
+		want := publishedState(t, ctx, sets[0].st, sets[0].cfg)
+		for _, x := range sets[1:] {
+			got := publishedState(t, ctx, x.st, x.cfg)
+			require.Equal(t, len(want), len(got), "%s, %d workers: files", round, x.workers)
+			for k, w := range want {
+				require.True(t, w == got[k], "%s, %d workers: %s differs from one process's", round, x.workers, k)
+			}
+		}
+		return out
+	}
+	add(800)
+	runAll("first")
+	for i := range sets {
+		sets[i].cfg = withPendingVersion(t, sets[i].cfg)
+	}
+	add(150)
+	for n, res := range runAll("pending") {
+		byView := map[string]ViewResult{}
+		for _, vr := range res.Views {
+			byView[vr.View] = vr
+		}
+		require.Len(t, byView, 3, "%d workers", n)
+		for _, name := range []string{"pv_hourly", "pv_daily"} {
+			require.True(t, byView[name].Published && byView[name].Incremental, "%d workers: %s continues incrementally", n, name)
+			require.Positive(t, byView[name].DaysKept, "%d workers: %s", n, name)
+		}
+		nv := byView["pv_hourly__v2"]
+		require.True(t, nv.Published, "%d workers", n)
+		require.False(t, nv.Incremental, "%d workers: the pending version is computed over all history", n)
+		require.NotEqual(t, byView["pv_hourly"].Manifest.RunID, nv.Manifest.RunID, "%d workers: under a run id of its own", n)
+		require.Equal(t, byView["pv_hourly"].Manifest.Absorbed, nv.Manifest.Absorbed, "%d workers: up to the same chunks", n)
+		t.Logf("%d workers: pv_hourly %d days computed, %d kept; pv_hourly__v2 %d days computed, %d kept",
+			n, byView["pv_hourly"].DaysComputed, byView["pv_hourly"].DaysKept, nv.DaysComputed, nv.DaysKept)
+	}
+	// The pending version's rows are the truth of its definition.
+	absorbed := map[int32]int64{}
+	m, err := ReadManifest(ctx, sets[2].st, "pv_hourly__v2")
+	require.NoError(t, err)
+	maps.Copy(absorbed, m.Absorbed)
+	want, _, _, _ := truth(msgs, absorbed, time.Hour, true)
+	nv := sets[2].cfg.View("pv_hourly__v2")
+	_, rows, _ := publishedRows(t, ctx, sets[2].st, nv)
+	checkAgainstTruth(t, nv, rows, want)
+
+	// Both continue incrementally from either run's state.
+	add(100)
+	for n, res := range runAll("after") {
+		for _, vr := range res.Views {
+			require.True(t, vr.Published && vr.Incremental, "%d workers: %s", n, vr.View)
+		}
 	}
 }
 

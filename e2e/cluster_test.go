@@ -6,13 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/config"
 	"github.com/tandem-analytics/tandem/ingest/gen"
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
+	"github.com/tandem-analytics/tandem/internal/testenv"
 )
 
 // TestExactnessOnCluster is issue 14's two-shard ClickHouse: the platform
@@ -142,4 +145,89 @@ func TestExactnessOnCluster(t *testing.T) {
 		require.LessOrEqual(t, runs, uint64(3), "server %d keeps at most batch.keep_runs runs", i+1)
 		require.Positive(t, runs, "server %d holds batch rows", i+1)
 	}
+
+	// The view's definition changes on the cluster (issue 13): a measure
+	// added, as a Kubernetes rollout does it. tandem migrate (the Job)
+	// creates the pending version's tables on both servers while
+	// everything runs, then speed and serve restart with the edited
+	// configuration. REST and the merged SQL views on either server answer
+	// from the old version exactly until a batch run computes the new one
+	// and switches both; from then on from the new one, on both shards'
+	// data.
+	const latency = "      - { name: latency,     type: quantiles, field: latency_ms }\n"
+	text, err := os.ReadFile(p.cfgPath)
+	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(string(text), latency))
+	require.NoError(t, os.WriteFile(p.cfgPath, []byte(strings.Replace(string(text), latency, latency+"      - { name: total_latency, type: sum, field: latency_ms }\n", 1)), 0o600))
+	p.cfg, err = config.LoadFile(p.cfgPath)
+	require.NoError(t, err)
+	out, err = exec.Command(p.bin, "migrate", "--config", p.cfgPath).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	physical := viewName + "__v2"
+	versions := func(s *testenv.ClickHouseServer) []string {
+		return testenv.QueryStrings(t, s.Conn(t), "SELECT concat(toString(version), ' ', state) FROM "+s.Database+".view_versions FINAL WHERE view = ? ORDER BY version", viewName)
+	}
+	columns := func(s *testenv.ClickHouseServer, table string) []string {
+		return testenv.QueryStrings(t, s.Conn(t), "SELECT name FROM system.columns WHERE database = ? AND table = ?", s.Database, table)
+	}
+	for i, s := range p.cluster.Servers {
+		for _, table := range []string{clickhouse.SpeedTable(physical), clickhouse.BatchTable(physical), clickhouse.LevelsTable(physical)} {
+			require.Contains(t, columns(s, table), "total_latency", "server %d: the pending version's Distributed table %s", i+1, table)
+			require.Contains(t, columns(s, clickhouse.LocalTable(table)), "total_latency", "server %d: its local table", i+1)
+		}
+		require.Equal(t, []string{"1 current", "2 pending"}, versions(s), "server %d: the registry", i+1)
+		require.NotContains(t, columns(s, viewName), "total_latency", "server %d: the logical SQL view is the old version's", i+1)
+	}
+	for _, name := range []string{"speed", "serve"} {
+		require.NoError(t, p.proc(name).term(30*time.Second))
+	}
+	p.start("speed", "serve")
+	wave(3000, seed+2)
+	p.waitExact(t, "the old version while the new one is computed", truth, queries())
+	checkSQL("the old version while the new one is computed")
+
+	require.Eventually(t, func() bool { return len(p.readMasterDataset(t).missing(truth)) == 0 },
+		60*time.Second, time.Second, "the archiver did not archive every acknowledged event")
+	out2, err = p.batchRun(context.Background())
+	require.NoError(t, err, "batch run: %s", out2)
+	require.Contains(t, out2, "the new version of a view is exact and now answers REST and SQL")
+	wave(2000, seed+3)
+	p.waitExact(t, "the new version", truth, queries())
+	checkSQL("the new version")
+	qs := queries()
+	byDevice := query{from: qs[0].from, to: qs[0].to, granularity: "all", groupBy: []string{"device"}}
+	require.Eventually(t, func() bool { return len(p.diffTotalLatency(viewName, truth, byDevice)) == 0 }, 60*time.Second, 500*time.Millisecond,
+		"REST's total_latency: %v", p.diffTotalLatency(viewName, truth, byDevice))
+	want := map[string]float64{}
+	for _, ev := range truth {
+		if ev.Latency != nil {
+			want[ev.Device] += *ev.Latency
+		}
+	}
+	for i, s := range p.cluster.Servers {
+		require.Equal(t, []string{"1 retired", "2 current"}, versions(s), "server %d: the registry", i+1)
+		require.Contains(t, columns(s, viewName), "total_latency", "server %d: the logical SQL view is the new version's", i+1)
+		require.Empty(t, columns(s, physical), "server %d: the pending version's own SQL view is dropped", i+1)
+		// The new measure in SQL, over both shards' batch and speed rows.
+		rows, err := s.AnalystConn(t).Query(context.Background(), "SELECT device, sum(total_latency) FROM "+s.Database+"."+viewName+" GROUP BY device")
+		require.NoError(t, err)
+		got := map[string]float64{}
+		for rows.Next() {
+			var d string
+			var v float64
+			require.NoError(t, rows.Scan(&d, &v))
+			got[d] = v
+		}
+		require.NoError(t, rows.Err())
+		rows.Close()
+		require.Equal(t, len(want), len(got), "server %d: devices", i+1)
+		for d, w := range want {
+			require.True(t, closeRel(got[d], w, 1e-9), "server %d: device %q: total_latency %v, want %v", i+1, d, got[d], w)
+		}
+	}
+	// Migrating again changes nothing on either server: the switch
+	// recorded what it made on both.
+	out, err = exec.Command(p.bin, "migrate", "--config", p.cfgPath).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "up to date", "%s", out)
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +42,9 @@ const addedView = "pageviews_by_device"
 //     dimension added: each a new version (tandem migrate while everything
 //     runs, as the Kubernetes Job does, then speed and serve restarted),
 //     the old version answering REST and SQL exactly until a batch run in
-//     the middle of traffic computes the new one and switches both;
+//     the middle of traffic computes the new one and switches both (for
+//     the granularity a split run of two worker processes as a Kubernetes
+//     Indexed Job runs it, for the dimension `batch run --workers 2`);
 //   - a field added to the stream (no view backfills; the batch run
 //     recomputes the stream, older raw files read through _raw);
 //   - the view removed (tandem migrate --drop-removed).
@@ -122,7 +126,7 @@ func TestViewChanges(t *testing.T) {
 					last = append(last, v+" SQL:\n  "+strings.Join(d[:min(len(d), 6)], "\n  "))
 				}
 				if v == addedView && totalLatency {
-					if d := p.diffTotalLatency(truth, qs[2]); len(d) > 0 {
+					if d := p.diffTotalLatency(addedView, truth, qs[2]); len(d) > 0 {
 						last = append(last, v+" total_latency:\n  "+strings.Join(d[:min(len(d), 6)], "\n  "))
 					}
 				}
@@ -277,8 +281,9 @@ func TestViewChanges(t *testing.T) {
 	// version answers REST and SQL exactly while the new one is computed
 	// (its own speed rows over-count resends of long-absorbed events
 	// meanwhile, and its own SQL view is empty); a batch run in the middle
-	// of traffic computes it and switches both surfaces to it.
-	versionChange := func(stage string, version int, editDef func(string) string, after func()) {
+	// of traffic computes it and switches both surfaces to it. batchRun is
+	// that run and the final one: one process, or a split run's workers.
+	versionChange := func(stage string, version int, batchRun func(context.Context) (string, error), editDef func(string) string, after func()) {
 		t.Helper()
 		physical := fmt.Sprintf("%s__v%d", addedView, version)
 		edit(func(text string) string {
@@ -323,7 +328,7 @@ func TestViewChanges(t *testing.T) {
 			defer wg.Done()
 			time.Sleep(300 * time.Millisecond)
 			var err error
-			mid, err = p.batchRun(context.Background())
+			mid, err = batchRun(context.Background())
 			if err != nil {
 				t.Errorf("%s: batch run during the traffic: %v\n%s", stage, err, mid)
 			}
@@ -349,27 +354,41 @@ func TestViewChanges(t *testing.T) {
 		// the new version's.
 		require.NoError(t, admin.QueryRow(context.Background(), "SELECT count() FROM system.tables WHERE database = ? AND name = ?", p.ch.Database, physical).Scan(&n))
 		require.Zero(t, n, "%s: the pending version's own SQL view is dropped at the switch", stage)
-		out, err = p.batchRun(context.Background())
+		out, err = batchRun(context.Background())
 		require.NoError(t, err, "%s: final batch run: %s", stage, out)
 		exact(stage+": the new version after the final batch run", truth, addedView, viewName)
 	}
 
 	// 2. A measure added.
 	const latency = "      - { name: latency,     type: quantiles, field: latency_ms }\n"
-	versionChange("measure added", 2, func(text string) string {
+	versionChange("measure added", 2, p.batchRun, func(text string) string {
 		at := strings.LastIndex(text, latency)
 		require.Positive(t, at)
 		return text[:at+len(latency)] + "      - { name: total_latency, type: sum, field: latency_ms }\n" + text[at+len(latency):]
 	}, func() { totalLatency = true })
 	require.Contains(t, sqlColumns(t, admin, p.ch.Database, addedView), "total_latency")
 
-	// 3. Its granularity changed.
-	versionChange("granularity changed", 3, func(text string) string {
+	// 3. Its granularity changed, the runs split over two worker
+	// processes as a Kubernetes Indexed Job runs them (worker 0
+	// publishes and switches).
+	splits := 0
+	splitRun := func(ctx context.Context) (string, error) {
+		splits++
+		return p.splitBatchRun(ctx, fmt.Sprintf("nightly-%d", splits), 2)
+	}
+	versionChange("granularity changed", 3, splitRun, func(text string) string {
 		return strings.Replace(text, "granularity: 1m", "granularity: 5m", 1)
 	}, func() { gran = "5m" })
 
-	// 4. A dimension added.
-	versionChange("dimension added", 4, func(text string) string {
+	// 4. A dimension added, the runs split over two worker processes on
+	// one machine (batch run --workers 2: this process publishes).
+	localSplit := func(ctx context.Context) (string, error) {
+		cmd := exec.CommandContext(ctx, p.bin, "batch", "run", "--config", p.cfgPath, "--tmp", p.dir, "--workers", "2")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	versionChange("dimension added", 4, localSplit, func(text string) string {
 		return strings.Replace(text, "dimensions: [device]", "dimensions: [device, country]", 1)
 	}, func() {})
 	require.Contains(t, sqlColumns(t, admin, p.ch.Database, addedView), "country")
@@ -453,8 +472,8 @@ func absorbedArrays(absorbed map[string]int64, chunkSize int64) []any {
 
 // diffTotalLatency compares the added view's total_latency (the sum of
 // latency_ms) with the truth for q.
-func (p *platform) diffTotalLatency(truth []event, q query) []string {
-	code, a, body, err := p.queryServingView(addedView, q)
+func (p *platform) diffTotalLatency(view string, truth []event, q query) []string {
+	code, a, body, err := p.queryServingView(view, q)
 	if err != nil {
 		return []string{err.Error()}
 	}
@@ -464,7 +483,11 @@ func (p *platform) diffTotalLatency(truth []event, q query) []string {
 	want := expect(truth, q)
 	var out []string
 	for _, r := range a.Rows {
-		k := rowKey{windowMs: r.WindowStart.UnixMilli(), dims: r.Dimensions["device"]}
+		dims := make([]string, len(q.groupBy))
+		for i, d := range q.groupBy {
+			dims[i] = r.Dimensions[d]
+		}
+		k := rowKey{windowMs: r.WindowStart.UnixMilli(), dims: strings.Join(dims, "|")}
 		var got float64
 		if err := json.Unmarshal(r.Measures["total_latency"], &got); err != nil {
 			out = append(out, fmt.Sprintf("%s: total_latency %s: %v", k, r.Measures["total_latency"], err))
@@ -497,4 +520,30 @@ func httpGetHeader(url string) (int, http.Header, []byte) {
 // sqlColumns lists the columns of a SQL view or table.
 func sqlColumns(t *testing.T, conn driver.Conn, db, name string) []string {
 	return testenv.QueryStrings(t, conn, "SELECT name FROM system.columns WHERE database = ? AND table = ?", db, name)
+}
+
+// splitBatchRun runs split run name as a Kubernetes Indexed Job does: n
+// `tandem batch run --run NAME --worker I/N` processes at once, worker 0
+// publishing once every part is in. It returns their output, worker 0's
+// first.
+func (p *platform) splitBatchRun(ctx context.Context, name string, n int) (string, error) {
+	outs := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.CommandContext(ctx, p.bin, "batch", "run", "--config", p.cfgPath, "--tmp", p.dir,
+				"--run", name, "--worker", fmt.Sprintf("%d/%d", i, n), "--wait", "2m")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			out, err := cmd.CombinedOutput()
+			outs[i] = fmt.Sprintf("==== worker %d/%d\n%s", i, n, out)
+			if err != nil {
+				errs[i] = fmt.Errorf("worker %d/%d: %w", i, n, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return strings.Join(outs, "\n"), errors.Join(errs...)
 }

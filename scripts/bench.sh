@@ -33,6 +33,9 @@
 #   TANDEM_BENCH_WINDOW_SIZES  scaling: event counts of BenchmarkBatchDedupWindow over
 #                            60 days (default "10000000 20000000 50000000 100000000
 #                            200000000"; multiples of 400,000 as above)
+#   TANDEM_BENCH_DEDUP_MEMORY  scaling: batch.dedup_memory of BenchmarkBatchDedupWindow
+#                            (default 134217728, 128 MiB: the 10M size's tables fit, the
+#                            larger sizes' spill, so peak RSS shows the bound)
 #   TANDEM_BENCH_HISTORY_SIZES scaling: event counts of BenchmarkBatchDedupWindow at a
 #                            fixed rate, 10M events every 60 days (default "10000000
 #                            50000000 200000000": 60, 300 and 1200 days; multiples of
@@ -142,10 +145,12 @@ case "$MODE" in
     # A fixed 60 days with more events puts more ids in the window; a fixed
     # rate over more days is a longer history under the same window.
     for n in ${TANDEM_BENCH_WINDOW_SIZES:-10000000 20000000 50000000 100000000 200000000}; do
-      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n" TANDEM_BENCH_DAYS=60
+      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n" TANDEM_BENCH_DAYS=60 \
+        "TANDEM_BENCH_DEDUP_MEMORY=${TANDEM_BENCH_DEDUP_MEMORY:-134217728}"
     done
     for n in ${TANDEM_BENCH_HISTORY_SIZES:-10000000 50000000 200000000}; do
-      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n" "TANDEM_BENCH_DAYS=$((n / 10000000 * 60))"
+      bench "$wfile" ./batch '^BenchmarkBatchDedupWindow$' 1x "TANDEM_BENCH_EVENTS=$n" "TANDEM_BENCH_DAYS=$((n / 10000000 * 60))" \
+        "TANDEM_BENCH_DEDUP_MEMORY=${TANDEM_BENCH_DEDUP_MEMORY:-134217728}"
     done
     log "the duplicate horizon's figures are in $wfile"
     ;;

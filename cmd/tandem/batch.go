@@ -29,7 +29,7 @@ func cmdBatch(ctx context.Context, args []string) error {
 	f := newFlags("batch run", synopsis)
 	full := f.Bool("full", false, "recompute every day instead of carrying unchanged days over from the previous run")
 	doExport := f.Bool("export", false, "write the data-lake export after the run (also batch.export_after_run)")
-	noCH := f.Bool("no-clickhouse", false, "do not load the run into ClickHouse nor delete absorbed speed rows")
+	noCH := f.Bool("no-clickhouse", false, "do not load the run into ClickHouse nor delete absorbed speed rows; refused once a view changed (the view versions are read from ClickHouse)")
 	tmp := f.String("tmp", "", "directory for spill files (default $TMPDIR)")
 	workers := f.Int("workers", 0, "split the run over N worker processes (scan by Kafka partition, aggregation by day, one publish); without --worker or --publish, start them here and publish")
 	worker := f.String("worker", "", "I/N: be worker I of N of the split run --run (a Kubernetes Indexed Job's JOB_COMPLETION_INDEX); worker 0 publishes once every part is in")
@@ -58,6 +58,14 @@ func cmdBatch(ctx context.Context, args []string) error {
 	conf := cfg.Batch
 	conf.Full, conf.TempDir, conf.Split = *full, *tmp, split
 	deps := batch.Deps{Schema: cfg.Config, Store: st, Log: log}
+	if *noCH {
+		// Without ClickHouse the run cannot know the views' versions: it
+		// refuses when S3 shows a view changed, rather than compute the
+		// configured definition into the storage of the one answering.
+		if err := batch.CheckWithoutRegistry(ctx, st, cfg.Config); err != nil {
+			return err
+		}
+	}
 	if !*noCH && quietWorker {
 		// A worker loads nothing into ClickHouse, but computes the views
 		// the publisher does: every version, by its physical name.
@@ -199,7 +207,10 @@ func spawnWorkers(ctx context.Context, log interface{ Info(string, ...any) }, so
 		go func() {
 			defer wg.Done()
 			wargs := append([]string{"batch", "run"}, keep...)
-			wargs = append(wargs, "--run", so.Name, "--worker", fmt.Sprintf("%d/%d", i, so.Workers), "--no-publish", "--no-clickhouse")
+			// Each worker reads the view versions from ClickHouse, as the
+			// publisher does, unless this run was given --no-clickhouse
+			// (kept in keep): all of them compute the same views.
+			wargs = append(wargs, "--run", so.Name, "--worker", fmt.Sprintf("%d/%d", i, so.Workers), "--no-publish")
 			cmd := exec.CommandContext(ctx, exe, wargs...)
 			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 			t0 := time.Now()

@@ -198,6 +198,30 @@ func TestBatchRunWorkersCommand(t *testing.T) {
 		require.Error(t, err, "%v: %s", tc.args, out)
 		require.Contains(t, string(out), tc.want, "%v", tc.args)
 	}
+
+	// Without ClickHouse a run cannot know the views' versions: a changed
+	// definition, or a later version's objects in S3, is refused, saying
+	// why and what to run, and nothing is published.
+	raw, err := os.ReadFile(onePath)
+	require.NoError(t, err)
+	changed := strings.Replace(string(raw), "granularity: 1m", "granularity: 5m", 1)
+	changedPath := filepath.Join(dir, "changed.yaml")
+	require.NoError(t, os.WriteFile(changedPath, []byte(changed), 0o600))
+	before, err := objstore.GetBytes(ctx, oneSt, schemas.ManifestKey("pageviews_by_country"))
+	require.NoError(t, err)
+	for _, args := range [][]string{{}, {"--workers", "2"}, {"--run", "n", "--worker", "0/2"}} {
+		out, err = exec.CommandContext(ctx, bin, append([]string{"batch", "run", "--no-clickhouse", "--config", changedPath}, args...)...).CombinedOutput()
+		require.Error(t, err, "%v: %s", args, out)
+		require.Contains(t, string(out), "the configured definition of view pageviews_by_country differs from its published run's", "%v", args)
+		require.Contains(t, string(out), "run tandem migrate, then tandem batch run without --no-clickhouse", "%v", args)
+	}
+	require.NoError(t, objstore.PutBytes(ctx, oneSt, schemas.ManifestKey("pageviews_by_country__v2"), before))
+	out, err = exec.CommandContext(ctx, bin, "batch", "run", "--no-clickhouse", "--config", onePath).CombinedOutput()
+	require.Error(t, err, "%s", out)
+	require.Contains(t, string(out), "view pageviews_by_country has a later version (s3://one/views/pageviews_by_country__v2/)")
+	after, err := objstore.GetBytes(ctx, oneSt, schemas.ManifestKey("pageviews_by_country"))
+	require.NoError(t, err)
+	require.Equal(t, string(before), string(after), "nothing published")
 }
 
 // viewBytes returns a view's manifest as JSON without what names its run

@@ -342,3 +342,56 @@ func TestReplicatedCluster(t *testing.T) {
 	require.Equal(t, want, mergedRows(t, survivor, query))
 	require.Equal(t, wantGo, goMerged(t, survivor, v))
 }
+
+// TestClusterSwitchVersion: a definition change on two shards. Migrate
+// registers the pending version and creates its tables on both servers;
+// SwitchVersions, connected to the first, makes the logical SQL views the
+// new version's on both, and records what it made in both servers'
+// schema_meta, so a migration from either server afterwards is up to date
+// and both registries agree.
+func TestClusterSwitchVersion(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, c := openCluster(t, cfg, 2)
+	ctx := testCtx(t)
+	_, err := db.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	changed := parseConfig(t, strings.Replace(testConfigYAML, "      - { name: items, type: sum, field: qty }\n", "      - { name: items, type: sum, field: qty }\n      - { name: top, type: max, field: qty }\n", 1))
+	changed.ClickHouse = cfg.ClickHouse
+	_, err = db.Migrate(ctx, changed)
+	require.NoError(t, err)
+	registry := func(s *testenv.ClickHouseServer) []string {
+		return queryStrings(t, onServerConn(t, s), "SELECT concat(view, ' ', toString(version), ' ', state) FROM tandem.view_versions FINAL ORDER BY view, version")
+	}
+	logicalSQL := func(s *testenv.ClickHouseServer) string {
+		sql := queryStrings(t, onServerConn(t, s), "SELECT create_table_query FROM system.tables WHERE database = 'tandem' AND name = 'clicks_total'")
+		require.Len(t, sql, 1)
+		return sql[0]
+	}
+	for i, s := range c.Servers {
+		require.Equal(t, []string{"clicks_by_country 1 current", "clicks_total 1 current", "clicks_total 2 pending"}, registry(s), "server %d", i)
+		for _, table := range []string{"clicks_total__v2_speed", "clicks_total__v2_speed_local", "clicks_total__v2_batch_local", "clicks_total__v2"} {
+			require.Len(t, queryStrings(t, onServerConn(t, s), "SELECT name FROM system.tables WHERE database = 'tandem' AND name = ?", table), 1, "server %d: %s", i, table)
+		}
+		require.NotContains(t, logicalSQL(s), "clicks_total__v2_batch", "server %d", i)
+	}
+
+	eff, err := db.Versioned(ctx, changed)
+	require.NoError(t, err)
+	require.NoError(t, db.PublishRun(ctx, eff.VersionsOf("clicks_total")[1], "run-2", time.Time{}))
+	switched, err := db.SwitchVersions(ctx, eff)
+	require.NoError(t, err)
+	require.Equal(t, []string{"clicks_total"}, switched)
+	var metas [][]string
+	for i, s := range c.Servers {
+		require.Equal(t, []string{"clicks_by_country 1 current", "clicks_total 1 retired", "clicks_total 2 current"}, registry(s), "server %d", i)
+		require.Contains(t, logicalSQL(s), "clicks_total__v2_batch", "server %d: the logical SQL view reads the new version", i)
+		require.Contains(t, queryStrings(t, onServerConn(t, s), "SELECT name FROM system.columns WHERE database = 'tandem' AND table = 'clicks_total'"), "top", "server %d", i)
+		metas = append(metas, queryStrings(t, onServerConn(t, s), "SELECT concat(object, ' ', fingerprint) FROM tandem.schema_meta FINAL ORDER BY object"))
+	}
+	require.Equal(t, metas[0], metas[1], "both servers' schema_meta record the switched views")
+	for i := range c.Servers {
+		rep, err := onServer(t, changed, c, i).Migrate(ctx, changed)
+		require.NoError(t, err)
+		require.True(t, rep.UpToDate(), "connected to server %d: %s", i, rep.String())
+	}
+}

@@ -1,7 +1,9 @@
 package clickhouse
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,4 +85,64 @@ func TestSwitchAndCollectVersions(t *testing.T) {
 		queryStrings(t, db, "SELECT concat(view, ' ', toString(version), ' ', state) FROM tandem.view_versions FINAL ORDER BY view, version"))
 	var n uint64
 	require.NoError(t, db.Conn().QueryRow(ctx, "SELECT count() FROM tandem.clicks_by_country").Scan(&n))
+}
+
+// TestReplaceViewLeavesNoGap: the switch replaces a logical SQL view with
+// one two-table RENAME, which 18.16 runs under its global lock, so an
+// analyst's query issued at any moment finds the old view or the new one,
+// never none. Readers query the view without a pause while it is replaced
+// again and again; every read must succeed, and reads must see both
+// definitions (the replacements happened while they read).
+func TestReplaceViewLeavesNoGap(t *testing.T) {
+	cfg := parseConfig(t, testConfigYAML)
+	db, _ := migrated(t, cfg)
+	ctx := testCtx(t)
+	const name = "gap_check"
+	definition := func(v int) object {
+		return object{Statement: Statement{Object: name, Kind: KindView,
+			SQL: fmt.Sprintf("CREATE VIEW IF NOT EXISTS %s AS SELECT toUInt8(%d) AS v, count() AS rows FROM %s", qualified(db.db, name), v, qualified(db.db, "clicks_by_country_speed"))}}
+	}
+	require.NoError(t, db.exec(ctx, definition(1).SQL))
+
+	const replacements = 150
+	done := make(chan struct{})
+	var (
+		mu     sync.Mutex
+		seen   = map[uint8]int{}
+		failed []string
+	)
+	var readers sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			deadline := time.Now().Add(90 * time.Second)
+			for i := 0; i < 200_000 && time.Now().Before(deadline); i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				var v uint8
+				var rows uint64
+				err := db.Conn().QueryRow(ctx, "SELECT v, rows FROM "+qualified(db.db, name)).Scan(&v, &rows)
+				mu.Lock()
+				if err != nil {
+					failed = append(failed, err.Error())
+				} else {
+					seen[v]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < replacements; i++ {
+		require.NoError(t, db.replaceView(ctx, definition(2-i%2)))
+	}
+	close(done)
+	readers.Wait()
+	t.Logf("%d replacements; reads by definition %v; failed %d", replacements, seen, len(failed))
+	require.Empty(t, failed[:min(len(failed), 5)], "reads that found no view while it was replaced (%d)", len(failed))
+	require.Positive(t, seen[1], "reads of the first definition")
+	require.Positive(t, seen[2], "reads of the second definition")
 }

@@ -212,24 +212,82 @@ const (
 // Float32 above). Adding them in order as weighted values rebuilds what
 // ClickHouse's merge of q's serialized state adds.
 //
-// Unlike MarshalBinary it leaves q as it was: it compresses a copy. So
-// what q holds after some values never depends on when it was read, and
-// the speed layer, which reads a row at every flush, writes the same
-// centroids for the same events however its flushes fell.
+// Unlike MarshalBinary it leaves what q holds as it was: it only sorts
+// q's centroids in place (which compress would do first anyway, see
+// Quantiles.sorted) and glues them into the output as compress would,
+// without a copy. So what q holds after some values never depends on when
+// it was read, and the speed layer, which reads a row at every flush,
+// writes the same centroids for the same events however its flushes
+// fell; and each read sorts only the centroids added since the last.
 func (q *Quantiles) AppendCentroids(means []float32, counts []uint64) ([]float32, []uint64) {
-	cs := q.centroids
-	if q.unmerged > 0 || len(cs) > tdMaxCentroids {
+	if len(q.centroids) > tdMaxCentroids {
+		// Past 2048 centroids compress may also glue in batches
+		// (compressBrute), which needs the glued centroids in place: a
+		// copy, as MarshalBinary's compress. Only a digest of thousands of
+		// values between two reads gets here.
 		bufp := copyScratch.Get().(*[]centroid)
 		defer copyScratch.Put(bufp)
-		c := Quantiles{centroids: append((*bufp)[:0], cs...), count: q.count, unmerged: q.unmerged}
+		c := Quantiles{centroids: append((*bufp)[:0], q.centroids...), count: q.count, unmerged: q.unmerged, sorted: q.sorted}
 		c.compress()
-		cs = c.centroids
+		for _, x := range c.centroids {
+			means = append(means, x.mean)
+			counts = append(counts, uint64(x.count))
+		}
 		*bufp = c.centroids[:0]
+		return means, counts
 	}
-	for _, c := range cs {
-		means = append(means, c.mean)
-		counts = append(counts, uint64(c.count))
+	if q.unmerged == 0 {
+		// Compressed since the last add: the centroids are the state's.
+		for _, c := range q.centroids {
+			means = append(means, c.mean)
+			counts = append(counts, uint64(c.count))
+		}
+		return means, counts
 	}
+	q.sortTail()
+	return q.appendGlued(means, counts)
+}
+
+// appendGlued appends the centroids compress makes of q's sorted
+// centroids (at most 2048 of them, so that no batch gluing follows):
+// compress's loop step for step, reading q and writing the glued centroids
+// to the output instead of back into q.
+func (q *Quantiles) appendGlued(means []float32, counts []uint64) ([]float32, []uint64) {
+	cs := q.centroids
+	if len(cs) == 0 {
+		return means, counts
+	}
+	countEps4 := q.count * float64(tdEpsilon) * 4
+	sum := 0.0
+	lMean := float64(cs[0].mean)
+	lCount := float64(cs[0].count)
+	for r := 1; r < len(cs); r++ {
+		ql := (sum + float64(lCount*0.5)) / q.count
+		err := ql * (1 - ql)
+		qr := (sum + lCount + float64(float64(cs[r].count)*0.5)) / q.count
+		err2 := qr * (1 - qr)
+		if err > err2 {
+			err = err2
+		}
+		k := countEps4 * err
+		if lCount+float64(cs[r].count) <= k && canBeMerged(lMean, cs[r].mean) {
+			lCount += float64(cs[r].count)
+			if float64(cs[r].mean) != lMean {
+				lMean += float64(float64(cs[r].count)*(float64(cs[r].mean)-lMean)) / lCount
+			}
+		} else {
+			// compress's cs[l], now final: its mean and count as the
+			// Float32s it stores (unchanged ones round-trip exactly).
+			lc := float32(lCount)
+			means = append(means, float32(lMean))
+			counts = append(counts, uint64(lc))
+			sum += float64(lc)
+			lMean = float64(cs[r].mean)
+			lCount = float64(cs[r].count)
+		}
+	}
+	means = append(means, float32(lMean))
+	counts = append(counts, uint64(float32(lCount)))
 	return means, counts
 }
 

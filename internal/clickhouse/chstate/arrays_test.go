@@ -1,6 +1,7 @@
 package chstate
 
 import (
+	"math"
 	"math/rand"
 	"testing"
 
@@ -123,3 +124,48 @@ func TestSparseEqualsDense(t *testing.T) {
 		require.Equal(t, reference(ka), x.AppendBinary(nil), "%d keys merged into themselves", a)
 	}
 }
+
+// TestCentroidsReadBetweenAdds: a digest read by AppendCentroids after
+// every few values (as the speed layer reads a row at each flush) gives,
+// at each read, the centroids of a compressed copy of the same values
+// added in the same order, and the same state at the end as a digest never
+// read: reads sort in place and glue into the output only. Values repeat,
+// include -0 and +0, and pass 2048 centroids between reads, so each of
+// AppendCentroids's paths (copy, unchanged since compress, sort and glue)
+// is taken.
+func TestCentroidsReadBetweenAdds(t *testing.T) {
+	rng := rand.New(rand.NewSource(21))
+	gens := []func() float64{
+		func() float64 { return rng.ExpFloat64() * 100 },
+		func() float64 { return float64(rng.Intn(7)) },
+		func() float64 { return []float64{0, negZero, 1, -1}[rng.Intn(4)] },
+		func() float64 { return 1000 + float64(rng.Intn(300))/64 },
+	}
+	for gi, gen := range gens {
+		for _, step := range []int{1, 3, 50, 700, 3000} {
+			var read, never Quantiles
+			for n := 0; n < 12000; n += step {
+				for range step {
+					v := gen()
+					read.Add(v)
+					never.Add(v)
+				}
+				ref := Quantiles{centroids: append([]centroid(nil), never.centroids...), count: never.count, unmerged: never.unmerged}
+				ref.compress()
+				var wantM, gotM []float32
+				var wantC, gotC []uint64
+				for _, c := range ref.centroids {
+					wantM, wantC = append(wantM, c.mean), append(wantC, uint64(c.count))
+				}
+				gotM, gotC = read.AppendCentroids(nil, nil)
+				require.Equal(t, wantM, gotM, "values %d, read every %d, at %d", gi, step, n)
+				require.Equal(t, wantC, gotC, "values %d, read every %d, at %d", gi, step, n)
+			}
+			a, _ := read.MarshalBinary()
+			b, _ := never.MarshalBinary()
+			require.Equal(t, b, a, "values %d, read every %d", gi, step)
+		}
+	}
+}
+
+var negZero = math.Copysign(0, -1)

@@ -46,6 +46,12 @@ type Quantiles struct {
 	centroids []centroid
 	count     float64 // sum of the centroids' counts
 	unmerged  int     // centroids added since the last compression
+	// sorted is how many leading centroids are known to be in radixSort's
+	// order. Sorting them in place changes nothing compress computes: a
+	// stable sort of (a stable sort of A) followed by B is the stable sort
+	// of A followed by B. So a reader that needs the order (AppendCentroids
+	// at every speed-layer flush) sorts only what was added since.
+	sorted int
 }
 
 // Add adds one value. Like ClickHouse it rounds the value to Float32
@@ -191,8 +197,8 @@ func canBeMerged(lMean float64, rMean float32) bool {
 // compiler from fusing a multiply and add, which would change the rounding.
 func (q *Quantiles) compress() {
 	if q.unmerged > 0 || len(q.centroids) > tdMaxCentroids {
+		q.sortTail()
 		cs := q.centroids
-		radixSort(cs)
 		l := 0
 		countEps4 := q.count * float64(tdEpsilon) * 4
 		sum := 0.0
@@ -229,6 +235,60 @@ func (q *Quantiles) compress() {
 		q.unmerged = 0
 	}
 	q.compressBrute()
+	// Gluing keeps the order up to rounding of the glued means; what the
+	// next sortTail may assume is checked, not argued.
+	q.sorted = sortedPrefix(q.centroids)
+}
+
+// sortedPrefix is the length of cs's leading run in radixSort's order.
+func sortedPrefix(cs []centroid) int {
+	for i := 1; i < len(cs); i++ {
+		if radixKey(cs[i].mean) < radixKey(cs[i-1].mean) {
+			return i
+		}
+	}
+	return len(cs)
+}
+
+// sortTail puts q's centroids in radixSort's order, stably, in place:
+// it sorts those after the sorted prefix and merges them in (the
+// prefix's first on equal keys, as a stable sort of the whole keeps them).
+func (q *Quantiles) sortTail() {
+	cs := q.centroids
+	if q.sorted >= len(cs) {
+		return
+	}
+	mid := q.sorted
+	if tail := cs[mid:]; len(tail) > mid {
+		// Mostly new centroids (compress after 2048 adds): sorting all
+		// costs about what sorting the tail does, and needs no merge.
+		radixSort(cs)
+	} else {
+		radixSort(tail)
+		if mid > 0 && radixKey(cs[mid-1].mean) > radixKey(tail[0].mean) {
+			mergeSorted(cs, mid)
+		}
+	}
+	q.sorted = len(cs)
+}
+
+// mergeSorted merges the sorted runs cs[:mid] and cs[mid:] in place,
+// stably, from the back, through a copy of the second run.
+func mergeSorted(cs []centroid, mid int) {
+	bufp := radixScratch.Get().(*[]centroid)
+	defer radixScratch.Put(bufp)
+	tail := append((*bufp)[:0], cs[mid:]...)
+	*bufp = tail
+	i, j := mid-1, len(tail)-1
+	for k := len(cs) - 1; j >= 0; k-- {
+		if i >= 0 && radixKey(cs[i].mean) > radixKey(tail[j].mean) {
+			cs[k] = cs[i]
+			i--
+		} else {
+			cs[k] = tail[j]
+			j--
+		}
+	}
 }
 
 // compressBrute is QuantileTDigest::compressBrute: if compression left more
@@ -328,7 +388,7 @@ func (q *Quantiles) UnmarshalBinary(b []byte) error {
 		cs[i] = c
 		total += float64(c.count)
 	}
-	*q = Quantiles{centroids: cs, count: total}
+	*q = Quantiles{centroids: cs, count: total, sorted: len(cs)}
 	return nil
 }
 
