@@ -230,3 +230,70 @@ func (u *DDUnion) Bytes() int64 {
 	}
 	return n
 }
+
+// Quantiles is what ResultQuantiles answers for u's Sketch (nil when it
+// is empty), computed from u's bins without building the sketch: the
+// library's GetValueAtQuantile (sketches-go v1.4.8) step for step, over
+// the same bins. Counts are whole numbers, so the totals and running sums
+// are exact in any order. Building the sketch and its stores for every
+// answer row was a tenth of a six-measure query's CPU (issue 11). u's
+// pairs are moved into count arrays first; it stays the same union.
+func (u *DDUnion) Quantiles() *Quantiles {
+	if !u.any {
+		return nil
+	}
+	neg, pos := u.neg.total(), u.pos.total()
+	if u.zero == 0 && neg == 0 && pos == 0 {
+		return nil
+	}
+	count := u.zero + pos + neg
+	at := func(q float64) float64 {
+		rank := float64(q * (count - 1)) // no fused multiply-add, as the library
+		switch {
+		case rank < neg:
+			return -ddMapping.Value(u.neg.keyAtRank(neg - 1 - rank))
+		case rank < u.zero+neg:
+			return 0
+		default:
+			return ddMapping.Value(u.pos.keyAtRank(rank - u.zero - neg))
+		}
+	}
+	return &Quantiles{P50: at(0.5), P90: at(0.9), P99: at(0.99)}
+}
+
+// total is the sum of b's counts.
+func (b *ddBins) total() float64 {
+	var n float64
+	if b.bins == nil {
+		for _, c := range b.cnt {
+			n += c
+		}
+		return n
+	}
+	for _, c := range b.bins {
+		n += c
+	}
+	return n
+}
+
+// keyAtRank is the library's DenseStore.KeyAtRank over b's bins: the
+// lowest index whose running count passes rank.
+func (b *ddBins) keyAtRank(rank float64) int {
+	if rank < 0 {
+		rank = 0
+	}
+	if !b.some {
+		return 0
+	}
+	if b.bins == nil {
+		b.densify()
+	}
+	var n float64
+	for i := b.lo; i <= b.hi; i++ {
+		n += b.bins[i-b.offset]
+		if n > rank {
+			return i
+		}
+	}
+	return b.hi
+}

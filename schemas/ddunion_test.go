@@ -122,6 +122,13 @@ func TestDDUnionEqualsMerge(t *testing.T) {
 			require.Equal(t, m.Result(&lib), m.Result(&back), "round %d: stored and read back", round)
 		}
 		require.Equal(t, m.Result(&lib), m.Result(&got), "round %d", round)
+		// Quantiles, from the bins alone, answers what the library's
+		// sketch does: for unions of sketches, of flat counts and of
+		// merged parts, sparse or in count arrays (a second call reads
+		// the arrays the first made).
+		for _, x := range []*DDUnion{&u, &uf, &um, &um} {
+			require.Equal(t, m.Result(&lib), any(x.Quantiles()), "round %d: Quantiles", round)
+		}
 		if lib.DD != nil && !lib.DD.IsEmpty() {
 			qs := []float64{0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1}
 			want, err := lib.DD.GetValuesAtQuantiles(qs)

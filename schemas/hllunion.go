@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/axiomhq/hyperloglog"
 )
@@ -28,7 +29,13 @@ type HLLUnion struct {
 	// keys[:sorted] are sorted and distinct (after compact).
 	keys   []uint32
 	sorted int
-	regs   []uint8  // the registers, once dense
+	regs   []uint8 // the registers, once dense
+	// dense holds regs and the count of registers of each value, which
+	// is kept up to date while histOK (until a dense sketch is merged in
+	// register by register): the estimate then needs no pass over the
+	// 16,384 registers.
+	dense  *hllRegs
+	histOK bool
 	buf    []byte   // a sketch's encoding, reused
 	spare  []uint32 // the key slice compact and Merge merge into, reused
 	radix  []uint32 // compact's scratch for sorting, reused
@@ -69,6 +76,7 @@ func (u *HLLUnion) AddBytes(b []byte) {
 			return
 		}
 		u.toDense()
+		u.histOK = false
 		dst := u.regs[:hllM]
 		for i, r := range regs[:hllM] {
 			dst[i] = max(dst[i], r)
@@ -103,14 +111,28 @@ func (u *HLLUnion) AddBytes(b []byte) {
 	}
 }
 
+// HLLListKeys is how many keys the sorted key list of the sparse sketch
+// encoded as b holds (b as AddBytes reads it): a lower bound of the
+// distinct keys of any union b is added to. It is -1 for a dense encoding
+// or one AddBytes does not read.
+func HLLListKeys(b []byte) int {
+	if len(b) < 8 || b[0] != 2 || b[1] != hllPrecision || b[3] == 0 {
+		return -1
+	}
+	p := 8 + 4*int(binary.BigEndian.Uint32(b[4:8]))
+	if p+4 > len(b) {
+		return -1
+	}
+	return int(binary.BigEndian.Uint32(b[p:]))
+}
+
 // addKey adds one sparse key: to the registers once dense, else to the
 // keys, sorting them when they have doubled since the last sort (so each
 // key is sorted a bounded number of times, and the slice holds at most
 // twice the distinct keys plus hllCompactFrom).
 func (u *HLLUnion) addKey(k uint32) {
 	if u.regs != nil {
-		i, r := hllDecode(k)
-		u.regs[i] = max(u.regs[i], r)
+		u.setReg(k)
 		return
 	}
 	u.keys = append(u.keys, k)
@@ -224,17 +246,51 @@ func (u *HLLUnion) checkDense() {
 	}
 }
 
+// setReg raises the register of sparse key k to its rank, keeping hist.
+func (u *HLLUnion) setReg(k uint32) {
+	i, r := hllDecode(k)
+	if old := u.regs[i]; r > old {
+		u.regs[i] = r
+		if u.histOK {
+			u.dense.hist[old]--
+			u.dense.hist[r]++
+		}
+	}
+}
+
+// hllRegPool holds the registers of unions let go of by Release: a
+// query's groups each densify a union and drop it once estimated.
+var hllRegPool = sync.Pool{New: func() any { return new(hllRegs) }}
+
+// hllRegs is a dense union's registers and their histogram, pooled
+// together.
+type hllRegs struct {
+	regs [hllM]uint8
+	hist [256]int32
+}
+
 // toDense writes the registers from the keys, as toNormal does.
 func (u *HLLUnion) toDense() {
 	if u.regs != nil {
 		return
 	}
-	u.regs = make([]uint8, hllM)
+	d := hllRegPool.Get().(*hllRegs)
+	clear(d.regs[:])
+	d.hist = [256]int32{0: hllM}
+	u.regs, u.dense, u.histOK = d.regs[:], d, true
 	for _, k := range u.keys {
-		i, r := hllDecode(k)
-		u.regs[i] = max(u.regs[i], r)
+		u.setReg(k)
 	}
 	u.keys, u.sorted, u.spare, u.radix = nil, 0, nil, nil
+}
+
+// Release gives u's registers back for another union to reuse; u is the
+// union of nothing afterwards. Only for a union no one else reads.
+func (u *HLLUnion) Release() {
+	if u.dense != nil {
+		hllRegPool.Put(u.dense)
+	}
+	*u = HLLUnion{}
 }
 
 // Merge merges o into u; o is only read.
@@ -245,6 +301,7 @@ func (u *HLLUnion) Merge(o *HLLUnion) {
 	u.any = true
 	if o.regs != nil {
 		u.toDense()
+		u.histOK = false
 		for i, r := range o.regs {
 			u.regs[i] = max(u.regs[i], r)
 		}
@@ -378,6 +435,9 @@ func (u *HLLUnion) distinct(limit int) int {
 
 // Bytes is the memory u holds: its keys or registers and the struct.
 func (u *HLLUnion) Bytes() int64 {
+	if u.dense != nil {
+		return 120 + 1024 + hllM + 4*int64(cap(u.keys)+cap(u.spare)+cap(u.radix)) + int64(cap(u.buf))
+	}
 	return 120 + 4*int64(cap(u.keys)+cap(u.spare)+cap(u.radix)) + int64(cap(u.regs)) + int64(cap(u.buf))
 }
 
@@ -406,6 +466,9 @@ func (u *HLLUnion) Estimate() uint64 {
 		const mp = 1 << hllSparse
 		v := mp - min(uint32(u.distinct(len(u.keys)+1)), mp-1)
 		return uint64(float64(mp) * math.Log(float64(mp)/float64(v)))
+	}
+	if u.histOK {
+		return hllEstimate(&u.dense.hist, u.regs)
 	}
 	return hllDenseEstimate(u.regs)
 }
@@ -436,6 +499,12 @@ func hllDenseEstimate(regs []uint8) uint64 {
 	for _, v := range regs {
 		hist[v]++
 	}
+	return hllEstimate(&hist, regs)
+}
+
+// hllEstimate is hllDenseEstimate of regs, whose histogram (the count of
+// registers of each value) is hist.
+func hllEstimate(hist *[256]int32, regs []uint8) uint64 {
 	var sum float64
 	ez := float64(hist[0])
 	exact := true

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -109,8 +110,13 @@ func TestHLLUnionEstimate(t *testing.T) {
 				}
 			}
 			u.regs = append(u.regs[:0], v.regs...)
+			v.histOK = false // written behind the union's back
 		}
 		require.Equal(t, u.Sketch().Estimate(), v.Estimate(), "round %d: %d values", round, n)
+		if v.histOK {
+			require.Equal(t, hllDenseEstimate(v.regs), v.Estimate(), "round %d: the kept histogram", round)
+		}
+		v.Release() // its registers come back zeroed for a later round's union
 	}
 	var empty HLLUnion
 	require.Zero(t, empty.Estimate())
@@ -270,4 +276,37 @@ func TestRadixSortUint32(t *testing.T) {
 			require.Equal(t, want, keys, "n=%d mask=%08x", n, mask)
 		}
 	}
+}
+
+// TestHLLListKeys: the list count is a lower bound of a sparse sketch's
+// distinct keys, reached once the library has moved its recent keys into
+// the list (as an encoded sketch read back holds them), and -1 for dense.
+func TestHLLListKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	sawList := false
+	for round := 0; round < 200; round++ {
+		sk := newHLL()
+		for i, n := 0, rng.IntN(1+rng.IntN(20000)); i < n; i++ {
+			sk.Insert([]byte(fmt.Sprintf("v%d", rng.Uint64())))
+		}
+		b, err := sk.MarshalBinary()
+		require.NoError(t, err)
+		got := HLLListKeys(b)
+		if b[3] == 0 { // the library's dense encoding
+			require.Equal(t, -1, got, "round %d", round)
+			continue
+		}
+		// The list's keys, counted from its varints (each increases).
+		list := b[8+4*int(binary.BigEndian.Uint32(b[4:8]))+12:]
+		n := 0
+		for _, c := range list {
+			if c&0x80 == 0 {
+				n++
+			}
+		}
+		require.Equal(t, n, got, "round %d", round)
+		sawList = sawList || got > 0
+	}
+	require.True(t, sawList)
+	require.Equal(t, -1, HLLListKeys([]byte{2, 14, 0, 1}))
 }

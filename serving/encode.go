@@ -90,9 +90,22 @@ func appendNumber(b []byte, f float64) []byte {
 	return strconv.AppendFloat(b, f, 'f', -1, 64)
 }
 
+// appendString writes s as json.Marshal does. A string of printable
+// ASCII with nothing json.Marshal escapes (the quote, the backslash, and
+// <, > and & as HTML-safe escapes) is written between quotes as it is;
+// any other goes through json.Marshal. Every window start, dimension and
+// measure name of an answer is such a string, and marshalling each was a
+// sixth of a 1,680-row answer's CPU (issue 11).
 func appendString(b []byte, s string) []byte {
-	enc, _ := json.Marshal(s) // strings always marshal
-	return append(b, enc...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			enc, _ := json.Marshal(s) // strings always marshal
+			return append(b, enc...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func appendTime(b []byte, t time.Time) []byte {

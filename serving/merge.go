@@ -135,6 +135,9 @@ type Group struct {
 	// (finishHLL), estimates holds their estimates.
 	estimated []bool
 	estimates []uint64
+	// quantiles holds, by position in States, the answers of quantile
+	// states finished from a union without their sketch (finishDD).
+	quantiles []*schemas.Quantiles
 }
 
 // A group's distinct sketch switches to the dense representation when it
@@ -206,6 +209,15 @@ func (m *Merger) mergeDistinct(g *Group, j int, src *schemas.State, raw []byte) 
 		g.unions[j] = u
 	}
 	if raw != nil {
+		// A sketch whose own key list reaches denseMinValues makes the
+		// union dense now rather than at the next maybeDensify, which
+		// would first append, sort and scatter its thousands of keys:
+		// the rule is maybeDensify's (the distinct keys known), so the
+		// answer is the same.
+		if m.dense < maxDense && u.SparseKeys() >= 0 && schemas.HLLListKeys(raw) >= denseMinValues {
+			u.Densify()
+			m.dense++
+		}
 		u.AddBytes(raw)
 	} else {
 		u.Add(src.HLL)
@@ -271,14 +283,29 @@ func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64) {
 
 // finishUnions moves g's unions into its states.
 func finishUnions(g *Group) {
-	finishDD(g)
+	finishDD(g, true)
 	finishHLL(g, true)
 }
 
-// finishDD moves g's quantile unions into its states.
-func finishDD(g *Group) {
+// finishDD moves g's quantile unions into its states. Without sketch, a
+// state keeps only N and its answer is computed from the union's bins
+// (schemas.DDUnion.Quantiles, equal to the sketch's) for Group.Result: an
+// answer that reads nothing but Result (no order_by or having) needs no
+// library sketch.
+func finishDD(g *Group, sketch bool) {
 	for j, u := range g.ddUnions {
 		if u == nil {
+			continue
+		}
+		if !sketch {
+			if d := g.States[j].DD; d != nil { // merged in after a finish
+				u.Add(d)
+				g.States[j].DD = nil
+			}
+			if g.quantiles == nil {
+				g.quantiles = make([]*schemas.Quantiles, len(g.States))
+			}
+			g.quantiles[j] = u.Quantiles() // nil when empty: Result answers the state
 			continue
 		}
 		if sk := u.Sketch(); sk != nil {
@@ -321,6 +348,7 @@ func finishHLL(g *Group, sketch bool) {
 		if sketch {
 			g.States[j].HLL = u.Sketch()
 		}
+		u.Release() // a group's own union: its registers serve the next group's
 	}
 	g.unions = nil
 }
@@ -332,6 +360,9 @@ func finishHLL(g *Group, sketch bool) {
 func (g *Group) Result(q *Query, j int) any {
 	if g.estimated != nil && g.estimated[j] {
 		return g.estimates[j]
+	}
+	if g.quantiles != nil && g.quantiles[j] != nil {
+		return g.quantiles[j]
 	}
 	return q.View.Measures[q.Measures[j]].Result(&g.States[j])
 }
@@ -551,7 +582,7 @@ func (m *Merger) MergeFrom(o *Merger) {
 		if g == nil {
 			continue
 		}
-		finishDD(src)
+		finishDD(src, true)
 		for j := range m.q.Measures {
 			if src.unions != nil && src.unions[j] != nil {
 				m.mergeUnion(g, j, src.unions[j], src.States[j].N)
@@ -567,12 +598,12 @@ func (m *Merger) MergeFrom(o *Merger) {
 
 // Groups returns the answer rows sorted by bucket, then by the group-by
 // values in order. Buckets without rows do not appear. Their distinct
-// states keep no sketch: read the answer with Group.Result. m is done with
+// and quantile states keep no sketch: read the answer with Group.Result. m is done with
 // afterwards.
 func (m *Merger) Groups() []*Group {
 	out := make([]*Group, 0, len(m.groups))
 	for _, g := range m.groups {
-		finishDD(g)
+		finishDD(g, false)
 		finishHLL(g, false)
 		m.finishDistinct(g)
 		out = append(out, g)

@@ -436,7 +436,7 @@ func (s *Service) streamTopN(ctx context.Context, q *Query, snap *Snapshot, res 
 		if _, err := rollupStates(q, row, g); err != nil {
 			return err
 		}
-		finishDD(g)        // the quantile sketches, and
+		finishDD(g, true)  // the quantile sketches, and
 		finishHLL(g, true) // the distinct ones: the ranker and having read them
 		norm.finishDistinct(g)
 		for i := range q.Having {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -191,7 +192,8 @@ func (db *DB) ScanSpeedRows(ctx context.Context, q SpeedQuery, fn func(row *Spee
 // the newest version of each selected speed row. Groups come in no
 // particular order. The row passed to fn and its Dims and Cells are reused
 // for the next group; the values in Cells (sketch bytes included) are fn's
-// own. fn's error stops the scan and is returned.
+// own, and must not be written: a sketch's bytes are shared with the
+// string the driver decoded. fn's error stops the scan and is returned.
 func (db *DB) ScanSpeedRollup(ctx context.Context, q SpeedRollupQuery, fn func(row *SpeedRollupRow) error) error {
 	sql, args, need, err := speedRollupSQL(db.db, &q)
 	if err != nil {
@@ -260,9 +262,13 @@ func (db *DB) scanRollup(ctx context.Context, what string, v *schemas.View, sql 
 				row.Cells[i] = nulls[i]
 				nulls[i] = nil
 			default:
+				// Each string is the driver's own fresh copy of a value
+				// (as it hands []byte destinations, binary.Str2Bytes):
+				// its bytes are given out as they are, not copied again.
+				// Readers of Cells only read sketches (docs above).
 				bs := make([][]byte, len(sketches[i]))
 				for j, s := range sketches[i] {
-					bs[j] = []byte(s)
+					bs[j] = unsafe.Slice(unsafe.StringData(s), len(s))
 				}
 				row.Cells[i] = bs
 			}
