@@ -24,8 +24,7 @@ func runManifestKey(view, runID string) string {
 // stream's state folder), sorted (run ids sort by start time), and which
 // of them were published (hold marker). It lists one key of each run and
 // skips the rest of its folder, then asks for each run's marker, so its
-// requests follow the number of runs, not the objects (days) each holds
-// (issue #14).
+// requests follow the number of runs, not the objects (days) each holds.
 func listRuns(ctx context.Context, st objstore.Bucket, prefix string, marker string) (ids []string, published map[string]bool, err error) {
 	published = map[string]bool{}
 	err = eachFolder(ctx, st, prefix, func(id string) error {

@@ -13,7 +13,8 @@ import (
 	"syscall"
 )
 
-// The duplicate check within batch.dedup_memory (issue #14). A partition's
+// The duplicate check within batch.dedup_memory (docs/architecture.md,
+// "The duplicate rule"). A partition's
 // id table holds the ids in scope: all of the partition's without a
 // dedup_window, the window's with one; either way they grow with the event
 // rate. When they would take the table past its share of the budget, the

@@ -875,7 +875,7 @@ func keepDays(ctx context.Context, o *options, views []*schemas.View, pv *previo
 	}
 	// One copy per unchanged day file is what immutable run folders cost;
 	// they are independent, and each is a round trip that moves no data
-	// through us, so many go at once (issue #14).
+	// through us, so many go at once.
 	if err := forEachLimit(ctx, len(carries), copiesAtOnce, func(ctx context.Context, k int) error {
 		return copyObject(ctx, o.Store, carries[k].src.Key, carries[k].dst)
 	}); err != nil {

@@ -73,7 +73,7 @@ type streamState struct {
 	// time (Unix ms) of the object's typed time column over all its row
 	// groups, for the objects whose every row group has statistics. Phase
 	// B then opens only the objects whose range touches a dirty day,
-	// rather than every object of the history (issue #14). An object
+	// rather than every object of the history. An object
 	// missing here is opened, as before.
 	FileTimes map[string][2]int64 `json:"file_times,omitempty"`
 }

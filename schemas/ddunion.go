@@ -236,7 +236,7 @@ func (u *DDUnion) Bytes() int64 {
 // library's GetValueAtQuantile (sketches-go v1.4.8) step for step, over
 // the same bins. Counts are whole numbers, so the totals and running sums
 // are exact in any order. Building the sketch and its stores for every
-// answer row was a tenth of a six-measure query's CPU (issue 11). u's
+// answer row was a tenth of a six-measure query's CPU. u's
 // pairs are moved into count arrays first; it stays the same union.
 func (u *DDUnion) Quantiles() *Quantiles {
 	if !u.any {

@@ -173,7 +173,7 @@ const hllRadixFrom = 256
 // radixSortUint32 sorts keys by their bytes, least significant first, with
 // tmp (as long as keys) as scratch; a byte equal in every key is skipped.
 // Linear in the keys: pdqsort of the sparse keys appended by AddBytes was
-// half of building a speed rollup's distinct unions in serve (issue 11).
+// half of building a speed rollup's distinct unions in serve.
 func radixSortUint32(keys, tmp []uint32) {
 	var counts [4][256]int
 	for _, k := range keys {

@@ -95,7 +95,7 @@ func appendNumber(b []byte, f float64) []byte {
 // <, > and & as HTML-safe escapes) is written between quotes as it is;
 // any other goes through json.Marshal. Every window start, dimension and
 // measure name of an answer is such a string, and marshalling each was a
-// sixth of a 1,680-row answer's CPU (issue 11).
+// sixth of a 1,680-row answer's CPU.
 func appendString(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
