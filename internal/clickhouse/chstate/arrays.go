@@ -262,19 +262,8 @@ func (q *Quantiles) appendGlued(means []float32, counts []uint64) ([]float32, []
 	lMean := float64(cs[0].mean)
 	lCount := float64(cs[0].count)
 	for r := 1; r < len(cs); r++ {
-		ql := (sum + float64(lCount*0.5)) / q.count
-		err := ql * (1 - ql)
-		qr := (sum + lCount + float64(float64(cs[r].count)*0.5)) / q.count
-		err2 := qr * (1 - qr)
-		if err > err2 {
-			err = err2
-		}
-		k := countEps4 * err
-		if lCount+float64(cs[r].count) <= k && canBeMerged(lMean, cs[r].mean) {
-			lCount += float64(cs[r].count)
-			if float64(cs[r].mean) != lMean {
-				lMean += float64(float64(cs[r].count)*(float64(cs[r].mean)-lMean)) / lCount
-			}
+		if glues(sum, lMean, lCount, cs[r], q.count, countEps4) {
+			lMean, lCount = glue(lMean, lCount, cs[r])
 		} else {
 			// compress's cs[l], now final: its mean and count as the
 			// Float32s it stores (unchanged ones round-trip exactly).
