@@ -531,7 +531,7 @@ func (a *phaseARun) inMemory(ctx context.Context, sp []fileSpan, prior *objstore
 func (a *phaseARun) grace(ctx context.Context, sp []fileSpan, prior *objstore.Object, priorN int64, fromTable func(add func(idEntry) error) error) error {
 	sc := a.sc
 	name := sc.plan.Stream.Name
-	a.graceDir = filepath.Join(sc.tmp, fmt.Sprintf("dedup-p%d", a.p.Partition))
+	a.graceDir = filepath.Join(sc.tmp, fmt.Sprintf("dedup-%s-p%d", name, a.p.Partition))
 	var rows int64
 	for _, s := range sp {
 		rows += s.to - s.from
