@@ -251,7 +251,9 @@ func (q *Quantiles) AppendCentroids(means []float32, counts []uint64) ([]float32
 // appendGlued appends the centroids compress makes of q's sorted
 // centroids (at most 2048 of them, so that no batch gluing follows):
 // compress's loop step for step, reading q and writing the glued centroids
-// to the output instead of back into q.
+// to the output instead of back into q. The loop is repeated rather than
+// shared: through a shared function (not inlined) Quantiles.Add, whose
+// compress runs it, was 1.5 % slower (BenchmarkQuantilesAdd 27.0 → 27.4 ns).
 func (q *Quantiles) appendGlued(means []float32, counts []uint64) ([]float32, []uint64) {
 	cs := q.centroids
 	if len(cs) == 0 {
@@ -262,8 +264,19 @@ func (q *Quantiles) appendGlued(means []float32, counts []uint64) ([]float32, []
 	lMean := float64(cs[0].mean)
 	lCount := float64(cs[0].count)
 	for r := 1; r < len(cs); r++ {
-		if glues(sum, lMean, lCount, cs[r], q.count, countEps4) {
-			lMean, lCount = glue(lMean, lCount, cs[r])
+		ql := (sum + float64(lCount*0.5)) / q.count
+		err := ql * (1 - ql)
+		qr := (sum + lCount + float64(float64(cs[r].count)*0.5)) / q.count
+		err2 := qr * (1 - qr)
+		if err > err2 {
+			err = err2
+		}
+		k := countEps4 * err
+		if lCount+float64(cs[r].count) <= k && canBeMerged(lMean, cs[r].mean) {
+			lCount += float64(cs[r].count)
+			if float64(cs[r].mean) != lMean {
+				lMean += float64(float64(cs[r].count)*(float64(cs[r].mean)-lMean)) / lCount
+			}
 		} else {
 			// compress's cs[l], now final: its mean and count as the
 			// Float32s it stores (unchanged ones round-trip exactly).

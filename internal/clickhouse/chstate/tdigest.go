@@ -205,8 +205,19 @@ func (q *Quantiles) compress() {
 		lMean := float64(cs[l].mean)
 		lCount := float64(cs[l].count)
 		for r := 1; r < len(cs); r++ {
-			if glues(sum, lMean, lCount, cs[r], q.count, countEps4) {
-				lMean, lCount = glue(lMean, lCount, cs[r])
+			ql := (sum + float64(lCount*0.5)) / q.count
+			err := ql * (1 - ql)
+			qr := (sum + lCount + float64(float64(cs[r].count)*0.5)) / q.count
+			err2 := qr * (1 - qr)
+			if err > err2 {
+				err = err2
+			}
+			k := countEps4 * err
+			if lCount+float64(cs[r].count) <= k && canBeMerged(lMean, cs[r].mean) {
+				lCount += float64(cs[r].count)
+				if float64(cs[r].mean) != lMean {
+					lMean += float64(float64(cs[r].count)*(float64(cs[r].mean)-lMean)) / lCount
+				}
 				cs[l].mean = float32(lMean)
 				cs[l].count = float32(lCount)
 			} else {
@@ -227,30 +238,6 @@ func (q *Quantiles) compress() {
 	// Gluing keeps the order up to rounding of the glued means; what the
 	// next sortTail may assume is checked, not argued.
 	q.sorted = sortedPrefix(q.centroids)
-}
-
-// glues is compress's test for gluing centroid r onto the current one
-// (mean lMean, count lCount, with sum counted before it): ClickHouse's
-// QuantileTDigest::compress, step for step, so the states are its bytes.
-func glues(sum, lMean, lCount float64, r centroid, total, countEps4 float64) bool {
-	ql := (sum + float64(lCount*0.5)) / total
-	err := ql * (1 - ql)
-	qr := (sum + lCount + float64(float64(r.count)*0.5)) / total
-	err2 := qr * (1 - qr)
-	if err > err2 {
-		err = err2
-	}
-	k := countEps4 * err
-	return lCount+float64(r.count) <= k && canBeMerged(lMean, r.mean)
-}
-
-// glue is the current centroid's mean and count once r is glued onto it.
-func glue(lMean, lCount float64, r centroid) (float64, float64) {
-	lCount += float64(r.count)
-	if float64(r.mean) != lMean {
-		lMean += float64(float64(r.count)*(float64(r.mean)-lMean)) / lCount
-	}
-	return lMean, lCount
 }
 
 // sortedPrefix is the length of cs's leading run in radixSort's order.
