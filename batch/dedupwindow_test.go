@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandem-analytics/tandem/internal/objstore"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
 )
@@ -30,6 +31,36 @@ func testConfigWindow(t testing.TB, chunkSize int64, partitions int, s3srv *test
 // duplicates fall on both sides of a window of hours, and Kafka timestamps
 // that jump ahead by two hours now and then, so the messages after them
 // have timestamps below the partition's clock.
+// windowedRaw is a master dataset of two partitions of genWindowed
+// messages, written to the store as it grows; msgs holds every message
+// written, for the truth.
+type windowedRaw struct {
+	t      testing.TB
+	ctx    context.Context
+	st     objstore.Bucket
+	s      *schemas.Stream
+	rng    *rand.Rand
+	msgs   map[int32][]genMsg
+	ids    map[int32]*[]string
+	recent map[int32]*[]genMsg
+}
+
+func newWindowedRaw(t testing.TB, ctx context.Context, st objstore.Bucket, s *schemas.Stream, rng *rand.Rand) *windowedRaw {
+	return &windowedRaw{t: t, ctx: ctx, st: st, s: s, rng: rng, msgs: map[int32][]genMsg{},
+		ids: map[int32]*[]string{0: {}, 1: {}}, recent: map[int32]*[]genMsg{0: {}, 1: {}}}
+}
+
+// add generates the messages at offsets [first, first+n) of each
+// partition and writes them as raw objects of 160 messages.
+func (w *windowedRaw) add(first, n int64) {
+	w.t.Helper()
+	for p := int32(0); p < 2; p++ {
+		more := genWindowed(w.rng, w.s, p, first, n, w.ids[p], w.recent[p])
+		w.msgs[p] = append(w.msgs[p], more...)
+		writeRaw(w.t, w.ctx, w.st, w.s, p, more, 160)
+	}
+}
+
 func genWindowed(rng *rand.Rand, s *schemas.Stream, p int32, first, n int64, ids *[]string, recent *[]genMsg) []genMsg {
 	ms := genPartition(rng, p, first, n, ids)
 	dec := schemas.NewDecoder(s, time.Hour)
@@ -109,14 +140,9 @@ func TestDedupWindow(t *testing.T) {
 	windowTableHint = 64
 	t.Cleanup(func() { windowTableHint = hint })
 
-	rng := rand.New(rand.NewPCG(7, 8))
-	msgs := map[int32][]genMsg{}
-	ids := map[int32]*[]string{0: {}, 1: {}}
-	recent := map[int32]*[]genMsg{0: {}, 1: {}}
-	for p := int32(0); p < 2; p++ {
-		msgs[p] = genWindowed(rng, s, p, 0, 1440, ids[p], recent[p]) // 10 days
-		writeRaw(t, ctx, st, s, p, msgs[p], 160)
-	}
+	raw := newWindowedRaw(t, ctx, st, s, rand.New(rand.NewPCG(7, 8)))
+	raw.add(0, 1440) // 10 days
+	msgs := raw.msgs
 	run := func(full bool) *Result {
 		t.Helper()
 		res, err := Run(ctx, Options{Config: cfg, Store: st, Full: full, Log: testLog(), TempDir: t.TempDir()})
@@ -143,11 +169,7 @@ func TestDedupWindow(t *testing.T) {
 
 	// Two more days; the incremental run reads the previous run's index of
 	// the window only.
-	for p := int32(0); p < 2; p++ {
-		more := genWindowed(rng, s, p, 1440, 300, ids[p], recent[p])
-		msgs[p] = append(msgs[p], more...)
-		writeRaw(t, ctx, st, s, p, more, 160)
-	}
+	raw.add(1440, 300)
 	res2 := run(false)
 	require.True(t, res2.Views[0].Incremental)
 	wantLoaded := windowIDs(msgs, abs1, window)

@@ -179,14 +179,9 @@ func TestDedupMemoryBound(t *testing.T) {
 			windowTableHint = 64 // the windowed table starts small and grows to the bound
 			t.Cleanup(func() { windowTableHint = hint })
 
-			rng := rand.New(rand.NewPCG(3, 4))
-			msgs := map[int32][]genMsg{}
-			ids := map[int32]*[]string{0: {}, 1: {}}
-			recent := map[int32]*[]genMsg{0: {}, 1: {}}
-			for p := int32(0); p < 2; p++ {
-				msgs[p] = genWindowed(rng, s, p, 0, 1440, ids[p], recent[p]) // 10 days
-				writeRaw(t, ctx, st, s, p, msgs[p], 160)
-			}
+			raw := newWindowedRaw(t, ctx, st, s, rand.New(rand.NewPCG(3, 4)))
+			raw.add(0, 1440) // 10 days
+			msgs := raw.msgs
 			run := func(full bool, mem int64) *Result {
 				t.Helper()
 				tmp := t.TempDir()
@@ -226,11 +221,7 @@ func TestDedupMemoryBound(t *testing.T) {
 
 			// Two more days, incremental within the budget: the previous
 			// index goes through the buckets. Then --full in memory.
-			for p := int32(0); p < 2; p++ {
-				more := genWindowed(rng, s, p, 1440, 300, ids[p], recent[p])
-				msgs[p] = append(msgs[p], more...)
-				writeRaw(t, ctx, st, s, p, more, 160)
-			}
+			raw.add(1440, 300)
 			abs2 := map[int32]int64{0: 1700, 1: 1700}
 			res = run(false, budget)
 			require.True(t, res.Views[0].Incremental)
