@@ -167,6 +167,16 @@ func (d *dataset) chunks() map[int32]int64 {
 	return out
 }
 
+// halfChunks is the first half of each partition's chunks, what a batch
+// run absorbed in tests that keep speed rows beside a run.
+func (d *dataset) halfChunks() map[int32]int64 {
+	out := d.chunks()
+	for p, n := range out {
+		out[p] = n / 2
+	}
+	return out
+}
+
 // aggregate folds events into view rows (window, dims).
 func aggregate(v *schemas.View, evs []event) map[schemas.RowKey]schemas.Aggregate {
 	rows := map[schemas.RowKey]schemas.Aggregate{}

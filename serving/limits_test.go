@@ -160,10 +160,7 @@ func TestQueryLimits(t *testing.T) {
 	_, baseURL, _ := startService(t, cfg)
 
 	chunks := d.chunks()
-	half := map[int32]int64{}
-	for p, n := range chunks {
-		half[p] = n / 2
-	}
+	half := d.halfChunks()
 	insertSpeed(t, db, d)
 	over := qcase{gran: "1m", from: from, to: to} // one row per minute with events: more than per 5 minutes
 	require.Greater(t, len(over.truth(d, nil)), limit)
@@ -311,10 +308,7 @@ func TestQueryQueueServesEveryClient(t *testing.T) {
 	cfg.Serve.QueueTimeout = schemas.Duration(30 * time.Second)
 	d := genDataset(t, cfg.Config, 3000, 12)
 	insertSpeed(t, db, d)
-	half := map[int32]int64{}
-	for p, n := range d.chunks() {
-		half[p] = n / 2
-	}
+	half := d.halfChunks()
 	publish(t, store, cfg.Config, d, "run-half", half)
 	_, baseURL, _ := startService(t, cfg)
 	waitRun(t, baseURL, "run-half")
@@ -444,10 +438,7 @@ func TestHostileQueries(t *testing.T) {
 	cfg.Serve.MaxMergeGroups = 20000 // below the 30,000 countries
 	d := genHostile(t, cfg.Config, events, 7)
 	insertSpeed(t, db, d)
-	half := map[int32]int64{}
-	for p, n := range d.chunks() {
-		half[p] = n / 2
-	}
+	half := d.halfChunks()
 	publish(t, store, cfg.Config, d, "run-half", half)
 	_, baseURL, _ := startService(t, cfg)
 	waitRun(t, baseURL, "run-half")

@@ -103,10 +103,7 @@ func TestEveryMeasureKind(t *testing.T) {
 
 	// Batch: a real run over the raw files of the first half of each
 	// partition's chunks, loaded into ClickHouse.
-	absorbed := map[int32]int64{}
-	for p, n := range d.chunks() {
-		absorbed[p] = n / 2
-	}
+	absorbed := d.halfChunks()
 	raw := &dataset{view: v, chunk: d.chunk, next: map[int32]int64{}}
 	for _, e := range d.events {
 		if e.offset < absorbed[e.partition]*cfg.ChunkSize {
