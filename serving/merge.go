@@ -534,14 +534,19 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 // as a union in g.unions and a quantile state in g.ddUnions (rollupStates),
 // which are only read. AddGroup keeps neither g nor
 // its slices.
-func (m *Merger) AddGroup(g *Group) {
+func (m *Merger) AddGroup(g *Group) { m.addGroup(g) }
+
+// addGroup is AddGroup returning the group g was merged into (nil when
+// the merge dropped it): the speed cache measures what a node rollup
+// grows by.
+func (m *Merger) addGroup(g *Group) *Group {
 	window := g.WindowMs
 	if m.gran == 0 {
 		window = m.fromMs
 	}
 	dst := m.group(window, schemas.JoinDims(g.Dims), nil)
 	if dst == nil {
-		return
+		return nil
 	}
 	if dst.Dims == nil {
 		dst.Dims = append(make([]string, 0, len(g.Dims)), g.Dims...)
@@ -559,6 +564,7 @@ func (m *Merger) AddGroup(g *Group) {
 		m.merge(dst, j, &g.States[j])
 	}
 	m.maybeDensify(dst)
+	return dst
 }
 
 // MergeFrom folds every group of o (a Merger of the same query) into m:

@@ -48,7 +48,7 @@ type ClickHouseSpeed struct {
 // chunk_size. Call it before the first query.
 func (c *ClickHouseSpeed) CacheClosedChunks(chunkSize, bytes int64) {
 	if chunkSize > 0 && bytes > 0 {
-		c.cache = &chunkCache{chunkSize: chunkSize, lru: newLRU(bytes)}
+		c.cache = &chunkCache{chunkSize: chunkSize, fanout: rollupFanout, levels: rollupLevels, lru: newLRU(bytes)}
 	}
 }
 

@@ -21,25 +21,45 @@ func speedCacheShare(cacheBytes int64) int64 { return cacheBytes / 8 }
 // nothing has been absorbed for a long time.
 const maxClosedChunks = 4096
 
-// chunkCache keeps, per query shape, the rollup of each closed speed chunk:
+// chunkCache keeps, per query shape, the rollups of closed speed chunks:
 // one Group per (bucket, group), every asked measure merged. A chunk is
 // closed when its partition's speed progress (the highest version written)
 // has passed its last offset: by the speed layer's invariant (speed/doc.go)
 // every row of it was then written at its final version, and the chunk
-// never changes again (a replay writes the same content). A rollup is
-// cached only for a chunk whose whole window span lies in the query that
-// built it, so it holds every row of the chunk and is right for any later
-// query of the same shape whose range holds the span too. Spans of closed
-// chunks are cached as well; both live in one LRU bounded by bytes.
+// never changes again (a replay writes the same content).
+//
+// Rollups are kept per node of a tree over each partition's chunks: a node
+// of level L covers the fanout^L consecutive chunks [i·fanout^L,
+// (i+1)·fanout^L), so a node's rollup holds (buckets × groups) of its whole
+// stretch, not (chunks × buckets × groups), and a query merges a few large
+// nodes and a ragged rest instead of every chunk. A node is used (cached
+// or built) only when every chunk of it is closed and not absorbed
+// (≥ K_p of the query's snapshot, so no absorbed row is ever counted)
+// and its whole window span lies in the query's range, so its rollup
+// holds every row of its chunks and is right for any later query of the
+// same shape whose range holds the span too. Spans of closed chunks are
+// cached as well; both live in one LRU bounded by bytes.
 type chunkCache struct {
 	chunkSize int64
+	fanout    int64 // chunks per node of level 1; ≥ 2
+	levels    int   // node levels: 0 (a chunk) to levels-1
 	lru       *lru
 }
 
-// chunkRollup is one closed chunk's groups for one query shape.
+// The tree's shape: nodes of 1, 4, 16, 64, 256 and 1024 chunks. A query
+// whose range holds a partition's closed chunks whole merges at most
+// fanout-1 nodes per level and partition; a finer fan-out rebuilds less
+// when a node completes, a coarser one merges fewer nodes.
+const (
+	rollupFanout = 4
+	rollupLevels = 6
+)
+
+// chunkRollup is one cached node's groups for one query shape. The groups
+// are only read afterwards: concurrent queries share them.
 type chunkRollup struct {
 	groups []*Group
-	bytes  int64 // the groups' estimated memory (groupBytes)
+	bytes  int64 // the groups' estimated memory (rollupGroupBytes)
 }
 
 // chunkID is a speed chunk: its Kafka partition and chunk number.
@@ -48,74 +68,100 @@ type chunkID struct {
 	c int64
 }
 
-func (a chunkID) less(b chunkID) bool { return a.p < b.p || a.p == b.p && a.c < b.c }
+// node is a node of a partition's chunk tree: level, index and the chunks
+// [start, end) it covers.
+type node struct {
+	p          int32
+	level      int
+	idx        int64
+	start, end int64
+}
 
-// chunkAdmission builds the rollups of the first chunks (in key order) of a
+func (a node) less(b node) bool { return a.p < b.p || a.p == b.p && a.start < b.start }
+
+// building is a node whose rollup a query builds: seeds (cached rollups of
+// its descendants, merged first) and the rows ClickHouse sends for its
+// other chunks go into m, a Merger of the query's shape without its range
+// or bounds (the node must hold every row of its chunks).
+type building struct {
+	n     node
+	seeds []*chunkRollup
+	m     *Merger
+	bytes int64 // estimated memory of m's groups so far
+}
+
+// nodeAdmission builds the rollups of the first nodes (in key order) of a
 // sorted candidate list whose rollups fit in budget bytes together. Rows
-// arrive in no chunk order, so a chunk's size is known only at the scan's
-// end: while the built rollups exceed the budget, the last admitted chunk
-// is dropped and no longer built. What is held stays within the budget,
-// and the admitted chunks are always a prefix of the candidates.
-type chunkAdmission struct {
-	cand   []chunkID
-	rank   map[chunkID]int
+// arrive in no chunk order, so a node's size is known only at the scan's
+// end: while the built rollups exceed the budget, the last admitted node
+// is dropped — the groups it merged so far are handed to the query at
+// once, its later rows go to the query directly — and no longer built.
+// What is held stays within the budget, and the admitted nodes are always
+// a prefix of the candidates.
+type nodeAdmission struct {
+	cand   []*building
 	limit  int // cand[:limit] may still be admitted
 	budget int64
 	used   int64
-	build  map[chunkID]*chunkRollup
+	emit   func(*Group) error
 }
 
-func newChunkAdmission(cand []chunkID, budget int64) *chunkAdmission {
-	a := &chunkAdmission{cand: cand, rank: make(map[chunkID]int, len(cand)), limit: len(cand), budget: budget, build: map[chunkID]*chunkRollup{}}
-	for i, id := range cand {
-		a.rank[id] = i
+// find returns the candidate covering chunk c of partition p, or nil.
+func (a *nodeAdmission) find(p int32, c int64) *building {
+	i := sort.Search(len(a.cand), func(i int) bool {
+		n := a.cand[i].n
+		return n.p > p || n.p == p && n.end > c
+	})
+	if i < len(a.cand) && a.cand[i].n.p == p && a.cand[i].n.start <= c {
+		return a.cand[i]
 	}
-	if budget <= 0 {
-		a.limit = 0
-	}
-	return a
+	return nil
 }
 
-// rollup returns the rollup being built for id, or nil when id is not
-// (or no longer) admitted.
-func (a *chunkAdmission) rollup(id chunkID) *chunkRollup {
-	i, ok := a.rank[id]
-	if !ok || i >= a.limit {
-		return nil
-	}
-	cr := a.build[id]
-	if cr == nil {
-		cr = &chunkRollup{}
-		a.build[id] = cr
-	}
-	return cr
+// admitted reports whether b is still being built.
+func (a *nodeAdmission) admitted(b *building) bool {
+	return b != nil && b.m != nil
 }
 
-// add appends g (of n bytes) to cr and drops the last admitted chunks
-// while the total is over the budget.
-func (a *chunkAdmission) add(cr *chunkRollup, g *Group, n int64) {
-	cr.groups = append(cr.groups, g)
-	cr.bytes += n
-	a.used += n
+// add merges g into b (admitted) and drops the last admitted nodes while
+// the total is over the budget.
+func (a *nodeAdmission) add(b *building, g *Group) error {
+	var before int64
+	w := g.WindowMs
+	if b.m.gran == 0 {
+		w = b.m.fromMs // as addGroup keys it
+	}
+	dst := b.m.groups[groupKey{w, schemas.JoinDims(g.Dims)}]
+	if dst != nil {
+		before = rollupGroupBytes(dst)
+	}
+	if dst = b.m.addGroup(g); dst != nil {
+		d := rollupGroupBytes(dst) - before
+		b.bytes += d
+		a.used += d
+	}
+	return a.shed()
+}
+
+// shed drops the last admitted nodes while the built ones exceed the
+// budget, handing what they merged so far to the query.
+func (a *nodeAdmission) shed() error {
 	for a.used > a.budget && a.limit > 0 {
 		a.limit--
-		id := a.cand[a.limit]
-		if dropped := a.build[id]; dropped != nil {
-			a.used -= dropped.bytes
-			delete(a.build, id)
+		b := a.cand[a.limit]
+		if b.m == nil {
+			continue
+		}
+		a.used -= b.bytes
+		m := b.m
+		b.m, b.bytes = nil, 0
+		for _, g := range m.groups {
+			if err := a.emit(g); err != nil {
+				return err
+			}
 		}
 	}
-}
-
-// admitted lists the chunks whose rollups were built whole, in key order.
-func (a *chunkAdmission) admitted() []chunkID {
-	var out []chunkID
-	for _, id := range a.cand[:a.limit] {
-		if a.build[id] != nil {
-			out = append(out, id)
-		}
-	}
-	return out
+	return nil
 }
 
 // chunkSpan is a closed chunk's window span in Unix ms; none marks a chunk
@@ -168,8 +214,8 @@ func sortedCopy(vals []string) []string {
 	return out
 }
 
-func rollupKey(shape string, p int32, c int64) string {
-	return fmt.Sprintf("r|%d|%d|%s", p, c, shape)
+func rollupKey(shape string, n node) string {
+	return fmt.Sprintf("r|%d|%d|%d|%s", n.p, n.level, n.idx, shape)
 }
 
 func spanKey(view string, p int32, c int64) string {
@@ -187,10 +233,36 @@ func groupBytes(g *Group, sketchBytes int64) int64 {
 	return n
 }
 
-// rollupCached is RollupSpeed with the closed-chunk cache: closed chunks
-// whose rollup of q's shape is cached are answered from it and left out of
-// the ClickHouse query; the others are read grouped by chunk, and the
-// rollups of closed chunks that q's range holds whole are cached.
+// rollupGroupBytes estimates a node rollup's group: groupBytes with the
+// memory its unions hold (a sketch merged without a union, rare, counts as
+// a wide one).
+func rollupGroupBytes(g *Group) int64 {
+	var sk int64
+	for _, u := range g.unions {
+		if u != nil {
+			sk += u.Bytes()
+		}
+	}
+	for _, u := range g.ddUnions {
+		if u != nil {
+			sk += u.Bytes()
+		}
+	}
+	for j := range g.States {
+		if g.States[j].HLL != nil || g.States[j].DD != nil {
+			sk += 20 << 10
+		}
+	}
+	return groupBytes(g, sk)
+}
+
+// rollupCached is RollupSpeed with the closed-chunk cache: the closed
+// chunks of each partition are covered by the largest tree nodes (see
+// chunkCache) that are whole, not absorbed and inside q's range; a cached
+// node is answered from memory and left out of the ClickHouse query, an
+// uncached one is built (from its cached descendants and ClickHouse's rows
+// of its other chunks) and cached, and the rest (open chunks, ragged
+// edges, nodes over the budget) is read from ClickHouse grouped by chunk.
 func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed map[int32]int64, fn func(*Group) error) error {
 	v := q.View
 	progress, err := c.store.SpeedProgress(ctx, v)
@@ -198,16 +270,20 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 		return err
 	}
 	// Closed chunks not absorbed, per partition: [K_p, (M_p+1)/C).
-	closed := map[int32][]int64{}
+	type bounds struct{ lo, hi int64 }
+	closed := map[int32]bounds{}
 	var unknown map[int32][]int64
-	spans := map[[2]int64]chunkSpan{}
+	spans := map[chunkID]chunkSpan{}
 	for p, m := range progress {
 		hi := (m + 1) / c.cache.chunkSize
-		lo := max(absorbed[p], hi-maxClosedChunks)
+		lo := max(absorbed[p], hi-maxClosedChunks, 0)
+		if lo >= hi {
+			continue
+		}
+		closed[p] = bounds{lo, hi}
 		for k := lo; k < hi; k++ {
-			closed[p] = append(closed[p], k)
 			if sp, ok := c.cache.lru.get(spanKey(v.Name, p, k)); ok {
-				spans[[2]int64{int64(p), k}] = sp.(chunkSpan)
+				spans[chunkID{p, k}] = sp.(chunkSpan)
 				continue
 			}
 			if unknown == nil {
@@ -227,45 +303,140 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 				if s, ok := got[p][k]; ok {
 					sp = chunkSpan{minMs: s.Min.UnixMilli(), maxMs: s.Max.UnixMilli()}
 				}
-				spans[[2]int64{int64(p), k}] = sp
+				spans[chunkID{p, k}] = sp
 				c.cache.lru.put(spanKey(v.Name, p, k), sp, 64)
 			}
 		}
+	}
+	nodeSpan := func(p int32, start, end int64) chunkSpan {
+		out := chunkSpan{none: true}
+		for k := start; k < end; k++ {
+			sp := spans[chunkID{p, k}]
+			switch {
+			case sp.none:
+			case out.none:
+				out = sp
+			default:
+				out.minMs, out.maxMs = min(out.minMs, sp.minMs), max(out.maxMs, sp.maxMs)
+			}
+		}
+		return out
 	}
 
 	shape := shapeKey(q)
 	fromMs, toMs := q.FromMs(), q.ToMs()
 	exclude := map[int32][]int64{}
+	excludeRange := func(p int32, start, end int64) {
+		for k := start; k < end; k++ {
+			exclude[p] = append(exclude[p], k)
+		}
+	}
 	var hits []*chunkRollup
 	var hitBytes int64
-	var cand []chunkID // closed chunks held whole by the range, not cached
-	for p, ks := range closed {
-		for _, k := range ks {
-			sp := spans[[2]int64{int64(p), k}]
-			switch {
-			case sp.none:
-				exclude[p] = append(exclude[p], k) // nothing there, ever
-			case sp.minMs >= fromMs && sp.maxMs < toMs:
-				if r, ok := c.cache.lru.get(rollupKey(shape, p, k)); ok {
+	var cand []*building
+	// seed collects, for a node being built, the cached rollups of its
+	// descendants (their chunks are then not read); empty chunks are
+	// left out; the other chunks are read and routed to the node.
+	var seed func(b *building, n node)
+	seed = func(b *building, n node) {
+		if n != b.n {
+			if r, ok := c.cache.lru.get(rollupKey(shape, n)); ok {
+				cr := r.(*chunkRollup)
+				b.seeds = append(b.seeds, cr)
+				hitBytes += cr.bytes
+				excludeRange(n.p, n.start, n.end)
+				return
+			}
+		}
+		if n.level == 0 {
+			if spans[chunkID{n.p, n.start}].none {
+				exclude[n.p] = append(exclude[n.p], n.start)
+			}
+			return
+		}
+		size := (n.end - n.start) / c.cache.fanout
+		for i := int64(0); i < c.cache.fanout; i++ {
+			seed(b, node{p: n.p, level: n.level - 1, idx: n.idx*c.cache.fanout + i, start: n.start + i*size, end: n.start + (i+1)*size})
+		}
+	}
+	var visit func(n node, bd bounds)
+	visit = func(n node, bd bounds) {
+		if n.end <= bd.lo || n.start >= bd.hi {
+			return
+		}
+		if n.start >= bd.lo && n.end <= bd.hi {
+			sp := nodeSpan(n.p, n.start, n.end)
+			if sp.none {
+				excludeRange(n.p, n.start, n.end) // nothing there, ever
+				return
+			}
+			if sp.minMs >= fromMs && sp.maxMs < toMs {
+				if r, ok := c.cache.lru.get(rollupKey(shape, n)); ok {
 					cr := r.(*chunkRollup)
 					hits = append(hits, cr)
 					hitBytes += cr.bytes
-					exclude[p] = append(exclude[p], k)
-				} else {
-					cand = append(cand, chunkID{p, k})
+					excludeRange(n.p, n.start, n.end)
+					return
 				}
+				b := &building{n: n}
+				seed(b, n)
+				cand = append(cand, b)
+				return
 			}
+		}
+		if n.level == 0 {
+			return // read from ClickHouse, not cached: open, or cut by the range or K_p
+		}
+		size := (n.end - n.start) / c.cache.fanout
+		for i := int64(0); i < c.cache.fanout; i++ {
+			visit(node{p: n.p, level: n.level - 1, idx: n.idx*c.cache.fanout + i, start: n.start + i*size, end: n.start + (i+1)*size}, bd)
+		}
+	}
+	top := c.cache.levels - 1
+	topSize := int64(1)
+	for range top {
+		topSize *= c.cache.fanout
+	}
+	for p, bd := range closed {
+		for i := bd.lo / topSize; i*topSize < bd.hi; i++ {
+			visit(node{p: p, level: top, idx: i, start: i * topSize, end: (i + 1) * topSize}, bd)
 		}
 	}
 	// What is built is admitted in key order, a prefix of the candidates,
-	// up to what the cache's share leaves beside this shape's hits and the
-	// spans: a shape larger than the share keeps the same chunks cached
-	// from one query to the next (the hits, just touched, are not evicted
-	// by its own admissions) and reads only the rest from ClickHouse,
-	// instead of each query's rollups evicting the last one's.
-	sort.Slice(cand, func(i, j int) bool { return cand[i].less(cand[j]) })
-	budget := c.cache.lru.capacity - hitBytes - 64*int64(len(spans))
-	admit := newChunkAdmission(cand, budget)
+	// up to what the cache's share leaves beside this shape's hits (and
+	// seeds) and the spans: a shape larger than the share keeps the same
+	// nodes cached from one query to the next (the hits, just touched, are
+	// not evicted by its own admissions) and reads only the rest from
+	// ClickHouse, instead of each query's rollups evicting the last one's.
+	sort.Slice(cand, func(i, j int) bool { return cand[i].n.less(cand[j].n) })
+	admit := &nodeAdmission{cand: cand, limit: len(cand), emit: fn,
+		budget: c.cache.lru.capacity - hitBytes - 64*int64(len(spans))}
+	// A node's Merger: q's shape without its range, top-N restriction or
+	// bounds, so that it holds every group of the node's rows (the budget
+	// bounds its memory).
+	nq := *q
+	nq.only, nq.MaxRows, nq.MaxGroups = nil, 0, 0
+	for _, b := range cand {
+		b.m = NewMerger(&nq)
+	}
+	// Seeds first; a node dropped on the way hands the groups of its
+	// seeds not merged yet to the query directly.
+	for _, b := range cand {
+		for _, cr := range b.seeds {
+			for _, g := range cr.groups {
+				if !admit.admitted(b) {
+					if err := fn(g); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := admit.add(b, g); err != nil {
+					return err
+				}
+			}
+		}
+		b.seeds = nil
+	}
 
 	sq, _ := speedQuery(q, absorbed)
 	sq.Exclude = exclude
@@ -273,24 +444,36 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 	for _, di := range q.GroupBy {
 		rq.GroupBy = append(rq.GroupBy, v.Dimensions[di])
 	}
+	g := &Group{States: make([]schemas.State, len(q.Measures))}
 	err = c.store.ScanSpeedRollup(ctx, rq, func(r *clickhouse.SpeedRollupRow) error {
-		g := &Group{WindowMs: r.Bucket.UnixMilli(), Dims: r.Dims, States: make([]schemas.State, len(q.Measures))}
-		sketchBytes, err := rollupStates(q, r, g)
-		if err != nil {
+		g.WindowMs, g.Dims = r.Bucket.UnixMilli(), r.Dims
+		if _, err := rollupStates(q, r, g); err != nil {
 			return err
 		}
-		if cr := admit.rollup(chunkID{r.Partition, r.Chunk}); cr != nil {
-			g.Dims = append([]string(nil), r.Dims...)
-			admit.add(cr, g, groupBytes(g, sketchBytes))
+		if b := admit.find(r.Partition, r.Chunk); admit.admitted(b) {
+			return admit.add(b, g) // the node's Merger copies what it keeps
 		}
 		return fn(g)
 	})
 	if err != nil {
 		return err
 	}
-	for _, id := range admit.admitted() {
-		cr := admit.build[id]
-		c.cache.lru.put(rollupKey(shape, id.p, id.c), cr, 64+cr.bytes)
+	for _, b := range cand {
+		if !admit.admitted(b) {
+			continue
+		}
+		cr := &chunkRollup{groups: make([]*Group, 0, len(b.m.groups)), bytes: b.bytes}
+		for _, g := range b.m.groups {
+			for _, u := range g.unions {
+				if u != nil {
+					u.Dense() // sorted and deduplicated before it is shared
+				}
+			}
+			cr.groups = append(cr.groups, g)
+		}
+		b.m = nil
+		c.cache.lru.put(rollupKey(shape, b.n), cr, 64+cr.bytes)
+		hits = append(hits, cr)
 	}
 	for _, cr := range hits {
 		for _, g := range cr.groups {
