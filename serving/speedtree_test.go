@@ -115,7 +115,7 @@ func TestSpeedTreeRollupsMatchRows(t *testing.T) {
 			from, to := base.Add(-time.Hour), base.Add(5*time.Hour)
 			if rng.IntN(2) == 0 { // cut somewhere, often inside a node's span
 				from = base.Add(time.Duration(rng.Int64N(int64(2 * time.Hour)))).Truncate(time.Second)
-				to = from.Add(time.Duration(1+rng.Int64N(int64(3*time.Hour)))).Truncate(time.Second).Add(time.Second)
+				to = from.Add(time.Duration(1 + rng.Int64N(int64(3*time.Hour)))).Truncate(time.Second).Add(time.Second)
 			}
 			absorbed := seam()
 			check(fmt.Sprintf("%s %d %s [%s, %s) seam=%v", label, i, params, from.Format(time.TimeOnly), to.Format(time.TimeOnly), absorbed),
