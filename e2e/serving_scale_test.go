@@ -505,6 +505,9 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 	all := seq(rawAll)
 	cpuAll := procCPU(pid) - cpu0
 	ex := seq(rawExact)
+	if dir := os.Getenv("TANDEM_BENCH_SERVING_PPROF"); dir != "" {
+		sp.profile(b, dir, sq.name, func() { timed(rawAll) })
+	}
 
 	// 8 concurrent clients, as many requests in all as the sequential run
 	// (rounded up to whole rounds).
@@ -957,10 +960,54 @@ func runTandem(ctx context.Context, bin string, args ...string) (string, error) 
 // cache reproduces, at a few million events, the closed-chunk rollups of a
 // larger day not fitting the cache).
 func serveListen(b *testing.B, addr string) string {
-	if n := envInt(b, "TANDEM_BENCH_SERVING_CACHE_BYTES", 0); n > 0 {
-		return fmt.Sprintf("listen: %q, cache_bytes: %d", addr, n)
+	extra := ""
+	if os.Getenv("TANDEM_BENCH_SERVING_PPROF") != "" {
+		extra = ", pprof: true"
 	}
-	return fmt.Sprintf("listen: %q", addr)
+	if n := envInt(b, "TANDEM_BENCH_SERVING_CACHE_BYTES", 0); n > 0 {
+		return fmt.Sprintf("listen: %q, cache_bytes: %d%s", addr, n, extra)
+	}
+	return fmt.Sprintf("listen: %q%s", addr, extra)
+}
+
+// profile takes serve's CPU profile (serve.pprof) over 10 s of warm
+// requests (request, after the measured ones, so the figures are not
+// affected) and then its heap, into dir as <query>.cpu.pprof and
+// <query>.heap.pprof, for `go tool pprof`.
+func (sp *scalePlatform) profile(b *testing.B, dir, name string, request func()) {
+	b.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	fetch := func(path, file string) error {
+		resp, err := sp.serving.Get(sp.serveURL + path)
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("profile %s: status %d, %v: %.300s", path, resp.StatusCode, err, body)
+		}
+		return os.WriteFile(filepath.Join(dir, file), body, 0o644)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fetch("/debug/pprof/profile?seconds=10", name+".cpu.pprof") }()
+	for n := 0; ; n++ {
+		select {
+		case err := <-done:
+			if err == nil {
+				err = fetch("/debug/pprof/heap", name+".heap.pprof")
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			progress(b, "%s: profiles of %d requests in %s", name, n, dir)
+			return
+		default:
+			request()
+		}
+	}
 }
 
 func envInt(b *testing.B, name string, def int) int {

@@ -37,8 +37,12 @@ type Config struct {
 	// WarmCache loads the newest row groups of a run into the cache (up to
 	// half of it) at start-up and before switching to a new run, so the
 	// first queries after a batch run are not cold.
-	WarmCache bool              `yaml:"warm_cache"`
-	TLS       schemas.TLSConfig `yaml:"tls"`
+	WarmCache bool `yaml:"warm_cache"`
+	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/ on
+	// the listener, behind the metrics tokens. Off by default: a profile
+	// shows the process's internals and costs CPU while it is taken.
+	Pprof bool              `yaml:"pprof"`
+	TLS   schemas.TLSConfig `yaml:"tls"`
 	// The listener's deadlines: read_header_timeout, read_timeout,
 	// write_timeout (bounds a query's answer), idle_timeout.
 	schemas.HTTPTimeouts `yaml:",inline"`

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"strconv"
 	"sync"
@@ -153,7 +154,14 @@ func New(conf Config, deps Deps) (*Service, error) {
 	s.mux.Handle("GET /v1/views", s.authorize("views", http.HandlerFunc(s.handleViews)))
 	s.mux.Handle("GET /v1/views/{view}/query", s.authorize("query", http.HandlerFunc(s.handleQuery)))
 	s.mux.Handle("GET /v1/openapi.json", openapi.Handler())
-	ops.MountAuth(s.mux, s.reg, ops.NewBearer(cfg.Auth.MetricsTokens), s)
+	metricsAuth := ops.NewBearer(cfg.Auth.MetricsTokens)
+	ops.MountAuth(s.mux, s.reg, metricsAuth, s)
+	if conf.Pprof {
+		// Index serves the named profiles (heap, allocs, goroutine…)
+		// below it; the CPU profile has its own handler.
+		s.mux.Handle("GET /debug/pprof/", metricsAuth.Wrap("tandem-metrics", http.HandlerFunc(pprof.Index), nil))
+		s.mux.Handle("GET /debug/pprof/profile", metricsAuth.Wrap("tandem-metrics", http.HandlerFunc(pprof.Profile), nil))
+	}
 	t := conf.HTTPTimeouts
 	s.server = &ops.HTTPServer{Name: "serve", Addr: conf.Listen, Handler: s.mux,
 		CertFile: conf.TLS.CertFile, KeyFile: conf.TLS.KeyFile, Log: s.log,
