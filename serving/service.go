@@ -194,7 +194,7 @@ func (s *Service) registerGauges() {
 	}, func() float64 { _, waiting := s.admit.counts(); return float64(waiting) }))
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_cache_bytes",
-		Help: "Estimated bytes held by the batch row cache (bounded by 7/8 of serve.cache_bytes; the rest is for closed speed chunks).",
+		Help: "Estimated bytes held by the batch row cache (bounded by 3/4 of serve.cache_bytes; the rest is for closed speed chunks).",
 	}, func() float64 {
 		b, _ := s.batch.cache.usage()
 		return float64(b)
