@@ -302,9 +302,7 @@ func (u *HLLUnion) Merge(o *HLLUnion) {
 	if o.regs != nil {
 		u.toDense()
 		u.histOK = false
-		for i, r := range o.regs {
-			u.regs[i] = max(u.regs[i], r)
-		}
+		maxRegs(u.regs, o.regs)
 		return
 	}
 	if o.sorted == len(o.keys) && 8*len(o.keys) >= len(u.keys) {
@@ -321,6 +319,28 @@ func (u *HLLUnion) Merge(o *HLLUnion) {
 	}
 	for _, k := range o.keys {
 		u.addKey(k)
+	}
+}
+
+// maxRegs sets dst[i] = max(dst[i], src[i]) for every register of src,
+// eight at a time: a register is below 128 (at most 64 − precision + 1),
+// so per byte (a|0x80) − b never borrows from the next byte, and its high
+// bit says a ≥ b. Merging cached dense rollups is most of a speed query's
+// work (a day by hour merges ~1,400 dense unions), and the byte loop does
+// not vectorize.
+func maxRegs(dst, src []uint8) {
+	const hi = 0x8080808080808080
+	dst = dst[:len(src)]
+	n := len(src) &^ 7
+	for i := 0; i < n; i += 8 {
+		a := binary.LittleEndian.Uint64(dst[i:])
+		b := binary.LittleEndian.Uint64(src[i:])
+		ge := ((a | hi) - b) & hi // 0x80 in the bytes where a ≥ b
+		m := (ge >> 7) * 0xff     // 0xff there: no carries, each byte is 0 or 1
+		binary.LittleEndian.PutUint64(dst[i:], a&m|b&^m)
+	}
+	for i := n; i < len(src); i++ {
+		dst[i] = max(dst[i], src[i])
 	}
 }
 
