@@ -76,17 +76,28 @@ func BenchmarkServingMonth(b *testing.B) {
 	shapes := []struct {
 		name string
 		p    url.Values
+		// slide moves from and to by this much at each request: a
+		// dashboard's now-7d → now, whose interior buckets stay.
+		slide time.Duration
 	}{
-		{"7d_1h_by_country", url.Values{"from": {last(7 * 24 * time.Hour)}, "granularity": {"1h"}, "group_by": {"country"}}},
-		{"30d_1d_by_country", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"1d"}, "group_by": {"country"}}},
-		{"30d_all_by_device", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"all"}, "group_by": {"device"}}},
-		{"24h_1m_country_NL", url.Values{"from": {last(24 * time.Hour)}, "granularity": {"1m"}, "filter": {"country:NL"}}},
+		{"7d_1h_by_country", url.Values{"from": {last(7 * 24 * time.Hour)}, "granularity": {"1h"}, "group_by": {"country"}}, 0},
+		{"30d_1d_by_country", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"1d"}, "group_by": {"country"}}, 0},
+		{"30d_all_by_device", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"all"}, "group_by": {"device"}}, 0},
+		{"24h_1m_country_NL", url.Values{"from": {last(24 * time.Hour)}, "granularity": {"1m"}, "filter": {"country:NL"}}, 0},
+		{"7d_1h_by_country_sliding", url.Values{"granularity": {"1h"}, "group_by": {"country"}}, 61 * time.Second},
 	}
 	prof := os.Getenv("TANDEM_BENCH_MONTH_CPUPROFILE")
 	for _, s := range shapes {
 		s.p.Set("to", end.Format(time.RFC3339))
 		b.Run(s.name, func(b *testing.B) {
+			n := 0
 			get := func() time.Duration {
+				if s.slide > 0 { // ending an hour before the data's end, moving towards it
+					to := end.Add(-time.Hour).Add(time.Duration(n) * s.slide)
+					s.p.Set("from", to.Add(-7*24*time.Hour).Format(time.RFC3339))
+					s.p.Set("to", to.Format(time.RFC3339))
+					n++
+				}
 				t := time.Now()
 				resp, err := http.Get(queryURL(base, s.p))
 				require.NoError(b, err)
@@ -124,6 +135,7 @@ func BenchmarkServingMonth(b *testing.B) {
 		})
 	}
 	b.ReportMetric(metricValue(b, base, "tandem_serve_cache_bytes"), "cache_bytes")
+	b.ReportMetric(metricValue(b, base, "tandem_serve_bucket_cache_bytes"), "bucket_cache_bytes")
 }
 
 // writeMonth writes events raw events, evenly spread over [start, end), as
