@@ -126,8 +126,10 @@ func (c *bucketCache) dropRun(view, run string) {
 	c.lru.removePrefix("b\x00" + view + "\x00" + run + "\x00")
 }
 
-// errOverBound is batchHalf's: the buckets of a granularity=all query
-// hold more groups than the merge may, so it is answered without the cache.
+// errOverBound is batchHalf's: the days of a granularity=all query hold
+// more groups than its answer may (serve.max_result_rows), or the query
+// has more than maxCachedUnits buckets, so it is answered without the
+// cache.
 var errOverBound = errors.New("bucket cache: over the merge bound")
 
 // batchHalf returns the cached batch half of each of q's buckets of u
@@ -166,8 +168,10 @@ func (c *bucketCache) batchHalf(ctx context.Context, q *Query, snap *Snapshot, b
 		sub := *q
 		sub.From, sub.To = time.UnixMilli(us[i].lo).UTC(), time.UnixMilli(us[j-1].hi).UTC()
 		if q.Granularity == 0 {
+			// Its days hold more groups than its answer: past the
+			// answer's bound, it is merged without the cache (errOverBound)
+			// rather than hold many times the answer in memory.
 			sub.Granularity = schemas.Granularity(24 * time.Hour)
-			sub.MaxRows = q.MaxGroups
 		}
 		m, err := br.scan(ctx, &sub, snap)
 		if err != nil {
