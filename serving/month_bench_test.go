@@ -23,6 +23,7 @@ import (
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving"
 )
 
 // BenchmarkServingMonth is issue 11's month of events at a size that runs
@@ -87,6 +88,9 @@ func BenchmarkServingMonth(b *testing.B) {
 		{"7d_1h_by_country_sliding", url.Values{"granularity": {"1h"}, "group_by": {"country"}}, 61 * time.Second},
 	}
 	prof := os.Getenv("TANDEM_BENCH_MONTH_CPUPROFILE")
+	if os.Getenv("TANDEM_BENCH_MONTH_NO_BUCKET_CACHE") != "" { // the baseline of the bucket cache
+		defer serving.SetUseBucketCache(false)()
+	}
 	for _, s := range shapes {
 		s.p.Set("to", end.Format(time.RFC3339))
 		b.Run(s.name, func(b *testing.B) {
