@@ -3,10 +3,13 @@ package serving_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,6 +115,48 @@ func TestBucketCacheEqualsUncached(t *testing.T) {
 	publishManifest(t, e.store, m2)
 	waitRun(t, e.url, "run-2")
 	round("switched", start.Add(3*time.Hour+7*time.Minute+13*time.Second), 41*time.Minute+3*time.Second, 2)
+
+	// Concurrent queries share cached buckets, which they only read (run
+	// with -race): four clients ask every shape over new ranges at once.
+	from := start.Add(5*time.Hour + 11*time.Minute)
+	var want []*apiAnswer
+	var ps []url.Values
+	restore := serving.SetUseBucketCache(false)
+	for i, s := range shapes {
+		p := url.Values{}
+		for key, v := range s {
+			p[key] = v
+		}
+		p.Set("from", from.Add(time.Duration(i)*time.Minute).Format(time.RFC3339Nano))
+		p.Set("to", from.Add(40*time.Hour).Format(time.RFC3339Nano))
+		ps = append(ps, p)
+		want = append(want, query(t, e.url, p))
+	}
+	restore()
+	var wg sync.WaitGroup
+	got := make([][]*apiAnswer, 4)
+	errs := make([]error, len(got))
+	for c := range got {
+		wg.Add(1)
+		go func() { // no require here: it must stop the test's own goroutine
+			defer wg.Done()
+			for _, p := range ps {
+				a, err := queryErr(e.url, p)
+				if err != nil {
+					errs[c] = err
+					return
+				}
+				got[c] = append(got[c], a)
+			}
+		}()
+	}
+	wg.Wait()
+	for c := range got {
+		require.NoError(t, errs[c], "client %d", c)
+		for i := range ps {
+			sameAnswer(t, fmt.Sprintf("client %d shape %d: %s", c, i, ps[i].Encode()), want[i], got[c][i])
+		}
+	}
 }
 
 // sameAnswer requires got to have want's rows and values; sums may differ
@@ -138,4 +183,22 @@ func sameAnswer(t *testing.T, where string, want, got *apiAnswer) {
 			require.JSONEq(t, string(wv), string(gv), "%s %s", at, name)
 		}
 	}
+}
+
+// queryErr is query for a goroutine other than the test's.
+func queryErr(base string, params url.Values) (*apiAnswer, error) {
+	resp, err := http.Get(queryURL(base, params))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	var a apiAnswer
+	return &a, json.Unmarshal(body, &a)
 }
