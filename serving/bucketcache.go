@@ -25,7 +25,7 @@ import (
 
 // bucketCacheShare is the part of serve.cache_bytes given to the bucket
 // cache; the batch row cache gets the rest after the speed share.
-func bucketCacheShare(cacheBytes int64) int64 { return cacheBytes / 8 }
+func bucketCacheShare(cacheBytes int64) int64 { return cacheBytes / 4 }
 
 // bucketUnitMin is the smallest bucket the cache keeps: finer buckets
 // (1m, 5m) are answered from base rows cheaply, and would cost an entry
@@ -210,7 +210,8 @@ func (c *bucketCache) batchHalf(ctx context.Context, q *Query, snap *Snapshot, b
 // freeze readies a batch group for the cache, where it is only read: its
 // distinct and quantile states are all unions (a state merged as a sketch
 // object is moved into one, as the Merger does when a union starts), the
-// distinct unions compacted and without scratch space.
+// distinct unions compacted and without scratch space, the quantile
+// unions' count arrays without slack.
 func freeze(q *Query, g *Group) {
 	for j, mi := range q.Measures {
 		switch q.View.Measures[mi].Kind().Sketch {
@@ -231,6 +232,9 @@ func freeze(q *Query, g *Group) {
 		case schemas.SketchDD:
 			if g.States[j].DD != nil {
 				groupDDUnion(g, j) // takes the sketch in
+			}
+			if g.ddUnions != nil && g.ddUnions[j] != nil {
+				g.ddUnions[j].Trim()
 			}
 		}
 	}

@@ -193,14 +193,14 @@ func (s *Service) registerGauges() {
 	}, func() float64 { _, waiting := s.admit.counts(); return float64(waiting) }))
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_cache_bytes",
-		Help: "Estimated bytes held by the batch row cache (bounded by 3/4 of serve.cache_bytes; 1/8 is for closed speed chunks, 1/8 for the bucket cache).",
+		Help: "Estimated bytes held by the batch row cache (bounded by 5/8 of serve.cache_bytes; 1/8 is for closed speed chunks, 1/4 for the bucket cache).",
 	}, func() float64 {
 		b, _ := s.batch.cache.usage()
 		return float64(b)
 	}))
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_bucket_cache_bytes",
-		Help: "Estimated bytes held by the bucket cache: the batch half of answers per bucket (bounded by 1/8 of serve.cache_bytes).",
+		Help: "Estimated bytes held by the bucket cache: the batch half of answers per bucket (bounded by 1/4 of serve.cache_bytes).",
 	}, func() float64 {
 		b, _ := s.buckets.lru.usage()
 		return float64(b)
