@@ -53,7 +53,8 @@ import (
 // p50/p99 over TANDEM_BENCH_SERVING_REQUESTS (default 50) sequential
 // requests with all six measures and with the exact measures only, p99
 // with 8 concurrent clients, and ClickHouse's merged view answering the
-// same exact-measure question, with the ratio of the two medians. The
+// same exact-measure question TANDEM_BENCH_SERVING_PEER_REQUESTS times
+// (default as many), with the ratio of the two medians. The
 // exact measures of both must be equal (sums within float rounding), or
 // the benchmark fails. Each case's "serve" sub-benchmark reports the data
 // size and serve's RSS (its own process, read from /proc).
@@ -68,6 +69,12 @@ func BenchmarkServingScale(b *testing.B) {
 	if reqs < 2 {
 		b.Fatalf("TANDEM_BENCH_SERVING_REQUESTS must be at least 2; got %d", reqs)
 	}
+	// The merged view takes seconds a query at 30 M events: fewer requests
+	// to it keep the run within the hour without touching tandem's sample.
+	peerReqs := envInt(b, "TANDEM_BENCH_SERVING_PEER_REQUESTS", reqs)
+	if peerReqs < 1 {
+		b.Fatalf("TANDEM_BENCH_SERVING_PEER_REQUESTS must be at least 1; got %d", peerReqs)
+	}
 	// A fixed calendar month, so that a seed gives the same events and the
 	// same answers on every run.
 	end := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
@@ -80,7 +87,7 @@ func BenchmarkServingScale(b *testing.B) {
 		if c.events == 0 {
 			continue
 		}
-		b.Run(fmt.Sprintf("%s/events=%d", c.name, c.events), func(b *testing.B) { runScaleCase(b, c, reqs) })
+		b.Run(fmt.Sprintf("%s/events=%d", c.name, c.events), func(b *testing.B) { runScaleCase(b, c, reqs, peerReqs) })
 	}
 }
 
@@ -162,7 +169,7 @@ func (c scaleCase) queries() []scaleQuery {
 	}
 }
 
-func runScaleCase(b *testing.B, c scaleCase, reqs int) {
+func runScaleCase(b *testing.B, c scaleCase, reqs, peerReqs int) {
 	sp := newScalePlatform(b)
 	components := []string{"ingest", "speed", "serve"}
 	if c.batch {
@@ -209,7 +216,7 @@ func runScaleCase(b *testing.B, c scaleCase, reqs int) {
 	load0 := loadAverage()
 	for _, sq := range qs {
 		b.Run(sq.name, func(b *testing.B) {
-			m := sp.measure(b, analyst, sq, reqs)
+			m := sp.measure(b, analyst, sq, reqs, peerReqs)
 			peakRSS, endRSS = max(peakRSS, m.peakRSS), max(endRSS, m.rss)
 		})
 	}
@@ -452,7 +459,7 @@ func (sp *scalePlatform) getOnce(rel string) (int, []byte, time.Duration) {
 type measured struct{ rss, peakRSS int64 }
 
 // measure runs one query shape's measurements and reports them.
-func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, reqs int) measured {
+func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, reqs, peerReqs int) measured {
 	v := sq.q.values()
 	for k, vs := range sq.extra {
 		v[k] = vs
@@ -552,7 +559,7 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 	if sq.peer != nil {
 		sql = sq.peer(sp.ch.Database)
 	}
-	chLat := make([]time.Duration, reqs)
+	chLat := make([]time.Duration, peerReqs)
 	var chRows map[rowKey]exactRow
 	for i := range chLat {
 		t := time.Now()
@@ -587,6 +594,7 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 		rows, ms(first), ms(pct(all, 0.5)), ms(pct(all, 0.99)), ms(pct(ex, 0.5)), ms(pct(ex, 0.99)), ms(pct(conc, 0.99)), ms(pct(chLat, 0.5)), ms(pct(chLat, 0.99)))
 	b.ReportMetric(float64(rows), "rows")
 	b.ReportMetric(float64(reqs), "requests")
+	b.ReportMetric(float64(peerReqs), "ch_requests")
 	b.ReportMetric(ms(pct(all, 0.5)), "p50_ms")
 	b.ReportMetric(ms(pct(all, 0.99)), "p99_ms")
 	b.ReportMetric(ms(cpuAll)/float64(len(all)), "serve_cpu_ms/op")

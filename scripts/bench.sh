@@ -29,6 +29,8 @@
 #   TANDEM_BENCH_SERVING_EVENTS        serving-scale: events over 30 days (default 3000000)
 #   TANDEM_BENCH_SERVING_SPEED_EVENTS  serving-scale: events over 24 h, no batch run (default 10000000)
 #   TANDEM_BENCH_SERVING_REQUESTS      serving-scale: sequential requests per query (default 50)
+#   TANDEM_BENCH_SERVING_PEER_REQUESTS serving-scale: requests per query to ClickHouse's merged
+#                                      view (default TANDEM_BENCH_SERVING_REQUESTS)
 #                                      (0 events skips that case)
 #   TANDEM_BENCH_WINDOW_SIZES  scaling: event counts of BenchmarkBatchDedupWindow over
 #                            60 days (default "10000000 20000000 50000000 100000000

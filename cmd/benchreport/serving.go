@@ -129,8 +129,12 @@ func servingSection(run *Run, m Machine) string {
 		if v, ok := r.Get("c8_rejected"); ok && v > 0 {
 			c8 += fmt.Sprintf(" (%.0f × 503, retried)", v)
 		}
+		reqs := countOr(r.Result, "requests")
+		if ch := countOr(r.Result, "ch_requests"); ch != "—" && ch != reqs {
+			reqs += " (ClickHouse " + ch + ")"
+		}
 		fmt.Fprintf(&b, "| %s, %s events | %s | %s | %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |\n",
-			r.Case, num(r.Events), r.Query, countOr(r.Result, "rows"), countOr(r.Result, "requests"), metricOr(r.Result, "first_after_restart_ms"),
+			r.Case, num(r.Events), r.Query, countOr(r.Result, "rows"), reqs, metricOr(r.Result, "first_after_restart_ms"),
 			metricOr(r.Result, "p50_ms"), metricOr(r.Result, "p99_ms"), metricOr(r.Result, "serve_cpu_ms/op"),
 			metricOr(r.Result, "exact_p50_ms"), metricOr(r.Result, "exact_p99_ms"),
 			c8, metricOr(r.Result, "ch_p50_ms"), metricOr(r.Result, "ch_p99_ms"), metricOr(r.Result, "ch/tandem"),
