@@ -261,6 +261,23 @@ func (u *DDUnion) Quantiles() *Quantiles {
 	return &Quantiles{P50: at(0.5), P90: at(0.9), P99: at(0.99)}
 }
 
+// Trim lets go of the slack of u's count arrays (room left for indexes
+// yet to come): for a union kept afterwards and only read (serving's
+// bucket cache), whose bins are then the same.
+func (u *DDUnion) Trim() {
+	u.pos.trim()
+	u.neg.trim()
+}
+
+func (b *ddBins) trim() {
+	if b.bins == nil || !b.some {
+		return
+	}
+	bins := make([]float64, b.hi-b.lo+1)
+	copy(bins, b.bins[b.lo-b.offset:b.hi-b.offset+1])
+	b.bins, b.offset = bins, b.lo
+}
+
 // total is the sum of b's counts.
 func (b *ddBins) total() float64 {
 	var n float64

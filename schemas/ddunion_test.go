@@ -126,7 +126,15 @@ func TestDDUnionEqualsMerge(t *testing.T) {
 		// sketch does: for unions of sketches, of flat counts and of
 		// merged parts, sparse or in count arrays (a second call reads
 		// the arrays the first made).
-		for _, x := range []*DDUnion{&u, &uf, &um, &um} {
+		// Trimmed (as serving's bucket cache keeps a union), and a copy
+		// merged from the trimmed one: the same bins.
+		var ut, uc DDUnion
+		for _, p := range parts {
+			ut.Merge(p)
+		}
+		ut.Trim()
+		uc.Merge(&ut)
+		for _, x := range []*DDUnion{&u, &uf, &um, &um, &uc, &ut} {
 			require.Equal(t, m.Result(&lib), any(x.Quantiles()), "round %d: Quantiles", round)
 		}
 		if lib.DD != nil && !lib.DD.IsEmpty() {

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"container/list"
+	"strings"
 	"sync"
 )
 
@@ -75,4 +76,18 @@ func (c *lru) usage() (bytes int64, entries int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.used, len(c.items)
+}
+
+// removePrefix drops every entry whose key starts with prefix (the
+// bucket cache's entries of a run no longer served).
+func (c *lru) removePrefix(prefix string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, e := range c.items {
+		if strings.HasPrefix(key, prefix) {
+			c.used -= e.Value.(*lruEntry).bytes
+			c.order.Remove(e)
+			delete(c.items, key)
+		}
+	}
 }

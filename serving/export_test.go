@@ -18,3 +18,13 @@ func SetUsePushdown(on bool) (restore func()) {
 	usePushdown = on
 	return func() { usePushdown = old }
 }
+
+// SetUseBucketCache turns the bucket cache on or off (off: every answer's
+// batch half merged from the run's rows) and returns a function restoring
+// the setting; tests compare both paths with it. Not for concurrent use
+// with queries.
+func SetUseBucketCache(on bool) (restore func()) {
+	old := useBucketCache
+	useBucketCache = on
+	return func() { useBucketCache = old }
+}

@@ -614,6 +614,13 @@ func (m *Merger) Groups() []*Group {
 		m.finishDistinct(g)
 		out = append(out, g)
 	}
+	sortGroups(out)
+	return out
+}
+
+// sortGroups sorts answer rows by bucket, then by the group-by values in
+// order.
+func sortGroups(out []*Group) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.WindowMs != b.WindowMs {
@@ -626,5 +633,4 @@ func (m *Merger) Groups() []*Group {
 		}
 		return false
 	})
-	return out
 }

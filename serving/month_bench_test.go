@@ -23,6 +23,7 @@ import (
 	"github.com/tandem-analytics/tandem/internal/parquet"
 	"github.com/tandem-analytics/tandem/internal/testenv"
 	"github.com/tandem-analytics/tandem/schemas"
+	"github.com/tandem-analytics/tandem/serving"
 )
 
 // BenchmarkServingMonth is issue 11's month of events at a size that runs
@@ -76,17 +77,31 @@ func BenchmarkServingMonth(b *testing.B) {
 	shapes := []struct {
 		name string
 		p    url.Values
+		// slide moves from and to by this much at each request: a
+		// dashboard's now-7d → now, whose interior buckets stay.
+		slide time.Duration
 	}{
-		{"7d_1h_by_country", url.Values{"from": {last(7 * 24 * time.Hour)}, "granularity": {"1h"}, "group_by": {"country"}}},
-		{"30d_1d_by_country", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"1d"}, "group_by": {"country"}}},
-		{"30d_all_by_device", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"all"}, "group_by": {"device"}}},
-		{"24h_1m_country_NL", url.Values{"from": {last(24 * time.Hour)}, "granularity": {"1m"}, "filter": {"country:NL"}}},
+		{"7d_1h_by_country", url.Values{"from": {last(7 * 24 * time.Hour)}, "granularity": {"1h"}, "group_by": {"country"}}, 0},
+		{"30d_1d_by_country", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"1d"}, "group_by": {"country"}}, 0},
+		{"30d_all_by_device", url.Values{"from": {start.Format(time.RFC3339)}, "granularity": {"all"}, "group_by": {"device"}}, 0},
+		{"24h_1m_country_NL", url.Values{"from": {last(24 * time.Hour)}, "granularity": {"1m"}, "filter": {"country:NL"}}, 0},
+		{"7d_1h_by_country_sliding", url.Values{"granularity": {"1h"}, "group_by": {"country"}}, 61 * time.Second},
 	}
 	prof := os.Getenv("TANDEM_BENCH_MONTH_CPUPROFILE")
+	if os.Getenv("TANDEM_BENCH_MONTH_NO_BUCKET_CACHE") != "" { // the baseline of the bucket cache
+		defer serving.SetUseBucketCache(false)()
+	}
 	for _, s := range shapes {
 		s.p.Set("to", end.Format(time.RFC3339))
 		b.Run(s.name, func(b *testing.B) {
+			n := 0
 			get := func() time.Duration {
+				if s.slide > 0 { // ending an hour before the data's end, moving towards it
+					to := end.Add(-time.Hour).Add(time.Duration(n) * s.slide)
+					s.p.Set("from", to.Add(-7*24*time.Hour).Format(time.RFC3339))
+					s.p.Set("to", to.Format(time.RFC3339))
+					n++
+				}
 				t := time.Now()
 				resp, err := http.Get(queryURL(base, s.p))
 				require.NoError(b, err)
@@ -120,6 +135,8 @@ func BenchmarkServingMonth(b *testing.B) {
 			b.ReportMetric(ms(pct(0.5)), "p50_ms")
 			b.ReportMetric(ms(pct(0.99)), "p99_ms")
 			b.ReportMetric(ms(cpu)/float64(reqs), "cpu_ms/op")
+			// So far, over the shapes asked: per shape by difference.
+			b.ReportMetric(metricValue(b, base, "tandem_serve_bucket_cache_bytes"), "bucket_cache_bytes")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

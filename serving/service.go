@@ -87,6 +87,8 @@ type Service struct {
 	m         *metrics
 	manifests *manifests
 	batch     *batchReader
+	// buckets holds the batch half of answers per bucket (bucketcache.go).
+	buckets *bucketCache
 	// warmBudget is the cache bytes one view's warm-up may fill.
 	warmBudget int64
 	mux        *http.ServeMux
@@ -135,11 +137,16 @@ func New(conf Config, deps Deps) (*Service, error) {
 	}
 	s.manifests.onSwitch = func(view, from, to string) {
 		s.log.Info("switched to a new batch run", "view", view, "from_run", from, "to_run", to)
+		// The old run's buckets answer no new query (their keys name the
+		// run); a query still reading it may add some back, which age out.
+		s.buckets.dropRun(view, from)
 	}
 	cacheBytes := conf.cacheBytes()
 	// The speed source built by FromConfig keeps closed chunks' rollups in
-	// speedCacheShare of serve.cache_bytes; the batch rows get the rest.
-	batchBytes := cacheBytes - speedCacheShare(cacheBytes)
+	// speedCacheShare of serve.cache_bytes, the bucket cache takes
+	// bucketCacheShare; the batch rows get the rest.
+	s.buckets = newBucketCache(bucketCacheShare(cacheBytes), s.m)
+	batchBytes := cacheBytes - speedCacheShare(cacheBytes) - bucketCacheShare(cacheBytes)
 	s.batch = newBatchReader(deps.Files, batchBytes, s.m)
 	// Each view may warm up to half the batch cache, shared by the views,
 	// with the newest days of its new run before switching to it.
@@ -194,9 +201,16 @@ func (s *Service) registerGauges() {
 	}, func() float64 { _, waiting := s.admit.counts(); return float64(waiting) }))
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tandem_serve_cache_bytes",
-		Help: "Estimated bytes held by the batch row cache (bounded by 3/4 of serve.cache_bytes; the rest is for closed speed chunks).",
+		Help: "Estimated bytes held by the batch row cache (bounded by 1/2 of serve.cache_bytes; 1/4 is for closed speed chunks, 1/4 for the bucket cache).",
 	}, func() float64 {
 		b, _ := s.batch.cache.usage()
+		return float64(b)
+	}))
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_serve_bucket_cache_bytes",
+		Help: "Estimated bytes held by the bucket cache: the batch half of answers per bucket (bounded by 1/4 of serve.cache_bytes).",
+	}, func() float64 {
+		b, _ := s.buckets.lru.usage()
 		return float64(b)
 	}))
 }
@@ -531,6 +545,17 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 			return res, nil
 		}
 	}
+	if u, ok := cacheUnit(q); ok {
+		groups, err := s.answerFromBuckets(ctx, q, snap, res, u)
+		if !errors.Is(err, errOverBound) {
+			if err != nil {
+				return nil, err
+			}
+			s.m.answered(q, "merge", len(groups))
+			res.Groups = groups
+			return res, nil
+		}
+	}
 	merged, err := s.mergeHalves(ctx, q, snap, res)
 	if err != nil {
 		return nil, err
@@ -543,51 +568,125 @@ func (s *Service) Query(ctx context.Context, q *Query) (*Result, error) {
 	return res, nil
 }
 
+// speedOut is the speed half of one query (startSpeed).
+type speedOut struct {
+	merger  *Merger
+	maxWin  time.Time
+	err     error
+	elapsed time.Duration
+	// timedOut: speedTimeout passed (the driver may report it as
+	// its own read timeout rather than the context's error).
+	timedOut bool
+}
+
+// startSpeed reads the speed half of q (the speed rows of the chunks snap
+// did not absorb) in the background; the channel gets its one result.
+func (s *Service) startSpeed(ctx context.Context, q *Query, snap *Snapshot) <-chan speedOut {
+	speedc := make(chan speedOut, 1)
+	if s.deps.Speed == nil {
+		speedc <- speedOut{err: errors.New("no speed layer is configured")}
+		return speedc
+	}
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, speedTimeout)
+		defer cancel()
+		t0 := time.Now()
+		var out speedOut
+		defer func() {
+			out.elapsed = time.Since(t0)
+			// By the clock, not sctx.Err(): the driver's read deadline
+			// can fire a moment before the context's timer does.
+			dl, _ := sctx.Deadline()
+			out.timedOut = out.err != nil && ctx.Err() == nil && !time.Now().Before(dl)
+			speedc <- out
+		}()
+		// The newest speed window is asked beside the rollup, not after
+		// it: one round trip less in every answer's time.
+		type maxWin struct {
+			t   time.Time
+			err error
+		}
+		mwc := make(chan maxWin, 1)
+		go func() {
+			t, err := s.deps.Speed.MaxWindow(sctx, q.View, snap.AbsorbedChunks)
+			mwc <- maxWin{t, err}
+		}()
+		out.merger = NewMerger(q)
+		// The speed half comes rolled up by ClickHouse: one group per
+		// (bucket, group), not one row per (window, dimensions,
+		// partition, chunk).
+		out.err = s.deps.Speed.RollupSpeed(sctx, q, snap.AbsorbedChunks, func(g *Group) error {
+			out.merger.AddGroup(g)
+			return nil
+		})
+		mw := <-mwc
+		if out.err == nil {
+			out.maxWin, out.err = mw.t, mw.err
+		}
+	}()
+	return speedc
+}
+
+// speedHalf settles the speed half's result for the answer: its Merger,
+// or nil with the warning added to res when the speed layer is down, or
+// the error to fail the query with (see speedVerdict).
+func (s *Service) speedHalf(ctx context.Context, q *Query, snap *Snapshot, res *Result, sp speedOut) (*Merger, error) {
+	if sp.err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err := s.speedVerdict(ctx, sp.err, sp.timedOut); err != nil {
+			return nil, err
+		}
+		s.m.speedFailures.WithLabelValues(q.View.Name).Inc()
+		s.log.Warn("speed layer unavailable; answering from the batch view alone", "view", q.View.Name, "err", sp.err)
+		res.Warnings = append(res.Warnings, speedWarning(sp.err, snap))
+		return nil, nil
+	}
+	s.m.speedRows.WithLabelValues(q.View.Name).Add(float64(sp.merger.Rows()))
+	if !sp.maxWin.IsZero() {
+		res.Freshness.SpeedMaxEventTime = sp.maxWin
+	}
+	return sp.merger, nil
+}
+
+// answerFromBuckets answers q with the batch half from the bucket cache
+// (buckets of u ms; see bucketcache.go) and the speed half read now.
+// errOverBound: answer it without the cache.
+func (s *Service) answerFromBuckets(ctx context.Context, q *Query, snap *Snapshot, res *Result, u int64) ([]*Group, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel() // a query answered without the cache reads the speed half again
+	speedc := s.startSpeed(sctx, q, snap)
+	t0 := time.Now()
+	buckets, scanned, berr := s.buckets.batchHalf(ctx, q, snap, s.batch, u)
+	batchElapsed := time.Since(t0)
+	if berr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, berr
+	}
+	sp := <-speedc
+	s.m.batchRows.WithLabelValues(q.View.Name).Add(float64(scanned))
+	spm, err := s.speedHalf(ctx, q, snap, res, sp)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := answerCached(q, buckets, spm)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Debug("query answered from the bucket cache", "view", q.View.Name, "run", snap.RunID(), "groups", len(groups),
+		"buckets", len(buckets), "batch_rows", scanned, "batch_time", batchElapsed, "speed_time", sp.elapsed)
+	return groups, nil
+}
+
 // mergeHalves merges the batch rows of snap's run and the speed rows of
 // the chunks it did not absorb that q selects into one Merger (the answer
 // before any cut), adding to res the freshness of the speed half and the
 // warning when the speed layer is down. Errors: see Query.
 func (s *Service) mergeHalves(ctx context.Context, q *Query, snap *Snapshot, res *Result) (*Merger, error) {
-	type speedOut struct {
-		merger  *Merger
-		maxWin  time.Time
-		err     error
-		elapsed time.Duration
-		// timedOut: speedTimeout passed (the driver may report it as
-		// its own read timeout rather than the context's error).
-		timedOut bool
-	}
-	speedc := make(chan speedOut, 1)
-	if s.deps.Speed != nil {
-		go func() {
-			sctx, cancel := context.WithTimeout(ctx, speedTimeout)
-			defer cancel()
-			t0 := time.Now()
-			var out speedOut
-			defer func() {
-				out.elapsed = time.Since(t0)
-				// By the clock, not sctx.Err(): the driver's read deadline
-				// can fire a moment before the context's timer does.
-				dl, _ := sctx.Deadline()
-				out.timedOut = out.err != nil && ctx.Err() == nil && !time.Now().Before(dl)
-				speedc <- out
-			}()
-			out.merger = NewMerger(q)
-			// The speed half comes rolled up by ClickHouse: one group per
-			// (bucket, group), not one row per (window, dimensions,
-			// partition, chunk).
-			out.err = s.deps.Speed.RollupSpeed(sctx, q, snap.AbsorbedChunks, func(g *Group) error {
-				out.merger.AddGroup(g)
-				return nil
-			})
-			if out.err == nil {
-				out.maxWin, out.err = s.deps.Speed.MaxWindow(sctx, q.View, snap.AbsorbedChunks)
-			}
-		}()
-	} else {
-		speedc <- speedOut{err: errors.New("no speed layer is configured")}
-	}
-
+	speedc := s.startSpeed(ctx, q, snap)
 	t0 := time.Now()
 	merged, berr := s.batch.scan(ctx, q, snap)
 	batchElapsed := time.Since(t0)
@@ -603,22 +702,12 @@ func (s *Service) mergeHalves(ctx context.Context, q *Query, snap *Snapshot, res
 		return nil, berr
 	}
 	s.m.batchRows.WithLabelValues(q.View.Name).Add(float64(batchRows))
-	if sp.err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if err := s.speedVerdict(ctx, sp.err, sp.timedOut); err != nil {
-			return nil, err
-		}
-		s.m.speedFailures.WithLabelValues(q.View.Name).Inc()
-		s.log.Warn("speed layer unavailable; answering from the batch view alone", "view", q.View.Name, "err", sp.err)
-		res.Warnings = append(res.Warnings, speedWarning(sp.err, snap))
-	} else {
-		s.m.speedRows.WithLabelValues(q.View.Name).Add(float64(sp.merger.Rows()))
-		merged.MergeFrom(sp.merger)
-		if !sp.maxWin.IsZero() {
-			res.Freshness.SpeedMaxEventTime = sp.maxWin
-		}
+	spm, err := s.speedHalf(ctx, q, snap, res, sp)
+	if err != nil {
+		return nil, err
+	}
+	if spm != nil {
+		merged.MergeFrom(spm)
 	}
 	if merged.Overflow() { // the speed half's overflow came in with MergeFrom
 		if q.Cut() && q.MaxGroups > 0 {

@@ -12,7 +12,8 @@ import (
 )
 
 // speedCacheShare is the part of serve.cache_bytes given to the rollups of
-// closed speed chunks; the batch row cache gets the rest. A quarter: a
+// closed speed chunks (the bucket cache takes bucketCacheShare, the batch
+// row cache the rest). A quarter: a
 // day of the example view per hour by country, 10 M events in 4
 // partitions, takes ~35 MiB of node rollups (mostly dense distinct
 // sketches), more than the eighth it once had, and a shape that does not
