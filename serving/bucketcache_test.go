@@ -44,22 +44,7 @@ func TestBucketCacheEqualsUncached(t *testing.T) {
 		if i == 7 {
 			p.Set("tz", "Europe/Amsterdam")
 		}
-		var groupBy []string
-		for _, dim := range []string{"country", "device"} {
-			if rng.IntN(2) == 0 {
-				groupBy = append(groupBy, dim)
-			}
-		}
-		if len(groupBy) > 0 {
-			p.Set("group_by", strings.Join(groupBy, ","))
-		}
-		if rng.IntN(3) == 0 {
-			p.Add("filter", "country:"+countries[rng.IntN(len(countries))])
-			p.Add("filter", "country:US")
-		}
-		if rng.IntN(3) == 0 {
-			p.Add("filter", "device:"+devices[rng.IntN(len(devices))])
-		}
+		randomGroupsAndFilters(rng, p)
 		if rng.IntN(3) == 0 {
 			p.Set("measures", strings.Join(measures[rng.IntN(4):], ","))
 		}

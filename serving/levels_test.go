@@ -117,22 +117,7 @@ func TestLevelsEqualBaseRows(t *testing.T) {
 			to = from.Add(a)
 		}
 		p := url.Values{"from": {from.Format(time.RFC3339Nano)}, "to": {to.Format(time.RFC3339Nano)}, "granularity": {gran}}
-		var groupBy []string
-		for _, d := range []string{"country", "device"} {
-			if rng.IntN(2) == 0 {
-				groupBy = append(groupBy, d)
-			}
-		}
-		if len(groupBy) > 0 {
-			p.Set("group_by", strings.Join(groupBy, ","))
-		}
-		if rng.IntN(3) == 0 {
-			p.Add("filter", "country:"+countries[rng.IntN(len(countries))])
-			p.Add("filter", "country:US")
-		}
-		if rng.IntN(3) == 0 {
-			p.Add("filter", "device:"+devices[rng.IntN(len(devices))])
-		}
+		randomGroupsAndFilters(rng, p)
 		if rng.IntN(4) == 0 {
 			p.Set("measures", strings.Join(measures[rng.IntN(3):], ","))
 		}
@@ -282,5 +267,27 @@ func TestLevelsLargeDistinctGroups(t *testing.T) {
 			}
 		}
 		require.Positive(t, large, "%s: some group has over 2,000 distinct users", p.Encode())
+	}
+}
+
+// randomGroupsAndFilters adds to p a random group_by over the harness's
+// dimensions and random country and device filters (a country filter
+// always admits US as well).
+func randomGroupsAndFilters(rng *rand.Rand, p url.Values) {
+	var groupBy []string
+	for _, d := range []string{"country", "device"} {
+		if rng.IntN(2) == 0 {
+			groupBy = append(groupBy, d)
+		}
+	}
+	if len(groupBy) > 0 {
+		p.Set("group_by", strings.Join(groupBy, ","))
+	}
+	if rng.IntN(3) == 0 {
+		p.Add("filter", "country:"+countries[rng.IntN(len(countries))])
+		p.Add("filter", "country:US")
+	}
+	if rng.IntN(3) == 0 {
+		p.Add("filter", "device:"+devices[rng.IntN(len(devices))])
 	}
 }
