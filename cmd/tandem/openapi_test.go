@@ -73,7 +73,9 @@ func loadAPIDoc(t *testing.T) apiDoc {
 // notAPI are routes registered on a listener on purpose left out of the
 // document, with the reason.
 var notAPI = map[string]string{
-	"GET /": "the web dashboard's HTML page and assets (serving/dashboard), not part of the REST API",
+	"GET /":                    "the web dashboard's HTML page and assets (serving/dashboard), not part of the REST API",
+	"GET /debug/pprof/":        "Go's profiles for operators, only with serve.pprof (docs/operations.md), not part of the REST API",
+	"GET /debug/pprof/profile": "Go's CPU profile for operators, only with serve.pprof (docs/operations.md), not part of the REST API",
 }
 
 // routeSources are the non-test Go files' directories whose Handle,
@@ -150,6 +152,8 @@ func muxes(t *testing.T) (serve, ing http.Handler) {
 	require.NoError(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := ops.NewRegistry()
+	// Every route a listener can have: the profiles too.
+	cfg.Serve.Pprof = true
 	svc, closeFn, err := serving.FromConfig(cfg.Serve, cfg.Config, reg, log)
 	require.NoError(t, err)
 	t.Cleanup(func() { closeFn() })
