@@ -42,6 +42,13 @@ type Config struct {
 	// the listener, behind the metrics tokens. Off by default: a profile
 	// shows the process's internals and costs CPU while it is taken.
 	Pprof bool              `yaml:"pprof"`
+	// MemoryLimit is the Go runtime's soft memory limit for `tandem serve`
+	// (runtime/debug.SetMemoryLimit): the collector works harder as the
+	// heap nears it instead of letting garbage double the live data. 0
+	// (the default) is cache_bytes + memoryLimitHeadroom. The GOMEMLIMIT
+	// environment variable, when set (the Kubernetes manifests set it to
+	// the pod's limit), takes precedence.
+	MemoryLimit int64 `yaml:"memory_limit"`
 	TLS   schemas.TLSConfig `yaml:"tls"`
 	// The listener's deadlines: read_header_timeout, read_timeout,
 	// write_timeout (bounds a query's answer), idle_timeout.
@@ -63,6 +70,23 @@ func ConfigFrom(cfg *schemas.Config) (Config, error) {
 	return schemas.DecodeSection(cfg, cfg.Serve, DefaultConfig())
 }
 
+// memoryLimitHeadroom is what the default memory limit leaves above
+// serve.cache_bytes for queries in flight, the runtime and the binary;
+// minMemoryLimitHeadroom the least an explicit limit may leave.
+const (
+	memoryLimitHeadroom    = 192 << 20
+	minMemoryLimitHeadroom = 64 << 20
+)
+
+// EffectiveMemoryLimit is the soft memory limit serve runs under:
+// memory_limit, or cache_bytes + 192 MiB when it is 0.
+func (c Config) EffectiveMemoryLimit() int64 {
+	if c.MemoryLimit > 0 {
+		return c.MemoryLimit
+	}
+	return c.cacheBytes() + memoryLimitHeadroom
+}
+
 // MergeGroups is the bound on the groups a query with a limit merges:
 // max_merge_groups, and never less than max_result_rows (what a query
 // without a limit may merge).
@@ -76,6 +100,9 @@ func (c Config) Validate(p *schemas.Problems) {
 	}
 	if c.MaxMergeGroups <= 0 {
 		p.Add([]any{"serve", "max_merge_groups"}, "serve.max_merge_groups must be positive (the most groups a query with a limit merges before the limit cuts them); got %d", c.MaxMergeGroups)
+	}
+	if c.MemoryLimit < 0 || c.MemoryLimit > 0 && c.MemoryLimit < c.cacheBytes()+minMemoryLimitHeadroom {
+		p.Add([]any{"serve", "memory_limit"}, "serve.memory_limit must be 0 (serve.cache_bytes + 192 MiB) or at least serve.cache_bytes + 64 MiB (%d bytes), else the collector runs without pause to keep the caches under it; got %d", c.cacheBytes()+minMemoryLimitHeadroom, c.MemoryLimit)
 	}
 	if c.MaxConcurrentQueries < 0 {
 		p.Add([]any{"serve", "max_concurrent_queries"}, "serve.max_concurrent_queries must be 0 (2 × GOMAXPROCS) or positive; got %d", c.MaxConcurrentQueries)

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/tandem-analytics/tandem/config"
@@ -27,6 +30,7 @@ func cmdServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	setServeMemoryLimit(cfg.Serve, log)
 	reg := ops.NewRegistry()
 	svc, closeFn, err := serving.FromConfig(cfg.Serve, eff, reg, log)
 	if err != nil {
@@ -48,6 +52,20 @@ func cmdServe(ctx context.Context, args []string) error {
 	defer db.Close()
 	return ops.RunAll(ctx, log, ops.Named{Name: "serve", Component: svc},
 		ops.Named{Name: "version-watch", Component: &versionWatch{cfg: cfg, svc: svc, db: db, every: definitionWatchEvery}})
+}
+
+// setServeMemoryLimit sets the Go runtime's soft memory limit to
+// serve.memory_limit (docs/operations.md, "Sizing serve") unless
+// GOMEMLIMIT is set: without it the collector lets the heap grow to twice
+// the live data (the caches), and transient work on top of that.
+func setServeMemoryLimit(conf serving.Config, log *slog.Logger) {
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		log.Info("serve: memory limit from GOMEMLIMIT", "GOMEMLIMIT", v)
+		return
+	}
+	limit := conf.EffectiveMemoryLimit()
+	debug.SetMemoryLimit(limit)
+	log.Info("serve: memory limit", "bytes", limit, "key", "serve.memory_limit")
 }
 
 // versionWatch stops a serve process when a version it answers from is no
