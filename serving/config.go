@@ -41,15 +41,15 @@ type Config struct {
 	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/ on
 	// the listener, behind the metrics tokens. Off by default: a profile
 	// shows the process's internals and costs CPU while it is taken.
-	Pprof bool              `yaml:"pprof"`
+	Pprof bool `yaml:"pprof"`
 	// MemoryLimit is the Go runtime's soft memory limit for `tandem serve`
 	// (runtime/debug.SetMemoryLimit): the collector works harder as the
 	// heap nears it instead of letting garbage double the live data. 0
 	// (the default) is cache_bytes + memoryLimitHeadroom. The GOMEMLIMIT
 	// environment variable, when set (the Kubernetes manifests set it to
 	// the pod's limit), takes precedence.
-	MemoryLimit int64 `yaml:"memory_limit"`
-	TLS   schemas.TLSConfig `yaml:"tls"`
+	MemoryLimit int64             `yaml:"memory_limit"`
+	TLS         schemas.TLSConfig `yaml:"tls"`
 	// The listener's deadlines: read_header_timeout, read_timeout,
 	// write_timeout (bounds a query's answer), idle_timeout.
 	schemas.HTTPTimeouts `yaml:",inline"`
