@@ -492,6 +492,8 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 		return d, body
 	}
 	ready := sp.restartServe()
+	// Serve's peak so far: its start-up and cache warm-up, before any query.
+	readyPeak := procStatusBytes(sp.procs["serve"].pid(), "VmHWM:")
 	first, body := timed(rawAll)
 	var a answer
 	if err := json.Unmarshal(body, &a); err != nil {
@@ -612,6 +614,8 @@ func (sp *scalePlatform) measure(b *testing.B, conn driver.Conn, sq scaleQuery, 
 	b.ReportMetric(ms(pct(chLat, 0.99)), "ch_p99_ms")
 	b.ReportMetric(float64(pct(chLat, 0.5))/float64(pct(ex, 0.5)), "ch/tandem")
 	b.ReportMetric(float64(m.rss)/(1<<20), "serve_rss_MiB")
+	b.ReportMetric(float64(m.peakRSS)/(1<<20), "serve_peak_rss_MiB")
+	b.ReportMetric(float64(readyPeak)/(1<<20), "serve_ready_peak_rss_MiB")
 	b.ReportMetric(0, "ns/op")
 	return m
 }
