@@ -74,7 +74,7 @@ func (b *cachedBucket) finished(q *Query) []*Group {
 		b.fin = make([]*Group, len(b.groups))
 		for i, g := range b.groups {
 			c := &Group{WindowMs: g.WindowMs, Dims: g.Dims, States: make([]schemas.State, len(g.States))}
-			addCached(m, c, g)
+			m.mergeGroupInto(c, g)
 			finishDD(c, false)
 			finishHLL(c, false)
 			m.finishDistinct(c)
@@ -260,22 +260,6 @@ func cachedGroupBytes(g *Group) int64 {
 	return n
 }
 
-// addCached merges cached group src into dst, a group of m: unions into
-// dst's unions, states with Measure.Merge. src is only read.
-func addCached(m *Merger, dst, src *Group) {
-	for j := range m.q.Measures {
-		if src.unions != nil && src.unions[j] != nil {
-			m.mergeUnion(dst, j, src.unions[j], src.States[j].N)
-			continue
-		}
-		if src.ddUnions != nil && src.ddUnions[j] != nil {
-			m.mergeDDUnion(dst, j, src.ddUnions[j], src.States[j].N)
-			continue
-		}
-		m.merge(dst, j, &src.States[j])
-	}
-}
-
 // answerCached answers q's groups from the cached batch half of its
 // buckets and the speed half sp (nil: none): buckets' groups the speed
 // half does not touch are their finished values as cached; the others
@@ -307,7 +291,7 @@ func answerCached(q *Query, buckets []*cachedBucket, sp *Merger) ([]*Group, erro
 			if dst == nil {
 				continue
 			}
-			addCached(out, dst, g)
+			out.mergeGroupInto(dst, g)
 			out.maybeDensify(dst)
 		}
 	}

@@ -142,25 +142,7 @@ func TestLevelsEqualBaseRows(t *testing.T) {
 		}
 		require.LessOrEqual(t, r1-r0, r2-r1, "%s: the levels path merged more rows than the base rows", where)
 
-		require.Equal(t, len(viaBase.Rows), len(viaLevels.Rows), "%s: answer rows", where)
-		for j, g := range viaLevels.Rows {
-			w := viaBase.Rows[j]
-			at := fmt.Sprintf("%s row %d", where, j)
-			require.True(t, g.WindowStart.Equal(w.WindowStart), at)
-			require.Equal(t, w.Dimensions, g.Dimensions, at)
-			require.Len(t, g.Measures, len(w.Measures), at)
-			for name, wv := range w.Measures {
-				gv := g.Measures[name]
-				if name == "revenue" {
-					var gs, ws float64
-					require.NoError(t, json.Unmarshal(gv, &gs))
-					require.NoError(t, json.Unmarshal(wv, &ws))
-					require.InDelta(t, ws, gs, 1e-12*math.Max(1, math.Abs(ws)), "%s %s", at, name)
-					continue
-				}
-				require.JSONEq(t, string(wv), string(gv), "%s %s", at, name)
-			}
-		}
+		sameRows(t, where, viaBase, viaLevels)
 	}
 	t.Logf("batch rows merged over all queries: %.0f through levels, %.0f from base rows", levelRows, baseRows)
 	// Sparse data (about one event per stored minute row) and many 1m and 5m

@@ -536,6 +536,23 @@ func (m *Merger) group(window int64, key string, dims []string) *Group {
 // its slices.
 func (m *Merger) AddGroup(g *Group) { m.addGroup(g) }
 
+// mergeGroupInto merges group src into dst, a group of m: unions into
+// dst's unions, states with Measure.Merge. src is only read (the bucket
+// cache's groups are shared by concurrent queries).
+func (m *Merger) mergeGroupInto(dst, src *Group) {
+	for j := range m.q.Measures {
+		if src.unions != nil && src.unions[j] != nil {
+			m.mergeUnion(dst, j, src.unions[j], src.States[j].N)
+			continue
+		}
+		if src.ddUnions != nil && src.ddUnions[j] != nil {
+			m.mergeDDUnion(dst, j, src.ddUnions[j], src.States[j].N)
+			continue
+		}
+		m.merge(dst, j, &src.States[j])
+	}
+}
+
 // addGroup is AddGroup returning the group g was merged into (nil when
 // the merge dropped it): the speed cache measures what a node rollup
 // grows by.
@@ -552,17 +569,7 @@ func (m *Merger) addGroup(g *Group) *Group {
 		dst.Dims = append(make([]string, 0, len(g.Dims)), g.Dims...)
 	}
 	m.rows++
-	for j := range m.q.Measures {
-		if g.unions != nil && g.unions[j] != nil {
-			m.mergeUnion(dst, j, g.unions[j], g.States[j].N)
-			continue
-		}
-		if g.ddUnions != nil && g.ddUnions[j] != nil {
-			m.mergeDDUnion(dst, j, g.ddUnions[j], g.States[j].N)
-			continue
-		}
-		m.merge(dst, j, &g.States[j])
-	}
+	m.mergeGroupInto(dst, g)
 	m.maybeDensify(dst)
 	return dst
 }
