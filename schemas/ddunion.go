@@ -1,6 +1,8 @@
 package schemas
 
 import (
+	"slices"
+
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/store"
 )
@@ -21,6 +23,10 @@ type DDUnion struct {
 	zero       float64
 	any        bool
 	addP, addN func(index int, count float64) bool // bound once: no closure per Add
+	// later holds unions merged with MergeLater whose bins are not added
+	// yet (flush adds them all, into stores sized once). Each one's own
+	// bins are added: a noted union's own later ones are noted beside it.
+	later []*DDUnion
 }
 
 // ddSparseMax is how many pairs a union keeps before it switches to count
@@ -180,6 +186,7 @@ func (u *DDUnion) Sketch() *ddsketch.DDSketch {
 	if !u.any {
 		return nil
 	}
+	u.flush()
 	dd := ddsketch.NewDDSketch(ddMapping, u.pos.store(), u.neg.store())
 	u.pos.fill(dd.GetPositiveValueStore())
 	u.neg.fill(dd.GetNegativeValueStore())
@@ -196,10 +203,92 @@ func (u *DDUnion) Merge(o *DDUnion) {
 	if o == nil || !o.any {
 		return
 	}
+	u.mergeOwn(o)
+	for _, l := range o.later {
+		u.mergeOwn(l)
+	}
+}
+
+// mergeOwn adds o's own bins (not the unions o noted) to u.
+func (u *DDUnion) mergeOwn(o *DDUnion) {
 	u.any = true
 	u.zero += o.zero
 	u.pos.merge(&o.pos)
 	u.neg.merge(&o.neg)
+}
+
+// MergeLater merges o into u as Merge does, except that o is only noted
+// and its bins added when u is next read (flush: Sketch, Quantiles, Trim,
+// Bytes), all at once into stores sized for them: a group that takes in
+// several unions allocates its counts once instead of growing them with
+// each. o must not change until then (a cached rollup's or a finished
+// row's union, which are only read). Bin counts are whole numbers, so
+// when they are added does not change a sum.
+func (u *DDUnion) MergeLater(o *DDUnion) {
+	if o == nil || !o.any {
+		return
+	}
+	u.any = true
+	u.later = append(u.later, o)
+	u.later = append(u.later, o.later...)
+	if len(u.later) >= ddMaxLater {
+		u.flush()
+	}
+}
+
+// ddMaxLater bounds the unions a union notes before it adds them.
+const ddMaxLater = 64
+
+// flush adds the bins of the unions MergeLater noted.
+func (u *DDUnion) flush() {
+	if len(u.later) == 0 {
+		return
+	}
+	later := u.later
+	u.later = nil
+	u.pos.reserve(later, func(o *DDUnion) *ddBins { return &o.pos })
+	u.neg.reserve(later, func(o *DDUnion) *ddBins { return &o.neg })
+	for _, o := range later {
+		u.mergeOwn(o)
+	}
+}
+
+// reserve sizes b for adding the bins of side(o) for every o of later: a
+// list of pairs grown once while they fit ddSparseMax, else count arrays
+// over every index they will hold.
+func (b *ddBins) reserve(later []*DDUnion, side func(*DDUnion) *ddBins) {
+	lo, hi, some := b.lo, b.hi, b.some
+	pairs := len(b.idx)
+	for _, o := range later {
+		ob := side(o)
+		if !ob.some {
+			continue
+		}
+		if !some {
+			lo, hi, some = ob.lo, ob.hi, true
+		} else {
+			lo, hi = min(lo, ob.lo), max(hi, ob.hi)
+		}
+		if ob.bins == nil {
+			pairs += len(ob.idx)
+		} else {
+			pairs += ddSparseMax + 1 // a dense one makes b dense
+		}
+	}
+	if !some {
+		return
+	}
+	if b.bins == nil && pairs <= ddSparseMax {
+		b.idx = slices.Grow(b.idx, pairs-len(b.idx))
+		b.cnt = slices.Grow(b.cnt, pairs-len(b.cnt))
+		return
+	}
+	b.span(lo, hi)
+	if b.bins == nil {
+		b.densify()
+	}
+	b.ensure(lo)
+	b.ensure(hi)
 }
 
 // merge adds o's bins to b; o is only read.
@@ -224,6 +313,7 @@ func (b *ddBins) merge(o *ddBins) {
 
 // Bytes is the memory u holds: its pairs or count arrays and the struct.
 func (u *DDUnion) Bytes() int64 {
+	u.flush()
 	n := int64(160)
 	for _, b := range []*ddBins{&u.pos, &u.neg} {
 		n += 4*int64(cap(b.idx)) + 8*int64(cap(b.cnt)+cap(b.bins))
@@ -242,6 +332,7 @@ func (u *DDUnion) Quantiles() *Quantiles {
 	if !u.any {
 		return nil
 	}
+	u.flush()
 	neg, pos := u.neg.total(), u.pos.total()
 	if u.zero == 0 && neg == 0 && pos == 0 {
 		return nil
@@ -265,6 +356,7 @@ func (u *DDUnion) Quantiles() *Quantiles {
 // yet to come): for a union kept afterwards and only read (serving's
 // bucket cache), whose bins are then the same.
 func (u *DDUnion) Trim() {
+	u.flush()
 	u.pos.trim()
 	u.neg.trim()
 }

@@ -40,6 +40,13 @@ type HLLUnion struct {
 	spare  []uint32 // the key slice compact and Merge merge into, reused
 	radix  []uint32 // compact's scratch for sorting, reused
 	any    bool
+	// later holds sorted, distinct key lists of other unions merged with
+	// MergeLater and not yet into keys (flush merges them all in one
+	// pass); laterMax is the longest, laterKeys their total. Only a
+	// sparse union has them.
+	later     [][]uint32
+	laterMax  int
+	laterKeys int
 }
 
 // hllCompactFrom is how many keys a union holds before it first sorts
@@ -210,7 +217,14 @@ func radixSortUint32(keys, tmp []uint32) {
 // and distinct) in u's spare slice, keeping the slice it replaces as the
 // next spare: no allocation once both have grown.
 func (u *HLLUnion) mergeSorted(a, b []uint32) []uint32 {
-	out := slices.Grow(u.spare[:0], len(a)+len(b))
+	out := mergeSortedInto(slices.Grow(u.spare[:0], len(a)+len(b)), a, b)
+	u.spare = u.keys[:0]
+	return out
+}
+
+// mergeSortedInto appends to out the sorted, distinct union of a and b
+// (each sorted and distinct).
+func mergeSortedInto(out, a, b []uint32) []uint32 {
 	i, j := 0, 0
 	for i < len(a) && j < len(b) {
 		switch x, y := a[i], b[j]; {
@@ -226,9 +240,7 @@ func (u *HLLUnion) mergeSorted(a, b []uint32) []uint32 {
 			j++
 		}
 	}
-	out = append(append(out, a[i:]...), b[j:]...)
-	u.spare = u.keys[:0]
-	return out
+	return append(append(out, a[i:]...), b[j:]...)
 }
 
 // checkDense turns u dense when the encoding of its keys (sorted and
@@ -281,7 +293,13 @@ func (u *HLLUnion) toDense() {
 	for _, k := range u.keys {
 		u.setReg(k)
 	}
+	for _, l := range u.later {
+		for _, k := range l {
+			u.setReg(k)
+		}
+	}
 	u.keys, u.sorted, u.spare, u.radix = nil, 0, nil, nil
+	u.dropLater()
 }
 
 // Release gives u's registers back for another union to reuse; u is the
@@ -298,6 +316,11 @@ func (u *HLLUnion) Merge(o *HLLUnion) {
 	if o == nil || !o.any {
 		return
 	}
+	if o.regs == nil && u.regs == nil && o.sorted == len(o.keys) {
+		u.MergeLater(o)
+		u.flush()
+		return
+	}
 	u.any = true
 	if o.regs != nil {
 		u.toDense()
@@ -305,20 +328,157 @@ func (u *HLLUnion) Merge(o *HLLUnion) {
 		maxRegs(u.regs, o.regs)
 		return
 	}
-	if o.sorted == len(o.keys) && 8*len(o.keys) >= len(u.keys) {
-		// A compacted union (a cached rollup's) not much smaller than u:
-		// one pass over both sorted lists, instead of appending its keys
-		// and sorting them again.
-		u.compact()
-		if u.regs == nil {
-			u.keys = u.mergeSorted(u.keys, o.keys)
-			u.sorted = len(u.keys)
-			u.checkDense()
-			return
+	if u.regs != nil {
+		for _, k := range o.keys {
+			u.setReg(k)
 		}
+		for _, l := range o.later {
+			for _, k := range l {
+				u.setReg(k)
+			}
+		}
+		return
+	}
+	// o's keys are not all sorted: added one by one, its lists merged.
+	for _, l := range o.later {
+		u.pushLater(l)
 	}
 	for _, k := range o.keys {
 		u.addKey(k)
+	}
+	u.flush()
+}
+
+// MergeLater merges o into u as Merge does, except that o's sorted key
+// lists are only noted (no copy) and merged in, all at once, when u is
+// next read or changed (flush): a group that takes in several small
+// sparse unions merges their keys in one pass and one slice, instead of
+// one pass and one slice per union. o must not change until then (a
+// cached rollup's or a finished row's union, which are only read). Other
+// unions (dense, or with unsorted keys) are merged at once.
+func (u *HLLUnion) MergeLater(o *HLLUnion) {
+	if o == nil || !o.any {
+		return
+	}
+	if o.regs != nil || u.regs != nil || o.sorted != len(o.keys) {
+		u.Merge(o)
+		return
+	}
+	u.any = true
+	if len(o.keys) > 0 {
+		u.pushLater(o.keys)
+	}
+	for _, l := range o.later {
+		u.pushLater(l)
+	}
+	if len(u.later) >= hllMaxLater {
+		u.flush()
+	}
+}
+
+// hllMaxLater bounds the lists a union notes before it merges them.
+const hllMaxLater = 64
+
+func (u *HLLUnion) pushLater(l []uint32) {
+	u.later = append(u.later, l)
+	u.laterMax = max(u.laterMax, len(l))
+	u.laterKeys += len(l)
+}
+
+func (u *HLLUnion) dropLater() {
+	clear(u.later) // let go of the other unions' lists
+	u.later, u.laterMax, u.laterKeys = u.later[:0], 0, 0
+}
+
+// flush merges the noted lists (MergeLater) into u's keys: one k-way
+// merge of the sorted keys and the lists, or, when the lists are few
+// keys beside u's, as added keys (sorted at the next compact, as Merge
+// does with a small union). The keys end as they would have after
+// merging each list at once: the union of the same keys, dense when
+// their encoding is longer than the registers (checkDense; it only grows
+// as keys are added, so when it is checked does not matter).
+func (u *HLLUnion) flush() {
+	if len(u.later) == 0 {
+		return
+	}
+	if u.regs == nil && 8*u.laterKeys < len(u.keys) {
+		lists := u.later
+		u.later, u.laterMax, u.laterKeys = nil, 0, 0
+		for _, l := range lists {
+			for _, k := range l {
+				u.addKey(k) // into the registers, should u turn dense
+			}
+		}
+		return
+	}
+	u.compact() // may turn u dense, merging the lists into the registers
+	if u.regs != nil {
+		return
+	}
+	out := slices.Grow(u.spare[:0], len(u.keys)+u.laterKeys)
+	if len(u.later) == 1 {
+		out = mergeSortedInto(out, u.keys, u.later[0])
+	} else {
+		u.later = append(u.later, u.keys)
+		out = mergeSortedLists(out, u.later)
+	}
+	u.spare = u.keys[:0]
+	u.keys, u.sorted = out, len(out)
+	u.dropLater()
+	u.checkDense()
+}
+
+// mergeSortedLists appends to out the sorted, distinct union of lists
+// (each sorted and distinct): a k-way merge over a heap of the lists'
+// heads. lists' elements are consumed (resliced).
+func mergeSortedLists(out []uint32, lists [][]uint32) []uint32 {
+	h := lists[:0]
+	for _, l := range lists {
+		if len(l) > 0 {
+			h = append(h, l)
+		}
+	}
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		siftDownHeads(h, i)
+	}
+	var last uint32
+	have := false
+	for len(h) > 0 {
+		l := h[0]
+		if k := l[0]; !have || k != last {
+			out = append(out, k)
+			last, have = k, true
+		}
+		if len(l) > 1 {
+			h[0] = l[1:]
+		} else {
+			n := len(h) - 1
+			h[0] = h[n]
+			h[n] = nil
+			h = h[:n]
+		}
+		siftDownHeads(h, 0)
+	}
+	return out
+}
+
+// siftDownHeads restores the min-heap of h (by each list's first key)
+// below i.
+func siftDownHeads(h [][]uint32, i int) {
+	n := len(h)
+	for {
+		c := 2*i + 1
+		if c >= n {
+			return
+		}
+		if c+1 < n && h[c+1][0] < h[c][0] {
+			c++
+		}
+		if h[i][0] <= h[c][0] {
+			return
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
 	}
 }
 
@@ -350,6 +510,7 @@ func (u *HLLUnion) Sketch() *hyperloglog.Sketch {
 	if !u.any {
 		return nil
 	}
+	u.flush()
 	u.compact()
 	var b []byte
 	if u.regs != nil {
@@ -393,13 +554,14 @@ func (u *HLLUnion) Sketch() *hyperloglog.Sketch {
 }
 
 // SparseKeys is a lower bound of the distinct sparse keys in u (the ones
-// sorted so far); -1 once u is dense. While sparse, the library's estimate
-// of the union is at least this many values.
+// sorted so far, or the longest list noted by MergeLater); -1 once u is
+// dense. While sparse, the library's estimate of the union is at least
+// this many values.
 func (u *HLLUnion) SparseKeys() int {
 	if u.regs != nil {
 		return -1
 	}
-	return u.sorted
+	return max(u.sorted, u.laterMax)
 }
 
 // Densify makes u dense now, as the library would once its sparse list is
@@ -413,7 +575,14 @@ func (u *HLLUnion) Densify() { u.toDense() }
 // 8,000). It counts in a small hash set and stops at n, rather than
 // sorting the keys.
 func (u *HLLUnion) AtLeast(n int) bool {
-	if u.regs != nil || u.sorted >= n {
+	if u.regs != nil || u.sorted >= n || u.laterMax >= n {
+		return true
+	}
+	if len(u.keys)+u.laterKeys < n {
+		return false // fewer keys, repeats and all
+	}
+	u.flush()
+	if u.regs != nil {
 		return true
 	}
 	if len(u.keys) < n {
@@ -453,8 +622,10 @@ func (u *HLLUnion) distinct(limit int) int {
 	return count
 }
 
-// Bytes is the memory u holds: its keys or registers and the struct.
+// Bytes is the memory u holds: its keys or registers and the struct,
+// after merging the lists MergeLater noted.
 func (u *HLLUnion) Bytes() int64 {
+	u.flush()
 	if u.dense != nil {
 		return 120 + 1024 + hllM + 4*int64(cap(u.keys)+cap(u.spare)+cap(u.radix)) + int64(cap(u.buf))
 	}
@@ -465,6 +636,7 @@ func (u *HLLUnion) Bytes() int64 {
 // It also lets go of the spare and scratch key slices: a union kept
 // afterwards (a cached rollup's) holds only its keys.
 func (u *HLLUnion) Dense() bool {
+	u.flush()
 	u.compact()
 	u.spare, u.radix = nil, nil
 	return u.regs != nil
@@ -477,20 +649,91 @@ func (u *HLLUnion) Estimate() uint64 {
 	if !u.any {
 		return 0
 	}
+	if u.regs == nil && 5*(len(u.keys)+u.laterKeys) <= hllM {
+		// Sparse, and stays so with the lists MergeLater noted: count
+		// the distinct keys of all without merging them.
+		return hllSparseEstimate(u.distinctAll())
+	}
+	u.flush()
 	if u.regs == nil && 5*len(u.keys) > hllM {
 		u.compact() // as the library would check: it may turn dense
 	}
 	if u.regs == nil {
 		// Sparse, and stays so: fewer keys than this encode in at most 5
 		// bytes each, under the register count. Count them, unsorted.
-		const mp = 1 << hllSparse
-		v := mp - min(uint32(u.distinct(len(u.keys)+1)), mp-1)
-		return uint64(float64(mp) * math.Log(float64(mp)/float64(v)))
+		return hllSparseEstimate(u.distinct(len(u.keys) + 1))
 	}
 	if u.histOK {
 		return hllEstimate(&u.dense.hist, u.regs)
 	}
 	return hllDenseEstimate(u.regs)
+}
+
+// hllSparseEstimate is the library's estimate of a sparse sketch of n
+// distinct keys (linear counting over the sparse precision).
+func hllSparseEstimate(n int) uint64 {
+	const mp = 1 << hllSparse
+	v := mp - min(uint32(n), mp-1)
+	return uint64(float64(mp) * math.Log(float64(mp)/float64(v)))
+}
+
+// hllSetPool holds the hash sets distinctAll counts in.
+var hllSetPool = sync.Pool{New: func() any { return new([]uint32) }}
+
+// distinctAll counts the distinct keys of u's keys and of the lists
+// MergeLater noted, in a pooled hash set (no merge, no sort).
+func (u *HLLUnion) distinctAll() int {
+	total := len(u.keys) + u.laterKeys
+	if total == 0 {
+		return 0
+	}
+	if len(u.later) == 0 && u.sorted == len(u.keys) {
+		return len(u.keys)
+	}
+	size := 16
+	for size < 2*total {
+		size <<= 1
+	}
+	sp := hllSetPool.Get().(*[]uint32)
+	set := *sp
+	if cap(set) < size {
+		set = make([]uint32, size)
+	} else {
+		set = set[:size]
+		clear(set)
+	}
+	mask := uint32(size - 1)
+	count := 0
+	zero := false // 0 marks a free slot; a key 0 (never written) is counted aside
+	add := func(keys []uint32) {
+		for _, k := range keys {
+			if k == 0 {
+				if !zero {
+					zero = true
+					count++
+				}
+				continue
+			}
+			h := k * 0x9e3779b1
+			for i := (h>>16 ^ h) & mask; ; i = (i + 1) & mask {
+				if set[i] == k {
+					break
+				}
+				if set[i] == 0 {
+					set[i] = k
+					count++
+					break
+				}
+			}
+		}
+	}
+	add(u.keys)
+	for _, l := range u.later {
+		add(l)
+	}
+	*sp = set
+	hllSetPool.Put(sp)
+	return count
 }
 
 // hllExactRank is the highest register value hllDenseEstimate adds out of

@@ -226,13 +226,16 @@ func (m *Merger) mergeDistinct(g *Group, j int, src *schemas.State, raw []byte) 
 }
 
 // mergeUnion folds o, the union of n distinct states, into g's union for
-// asked distinct measure j.
+// asked distinct measure j. o's sorted keys are merged when the union is
+// next read (HLLUnion.MergeLater: one k-way merge of all a group's parts
+// rather than one merge and one slice per part): o is a cached rollup's
+// or a finished group's union, which nothing changes any more.
 func (m *Merger) mergeUnion(g *Group, j int, o *schemas.HLLUnion, n int64) {
 	if n == 0 {
 		return
 	}
 	m.mergeDistinct(g, j, &schemas.State{N: n}, nil)
-	g.unions[j].Merge(o)
+	g.unions[j].MergeLater(o)
 }
 
 // mergeQuantiles folds src (with its flat counts, when it has them) into
@@ -272,12 +275,15 @@ func groupDDUnion(g *Group, j int) *schemas.DDUnion {
 
 // mergeDDUnion folds o, the union of n values' quantile sketches (a
 // speed rollup's, only read), into g's union for asked quantiles measure j.
+// Its bins are added when the union is next read (DDUnion.MergeLater: the
+// counts of all a group's parts into arrays sized once); nothing changes
+// o any more.
 func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64) {
 	if n == 0 {
 		return
 	}
 	u := groupDDUnion(g, j)
-	u.Merge(o)
+	u.MergeLater(o)
 	g.States[j].N += n
 }
 
