@@ -186,7 +186,7 @@ func (u *DDUnion) Sketch() *ddsketch.DDSketch {
 	if !u.any {
 		return nil
 	}
-	u.flush()
+	u.flush(false)
 	dd := ddsketch.NewDDSketch(ddMapping, u.pos.store(), u.neg.store())
 	u.pos.fill(dd.GetPositiveValueStore())
 	u.neg.fill(dd.GetNegativeValueStore())
@@ -232,31 +232,32 @@ func (u *DDUnion) MergeLater(o *DDUnion) {
 	u.later = append(u.later, o)
 	u.later = append(u.later, o.later...)
 	if len(u.later) >= ddMaxLater {
-		u.flush()
+		u.flush(false)
 	}
 }
 
 // ddMaxLater bounds the unions a union notes before it adds them.
 const ddMaxLater = 64
 
-// flush adds the bins of the unions MergeLater noted.
-func (u *DDUnion) flush() {
+// flush adds the bins of the unions MergeLater noted; into count arrays
+// when dense is set (Quantiles reads them so).
+func (u *DDUnion) flush(dense bool) {
 	if len(u.later) == 0 {
 		return
 	}
 	later := u.later
 	u.later = nil
-	u.pos.reserve(later, func(o *DDUnion) *ddBins { return &o.pos })
-	u.neg.reserve(later, func(o *DDUnion) *ddBins { return &o.neg })
+	u.pos.reserve(later, func(o *DDUnion) *ddBins { return &o.pos }, dense)
+	u.neg.reserve(later, func(o *DDUnion) *ddBins { return &o.neg }, dense)
 	for _, o := range later {
 		u.mergeOwn(o)
 	}
 }
 
 // reserve sizes b for adding the bins of side(o) for every o of later: a
-// list of pairs grown once while they fit ddSparseMax, else count arrays
-// over every index they will hold.
-func (b *ddBins) reserve(later []*DDUnion, side func(*DDUnion) *ddBins) {
+// list of pairs grown once while they fit ddSparseMax (and dense is not
+// set), else count arrays over every index they will hold.
+func (b *ddBins) reserve(later []*DDUnion, side func(*DDUnion) *ddBins, dense bool) {
 	lo, hi, some := b.lo, b.hi, b.some
 	pairs := len(b.idx)
 	for _, o := range later {
@@ -278,7 +279,7 @@ func (b *ddBins) reserve(later []*DDUnion, side func(*DDUnion) *ddBins) {
 	if !some {
 		return
 	}
-	if b.bins == nil && pairs <= ddSparseMax {
+	if b.bins == nil && pairs <= ddSparseMax && !dense {
 		b.idx = slices.Grow(b.idx, pairs-len(b.idx))
 		b.cnt = slices.Grow(b.cnt, pairs-len(b.cnt))
 		return
@@ -313,7 +314,7 @@ func (b *ddBins) merge(o *ddBins) {
 
 // Bytes is the memory u holds: its pairs or count arrays and the struct.
 func (u *DDUnion) Bytes() int64 {
-	u.flush()
+	u.flush(false)
 	n := int64(160)
 	for _, b := range []*ddBins{&u.pos, &u.neg} {
 		n += 4*int64(cap(b.idx)) + 8*int64(cap(b.cnt)+cap(b.bins))
@@ -332,7 +333,7 @@ func (u *DDUnion) Quantiles() *Quantiles {
 	if !u.any {
 		return nil
 	}
-	u.flush()
+	u.flush(true)
 	neg, pos := u.neg.total(), u.pos.total()
 	if u.zero == 0 && neg == 0 && pos == 0 {
 		return nil
@@ -356,9 +357,55 @@ func (u *DDUnion) Quantiles() *Quantiles {
 // yet to come): for a union kept afterwards and only read (serving's
 // bucket cache), whose bins are then the same.
 func (u *DDUnion) Trim() {
-	u.flush()
+	u.flush(false)
 	u.pos.trim()
 	u.neg.trim()
+}
+
+// Compact readies u to be kept and only read (a cached speed rollup's):
+// each store's pairs become count arrays over their index range when
+// those take no more memory, else the pairs are sorted with one per
+// index; count arrays lose their slack (Trim). The bins are the same (a
+// sum of whole-number counts does not depend on its order), and merging
+// u afterwards adds one count per index, in order.
+func (u *DDUnion) Compact() {
+	u.flush(false)
+	u.pos.compact()
+	u.neg.compact()
+}
+
+func (b *ddBins) compact() {
+	if !b.some || b.bins != nil {
+		b.trim()
+		return
+	}
+	if 2*(b.hi-b.lo+1) <= 3*len(b.idx) { // 8 bytes a slot against 12 a pair
+		b.bins = make([]float64, b.hi-b.lo+1)
+		b.offset = b.lo
+		for k, i := range b.idx {
+			b.bins[int(i)-b.offset] += b.cnt[k]
+		}
+		b.idx, b.cnt = nil, nil
+		return
+	}
+	type pair struct {
+		i int32
+		c float64
+	}
+	ps := make([]pair, len(b.idx))
+	for k := range b.idx {
+		ps[k] = pair{b.idx[k], b.cnt[k]}
+	}
+	slices.SortFunc(ps, func(x, y pair) int { return int(x.i) - int(y.i) })
+	idx, cnt := make([]int32, 0, len(ps)), make([]float64, 0, len(ps))
+	for _, p := range ps {
+		if n := len(idx); n > 0 && idx[n-1] == p.i {
+			cnt[n-1] += p.c
+			continue
+		}
+		idx, cnt = append(idx, p.i), append(cnt, p.c)
+	}
+	b.idx, b.cnt = slices.Clip(idx), slices.Clip(cnt)
 }
 
 func (b *ddBins) trim() {

@@ -183,14 +183,20 @@ func randomDDPart(t *testing.T, rng *rand.Rand, m *Measure) *DDUnion {
 // TestDDUnionMergeLaterEqualsMerge: a union that takes its parts with
 // MergeLater (their bins added when it is read, into stores sized once)
 // has the bins, zero count and quantiles of one that merges each part at
-// once, with reads and flat sketches interleaved at random.
+// once, with reads and flat sketches interleaved at random; so do both
+// when parts were compacted (Compact, as the speed cache keeps them)
+// after a third union merged them as they were.
 func TestDDUnionMergeLaterEqualsMerge(t *testing.T) {
 	m := &Measure{Name: "latency", Type: MeasureQuantiles, Field: "latency_ms"}
 	rng := rand.New(rand.NewPCG(45, 46))
 	for round := 0; round < 300; round++ {
-		var lazy, eager DDUnion
+		var lazy, eager, ref DDUnion
 		for i, n := 0, 1+rng.IntN(12); i < n; i++ {
 			p := randomDDPart(t, rng, m)
+			ref.Merge(p)
+			if rng.IntN(2) == 0 {
+				p.Compact()
+			}
 			eager.Merge(p)
 			lazy.MergeLater(p)
 			switch rng.IntN(6) {
@@ -204,16 +210,22 @@ func TestDDUnionMergeLaterEqualsMerge(t *testing.T) {
 					if q.pos.bins == nil && q.neg.bins == nil {
 						eager.AddFlat(f)
 						lazy.AddFlat(f)
+						ref.AddFlat(f)
 					}
 				}
 			}
 		}
 		require.Equal(t, eager.Quantiles(), lazy.Quantiles(), "round %d", round)
-		es, ls := eager.Sketch(), lazy.Sketch()
+		require.Equal(t, ref.Quantiles(), lazy.Quantiles(), "round %d", round)
+		es, ls, rs := eager.Sketch(), lazy.Sketch(), ref.Sketch()
 		if es == nil {
 			require.Nil(t, ls, "round %d", round)
+			require.Nil(t, rs, "round %d", round)
 			continue
 		}
+		require.Equal(t, rs.GetZeroCount(), ls.GetZeroCount(), "round %d", round)
+		require.Equal(t, ddBinsOf(rs.GetPositiveValueStore()), ddBinsOf(ls.GetPositiveValueStore()), "round %d", round)
+		require.Equal(t, ddBinsOf(rs.GetNegativeValueStore()), ddBinsOf(ls.GetNegativeValueStore()), "round %d", round)
 		require.Equal(t, es.GetZeroCount(), ls.GetZeroCount(), "round %d", round)
 		require.Equal(t, ddBinsOf(es.GetPositiveValueStore()), ddBinsOf(ls.GetPositiveValueStore()), "round %d", round)
 		require.Equal(t, ddBinsOf(es.GetNegativeValueStore()), ddBinsOf(ls.GetNegativeValueStore()), "round %d", round)

@@ -474,6 +474,11 @@ func (c *ClickHouseSpeed) rollupCached(ctx context.Context, q *Query, absorbed m
 					u.Dense() // sorted and deduplicated before it is shared
 				}
 			}
+			for _, u := range g.ddUnions {
+				if u != nil {
+					u.Compact() // one count per index: each query adds fewer
+				}
+			}
 			cr.groups = append(cr.groups, g)
 		}
 		b.m = nil
