@@ -229,6 +229,9 @@ func (u *DDUnion) MergeLater(o *DDUnion) {
 		return
 	}
 	u.any = true
+	if u.later == nil {
+		u.later = make([]*DDUnion, 0, 8) // a group's parts: one per partition or so
+	}
 	u.later = append(u.later, o)
 	u.later = append(u.later, o.later...)
 	if len(u.later) >= ddMaxLater {

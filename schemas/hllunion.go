@@ -380,6 +380,9 @@ func (u *HLLUnion) MergeLater(o *HLLUnion) {
 const hllMaxLater = 64
 
 func (u *HLLUnion) pushLater(l []uint32) {
+	if u.later == nil {
+		u.later = make([][]uint32, 0, 8) // a group's parts: one per partition or so
+	}
 	u.later = append(u.later, l)
 	u.laterMax = max(u.laterMax, len(l))
 	u.laterKeys += len(l)
@@ -702,38 +705,42 @@ func (u *HLLUnion) distinctAll() int {
 		set = set[:size]
 		clear(set)
 	}
-	mask := uint32(size - 1)
-	count := 0
-	zero := false // 0 marks a free slot; a key 0 (never written) is counted aside
-	add := func(keys []uint32) {
-		for _, k := range keys {
-			if k == 0 {
-				if !zero {
-					zero = true
-					count++
-				}
-				continue
-			}
-			h := k * 0x9e3779b1
-			for i := (h>>16 ^ h) & mask; ; i = (i + 1) & mask {
-				if set[i] == k {
-					break
-				}
-				if set[i] == 0 {
-					set[i] = k
-					count++
-					break
-				}
-			}
-		}
-	}
-	add(u.keys)
+	count, zero := countInto(set, u.keys, 0, false)
 	for _, l := range u.later {
-		add(l)
+		count, zero = countInto(set, l, count, zero)
 	}
 	*sp = set
 	hllSetPool.Put(sp)
 	return count
+}
+
+// countInto inserts keys into set (open addressing, a power of two long,
+// 0 marking a free slot), returning count and zero updated with the keys
+// it had not seen; a key 0 (never written) is counted aside, in zero.
+func countInto(set, keys []uint32, count int, zero bool) (int, bool) {
+	mask := uint32(len(set) - 1)
+	for _, k := range keys {
+		if k == 0 {
+			if !zero {
+				zero = true
+				count++
+			}
+			continue
+		}
+		h := k * 0x9e3779b1
+		for i := (h>>16 ^ h) & mask; ; i = (i + 1) & mask {
+			x := set[i]
+			if x == k {
+				break
+			}
+			if x == 0 {
+				set[i] = k
+				count++
+				break
+			}
+		}
+	}
+	return count, zero
 }
 
 // hllExactRank is the highest register value hllDenseEstimate adds out of
