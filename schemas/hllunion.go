@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -719,6 +720,7 @@ func (u *HLLUnion) distinctAll() int {
 // it had not seen; a key 0 (never written) is counted aside, in zero.
 func countInto(set, keys []uint32, count int, zero bool) (int, bool) {
 	mask := uint32(len(set) - 1)
+	shift := uint(32 - bits.TrailingZeros(uint(len(set))))
 	for _, k := range keys {
 		if k == 0 {
 			if !zero {
@@ -727,8 +729,9 @@ func countInto(set, keys []uint32, count int, zero bool) (int, bool) {
 			}
 			continue
 		}
-		h := k * 0x9e3779b1
-		for i := (h>>16 ^ h) & mask; ; i = (i + 1) & mask {
+		// Fibonacci hashing: the product's high bits mix every bit of
+		// the key (a sparse key's low bits are flags and ranks).
+		for i := k * 0x9e3779b1 >> shift; ; i = (i + 1) & mask {
 			x := set[i]
 			if x == k {
 				break
