@@ -228,9 +228,12 @@ func (u *DDUnion) MergeLater(o *DDUnion) {
 	if o == nil || !o.any {
 		return
 	}
-	u.any = true
+	if !u.any {
+		u.Merge(o) // into an empty union: a copy, and no list to keep
+		return
+	}
 	if u.later == nil {
-		u.later = make([]*DDUnion, 0, 8) // a group's parts: one per partition or so
+		u.later = make([]*DDUnion, 0, 4) // a group's parts: one per partition or so
 	}
 	u.later = append(u.later, o)
 	u.later = append(u.later, o.later...)

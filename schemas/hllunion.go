@@ -317,11 +317,6 @@ func (u *HLLUnion) Merge(o *HLLUnion) {
 	if o == nil || !o.any {
 		return
 	}
-	if o.regs == nil && u.regs == nil && o.sorted == len(o.keys) {
-		u.MergeLater(o)
-		u.flush()
-		return
-	}
 	u.any = true
 	if o.regs != nil {
 		u.toDense()
@@ -340,14 +335,27 @@ func (u *HLLUnion) Merge(o *HLLUnion) {
 		}
 		return
 	}
-	// o's keys are not all sorted: added one by one, its lists merged.
-	for _, l := range o.later {
-		u.pushLater(l)
+	if len(o.later) > 0 { // o noted lists of its own: merged with it
+		for _, l := range o.later {
+			u.pushLater(l)
+		}
+		defer u.flush()
+	}
+	if o.sorted == len(o.keys) && 8*len(o.keys) >= len(u.keys) {
+		// A compacted union (a cached rollup's) not much smaller than u:
+		// one pass over both sorted lists, instead of appending its keys
+		// and sorting them again.
+		u.compact()
+		if u.regs == nil {
+			u.keys = u.mergeSorted(u.keys, o.keys)
+			u.sorted = len(u.keys)
+			u.checkDense()
+			return
+		}
 	}
 	for _, k := range o.keys {
 		u.addKey(k)
 	}
-	u.flush()
 }
 
 // MergeLater merges o into u as Merge does, except that o's sorted key
@@ -361,8 +369,8 @@ func (u *HLLUnion) MergeLater(o *HLLUnion) {
 	if o == nil || !o.any {
 		return
 	}
-	if o.regs != nil || u.regs != nil || o.sorted != len(o.keys) {
-		u.Merge(o)
+	if o.regs != nil || u.regs != nil || o.sorted != len(o.keys) || !u.any {
+		u.Merge(o) // into an empty union: a copy, and no list to keep
 		return
 	}
 	u.any = true
@@ -382,7 +390,7 @@ const hllMaxLater = 64
 
 func (u *HLLUnion) pushLater(l []uint32) {
 	if u.later == nil {
-		u.later = make([][]uint32, 0, 8) // a group's parts: one per partition or so
+		u.later = make([][]uint32, 0, 4) // a group's parts: one per partition or so
 	}
 	u.later = append(u.later, l)
 	u.laterMax = max(u.laterMax, len(l))
@@ -390,8 +398,7 @@ func (u *HLLUnion) pushLater(l []uint32) {
 }
 
 func (u *HLLUnion) dropLater() {
-	clear(u.later) // let go of the other unions' lists
-	u.later, u.laterMax, u.laterKeys = u.later[:0], 0, 0
+	u.later, u.laterMax, u.laterKeys = nil, 0, 0 // lets go of the other unions' lists
 }
 
 // flush merges the noted lists (MergeLater) into u's keys: one k-way

@@ -213,6 +213,7 @@ func (c *bucketCache) batchHalf(ctx context.Context, q *Query, snap *Snapshot, b
 // distinct unions compacted and without scratch space, the quantile
 // unions' count arrays without slack.
 func freeze(q *Query, g *Group) {
+	g.cached = true
 	for j, mi := range q.Measures {
 		switch q.View.Measures[mi].Kind().Sketch {
 		case schemas.SketchHLL:

@@ -138,6 +138,11 @@ type Group struct {
 	// quantiles holds, by position in States, the answers of quantile
 	// states finished from a union without their sketch (finishDD).
 	quantiles []*schemas.Quantiles
+	// cached marks a group a cache keeps and no one changes (a speed
+	// node's rollup, a batch bucket's): a Merger notes its unions
+	// (MergeLater) instead of merging them at once, which would only pay
+	// off for unions that live on anyway.
+	cached bool
 }
 
 // A group's distinct sketch switches to the dense representation when it
@@ -226,16 +231,21 @@ func (m *Merger) mergeDistinct(g *Group, j int, src *schemas.State, raw []byte) 
 }
 
 // mergeUnion folds o, the union of n distinct states, into g's union for
-// asked distinct measure j. o's sorted keys are merged when the union is
-// next read (HLLUnion.MergeLater: one k-way merge of all a group's parts
-// rather than one merge and one slice per part): o is a cached rollup's
-// or a finished group's union, which nothing changes any more.
-func (m *Merger) mergeUnion(g *Group, j int, o *schemas.HLLUnion, n int64) {
+// asked distinct measure j. With later (o is a cached group's: kept and
+// never changed), o's sorted keys are merged when the union is next read
+// (HLLUnion.MergeLater: one k-way merge or count of all a group's parts
+// rather than one merge and one slice per part); other unions are merged
+// now, so that the union does not keep them alive.
+func (m *Merger) mergeUnion(g *Group, j int, o *schemas.HLLUnion, n int64, later bool) {
 	if n == 0 {
 		return
 	}
 	m.mergeDistinct(g, j, &schemas.State{N: n}, nil)
-	g.unions[j].MergeLater(o)
+	if later {
+		g.unions[j].MergeLater(o)
+		return
+	}
+	g.unions[j].Merge(o)
 }
 
 // mergeQuantiles folds src (with its flat counts, when it has them) into
@@ -275,15 +285,19 @@ func groupDDUnion(g *Group, j int) *schemas.DDUnion {
 
 // mergeDDUnion folds o, the union of n values' quantile sketches (a
 // speed rollup's, only read), into g's union for asked quantiles measure j.
-// Its bins are added when the union is next read (DDUnion.MergeLater: the
-// counts of all a group's parts into arrays sized once); nothing changes
-// o any more.
-func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64) {
+// With later (as for mergeUnion), its bins are added when the union is
+// next read (DDUnion.MergeLater: the counts of all a group's parts into
+// arrays sized once).
+func (m *Merger) mergeDDUnion(g *Group, j int, o *schemas.DDUnion, n int64, later bool) {
 	if n == 0 {
 		return
 	}
 	u := groupDDUnion(g, j)
-	u.MergeLater(o)
+	if later {
+		u.MergeLater(o)
+	} else {
+		u.Merge(o)
+	}
 	g.States[j].N += n
 }
 
@@ -548,11 +562,11 @@ func (m *Merger) AddGroup(g *Group) { m.addGroup(g) }
 func (m *Merger) mergeGroupInto(dst, src *Group) {
 	for j := range m.q.Measures {
 		if src.unions != nil && src.unions[j] != nil {
-			m.mergeUnion(dst, j, src.unions[j], src.States[j].N)
+			m.mergeUnion(dst, j, src.unions[j], src.States[j].N, src.cached)
 			continue
 		}
 		if src.ddUnions != nil && src.ddUnions[j] != nil {
-			m.mergeDDUnion(dst, j, src.ddUnions[j], src.States[j].N)
+			m.mergeDDUnion(dst, j, src.ddUnions[j], src.States[j].N, src.cached)
 			continue
 		}
 		m.merge(dst, j, &src.States[j])
@@ -604,7 +618,7 @@ func (m *Merger) MergeFrom(o *Merger) {
 		finishDD(src, true)
 		for j := range m.q.Measures {
 			if src.unions != nil && src.unions[j] != nil {
-				m.mergeUnion(g, j, src.unions[j], src.States[j].N)
+				m.mergeUnion(g, j, src.unions[j], src.States[j].N, false)
 				continue
 			}
 			m.merge(g, j, &src.States[j])

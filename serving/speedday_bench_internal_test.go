@@ -107,6 +107,7 @@ func speedDayGroups(t testing.TB, events int) (*Query, []*Group) {
 							u.Compact()
 						}
 					}
+					g.cached = true
 					out = append(out, g)
 				}
 			}
