@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/tandem-analytics/tandem/internal/clickhouse"
@@ -26,6 +27,9 @@ type SpeedStore interface {
 	MaxSpeedWindow(ctx context.Context, v *schemas.View, absorbed map[int32]int64) (time.Time, error)
 	// SpeedProgress returns the highest version per partition.
 	SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int64, error)
+	// SpeedProgressFrom returns SpeedProgress's answer, reading of each
+	// partition listed only the chunks from the one given on.
+	SpeedProgressFrom(ctx context.Context, v *schemas.View, from map[int32]int64) (map[int32]int64, error)
 	// SpeedChunkSpans returns the window span of the listed chunks.
 	SpeedChunkSpans(ctx context.Context, v *schemas.View, chunks map[int32][]int64) (map[int32]map[int64]clickhouse.ChunkSpan, error)
 	// Ping checks that ClickHouse answers.
@@ -41,6 +45,10 @@ var _ SpeedStore = (*clickhouse.DB)(nil)
 type ClickHouseSpeed struct {
 	store SpeedStore
 	cache *chunkCache // nil: no closed-chunk cache
+	// seen holds, per view, the speed progress a query read last: the
+	// next one reads from its chunks on (speedProgress).
+	seenMu sync.Mutex
+	seen   map[string]map[int32]int64
 }
 
 // CacheClosedChunks makes RollupSpeed keep the rollups of closed chunks

@@ -344,21 +344,7 @@ func excludeCondition(ex map[int32][]int64, absorbed map[int32]int64) (string, e
 		return "", nil
 	}
 	slices.Sort(parts)
-	var terms []string
-	// The partitions not listed, whole: below the first, between two
-	// listed ones, above the last.
-	prev := int64(-1)
-	for _, p := range parts {
-		switch {
-		case int64(p) == prev+1:
-		case prev < 0:
-			terms = append(terms, fmt.Sprintf("kafka_partition < %d", p))
-		default:
-			terms = append(terms, fmt.Sprintf("(kafka_partition > %d AND kafka_partition < %d)", prev, p))
-		}
-		prev = int64(p)
-	}
-	terms = append(terms, fmt.Sprintf("kafka_partition > %d", prev))
+	terms := unlistedPartitions(parts)
 	for _, p := range parts {
 		cs := slices.Clone(ex[p])
 		slices.Sort(cs)
@@ -377,6 +363,47 @@ func excludeCondition(ex map[int32][]int64, absorbed map[int32]int64) (string, e
 		}
 		ranges = append(ranges, fmt.Sprintf("chunk >= %d", from))
 		terms = append(terms, fmt.Sprintf("(kafka_partition = %d AND (%s))", p, strings.Join(ranges, " OR ")))
+	}
+	return "(" + strings.Join(terms, " OR ") + ")", nil
+}
+
+// unlistedPartitions selects the partitions not in parts (sorted), whole:
+// below the first, between two listed ones, above the last.
+func unlistedPartitions(parts []int32) []string {
+	var terms []string
+	prev := int64(-1)
+	for _, p := range parts {
+		switch {
+		case int64(p) == prev+1:
+		case prev < 0:
+			terms = append(terms, fmt.Sprintf("kafka_partition < %d", p))
+		default:
+			terms = append(terms, fmt.Sprintf("(kafka_partition > %d AND kafka_partition < %d)", prev, p))
+		}
+		prev = int64(p)
+	}
+	return append(terms, fmt.Sprintf("kafka_partition > %d", prev))
+}
+
+// chunksFromCondition selects, of each listed partition, its chunks from
+// from[p] on, and every partition not listed whole; "" when none is
+// listed. Like excludeCondition it is ranges of the sorting key's leading
+// columns, so ClickHouse reads only those chunks' granules.
+func chunksFromCondition(from map[int32]int64) (string, error) {
+	parts := make([]int32, 0, len(from))
+	for p, c := range from {
+		if p < 0 || c < 0 {
+			return "", fmt.Errorf("clickhouse: chunks from %d of partition %d: partitions and chunks cannot be negative", c, p)
+		}
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return "", nil
+	}
+	slices.Sort(parts)
+	terms := unlistedPartitions(parts)
+	for _, p := range parts {
+		terms = append(terms, fmt.Sprintf("(kafka_partition = %d AND chunk >= %d)", p, from[p]))
 	}
 	return "(" + strings.Join(terms, " OR ") + ")", nil
 }
@@ -576,8 +603,18 @@ func speedFreshnessSQL(database string, v *schemas.View, absorbed map[int32]int6
 // speedProgressSQL reads the highest version per partition of a view's
 // speed rows.
 func speedProgressSQL(database string, v *schemas.View) string {
-	return fmt.Sprintf("SELECT kafka_partition, max(version) FROM %s GROUP BY kafka_partition ORDER BY kafka_partition",
-		qualified(database, SpeedTable(v.Name)))
+	return speedProgressWhereSQL(database, v, "")
+}
+
+// speedProgressWhereSQL is speedProgressSQL over the rows cond selects
+// ("" for all).
+func speedProgressWhereSQL(database string, v *schemas.View, cond string) string {
+	where := ""
+	if cond != "" {
+		where = " WHERE " + cond
+	}
+	return fmt.Sprintf("SELECT kafka_partition, max(version) FROM %s%s GROUP BY kafka_partition ORDER BY kafka_partition",
+		qualified(database, SpeedTable(v.Name)), where)
 }
 
 // speedVersionSQL reads, for the partition bound to '?', how many speed

@@ -429,7 +429,40 @@ func (s *rowScanner) rowInto(r *ViewRow) {
 // version (Kafka offset) folded into any of the view's speed rows.
 // Partitions without rows are absent.
 func (db *DB) SpeedProgress(ctx context.Context, v *schemas.View) (map[int32]int64, error) {
-	rows, err := db.conn.Query(ctx, speedProgressSQL(db.db, v))
+	return db.scanProgress(ctx, v, speedProgressSQL(db.db, v))
+}
+
+// SpeedProgressFrom is SpeedProgress reading, of each partition listed in
+// from, only the rows of chunks from[p] and later (every partition not
+// listed whole): the granules of those chunks, not the whole table. The
+// answer is SpeedProgress's. A row of chunk c folds only offsets of chunk
+// c, so its version is in [c·chunk_size, (c+1)·chunk_size): when a listed
+// partition has a row at or after from[p], the highest version is among
+// those rows. When it has none (its rows were deleted as absorbed, or
+// from[p] is past them), the whole table is read instead. Serving passes
+// the chunk of the progress it saw last.
+func (db *DB) SpeedProgressFrom(ctx context.Context, v *schemas.View, from map[int32]int64) (map[int32]int64, error) {
+	cond, err := chunksFromCondition(from)
+	if err != nil {
+		return nil, err
+	}
+	if cond == "" {
+		return db.SpeedProgress(ctx, v)
+	}
+	out, err := db.scanProgress(ctx, v, speedProgressWhereSQL(db.db, v, cond))
+	if err != nil {
+		return nil, err
+	}
+	for p := range from {
+		if _, ok := out[p]; !ok {
+			return db.SpeedProgress(ctx, v)
+		}
+	}
+	return out, nil
+}
+
+func (db *DB) scanProgress(ctx context.Context, v *schemas.View, sql string) (map[int32]int64, error) {
+	rows, err := db.conn.Query(ctx, sql)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: reading progress of %s: %w", SpeedTable(v.Name), err)
 	}
