@@ -16,16 +16,35 @@ import (
 // lists, pruning by time with each file's day and window range and each row
 // group's statistics, and caching decoded row groups (and file footers) in a
 // byte-bounded LRU.
+//
+// Decoded row groups outside the cache are bounded too: at most
+// decodeSlots row groups are decoded, or held decoded by a query that
+// could not cache them, at once, and concurrent misses of one row group
+// decode it once (the others wait for it and find it cached). Without
+// that, N clients asking for the same uncached day each decode it: serve
+// held N row groups of tens of MB at once.
 type batchReader struct {
 	files ViewFiles
 	cache *lru
 	m     *metrics
+
+	decoding chan struct{} // a slot per row group being decoded or held uncached
+	flightMu sync.Mutex
+	flights  map[string]*flight // row groups being decoded, by cache key
 }
+
+// flight is a decode of one row group in progress; done closes when it
+// ends.
+type flight struct{ done chan struct{} }
+
+// decodeSlots is how many row groups may be decoded at once: decoding is
+// CPU work, so more than a core's worth adds memory, not throughput.
+func decodeSlots() int { return max(2, runtime.GOMAXPROCS(0)) }
 
 func newBatchReader(files ViewFiles, cacheBytes int64, m *metrics) *batchReader {
 	c := newLRU(cacheBytes)
 	c.onEvict = func(int64) { m.cacheEvictions.Inc() }
-	return &batchReader{files: files, cache: c, m: m}
+	return &batchReader{files: files, cache: c, m: m, decoding: make(chan struct{}, decodeSlots()), flights: map[string]*flight{}}
 }
 
 // cachedRowGroup is the decoded content of one row group: its rows sorted
@@ -252,7 +271,7 @@ func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.Manifest
 		if rg.HasStats && !overlaps(rg.MinMs, rg.MaxMs, sg.lo, sg.hi) {
 			continue
 		}
-		crg, err := b.rowGroup(ctx, file, i, rg, need)
+		crg, release, err := b.rowGroup(ctx, file, i, rg, need)
 		if err != nil {
 			return err
 		}
@@ -263,6 +282,7 @@ func (b *batchReader) scanFile(ctx context.Context, q *Query, f schemas.Manifest
 		for j := lo; j < hi; j++ {
 			m.Add(&rows[j])
 		}
+		release()
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -314,23 +334,82 @@ func (b *batchReader) rowGroups(ctx context.Context, file *lazyFile) ([]RowGroup
 }
 
 // rowGroup returns row group i of a file with at least the measures need
-// marks (nil: all) decoded, from the cache, the file, or both.
-func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg RowGroup, need []bool) (*cachedRowGroup, error) {
+// marks (nil: all) decoded, from the cache, the file, or both, and a
+// release the caller calls once it no longer reads the rows. A row group
+// read from the file holds a decode slot until then (the cache may not
+// have kept it, and the caller holds it meanwhile); one the cache had
+// holds none.
+func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg RowGroup, need []bool) (*cachedRowGroup, func(), error) {
 	key := "rg\x00" + file.key + "\x00" + strconv.Itoa(i)
-	if v, ok := b.cache.get(key); ok {
-		crg := v.(*cachedRowGroup)
-		miss := crg.missing(need)
-		if miss == nil {
-			b.m.cacheHits.Inc()
-			return crg, nil
+	for {
+		if crg, ok := b.cachedRowGroup(key, need); ok {
+			return crg, func() {}, nil
 		}
-		b.m.cacheMisses.Inc()
-		f, err := file.open(ctx)
+		// Wait for another query's decode of the same row group, then
+		// look again: it is cached unless the cache could not keep it.
+		b.flightMu.Lock()
+		f, busy := b.flights[key]
+		if !busy {
+			f = &flight{done: make(chan struct{})}
+			b.flights[key] = f
+		}
+		b.flightMu.Unlock()
+		if busy {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			}
+			continue // cached now, unless the cache could not keep it: then decode it ourselves
+		}
+		crg, err := b.decodeRowGroup(ctx, file, key, i, rg, need)
+		b.flightMu.Lock()
+		delete(b.flights, key)
+		b.flightMu.Unlock()
+		close(f.done)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if err := addMeasures(ctx, file.view, f, i, crg, miss); err != nil {
-			return nil, fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
+		return crg, func() { <-b.decoding }, nil
+	}
+}
+// cachedRowGroup returns the cached row group under key if it has every
+// measure need marks decoded.
+func (b *batchReader) cachedRowGroup(key string, need []bool) (*cachedRowGroup, bool) {
+	v, ok := b.cache.get(key)
+	if !ok || v.(*cachedRowGroup).missing(need) != nil {
+		return nil, false
+	}
+	b.m.cacheHits.Inc()
+	return v.(*cachedRowGroup), true
+}
+
+// decodeRowGroup reads row group i from the file under a decode slot,
+// which it returns held unless it fails: the measures the cached row
+// group lacks if it is cached, the whole row group otherwise. It caches
+// the result when the cache can hold it.
+func (b *batchReader) decodeRowGroup(ctx context.Context, file *lazyFile, key string, i int, rg RowGroup, need []bool) (crg *cachedRowGroup, err error) {
+	select {
+	case b.decoding <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() {
+		if err != nil {
+			<-b.decoding
+		}
+	}()
+	b.m.cacheMisses.Inc()
+	f, err := file.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := b.cache.get(key); ok {
+		crg = v.(*cachedRowGroup)
+		if miss := crg.missing(need); miss != nil {
+			if err := addMeasures(ctx, file.view, f, i, crg, miss); err != nil {
+				return nil, fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
+			}
 		}
 		crg.mu.Lock()
 		size := crg.bytes
@@ -338,12 +417,7 @@ func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg Ro
 		b.cache.put(key, crg, size)
 		return crg, nil
 	}
-	b.m.cacheMisses.Inc()
-	f, err := file.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	crg, err := readRowGroup(ctx, file.view, f, i, int(rg.Rows), need)
+	crg, err = readRowGroup(ctx, file.view, f, i, int(rg.Rows), need)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading batch file %s: %v", ErrUnavailable, file.key, err)
 	}
@@ -376,10 +450,12 @@ func (b *batchReader) warm(ctx context.Context, snap *Snapshot, budget int64) (g
 			return groups, bytes, err
 		}
 		for i := len(rgs) - 1; i >= 0; i-- {
-			if _, err := b.rowGroup(ctx, file, i, rgs[i], nil); err != nil {
+			_, release, err := b.rowGroup(ctx, file, i, rgs[i], nil)
+			if err != nil {
 				file.close()
 				return groups, bytes, err
 			}
+			release()
 			groups++
 			now, _ := b.cache.usage()
 			if bytes = now - before; bytes >= budget {

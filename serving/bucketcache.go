@@ -27,9 +27,10 @@ import (
 // cache; the batch row cache gets the rest after the speed share.
 func bucketCacheShare(cacheBytes int64) int64 { return cacheBytes / 4 }
 
-// bucketUnitMin is the smallest bucket the cache keeps: finer buckets
-// (1m, 5m) are answered from base rows cheaply, and would cost an entry
-// per few rows.
+// bucketUnitMin is the smallest unit the cache keeps: the buckets of a
+// finer granularity that divides it (1m, 5m) are kept an hour of them to
+// an entry, so an entry is not paid per few rows; a finer granularity that
+// does not divide an hour is answered without the cache.
 const bucketUnitMin = int64(time.Hour / time.Millisecond)
 
 // maxCachedUnits bounds the buckets of one query the cache looks up; a
@@ -84,10 +85,12 @@ func (b *cachedBucket) finished(q *Query) []*Group {
 	return b.fin
 }
 
-// cacheUnit is the bucket size (ms) the cache keeps q's batch half in,
+// cacheUnit is the unit (ms) the cache keeps q's batch half in — its
+// bucket, or for buckets finer than bucketUnitMin the hour holding them —
 // or false when q is answered without the cache: local-time buckets,
 // answers cut or ordered (ranked over merged groups), the second pass of
-// a top-N push-down, and buckets finer than bucketUnitMin.
+// a top-N push-down, and buckets finer than bucketUnitMin that do not
+// divide it (a unit must start on a bucket boundary).
 func cacheUnit(q *Query) (int64, bool) {
 	if !useBucketCache || !useLevels || q.Local != nil || q.Cut() || q.OrderBy != nil || q.only != nil {
 		return 0, false
@@ -97,7 +100,10 @@ func cacheUnit(q *Query) (int64, bool) {
 		g = dayMs
 	}
 	if g < bucketUnitMin {
-		return 0, false
+		if g <= 0 || bucketUnitMin%g != 0 {
+			return 0, false
+		}
+		return bucketUnitMin, true
 	}
 	return g, true
 }
@@ -132,8 +138,8 @@ func (c *bucketCache) dropRun(view, run string) {
 // cache.
 var errOverBound = errors.New("bucket cache: over the merge bound")
 
-// batchHalf returns the cached batch half of each of q's buckets of u
-// ms, merging the batch rows of the missing ones (adjacent ones in one
+// batchHalf returns the cached batch half of each of q's units of u ms
+// (a bucket, or an hour of finer buckets), merging the batch rows of the missing ones (adjacent ones in one
 // scan) and caching them. scanned is the rows merged.
 func (c *bucketCache) batchHalf(ctx context.Context, q *Query, snap *Snapshot, br *batchReader, u int64) (out []*cachedBucket, scanned int64, err error) {
 	us := units(q.FromMs(), q.ToMs(), u)

@@ -21,8 +21,8 @@ import (
 // TestBucketCacheEqualsUncached: answers through the bucket cache equal
 // answers merged from the run's rows, over a dashboard's sliding ranges
 // (the same shapes again and again with moving edges, so interior buckets
-// hit), random ranges, granularities (1h, 1d, all and the uncached 5m and
-// local days), group-bys, filters and measure subsets, cold and warm; after
+// hit), random ranges, granularities (1h, 1d, all, 5m and 1m kept an
+// hour to an entry, and the uncached 7m and local days), group-bys, filters and measure subsets, cold and warm; after
 // late speed rows land in buckets the cache holds; and after a manifest
 // switch to a new run that absorbed more chunks, where a bucket of the old
 // run would double-count or miss rows.
@@ -39,8 +39,8 @@ func TestBucketCacheEqualsUncached(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
 	measures := []string{"views", "revenue", "min_latency", "max_latency", "users", "latency"}
 	var shapes []url.Values
-	for i := 0; i < 8; i++ {
-		p := url.Values{"granularity": {[]string{"1h", "1d", "all", "1h", "1d", "all", "5m", "1d"}[i]}}
+	for i := 0; i < 10; i++ {
+		p := url.Values{"granularity": {[]string{"1h", "1d", "all", "1h", "1d", "all", "5m", "1d", "1m", "7m"}[i]}}
 		if i == 7 {
 			p.Set("tz", "Europe/Amsterdam")
 		}
@@ -67,7 +67,7 @@ func TestBucketCacheEqualsUncached(t *testing.T) {
 				cold := query(t, e.url, p)
 				r0 := batchRowsMerged(t, e.url)
 				warm := query(t, e.url, p)
-				if cached := p.Get("tz") == "" && p.Get("granularity") != "5m"; cached {
+				if cached := p.Get("tz") == "" && p.Get("granularity") != "7m"; cached {
 					require.Zero(t, batchRowsMerged(t, e.url)-r0, "%s: the warm query merged batch rows", where)
 				}
 				restore := serving.SetUseBucketCache(false)

@@ -25,40 +25,8 @@ import (
 // the heap the cached rows of every measure hold against the cache's
 // estimate of it.
 func BenchmarkDecodeMeasures(b *testing.B) {
-	cfg, err := schemas.Parse("t.yaml", []byte(testenv.ExampleConfigYAML(b)), func(string) (string, bool) { return "", false })
-	require.NoError(b, err)
-	v := cfg.View("pageviews_by_country")
-	s := v.StreamDef()
-	idx := func(name string) int { return s.FieldIndex(name) }
-	rng := rand.New(rand.NewPCG(1, 2))
-	from := time.Date(2026, 11, 17, 0, 0, 0, 0, time.UTC)
-	var buf bytes.Buffer
-	w := parquet.NewViewWriter(&buf, v, parquet.ViewWriterOptions{})
-	const minutes, countries, devices, perRow = 1000, 10, 4, 8
-	rows := 0
-	for m := 0; m < minutes; m++ {
-		for c := 0; c < countries; c++ {
-			for d := 0; d < devices; d++ {
-				a := v.NewAggregate()
-				ev := schemas.Event{Time: from.Add(time.Duration(m) * time.Minute), Values: make([]schemas.Value, len(s.Fields))}
-				ev.Values[idx("country")] = schemas.Value{Set: true, Str: fmt.Sprintf("C%d", c)}
-				ev.Values[idx("device")] = schemas.Value{Set: true, Str: fmt.Sprintf("D%d", d)}
-				for e := 0; e < perRow; e++ {
-					ev.Values[idx("user_id")] = schemas.Value{Set: true, Str: fmt.Sprintf("u%d", rng.IntN(200000))}
-					ev.Values[idx("amount")] = schemas.Value{Set: true, Float: float64(rng.IntN(10000)) / 100}
-					ev.Values[idx("latency_ms")] = schemas.Value{Set: true, Float: rng.ExpFloat64() * 80}
-					v.Add(a, &ev)
-				}
-				cells := make([]any, len(v.Measures))
-				for i := range v.Measures {
-					cells[i] = v.Measures[i].Cell(&a[i])
-				}
-				require.NoError(b, w.Write(parquet.ViewRow{WindowStart: ev.Time, Dims: []string{fmt.Sprintf("C%d", c), fmt.Sprintf("D%d", d)}, Cells: cells}))
-				rows++
-			}
-		}
-	}
-	require.NoError(b, w.Close())
+	v, data, rows := exampleViewFile(b, 1000, 0)
+	buf := bytes.NewBuffer(data)
 	f, err := OpenViewFile(v, bytes.NewReader(buf.Bytes()), int64(buf.Len()))
 	require.NoError(b, err)
 	defer f.Close()
@@ -108,4 +76,46 @@ func BenchmarkDecodeMeasures(b *testing.B) {
 	b.ReportMetric(float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc))/float64(rows), "heap_B/row")
 	b.ReportMetric(float64(est)/float64(rows), "estimated_B/row")
 	runtime.KeepAlive(held)
+}
+
+// exampleViewFile writes a batch view file of the example view
+// (pageviews_by_country) from 17 Nov 2026 00:00 UTC: minutes 1m windows ×
+// 10 countries × 4 devices, each row from 8 events, cut into row groups of
+// rowGroupRows (0: one).
+func exampleViewFile(tb testing.TB, minutes, rowGroupRows int) (*schemas.View, []byte, int) {
+	cfg, err := schemas.Parse("t.yaml", []byte(testenv.ExampleConfigYAML(tb)), func(string) (string, bool) { return "", false })
+	require.NoError(tb, err)
+	v := cfg.View("pageviews_by_country")
+	s := v.StreamDef()
+	idx := func(name string) int { return s.FieldIndex(name) }
+	rng := rand.New(rand.NewPCG(1, 2))
+	from := time.Date(2026, 11, 17, 0, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	w := parquet.NewViewWriter(&buf, v, parquet.ViewWriterOptions{RowGroupRows: int64(rowGroupRows)})
+	const countries, devices, perRow = 10, 4, 8
+	rows := 0
+	for m := 0; m < minutes; m++ {
+		for c := 0; c < countries; c++ {
+			for d := 0; d < devices; d++ {
+				a := v.NewAggregate()
+				ev := schemas.Event{Time: from.Add(time.Duration(m) * time.Minute), Values: make([]schemas.Value, len(s.Fields))}
+				ev.Values[idx("country")] = schemas.Value{Set: true, Str: fmt.Sprintf("C%d", c)}
+				ev.Values[idx("device")] = schemas.Value{Set: true, Str: fmt.Sprintf("D%d", d)}
+				for e := 0; e < perRow; e++ {
+					ev.Values[idx("user_id")] = schemas.Value{Set: true, Str: fmt.Sprintf("u%d", rng.IntN(200000))}
+					ev.Values[idx("amount")] = schemas.Value{Set: true, Float: float64(rng.IntN(10000)) / 100}
+					ev.Values[idx("latency_ms")] = schemas.Value{Set: true, Float: rng.ExpFloat64() * 80}
+					v.Add(a, &ev)
+				}
+				cells := make([]any, len(v.Measures))
+				for i := range v.Measures {
+					cells[i] = v.Measures[i].Cell(&a[i])
+				}
+				require.NoError(tb, w.Write(parquet.ViewRow{WindowStart: ev.Time, Dims: []string{fmt.Sprintf("C%d", c), fmt.Sprintf("D%d", d)}, Cells: cells}))
+				rows++
+			}
+		}
+	}
+	require.NoError(tb, w.Close())
+	return v, buf.Bytes(), rows
 }

@@ -78,12 +78,9 @@ func (f *ParquetViewFile) RowGroups() []RowGroup { return f.groups }
 
 // ReadRowGroup implements ViewFile.
 func (f *ParquetViewFile) ReadRowGroup(ctx context.Context, i int, keys bool, need []bool, fn func(windowMs int64, dims []string, cells []any) error) error {
-	rows, err := f.r.ReadRowGroupColumns(i, keys, need)
-	if err != nil {
-		return err
-	}
-	for k, row := range rows {
-		if k%4096 == 0 {
+	k := 0
+	return f.r.EachRowGroupRow(i, keys, need, func(row parquet.ViewRow) error {
+		if k++; k%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -92,11 +89,8 @@ func (f *ParquetViewFile) ReadRowGroup(ctx context.Context, i int, keys bool, ne
 		if keys {
 			ms = row.WindowStart.UnixMilli()
 		}
-		if err := fn(ms, row.Dims, row.Cells); err != nil {
-			return err
-		}
-	}
-	return nil
+		return fn(ms, row.Dims, row.Cells)
+	})
 }
 
 // Close implements ViewFile.

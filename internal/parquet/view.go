@@ -235,8 +235,28 @@ func (r *ViewReader) ReadRowGroupColumns(i int, keys bool, measures []bool) ([]V
 	if i < 0 || i >= len(r.groups) {
 		return nil, fmt.Errorf("parquet: row group %d of %d", i, len(r.groups))
 	}
+	out := make([]ViewRow, 0, r.groups[i].Rows)
+	err := r.EachRowGroupRow(i, keys, measures, func(row ViewRow) error {
+		out = append(out, row)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// EachRowGroupRow calls fn with each row of row group i in file order, the
+// columns read as ReadRowGroupColumns reads them, without holding the
+// group's rows at once: a reader that keeps only part of each row (or
+// none) needs memory for one row, not the group. fn owns the row; an error
+// from fn stops the read and is returned.
+func (r *ViewReader) EachRowGroupRow(i int, keys bool, measures []bool, fn func(ViewRow) error) error {
+	if i < 0 || i >= len(r.groups) {
+		return fmt.Errorf("parquet: row group %d of %d", i, len(r.groups))
+	}
 	if measures != nil && len(measures) != len(r.view.Measures) {
-		return nil, fmt.Errorf("parquet: %d measure flags for view %s's %d measures", len(measures), r.view.Name, len(r.view.Measures))
+		return fmt.Errorf("parquet: %d measure flags for view %s's %d measures", len(measures), r.view.Name, len(r.view.Measures))
 	}
 	var skip []bool
 	if !keys || measures != nil {
@@ -249,18 +269,19 @@ func (r *ViewReader) ReadRowGroupColumns(i int, keys bool, measures []bool) ([]V
 			skip[col+m] = measures != nil && !measures[m]
 		}
 	}
-	out := make([]ViewRow, 0, r.groups[i].Rows)
 	r.t.seekColumns(i, i+1, skip)
 	defer func() { r.t.skip = nil }()
 	for {
 		row, err := r.next()
 		if err == io.EOF {
-			return out, nil
+			return nil
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
-		out = append(out, row)
+		if err := fn(row); err != nil {
+			return err
+		}
 	}
 }
 
