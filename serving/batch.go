@@ -373,6 +373,7 @@ func (b *batchReader) rowGroup(ctx context.Context, file *lazyFile, i int, rg Ro
 		return crg, func() { <-b.decoding }, nil
 	}
 }
+
 // cachedRowGroup returns the cached row group under key if it has every
 // measure need marks decoded.
 func (b *batchReader) cachedRowGroup(key string, need []bool) (*cachedRowGroup, bool) {
